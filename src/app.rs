@@ -1,0 +1,151 @@
+//! Assembly: settings in, a running server out. `build` wires the store, clock and router into
+//! one cloneable [`AppState`]; `App::run_until_stopped` serves on a listener the caller bound, so
+//! tests can bind port 0 and production binds the configured address.
+
+use crate::config::{ConfigError, Profile, Settings};
+use crate::demo::{self, DemoOutcome};
+use crate::domain::{Clock, SystemClock};
+use crate::store::{self, Store, StoreError};
+use secrecy::ExposeSecret;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What every handler and use case can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database ({database}): {source}")]
+    Database {
+        database: String,
+        source: StoreError,
+    },
+}
+
+pub struct App {
+    pub state: AppState,
+    /// Set when this start loaded the demo data set.
+    pub demo: Option<DemoOutcome>,
+}
+
+impl App {
+    /// Checks the settings, opens and migrates the database, loads demo data in dev.
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        settings.check()?;
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        })?;
+        let database = settings.database_label();
+        let db_err = |source| StartError::Database {
+            database: database.clone(),
+            source,
+        };
+        let store = store::connect(
+            settings.effective_database_url().expose_secret(),
+            settings.database_max_connections,
+        )
+        .await
+        .map_err(db_err)?;
+        store.migrate().await.map_err(db_err)?;
+        Self::with_store(settings, store, Arc::new(SystemClock))
+            .await
+            .map_err(db_err)
+    }
+
+    /// Builds around an already-open, migrated store (tests inject theirs and a manual clock).
+    pub async fn with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, StoreError> {
+        let demo = if settings.profile == Profile::Dev && settings.demo_data {
+            match demo::load_if_empty(store.as_ref(), clock.now()).await? {
+                outcome @ DemoOutcome::Loaded { .. } => Some(outcome),
+                DemoOutcome::SkippedNotEmpty => None,
+            }
+        } else {
+            None
+        };
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            clock,
+        };
+        Ok(App { state, demo })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        crate::web::router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and returns.
+    pub async fn run_until_stopped(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// The one short banner `serve` prints.
+    pub fn banner(&self, listening: std::net::SocketAddr) -> String {
+        let s = &self.state.settings;
+        let mut lines = vec![format!(
+            "passkey {} listening on http://{listening}",
+            crate::VERSION
+        )];
+        lines.push(format!("  database: {}", s.database_label()));
+        if s.dev_channel_auth() {
+            lines.push(
+                "  dev mode: channel auth OFF (loopback only) — Teams tokens are not checked"
+                    .into(),
+            );
+        }
+        if let Some(DemoOutcome::Loaded { users, records }) = &self.demo {
+            lines.push(format!(
+                "  demo data loaded: {users} users, {records} records"
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

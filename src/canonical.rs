@@ -1,0 +1,95 @@
+//! Canonical JSON and SHA-256: the one way Passkey turns structured data into stable bytes.
+//! Used for policy inputs hashes, audit hash chains and policy versions; identical data gives
+//! identical bytes across runs, machines and key orders.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// JSON with object keys sorted (by UTF-8 bytes), no whitespace, nulls written out.
+/// Sorting is done here rather than trusting serde_json's map order, which a feature flag
+/// anywhere in the build (`preserve_order`) could change.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(value, &mut out);
+    out
+}
+
+fn write_value(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_value(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Lower-case hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    hex::encode(Sha256::digest(bytes.as_ref()))
+}
+
+/// SHA-256 of the canonical JSON of a value.
+pub fn hash_canonical(value: &Value) -> String {
+    sha256_hex(canonical_json(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_bytes() {
+        let a: Value =
+            serde_json::from_str(r#"{ "b": 1, "a": {"y": null, "x": [3, "z"]} }"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":[3,"z"],"y":null},"b":1}"#).unwrap();
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":[3,"z"],"y":null},"b":1}"#);
+        assert_eq!(hash_canonical(&a), hash_canonical(&b));
+    }
+
+    #[test]
+    fn different_values_hash_differently_and_nulls_count() {
+        assert_ne!(
+            hash_canonical(&json!({"a": null})),
+            hash_canonical(&json!({}))
+        );
+        assert_ne!(
+            hash_canonical(&json!([1, 2])),
+            hash_canonical(&json!([2, 1]))
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        assert_eq!(
+            canonical_json(&json!({"q\"": "line\nbreak"})),
+            r#"{"q\"":"line\nbreak"}"#
+        );
+        // Known vector: SHA-256 of the empty string.
+        assert_eq!(
+            sha256_hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

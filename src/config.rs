@@ -1,0 +1,607 @@
+//! Typed settings. Layers, later wins: built-in defaults < `passkey.toml` (or the file named by
+//! `PASSKEY_CONFIG`) < `PASSKEY_*` environment variables (`__` separates sections:
+//! `PASSKEY_BOT__APP_ID` sets `bot.app_id`) < `DATABASE_URL`.
+//! Secrets are `SecretString`s: Debug prints `[REDACTED]`, and only `expose_secret()` reads them.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the app runs. Production refuses every embedded stand-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Which Keeper bridge serves vault reads and shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaultBackend {
+    /// A vault file in the data directory, with one-time links served by the app itself.
+    Local,
+    /// Clearly fake links, for staging environments without Commander.
+    Stub,
+    /// KSM reads plus Commander's REST service mode for shares.
+    CommanderService,
+    /// KSM reads plus the `keeper` CLI as a subprocess for shares.
+    CommanderCli,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub profile: Profile,
+    /// Address the HTTP server binds.
+    pub bind: SocketAddr,
+    /// Base URL people's browsers reach the app at (deep links). Defaults to `http://{bind}`.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// `postgres://…` selects PostgreSQL; unset means the SQLite file `passkey.db` in `data_dir`.
+    pub database_url: Option<SecretString>,
+    #[serde(deserialize_with = "de_u32")]
+    pub database_max_connections: u32,
+    /// Load the demo data set into an empty database (dev profile only).
+    pub demo_data: bool,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+    pub bot: BotSettings,
+    pub vault: VaultSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Pretty in dev, JSON in production unless set.
+    pub format: Option<LogFormat>,
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[serde(deserialize_with = "de_usize")]
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotSettings {
+    /// The bot's Microsoft App ID. Unset = dev mode (no channel auth), allowed on loopback only.
+    pub app_id: Option<String>,
+    pub app_password: Option<SecretString>,
+    /// Set for single-tenant bots: tokens from this tenant's Entra issuers are accepted too.
+    pub tenant_id: Option<String>,
+    /// Teams tenants whose activities are served; empty = any tenant (dev), refused in production.
+    #[serde(deserialize_with = "de_list")]
+    pub allowed_tenants: Vec<String>,
+    pub openid_metadata_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultSettings {
+    pub backend: VaultBackend,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            profile: Profile::Dev,
+            bind: SocketAddr::from(([127, 0, 0, 1], 3978)),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_max_connections: 10,
+            demo_data: true,
+            log: LogSettings::default(),
+            http: HttpSettings::default(),
+            bot: BotSettings::default(),
+            vault: VaultSettings::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: None,
+            filter: "info,sqlx=warn,tower_http=info".into(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        // Bot Framework activities carrying a full Adaptive Card stay well under 100 KB.
+        HttpSettings {
+            body_limit_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Default for BotSettings {
+    fn default() -> Self {
+        BotSettings {
+            app_id: None,
+            app_password: None,
+            tenant_id: None,
+            allowed_tenants: Vec::new(),
+            openid_metadata_url:
+                "https://login.botframework.com/v1/.well-known/openidconfiguration".into(),
+        }
+    }
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        VaultSettings {
+            backend: VaultBackend::Local,
+        }
+    }
+}
+
+/// Configuration that cannot be loaded, or that is unsafe to run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("refusing to start:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Unsafe(Vec<String>),
+}
+
+impl Settings {
+    /// Loads the layers from the process environment and the working directory.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let file = match env.get("PASSKEY_CONFIG") {
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(PathBuf::from("passkey.toml")).filter(|p| p.exists()),
+        };
+        Self::from_layers(file.as_deref(), &env)
+    }
+
+    /// Builds settings from an optional TOML file and an environment map (tests pass their own).
+    pub fn from_layers(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("PASSKEY_") else {
+                continue;
+            };
+            if key == "CONFIG" || key.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            insert_path(&mut table, &path, env_value(value))
+                .map_err(|e| ConfigError::Parse(format!("{name}: {e}")))?;
+        }
+        if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+            table.insert("database_url".into(), toml::Value::String(url.clone()));
+        }
+        Settings::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Refuses combinations that are unsafe to run, naming every problem at once.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let dev_channel_auth = self.bot.app_id.as_deref().is_none_or(str::is_empty);
+        if dev_channel_auth && !self.bind.ip().is_loopback() {
+            problems.push(format!(
+                "dev channel auth (no bot.app_id) accepts unauthenticated activities, so it only listens on \
+                 loopback; {} is not loopback. Set PASSKEY_BOT__APP_ID and PASSKEY_BOT__APP_PASSWORD, or bind 127.0.0.1",
+                self.bind
+            ));
+        }
+        if self.http.body_limit_bytes == 0 {
+            problems.push("http.body_limit_bytes must be greater than 0".into());
+        }
+        if self.profile == Profile::Production {
+            if dev_channel_auth {
+                problems.push("production needs bot.app_id (PASSKEY_BOT__APP_ID)".into());
+            }
+            if self
+                .bot
+                .app_password
+                .as_ref()
+                .is_none_or(|p| p.expose_secret().is_empty())
+            {
+                problems
+                    .push("production needs bot.app_password (PASSKEY_BOT__APP_PASSWORD)".into());
+            }
+            if self.bot.allowed_tenants.is_empty() {
+                problems.push(
+                    "production needs bot.allowed_tenants: the Teams tenants this bot serves"
+                        .into(),
+                );
+            }
+            match self.vault.backend {
+                VaultBackend::Local => problems.push(
+                    "production cannot use the local demo vault (vault.backend = \"local\"); use commander-service \
+                     or commander-cli"
+                        .into(),
+                ),
+                VaultBackend::Stub => {
+                    problems.push("production cannot use the staging stub vault (vault.backend = \"stub\")".into())
+                }
+                VaultBackend::CommanderService | VaultBackend::CommanderCli => {}
+            }
+            if self.demo_data {
+                // Not a hazard on its own (demo data loads only in dev), but say it so nobody relies on it.
+                tracing::debug!("demo_data is ignored in the production profile");
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("https://")
+                || (self.profile == Profile::Dev && url.starts_with("http://")))
+            {
+                problems.push(format!(
+                    "public_url must be https:// outside dev (got {url})"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Unsafe(problems))
+        }
+    }
+
+    /// True when inbound activities are accepted without a channel token.
+    pub fn dev_channel_auth(&self) -> bool {
+        self.bot.app_id.as_deref().is_none_or(str::is_empty)
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log.format.unwrap_or(match self.profile {
+            Profile::Dev => LogFormat::Pretty,
+            Profile::Production => LogFormat::Json,
+        })
+    }
+
+    /// The database URL in effect (a secret: it may hold a password).
+    pub fn effective_database_url(&self) -> SecretString {
+        match &self.database_url {
+            Some(url) if !url.expose_secret().is_empty() => url.clone(),
+            _ => SecretString::from(format!(
+                "sqlite://{}",
+                self.data_dir.join("passkey.db").display()
+            )),
+        }
+    }
+
+    /// A description of the database safe to print: kind and location, no credentials.
+    pub fn database_label(&self) -> String {
+        let url = self.effective_database_url();
+        describe_database_url(url.expose_secret())
+    }
+
+    pub fn public_base_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The effective settings as TOML-ish lines with every secret replaced by `[REDACTED]`.
+    pub fn redacted_summary(&self) -> Vec<(String, String)> {
+        let secret = |s: &Option<SecretString>| match s {
+            Some(_) => "[REDACTED]".to_string(),
+            None => "(unset)".to_string(),
+        };
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "(unset)".into());
+        vec![
+            (
+                "profile".into(),
+                format!("{:?}", self.profile).to_lowercase(),
+            ),
+            ("bind".into(), self.bind.to_string()),
+            ("public_url".into(), self.public_base_url()),
+            ("data_dir".into(), self.data_dir.display().to_string()),
+            ("database".into(), self.database_label()),
+            (
+                "database_max_connections".into(),
+                self.database_max_connections.to_string(),
+            ),
+            ("demo_data".into(), self.demo_data.to_string()),
+            (
+                "log.format".into(),
+                format!("{:?}", self.log_format()).to_lowercase(),
+            ),
+            ("log.filter".into(), self.log.filter.clone()),
+            (
+                "http.body_limit_bytes".into(),
+                self.http.body_limit_bytes.to_string(),
+            ),
+            ("bot.app_id".into(), opt(&self.bot.app_id)),
+            ("bot.app_password".into(), secret(&self.bot.app_password)),
+            ("bot.tenant_id".into(), opt(&self.bot.tenant_id)),
+            (
+                "bot.allowed_tenants".into(),
+                format!("{:?}", self.bot.allowed_tenants),
+            ),
+            (
+                "bot.openid_metadata_url".into(),
+                self.bot.openid_metadata_url.clone(),
+            ),
+            (
+                "bot.channel_auth".into(),
+                if self.dev_channel_auth() {
+                    "dev (off)"
+                } else {
+                    "on"
+                }
+                .into(),
+            ),
+            ("vault.backend".into(), format!("{:?}", self.vault.backend)),
+        ]
+    }
+}
+
+/// `postgres://user:pass@host:5432/db` → `postgres host:5432/db`; `sqlite://path` → `sqlite path`.
+pub fn describe_database_url(url: &str) -> String {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return format!("sqlite {path}");
+    }
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let after_credentials = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let without_query = after_credentials.split('?').next().unwrap_or_default();
+        return format!("postgres {without_query}");
+    }
+    "unrecognised database URL".into()
+}
+
+/// Environment values are strings, except the words true/false, which are booleans.
+fn env_value(raw: &str) -> toml::Value {
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        other => toml::Value::String(other.to_string()),
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Numbers may come from TOML (integers) or the environment (strings).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumberOrText::deserialize(d)? {
+        NumberOrText::Number(n) => Ok(n),
+        NumberOrText::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
+    }
+}
+
+fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    u32::try_from(de_u64(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    usize::try_from(de_u64(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Lists may be TOML arrays or comma-separated environment strings.
+fn de_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(d)? {
+        ListOrText::List(v) => v,
+        ListOrText::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_a_loopback_dev_server_on_sqlite() {
+        let s = Settings::from_layers(None, &env(&[])).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:3978");
+        assert_eq!(s.profile, Profile::Dev);
+        assert!(s.dev_channel_auth());
+        assert_eq!(s.database_label(), "sqlite data/passkey.db");
+        assert_eq!(s.log_format(), LogFormat::Pretty);
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn environment_beats_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passkey.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:4000\"\ndata_dir = \"/tmp/pk\"\n[http]\nbody_limit_bytes = 1000\n[bot]\nallowed_tenants = [\"t1\"]\n",
+        )
+        .unwrap();
+        let s = Settings::from_layers(
+            Some(&file),
+            &env(&[
+                ("PASSKEY_BIND", "127.0.0.1:5000"),
+                ("PASSKEY_HTTP__BODY_LIMIT_BYTES", "2048"),
+                ("PASSKEY_BOT__ALLOWED_TENANTS", "a, b"),
+                ("PASSKEY_DEMO_DATA", "false"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:5000");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/pk"));
+        assert_eq!(s.http.body_limit_bytes, 2048);
+        assert_eq!(s.bot.allowed_tenants, vec!["a", "b"]);
+        assert!(!s.demo_data);
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_never_prints_the_password() {
+        let s = Settings::from_layers(
+            None,
+            &env(&[(
+                "DATABASE_URL",
+                "postgres://app:hunter2@db.internal:5432/passkey",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.database_label(), "postgres db.internal:5432/passkey");
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("hunter2"),
+            "Debug leaked the password: {debug}"
+        );
+        let summary = format!("{:?}", s.redacted_summary());
+        assert!(!summary.contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_and_summary() {
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_BOT__APP_PASSWORD", "s3cr3t-value")]))
+            .unwrap();
+        assert!(!format!("{s:?}").contains("s3cr3t-value"));
+        let summary = s.redacted_summary();
+        assert!(
+            summary
+                .iter()
+                .any(|(k, v)| k == "bot.app_password" && v == "[REDACTED]")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_BINDD", "x")])).unwrap_err();
+        assert!(err.to_string().contains("bindd"), "{err}");
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_HTTP__BODY_LIMIT_BYTES", "lots")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("`lots` is not a number"), "{err}");
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_PROFILE", "staging")])).unwrap_err();
+        assert!(err.to_string().contains("staging"), "{err}");
+    }
+
+    #[test]
+    fn dev_channel_auth_is_refused_off_loopback() {
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_BIND", "0.0.0.0:3978")])).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("only listens on loopback"), "{err}");
+        // With an app id the same bind address is fine.
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_BIND", "0.0.0.0:3978"),
+                (
+                    "PASSKEY_BOT__APP_ID",
+                    "00000000-0000-0000-0000-000000000001",
+                ),
+            ]),
+        )
+        .unwrap();
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn production_refuses_local_vault_stub_vault_and_missing_bot_credentials() {
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_PROFILE", "production")])).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("production needs bot.app_id"), "{err}");
+        assert!(err.contains("production needs bot.app_password"), "{err}");
+        assert!(err.contains("local demo vault"), "{err}");
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_PROFILE", "production"),
+                ("PASSKEY_BOT__APP_ID", "app"),
+                ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+                ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+                ("PASSKEY_VAULT__BACKEND", "stub"),
+            ]),
+        )
+        .unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("staging stub"), "{err}");
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_PROFILE", "production"),
+                ("PASSKEY_BOT__APP_ID", "app"),
+                ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+                ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+                ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ]),
+        )
+        .unwrap();
+        s.check().unwrap();
+        assert_eq!(s.log_format(), LogFormat::Json);
+    }
+}

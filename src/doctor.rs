@@ -1,0 +1,135 @@
+//! `passkey doctor`: the effective configuration (secrets redacted) and a check of every dependency
+//! it can reach. Later subsystems add their checks here.
+
+use crate::config::Settings;
+use crate::store;
+use secrecy::ExposeSecret;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Runs every check; the report is printable and `all_ok` decides the exit code.
+pub struct Report {
+    pub settings: Vec<(String, String)>,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn all_ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from("effective configuration\n");
+        let width = self
+            .settings
+            .iter()
+            .map(|(k, _)| k.len())
+            .max()
+            .unwrap_or(0);
+        for (k, v) in &self.settings {
+            let _ = writeln!(out, "  {k:width$}  {v}");
+        }
+        out.push_str("\nchecks\n");
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: {}",
+                if c.ok { " ok " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        out.push_str(if self.all_ok() {
+            "\nall checks passed\n"
+        } else {
+            "\nsome checks failed\n"
+        });
+        out
+    }
+}
+
+pub async fn run(settings: &Settings) -> Report {
+    let mut checks = Vec::new();
+    checks.push(match settings.check() {
+        Ok(()) => Check {
+            name: "configuration",
+            ok: true,
+            detail: "safe to start".into(),
+        },
+        Err(e) => Check {
+            name: "configuration",
+            ok: false,
+            detail: e.to_string(),
+        },
+    });
+    checks.push(data_dir_check(settings));
+    let url = settings.effective_database_url();
+    match store::connect(url.expose_secret(), 1).await {
+        Err(e) => checks.push(Check {
+            name: "database reachable",
+            ok: false,
+            detail: format!("{}: {e}", settings.database_label()),
+        }),
+        Ok(store) => {
+            let ping = store.ping().await;
+            checks.push(Check {
+                name: "database reachable",
+                ok: ping.is_ok(),
+                detail: match ping {
+                    Ok(()) => settings.database_label(),
+                    Err(e) => format!("{}: {e}", settings.database_label()),
+                },
+            });
+            checks.push(match store.migration_state().await {
+                Ok(m) if m.is_current() => Check {
+                    name: "migrations current",
+                    ok: true,
+                    detail: format!("{} applied", m.applied.len()),
+                },
+                Ok(m) => Check {
+                    name: "migrations current",
+                    ok: false,
+                    detail: format!(
+                        "applied {:?}, this build expects {:?}; run `passkey migrate`",
+                        m.applied, m.expected
+                    ),
+                },
+                Err(e) => Check {
+                    name: "migrations current",
+                    ok: false,
+                    detail: e.to_string(),
+                },
+            });
+        }
+    }
+    Report {
+        settings: settings.redacted_summary(),
+        checks,
+    }
+}
+
+fn data_dir_check(settings: &Settings) -> Check {
+    let dir = &settings.data_dir;
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => Check {
+            name: "data directory writable",
+            ok: true,
+            detail: dir.display().to_string(),
+        },
+        Err(e) => Check {
+            name: "data directory writable",
+            ok: false,
+            detail: format!("{}: {e}", dir.display()),
+        },
+    }
+}

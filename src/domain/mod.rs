@@ -1,0 +1,12 @@
+//! Pure domain types: no I/O, no clock reads (time comes in as a [`Timestamp`]).
+
+mod enums;
+mod status;
+mod time;
+
+pub use enums::{
+    AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, Role, Sensitivity,
+    SyncStatus, TraceOutcome, TraceStage, UnknownValue, VaultPrincipalType,
+};
+pub use status::{IllegalTransition, RequestStatus};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -1,0 +1,173 @@
+//! Instants and the clock. Everything below the edges takes time as a value, so the policy engine
+//! stays pure and tests can move time by hand.
+
+use std::fmt;
+use std::sync::Mutex;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+/// A UTC instant with microsecond precision — the precision both databases keep, so a value
+/// read back equals the value written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+impl Timestamp {
+    pub fn from_datetime(dt: OffsetDateTime) -> Self {
+        let utc = dt.to_offset(UtcOffset::UTC);
+        let micros = utc.microsecond();
+        Timestamp(
+            utc.replace_nanosecond(micros * 1_000)
+                .expect("microseconds are in range"),
+        )
+    }
+
+    pub fn from_unix_seconds(secs: i64) -> Self {
+        Self::from_datetime(
+            OffsetDateTime::from_unix_timestamp(secs).expect("unix seconds in range"),
+        )
+    }
+
+    pub fn unix_seconds(self) -> i64 {
+        self.0.unix_timestamp()
+    }
+
+    pub fn datetime(self) -> OffsetDateTime {
+        self.0
+    }
+
+    /// Fixed-width text: `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Text order is time order, which is what
+    /// lets SQLite compare stored instants with `<` and `ORDER BY`.
+    pub fn to_fixed_text(self) -> String {
+        let d = self.0;
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second(),
+            d.microsecond()
+        )
+    }
+
+    /// Parses any RFC 3339 instant (the fixed form included).
+    pub fn parse(text: &str) -> Result<Self, time::error::Parse> {
+        OffsetDateTime::parse(text, &Rfc3339).map(Self::from_datetime)
+    }
+
+    pub fn plus(self, d: Duration) -> Self {
+        Self::from_datetime(self.0 + d)
+    }
+
+    pub fn minus(self, d: Duration) -> Self {
+        Self::from_datetime(self.0 - d)
+    }
+
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        self.0 - earlier.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_fixed_text())
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_fixed_text())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_datetime(OffsetDateTime::now_utc())
+    }
+}
+
+/// A clock that moves only when told to; for tests and replay.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        ManualClock(Mutex::new(start))
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.0.lock().expect("clock lock");
+        *now = now.plus(d);
+    }
+
+    pub fn set(&self, t: Timestamp) {
+        *self.0.lock().expect("clock lock") = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn fixed_text_sorts_like_time_even_across_whole_seconds() {
+        let whole = Timestamp::from_datetime(datetime!(2026-11-23 10:00:00 UTC));
+        let fraction = whole.plus(Duration::microseconds(500_000));
+        let later = whole.plus(Duration::seconds(1));
+        let mut texts = [
+            later.to_fixed_text(),
+            whole.to_fixed_text(),
+            fraction.to_fixed_text(),
+        ];
+        texts.sort();
+        assert_eq!(
+            texts,
+            [
+                whole.to_fixed_text(),
+                fraction.to_fixed_text(),
+                later.to_fixed_text()
+            ]
+        );
+        assert_eq!(whole.to_fixed_text(), "2026-11-23T10:00:00.000000Z");
+    }
+
+    #[test]
+    fn nanoseconds_are_dropped_and_offsets_normalised() {
+        let t = Timestamp::from_datetime(datetime!(2026-11-23 12:00:00.123456789 +02:00));
+        assert_eq!(t.to_fixed_text(), "2026-11-23T10:00:00.123456Z");
+        assert_eq!(Timestamp::parse(&t.to_fixed_text()).unwrap(), t);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = Timestamp::from_unix_seconds(1_800_000_000);
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::minutes(5));
+        assert_eq!(clock.now().since(start), Duration::minutes(5));
+    }
+}

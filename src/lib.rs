@@ -1,0 +1,16 @@
+//! Passkey: a Microsoft Teams bot for just-in-time access to credentials held in a Keeper vault.
+//! See docs/ARCHITECTURE.md for the map of these modules.
+
+pub mod app;
+pub mod canonical;
+pub mod config;
+pub mod demo;
+pub mod doctor;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod telemetry;
+pub mod web;
+
+/// The crate version, shown by /healthz and the banner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

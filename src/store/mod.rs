@@ -1,0 +1,320 @@
+//! Persistence. One trait per aggregate, gathered in [`Store`]; two implementations,
+//! [`SqliteStore`] (embedded default) and [`PgStore`] (production), generated from one body of
+//! SQL (`sql.rs`) so the two cannot drift apart. Contract tests run every story on both.
+//!
+//! Rules every implementation keeps:
+//! - a request's status changes only through [`RequestStore::transition_request`], conditional on
+//!   the status the caller saw, after the domain transition table allowed it;
+//! - every state change writes its audit event in the same transaction (INV-3), appended to the
+//!   hash chain under a lock on the chain head, so chain order is commit order.
+
+mod models;
+mod postgres;
+mod sql;
+mod sqlite;
+mod timestamp;
+
+pub use models::*;
+pub use postgres::PgStore;
+pub use sql::recompute_audit_hash;
+pub use sqlite::SqliteStore;
+
+use crate::domain::{IllegalTransition, RequestStatus, Role, SyncStatus, Timestamp};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Why a store call failed. Callers map these to user-facing answers; the inner causes are logged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The row is no longer in the state the caller saw (someone else moved it first).
+    #[error("request {request_id} is {actual}, not {expected}")]
+    StatusConflict {
+        request_id: i64,
+        expected: RequestStatus,
+        actual: RequestStatus,
+    },
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    /// A uniqueness or "already done" condition.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A database invariant (INV-1, INV-2 triggers) refused the write.
+    #[error("refused by invariant: {0}")]
+    Refused(String),
+    /// A check, not-null or foreign-key constraint refused the write.
+    #[error("invalid data: {0}")]
+    Invalid(String),
+    /// The database could not be reached in time.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound("row"),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) => {
+                let message = db.message().to_string();
+                if message.contains("INV-") {
+                    return StoreError::Refused(message);
+                }
+                match db.kind() {
+                    ErrorKind::UniqueViolation => StoreError::Conflict(message),
+                    ErrorKind::CheckViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::ForeignKeyViolation => StoreError::Invalid(message),
+                    _ => StoreError::Database(e),
+                }
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates the user on first sight, otherwise refreshes their profile (never their role).
+    async fn upsert_user(&self, user: &NewUser, at: Timestamp) -> StoreResult<User>;
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>>;
+    async fn user_by_aad_object_id(&self, aad_object_id: &str) -> StoreResult<Option<User>>;
+    /// Case-insensitive match on mail or UPN.
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn users_with_role(&self, role: Role) -> StoreResult<Vec<User>>;
+    async fn set_user_role(
+        &self,
+        user_id: i64,
+        role: Role,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<User>;
+    async fn count_users(&self) -> StoreResult<i64>;
+}
+
+#[async_trait]
+pub trait VaultStore: Send + Sync {
+    async fn upsert_folder(
+        &self,
+        vault_uid: &str,
+        name: &str,
+        at: Timestamp,
+    ) -> StoreResult<VaultFolder>;
+    async fn folder_by_id(&self, id: i64) -> StoreResult<Option<VaultFolder>>;
+    async fn list_folders(&self) -> StoreResult<Vec<VaultFolder>>;
+    /// Replaces a folder's whole ACL with what the vault reported, in one transaction.
+    async fn replace_folder_permissions(
+        &self,
+        folder_id: i64,
+        permissions: &[NewFolderPermission],
+        at: Timestamp,
+    ) -> StoreResult<Vec<VaultFolderPermission>>;
+    async fn folder_permissions(&self, folder_id: i64) -> StoreResult<Vec<VaultFolderPermission>>;
+    async fn upsert_record(&self, record: &NewRecord, at: Timestamp) -> StoreResult<Record>;
+    async fn record_by_id(&self, id: i64) -> StoreResult<Option<Record>>;
+    async fn record_by_uid(&self, vault_uid: &str) -> StoreResult<Option<Record>>;
+    async fn list_records(&self) -> StoreResult<Vec<Record>>;
+    /// Records whose title starts with `prefix` (case-insensitive), exact matches first.
+    async fn records_by_title_prefix(&self, prefix: &str, limit: i64) -> StoreResult<Vec<Record>>;
+    async fn set_record_sync_status(
+        &self,
+        record_id: i64,
+        status: SyncStatus,
+        at: Timestamp,
+    ) -> StoreResult<Record>;
+}
+
+#[async_trait]
+pub trait GovernanceStore: Send + Sync {
+    /// Stores a policy body and makes it the active one for its name. Storing the body that is
+    /// already active changes nothing and writes no audit event.
+    async fn put_policy(
+        &self,
+        policy: &NewPolicy,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<GovernancePolicy>;
+    async fn active_policies(&self) -> StoreResult<Vec<GovernancePolicy>>;
+    async fn upsert_governed_resource(
+        &self,
+        record_id: i64,
+        visibility_policy: &str,
+        access_policy: &str,
+        lease_policy: &str,
+        at: Timestamp,
+    ) -> StoreResult<GovernedResource>;
+    async fn governed_resource_for_record(
+        &self,
+        record_id: i64,
+    ) -> StoreResult<Option<GovernedResource>>;
+    async fn add_authority(
+        &self,
+        authority: &NewAuthority,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Authority>;
+    /// Revokes an active authority row; a second revocation is a conflict (INV-1).
+    async fn revoke_authority(
+        &self,
+        authority_id: i64,
+        revoked_by: &str,
+        reason: &str,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Authority>;
+    /// Inserts the successor and revokes the predecessor with a link to it, atomically.
+    async fn supersede_authority(
+        &self,
+        old_id: i64,
+        successor: &NewAuthority,
+        reason: &str,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Authority>;
+    /// Rows in force at `at`: not revoked, valid_from ≤ at < valid_to.
+    async fn active_authorities(
+        &self,
+        resource_id: i64,
+        at: Timestamp,
+    ) -> StoreResult<Vec<Authority>>;
+    /// Every row ever written for the resource, oldest first.
+    async fn authority_history(&self, resource_id: i64) -> StoreResult<Vec<Authority>>;
+}
+
+#[async_trait]
+pub trait RequestStore: Send + Sync {
+    /// Persists a new request with its decision traces and audit event in one transaction.
+    async fn create_request(
+        &self,
+        request: &NewRequest,
+        traces: &[NewTrace],
+        audit: &NewAuditEvent,
+        at: Timestamp,
+    ) -> StoreResult<Request>;
+    async fn request_by_id(&self, id: i64) -> StoreResult<Option<Request>>;
+    async fn requests_for_requester(
+        &self,
+        requester_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Request>>;
+    async fn requests_in_status(
+        &self,
+        statuses: &[RequestStatus],
+        limit: i64,
+    ) -> StoreResult<Vec<Request>>;
+    /// Moves a request from `change.from` to `change.to` if the table allows it and the row is
+    /// still in `change.from`; writes traces and the audit event in the same transaction.
+    async fn transition_request(
+        &self,
+        change: &StatusChange,
+        traces: &[NewTrace],
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Request>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends one event to the chain in its own transaction (for events with no state change).
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Events with `seq > after`, in chain order.
+    async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>>;
+    async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>>;
+    async fn insert_trace(&self, trace: &NewTrace) -> StoreResult<DecisionTrace>;
+    async fn traces_for_request(&self, request_id: i64) -> StoreResult<Vec<DecisionTrace>>;
+}
+
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    async fn upsert_conversation(&self, reference: &ConversationRef) -> StoreResult<()>;
+    async fn conversation(&self, conversation_id: &str) -> StoreResult<Option<ConversationRef>>;
+    /// The 1:1 chat with a user, if the bot has one.
+    async fn personal_conversation(
+        &self,
+        aad_object_id: &str,
+    ) -> StoreResult<Option<ConversationRef>>;
+    async fn record_sent_card(&self, card: &NewSentCard) -> StoreResult<SentCard>;
+    async fn sent_cards_for_request(&self, request_id: i64) -> StoreResult<Vec<SentCard>>;
+    /// Marks an inbound activity as processed; false when it already was (a redelivery).
+    async fn mark_activity_processed(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Claims a unit of work until `lease_until`. True for exactly one claimant while the claim is
+    /// live; an expired, uncompleted claim may be taken over; a completed one never is (INV-7).
+    async fn try_claim(
+        &self,
+        job: &str,
+        key: &str,
+        holder: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Marks a claimed unit done; false if `holder` no longer holds it.
+    async fn complete_claim(
+        &self,
+        job: &str,
+        key: &str,
+        holder: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// A round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    async fn migration_state(&self) -> StoreResult<MigrationState>;
+    async fn migrate(&self) -> StoreResult<()>;
+}
+
+/// Which database backs a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+/// Everything the application persists.
+pub trait Store:
+    UserStore
+    + VaultStore
+    + GovernanceStore
+    + RequestStore
+    + AuditStore
+    + ConversationStore
+    + JobStore
+    + HealthStore
+{
+    fn kind(&self) -> DatabaseKind;
+}
+
+/// Opens the store a database URL names: `postgres://…` or `sqlite://path`.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+    } else if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path), max_connections).await?,
+        ))
+    } else {
+        Err(StoreError::Invalid(
+            "database URL must start with postgres://, postgresql:// or sqlite://".into(),
+        ))
+    }
+}

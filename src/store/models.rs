@@ -1,0 +1,374 @@
+//! Rows as the application sees them, and the inputs that create them.
+//! Row structs derive `FromRow` generically, so one definition serves both databases.
+
+use crate::domain::{
+    AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, RequestStatus,
+    Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage, VaultPrincipalType,
+};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::types::Json;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub aad_object_id: String,
+    pub tenant_id: Option<String>,
+    pub teams_user_id: Option<String>,
+    pub upn: Option<String>,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub role: Role,
+    pub allow_multiple_leases: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Who a person is, as Teams or Entra tells us. Upserting never changes a stored role.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub aad_object_id: String,
+    pub tenant_id: Option<String>,
+    pub teams_user_id: Option<String>,
+    pub upn: Option<String>,
+    pub email: Option<String>,
+    pub display_name: String,
+    /// The role given to a user seen for the first time.
+    pub initial_role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct VaultFolder {
+    pub id: i64,
+    pub vault_uid: String,
+    pub name: String,
+    pub last_synced_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct VaultFolderPermission {
+    pub id: i64,
+    pub folder_id: i64,
+    pub principal_type: VaultPrincipalType,
+    pub principal: String,
+    pub permission: FolderPermission,
+    pub synced_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewFolderPermission {
+    pub principal_type: VaultPrincipalType,
+    pub principal: String,
+    pub permission: FolderPermission,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Record {
+    pub id: i64,
+    pub vault_uid: String,
+    pub title: String,
+    pub record_type: String,
+    pub folder_id: Option<i64>,
+    pub revision: i64,
+    pub vault_owner: Option<String>,
+    pub owner_user_id: Option<i64>,
+    pub sensitivity: Sensitivity,
+    pub sync_status: SyncStatus,
+    pub vault_uid_pinned: bool,
+    pub discovery_source: DiscoverySource,
+    pub discovered_at: Option<Timestamp>,
+    pub last_synced_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Vault metadata for a record (never a secret field value). Upserts key on `vault_uid`.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub vault_uid: String,
+    pub title: String,
+    pub record_type: String,
+    pub folder_id: Option<i64>,
+    pub revision: i64,
+    pub vault_owner: Option<String>,
+    pub owner_user_id: Option<i64>,
+    pub sensitivity: Sensitivity,
+    pub discovery_source: DiscoverySource,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct GovernancePolicy {
+    pub id: i64,
+    pub kind: PolicyKind,
+    pub name: String,
+    pub body: Json<Value>,
+    pub content_hash: String,
+    pub active: bool,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPolicy {
+    pub kind: PolicyKind,
+    pub name: String,
+    pub body: Value,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct GovernedResource {
+    pub id: i64,
+    pub record_id: i64,
+    pub visibility_policy: String,
+    pub access_policy: String,
+    pub lease_policy: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Authority {
+    pub id: i64,
+    pub resource_id: i64,
+    pub authority: AuthorityKind,
+    pub principal_type: PrincipalType,
+    pub principal: String,
+    pub stage: i32,
+    pub valid_from: Timestamp,
+    pub valid_to: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_by: Option<String>,
+    pub revoked_reason: Option<String>,
+    pub superseded_by: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuthority {
+    pub resource_id: i64,
+    pub authority: AuthorityKind,
+    pub principal_type: PrincipalType,
+    pub principal: String,
+    pub stage: i32,
+    pub valid_from: Timestamp,
+    pub valid_to: Option<Timestamp>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Request {
+    pub id: i64,
+    pub requester_id: i64,
+    pub record_id: i64,
+    pub status: RequestStatus,
+    pub justification: String,
+    pub ticket_id: Option<String>,
+    pub requested_duration_secs: i64,
+    pub approved_duration_secs: Option<i64>,
+    pub break_glass: bool,
+    pub required_approvals: i32,
+    pub policy_version: Option<String>,
+    pub decided_by: Option<i64>,
+    pub decided_at: Option<Timestamp>,
+    pub decision_reason: Option<String>,
+    pub lease_started_at: Option<Timestamp>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    #[serde(skip)]
+    pub issuance_token_hash: Option<String>,
+    pub issuance_token_expires_at: Option<Timestamp>,
+    pub issuance_count: i32,
+    pub max_issuances: i32,
+    pub extension_count: i32,
+    pub renewal_duration_secs: Option<i64>,
+    pub preflight_attempts: i32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub requester_id: i64,
+    pub record_id: i64,
+    /// PENDING, REQUIRES_TRIAGE or DENIED as the policy decided; approval is a transition.
+    pub status: RequestStatus,
+    pub justification: String,
+    pub ticket_id: Option<String>,
+    pub requested_duration_secs: i64,
+    pub break_glass: bool,
+    pub required_approvals: i32,
+    pub max_issuances: i32,
+    pub policy_version: Option<String>,
+}
+
+/// One status move, conditional on the status the caller saw. Fields left `None` keep their value.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub request_id: i64,
+    pub from: RequestStatus,
+    pub to: RequestStatus,
+    pub at: Timestamp,
+    pub decided_by: Option<i64>,
+    pub decision_reason: Option<String>,
+    pub approved_duration_secs: Option<i64>,
+    pub lease_started_at: Option<Timestamp>,
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+impl StatusChange {
+    pub fn new(request_id: i64, from: RequestStatus, to: RequestStatus, at: Timestamp) -> Self {
+        StatusChange {
+            request_id,
+            from,
+            to,
+            at,
+            decided_by: None,
+            decision_reason: None,
+            approved_duration_secs: None,
+            lease_started_at: None,
+            lease_expires_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub event_id: uuid::Uuid,
+    pub actor: String,
+    pub action: String,
+    pub request_id: Option<i64>,
+    pub record_id: Option<i64>,
+    pub detail: Json<Value>,
+    pub created_at: Timestamp,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// An audit event to append. `actor` is a user reference (`user:42`), `system:<job>` or `admin-cli`.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub request_id: Option<i64>,
+    pub record_id: Option<i64>,
+    pub detail: Value,
+    pub at: Timestamp,
+}
+
+impl NewAuditEvent {
+    pub fn new(actor: impl Into<String>, action: impl Into<String>, at: Timestamp) -> Self {
+        NewAuditEvent {
+            actor: actor.into(),
+            action: action.into(),
+            request_id: None,
+            record_id: None,
+            detail: Value::Object(Default::default()),
+            at,
+        }
+    }
+
+    pub fn request(mut self, id: i64) -> Self {
+        self.request_id = Some(id);
+        self
+    }
+
+    pub fn record(mut self, id: i64) -> Self {
+        self.record_id = Some(id);
+        self
+    }
+
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct DecisionTrace {
+    pub id: i64,
+    pub request_id: Option<i64>,
+    pub stage: TraceStage,
+    pub outcome: TraceOutcome,
+    pub reasons: Json<Value>,
+    pub constraints: Json<Value>,
+    pub required_approvals: Json<Value>,
+    pub trace: Json<Value>,
+    pub inputs: Json<Value>,
+    pub inputs_hash: String,
+    pub policy_version: String,
+    pub code_version: String,
+    pub created_at: Timestamp,
+}
+
+/// A decision trace to write. When written with a new request, `request_id` is filled in by the store.
+#[derive(Debug, Clone)]
+pub struct NewTrace {
+    pub request_id: Option<i64>,
+    pub stage: TraceStage,
+    pub outcome: TraceOutcome,
+    pub reasons: Value,
+    pub constraints: Value,
+    pub required_approvals: Value,
+    pub trace: Value,
+    pub inputs: Value,
+    pub inputs_hash: String,
+    pub policy_version: String,
+    pub code_version: String,
+    pub at: Timestamp,
+}
+
+/// Where and how to reach a conversation later. Built only from authenticated activities.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ConversationRef {
+    pub conversation_id: String,
+    pub conversation_type: String,
+    pub channel_id: String,
+    pub service_url: String,
+    pub tenant_id: Option<String>,
+    pub bot_id: String,
+    pub user_id: Option<i64>,
+    pub aad_object_id: Option<String>,
+    pub teams_user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub reference: Json<Value>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct SentCard {
+    pub id: i64,
+    pub request_id: i64,
+    pub recipient_user_id: Option<i64>,
+    pub conversation_id: String,
+    pub activity_id: String,
+    pub card_kind: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSentCard {
+    pub request_id: i64,
+    pub recipient_user_id: Option<i64>,
+    pub conversation_id: String,
+    pub activity_id: String,
+    pub card_kind: String,
+    pub at: Timestamp,
+}
+
+/// Which migrations the database has, against the ones this build carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationState {
+    pub applied: Vec<i64>,
+    pub expected: Vec<i64>,
+}
+
+impl MigrationState {
+    pub fn is_current(&self) -> bool {
+        self.applied == self.expected
+    }
+}

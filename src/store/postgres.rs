@@ -1,0 +1,48 @@
+//! PostgreSQL: the production database. Several instances may share it: conditional updates and
+//! row locks (the audit chain head is locked `FOR UPDATE`) keep their writes from colliding.
+
+use super::{DatabaseKind, Store, StoreResult, sql::impl_store};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+    const LOCK_CHAIN_HEAD: &'static str =
+        "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
+
+    /// Connects a pool; does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        PgStore { pool }
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Store for PgStore {
+    fn kind(&self) -> DatabaseKind {
+        DatabaseKind::Postgres
+    }
+}
+
+impl_store!(PgStore, sqlx::Postgres);

@@ -1,0 +1,880 @@
+//! The SQL both stores run. `impl_store!` expands the same statements for SQLite and Postgres;
+//! the few real dialect differences are inherent items on each store type:
+//! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front) and
+//! `LOCK_CHAIN_HEAD` (Postgres locks the head row with `FOR UPDATE`).
+//! Placeholders are `$N`, which both drivers bind by number.
+
+use super::models::{AuditEvent, NewAuditEvent};
+use crate::canonical::{canonical_json, sha256_hex};
+use serde_json::json;
+
+/// The bytes an audit event's hash covers: the previous hash, then the canonical event.
+pub(super) fn audit_hash(
+    prev_hash: &str,
+    seq: i64,
+    event_id: &uuid::Uuid,
+    e: &NewAuditEvent,
+) -> String {
+    let body = json!({
+        "seq": seq,
+        "event_id": event_id.to_string(),
+        "actor": e.actor,
+        "action": e.action,
+        "request_id": e.request_id,
+        "record_id": e.record_id,
+        "detail": e.detail,
+        "created_at": e.at.to_fixed_text(),
+    });
+    let mut bytes = prev_hash.as_bytes().to_vec();
+    bytes.extend_from_slice(canonical_json(&body).as_bytes());
+    sha256_hex(bytes)
+}
+
+/// Recomputes an event's hash from its stored fields.
+pub fn recompute_audit_hash(event: &AuditEvent) -> String {
+    let as_new = NewAuditEvent {
+        actor: event.actor.clone(),
+        action: event.action.clone(),
+        request_id: event.request_id,
+        record_id: event.record_id,
+        detail: event.detail.0.clone(),
+        at: event.created_at,
+    };
+    audit_hash(&event.prev_hash, event.seq, &event.event_id, &as_new)
+}
+
+macro_rules! impl_store {
+    ($store:ident, $db:ty) => {
+        mod generated {
+        use super::$store;
+        use $crate::domain::{RequestStatus, Role, SyncStatus, Timestamp};
+        use $crate::store::models::*;
+        use $crate::store::{
+            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, RequestStore, StoreError,
+            StoreResult, UserStore, VaultStore,
+        };
+        use async_trait::async_trait;
+        use sqlx::types::Json;
+        use sqlx::Transaction;
+
+        impl $store {
+            /// Appends an audit event inside `tx`, under the chain-head lock.
+            async fn append_audit_tx(
+                tx: &mut Transaction<'static, $db>,
+                e: &NewAuditEvent,
+            ) -> StoreResult<AuditEvent> {
+                let (head_seq, head_hash): (i64, String) =
+                    sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
+                let seq = head_seq + 1;
+                let event_id = uuid::Uuid::new_v4();
+                let hash = $crate::store::sql::audit_hash(&head_hash, seq, &event_id, e);
+                let event: AuditEvent = sqlx::query_as(
+                    "INSERT INTO audit_events
+                        (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+                )
+                .bind(seq)
+                .bind(event_id)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(e.request_id)
+                .bind(e.record_id)
+                .bind(Json(&e.detail))
+                .bind(e.at)
+                .bind(&head_hash)
+                .bind(&hash)
+                .fetch_one(&mut **tx)
+                .await?;
+                sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(event)
+            }
+
+            async fn insert_trace_tx(
+                tx: &mut Transaction<'static, $db>,
+                t: &NewTrace,
+                request_id: Option<i64>,
+            ) -> StoreResult<DecisionTrace> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO governance_decision_traces
+                        (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                         inputs_hash, policy_version, code_version, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                )
+                .bind(request_id.or(t.request_id))
+                .bind(t.stage)
+                .bind(t.outcome)
+                .bind(Json(&t.reasons))
+                .bind(Json(&t.constraints))
+                .bind(Json(&t.required_approvals))
+                .bind(Json(&t.trace))
+                .bind(Json(&t.inputs))
+                .bind(&t.inputs_hash)
+                .bind(&t.policy_version)
+                .bind(&t.code_version)
+                .bind(t.at)
+                .fetch_one(&mut **tx)
+                .await?)
+            }
+
+            async fn authority_row(tx: &mut Transaction<'static, $db>, id: i64) -> StoreResult<Authority> {
+                sqlx::query_as("SELECT * FROM governed_resource_authorities WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound("authority"))
+            }
+
+            async fn insert_authority_tx(
+                tx: &mut Transaction<'static, $db>,
+                a: &NewAuthority,
+                at: Timestamp,
+            ) -> StoreResult<Authority> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO governed_resource_authorities
+                        (resource_id, authority, principal_type, principal, stage, valid_from, valid_to, created_at, created_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+                )
+                .bind(a.resource_id)
+                .bind(a.authority)
+                .bind(a.principal_type)
+                .bind(&a.principal)
+                .bind(a.stage)
+                .bind(a.valid_from)
+                .bind(a.valid_to)
+                .bind(at)
+                .bind(&a.created_by)
+                .fetch_one(&mut **tx)
+                .await?)
+            }
+        }
+
+        #[async_trait]
+        impl UserStore for $store {
+            async fn upsert_user(&self, u: &NewUser, at: Timestamp) -> StoreResult<User> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO users (aad_object_id, tenant_id, teams_user_id, upn, email, display_name, role,
+                                        created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                     ON CONFLICT (aad_object_id) DO UPDATE SET
+                        tenant_id = COALESCE(excluded.tenant_id, users.tenant_id),
+                        teams_user_id = COALESCE(excluded.teams_user_id, users.teams_user_id),
+                        upn = COALESCE(excluded.upn, users.upn),
+                        email = COALESCE(excluded.email, users.email),
+                        display_name = excluded.display_name,
+                        updated_at = excluded.updated_at
+                     RETURNING *",
+                )
+                .bind(&u.aad_object_id)
+                .bind(&u.tenant_id)
+                .bind(&u.teams_user_id)
+                .bind(&u.upn)
+                .bind(&u.email)
+                .bind(&u.display_name)
+                .bind(u.initial_role)
+                .bind(at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>> {
+                Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn user_by_aad_object_id(&self, aad: &str) -> StoreResult<Option<User>> {
+                Ok(sqlx::query_as("SELECT * FROM users WHERE aad_object_id = $1")
+                    .bind(aad)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM users WHERE lower(email) = lower($1) OR lower(upn) = lower($1) ORDER BY id LIMIT 1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn users_with_role(&self, role: Role) -> StoreResult<Vec<User>> {
+                Ok(sqlx::query_as("SELECT * FROM users WHERE role = $1 ORDER BY id")
+                    .bind(role)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn set_user_role(&self, user_id: i64, role: Role, audit: &NewAuditEvent) -> StoreResult<User> {
+                let mut tx = self.begin_write().await?;
+                let user: User = sqlx::query_as("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 RETURNING *")
+                    .bind(user_id)
+                    .bind(role)
+                    .bind(audit.at)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound("user"))?;
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn count_users(&self) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
+            }
+        }
+
+        #[async_trait]
+        impl VaultStore for $store {
+            async fn upsert_folder(&self, vault_uid: &str, name: &str, at: Timestamp) -> StoreResult<VaultFolder> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO vault_folders (vault_uid, name, last_synced_at, created_at) VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (vault_uid) DO UPDATE SET name = excluded.name, last_synced_at = excluded.last_synced_at
+                     RETURNING *",
+                )
+                .bind(vault_uid)
+                .bind(name)
+                .bind(at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn folder_by_id(&self, id: i64) -> StoreResult<Option<VaultFolder>> {
+                Ok(sqlx::query_as("SELECT * FROM vault_folders WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn list_folders(&self) -> StoreResult<Vec<VaultFolder>> {
+                Ok(sqlx::query_as("SELECT * FROM vault_folders ORDER BY name, id").fetch_all(&self.pool).await?)
+            }
+
+            async fn replace_folder_permissions(
+                &self,
+                folder_id: i64,
+                permissions: &[NewFolderPermission],
+                at: Timestamp,
+            ) -> StoreResult<Vec<VaultFolderPermission>> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM vault_folder_permissions WHERE folder_id = $1")
+                    .bind(folder_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut rows = Vec::with_capacity(permissions.len());
+                for p in permissions {
+                    let row: VaultFolderPermission = sqlx::query_as(
+                        "INSERT INTO vault_folder_permissions (folder_id, principal_type, principal, permission, synced_at)
+                         VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                    )
+                    .bind(folder_id)
+                    .bind(p.principal_type)
+                    .bind(&p.principal)
+                    .bind(p.permission)
+                    .bind(at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    rows.push(row);
+                }
+                tx.commit().await?;
+                Ok(rows)
+            }
+
+            async fn folder_permissions(&self, folder_id: i64) -> StoreResult<Vec<VaultFolderPermission>> {
+                Ok(sqlx::query_as("SELECT * FROM vault_folder_permissions WHERE folder_id = $1 ORDER BY id")
+                    .bind(folder_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn upsert_record(&self, r: &NewRecord, at: Timestamp) -> StoreResult<Record> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO records (vault_uid, title, record_type, folder_id, revision, vault_owner, owner_user_id,
+                                          sensitivity, sync_status, discovery_source, discovered_at, last_synced_at,
+                                          created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'FRESH', $9, $10, $10, $10, $10)
+                     ON CONFLICT (vault_uid) DO UPDATE SET
+                        title = excluded.title,
+                        record_type = excluded.record_type,
+                        folder_id = excluded.folder_id,
+                        revision = excluded.revision,
+                        vault_owner = excluded.vault_owner,
+                        owner_user_id = COALESCE(excluded.owner_user_id, records.owner_user_id),
+                        sensitivity = excluded.sensitivity,
+                        sync_status = 'FRESH',
+                        last_synced_at = excluded.last_synced_at,
+                        updated_at = excluded.updated_at
+                     RETURNING *",
+                )
+                .bind(&r.vault_uid)
+                .bind(&r.title)
+                .bind(&r.record_type)
+                .bind(r.folder_id)
+                .bind(r.revision)
+                .bind(&r.vault_owner)
+                .bind(r.owner_user_id)
+                .bind(r.sensitivity)
+                .bind(r.discovery_source)
+                .bind(at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn record_by_id(&self, id: i64) -> StoreResult<Option<Record>> {
+                Ok(sqlx::query_as("SELECT * FROM records WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn record_by_uid(&self, uid: &str) -> StoreResult<Option<Record>> {
+                Ok(sqlx::query_as("SELECT * FROM records WHERE vault_uid = $1")
+                    .bind(uid)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn list_records(&self) -> StoreResult<Vec<Record>> {
+                Ok(sqlx::query_as("SELECT * FROM records ORDER BY title, id").fetch_all(&self.pool).await?)
+            }
+
+            async fn records_by_title_prefix(&self, prefix: &str, limit: i64) -> StoreResult<Vec<Record>> {
+                // LIKE wildcards in user text are matched literally: compare on substr instead.
+                Ok(sqlx::query_as(
+                    "SELECT * FROM records
+                     WHERE substr(lower(title), 1, length($1)) = lower($1)
+                     ORDER BY CASE WHEN lower(title) = lower($1) THEN 0 ELSE 1 END, title, id
+                     LIMIT $2",
+                )
+                .bind(prefix)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn set_record_sync_status(&self, id: i64, status: SyncStatus, at: Timestamp) -> StoreResult<Record> {
+                sqlx::query_as("UPDATE records SET sync_status = $2, updated_at = $3 WHERE id = $1 RETURNING *")
+                    .bind(id)
+                    .bind(status)
+                    .bind(at)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or(StoreError::NotFound("record"))
+            }
+        }
+
+        #[async_trait]
+        impl GovernanceStore for $store {
+            async fn put_policy(&self, p: &NewPolicy, audit: &NewAuditEvent) -> StoreResult<GovernancePolicy> {
+                let hash = $crate::canonical::hash_canonical(&p.body);
+                let mut tx = self.begin_write().await?;
+                let current: Option<GovernancePolicy> =
+                    sqlx::query_as("SELECT * FROM governance_policies WHERE name = $1 AND active")
+                        .bind(&p.name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(current) = current {
+                    if current.content_hash == hash && current.kind == p.kind {
+                        return Ok(current);
+                    }
+                }
+                sqlx::query("UPDATE governance_policies SET active = FALSE WHERE name = $1 AND active")
+                    .bind(&p.name)
+                    .execute(&mut *tx)
+                    .await?;
+                let policy: GovernancePolicy = sqlx::query_as(
+                    "INSERT INTO governance_policies (kind, name, body, content_hash, active, created_at, created_by)
+                     VALUES ($1, $2, $3, $4, TRUE, $5, $6)
+                     ON CONFLICT (name, content_hash) DO UPDATE SET active = TRUE
+                     RETURNING *",
+                )
+                .bind(p.kind)
+                .bind(&p.name)
+                .bind(Json(&p.body))
+                .bind(&hash)
+                .bind(audit.at)
+                .bind(&p.created_by)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(policy)
+            }
+
+            async fn active_policies(&self) -> StoreResult<Vec<GovernancePolicy>> {
+                Ok(sqlx::query_as("SELECT * FROM governance_policies WHERE active ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn upsert_governed_resource(
+                &self,
+                record_id: i64,
+                visibility: &str,
+                access: &str,
+                lease: &str,
+                at: Timestamp,
+            ) -> StoreResult<GovernedResource> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO governed_resources (record_id, visibility_policy, access_policy, lease_policy, created_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (record_id) DO UPDATE SET
+                        visibility_policy = excluded.visibility_policy,
+                        access_policy = excluded.access_policy,
+                        lease_policy = excluded.lease_policy
+                     RETURNING *",
+                )
+                .bind(record_id)
+                .bind(visibility)
+                .bind(access)
+                .bind(lease)
+                .bind(at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn governed_resource_for_record(&self, record_id: i64) -> StoreResult<Option<GovernedResource>> {
+                Ok(sqlx::query_as("SELECT * FROM governed_resources WHERE record_id = $1")
+                    .bind(record_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn add_authority(&self, a: &NewAuthority, audit: &NewAuditEvent) -> StoreResult<Authority> {
+                let mut tx = self.begin_write().await?;
+                let row = Self::insert_authority_tx(&mut tx, a, audit.at).await?;
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn revoke_authority(
+                &self,
+                id: i64,
+                revoked_by: &str,
+                reason: &str,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Authority> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<Authority> = sqlx::query_as(
+                    "UPDATE governed_resource_authorities
+                     SET revoked_at = $2, revoked_by = $3, revoked_reason = $4
+                     WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(audit.at)
+                .bind(revoked_by)
+                .bind(reason)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    Self::authority_row(&mut tx, id).await?;
+                    return Err(StoreError::Conflict(format!("authority {id} is already revoked")));
+                };
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn supersede_authority(
+                &self,
+                old_id: i64,
+                successor: &NewAuthority,
+                reason: &str,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Authority> {
+                let mut tx = self.begin_write().await?;
+                let old = Self::authority_row(&mut tx, old_id).await?;
+                if old.revoked_at.is_some() {
+                    return Err(StoreError::Conflict(format!("authority {old_id} is already revoked")));
+                }
+                if old.resource_id != successor.resource_id {
+                    return Err(StoreError::Invalid("a successor must govern the same resource".into()));
+                }
+                let new = Self::insert_authority_tx(&mut tx, successor, audit.at).await?;
+                let updated = sqlx::query(
+                    "UPDATE governed_resource_authorities
+                     SET revoked_at = $2, revoked_by = $3, revoked_reason = $4, superseded_by = $5
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(old_id)
+                .bind(audit.at)
+                .bind(&successor.created_by)
+                .bind(reason)
+                .bind(new.id)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!("authority {old_id} is already revoked")));
+                }
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(new)
+            }
+
+            async fn active_authorities(&self, resource_id: i64, at: Timestamp) -> StoreResult<Vec<Authority>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM governed_resource_authorities
+                     WHERE resource_id = $1 AND revoked_at IS NULL
+                       AND valid_from <= $2 AND (valid_to IS NULL OR valid_to > $2)
+                     ORDER BY stage, id",
+                )
+                .bind(resource_id)
+                .bind(at)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn authority_history(&self, resource_id: i64) -> StoreResult<Vec<Authority>> {
+                Ok(sqlx::query_as("SELECT * FROM governed_resource_authorities WHERE resource_id = $1 ORDER BY id")
+                    .bind(resource_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+        }
+
+        #[async_trait]
+        impl RequestStore for $store {
+            async fn create_request(
+                &self,
+                r: &NewRequest,
+                traces: &[NewTrace],
+                audit: &NewAuditEvent,
+                at: Timestamp,
+            ) -> StoreResult<Request> {
+                if !matches!(r.status, RequestStatus::Pending | RequestStatus::RequiresTriage | RequestStatus::Denied) {
+                    return Err(StoreError::Invalid(format!("a request cannot start as {}", r.status)));
+                }
+                let mut tx = self.begin_write().await?;
+                let request: Request = sqlx::query_as(
+                    "INSERT INTO requests (requester_id, record_id, status, justification, ticket_id,
+                                           requested_duration_secs, break_glass, required_approvals, max_issuances,
+                                           policy_version, decided_at, ended_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $12) RETURNING *",
+                )
+                .bind(r.requester_id)
+                .bind(r.record_id)
+                .bind(r.status)
+                .bind(&r.justification)
+                .bind(&r.ticket_id)
+                .bind(r.requested_duration_secs)
+                .bind(r.break_glass)
+                .bind(r.required_approvals)
+                .bind(r.max_issuances)
+                .bind(&r.policy_version)
+                .bind((r.status == RequestStatus::Denied).then_some(at))
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?;
+                for t in traces {
+                    Self::insert_trace_tx(&mut tx, t, Some(request.id)).await?;
+                }
+                let mut audit = audit.clone();
+                audit.request_id = Some(request.id);
+                audit.record_id = audit.record_id.or(Some(request.record_id));
+                Self::append_audit_tx(&mut tx, &audit).await?;
+                tx.commit().await?;
+                Ok(request)
+            }
+
+            async fn request_by_id(&self, id: i64) -> StoreResult<Option<Request>> {
+                Ok(sqlx::query_as("SELECT * FROM requests WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn requests_for_requester(&self, requester_id: i64, limit: i64) -> StoreResult<Vec<Request>> {
+                Ok(sqlx::query_as("SELECT * FROM requests WHERE requester_id = $1 ORDER BY id DESC LIMIT $2")
+                    .bind(requester_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn requests_in_status(&self, statuses: &[RequestStatus], limit: i64) -> StoreResult<Vec<Request>> {
+                // Nine states at most: filter in SQL by a fixed-width list so one statement serves both databases.
+                let mut wanted: [Option<RequestStatus>; 9] = [None; 9];
+                for (slot, s) in wanted.iter_mut().zip(statuses) {
+                    *slot = Some(*s);
+                }
+                let mut q = sqlx::query_as(
+                    "SELECT * FROM requests WHERE status IN ($1, $2, $3, $4, $5, $6, $7, $8, $9) ORDER BY id LIMIT $10",
+                );
+                for s in wanted {
+                    q = q.bind(s);
+                }
+                Ok(q.bind(limit).fetch_all(&self.pool).await?)
+            }
+
+            async fn transition_request(
+                &self,
+                c: &StatusChange,
+                traces: &[NewTrace],
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Request> {
+                c.from.transition(c.to)?;
+                let final_state = c.to.is_final();
+                let mut tx = self.begin_write().await?;
+                let updated: Option<Request> = sqlx::query_as(
+                    "UPDATE requests SET
+                        status = $3,
+                        updated_at = $4,
+                        decided_by = COALESCE($5, decided_by),
+                        decided_at = CASE WHEN $5 IS NOT NULL OR $6 IS NOT NULL THEN $4 ELSE decided_at END,
+                        decision_reason = COALESCE($6, decision_reason),
+                        approved_duration_secs = COALESCE($7, approved_duration_secs),
+                        lease_started_at = COALESCE($8, lease_started_at),
+                        lease_expires_at = COALESCE($9, lease_expires_at),
+                        ended_at = CASE WHEN $10 THEN $4 ELSE ended_at END,
+                        issuance_token_hash = CASE WHEN $10 THEN NULL ELSE issuance_token_hash END
+                     WHERE id = $1 AND status = $2
+                     RETURNING *",
+                )
+                .bind(c.request_id)
+                .bind(c.from)
+                .bind(c.to)
+                .bind(c.at)
+                .bind(c.decided_by)
+                .bind(&c.decision_reason)
+                .bind(c.approved_duration_secs)
+                .bind(c.lease_started_at)
+                .bind(c.lease_expires_at)
+                .bind(final_state)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(request) = updated else {
+                    let actual: Option<RequestStatus> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+                        .bind(c.request_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(match actual {
+                        None => StoreError::NotFound("request"),
+                        Some(actual) => StoreError::StatusConflict { request_id: c.request_id, expected: c.from, actual },
+                    });
+                };
+                for t in traces {
+                    Self::insert_trace_tx(&mut tx, t, Some(request.id)).await?;
+                }
+                let mut audit = audit.clone();
+                audit.request_id = Some(request.id);
+                audit.record_id = audit.record_id.or(Some(request.record_id));
+                Self::append_audit_tx(&mut tx, &audit).await?;
+                tx.commit().await?;
+                Ok(request)
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for $store {
+            async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent> {
+                let mut tx = self.begin_write().await?;
+                let row = Self::append_audit_tx(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>> {
+                Ok(sqlx::query_as("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>> {
+                Ok(sqlx::query_as("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn insert_trace(&self, trace: &NewTrace) -> StoreResult<DecisionTrace> {
+                let mut tx = self.begin_write().await?;
+                let row = Self::insert_trace_tx(&mut tx, trace, None).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn traces_for_request(&self, request_id: i64) -> StoreResult<Vec<DecisionTrace>> {
+                Ok(sqlx::query_as("SELECT * FROM governance_decision_traces WHERE request_id = $1 ORDER BY id")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+        }
+
+        #[async_trait]
+        impl ConversationStore for $store {
+            async fn upsert_conversation(&self, c: &ConversationRef) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO conversation_references
+                        (conversation_id, conversation_type, channel_id, service_url, tenant_id, bot_id, user_id,
+                         aad_object_id, teams_user_id, team_id, reference, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (conversation_id) DO UPDATE SET
+                        conversation_type = excluded.conversation_type,
+                        channel_id = excluded.channel_id,
+                        service_url = excluded.service_url,
+                        tenant_id = excluded.tenant_id,
+                        bot_id = excluded.bot_id,
+                        user_id = COALESCE(excluded.user_id, conversation_references.user_id),
+                        aad_object_id = COALESCE(excluded.aad_object_id, conversation_references.aad_object_id),
+                        teams_user_id = COALESCE(excluded.teams_user_id, conversation_references.teams_user_id),
+                        team_id = COALESCE(excluded.team_id, conversation_references.team_id),
+                        reference = excluded.reference,
+                        updated_at = excluded.updated_at",
+                )
+                .bind(&c.conversation_id)
+                .bind(&c.conversation_type)
+                .bind(&c.channel_id)
+                .bind(&c.service_url)
+                .bind(&c.tenant_id)
+                .bind(&c.bot_id)
+                .bind(c.user_id)
+                .bind(&c.aad_object_id)
+                .bind(&c.teams_user_id)
+                .bind(&c.team_id)
+                .bind(&c.reference)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn conversation(&self, id: &str) -> StoreResult<Option<ConversationRef>> {
+                Ok(sqlx::query_as("SELECT * FROM conversation_references WHERE conversation_id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn personal_conversation(&self, aad: &str) -> StoreResult<Option<ConversationRef>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM conversation_references
+                     WHERE aad_object_id = $1 AND conversation_type = 'personal'
+                     ORDER BY updated_at DESC LIMIT 1",
+                )
+                .bind(aad)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn record_sent_card(&self, c: &NewSentCard) -> StoreResult<SentCard> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO sent_cards (request_id, recipient_user_id, conversation_id, activity_id, card_kind,
+                                             created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
+                        card_kind = excluded.card_kind, updated_at = excluded.updated_at
+                     RETURNING *",
+                )
+                .bind(c.request_id)
+                .bind(c.recipient_user_id)
+                .bind(&c.conversation_id)
+                .bind(&c.activity_id)
+                .bind(&c.card_kind)
+                .bind(c.at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn sent_cards_for_request(&self, request_id: i64) -> StoreResult<Vec<SentCard>> {
+                Ok(sqlx::query_as("SELECT * FROM sent_cards WHERE request_id = $1 ORDER BY id")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn mark_activity_processed(&self, conversation_id: &str, activity_id: &str, at: Timestamp) -> StoreResult<bool> {
+                let result = sqlx::query(
+                    "INSERT INTO processed_activities (conversation_id, activity_id, processed_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (conversation_id, activity_id) DO NOTHING",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64> {
+                Ok(sqlx::query("DELETE FROM processed_activities WHERE processed_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl JobStore for $store {
+            async fn try_claim(
+                &self,
+                job: &str,
+                key: &str,
+                holder: &str,
+                now: Timestamp,
+                lease_until: Timestamp,
+            ) -> StoreResult<bool> {
+                let claimed: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO job_claims (job_name, claim_key, holder, claimed_at, lease_until)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (job_name, claim_key) DO UPDATE SET
+                        holder = excluded.holder, claimed_at = excluded.claimed_at, lease_until = excluded.lease_until
+                     WHERE job_claims.completed_at IS NULL AND job_claims.lease_until <= excluded.claimed_at
+                     RETURNING holder",
+                )
+                .bind(job)
+                .bind(key)
+                .bind(holder)
+                .bind(now)
+                .bind(lease_until)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(claimed.as_deref() == Some(holder))
+            }
+
+            async fn complete_claim(&self, job: &str, key: &str, holder: &str, at: Timestamp) -> StoreResult<bool> {
+                Ok(sqlx::query(
+                    "UPDATE job_claims SET completed_at = $4
+                     WHERE job_name = $1 AND claim_key = $2 AND holder = $3 AND completed_at IS NULL",
+                )
+                .bind(job)
+                .bind(key)
+                .bind(holder)
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1)
+            }
+        }
+
+        #[async_trait]
+        impl HealthStore for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migration_state(&self) -> StoreResult<MigrationState> {
+                let expected: Vec<i64> = Self::MIGRATOR.iter().map(|m| m.version).collect();
+                // Before the first migration the bookkeeping table doesn't exist: nothing applied.
+                let applied: Vec<i64> =
+                    match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                        .fetch_all(&self.pool)
+                        .await
+                    {
+                        Ok(v) => v,
+                        Err(sqlx::Error::Database(_)) => Vec::new(),
+                        Err(e) => return Err(e.into()),
+                    };
+                Ok(MigrationState { applied, expected })
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                Self::MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+                    sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
+                    other => StoreError::Invalid(format!("migrations: {other}")),
+                })
+            }
+        }
+        }
+    };
+}
+pub(super) use impl_store;

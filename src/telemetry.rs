@@ -1,0 +1,277 @@
+//! Logging. Every formatted line passes through [`redact`] on its way out, whatever produced it
+//! (our code, a dependency, a panic message in a span), so secret shapes never reach a log sink:
+//! one-time share URLs, bearer tokens and JWTs, 64-hex issuance tokens, and the values of fields
+//! named like otp/code/token/password/secret.
+
+use crate::config::{LogFormat, Settings};
+use regex::{Captures, Regex};
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::sync::LazyLock;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+pub const REDACTED: &str = "[REDACTED]";
+
+struct Patterns {
+    share_url: Regex,
+    bearer: Regex,
+    jwt: Regex,
+    hex64: Regex,
+    secret_field: Regex,
+}
+
+static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
+    Patterns {
+    // Keeper one-time shares (…/vault/share/#key, also …/vault/share#key) and the local dev vault's
+    // links (…/dev-vault/share/…): the whole URL goes, host included.
+    share_url: Regex::new(r#"(?i)https?://[^\s"'<>]*?/(?:vault/share/?#|dev-vault/share/)[^\s"'<>]*"#).unwrap(),
+    bearer: Regex::new(r"(?i)\b(bearer)(\s+|%20)[A-Za-z0-9\-._~+/]+=*").unwrap(),
+    jwt: Regex::new(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*").unwrap(),
+    hex64: Regex::new(r"\b[0-9a-fA-F]{64}\b").unwrap(),
+    // key=value, key: value, "key":"value", key="value" where the key names a secret.
+    secret_field: Regex::new(
+        r#"(?i)(?P<key>"?[A-Za-z0-9_.\-]*(?:otp|code|token|password|passwd|secret|api[_-]?key|client[_-]?key|private[_-]?key)[A-Za-z0-9_.\-]*"?)(?P<sep>\s*[=:]\s*)(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&}\])]+)"#,
+    )
+    .unwrap(),
+}
+});
+
+/// Field names that look secret but carry only harmless numbers or versions.
+const HARMLESS_KEYS: &[&str] = &[
+    "status_code",
+    "exit_code",
+    "code_version",
+    "http.status_code",
+    "error_code",
+];
+
+/// Scrubs secret shapes from one line of text.
+pub fn redact(line: &str) -> Cow<'_, str> {
+    let p = &*PATTERNS;
+    let mut out = Cow::Borrowed(line);
+    if p.share_url.is_match(&out) {
+        out = Cow::Owned(
+            p.share_url
+                .replace_all(&out, "[REDACTED-SHARE-URL]")
+                .into_owned(),
+        );
+    }
+    if p.bearer.is_match(&out) {
+        out = Cow::Owned(p.bearer.replace_all(&out, "$1$2[REDACTED]").into_owned());
+    }
+    if p.jwt.is_match(&out) {
+        out = Cow::Owned(p.jwt.replace_all(&out, REDACTED).into_owned());
+    }
+    if p.secret_field.is_match(&out) {
+        let replaced = p.secret_field.replace_all(&out, |c: &Captures| {
+            let key = &c["key"];
+            let bare = key.trim_matches('"').to_ascii_lowercase();
+            if HARMLESS_KEYS.contains(&bare.as_str()) || c["value"].trim_matches('"') == REDACTED {
+                c[0].to_string()
+            } else if c["value"].starts_with('"') {
+                format!("{key}{}\"{REDACTED}\"", &c["sep"])
+            } else {
+                format!("{key}{}{REDACTED}", &c["sep"])
+            }
+        });
+        out = Cow::Owned(replaced.into_owned());
+    }
+    if p.hex64.is_match(&out) {
+        out = Cow::Owned(p.hex64.replace_all(&out, REDACTED).into_owned());
+    }
+    out
+}
+
+/// A `MakeWriter` whose writers redact each formatted event before passing it on.
+/// tracing-subscriber formats an event completely, then writes it once, so one `write` call
+/// holds whole lines and patterns never straddle calls.
+#[derive(Clone)]
+pub struct RedactingMakeWriter<M> {
+    inner: M,
+}
+
+impl<M> RedactingMakeWriter<M> {
+    pub fn new(inner: M) -> Self {
+        RedactingMakeWriter { inner }
+    }
+}
+
+pub struct RedactingWriter<W> {
+    inner: W,
+}
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.inner.write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter {
+            inner: self.inner.make_writer(),
+        }
+    }
+}
+
+/// Builds the subscriber for the given settings, writing (redacted) to `writer`.
+pub fn subscriber<W>(settings: &Settings, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
+    let writer = RedactingMakeWriter::new(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match settings.log_format() {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .with_current_span(true)
+                .flatten_event(true)
+                .finish(),
+        ),
+        LogFormat::Pretty => Box::new(builder.compact().with_ansi(false).finish()),
+    }
+}
+
+/// Installs the global subscriber (stderr). Safe to call once per process.
+pub fn init(settings: &Settings) {
+    let _ = tracing::subscriber::set_global_default(subscriber(settings, io::stderr));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    const SHARE: &str = "https://keepersecurity.com/vault/share/#Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA";
+    const DEV_SHARE: &str = "http://127.0.0.1:3978/dev-vault/share/q8Xr2Lk3mN0pQ7sT";
+    const TOKEN: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL2FwaS5ib3RmcmFtZXdvcmsuY29tIn0.c2lnbmF0dXJlLWJ5dGVz";
+
+    /// Emits one event per secret shape through a real subscriber and reads back what it wrote.
+    fn log_lines(format: &str) -> String {
+        let capture = Capture::default();
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("PASSKEY_LOG__FORMAT".to_string(), format.to_string());
+        env.insert("PASSKEY_LOG__FILTER".to_string(), "trace".to_string());
+        let settings = Settings::from_layers(None, &env).unwrap();
+        let subscriber = subscriber(&settings, capture.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("share created: {SHARE}");
+            tracing::info!(url = DEV_SHARE, "dev share");
+            tracing::warn!("calling connector with Authorization: Bearer {JWT}");
+            tracing::info!(header = %format!("bearer abc.def-ghi_jkl"), "lowercase bearer");
+            tracing::info!("minted issuance token {TOKEN} for request 42");
+            tracing::info!(otp = "493817", "challenge sent");
+            tracing::info!(
+                code = 123456,
+                token = "tok_live_abc",
+                password = "hunter2",
+                "fields"
+            );
+            tracing::info!(
+                client_secret = "cs~very.secret",
+                api_key = "k-999",
+                "more fields"
+            );
+            tracing::info!("raw body {{\"otp\":\"771234\",\"challengeId\":\"c1\"}}");
+            tracing::info!(status_code = 200, exit_code = 1, "harmless numbers stay");
+            tracing::error!(error = %format!("commander failed for {SHARE}"), "nested in an error");
+        });
+        let bytes = capture.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn assert_scrubbed(out: &str) {
+        for secret in [
+            SHARE,
+            "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA",
+            DEV_SHARE,
+            "q8Xr2Lk3mN0pQ7sT",
+            JWT,
+            "abc.def-ghi_jkl",
+            TOKEN,
+            "493817",
+            "123456",
+            "tok_live_abc",
+            "hunter2",
+            "cs~very.secret",
+            "k-999",
+            "771234",
+        ] {
+            assert!(
+                !out.contains(secret),
+                "`{secret}` leaked into the log:\n{out}"
+            );
+        }
+        assert!(out.contains("[REDACTED-SHARE-URL]"), "{out}");
+        assert!(
+            out.contains("for request 42"),
+            "surrounding text must survive:\n{out}"
+        );
+        assert!(
+            out.contains("status_code=200") || out.contains("\"status_code\":200"),
+            "{out}"
+        );
+        assert!(
+            out.contains("exit_code=1") || out.contains("\"exit_code\":1"),
+            "{out}"
+        );
+        assert!(out.contains("challengeId"), "{out}");
+        assert_eq!(out.lines().count(), 11, "one line per event:\n{out}");
+    }
+
+    #[test]
+    fn pretty_logs_scrub_every_secret_shape() {
+        assert_scrubbed(&log_lines("pretty"));
+    }
+
+    #[test]
+    fn json_logs_scrub_every_secret_shape_and_stay_valid_json() {
+        let out = log_lines("json");
+        assert_scrubbed(&out);
+        for line in out.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+    }
+
+    #[test]
+    fn text_without_secrets_is_untouched() {
+        let line = "request 42 approved by user:7 for 2h (policy v3, record db-prod)";
+        assert!(matches!(redact(line), Cow::Borrowed(_)));
+    }
+}

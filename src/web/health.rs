@@ -1,0 +1,47 @@
+//! Liveness and readiness. Neither says anything about configuration or secrets.
+
+use crate::app::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(liveness))
+        .route("/readyz", get(readiness))
+}
+
+/// The process is up and serving HTTP.
+async fn liveness() -> impl IntoResponse {
+    Json(json!({ "status": "ok", "version": crate::VERSION }))
+}
+
+/// The database answers and carries exactly the migrations this build expects.
+async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
+    let kind = state.store.kind();
+    let reachable = state.store.ping().await.is_ok();
+    let migrations = if reachable {
+        match state.store.migration_state().await {
+            Ok(m) if m.is_current() => "current",
+            Ok(m) if m.applied.len() < m.expected.len() => "pending",
+            Ok(_) => "unknown_applied",
+            Err(_) => "unreadable",
+        }
+    } else {
+        "unreadable"
+    };
+    let ready = reachable && migrations == "current";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": { "kind": kind, "reachable": reachable, "migrations": migrations },
+    });
+    (status, Json(body))
+}
