@@ -256,19 +256,11 @@ impl Settings {
                 }
                 VaultBackend::CommanderService | VaultBackend::CommanderCli => {}
             }
-            if self.demo_data {
-                // Not a hazard on its own (demo data loads only in dev), but say it so nobody relies on it.
-                tracing::debug!("demo_data is ignored in the production profile");
-            }
         }
-        if let Some(url) = &self.public_url {
-            if !(url.starts_with("https://")
-                || (self.profile == Profile::Dev && url.starts_with("http://")))
-            {
-                problems.push(format!(
-                    "public_url must be https:// outside dev (got {url})"
-                ));
-            }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || (self.profile == Profile::Dev && url.starts_with("http://")))
+        {
+            problems.push(format!("public_url must be https:// outside dev (got {url})"));
         }
         if problems.is_empty() {
             Ok(())

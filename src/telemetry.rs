@@ -31,7 +31,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
     hex64: Regex::new(r"\b[0-9a-fA-F]{64}\b").unwrap(),
     // key=value, key: value, "key":"value", key="value" where the key names a secret.
     secret_field: Regex::new(
-        r#"(?i)(?P<key>"?[A-Za-z0-9_.\-]*(?:otp|code|token|password|passwd|secret|api[_-]?key|client[_-]?key|private[_-]?key)[A-Za-z0-9_.\-]*"?)(?P<sep>\s*[=:]\s*)(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&}\])]+)"#,
+        r#"(?i)(?P<key>(?:\\?")?[A-Za-z0-9_.\-]*(?:otp|code|token|password|passwd|secret|api[_-]?key|client[_-]?key|private[_-]?key)[A-Za-z0-9_.\-]*(?:\\?")?)(?P<sep>\s*[=:]\s*)(?P<value>\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&}\])]+)"#,
     )
     .unwrap(),
 }
@@ -66,10 +66,19 @@ pub fn redact(line: &str) -> Cow<'_, str> {
     if p.secret_field.is_match(&out) {
         let replaced = p.secret_field.replace_all(&out, |c: &Captures| {
             let key = &c["key"];
-            let bare = key.trim_matches('"').to_ascii_lowercase();
-            if HARMLESS_KEYS.contains(&bare.as_str()) || c["value"].trim_matches('"') == REDACTED {
+            let bare = key
+                .trim_matches(|ch| ch == '"' || ch == '\\')
+                .to_ascii_lowercase();
+            let value = &c["value"];
+            if HARMLESS_KEYS.contains(&bare.as_str())
+                || value.trim_matches(|ch| ch == '"' || ch == '\\') == REDACTED
+            {
                 c[0].to_string()
-            } else if c["value"].starts_with('"') {
+            } else if value.starts_with("\\\"") {
+                // A JSON string inside a JSON log line: keep its escaping intact.
+                format!("{key}{}\\\"{REDACTED}\\\"", &c["sep"])
+            } else if value.starts_with('"') || (key.ends_with('"') && !key.ends_with("\\\"")) {
+                // Quoted values, and any value of a JSON key (numbers too), stay valid JSON strings.
                 format!("{key}{}\"{REDACTED}\"", &c["sep"])
             } else {
                 format!("{key}{}{REDACTED}", &c["sep"])

@@ -1,0 +1,226 @@
+//! Shared test harness: a fresh database per test on both engines, and the real app on port 0.
+//!
+//! Postgres: `PASSKEY_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! must let us create databases. Each test gets `passkey_t_<uuid>`, dropped when the test ends.
+//! When Postgres is unreachable the Postgres half of a test prints that it was skipped — except
+//! under CI (`CI=true`), where that is a failure.
+
+#![allow(dead_code)]
+
+use passkey::app::App;
+use passkey::config::Settings;
+use passkey::domain::{Clock, ManualClock, Timestamp};
+use passkey::store::{HealthStore, PgStore, SqliteStore, Store, StoreError};
+use sqlx::AssertSqlSafe;
+use sqlx::Connection;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn admin_url() -> String {
+    std::env::var("PASSKEY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A database made for one test; dropped (forcibly) when this goes out of scope.
+pub struct PgTestDb {
+    pub store: Arc<PgStore>,
+    name: String,
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop can't await; a short-lived runtime on its own thread does the cleanup. The pool's
+        // connections belong to the test's runtime, which is blocked here, so they are not closed
+        // politely: FORCE terminates them server-side.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A migrated, empty Postgres database, or None (with a note) when Postgres is unreachable outside CI.
+pub async fn fresh_pg() -> Option<PgTestDb> {
+    let admin = admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            if in_ci() {
+                panic!("CI=true but Postgres is unreachable at {admin}: {e}");
+            }
+            eprintln!(
+                "SKIPPED (Postgres unreachable at {admin}: {e}); set PASSKEY_TEST_DATABASE_URL"
+            );
+            return None;
+        }
+    };
+    let name = format!("passkey_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("PASSKEY_TEST_DATABASE_URL needs a database path"),
+    };
+    let store = PgStore::connect(&url, 40)
+        .await
+        .expect("connect test database");
+    store.migrate().await.expect("migrate test database");
+    Some(PgTestDb {
+        store: Arc::new(store),
+        name,
+    })
+}
+
+/// A migrated, empty SQLite database in a temporary directory.
+pub struct SqliteTestDb {
+    pub store: Arc<SqliteStore>,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn fresh_sqlite() -> SqliteTestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db"), 8)
+        .await
+        .expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    SqliteTestDb {
+        store: Arc::new(store),
+        dir,
+    }
+}
+
+/// Raw SQL, for tests that must prove the database itself refuses something.
+#[async_trait::async_trait]
+pub trait RawSql: Send + Sync {
+    async fn exec(&self, sql: &str) -> Result<u64, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl RawSql for SqliteStore {
+    async fn exec(&self, sql: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(AssertSqlSafe(sql.to_string()))
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+}
+
+#[async_trait::async_trait]
+impl RawSql for PgStore {
+    async fn exec(&self, sql: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(AssertSqlSafe(sql.to_string()))
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+}
+
+/// What a story receives: the store under test, raw SQL against the same database, and which engine.
+#[derive(Clone)]
+pub struct Db {
+    pub store: Arc<dyn Store>,
+    pub raw: Arc<dyn RawSql>,
+    pub engine: &'static str,
+}
+
+/// Runs one story against SQLite and against Postgres, as two tests.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($story:ident),+ $(,)?) => {
+        $(
+            mod $story {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    let db = $crate::common::fresh_sqlite().await;
+                    super::$story($crate::common::Db { store: db.store.clone(), raw: db.store.clone(), engine: "sqlite" }).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    let Some(db) = $crate::common::fresh_pg().await else { return };
+                    super::$story($crate::common::Db { store: db.store.clone(), raw: db.store.clone(), engine: "postgres" }).await;
+                }
+            }
+        )+
+    };
+}
+
+pub fn t0() -> Timestamp {
+    Timestamp::parse("2026-11-23T09:00:00Z").unwrap()
+}
+
+/// Dev settings for a test server: loopback port 0, its own data directory, no demo data.
+pub fn test_settings(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Settings {
+    let mut env = BTreeMap::new();
+    env.insert("PASSKEY_BIND".to_string(), "127.0.0.1:0".to_string());
+    env.insert(
+        "PASSKEY_DATA_DIR".to_string(),
+        data_dir.display().to_string(),
+    );
+    env.insert("PASSKEY_DEMO_DATA".to_string(), "false".to_string());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_layers(None, &env).expect("test settings")
+}
+
+/// The real app serving on an ephemeral loopback port until dropped.
+pub struct TestServer {
+    pub base: String,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<dyn Store>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(settings: Settings, store: Arc<dyn Store>) -> TestServer {
+        let clock = Arc::new(ManualClock::new(t0()));
+        let app = App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>)
+            .await
+            .expect("build app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base,
+            clock,
+            store,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
