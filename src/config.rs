@@ -258,9 +258,12 @@ impl Settings {
             }
         }
         if let Some(url) = &self.public_url
-            && !(url.starts_with("https://") || (self.profile == Profile::Dev && url.starts_with("http://")))
+            && !(url.starts_with("https://")
+                || (self.profile == Profile::Dev && url.starts_with("http://")))
         {
-            problems.push(format!("public_url must be https:// outside dev (got {url})"));
+            problems.push(format!(
+                "public_url must be https:// outside dev (got {url})"
+            ));
         }
         if problems.is_empty() {
             Ok(())
