@@ -2,6 +2,7 @@
 //! one cloneable [`AppState`]; `App::run_until_stopped` serves on a listener the caller bound, so
 //! tests can bind port 0 and production binds the configured address.
 
+use crate::bot::BotRuntime;
 use crate::config::{ConfigError, Profile, Settings};
 use crate::demo::{self, DemoOutcome};
 use crate::domain::{Clock, SystemClock};
@@ -17,6 +18,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub bot: Arc<BotRuntime>,
 }
 
 /// Why the app could not start.
@@ -81,10 +83,12 @@ impl App {
         } else {
             None
         };
+        let bot = Arc::new(BotRuntime::from_settings(&settings, clock.clone()));
         let state = AppState {
             settings: Arc::new(settings),
             store,
             clock,
+            bot,
         };
         Ok(App { state, demo })
     }

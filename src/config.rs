@@ -87,7 +87,13 @@ pub struct BotSettings {
     /// Teams tenants whose activities are served; empty = any tenant (dev), refused in production.
     #[serde(deserialize_with = "de_list")]
     pub allowed_tenants: Vec<String>,
+    /// Bot Framework OpenID metadata (channel-token keys).
     pub openid_metadata_url: String,
+    /// Entra OpenID metadata for single-tenant bots; `{tenant}` is replaced by `tenant_id`.
+    pub entra_openid_metadata_url: String,
+    /// Where Connector tokens come from (`{authority}/{tenant}/oauth2/v2.0/token`).
+    pub oauth_authority: String,
+    pub connector_scope: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +147,11 @@ impl Default for BotSettings {
             allowed_tenants: Vec::new(),
             openid_metadata_url:
                 "https://login.botframework.com/v1/.well-known/openidconfiguration".into(),
+            entra_openid_metadata_url:
+                "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
+                    .into(),
+            oauth_authority: "https://login.microsoftonline.com".into(),
+            connector_scope: "https://api.botframework.com/.default".into(),
         }
     }
 }

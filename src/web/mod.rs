@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
     Router::new()
         .merge(health::router())
+        .merge(crate::bot::router())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(

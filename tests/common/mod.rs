@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod channel;
+
 use passkey::app::App;
 use passkey::config::Settings;
 use passkey::domain::{Clock, ManualClock, Timestamp};

@@ -1,0 +1,466 @@
+//! Channel authentication for `POST /api/messages`, fail closed.
+//!
+//! A Bot Framework channel token is an RS256 JWT. We check, in order: the header names RS256 and a
+//! key id; the key id is one the issuer publishes (an unknown kid triggers one rate-limited refetch
+//! of the keys); the signature; `iss` is one of that key source's issuers; `aud` is our app id;
+//! `exp`/`nbf` with five minutes of clock tolerance; the `serviceurl` claim equals the activity's
+//! `serviceUrl`; and the signing key's `endorsements` contain the activity's `channelId`.
+//! For single-tenant bots, tokens issued by the tenant's Entra issuers (v1 and v2) are accepted
+//! too: there the app id must also be the token's `appid` (v1) or `azp` (v2).
+//! Keys come from OpenID metadata → `jwks_uri`, are cached, refreshed periodically, and a failed
+//! fetch with nothing cached is a 401 — never a 500 and never a pass.
+
+use crate::domain::Clock;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+
+/// Clock tolerance the Bot Framework SDKs allow on exp/nbf.
+pub const CLOCK_SKEW_SECS: u64 = 300;
+/// Keys older than this are refetched on use.
+const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+/// An unknown kid triggers at most one refetch per this interval (a flood of forged kids cannot
+/// turn into a flood of fetches).
+const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch, requests within this window are answered from the cache (or refused).
+const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(5);
+
+pub const BOT_FRAMEWORK_ISSUER: &str = "https://api.botframework.com";
+
+/// Why a token was refused. Every variant is a 401 to the caller; the variant is logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("algorithm {0} is not accepted")]
+    WrongAlgorithm(String),
+    #[error("token has no key id")]
+    MissingKeyId,
+    #[error("issuer not accepted")]
+    UnknownIssuer,
+    #[error("signing key {0} is not published by the issuer")]
+    UnknownKey(String),
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+    #[error("signature or claims invalid: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("audience is not this bot")]
+    WrongAudience,
+    #[error("serviceurl claim missing")]
+    MissingServiceUrl,
+    #[error("serviceurl claim does not match the activity")]
+    ServiceUrlMismatch,
+    #[error("signing key is not endorsed for channel {0}")]
+    NotEndorsed(String),
+    #[error("token was issued to another app")]
+    WrongAppId,
+}
+
+/// What a verified token told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelIdentity {
+    /// `bot-framework`, `entra` or `dev` (unauthenticated, loopback only).
+    pub issuer_kind: &'static str,
+    pub service_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    BotFramework,
+    Entra,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    key: DecodingKey,
+    endorsements: Option<Vec<String>>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, CachedKey>,
+    fetched_at: Option<Instant>,
+    last_unknown_kid_fetch: Option<Instant>,
+    last_failure: Option<Instant>,
+}
+
+struct KeySource {
+    kind: SourceKind,
+    metadata_url: String,
+    issuers: Vec<String>,
+    cache: RwLock<KeyCache>,
+    /// One fetch in flight per source.
+    fetching: Mutex<()>,
+}
+
+/// Verifies channel tokens against one or two key sources.
+pub struct ChannelAuth {
+    app_id: String,
+    sources: Vec<KeySource>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Deserialize)]
+struct OpenIdMetadata {
+    jwks_uri: String,
+}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kid: Option<String>,
+    kty: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    #[serde(default)]
+    endorsements: Option<Vec<String>>,
+}
+
+impl ChannelAuth {
+    /// `entra`: for single-tenant bots, the tenant id and the Entra OpenID metadata URL.
+    pub fn new(
+        app_id: String,
+        bot_framework_metadata_url: String,
+        entra: Option<(String, String)>,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut sources = vec![KeySource {
+            kind: SourceKind::BotFramework,
+            metadata_url: bot_framework_metadata_url,
+            issuers: vec![BOT_FRAMEWORK_ISSUER.to_string()],
+            cache: RwLock::new(KeyCache::default()),
+            fetching: Mutex::new(()),
+        }];
+        if let Some((tenant, metadata_url)) = entra {
+            sources.push(KeySource {
+                kind: SourceKind::Entra,
+                metadata_url,
+                issuers: vec![
+                    format!("https://sts.windows.net/{tenant}/"),
+                    format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+                ],
+                cache: RwLock::new(KeyCache::default()),
+                fetching: Mutex::new(()),
+            });
+        }
+        ChannelAuth {
+            app_id,
+            sources,
+            http,
+            clock,
+        }
+    }
+
+    /// Verifies an `Authorization` header value against the activity it came with.
+    pub async fn verify(
+        &self,
+        authorization: Option<&str>,
+        activity_service_url: &str,
+        activity_channel_id: &str,
+    ) -> Result<ChannelIdentity, AuthError> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::MissingToken)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::WrongAlgorithm(format!("{:?}", header.alg)));
+        }
+        let kid = header
+            .kid
+            .filter(|k| !k.is_empty())
+            .ok_or(AuthError::MissingKeyId)?;
+        // The unverified issuer only picks which key source to verify against; the verified
+        // token's `iss` is then checked against that source's list.
+        let issuer = unverified_issuer(token)?;
+        let source = self
+            .sources
+            .iter()
+            .find(|s| s.issuers.contains(&issuer))
+            .ok_or(AuthError::UnknownIssuer)?;
+        let key = self.key(source, &kid).await?;
+
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = CLOCK_SKEW_SECS;
+        validation.validate_nbf = false;
+        validation.set_audience(&[&self.app_id]);
+        validation.set_issuer(&source.issuers);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // Time is checked against our clock, not the library's (see `check_times`), so tests that
+        // move time agree with production.
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                other => AuthError::Invalid(format!("{other:?}")),
+            }
+        })?;
+        let claims = data.claims;
+        self.check_times(&claims)?;
+
+        let service_url_claim = claims.get("serviceurl").and_then(Value::as_str);
+        match source.kind {
+            SourceKind::BotFramework => {
+                let claimed = service_url_claim.ok_or(AuthError::MissingServiceUrl)?;
+                if !same_service_url(claimed, activity_service_url) {
+                    return Err(AuthError::ServiceUrlMismatch);
+                }
+                let endorsed = key
+                    .endorsements
+                    .as_ref()
+                    .is_some_and(|e| e.iter().any(|c| c == activity_channel_id));
+                if !endorsed {
+                    return Err(AuthError::NotEndorsed(activity_channel_id.to_string()));
+                }
+            }
+            SourceKind::Entra => {
+                let app_claim = match claims.get("ver").and_then(Value::as_str) {
+                    Some("2.0") => claims.get("azp"),
+                    _ => claims.get("appid"),
+                };
+                if app_claim.and_then(Value::as_str) != Some(self.app_id.as_str()) {
+                    return Err(AuthError::WrongAppId);
+                }
+                if let Some(claimed) = service_url_claim
+                    && !same_service_url(claimed, activity_service_url)
+                {
+                    return Err(AuthError::ServiceUrlMismatch);
+                }
+                if let Some(endorsements) = &key.endorsements
+                    && !endorsements.iter().any(|c| c == activity_channel_id)
+                {
+                    return Err(AuthError::NotEndorsed(activity_channel_id.to_string()));
+                }
+            }
+        }
+        Ok(ChannelIdentity {
+            issuer_kind: match source.kind {
+                SourceKind::BotFramework => "bot-framework",
+                SourceKind::Entra => "entra",
+            },
+            service_url: service_url_claim.map(String::from),
+        })
+    }
+
+    fn check_times(&self, claims: &Value) -> Result<(), AuthError> {
+        let now = self.clock.now().unix_seconds();
+        let skew = CLOCK_SKEW_SECS as i64;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or(AuthError::Invalid("exp is not a number".into()))?;
+        if now > exp + skew {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = nbf
+                .as_i64()
+                .ok_or(AuthError::Invalid("nbf is not a number".into()))?;
+            if now + skew < nbf {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        Ok(())
+    }
+
+    /// The key for `kid`. Keys are fetched when none are cached, when they are older than a day,
+    /// or when the kid is unknown — at most once a minute for unknown kids (a flood of forged kids
+    /// must not become a flood of fetches), and not again within a few seconds of a failed fetch.
+    async fn key(&self, source: &KeySource, kid: &str) -> Result<CachedKey, AuthError> {
+        if let Some(k) = Self::cached(source, kid).await? {
+            return Ok(k);
+        }
+        let _one_fetch_at_a_time = source.fetching.lock().await;
+        // Someone else may have fetched while we waited for the lock.
+        if let Some(k) = Self::cached(source, kid).await? {
+            return Ok(k);
+        }
+        let was_unknown_kid = {
+            let cache = source.cache.read().await;
+            cache.fetched_at.is_some() && !cache.keys.contains_key(kid)
+        };
+        let fetched = self.fetch_keys(source).await;
+        let mut cache = source.cache.write().await;
+        match fetched {
+            Ok(keys) => {
+                cache.keys = keys;
+                cache.fetched_at = Some(Instant::now());
+                cache.last_failure = None;
+                if was_unknown_kid {
+                    cache.last_unknown_kid_fetch = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(metadata = %source.metadata_url, error = %e, "channel key fetch failed");
+                cache.last_failure = Some(Instant::now());
+                if cache.keys.is_empty() {
+                    return Err(AuthError::KeysUnavailable);
+                }
+            }
+        }
+        cache
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| AuthError::UnknownKey(kid.to_string()))
+    }
+
+    /// `Ok(Some)` when the cache can answer, `Ok(None)` when a fetch is due, `Err` when a fetch is
+    /// due but throttled.
+    async fn cached(source: &KeySource, kid: &str) -> Result<Option<CachedKey>, AuthError> {
+        let cache = source.cache.read().await;
+        let fresh = cache
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < KEY_REFRESH_INTERVAL);
+        let failing = cache
+            .last_failure
+            .is_some_and(|t| t.elapsed() < FAILED_FETCH_BACKOFF);
+        match cache.keys.get(kid) {
+            // A stale key is still used while the issuer is unreachable: an outage there must not
+            // lock everyone out, and the token still had to be signed by a key it once published.
+            Some(k) if fresh || failing => Ok(Some(k.clone())),
+            Some(_) => Ok(None),
+            None if failing && cache.keys.is_empty() => Err(AuthError::KeysUnavailable),
+            None if failing => Err(AuthError::UnknownKey(kid.to_string())),
+            None if fresh
+                && cache
+                    .last_unknown_kid_fetch
+                    .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL) =>
+            {
+                Err(AuthError::UnknownKey(kid.to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn fetch_keys(&self, source: &KeySource) -> Result<HashMap<String, CachedKey>, String> {
+        let metadata: OpenIdMetadata = self
+            .http
+            .get(&source.metadata_url)
+            .timeout(FETCH_TIMEOUT)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("metadata: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("metadata body: {e}"))?;
+        let jwks: Jwks = self
+            .http
+            .get(&metadata.jwks_uri)
+            .timeout(FETCH_TIMEOUT)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("jwks: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("jwks body: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in jwks.keys {
+            let (Some(kid), Some(n), Some(e)) = (jwk.kid, jwk.n, jwk.e) else {
+                continue;
+            };
+            if jwk.kty.as_deref().is_some_and(|k| k != "RSA") {
+                continue;
+            }
+            match DecodingKey::from_rsa_components(&n, &e) {
+                Ok(key) => {
+                    keys.insert(
+                        kid,
+                        CachedKey {
+                            key,
+                            endorsements: jwk.endorsements,
+                        },
+                    );
+                }
+                Err(err) => tracing::warn!(kid = %kid, error = %err, "skipping unusable JWKS key"),
+            }
+        }
+        if keys.is_empty() {
+            return Err("the JWKS holds no usable RSA keys".into());
+        }
+        Ok(keys)
+    }
+}
+
+/// `https://x/y/` and `https://x/y` name the same Connector endpoint.
+fn same_service_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+fn unverified_issuer(token: &str) -> Result<String, AuthError> {
+    use base64_payload::decode_segment;
+    let payload = token.split('.').nth(1).ok_or(AuthError::Malformed)?;
+    let bytes = decode_segment(payload).ok_or(AuthError::Malformed)?;
+    let claims: Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or(AuthError::UnknownIssuer)
+}
+
+/// Minimal base64url (no padding) decoding for reading a JWT segment before verification.
+mod base64_payload {
+    pub fn decode_segment(s: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(s.len() * 3 / 4);
+        let mut buf = 0u32;
+        let mut bits = 0;
+        for c in s.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                b'=' => break,
+                _ => return None,
+            } as u32;
+            buf = (buf << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+                buf &= (1 << bits) - 1;
+            }
+        }
+        Some(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn decodes_unpadded_base64url() {
+            assert_eq!(super::decode_segment("eyJhIjoxfQ").unwrap(), br#"{"a":1}"#);
+            assert_eq!(super::decode_segment("_-8").unwrap(), vec![0xff, 0xef]);
+            assert!(super::decode_segment("a+b").is_none());
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Outbound calls to the Bot Connector: send, reply, update, delete, typing, create a 1:1 chat.
+//!
+//! Authentication is an app token from Entra by client credentials (scope
+//! `https://api.botframework.com/.default`), cached until five minutes before it expires, with one
+//! refresh in flight at a time. In dev mode (no app id) requests go unauthenticated, which is what
+//! the Agents Playground and the Emulator expect.
+//! Retries: 429 honours `Retry-After` (capped), 5xx and network errors back off exponentially, a
+//! bounded number of times. 403/404 mean the bot cannot reach that conversation (uninstalled, not in
+//! the roster): reported at once, never retried.
+
+use super::activity::OutgoingActivity;
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// A conversation the bot may write to: its id and the `serviceUrl` that came with an
+/// authenticated activity for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationTarget {
+    pub service_url: String,
+    pub conversation_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// 403/404: the bot is not (or no longer) in that conversation.
+    #[error("conversation unreachable (HTTP {status}{})", code.as_ref().map(|c| format!(", {c}")).unwrap_or_default())]
+    Unreachable { status: u16, code: Option<String> },
+    /// Still failing after every retry (429, 5xx, network).
+    #[error("connector unavailable after {attempts} attempts: {last}")]
+    Unavailable { attempts: u32, last: String },
+    /// Any other refusal (400, 401 after a fresh token, 413…).
+    #[error("connector refused the call (HTTP {status})")]
+    Rejected { status: u16 },
+    #[error("cannot obtain a connector token: {0}")]
+    Token(String),
+    #[error("invalid service URL")]
+    BadServiceUrl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ResourceResponse {
+    #[serde(default)]
+    pub id: String,
+}
+
+/// What the bot can do to conversations. The HTTP client implements it; tests may too.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn send(
+        &self,
+        to: &ConversationTarget,
+        activity: &OutgoingActivity,
+    ) -> Result<ResourceResponse, ConnectorError>;
+    async fn reply(
+        &self,
+        to: &ConversationTarget,
+        reply_to_id: &str,
+        activity: &OutgoingActivity,
+    ) -> Result<ResourceResponse, ConnectorError>;
+    async fn update(
+        &self,
+        to: &ConversationTarget,
+        activity_id: &str,
+        activity: &OutgoingActivity,
+    ) -> Result<(), ConnectorError>;
+    async fn delete(
+        &self,
+        to: &ConversationTarget,
+        activity_id: &str,
+    ) -> Result<(), ConnectorError>;
+    async fn typing(&self, to: &ConversationTarget) -> Result<(), ConnectorError> {
+        self.send(to, &OutgoingActivity::typing()).await.map(|_| ())
+    }
+    /// Opens (or finds) the 1:1 chat between the bot and a user; returns its conversation id.
+    async fn create_personal_conversation(
+        &self,
+        service_url: &str,
+        bot_id: &str,
+        user_id: &str,
+        tenant_id: &str,
+    ) -> Result<String, ConnectorError>;
+}
+
+/// Client-credentials settings for the Connector token.
+#[derive(Clone)]
+pub struct AppCredentials {
+    pub app_id: String,
+    pub app_password: SecretString,
+    /// `https://login.microsoftonline.com` in the public cloud.
+    pub authority: String,
+    /// `botframework.com` for multi-tenant bots, the tenant id for single-tenant ones.
+    pub tenant: String,
+    pub scope: String,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    value: SecretString,
+    refresh_after: Instant,
+}
+
+/// Fetches and caches the app token.
+pub struct TokenProvider {
+    creds: AppCredentials,
+    http: reqwest::Client,
+    cache: Mutex<Option<CachedToken>>,
+}
+
+/// Refresh this long before the token says it expires.
+const TOKEN_EARLY_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl TokenProvider {
+    pub fn new(creds: AppCredentials, http: reqwest::Client) -> Self {
+        TokenProvider {
+            creds,
+            http,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// A valid token. Holding the lock while fetching makes concurrent callers wait for the one
+    /// refresh instead of each starting their own.
+    pub async fn token(&self) -> Result<SecretString, ConnectorError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(t) = cache.as_ref()
+            && Instant::now() < t.refresh_after
+        {
+            return Ok(t.value.clone());
+        }
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.creds.authority.trim_end_matches('/'),
+            self.creds.tenant
+        );
+        let response = self
+            .http
+            .post(&url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.creds.app_id.as_str()),
+                ("client_secret", self.creds.app_password.expose_secret()),
+                ("scope", self.creds.scope.as_str()),
+            ])
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Token(without_url(&e)))?;
+        if !response.status().is_success() {
+            return Err(ConnectorError::Token(format!(
+                "token endpoint answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|_| ConnectorError::Token("unreadable token response".into()))?;
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        let token = CachedToken {
+            value: SecretString::from(body.access_token),
+            refresh_after: Instant::now() + lifetime.saturating_sub(TOKEN_EARLY_REFRESH),
+        };
+        *cache = Some(token.clone());
+        Ok(token.value)
+    }
+
+    /// Forgets the cached token (the Connector said 401).
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+}
+
+/// Retry limits for Connector calls.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    /// A `Retry-After` longer than this is cut to it (the turn must finish).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The Connector over HTTP.
+pub struct HttpConnector {
+    http: reqwest::Client,
+    tokens: Option<Arc<TokenProvider>>,
+    retry: RetryPolicy,
+}
+
+impl HttpConnector {
+    /// `tokens: None` = dev mode, unauthenticated calls.
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Option<Arc<TokenProvider>>,
+        retry: RetryPolicy,
+    ) -> Self {
+        HttpConnector {
+            http,
+            tokens,
+            retry,
+        }
+    }
+
+    fn url(service_url: &str, segments: &[&str]) -> Result<Url, ConnectorError> {
+        let mut base = service_url.to_string();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let mut url = Url::parse(&base).map_err(|_| ConnectorError::BadServiceUrl)?;
+        if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+            return Err(ConnectorError::BadServiceUrl);
+        }
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| ConnectorError::BadServiceUrl)?;
+            path.pop_if_empty();
+            // Conversation ids carry ':', '@', ';' and more: each is one percent-encoded segment.
+            path.extend(segments);
+        }
+        Ok(url)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, ConnectorError> {
+        let mut attempt = 0;
+        let mut refreshed_token = false;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(Duration::from_secs(15));
+            if let Some(tokens) = &self.tokens {
+                request = request.bearer_auth(tokens.token().await?.expose_secret());
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            // Either we return, or we know why this attempt failed and how long to wait.
+            let (last, wait) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_success() {
+                        let bytes = response.bytes().await.unwrap_or_default();
+                        return Ok(serde_json::from_slice(&bytes).ok());
+                    }
+                    match status {
+                        StatusCode::UNAUTHORIZED if !refreshed_token && self.tokens.is_some() => {
+                            // The cached token may have been revoked early: one retry with a new one.
+                            refreshed_token = true;
+                            if let Some(tokens) = &self.tokens {
+                                tokens.invalidate().await;
+                            }
+                            attempt -= 1;
+                            continue;
+                        }
+                        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                            let code = response.json::<Value>().await.ok().and_then(|v| {
+                                v.pointer("/error/code")
+                                    .and_then(Value::as_str)
+                                    .map(String::from)
+                            });
+                            return Err(ConnectorError::Unreachable {
+                                status: status.as_u16(),
+                                code,
+                            });
+                        }
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            let wait =
+                                retry_after(response.headers()).unwrap_or(self.backoff(attempt));
+                            ("HTTP 429".to_string(), wait.min(self.retry.max_delay))
+                        }
+                        s if s.is_server_error() => {
+                            (format!("HTTP {}", s.as_u16()), self.backoff(attempt))
+                        }
+                        s => return Err(ConnectorError::Rejected { status: s.as_u16() }),
+                    }
+                }
+                Err(e) => (without_url(&e), self.backoff(attempt)),
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(ConnectorError::Unavailable {
+                    attempts: attempt,
+                    last,
+                });
+            }
+            tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, reason = %last, "retrying connector call");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        (self.retry.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.retry.max_delay)
+    }
+}
+
+/// `Retry-After` in delta-seconds (what the Connector sends); HTTP dates are not used by it.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    value
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+        .or_else(|| {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+        })
+}
+
+/// A reqwest error's text without the URL (which may carry ids we don't log at info).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+fn as_body(activity: &OutgoingActivity) -> Value {
+    serde_json::to_value(activity).unwrap_or(Value::Null)
+}
+
+fn resource(v: Option<Value>) -> ResourceResponse {
+    v.and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or(ResourceResponse { id: String::new() })
+}
+
+#[async_trait]
+impl Connector for HttpConnector {
+    async fn send(
+        &self,
+        to: &ConversationTarget,
+        activity: &OutgoingActivity,
+    ) -> Result<ResourceResponse, ConnectorError> {
+        let url = Self::url(
+            &to.service_url,
+            &["v3", "conversations", &to.conversation_id, "activities"],
+        )?;
+        Ok(resource(
+            self.call(Method::POST, url, Some(as_body(activity)))
+                .await?,
+        ))
+    }
+
+    async fn reply(
+        &self,
+        to: &ConversationTarget,
+        reply_to_id: &str,
+        activity: &OutgoingActivity,
+    ) -> Result<ResourceResponse, ConnectorError> {
+        let url = Self::url(
+            &to.service_url,
+            &[
+                "v3",
+                "conversations",
+                &to.conversation_id,
+                "activities",
+                reply_to_id,
+            ],
+        )?;
+        Ok(resource(
+            self.call(Method::POST, url, Some(as_body(activity)))
+                .await?,
+        ))
+    }
+
+    async fn update(
+        &self,
+        to: &ConversationTarget,
+        activity_id: &str,
+        activity: &OutgoingActivity,
+    ) -> Result<(), ConnectorError> {
+        let url = Self::url(
+            &to.service_url,
+            &[
+                "v3",
+                "conversations",
+                &to.conversation_id,
+                "activities",
+                activity_id,
+            ],
+        )?;
+        let mut body = as_body(activity);
+        body["id"] = json!(activity_id);
+        self.call(Method::PUT, url, Some(body)).await.map(|_| ())
+    }
+
+    async fn delete(
+        &self,
+        to: &ConversationTarget,
+        activity_id: &str,
+    ) -> Result<(), ConnectorError> {
+        let url = Self::url(
+            &to.service_url,
+            &[
+                "v3",
+                "conversations",
+                &to.conversation_id,
+                "activities",
+                activity_id,
+            ],
+        )?;
+        self.call(Method::DELETE, url, None).await.map(|_| ())
+    }
+
+    async fn create_personal_conversation(
+        &self,
+        service_url: &str,
+        bot_id: &str,
+        user_id: &str,
+        tenant_id: &str,
+    ) -> Result<String, ConnectorError> {
+        let url = Self::url(service_url, &["v3", "conversations"])?;
+        let body = json!({
+            "bot": {"id": bot_id},
+            "members": [{"id": user_id}],
+            "channelData": {"tenant": {"id": tenant_id}},
+            "tenantId": tenant_id,
+            "isGroup": false,
+        });
+        let created = resource(self.call(Method::POST, url, Some(body)).await?);
+        if created.id.is_empty() {
+            return Err(ConnectorError::Rejected { status: 200 });
+        }
+        Ok(created.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_ids_are_encoded_as_single_path_segments() {
+        let url = HttpConnector::url(
+            "https://smba.trafficmanager.net/emea/",
+            &[
+                "v3",
+                "conversations",
+                "19:abc@thread.tacv2;messageid=17/x",
+                "activities",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://smba.trafficmanager.net/emea/v3/conversations/19:abc@thread.tacv2;messageid=17%2Fx/activities"
+        );
+        let no_slash =
+            HttpConnector::url("http://127.0.0.1:9/_connector", &["v3", "conversations"]).unwrap();
+        assert_eq!(
+            no_slash.as_str(),
+            "http://127.0.0.1:9/_connector/v3/conversations"
+        );
+        assert!(HttpConnector::url("mailto:x@y", &["v3"]).is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(reqwest::header::RETRY_AFTER, "0.5".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(500)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! The Teams channel: `POST /api/messages`. The [`VerifiedActivity`] extractor authenticates and
+//! parses; [`turn`] decides what the bot does; the [`connector`] carries replies back.
+
+pub mod actions;
+pub mod activity;
+pub mod auth;
+pub mod commands;
+pub mod connector;
+pub mod turn;
+
+use crate::app::AppState;
+use crate::config::Settings;
+use crate::domain::Clock;
+use crate::error::ApiError;
+use activity::Activity;
+use auth::{ChannelAuth, ChannelIdentity};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use connector::{AppCredentials, Connector, HttpConnector, RetryPolicy, TokenProvider};
+use std::sync::Arc;
+
+/// How inbound activities are authenticated.
+pub enum ChannelAuthMode {
+    /// No app id configured, loopback only: activities are accepted without a token (Emulator,
+    /// Agents Playground), and only loopback service URLs are honoured.
+    Dev,
+    Verified(ChannelAuth),
+}
+
+/// The channel's moving parts, built once from settings.
+pub struct BotRuntime {
+    pub auth: ChannelAuthMode,
+    pub connector: Arc<dyn Connector>,
+    pub app_id: Option<String>,
+}
+
+impl BotRuntime {
+    pub fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> BotRuntime {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let app_id = settings.bot.app_id.clone().filter(|id| !id.is_empty());
+        match (&app_id, &settings.bot.app_password) {
+            (Some(app_id), password) => {
+                let entra = settings.bot.tenant_id.as_ref().map(|tenant| {
+                    (
+                        tenant.clone(),
+                        settings
+                            .bot
+                            .entra_openid_metadata_url
+                            .replace("{tenant}", tenant),
+                    )
+                });
+                let auth = ChannelAuth::new(
+                    app_id.clone(),
+                    settings.bot.openid_metadata_url.clone(),
+                    entra,
+                    http.clone(),
+                    clock,
+                );
+                let tokens = password.clone().map(|app_password| {
+                    Arc::new(TokenProvider::new(
+                        AppCredentials {
+                            app_id: app_id.clone(),
+                            app_password,
+                            authority: settings.bot.oauth_authority.clone(),
+                            tenant: settings
+                                .bot
+                                .tenant_id
+                                .clone()
+                                .unwrap_or_else(|| "botframework.com".into()),
+                            scope: settings.bot.connector_scope.clone(),
+                        },
+                        http.clone(),
+                    ))
+                });
+                BotRuntime {
+                    auth: ChannelAuthMode::Verified(auth),
+                    connector: Arc::new(HttpConnector::new(http, tokens, RetryPolicy::default())),
+                    app_id: Some(app_id.clone()),
+                }
+            }
+            (None, _) => BotRuntime {
+                auth: ChannelAuthMode::Dev,
+                connector: Arc::new(HttpConnector::new(http, None, RetryPolicy::default())),
+                app_id: None,
+            },
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/messages", post(messages))
+}
+
+/// The inbound endpoint. Message turns answer 200 after replies went out through the Connector;
+/// invokes answer with their invoke response.
+async fn messages(
+    State(state): State<AppState>,
+    VerifiedActivity { activity, identity }: VerifiedActivity,
+) -> Result<Response, ApiError> {
+    match turn::handle(&state, &activity, &identity).await? {
+        turn::TurnOutcome::Ack => Ok(StatusCode::OK.into_response()),
+        turn::TurnOutcome::Invoke { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(match body {
+                Some(body) => (status, axum::Json(body)).into_response(),
+                None => status.into_response(),
+            })
+        }
+    }
+}
+
+/// An activity whose sender is verified (or dev mode on loopback), well-formed, from an allowed tenant.
+pub struct VerifiedActivity {
+    pub activity: Activity,
+    pub identity: ChannelIdentity,
+}
+
+impl FromRequest<AppState> for VerifiedActivity {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        if matches!(state.bot.auth, ChannelAuthMode::Verified(_)) && authorization.is_none() {
+            // Refuse before reading a body nobody vouched for.
+            tracing::warn!(reason = "no bearer token", "channel token refused");
+            return Err(ApiError::Unauthorized);
+        }
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest("unreadable request body".into())
+            }
+        })?;
+        let activity =
+            Activity::from_json(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let identity = match &state.bot.auth {
+            ChannelAuthMode::Dev => {
+                if !is_loopback_url(&activity.service_url) {
+                    return Err(ApiError::BadRequest(
+                        "dev mode only replies to a loopback serviceUrl (Emulator / Agents Playground)".into(),
+                    ));
+                }
+                ChannelIdentity {
+                    issuer_kind: "dev",
+                    service_url: None,
+                }
+            }
+            ChannelAuthMode::Verified(auth) => auth
+                .verify(
+                    authorization.as_deref(),
+                    &activity.service_url,
+                    &activity.channel_id,
+                )
+                .await
+                .map_err(|reason| {
+                    tracing::warn!(%reason, "channel token refused");
+                    ApiError::Unauthorized
+                })?,
+        };
+        let allowed = &state.settings.bot.allowed_tenants;
+        if !allowed.is_empty()
+            && !activity
+                .tenant_id()
+                .is_some_and(|t| allowed.iter().any(|a| a == t))
+        {
+            tracing::warn!(
+                tenant = activity.tenant_id().unwrap_or("-"),
+                "activity from a tenant that is not allowed"
+            );
+            return Err(ApiError::Forbidden(
+                "this tenant is not served by this bot".into(),
+            ));
+        }
+        Ok(VerifiedActivity { activity, identity })
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}

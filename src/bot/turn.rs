@@ -1,0 +1,455 @@
+//! One turn: what the bot does with a verified activity. Redeliveries are recognised and dropped,
+//! the sender and the conversation are remembered (for proactive messages later), then the
+//! activity is dispatched: typed commands, card actions, installs.
+
+use super::actions::{self, CardAction};
+use super::activity::{Activity, OutgoingActivity};
+use super::auth::ChannelIdentity;
+use super::commands::{self, AdminCommand, Command, ParseError};
+use super::connector::ConversationTarget;
+use crate::app::AppState;
+use crate::domain::{Role, Timestamp};
+use crate::error::ApiError;
+use crate::store::{ConversationRef, NewAuditEvent, NewUser, User};
+use serde_json::{Value, json};
+
+pub enum TurnOutcome {
+    /// Answer the HTTP request with 200 and no body.
+    Ack,
+    /// Answer with an invoke response.
+    Invoke { status: u16, body: Option<Value> },
+}
+
+/// What the bot says back to a message or card action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Text(String),
+}
+
+pub async fn handle(
+    state: &AppState,
+    activity: &Activity,
+    identity: &ChannelIdentity,
+) -> Result<TurnOutcome, ApiError> {
+    let now = state.clock.now();
+    if let Some(id) = activity.id.as_deref()
+        && !state
+            .store
+            .mark_activity_processed(&activity.conversation.id, id, now)
+            .await?
+    {
+        tracing::info!(kind = %activity.kind, "redelivered activity ignored");
+        return Ok(match activity.kind.as_str() {
+            "invoke" => TurnOutcome::Invoke {
+                status: 200,
+                body: Some(invoke_message("Already done.")),
+            },
+            _ => TurnOutcome::Ack,
+        });
+    }
+    let user = remember_sender(state, activity, now).await?;
+    remember_conversation(state, activity, user.as_ref(), identity, now).await?;
+
+    match activity.kind.as_str() {
+        "message" => {
+            let reply = match activity.value.as_ref().filter(|v| v.is_object()) {
+                Some(value) => match actions::from_submit(value) {
+                    Ok(action) => on_card_action(state, user.as_ref(), action).await?,
+                    Err(e) => {
+                        Reply::Text(format!("That card button didn't make sense to me ({e})."))
+                    }
+                },
+                None => {
+                    on_text(
+                        state,
+                        user.as_ref(),
+                        activity.text.as_deref().unwrap_or_default(),
+                    )
+                    .await?
+                }
+            };
+            send_reply(state, activity, reply).await;
+            Ok(TurnOutcome::Ack)
+        }
+        "invoke" if activity.name.as_deref() == Some("adaptiveCard/action") => {
+            let value = activity.value.clone().unwrap_or(Value::Null);
+            match actions::from_execute(&value) {
+                Ok(action) => {
+                    let Reply::Text(text) = on_card_action(state, user.as_ref(), action).await?;
+                    Ok(TurnOutcome::Invoke {
+                        status: 200,
+                        body: Some(invoke_message(&text)),
+                    })
+                }
+                Err(e) => Ok(TurnOutcome::Invoke {
+                    status: 200,
+                    body: Some(json!({
+                        "statusCode": 400,
+                        "type": "application/vnd.microsoft.error",
+                        "value": {"code": "BadRequest", "message": e.to_string()},
+                    })),
+                }),
+            }
+        }
+        // The protocol's answer for invokes a bot does not implement.
+        "invoke" => Ok(TurnOutcome::Invoke {
+            status: 501,
+            body: None,
+        }),
+        "conversationUpdate" => {
+            let bot_added = activity
+                .members_added
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|member| member.id == activity.recipient.id));
+            if bot_added {
+                state
+                    .store
+                    .append_audit(
+                        &NewAuditEvent::new(actor(user.as_ref()), "BOT_INSTALLED", now).detail(
+                            json!({
+                                "conversation_type": activity.conversation_type(),
+                            }),
+                        ),
+                    )
+                    .await?;
+                let target = target(activity);
+                if let Err(e) = state
+                    .bot
+                    .connector
+                    .send(&target, &OutgoingActivity::text(WELCOME))
+                    .await
+                {
+                    tracing::warn!(error = %e, "welcome message not delivered");
+                }
+            }
+            Ok(TurnOutcome::Ack)
+        }
+        "installationUpdate" => {
+            let action = activity.action.as_deref().unwrap_or_default();
+            let audit = if action.starts_with("remove") {
+                "BOT_UNINSTALLED"
+            } else {
+                "BOT_INSTALL_UPDATED"
+            };
+            state
+                .store
+                .append_audit(
+                    &NewAuditEvent::new(actor(user.as_ref()), audit, now)
+                        .detail(json!({ "action": action })),
+                )
+                .await?;
+            Ok(TurnOutcome::Ack)
+        }
+        _ => Ok(TurnOutcome::Ack),
+    }
+}
+
+fn invoke_message(text: &str) -> Value {
+    json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text})
+}
+
+fn actor(user: Option<&User>) -> String {
+    user.map_or_else(|| "teams:unknown".to_string(), |u| format!("user:{}", u.id))
+}
+
+fn target(activity: &Activity) -> ConversationTarget {
+    ConversationTarget {
+        service_url: activity.service_url.clone(),
+        conversation_id: activity.conversation.id.clone(),
+    }
+}
+
+/// People are keyed by their Entra object id; a newcomer starts as a requester.
+async fn remember_sender(
+    state: &AppState,
+    activity: &Activity,
+    now: Timestamp,
+) -> Result<Option<User>, ApiError> {
+    let Some(aad) = activity
+        .from
+        .aad_object_id
+        .as_deref()
+        .filter(|a| !a.is_empty())
+    else {
+        return Ok(None);
+    };
+    let user = state
+        .store
+        .upsert_user(
+            &NewUser {
+                aad_object_id: aad.to_string(),
+                tenant_id: activity.tenant_id().map(String::from),
+                teams_user_id: Some(activity.from.id.clone()),
+                upn: None,
+                email: None,
+                display_name: activity
+                    .from
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| "Teams user".into()),
+                initial_role: Role::Requester,
+            },
+            now,
+        )
+        .await?;
+    Ok(Some(user))
+}
+
+/// Keeps the conversation's address. The service URL here came with a verified activity (or a
+/// loopback one in dev mode) — the only place outbound calls ever take one from.
+async fn remember_conversation(
+    state: &AppState,
+    activity: &Activity,
+    user: Option<&User>,
+    identity: &ChannelIdentity,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let personal = activity.conversation_type() == "personal";
+    let reference = ConversationRef {
+        conversation_id: activity.conversation.id.clone(),
+        conversation_type: activity.conversation_type().to_string(),
+        channel_id: activity.channel_id.clone(),
+        service_url: activity.service_url.clone(),
+        tenant_id: activity.tenant_id().map(String::from),
+        bot_id: activity.recipient.id.clone(),
+        user_id: if personal { user.map(|u| u.id) } else { None },
+        aad_object_id: if personal {
+            activity.from.aad_object_id.clone()
+        } else {
+            None
+        },
+        teams_user_id: if personal {
+            Some(activity.from.id.clone())
+        } else {
+            None
+        },
+        team_id: activity.team_id().map(String::from),
+        reference: sqlx::types::Json(json!({
+            "bot": activity.recipient,
+            "conversation": activity.conversation,
+            "channelId": activity.channel_id,
+            "serviceUrl": activity.service_url,
+            "verifiedBy": identity.issuer_kind,
+        })),
+        updated_at: now,
+    };
+    state.store.upsert_conversation(&reference).await?;
+    Ok(())
+}
+
+async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
+    let Reply::Text(text) = reply;
+    let outgoing = OutgoingActivity::text(text).addressed_as_reply_to(activity);
+    let reply_to = activity.id.as_deref().unwrap_or_default();
+    if let Err(e) = state
+        .bot
+        .connector
+        .reply(&target(activity), reply_to, &outgoing)
+        .await
+    {
+        tracing::warn!(error = %e, "reply not delivered");
+    }
+}
+
+pub const WELCOME: &str = "Hi, I'm **Passkey**. I get you time-limited access to credentials in the \
+Keeper vault, with the right people's approval.\n\nTry `request db-prod 2h because INC-4411`, \
+`records`, or `help`.";
+
+pub fn help_text() -> String {
+    [
+        "**Passkey commands**",
+        "- `request <record> [for <duration>] [because <reason>]` — ask for access, e.g. `request db-prod 2h because INC-4411`",
+        "- `records [search]` — records you can request",
+        "- `my requests` — your requests and leases",
+        "- `pending` — requests waiting for your approval",
+        "- `approve <id> [comment]`, `deny <id> <reason>`",
+        "- `release <id>` — hand access back early",
+        "- `extend <id> <duration>` — ask for more time",
+        "- `admin health | sync | triage | audit verify | authority … | role … | revoke <id> <reason>`",
+        "",
+        "Durations: `30m`, `2h`, `1d`, `90 minutes`.",
+    ]
+    .join("\n")
+}
+
+async fn on_text(state: &AppState, user: Option<&User>, text: &str) -> Result<Reply, ApiError> {
+    let command = match commands::parse(text) {
+        Ok(c) => c,
+        Err(ParseError::Empty) => return Ok(Reply::Text(help_text())),
+        Err(e @ ParseError::Unknown { .. }) => {
+            return Ok(Reply::Text(format!("{e}\n\n{}", help_text())));
+        }
+        Err(e) => return Ok(Reply::Text(e.to_string())),
+    };
+    Ok(match command {
+        Command::Help { .. } => Reply::Text(help_text()),
+        Command::Records { search } => {
+            Reply::Text(records_text(state, user, search.as_deref()).await?)
+        }
+        Command::Admin(admin) => Reply::Text(admin_text(state, user, admin).await?),
+        other => Reply::Text(not_yet(&understood(&other))),
+    })
+}
+
+async fn on_card_action(
+    _state: &AppState,
+    _user: Option<&User>,
+    action: CardAction,
+) -> Result<Reply, ApiError> {
+    let what = match action {
+        CardAction::SubmitRequest { record, .. } => format!("a request for `{record}`"),
+        CardAction::Approve { request_id, .. } => format!("approving request #{request_id}"),
+        CardAction::Deny { request_id, .. } => format!("denying request #{request_id}"),
+        CardAction::Release { request_id } => format!("releasing request #{request_id}"),
+        CardAction::Extend {
+            request_id,
+            duration,
+        } => format!("extending request #{request_id} by {duration}"),
+        CardAction::Refresh { .. } => "refreshing this card".to_string(),
+    };
+    Ok(Reply::Text(not_yet(&what)))
+}
+
+fn not_yet(what: &str) -> String {
+    format!(
+        "I understood {what}, but requests and approvals are not switched on in this build yet."
+    )
+}
+
+/// How the bot restates a command it understood.
+fn understood(command: &Command) -> String {
+    match command {
+        Command::Request {
+            record,
+            duration,
+            reason,
+        } => {
+            let mut s = format!("a request for `{record}`");
+            if let Some(d) = duration {
+                s.push_str(&format!(" for {}", commands::format_duration(*d)));
+            }
+            if let Some(r) = reason {
+                s.push_str(&format!(" because “{r}”"));
+            }
+            s
+        }
+        Command::MyRequests => "“my requests”".into(),
+        Command::Pending => "“pending approvals”".into(),
+        Command::Approve { request_id, .. } => format!("approving request #{request_id}"),
+        Command::Deny { request_id, .. } => format!("denying request #{request_id}"),
+        Command::Release { request_id } => format!("releasing request #{request_id}"),
+        Command::Extend {
+            request_id,
+            duration,
+        } => {
+            format!(
+                "extending request #{request_id} by {}",
+                commands::format_duration(*duration)
+            )
+        }
+        Command::Help { .. } | Command::Records { .. } | Command::Admin(_) => "that".into(),
+    }
+}
+
+/// Records the person may request: those in vault folders whose ACL names them (admins see all).
+async fn records_text(
+    state: &AppState,
+    user: Option<&User>,
+    search: Option<&str>,
+) -> Result<String, ApiError> {
+    let Some(user) = user else {
+        return Ok("I can't tell who you are (no Entra object id on your message), so I can't list records.".into());
+    };
+    let names: Vec<String> = [user.email.as_deref(), user.upn.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let mut visible_folders = std::collections::HashSet::new();
+    for folder in state.store.list_folders().await? {
+        let acl = state.store.folder_permissions(folder.id).await?;
+        if user.role == Role::Admin
+            || acl
+                .iter()
+                .any(|p| names.contains(&p.principal.to_ascii_lowercase()))
+        {
+            visible_folders.insert(folder.id);
+        }
+    }
+    let needle = search.map(str::to_ascii_lowercase);
+    let records: Vec<_> = state
+        .store
+        .list_records()
+        .await?
+        .into_iter()
+        .filter(|r| r.folder_id.is_some_and(|f| visible_folders.contains(&f)))
+        .filter(|r| {
+            needle
+                .as_ref()
+                .is_none_or(|n| r.title.to_ascii_lowercase().contains(n))
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(match search {
+            Some(s) => format!("No records you can request match “{s}”."),
+            None => "There are no records you can request yet.".into(),
+        });
+    }
+    let mut lines = vec![format!("**Records you can request** ({})", records.len())];
+    lines.extend(
+        records
+            .iter()
+            .take(25)
+            .map(|r| format!("- `{}` — {} ({})", r.title, r.record_type, r.sensitivity)),
+    );
+    if records.len() > 25 {
+        lines.push(format!(
+            "…and {} more: narrow it with `records <search>`.",
+            records.len() - 25
+        ));
+    }
+    Ok(lines.join("\n"))
+}
+
+async fn admin_text(
+    state: &AppState,
+    user: Option<&User>,
+    command: AdminCommand,
+) -> Result<String, ApiError> {
+    if user.is_none_or(|u| u.role != Role::Admin) {
+        return Ok("Admin commands are for Passkey admins.".into());
+    }
+    Ok(match command {
+        AdminCommand::Health => {
+            let db = state.store.ping().await.is_ok();
+            let migrations = state
+                .store
+                .migration_state()
+                .await
+                .map(|m| m.is_current())
+                .unwrap_or(false);
+            format!(
+                "**Health**\n- database ({}): {}\n- migrations: {}",
+                state.settings.database_label(),
+                if db { "reachable" } else { "UNREACHABLE" },
+                if migrations { "current" } else { "NOT CURRENT" },
+            )
+        }
+        other => format!(
+            "`admin {}` is not switched on in this build yet.",
+            admin_name(&other)
+        ),
+    })
+}
+
+fn admin_name(c: &AdminCommand) -> &'static str {
+    match c {
+        AdminCommand::Health => "health",
+        AdminCommand::Sync => "sync",
+        AdminCommand::Triage => "triage",
+        AdminCommand::AuditVerify => "audit verify",
+        AdminCommand::Authority { .. } => "authority",
+        AdminCommand::Role { .. } => "role",
+        AdminCommand::Revoke { .. } => "revoke",
+    }
+}

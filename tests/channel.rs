@@ -1,0 +1,825 @@
+//! `POST /api/messages` end to end: the real app on port 0, a local OpenID/JWKS issuer with our own
+//! RSA keys, and a fake Bot Connector on loopback. Every forged token is a 401 that stores nothing
+//! and sends nothing.
+
+mod common;
+
+use common::channel::{
+    APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer, OTHER_TENANT, TENANT, message, sign,
+};
+use common::{TestServer, fresh_sqlite, t0, test_settings};
+use passkey::store::Store;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    issuer: Issuer,
+    connector: FakeConnector,
+    server: TestServer,
+    store: Arc<dyn Store>,
+    _db: common::SqliteTestDb,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        Self::with(&[]).await
+    }
+
+    /// A production-like channel: app id and password set, keys from the local issuer.
+    async fn with(extra: &[(&str, &str)]) -> Harness {
+        let issuer = Issuer::start().await;
+        let connector = FakeConnector::start().await;
+        let db = fresh_sqlite().await;
+        passkey::demo::load_if_empty(db.store.as_ref(), t0())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = issuer.bf_metadata_url();
+        let authority = issuer.oauth_authority();
+        let entra = issuer.entra_metadata_template();
+        let mut env = vec![
+            ("PASSKEY_BOT__APP_ID", APP_ID),
+            ("PASSKEY_BOT__APP_PASSWORD", "test-app-password"),
+            ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
+            ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
+            ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let server = TestServer::start(test_settings(dir.path(), &env), db.store.clone()).await;
+        let store = db.store.clone() as Arc<dyn Store>;
+        Harness {
+            issuer,
+            connector,
+            server,
+            store,
+            _db: db,
+            _dir: dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Standard claims for a Bot Framework channel token at the server's current time.
+    fn claims(&self) -> Value {
+        let now = self.server.clock.now_secs();
+        json!({
+            "iss": "https://api.botframework.com",
+            "aud": APP_ID,
+            "exp": now + 3600,
+            "nbf": now - 60,
+            "serviceurl": self.connector.service_url,
+        })
+    }
+
+    fn token(&self) -> String {
+        sign("channel-a", "kid-a", &self.claims())
+    }
+
+    fn message(&self, id: &str, text: &str) -> Value {
+        message(&self.connector.service_url, id, text)
+    }
+
+    async fn post(&self, authorization: Option<String>, body: &Value) -> reqwest::Response {
+        let mut r = self
+            .client
+            .post(self.server.url("/api/messages"))
+            .json(body);
+        if let Some(a) = authorization {
+            r = r.header("authorization", a);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn post_raw(&self, authorization: Option<String>, body: Vec<u8>) -> reqwest::Response {
+        let mut r = self
+            .client
+            .post(self.server.url("/api/messages"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(a) = authorization {
+            r = r.header("authorization", a);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Nothing stored by any turn: no processed activity, no conversation, no new user, no audit.
+    async fn assert_nothing_stored(&self, case: &str, activity_id: &str) {
+        let users_before = 5; // the demo set
+        assert_eq!(
+            self.store.count_users().await.unwrap(),
+            users_before,
+            "{case}: a user was stored"
+        );
+        assert!(
+            self.store
+                .conversation("a:1alice-personal")
+                .await
+                .unwrap()
+                .is_none(),
+            "{case}: conversation stored"
+        );
+        // The refused activity was not marked processed (this probe marks it, so ids must be unique).
+        let fresh = self
+            .store
+            .mark_activity_processed("a:1alice-personal", activity_id, t0())
+            .await
+            .unwrap();
+        assert!(fresh, "{case}: the activity was recorded as processed");
+        let audit = self.store.audit_events_after(0, 1000).await.unwrap();
+        assert_eq!(
+            audit.last().unwrap().action,
+            "DEMO_DATA_LOADED",
+            "{case}: an audit event was written"
+        );
+        assert!(
+            self.connector.calls().is_empty(),
+            "{case}: something was sent to the connector"
+        );
+    }
+}
+
+trait ClockSecs {
+    fn now_secs(&self) -> i64;
+}
+
+impl ClockSecs for passkey::domain::ManualClock {
+    fn now_secs(&self) -> i64 {
+        use passkey::domain::Clock;
+        self.now().unix_seconds()
+    }
+}
+
+fn bearer(token: &str) -> Option<String> {
+    Some(format!("Bearer {token}"))
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_valid_channel_token_gets_a_reply_through_the_connector_with_an_app_token() {
+    let h = Harness::start().await;
+    let r = h.post(bearer(&h.token()), &h.message("m-1", "help")).await;
+    assert_eq!(r.status(), 200);
+    let calls = h.connector.wait_for(1).await;
+    assert_eq!(calls.len(), 1);
+    let reply = &calls[0];
+    assert_eq!(reply.method, "POST");
+    assert_eq!(
+        reply.path,
+        "/connector/v3/conversations/a:1alice-personal/activities/m-1"
+    );
+    assert_eq!(
+        reply.authorization.as_deref(),
+        Some(format!("Bearer {CONNECTOR_TOKEN}").as_str())
+    );
+    assert_eq!(reply.body["type"], "message");
+    assert_eq!(reply.body["replyToId"], "m-1");
+    assert_eq!(reply.body["recipient"]["id"], "29:1alice");
+    assert!(
+        reply.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Passkey commands")
+    );
+    // The client-credentials request carried the right scope and app id.
+    let form = h
+        .issuer
+        .state
+        .last_token_form
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(
+        form.contains("scope=https%3A%2F%2Fapi.botframework.com%2F.default"),
+        "{form}"
+    );
+    assert!(form.contains(&format!("client_id={APP_ID}")), "{form}");
+    // The sender and the conversation are remembered, with the verified service URL.
+    let conversation = h
+        .store
+        .conversation("a:1alice-personal")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conversation.service_url, h.connector.service_url);
+    assert!(conversation.user_id.is_some());
+}
+
+#[tokio::test]
+async fn the_connector_token_is_fetched_once_and_reused() {
+    let h = Harness::start().await;
+    for i in 0..3 {
+        let r = h
+            .post(bearer(&h.token()), &h.message(&format!("m-{i}"), "help"))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(h.connector.wait_for(3).await.len(), 3);
+    assert_eq!(
+        h.issuer
+            .state
+            .token_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(h.issuer.key_fetches(), 1, "channel keys are cached too");
+}
+
+/// The forged-token battery: every case is a 401 with nothing stored and nothing sent.
+#[tokio::test]
+async fn forged_and_broken_tokens_are_all_refused() {
+    let h = Harness::with(&[("PASSKEY_BOT__TENANT_ID", TENANT)]).await;
+    let now = h.server.clock.now_secs();
+    let base = h.claims();
+    let with = |patch: Value| {
+        let mut c = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let good = h.token();
+    let parts: Vec<&str> = good.split('.').collect();
+    let alg_none = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT","kid":"kid-a"}"#),
+        parts[1]
+    );
+    let hs256 = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("kid-a".into());
+        let public = std::fs::read(format!(
+            "{}/tests/fixtures/test-keys.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        jsonwebtoken::encode(
+            &header,
+            &base,
+            &jsonwebtoken::EncodingKey::from_secret(&public),
+        )
+        .unwrap()
+    };
+    let rs512 = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512);
+        header.kid = Some("kid-a".into());
+        jsonwebtoken::encode(&header, &base, &common::channel::signing_key("channel-a")).unwrap()
+    };
+    let no_kid = {
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        jsonwebtoken::encode(&header, &base, &common::channel::signing_key("channel-a")).unwrap()
+    };
+    let tampered = {
+        let forged_payload = b64url(
+            with(json!({"aud": "some-other-bot"}))
+                .to_string()
+                .as_bytes(),
+        );
+        format!("{}.{}.{}", parts[0], forged_payload, parts[2])
+    };
+    let entra = |iss: String, extra: Value| {
+        let mut c = json!({"iss": iss, "aud": APP_ID, "exp": now + 3600, "nbf": now - 60, "ver": "2.0", "azp": APP_ID});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        sign("channel-b", "entra-kid", &c)
+    };
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no Authorization header", None),
+        ("empty bearer", Some("Bearer ".into())),
+        ("not a JWT", bearer("not-a-jwt")),
+        (
+            "two segments",
+            bearer("eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0"),
+        ),
+        (
+            "basic auth scheme",
+            Some("Basic YWxhZGRpbjpvcGVuc2VzYW1l".into()),
+        ),
+        ("alg none", bearer(&alg_none)),
+        ("HS256 keyed with public material", bearer(&hs256)),
+        ("RS512 instead of RS256", bearer(&rs512)),
+        ("no kid", bearer(&no_kid)),
+        (
+            "unknown kid, unpublished key",
+            bearer(&sign("rogue", "kid-rogue", &base)),
+        ),
+        (
+            "known kid, wrong key (bad signature)",
+            bearer(&sign("rogue", "kid-a", &base)),
+        ),
+        ("tampered payload", bearer(&tampered)),
+        (
+            "signature stripped",
+            bearer(&format!("{}.{}.", parts[0], parts[1])),
+        ),
+        (
+            "expired beyond skew",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"exp": now - 301 - 60})),
+            )),
+        ),
+        (
+            "not yet valid beyond skew",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"nbf": now + 400})),
+            )),
+        ),
+        (
+            "no exp",
+            bearer(&sign("channel-a", "kid-a", &with(json!({"exp": null})))),
+        ),
+        (
+            "exp not a number",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"exp": "tomorrow"})),
+            )),
+        ),
+        (
+            "wrong audience",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"aud": "another-bot"})),
+            )),
+        ),
+        (
+            "audience missing",
+            bearer(&sign("channel-a", "kid-a", &with(json!({"aud": null})))),
+        ),
+        (
+            "wrong issuer",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"iss": "https://api.botframework.evil"})),
+            )),
+        ),
+        (
+            "missing serviceurl claim",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"serviceurl": null})),
+            )),
+        ),
+        (
+            "serviceurl differs from the activity",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &with(json!({"serviceurl": "https://smba.trafficmanager.net/evil/"})),
+            )),
+        ),
+        (
+            "key not endorsed for msteams",
+            bearer(&sign("channel-b", "kid-b", &base)),
+        ),
+        (
+            "Entra token from another tenant",
+            bearer(&entra(
+                format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"),
+                json!({}),
+            )),
+        ),
+        (
+            "Entra v1 token from another tenant",
+            bearer(&entra(
+                format!("https://sts.windows.net/{OTHER_TENANT}/"),
+                json!({"ver": "1.0", "appid": APP_ID}),
+            )),
+        ),
+        (
+            "Entra token for another app (azp)",
+            bearer(&entra(
+                format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+                json!({"azp": "someone-else"}),
+            )),
+        ),
+        (
+            "Entra v1 token for another app (appid)",
+            bearer(&entra(
+                format!("https://sts.windows.net/{TENANT}/"),
+                json!({"ver": "1.0", "appid": "someone-else"}),
+            )),
+        ),
+        (
+            "Entra-issued token signed by a Bot Framework key",
+            bearer(&sign(
+                "channel-a",
+                "kid-a",
+                &json!({"iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"), "aud": APP_ID, "exp": now + 3600, "ver": "2.0", "azp": APP_ID}),
+            )),
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    for (i, (case, authorization)) in cases.into_iter().enumerate() {
+        let id = format!("forged-{i}");
+        let r = h.post(authorization, &h.message(&id, "help")).await;
+        assert_eq!(r.status(), 401, "{case}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "unauthorized",
+            "{case}: the body says nothing about why"
+        );
+        h.assert_nothing_stored(case, &id).await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_within_the_clock_skew_and_entra_tokens_of_the_home_tenant_are_accepted() {
+    let h = Harness::with(&[("PASSKEY_BOT__TENANT_ID", TENANT)]).await;
+    let now = h.server.clock.now_secs();
+    let mut late = h.claims();
+    late["exp"] = json!(now - 200);
+    let r = h
+        .post(
+            bearer(&sign("channel-a", "kid-a", &late)),
+            &h.message("skew-1", "help"),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "expired 200 s ago is inside the 5-minute tolerance"
+    );
+
+    let v2 = json!({"iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"), "aud": APP_ID, "exp": now + 600, "ver": "2.0", "azp": APP_ID});
+    let r = h
+        .post(
+            bearer(&sign("channel-b", "entra-kid", &v2)),
+            &h.message("entra-2", "help"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v1 = json!({"iss": format!("https://sts.windows.net/{TENANT}/"), "aud": APP_ID, "exp": now + 600, "ver": "1.0", "appid": APP_ID});
+    let r = h
+        .post(
+            bearer(&sign("channel-b", "entra-kid", &v1)),
+            &h.message("entra-1", "help"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.connector.wait_for(3).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_with_one_refetch_and_unknown_kids_cannot_force_more() {
+    let h = Harness::start().await;
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("k-1", "help"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(h.issuer.key_fetches(), 1);
+
+    // The issuer rotates in a new key; the first token signed with it triggers one refetch.
+    h.issuer.publish("rogue", "kid-new", &["msteams"]);
+    let rotated = sign("rogue", "kid-new", &h.claims());
+    assert_eq!(
+        h.post(bearer(&rotated), &h.message("k-2", "help"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(h.issuer.key_fetches(), 2);
+
+    // A burst of made-up kids right after: refused without another fetch.
+    for i in 0..5 {
+        let forged = sign("rogue", &format!("kid-made-up-{i}"), &h.claims());
+        assert_eq!(
+            h.post(bearer(&forged), &h.message(&format!("k-x{i}"), "help"))
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(h.issuer.key_fetches(), 2, "unknown kids are rate-limited");
+}
+
+#[tokio::test]
+async fn the_metadata_server_down_with_an_empty_cache_is_a_401_and_cached_keys_keep_working() {
+    let cold = Harness::start().await;
+    cold.issuer.set_down(true);
+    let r = cold
+        .post(bearer(&cold.token()), &cold.message("down-1", "help"))
+        .await;
+    assert_eq!(r.status(), 401, "never a 500, never a pass");
+    cold.assert_nothing_stored("metadata down, empty cache", "down-1")
+        .await;
+
+    let warm = Harness::start().await;
+    assert_eq!(
+        warm.post(bearer(&warm.token()), &warm.message("up-1", "help"))
+            .await
+            .status(),
+        200
+    );
+    warm.issuer.set_down(true);
+    assert_eq!(
+        warm.post(bearer(&warm.token()), &warm.message("up-2", "help"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn activities_from_tenants_that_are_not_allowed_get_403_and_nothing_is_stored() {
+    let h = Harness::with(&[("PASSKEY_BOT__ALLOWED_TENANTS", OTHER_TENANT)]).await;
+    let r = h.post(bearer(&h.token()), &h.message("t-1", "help")).await;
+    assert_eq!(r.status(), 403);
+    h.assert_nothing_stored("tenant not allowed", "t-1").await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_activities_are_refused_and_change_nothing() {
+    let h = Harness::with(&[("PASSKEY_HTTP__BODY_LIMIT_BYTES", "16384")]).await;
+    let token = h.token();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("not JSON", b"{\"type\": \"message\",".to_vec(), 400),
+        ("JSON array", b"[]".to_vec(), 400),
+        (
+            "message without an id",
+            serde_json::to_vec(&{
+                let mut m = h.message("b-0", "help");
+                m.as_object_mut().unwrap().remove("id");
+                m
+            })
+            .unwrap(),
+            400,
+        ),
+        (
+            "missing conversation",
+            serde_json::to_vec(&{
+                let mut m = h.message("b-1", "help");
+                m.as_object_mut().unwrap().remove("conversation");
+                m
+            })
+            .unwrap(),
+            400,
+        ),
+        (
+            "text of the wrong type",
+            serde_json::to_vec(&{
+                let mut m = h.message("b-2", "help");
+                m["text"] = json!(["help"]);
+                m
+            })
+            .unwrap(),
+            400,
+        ),
+        (
+            "oversized body",
+            serde_json::to_vec(&h.message("b-3", &"x".repeat(40_000))).unwrap(),
+            413,
+        ),
+    ];
+    for (i, (case, body, status)) in cases.into_iter().enumerate() {
+        let r = h.post_raw(bearer(&token), body).await;
+        assert_eq!(r.status().as_u16(), status, "{case}");
+        h.assert_nothing_stored(case, &format!("b-{i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_activity_is_processed_once() {
+    let h = Harness::start().await;
+    let activity = h.message("dup-1", "help");
+    assert_eq!(h.post(bearer(&h.token()), &activity).await.status(), 200);
+    assert_eq!(
+        h.post(bearer(&h.token()), &activity).await.status(),
+        200,
+        "the redelivery is acknowledged"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.connector.calls().len(), 1, "but answered only once");
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured_and_the_reply_still_arrives() {
+    let h = Harness::start().await;
+    h.connector.script(&[(429, Some("1")), (503, None)]);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("r-1", "help"))
+            .await
+            .status(),
+        200
+    );
+    let calls = h.connector.wait_for(3).await;
+    assert_eq!(calls.len(), 3, "429, 503, then success");
+    let waited = calls[1].at.duration_since(calls[0].at);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured (waited {waited:?})"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_403_from_the_connector_is_reported_not_retried() {
+    let h = Harness::start().await;
+    h.connector.script(&[(403, None)]);
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("f-1", "help"))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.connector.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn mentions_are_stripped_and_commands_are_understood() {
+    let h = Harness::start().await;
+    let mut activity = h.message(
+        "c-1",
+        "<at>Passkey</at>   REQUEST db-prod 2h because INC-4411",
+    );
+    activity["conversation"]["conversationType"] = json!("groupChat");
+    assert_eq!(h.post(bearer(&h.token()), &activity).await.status(), 200);
+    let text = h.connector.wait_for(1).await[0].body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("a request for `db-prod` for 2h because “INC-4411”"),
+        "{text}"
+    );
+
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("c-2", "relase 4"))
+            .await
+            .status(),
+        200
+    );
+    let text = h.connector.wait_for(2).await[1].body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("release"),
+        "the closest command is suggested: {text}"
+    );
+
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("c-3", "records db"))
+            .await
+            .status(),
+        200
+    );
+    let text = h.connector.wait_for(3).await[2].body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("`db-prod`") && text.contains("`db-staging`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("break-glass"),
+        "records outside the person's folders stay hidden: {text}"
+    );
+
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("c-4", "admin health"))
+            .await
+            .status(),
+        200
+    );
+    let text = h.connector.wait_for(4).await[3].body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text, "Admin commands are for Passkey admins.");
+}
+
+#[tokio::test]
+async fn card_actions_arrive_as_invokes_and_unknown_invokes_are_not_implemented() {
+    let h = Harness::start().await;
+    let mut invoke = h.message("i-1", "");
+    invoke["type"] = json!("invoke");
+    invoke["name"] = json!("adaptiveCard/action");
+    invoke["value"] = json!({"action": {"type": "Action.Execute", "verb": "approve", "data": {"requestId": 42}}, "trigger": "manual"});
+    let r = h.post(bearer(&h.token()), &invoke).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["statusCode"], 200);
+    assert_eq!(body["type"], "application/vnd.microsoft.activity.message");
+    assert!(
+        body["value"]
+            .as_str()
+            .unwrap()
+            .contains("approving request #42")
+    );
+
+    let mut bad = invoke.clone();
+    bad["id"] = json!("i-2");
+    bad["value"] = json!({"action": {"type": "Action.Execute", "verb": "approve", "data": {"requestId": "DROP TABLE"}}});
+    let body: Value = h.post(bearer(&h.token()), &bad).await.json().await.unwrap();
+    assert_eq!(body["statusCode"], 400);
+    assert_eq!(body["type"], "application/vnd.microsoft.error");
+
+    let mut other = invoke.clone();
+    other["id"] = json!("i-3");
+    other["name"] = json!("composeExtension/query");
+    assert_eq!(h.post(bearer(&h.token()), &other).await.status(), 501);
+    assert!(
+        h.connector.calls().is_empty(),
+        "invokes answer in the HTTP response"
+    );
+}
+
+#[tokio::test]
+async fn installing_the_bot_sends_a_welcome_and_is_audited() {
+    let h = Harness::start().await;
+    let mut update = h.message("u-1", "");
+    update["type"] = json!("conversationUpdate");
+    update["membersAdded"] = json!([{"id": format!("28:{APP_ID}")}]);
+    assert_eq!(h.post(bearer(&h.token()), &update).await.status(), 200);
+    let calls = h.connector.wait_for(1).await;
+    assert_eq!(
+        calls[0].path,
+        "/connector/v3/conversations/a:1alice-personal/activities"
+    );
+    assert!(
+        calls[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("I'm **Passkey**")
+    );
+    let last = h
+        .store
+        .audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.action, "BOT_INSTALLED");
+}
+
+#[tokio::test]
+async fn dev_mode_accepts_unauthenticated_activities_but_only_replies_to_loopback() {
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(server.url("/api/messages"))
+        .json(&message(&connector.service_url, "d-1", "help"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let calls = connector.wait_for(1).await;
+    assert_eq!(calls[0].authorization, None, "dev mode sends no app token");
+
+    let r = client
+        .post(server.url("/api/messages"))
+        .json(&message(
+            "https://smba.trafficmanager.net/emea/",
+            "d-2",
+            "help",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "an unauthenticated activity cannot send the bot to a remote host"
+    );
+}
