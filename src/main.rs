@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use passkey::app::{App, shutdown_signal};
 use passkey::config::Settings;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -69,7 +70,8 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(bind);
-    println!("{}", app.banner(addr));
+    // A closed stdout (the launcher went away) must not take the server down with it.
+    let _ = writeln!(std::io::stdout(), "{}", app.banner(addr));
     match app.run_until_stopped(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

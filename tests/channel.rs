@@ -823,3 +823,62 @@ async fn dev_mode_accepts_unauthenticated_activities_but_only_replies_to_loopbac
         "an unauthenticated activity cannot send the bot to a remote host"
     );
 }
+
+#[tokio::test]
+async fn profile_and_address_changes_are_stored_but_unchanged_ones_are_not_rewritten() {
+    let h = Harness::start().await;
+    let aad = "a11ce000-0000-4000-8000-000000000001";
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("p-1", "help"))
+            .await
+            .status(),
+        200
+    );
+    let first = h.store.user_by_aad_object_id(aad).await.unwrap().unwrap();
+    assert_eq!(first.display_name, "Alice Requester");
+
+    // Same profile a minute later: nothing to write.
+    h.server.clock.advance(time::Duration::minutes(1));
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("p-2", "help"))
+            .await
+            .status(),
+        200
+    );
+    let same = h.store.user_by_aad_object_id(aad).await.unwrap().unwrap();
+    assert_eq!(same.updated_at, first.updated_at);
+
+    // Renamed in Entra: the next message updates the row.
+    h.server.clock.advance(time::Duration::minutes(1));
+    let mut renamed = h.message("p-3", "help");
+    renamed["from"]["name"] = json!("Alice Liddell");
+    assert_eq!(h.post(bearer(&h.token()), &renamed).await.status(), 200);
+    let updated = h.store.user_by_aad_object_id(aad).await.unwrap().unwrap();
+    assert_eq!(updated.display_name, "Alice Liddell");
+    assert!(updated.updated_at > first.updated_at);
+    assert_eq!(
+        updated.role, first.role,
+        "a profile refresh never changes the role"
+    );
+
+    // Teams moves the conversation to another regional endpoint: the new address is kept.
+    let other = FakeConnector::start().await;
+    let mut claims = h.claims();
+    claims["serviceurl"] = json!(other.service_url);
+    let token = sign("channel-a", "kid-a", &claims);
+    let mut moved = message(&other.service_url, "p-4", "help");
+    moved["from"]["name"] = json!("Alice Liddell");
+    assert_eq!(h.post(bearer(&token), &moved).await.status(), 200);
+    assert_eq!(
+        other.wait_for(1).await.len(),
+        1,
+        "the reply goes to the new endpoint"
+    );
+    let conversation = h
+        .store
+        .conversation("a:1alice-personal")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conversation.service_url, other.service_url);
+}

@@ -34,6 +34,8 @@ pub enum ChannelAuthMode {
 /// The channel's moving parts, built once from settings.
 pub struct BotRuntime {
     pub auth: ChannelAuthMode,
+    /// Unchanged users/conversations are not rewritten on every message.
+    pub recent: turn::RecentWrites,
     pub connector: Arc<dyn Connector>,
     pub app_id: Option<String>,
 }
@@ -83,12 +85,14 @@ impl BotRuntime {
                     auth: ChannelAuthMode::Verified(auth),
                     connector: Arc::new(HttpConnector::new(http, tokens, RetryPolicy::default())),
                     app_id: Some(app_id.clone()),
+                    recent: Default::default(),
                 }
             }
             (None, _) => BotRuntime {
                 auth: ChannelAuthMode::Dev,
                 connector: Arc::new(HttpConnector::new(http, None, RetryPolicy::default())),
                 app_id: None,
+                recent: Default::default(),
             },
         }
     }

@@ -12,6 +12,11 @@ use crate::domain::{Role, Timestamp};
 use crate::error::ApiError;
 use crate::store::{ConversationRef, NewAuditEvent, NewUser, User};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
 
 pub enum TurnOutcome {
     /// Answer the HTTP request with 200 and no body.
@@ -47,25 +52,20 @@ pub async fn handle(
             _ => TurnOutcome::Ack,
         });
     }
-    let user = remember_sender(state, activity, now).await?;
-    remember_conversation(state, activity, user.as_ref(), identity, now).await?;
+    let sender = remember_sender(state, activity, now).await?;
+    remember_conversation(state, activity, &sender, identity, now).await?;
 
     match activity.kind.as_str() {
         "message" => {
             let reply = match activity.value.as_ref().filter(|v| v.is_object()) {
                 Some(value) => match actions::from_submit(value) {
-                    Ok(action) => on_card_action(state, user.as_ref(), action).await?,
+                    Ok(action) => on_card_action(state, &sender, action).await?,
                     Err(e) => {
                         Reply::Text(format!("That card button didn't make sense to me ({e})."))
                     }
                 },
                 None => {
-                    on_text(
-                        state,
-                        user.as_ref(),
-                        activity.text.as_deref().unwrap_or_default(),
-                    )
-                    .await?
+                    on_text(state, &sender, activity.text.as_deref().unwrap_or_default()).await?
                 }
             };
             send_reply(state, activity, reply).await;
@@ -75,7 +75,7 @@ pub async fn handle(
             let value = activity.value.clone().unwrap_or(Value::Null);
             match actions::from_execute(&value) {
                 Ok(action) => {
-                    let Reply::Text(text) = on_card_action(state, user.as_ref(), action).await?;
+                    let Reply::Text(text) = on_card_action(state, &sender, action).await?;
                     Ok(TurnOutcome::Invoke {
                         status: 200,
                         body: Some(invoke_message(&text)),
@@ -105,11 +105,10 @@ pub async fn handle(
                 state
                     .store
                     .append_audit(
-                        &NewAuditEvent::new(actor(user.as_ref()), "BOT_INSTALLED", now).detail(
-                            json!({
+                        &NewAuditEvent::new(actor(sender.user().await?), "BOT_INSTALLED", now)
+                            .detail(json!({
                                 "conversation_type": activity.conversation_type(),
-                            }),
-                        ),
+                            })),
                     )
                     .await?;
                 let target = target(activity);
@@ -134,7 +133,7 @@ pub async fn handle(
             state
                 .store
                 .append_audit(
-                    &NewAuditEvent::new(actor(user.as_ref()), audit, now)
+                    &NewAuditEvent::new(actor(sender.user().await?), audit, now)
                         .detail(json!({ "action": action })),
                 )
                 .await?;
@@ -159,20 +158,62 @@ fn target(activity: &Activity) -> ConversationTarget {
     }
 }
 
-/// People are keyed by their Entra object id; a newcomer starts as a requester.
-async fn remember_sender(
-    state: &AppState,
+/// The person behind a turn. Their row is read only when something needs it (`help` doesn't).
+pub struct Sender<'a> {
+    state: &'a AppState,
+    aad_object_id: Option<String>,
+    user: OnceCell<Option<User>>,
+}
+
+impl Sender<'_> {
+    /// The stored user, if the activity named one (Entra object id).
+    pub async fn user(&self) -> Result<Option<&User>, ApiError> {
+        let user = self
+            .user
+            .get_or_try_init(|| async {
+                match &self.aad_object_id {
+                    Some(aad) => self.state.store.user_by_aad_object_id(aad).await,
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        Ok(user.as_ref())
+    }
+}
+
+/// People are keyed by their Entra object id; a newcomer starts as a requester. An unchanged
+/// profile seen moments ago is not written again.
+async fn remember_sender<'a>(
+    state: &'a AppState,
     activity: &Activity,
     now: Timestamp,
-) -> Result<Option<User>, ApiError> {
+) -> Result<Sender<'a>, ApiError> {
     let Some(aad) = activity
         .from
         .aad_object_id
         .as_deref()
         .filter(|a| !a.is_empty())
     else {
-        return Ok(None);
+        return Ok(Sender {
+            state,
+            aad_object_id: None,
+            user: OnceCell::new_with(Some(None)),
+        });
     };
+    let key = format!("user:{aad}");
+    let fingerprint = RecentWrites::fingerprint(&(
+        aad,
+        activity.tenant_id(),
+        &activity.from.id,
+        &activity.from.name,
+    ));
+    if state.bot.recent.unchanged(&key, fingerprint) {
+        return Ok(Sender {
+            state,
+            aad_object_id: Some(aad.to_string()),
+            user: OnceCell::new(),
+        });
+    }
     let user = state
         .store
         .upsert_user(
@@ -192,7 +233,12 @@ async fn remember_sender(
             now,
         )
         .await?;
-    Ok(Some(user))
+    state.bot.recent.remember(key, fingerprint);
+    Ok(Sender {
+        state,
+        aad_object_id: Some(aad.to_string()),
+        user: OnceCell::new_with(Some(Some(user))),
+    })
 }
 
 /// Keeps the conversation's address. The service URL here came with a verified activity (or a
@@ -200,11 +246,26 @@ async fn remember_sender(
 async fn remember_conversation(
     state: &AppState,
     activity: &Activity,
-    user: Option<&User>,
+    sender: &Sender<'_>,
     identity: &ChannelIdentity,
     now: Timestamp,
 ) -> Result<(), ApiError> {
     let personal = activity.conversation_type() == "personal";
+    let key = format!("conversation:{}", activity.conversation.id);
+    let fingerprint = RecentWrites::fingerprint(&(
+        activity.conversation_type(),
+        &activity.channel_id,
+        &activity.service_url,
+        activity.tenant_id(),
+        &activity.recipient.id,
+        personal.then_some((&activity.from.aad_object_id, &activity.from.id)),
+        activity.team_id(),
+        identity.issuer_kind,
+    ));
+    if state.bot.recent.unchanged(&key, fingerprint) {
+        return Ok(());
+    }
+    let user = if personal { sender.user().await? } else { None };
     let reference = ConversationRef {
         conversation_id: activity.conversation.id.clone(),
         conversation_type: activity.conversation_type().to_string(),
@@ -234,6 +295,7 @@ async fn remember_conversation(
         updated_at: now,
     };
     state.store.upsert_conversation(&reference).await?;
+    state.bot.recent.remember(key, fingerprint);
     Ok(())
 }
 
@@ -272,7 +334,7 @@ pub fn help_text() -> String {
     .join("\n")
 }
 
-async fn on_text(state: &AppState, user: Option<&User>, text: &str) -> Result<Reply, ApiError> {
+async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Reply, ApiError> {
     let command = match commands::parse(text) {
         Ok(c) => c,
         Err(ParseError::Empty) => return Ok(Reply::Text(help_text())),
@@ -284,16 +346,16 @@ async fn on_text(state: &AppState, user: Option<&User>, text: &str) -> Result<Re
     Ok(match command {
         Command::Help { .. } => Reply::Text(help_text()),
         Command::Records { search } => {
-            Reply::Text(records_text(state, user, search.as_deref()).await?)
+            Reply::Text(records_text(state, sender.user().await?, search.as_deref()).await?)
         }
-        Command::Admin(admin) => Reply::Text(admin_text(state, user, admin).await?),
+        Command::Admin(admin) => Reply::Text(admin_text(state, sender.user().await?, admin).await?),
         other => Reply::Text(not_yet(&understood(&other))),
     })
 }
 
 async fn on_card_action(
     _state: &AppState,
-    _user: Option<&User>,
+    _sender: &Sender<'_>,
     action: CardAction,
 ) -> Result<Reply, ApiError> {
     let what = match action {
@@ -451,5 +513,38 @@ fn admin_name(c: &AdminCommand) -> &'static str {
         AdminCommand::Authority { .. } => "authority",
         AdminCommand::Role { .. } => "role",
         AdminCommand::Revoke { .. } => "revoke",
+    }
+}
+
+/// Rows this instance wrote recently, by fingerprint, so an unchanged user or conversation is not
+/// rewritten on every message (each write costs a database round trip). Per instance and
+/// short-lived: at worst another instance writes the same row once more.
+#[derive(Default)]
+pub struct RecentWrites {
+    seen: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl RecentWrites {
+    const TTL: Duration = Duration::from_secs(10 * 60);
+    const MAX_ENTRIES: usize = 50_000;
+
+    pub fn fingerprint(value: &impl Hash) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut h);
+        h.finish()
+    }
+
+    pub fn unchanged(&self, key: &str, fingerprint: u64) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(key)
+            .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < Self::TTL)
+    }
+
+    pub fn remember(&self, key: String, fingerprint: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= Self::MAX_ENTRIES {
+            seen.clear();
+        }
+        seen.insert(key, (fingerprint, Instant::now()));
     }
 }
