@@ -328,6 +328,46 @@ mod tests {
         );
     }
 
+    /// The decoder sees whatever the network sends: random corruptions of a real activity must
+    /// come back as errors or activities, never a panic.
+    #[test]
+    fn corrupted_activities_never_panic_the_decoder() {
+        let valid = base().to_string().into_bytes();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"{}[]\",:0123456789-etrufalsnu\\ \x00\xff";
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut bytes = valid.clone();
+            for _ in 0..(next() % 6 + 1) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.truncate(at.max(1)),
+                }
+            }
+            match Activity::from_json(&bytes) {
+                Ok(a) => {
+                    assert!(a.validate().is_ok());
+                    accepted += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(refused > 0 && accepted + refused == 20_000);
+    }
+
     #[test]
     fn conversation_updates_need_no_id() {
         let mut v = base();

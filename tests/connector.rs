@@ -1,0 +1,275 @@
+//! The Connector client against a fake Bot Connector and token endpoint on loopback: every REST
+//! operation's wire shape, token caching with one refresh in flight, and error classification.
+
+mod common;
+
+use common::channel::{APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer};
+use passkey::bot::activity::OutgoingActivity;
+use passkey::bot::connector::{
+    AppCredentials, Connector, ConnectorError, ConversationTarget, HttpConnector, RetryPolicy,
+    TokenProvider,
+};
+use secrecy::SecretString;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(2),
+    }
+}
+
+async fn client(issuer: &Issuer) -> (HttpConnector, Arc<TokenProvider>) {
+    let tokens = Arc::new(TokenProvider::new(
+        AppCredentials {
+            app_id: APP_ID.into(),
+            app_password: SecretString::from("pw".to_string()),
+            authority: issuer.oauth_authority(),
+            tenant: "botframework.com".into(),
+            scope: "https://api.botframework.com/.default".into(),
+        },
+        reqwest::Client::new(),
+    ));
+    (
+        HttpConnector::new(reqwest::Client::new(), Some(tokens.clone()), fast_retries()),
+        tokens,
+    )
+}
+
+#[tokio::test]
+async fn every_operation_speaks_the_connector_rest_shape() {
+    let issuer = Issuer::start().await;
+    let fake = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "19:abc@thread.tacv2".into(),
+    };
+
+    let sent = connector
+        .send(&to, &OutgoingActivity::text("hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.id, "activity-0",
+        "the new activity's id is kept, to update the card later"
+    );
+    let replied = connector
+        .reply(&to, "1700", &OutgoingActivity::text("re"))
+        .await
+        .unwrap();
+    assert_eq!(replied.id, "activity-1");
+    connector
+        .update(&to, "activity-0", &OutgoingActivity::text("edited"))
+        .await
+        .unwrap();
+    connector.delete(&to, "activity-1").await.unwrap();
+    connector.typing(&to).await.unwrap();
+    let conversation = connector
+        .create_personal_conversation(&fake.service_url, "28:bot", "29:user", "tenant-1")
+        .await
+        .unwrap();
+    assert_eq!(conversation, "a:new-personal-conversation");
+
+    let calls = fake.calls();
+    let shape: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (
+                "POST",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities"
+            ),
+            (
+                "POST",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities/1700"
+            ),
+            (
+                "PUT",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities/activity-0"
+            ),
+            (
+                "DELETE",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities/activity-1"
+            ),
+            (
+                "POST",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities"
+            ),
+            ("POST", "/connector/v3/conversations"),
+        ]
+    );
+    assert_eq!(
+        calls[2].body["id"], "activity-0",
+        "an update carries the id it replaces"
+    );
+    assert_eq!(calls[2].body["text"], "edited");
+    assert_eq!(calls[4].body["type"], "typing");
+    assert_eq!(
+        calls[5].body,
+        json!({"bot": {"id": "28:bot"}, "members": [{"id": "29:user"}], "channelData": {"tenant": {"id": "tenant-1"}}, "tenantId": "tenant-1", "isGroup": false})
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some(&format!("Bearer {CONNECTOR_TOKEN}")[..]))
+    );
+    assert_eq!(
+        issuer.state.token_requests.load(Ordering::SeqCst),
+        1,
+        "one token serves every call"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_token_refresh() {
+    let issuer = Issuer::start().await;
+    let (_, tokens) = client(&issuer).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.token().await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(issuer.state.token_requests.load(Ordering::SeqCst), 1);
+    tokens.invalidate().await;
+    tokens.token().await.unwrap();
+    assert_eq!(issuer.state.token_requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_401_from_the_connector_refreshes_the_token_once() {
+    let issuer = Issuer::start().await;
+    let fake = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:1".into(),
+    };
+    fake.script(&[(401, None)]);
+    connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap();
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(issuer.state.token_requests.load(Ordering::SeqCst), 2);
+
+    fake.script(&[(401, None), (401, None)]);
+    let err = connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Rejected { status: 401 }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_conversations_and_exhausted_retries_are_classified() {
+    let issuer = Issuer::start().await;
+    let fake = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:gone".into(),
+    };
+
+    fake.script(&[(403, None)]);
+    match connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err()
+    {
+        ConnectorError::Unreachable { status: 403, code } => {
+            assert_eq!(code.as_deref(), Some("BotNotInConversationRoster"))
+        }
+        other => panic!("{other:?}"),
+    }
+    fake.script(&[(404, None)]);
+    assert!(matches!(
+        connector.delete(&to, "x").await.unwrap_err(),
+        ConnectorError::Unreachable { status: 404, .. }
+    ));
+    let before = fake.calls().len();
+    fake.script(&[(500, None), (502, None), (503, None)]);
+    let err = connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Unavailable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.calls().len() - before,
+        3,
+        "bounded: exactly max_attempts calls"
+    );
+    fake.script(&[(400, None)]);
+    assert!(matches!(
+        connector
+            .send(&to, &OutgoingActivity::text("x"))
+            .await
+            .unwrap_err(),
+        ConnectorError::Rejected { status: 400 }
+    ));
+
+    let dead = ConversationTarget {
+        service_url: "http://127.0.0.1:9/".into(),
+        conversation_id: "a:1".into(),
+    };
+    let err = connector
+        .send(&dead, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectorError::Unavailable { .. }), "{err:?}");
+    let bad = ConversationTarget {
+        service_url: "not a url".into(),
+        conversation_id: "a:1".into(),
+    };
+    assert!(matches!(
+        connector
+            .send(&bad, &OutgoingActivity::text("x"))
+            .await
+            .unwrap_err(),
+        ConnectorError::BadServiceUrl
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_is_a_token_error_and_nothing_is_sent() {
+    let fake = FakeConnector::start().await;
+    let tokens = Arc::new(TokenProvider::new(
+        AppCredentials {
+            app_id: APP_ID.into(),
+            app_password: SecretString::from("pw".to_string()),
+            authority: "http://127.0.0.1:9".into(),
+            tenant: "botframework.com".into(),
+            scope: "https://api.botframework.com/.default".into(),
+        },
+        reqwest::Client::new(),
+    ));
+    let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries());
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:1".into(),
+    };
+    let err = connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectorError::Token(_)), "{err:?}");
+    assert!(!err.to_string().contains("pw"));
+    assert!(fake.calls().is_empty());
+}
