@@ -94,6 +94,20 @@ pub struct BotSettings {
     /// Where Connector tokens come from (`{authority}/{tenant}/oauth2/v2.0/token`).
     pub oauth_authority: String,
     pub connector_scope: String,
+    /// How the Connector token is obtained: `secret` (app password) or `managed-identity`.
+    pub connector_auth: ConnectorAuth,
+    /// A user-assigned managed identity's client id (unset: the system-assigned identity).
+    pub managed_identity_client_id: Option<String>,
+    /// Overrides the managed identity endpoint (default: App Service's `IDENTITY_ENDPOINT`, else IMDS).
+    pub managed_identity_endpoint: Option<String>,
+}
+
+/// How the bot authenticates to the Bot Connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectorAuth {
+    Secret,
+    ManagedIdentity,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +166,9 @@ impl Default for BotSettings {
                     .into(),
             oauth_authority: "https://login.microsoftonline.com".into(),
             connector_scope: "https://api.botframework.com/.default".into(),
+            connector_auth: ConnectorAuth::Secret,
+            managed_identity_client_id: None,
+            managed_identity_endpoint: None,
         }
     }
 }
@@ -241,14 +258,18 @@ impl Settings {
             if dev_channel_auth {
                 problems.push("production needs bot.app_id (PASSKEY_BOT__APP_ID)".into());
             }
-            if self
-                .bot
-                .app_password
-                .as_ref()
-                .is_none_or(|p| p.expose_secret().is_empty())
+            if self.bot.connector_auth == ConnectorAuth::Secret
+                && self
+                    .bot
+                    .app_password
+                    .as_ref()
+                    .is_none_or(|p| p.expose_secret().is_empty())
             {
-                problems
-                    .push("production needs bot.app_password (PASSKEY_BOT__APP_PASSWORD)".into());
+                problems.push(
+                    "production needs bot.app_password (PASSKEY_BOT__APP_PASSWORD) or \
+                         bot.connector_auth = \"managed-identity\""
+                        .into(),
+                );
             }
             if self.bot.allowed_tenants.is_empty() {
                 problems.push(
@@ -574,6 +595,23 @@ mod tests {
         )
         .unwrap();
         s.check().unwrap();
+    }
+
+    #[test]
+    fn production_may_use_a_managed_identity_instead_of_an_app_password() {
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_PROFILE", "production"),
+                ("PASSKEY_BOT__APP_ID", "app"),
+                ("PASSKEY_BOT__CONNECTOR_AUTH", "managed-identity"),
+                ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+                ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+            ]),
+        )
+        .unwrap();
+        s.check().unwrap();
+        assert_eq!(s.bot.connector_auth, ConnectorAuth::ManagedIdentity);
     }
 
     #[test]

@@ -273,3 +273,109 @@ async fn a_failing_token_endpoint_is_a_token_error_and_nothing_is_sent() {
     assert!(!err.to_string().contains("pw"));
     assert!(fake.calls().is_empty());
 }
+
+/// A managed identity endpoint on loopback that answers like App Service (with `IDENTITY_HEADER`)
+/// or like IMDS (`Metadata: true`), and records the query it was asked.
+async fn fake_identity_endpoint() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>,
+) {
+    use axum::extract::{Query, State};
+    use axum::http::HeaderMap;
+    use std::collections::HashMap;
+    type Seen = Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+    async fn token(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let query = {
+            let mut pairs: Vec<_> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            pairs.sort();
+            pairs.join("&")
+        };
+        seen.lock()
+            .unwrap()
+            .push((query, header("x-identity-header"), header("metadata")));
+        if header("x-identity-header").as_deref() == Some("app-service-secret") {
+            let expires_on = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600)
+                .to_string();
+            axum::Json(json!({"access_token": "mi-token-app-service", "expires_on": expires_on, "resource": q["resource"], "token_type": "Bearer"})).into_response()
+        } else if header("metadata").as_deref() == Some("true") {
+            axum::Json(json!({"access_token": "mi-token-imds", "expires_in": "3599", "token_type": "Bearer"})).into_response()
+        } else {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                "missing identity header",
+            )
+                .into_response()
+        }
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/msi/token", axum::routing::get(token))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn managed_identity_tokens_come_from_app_service_or_imds_endpoints() {
+    use passkey::bot::connector::ManagedIdentity;
+    use secrecy::ExposeSecret;
+    let (endpoint, seen) = fake_identity_endpoint().await;
+    let app_service = TokenProvider::managed_identity(
+        ManagedIdentity {
+            endpoint: endpoint.clone(),
+            identity_header: Some(SecretString::from("app-service-secret".to_string())),
+            client_id: Some("user-assigned-client".into()),
+            resource: "https://api.botframework.com".into(),
+        },
+        reqwest::Client::new(),
+    );
+    assert_eq!(
+        app_service.token().await.unwrap().expose_secret(),
+        "mi-token-app-service"
+    );
+    app_service.token().await.unwrap();
+    let imds = TokenProvider::managed_identity(
+        ManagedIdentity {
+            endpoint,
+            identity_header: None,
+            client_id: None,
+            resource: "https://api.botframework.com".into(),
+        },
+        reqwest::Client::new(),
+    );
+    assert_eq!(imds.token().await.unwrap().expose_secret(), "mi-token-imds");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the App Service token was cached (expires_on honoured)"
+    );
+    assert_eq!(
+        seen[0].0,
+        "api-version=2019-08-01&client_id=user-assigned-client&resource=https://api.botframework.com"
+    );
+    assert_eq!(seen[0].1.as_deref(), Some("app-service-secret"));
+    assert_eq!(
+        seen[1].0,
+        "api-version=2018-02-01&resource=https://api.botframework.com"
+    );
+    assert_eq!(seen[1].2.as_deref(), Some("true"));
+}

@@ -107,24 +107,100 @@ struct CachedToken {
 
 /// Fetches and caches the app token.
 pub struct TokenProvider {
-    creds: AppCredentials,
+    source: TokenSource,
     http: reqwest::Client,
     cache: Mutex<Option<CachedToken>>,
+}
+
+/// Where the app token comes from.
+enum TokenSource {
+    ClientSecret(AppCredentials),
+    ManagedIdentity(ManagedIdentity),
+}
+
+/// A managed identity endpoint: App Service's (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, API
+/// 2019-08-01) or the VM instance metadata service (`http://169.254.169.254/metadata/identity/oauth2/token`,
+/// header `Metadata: true`, API 2018-02-01).
+#[derive(Clone)]
+pub struct ManagedIdentity {
+    pub endpoint: String,
+    /// App Service's `IDENTITY_HEADER`; `None` means IMDS.
+    pub identity_header: Option<SecretString>,
+    /// For a user-assigned identity.
+    pub client_id: Option<String>,
+    /// The resource the token is for: `https://api.botframework.com`.
+    pub resource: String,
+}
+
+impl ManagedIdentity {
+    /// The endpoint the platform advertises: App Service's if its variables are set, else IMDS.
+    pub fn from_environment(client_id: Option<String>, resource: String) -> ManagedIdentity {
+        match (
+            std::env::var("IDENTITY_ENDPOINT"),
+            std::env::var("IDENTITY_HEADER"),
+        ) {
+            (Ok(endpoint), Ok(header)) => ManagedIdentity {
+                endpoint,
+                identity_header: Some(SecretString::from(header)),
+                client_id,
+                resource,
+            },
+            _ => ManagedIdentity {
+                endpoint: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
+                identity_header: None,
+                client_id,
+                resource,
+            },
+        }
+    }
 }
 
 /// Refresh this long before the token says it expires.
 const TOKEN_EARLY_REFRESH: Duration = Duration::from_secs(5 * 60);
 
+/// Entra answers `expires_in` as a number; managed identity endpoints send strings, and App
+/// Service sends `expires_on` (unix seconds) instead.
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
-    expires_in: Option<u64>,
+    #[serde(default)]
+    expires_in: Option<Value>,
+    #[serde(default)]
+    expires_on: Option<Value>,
+}
+
+impl TokenResponse {
+    fn lifetime(&self) -> Duration {
+        let number = |v: &Value| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        };
+        if let Some(secs) = self.expires_in.as_ref().and_then(number) {
+            return Duration::from_secs(secs);
+        }
+        if let Some(at) = self.expires_on.as_ref().and_then(number) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            return Duration::from_secs(at.saturating_sub(now));
+        }
+        Duration::from_secs(3600)
+    }
 }
 
 impl TokenProvider {
     pub fn new(creds: AppCredentials, http: reqwest::Client) -> Self {
         TokenProvider {
-            creds,
+            source: TokenSource::ClientSecret(creds),
+            http,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn managed_identity(identity: ManagedIdentity, http: reqwest::Client) -> Self {
+        TokenProvider {
+            source: TokenSource::ManagedIdentity(identity),
             http,
             cache: Mutex::new(None),
         }
@@ -139,20 +215,37 @@ impl TokenProvider {
         {
             return Ok(t.value.clone());
         }
-        let url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            self.creds.authority.trim_end_matches('/'),
-            self.creds.tenant
-        );
-        let response = self
-            .http
-            .post(&url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", self.creds.app_id.as_str()),
-                ("client_secret", self.creds.app_password.expose_secret()),
-                ("scope", self.creds.scope.as_str()),
-            ])
+        let request = match &self.source {
+            TokenSource::ClientSecret(creds) => self
+                .http
+                .post(format!(
+                    "{}/{}/oauth2/v2.0/token",
+                    creds.authority.trim_end_matches('/'),
+                    creds.tenant
+                ))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", creds.app_id.as_str()),
+                    ("client_secret", creds.app_password.expose_secret()),
+                    ("scope", creds.scope.as_str()),
+                ]),
+            TokenSource::ManagedIdentity(mi) => {
+                let mut query = vec![("resource", mi.resource.as_str())];
+                if let Some(client_id) = &mi.client_id {
+                    query.push(("client_id", client_id.as_str()));
+                }
+                let request = self.http.get(&mi.endpoint).query(&query);
+                match &mi.identity_header {
+                    Some(header) => request
+                        .query(&[("api-version", "2019-08-01")])
+                        .header("X-IDENTITY-HEADER", header.expose_secret()),
+                    None => request
+                        .query(&[("api-version", "2018-02-01")])
+                        .header("Metadata", "true"),
+                }
+            }
+        };
+        let response = request
             .timeout(Duration::from_secs(15))
             .send()
             .await
@@ -167,7 +260,7 @@ impl TokenProvider {
             .json()
             .await
             .map_err(|_| ConnectorError::Token("unreadable token response".into()))?;
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        let lifetime = body.lifetime();
         let token = CachedToken {
             value: SecretString::from(body.access_token),
             refresh_after: Instant::now() + lifetime.saturating_sub(TOKEN_EARLY_REFRESH),

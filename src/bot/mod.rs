@@ -9,7 +9,7 @@ pub mod connector;
 pub mod turn;
 
 use crate::app::AppState;
-use crate::config::Settings;
+use crate::config::{ConnectorAuth, Settings};
 use crate::domain::Clock;
 use crate::error::ApiError;
 use activity::Activity;
@@ -20,7 +20,9 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use connector::{AppCredentials, Connector, HttpConnector, RetryPolicy, TokenProvider};
+use connector::{
+    AppCredentials, Connector, HttpConnector, ManagedIdentity, RetryPolicy, TokenProvider,
+};
 use std::sync::Arc;
 
 /// How inbound activities are authenticated.
@@ -65,22 +67,41 @@ impl BotRuntime {
                     http.clone(),
                     clock,
                 );
-                let tokens = password.clone().map(|app_password| {
-                    Arc::new(TokenProvider::new(
-                        AppCredentials {
-                            app_id: app_id.clone(),
-                            app_password,
-                            authority: settings.bot.oauth_authority.clone(),
-                            tenant: settings
-                                .bot
-                                .tenant_id
-                                .clone()
-                                .unwrap_or_else(|| "botframework.com".into()),
-                            scope: settings.bot.connector_scope.clone(),
-                        },
-                        http.clone(),
-                    ))
-                });
+                let tokens = match settings.bot.connector_auth {
+                    ConnectorAuth::ManagedIdentity => {
+                        // The Bot Connector resource is the scope without its `/.default`.
+                        let resource = settings
+                            .bot
+                            .connector_scope
+                            .trim_end_matches("/.default")
+                            .to_string();
+                        let client_id = settings.bot.managed_identity_client_id.clone();
+                        let mut identity = ManagedIdentity::from_environment(client_id, resource);
+                        if let Some(endpoint) = &settings.bot.managed_identity_endpoint {
+                            identity.endpoint = endpoint.clone();
+                        }
+                        Some(Arc::new(TokenProvider::managed_identity(
+                            identity,
+                            http.clone(),
+                        )))
+                    }
+                    ConnectorAuth::Secret => password.clone().map(|app_password| {
+                        Arc::new(TokenProvider::new(
+                            AppCredentials {
+                                app_id: app_id.clone(),
+                                app_password,
+                                authority: settings.bot.oauth_authority.clone(),
+                                tenant: settings
+                                    .bot
+                                    .tenant_id
+                                    .clone()
+                                    .unwrap_or_else(|| "botframework.com".into()),
+                                scope: settings.bot.connector_scope.clone(),
+                            },
+                            http.clone(),
+                        ))
+                    }),
+                };
                 BotRuntime {
                     auth: ChannelAuthMode::Verified(auth),
                     connector: Arc::new(HttpConnector::new(http, tokens, RetryPolicy::default())),
