@@ -116,6 +116,7 @@ impl App {
             "passkey {} listening on http://{listening}",
             crate::VERSION
         )];
+        lines.push(format!("  bot endpoint: http://{listening}/api/messages"));
         lines.push(format!("  database: {}", s.database_label()));
         if s.dev_channel_auth() {
             lines.push(

@@ -145,7 +145,7 @@ async fn cargo_run_defaults_serve_the_demo_database_on_loopback() {
     let stdout = child.stdout.take().unwrap();
     let banner: Vec<String> = BufReader::new(stdout)
         .lines()
-        .take(4)
+        .take(5)
         .map(Result::unwrap)
         .collect();
     let first = &banner[0];
@@ -161,6 +161,12 @@ async fn cargo_run_defaults_serve_the_demo_database_on_loopback() {
         "{banner:?}"
     );
     assert!(banner.iter().any(|l| l.contains("dev mode")), "{banner:?}");
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains(&format!("bot endpoint: http://{addr}/api/messages"))),
+        "{banner:?}"
+    );
     assert!(
         banner
             .iter()
@@ -183,7 +189,7 @@ async fn cargo_run_defaults_serve_the_demo_database_on_loopback() {
     let stdout = child.stdout.take().unwrap();
     let banner: Vec<String> = BufReader::new(stdout)
         .lines()
-        .take(3)
+        .take(4)
         .map(Result::unwrap)
         .collect();
     child.kill().unwrap();

@@ -318,16 +318,17 @@ Keeper vault, with the right people's approval.\n\nTry `request db-prod 2h becau
 `records`, or `help`.";
 
 pub fn help_text() -> String {
+    // Placeholders are upper-case words, not <angle brackets>: some clients escape those twice.
     [
         "**Passkey commands**",
-        "- `request <record> [for <duration>] [because <reason>]` — ask for access, e.g. `request db-prod 2h because INC-4411`",
-        "- `records [search]` — records you can request",
+        "- `request RECORD [for DURATION] [because REASON]` — ask for access, e.g. `request db-prod 2h because INC-4411`",
+        "- `records [SEARCH]` — records you can request",
         "- `my requests` — your requests and leases",
         "- `pending` — requests waiting for your approval",
-        "- `approve <id> [comment]`, `deny <id> <reason>`",
-        "- `release <id>` — hand access back early",
-        "- `extend <id> <duration>` — ask for more time",
-        "- `admin health | sync | triage | audit verify | authority … | role … | revoke <id> <reason>`",
+        "- `approve ID [COMMENT]`, `deny ID REASON`",
+        "- `release ID` — hand access back early",
+        "- `extend ID DURATION` — ask for more time",
+        "- `admin health | sync | triage | audit verify | authority … | role … | revoke ID REASON`",
         "",
         "Durations: `30m`, `2h`, `1d`, `90 minutes`.",
     ]
