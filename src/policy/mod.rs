@@ -1,0 +1,54 @@
+//! The policy engine: pure decisions over a [`PolicyContext`] and a [`PolicySet`]. No I/O, no
+//! clock reads. [`Engine::evaluate`] gives a [`Decision`]; [`trace_record`] turns one into the
+//! `GovernanceDecisionTrace` to store (with the canonical inputs and their hash); [`replay`]
+//! re-evaluates a stored trace and says what, if anything, changed.
+
+pub mod context;
+pub mod decision;
+pub mod engine;
+pub mod replay;
+pub mod rules;
+pub mod set;
+
+pub use context::PolicyContext;
+pub use decision::{Decision, Outcome};
+pub use engine::Engine;
+pub use replay::{ReplayReport, replay};
+pub use set::PolicySet;
+
+use crate::canonical::hash_canonical;
+use crate::domain::TraceStage;
+use crate::store::NewTrace;
+use serde_json::json;
+
+/// The build's git commit (set by build.rs), or the crate version when built outside git.
+pub fn code_version() -> &'static str {
+    option_env!("PASSKEY_GIT_SHA")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(concat!("v", env!("CARGO_PKG_VERSION")))
+}
+
+/// SHA-256 of the canonical JSON of the context: identical inputs give identical hashes across
+/// runs, machines and key orders.
+pub fn inputs_hash(ctx: &PolicyContext) -> String {
+    hash_canonical(&serde_json::to_value(ctx).expect("a context is plain data"))
+}
+
+/// The trace row for a decision at `stage`.
+pub fn trace_record(stage: TraceStage, ctx: &PolicyContext, decision: &Decision) -> NewTrace {
+    let inputs = serde_json::to_value(ctx).expect("a context is plain data");
+    NewTrace {
+        request_id: ctx.request.request_id,
+        stage,
+        outcome: decision.outcome.trace_outcome(),
+        reasons: json!(decision.reasons),
+        constraints: json!(decision.constraints),
+        required_approvals: json!(decision.required_approvals),
+        trace: json!({ "outcome": decision.outcome, "rules": decision.trace }),
+        inputs_hash: hash_canonical(&inputs),
+        inputs,
+        policy_version: decision.policy_version.clone(),
+        code_version: code_version().to_string(),
+        at: ctx.now,
+    }
+}
