@@ -226,6 +226,9 @@ pub trait AuditStore: Send + Sync {
     async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>>;
     async fn insert_trace(&self, trace: &NewTrace) -> StoreResult<DecisionTrace>;
     async fn traces_for_request(&self, request_id: i64) -> StoreResult<Vec<DecisionTrace>>;
+    async fn trace_by_id(&self, id: i64) -> StoreResult<Option<DecisionTrace>>;
+    /// Traces with `id > after`, oldest first (replaying every trace pages through these).
+    async fn traces_after(&self, after: i64, limit: i64) -> StoreResult<Vec<DecisionTrace>>;
 }
 
 #[async_trait]

@@ -695,6 +695,21 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await?)
             }
+
+            async fn trace_by_id(&self, id: i64) -> StoreResult<Option<DecisionTrace>> {
+                Ok(sqlx::query_as("SELECT * FROM governance_decision_traces WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn traces_after(&self, after: i64, limit: i64) -> StoreResult<Vec<DecisionTrace>> {
+                Ok(sqlx::query_as("SELECT * FROM governance_decision_traces WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
         }
 
         #[async_trait]
