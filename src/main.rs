@@ -172,11 +172,18 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
     use std::sync::Arc;
 
     let label = settings.database_label();
+    if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
+        eprintln!(
+            "passkey: cannot create {}: {e}",
+            settings.data_dir.display()
+        );
+        return ExitCode::from(2);
+    }
     let store =
         match passkey::store::connect(settings.effective_database_url().expose_secret(), 2).await {
             Ok(store) => store,
             Err(e) => {
-                eprintln!("passkey: {label}: {e}");
+                eprintln!("passkey: {label}: {}", with_causes(&e));
                 return ExitCode::from(2);
             }
         };
@@ -187,7 +194,7 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("passkey: {label}: {e}");
+            eprintln!("passkey: {label}: {}", with_causes(&e));
             return ExitCode::from(2);
         }
     }
@@ -262,8 +269,20 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("passkey: {label}: {e}");
+            eprintln!("passkey: {label}: {}", with_causes(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its sources on one line: an operator at a shell needs the database's own words
+/// (they name tables and constraints, never the connection password).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
