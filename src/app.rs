@@ -3,9 +3,13 @@
 //! tests can bind port 0 and production binds the configured address.
 
 use crate::bot::BotRuntime;
-use crate::config::{ConfigError, Profile, Settings};
+use crate::bot::connector::{AppCredentials, ManagedIdentity, TokenProvider};
+use crate::config::{ConfigError, ConnectorAuth, Profile, Settings};
 use crate::demo::{self, DemoOutcome};
 use crate::domain::{Clock, SystemClock};
+use crate::governance::permissions::{
+    GRAPH_SCOPE, GraphGroupDirectory, GroupDirectory, PermissionResolver, StaticGroupDirectory,
+};
 use crate::store::{self, Store, StoreError};
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -19,6 +23,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub bot: Arc<BotRuntime>,
+    /// Who may request from and approve for which vault folders.
+    pub permissions: Arc<PermissionResolver>,
 }
 
 /// Why the app could not start.
@@ -70,10 +76,22 @@ impl App {
     }
 
     /// Builds around an already-open, migrated store (tests inject theirs and a manual clock).
+    /// Group memberships come from Graph when `graph.enabled`, else nobody has any.
     pub async fn with_store(
         settings: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+    ) -> Result<App, StoreError> {
+        let directory = group_directory(&settings)?;
+        Self::with_directory(settings, store, clock, directory).await
+    }
+
+    /// As [`App::with_store`], with the group directory given (tests use a static one).
+    pub async fn with_directory(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        directory: Arc<dyn GroupDirectory>,
     ) -> Result<App, StoreError> {
         let demo = if settings.profile == Profile::Dev && settings.demo_data {
             match demo::load_if_empty(store.as_ref(), clock.now()).await? {
@@ -84,11 +102,17 @@ impl App {
             None
         };
         let bot = Arc::new(BotRuntime::from_settings(&settings, clock.clone()));
+        let permissions = Arc::new(PermissionResolver::new(
+            store.clone(),
+            directory,
+            clock.clone(),
+        ));
         let state = AppState {
             settings: Arc::new(settings),
             store,
             clock,
             bot,
+            permissions,
         };
         Ok(App { state, demo })
     }
@@ -131,6 +155,49 @@ impl App {
         }
         lines.join("\n")
     }
+}
+
+/// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one), else
+/// an empty static directory.
+fn group_directory(settings: &Settings) -> Result<Arc<dyn GroupDirectory>, StoreError> {
+    if !settings.graph.enabled {
+        return Ok(Arc::new(StaticGroupDirectory::new()));
+    }
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    let bot = &settings.bot;
+    let tokens = match (bot.connector_auth, &bot.app_id, &bot.app_password) {
+        (ConnectorAuth::ManagedIdentity, _, _) => {
+            let mut identity = ManagedIdentity::from_environment(
+                bot.managed_identity_client_id.clone(),
+                GRAPH_SCOPE.trim_end_matches("/.default").to_string(),
+            );
+            if let Some(endpoint) = &bot.managed_identity_endpoint {
+                identity.endpoint = endpoint.clone();
+            }
+            TokenProvider::managed_identity(identity, http.clone())
+        }
+        (ConnectorAuth::Secret, Some(app_id), Some(password)) => TokenProvider::new(
+            AppCredentials {
+                app_id: app_id.clone(),
+                app_password: password.clone(),
+                authority: bot.oauth_authority.clone(),
+                tenant: bot.tenant_id.clone().unwrap_or_default(),
+                scope: GRAPH_SCOPE.into(),
+            },
+            http.clone(),
+        ),
+        _ => {
+            return Err(StoreError::Invalid(
+                "graph.enabled needs the bot's app id and password (or a managed identity)".into(),
+            ));
+        }
+    };
+    GraphGroupDirectory::new(http, &settings.graph.base_url, Arc::new(tokens))
+        .map(|d| Arc::new(d) as Arc<dyn GroupDirectory>)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

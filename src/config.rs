@@ -56,6 +56,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub bot: BotSettings,
+    pub graph: GraphSettings,
     pub vault: VaultSettings,
 }
 
@@ -110,6 +111,15 @@ pub enum ConnectorAuth {
     ManagedIdentity,
 }
 
+/// Microsoft Graph, for people's Entra group memberships (folder ACLs may name groups).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphSettings {
+    /// Off: nobody has group memberships (dev, or tenants whose ACLs name only people).
+    pub enabled: bool,
+    pub base_url: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaultSettings {
@@ -129,6 +139,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             http: HttpSettings::default(),
             bot: BotSettings::default(),
+            graph: GraphSettings::default(),
             vault: VaultSettings::default(),
         }
     }
@@ -169,6 +180,15 @@ impl Default for BotSettings {
             connector_auth: ConnectorAuth::Secret,
             managed_identity_client_id: None,
             managed_identity_endpoint: None,
+        }
+    }
+}
+
+impl Default for GraphSettings {
+    fn default() -> Self {
+        GraphSettings {
+            enabled: false,
+            base_url: "https://graph.microsoft.com".into(),
         }
     }
 }
@@ -289,6 +309,35 @@ impl Settings {
                 VaultBackend::CommanderService | VaultBackend::CommanderCli => {}
             }
         }
+        if self.graph.enabled {
+            // Graph needs an app token from the home tenant: the bot's identity, single-tenant.
+            if dev_channel_auth || self.bot.tenant_id.as_deref().is_none_or(str::is_empty) {
+                problems.push(
+                    "graph.enabled needs bot.app_id and bot.tenant_id (Graph tokens come from the home tenant)"
+                        .into(),
+                );
+            }
+            if self.bot.connector_auth == ConnectorAuth::Secret
+                && self
+                    .bot
+                    .app_password
+                    .as_ref()
+                    .is_none_or(|p| p.expose_secret().is_empty())
+            {
+                problems.push(
+                    "graph.enabled needs bot.app_password or bot.connector_auth = \"managed-identity\""
+                        .into(),
+                );
+            }
+            if !(self.graph.base_url.starts_with("https://")
+                || (self.profile == Profile::Dev && self.graph.base_url.starts_with("http://")))
+            {
+                problems.push(format!(
+                    "graph.base_url must be https:// outside dev (got {})",
+                    self.graph.base_url
+                ));
+            }
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("https://")
                 || (self.profile == Profile::Dev && url.starts_with("http://")))
@@ -391,6 +440,8 @@ impl Settings {
                 }
                 .into(),
             ),
+            ("graph.enabled".into(), self.graph.enabled.to_string()),
+            ("graph.base_url".into(), self.graph.base_url.clone()),
             ("vault.backend".into(), format!("{:?}", self.vault.backend)),
         ]
     }
@@ -591,6 +642,31 @@ mod tests {
                     "PASSKEY_BOT__APP_ID",
                     "00000000-0000-0000-0000-000000000001",
                 ),
+            ]),
+        )
+        .unwrap();
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn graph_is_off_by_default_and_needs_the_bots_identity_and_tenant_when_on() {
+        let s = Settings::from_layers(None, &env(&[])).unwrap();
+        assert!(!s.graph.enabled);
+        assert_eq!(s.graph.base_url, "https://graph.microsoft.com");
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_GRAPH__ENABLED", "true")])).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(
+            err.contains("graph.enabled needs bot.app_id and bot.tenant_id"),
+            "{err}"
+        );
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_GRAPH__ENABLED", "true"),
+                ("PASSKEY_GRAPH__BASE_URL", "http://127.0.0.1:9"),
+                ("PASSKEY_BOT__APP_ID", "app"),
+                ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+                ("PASSKEY_BOT__TENANT_ID", "tenant-1"),
             ]),
         )
         .unwrap();

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod doctor;
 pub mod domain;
 pub mod error;
+pub mod governance;
 pub mod policy;
 pub mod store;
 pub mod telemetry;

@@ -25,6 +25,58 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted) and check each dependency.
     Doctor,
+    /// Admin changes against the configured database, audited as `admin-cli`.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Show, grant or revoke authority over a record.
+    Authority {
+        #[command(subcommand)]
+        command: AuthorityCommand,
+    },
+    /// Set a person's role: `passkey admin role bob@contoso.example APPROVER`.
+    Role {
+        /// Email, UPN or Entra object id of someone who has used the bot.
+        user: String,
+        /// REQUESTER, APPROVER or ADMIN.
+        role: String,
+    },
+    /// Load the demo data set into an empty database (dev profile only).
+    DemoLoad,
+}
+
+#[derive(Subcommand)]
+enum AuthorityCommand {
+    /// Every authority row a record has had.
+    Show {
+        /// Vault uid, exact title or unique title prefix.
+        record: String,
+    },
+    /// Grant an authority over a record.
+    Grant {
+        /// Vault uid, exact title or unique title prefix.
+        record: String,
+        /// OWNER, CUSTODIAN or APPROVER.
+        kind: String,
+        /// user:<email or aad id>, group:<entra group id>, role:<ROLE>, email:<address>.
+        principal: String,
+        /// Approval stage (1 when not given).
+        #[arg(long)]
+        stage: Option<i32>,
+    },
+    /// Revoke an authority row (it stays in the history).
+    Revoke {
+        /// The number `show` lists (`#12` or `12`).
+        authority_id: String,
+        /// Why; required.
+        #[arg(required = true, num_args = 1..)]
+        reason: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -41,6 +93,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Admin { command } => admin(settings, command).await,
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
             print!("{}", report.render());
@@ -108,4 +161,128 @@ async fn migrate(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an admin use case against the configured database. Exit codes: 0 done, 1 refused (the
+/// message says why; nothing was changed), 2 the database could not be used.
+async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
+    use passkey::domain::{Clock, SystemClock};
+    use passkey::governance::admin::{Actor, AdminError, GovernanceAdmin, Grant};
+    use secrecy::ExposeSecret;
+    use std::sync::Arc;
+
+    let label = settings.database_label();
+    if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
+        eprintln!(
+            "passkey: cannot create {}: {e}",
+            settings.data_dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    let store =
+        match passkey::store::connect(settings.effective_database_url().expose_secret(), 2).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("passkey: {label}: {}", with_causes(&e));
+                return ExitCode::from(2);
+            }
+        };
+    match store.migration_state().await {
+        Ok(state) if state.is_current() => {}
+        Ok(_) => {
+            eprintln!("passkey: {label}: migrations are not current; run `passkey migrate` first");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let use_cases = GovernanceAdmin::new(store.clone(), clock.clone());
+    let actor = Actor::Cli;
+    let result: Result<String, AdminError> = match command {
+        AdminCommand::Authority { command } => match command {
+            AuthorityCommand::Show { record } => use_cases
+                .show_authorities(&record)
+                .await
+                .map(|l| l.render()),
+            AuthorityCommand::Grant {
+                record,
+                kind,
+                principal,
+                stage,
+            } => use_cases
+                .grant_authority(
+                    &actor,
+                    &Grant {
+                        record,
+                        kind,
+                        principal,
+                        stage,
+                    },
+                )
+                .await
+                .map(|g| g.render()),
+            AuthorityCommand::Revoke {
+                authority_id,
+                reason,
+            } => match authority_id.trim_start_matches('#').parse::<i64>() {
+                Ok(id) => use_cases
+                    .revoke_authority(&actor, id, &reason.join(" "))
+                    .await
+                    .map(|r| r.render()),
+                Err(_) => {
+                    eprintln!("passkey: `{authority_id}` is not an authority number");
+                    return ExitCode::FAILURE;
+                }
+            },
+        },
+        AdminCommand::Role { user, role } => use_cases
+            .set_role(&actor, &user, &role)
+            .await
+            .map(|c| c.render()),
+        AdminCommand::DemoLoad => {
+            if settings.profile != passkey::config::Profile::Dev {
+                eprintln!("passkey: demo data loads only in the dev profile");
+                return ExitCode::FAILURE;
+            }
+            match passkey::demo::load_if_empty(store.as_ref(), clock.now()).await {
+                Ok(passkey::demo::DemoOutcome::Loaded { users, records }) => Ok(format!(
+                    "demo data loaded: {users} users, {records} records"
+                )),
+                Ok(passkey::demo::DemoOutcome::SkippedNotEmpty) => {
+                    eprintln!("passkey: the database already has users; demo data not loaded");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+    match result {
+        Ok(text) => {
+            let _ = writeln!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is_refusal() => {
+            eprintln!("passkey: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its sources on one line: an operator at a shell needs the database's own words
+/// (they name tables and constraints, never the connection password).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }

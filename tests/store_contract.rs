@@ -12,6 +12,7 @@ use time::Duration;
 on_both_databases!(
     users,
     vault_records_and_permissions,
+    permission_cache_expires_and_is_dropped_when_an_acl_or_role_changes,
     policies_and_authorities,
     authority_rows_are_append_only_in_the_database,
     audit_and_traces_are_insert_only_in_the_database,
@@ -355,6 +356,142 @@ async fn vault_records_and_permissions(db: Db) {
     assert_eq!(s.list_records().await.unwrap().len(), 3);
 }
 
+async fn permission_cache_expires_and_is_dropped_when_an_acl_or_role_changes(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let folder_id = f.record.folder_id.unwrap();
+    let perm = |p: &str, l| NewFolderPermission {
+        principal_type: VaultPrincipalType::User,
+        principal: p.into(),
+        permission: l,
+    };
+    let acl = [
+        perm("rita@x.example", FolderPermission::Viewer),
+        perm("abe@x.example", FolderPermission::Manager),
+    ];
+    s.replace_folder_permissions(folder_id, &acl, t0())
+        .await
+        .unwrap();
+    let body = json!({"requestable_folders": [folder_id], "degraded": false});
+    let expires = t0().plus(Duration::minutes(5));
+    s.put_cached_permissions(f.requester.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        Some(body.clone())
+    );
+    // Fresh until expires_at, exclusive.
+    assert!(
+        s.cached_permissions(f.requester.id, expires.minus(Duration::seconds(1)))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.cached_permissions(f.requester.id, expires).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.cached_permissions(f.approver.id, t0()).await.unwrap(),
+        None
+    );
+
+    // Upsert replaces the body.
+    let newer = json!({"requestable_folders": [], "degraded": true});
+    s.put_cached_permissions(f.requester.id, &newer, t0(), expires)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        Some(newer.clone())
+    );
+
+    // A sync that reports the same ACL (other order) keeps the cache…
+    s.replace_folder_permissions(folder_id, &[acl[1].clone(), acl[0].clone()], t0())
+        .await
+        .unwrap();
+    assert!(
+        s.cached_permissions(f.requester.id, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // …one that changes a permission drops every cached row in the same write.
+    s.put_cached_permissions(f.approver.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    s.replace_folder_permissions(
+        folder_id,
+        &[
+            perm("rita@x.example", FolderPermission::Editor),
+            acl[1].clone(),
+        ],
+        t0(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.cached_permissions(f.approver.id, t0()).await.unwrap(),
+        None
+    );
+
+    // A refused sync (duplicate principal) leaves both the ACL and the cache as they were.
+    s.put_cached_permissions(f.requester.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    let dup = s
+        .replace_folder_permissions(
+            folder_id,
+            &[
+                perm("x@x", FolderPermission::Owner),
+                perm("x@x", FolderPermission::Viewer),
+            ],
+            t0(),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert!(
+        s.cached_permissions(f.requester.id, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A role change drops that person's cached permissions (admins may request everywhere).
+    s.put_cached_permissions(f.approver.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    s.set_user_role(
+        f.requester.id,
+        Role::Admin,
+        &NewAuditEvent::new("admin-cli", "ROLE_CHANGED", t0()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        None
+    );
+    assert!(
+        s.cached_permissions(f.approver.id, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    assert_eq!(s.invalidate_permission_cache().await.unwrap(), 1);
+    assert_eq!(
+        s.cached_permissions(f.approver.id, t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(s.invalidate_permission_cache().await.unwrap(), 0);
+}
+
 async fn policies_and_authorities(db: Db) {
     let s = db.store.as_ref();
     let f = fixture(s).await;
@@ -449,6 +586,26 @@ async fn policies_and_authorities(db: Db) {
         [a1.id, a2.id],
         "ordered by stage; rows past valid_to are not in force"
     );
+
+    // The audit event of a grant names the row it created; rows and resources read back by id.
+    let events = s.audit_events_after(0, 100).await.unwrap();
+    let granted: Vec<i64> = events
+        .iter()
+        .filter(|e| e.action == "AUTHORITY_GRANTED")
+        .filter_map(|e| e.detail.0["authority_id"].as_i64())
+        .collect();
+    assert_eq!(&granted[..2], [a1.id, a2.id]);
+    assert_eq!(s.authority_by_id(a2.id).await.unwrap().unwrap(), a2);
+    assert!(s.authority_by_id(99999).await.unwrap().is_none());
+    assert_eq!(
+        s.governed_resource_by_id(f.resource.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record_id,
+        f.record.id
+    );
+    assert!(s.governed_resource_by_id(99999).await.unwrap().is_none());
 
     let revoked = s
         .revoke_authority(

@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod activity;
+pub mod admin;
 pub mod auth;
 pub mod commands;
 pub mod connector;

@@ -4,12 +4,14 @@
 
 use super::actions::{self, CardAction};
 use super::activity::{Activity, OutgoingActivity};
+use super::admin;
 use super::auth::ChannelIdentity;
 use super::commands::{self, AdminCommand, Command, ParseError};
 use super::connector::ConversationTarget;
 use crate::app::AppState;
 use crate::domain::{Role, Timestamp};
 use crate::error::ApiError;
+use crate::governance::admin::AdminError;
 use crate::store::{ConversationRef, NewAuditEvent, NewUser, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -414,7 +416,8 @@ fn understood(command: &Command) -> String {
     }
 }
 
-/// Records the person may request: those in vault folders whose ACL names them (admins see all).
+/// Records the person may request: those in vault folders their effective permissions cover
+/// (their own ACL entries, their Entra groups; admins: every folder).
 async fn records_text(
     state: &AppState,
     user: Option<&User>,
@@ -423,29 +426,19 @@ async fn records_text(
     let Some(user) = user else {
         return Ok("I can't tell who you are (no Entra object id on your message), so I can't list records.".into());
     };
-    let names: Vec<String> = [user.email.as_deref(), user.upn.as_deref()]
-        .into_iter()
-        .flatten()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let mut visible_folders = std::collections::HashSet::new();
-    for folder in state.store.list_folders().await? {
-        let acl = state.store.folder_permissions(folder.id).await?;
-        if user.role == Role::Admin
-            || acl
-                .iter()
-                .any(|p| names.contains(&p.principal.to_ascii_lowercase()))
-        {
-            visible_folders.insert(folder.id);
-        }
-    }
+    let permissions = state.permissions.effective(user).await?;
+    let degraded_note = if permissions.degraded {
+        "\n\n_I couldn't check your group memberships just now, so records shared with your groups may be missing._"
+    } else {
+        ""
+    };
     let needle = search.map(str::to_ascii_lowercase);
     let records: Vec<_> = state
         .store
         .list_records()
         .await?
         .into_iter()
-        .filter(|r| r.folder_id.is_some_and(|f| visible_folders.contains(&f)))
+        .filter(|r| r.folder_id.is_some_and(|f| permissions.may_request(f)))
         .filter(|r| {
             needle
                 .as_ref()
@@ -453,10 +446,11 @@ async fn records_text(
         })
         .collect();
     if records.is_empty() {
-        return Ok(match search {
+        let none = match search {
             Some(s) => format!("No records you can request match “{s}”."),
             None => "There are no records you can request yet.".into(),
-        });
+        };
+        return Ok(format!("{none}{degraded_note}"));
     }
     let mut lines = vec![format!("**Records you can request** ({})", records.len())];
     lines.extend(
@@ -471,7 +465,7 @@ async fn records_text(
             records.len() - 25
         ));
     }
-    Ok(lines.join("\n"))
+    Ok(format!("{}{degraded_note}", lines.join("\n")))
 }
 
 async fn admin_text(
@@ -479,10 +473,14 @@ async fn admin_text(
     user: Option<&User>,
     command: AdminCommand,
 ) -> Result<String, ApiError> {
-    if user.is_none_or(|u| u.role != Role::Admin) {
+    let Some(admin) = user.filter(|u| u.role == Role::Admin) else {
         return Ok("Admin commands are for Passkey admins.".into());
-    }
+    };
     Ok(match command {
+        AdminCommand::Authority { args } => {
+            admin_reply(admin::authority_reply(state, admin, &args).await)?
+        }
+        AdminCommand::Role { args } => admin_reply(admin::role_reply(state, admin, &args).await)?,
         AdminCommand::Health => {
             let db = state.store.ping().await.is_ok();
             let migrations = state
@@ -503,6 +501,15 @@ async fn admin_text(
             admin_name(&other)
         ),
     })
+}
+
+/// A refusal is the reply; a database failure is the turn's error.
+fn admin_reply(result: Result<String, AdminError>) -> Result<String, ApiError> {
+    match result {
+        Ok(text) => Ok(text),
+        Err(AdminError::Store(e)) => Err(e.into()),
+        Err(refusal) => Ok(refusal.to_string()),
+    }
 }
 
 fn admin_name(c: &AdminCommand) -> &'static str {

@@ -21,6 +21,7 @@ pub use sqlite::SqliteStore;
 
 use crate::domain::{IllegalTransition, RequestStatus, Role, SyncStatus, Timestamp};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Why a store call failed. Callers map these to user-facing answers; the inner causes are logged.
@@ -92,6 +93,8 @@ pub trait UserStore: Send + Sync {
     /// Case-insensitive match on mail or UPN.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn users_with_role(&self, role: Role) -> StoreResult<Vec<User>>;
+    /// Changes a role and forgets the user's cached permissions (admins may request from every
+    /// folder, so a role change changes them), with the audit event, in one transaction.
     async fn set_user_role(
         &self,
         user_id: i64,
@@ -111,7 +114,9 @@ pub trait VaultStore: Send + Sync {
     ) -> StoreResult<VaultFolder>;
     async fn folder_by_id(&self, id: i64) -> StoreResult<Option<VaultFolder>>;
     async fn list_folders(&self) -> StoreResult<Vec<VaultFolder>>;
-    /// Replaces a folder's whole ACL with what the vault reported, in one transaction.
+    /// Replaces a folder's whole ACL with what the vault reported, in one transaction. When the set
+    /// of (principal type, principal, permission) entries actually changed, every cached
+    /// permission set is dropped in the same transaction, so no one acts on a stale ACL.
     async fn replace_folder_permissions(
         &self,
         folder_id: i64,
@@ -155,11 +160,15 @@ pub trait GovernanceStore: Send + Sync {
         &self,
         record_id: i64,
     ) -> StoreResult<Option<GovernedResource>>;
+    async fn governed_resource_by_id(&self, id: i64) -> StoreResult<Option<GovernedResource>>;
+    /// Inserts an authority row with its audit event; the new row's id is added to an object
+    /// `detail` as `authority_id`, so the audit trail names the row it created.
     async fn add_authority(
         &self,
         authority: &NewAuthority,
         audit: &NewAuditEvent,
     ) -> StoreResult<Authority>;
+    async fn authority_by_id(&self, id: i64) -> StoreResult<Option<Authority>>;
     /// Revokes an active authority row; a second revocation is a conflict (INV-1).
     async fn revoke_authority(
         &self,
@@ -184,6 +193,24 @@ pub trait GovernanceStore: Send + Sync {
     ) -> StoreResult<Vec<Authority>>;
     /// Every row ever written for the resource, oldest first.
     async fn authority_history(&self, resource_id: i64) -> StoreResult<Vec<Authority>>;
+}
+
+/// The per-user cache of effective permissions (`user_permission_cache`). The body is opaque JSON
+/// here; `governance::permissions` owns its shape.
+#[async_trait]
+pub trait PermissionStore: Send + Sync {
+    /// The cached body for a user, if it is still fresh at `now` (`expires_at > now`).
+    async fn cached_permissions(&self, user_id: i64, now: Timestamp) -> StoreResult<Option<Value>>;
+    /// Stores (or replaces) a user's cached body.
+    async fn put_cached_permissions(
+        &self,
+        user_id: i64,
+        permissions: &Value,
+        resolved_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Drops every cached body; returns how many there were.
+    async fn invalidate_permission_cache(&self) -> StoreResult<u64>;
 }
 
 #[async_trait]
@@ -295,6 +322,7 @@ pub trait Store:
     UserStore
     + VaultStore
     + GovernanceStore
+    + PermissionStore
     + RequestStore
     + AuditStore
     + ConversationStore

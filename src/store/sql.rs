@@ -47,12 +47,13 @@ macro_rules! impl_store {
     ($store:ident, $db:ty) => {
         mod generated {
         use super::$store;
-        use $crate::domain::{RequestStatus, Role, SyncStatus, Timestamp};
+        use $crate::domain::{FolderPermission, RequestStatus, Role, SyncStatus, Timestamp, VaultPrincipalType};
         use $crate::store::models::*;
         use $crate::store::{
-            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, RequestStore, StoreError,
-            StoreResult, UserStore, VaultStore,
+            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, PermissionStore, RequestStore,
+            StoreError, StoreResult, UserStore, VaultStore,
         };
+        use serde_json::Value;
         use async_trait::async_trait;
         use sqlx::types::Json;
         use sqlx::Transaction;
@@ -216,6 +217,10 @@ macro_rules! impl_store {
                     .fetch_optional(&mut *tx)
                     .await?
                     .ok_or(StoreError::NotFound("user"))?;
+                sqlx::query("DELETE FROM user_permission_cache WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(user)
@@ -256,6 +261,22 @@ macro_rules! impl_store {
                 at: Timestamp,
             ) -> StoreResult<Vec<VaultFolderPermission>> {
                 let mut tx = self.begin_write().await?;
+                let before: Vec<(VaultPrincipalType, String, FolderPermission)> = sqlx::query_as(
+                    "SELECT principal_type, principal, permission FROM vault_folder_permissions WHERE folder_id = $1",
+                )
+                .bind(folder_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let before: std::collections::BTreeSet<_> = before.into_iter().collect();
+                let after: std::collections::BTreeSet<_> = permissions
+                    .iter()
+                    .map(|p| (p.principal_type, p.principal.clone(), p.permission))
+                    .collect();
+                if before != after {
+                    // Whose permissions changed is not worth working out: a sync that changes an
+                    // ACL is rare, and the next question re-resolves from the new ACL.
+                    sqlx::query("DELETE FROM user_permission_cache").execute(&mut *tx).await?;
+                }
                 sqlx::query("DELETE FROM vault_folder_permissions WHERE folder_id = $1")
                     .bind(folder_id)
                     .execute(&mut *tx)
@@ -436,12 +457,30 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn governed_resource_by_id(&self, id: i64) -> StoreResult<Option<GovernedResource>> {
+                Ok(sqlx::query_as("SELECT * FROM governed_resources WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
             async fn add_authority(&self, a: &NewAuthority, audit: &NewAuditEvent) -> StoreResult<Authority> {
                 let mut tx = self.begin_write().await?;
                 let row = Self::insert_authority_tx(&mut tx, a, audit.at).await?;
-                Self::append_audit_tx(&mut tx, audit).await?;
+                let mut audit = audit.clone();
+                if let Value::Object(detail) = &mut audit.detail {
+                    detail.insert("authority_id".into(), Value::from(row.id));
+                }
+                Self::append_audit_tx(&mut tx, &audit).await?;
                 tx.commit().await?;
                 Ok(row)
+            }
+
+            async fn authority_by_id(&self, id: i64) -> StoreResult<Option<Authority>> {
+                Ok(sqlx::query_as("SELECT * FROM governed_resource_authorities WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
             async fn revoke_authority(
@@ -526,6 +565,48 @@ macro_rules! impl_store {
                     .bind(resource_id)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+        }
+
+        #[async_trait]
+        impl PermissionStore for $store {
+            async fn cached_permissions(&self, user_id: i64, now: Timestamp) -> StoreResult<Option<Value>> {
+                let row: Option<Json<Value>> = sqlx::query_scalar(
+                    "SELECT permissions FROM user_permission_cache WHERE user_id = $1 AND expires_at > $2",
+                )
+                .bind(user_id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|Json(v)| v))
+            }
+
+            async fn put_cached_permissions(
+                &self,
+                user_id: i64,
+                permissions: &Value,
+                resolved_at: Timestamp,
+                expires_at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO user_permission_cache (user_id, permissions, resolved_at, expires_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (user_id) DO UPDATE SET
+                        permissions = excluded.permissions,
+                        resolved_at = excluded.resolved_at,
+                        expires_at = excluded.expires_at",
+                )
+                .bind(user_id)
+                .bind(Json(permissions))
+                .bind(resolved_at)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn invalidate_permission_cache(&self) -> StoreResult<u64> {
+                Ok(sqlx::query("DELETE FROM user_permission_cache").execute(&self.pool).await?.rows_affected())
             }
         }
 

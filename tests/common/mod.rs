@@ -12,6 +12,7 @@ pub mod channel;
 use passkey::app::App;
 use passkey::config::Settings;
 use passkey::domain::{Clock, ManualClock, Timestamp};
+use passkey::governance::permissions::GroupDirectory;
 use passkey::store::{HealthStore, PgStore, SqliteStore, Store, StoreError};
 use sqlx::AssertSqlSafe;
 use sqlx::Connection;
@@ -193,10 +194,24 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(settings: Settings, store: Arc<dyn Store>) -> TestServer {
+        Self::start_with_directory(settings, store, None).await
+    }
+
+    /// As `start`, with people's group memberships from `directory` when given.
+    pub async fn start_with_directory(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        directory: Option<Arc<dyn GroupDirectory>>,
+    ) -> TestServer {
         let clock = Arc::new(ManualClock::new(t0()));
-        let app = App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>)
-            .await
-            .expect("build app");
+        let app = match directory {
+            Some(d) => {
+                App::with_directory(settings, store.clone(), clock.clone() as Arc<dyn Clock>, d)
+                    .await
+            }
+            None => App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>).await,
+        }
+        .expect("build app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

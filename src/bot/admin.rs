@@ -1,0 +1,91 @@
+//! `admin authority …` and `admin role …` in chat: the words after the command become a call to
+//! a `governance::admin` use case, and its result (or refusal) becomes a short reply. The caller
+//! has already checked that the sender is an admin.
+
+use crate::app::AppState;
+use crate::governance::admin::{Actor, AdminError, GovernanceAdmin, Grant};
+use crate::store::User;
+
+pub const AUTHORITY_USAGE: &str = "**admin authority**\n\
+- `admin authority show <record>`\n\
+- `admin authority grant <record> <OWNER|CUSTODIAN|APPROVER> <principal> [stage=N]`\n\
+- `admin authority revoke <authority-id> <reason>`\n\n\
+Principals: `user:<email or Entra object id>`, `group:<Entra group id>`, `role:<REQUESTER|APPROVER|ADMIN>`, \
+`email:<address>`. Example: `admin authority grant db-prod approver user:bob@contoso.example`";
+
+pub const ROLE_USAGE: &str = "Usage: `admin role <email or Entra object id> <REQUESTER|APPROVER|ADMIN>`, \
+e.g. `admin role bob@contoso.example APPROVER`";
+
+/// The reply to `admin authority <args…>`.
+pub async fn authority_reply(
+    state: &AppState,
+    admin: &User,
+    args: &[String],
+) -> Result<String, AdminError> {
+    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    let actor = Actor::User(admin.clone());
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some((sub, rest)) = words.split_first() else {
+        return Ok(AUTHORITY_USAGE.into());
+    };
+    match (sub.to_ascii_lowercase().as_str(), rest) {
+        ("show", [record]) => Ok(use_cases.show_authorities(record).await?.render()),
+        ("grant", [record, kind, principal, extra @ ..]) => {
+            let stage = match extra {
+                [] => None,
+                [word] => match word.to_ascii_lowercase().strip_prefix("stage=") {
+                    Some(n) => Some(
+                        n.parse::<i32>()
+                            .map_err(|_| AdminError::BadStage(n.to_string()))?,
+                    ),
+                    None => {
+                        return Ok(usage("`grant` takes at most `stage=N` after the principal"));
+                    }
+                },
+                _ => return Ok(usage("`grant` takes at most `stage=N` after the principal")),
+            };
+            let grant = Grant {
+                record: record.to_string(),
+                kind: kind.to_string(),
+                principal: principal.to_string(),
+                stage,
+            };
+            Ok(use_cases.grant_authority(&actor, &grant).await?.render())
+        }
+        ("revoke", [id, reason @ ..]) if !reason.is_empty() => {
+            let Ok(id) = id.trim_start_matches('#').parse::<i64>() else {
+                return Ok(usage(
+                    "`revoke` needs the authority's number, as `show` lists it",
+                ));
+            };
+            Ok(use_cases
+                .revoke_authority(&actor, id, &reason.join(" "))
+                .await?
+                .render())
+        }
+        ("show", _) => Ok(usage("`show` takes one record")),
+        ("grant", _) => Ok(usage("`grant` needs a record, a kind and a principal")),
+        ("revoke", _) => Ok(usage("`revoke` needs an authority number and a reason")),
+        _ => Ok(AUTHORITY_USAGE.into()),
+    }
+}
+
+/// The reply to `admin role <args…>`.
+pub async fn role_reply(
+    state: &AppState,
+    admin: &User,
+    args: &[String],
+) -> Result<String, AdminError> {
+    let [who, role] = args else {
+        return Ok(ROLE_USAGE.into());
+    };
+    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    Ok(use_cases
+        .set_role(&Actor::User(admin.clone()), who, role)
+        .await?
+        .render())
+}
+
+fn usage(what: &str) -> String {
+    format!("{what}.\n\n{AUTHORITY_USAGE}")
+}

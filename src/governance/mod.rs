@@ -1,0 +1,11 @@
+//! Use cases: what Passkey does, independent of Teams and HTTP. The bot and the CLI are two edges
+//! over the same calls.
+//!
+//! - [`permissions`]: who may request from and approve for which vault folders (folder ACLs and
+//!   Entra group memberships), cached for five minutes.
+//! - [`admin`]: the admin's authority and role changes, each audited.
+//! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
+
+pub mod admin;
+pub mod permissions;
+pub mod policies;

@@ -1,0 +1,238 @@
+//! Admin commands and effective permissions through the Teams channel: the real app in dev
+//! channel mode (no tokens, loopback only) over the demo data, replies caught by a fake Bot
+//! Connector on loopback.
+
+mod common;
+
+use common::channel::{FakeConnector, TENANT};
+use common::{TestServer, fresh_sqlite, t0, test_settings};
+use passkey::domain::Role;
+use passkey::governance::permissions::{Group, GroupDirectory, StaticGroupDirectory};
+use passkey::store::Store;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const CAROL: (&str, &str) = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
+const ALICE: (&str, &str) = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
+const ERIN: (&str, &str) = ("e2140000-0000-4000-8000-000000000005", "Erin Contractor");
+
+struct Chat {
+    connector: FakeConnector,
+    server: TestServer,
+    store: Arc<dyn Store>,
+    _db: common::SqliteTestDb,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+impl Chat {
+    async fn start(directory: Option<Arc<dyn GroupDirectory>>) -> Chat {
+        let connector = FakeConnector::start().await;
+        let db = fresh_sqlite().await;
+        passkey::demo::load_if_empty(db.store.as_ref(), t0())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_with_directory(
+            test_settings(dir.path(), &[]),
+            db.store.clone(),
+            directory,
+        )
+        .await;
+        Chat {
+            connector,
+            server,
+            store: db.store.clone(),
+            _db: db,
+            _dir: dir,
+            client: reqwest::Client::new(),
+            sent: Default::default(),
+        }
+    }
+
+    /// Sends `text` as `who` in their 1:1 chat and returns the bot's reply.
+    async fn say(&self, (aad, name): (&str, &str), text: &str) -> String {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let activity: Value = json!({
+            "type": "message",
+            "id": format!("m-{n}"),
+            "timestamp": "2026-11-23T09:00:00.000Z",
+            "serviceUrl": self.connector.service_url,
+            "channelId": "msteams",
+            "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
+            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
+            "recipient": {"id": "28:passkey", "name": "Passkey"},
+            "text": text,
+            "channelData": {"tenant": {"id": TENANT}},
+        });
+        let r = self
+            .client
+            .post(self.server.url("/api/messages"))
+            .json(&activity)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{text}");
+        self.connector.wait_for(n).await[n - 1].body["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn audit_count(&self) -> usize {
+        self.store
+            .audit_events_after(0, 10_000)
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
+    let chat = Chat::start(None).await;
+    let carol_id = chat
+        .store
+        .user_by_aad_object_id(CAROL.0)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+
+    let shown = chat.say(CAROL, "admin authority show db-prod").await;
+    assert!(shown.starts_with("**Authority over `db-prod`**"), "{shown}");
+    assert!(
+        shown.contains("OWNER — user Bob DBA Lead <bob@contoso.example>")
+            && shown.contains("APPROVER — user Bob DBA Lead <bob@contoso.example>"),
+        "{shown}"
+    );
+
+    let granted = chat
+        .say(
+            CAROL,
+            "admin authority grant db-prod approver user:dave@contoso.example stage=2",
+        )
+        .await;
+    assert!(
+        granted.starts_with(
+            "Granted APPROVER over `db-prod` to user Dave Platform <dave@contoso.example> (stage 2)"
+        ),
+        "{granted}"
+    );
+    let event = chat.store.audit_events_after(0, 10_000).await.unwrap();
+    let event = event.last().unwrap();
+    assert_eq!(
+        (event.action.as_str(), event.actor.clone()),
+        ("AUTHORITY_GRANTED", format!("user:{carol_id}"))
+    );
+    let id = event.detail.0["authority_id"].as_i64().unwrap();
+    assert!(
+        chat.say(CAROL, "admin authority show db-prod")
+            .await
+            .contains(&format!(
+                "#{id} APPROVER — user Dave Platform <dave@contoso.example>, stage 2"
+            )),
+    );
+
+    // Refusals and usage mistakes answer with what to do, and change nothing.
+    let before = chat.audit_count().await;
+    let unknown = chat
+        .say(
+            CAROL,
+            "admin authority grant db-prod approver user:nobody@contoso.example",
+        )
+        .await;
+    assert!(
+        unknown.starts_with("No Passkey user `nobody@contoso.example`"),
+        "{unknown}"
+    );
+    let usage = chat.say(CAROL, "admin authority grant db-prod").await;
+    assert!(
+        usage.contains("`grant` needs a record, a kind and a principal")
+            && usage.contains(
+                "Example: `admin authority grant db-prod approver user:bob@contoso.example`"
+            ),
+        "{usage}"
+    );
+    let bad_stage = chat
+        .say(
+            CAROL,
+            "admin authority grant db-prod approver role:approver stage=two",
+        )
+        .await;
+    assert!(
+        bad_stage.contains("The stage must be a whole number"),
+        "{bad_stage}"
+    );
+    let ambiguous = chat.say(CAROL, "admin authority show db").await;
+    assert!(ambiguous.contains("matches several records"), "{ambiguous}");
+    let role_usage = chat.say(CAROL, "admin role erin@contoso.example").await;
+    assert!(role_usage.starts_with("Usage: `admin role"), "{role_usage}");
+    assert_eq!(chat.audit_count().await, before);
+
+    let revoked = chat
+        .say(
+            CAROL,
+            &format!("admin authority revoke #{id} covered by the DBA rota"),
+        )
+        .await;
+    assert!(
+        revoked.starts_with(&format!("Revoked authority #{id}")),
+        "{revoked}"
+    );
+    let twice = chat
+        .say(CAROL, &format!("admin authority revoke {id} again"))
+        .await;
+    assert!(twice.contains("was already revoked"), "{twice}");
+
+    let promoted = chat
+        .say(CAROL, "admin role erin@contoso.example Approver")
+        .await;
+    assert_eq!(
+        promoted,
+        "Erin Contractor <erin@contoso.example> is now APPROVER (was REQUESTER)."
+    );
+
+    // A requester gets the same one-line answer for every admin command, and nothing changes.
+    let before = chat.audit_count().await;
+    for text in [
+        "admin authority show db-prod",
+        "admin authority grant db-prod approver user:alice@contoso.example",
+        "admin role alice@contoso.example ADMIN",
+    ] {
+        assert_eq!(
+            chat.say(ALICE, text).await,
+            "Admin commands are for Passkey admins.",
+            "{text}"
+        );
+    }
+    assert_eq!(chat.audit_count().await, before);
+    let alice = chat
+        .store
+        .user_by_aad_object_id(ALICE.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.role, Role::Requester);
+}
+
+#[tokio::test]
+async fn records_shared_with_a_persons_groups_are_listed() {
+    // Erin's own ACL entries cover Databases and Shared Services; the Platform folder is shared
+    // with the Keeper team `sre-oncall`, which is her Entra group's name.
+    let without_groups = Chat::start(None).await;
+    let text = without_groups.say(ERIN, "records").await;
+    assert!(text.contains("`db-prod`"), "{text}");
+    assert!(!text.contains("`k8s-prod-admin`"), "{text}");
+
+    let directory =
+        StaticGroupDirectory::new().with_member(ERIN.0, Group::new("5e0c-group-id", "SRE-Oncall"));
+    let with_groups = Chat::start(Some(Arc::new(directory))).await;
+    let text = with_groups.say(ERIN, "records").await;
+    assert!(
+        text.contains("`k8s-prod-admin`") && text.contains("`db-prod`"),
+        "{text}"
+    );
+    assert!(!text.contains("break-glass"), "{text}");
+}

@@ -1,0 +1,131 @@
+//! `passkey admin …` as an operator runs it: the real binary against a SQLite file in a temporary
+//! data directory. Refusals exit 1 with the reason on stderr and change nothing.
+
+mod common;
+
+use passkey::store::{AuditStore, HealthStore, SqliteStore};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the binary in `dir` with only the settings this test gives it.
+fn passkey(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir).args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("PASSKEY_DATA_DIR", dir.join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn");
+    command.output().expect("run passkey")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn admin_commands_run_against_the_configured_database() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Before migrations: a clear instruction, exit 2.
+    let out = passkey(
+        dir.path(),
+        &["admin", "role", "nobody@contoso.example", "ADMIN"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("run `passkey migrate` first"));
+
+    let out = passkey(dir.path(), &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An unknown person: exit 1, the reason on stderr, nothing on stdout.
+    let out = passkey(
+        dir.path(),
+        &["admin", "role", "nobody@contoso.example", "ADMIN"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("No Passkey user `nobody@contoso.example`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = passkey(dir.path(), &["admin", "demo-load"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("demo data loaded: 5 users, 12 records"));
+
+    let out = passkey(dir.path(), &["admin", "authority", "show", "db-prod"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("APPROVER — user Bob DBA Lead <bob@contoso.example>"));
+
+    let out = passkey(
+        dir.path(),
+        &[
+            "admin",
+            "authority",
+            "grant",
+            "db-prod",
+            "approver",
+            "user:dave@contoso.example",
+            "--stage",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let granted = text(&out.stdout);
+    assert!(granted.contains("(stage 2)"), "{granted}");
+    let id = granted
+        .trim()
+        .rsplit_once('#')
+        .map(|(_, n)| n.trim_end_matches('.').to_string())
+        .unwrap();
+
+    let revoke = [
+        "admin",
+        "authority",
+        "revoke",
+        &format!("#{id}"),
+        "handed",
+        "over",
+    ];
+    let out = passkey(dir.path(), &revoke);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("Revoked authority #{id}")));
+    let out = passkey(dir.path(), &revoke);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already revoked"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = passkey(
+        dir.path(),
+        &["admin", "role", "erin@contoso.example", "approver"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "Erin Contractor <erin@contoso.example> is now APPROVER (was REQUESTER)."
+    );
+
+    // The changes are audited as the CLI.
+    let store = SqliteStore::open(&dir.path().join("data/passkey.db"), 1)
+        .await
+        .unwrap();
+    assert!(store.migration_state().await.unwrap().is_current());
+    let events = store.audit_events_after(0, 10_000).await.unwrap();
+    let by_cli: Vec<&str> = events
+        .iter()
+        .filter(|e| e.actor == "admin-cli")
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        by_cli,
+        ["AUTHORITY_GRANTED", "AUTHORITY_REVOKED", "ROLE_CHANGED"]
+    );
+}
