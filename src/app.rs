@@ -10,6 +10,8 @@ use crate::domain::{Clock, SystemClock};
 use crate::governance::permissions::{
     GRAPH_SCOPE, GraphGroupDirectory, GroupDirectory, PermissionResolver, StaticGroupDirectory,
 };
+use crate::governance::policies::{self, PolicyLoadError};
+use crate::policy::Engine;
 use crate::store::{self, Store, StoreError};
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -25,6 +27,8 @@ pub struct AppState {
     pub bot: Arc<BotRuntime>,
     /// Who may request from and approve for which vault folders.
     pub permissions: Arc<PermissionResolver>,
+    /// The active policy set, loaded at start (a policy change takes effect on restart).
+    pub policy: Arc<Engine>,
 }
 
 /// Why the app could not start.
@@ -93,6 +97,15 @@ impl App {
         clock: Arc<dyn Clock>,
         directory: Arc<dyn GroupDirectory>,
     ) -> Result<App, StoreError> {
+        // Default policy bodies fill any gap before anything is evaluated; a stored body that
+        // doesn't parse stops the start (never decide with a policy we can't read).
+        policies::ensure_default_policies(store.as_ref(), clock.now()).await?;
+        let policy = Arc::new(policies::load_engine(store.as_ref()).await.map_err(
+            |e| match e {
+                PolicyLoadError::Store(e) => e,
+                PolicyLoadError::Invalid(e) => StoreError::Invalid(e.to_string()),
+            },
+        )?);
         let demo = if settings.profile == Profile::Dev && settings.demo_data {
             match demo::load_if_empty(store.as_ref(), clock.now()).await? {
                 outcome @ DemoOutcome::Loaded { .. } => Some(outcome),
@@ -113,6 +126,7 @@ impl App {
             clock,
             bot,
             permissions,
+            policy,
         };
         Ok(App { state, demo })
     }

@@ -48,6 +48,15 @@ enum AdminCommand {
     },
     /// Load the demo data set into an empty database (dev profile only).
     DemoLoad,
+    /// Re-evaluate stored decision traces with the current policy and code.
+    Replay {
+        /// The trace to replay.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        trace_id: Option<i64>,
+        /// Replay every stored trace and report counts.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,6 +208,9 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
         }
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let AdminCommand::Replay { trace_id, all } = command {
+        return replay(store.as_ref(), clock.as_ref(), trace_id, all, &label).await;
+    }
     let use_cases = GovernanceAdmin::new(store.clone(), clock.clone());
     let actor = Actor::Cli;
     let result: Result<String, AdminError> = match command {
@@ -242,6 +254,7 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             .set_role(&actor, &user, &role)
             .await
             .map(|c| c.render()),
+        AdminCommand::Replay { .. } => unreachable!("handled above"),
         AdminCommand::DemoLoad => {
             if settings.profile != passkey::config::Profile::Dev {
                 eprintln!("passkey: demo data loads only in the dev profile");
@@ -285,4 +298,58 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `passkey admin replay`: exit 0 when every replayed decision is the same, 1 when any differs.
+async fn replay(
+    store: &dyn passkey::store::Store,
+    clock: &dyn passkey::domain::Clock,
+    trace_id: Option<i64>,
+    all: bool,
+    label: &str,
+) -> ExitCode {
+    use passkey::governance::policies::{
+        ensure_default_policies, load_engine, replay_all, replay_trace,
+    };
+    let engine = match ensure_default_policies(store, clock.now()).await {
+        Ok(_) => match load_engine(store).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                eprintln!("passkey: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let (text, same) = if all {
+        match replay_all(store, &engine).await {
+            Ok(summary) => (summary.render(), summary.different.is_empty()),
+            Err(e) => {
+                eprintln!("passkey: {label}: {}", with_causes(&e));
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        let id = trace_id.unwrap_or_default();
+        match replay_trace(store, &engine, id).await {
+            Ok(Some(report)) => (report.summary(), report.same),
+            Ok(None) => {
+                eprintln!("passkey: there is no decision trace {id}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("passkey: {label}: {}", with_causes(&e));
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let _ = writeln!(std::io::stdout(), "{text}");
+    if same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

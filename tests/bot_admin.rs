@@ -236,3 +236,90 @@ async fn records_shared_with_a_persons_groups_are_listed() {
     );
     assert!(!text.contains("break-glass"), "{text}");
 }
+
+/// A stored submission decision for db-prod, as the request flow writes it.
+async fn stored_trace(store: &dyn Store, engine: &passkey::policy::Engine) -> i64 {
+    use passkey::domain::*;
+    use passkey::policy::context::*;
+    let ctx = PolicyContext {
+        action: Action::Submit,
+        now: t0(),
+        requester: Person {
+            user_id: 1,
+            aad_object_id: "aad-1".into(),
+            email: None,
+            role: Role::Requester,
+            groups: vec![],
+        },
+        actor: None,
+        record: RecordFacts {
+            record_id: 1,
+            vault_uid: "U1".into(),
+            title: "db-prod".into(),
+            sensitivity: Sensitivity::Medium,
+            owner_user_id: None,
+        },
+        request: RequestFacts {
+            request_id: None,
+            status: None,
+            requested_duration_secs: 3600,
+            justification: "investigating INC-4411".into(),
+            ticket_id: None,
+            break_glass: false,
+            granted_lease_secs: 0,
+            extension_count: 0,
+        },
+        folder_access: FolderAccess {
+            permission: Some(FolderPermission::Editor),
+        },
+        authorities: vec![AuthorityFacts {
+            authority_id: 1,
+            kind: AuthorityKind::Approver,
+            principal_type: PrincipalType::User,
+            principal: "aad-2".into(),
+            stage: 1,
+            valid_from: t0(),
+            valid_to: None,
+            revoked: false,
+        }],
+        approvals: vec![],
+        extension_secs: None,
+    };
+    let decision = engine.evaluate(&ctx);
+    store
+        .insert_trace(&passkey::policy::trace_record(
+            TraceStage::RequestSubmission,
+            &ctx,
+            &decision,
+        ))
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn the_admin_replays_stored_decisions_in_chat() {
+    let chat = Chat::start(None).await;
+    let engine = passkey::governance::policies::load_engine(chat.store.as_ref())
+        .await
+        .unwrap();
+    let id = stored_trace(chat.store.as_ref(), &engine).await;
+    let carol = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
+    let reply = chat.say(carol, &format!("admin replay {id}")).await;
+    assert!(
+        reply.contains(&format!("trace {id}: same decision")),
+        "{reply}"
+    );
+    let reply = chat.say(carol, "admin replay all").await;
+    assert!(
+        reply.contains("replayed 1 trace(s): 1 same, 0 different"),
+        "{reply}"
+    );
+    let reply = chat.say(carol, "admin replay 999999").await;
+    assert_eq!(reply, "There is no decision trace 999999.");
+    let alice = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
+    assert_eq!(
+        chat.say(alice, "admin replay all").await,
+        "Admin commands are for Passkey admins."
+    );
+}

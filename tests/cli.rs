@@ -129,3 +129,117 @@ async fn admin_commands_run_against_the_configured_database() {
         ["AUTHORITY_GRANTED", "AUTHORITY_REVOKED", "ROLE_CHANGED"]
     );
 }
+
+#[tokio::test]
+async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
+    use passkey::domain::*;
+    use passkey::governance::policies::{ensure_default_policies, load_engine};
+    use passkey::policy::context::*;
+    use passkey::store::{GovernanceStore, NewAuditEvent, NewPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+
+    let out = passkey(dir.path(), &["admin", "replay", "--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("replayed 0 trace(s): 0 same, 0 different"));
+    let out = passkey(dir.path(), &["admin", "replay", "41"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("there is no decision trace 41"));
+
+    // Write one MEDIUM submission decision the way the request flow does.
+    let store = SqliteStore::open(&dir.path().join("data/passkey.db"), 1)
+        .await
+        .unwrap();
+    let now = Timestamp::parse("2026-11-23T09:00:00Z").unwrap();
+    ensure_default_policies(&store, now).await.unwrap();
+    let engine = load_engine(&store).await.unwrap();
+    let ctx = PolicyContext {
+        action: Action::Submit,
+        now,
+        requester: Person {
+            user_id: 1,
+            aad_object_id: "aad-1".into(),
+            email: None,
+            role: Role::Requester,
+            groups: vec![],
+        },
+        actor: None,
+        record: RecordFacts {
+            record_id: 1,
+            vault_uid: "U1".into(),
+            title: "vpn".into(),
+            sensitivity: Sensitivity::Medium,
+            owner_user_id: None,
+        },
+        request: RequestFacts {
+            request_id: None,
+            status: None,
+            requested_duration_secs: 1800,
+            justification: "rotating the tunnel keys".into(),
+            ticket_id: None,
+            break_glass: false,
+            granted_lease_secs: 0,
+            extension_count: 0,
+        },
+        folder_access: FolderAccess {
+            permission: Some(FolderPermission::Viewer),
+        },
+        authorities: vec![AuthorityFacts {
+            authority_id: 1,
+            kind: AuthorityKind::Approver,
+            principal_type: PrincipalType::Role,
+            principal: "APPROVER".into(),
+            stage: 1,
+            valid_from: now,
+            valid_to: None,
+            revoked: false,
+        }],
+        approvals: vec![],
+        extension_secs: None,
+    };
+    let trace = store
+        .insert_trace(&passkey::policy::trace_record(
+            TraceStage::RequestSubmission,
+            &ctx,
+            &engine.evaluate(&ctx),
+        ))
+        .await
+        .unwrap();
+    let out = passkey(dir.path(), &["admin", "replay", &trace.id.to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("same decision"));
+
+    // An operator lets MEDIUM records auto-approve: the same inputs now decide differently.
+    let mut access = serde_json::to_value(&passkey::policy::PolicySet::defaults().access).unwrap();
+    access["auto_approve_max_sensitivity"] = serde_json::json!("MEDIUM");
+    store
+        .put_policy(
+            &NewPolicy {
+                kind: PolicyKind::Access,
+                name: passkey::policy::set::ACCESS_POLICY.into(),
+                body: access,
+                created_by: "ops".into(),
+            },
+            &NewAuditEvent::new("admin-cli", "POLICY_CHANGED", now),
+        )
+        .await
+        .unwrap();
+    let out = passkey(dir.path(), &["admin", "replay", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("replayed 1 trace(s): 0 same, 1 different"),
+        "{report}"
+    );
+    assert!(
+        report.contains("outcome: was \"ROUTE_TO_AUTHORITY\", now \"AUTO_APPROVE\""),
+        "{report}"
+    );
+    assert!(report.contains("why: the policy changed"), "{report}");
+}

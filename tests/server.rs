@@ -45,11 +45,14 @@ async fn health_and_readiness_on_postgres() {
 
 #[tokio::test]
 async fn readiness_fails_while_migrations_are_missing() {
+    // A running instance whose database lost (or never got) a migration this build expects —
+    // e.g. a rollback underneath it — must stop saying it is ready.
+    let db = fresh_sqlite().await;
     let dir = tempfile::tempdir().unwrap();
-    let unmigrated = SqliteStore::open(&dir.path().join("empty.db"), 2)
-        .await
-        .unwrap();
-    let server = TestServer::start(test_settings(dir.path(), &[]), Arc::new(unmigrated)).await;
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    assert_eq!(get_json(&server.url("/readyz")).await.0, 200);
+    use common::RawSql;
+    db.store.exec("DELETE FROM _sqlx_migrations").await.unwrap();
     let (status, body) = get_json(&server.url("/readyz")).await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "not_ready");
@@ -57,6 +60,22 @@ async fn readiness_fails_while_migrations_are_missing() {
     // Liveness is about the process, not its dependencies.
     assert_eq!(get_json(&server.url("/healthz")).await.0, 200);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn the_app_refuses_to_start_on_an_unmigrated_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let unmigrated = SqliteStore::open(&dir.path().join("empty.db"), 2)
+        .await
+        .unwrap();
+    let clock = Arc::new(passkey::domain::SystemClock);
+    let built =
+        passkey::app::App::with_store(test_settings(dir.path(), &[]), Arc::new(unmigrated), clock)
+            .await;
+    assert!(
+        built.is_err(),
+        "no policies can be loaded from an unmigrated database"
+    );
 }
 
 #[tokio::test]

@@ -28,7 +28,8 @@ const MAX_ECHO_CHARS: usize = 40;
 const REQUEST_EXAMPLE: &str = "`request db-prod 2h because INC-4411`";
 const DURATION_FORMS: &str = "Durations look like `30m`, `2h`, `1d`, `90 minutes` or `1h 30m`";
 const ADMIN_SUBCOMMANDS: &str = "Admin commands are `admin health`, `admin sync`, `admin triage`, \
-     `admin audit verify`, `admin authority …`, `admin role …` and `admin revoke 42 <reason>`.";
+     `admin audit verify`, `admin authority …`, `admin role …`, `admin replay 17` (or `admin replay all`) \
+     and `admin revoke 42 REASON`.";
 
 /// Top-level keywords offered as "did you mean" suggestions, in order of
 /// preference when two are equally close.
@@ -55,6 +56,7 @@ const ADMIN_SUGGESTIONS: &[&str] = &[
     "audit",
     "authority",
     "role",
+    "replay",
     "revoke",
 ];
 
@@ -108,6 +110,10 @@ pub enum AdminCommand {
     Revoke {
         request_id: i64,
         reason: String,
+    },
+    /// Re-evaluate one stored decision trace (`Some(id)`) or all of them (`None`).
+    Replay {
+        trace_id: Option<i64>,
     },
 }
 
@@ -907,6 +913,22 @@ fn parse_admin(rest: &[&str]) -> Result<AdminCommand, ParseError> {
         },
         "authority" => Ok(AdminCommand::Authority { args: owned(args) }),
         "role" => Ok(AdminCommand::Role { args: owned(args) }),
+        "replay" => match args {
+            [all] if all.eq_ignore_ascii_case("all") => Ok(AdminCommand::Replay { trace_id: None }),
+            _ => {
+                let example = "`admin replay 17` or `admin replay all`";
+                let trace_id = parse_id(args.first(), "admin replay", example)?;
+                if args.len() > 1 {
+                    return Err(usage(
+                        "admin replay",
+                        format!("Replay one trace at a time: {example}."),
+                    ));
+                }
+                Ok(AdminCommand::Replay {
+                    trace_id: Some(trace_id),
+                })
+            }
+        },
         "revoke" => {
             let example = "`admin revoke 42 left the team`";
             let request_id = parse_id(args.first(), "admin revoke", example)?;
@@ -2125,5 +2147,34 @@ mod tests {
         ));
         let long_because = format!("request db {} because x", "word ".repeat(5_000));
         assert!(parse(&long_because).is_err());
+    }
+
+    #[test]
+    fn admin_replay_takes_a_trace_number_or_all() {
+        assert_eq!(
+            parse("admin replay 17"),
+            Ok(Command::Admin(AdminCommand::Replay { trace_id: Some(17) }))
+        );
+        assert_eq!(
+            parse("admin replay #17"),
+            Ok(Command::Admin(AdminCommand::Replay { trace_id: Some(17) }))
+        );
+        assert_eq!(
+            parse("ADMIN REPLAY ALL"),
+            Ok(Command::Admin(AdminCommand::Replay { trace_id: None }))
+        );
+        for bad in [
+            "admin replay",
+            "admin replay seventeen",
+            "admin replay 17 18",
+        ] {
+            match parse(bad) {
+                Err(ParseError::Usage { command, message }) => {
+                    assert_eq!(command, "admin replay", "{bad}");
+                    assert!(message.contains("admin replay 17"), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }

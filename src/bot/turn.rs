@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::domain::{Role, Timestamp};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
+use crate::governance::policies;
 use crate::store::{ConversationRef, NewAuditEvent, NewUser, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -496,6 +497,16 @@ async fn admin_text(
                 if migrations { "current" } else { "NOT CURRENT" },
             )
         }
+        AdminCommand::Replay { trace_id: Some(id) } => {
+            match policies::replay_trace(state.store.as_ref(), &state.policy, id).await? {
+                Some(report) => format!("```\n{}\n```", report.summary()),
+                None => format!("There is no decision trace {id}."),
+            }
+        }
+        AdminCommand::Replay { trace_id: None } => {
+            let summary = policies::replay_all(state.store.as_ref(), &state.policy).await?;
+            format!("```\n{}\n```", summary.render())
+        }
         other => format!(
             "`admin {}` is not switched on in this build yet.",
             admin_name(&other)
@@ -521,6 +532,7 @@ fn admin_name(c: &AdminCommand) -> &'static str {
         AdminCommand::Authority { .. } => "authority",
         AdminCommand::Role { .. } => "role",
         AdminCommand::Revoke { .. } => "revoke",
+        AdminCommand::Replay { .. } => "replay",
     }
 }
 

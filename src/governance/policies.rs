@@ -19,16 +19,35 @@ pub enum PolicyLoadError {
 
 /// Stores each default policy body that has no active row yet. Returns how many were stored.
 /// Bodies an operator changed are left alone: the defaults only fill gaps.
-pub async fn ensure_default_policies(store: &dyn Store, at: Timestamp) -> Result<usize, StoreError> {
-    let active: Vec<String> = store.active_policies().await?.into_iter().map(|p| p.name).collect();
+pub async fn ensure_default_policies(
+    store: &dyn Store,
+    at: Timestamp,
+) -> Result<usize, StoreError> {
+    let active: Vec<String> = store
+        .active_policies()
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     let mut stored = 0;
     for (name, kind, body) in default_policies() {
         if active.contains(&name) {
             continue;
         }
-        let audit = NewAuditEvent::new("system:defaults", "POLICY_DEFAULT_LOADED", at)
-            .detail(json!({ "policy": name, "content_hash": crate::canonical::hash_canonical(&body) }));
-        store.put_policy(&NewPolicy { kind, name, body, created_by: "system:defaults".into() }, &audit).await?;
+        let audit = NewAuditEvent::new("system:defaults", "POLICY_DEFAULT_LOADED", at).detail(
+            json!({ "policy": name, "content_hash": crate::canonical::hash_canonical(&body) }),
+        );
+        store
+            .put_policy(
+                &NewPolicy {
+                    kind,
+                    name,
+                    body,
+                    created_by: "system:defaults".into(),
+                },
+                &audit,
+            )
+            .await?;
         stored += 1;
     }
     Ok(stored)
@@ -37,8 +56,12 @@ pub async fn ensure_default_policies(store: &dyn Store, at: Timestamp) -> Result
 /// The engine for the active policy set. Unparseable bodies are an error: never evaluate with a
 /// policy we can't read (fail closed).
 pub async fn load_engine(store: &dyn Store) -> Result<Engine, PolicyLoadError> {
-    let bodies: BTreeMap<String, serde_json::Value> =
-        store.active_policies().await?.into_iter().map(|p| (p.name, p.body.0)).collect();
+    let bodies: BTreeMap<String, serde_json::Value> = store
+        .active_policies()
+        .await?
+        .into_iter()
+        .map(|p| (p.name, p.body.0))
+        .collect();
     Ok(Engine::new(PolicySet::from_bodies(&bodies)?))
 }
 
@@ -63,13 +86,21 @@ impl ReplaySummary {
 }
 
 /// Replays one stored trace; `None` when there is no such trace.
-pub async fn replay_trace(store: &dyn Store, engine: &Engine, id: i64) -> Result<Option<ReplayReport>, StoreError> {
+pub async fn replay_trace(
+    store: &dyn Store,
+    engine: &Engine,
+    id: i64,
+) -> Result<Option<ReplayReport>, StoreError> {
     Ok(store.trace_by_id(id).await?.map(|t| replay(&t, engine)))
 }
 
 /// Replays every stored trace, a page at a time.
 pub async fn replay_all(store: &dyn Store, engine: &Engine) -> Result<ReplaySummary, StoreError> {
-    let mut summary = ReplaySummary { total: 0, same: 0, different: vec![] };
+    let mut summary = ReplaySummary {
+        total: 0,
+        same: 0,
+        different: vec![],
+    };
     let mut after = 0;
     loop {
         let page = store.traces_after(after, 500).await?;
