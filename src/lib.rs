@@ -13,6 +13,7 @@ pub mod governance;
 pub mod policy;
 pub mod store;
 pub mod telemetry;
+pub mod vault;
 pub mod web;
 
 /// The crate version, shown by /healthz and the banner.
