@@ -4,6 +4,7 @@
 
 use crate::bot::BotRuntime;
 use crate::bot::connector::{AppCredentials, ManagedIdentity, TokenProvider};
+use crate::config::VaultBackend;
 use crate::config::{ConfigError, ConnectorAuth, Profile, Settings};
 use crate::demo::{self, DemoOutcome};
 use crate::domain::{Clock, SystemClock};
@@ -13,6 +14,8 @@ use crate::governance::permissions::{
 use crate::governance::policies::{self, PolicyLoadError};
 use crate::policy::Engine;
 use crate::store::{self, Store, StoreError};
+use crate::vault::local::LocalVault;
+use crate::vault::{OneTimeSharer, VaultReader};
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +32,12 @@ pub struct AppState {
     pub permissions: Arc<PermissionResolver>,
     /// The active policy set, loaded at start (a policy change takes effect on restart).
     pub policy: Arc<Engine>,
+    /// Vault metadata reads.
+    pub vault: Arc<dyn VaultReader>,
+    /// One-time shares.
+    pub sharer: Arc<dyn OneTimeSharer>,
+    /// The local vault, when that is the backend: it also serves `/dev-vault/share/…`.
+    pub local_vault: Option<Arc<LocalVault>>,
 }
 
 /// Why the app could not start.
@@ -114,6 +123,7 @@ impl App {
         } else {
             None
         };
+        let (vault, sharer, local_vault) = vault_backend(&settings, clock.clone())?;
         let bot = Arc::new(BotRuntime::from_settings(&settings, clock.clone()));
         let permissions = Arc::new(PermissionResolver::new(
             store.clone(),
@@ -127,6 +137,9 @@ impl App {
             bot,
             permissions,
             policy,
+            vault,
+            sharer,
+            local_vault,
         };
         Ok(App { state, demo })
     }
@@ -233,5 +246,27 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+type VaultParts = (
+    Arc<dyn VaultReader>,
+    Arc<dyn OneTimeSharer>,
+    Option<Arc<LocalVault>>,
+);
+
+/// The Keeper bridge the settings select.
+fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<VaultParts, StoreError> {
+    match settings.vault.backend {
+        VaultBackend::Local => {
+            let local = Arc::new(
+                LocalVault::open(&settings.data_dir, settings.public_base_url(), clock)
+                    .map_err(|e| StoreError::Invalid(format!("local vault: {e}")))?,
+            );
+            Ok((local.clone(), local.clone(), Some(local)))
+        }
+        other => Err(StoreError::Invalid(format!(
+            "vault backend {other:?} is not available in this build yet; use `local`"
+        ))),
     }
 }

@@ -25,7 +25,10 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
     Patterns {
     // Keeper one-time shares (…/vault/share/#key, also …/vault/share#key) and the local dev vault's
     // links (…/dev-vault/share/…): the whole URL goes, host included.
-    share_url: Regex::new(r#"(?i)https?://[^\s"'<>]*?/(?:vault/share/?#|dev-vault/share/)[^\s"'<>]*"#).unwrap(),
+    share_url: Regex::new(
+        r#"(?i)(?:https?://[^\s"'<>]*?)?/(?:vault/share/?#|dev-vault/share/)[A-Za-z0-9_\-=]+[^\s"'<>]*"#,
+    )
+    .unwrap(),
     bearer: Regex::new(r"(?i)\b(bearer)(\s+|%20)[A-Za-z0-9\-._~+/]+=*").unwrap(),
     jwt: Regex::new(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*").unwrap(),
     hex64: Regex::new(r"\b[0-9a-fA-F]{64}\b").unwrap(),
@@ -276,6 +279,23 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(line)
                 .unwrap_or_else(|e| panic!("{e}: {line}"));
         }
+    }
+
+    #[test]
+    fn bare_share_paths_are_scrubbed_too() {
+        let line =
+            redact("GET /dev-vault/share/q8Xr2Lk3mN0pQ7sTzz_-9 200 and /vault/share#QUJDREVGRw");
+        assert!(
+            !line.contains("q8Xr2Lk3mN0pQ7sTzz_-9") && !line.contains("QUJDREVGRw"),
+            "{line}"
+        );
+        assert!(line.starts_with("GET [REDACTED-SHARE-URL] 200"), "{line}");
+        let span = "path=/dev-vault/share/[REDACTED]";
+        assert_eq!(
+            redact(span),
+            span,
+            "the request span's own redaction is left alone"
+        );
     }
 
     #[test]

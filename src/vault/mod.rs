@@ -7,6 +7,7 @@
 //! shared/keeper.md lists them), a short message safe to show a person, and the raw tool text for
 //! the audit detail only.
 
+pub mod local;
 pub mod share_id;
 
 use crate::domain::{FolderPermission, Timestamp, VaultPrincipalType};
@@ -71,7 +72,7 @@ pub struct RecordMeta {
     pub owner: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FolderAclEntry {
     pub principal_type: VaultPrincipalType,
     pub principal: String,

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, middleware, health. Handlers are thin: they parse, call a use case or
 //! the store, and map errors through [`ApiError`](crate::error::ApiError).
 
+mod dev_vault;
 mod health;
 
 use crate::app::AppState;
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(crate::bot::router())
+        .merge(dev_vault::router())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(
@@ -32,8 +34,11 @@ pub fn router(state: AppState) -> Router {
                         .get(REQUEST_ID_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    // The path only: query strings may carry things we must not log.
-                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    // The path only (query strings may carry things we must not log), and never a
+                    // one-time link's key.
+                    let path = req.uri().path();
+                    let path = if path.starts_with("/dev-vault/share/") { "/dev-vault/share/[REDACTED]" } else { path };
+                    tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
                 // Refuses by Content-Length before the body is read; the extractor limit covers

@@ -188,6 +188,8 @@ pub struct TestServer {
     pub base: String,
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn Store>,
+    /// The running app's state: its vault, policy engine, settings.
+    pub state: passkey::app::AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -212,6 +214,7 @@ impl TestServer {
             None => App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>).await,
         }
         .expect("build app");
+        let state = app.state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -222,6 +225,7 @@ impl TestServer {
             base,
             clock,
             store,
+            state,
             stop: Some(stop),
             handle: Some(handle),
         }

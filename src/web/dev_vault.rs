@@ -1,0 +1,70 @@
+//! `/dev-vault/share/{key}`: the local vault's one-time links, so the whole flow works on a fresh
+//! machine. Exists only with the local vault (never in production). The page is never cached,
+//! sends no referrer, and runs no script.
+
+use crate::app::AppState;
+use crate::vault::local::Opened;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/dev-vault/share/{key}", get(open))
+}
+
+async fn open(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+    let Some(vault) = state.local_vault.as_ref() else {
+        return crate::error::ApiError::NotFound.into_response();
+    };
+    let (status, title, body) = match vault.open_link(&key) {
+        Opened::Secret { title, login, password } => (
+            StatusCode::OK,
+            "One-time share",
+            format!(
+                "<h1>{}</h1><p>This link opens once. Copy what you need now.</p>\
+                 <dl><dt>Login</dt><dd><code>{}</code></dd><dt>Password</dt><dd><code>{}</code></dd></dl>\
+                 <p class=note>Local demo vault: these are made-up values.</p>",
+                escape(&title),
+                escape(&login),
+                escape(&password)
+            ),
+        ),
+        Opened::AlreadyUsed => (StatusCode::GONE, "Link used", "<h1>This link was already used</h1><p>One-time links open once. Ask Passkey for a new one.</p>".to_string()),
+        Opened::Expired => (StatusCode::GONE, "Link expired", "<h1>This link has expired</h1><p>Ask Passkey for a new one.</p>".to_string()),
+        Opened::Removed => (StatusCode::GONE, "Link revoked", "<h1>This link was revoked</h1><p>The lease ended or was revoked.</p>".to_string()),
+        Opened::Unknown => (StatusCode::NOT_FOUND, "Unknown link", "<h1>No such link</h1>".to_string()),
+    };
+    let page = format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+         <title>{title}</title><style>body{{font:16px system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}\
+         code{{font-size:1.1rem}}.note{{color:#666}}</style></head><body>{body}</body></html>"
+    );
+    let mut response = (status, Html(page)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

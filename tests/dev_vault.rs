@@ -1,0 +1,122 @@
+//! The local vault's one-time links, served by the app: open once, then "used"; expired and
+//! revoked links say so; the page is never cached and leaks no referrer.
+
+mod common;
+
+use common::{TestServer, fresh_sqlite, test_settings};
+
+const DB_PROD: &str = "dbPr0dPgL0g1nR3c0rd001";
+
+fn path_of(url: &str) -> String {
+    let at = url.find("/dev-vault/share/").expect("a local vault link");
+    url[at..].to_string()
+}
+
+#[tokio::test]
+async fn a_local_link_opens_once_and_then_says_it_was_used() {
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    assert!(
+        dir.path().join("dev-vault.json").exists(),
+        "the vault file is written from the demo set"
+    );
+
+    let share = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-1")
+        .await
+        .unwrap();
+    let url = server.url(&path_of(share.url.expose()));
+    let first = reqwest::get(&url).await.unwrap();
+    assert_eq!(first.status(), 200);
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        assert_eq!(first.headers()[name], value, "{name}");
+    }
+    let page = first.text().await.unwrap();
+    assert!(
+        page.contains("demo-only-db-prod-pw") && page.contains("This link opens once"),
+        "{page}"
+    );
+
+    let second = reqwest::get(&url).await.unwrap();
+    assert_eq!(second.status(), 410);
+    let page = second.text().await.unwrap();
+    assert!(
+        page.contains("already used") && !page.contains("demo-only-db-prod-pw"),
+        "{page}"
+    );
+
+    let revoked = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-2")
+        .await
+        .unwrap();
+    server
+        .state
+        .sharer
+        .remove(DB_PROD, &revoked.share_id)
+        .await
+        .unwrap();
+    let r = reqwest::get(server.url(&path_of(revoked.url.expose())))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap().contains("revoked"));
+
+    let expiring = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::minutes(10), "passkey-req-3")
+        .await
+        .unwrap();
+    server.clock.advance(time::Duration::minutes(11));
+    let r = reqwest::get(server.url(&path_of(expiring.url.expose())))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap().contains("expired"));
+
+    assert_eq!(
+        reqwest::get(server.url("/dev-vault/share/made-up-key"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_opens_over_http_show_the_secret_once() {
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    let share = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "x")
+        .await
+        .unwrap();
+    let url = server.url(&path_of(share.url.expose()));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(reqwest::get(url.clone())))
+        .collect();
+    let mut shown = 0;
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        if r.status() == 200 {
+            shown += 1;
+        } else {
+            assert_eq!(r.status(), 410);
+        }
+    }
+    assert_eq!(shown, 1);
+    server.stop().await;
+}
