@@ -1128,31 +1128,7 @@ fn unit_seconds(unit: &str) -> Result<u64, DurationError> {
     }
 }
 
-/// Formats a duration compactly, largest units first with zero parts left
-/// out: `2h`, `1h 30m`, `1d 2h`, `45m`, `30s`. Fractions of a second are
-/// dropped; zero is `0s` and negative durations get a leading `-`.
-pub fn format_duration(d: Duration) -> String {
-    let seconds = d.whole_seconds();
-    let mut remaining = seconds.unsigned_abs();
-    if remaining == 0 {
-        return "0s".to_string();
-    }
-    let mut parts = Vec::new();
-    for (size, suffix) in [
-        (SECONDS_PER_DAY, 'd'),
-        (SECONDS_PER_HOUR, 'h'),
-        (SECONDS_PER_MINUTE, 'm'),
-        (1, 's'),
-    ] {
-        let count = remaining / size;
-        remaining %= size;
-        if count > 0 {
-            parts.push(format!("{count}{suffix}"));
-        }
-    }
-    let sign = if seconds < 0 { "-" } else { "" };
-    format!("{sign}{}", parts.join(" "))
-}
+pub use crate::domain::format_duration;
 
 #[cfg(test)]
 mod tests {

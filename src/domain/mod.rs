@@ -9,4 +9,4 @@ pub use enums::{
     SyncStatus, TraceOutcome, TraceStage, UnknownValue, VaultPrincipalType,
 };
 pub use status::{IllegalTransition, RequestStatus};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_duration};

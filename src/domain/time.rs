@@ -128,6 +128,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// Formats a duration compactly, largest units first with zero parts left
+/// out: `2h`, `1h 30m`, `1d 2h`, `45m`, `30s`. Fractions of a second are
+/// dropped; zero is `0s` and negative durations get a leading `-`.
+pub fn format_duration(d: time::Duration) -> String {
+    let seconds = d.whole_seconds();
+    let mut remaining = seconds.unsigned_abs();
+    if remaining == 0 {
+        return "0s".to_string();
+    }
+    let mut parts = Vec::new();
+    for (size, suffix) in [(86_400, 'd'), (3_600, 'h'), (60, 'm'), (1, 's')] {
+        let count = remaining / size;
+        remaining %= size;
+        if count > 0 {
+            parts.push(format!("{count}{suffix}"));
+        }
+    }
+    let sign = if seconds < 0 { "-" } else { "" };
+    format!("{sign}{}", parts.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

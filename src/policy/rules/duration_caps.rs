@@ -10,7 +10,7 @@ pub struct DurationCaps;
 
 /// `7200` → `2h`, `5400` → `1h 30m`.
 pub fn human(secs: i64) -> String {
-    crate::bot::commands::format_duration(time::Duration::seconds(secs))
+    crate::domain::format_duration(time::Duration::seconds(secs))
 }
 
 impl Rule for DurationCaps {
