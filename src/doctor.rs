@@ -108,9 +108,51 @@ pub async fn run(settings: &Settings) -> Report {
             });
         }
     }
+    checks.push(vault_check(settings).await);
     Report {
         settings: settings.redacted_summary(),
         checks,
+    }
+}
+
+/// The configured Keeper bridge answers (without printing any secret it holds).
+async fn vault_check(settings: &Settings) -> Check {
+    use crate::config::VaultBackend;
+    use crate::vault::VaultReader;
+    use crate::vault::local::LocalVault;
+    let name = "vault backend";
+    match settings.vault.backend {
+        VaultBackend::Local => {
+            let clock = std::sync::Arc::new(crate::domain::SystemClock);
+            match LocalVault::open(&settings.data_dir, settings.public_base_url(), clock) {
+                Ok(vault) => match vault.records().await {
+                    Ok(records) => Check {
+                        name,
+                        ok: true,
+                        detail: format!(
+                            "local vault: {} records in {}",
+                            records.len(),
+                            crate::vault::local::FILE_NAME
+                        ),
+                    },
+                    Err(e) => Check {
+                        name,
+                        ok: false,
+                        detail: e.message,
+                    },
+                },
+                Err(e) => Check {
+                    name,
+                    ok: false,
+                    detail: format!("local vault: {e}"),
+                },
+            }
+        }
+        other => Check {
+            name,
+            ok: false,
+            detail: format!("{other:?} is not available in this build yet"),
+        },
     }
 }
 

@@ -276,6 +276,10 @@ fn doctor_reports_redacted_configuration_and_passes_on_a_healthy_setup() {
     assert!(text.contains("[ ok ] database reachable"), "{text}");
     assert!(text.contains("[ ok ] migrations current"), "{text}");
     assert!(text.contains("[ ok ] data directory writable"), "{text}");
+    assert!(
+        text.contains("[ ok ] vault backend: local vault: 12 records"),
+        "{text}"
+    );
 }
 
 #[test]
