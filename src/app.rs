@@ -249,14 +249,21 @@ pub async fn shutdown_signal() {
     }
 }
 
-type VaultParts = (
+impl AppState {
+    /// The vault reader, as a plain reference for use cases.
+    pub fn vault_reader(&self) -> &dyn VaultReader {
+        self.vault.as_ref()
+    }
+}
+
+pub type VaultParts = (
     Arc<dyn VaultReader>,
     Arc<dyn OneTimeSharer>,
     Option<Arc<LocalVault>>,
 );
 
 /// The Keeper bridge the settings select.
-fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<VaultParts, StoreError> {
+pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<VaultParts, StoreError> {
     match settings.vault.backend {
         VaultBackend::Local => {
             let local = Arc::new(

@@ -48,6 +48,8 @@ enum AdminCommand {
     },
     /// Load the demo data set into an empty database (dev profile only).
     DemoLoad,
+    /// Sync folders, ACLs and record metadata from the configured vault (discovery included).
+    Sync,
     /// Re-evaluate stored decision traces with the current policy and code.
     Replay {
         /// The trace to replay.
@@ -208,6 +210,9 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
         }
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let AdminCommand::Sync = command {
+        return sync(&settings, store.as_ref(), clock.clone(), &label).await;
+    }
     if let AdminCommand::Replay { trace_id, all } = command {
         return replay(store.as_ref(), clock.as_ref(), trace_id, all, &label).await;
     }
@@ -254,7 +259,7 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             .set_role(&actor, &user, &role)
             .await
             .map(|c| c.render()),
-        AdminCommand::Replay { .. } => unreachable!("handled above"),
+        AdminCommand::Replay { .. } | AdminCommand::Sync => unreachable!("handled above"),
         AdminCommand::DemoLoad => {
             if settings.profile != passkey::config::Profile::Dev {
                 eprintln!("passkey: demo data loads only in the dev profile");
@@ -351,5 +356,40 @@ async fn replay(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `passkey admin sync`: progress on stderr, the summary on stdout.
+async fn sync(
+    settings: &Settings,
+    store: &dyn passkey::store::Store,
+    clock: std::sync::Arc<dyn passkey::domain::Clock>,
+    label: &str,
+) -> ExitCode {
+    let (reader, _, _) = match passkey::app::vault_backend(settings, clock.clone()) {
+        Ok(parts) => parts,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let progress = |done: usize, total: usize| eprintln!("  {done}/{total} records");
+    match passkey::governance::vault_sync::sync_vault(
+        reader.as_ref(),
+        store,
+        clock.now(),
+        "admin-cli",
+        &progress,
+    )
+    .await
+    {
+        Ok(report) => {
+            let _ = writeln!(std::io::stdout(), "{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            ExitCode::from(2)
+        }
     }
 }

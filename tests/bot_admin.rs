@@ -323,3 +323,21 @@ async fn the_admin_replays_stored_decisions_in_chat() {
         "Admin commands are for Passkey admins."
     );
 }
+
+#[tokio::test]
+async fn the_admin_syncs_the_vault_from_chat() {
+    let chat = Chat::start(None).await;
+    let carol = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
+    let reply = chat.say(carol, "admin sync").await;
+    assert_eq!(
+        reply,
+        "vault sync: 4 folders (0 ACL changes), 12 records seen: 0 discovered, 0 rotated, 0 updated, 0 orphaned, \
+         0 restored, 0 double-checked",
+        "the demo database already matches the local vault"
+    );
+    let alice = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
+    assert_eq!(
+        chat.say(alice, "admin sync").await,
+        "Admin commands are for Passkey admins."
+    );
+}

@@ -243,3 +243,27 @@ async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
     );
     assert!(report.contains("why: the policy changed"), "{report}");
 }
+
+#[test]
+fn admin_sync_discovers_the_local_vault_into_an_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    let out = passkey(dir.path(), &["admin", "sync"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("12 records seen: 12 discovered"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("12/12 records"),
+        "progress is shown: {}",
+        text(&out.stderr)
+    );
+    let again = passkey(dir.path(), &["admin", "sync"]);
+    assert!(
+        text(&again.stdout).contains("0 discovered, 0 rotated, 0 updated, 0 orphaned"),
+        "{}",
+        text(&again.stdout)
+    );
+}

@@ -497,6 +497,24 @@ async fn admin_text(
                 if migrations { "current" } else { "NOT CURRENT" },
             )
         }
+        AdminCommand::Sync => {
+            let actor = format!("user:{}", admin.id);
+            match crate::governance::vault_sync::sync_vault(
+                state.vault_reader(),
+                state.store.as_ref(),
+                state.clock.now(),
+                &actor,
+                &|_, _| {},
+            )
+            .await
+            {
+                Ok(report) => report.render(),
+                Err(crate::governance::vault_sync::SyncError::Vault(e)) => {
+                    format!("The vault sync failed: {}", e.message)
+                }
+                Err(crate::governance::vault_sync::SyncError::Store(e)) => return Err(e.into()),
+            }
+        }
         AdminCommand::Replay { trace_id: Some(id) } => {
             match policies::replay_trace(state.store.as_ref(), &state.policy, id).await? {
                 Some(report) => format!("```\n{}\n```", report.summary()),

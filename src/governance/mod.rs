@@ -9,3 +9,4 @@
 pub mod admin;
 pub mod permissions;
 pub mod policies;
+pub mod vault_sync;
