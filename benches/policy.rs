@@ -89,6 +89,7 @@ fn context() -> PolicyContext {
         ],
         approvals: vec![],
         extension_secs: None,
+        actor_folder_access: None,
     }
 }
 

@@ -284,6 +284,7 @@ async fn stored_trace(store: &dyn Store, engine: &passkey::policy::Engine) -> i6
         }],
         approvals: vec![],
         extension_secs: None,
+        actor_folder_access: None,
     };
     let decision = engine.evaluate(&ctx);
     store

@@ -196,6 +196,7 @@ async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
         }],
         approvals: vec![],
         extension_secs: None,
+        actor_folder_access: None,
     };
     let trace = store
         .insert_trace(&passkey::policy::trace_record(

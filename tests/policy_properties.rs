@@ -94,6 +94,7 @@ prop_compose! {
         extension_count in 0u32..4,
         status in prop_oneof![Just(RequestStatus::Pending), Just(RequestStatus::Issued), Just(RequestStatus::Approved), Just(RequestStatus::Denied)],
         minute_of_week in 0i64..(7 * 24 * 60),
+        actor_permission in proptest::option::of(prop_oneof![Just(FolderPermission::Manager), Just(FolderPermission::Editor)]),
     ) -> PolicyContext {
         let submit = action == Action::Submit;
         PolicyContext {
@@ -122,6 +123,7 @@ prop_compose! {
             authorities,
             approvals: approvals.into_iter().map(|(approver_user_id, stage)| ApprovalFacts { approver_user_id, stage }).collect(),
             extension_secs: (action == Action::Extend).then_some(extension_minutes * 60),
+            actor_folder_access: (action == Action::Approve).then_some(actor_permission).flatten(),
         }
     }
 }

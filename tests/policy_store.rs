@@ -62,6 +62,7 @@ fn context(sensitivity: Sensitivity) -> PolicyContext {
         }],
         approvals: vec![],
         extension_secs: None,
+        actor_folder_access: None,
     }
 }
 

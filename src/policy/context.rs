@@ -121,4 +121,8 @@ pub struct PolicyContext {
     pub approvals: Vec<ApprovalFacts>,
     /// For `Extend`: the extra time asked for.
     pub extension_secs: Option<i64>,
+    /// For `Approve`: the approver's own permission on the record's folder (OWNER/MANAGER may
+    /// approve sensitive records; EDITOR/VIEWER may not).
+    #[serde(default)]
+    pub actor_folder_access: Option<FolderPermission>,
 }

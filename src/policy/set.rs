@@ -88,6 +88,9 @@ pub struct AccessPolicy {
     pub approver_authorities: Vec<AuthorityKind>,
     /// From this sensitivity up, retrieval needs a second factor.
     pub otp_required_from: Option<Sensitivity>,
+    /// From this sensitivity up, an approver must also hold OWNER or MANAGER on the record's
+    /// vault folder (an EDITOR or VIEWER approver is refused).
+    pub approver_folder_permission_from: Option<Sensitivity>,
     pub reason: ReasonPolicy,
     pub break_glass: BreakGlassPolicy,
     pub business_hours: BusinessHours,

@@ -132,6 +132,7 @@ pub(crate) mod fixtures {
             ],
             approvals: vec![],
             extension_secs: None,
+            actor_folder_access: None,
         }
     }
 
@@ -140,6 +141,7 @@ pub(crate) mod fixtures {
         let mut ctx = submit();
         ctx.action = Action::Approve;
         ctx.actor = Some(bob());
+        ctx.actor_folder_access = Some(FolderPermission::Manager);
         ctx.request.request_id = Some(42);
         ctx.request.status = Some(RequestStatus::Pending);
         ctx

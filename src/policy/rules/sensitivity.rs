@@ -23,7 +23,25 @@ impl Rule for SensitivityEscalation {
                 .is_some_and(|from| s >= from),
             ..Default::default()
         };
-        if ctx.action == Action::Approve || ctx.request.break_glass {
+        if ctx.action == Action::Approve {
+            let needs_manager = policy
+                .access
+                .approver_folder_permission_from
+                .is_some_and(|from| s >= from);
+            if needs_manager && !ctx.actor_folder_access.is_some_and(|p| p.may_approve()) {
+                let held = ctx
+                    .actor_folder_access
+                    .map_or("no".to_string(), |p| p.to_string());
+                return Ok(Vote::of(
+                    Verdict::Deny,
+                    format!(
+                        "{s} records need an approver who owns or manages the vault folder (you have {held} access)"
+                    ),
+                ));
+            }
+            return Ok(Vote::abstain().with_constraints(constraints));
+        }
+        if ctx.request.break_glass {
             return Ok(Vote::abstain().with_constraints(constraints));
         }
         let auto = policy
@@ -81,6 +99,52 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn sensitive_records_need_an_approver_who_manages_the_folder() {
+        use crate::domain::FolderPermission;
+        let policy = PolicySet::defaults();
+        for (s, held, expected) in [
+            (
+                Sensitivity::High,
+                Some(FolderPermission::Manager),
+                Verdict::Abstain,
+            ),
+            (
+                Sensitivity::High,
+                Some(FolderPermission::Owner),
+                Verdict::Abstain,
+            ),
+            (
+                Sensitivity::High,
+                Some(FolderPermission::Editor),
+                Verdict::Deny,
+            ),
+            (Sensitivity::Critical, None, Verdict::Deny),
+            (
+                Sensitivity::Medium,
+                Some(FolderPermission::Editor),
+                Verdict::Abstain,
+            ),
+        ] {
+            let mut ctx = fixtures::approve();
+            ctx.record.sensitivity = s;
+            ctx.actor_folder_access = held;
+            let vote = SensitivityEscalation.evaluate(&ctx, &policy).unwrap();
+            assert_eq!(vote.verdict(), expected, "{s} {held:?}");
+        }
+        let mut ctx = fixtures::approve();
+        ctx.actor_folder_access = Some(FolderPermission::Editor);
+        assert_eq!(
+            SensitivityEscalation
+                .evaluate(&ctx, &policy)
+                .unwrap()
+                .reasons,
+            [
+                "HIGH records need an approver who owns or manages the vault folder (you have EDITOR access)"
+            ]
+        );
     }
 
     #[test]
