@@ -287,6 +287,28 @@ async fn cli_timeout_kills_keeper_then_cleans_up() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_runs_one_keeper_at_a_time_per_config() {
+    let fake = FakeCli::new("pause", "unknown");
+    let sharer = Arc::new(fake.sharer(Duration::from_secs(20)));
+    let (a, b) = tokio::join!(
+        sharer.create(UID, time::Duration::hours(1), "passkey-req-20"),
+        sharer.create(UID, time::Duration::hours(1), "passkey-req-21"),
+    );
+    a.unwrap();
+    b.unwrap();
+    let started: Vec<f64> = fake
+        .calls()
+        .iter()
+        .map(|c| c["started"].as_f64().unwrap())
+        .collect();
+    assert_eq!(started.len(), 2);
+    assert!(
+        (started[1] - started[0]).abs() >= 0.9,
+        "the second keeper started while the first was still running: {started:?}"
+    );
+}
+
 #[tokio::test]
 async fn cli_refuses_arguments_that_could_change_the_command_before_running_anything() {
     let fake = FakeCli::new("ok", "unknown");

@@ -161,7 +161,9 @@ fn may_have_run(error: &VaultError, output: Option<&CommandOutput>) -> bool {
         return false;
     }
     match output {
-        Some(CommandOutput::Service { status, .. }) if matches!(status, 429 | 503) => false,
+        Some(CommandOutput::Service {
+            status: 429 | 503, ..
+        }) => false,
         Some(CommandOutput::Process { stderr, .. }) if stderr.contains("throttled") => false,
         _ => true,
     }

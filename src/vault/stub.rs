@@ -1,6 +1,6 @@
 //! The staging stub: one-time shares that look real enough to exercise the flow but open nothing.
 //! Links point at `stub.invalid` (a name that can never resolve) and their key starts with the
-//! bytes `stub-`, so the fragment reads `c3R1Yi0…` and share ids compute as for real links.
+//! bytes `stub-0`, so the fragment reads `c3R1Yi0w…` and share ids compute as for real links.
 //! Production refuses this backend (`Settings::check`).
 
 use super::{OneTimeSharer, Removed, Share, ShareInfo, ShareUrl, VaultError, share_id_from_url};
@@ -46,9 +46,10 @@ impl OneTimeSharer for StubSharer {
         ttl: time::Duration,
         name: &str,
     ) -> Result<Share, VaultError> {
-        let mut key = b"stub-".to_vec();
+        // 32 key bytes like Keeper's; the fixed `stub-0` prefix makes every fragment read `c3R1Yi0w…`.
+        let mut key = b"stub-0".to_vec();
         key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key.extend_from_slice(&uuid::Uuid::new_v4().as_bytes()[..11]);
+        key.extend_from_slice(&uuid::Uuid::new_v4().as_bytes()[..10]);
         let url = ShareUrl::new(format!(
             "https://stub.invalid/vault/share/#{}",
             URL_SAFE_NO_PAD.encode(&key)
@@ -135,7 +136,7 @@ mod tests {
             share
                 .url
                 .expose()
-                .starts_with("https://stub.invalid/vault/share/#c3R1Yi0")
+                .starts_with("https://stub.invalid/vault/share/#c3R1Yi0w")
         );
         assert_eq!(
             share_id_from_url(share.url.expose()).unwrap(),
