@@ -124,6 +124,28 @@ pub struct GraphSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct VaultSettings {
     pub backend: VaultBackend,
+    /// Commander service mode's root URL (`commander-service`), e.g. `http://127.0.0.1:8900`.
+    pub commander_url: Option<String>,
+    /// Service mode's `api-key` (`commander-service`).
+    pub commander_api_key: Option<SecretString>,
+    /// The `keeper` executable (`commander-cli`).
+    pub commander_binary: PathBuf,
+    /// Commander's config file, already logged in with persistent login (`commander-cli`).
+    pub commander_config_path: Option<PathBuf>,
+    /// Per-call limit; unset: 30 s for service mode, 60 s for the CLI (which logs in each call).
+    #[serde(deserialize_with = "de_opt_u64")]
+    pub commander_timeout_secs: Option<u64>,
+}
+
+impl VaultSettings {
+    /// The per-call Commander timeout in effect for the configured backend.
+    pub fn commander_timeout(&self) -> std::time::Duration {
+        match (self.commander_timeout_secs, self.backend) {
+            (Some(secs), _) => std::time::Duration::from_secs(secs),
+            (None, VaultBackend::CommanderCli) => crate::vault::commander::DEFAULT_CLI_TIMEOUT,
+            (None, _) => crate::vault::commander::DEFAULT_SERVICE_TIMEOUT,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -197,6 +219,11 @@ impl Default for VaultSettings {
     fn default() -> Self {
         VaultSettings {
             backend: VaultBackend::Local,
+            commander_url: None,
+            commander_api_key: None,
+            commander_binary: PathBuf::from("keeper"),
+            commander_config_path: None,
+            commander_timeout_secs: None,
         }
     }
 }
@@ -306,7 +333,40 @@ impl Settings {
                 VaultBackend::Stub => {
                     problems.push("production cannot use the staging stub vault (vault.backend = \"stub\")".into())
                 }
-                VaultBackend::CommanderService | VaultBackend::CommanderCli => {}
+                VaultBackend::CommanderService => {
+                    if self.vault.commander_url.as_deref().is_none_or(str::is_empty) {
+                        problems.push(
+                            "vault.backend = \"commander-service\" needs vault.commander_url (PASSKEY_VAULT__COMMANDER_URL)"
+                                .into(),
+                        );
+                    }
+                    if self
+                        .vault
+                        .commander_api_key
+                        .as_ref()
+                        .is_none_or(|k| k.expose_secret().is_empty())
+                    {
+                        problems.push(
+                            "vault.backend = \"commander-service\" needs vault.commander_api_key \
+                             (PASSKEY_VAULT__COMMANDER_API_KEY)"
+                                .into(),
+                        );
+                    }
+                }
+                VaultBackend::CommanderCli => {
+                    if self
+                        .vault
+                        .commander_config_path
+                        .as_ref()
+                        .is_none_or(|p| p.as_os_str().is_empty())
+                    {
+                        problems.push(
+                            "vault.backend = \"commander-cli\" needs vault.commander_config_path \
+                             (PASSKEY_VAULT__COMMANDER_CONFIG_PATH)"
+                                .into(),
+                        );
+                    }
+                }
             }
         }
         if self.graph.enabled {
@@ -443,6 +503,26 @@ impl Settings {
             ("graph.enabled".into(), self.graph.enabled.to_string()),
             ("graph.base_url".into(), self.graph.base_url.clone()),
             ("vault.backend".into(), format!("{:?}", self.vault.backend)),
+            ("vault.commander_url".into(), opt(&self.vault.commander_url)),
+            (
+                "vault.commander_api_key".into(),
+                secret(&self.vault.commander_api_key),
+            ),
+            (
+                "vault.commander_binary".into(),
+                self.vault.commander_binary.display().to_string(),
+            ),
+            (
+                "vault.commander_config_path".into(),
+                self.vault
+                    .commander_config_path
+                    .as_ref()
+                    .map_or_else(|| "(unset)".into(), |p| p.display().to_string()),
+            ),
+            (
+                "vault.commander_timeout_secs".into(),
+                self.vault.commander_timeout().as_secs().to_string(),
+            ),
         ]
     }
 }
@@ -506,6 +586,10 @@ fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
     }
+}
+
+fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_u64(d).map(Some)
 }
 
 fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -683,6 +767,10 @@ mod tests {
                 ("PASSKEY_BOT__CONNECTOR_AUTH", "managed-identity"),
                 ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
                 ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+                (
+                    "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+                    "/etc/passkey/keeper.json",
+                ),
             ]),
         )
         .unwrap();
@@ -718,10 +806,54 @@ mod tests {
                 ("PASSKEY_BOT__APP_PASSWORD", "pw"),
                 ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
                 ("PASSKEY_VAULT__BACKEND", "commander-service"),
+                ("PASSKEY_VAULT__COMMANDER_URL", "http://127.0.0.1:8900"),
+                ("PASSKEY_VAULT__COMMANDER_API_KEY", "k-123"),
             ]),
         )
         .unwrap();
         s.check().unwrap();
         assert_eq!(s.log_format(), LogFormat::Json);
+    }
+
+    #[test]
+    fn production_commander_needs_its_address_key_or_config_and_hides_the_key() {
+        let base = [
+            ("PASSKEY_PROFILE", "production"),
+            ("PASSKEY_BOT__APP_ID", "app"),
+            ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+            ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Settings::from_layers(None, &env(&pairs)).unwrap()
+        };
+        let err = with(&[("PASSKEY_VAULT__BACKEND", "commander-service")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vault.commander_url"), "{err}");
+        assert!(err.contains("vault.commander_api_key"), "{err}");
+        let err = with(&[("PASSKEY_VAULT__BACKEND", "commander-cli")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vault.commander_config_path"), "{err}");
+
+        let s = with(&[
+            ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+            ("PASSKEY_VAULT__COMMANDER_CONFIG_PATH", "/etc/k.json"),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", "super-secret-key"),
+        ]);
+        assert_eq!(s.vault.commander_binary, PathBuf::from("keeper"));
+        assert_eq!(s.vault.commander_timeout().as_secs(), 60);
+        let shown = format!("{s:?} {:?}", s.redacted_summary());
+        assert!(!shown.contains("super-secret-key"), "{shown}");
+        let s = with(&[
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ("PASSKEY_VAULT__COMMANDER_TIMEOUT_SECS", "7"),
+        ]);
+        assert_eq!(s.vault.commander_timeout().as_secs(), 7);
+        assert_eq!(with(&[]).vault.commander_timeout().as_secs(), 30);
     }
 }

@@ -7,8 +7,11 @@
 //! shared/keeper.md lists them), a short message safe to show a person, and the raw tool text for
 //! the audit detail only.
 
+pub mod classify;
+pub mod commander;
 pub mod local;
 pub mod share_id;
+pub mod stub;
 
 use crate::domain::{FolderPermission, Timestamp, VaultPrincipalType};
 use async_trait::async_trait;
@@ -16,7 +19,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::fmt;
 
+pub use commander::{CommanderCli, CommanderService};
 pub use share_id::share_id_from_url;
+pub use stub::StubSharer;
 
 /// What a caller should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

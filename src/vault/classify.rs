@@ -1,0 +1,564 @@
+//! What Commander's answer means. One pure function, [`classify`], reads the output of a
+//! `one-time-share` command — from the CLI (exit code, stdout, stderr) or from service mode (HTTP
+//! status, body) — and returns either the success payload or a classified [`VaultError`].
+//!
+//! Commander's exit codes lie (shared/keeper.md): several failures exit 0 and only stderr tells.
+//! So success is positive evidence only (a share URL on its own line, a "removed" answer, a JSON
+//! list); everything else is a failure, classified by the words the tool used.
+
+use super::{ErrorClass, Removed, ShareUrl, VaultError};
+use std::sync::LazyLock;
+
+/// Which `one-time-share` subcommand produced the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    List,
+    Remove,
+}
+
+/// Commander's raw answer, as either transport received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutput {
+    /// The `keeper` CLI. `exit` is `None` when the process ended by a signal.
+    Process {
+        exit: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    /// Service mode's `executecommand`.
+    Service { status: u16, body: String },
+}
+
+/// The success payload of each subcommand.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Url(ShareUrl),
+    /// The JSON rows of `list --format json`, not yet interpreted.
+    Rows(Vec<serde_json::Value>),
+    Removed(Removed),
+}
+
+/// Short, generic words for people; the details stay in `raw`.
+pub mod says {
+    pub const BUG: &str =
+        "Passkey sent the vault an incomplete command (a bug in Passkey: please report it)";
+    pub const TOO_LONG: &str = "the vault does not allow a link to live that long";
+    pub const NO_RECORD: &str = "the vault has no such record";
+    pub const PAM: &str = "the vault cannot make one-time links for this kind of record";
+    pub const REFUSED: &str = "the vault refused this record";
+    pub const BUSY: &str = "the vault is busy, try again";
+    pub const NEEDS_OPERATOR: &str = "the vault connection needs an administrator's attention";
+    pub const NO_ANSWER: &str = "the vault gave no clear answer, try again";
+    pub const MISCONFIGURED: &str = "the vault bridge is misconfigured; administrators were told";
+}
+
+/// A share URL alone on a line: `https://<host>/vault/share/#<b64url key>`.
+static SHARE_URL_LINE: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"^https://[A-Za-z0-9.\-:]+/vault/share/?#[A-Za-z0-9_\-]+=*$").unwrap()
+});
+
+/// Maps Commander's answer to the payload `op` succeeds with, or to a classified error.
+pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
+    let seen = Seen::from(output);
+    let raw = seen.raw();
+    let fail = |class: ErrorClass, message: &str| Err(VaultError::new(class, message, &raw));
+
+    // Service mode's own statuses come first: they are about the bridge, not the record.
+    if let Some(status) = seen.http {
+        match status {
+            401 | 403 => return fail(ErrorClass::Terminal, says::MISCONFIGURED),
+            429 | 503 | 504 => return fail(ErrorClass::Transient, says::BUSY),
+            _ => {}
+        }
+    }
+
+    // The tool's words, whatever the exit code or status said.
+    let words = seen.error_text.as_str();
+    if words.contains("\"--expire\" is required") {
+        return fail(ErrorClass::Terminal, says::BUG);
+    }
+    if words.contains("cannot be greater than 6 months") {
+        return fail(ErrorClass::Terminal, says::TOO_LONG);
+    }
+    if words.contains("Enter name or uid of existing record") {
+        return fail(ErrorClass::Terminal, says::NO_RECORD);
+    }
+    if words.contains("not available for PAM records") {
+        return fail(ErrorClass::Terminal, says::PAM);
+    }
+    let lower = words.to_ascii_lowercase();
+    if lower.contains("persistent login is not working")
+        || (lower.contains("session") && lower.contains("expired"))
+    {
+        return fail(ErrorClass::NeedsOperator, says::NEEDS_OPERATOR);
+    }
+    if lower.contains("throttled") {
+        return fail(ErrorClass::Transient, says::BUSY);
+    }
+    if words.contains("Communication Error:") || lower.contains("access_denied") {
+        return fail(ErrorClass::Terminal, says::REFUSED);
+    }
+    if op == Op::Remove && words.contains("There is no one-time share") {
+        return Ok(Answer::Removed(Removed::NotFound));
+    }
+
+    if seen.ok {
+        match op {
+            Op::Create => {
+                if let Some(line) = seen
+                    .out_text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| SHARE_URL_LINE.is_match(l))
+                {
+                    return Ok(Answer::Url(ShareUrl::new(line.to_string())));
+                }
+            }
+            Op::Remove => {
+                // The CLI says nothing when it removes; service mode says "… is removed".
+                if seen.out_text.contains("is removed")
+                    || (seen.http.is_none() && seen.error_text.trim().is_empty())
+                {
+                    return Ok(Answer::Removed(Removed::Removed));
+                }
+            }
+            Op::List => {
+                if let Some(rows) = seen.rows {
+                    return Ok(Answer::Rows(rows));
+                }
+            }
+        }
+        // A success status without the evidence of success: the command may or may not have run.
+        return fail(ErrorClass::Transient, says::NO_ANSWER);
+    }
+
+    match seen.http {
+        // Any other 4xx: we are calling it wrong (path, method, body) — a configuration fault.
+        Some(status) if (400..500).contains(&status) => {
+            fail(ErrorClass::Terminal, says::MISCONFIGURED)
+        }
+        // Unrecognised 5xx, non-zero exits and signals: retry within the budget.
+        _ => fail(ErrorClass::Transient, says::NO_ANSWER),
+    }
+}
+
+/// Both transports reduced to the same questions.
+struct Seen {
+    http: Option<u16>,
+    /// Exit 0 / HTTP 2xx with a body that does not say "error".
+    ok: bool,
+    /// stdout, or service mode's `message`.
+    out_text: String,
+    /// stderr, or service mode's `error` (whole body when it is not JSON).
+    error_text: String,
+    /// A JSON list, when the output held one.
+    rows: Option<Vec<serde_json::Value>>,
+    process: Option<(Option<i32>, String, String)>,
+    body: Option<String>,
+}
+
+impl Seen {
+    fn from(output: &CommandOutput) -> Seen {
+        match output {
+            CommandOutput::Process {
+                exit,
+                stdout,
+                stderr,
+            } => Seen {
+                http: None,
+                ok: *exit == Some(0),
+                out_text: stdout.clone(),
+                error_text: stderr.clone(),
+                rows: rows_of(stdout),
+                process: Some((*exit, stdout.clone(), stderr.clone())),
+                body: None,
+            },
+            CommandOutput::Service { status, body } => {
+                let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+                let field = |name: &str| {
+                    json.as_ref()
+                        .and_then(|j| j.get(name))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let said_error = field("status") == "error";
+                let mut error_text = field("error");
+                if json.is_none() || (said_error && error_text.is_empty()) {
+                    error_text = body.clone();
+                }
+                if let Some(code) = json
+                    .as_ref()
+                    .and_then(|j| j.get("result_code"))
+                    .and_then(|v| v.as_str())
+                {
+                    error_text = format!("{error_text} {code}");
+                }
+                let message = field("message");
+                // "There is no one-time share" comes back as a 200 message, not an error.
+                if message.contains("There is no one-time share") {
+                    error_text = format!("{error_text} {message}");
+                }
+                let rows = json
+                    .as_ref()
+                    .and_then(|j| j.get("data"))
+                    .and_then(|d| d.as_array().cloned())
+                    .or_else(|| rows_of(&message));
+                Seen {
+                    http: Some(*status),
+                    ok: (200..300).contains(status) && !said_error,
+                    out_text: message,
+                    error_text,
+                    rows,
+                    process: None,
+                    body: Some(body.clone()),
+                }
+            }
+        }
+    }
+
+    /// The tool's text for the audit detail (VaultError::new scrubs share URLs from it).
+    fn raw(&self) -> String {
+        match (&self.process, &self.body) {
+            (Some((exit, stdout, stderr)), _) => {
+                let exit = exit.map_or_else(|| "signal".to_string(), |c| c.to_string());
+                format!(
+                    "exit {exit}; stdout: {}; stderr: {}",
+                    clip(stdout.trim()),
+                    clip(stderr.trim())
+                )
+            }
+            (None, Some(body)) => format!(
+                "HTTP {}; body: {}",
+                self.http.unwrap_or_default(),
+                clip(body.trim())
+            ),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// A JSON array, or an object whose `data` is one; empty output is an empty list.
+fn rows_of(text: &str) -> Option<Vec<serde_json::Value>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    match serde_json::from_str::<serde_json::Value>(text).ok()? {
+        serde_json::Value::Array(rows) => Some(rows),
+        serde_json::Value::Object(mut o) => match o.remove("data") {
+            Some(serde_json::Value::Array(rows)) => Some(rows),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Keeps audit details bounded: Commander can print pages of text.
+fn clip(text: &str) -> String {
+    const MAX: usize = 2000;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str =
+        "https://keepersecurity.com/vault/share/#AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+    fn cli(exit: i32, stdout: &str, stderr: &str) -> CommandOutput {
+        CommandOutput::Process {
+            exit: Some(exit),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
+
+    fn service(status: u16, body: &str) -> CommandOutput {
+        CommandOutput::Service {
+            status,
+            body: body.into(),
+        }
+    }
+
+    fn error(op: Op, out: CommandOutput) -> VaultError {
+        match classify(op, &out) {
+            Err(e) => {
+                assert!(
+                    !e.raw.contains("vault/share/#") && !e.to_string().contains("vault/share/#"),
+                    "a share URL leaked into an error"
+                );
+                e
+            }
+            Ok(_) => panic!("expected a failure for {out:?}"),
+        }
+    }
+
+    fn class(op: Op, out: CommandOutput) -> (ErrorClass, String) {
+        let e = error(op, out);
+        (e.class, e.message)
+    }
+
+    #[test]
+    fn a_url_alone_on_a_line_with_exit_zero_is_success() {
+        let out = cli(0, &format!("Syncing...\n{URL}\n"), "");
+        let Ok(Answer::Url(url)) = classify(Op::Create, &out) else {
+            panic!("expected a url");
+        };
+        assert_eq!(url.expose(), URL);
+        let out = service(
+            200,
+            &format!(
+                r#"{{"status":"success","command":"one-time-share","message":"{URL}","data":null}}"#
+            ),
+        );
+        assert!(matches!(classify(Op::Create, &out), Ok(Answer::Url(_))));
+    }
+
+    #[test]
+    fn a_url_with_a_failing_exit_or_inside_other_text_is_not_success() {
+        assert_eq!(class(Op::Create, cli(1, URL, "")).0, ErrorClass::Transient);
+        assert_eq!(
+            class(Op::Create, cli(0, &format!("see {URL} here"), "")).0,
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            class(Op::Create, cli(0, "http://evil/vault/share/#abc", "")).0,
+            ErrorClass::Transient
+        );
+    }
+
+    #[test]
+    fn every_row_of_the_cli_table() {
+        use ErrorClass::*;
+        let rows: &[(CommandOutput, ErrorClass, &str)] = &[
+            (
+                cli(
+                    0,
+                    "",
+                    "URL expiration period parameter \"--expire\" is required.",
+                ),
+                Terminal,
+                says::BUG,
+            ),
+            (
+                cli(
+                    1,
+                    "",
+                    "one-time-share: URL expiration period cannot be greater than 6 months.",
+                ),
+                Terminal,
+                says::TOO_LONG,
+            ),
+            (
+                cli(
+                    1,
+                    "",
+                    "one-time-share: Enter name or uid of existing record",
+                ),
+                Terminal,
+                says::NO_RECORD,
+            ),
+            (
+                cli(
+                    1,
+                    "",
+                    "one-time-share: One-Time Shares are currently not available for PAM records.",
+                ),
+                Terminal,
+                says::PAM,
+            ),
+            (
+                cli(1, "", "Communication Error: throttled"),
+                Transient,
+                says::BUSY,
+            ),
+            (
+                cli(1, "", "Communication Error: access denied"),
+                Terminal,
+                says::REFUSED,
+            ),
+            (
+                cli(
+                    0,
+                    "",
+                    "Persistent login is not working in this non-interactive environment",
+                ),
+                NeedsOperator,
+                says::NEEDS_OPERATOR,
+            ),
+            (
+                cli(1, "", "Session token expired"),
+                NeedsOperator,
+                says::NEEDS_OPERATOR,
+            ),
+            (cli(0, "", ""), Transient, says::NO_ANSWER),
+            (cli(0, "", "something new"), Transient, says::NO_ANSWER),
+            (cli(2, "", "Traceback: boom"), Transient, says::NO_ANSWER),
+        ];
+        for (out, want, message) in rows {
+            assert_eq!(
+                class(Op::Create, out.clone()),
+                (*want, message.to_string()),
+                "{out:?}"
+            );
+        }
+        let killed = CommandOutput::Process {
+            exit: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        assert_eq!(class(Op::Create, killed).0, Transient);
+    }
+
+    #[test]
+    fn every_service_mode_status() {
+        use ErrorClass::*;
+        let rows: &[(CommandOutput, ErrorClass, &str)] = &[
+            (
+                service(401, "Please provide a valid api key"),
+                Terminal,
+                says::MISCONFIGURED,
+            ),
+            (
+                service(403, "Not permitted to perform this function"),
+                Terminal,
+                says::MISCONFIGURED,
+            ),
+            (
+                service(
+                    429,
+                    r#"{"status":"error","error":"rate limit","result_code":"throttled"}"#,
+                ),
+                Transient,
+                says::BUSY,
+            ),
+            (service(503, "queue full"), Transient, says::BUSY),
+            (service(504, "timed out in queue"), Transient, says::BUSY),
+            (
+                service(
+                    500,
+                    r#"{"status":"error","error":"Unexpected error: one-time-share: Enter name or uid of existing record"}"#,
+                ),
+                Terminal,
+                says::NO_RECORD,
+            ),
+            (
+                service(
+                    500,
+                    r#"{"status":"error","error":"Unexpected error: access_denied"}"#,
+                ),
+                Terminal,
+                says::REFUSED,
+            ),
+            (
+                service(500, "Internal Server Error"),
+                Transient,
+                says::NO_ANSWER,
+            ),
+            (service(404, "Not Found"), Terminal, says::MISCONFIGURED),
+            (
+                service(200, r#"{"status":"success","message":"","data":null}"#),
+                Transient,
+                says::NO_ANSWER,
+            ),
+            (
+                service(
+                    200,
+                    r#"{"status":"error","error":"Communication Error: throttled"}"#,
+                ),
+                Transient,
+                says::BUSY,
+            ),
+        ];
+        for (out, want, message) in rows {
+            assert_eq!(
+                class(Op::Create, out.clone()),
+                (*want, message.to_string()),
+                "{out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn remove_answers() {
+        let removed = |out| matches!(classify(Op::Remove, &out), Ok(Answer::Removed(r)) if r == Removed::Removed);
+        let missing = |out| matches!(classify(Op::Remove, &out), Ok(Answer::Removed(r)) if r == Removed::NotFound);
+        assert!(removed(cli(0, "", "")));
+        assert!(missing(cli(
+            0,
+            "",
+            "There is no one-time share \"passkey-req-1\""
+        )));
+        assert!(removed(service(
+            200,
+            r#"{"status":"success","message":"One-time share \"x\" is removed."}"#
+        )));
+        assert!(missing(service(
+            200,
+            r#"{"status":"success","message":"There is no one-time share \"x\""}"#
+        )));
+        // A 200 that says neither is no proof that the share is gone.
+        assert_eq!(
+            class(
+                Op::Remove,
+                service(200, r#"{"status":"success","message":""}"#)
+            )
+            .0,
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            class(
+                Op::Remove,
+                cli(
+                    0,
+                    "",
+                    "Persistent login is not working in this non-interactive environment"
+                )
+            )
+            .0,
+            ErrorClass::NeedsOperator
+        );
+    }
+
+    #[test]
+    fn list_answers() {
+        let rows = |out| match classify(Op::List, &out) {
+            Ok(Answer::Rows(rows)) => rows.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rows(cli(0, r#"[{"share_link_id":"a"}]"#, "")), 1);
+        assert_eq!(rows(cli(0, "", "")), 0);
+        assert_eq!(
+            rows(service(
+                200,
+                r#"{"status":"success","data":[{"a":1},{"b":2}]}"#
+            )),
+            2
+        );
+        assert_eq!(
+            class(Op::List, cli(0, "not json", "")).0,
+            ErrorClass::Transient
+        );
+    }
+
+    #[test]
+    fn raw_keeps_the_tool_text_without_urls() {
+        let e = error(
+            Op::Create,
+            cli(1, URL, "Communication Error: access denied"),
+        );
+        assert!(e.raw.contains("access denied"), "{}", e.raw);
+        assert!(e.raw.contains("exit 1"), "{}", e.raw);
+        assert!(!e.raw.contains("AAECAwQF"), "{}", e.raw);
+    }
+}

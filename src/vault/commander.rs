@@ -1,0 +1,563 @@
+//! One-time shares through Keeper Commander, by either of its two doors:
+//! [`CommanderService`] (service mode's REST API: one login, preferred for a long-running bot) and
+//! [`CommanderCli`] (`keeper` as a subprocess per command).
+//!
+//! Both only move a `one-time-share …` command and its raw answer; the meaning of the answer is
+//! [`classify`]'s, and the share logic (validation, expiry, cleanup after an unclear create) is
+//! written once below, over the private [`Transport`] trait.
+
+use super::classify::{Answer, CommandOutput, Op, classify};
+use super::{ErrorClass, OneTimeSharer, Removed, Share, ShareInfo, VaultError, share_id_from_url};
+use crate::domain::{Clock, Timestamp};
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Keeper refuses one-time shares that live longer than this (shared/keeper.md).
+pub const MAX_TTL: time::Duration = time::Duration::days(182);
+
+/// How many times an unclear create is followed by remove-by-name before we give up and say so.
+const CLEANUP_ATTEMPTS: u32 = 5;
+
+pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Carries one `one-time-share` subcommand (`args` come after `one-time-share`) to Commander and
+/// brings back its raw answer. Errors here are transport failures (timeout, unreachable).
+#[async_trait]
+trait Transport: Send + Sync {
+    async fn run(&self, args: &[String]) -> Result<CommandOutput, VaultError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument validation: service mode joins arguments into one command line that Commander splits
+// again, so anything that could change how it splits (spaces, quotes, shell metacharacters) or
+// read as an option (a leading '-') is refused before a command is built.
+
+static RECORD_UID: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{21}$").unwrap());
+/// Our request ids (`passkey-req-42`) and Keeper share ids (86 base64url characters).
+static SHARE_NAME: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$").unwrap());
+
+fn check_uid(uid: &str) -> Result<(), VaultError> {
+    if RECORD_UID.is_match(uid) {
+        Ok(())
+    } else {
+        Err(VaultError::new(
+            ErrorClass::Terminal,
+            "invalid record uid",
+            format!("refused record uid {uid:?} before calling Commander"),
+        ))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), VaultError> {
+    if SHARE_NAME.is_match(name) {
+        Ok(())
+    } else {
+        Err(VaultError::new(
+            ErrorClass::Terminal,
+            "invalid share name",
+            format!("refused share name or id {name:?} before calling Commander"),
+        ))
+    }
+}
+
+/// `ttl` in whole minutes, rounded up; refused when not positive or beyond Keeper's limit.
+fn expire_minutes(ttl: time::Duration) -> Result<i64, VaultError> {
+    if ttl <= time::Duration::ZERO || ttl > MAX_TTL {
+        return Err(VaultError::new(
+            ErrorClass::Terminal,
+            super::classify::says::TOO_LONG,
+            format!("ttl {ttl} is outside (0, 182 days]; Commander was not called"),
+        ));
+    }
+    let micros = ttl.whole_microseconds();
+    let minute = 60_000_000i128;
+    Ok(((micros + minute - 1) / minute) as i64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The share logic, once for both transports.
+
+async fn run_op(
+    transport: &dyn Transport,
+    op: Op,
+    args: &[String],
+) -> Result<(Answer, CommandOutput), (VaultError, Option<CommandOutput>)> {
+    let output = transport.run(args).await.map_err(|e| (e, None))?;
+    match classify(op, &output) {
+        Ok(answer) => Ok((answer, output)),
+        Err(e) => Err((e, Some(output))),
+    }
+}
+
+async fn create_share(
+    transport: &dyn Transport,
+    clock: &dyn Clock,
+    record_uid: &str,
+    ttl: time::Duration,
+    name: &str,
+) -> Result<Share, VaultError> {
+    check_uid(record_uid)?;
+    check_name(name)?;
+    let minutes = expire_minutes(ttl)?;
+    let now = clock.now();
+    let args = vec![
+        "create".to_string(),
+        "--expire".to_string(),
+        format!("{minutes}mi"),
+        "--name".to_string(),
+        name.to_string(),
+        record_uid.to_string(),
+    ];
+    tracing::info!(record_uid, name, minutes, "creating a one-time share");
+    let failure = match run_op(transport, Op::Create, &args).await {
+        Ok((Answer::Url(url), _)) => match share_id_from_url(url.expose()) {
+            Some(share_id) => {
+                tracing::info!(record_uid, name, share_id, "one-time share created");
+                return Ok(Share {
+                    url,
+                    share_id,
+                    expires_at: now.plus(time::Duration::minutes(minutes)),
+                });
+            }
+            // A live link we cannot name by id: take it down by name rather than hand it out.
+            None => (
+                VaultError::new(
+                    ErrorClass::Transient,
+                    super::classify::says::NO_ANSWER,
+                    "create printed a share URL without a usable key",
+                ),
+                None,
+            ),
+        },
+        Ok(_) => unreachable!("classify answers Create with a URL or an error"),
+        Err(failure) => failure,
+    };
+    let (error, output) = failure;
+    tracing::warn!(
+        record_uid,
+        name,
+        class = ?error.class,
+        raw = %error.raw,
+        "one-time share create failed"
+    );
+    if may_have_run(&error, output.as_ref()) {
+        clean_up(transport, record_uid, name).await;
+    }
+    Err(error)
+}
+
+/// Whether a failed create may still have made a link. Only a clear refusal rules it out: a
+/// Terminal answer, or a throttle/queue refusal that happens before the command runs.
+fn may_have_run(error: &VaultError, output: Option<&CommandOutput>) -> bool {
+    if error.class == ErrorClass::Terminal {
+        return false;
+    }
+    match output {
+        Some(CommandOutput::Service {
+            status: 429 | 503, ..
+        }) => false,
+        Some(CommandOutput::Process { stderr, .. }) if stderr.contains("throttled") => false,
+        _ => true,
+    }
+}
+
+/// Create is not idempotent: after an unclear failure, remove by name until Commander says there
+/// is no such share, so that the retry never leaves two live links.
+async fn clean_up(transport: &dyn Transport, record_uid: &str, name: &str) {
+    for attempt in 1..=CLEANUP_ATTEMPTS {
+        match remove_share(transport, record_uid, name).await {
+            Ok(Removed::NotFound) => {
+                tracing::info!(
+                    record_uid,
+                    name,
+                    attempt,
+                    "no share left after an unclear create"
+                );
+                return;
+            }
+            Ok(Removed::Removed) => {
+                tracing::info!(
+                    record_uid,
+                    name,
+                    attempt,
+                    "removed a share left by an unclear create"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(record_uid, name, attempt, class = ?e.class, raw = %e.raw, "cleanup remove failed");
+            }
+        }
+    }
+    tracing::error!(
+        record_uid,
+        name,
+        "a one-time share may still be live after an unclear create; remove it by this name"
+    );
+}
+
+async fn remove_share(
+    transport: &dyn Transport,
+    record_uid: &str,
+    share_id_or_name: &str,
+) -> Result<Removed, VaultError> {
+    check_uid(record_uid)?;
+    check_name(share_id_or_name)?;
+    let args = vec![
+        "remove".to_string(),
+        record_uid.to_string(),
+        share_id_or_name.to_string(),
+    ];
+    match run_op(transport, Op::Remove, &args).await {
+        Ok((Answer::Removed(r), _)) => Ok(r),
+        Ok(_) => unreachable!("classify answers Remove with Removed or an error"),
+        Err((e, _)) => Err(e),
+    }
+}
+
+async fn list_shares(
+    transport: &dyn Transport,
+    record_uid: &str,
+) -> Result<Vec<ShareInfo>, VaultError> {
+    check_uid(record_uid)?;
+    let args = vec![
+        "list".to_string(),
+        "--format".to_string(),
+        "json".to_string(),
+        record_uid.to_string(),
+    ];
+    match run_op(transport, Op::List, &args).await {
+        Ok((Answer::Rows(rows), _)) => Ok(rows.iter().filter_map(share_info).collect()),
+        Ok(_) => unreachable!("classify answers List with rows or an error"),
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// One `list` row; rows without a share id are skipped (nothing could be done with them).
+fn share_info(row: &serde_json::Value) -> Option<ShareInfo> {
+    let text = |key: &str| {
+        row.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Some(ShareInfo {
+        share_id: text("share_link_id")?,
+        name: text("name"),
+        generated: text("generated").and_then(|t| naive_utc(&t)),
+        opened: text("opened").and_then(|t| naive_utc(&t)),
+        expires: text("expires").and_then(|t| naive_utc(&t)),
+        status: text("status").unwrap_or_default(),
+    })
+}
+
+/// Commander prints local time without an offset; we run it with `TZ=UTC`, so read it as UTC.
+/// RFC 3339 and fractional seconds are accepted too.
+fn naive_utc(text: &str) -> Option<Timestamp> {
+    if let Ok(t) = Timestamp::parse(text) {
+        return Some(t);
+    }
+    let formats = [
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+        time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"
+        ),
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+    ];
+    formats.iter().find_map(|f| {
+        time::PrimitiveDateTime::parse(text, f)
+            .ok()
+            .map(|p| Timestamp::from_datetime(p.assume_utc()))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service mode.
+
+/// Commander's REST service mode: `POST {base}/api/v1/executecommand` with an `api-key` header.
+pub struct CommanderService {
+    transport: ServiceTransport,
+    clock: Arc<dyn Clock>,
+}
+
+struct ServiceTransport {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: SecretString,
+}
+
+impl CommanderService {
+    /// `base_url` is the service's root (e.g. `http://127.0.0.1:8900`); `timeout` bounds each call.
+    pub fn new(
+        base_url: &str,
+        api_key: SecretString,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<CommanderService, VaultError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| {
+                VaultError::new(
+                    ErrorClass::Terminal,
+                    super::classify::says::MISCONFIGURED,
+                    e.to_string(),
+                )
+            })?;
+        Ok(CommanderService {
+            transport: ServiceTransport {
+                http,
+                endpoint: format!("{}/api/v1/executecommand", base_url.trim_end_matches('/')),
+                api_key,
+            },
+            clock,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for ServiceTransport {
+    async fn run(&self, args: &[String]) -> Result<CommandOutput, VaultError> {
+        // Safe to join: every argument passed validation and has no spaces or quotes.
+        let command = format!("one-time-share {}", args.join(" "));
+        let sent = self
+            .http
+            .post(&self.endpoint)
+            .header("api-key", self.api_key.expose_secret())
+            .json(&serde_json::json!({ "command": command }))
+            .send()
+            .await;
+        let response = sent.map_err(|e| transport_error(&e))?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| transport_error(&e))?;
+        Ok(CommandOutput::Service { status, body })
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> VaultError {
+    let message = if e.is_timeout() {
+        "the vault took too long, try again"
+    } else {
+        "the vault could not be reached, try again"
+    };
+    VaultError::new(
+        ErrorClass::Transient,
+        message,
+        format!("commander service: {e}"),
+    )
+}
+
+#[async_trait]
+impl OneTimeSharer for CommanderService {
+    async fn create(
+        &self,
+        record_uid: &str,
+        ttl: time::Duration,
+        name: &str,
+    ) -> Result<Share, VaultError> {
+        create_share(&self.transport, self.clock.as_ref(), record_uid, ttl, name).await
+    }
+
+    async fn remove(
+        &self,
+        record_uid: &str,
+        share_id_or_name: &str,
+    ) -> Result<Removed, VaultError> {
+        remove_share(&self.transport, record_uid, share_id_or_name).await
+    }
+
+    async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError> {
+        list_shares(&self.transport, record_uid).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI.
+
+/// `keeper --config <path> --fail-on-throttle one-time-share …` as a subprocess, one at a time
+/// (each call logs in and rewrites the config's clone code, so calls sharing a config must not
+/// overlap), killed when it outlives its timeout.
+pub struct CommanderCli {
+    transport: CliTransport,
+    clock: Arc<dyn Clock>,
+}
+
+struct CliTransport {
+    binary: PathBuf,
+    config_path: PathBuf,
+    timeout: Duration,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl CommanderCli {
+    pub fn new(
+        binary: impl Into<PathBuf>,
+        config_path: impl Into<PathBuf>,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> CommanderCli {
+        CommanderCli {
+            transport: CliTransport {
+                binary: binary.into(),
+                config_path: config_path.into(),
+                timeout,
+                one_at_a_time: tokio::sync::Mutex::new(()),
+            },
+            clock,
+        }
+    }
+}
+
+/// Commander's output is a line or a small JSON list; more than this is not an answer we want.
+const MAX_OUTPUT: u64 = 1 << 20;
+
+#[async_trait]
+impl Transport for CliTransport {
+    async fn run(&self, args: &[String]) -> Result<CommandOutput, VaultError> {
+        let _turn = self.one_at_a_time.lock().await;
+        // An argv vector, no shell: nothing in an argument is ever interpreted.
+        let mut child = tokio::process::Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--fail-on-throttle")
+            .arg("one-time-share")
+            .args(args)
+            .env("TZ", "UTC")
+            .env("KEEPER_CONFIG_STORAGE", "file")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                VaultError::new(
+                    ErrorClass::NeedsOperator,
+                    super::classify::says::NEEDS_OPERATOR,
+                    format!("cannot start {}: {e}", self.binary.display()),
+                )
+            })?;
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        let waited = tokio::time::timeout(self.timeout, child.wait()).await;
+        let status = match waited {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                return Err(VaultError::new(
+                    ErrorClass::Transient,
+                    super::classify::says::NO_ANSWER,
+                    format!("waiting for Commander: {e}"),
+                ));
+            }
+            Err(_) => {
+                // Kill and reap now, so no Commander outlives the call (nor lingers as a zombie).
+                let _ = child.kill().await;
+                return Err(VaultError::new(
+                    ErrorClass::Transient,
+                    "the vault took too long, try again",
+                    format!(
+                        "Commander did not finish within {}s and was killed",
+                        self.timeout.as_secs_f64()
+                    ),
+                ));
+            }
+        };
+        let stdout = stdout.await.unwrap_or_default();
+        let stderr = stderr.await.unwrap_or_default();
+        Ok(CommandOutput::Process {
+            exit: status.code(),
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut bytes).await;
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[async_trait]
+impl OneTimeSharer for CommanderCli {
+    async fn create(
+        &self,
+        record_uid: &str,
+        ttl: time::Duration,
+        name: &str,
+    ) -> Result<Share, VaultError> {
+        create_share(&self.transport, self.clock.as_ref(), record_uid, ttl, name).await
+    }
+
+    async fn remove(
+        &self,
+        record_uid: &str,
+        share_id_or_name: &str,
+    ) -> Result<Removed, VaultError> {
+        remove_share(&self.transport, record_uid, share_id_or_name).await
+    }
+
+    async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError> {
+        list_shares(&self.transport, record_uid).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_round_up_and_the_limit_is_keepers() {
+        assert_eq!(expire_minutes(time::Duration::minutes(60)).unwrap(), 60);
+        assert_eq!(expire_minutes(time::Duration::seconds(61)).unwrap(), 2);
+        assert_eq!(expire_minutes(time::Duration::seconds(1)).unwrap(), 1);
+        assert_eq!(expire_minutes(MAX_TTL).unwrap(), 182 * 24 * 60);
+        assert!(expire_minutes(MAX_TTL + time::Duration::seconds(1)).is_err());
+        assert!(expire_minutes(time::Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn only_plain_uids_and_names_pass() {
+        assert!(check_uid("AbCdEfGhIjKlMnOpQrStUv").is_ok());
+        assert!(check_uid("Ab_dEfGh-jKlMnOpQrStUv").is_ok());
+        for bad in [
+            "",
+            "short",
+            "AbCdEfGhIjKlMnOpQrStU;",
+            "AbCdEfGh IjKlMnOpQrStU",
+            "-bCdEfGhIjKlMnOpQrStUv",
+            "AbCdEfGhIjKlMnOpQrSt'v",
+            "AbCdEfGhIjKlMnOpQrStUvW",
+        ] {
+            assert!(check_uid(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("passkey-req-42").is_ok());
+        for bad in ["", "a b", "x;rm", "--expire", "$(id)", "a\"b", "a\nb"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn list_times_are_read_as_utc_whatever_their_shape() {
+        let want = Timestamp::parse("2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(naive_utc("2026-11-23 10:00:00"), Some(want));
+        assert_eq!(naive_utc("2026-11-23T10:00:00"), Some(want));
+        assert_eq!(naive_utc("2026-11-23T10:00:00Z"), Some(want));
+        assert_eq!(naive_utc("2026-11-23 10:00:00.000"), Some(want));
+        assert_eq!(naive_utc("soon"), None);
+    }
+}

@@ -1,0 +1,730 @@
+//! The Commander bridge against a fake `keeper` executable (tests/fake-keeper/keeper) and a fake
+//! service-mode server: every answer in shared/keeper.md classified, the cleanup after an unclear
+//! create, the subprocess timeout, argument refusal, and no share URL in logs or errors.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use passkey::domain::{Clock, ManualClock, Timestamp};
+use passkey::vault::classify::says;
+use passkey::vault::{
+    CommanderCli, CommanderService, ErrorClass, OneTimeSharer, Removed, Share, VaultError,
+    share_id_from_url,
+};
+use secrecy::SecretString;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const UID: &str = "AbCdEfGhIjKlMnOpQrStUv";
+const API_KEY: &str = "test-api-key";
+
+fn t0() -> Timestamp {
+    Timestamp::parse("2026-11-23T09:00:00Z").unwrap()
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(ManualClock::new(t0()))
+}
+
+/// Neither a URL nor its key may ever show up in what we print or log.
+fn assert_no_url(text: &str) {
+    assert!(
+        !text.contains("vault/share") && !text.contains("https://keepersecurity"),
+        "a share URL leaked: {}",
+        text.replace("vault/share", "vault/sh…")
+    );
+}
+
+fn assert_error_is_clean(e: &VaultError) {
+    assert_no_url(&e.to_string());
+    assert_no_url(&e.raw);
+    assert_no_url(&format!("{e:?}"));
+}
+
+fn assert_share_is_clean(share: &Share) {
+    assert_no_url(&format!("{share:?}"));
+    assert!(share.url.expose().starts_with("https://"));
+    assert_eq!(
+        share_id_from_url(share.url.expose()).as_deref(),
+        Some(share.share_id.as_str())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake CLI.
+
+/// One fake `keeper` set up for a test: a wrapper that sets the scenario, then runs the fake.
+struct FakeCli {
+    dir: tempfile::TempDir,
+}
+
+impl FakeCli {
+    fn new(scenario: &str, removes: &str) -> FakeCli {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-keeper/keeper");
+        let wrapper = dir.path().join("keeper");
+        let mut f = std::fs::File::create(&wrapper).unwrap();
+        writeln!(
+            f,
+            "#!/bin/sh\nexport FAKE_KEEPER_SCENARIO='{scenario}'\nexport FAKE_KEEPER_REMOVE='{removes}'\n\
+             export FAKE_KEEPER_LOG='{}'\nexec '{}' \"$@\"",
+            dir.path().join("calls.jsonl").display(),
+            fake.display()
+        )
+        .unwrap();
+        drop(f);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeCli { dir }
+    }
+
+    fn sharer(&self, timeout: Duration) -> CommanderCli {
+        CommanderCli::new(
+            self.dir.path().join("keeper"),
+            self.config(),
+            timeout,
+            clock(),
+        )
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("keeper-config.json")
+    }
+
+    /// Every call the fake saw, in order.
+    fn calls(&self) -> Vec<serde_json::Value> {
+        match std::fs::read_to_string(self.dir.path().join("calls.jsonl")) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The `one-time-share` part of each call's argv.
+    fn commands(&self) -> Vec<Vec<String>> {
+        self.calls()
+            .iter()
+            .map(|c| {
+                c["argv"].as_array().unwrap()[4..]
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+#[tokio::test]
+async fn cli_create_runs_keeper_with_an_argv_and_utc_and_returns_the_share() {
+    let fake = FakeCli::new("ok", "unknown");
+    let sharer = fake.sharer(Duration::from_secs(20));
+    // 89.5 minutes: Keeper takes whole minutes, so we ask for 90 (never less than granted).
+    let share = sharer
+        .create(UID, time::Duration::seconds(89 * 60 + 30), "passkey-req-1")
+        .await
+        .unwrap();
+    assert_share_is_clean(&share);
+    assert_eq!(share.expires_at, t0().plus(time::Duration::minutes(90)));
+
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1);
+    let config = fake.config().display().to_string();
+    let argv: Vec<String> = serde_json::from_value(calls[0]["argv"].clone()).unwrap();
+    assert_eq!(
+        argv,
+        strings(&[
+            "--config",
+            &config,
+            "--fail-on-throttle",
+            "one-time-share",
+            "create",
+            "--expire",
+            "90mi",
+            "--name",
+            "passkey-req-1",
+            UID,
+        ])
+    );
+    assert_eq!(calls[0]["tz"], "UTC");
+    assert_eq!(calls[0]["storage"], "file");
+}
+
+#[tokio::test]
+async fn cli_every_row_of_the_table_is_classified() {
+    use ErrorClass::*;
+    let rows = [
+        ("no-expire", Terminal, says::BUG),
+        ("too-long", Terminal, says::TOO_LONG),
+        ("not-found", Terminal, says::NO_RECORD),
+        ("pam", Terminal, says::PAM),
+        ("throttled", Transient, says::BUSY),
+        ("denied", Terminal, says::REFUSED),
+        ("login-broken", NeedsOperator, says::NEEDS_OPERATOR),
+        ("session-expired", NeedsOperator, says::NEEDS_OPERATOR),
+        ("empty", Transient, says::NO_ANSWER),
+        ("chatter", Transient, says::NO_ANSWER),
+    ];
+    for (scenario, class, message) in rows {
+        let fake = FakeCli::new(scenario, "unknown");
+        let e = fake
+            .sharer(Duration::from_secs(20))
+            .create(UID, time::Duration::hours(1), "passkey-req-2")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.message.as_str()),
+            (class, message),
+            "{scenario}"
+        );
+        assert_error_is_clean(&e);
+        assert!(!e.raw.is_empty(), "{scenario}: raw keeps the tool's words");
+    }
+}
+
+#[tokio::test]
+async fn cli_remove_and_list() {
+    let fake = FakeCli::new("ok", "removed,unknown");
+    let sharer = fake.sharer(Duration::from_secs(20));
+    assert_eq!(
+        sharer.remove(UID, "c2hhcmUtb25l").await.unwrap(),
+        Removed::Removed
+    );
+    assert_eq!(
+        sharer.remove(UID, "c2hhcmUtb25l").await.unwrap(),
+        Removed::NotFound
+    );
+    let shares = sharer.list(UID).await.unwrap();
+    assert_eq!(shares.len(), 2, "the row without a share id is skipped");
+    assert_eq!(shares[0].share_id, "c2hhcmUtb25l");
+    assert_eq!(shares[0].name.as_deref(), Some("passkey-req-1"));
+    assert_eq!(shares[0].opened, None);
+    assert_eq!(
+        shares[0].expires,
+        Some(Timestamp::parse("2026-11-23T10:00:00Z").unwrap())
+    );
+    assert_eq!(
+        shares[1].opened,
+        Some(Timestamp::parse("2026-11-22T08:31:15Z").unwrap())
+    );
+    assert_eq!(shares[1].status, "Opened");
+    assert_eq!(
+        fake.commands(),
+        vec![
+            strings(&["remove", UID, "c2hhcmUtb25l"]),
+            strings(&["remove", UID, "c2hhcmUtb25l"]),
+            strings(&["list", "--format", "json", UID]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cli_unclear_create_is_cleaned_up_by_name_until_none_is_left() {
+    let fake = FakeCli::new("empty", "removed,removed,unknown");
+    let e = fake
+        .sharer(Duration::from_secs(20))
+        .create(UID, time::Duration::hours(1), "passkey-req-7")
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Transient);
+    let remove = strings(&["remove", UID, "passkey-req-7"]);
+    assert_eq!(
+        fake.commands(),
+        vec![
+            strings(&["create", "--expire", "60mi", "--name", "passkey-req-7", UID]),
+            remove.clone(),
+            remove.clone(),
+            remove,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cli_clear_refusals_need_no_cleanup() {
+    for scenario in ["throttled", "not-found", "denied"] {
+        let fake = FakeCli::new(scenario, "unknown");
+        fake.sharer(Duration::from_secs(20))
+            .create(UID, time::Duration::hours(1), "passkey-req-8")
+            .await
+            .unwrap_err();
+        assert_eq!(fake.commands().len(), 1, "{scenario}: create only");
+    }
+}
+
+#[tokio::test]
+async fn cli_timeout_kills_keeper_then_cleans_up() {
+    let fake = FakeCli::new("slow", "unknown");
+    let started = std::time::Instant::now();
+    let e = fake
+        .sharer(Duration::from_millis(1500))
+        .create(UID, time::Duration::hours(1), "passkey-req-9")
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout held"
+    );
+    assert_eq!(e.class, ErrorClass::Transient);
+    assert!(e.message.contains("too long"), "{}", e.message);
+    let calls = fake.calls();
+    let pid = calls[0]["pid"].as_u64().unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "keeper (pid {pid}) outlived its timeout"
+    );
+    // A timed-out create may have made a link: it was removed by name afterwards.
+    assert_eq!(
+        fake.commands()[1],
+        strings(&["remove", UID, "passkey-req-9"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_runs_one_keeper_at_a_time_per_config() {
+    let fake = FakeCli::new("pause", "unknown");
+    let sharer = Arc::new(fake.sharer(Duration::from_secs(20)));
+    let (a, b) = tokio::join!(
+        sharer.create(UID, time::Duration::hours(1), "passkey-req-20"),
+        sharer.create(UID, time::Duration::hours(1), "passkey-req-21"),
+    );
+    a.unwrap();
+    b.unwrap();
+    let started: Vec<f64> = fake
+        .calls()
+        .iter()
+        .map(|c| c["started"].as_f64().unwrap())
+        .collect();
+    assert_eq!(started.len(), 2);
+    assert!(
+        (started[1] - started[0]).abs() >= 0.9,
+        "the second keeper started while the first was still running: {started:?}"
+    );
+}
+
+#[tokio::test]
+async fn cli_refuses_arguments_that_could_change_the_command_before_running_anything() {
+    let fake = FakeCli::new("ok", "unknown");
+    let sharer = fake.sharer(Duration::from_secs(20));
+    for uid in [
+        "AbCdEfGhIjKlMnOp;rm -rf",
+        "AbCdEfGhIjKl MnOpQrStU",
+        "-bCdEfGhIjKlMnOpQrStUv",
+        "AbCdEfGhIjKlMnOpQrS'$(",
+    ] {
+        let e = sharer
+            .create(uid, time::Duration::hours(1), "passkey-req-1")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.message.as_str()),
+            (ErrorClass::Terminal, "invalid record uid")
+        );
+        assert!(sharer.remove(uid, "passkey-req-1").await.is_err());
+        assert!(sharer.list(uid).await.is_err());
+    }
+    for name in ["req 1; keeper whoami", "--expire", "a\"b", ""] {
+        let e = sharer
+            .create(UID, time::Duration::hours(1), name)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.message.as_str()),
+            (ErrorClass::Terminal, "invalid share name")
+        );
+    }
+    let e = sharer
+        .create(UID, time::Duration::days(183), "passkey-req-1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Terminal);
+    assert!(fake.calls().is_empty(), "keeper was never started");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake service mode.
+
+#[derive(Default)]
+struct Service {
+    /// How `create` answers.
+    create: Mutex<&'static str>,
+    /// How successive `remove`s answer; the last repeats.
+    removes: Mutex<VecDeque<&'static str>>,
+    /// Every command received with a valid key, in order.
+    seen: Mutex<Vec<String>>,
+}
+
+fn json_reply(status: u16, body: serde_json::Value) -> (StatusCode, String) {
+    (StatusCode::from_u16(status).unwrap(), body.to_string())
+}
+
+async fn execute(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    if headers.get("api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "Please provide a valid api key".into(),
+        );
+    }
+    let command: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let command = command["command"].as_str().unwrap().to_string();
+    service.seen.lock().unwrap().push(command.clone());
+    let words: Vec<&str> = command.split(' ').collect();
+    if words[0] != "one-time-share" {
+        return (
+            StatusCode::FORBIDDEN,
+            "Not permitted to perform this function".into(),
+        );
+    }
+    match words.get(1).copied() {
+        Some("create") => {
+            let mode = *service.create.lock().unwrap();
+            let name = words[words.iter().position(|w| *w == "--name").unwrap() + 1];
+            let url = format!(
+                "https://keepersecurity.com/vault/share/#{}",
+                base64_key(name)
+            );
+            match mode {
+                "ok" => json_reply(
+                    200,
+                    serde_json::json!({"status":"success","command":"one-time-share","message":url,"data":null}),
+                ),
+                "forbidden" => (
+                    StatusCode::FORBIDDEN,
+                    "Not permitted to perform this function".into(),
+                ),
+                "429" => json_reply(
+                    429,
+                    serde_json::json!({"status":"error","error":"Too many requests","result_code":"throttled"}),
+                ),
+                "503" => (StatusCode::SERVICE_UNAVAILABLE, "Queue is full".into()),
+                "504" => (StatusCode::GATEWAY_TIMEOUT, "Timed out in queue".into()),
+                "not-found" => json_reply(
+                    500,
+                    serde_json::json!({"status":"error","error":"Unexpected error: one-time-share: Enter name or uid of existing record"}),
+                ),
+                "denied" => json_reply(
+                    500,
+                    serde_json::json!({"status":"error","error":"Unexpected error: access_denied"}),
+                ),
+                "500" => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error".into()),
+                "no-url" => json_reply(
+                    200,
+                    serde_json::json!({"status":"success","command":"one-time-share","message":"","data":null}),
+                ),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    json_reply(200, serde_json::json!({"status":"success","message":url}))
+                }
+                other => panic!("unknown create mode {other}"),
+            }
+        }
+        Some("remove") => {
+            let answer = {
+                let mut removes = service.removes.lock().unwrap();
+                if removes.len() > 1 {
+                    removes.pop_front().unwrap()
+                } else {
+                    removes.front().copied().unwrap_or("unknown")
+                }
+            };
+            let target = words[3];
+            match answer {
+                "removed" => json_reply(
+                    200,
+                    serde_json::json!({"status":"success","message":format!("One-time share \"{target}\" is removed.")}),
+                ),
+                "503" => (StatusCode::SERVICE_UNAVAILABLE, "Queue is full".into()),
+                _ => json_reply(
+                    200,
+                    serde_json::json!({"status":"success","message":format!("There is no one-time share \"{target}\"")}),
+                ),
+            }
+        }
+        Some("list") => json_reply(
+            200,
+            serde_json::json!({"status":"success","command":"one-time-share","data":[
+                {"record_uid": words[4], "share_link_id":"c2hhcmUtb25l","name":"passkey-req-1",
+                 "generated":"2026-11-23 09:00:00","opened":null,"expires":"2026-11-23 10:00:00","status":"Active"}
+            ]}),
+        ),
+        _ => (StatusCode::BAD_REQUEST, "bad command".into()),
+    }
+}
+
+fn base64_key(name: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(name.as_bytes()))
+}
+
+struct FakeService {
+    base: String,
+    state: Arc<Service>,
+}
+
+impl FakeService {
+    async fn start(create: &'static str, removes: &[&'static str]) -> FakeService {
+        let state = Arc::new(Service::default());
+        *state.create.lock().unwrap() = create;
+        state
+            .removes
+            .lock()
+            .unwrap()
+            .extend(removes.iter().copied());
+        let app = axum::Router::new()
+            .route("/api/v1/executecommand", post(execute))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeService { base, state }
+    }
+
+    fn sharer(&self, key: &str, timeout: Duration) -> CommanderService {
+        CommanderService::new(&self.base, SecretString::from(key), timeout, clock()).unwrap()
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn service_create_sends_the_command_with_the_api_key() {
+    let fake = FakeService::start("ok", &[]).await;
+    let share = fake
+        .sharer(API_KEY, Duration::from_secs(10))
+        .create(UID, time::Duration::minutes(30), "passkey-req-3")
+        .await
+        .unwrap();
+    assert_share_is_clean(&share);
+    assert_eq!(share.expires_at, t0().plus(time::Duration::minutes(30)));
+    assert_eq!(
+        fake.seen(),
+        vec![format!(
+            "one-time-share create --expire 30mi --name passkey-req-3 {UID}"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn service_every_status_is_classified() {
+    use ErrorClass::*;
+    let rows = [
+        ("forbidden", Terminal, says::MISCONFIGURED),
+        ("429", Transient, says::BUSY),
+        ("503", Transient, says::BUSY),
+        ("504", Transient, says::BUSY),
+        ("not-found", Terminal, says::NO_RECORD),
+        ("denied", Terminal, says::REFUSED),
+        ("500", Transient, says::NO_ANSWER),
+        ("no-url", Transient, says::NO_ANSWER),
+    ];
+    for (mode, class, message) in rows {
+        let fake = FakeService::start(mode, &["unknown"]).await;
+        let e = fake
+            .sharer(API_KEY, Duration::from_secs(10))
+            .create(UID, time::Duration::hours(1), "passkey-req-4")
+            .await
+            .unwrap_err();
+        assert_eq!((e.class, e.message.as_str()), (class, message), "{mode}");
+        assert_error_is_clean(&e);
+    }
+}
+
+#[tokio::test]
+async fn service_a_wrong_api_key_is_a_configuration_fault() {
+    let fake = FakeService::start("ok", &[]).await;
+    let e = fake
+        .sharer("wrong-key", Duration::from_secs(10))
+        .create(UID, time::Duration::hours(1), "passkey-req-5")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.class, e.message.as_str()),
+        (ErrorClass::Terminal, says::MISCONFIGURED)
+    );
+    assert!(e.raw.contains("valid api key"), "{}", e.raw);
+    assert!(fake.seen().is_empty());
+}
+
+#[tokio::test]
+async fn service_unclear_create_is_cleaned_up_by_name_in_order() {
+    let fake = FakeService::start("504", &["removed", "unknown"]).await;
+    let e = fake
+        .sharer(API_KEY, Duration::from_secs(10))
+        .create(UID, time::Duration::hours(1), "passkey-req-6")
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Transient);
+    let remove = format!("one-time-share remove {UID} passkey-req-6");
+    assert_eq!(
+        fake.seen(),
+        vec![
+            format!("one-time-share create --expire 60mi --name passkey-req-6 {UID}"),
+            remove.clone(),
+            remove,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn service_cleanup_is_bounded_and_clear_refusals_skip_it() {
+    let fake = FakeService::start("500", &["503"]).await;
+    fake.sharer(API_KEY, Duration::from_secs(10))
+        .create(UID, time::Duration::hours(1), "passkey-req-6")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fake.seen().len(),
+        1 + 5,
+        "create, then five removes, then stop"
+    );
+
+    for mode in ["429", "503", "not-found", "forbidden"] {
+        let fake = FakeService::start(mode, &["unknown"]).await;
+        fake.sharer(API_KEY, Duration::from_secs(10))
+            .create(UID, time::Duration::hours(1), "passkey-req-6")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            fake.seen().len(),
+            1,
+            "{mode}: no cleanup after a clear refusal"
+        );
+    }
+}
+
+#[tokio::test]
+async fn service_timeout_is_transient_and_cleaned_up() {
+    let fake = FakeService::start("slow", &["unknown"]).await;
+    let started = std::time::Instant::now();
+    let e = fake
+        .sharer(API_KEY, Duration::from_millis(500))
+        .create(UID, time::Duration::hours(1), "passkey-req-10")
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(e.class, ErrorClass::Transient);
+    assert!(e.message.contains("too long"), "{}", e.message);
+    assert_eq!(
+        fake.seen().len(),
+        2,
+        "create, then one remove answering NotFound"
+    );
+}
+
+#[tokio::test]
+async fn service_unreachable_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let sharer = CommanderService::new(
+        &base,
+        SecretString::from(API_KEY),
+        Duration::from_secs(5),
+        clock(),
+    )
+    .unwrap();
+    let e = sharer.list(UID).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Transient);
+}
+
+#[tokio::test]
+async fn service_remove_and_list() {
+    let fake = FakeService::start("ok", &["removed", "unknown"]).await;
+    let sharer = fake.sharer(API_KEY, Duration::from_secs(10));
+    assert_eq!(
+        sharer.remove(UID, "c2hhcmUtb25l").await.unwrap(),
+        Removed::Removed
+    );
+    assert_eq!(
+        sharer.remove(UID, "c2hhcmUtb25l").await.unwrap(),
+        Removed::NotFound
+    );
+    let shares = sharer.list(UID).await.unwrap();
+    assert_eq!(shares.len(), 1);
+    assert_eq!(shares[0].share_id, "c2hhcmUtb25l");
+    assert_eq!(
+        shares[0].generated,
+        Some(Timestamp::parse("2026-11-23T09:00:00Z").unwrap())
+    );
+    assert_eq!(shares[0].opened, None);
+    let e = sharer.remove(UID, "x; keeper logout").await.unwrap_err();
+    assert_eq!(e.message, "invalid share name");
+    assert_eq!(fake.seen().len(), 3, "the refused remove was never sent");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs.
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// A plain subscriber with no redaction layer: the bridge itself must never log a URL.
+#[tokio::test]
+async fn no_share_url_is_ever_logged() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(capture.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let cli = FakeCli::new("ok", "removed");
+    let sharer = cli.sharer(Duration::from_secs(20));
+    let share = sharer
+        .create(UID, time::Duration::hours(1), "passkey-req-11")
+        .await
+        .unwrap();
+    sharer.remove(UID, &share.share_id).await.unwrap();
+    let chatter = FakeCli::new("chatter", "unknown");
+    chatter
+        .sharer(Duration::from_secs(20))
+        .create(UID, time::Duration::hours(1), "passkey-req-12")
+        .await
+        .unwrap_err();
+
+    let service = FakeService::start("ok", &["removed"]).await;
+    let sharer = service.sharer(API_KEY, Duration::from_secs(10));
+    let share = sharer
+        .create(UID, time::Duration::hours(1), "passkey-req-13")
+        .await
+        .unwrap();
+    sharer.remove(UID, &share.share_id).await.unwrap();
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("passkey-req-11"), "the bridge logs its work");
+    assert!(logs.contains(&share.share_id), "share ids are fine to log");
+    assert_no_url(&logs);
+    assert_no_url(&format!("{share:?}"));
+}
