@@ -14,7 +14,9 @@ use crate::governance::permissions::{
 use crate::governance::policies::{self, PolicyLoadError};
 use crate::policy::Engine;
 use crate::store::{self, Store, StoreError};
+use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
+use crate::vault::stub::StubSharer;
 use crate::vault::{OneTimeSharer, VaultReader};
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -272,8 +274,77 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
             );
             Ok((local.clone(), local.clone(), Some(local)))
         }
-        other => Err(StoreError::Invalid(format!(
-            "vault backend {other:?} is not available in this build yet; use `local`"
-        ))),
+        VaultBackend::Stub => {
+            // Staging without Commander: fake links, metadata from the vault file.
+            let local = LocalVault::open(
+                &settings.data_dir,
+                settings.public_base_url(),
+                clock.clone(),
+            )
+            .map_err(|e| StoreError::Invalid(format!("vault metadata file: {e}")))?;
+            Ok((Arc::new(local), Arc::new(StubSharer::new(clock)), None))
+        }
+        VaultBackend::CommanderService => {
+            let (Some(url), Some(key)) = (
+                &settings.vault.commander_url,
+                &settings.vault.commander_api_key,
+            ) else {
+                return Err(StoreError::Invalid(
+                    "vault.backend = commander-service needs vault.commander_url and vault.commander_api_key".into(),
+                ));
+            };
+            let sharer =
+                CommanderService::new(url, key.clone(), settings.vault.commander_timeout(), clock)
+                    .map_err(|e| {
+                        StoreError::Invalid(format!("commander service: {}", e.message))
+                    })?;
+            Ok((Arc::new(KsmNotConfigured), Arc::new(sharer), None))
+        }
+        VaultBackend::CommanderCli => {
+            let Some(config) = &settings.vault.commander_config_path else {
+                return Err(StoreError::Invalid(
+                    "vault.backend = commander-cli needs vault.commander_config_path".into(),
+                ));
+            };
+            let sharer = CommanderCli::new(
+                settings.vault.commander_binary.clone(),
+                config.clone(),
+                settings.vault.commander_timeout(),
+                clock,
+            );
+            Ok((Arc::new(KsmNotConfigured), Arc::new(sharer), None))
+        }
+    }
+}
+
+/// The reader for Commander deployments until the KSM reader lands: every read says, as a
+/// NeedsOperator error, that vault metadata is unavailable (shares still work; sync does not).
+struct KsmNotConfigured;
+
+#[async_trait::async_trait]
+impl VaultReader for KsmNotConfigured {
+    async fn shared_folders(
+        &self,
+    ) -> Result<Vec<crate::vault::SharedFolder>, crate::vault::VaultError> {
+        Err(Self::error())
+    }
+    async fn records(&self) -> Result<Vec<crate::vault::RecordMeta>, crate::vault::VaultError> {
+        Err(Self::error())
+    }
+    async fn record(
+        &self,
+        _: &str,
+    ) -> Result<Option<crate::vault::RecordMeta>, crate::vault::VaultError> {
+        Err(Self::error())
+    }
+}
+
+impl KsmNotConfigured {
+    fn error() -> crate::vault::VaultError {
+        crate::vault::VaultError::new(
+            crate::vault::ErrorClass::NeedsOperator,
+            "vault metadata reads need the KSM reader, which this build does not have yet",
+            "ksm reader not configured",
+        )
     }
 }

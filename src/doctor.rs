@@ -148,11 +148,72 @@ async fn vault_check(settings: &Settings) -> Check {
                 },
             }
         }
-        other => Check {
+        VaultBackend::Stub => Check {
             name,
-            ok: false,
-            detail: format!("{other:?} is not available in this build yet"),
+            ok: true,
+            detail: "staging stub: links are fake".into(),
         },
+        VaultBackend::CommanderService => {
+            let Some(url) = settings.vault.commander_url.as_deref() else {
+                return Check {
+                    name,
+                    ok: false,
+                    detail: "vault.commander_url is not set".into(),
+                };
+            };
+            // Service mode's /health needs no api key.
+            let health = format!("{}/health", url.trim_end_matches('/'));
+            match reqwest::Client::new()
+                .get(&health)
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => Check {
+                    name,
+                    ok: true,
+                    detail: format!("commander service at {url} is healthy"),
+                },
+                Ok(r) => Check {
+                    name,
+                    ok: false,
+                    detail: format!(
+                        "commander service at {url} answered HTTP {}",
+                        r.status().as_u16()
+                    ),
+                },
+                Err(_) => Check {
+                    name,
+                    ok: false,
+                    detail: format!("commander service at {url} is unreachable"),
+                },
+            }
+        }
+        VaultBackend::CommanderCli => {
+            let binary = &settings.vault.commander_binary;
+            let found = if binary.components().count() > 1 {
+                binary.is_file()
+            } else {
+                std::env::var_os("PATH").is_some_and(|paths| {
+                    std::env::split_paths(&paths).any(|d| d.join(binary).is_file())
+                })
+            };
+            let config_ok = settings
+                .vault
+                .commander_config_path
+                .as_ref()
+                .is_some_and(|p| p.is_file());
+            Check {
+                name,
+                ok: found && config_ok,
+                detail: format!(
+                    "keeper binary {} {}; config file {}",
+                    binary.display(),
+                    if found { "found" } else { "NOT found" },
+                    if config_ok { "present" } else { "missing" }
+                ),
+            }
+        }
     }
 }
 

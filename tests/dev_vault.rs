@@ -120,3 +120,69 @@ async fn concurrent_opens_over_http_show_the_secret_once() {
     assert_eq!(shown, 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_configured_backend_is_the_one_the_app_uses() {
+    use passkey::vault::ErrorClass;
+    // Staging stub: fake links, metadata from the vault file.
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        test_settings(dir.path(), &[("PASSKEY_VAULT__BACKEND", "stub")]),
+        db.store.clone(),
+    )
+    .await;
+    let share = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-1")
+        .await
+        .unwrap();
+    assert!(
+        share
+            .url
+            .expose()
+            .starts_with("https://stub.invalid/vault/share/#")
+    );
+    assert_eq!(server.state.vault.records().await.unwrap().len(), 12);
+    assert!(
+        server.state.local_vault.is_none(),
+        "no /dev-vault links in staging"
+    );
+    assert_eq!(
+        reqwest::get(server.url("/dev-vault/share/anything"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    server.stop().await;
+
+    // Commander service mode: shares go to Commander; metadata reads say KSM is missing.
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(
+        dir.path(),
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ("PASSKEY_VAULT__COMMANDER_URL", "http://127.0.0.1:9"),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", "not-a-real-key"),
+            ("PASSKEY_VAULT__COMMANDER_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let server = TestServer::start(settings, db.store.clone()).await;
+    let err = server.state.vault.records().await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::NeedsOperator);
+    let err = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-2")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.class,
+        ErrorClass::Transient,
+        "Commander unreachable: try again later ({err:?})"
+    );
+    server.stop().await;
+}
