@@ -120,7 +120,10 @@ async fn main() {
         .env_clear()
         .env("PASSKEY_BIND", "127.0.0.1:0")
         .env("PASSKEY_LOG__FILTER", "warn")
-        .envs(std::env::vars().filter(|(k, _)| k == "TOKIO_WORKER_THREADS"))
+        .envs(
+            std::env::vars()
+                .filter(|(k, _)| k == "TOKIO_WORKER_THREADS" || k.starts_with("PASSKEY_DATABASE")),
+        )
         .env("PASSKEY_BOT__APP_ID", APP_ID)
         .env("PASSKEY_BOT__APP_PASSWORD", "bench-password")
         .env("PASSKEY_BOT__OPENID_METADATA_URL", issuer.bf_metadata_url())

@@ -16,6 +16,8 @@ use std::sync::Mutex;
 struct FakeVault {
     file: Mutex<VaultFile>,
     hidden_from_bulk: Mutex<Vec<String>>,
+    /// Like KSM: folders without their ACLs.
+    acls_unknown: Mutex<bool>,
 }
 
 impl FakeVault {
@@ -23,6 +25,7 @@ impl FakeVault {
         FakeVault {
             file: Mutex::new(file),
             hidden_from_bulk: Mutex::new(vec![]),
+            acls_unknown: Mutex::new(false),
         }
     }
 }
@@ -48,7 +51,7 @@ impl VaultReader for FakeVault {
             .map(|f| SharedFolder {
                 uid: f.uid.clone(),
                 name: f.name.clone(),
-                acl: f.acl.clone(),
+                acl: (!*self.acls_unknown.lock().unwrap()).then(|| f.acl.clone()),
             })
             .collect())
     }
@@ -217,6 +220,23 @@ async fn discovery_rotation_orphans_and_acls_then_nothing_twice(db: Db) {
     let fourth = sync(&vault, &db).await;
     assert_eq!((fourth.restored, fourth.discovered), (1, 0), "{fourth:?}");
     assert_eq!(sync(&vault, &db).await.changes(), 0);
+
+    // A reader that can't see ACLs (KSM) leaves the stored ones alone: unknown is not "nobody".
+    let folder = s
+        .list_folders()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.name == "Databases")
+        .unwrap();
+    let acl_before = s.folder_permissions(folder.id).await.unwrap().len();
+    *vault.acls_unknown.lock().unwrap() = true;
+    vault.file.lock().unwrap().folders[0].acl.clear();
+    assert_eq!(sync(&vault, &db).await.acl_changes, 0);
+    assert_eq!(
+        s.folder_permissions(folder.id).await.unwrap().len(),
+        acl_before
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,9 @@ pub async fn sync_vault(
         let row = store.upsert_folder(&folder.uid, &folder.name, now).await?;
         folder_ids.insert(folder.uid.clone(), row.id);
         report.folders += 1;
+        let Some(folder_acl) = &folder.acl else {
+            continue;
+        };
         let current: BTreeSet<(String, String, String)> = store
             .folder_permissions(row.id)
             .await?
@@ -97,8 +100,7 @@ pub async fn sync_vault(
                 )
             })
             .collect();
-        let wanted: BTreeSet<(String, String, String)> = folder
-            .acl
+        let wanted: BTreeSet<(String, String, String)> = folder_acl
             .iter()
             .map(|a| {
                 (
@@ -109,8 +111,7 @@ pub async fn sync_vault(
             })
             .collect();
         if current != wanted {
-            let acl: Vec<NewFolderPermission> = folder
-                .acl
+            let acl: Vec<NewFolderPermission> = folder_acl
                 .iter()
                 .map(|a| NewFolderPermission {
                     principal_type: a.principal_type,

@@ -164,7 +164,7 @@ impl VaultReader for LocalVault {
             .map(|f| SharedFolder {
                 uid: f.uid.clone(),
                 name: f.name.clone(),
-                acl: f.acl.clone(),
+                acl: Some(f.acl.clone()),
             })
             .collect())
     }

@@ -88,7 +88,9 @@ pub struct FolderAclEntry {
 pub struct SharedFolder {
     pub uid: String,
     pub name: String,
-    pub acl: Vec<FolderAclEntry>,
+    /// `None` when this reader cannot see ACLs (KSM): a sync then leaves the stored ACL alone
+    /// rather than reading "unknown" as "nobody".
+    pub acl: Option<Vec<FolderAclEntry>>,
 }
 
 /// A one-time share URL. It is a secret: no `Display`, a redacted `Debug`, not `Serialize`;
