@@ -298,7 +298,7 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
                     .map_err(|e| {
                         StoreError::Invalid(format!("commander service: {}", e.message))
                     })?;
-            Ok((Arc::new(KsmNotConfigured), Arc::new(sharer), None))
+            Ok((ksm_reader(settings)?, Arc::new(sharer), None))
         }
         VaultBackend::CommanderCli => {
             let Some(config) = &settings.vault.commander_config_path else {
@@ -312,8 +312,24 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
                 settings.vault.commander_timeout(),
                 clock,
             );
-            Ok((Arc::new(KsmNotConfigured), Arc::new(sharer), None))
+            Ok((ksm_reader(settings)?, Arc::new(sharer), None))
         }
+    }
+}
+
+/// Metadata reads for the Commander backends: KSM when configured.
+fn ksm_reader(settings: &Settings) -> Result<Arc<dyn VaultReader>, StoreError> {
+    use crate::vault::ksm::{CrateKsm, KsmReader};
+    match &settings.vault.ksm_config {
+        Some(config) => {
+            let client = CrateKsm::from_config(config)
+                .map_err(|e| StoreError::Invalid(format!("KSM: {}", e.message)))?;
+            Ok(Arc::new(KsmReader::new(
+                Box::new(client),
+                std::time::Duration::from_secs(60),
+            )))
+        }
+        None => Ok(Arc::new(KsmNotConfigured)),
     }
 }
 
@@ -343,7 +359,7 @@ impl KsmNotConfigured {
     fn error() -> crate::vault::VaultError {
         crate::vault::VaultError::new(
             crate::vault::ErrorClass::NeedsOperator,
-            "vault metadata reads need the KSM reader, which this build does not have yet",
+            "vault metadata reads need vault.ksm_config (the KSM application's configuration)",
             "ksm reader not configured",
         )
     }

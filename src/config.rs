@@ -135,6 +135,9 @@ pub struct VaultSettings {
     /// Per-call limit; unset: 30 s for service mode, 60 s for the CLI (which logs in each call).
     #[serde(deserialize_with = "de_opt_u64")]
     pub commander_timeout_secs: Option<u64>,
+    /// The KSM application's configuration (base64 or JSON), for vault metadata reads with the
+    /// Commander backends. Unset: reads are unavailable (shares still work).
+    pub ksm_config: Option<SecretString>,
 }
 
 impl VaultSettings {
@@ -224,6 +227,7 @@ impl Default for VaultSettings {
             commander_binary: PathBuf::from("keeper"),
             commander_config_path: None,
             commander_timeout_secs: None,
+            ksm_config: None,
         }
     }
 }
@@ -508,6 +512,7 @@ impl Settings {
                 "vault.commander_api_key".into(),
                 secret(&self.vault.commander_api_key),
             ),
+            ("vault.ksm_config".into(), secret(&self.vault.ksm_config)),
             (
                 "vault.commander_binary".into(),
                 self.vault.commander_binary.display().to_string(),

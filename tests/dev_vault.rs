@@ -186,3 +186,30 @@ async fn the_configured_backend_is_the_one_the_app_uses() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unusable_ksm_configuration_stops_the_start_with_a_clear_error() {
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(
+        dir.path(),
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+            (
+                "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+                "/nonexistent/keeper.json",
+            ),
+            ("PASSKEY_VAULT__KSM_CONFIG", "bm90IGEga3NtIGNvbmZpZw=="),
+        ],
+    );
+    let clock = std::sync::Arc::new(passkey::domain::SystemClock);
+    let err = match passkey::app::App::with_store(settings, db.store.clone(), clock).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a garbage KSM configuration must not start"),
+    };
+    assert!(err.contains("KSM") && err.contains("invalid"), "{err}");
+    assert!(
+        !err.contains("bm90IGEga3NtIGNvbmZpZw"),
+        "the configuration is never echoed: {err}"
+    );
+}

@@ -9,6 +9,7 @@
 
 pub mod classify;
 pub mod commander;
+pub mod ksm;
 pub mod local;
 pub mod share_id;
 pub mod stub;
