@@ -240,52 +240,7 @@ async fn records_shared_with_a_persons_groups_are_listed() {
 /// A stored submission decision for db-prod, as the request flow writes it.
 async fn stored_trace(store: &dyn Store, engine: &passkey::policy::Engine) -> i64 {
     use passkey::domain::*;
-    use passkey::policy::context::*;
-    let ctx = PolicyContext {
-        action: Action::Submit,
-        now: t0(),
-        requester: Person {
-            user_id: 1,
-            aad_object_id: "aad-1".into(),
-            email: None,
-            role: Role::Requester,
-            groups: vec![],
-        },
-        actor: None,
-        record: RecordFacts {
-            record_id: 1,
-            vault_uid: "U1".into(),
-            title: "db-prod".into(),
-            sensitivity: Sensitivity::Medium,
-            owner_user_id: None,
-        },
-        request: RequestFacts {
-            request_id: None,
-            status: None,
-            requested_duration_secs: 3600,
-            justification: "investigating INC-4411".into(),
-            ticket_id: None,
-            break_glass: false,
-            granted_lease_secs: 0,
-            extension_count: 0,
-        },
-        folder_access: FolderAccess {
-            permission: Some(FolderPermission::Editor),
-        },
-        authorities: vec![AuthorityFacts {
-            authority_id: 1,
-            kind: AuthorityKind::Approver,
-            principal_type: PrincipalType::User,
-            principal: "aad-2".into(),
-            stage: 1,
-            valid_from: t0(),
-            valid_to: None,
-            revoked: false,
-        }],
-        approvals: vec![],
-        extension_secs: None,
-        actor_folder_access: None,
-    };
+    let ctx = common::submission_context(Sensitivity::Medium);
     let decision = engine.evaluate(&ctx);
     store
         .insert_trace(&passkey::policy::trace_record(

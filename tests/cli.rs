@@ -134,7 +134,6 @@ async fn admin_commands_run_against_the_configured_database() {
 async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
     use passkey::domain::*;
     use passkey::governance::policies::{ensure_default_policies, load_engine};
-    use passkey::policy::context::*;
     use passkey::store::{GovernanceStore, NewAuditEvent, NewPolicy};
     let dir = tempfile::tempdir().unwrap();
     assert!(passkey(dir.path(), &["migrate"]).status.success());
@@ -153,51 +152,7 @@ async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
     let now = Timestamp::parse("2026-11-23T09:00:00Z").unwrap();
     ensure_default_policies(&store, now).await.unwrap();
     let engine = load_engine(&store).await.unwrap();
-    let ctx = PolicyContext {
-        action: Action::Submit,
-        now,
-        requester: Person {
-            user_id: 1,
-            aad_object_id: "aad-1".into(),
-            email: None,
-            role: Role::Requester,
-            groups: vec![],
-        },
-        actor: None,
-        record: RecordFacts {
-            record_id: 1,
-            vault_uid: "U1".into(),
-            title: "vpn".into(),
-            sensitivity: Sensitivity::Medium,
-            owner_user_id: None,
-        },
-        request: RequestFacts {
-            request_id: None,
-            status: None,
-            requested_duration_secs: 1800,
-            justification: "rotating the tunnel keys".into(),
-            ticket_id: None,
-            break_glass: false,
-            granted_lease_secs: 0,
-            extension_count: 0,
-        },
-        folder_access: FolderAccess {
-            permission: Some(FolderPermission::Viewer),
-        },
-        authorities: vec![AuthorityFacts {
-            authority_id: 1,
-            kind: AuthorityKind::Approver,
-            principal_type: PrincipalType::Role,
-            principal: "APPROVER".into(),
-            stage: 1,
-            valid_from: now,
-            valid_to: None,
-            revoked: false,
-        }],
-        approvals: vec![],
-        extension_secs: None,
-        actor_folder_access: None,
-    };
+    let ctx = common::submission_context(Sensitivity::Medium);
     let trace = store
         .insert_trace(&passkey::policy::trace_record(
             TraceStage::RequestSubmission,

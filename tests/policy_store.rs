@@ -7,7 +7,6 @@ use passkey::domain::*;
 use passkey::governance::policies::{
     ensure_default_policies, load_engine, replay_all, replay_trace,
 };
-use passkey::policy::context::*;
 use passkey::policy::set::ACCESS_POLICY;
 use passkey::policy::{Outcome, PolicySet, trace_record};
 use passkey::store::{NewAuditEvent, NewPolicy};
@@ -17,54 +16,6 @@ on_both_databases!(
     defaults_seed_once_and_load_as_the_engine,
     stored_traces_replay_and_policy_changes_are_explained
 );
-
-fn context(sensitivity: Sensitivity) -> PolicyContext {
-    PolicyContext {
-        action: Action::Submit,
-        now: t0(),
-        requester: Person {
-            user_id: 1,
-            aad_object_id: "aad-1".into(),
-            email: None,
-            role: Role::Requester,
-            groups: vec![],
-        },
-        actor: None,
-        record: RecordFacts {
-            record_id: 1,
-            vault_uid: "U1".into(),
-            title: "db-prod".into(),
-            sensitivity,
-            owner_user_id: None,
-        },
-        request: RequestFacts {
-            request_id: None,
-            status: None,
-            requested_duration_secs: 3600,
-            justification: "investigating INC-4411".into(),
-            ticket_id: None,
-            break_glass: false,
-            granted_lease_secs: 0,
-            extension_count: 0,
-        },
-        folder_access: FolderAccess {
-            permission: Some(FolderPermission::Editor),
-        },
-        authorities: vec![AuthorityFacts {
-            authority_id: 1,
-            kind: AuthorityKind::Approver,
-            principal_type: PrincipalType::User,
-            principal: "aad-2".into(),
-            stage: 1,
-            valid_from: t0().minus(time::Duration::days(1)),
-            valid_to: None,
-            revoked: false,
-        }],
-        approvals: vec![],
-        extension_secs: None,
-        actor_folder_access: None,
-    }
-}
 
 async fn defaults_seed_once_and_load_as_the_engine(db: Db) {
     let s = db.store.as_ref();
@@ -113,7 +64,7 @@ async fn stored_traces_replay_and_policy_changes_are_explained(db: Db) {
     let engine = load_engine(s).await.unwrap();
     let mut ids = vec![];
     for sensitivity in [Sensitivity::Low, Sensitivity::Medium, Sensitivity::High] {
-        let ctx = context(sensitivity);
+        let ctx = common::submission_context(sensitivity);
         let decision = engine.evaluate(&ctx);
         let trace = s
             .insert_trace(&trace_record(

@@ -245,3 +245,57 @@ impl TestServer {
         }
     }
 }
+
+/// A submission for db-prod with one user approver (`aad-2`) at t0, as the request flow would
+/// build it; tests that need a stored decision trace evaluate this.
+pub fn submission_context(
+    sensitivity: passkey::domain::Sensitivity,
+) -> passkey::policy::PolicyContext {
+    use passkey::domain::*;
+    use passkey::policy::context::*;
+    PolicyContext {
+        action: Action::Submit,
+        now: t0(),
+        requester: Person {
+            user_id: 1,
+            aad_object_id: "aad-1".into(),
+            email: None,
+            role: Role::Requester,
+            groups: vec![],
+        },
+        actor: None,
+        record: RecordFacts {
+            record_id: 1,
+            vault_uid: "U1".into(),
+            title: "db-prod".into(),
+            sensitivity,
+            owner_user_id: None,
+        },
+        request: RequestFacts {
+            request_id: None,
+            status: None,
+            requested_duration_secs: 3600,
+            justification: "investigating INC-4411".into(),
+            ticket_id: None,
+            break_glass: false,
+            granted_lease_secs: 0,
+            extension_count: 0,
+        },
+        folder_access: FolderAccess {
+            permission: Some(FolderPermission::Editor),
+        },
+        authorities: vec![AuthorityFacts {
+            authority_id: 1,
+            kind: AuthorityKind::Approver,
+            principal_type: PrincipalType::User,
+            principal: "aad-2".into(),
+            stage: 1,
+            valid_from: t0().minus(time::Duration::days(1)),
+            valid_to: None,
+            revoked: false,
+        }],
+        approvals: vec![],
+        extension_secs: None,
+        actor_folder_access: None,
+    }
+}
