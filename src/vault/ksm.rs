@@ -237,7 +237,7 @@ mod tests {
                 "throttled" => Err("Error: throttled".into()),
                 "denied" => Err("access_denied: Signature is invalid".into()),
                 "slow" => {
-                    std::thread::sleep(Duration::from_millis(800));
+                    std::thread::sleep(Duration::from_secs(3));
                     Ok(vec![])
                 }
                 "panics" => panic!("called `Option::unwrap()` on a `None` value"),
@@ -304,7 +304,7 @@ mod tests {
         let started = std::time::Instant::now();
         let slow = reader("slow").records().await.unwrap_err();
         assert!(
-            started.elapsed() < Duration::from_millis(700),
+            started.elapsed() < Duration::from_secs(2),
             "the timeout answers, not the client"
         );
         assert!(slow.message.contains("in time"), "{slow:?}");
