@@ -109,6 +109,9 @@ pub async fn run(settings: &Settings) -> Report {
         }
     }
     checks.push(vault_check(settings).await);
+    if let Some(check) = ksm_check(settings) {
+        checks.push(check);
+    }
     Report {
         settings: settings.redacted_summary(),
         checks,
@@ -235,4 +238,36 @@ fn data_dir_check(settings: &Settings) -> Check {
             detail: format!("{}: {e}", dir.display()),
         },
     }
+}
+
+/// With the Commander backends, metadata reads come from KSM: its configuration must decode.
+/// (Decoding proves the shape; reaching Keeper is the first sync's job.)
+fn ksm_check(settings: &Settings) -> Option<Check> {
+    use crate::config::VaultBackend;
+    if !matches!(
+        settings.vault.backend,
+        VaultBackend::CommanderService | VaultBackend::CommanderCli
+    ) {
+        return None;
+    }
+    let name = "vault metadata (KSM)";
+    Some(match &settings.vault.ksm_config {
+        None => Check {
+            name,
+            ok: false,
+            detail: "vault.ksm_config is not set: vault sync cannot read the vault".into(),
+        },
+        Some(config) => match crate::vault::ksm::CrateKsm::from_config(config) {
+            Ok(_) => Check {
+                name,
+                ok: true,
+                detail: "the KSM configuration decodes".into(),
+            },
+            Err(e) => Check {
+                name,
+                ok: false,
+                detail: e.message,
+            },
+        },
+    })
 }

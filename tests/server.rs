@@ -330,3 +330,43 @@ async fn graceful_shutdown_finishes_and_frees_the_port() {
         "nothing listens after shutdown"
     );
 }
+
+#[test]
+fn doctor_checks_the_commander_backend_and_its_ksm_configuration_without_printing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        passkey_cmd(dir.path(), &["migrate"], &[])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = passkey_cmd(
+        dir.path(),
+        &["doctor"],
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ("PASSKEY_VAULT__COMMANDER_URL", "http://127.0.0.1:9"),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", "api-key-do-not-print"),
+            ("PASSKEY_VAULT__KSM_CONFIG", "bm90IGEga3NtIGNvbmZpZw=="),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "[FAIL] vault backend: commander service at http://127.0.0.1:9 is unreachable"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("[FAIL] vault metadata (KSM): the KSM configuration is invalid"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("api-key-do-not-print") && !text.contains("bm90IGEga3NtIGNvbmZpZw"),
+        "{text}"
+    );
+}
