@@ -85,6 +85,35 @@ fn expire_minutes(ttl: time::Duration) -> Result<i64, VaultError> {
 // ---------------------------------------------------------------------------------------------
 // The share logic, once for both transports.
 
+/// Both transports share one `OneTimeSharer`: the share logic above, over their `transport`.
+macro_rules! commander_sharer {
+    ($sharer:ty) => {
+        #[async_trait]
+        impl OneTimeSharer for $sharer {
+            async fn create(
+                &self,
+                record_uid: &str,
+                ttl: time::Duration,
+                name: &str,
+            ) -> Result<Share, VaultError> {
+                create_share(&self.transport, self.clock.as_ref(), record_uid, ttl, name).await
+            }
+
+            async fn remove(
+                &self,
+                record_uid: &str,
+                share_id_or_name: &str,
+            ) -> Result<Removed, VaultError> {
+                remove_share(&self.transport, record_uid, share_id_or_name).await
+            }
+
+            async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError> {
+                list_shares(&self.transport, record_uid).await
+            }
+        }
+    };
+}
+
 async fn run_op(
     transport: &dyn Transport,
     op: Op,
@@ -355,29 +384,7 @@ fn transport_error(e: &reqwest::Error) -> VaultError {
     )
 }
 
-#[async_trait]
-impl OneTimeSharer for CommanderService {
-    async fn create(
-        &self,
-        record_uid: &str,
-        ttl: time::Duration,
-        name: &str,
-    ) -> Result<Share, VaultError> {
-        create_share(&self.transport, self.clock.as_ref(), record_uid, ttl, name).await
-    }
-
-    async fn remove(
-        &self,
-        record_uid: &str,
-        share_id_or_name: &str,
-    ) -> Result<Removed, VaultError> {
-        remove_share(&self.transport, record_uid, share_id_or_name).await
-    }
-
-    async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError> {
-        list_shares(&self.transport, record_uid).await
-    }
-}
+commander_sharer!(CommanderService);
 
 // ---------------------------------------------------------------------------------------------
 // The CLI.
@@ -492,29 +499,7 @@ where
     })
 }
 
-#[async_trait]
-impl OneTimeSharer for CommanderCli {
-    async fn create(
-        &self,
-        record_uid: &str,
-        ttl: time::Duration,
-        name: &str,
-    ) -> Result<Share, VaultError> {
-        create_share(&self.transport, self.clock.as_ref(), record_uid, ttl, name).await
-    }
-
-    async fn remove(
-        &self,
-        record_uid: &str,
-        share_id_or_name: &str,
-    ) -> Result<Removed, VaultError> {
-        remove_share(&self.transport, record_uid, share_id_or_name).await
-    }
-
-    async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError> {
-        list_shares(&self.transport, record_uid).await
-    }
-}
+commander_sharer!(CommanderCli);
 
 #[cfg(test)]
 mod tests {
