@@ -17,6 +17,7 @@ use crate::store::{self, Store, StoreError};
 use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
 use crate::vault::stub::StubSharer;
+use crate::governance::lifecycle::Lifecycle;
 use crate::vault::{OneTimeSharer, VaultReader};
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub sharer: Arc<dyn OneTimeSharer>,
     /// The local vault, when that is the backend: it also serves `/dev-vault/share/…`.
     pub local_vault: Option<Arc<LocalVault>>,
+    /// The request lifecycle's use cases.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// Why the app could not start.
@@ -132,7 +135,16 @@ impl App {
             directory,
             clock.clone(),
         ));
+        let lifecycle = Arc::new(Lifecycle::new(
+            store.clone(),
+            policy.clone(),
+            clock.clone(),
+            permissions.clone(),
+            sharer.clone(),
+            settings.lifecycle.clone(),
+        ));
         let state = AppState {
+            lifecycle,
             settings: Arc::new(settings),
             store,
             clock,

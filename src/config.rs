@@ -58,6 +58,7 @@ pub struct Settings {
     pub bot: BotSettings,
     pub graph: GraphSettings,
     pub vault: VaultSettings,
+    pub lifecycle: LifecycleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +167,7 @@ impl Default for Settings {
             bot: BotSettings::default(),
             graph: GraphSettings::default(),
             vault: VaultSettings::default(),
+            lifecycle: LifecycleSettings::default(),
         }
     }
 }
@@ -228,6 +230,54 @@ impl Default for VaultSettings {
             commander_config_path: None,
             commander_timeout_secs: None,
             ksm_config: None,
+        }
+    }
+}
+
+/// Timings of the request lifecycle and its scheduler. All in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// Run the scheduler in this process (turn off on instances that should only serve).
+    pub scheduler: bool,
+    /// How long a minted issuance token may wait for its exchange.
+    #[serde(deserialize_with = "de_u64")]
+    pub issuance_token_ttl_secs: u64,
+    /// The requester is warned this long before the lease ends.
+    #[serde(deserialize_with = "de_u64")]
+    pub expiry_warning_secs: u64,
+    /// Approvers are reminded once a request has waited this long.
+    #[serde(deserialize_with = "de_u64")]
+    pub reminder_after_secs: u64,
+    /// A routed request nobody decided goes to the admins' triage queue after this long.
+    #[serde(deserialize_with = "de_u64")]
+    pub escalate_after_secs: u64,
+    /// A request still undecided after this long expires.
+    #[serde(deserialize_with = "de_u64")]
+    pub undecided_ttl_secs: u64,
+    /// Vault preflight retries after the first attempt, before the request is UNFULFILLABLE.
+    #[serde(deserialize_with = "de_u32")]
+    pub preflight_retry_budget: u32,
+    /// Scheduler tick for lease expiry, warnings, preflight retries and stale requests.
+    #[serde(deserialize_with = "de_u64")]
+    pub tick_secs: u64,
+    /// Vault sync, discovery, permission and rotation checks.
+    #[serde(deserialize_with = "de_u64")]
+    pub vault_sync_secs: u64,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        LifecycleSettings {
+            scheduler: true,
+            issuance_token_ttl_secs: 300,
+            expiry_warning_secs: 600,
+            reminder_after_secs: 4 * 3600,
+            escalate_after_secs: 24 * 3600,
+            undecided_ttl_secs: 72 * 3600,
+            preflight_retry_budget: 3,
+            tick_secs: 60,
+            vault_sync_secs: 3600,
         }
     }
 }
@@ -304,6 +354,17 @@ impl Settings {
         }
         if self.http.body_limit_bytes == 0 {
             problems.push("http.body_limit_bytes must be greater than 0".into());
+        }
+        let l = &self.lifecycle;
+        if l.tick_secs == 0 || l.vault_sync_secs == 0 || l.issuance_token_ttl_secs == 0 {
+            problems.push(
+                "lifecycle.tick_secs, vault_sync_secs and issuance_token_ttl_secs must be greater than 0".into(),
+            );
+        }
+        if !(l.reminder_after_secs <= l.escalate_after_secs && l.escalate_after_secs <= l.undecided_ttl_secs) {
+            problems.push(
+                "lifecycle: reminder_after_secs ≤ escalate_after_secs ≤ undecided_ttl_secs must hold".into(),
+            );
         }
         if self.profile == Profile::Production {
             if dev_channel_auth {

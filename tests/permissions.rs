@@ -393,6 +393,11 @@ fn the_cache_body_round_trips() {
     let p = EffectivePermissions {
         requestable_folders: vec![1, 2],
         approvable_folders: vec![2],
+        folder_levels: [
+            (1, passkey::domain::FolderPermission::Viewer),
+            (2, passkey::domain::FolderPermission::Owner),
+        ]
+        .into(),
         groups: vec!["g".into()],
         resolved_at: t0(),
         degraded: false,

@@ -131,6 +131,8 @@ async fn pending_request(store: &dyn Store, f: &Fixture) -> Request {
                 required_approvals: 1,
                 max_issuances: 3,
                 policy_version: Some("pv-test".into()),
+                review_required: false,
+                otp_required: false,
             },
             &[submission_trace(TraceOutcome::Pending)],
             &NewAuditEvent::new(format!("user:{}", f.requester.id), "REQUEST_CREATED", t0()),
@@ -899,6 +901,8 @@ async fn request_lifecycle_writes(db: Db) {
         required_approvals: 1,
         max_issuances: 3,
         policy_version: None,
+        review_required: false,
+        otp_required: false,
     };
     let refused = s
         .create_request(

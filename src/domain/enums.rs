@@ -148,6 +148,11 @@ text_enum!(
 );
 
 text_enum!(
+    /// One approver's say on a request.
+    ApprovalDecision, "approval decision" { Approve => "APPROVE", Deny => "DENY" }
+);
+
+text_enum!(
     /// The outcome recorded on a decision trace.
     TraceOutcome, "trace outcome" { Allow => "ALLOW", Deny => "DENY", Pending => "PENDING" }
 );

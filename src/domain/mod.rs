@@ -5,7 +5,7 @@ mod status;
 mod time;
 
 pub use enums::{
-    AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, Role, Sensitivity,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, Role, Sensitivity,
     SyncStatus, TraceOutcome, TraceStage, UnknownValue, VaultPrincipalType,
 };
 pub use status::{IllegalTransition, RequestStatus};

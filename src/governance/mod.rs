@@ -8,5 +8,6 @@
 
 pub mod admin;
 pub mod permissions;
+pub mod lifecycle;
 pub mod policies;
 pub mod vault_sync;

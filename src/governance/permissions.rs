@@ -15,13 +15,13 @@
 //! that changes an ACL, and a role change, drop cached results in the same transaction.
 
 use crate::bot::connector::TokenProvider;
-use crate::domain::{Clock, Role, Timestamp, VaultPrincipalType};
+use crate::domain::{Clock, FolderPermission, Role, Timestamp, VaultPrincipalType};
 use crate::store::{Store, StoreResult, User, VaultFolderPermission};
 use async_trait::async_trait;
 use reqwest::{StatusCode, Url};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,6 +253,9 @@ pub struct EffectivePermissions {
     pub requestable_folders: Vec<i64>,
     /// Folders whose records the person may approve, ascending.
     pub approvable_folders: Vec<i64>,
+    /// The strongest permission the person's ACL entries give on each folder (admins' see-all
+    /// access is not an entry and does not appear here).
+    pub folder_levels: BTreeMap<i64, FolderPermission>,
     /// The person's Entra group ids, ascending.
     pub groups: Vec<String>,
     pub resolved_at: Timestamp,
@@ -271,12 +274,16 @@ impl EffectivePermissions {
     ) -> EffectivePermissions {
         let mut requestable = BTreeSet::new();
         let mut approvable = BTreeSet::new();
+        let mut folder_levels: BTreeMap<i64, FolderPermission> = BTreeMap::new();
         for (folder_id, acl) in acls {
             if user.role == Role::Admin {
                 requestable.insert(*folder_id);
             }
             for entry in acl.iter().filter(|e| names_person(e, user, groups)) {
                 requestable.insert(*folder_id);
+                // Permissions are declared strongest first, so the least is the strongest.
+                let level = folder_levels.entry(*folder_id).or_insert(entry.permission);
+                *level = (*level).min(entry.permission);
                 if entry.permission.may_approve() {
                     approvable.insert(*folder_id);
                 }
@@ -286,6 +293,7 @@ impl EffectivePermissions {
         EffectivePermissions {
             requestable_folders: requestable.into_iter().collect(),
             approvable_folders: approvable.into_iter().collect(),
+            folder_levels,
             groups: groups.into_iter().collect(),
             resolved_at,
             degraded,

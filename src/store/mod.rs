@@ -244,6 +244,111 @@ pub trait RequestStore: Send + Sync {
     ) -> StoreResult<Request>;
 }
 
+/// The lease half of the lifecycle: approvals, issuance tokens and shares, scheduler claims and
+/// job runs. Every write that changes what a request allows is conditional on the state the caller
+/// saw and carries its audit event in the same transaction (INV-3).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    async fn approvals_for_request(&self, request_id: i64) -> StoreResult<Vec<Approval>>;
+    /// Records one approver's say, provided the request is still `expected` and still has exactly
+    /// `approvals_seen` APPROVE rows (else [`StoreError::StatusConflict`] or
+    /// [`StoreError::Conflict`]: the caller re-reads and decides again). With `change`, the request
+    /// moves in the same transaction. The request row is locked for the check, so concurrent
+    /// approvers are counted one at a time.
+    async fn record_approval(
+        &self,
+        approval: &NewApproval,
+        expected: RequestStatus,
+        approvals_seen: i64,
+        change: Option<&StatusChange>,
+        traces: &[NewTrace],
+        audit: &NewAuditEvent,
+    ) -> StoreResult<(Approval, Request)>;
+    /// Records the outcome of a vault preflight on an APPROVED request (attempts made, next try).
+    async fn schedule_preflight(
+        &self,
+        request_id: i64,
+        attempts: i32,
+        next_attempt_at: Option<Timestamp>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Request>;
+    /// Stores the hash of a fresh issuance token (replacing any unused one) on a live lease with
+    /// retrievals left.
+    async fn set_issuance_token(
+        &self,
+        request_id: i64,
+        token_hash: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Request>;
+    /// Uses up the token with this hash, if it is still the request's current, unexpired token on
+    /// a live lease with retrievals left. `None` when it is not (someone else used it first).
+    async fn consume_issuance_token(
+        &self,
+        request_id: i64,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Request>>;
+    /// Puts a consumed token back after a retrieval that failed for a passing reason, unless a
+    /// newer token was minted meanwhile.
+    async fn restore_issuance_token(
+        &self,
+        request_id: i64,
+        token_hash: &str,
+        expires_at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<()>;
+    /// Counts a retrieval and stores its share (hash and id), in one transaction, only while the
+    /// lease is live and `issuance_count < max_issuances` (INV-4); the first moves APPROVED to
+    /// ISSUED. Otherwise [`StoreError::Conflict`] and nothing is written.
+    async fn record_issuance(
+        &self,
+        issuance: &NewIssuance,
+        now: Timestamp,
+        traces: &[NewTrace],
+        audit: &NewAuditEvent,
+    ) -> StoreResult<(Request, IssuanceEvent)>;
+    async fn issuances_for_request(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>>;
+    /// Shares of the request not yet removed from the vault.
+    async fn outstanding_issuances(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>>;
+    /// Marks a share removed, with its audit event; false when it already was.
+    async fn mark_issuance_revoked(
+        &self,
+        issuance_id: i64,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<bool>;
+    /// Counts a failed removal (the scheduler tries again).
+    async fn record_revoke_failure(&self, issuance_id: i64, error: &str) -> StoreResult<()>;
+    /// Claims up to `limit` requests with due work of `kind` for `holder` until `claim_until`.
+    /// Rows claimed by another live holder are skipped (`FOR UPDATE SKIP LOCKED` on Postgres, the
+    /// single writer lock on SQLite), so each due item goes to one instance (INV-7).
+    async fn claim_due(
+        &self,
+        kind: DueWork,
+        now: Timestamp,
+        cutoff: Timestamp,
+        holder: &str,
+        claim_until: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<Request>>;
+    /// Gives a claimed request back (its due work is done or rescheduled).
+    async fn release_claim(&self, request_id: i64, holder: &str) -> StoreResult<()>;
+    /// Sets `reminded_at` or `expiry_warned_at` once; false when it was already set.
+    async fn mark_notified_once(
+        &self,
+        request_id: i64,
+        expiry_warning: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn record_job_run(&self, run: &NewJobRun) -> StoreResult<JobRun>;
+    /// The latest run of each job.
+    async fn last_job_runs(&self) -> StoreResult<Vec<JobRun>>;
+    /// Housekeeping: forgets OTP challenges that expired before `before`.
+    async fn forget_expired_challenges(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Appends one event to the chain in its own transaction (for events with no state change).
@@ -324,6 +429,7 @@ pub trait Store:
     + GovernanceStore
     + PermissionStore
     + RequestStore
+    + LeaseStore
     + AuditStore
     + ConversationStore
     + JobStore

@@ -2,7 +2,7 @@
 //! Row structs derive `FromRow` generically, so one definition serves both databases.
 
 use crate::domain::{
-    AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, RequestStatus,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, RequestStatus,
     Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage, VaultPrincipalType,
 };
 use serde::Serialize;
@@ -187,6 +187,22 @@ pub struct Request {
     pub next_attempt_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The scheduler instance holding due work on this request, until `claim_until` (INV-7).
+    pub claimed_by: Option<String>,
+    pub claim_until: Option<Timestamp>,
+    /// Break-glass: approved at once, to be reviewed afterwards.
+    pub review_required: bool,
+    /// The policy asked for a second factor at retrieval.
+    pub otp_required: bool,
+    pub reminded_at: Option<Timestamp>,
+    pub expiry_warned_at: Option<Timestamp>,
+}
+
+impl Request {
+    /// Retrievals left on this lease.
+    pub fn issuances_left(&self) -> i32 {
+        (self.max_issuances - self.issuance_count).max(0)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +218,8 @@ pub struct NewRequest {
     pub required_approvals: i32,
     pub max_issuances: i32,
     pub policy_version: Option<String>,
+    pub review_required: bool,
+    pub otp_required: bool,
 }
 
 /// One status move, conditional on the status the caller saw. Fields left `None` keep their value.
@@ -216,6 +234,12 @@ pub struct StatusChange {
     pub approved_duration_secs: Option<i64>,
     pub lease_started_at: Option<Timestamp>,
     pub lease_expires_at: Option<Timestamp>,
+    /// Entering RENEWAL_PENDING: the extra time asked for.
+    pub renewal_duration_secs: Option<i64>,
+    /// Leaving RENEWAL_PENDING: true when the extension was granted (counts it, clears the ask).
+    pub extension_granted: bool,
+    /// Sets the preflight bookkeeping: attempts made and when to try next (None: nothing due).
+    pub preflight: Option<(i32, Option<Timestamp>)>,
 }
 
 impl StatusChange {
@@ -230,8 +254,114 @@ impl StatusChange {
             approved_duration_secs: None,
             lease_started_at: None,
             lease_expires_at: None,
+            renewal_duration_secs: None,
+            extension_granted: false,
+            preflight: None,
         }
     }
+
+    pub fn decided_by(mut self, user_id: i64, reason: impl Into<String>) -> Self {
+        self.decided_by = Some(user_id);
+        self.decision_reason = Some(reason.into());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.decision_reason = Some(reason.into());
+        self
+    }
+
+    pub fn lease(mut self, started: Timestamp, expires: Timestamp, approved_secs: i64) -> Self {
+        self.lease_started_at = Some(started);
+        self.lease_expires_at = Some(expires);
+        self.approved_duration_secs = Some(approved_secs);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Approval {
+    pub id: i64,
+    pub request_id: i64,
+    pub approver_id: i64,
+    pub stage: i32,
+    pub decision: ApprovalDecision,
+    pub comment: Option<String>,
+    pub decided_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub request_id: i64,
+    pub approver_id: i64,
+    pub stage: i32,
+    pub decision: ApprovalDecision,
+    pub comment: Option<String>,
+    pub at: Timestamp,
+}
+
+/// One share handed out. INV-5: the URL's SHA-256 and the vault's share id, never the URL.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct IssuanceEvent {
+    pub id: i64,
+    pub request_id: i64,
+    pub share_link_hash: String,
+    pub vault_share_id: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub revoke_attempts: i32,
+    pub last_revoke_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIssuance {
+    pub request_id: i64,
+    pub share_link_hash: String,
+    pub vault_share_id: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Which due work a scheduler claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueWork {
+    /// Live leases past their expiry, and ended requests whose shares are not all removed yet.
+    LeaseEnd,
+    /// Live leases that end within the warning window and were not warned yet.
+    ExpiryWarning,
+    /// Approved requests whose vault preflight is due again.
+    Preflight,
+    /// Requests waiting for a decision (PENDING, REQUIRES_TRIAGE) created before the cutoff.
+    Undecided,
+}
+
+/// One run of a scheduled job, as `admin health` shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct JobRun {
+    pub id: i64,
+    pub job_name: String,
+    pub holder: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub ok: bool,
+    pub counts: Json<Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJobRun {
+    pub job_name: String,
+    pub holder: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub ok: bool,
+    pub counts: Value,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]

@@ -13,6 +13,10 @@ pub struct PgStore {
 
 impl PgStore {
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+    /// Locks a request row for a counted decision (SQLite: the writer lock already does).
+    const LOCK_REQUEST: &'static str = "SELECT status FROM requests WHERE id = $1 FOR UPDATE";
+    /// How a claim skips rows another instance is claiming right now.
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const LOCK_CHAIN_HEAD: &'static str =
         "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
 

@@ -50,7 +50,7 @@ macro_rules! impl_store {
         use $crate::domain::{FolderPermission, RequestStatus, Role, SyncStatus, Timestamp, VaultPrincipalType};
         use $crate::store::models::*;
         use $crate::store::{
-            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, PermissionStore, RequestStore,
+            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, PermissionStore, RequestStore,
             StoreError, StoreResult, UserStore, VaultStore,
         };
         use serde_json::Value;
@@ -119,6 +119,91 @@ macro_rules! impl_store {
                 .bind(t.at)
                 .fetch_one(&mut **tx)
                 .await?)
+            }
+
+            /// The conditional status move every transition shares (see `RequestStore::transition_request`).
+            async fn transition_tx(tx: &mut Transaction<'static, $db>, c: &StatusChange) -> StoreResult<Request> {
+                c.from.transition(c.to)?;
+                let final_state = c.to.is_final();
+                let (set_preflight, attempts, next_at) = match c.preflight {
+                    Some((attempts, next)) => (true, attempts, next),
+                    None => (false, 0, None),
+                };
+                let updated: Option<Request> = sqlx::query_as(
+                    "UPDATE requests SET
+                        status = $3,
+                        updated_at = $4,
+                        decided_by = COALESCE($5, decided_by),
+                        decided_at = CASE WHEN $5 IS NOT NULL OR $6 IS NOT NULL THEN $4 ELSE decided_at END,
+                        decision_reason = COALESCE($6, decision_reason),
+                        approved_duration_secs = COALESCE($7, approved_duration_secs),
+                        lease_started_at = COALESCE($8, lease_started_at),
+                        lease_expires_at = COALESCE($9, lease_expires_at),
+                        ended_at = CASE WHEN $10 THEN $4 ELSE ended_at END,
+                        issuance_token_hash = CASE WHEN $10 THEN NULL ELSE issuance_token_hash END,
+                        issuance_token_expires_at = CASE WHEN $10 THEN NULL ELSE issuance_token_expires_at END,
+                        renewal_duration_secs = CASE WHEN status = 'RENEWAL_PENDING' THEN NULL
+                                                     ELSE COALESCE($11, renewal_duration_secs) END,
+                        extension_count = extension_count + CASE WHEN $12 THEN 1 ELSE 0 END,
+                        preflight_attempts = CASE WHEN $13 THEN $14 ELSE preflight_attempts END,
+                        next_attempt_at = CASE WHEN $10 THEN NULL WHEN $13 THEN $15 ELSE next_attempt_at END,
+                        expiry_warned_at = CASE WHEN $12 THEN NULL ELSE expiry_warned_at END
+                     WHERE id = $1 AND status = $2
+                     RETURNING *",
+                )
+                .bind(c.request_id)
+                .bind(c.from)
+                .bind(c.to)
+                .bind(c.at)
+                .bind(c.decided_by)
+                .bind(&c.decision_reason)
+                .bind(c.approved_duration_secs)
+                .bind(c.lease_started_at)
+                .bind(c.lease_expires_at)
+                .bind(final_state)
+                .bind(c.renewal_duration_secs)
+                .bind(c.extension_granted)
+                .bind(set_preflight)
+                .bind(attempts)
+                .bind(next_at)
+                .fetch_optional(&mut **tx)
+                .await?;
+                match updated {
+                    Some(request) => Ok(request),
+                    None => Err(Self::why_not(tx, c.request_id, c.from).await),
+                }
+            }
+
+            /// Why a conditional write on a request matched nothing: gone, or in another status.
+            async fn why_not(tx: &mut Transaction<'static, $db>, request_id: i64, expected: RequestStatus) -> StoreError {
+                let actual: Result<Option<RequestStatus>, sqlx::Error> =
+                    sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+                        .bind(request_id)
+                        .fetch_optional(&mut **tx)
+                        .await;
+                match actual {
+                    Err(e) => e.into(),
+                    Ok(None) => StoreError::NotFound("request"),
+                    Ok(Some(actual)) if actual != expected => StoreError::StatusConflict { request_id, expected, actual },
+                    Ok(Some(_)) => StoreError::Conflict("the request changed meanwhile".into()),
+                }
+            }
+
+            /// Writes a state change's traces and audit event into its transaction (INV-3).
+            async fn finish_tx(
+                tx: &mut Transaction<'static, $db>,
+                request: &Request,
+                traces: &[NewTrace],
+                audit: &NewAuditEvent,
+            ) -> StoreResult<()> {
+                for t in traces {
+                    Self::insert_trace_tx(tx, t, Some(request.id)).await?;
+                }
+                let mut audit = audit.clone();
+                audit.request_id = Some(request.id);
+                audit.record_id = audit.record_id.or(Some(request.record_id));
+                Self::append_audit_tx(tx, &audit).await?;
+                Ok(())
             }
 
             async fn authority_row(tx: &mut Transaction<'static, $db>, id: i64) -> StoreResult<Authority> {
@@ -626,8 +711,9 @@ macro_rules! impl_store {
                 let request: Request = sqlx::query_as(
                     "INSERT INTO requests (requester_id, record_id, status, justification, ticket_id,
                                            requested_duration_secs, break_glass, required_approvals, max_issuances,
-                                           policy_version, decided_at, ended_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $12) RETURNING *",
+                                           policy_version, decided_at, ended_at, created_at, updated_at,
+                                           review_required, otp_required)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $12, $13, $14) RETURNING *",
                 )
                 .bind(r.requester_id)
                 .bind(r.record_id)
@@ -641,6 +727,8 @@ macro_rules! impl_store {
                 .bind(&r.policy_version)
                 .bind((r.status == RequestStatus::Denied).then_some(at))
                 .bind(at)
+                .bind(r.review_required)
+                .bind(r.otp_required)
                 .fetch_one(&mut *tx)
                 .await?;
                 for t in traces {
@@ -687,55 +775,371 @@ macro_rules! impl_store {
                 traces: &[NewTrace],
                 audit: &NewAuditEvent,
             ) -> StoreResult<Request> {
-                c.from.transition(c.to)?;
-                let final_state = c.to.is_final();
+                let mut tx = self.begin_write().await?;
+                let request = Self::transition_tx(&mut tx, c).await?;
+                Self::finish_tx(&mut tx, &request, traces, audit).await?;
+                tx.commit().await?;
+                Ok(request)
+            }
+        }
+
+        #[async_trait]
+        impl LeaseStore for $store {
+            async fn approvals_for_request(&self, request_id: i64) -> StoreResult<Vec<Approval>> {
+                Ok(sqlx::query_as("SELECT * FROM request_approvals WHERE request_id = $1 ORDER BY id")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn record_approval(
+                &self,
+                a: &NewApproval,
+                expected: RequestStatus,
+                approvals_seen: i64,
+                change: Option<&StatusChange>,
+                traces: &[NewTrace],
+                audit: &NewAuditEvent,
+            ) -> StoreResult<(Approval, Request)> {
+                let mut tx = self.begin_write().await?;
+                let status: Option<RequestStatus> =
+                    sqlx::query_scalar(Self::LOCK_REQUEST).bind(a.request_id).fetch_optional(&mut *tx).await?;
+                match status {
+                    None => return Err(StoreError::NotFound("request")),
+                    Some(actual) if actual != expected => {
+                        return Err(StoreError::StatusConflict { request_id: a.request_id, expected, actual });
+                    }
+                    Some(_) => {}
+                }
+                let approvals: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM request_approvals WHERE request_id = $1 AND decision = 'APPROVE'",
+                )
+                .bind(a.request_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if approvals != approvals_seen {
+                    return Err(StoreError::Conflict("another approval was recorded meanwhile".into()));
+                }
+                let approval: Approval = sqlx::query_as(
+                    "INSERT INTO request_approvals (request_id, approver_id, stage, decision, comment, decided_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                )
+                .bind(a.request_id)
+                .bind(a.approver_id)
+                .bind(a.stage)
+                .bind(a.decision)
+                .bind(&a.comment)
+                .bind(a.at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let request = match change {
+                    Some(c) => Self::transition_tx(&mut tx, c).await?,
+                    None => sqlx::query_as("SELECT * FROM requests WHERE id = $1")
+                        .bind(a.request_id)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                };
+                Self::finish_tx(&mut tx, &request, traces, audit).await?;
+                tx.commit().await?;
+                Ok((approval, request))
+            }
+
+            async fn schedule_preflight(
+                &self,
+                request_id: i64,
+                attempts: i32,
+                next_attempt_at: Option<Timestamp>,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Request> {
                 let mut tx = self.begin_write().await?;
                 let updated: Option<Request> = sqlx::query_as(
-                    "UPDATE requests SET
-                        status = $3,
-                        updated_at = $4,
-                        decided_by = COALESCE($5, decided_by),
-                        decided_at = CASE WHEN $5 IS NOT NULL OR $6 IS NOT NULL THEN $4 ELSE decided_at END,
-                        decision_reason = COALESCE($6, decision_reason),
-                        approved_duration_secs = COALESCE($7, approved_duration_secs),
-                        lease_started_at = COALESCE($8, lease_started_at),
-                        lease_expires_at = COALESCE($9, lease_expires_at),
-                        ended_at = CASE WHEN $10 THEN $4 ELSE ended_at END,
-                        issuance_token_hash = CASE WHEN $10 THEN NULL ELSE issuance_token_hash END
-                     WHERE id = $1 AND status = $2
-                     RETURNING *",
+                    "UPDATE requests SET preflight_attempts = $2, next_attempt_at = $3, updated_at = $4
+                     WHERE id = $1 AND status = 'APPROVED' RETURNING *",
                 )
-                .bind(c.request_id)
-                .bind(c.from)
-                .bind(c.to)
-                .bind(c.at)
-                .bind(c.decided_by)
-                .bind(&c.decision_reason)
-                .bind(c.approved_duration_secs)
-                .bind(c.lease_started_at)
-                .bind(c.lease_expires_at)
-                .bind(final_state)
+                .bind(request_id)
+                .bind(attempts)
+                .bind(next_attempt_at)
+                .bind(audit.at)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(request) = updated else {
-                    let actual: Option<RequestStatus> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
-                        .bind(c.request_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    return Err(match actual {
-                        None => StoreError::NotFound("request"),
-                        Some(actual) => StoreError::StatusConflict { request_id: c.request_id, expected: c.from, actual },
-                    });
+                    return Err(Self::why_not(&mut tx, request_id, RequestStatus::Approved).await);
                 };
-                for t in traces {
-                    Self::insert_trace_tx(&mut tx, t, Some(request.id)).await?;
-                }
-                let mut audit = audit.clone();
-                audit.request_id = Some(request.id);
-                audit.record_id = audit.record_id.or(Some(request.record_id));
-                Self::append_audit_tx(&mut tx, &audit).await?;
+                Self::finish_tx(&mut tx, &request, &[], audit).await?;
                 tx.commit().await?;
                 Ok(request)
+            }
+
+            async fn set_issuance_token(
+                &self,
+                request_id: i64,
+                token_hash: &str,
+                expires_at: Timestamp,
+                now: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Request> {
+                let mut tx = self.begin_write().await?;
+                let updated: Option<Request> = sqlx::query_as(
+                    "UPDATE requests SET issuance_token_hash = $2, issuance_token_expires_at = $3, updated_at = $4
+                     WHERE id = $1 AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
+                       AND lease_expires_at > $4 AND issuance_count < max_issuances
+                     RETURNING *",
+                )
+                .bind(request_id)
+                .bind(token_hash)
+                .bind(expires_at)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(request) = updated else {
+                    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE id = $1")
+                        .bind(request_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(match exists {
+                        None => StoreError::NotFound("request"),
+                        Some(_) => StoreError::Conflict("no live lease with retrievals left".into()),
+                    });
+                };
+                Self::finish_tx(&mut tx, &request, &[], audit).await?;
+                tx.commit().await?;
+                Ok(request)
+            }
+
+            async fn consume_issuance_token(
+                &self,
+                request_id: i64,
+                token_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<Request>> {
+                let mut tx = self.begin_write().await?;
+                let updated: Option<Request> = sqlx::query_as(
+                    "UPDATE requests SET issuance_token_hash = NULL, issuance_token_expires_at = NULL, updated_at = $3
+                     WHERE id = $1 AND issuance_token_hash = $2 AND issuance_token_expires_at > $3
+                       AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
+                       AND lease_expires_at > $3 AND issuance_count < max_issuances
+                     RETURNING *",
+                )
+                .bind(request_id)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(updated)
+            }
+
+            async fn restore_issuance_token(
+                &self,
+                request_id: i64,
+                token_hash: &str,
+                expires_at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "UPDATE requests SET issuance_token_hash = $2, issuance_token_expires_at = $3
+                     WHERE id = $1 AND issuance_token_hash IS NULL
+                       AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')",
+                )
+                .bind(request_id)
+                .bind(token_hash)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+                let request: Request = sqlx::query_as("SELECT * FROM requests WHERE id = $1")
+                    .bind(request_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound("request"))?;
+                Self::finish_tx(&mut tx, &request, &[], audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_issuance(
+                &self,
+                i: &NewIssuance,
+                now: Timestamp,
+                traces: &[NewTrace],
+                audit: &NewAuditEvent,
+            ) -> StoreResult<(Request, IssuanceEvent)> {
+                let mut tx = self.begin_write().await?;
+                let updated: Option<Request> = sqlx::query_as(
+                    "UPDATE requests SET
+                        issuance_count = issuance_count + 1,
+                        status = CASE WHEN status = 'APPROVED' THEN 'ISSUED' ELSE status END,
+                        updated_at = $2
+                     WHERE id = $1 AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
+                       AND issuance_count < max_issuances AND lease_expires_at > $2
+                     RETURNING *",
+                )
+                .bind(i.request_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(request) = updated else {
+                    return Err(StoreError::Conflict("no live lease with retrievals left".into()));
+                };
+                let event: IssuanceEvent = sqlx::query_as(
+                    "INSERT INTO issuance_events
+                        (request_id, share_link_hash, vault_share_id, client_ip, user_agent, issued_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                )
+                .bind(i.request_id)
+                .bind(&i.share_link_hash)
+                .bind(&i.vault_share_id)
+                .bind(&i.client_ip)
+                .bind(&i.user_agent)
+                .bind(i.issued_at)
+                .bind(i.expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::finish_tx(&mut tx, &request, traces, audit).await?;
+                tx.commit().await?;
+                Ok((request, event))
+            }
+
+            async fn issuances_for_request(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>> {
+                Ok(sqlx::query_as("SELECT * FROM issuance_events WHERE request_id = $1 ORDER BY id")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn outstanding_issuances(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM issuance_events WHERE request_id = $1 AND revoked_at IS NULL ORDER BY id",
+                )
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn mark_issuance_revoked(&self, issuance_id: i64, at: Timestamp, audit: &NewAuditEvent) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let revoked = sqlx::query("UPDATE issuance_events SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(issuance_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if revoked {
+                    Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn record_revoke_failure(&self, issuance_id: i64, error: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE issuance_events SET revoke_attempts = revoke_attempts + 1, last_revoke_error = $2
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(issuance_id)
+                .bind(error)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn claim_due(
+                &self,
+                kind: DueWork,
+                now: Timestamp,
+                cutoff: Timestamp,
+                holder: &str,
+                claim_until: Timestamp,
+                limit: i64,
+            ) -> StoreResult<Vec<Request>> {
+                // $3 = now, $4 = cutoff in every predicate.
+                let due = match kind {
+                    DueWork::LeaseEnd => {
+                        "(status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING') AND lease_expires_at <= $4)
+                         OR (status IN ('EXPIRED', 'RELEASED', 'UNFULFILLABLE') AND EXISTS (
+                             SELECT 1 FROM issuance_events e WHERE e.request_id = requests.id AND e.revoked_at IS NULL))"
+                    }
+                    DueWork::ExpiryWarning => {
+                        "status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING') AND expiry_warned_at IS NULL
+                         AND lease_expires_at > $3 AND lease_expires_at <= $4"
+                    }
+                    DueWork::Preflight => "status = 'APPROVED' AND next_attempt_at IS NOT NULL AND next_attempt_at <= $4",
+                    DueWork::Undecided => "status IN ('PENDING', 'REQUIRES_TRIAGE') AND created_at <= $4",
+                };
+                let sql = format!(
+                    "UPDATE requests SET claimed_by = $1, claim_until = $2
+                     WHERE id IN (SELECT id FROM requests
+                                  WHERE ({due}) AND (claim_until IS NULL OR claim_until <= $3)
+                                  ORDER BY id LIMIT $5{})
+                     RETURNING *",
+                    Self::SKIP_LOCKED
+                );
+                let mut tx = self.begin_write().await?;
+                // Built only from the fixed predicates above and a dialect constant: no outside text.
+                let mut claimed: Vec<Request> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(holder)
+                    .bind(claim_until)
+                    .bind(now)
+                    .bind(cutoff)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                claimed.sort_by_key(|r| r.id);
+                Ok(claimed)
+            }
+
+            async fn release_claim(&self, request_id: i64, holder: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE id = $1 AND claimed_by = $2")
+                    .bind(request_id)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn mark_notified_once(&self, request_id: i64, expiry_warning: bool, at: Timestamp) -> StoreResult<bool> {
+                let sql = if expiry_warning {
+                    "UPDATE requests SET expiry_warned_at = $2 WHERE id = $1 AND expiry_warned_at IS NULL"
+                } else {
+                    "UPDATE requests SET reminded_at = $2 WHERE id = $1 AND reminded_at IS NULL"
+                };
+                Ok(sqlx::query(sql).bind(request_id).bind(at).execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn record_job_run(&self, r: &NewJobRun) -> StoreResult<JobRun> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO job_runs (job_name, holder, started_at, finished_at, ok, counts, error)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                )
+                .bind(&r.job_name)
+                .bind(&r.holder)
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.ok)
+                .bind(Json(&r.counts))
+                .bind(&r.error)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn last_job_runs(&self) -> StoreResult<Vec<JobRun>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM job_runs r
+                     WHERE id = (SELECT MAX(id) FROM job_runs x WHERE x.job_name = r.job_name)
+                     ORDER BY job_name",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn forget_expired_challenges(&self, before: Timestamp) -> StoreResult<u64> {
+                Ok(sqlx::query("DELETE FROM otp_challenges WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
         }
 

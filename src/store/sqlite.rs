@@ -16,6 +16,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
     /// `BEGIN IMMEDIATE` already holds the database's single write lock.
+    /// Locks a request row for a counted decision (SQLite: the writer lock already does).
+    const LOCK_REQUEST: &'static str = "SELECT status FROM requests WHERE id = $1";
+    /// How a claim skips rows another instance is claiming right now.
+    const SKIP_LOCKED: &'static str = "";
     const LOCK_CHAIN_HEAD: &'static str = "SELECT seq, hash FROM audit_chain_head WHERE id = 1";
 
     /// Opens (creating if needed) the database file; does not migrate.

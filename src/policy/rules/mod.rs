@@ -5,7 +5,7 @@ mod authority_routing;
 mod break_glass;
 mod business_hours;
 mod duration_caps;
-mod quorum;
+pub mod quorum;
 mod reason;
 mod request_state;
 mod self_approval;

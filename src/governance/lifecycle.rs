@@ -1,0 +1,2158 @@
+//! The request lifecycle: submit, approve/deny, start lease (with the vault preflight), retrieve
+//! (mint and exchange an issuance token), release, expire, revoke, extend, triage, break-glass.
+//!
+//! Every use case runs without HTTP or Teams and returns what happened — the request as it now is,
+//! the event, the policy's reasons, and who should hear about it ([`Notice`]) — so the edges (bot,
+//! web page, scheduler) render and deliver. Every state change goes through the store's
+//! conditional writes with its audit event and decision trace in the same transaction (INV-3).
+//!
+//! Decisions taken here (also in docs/ARCHITECTURE.md):
+//! - An auto-approved request is written PENDING and then approved, two transactions, so the
+//!   approval has its own audit event and trace like every other approval.
+//! - A renewal is decided by one resolved approver, whatever the original quorum was; the approval
+//!   is in the audit trail and its trace (approval rows count the original decision only).
+//! - The share name is `<request id>-<retrieval number>`, so cleaning up after an unclear create
+//!   by name never removes an earlier retrieval's link.
+//! - A requester has one open request per record at a time (unless the user row allows several).
+
+use crate::canonical::{hash_canonical, sha256_hex};
+use crate::config::LifecycleSettings;
+use crate::domain::{
+    ApprovalDecision, Clock, PrincipalType, RequestStatus, Role, Timestamp, TraceOutcome,
+    TraceStage,
+};
+use crate::governance::admin::{AdminError, GovernanceAdmin};
+use crate::governance::permissions::PermissionResolver;
+use crate::policy::context::{
+    Action, ApprovalFacts, AuthorityFacts, FolderAccess, Person, PolicyContext, RecordFacts,
+    RequestFacts,
+};
+use crate::policy::decision::{Approver, RequiredApproval};
+use crate::policy::{Decision, Engine, Outcome, trace_record};
+use crate::store::{
+    NewApproval, NewAuditEvent, NewIssuance, NewRequest, NewTrace, Record, Request, StatusChange,
+    Store, StoreError, User,
+};
+use crate::vault::{ErrorClass, OneTimeSharer, Removed, ShareUrl, VaultError};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use time::Duration;
+
+/// Preflight backoff: the wait before retry 1, 2, 3, 4 (seed 003); a larger budget repeats the last.
+pub const PREFLIGHT_BACKOFF: [Duration; 4] = [
+    Duration::seconds(30),
+    Duration::minutes(1),
+    Duration::minutes(2),
+    Duration::minutes(4),
+];
+/// Keeper refuses one-time shares of these record types (keeper.md).
+const PAM_RECORD_TYPES: [&str; 5] = [
+    "pamDatabase",
+    "pamDirectory",
+    "pamMachine",
+    "pamUser",
+    "pamRemoteBrowser",
+];
+const MAX_TEXT_CHARS: usize = 500;
+/// How many times a counted approval is re-read and re-decided when another approver got in first.
+const APPROVAL_ATTEMPTS: usize = 8;
+
+/// Why a use case refused or failed. Every variant except `Store` is an answer for the person who
+/// asked; its message says what is going on and never carries a secret or the vault's raw text.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Record(#[from] AdminError),
+    #[error("There is no request #{0}.")]
+    UnknownRequest(i64),
+    #[error("Request #{0} is not yours.")]
+    NotYours(i64),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("You already have request #{0} open for this record.")]
+    AlreadyOpen(i64),
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error("Request #{request_id} was already {}{}.", status_word(*.status), decided_by_text(.by.as_deref(), *.at))]
+    AlreadyDecided {
+        request_id: i64,
+        status: RequestStatus,
+        by: Option<String>,
+        at: Option<Timestamp>,
+    },
+    #[error("Request #{request_id} is {status}; {what}.")]
+    WrongState {
+        request_id: i64,
+        status: RequestStatus,
+        what: &'static str,
+    },
+    #[error("Only admins can do that.")]
+    NotAdmin,
+    #[error("That retrieval link is not valid any more. Reload the page to get a fresh one.")]
+    TokenMismatch,
+    #[error("No retrievals are left on request #{0}.")]
+    NoRetrievalsLeft(i64),
+    #[error("This record needs a second factor before the link is shown.")]
+    SecondFactorRequired,
+    #[error("The vault is not answering right now; nothing was used up. Try again in a minute.")]
+    VaultUnavailable,
+    #[error("The vault cannot share this record: {0}")]
+    VaultRefused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn status_word(s: RequestStatus) -> &'static str {
+    match s {
+        RequestStatus::Approved | RequestStatus::Issued | RequestStatus::RenewalPending => {
+            "approved"
+        }
+        RequestStatus::Denied => "denied",
+        RequestStatus::Expired => "ended (expired or revoked)",
+        RequestStatus::Released => "released",
+        RequestStatus::Unfulfillable => "found unfulfillable",
+        RequestStatus::Pending => "routed to approvers",
+        RequestStatus::RequiresTriage => "sent to triage",
+    }
+}
+
+fn decided_by_text(by: Option<&str>, at: Option<Timestamp>) -> String {
+    match (by, at) {
+        (Some(by), Some(at)) => format!(" by {by} at {}", at.to_fixed_text()),
+        (Some(by), None) => format!(" by {by}"),
+        (None, Some(at)) => format!(" at {}", at.to_fixed_text()),
+        (None, None) => String::new(),
+    }
+}
+
+/// What a use case did to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Event {
+    /// Policy denied it at submission.
+    DeniedByPolicy,
+    /// Waiting for approvers.
+    Routed,
+    /// Waiting for an admin.
+    Triaged,
+    /// Approved and the lease started (the preflight passed or is being retried).
+    Approved,
+    /// Break-glass: approved at once, flagged for review.
+    BreakGlassApproved,
+    /// An approval was counted; more are needed.
+    ApprovalRecorded,
+    Denied,
+    Unfulfillable,
+    /// The preflight failed for a passing reason and will be retried.
+    PreflightDeferred,
+    PreflightPassed,
+    Released,
+    Expired,
+    Revoked,
+    /// More time was asked for and waits for an approver.
+    ExtensionRequested,
+    Extended,
+    ExtensionDenied,
+    /// Routed again to approvers, or moved to triage, because nobody decided in time.
+    Escalated,
+}
+
+/// Who should hear about what. The edges turn these into cards or messages; a notice carries no
+/// secret by construction (ids and kinds only).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Notice {
+    pub user_id: i64,
+    pub request_id: i64,
+    pub kind: NoticeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NoticeKind {
+    /// To an approver: a request waits for you.
+    ApprovalNeeded,
+    /// To an approver: still waiting.
+    Reminder,
+    /// To an admin: a request waits in triage.
+    TriageNeeded,
+    /// To authorities and admins: break-glass was used.
+    BreakGlassUsed,
+    /// To an approver: the requester asks for more time.
+    ExtensionNeeded,
+    /// To an admin: the vault bridge needs a person (Commander's login broke…).
+    VaultNeedsOperator,
+    /// To the requester: the request changed (the card shows its state).
+    StatusChanged,
+    /// To the requester: the lease ends soon.
+    ExpiringSoon,
+}
+
+/// The result of a use case.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub request: Request,
+    pub record: Record,
+    pub event: Event,
+    /// The policy's or the person's reasons, for the card.
+    pub reasons: Vec<String>,
+    pub notices: Vec<Notice>,
+}
+
+/// A freshly minted issuance token: shown to the signed-in requester's page once, never stored.
+pub struct IssuanceToken {
+    pub token: SecretString,
+    pub expires_at: Timestamp,
+    pub issuances_left: i32,
+}
+
+/// A retrieval: the one place the share URL exists outside the vault (INV-5).
+pub struct Retrieved {
+    pub url: ShareUrl,
+    pub expires_at: Timestamp,
+    pub issuance_count: i32,
+    pub max_issuances: i32,
+}
+
+/// A new request as the requester typed it or filled it in.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub record: String,
+    /// None: the policy's default lease.
+    pub duration_secs: Option<i64>,
+    pub justification: String,
+    pub ticket_id: Option<String>,
+    pub break_glass: bool,
+}
+
+/// How a share removal went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RevokeCounts {
+    pub removed: u32,
+    pub already_gone: u32,
+    pub failed: u32,
+}
+
+/// The lifecycle's dependencies.
+#[derive(Clone)]
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
+    permissions: Arc<PermissionResolver>,
+    sharer: Arc<dyn OneTimeSharer>,
+    settings: LifecycleSettings,
+}
+
+fn person(user: &User, groups: Vec<String>) -> Person {
+    Person {
+        user_id: user.id,
+        aad_object_id: user.aad_object_id.clone(),
+        email: user.email.clone().or_else(|| user.upn.clone()),
+        role: user.role,
+        groups,
+    }
+}
+
+fn bounded(text: &str, what: &str) -> Result<String, LifecycleError> {
+    let text = text.trim();
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(LifecycleError::BadInput(format!(
+            "The {what} is too long (at most {MAX_TEXT_CHARS} characters)."
+        )));
+    }
+    Ok(text.to_string())
+}
+
+/// Constant-time equality of two hex digests (the token check must not leak by timing).
+fn same_digest(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A trace for a lifecycle event that is not a policy evaluation (issuance, revocation): the
+/// inputs are the facts the step acted on, hashed the same canonical way.
+fn event_trace(
+    stage: TraceStage,
+    request: &Request,
+    outcome: TraceOutcome,
+    reasons: Vec<String>,
+    inputs: Value,
+    policy_version: &str,
+    at: Timestamp,
+) -> NewTrace {
+    NewTrace {
+        request_id: Some(request.id),
+        stage,
+        outcome,
+        reasons: json!(reasons),
+        constraints: json!({ "max_issuances": request.max_issuances }),
+        required_approvals: json!([]),
+        trace: json!({ "event": stage.as_str() }),
+        inputs_hash: hash_canonical(&inputs),
+        inputs,
+        policy_version: policy_version.to_string(),
+        code_version: crate::policy::code_version().to_string(),
+        at,
+    }
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        clock: Arc<dyn Clock>,
+        permissions: Arc<PermissionResolver>,
+        sharer: Arc<dyn OneTimeSharer>,
+        settings: LifecycleSettings,
+    ) -> Self {
+        Lifecycle {
+            store,
+            engine,
+            clock,
+            permissions,
+            sharer,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &LifecycleSettings {
+        &self.settings
+    }
+
+    // ---- reading ----------------------------------------------------------------------------
+
+    async fn request(&self, id: i64) -> Result<Request, LifecycleError> {
+        self.store
+            .request_by_id(id)
+            .await?
+            .ok_or(LifecycleError::UnknownRequest(id))
+    }
+
+    async fn record_of(&self, request: &Request) -> Result<Record, LifecycleError> {
+        Ok(self
+            .store
+            .record_by_id(request.record_id)
+            .await?
+            .ok_or(StoreError::NotFound("record"))?)
+    }
+
+    /// A request the person may act on as its requester.
+    async fn own_request(&self, user: &User, id: i64) -> Result<Request, LifecycleError> {
+        let request = self.request(id).await?;
+        if request.requester_id != user.id {
+            self.store
+                .append_audit(
+                    &NewAuditEvent::new(
+                        actor(user),
+                        "ACCESS_DENIED_NOT_REQUESTER",
+                        self.clock.now(),
+                    )
+                    .request(id)
+                    .record(request.record_id),
+                )
+                .await?;
+            return Err(LifecycleError::NotYours(id));
+        }
+        Ok(request)
+    }
+
+    /// "already decided by X at T" for a request someone else moved first.
+    async fn already_decided(&self, request_id: i64) -> LifecycleError {
+        match self.store.request_by_id(request_id).await {
+            Ok(Some(r)) => {
+                let by = match r.decided_by {
+                    Some(id) => self
+                        .store
+                        .user_by_id(id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|u| u.display_name),
+                    None => Some("policy".to_string()),
+                };
+                LifecycleError::AlreadyDecided {
+                    request_id,
+                    status: r.status,
+                    by,
+                    at: r.decided_at,
+                }
+            }
+            Ok(None) => LifecycleError::UnknownRequest(request_id),
+            Err(e) => e.into(),
+        }
+    }
+
+    async fn authority_facts(&self, record: &Record) -> Result<Vec<AuthorityFacts>, StoreError> {
+        let Some(resource) = self.store.governed_resource_for_record(record.id).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .store
+            .authority_history(resource.id)
+            .await?
+            .into_iter()
+            .map(|a| AuthorityFacts {
+                authority_id: a.id,
+                kind: a.authority,
+                principal_type: a.principal_type,
+                principal: a.principal,
+                stage: a.stage,
+                valid_from: a.valid_from,
+                valid_to: a.valid_to,
+                revoked: a.revoked_at.is_some(),
+            })
+            .collect())
+    }
+
+    /// Everything a decision about `request` (or a new one) depends on.
+    #[allow(clippy::too_many_arguments)]
+    async fn context(
+        &self,
+        action: Action,
+        requester: &User,
+        actor: Option<&User>,
+        record: &Record,
+        request: RequestFacts,
+        approvals: Vec<ApprovalFacts>,
+        extension_secs: Option<i64>,
+    ) -> Result<PolicyContext, StoreError> {
+        let requester_perms = self.permissions.effective(requester).await?;
+        let folder_access = FolderAccess {
+            permission: record
+                .folder_id
+                .and_then(|f| requester_perms.folder_levels.get(&f).copied()),
+        };
+        let (actor, actor_folder_access) = match actor {
+            Some(a) => {
+                let perms = self.permissions.effective(a).await?;
+                let level = record
+                    .folder_id
+                    .and_then(|f| perms.folder_levels.get(&f).copied());
+                (Some(person(a, perms.groups)), level)
+            }
+            None => (None, None),
+        };
+        Ok(PolicyContext {
+            action,
+            now: self.clock.now(),
+            requester: person(requester, requester_perms.groups),
+            actor,
+            record: RecordFacts {
+                record_id: record.id,
+                vault_uid: record.vault_uid.clone(),
+                title: record.title.clone(),
+                sensitivity: record.sensitivity,
+                owner_user_id: record.owner_user_id,
+            },
+            request,
+            folder_access,
+            authorities: self.authority_facts(record).await?,
+            approvals,
+            extension_secs,
+            actor_folder_access,
+        })
+    }
+
+    fn facts_of(request: &Request) -> RequestFacts {
+        RequestFacts {
+            request_id: Some(request.id),
+            status: Some(request.status),
+            requested_duration_secs: request.requested_duration_secs,
+            justification: request.justification.clone(),
+            ticket_id: request.ticket_id.clone(),
+            break_glass: request.break_glass,
+            granted_lease_secs: request.approved_duration_secs.unwrap_or(0),
+            extension_count: request.extension_count.max(0) as u32,
+        }
+    }
+
+    /// The people an approval stage names: users, emails and roles resolve to known users; a
+    /// group's members are reached through its channel or Graph at the edge, not here.
+    pub async fn resolve_approvers(
+        &self,
+        approvers: &[Approver],
+        except_user_id: i64,
+    ) -> Result<Vec<User>, StoreError> {
+        let mut users: Vec<User> = Vec::new();
+        for a in approvers {
+            let found = match a.principal_type {
+                PrincipalType::User => self
+                    .store
+                    .user_by_aad_object_id(&a.principal)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                PrincipalType::Email => self
+                    .store
+                    .user_by_email(&a.principal)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                PrincipalType::Role => match a.principal.parse::<Role>() {
+                    Ok(role) => self.store.users_with_role(role).await?,
+                    Err(_) => Vec::new(),
+                },
+                PrincipalType::Group => Vec::new(),
+            };
+            for u in found {
+                if u.id != except_user_id && !users.iter().any(|x| x.id == u.id) {
+                    users.push(u);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    async fn admins(&self) -> Result<Vec<User>, StoreError> {
+        self.store.users_with_role(Role::Admin).await
+    }
+
+    fn notices(users: &[User], request_id: i64, kind: NoticeKind) -> Vec<Notice> {
+        users
+            .iter()
+            .map(|u| Notice {
+                user_id: u.id,
+                request_id,
+                kind,
+            })
+            .collect()
+    }
+
+    fn requester_notice(request: &Request) -> Notice {
+        Notice {
+            user_id: request.requester_id,
+            request_id: request.id,
+            kind: NoticeKind::StatusChanged,
+        }
+    }
+
+    // ---- submit -----------------------------------------------------------------------------
+
+    /// A new request: resolve the record, ask the policy, persist with the trace, then approve at
+    /// once, deny, route to approvers or queue for triage.
+    pub async fn submit(
+        &self,
+        requester: &User,
+        submission: &Submission,
+    ) -> Result<Change, LifecycleError> {
+        let admin = GovernanceAdmin::new(self.store.clone(), self.clock.clone());
+        let record = admin.find_record(&submission.record).await?;
+        let justification = bounded(&submission.justification, "justification")?;
+        let ticket_id = match &submission.ticket_id {
+            Some(t) if !t.trim().is_empty() => Some(bounded(t, "ticket")?),
+            _ => None,
+        };
+        let duration = submission
+            .duration_secs
+            .unwrap_or(self.engine.policy().lease.default_lease_secs);
+        if duration <= 0 {
+            return Err(LifecycleError::BadInput(
+                "The duration must be positive, e.g. 30m, 2h or 1d.".into(),
+            ));
+        }
+        if !requester.allow_multiple_leases
+            && let Some(open) = self
+                .store
+                .requests_for_requester(requester.id, 200)
+                .await?
+                .into_iter()
+                .find(|r| r.record_id == record.id && !r.status.is_final())
+        {
+            return Err(LifecycleError::AlreadyOpen(open.id));
+        }
+
+        let ctx = self
+            .context(
+                Action::Submit,
+                requester,
+                None,
+                &record,
+                RequestFacts {
+                    request_id: None,
+                    status: None,
+                    requested_duration_secs: duration,
+                    justification: justification.clone(),
+                    ticket_id: ticket_id.clone(),
+                    break_glass: submission.break_glass,
+                    granted_lease_secs: 0,
+                    extension_count: 0,
+                },
+                vec![],
+                None,
+            )
+            .await?;
+        let decision = self.engine.evaluate(&ctx);
+        let status = match decision.outcome {
+            Outcome::Deny => RequestStatus::Denied,
+            Outcome::RequiresHumanTriage => RequestStatus::RequiresTriage,
+            Outcome::AutoApprove | Outcome::RouteToAuthority => RequestStatus::Pending,
+        };
+        let mut traces = vec![trace_record(TraceStage::RequestSubmission, &ctx, &decision)];
+        if decision.outcome == Outcome::RouteToAuthority {
+            traces.push(trace_record(
+                TraceStage::AuthorityResolution,
+                &ctx,
+                &decision,
+            ));
+        }
+        let required: u32 = decision.required_approvals.iter().map(|r| r.count).sum();
+        let new = NewRequest {
+            requester_id: requester.id,
+            record_id: record.id,
+            status,
+            justification,
+            ticket_id,
+            requested_duration_secs: duration,
+            break_glass: submission.break_glass,
+            required_approvals: required.max(1) as i32,
+            max_issuances: decision
+                .constraints
+                .max_issuances
+                .unwrap_or(self.engine.policy().lease.max_issuances)
+                .min(i32::MAX as u32) as i32,
+            policy_version: Some(decision.policy_version.clone()),
+            review_required: decision.constraints.post_hoc_review,
+            otp_required: decision.constraints.otp_required,
+        };
+        let now = ctx.now;
+        let audit = NewAuditEvent::new(actor(requester), "REQUEST_SUBMITTED", now)
+            .record(record.id)
+            .detail(json!({
+                "outcome": decision.outcome,
+                "reasons": decision.reasons,
+                "requested_duration_secs": duration,
+                "break_glass": submission.break_glass,
+            }));
+        let request = self
+            .store
+            .create_request(&new, &traces, &audit, now)
+            .await?;
+        if status == RequestStatus::Denied {
+            // The reason is part of the request for the card; the trace holds the detail.
+            let request = self.request(request.id).await?;
+            return Ok(Change {
+                notices: vec![],
+                request,
+                record,
+                event: Event::DeniedByPolicy,
+                reasons: decision.reasons,
+            });
+        }
+        match decision.outcome {
+            Outcome::RequiresHumanTriage => {
+                let admins = self.admins().await?;
+                Ok(Change {
+                    notices: Self::notices(&admins, request.id, NoticeKind::TriageNeeded),
+                    request,
+                    record,
+                    event: Event::Triaged,
+                    reasons: decision.reasons,
+                })
+            }
+            Outcome::RouteToAuthority => {
+                let first = decision.required_approvals.first();
+                let approvers = match first {
+                    Some(stage) => {
+                        self.resolve_approvers(&stage.approvers, requester.id)
+                            .await?
+                    }
+                    None => vec![],
+                };
+                Ok(Change {
+                    notices: Self::notices(&approvers, request.id, NoticeKind::ApprovalNeeded),
+                    request,
+                    record,
+                    event: Event::Routed,
+                    reasons: decision.reasons,
+                })
+            }
+            _ => {
+                self.approve_by_policy(request, record, &ctx, &decision)
+                    .await
+            }
+        }
+    }
+
+    /// AUTO_APPROVE at submission (including break-glass): the approval transition, then the lease.
+    async fn approve_by_policy(
+        &self,
+        request: Request,
+        record: Record,
+        ctx: &PolicyContext,
+        decision: &Decision,
+    ) -> Result<Change, LifecycleError> {
+        let mut ctx = ctx.clone();
+        ctx.request.request_id = Some(request.id);
+        ctx.request.status = Some(request.status);
+        let now = self.clock.now();
+        let secs = self.lease_secs(&request, decision);
+        let break_glass = decision.constraints.post_hoc_review;
+        let action = if break_glass {
+            "BREAK_GLASS_APPROVED"
+        } else {
+            "REQUEST_AUTO_APPROVED"
+        };
+        let change = StatusChange::new(
+            request.id,
+            RequestStatus::Pending,
+            RequestStatus::Approved,
+            now,
+        )
+        .reason(decision.reasons.join("; "))
+        .lease(now, now.plus(Duration::seconds(secs)), secs);
+        let audit = NewAuditEvent::new("system:policy", action, now).detail(json!({
+            "reasons": decision.reasons,
+            "lease_secs": secs,
+            "review_required": break_glass,
+        }));
+        let trace = trace_record(TraceStage::ApprovalDecision, &ctx, decision);
+        let request = self
+            .store
+            .transition_request(&change, &[trace], &audit)
+            .await?;
+        let mut notices = vec![];
+        if decision.constraints.notify_authorities || break_glass {
+            let approvers: Vec<Approver> = ctx
+                .authorities
+                .iter()
+                .filter(|a| a.in_force(now))
+                .map(|a| Approver {
+                    authority_id: a.authority_id,
+                    kind: a.kind,
+                    principal_type: a.principal_type,
+                    principal: a.principal.clone(),
+                })
+                .collect();
+            let mut people = self
+                .resolve_approvers(&approvers, request.requester_id)
+                .await?;
+            for admin in self.admins().await? {
+                if admin.id != request.requester_id && !people.iter().any(|p| p.id == admin.id) {
+                    people.push(admin);
+                }
+            }
+            notices.extend(Self::notices(
+                &people,
+                request.id,
+                NoticeKind::BreakGlassUsed,
+            ));
+        }
+        let event = if break_glass {
+            Event::BreakGlassApproved
+        } else {
+            Event::Approved
+        };
+        self.after_approval(request, record, event, decision.reasons.clone(), notices)
+            .await
+    }
+
+    /// The approved lease length: what was asked, within the policy's cap.
+    fn lease_secs(&self, request: &Request, decision: &Decision) -> i64 {
+        let cap = decision
+            .constraints
+            .max_lease_secs
+            .unwrap_or(request.requested_duration_secs);
+        request.requested_duration_secs.min(cap).max(1)
+    }
+
+    /// After any approval: the vault preflight, and the requester told.
+    async fn after_approval(
+        &self,
+        request: Request,
+        record: Record,
+        event: Event,
+        reasons: Vec<String>,
+        mut notices: Vec<Notice>,
+    ) -> Result<Change, LifecycleError> {
+        let (request, preflight_event, more) = self.preflight(request, &record).await?;
+        notices.push(Self::requester_notice(&request));
+        notices.extend(more);
+        Ok(Change {
+            event: match preflight_event {
+                Event::Unfulfillable => Event::Unfulfillable,
+                _ => event,
+            },
+            request,
+            record,
+            reasons,
+            notices,
+        })
+    }
+
+    // ---- preflight --------------------------------------------------------------------------
+
+    /// Can the vault serve this record? Asked once at approval and again by the retry job: a
+    /// terminal answer makes the request UNFULFILLABLE; a passing one is retried with backoff
+    /// until the budget is spent. No share is created here.
+    pub async fn preflight(
+        &self,
+        request: Request,
+        record: &Record,
+    ) -> Result<(Request, Event, Vec<Notice>), LifecycleError> {
+        if request.status != RequestStatus::Approved {
+            return Ok((request, Event::Approved, vec![]));
+        }
+        let result = if PAM_RECORD_TYPES.contains(&record.record_type.as_str()) {
+            Err(VaultError::new(
+                ErrorClass::Terminal,
+                "One-time shares are not available for PAM records",
+                format!("record type {}", record.record_type),
+            ))
+        } else {
+            self.sharer.list(&record.vault_uid).await.map(|_| ())
+        };
+        let now = self.clock.now();
+        let attempts = request.preflight_attempts + 1;
+        match result {
+            Ok(()) => {
+                let request = if request.preflight_attempts > 0 || request.next_attempt_at.is_some()
+                {
+                    let audit = NewAuditEvent::new("system:preflight", "VAULT_PREFLIGHT_PASSED", now)
+                        .detail(json!({ "attempts": attempts }));
+                    self.store
+                        .schedule_preflight(request.id, attempts, None, &audit)
+                        .await?
+                } else {
+                    request
+                };
+                Ok((request, Event::PreflightPassed, vec![]))
+            }
+            Err(e) => {
+                let retries_used = attempts - 1;
+                let budget = self.settings.preflight_retry_budget as i32;
+                if e.class == ErrorClass::Terminal || retries_used >= budget {
+                    let why = if e.class == ErrorClass::Terminal {
+                        e.message.clone()
+                    } else {
+                        format!("the vault did not answer after {attempts} attempts")
+                    };
+                    let change = StatusChange::new(
+                        request.id,
+                        RequestStatus::Approved,
+                        RequestStatus::Unfulfillable,
+                        now,
+                    )
+                    .reason(why.clone())
+                    .preflight(attempts, None);
+                    let audit =
+                        NewAuditEvent::new("system:preflight", "REQUEST_UNFULFILLABLE", now).detail(
+                            json!({ "class": e.class, "message": e.message, "raw": e.raw, "attempts": attempts }),
+                        );
+                    let trace = event_trace(
+                        TraceStage::IssuanceCheck,
+                        &request,
+                        TraceOutcome::Deny,
+                        vec![why],
+                        json!({ "record_uid": record.vault_uid, "record_type": record.record_type, "class": e.class, "attempts": attempts }),
+                        self.engine.version(),
+                        now,
+                    );
+                    let request = self
+                        .store
+                        .transition_request(&change, &[trace], &audit)
+                        .await?;
+                    let notices = vec![Self::requester_notice(&request)];
+                    Ok((request, Event::Unfulfillable, notices))
+                } else {
+                    let wait = PREFLIGHT_BACKOFF
+                        [(retries_used as usize).min(PREFLIGHT_BACKOFF.len() - 1)];
+                    let next = now.plus(wait);
+                    let audit =
+                        NewAuditEvent::new("system:preflight", "VAULT_PREFLIGHT_DEFERRED", now)
+                            .detail(json!({
+                                "class": e.class, "message": e.message, "raw": e.raw,
+                                "attempts": attempts, "next_attempt_at": next.to_fixed_text(),
+                            }));
+                    let request = self
+                        .store
+                        .schedule_preflight(request.id, attempts, Some(next), &audit)
+                        .await?;
+                    let notices = if e.class == ErrorClass::NeedsOperator {
+                        Self::notices(
+                            &self.admins().await?,
+                            request.id,
+                            NoticeKind::VaultNeedsOperator,
+                        )
+                    } else {
+                        vec![]
+                    };
+                    Ok((request, Event::PreflightDeferred, notices))
+                }
+            }
+        }
+    }
+
+    // ---- approve / deny ---------------------------------------------------------------------
+
+    /// An approver's approval: counted toward the quorum; the deciding one approves the request
+    /// with one conditional update, so concurrent approvers give exactly one decision.
+    pub async fn approve(
+        &self,
+        approver: &User,
+        request_id: i64,
+        comment: Option<&str>,
+    ) -> Result<Change, LifecycleError> {
+        let comment = comment.map(|c| bounded(c, "comment")).transpose()?;
+        for _ in 0..APPROVAL_ATTEMPTS {
+            let request = self.request(request_id).await?;
+            match request.status {
+                RequestStatus::Pending => {}
+                RequestStatus::RenewalPending => {
+                    return self
+                        .decide_extension(approver, request_id, true, comment.as_deref())
+                        .await;
+                }
+                RequestStatus::RequiresTriage => {
+                    return Err(LifecycleError::WrongState {
+                        request_id,
+                        status: request.status,
+                        what: "an admin decides it from the triage queue",
+                    });
+                }
+                _ => return Err(self.already_decided(request_id).await),
+            }
+            let record = self.record_of(&request).await?;
+            let requester = self
+                .store
+                .user_by_id(request.requester_id)
+                .await?
+                .ok_or(StoreError::NotFound("requester"))?;
+            let approvals = self.store.approvals_for_request(request_id).await?;
+            let approve_rows: Vec<ApprovalFacts> = approvals
+                .iter()
+                .filter(|a| a.decision == ApprovalDecision::Approve)
+                .map(|a| ApprovalFacts {
+                    approver_user_id: a.approver_id,
+                    stage: a.stage,
+                })
+                .collect();
+            let seen = approve_rows.len() as i64;
+            let ctx = self
+                .context(
+                    Action::Approve,
+                    &requester,
+                    Some(approver),
+                    &record,
+                    Self::facts_of(&request),
+                    approve_rows,
+                    None,
+                )
+                .await?;
+            let decision = self.engine.evaluate(&ctx);
+            let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
+            let now = ctx.now;
+            let stage = self.current_stage(&ctx);
+            let new_approval = NewApproval {
+                request_id,
+                approver_id: approver.id,
+                stage,
+                decision: ApprovalDecision::Approve,
+                comment: comment.clone(),
+                at: now,
+            };
+            let result = match decision.outcome {
+                Outcome::Deny | Outcome::RequiresHumanTriage => {
+                    self.refused(approver, &request, "APPROVAL_REFUSED", &decision.reasons, trace)
+                        .await?;
+                    return Err(LifecycleError::Refused(decision.reasons));
+                }
+                Outcome::AutoApprove => {
+                    let secs = self.lease_secs(&request, &decision);
+                    let change = StatusChange::new(
+                        request_id,
+                        RequestStatus::Pending,
+                        RequestStatus::Approved,
+                        now,
+                    )
+                    .decided_by(approver.id, comment.clone().unwrap_or_default())
+                    .lease(now, now.plus(Duration::seconds(secs)), secs);
+                    let audit = NewAuditEvent::new(actor(approver), "REQUEST_APPROVED", now)
+                        .detail(json!({ "stage": stage, "approvals": seen + 1, "lease_secs": secs, "comment": comment }));
+                    self.store
+                        .record_approval(
+                            &new_approval,
+                            RequestStatus::Pending,
+                            seen,
+                            Some(&change),
+                            &[trace],
+                            &audit,
+                        )
+                        .await
+                        .map(|(_, r)| (r, true))
+                }
+                Outcome::RouteToAuthority => {
+                    let audit = NewAuditEvent::new(actor(approver), "APPROVAL_RECORDED", now)
+                        .detail(json!({ "stage": stage, "approvals": seen + 1, "reasons": decision.reasons, "comment": comment }));
+                    self.store
+                        .record_approval(
+                            &new_approval,
+                            RequestStatus::Pending,
+                            seen,
+                            None,
+                            &[trace],
+                            &audit,
+                        )
+                        .await
+                        .map(|(_, r)| (r, false))
+                }
+            };
+            match result {
+                Ok((request, true)) => {
+                    return self
+                        .after_approval(request, record, Event::Approved, decision.reasons, vec![])
+                        .await;
+                }
+                Ok((request, false)) => {
+                    // A completed stage hands over to the next: tell its approvers.
+                    let mut notices = vec![Self::requester_notice(&request)];
+                    let next = self.next_stage_approvers(&ctx, stage);
+                    if !next.is_empty() {
+                        let people = self.resolve_approvers(&next, request.requester_id).await?;
+                        notices.extend(Self::notices(
+                            &people,
+                            request.id,
+                            NoticeKind::ApprovalNeeded,
+                        ));
+                    }
+                    return Ok(Change {
+                        request,
+                        record,
+                        event: Event::ApprovalRecorded,
+                        reasons: decision.reasons,
+                        notices,
+                    });
+                }
+                Err(StoreError::StatusConflict { .. }) => {
+                    return Err(self.already_decided(request_id).await);
+                }
+                Err(StoreError::Conflict(m)) if m.contains("meanwhile") => continue,
+                Err(StoreError::Conflict(_)) => {
+                    return Err(LifecycleError::Refused(vec![
+                        "you have already given your decision on this request".into(),
+                    ]));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LifecycleError::Refused(vec![
+            "too many approvers at once; try again".into(),
+        ]))
+    }
+
+    /// The stage an approval counts toward: the first whose quorum is not met yet.
+    fn current_stage(&self, ctx: &PolicyContext) -> i32 {
+        let needed = crate::policy::rules::quorum::stage_requirements(ctx, self.engine.policy());
+        needed
+            .iter()
+            .find(|(stage, count)| {
+                (ctx.approvals.iter().filter(|a| a.stage == **stage).count() as u32) < **count
+            })
+            .map(|(s, _)| *s)
+            .unwrap_or(1)
+    }
+
+    /// The approvers of the stage after `stage`, once `stage` has just completed.
+    fn next_stage_approvers(&self, ctx: &PolicyContext, stage: i32) -> Vec<Approver> {
+        let policy = self.engine.policy();
+        let needed = crate::policy::rules::quorum::stage_requirements(ctx, policy);
+        let have = ctx.approvals.iter().filter(|a| a.stage == stage).count() as u32 + 1;
+        if needed.get(&stage).is_none_or(|n| have < *n) {
+            return vec![];
+        }
+        let stages = crate::policy::rules::quorum::approvers_by_stage(ctx, policy);
+        stages
+            .range(stage + 1..)
+            .next()
+            .map(|(_, rows)| {
+                rows.iter()
+                    .map(|a| Approver {
+                        authority_id: a.authority_id,
+                        kind: a.kind,
+                        principal_type: a.principal_type,
+                        principal: a.principal.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A refused attempt is an event too: audited with the decision that refused it.
+    async fn refused(
+        &self,
+        who: &User,
+        request: &Request,
+        action: &str,
+        reasons: &[String],
+        trace: NewTrace,
+    ) -> Result<(), StoreError> {
+        self.store.insert_trace(&trace).await?;
+        self.store
+            .append_audit(
+                &NewAuditEvent::new(actor(who), action, self.clock.now())
+                    .request(request.id)
+                    .record(request.record_id)
+                    .detail(json!({ "reasons": reasons })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// An approver's denial: one resolved approver's "no" decides.
+    pub async fn deny(
+        &self,
+        approver: &User,
+        request_id: i64,
+        comment: Option<&str>,
+    ) -> Result<Change, LifecycleError> {
+        let comment = comment.map(|c| bounded(c, "comment")).transpose()?;
+        let request = self.request(request_id).await?;
+        match request.status {
+            RequestStatus::Pending => {}
+            RequestStatus::RenewalPending => {
+                return self
+                    .decide_extension(approver, request_id, false, comment.as_deref())
+                    .await;
+            }
+            RequestStatus::RequiresTriage => {
+                return Err(LifecycleError::WrongState {
+                    request_id,
+                    status: request.status,
+                    what: "an admin decides it from the triage queue",
+                });
+            }
+            _ => return Err(self.already_decided(request_id).await),
+        }
+        let record = self.record_of(&request).await?;
+        let requester = self
+            .store
+            .user_by_id(request.requester_id)
+            .await?
+            .ok_or(StoreError::NotFound("requester"))?;
+        let approvals = self.store.approvals_for_request(request_id).await?;
+        let seen = approvals
+            .iter()
+            .filter(|a| a.decision == ApprovalDecision::Approve)
+            .count() as i64;
+        // Whoever may approve may deny: the same evaluation says whether this person may decide.
+        let ctx = self
+            .context(
+                Action::Approve,
+                &requester,
+                Some(approver),
+                &record,
+                Self::facts_of(&request),
+                approvals
+                    .iter()
+                    .filter(|a| a.decision == ApprovalDecision::Approve)
+                    .map(|a| ApprovalFacts {
+                        approver_user_id: a.approver_id,
+                        stage: a.stage,
+                    })
+                    .collect(),
+                None,
+            )
+            .await?;
+        let mut decision = self.engine.evaluate(&ctx);
+        if matches!(
+            decision.outcome,
+            Outcome::Deny | Outcome::RequiresHumanTriage
+        ) {
+            let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
+            self.refused(approver, &request, "DENIAL_REFUSED", &decision.reasons, trace)
+                .await?;
+            return Err(LifecycleError::Refused(decision.reasons));
+        }
+        let why = comment
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "denied by an approver".to_string());
+        decision.outcome = Outcome::Deny;
+        decision.reasons = vec![format!("{} denied it: {why}", approver.display_name)];
+        let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
+        let now = ctx.now;
+        let stage = self.current_stage(&ctx);
+        let change = StatusChange::new(
+            request_id,
+            RequestStatus::Pending,
+            RequestStatus::Denied,
+            now,
+        )
+        .decided_by(approver.id, why.clone());
+        let audit = NewAuditEvent::new(actor(approver), "REQUEST_DENIED", now)
+            .detail(json!({ "stage": stage, "comment": comment }));
+        let new_approval = NewApproval {
+            request_id,
+            approver_id: approver.id,
+            stage,
+            decision: ApprovalDecision::Deny,
+            comment: comment.clone(),
+            at: now,
+        };
+        match self
+            .store
+            .record_approval(
+                &new_approval,
+                RequestStatus::Pending,
+                seen,
+                Some(&change),
+                &[trace],
+                &audit,
+            )
+            .await
+        {
+            Ok((_, request)) => Ok(Change {
+                notices: vec![Self::requester_notice(&request)],
+                request,
+                record,
+                event: Event::Denied,
+                reasons: decision.reasons,
+            }),
+            Err(StoreError::StatusConflict { .. }) => Err(self.already_decided(request_id).await),
+            Err(StoreError::Conflict(m)) if m.contains("meanwhile") => {
+                Box::pin(self.deny(approver, request_id, comment.as_deref())).await
+            }
+            Err(StoreError::Conflict(_)) => Err(LifecycleError::Refused(vec![
+                "you have already given your decision on this request".into(),
+            ])),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- triage -----------------------------------------------------------------------------
+
+    /// An admin decides a request in triage: approve (as the deciding authority) or deny.
+    pub async fn triage(
+        &self,
+        admin: &User,
+        request_id: i64,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Change, LifecycleError> {
+        if admin.role != Role::Admin {
+            return Err(LifecycleError::NotAdmin);
+        }
+        let reason = bounded(reason, "reason")?;
+        if reason.is_empty() {
+            return Err(LifecycleError::BadInput(
+                "A triage decision needs a reason.".into(),
+            ));
+        }
+        let request = self.request(request_id).await?;
+        if request.status != RequestStatus::RequiresTriage {
+            return Err(match request.status {
+                RequestStatus::Pending => LifecycleError::WrongState {
+                    request_id,
+                    status: request.status,
+                    what: "its approvers decide it",
+                },
+                _ => self.already_decided(request_id).await,
+            });
+        }
+        if request.requester_id == admin.id {
+            return Err(LifecycleError::Refused(vec![
+                "you cannot decide your own request; another admin must".into(),
+            ]));
+        }
+        let record = self.record_of(&request).await?;
+        let now = self.clock.now();
+        let cap = self
+            .engine
+            .policy()
+            .max_lease_secs(record.sensitivity)
+            .min(request.requested_duration_secs)
+            .max(1);
+        let (to, action) = if approve {
+            (RequestStatus::Approved, "TRIAGE_APPROVED")
+        } else {
+            (RequestStatus::Denied, "TRIAGE_DENIED")
+        };
+        let mut change = StatusChange::new(request_id, RequestStatus::RequiresTriage, to, now)
+            .decided_by(admin.id, reason.clone());
+        if approve {
+            change = change.lease(now, now.plus(Duration::seconds(cap)), cap);
+        }
+        let trace = event_trace(
+            TraceStage::ApprovalDecision,
+            &request,
+            if approve {
+                TraceOutcome::Allow
+            } else {
+                TraceOutcome::Deny
+            },
+            vec![format!("triage by an admin: {reason}")],
+            json!({ "request_id": request_id, "admin_user_id": admin.id, "approve": approve, "lease_secs": cap }),
+            self.engine.version(),
+            now,
+        );
+        let audit =
+            NewAuditEvent::new(actor(admin), action, now).detail(json!({ "reason": reason }));
+        let new_approval = NewApproval {
+            request_id,
+            approver_id: admin.id,
+            stage: 1,
+            decision: if approve {
+                ApprovalDecision::Approve
+            } else {
+                ApprovalDecision::Deny
+            },
+            comment: Some(reason.clone()),
+            at: now,
+        };
+        let seen = self
+            .store
+            .approvals_for_request(request_id)
+            .await?
+            .iter()
+            .filter(|a| a.decision == ApprovalDecision::Approve)
+            .count() as i64;
+        let request = match self
+            .store
+            .record_approval(
+                &new_approval,
+                RequestStatus::RequiresTriage,
+                seen,
+                Some(&change),
+                &[trace],
+                &audit,
+            )
+            .await
+        {
+            Ok((_, r)) => r,
+            Err(StoreError::StatusConflict { .. }) | Err(StoreError::Conflict(_)) => {
+                return Err(self.already_decided(request_id).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if approve {
+            self.after_approval(request, record, Event::Approved, vec![reason], vec![])
+                .await
+        } else {
+            Ok(Change {
+                notices: vec![Self::requester_notice(&request)],
+                request,
+                record,
+                event: Event::Denied,
+                reasons: vec![reason],
+            })
+        }
+    }
+
+    /// Requests waiting in triage, oldest first.
+    pub async fn triage_queue(&self, limit: i64) -> Result<Vec<Request>, LifecycleError> {
+        Ok(self
+            .store
+            .requests_in_status(&[RequestStatus::RequiresTriage], limit)
+            .await?)
+    }
+
+    // ---- retrieve ---------------------------------------------------------------------------
+
+    /// Mints a fresh issuance token for the signed-in requester's page (32 bytes from the OS, only
+    /// its SHA-256 kept), replacing any unused one.
+    pub async fn mint_issuance_token(
+        &self,
+        requester: &User,
+        request_id: i64,
+    ) -> Result<IssuanceToken, LifecycleError> {
+        let request = self.own_request(requester, request_id).await?;
+        let now = self.clock.now();
+        self.check_retrievable(&request, now)?;
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            LifecycleError::Store(StoreError::Invalid(format!("no randomness: {e}")))
+        })?;
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let expires_at = now.plus(Duration::seconds(
+            self.settings.issuance_token_ttl_secs as i64,
+        ));
+        let audit = NewAuditEvent::new(actor(requester), "ISSUANCE_TOKEN_MINTED", now)
+            .detail(json!({ "expires_at": expires_at.to_fixed_text() }));
+        let request = match self
+            .store
+            .set_issuance_token(request_id, &sha256_hex(&token), expires_at, now, &audit)
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::Conflict(_)) => {
+                let r = self.request(request_id).await?;
+                self.check_retrievable(&r, now)?;
+                return Err(LifecycleError::NoRetrievalsLeft(request_id));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(IssuanceToken {
+            token: SecretString::from(token),
+            expires_at,
+            issuances_left: request.issuances_left(),
+        })
+    }
+
+    fn check_retrievable(&self, request: &Request, now: Timestamp) -> Result<(), LifecycleError> {
+        if !request.status.has_live_lease() || request.lease_expires_at.is_none_or(|e| e <= now) {
+            return Err(LifecycleError::WrongState {
+                request_id: request.id,
+                status: request.status,
+                what: "there is no live lease to retrieve",
+            });
+        }
+        if request.issuances_left() == 0 {
+            return Err(LifecycleError::NoRetrievalsLeft(request.id));
+        }
+        Ok(())
+    }
+
+    /// Exchanges an issuance token for a fresh one-time share. The token is checked in constant
+    /// time and used up; the retrieval is counted with its IssuanceEvent in one transaction, and
+    /// only while `issuance_count < max_issuances` (INV-4). A passing vault failure uses nothing
+    /// up. The URL goes back to the caller and nowhere else (INV-5).
+    pub async fn exchange(
+        &self,
+        requester: &User,
+        request_id: i64,
+        token: &SecretString,
+        second_factor_verified: bool,
+        client: ClientInfo,
+    ) -> Result<Retrieved, LifecycleError> {
+        let request = self.own_request(requester, request_id).await?;
+        let now = self.clock.now();
+        let presented = sha256_hex(token.expose_secret());
+        let stored_ok = request.issuance_token_hash.as_deref().is_some_and(|h| {
+            same_digest(h, &presented) && request.issuance_token_expires_at.is_some_and(|e| e > now)
+        });
+        if !stored_ok {
+            self.store
+                .append_audit(
+                    &NewAuditEvent::new(actor(requester), "ISSUANCE_TOKEN_MISMATCH", now)
+                        .request(request_id)
+                        .record(request.record_id),
+                )
+                .await?;
+            return Err(LifecycleError::TokenMismatch);
+        }
+        self.check_retrievable(&request, now)?;
+        if request.otp_required && !second_factor_verified {
+            return Err(LifecycleError::SecondFactorRequired);
+        }
+        let token_expires = request.issuance_token_expires_at.unwrap_or(now);
+        let Some(request) = self
+            .store
+            .consume_issuance_token(request_id, &presented, now)
+            .await?
+        else {
+            return Err(LifecycleError::TokenMismatch);
+        };
+        let record = self.record_of(&request).await?;
+        let lease_end = request.lease_expires_at.unwrap_or(now);
+        let ttl = lease_end.since(now);
+        let name = format!("{}-{}", request.id, request.issuance_count + 1);
+        let share = match self.sharer.create(&record.vault_uid, ttl, &name).await {
+            Ok(share) => share,
+            Err(e) => return Err(self.exchange_failed(&request, &record, &presented, token_expires, e).await),
+        };
+        let issuance = NewIssuance {
+            request_id,
+            share_link_hash: share.url.hash(),
+            vault_share_id: share.share_id.clone(),
+            client_ip: client.ip,
+            user_agent: client.user_agent.map(|u| u.chars().take(256).collect()),
+            issued_at: now,
+            expires_at: share.expires_at.min(lease_end),
+        };
+        let trace = event_trace(
+            TraceStage::IssuanceEvent,
+            &request,
+            TraceOutcome::Allow,
+            vec![format!(
+                "retrieval {} of {}",
+                request.issuance_count + 1,
+                request.max_issuances
+            )],
+            json!({
+                "request_id": request_id, "record_uid": record.vault_uid,
+                "issuance_count": request.issuance_count, "max_issuances": request.max_issuances,
+                "second_factor": second_factor_verified,
+            }),
+            self.engine.version(),
+            now,
+        );
+        let audit = NewAuditEvent::new(actor(requester), "ISSUANCE_SUCCEEDED", now).detail(json!({
+            "retrieval": request.issuance_count + 1,
+            "max_issuances": request.max_issuances,
+            "share_expires_at": issuance.expires_at.to_fixed_text(),
+        }));
+        match self
+            .store
+            .record_issuance(&issuance, now, &[trace], &audit)
+            .await
+        {
+            Ok((request, event)) => Ok(Retrieved {
+                url: share.url,
+                expires_at: event.expires_at,
+                issuance_count: request.issuance_count,
+                max_issuances: request.max_issuances,
+            }),
+            Err(e) => {
+                // The share exists but was not recorded: it must not survive.
+                self.remove_orphan(&record.vault_uid, &share.share_id, &name)
+                    .await;
+                Err(match e {
+                    StoreError::Conflict(_) => LifecycleError::NoRetrievalsLeft(request_id),
+                    other => other.into(),
+                })
+            }
+        }
+    }
+
+    async fn exchange_failed(
+        &self,
+        request: &Request,
+        record: &Record,
+        token_hash: &str,
+        token_expires: Timestamp,
+        e: VaultError,
+    ) -> LifecycleError {
+        let now = self.clock.now();
+        let audit = NewAuditEvent::new("system:issuance", "ISSUANCE_VAULT_FAIL", now)
+            .request(request.id)
+            .record(request.record_id)
+            .detail(json!({ "class": e.class, "message": e.message, "raw": e.raw }));
+        if e.class == ErrorClass::Terminal {
+            // Nothing will ever be shareable: an unissued lease becomes UNFULFILLABLE.
+            let result = if request.status == RequestStatus::Approved {
+                let change = StatusChange::new(
+                    request.id,
+                    RequestStatus::Approved,
+                    RequestStatus::Unfulfillable,
+                    now,
+                )
+                .reason(e.message.clone());
+                self.store
+                    .transition_request(&change, &[], &audit)
+                    .await
+                    .map(|_| ())
+            } else {
+                self.store.append_audit(&audit).await.map(|_| ())
+            };
+            if let Err(err) = result {
+                return err.into();
+            }
+            let _ = record;
+            return LifecycleError::VaultRefused(e.message);
+        }
+        // A passing failure: the page may try again with the same token.
+        match self
+            .store
+            .restore_issuance_token(request.id, token_hash, token_expires, &audit)
+            .await
+        {
+            Ok(()) => LifecycleError::VaultUnavailable,
+            Err(err) => err.into(),
+        }
+    }
+
+    /// Removes a share that was created but not recorded: by id, then by name until the vault
+    /// says there is none, so a retry never leaves two live links.
+    async fn remove_orphan(&self, record_uid: &str, share_id: &str, name: &str) {
+        if let Ok(Removed::Removed | Removed::NotFound) =
+            self.sharer.remove(record_uid, share_id).await
+        {
+            return;
+        }
+        for _ in 0..3 {
+            match self.sharer.remove(record_uid, name).await {
+                Ok(Removed::NotFound) => return,
+                Ok(Removed::Removed) => continue,
+                Err(e) => tracing::warn!(error = %e.message, "orphaned share not removed yet"),
+            }
+        }
+        tracing::error!("an unrecorded one-time share may still be live; remove it by name");
+    }
+
+    // ---- ending a lease ---------------------------------------------------------------------
+
+    /// The requester gives the credential back early.
+    pub async fn release(&self, requester: &User, request_id: i64) -> Result<Change, LifecycleError> {
+        let request = self.own_request(requester, request_id).await?;
+        if !request.status.has_live_lease() {
+            return Err(match request.status {
+                RequestStatus::Pending | RequestStatus::RequiresTriage => LifecycleError::WrongState {
+                    request_id,
+                    status: request.status,
+                    what: "there is no lease to release yet",
+                },
+                _ => LifecycleError::WrongState {
+                    request_id,
+                    status: request.status,
+                    what: "its lease has already ended",
+                },
+            });
+        }
+        self.end_lease(
+            request,
+            RequestStatus::Released,
+            &actor(requester),
+            "LEASE_RELEASED",
+            "released by the requester".into(),
+            Event::Released,
+        )
+        .await
+    }
+
+    /// An admin ends a lease now.
+    pub async fn revoke(
+        &self,
+        admin: &User,
+        request_id: i64,
+        reason: &str,
+    ) -> Result<Change, LifecycleError> {
+        if admin.role != Role::Admin {
+            return Err(LifecycleError::NotAdmin);
+        }
+        let reason = bounded(reason, "reason")?;
+        let request = self.request(request_id).await?;
+        if !request.status.has_live_lease() {
+            return Err(LifecycleError::WrongState {
+                request_id,
+                status: request.status,
+                what: "there is no live lease to revoke",
+            });
+        }
+        let why = if reason.is_empty() {
+            "revoked by an admin".to_string()
+        } else {
+            format!("revoked by an admin: {reason}")
+        };
+        self.end_lease(
+            request,
+            RequestStatus::Expired,
+            &actor(admin),
+            "LEASE_REVOKED",
+            why,
+            Event::Revoked,
+        )
+        .await
+    }
+
+    /// Ends the lease of someone who lost access to the record's folder (permission sync).
+    pub async fn revoke_for_lost_permission(
+        &self,
+        request_id: i64,
+    ) -> Result<Change, LifecycleError> {
+        let request = self.request(request_id).await?;
+        self.end_lease(
+            request,
+            RequestStatus::Expired,
+            "system:permission-sync",
+            "LEASE_REVOKED_PERMISSION_LOST",
+            "the requester no longer has access to the record's vault folder".into(),
+            Event::Revoked,
+        )
+        .await
+    }
+
+    /// The scheduler's half: a lease past its end is expired; an ended request whose shares are
+    /// not all removed yet has them removed.
+    pub async fn expire_due(&self, request: Request) -> Result<Change, LifecycleError> {
+        if request.status.has_live_lease() {
+            return self
+                .end_lease(
+                    request,
+                    RequestStatus::Expired,
+                    "system:lease-expiry",
+                    "LEASE_EXPIRED",
+                    "the lease ran out".into(),
+                    Event::Expired,
+                )
+                .await;
+        }
+        let record = self.record_of(&request).await?;
+        self.revoke_shares(&request, &record, "system:lease-expiry")
+            .await?;
+        let event = match request.status {
+            RequestStatus::Released => Event::Released,
+            _ => Event::Expired,
+        };
+        Ok(Change {
+            request,
+            record,
+            event,
+            reasons: vec![],
+            notices: vec![],
+        })
+    }
+
+    async fn end_lease(
+        &self,
+        request: Request,
+        to: RequestStatus,
+        who: &str,
+        action: &str,
+        why: String,
+        event: Event,
+    ) -> Result<Change, LifecycleError> {
+        let record = self.record_of(&request).await?;
+        let now = self.clock.now();
+        let change = StatusChange::new(request.id, request.status, to, now).reason(why.clone());
+        let outstanding = self.store.outstanding_issuances(request.id).await?.len();
+        let trace = event_trace(
+            TraceStage::RevocationEvent,
+            &request,
+            TraceOutcome::Allow,
+            vec![why.clone()],
+            json!({ "request_id": request.id, "from": request.status, "to": to, "outstanding_shares": outstanding }),
+            self.engine.version(),
+            now,
+        );
+        let audit = NewAuditEvent::new(who, action, now).detail(json!({
+            "reason": why,
+            "outstanding_shares": outstanding,
+            "issuance_count": request.issuance_count,
+        }));
+        let request = match self
+            .store
+            .transition_request(&change, &[trace], &audit)
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::StatusConflict { .. }) => {
+                return Err(self.already_decided(request.id).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.revoke_shares(&request, &record, who).await?;
+        Ok(Change {
+            notices: vec![Self::requester_notice(&request)],
+            request,
+            record,
+            event,
+            reasons: vec![why],
+        })
+    }
+
+    /// Removes every outstanding share of the request by its share id. A removal that fails is
+    /// counted and left for the scheduler's next pass.
+    pub async fn revoke_shares(
+        &self,
+        request: &Request,
+        record: &Record,
+        who: &str,
+    ) -> Result<RevokeCounts, StoreError> {
+        let mut counts = RevokeCounts::default();
+        for share in self.store.outstanding_issuances(request.id).await? {
+            match self
+                .sharer
+                .remove(&record.vault_uid, &share.vault_share_id)
+                .await
+            {
+                Ok(outcome) => {
+                    let gone = outcome == Removed::NotFound;
+                    let audit = NewAuditEvent::new(who, "SHARE_REVOKED", self.clock.now())
+                        .request(request.id)
+                        .record(request.record_id)
+                        .detail(json!({ "issuance_id": share.id, "already_gone": gone }));
+                    if self
+                        .store
+                        .mark_issuance_revoked(share.id, self.clock.now(), &audit)
+                        .await?
+                    {
+                        if gone {
+                            counts.already_gone += 1;
+                        } else {
+                            counts.removed += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    counts.failed += 1;
+                    tracing::warn!(request_id = request.id, issuance_id = share.id, error = %e.message,
+                        "share not removed; the scheduler will try again");
+                    self.store.record_revoke_failure(share.id, &e.raw).await?;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    // ---- extend -----------------------------------------------------------------------------
+
+    /// More time on a live lease: granted at once when the policy allows, otherwise the request
+    /// waits in RENEWAL_PENDING for one approver.
+    pub async fn extend(
+        &self,
+        requester: &User,
+        request_id: i64,
+        extra_secs: i64,
+    ) -> Result<Change, LifecycleError> {
+        let request = self.own_request(requester, request_id).await?;
+        if !matches!(
+            request.status,
+            RequestStatus::Approved | RequestStatus::Issued
+        ) {
+            return Err(LifecycleError::WrongState {
+                request_id,
+                status: request.status,
+                what: "only a live lease can be extended",
+            });
+        }
+        let record = self.record_of(&request).await?;
+        let ctx = self
+            .context(
+                Action::Extend,
+                requester,
+                None,
+                &record,
+                Self::facts_of(&request),
+                vec![],
+                Some(extra_secs),
+            )
+            .await?;
+        let decision = self.engine.evaluate(&ctx);
+        let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
+        let now = ctx.now;
+        if decision.outcome == Outcome::Deny {
+            self.refused(requester, &request, "EXTENSION_REFUSED", &decision.reasons, trace)
+                .await?;
+            return Err(LifecycleError::Refused(decision.reasons));
+        }
+        let ask = StatusChange {
+            renewal_duration_secs: Some(extra_secs),
+            ..StatusChange::new(request_id, request.status, RequestStatus::RenewalPending, now)
+        };
+        let audit = NewAuditEvent::new(actor(requester), "EXTENSION_REQUESTED", now).detail(
+            json!({ "extra_secs": extra_secs, "outcome": decision.outcome, "reasons": decision.reasons }),
+        );
+        let pending = match self
+            .store
+            .transition_request(&ask, &[trace], &audit)
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::StatusConflict { .. }) => {
+                return Err(self.already_decided(request_id).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if decision.outcome == Outcome::AutoApprove {
+            return self
+                .grant_extension(pending, record, None, decision.reasons)
+                .await;
+        }
+        let approvers: Vec<Approver> = decision
+            .required_approvals
+            .iter()
+            .flat_map(|r: &RequiredApproval| r.approvers.clone())
+            .collect();
+        let mut people = self.resolve_approvers(&approvers, requester.id).await?;
+        if people.is_empty() {
+            people = self.admins().await?;
+            people.retain(|u| u.id != requester.id);
+        }
+        Ok(Change {
+            notices: Self::notices(&people, request_id, NoticeKind::ExtensionNeeded),
+            request: pending,
+            record,
+            event: Event::ExtensionRequested,
+            reasons: decision.reasons,
+        })
+    }
+
+    async fn grant_extension(
+        &self,
+        request: Request,
+        record: Record,
+        approver: Option<&User>,
+        reasons: Vec<String>,
+    ) -> Result<Change, LifecycleError> {
+        let now = self.clock.now();
+        let extra = request.renewal_duration_secs.unwrap_or(0);
+        let back_to = if request.issuance_count > 0 {
+            RequestStatus::Issued
+        } else {
+            RequestStatus::Approved
+        };
+        let expires = request
+            .lease_expires_at
+            .unwrap_or(now)
+            .plus(Duration::seconds(extra));
+        let total = request.approved_duration_secs.unwrap_or(0) + extra;
+        let mut change = StatusChange {
+            lease_expires_at: Some(expires),
+            approved_duration_secs: Some(total),
+            extension_granted: true,
+            ..StatusChange::new(request.id, RequestStatus::RenewalPending, back_to, now)
+        };
+        if let Some(a) = approver {
+            change = change.decided_by(a.id, "extension approved");
+        }
+        let who = approver.map(actor).unwrap_or_else(|| "system:policy".into());
+        let audit = NewAuditEvent::new(who, "LEASE_EXTENDED", now).detail(json!({
+            "extra_secs": extra,
+            "lease_expires_at": expires.to_fixed_text(),
+        }));
+        let request = match self.store.transition_request(&change, &[], &audit).await {
+            Ok(r) => r,
+            Err(StoreError::StatusConflict { .. }) => {
+                return Err(self.already_decided(request.id).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Change {
+            notices: vec![Self::requester_notice(&request)],
+            request,
+            record,
+            event: Event::Extended,
+            reasons,
+        })
+    }
+
+    /// One approver grants or refuses the extra time asked for.
+    pub async fn decide_extension(
+        &self,
+        approver: &User,
+        request_id: i64,
+        approve: bool,
+        comment: Option<&str>,
+    ) -> Result<Change, LifecycleError> {
+        let request = self.request(request_id).await?;
+        if request.status != RequestStatus::RenewalPending {
+            return Err(self.already_decided(request_id).await);
+        }
+        let record = self.record_of(&request).await?;
+        let requester = self
+            .store
+            .user_by_id(request.requester_id)
+            .await?
+            .ok_or(StoreError::NotFound("requester"))?;
+        // A renewal is its own round: earlier approvals don't count, one approver decides.
+        let ctx = self
+            .context(
+                Action::Approve,
+                &requester,
+                Some(approver),
+                &record,
+                Self::facts_of(&request),
+                vec![],
+                None,
+            )
+            .await?;
+        let decision = self.engine.evaluate(&ctx);
+        let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
+        if matches!(
+            decision.outcome,
+            Outcome::Deny | Outcome::RequiresHumanTriage
+        ) {
+            self.refused(approver, &request, "APPROVAL_REFUSED", &decision.reasons, trace)
+                .await?;
+            return Err(LifecycleError::Refused(decision.reasons));
+        }
+        self.store.insert_trace(&trace).await?;
+        if approve {
+            return self
+                .grant_extension(request, record, Some(approver), decision.reasons)
+                .await;
+        }
+        let now = ctx.now;
+        let back_to = if request.issuance_count > 0 {
+            RequestStatus::Issued
+        } else {
+            RequestStatus::Approved
+        };
+        let why = comment
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or("extension refused")
+            .to_string();
+        let change = StatusChange::new(request_id, RequestStatus::RenewalPending, back_to, now)
+            .decided_by(approver.id, why.clone());
+        let audit = NewAuditEvent::new(actor(approver), "EXTENSION_DENIED", now)
+            .detail(json!({ "comment": why }));
+        let request = match self.store.transition_request(&change, &[], &audit).await {
+            Ok(r) => r,
+            Err(StoreError::StatusConflict { .. }) => {
+                return Err(self.already_decided(request_id).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Change {
+            notices: vec![Self::requester_notice(&request)],
+            request,
+            record,
+            event: Event::ExtensionDenied,
+            reasons: vec![why],
+        })
+    }
+
+    // ---- undecided requests (scheduler) -----------------------------------------------------
+
+    /// A request nobody decided: remind its approvers once, then move it to triage, and expire it
+    /// when it has waited too long.
+    pub async fn chase_undecided(&self, request: Request) -> Result<Option<Change>, LifecycleError> {
+        let now = self.clock.now();
+        let age = now.since(request.created_at);
+        let s = &self.settings;
+        let record = self.record_of(&request).await?;
+        if age >= Duration::seconds(s.undecided_ttl_secs as i64) {
+            let change = StatusChange::new(request.id, request.status, RequestStatus::Expired, now)
+                .reason("nobody decided in time");
+            let audit = NewAuditEvent::new("system:stale-requests", "REQUEST_EXPIRED_UNDECIDED", now)
+                .detail(json!({ "waited_secs": age.whole_seconds() }));
+            return match self.store.transition_request(&change, &[], &audit).await {
+                Ok(request) => Ok(Some(Change {
+                    notices: vec![Self::requester_notice(&request)],
+                    request,
+                    record,
+                    event: Event::Expired,
+                    reasons: vec!["nobody decided in time".into()],
+                })),
+                Err(StoreError::StatusConflict { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if request.status == RequestStatus::Pending
+            && age >= Duration::seconds(s.escalate_after_secs as i64)
+        {
+            let change =
+                StatusChange::new(request.id, RequestStatus::Pending, RequestStatus::RequiresTriage, now)
+                    .reason("approvers did not decide in time; escalated to admins");
+            let audit = NewAuditEvent::new("system:stale-requests", "REQUEST_ESCALATED", now)
+                .detail(json!({ "waited_secs": age.whole_seconds() }));
+            return match self.store.transition_request(&change, &[], &audit).await {
+                Ok(request) => {
+                    let admins = self.admins().await?;
+                    Ok(Some(Change {
+                        notices: Self::notices(&admins, request.id, NoticeKind::TriageNeeded),
+                        request,
+                        record,
+                        event: Event::Escalated,
+                        reasons: vec!["escalated to admins".into()],
+                    }))
+                }
+                Err(StoreError::StatusConflict { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if request.reminded_at.is_none()
+            && age >= Duration::seconds(s.reminder_after_secs as i64)
+            && self
+                .store
+                .mark_notified_once(request.id, false, now)
+                .await?
+        {
+            let people = if request.status == RequestStatus::RequiresTriage {
+                self.admins().await?
+            } else {
+                let requester = self
+                    .store
+                    .user_by_id(request.requester_id)
+                    .await?
+                    .ok_or(StoreError::NotFound("requester"))?;
+                let ctx = self
+                    .context(
+                        Action::Submit,
+                        &requester,
+                        None,
+                        &record,
+                        RequestFacts {
+                            request_id: None,
+                            status: None,
+                            ..Self::facts_of(&request)
+                        },
+                        vec![],
+                        None,
+                    )
+                    .await?;
+                let approvers: Vec<Approver> =
+                    crate::policy::rules::quorum::approvers_by_stage(&ctx, self.engine.policy())
+                        .into_values()
+                        .next()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| Approver {
+                            authority_id: a.authority_id,
+                            kind: a.kind,
+                            principal_type: a.principal_type,
+                            principal: a.principal.clone(),
+                        })
+                        .collect();
+                self.resolve_approvers(&approvers, request.requester_id).await?
+            };
+            self.store
+                .append_audit(
+                    &NewAuditEvent::new("system:stale-requests", "APPROVERS_REMINDED", now)
+                        .request(request.id)
+                        .record(request.record_id)
+                        .detail(json!({ "people": people.len() })),
+                )
+                .await?;
+            return Ok(Some(Change {
+                notices: Self::notices(&people, request.id, NoticeKind::Reminder),
+                request,
+                record,
+                event: Event::Routed,
+                reasons: vec![],
+            }));
+        }
+        Ok(None)
+    }
+
+    /// "Your lease ends soon", once per lease (again after an extension).
+    pub async fn warn_expiry(&self, request: &Request) -> Result<Option<Notice>, LifecycleError> {
+        let now = self.clock.now();
+        if self.store.mark_notified_once(request.id, true, now).await? {
+            Ok(Some(Notice {
+                user_id: request.requester_id,
+                request_id: request.id,
+                kind: NoticeKind::ExpiringSoon,
+            }))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Where a retrieval came from, for the IssuanceEvent.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The audit trail's name for a person.
+pub fn actor(user: &User) -> String {
+    format!("user:{}", user.id)
+}
+
+impl StatusChange {
+    fn preflight(mut self, attempts: i32, next: Option<Timestamp>) -> Self {
+        self.preflight = Some((attempts, next));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_compare_equal_only_when_identical() {
+        let a = sha256_hex("token-a");
+        assert!(same_digest(&a, &a.clone()));
+        assert!(!same_digest(&a, &sha256_hex("token-b")));
+        assert!(!same_digest(&a, &a[..10]));
+    }
+
+    #[test]
+    fn backoff_follows_the_seed_schedule() {
+        let secs: Vec<i64> = PREFLIGHT_BACKOFF.iter().map(|d| d.whole_seconds()).collect();
+        assert_eq!(secs, vec![30, 60, 120, 240]);
+    }
+}
