@@ -17,7 +17,7 @@ use crate::store::{self, Store, StoreError};
 use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
 use crate::vault::stub::StubSharer;
-use crate::governance::lifecycle::Lifecycle;
+use crate::governance::lifecycle::{Lifecycle, Notifier};
 use crate::vault::{OneTimeSharer, VaultReader};
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub local_vault: Option<Arc<LocalVault>>,
     /// The request lifecycle's use cases.
     pub lifecycle: Arc<Lifecycle>,
+    /// Tells people about requests (Teams messages in their 1:1 chat with the bot).
+    pub notifier: Arc<dyn Notifier>,
 }
 
 /// Why the app could not start.
@@ -143,8 +145,14 @@ impl App {
             sharer.clone(),
             settings.lifecycle.clone(),
         ));
+        let notifier: Arc<dyn Notifier> = Arc::new(crate::bot::notify::TeamsNotifier::new(
+            store.clone(),
+            bot.connector.clone(),
+            settings.public_base_url(),
+        ));
         let state = AppState {
             lifecycle,
+            notifier,
             settings: Arc::new(settings),
             store,
             clock,
@@ -156,6 +164,23 @@ impl App {
             local_vault,
         };
         Ok(App { state, demo })
+    }
+
+    /// Starts the scheduler's jobs in this process, unless `lifecycle.scheduler` is off.
+    pub fn start_scheduler(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let s = &self.state;
+        if !s.settings.lifecycle.scheduler {
+            return Vec::new();
+        }
+        let scheduler = Arc::new(crate::jobs::Scheduler::new(
+            s.lifecycle.clone(),
+            s.store.clone(),
+            s.clock.clone(),
+            s.vault.clone(),
+            s.notifier.clone(),
+            crate::jobs::Scheduler::instance_name(),
+        ));
+        scheduler.spawn(&s.settings.lifecycle)
     }
 
     pub fn router(&self) -> axum::Router {

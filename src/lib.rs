@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod governance;
+pub mod jobs;
 pub mod policy;
 pub mod store;
 pub mod telemetry;

@@ -97,7 +97,10 @@ pub enum Command {
 pub enum AdminCommand {
     Health,
     Sync,
-    Triage,
+    /// `admin triage` lists the queue; `admin triage <id> approve|deny <reason…>` decides one.
+    Triage {
+        decision: Option<TriageDecision>,
+    },
     AuditVerify,
     /// Raw words after `admin authority`; their meaning is decided later.
     Authority {
@@ -115,6 +118,14 @@ pub enum AdminCommand {
     Replay {
         trace_id: Option<i64>,
     },
+}
+
+/// An admin's decision on a request in triage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriageDecision {
+    pub request_id: i64,
+    pub approve: bool,
+    pub reason: String,
 }
 
 /// Why a message could not be turned into a [`Command`].
@@ -903,7 +914,29 @@ fn parse_admin(rest: &[&str]) -> Result<AdminCommand, ParseError> {
     match sub.to_lowercase().as_str() {
         "health" => no_arguments("admin health", AdminCommand::Health),
         "sync" => no_arguments("admin sync", AdminCommand::Sync),
-        "triage" => no_arguments("admin triage", AdminCommand::Triage),
+        "triage" if args.is_empty() => Ok(AdminCommand::Triage { decision: None }),
+        "triage" => {
+            let example = "`admin triage 42 approve on call for INC-4411`";
+            let request_id = parse_id(args.first(), "admin triage", example)?;
+            let approve = match args.get(1).map(|w| w.to_lowercase()).as_deref() {
+                Some("approve") => true,
+                Some("deny") => false,
+                _ => {
+                    return Err(usage(
+                        "admin triage",
+                        format!("Say `approve` or `deny` after the request id, e.g. {example}."),
+                    ));
+                }
+            };
+            let reason = required_reason(args.get(2..).unwrap_or(&[]), "admin triage", example)?;
+            Ok(AdminCommand::Triage {
+                decision: Some(TriageDecision {
+                    request_id,
+                    approve,
+                    reason,
+                }),
+            })
+        }
         "audit" => match args {
             [verify] if verify.eq_ignore_ascii_case("verify") => Ok(AdminCommand::AuditVerify),
             _ => Err(usage(
@@ -1662,7 +1695,21 @@ mod tests {
         let admin = |command| Ok(Command::Admin(command));
         assert_eq!(parse("admin health"), admin(AdminCommand::Health));
         assert_eq!(parse("ADMIN Sync"), admin(AdminCommand::Sync));
-        assert_eq!(parse("admin triage"), admin(AdminCommand::Triage));
+        assert_eq!(
+            parse("admin triage"),
+            admin(AdminCommand::Triage { decision: None })
+        );
+        assert_eq!(
+            parse("admin triage 7 deny not on call"),
+            admin(AdminCommand::Triage {
+                decision: Some(TriageDecision {
+                    request_id: 7,
+                    approve: false,
+                    reason: "not on call".into()
+                })
+            })
+        );
+        assert!(parse("admin triage 7 maybe because").is_err());
         assert_eq!(
             parse("admin audit   VERIFY"),
             admin(AdminCommand::AuditVerify)

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod auth;
 pub mod commands;
 pub mod connector;
+pub mod notify;
+pub mod render;
 pub mod turn;
 
 use crate::app::AppState;

@@ -8,8 +8,10 @@ use super::admin;
 use super::auth::ChannelIdentity;
 use super::commands::{self, AdminCommand, Command, ParseError};
 use super::connector::ConversationTarget;
+use super::render;
 use crate::app::AppState;
-use crate::domain::{Role, Timestamp};
+use crate::domain::{RequestStatus, Role, Timestamp};
+use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
 use crate::governance::policies;
@@ -168,7 +170,16 @@ pub struct Sender<'a> {
     user: OnceCell<Option<User>>,
 }
 
-impl Sender<'_> {
+impl<'a> Sender<'a> {
+    /// A sender whose row is already at hand.
+    fn known(state: &'a AppState, user: &User) -> Sender<'a> {
+        Sender {
+            state,
+            aad_object_id: Some(user.aad_object_id.clone()),
+            user: OnceCell::new_with(Some(Some(user.clone()))),
+        }
+    }
+
     /// The stored user, if the activity named one (Entra object id).
     pub async fn user(&self) -> Result<Option<&User>, ApiError> {
         let user = self
@@ -353,68 +364,265 @@ async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Re
             Reply::Text(records_text(state, sender.user().await?, search.as_deref()).await?)
         }
         Command::Admin(admin) => Reply::Text(admin_text(state, sender.user().await?, admin).await?),
-        other => Reply::Text(not_yet(&understood(&other))),
-    })
-}
-
-async fn on_card_action(
-    _state: &AppState,
-    _sender: &Sender<'_>,
-    action: CardAction,
-) -> Result<Reply, ApiError> {
-    let what = match action {
-        CardAction::SubmitRequest { record, .. } => format!("a request for `{record}`"),
-        CardAction::Approve { request_id, .. } => format!("approving request #{request_id}"),
-        CardAction::Deny { request_id, .. } => format!("denying request #{request_id}"),
-        CardAction::Release { request_id } => format!("releasing request #{request_id}"),
-        CardAction::Extend {
-            request_id,
-            duration,
-        } => format!("extending request #{request_id} by {duration}"),
-        CardAction::Refresh { .. } => "refreshing this card".to_string(),
-    };
-    Ok(Reply::Text(not_yet(&what)))
-}
-
-fn not_yet(what: &str) -> String {
-    format!(
-        "I understood {what}, but requests and approvals are not switched on in this build yet."
-    )
-}
-
-/// How the bot restates a command it understood.
-fn understood(command: &Command) -> String {
-    match command {
         Command::Request {
             record,
             duration,
             reason,
         } => {
-            let mut s = format!("a request for `{record}`");
-            if let Some(d) = duration {
-                s.push_str(&format!(" for {}", commands::format_duration(*d)));
-            }
-            if let Some(r) = reason {
-                s.push_str(&format!(" because “{r}”"));
-            }
-            s
+            lifecycle_reply(
+                state,
+                sender,
+                Call::Submit {
+                    record,
+                    duration_secs: duration.map(|d| d.whole_seconds()),
+                    reason,
+                    ticket: None,
+                },
+            )
+            .await?
         }
-        Command::MyRequests => "“my requests”".into(),
-        Command::Pending => "“pending approvals”".into(),
-        Command::Approve { request_id, .. } => format!("approving request #{request_id}"),
-        Command::Deny { request_id, .. } => format!("denying request #{request_id}"),
-        Command::Release { request_id } => format!("releasing request #{request_id}"),
+        Command::MyRequests => Reply::Text(my_requests_text(state, sender.user().await?).await?),
+        Command::Pending => Reply::Text(pending_text(state, sender.user().await?).await?),
+        Command::Approve {
+            request_id,
+            comment,
+        } => lifecycle_reply(state, sender, Call::Approve(request_id, comment)).await?,
+        Command::Deny { request_id, reason } => {
+            lifecycle_reply(state, sender, Call::Deny(request_id, Some(reason))).await?
+        }
+        Command::Release { request_id } => {
+            lifecycle_reply(state, sender, Call::Release(request_id)).await?
+        }
         Command::Extend {
             request_id,
             duration,
         } => {
-            format!(
-                "extending request #{request_id} by {}",
-                commands::format_duration(*duration)
+            lifecycle_reply(
+                state,
+                sender,
+                Call::Extend(request_id, duration.whole_seconds()),
             )
+            .await?
         }
-        Command::Help { .. } | Command::Records { .. } | Command::Admin(_) => "that".into(),
+    })
+}
+
+/// A lifecycle use case as the bot asks for it.
+enum Call {
+    Submit {
+        record: String,
+        duration_secs: Option<i64>,
+        reason: Option<String>,
+        ticket: Option<String>,
+    },
+    Approve(i64, Option<String>),
+    Deny(i64, Option<String>),
+    Release(i64),
+    Extend(i64, i64),
+    Triage(i64, bool, String),
+    Revoke(i64, String),
+}
+
+/// A ticket reference in a reason (`INC-4411`, `CHG-12`): upper-case letters, a dash, digits.
+fn ticket_in(reason: &str) -> Option<String> {
+    reason
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| {
+            w.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && a.chars().all(|c| c.is_ascii_uppercase())
+                    && !b.is_empty()
+                    && b.chars().all(|c| c.is_ascii_digit())
+            })
+        })
+        .map(String::from)
+}
+
+/// Runs a use case for the sender, delivers its notices to the others, and answers the sender.
+async fn lifecycle_reply(state: &AppState, sender: &Sender<'_>, call: Call) -> Result<Reply, ApiError> {
+    let Some(user) = sender.user().await? else {
+        return Ok(Reply::Text(
+            "I can't tell who you are (no Entra object id on your message), so I can't act on requests.".into(),
+        ));
+    };
+    let lc = &state.lifecycle;
+    let result = match call {
+        Call::Submit {
+            record,
+            duration_secs,
+            reason,
+            ticket,
+        } => {
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                return Ok(Reply::Text(format!(
+                    "Say why you need it, e.g. `request {record} 2h because INC-4411 failover`."
+                )));
+            };
+            // `because break-glass: …` asks for emergency access (the policy decides who may).
+            let lowered = reason.trim_start().to_ascii_lowercase();
+            let break_glass = lowered.starts_with("break-glass") || lowered.starts_with("breakglass");
+            let ticket = ticket.or_else(|| ticket_in(&reason));
+            lc.submit(
+                user,
+                &Submission {
+                    record,
+                    duration_secs,
+                    justification: reason,
+                    ticket_id: ticket,
+                    break_glass,
+                },
+            )
+            .await
+        }
+        Call::Approve(id, comment) => lc.approve(user, id, comment.as_deref()).await,
+        Call::Deny(id, comment) => lc.deny(user, id, comment.as_deref()).await,
+        Call::Release(id) => lc.release(user, id).await,
+        Call::Extend(id, secs) => lc.extend(user, id, secs).await,
+        Call::Triage(id, approve, reason) => lc.triage(user, id, approve, &reason).await,
+        Call::Revoke(id, reason) => lc.revoke(user, id, &reason).await,
+    };
+    match result {
+        Ok(change) => {
+            // The sender reads the reply; everyone else is told through the notifier.
+            let others: Vec<_> = change
+                .notices
+                .iter()
+                .filter(|n| n.user_id != user.id)
+                .cloned()
+                .collect();
+            state.notifier.deliver(&others).await;
+            Ok(Reply::Text(render::change_text(
+                &change,
+                &state.settings.public_base_url(),
+            )))
+        }
+        Err(LifecycleError::Store(e)) => Err(e.into()),
+        Err(refusal) => Ok(Reply::Text(render::refusal_text(&refusal))),
     }
+}
+
+async fn my_requests_text(state: &AppState, user: Option<&User>) -> Result<String, ApiError> {
+    let Some(user) = user else {
+        return Ok("I can't tell who you are, so I can't list your requests.".into());
+    };
+    let requests = state.store.requests_for_requester(user.id, 10).await?;
+    if requests.is_empty() {
+        return Ok("You have no requests yet. Try `request db-staging 1h because INC-4411`.".into());
+    }
+    let mut lines = vec!["**Your requests** (latest first)".to_string()];
+    for r in &requests {
+        let title = state
+            .store
+            .record_by_id(r.record_id)
+            .await?
+            .map(|rec| rec.title)
+            .unwrap_or_default();
+        lines.push(format!("- {}", render::request_line(r, &title)));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Requests waiting in PENDING that this person could approve (the policy decides on the tap).
+async fn pending_text(state: &AppState, user: Option<&User>) -> Result<String, ApiError> {
+    let Some(user) = user else {
+        return Ok("I can't tell who you are, so I can't list approvals.".into());
+    };
+    let waiting = state
+        .store
+        .requests_in_status(&[RequestStatus::Pending, RequestStatus::RenewalPending], 200)
+        .await?;
+    let mut lines = Vec::new();
+    for r in waiting.iter().filter(|r| r.requester_id != user.id) {
+        let Some(record) = state.store.record_by_id(r.record_id).await? else {
+            continue;
+        };
+        let approvers = match state.store.governed_resource_for_record(record.id).await? {
+            Some(resource) => state.store.active_authorities(resource.id, state.clock.now()).await?,
+            None => vec![],
+        };
+        let named = approvers.iter().any(|a| match a.principal_type {
+            crate::domain::PrincipalType::User => a.principal.eq_ignore_ascii_case(&user.aad_object_id),
+            crate::domain::PrincipalType::Email => [user.email.as_deref(), user.upn.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|e| e.eq_ignore_ascii_case(&a.principal)),
+            crate::domain::PrincipalType::Role => a.principal.parse::<Role>().is_ok_and(|role| role == user.role),
+            // Group membership is checked when the approver taps; list the request to be safe.
+            crate::domain::PrincipalType::Group => true,
+        });
+        if named {
+            lines.push(format!("- {} (`approve {}` / `deny {} REASON`)", render::request_line(r, &record.title), r.id, r.id));
+        }
+    }
+    if lines.is_empty() {
+        return Ok("Nothing is waiting for your approval.".into());
+    }
+    lines.insert(0, format!("**Waiting for your approval** ({})", lines.len()));
+    Ok(lines.join("\n"))
+}
+
+async fn on_card_action(
+    state: &AppState,
+    sender: &Sender<'_>,
+    action: CardAction,
+) -> Result<Reply, ApiError> {
+    let call = match action {
+        CardAction::SubmitRequest {
+            record,
+            duration,
+            justification,
+            ticket,
+        } => {
+            let duration_secs = match duration.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+                Some(text) => match commands::parse_duration(text) {
+                    Ok(d) => Some(d.whole_seconds()),
+                    Err(e) => return Ok(Reply::Text(format!("That duration didn't work: {e}"))),
+                },
+                None => None,
+            };
+            Call::Submit {
+                record,
+                duration_secs,
+                reason: justification,
+                ticket,
+            }
+        }
+        CardAction::Approve {
+            request_id,
+            comment,
+        } => Call::Approve(request_id, comment),
+        CardAction::Deny {
+            request_id,
+            comment,
+        } => Call::Deny(request_id, comment),
+        CardAction::Release { request_id } => Call::Release(request_id),
+        CardAction::Extend {
+            request_id,
+            duration,
+        } => match commands::parse_duration(&duration) {
+            Ok(d) => Call::Extend(request_id, d.whole_seconds()),
+            Err(e) => return Ok(Reply::Text(format!("That duration didn't work: {e}"))),
+        },
+        CardAction::Refresh {
+            request_id: Some(id),
+            ..
+        } => {
+            let Some(request) = state.store.request_by_id(id).await? else {
+                return Ok(Reply::Text(format!("There is no request #{id}.")));
+            };
+            let title = state
+                .store
+                .record_by_id(request.record_id)
+                .await?
+                .map(|r| r.title)
+                .unwrap_or_default();
+            return Ok(Reply::Text(render::request_line(&request, &title)));
+        }
+        CardAction::Refresh { request_id: None, .. } => {
+            return Ok(Reply::Text(my_requests_text(state, sender.user().await?).await?));
+        }
+    };
+    lifecycle_reply(state, sender, call).await
 }
 
 /// Records the person may request: those in vault folders their effective permissions cover
@@ -490,12 +698,29 @@ async fn admin_text(
                 .await
                 .map(|m| m.is_current())
                 .unwrap_or(false);
-            format!(
+            let mut text = format!(
                 "**Health**\n- database ({}): {}\n- migrations: {}",
                 state.settings.database_label(),
                 if db { "reachable" } else { "UNREACHABLE" },
                 if migrations { "current" } else { "NOT CURRENT" },
-            )
+            );
+            let runs = state.store.last_job_runs().await.unwrap_or_default();
+            if runs.is_empty() {
+                text.push_str("\n- jobs: none has run yet");
+            }
+            for run in runs {
+                text.push_str(&format!(
+                    "\n- job `{}`: {} at {} {}",
+                    run.job_name,
+                    if run.ok { "ok" } else { "FAILED" },
+                    run.finished_at.to_fixed_text(),
+                    match &run.error {
+                        Some(e) => e.clone(),
+                        None => run.counts.0.to_string(),
+                    }
+                ));
+            }
+            text
         }
         AdminCommand::Sync => {
             let actor = format!("user:{}", admin.id);
@@ -525,11 +750,60 @@ async fn admin_text(
             let summary = policies::replay_all(state.store.as_ref(), &state.policy).await?;
             format!("```\n{}\n```", summary.render())
         }
+        AdminCommand::Triage { decision: None } => triage_text(state).await?,
+        AdminCommand::Triage {
+            decision: Some(d),
+        } => {
+            return lifecycle_reply(
+                state,
+                &Sender::known(state, admin),
+                Call::Triage(d.request_id, d.approve, d.reason),
+            )
+            .await
+            .map(|Reply::Text(t)| t);
+        }
+        AdminCommand::Revoke { request_id, reason } => {
+            return lifecycle_reply(state, &Sender::known(state, admin), Call::Revoke(request_id, reason))
+                .await
+                .map(|Reply::Text(t)| t);
+        }
         other => format!(
             "`admin {}` is not switched on in this build yet.",
             admin_name(&other)
         ),
     })
+}
+
+/// The triage queue: requests waiting for an admin, oldest first.
+async fn triage_text(state: &AppState) -> Result<String, ApiError> {
+    let queue = state
+        .lifecycle
+        .triage_queue(25)
+        .await
+        .map_err(|e| match e {
+            LifecycleError::Store(e) => ApiError::from(e),
+            other => ApiError::internal(other),
+        })?;
+    if queue.is_empty() {
+        return Ok("The triage queue is empty.".into());
+    }
+    let mut lines = vec![format!("**Triage queue** ({})", queue.len())];
+    for r in &queue {
+        let title = state
+            .store
+            .record_by_id(r.record_id)
+            .await?
+            .map(|rec| rec.title)
+            .unwrap_or_default();
+        lines.push(format!(
+            "- {} — “{}” (`admin triage {} approve REASON` / `admin triage {} deny REASON`)",
+            render::request_line(r, &title),
+            r.justification,
+            r.id,
+            r.id
+        ));
+    }
+    Ok(lines.join("\n"))
 }
 
 /// A refusal is the reply; a database failure is the turn's error.
@@ -545,7 +819,7 @@ fn admin_name(c: &AdminCommand) -> &'static str {
     match c {
         AdminCommand::Health => "health",
         AdminCommand::Sync => "sync",
-        AdminCommand::Triage => "triage",
+        AdminCommand::Triage { .. } => "triage",
         AdminCommand::AuditVerify => "audit verify",
         AdminCommand::Authority { .. } => "authority",
         AdminCommand::Role { .. } => "role",

@@ -2104,6 +2104,45 @@ impl Lifecycle {
         Ok(None)
     }
 
+    /// Ends the leases of people who can no longer see the record's folder (after a permission
+    /// sync). Someone whose group memberships could not be read keeps their lease: an outage of
+    /// the directory must not revoke everybody.
+    pub async fn revoke_lost_permissions(&self) -> Result<Vec<Change>, LifecycleError> {
+        let live = self
+            .store
+            .requests_in_status(
+                &[
+                    RequestStatus::Approved,
+                    RequestStatus::Issued,
+                    RequestStatus::RenewalPending,
+                ],
+                100_000,
+            )
+            .await?;
+        let mut changes = Vec::new();
+        for request in live {
+            let Some(record) = self.store.record_by_id(request.record_id).await? else {
+                continue;
+            };
+            let Some(folder) = record.folder_id else {
+                continue;
+            };
+            let Some(requester) = self.store.user_by_id(request.requester_id).await? else {
+                continue;
+            };
+            let perms = self.permissions.effective(&requester).await?;
+            if perms.degraded || perms.may_request(folder) {
+                continue;
+            }
+            match self.revoke_for_lost_permission(request.id).await {
+                Ok(change) => changes.push(change),
+                Err(LifecycleError::AlreadyDecided { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(changes)
+    }
+
     /// "Your lease ends soon", once per lease (again after an extension).
     pub async fn warn_expiry(&self, request: &Request) -> Result<Option<Notice>, LifecycleError> {
         let now = self.clock.now();
@@ -2115,6 +2154,26 @@ impl Lifecycle {
             }))
         } else {
             Ok(None)
+        }
+    }
+}
+
+/// Delivers notices (the bot: Teams messages; tests: a recorder). Delivery is best effort and
+/// never fails the use case that produced the notice: a person missing a message still sees the
+/// state in `my requests`.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    async fn deliver(&self, notices: &[Notice]);
+}
+
+/// Drops notices (with a debug line): for the CLI and tests that don't look at them.
+pub struct SilentNotifier;
+
+#[async_trait::async_trait]
+impl Notifier for SilentNotifier {
+    async fn deliver(&self, notices: &[Notice]) {
+        for n in notices {
+            tracing::debug!(user_id = n.user_id, request_id = n.request_id, kind = ?n.kind, "notice not delivered (no notifier)");
         }
     }
 }

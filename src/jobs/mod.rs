@@ -1,0 +1,355 @@
+//! The scheduler. Ticks come from tokio intervals; correctness comes from the database: due work is
+//! claimed row by row (`FOR UPDATE SKIP LOCKED` on Postgres, the single writer lock on SQLite)
+//! and every state change is a conditional update, so several instances against one database
+//! handle each item once (INV-7). Every run leaves a `job_runs` row that `admin health` shows.
+//!
+//! Jobs: lease expiry (expire, remove shares, warn "ends soon"), preflight retry, stale requests
+//! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, then leases whose holder
+//! lost access), housekeeping (dedupe rows, expired OTP challenges).
+
+use crate::config::LifecycleSettings;
+use crate::domain::{Clock, Timestamp};
+use crate::governance::lifecycle::{Lifecycle, LifecycleError, Notice, Notifier};
+use crate::store::{DueWork, NewJobRun, Request, Store, StoreError};
+use crate::vault::VaultReader;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+use time::Duration;
+
+/// The scheduled jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    LeaseExpiry,
+    PreflightRetry,
+    StaleRequests,
+    VaultSync,
+    Housekeeping,
+}
+
+impl Job {
+    pub const ALL: [Job; 5] = [
+        Job::LeaseExpiry,
+        Job::PreflightRetry,
+        Job::StaleRequests,
+        Job::VaultSync,
+        Job::Housekeeping,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::LeaseExpiry => "lease-expiry",
+            Job::PreflightRetry => "preflight-retry",
+            Job::StaleRequests => "stale-requests",
+            Job::VaultSync => "vault-sync",
+            Job::Housekeeping => "housekeeping",
+        }
+    }
+
+    pub fn period(self, s: &LifecycleSettings) -> std::time::Duration {
+        let secs = match self {
+            Job::LeaseExpiry | Job::PreflightRetry => s.tick_secs,
+            Job::StaleRequests => s.tick_secs.saturating_mul(5),
+            Job::VaultSync => s.vault_sync_secs,
+            Job::Housekeeping => 3600,
+        };
+        std::time::Duration::from_secs(secs.max(1))
+    }
+}
+
+/// Processed-activity rows older than this are forgotten (Teams redelivers within minutes).
+const DEDUPE_RETENTION: Duration = Duration::days(2);
+/// Due work claimed at once, and how long a claim holds before another instance may take over.
+const BATCH: i64 = 500;
+const CLAIM_TTL: Duration = Duration::minutes(5);
+/// A run stops after this many batches even if more is due (the next tick continues).
+const MAX_BATCHES: usize = 1000;
+
+pub struct Scheduler {
+    lifecycle: Arc<Lifecycle>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    reader: Arc<dyn VaultReader>,
+    notifier: Arc<dyn Notifier>,
+    /// This instance's name in claims (several instances may share one database).
+    holder: String,
+}
+
+/// Counts a run reports, by name.
+type Counts = serde_json::Map<String, Value>;
+
+fn bump(counts: &mut Counts, key: &str) {
+    let n = counts.get(key).and_then(Value::as_u64).unwrap_or(0);
+    counts.insert(key.into(), json!(n + 1));
+}
+
+impl Scheduler {
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        reader: Arc<dyn VaultReader>,
+        notifier: Arc<dyn Notifier>,
+        holder: impl Into<String>,
+    ) -> Self {
+        Scheduler {
+            lifecycle,
+            store,
+            clock,
+            reader,
+            notifier,
+            holder: holder.into(),
+        }
+    }
+
+    /// A holder name unique to this process.
+    pub fn instance_name() -> String {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "passkey".into());
+        format!("{host}:{}:{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    }
+
+    /// Runs one job now and records the run. Errors are part of the record, not a panic.
+    pub async fn run(&self, job: Job) -> NewJobRun {
+        let started = self.clock.now();
+        let result = match job {
+            Job::LeaseExpiry => self.lease_expiry().await,
+            Job::PreflightRetry => self.preflight_retry().await,
+            Job::StaleRequests => self.stale_requests().await,
+            Job::VaultSync => self.vault_sync().await,
+            Job::Housekeeping => self.housekeeping().await,
+        };
+        let (ok, counts, error) = match result {
+            Ok(counts) => (true, Value::Object(counts), None),
+            Err(e) => (false, json!({}), Some(e)),
+        };
+        let run = NewJobRun {
+            job_name: job.name().to_string(),
+            holder: self.holder.clone(),
+            started_at: started,
+            finished_at: self.clock.now(),
+            ok,
+            counts,
+            error,
+        };
+        if let Err(e) = self.store.record_job_run(&run).await {
+            tracing::warn!(job = job.name(), error = %e, "job run not recorded");
+        }
+        if !run.ok {
+            tracing::warn!(job = job.name(), error = ?run.error, "job run failed");
+        }
+        run
+    }
+
+    /// Claims batches of `kind` and hands each request to `work` until nothing new is due.
+    /// A request handled in this run and claimable again (its work is not done, e.g. a share
+    /// that could not be removed) is left for the next run.
+    async fn drain<F, Fut>(
+        &self,
+        kind: DueWork,
+        cutoff: Timestamp,
+        counts: &mut Counts,
+        mut work: F,
+    ) -> Result<(), String>
+    where
+        F: FnMut(Request) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<Notice>, &'static str), LifecycleError>>,
+    {
+        let mut seen: HashSet<i64> = HashSet::new();
+        for _ in 0..MAX_BATCHES {
+            let now = self.clock.now();
+            let claimed = self
+                .store
+                .claim_due(kind, now, cutoff, &self.holder, now.plus(CLAIM_TTL), BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            let fresh: Vec<Request> = claimed
+                .into_iter()
+                .filter(|r| seen.insert(r.id))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for request in fresh {
+                let id = request.id;
+                match work(request).await {
+                    Ok((notices, outcome)) => {
+                        bump(counts, outcome);
+                        self.notifier.deliver(&notices).await;
+                    }
+                    Err(LifecycleError::Store(e @ StoreError::Unavailable(_))) => {
+                        return Err(e.to_string());
+                    }
+                    Err(e) => {
+                        bump(counts, "errors");
+                        tracing::warn!(request_id = id, error = %e, "due work failed; retried next run");
+                    }
+                }
+                if let Err(e) = self.store.release_claim(id, &self.holder).await {
+                    tracing::warn!(request_id = id, error = %e, "claim not released; it lapses");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Expires leases past their end and removes their shares; warns leases ending soon.
+    pub async fn lease_expiry(&self) -> Result<Counts, String> {
+        let mut counts = Counts::new();
+        let now = self.clock.now();
+        let lc = self.lifecycle.clone();
+        self.drain(DueWork::LeaseEnd, now, &mut counts, |request| {
+            let lc = lc.clone();
+            async move {
+                let was_live = request.status.has_live_lease();
+                let change = lc.expire_due(request).await?;
+                Ok((
+                    change.notices,
+                    if was_live { "expired" } else { "shares_retried" },
+                ))
+            }
+        })
+        .await?;
+        let warn_until = now.plus(Duration::seconds(
+            self.lifecycle.settings().expiry_warning_secs as i64,
+        ));
+        self.drain(DueWork::ExpiryWarning, warn_until, &mut counts, |request| {
+            let lc = lc.clone();
+            async move {
+                let notice = lc.warn_expiry(&request).await?;
+                Ok((notice.into_iter().collect(), "warned"))
+            }
+        })
+        .await?;
+        Ok(counts)
+    }
+
+    /// Repeats the vault preflight of approved requests whose retry is due.
+    pub async fn preflight_retry(&self) -> Result<Counts, String> {
+        let mut counts = Counts::new();
+        let lc = self.lifecycle.clone();
+        let store = self.store.clone();
+        self.drain(
+            DueWork::Preflight,
+            self.clock.now(),
+            &mut counts,
+            |request| {
+                let lc = lc.clone();
+                let store = store.clone();
+                async move {
+                    let record = store
+                        .record_by_id(request.record_id)
+                        .await?
+                        .ok_or(StoreError::NotFound("record"))?;
+                    let (_, event, notices) = lc.preflight(request, &record).await?;
+                    Ok((
+                        notices,
+                        match event {
+                            crate::governance::lifecycle::Event::Unfulfillable => "unfulfillable",
+                            crate::governance::lifecycle::Event::PreflightDeferred => "deferred",
+                            _ => "passed",
+                        },
+                    ))
+                }
+            },
+        )
+        .await?;
+        Ok(counts)
+    }
+
+    /// Reminds approvers, escalates to triage, and expires requests nobody decided.
+    pub async fn stale_requests(&self) -> Result<Counts, String> {
+        let mut counts = Counts::new();
+        let cutoff = self.clock.now().minus(Duration::seconds(
+            self.lifecycle.settings().reminder_after_secs as i64,
+        ));
+        let lc = self.lifecycle.clone();
+        self.drain(DueWork::Undecided, cutoff, &mut counts, |request| {
+            let lc = lc.clone();
+            async move {
+                Ok(match lc.chase_undecided(request).await? {
+                    Some(change) => {
+                        let outcome = match change.event {
+                            crate::governance::lifecycle::Event::Expired => "expired",
+                            crate::governance::lifecycle::Event::Escalated => "escalated",
+                            _ => "reminded",
+                        };
+                        (change.notices, outcome)
+                    }
+                    None => (vec![], "waiting"),
+                })
+            }
+        })
+        .await?;
+        Ok(counts)
+    }
+
+    /// Vault metadata, discovery and ACLs, then leases whose holder lost access.
+    pub async fn vault_sync(&self) -> Result<Counts, String> {
+        let report = crate::governance::vault_sync::sync_vault(
+            self.reader.as_ref(),
+            self.store.as_ref(),
+            self.clock.now(),
+            "system:vault-sync",
+            &|_, _| {},
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut counts = match serde_json::to_value(&report) {
+            Ok(Value::Object(m)) => m,
+            _ => Counts::new(),
+        };
+        let revoked = self
+            .lifecycle
+            .revoke_lost_permissions()
+            .await
+            .map_err(|e| e.to_string())?;
+        counts.insert("leases_revoked_permission_lost".into(), json!(revoked.len()));
+        for change in revoked {
+            self.notifier.deliver(&change.notices).await;
+        }
+        Ok(counts)
+    }
+
+    pub async fn housekeeping(&self) -> Result<Counts, String> {
+        let now = self.clock.now();
+        let dedupe = self
+            .store
+            .forget_processed_before(now.minus(DEDUPE_RETENTION))
+            .await
+            .map_err(|e| e.to_string())?;
+        let challenges = self
+            .store
+            .forget_expired_challenges(now.minus(Duration::days(1)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut counts = Counts::new();
+        counts.insert("processed_activities_forgotten".into(), json!(dedupe));
+        counts.insert("otp_challenges_forgotten".into(), json!(challenges));
+        Ok(counts)
+    }
+
+    /// Starts one task per job, each on its own interval (missed ticks are skipped, not
+    /// bunched). The first run of each job comes one period after start, except lease expiry
+    /// and preflight retry, which run at once (work may have come due while the app was down).
+    pub fn spawn(self: Arc<Self>, settings: &LifecycleSettings) -> Vec<tokio::task::JoinHandle<()>> {
+        Job::ALL
+            .into_iter()
+            .map(|job| {
+                let me = self.clone();
+                let period = job.period(settings);
+                tokio::spawn(async move {
+                    let first = match job {
+                        Job::LeaseExpiry | Job::PreflightRetry => tokio::time::Instant::now(),
+                        _ => tokio::time::Instant::now() + period,
+                    };
+                    let mut ticks = tokio::time::interval_at(first, period);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    loop {
+                        ticks.tick().await;
+                        me.run(job).await;
+                    }
+                })
+            })
+            .collect()
+    }
+}
