@@ -790,10 +790,11 @@ async fn service_remove_and_list() {
 // ---------------------------------------------------------------------------------------------
 // Folder ACLs and rotation information.
 
-/// (type, principal, permission) of each entry, per folder uid.
-fn acl_table(
-    folders: &[SharedFolder],
-) -> Vec<(String, Vec<(VaultPrincipalType, String, FolderPermission)>)> {
+/// One ACL entry as (type, principal, permission).
+type Entry = (VaultPrincipalType, String, FolderPermission);
+
+/// The entries of each folder, by folder uid.
+fn acl_table(folders: &[SharedFolder]) -> Vec<(String, Vec<Entry>)> {
     folders
         .iter()
         .map(|f| {
