@@ -18,7 +18,9 @@ use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
 use crate::vault::stub::StubSharer;
 use crate::governance::lifecycle::{Lifecycle, Notifier};
-use crate::vault::{OneTimeSharer, VaultReader};
+use crate::vault::{
+    CommanderAclReader, NoRotationInfo, OneTimeSharer, RotationChecker, VaultReader,
+};
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub vault: Arc<dyn VaultReader>,
     /// One-time shares.
     pub sharer: Arc<dyn OneTimeSharer>,
+    /// Rotation information (Commander's `pam rotation info`; nothing for the local vault).
+    pub rotations: Arc<dyn RotationChecker>,
     /// The local vault, when that is the backend: it also serves `/dev-vault/share/…`.
     pub local_vault: Option<Arc<LocalVault>>,
     /// The request lifecycle's use cases.
@@ -130,7 +134,12 @@ impl App {
         } else {
             None
         };
-        let (vault, sharer, local_vault) = vault_backend(&settings, clock.clone())?;
+        let VaultParts {
+            reader: vault,
+            sharer,
+            rotations,
+            local: local_vault,
+        } = vault_backend(&settings, clock.clone())?;
         let bot = Arc::new(BotRuntime::from_settings(&settings, clock.clone()));
         let permissions = Arc::new(PermissionResolver::new(
             store.clone(),
@@ -161,6 +170,7 @@ impl App {
             policy,
             vault,
             sharer,
+            rotations,
             local_vault,
         };
         Ok(App { state, demo })
@@ -177,6 +187,7 @@ impl App {
             s.store.clone(),
             s.clock.clone(),
             s.vault.clone(),
+            s.rotations.clone(),
             s.notifier.clone(),
             crate::jobs::Scheduler::instance_name(),
         ));
@@ -295,11 +306,15 @@ impl AppState {
     }
 }
 
-pub type VaultParts = (
-    Arc<dyn VaultReader>,
-    Arc<dyn OneTimeSharer>,
-    Option<Arc<LocalVault>>,
-);
+/// The Keeper bridge's parts, as one backend provides them.
+pub struct VaultParts {
+    /// Metadata reads (for Commander: KSM's records and folders with Commander's ACLs).
+    pub reader: Arc<dyn VaultReader>,
+    pub sharer: Arc<dyn OneTimeSharer>,
+    pub rotations: Arc<dyn RotationChecker>,
+    /// The local vault, when that is the backend.
+    pub local: Option<Arc<LocalVault>>,
+}
 
 /// The Keeper bridge the settings select.
 pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<VaultParts, StoreError> {
@@ -309,7 +324,12 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
                 LocalVault::open(&settings.data_dir, settings.public_base_url(), clock)
                     .map_err(|e| StoreError::Invalid(format!("local vault: {e}")))?,
             );
-            Ok((local.clone(), local.clone(), Some(local)))
+            Ok(VaultParts {
+                reader: local.clone(),
+                sharer: local.clone(),
+                rotations: Arc::new(NoRotationInfo),
+                local: Some(local),
+            })
         }
         VaultBackend::Stub => {
             // Staging without Commander: fake links, metadata from the vault file.
@@ -319,7 +339,12 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
                 clock.clone(),
             )
             .map_err(|e| StoreError::Invalid(format!("vault metadata file: {e}")))?;
-            Ok((Arc::new(local), Arc::new(StubSharer::new(clock)), None))
+            Ok(VaultParts {
+                reader: Arc::new(local),
+                sharer: Arc::new(StubSharer::new(clock)),
+                rotations: Arc::new(NoRotationInfo),
+                local: None,
+            })
         }
         VaultBackend::CommanderService => {
             let (Some(url), Some(key)) = (
@@ -330,12 +355,21 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
                     "vault.backend = commander-service needs vault.commander_url and vault.commander_api_key".into(),
                 ));
             };
-            let sharer =
+            let commander = Arc::new(
                 CommanderService::new(url, key.clone(), settings.vault.commander_timeout(), clock)
                     .map_err(|e| {
                         StoreError::Invalid(format!("commander service: {}", e.message))
-                    })?;
-            Ok((ksm_reader(settings)?, Arc::new(sharer), None))
+                    })?,
+            );
+            Ok(VaultParts {
+                reader: Arc::new(CommanderAclReader::new(
+                    ksm_reader(settings)?,
+                    commander.clone(),
+                )),
+                sharer: commander.clone(),
+                rotations: commander,
+                local: None,
+            })
         }
         VaultBackend::CommanderCli => {
             let Some(config) = &settings.vault.commander_config_path else {
@@ -343,18 +377,27 @@ pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Vault
                     "vault.backend = commander-cli needs vault.commander_config_path".into(),
                 ));
             };
-            let sharer = CommanderCli::new(
+            let commander = Arc::new(CommanderCli::new(
                 settings.vault.commander_binary.clone(),
                 config.clone(),
                 settings.vault.commander_timeout(),
                 clock,
-            );
-            Ok((ksm_reader(settings)?, Arc::new(sharer), None))
+            ));
+            Ok(VaultParts {
+                reader: Arc::new(CommanderAclReader::new(
+                    ksm_reader(settings)?,
+                    commander.clone(),
+                )),
+                sharer: commander.clone(),
+                rotations: commander,
+                local: None,
+            })
         }
     }
 }
 
-/// Metadata reads for the Commander backends: KSM when configured.
+/// Record and folder reads for the Commander backends: KSM when configured (Commander adds the
+/// folder ACLs on top, see [`CommanderAclReader`]).
 fn ksm_reader(settings: &Settings) -> Result<Arc<dyn VaultReader>, StoreError> {
     use crate::vault::ksm::{CrateKsm, KsmReader};
     match &settings.vault.ksm_config {

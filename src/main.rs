@@ -367,8 +367,8 @@ async fn sync(
     clock: std::sync::Arc<dyn passkey::domain::Clock>,
     label: &str,
 ) -> ExitCode {
-    let (reader, _, _) = match passkey::app::vault_backend(settings, clock.clone()) {
-        Ok(parts) => parts,
+    let reader = match passkey::app::vault_backend(settings, clock.clone()) {
+        Ok(parts) => parts.reader,
         Err(e) => {
             eprintln!("passkey: {e}");
             return ExitCode::from(2);

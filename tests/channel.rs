@@ -679,8 +679,8 @@ async fn mentions_are_stripped_and_commands_are_understood() {
         .unwrap()
         .to_string();
     assert!(
-        text.contains("a request for `db-prod` for 2h because “INC-4411”"),
-        "{text}"
+        text.contains("for `db-prod` is waiting for approval"),
+        "the request was submitted and routed: {text}"
     );
 
     assert_eq!(
@@ -746,7 +746,7 @@ async fn card_actions_arrive_as_invokes_and_unknown_invokes_are_not_implemented(
         body["value"]
             .as_str()
             .unwrap()
-            .contains("approving request #42")
+            .contains("There is no request #42.")
     );
 
     let mut bad = invoke.clone();

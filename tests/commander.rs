@@ -1,15 +1,17 @@
 //! The Commander bridge against a fake `keeper` executable (tests/fake-keeper/keeper) and a fake
 //! service-mode server: every answer in shared/keeper.md classified, the cleanup after an unclear
-//! create, the subprocess timeout, argument refusal, and no share URL in logs or errors.
+//! create, the subprocess timeout, argument refusal, and no share URL in logs or errors; folder
+//! ACLs (`list-sf`, then `get` on each shared folder) and `pam rotation info` on both transports.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use passkey::domain::{Clock, ManualClock, Timestamp};
+use passkey::domain::{FolderPermission, VaultPrincipalType};
 use passkey::vault::classify::says;
 use passkey::vault::{
-    CommanderCli, CommanderService, ErrorClass, OneTimeSharer, Removed, Share, VaultError,
-    share_id_from_url,
+    CommanderCli, CommanderService, ErrorClass, FolderAclSource, OneTimeSharer, Removed,
+    RotationChecker, Share, SharedFolder, VaultError, share_id_from_url,
 };
 use secrecy::SecretString;
 use std::collections::VecDeque;
@@ -63,6 +65,15 @@ struct FakeCli {
 
 impl FakeCli {
     fn new(scenario: &str, removes: &str) -> FakeCli {
+        FakeCli::with_reads(scenario, removes, "ok", "{}")
+    }
+
+    /// With how `list-sf`/`get` answer (`FAKE_KEEPER_SF`) and per-record rotation answers.
+    fn reads(sf: &str, rotations: &str) -> FakeCli {
+        FakeCli::with_reads("ok", "unknown", sf, rotations)
+    }
+
+    fn with_reads(scenario: &str, removes: &str, sf: &str, rotations: &str) -> FakeCli {
         let dir = tempfile::tempdir().unwrap();
         let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-keeper/keeper");
         let wrapper = dir.path().join("keeper");
@@ -70,6 +81,7 @@ impl FakeCli {
         writeln!(
             f,
             "#!/bin/sh\nexport FAKE_KEEPER_SCENARIO='{scenario}'\nexport FAKE_KEEPER_REMOVE='{removes}'\n\
+             export FAKE_KEEPER_SF='{sf}'\nexport FAKE_KEEPER_ROTATION='{rotations}'\n\
              export FAKE_KEEPER_LOG='{}'\nexec '{}' \"$@\"",
             dir.path().join("calls.jsonl").display(),
             fake.display()
@@ -111,6 +123,21 @@ impl FakeCli {
             .iter()
             .map(|c| {
                 c["argv"].as_array().unwrap()[4..]
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl FakeCli {
+    /// Each call's command words, after `--config FILE --fail-on-throttle`.
+    fn full_commands(&self) -> Vec<Vec<String>> {
+        self.calls()
+            .iter()
+            .map(|c| {
+                c["argv"].as_array().unwrap()[3..]
                     .iter()
                     .map(|a| a.as_str().unwrap().to_string())
                     .collect()
@@ -359,6 +386,9 @@ struct Service {
     removes: Mutex<VecDeque<&'static str>>,
     /// Every command received with a valid key, in order.
     seen: Mutex<Vec<String>>,
+    /// How `list-sf`, `get` and `pam rotation info` answer: ok, forbidden (the service was not
+    /// started with those commands allowed), denied, throttled.
+    reads: Mutex<&'static str>,
 }
 
 fn json_reply(status: u16, body: serde_json::Value) -> (StatusCode, String) {
@@ -380,6 +410,9 @@ async fn execute(
     let command = command["command"].as_str().unwrap().to_string();
     service.seen.lock().unwrap().push(command.clone());
     let words: Vec<&str> = command.split(' ').collect();
+    if matches!(words[0], "list-sf" | "get" | "pam") {
+        return read_reply(*service.reads.lock().unwrap(), &words);
+    }
     if words[0] != "one-time-share" {
         return (
             StatusCode::FORBIDDEN,
@@ -462,6 +495,85 @@ async fn execute(
     }
 }
 
+const SF_DATABASES: &str = "SfDatabases0000000001a";
+const SF_WEB: &str = "SfWebServers000000002b";
+
+/// Service mode's answers to the reads: `list-sf` in `data`, `get` as a JSON string in
+/// `message` (Commander prints it), `pam rotation info` in `data`.
+fn read_reply(mode: &str, words: &[&str]) -> (StatusCode, String) {
+    match mode {
+        "forbidden" => {
+            return (
+                StatusCode::FORBIDDEN,
+                "Not permitted to perform this function".into(),
+            );
+        }
+        "denied" => {
+            return json_reply(
+                500,
+                serde_json::json!({"status":"error","error":"Unexpected error: access_denied"}),
+            );
+        }
+        "throttled" => {
+            return json_reply(
+                429,
+                serde_json::json!({"status":"error","error":"Too many requests","result_code":"throttled"}),
+            );
+        }
+        _ => {}
+    }
+    match words {
+        ["list-sf", "--format", "json"] => json_reply(
+            200,
+            serde_json::json!({"status":"success","command":"list-sf","data":[
+                {"shared_folder_uid": SF_DATABASES, "name": "Databases"},
+                {"shared_folder_uid": SF_WEB, "name": "Web servers"},
+            ]}),
+        ),
+        ["get", uid, "--format", "json"] => {
+            let folder = match *uid {
+                SF_DATABASES => serde_json::json!({
+                    "folder_uid": SF_DATABASES, "type": "classic_folder", "name": "Databases",
+                    "records": [{"record_uid": UID, "can_edit": true, "can_share": false}],
+                    "users": [
+                        {"username": "alice@contoso.example", "owner": true, "manage_records": true, "manage_users": true},
+                        {"username": "carol@contoso.example", "owner": false, "manage_records": true, "manage_users": false},
+                    ],
+                    "teams": [{"name": "DBA", "team_uid": "VGVhbURCQQ", "manage_records": false, "manage_users": true}],
+                }),
+                SF_WEB => serde_json::json!({
+                    "folder_uid": SF_WEB, "type": "classic_folder", "name": "Web servers",
+                    "users": [{"username": "erin@contoso.example", "owner": false, "manage_records": false, "manage_users": false}],
+                }),
+                _ => {
+                    return json_reply(
+                        500,
+                        serde_json::json!({"status":"error","error":format!("Unexpected error: get: Cannot find any object with UID: {uid}")}),
+                    );
+                }
+            };
+            json_reply(
+                200,
+                serde_json::json!({"status":"success","command":"get","message":folder.to_string(),"data":null}),
+            )
+        }
+        ["pam", "rotation", "info", "-r", uid, "--format", "json"] => {
+            let info = if *uid == UID {
+                serde_json::json!({"status":"RRS_ONLINE","ready_to_rotate":true,"disabled":false,
+                    "schedule_type":"scheduled",
+                    "schedule_data":"[{\"type\": \"WEEKLY\", \"utcTime\": \"08:00\", \"weekday\": \"SUNDAY\", \"intervalCount\": 1}]"})
+            } else {
+                serde_json::json!({"status":"RRS_NO_ROTATION","ready_to_rotate":false})
+            };
+            json_reply(
+                200,
+                serde_json::json!({"status":"success","command":"pam","data":info}),
+            )
+        }
+        _ => (StatusCode::BAD_REQUEST, "bad command".into()),
+    }
+}
+
 fn base64_key(name: &str) -> String {
     use base64::Engine as _;
     use sha2::Digest as _;
@@ -475,7 +587,16 @@ struct FakeService {
 
 impl FakeService {
     async fn start(create: &'static str, removes: &[&'static str]) -> FakeService {
+        FakeService::start_with_reads(create, removes, "ok").await
+    }
+
+    async fn start_with_reads(
+        create: &'static str,
+        removes: &[&'static str],
+        reads: &'static str,
+    ) -> FakeService {
         let state = Arc::new(Service::default());
+        *state.reads.lock().unwrap() = reads;
         *state.create.lock().unwrap() = create;
         state
             .removes
@@ -664,6 +785,218 @@ async fn service_remove_and_list() {
     let e = sharer.remove(UID, "x; keeper logout").await.unwrap_err();
     assert_eq!(e.message, "invalid share name");
     assert_eq!(fake.seen().len(), 3, "the refused remove was never sent");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Folder ACLs and rotation information.
+
+/// One ACL entry as (type, principal, permission).
+type Entry = (VaultPrincipalType, String, FolderPermission);
+
+/// The entries of each folder, by folder uid.
+fn acl_table(folders: &[SharedFolder]) -> Vec<(String, Vec<Entry>)> {
+    folders
+        .iter()
+        .map(|f| {
+            let acl = f
+                .acl
+                .as_ref()
+                .expect("Commander folders always carry an ACL")
+                .iter()
+                .map(|e| (e.principal_type, e.principal.clone(), e.permission))
+                .collect();
+            (f.uid.clone(), acl)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cli_folder_acls_come_from_list_sf_then_get_on_each_shared_folder() {
+    use FolderPermission::*;
+    use VaultPrincipalType::*;
+    let fake = FakeCli::reads("ok", "{}");
+    let folders = fake
+        .sharer(Duration::from_secs(20))
+        .folder_acls()
+        .await
+        .unwrap();
+    let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["Databases", "Web servers"]);
+    let user = |p: &str, level| (User, p.to_string(), level);
+    let team = |p: &str, level| (Team, p.to_string(), level);
+    assert_eq!(
+        acl_table(&folders),
+        vec![
+            (
+                "SfDatabases0000000001a".to_string(),
+                vec![
+                    user("alice@contoso.example", Owner),
+                    user("bob@contoso.example", Manager),
+                    user("carol@contoso.example", Editor),
+                    user("dave@contoso.example", Viewer),
+                    team("DBA", Editor),
+                    team("Auditors", Viewer),
+                ]
+            ),
+            (
+                "SfWebServers000000002b".to_string(),
+                vec![user("erin@contoso.example", Owner)]
+            ),
+        ]
+    );
+    // Only list-sf and `get` on the uids it listed: never `get` on a record.
+    assert_eq!(
+        fake.full_commands(),
+        vec![
+            strings(&["list-sf", "--format", "json"]),
+            strings(&["get", "SfDatabases0000000001a", "--format", "json"]),
+            strings(&["get", "SfWebServers000000002b", "--format", "json"]),
+        ]
+    );
+    let calls = fake.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["tz"] == "UTC" && c["storage"] == "file")
+    );
+}
+
+#[tokio::test]
+async fn cli_folder_acl_failures_are_classified_and_never_read_as_empty() {
+    use ErrorClass::*;
+    for (scenario, class, message) in [
+        ("throttled", Transient, says::BUSY),
+        ("login-broken", NeedsOperator, says::NEEDS_OPERATOR),
+        ("get-denied", Terminal, says::REFUSED),
+        ("record", Transient, says::NO_ANSWER),
+    ] {
+        let fake = FakeCli::reads(scenario, "{}");
+        let e = fake
+            .sharer(Duration::from_secs(20))
+            .folder_acls()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.message.as_str()),
+            (class, message),
+            "{scenario}"
+        );
+        assert!(!e.raw.contains("hunter2"), "{scenario}: {}", e.raw);
+        assert!(!format!("{e:?}").contains("hunter2"), "{scenario}");
+    }
+
+    // No shared folders at all is an empty list, not an error.
+    let fake = FakeCli::reads("empty", "{}");
+    let none = fake.sharer(Duration::from_secs(20)).folder_acls().await;
+    assert_eq!(none.unwrap(), vec![]);
+
+    // A folder removed between list-sf and get is left out; the others still come.
+    let fake = FakeCli::reads("vanished", "{}");
+    let folders = fake
+        .sharer(Duration::from_secs(20))
+        .folder_acls()
+        .await
+        .unwrap();
+    assert_eq!(folders.len(), 1);
+    assert_eq!(folders[0].name, "Databases");
+}
+
+#[tokio::test]
+async fn cli_rotation_info_reads_pam_rotation_info() {
+    let rotations = format!(
+        r#"{{"{UID}": "daily", "BbCdEfGhIjKlMnOpQrStUv": "manual", "CbCdEfGhIjKlMnOpQrStUv": "throttled", "DbCdEfGhIjKlMnOpQrStUv": "denied"}}"#
+    );
+    let fake = FakeCli::reads("ok", &rotations);
+    let cli = fake.sharer(Duration::from_secs(20));
+    let daily = cli.rotation_info(UID).await.unwrap();
+    assert_eq!(
+        (daily.status.as_str(), daily.ready_to_rotate, daily.disabled),
+        ("RRS_ONLINE", true, false)
+    );
+    assert_eq!(daily.schedule_type.as_deref(), Some("scheduled"));
+    assert!(daily.schedule().unwrap().is_some());
+    let manual = cli.rotation_info("BbCdEfGhIjKlMnOpQrStUv").await.unwrap();
+    assert_eq!(manual.schedule().unwrap(), None);
+    let none = cli.rotation_info("EbCdEfGhIjKlMnOpQrStUv").await.unwrap();
+    assert_eq!(none.status, "RRS_NO_ROTATION");
+    let throttled = cli
+        .rotation_info("CbCdEfGhIjKlMnOpQrStUv")
+        .await
+        .unwrap_err();
+    assert_eq!(throttled.class, ErrorClass::Transient);
+    let denied = cli
+        .rotation_info("DbCdEfGhIjKlMnOpQrStUv")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.class, ErrorClass::Terminal);
+    assert_eq!(
+        fake.full_commands()[0],
+        strings(&["pam", "rotation", "info", "-r", UID, "--format", "json"])
+    );
+    let e = cli.rotation_info("-r; keeper logout").await.unwrap_err();
+    assert_eq!(e.message, "invalid record uid");
+    assert_eq!(fake.calls().len(), 5, "the refused uid was never sent");
+}
+
+#[tokio::test]
+async fn service_folder_acls_and_rotation_info() {
+    use FolderPermission::*;
+    use VaultPrincipalType::*;
+    let fake = FakeService::start_with_reads("ok", &[], "ok").await;
+    let service = fake.sharer(API_KEY, Duration::from_secs(10));
+    let folders = service.folder_acls().await.unwrap();
+    assert_eq!(
+        acl_table(&folders),
+        vec![
+            (
+                SF_DATABASES.to_string(),
+                vec![
+                    (User, "alice@contoso.example".to_string(), Owner),
+                    (User, "carol@contoso.example".to_string(), Editor),
+                    (Team, "DBA".to_string(), Manager),
+                ]
+            ),
+            (
+                SF_WEB.to_string(),
+                vec![(User, "erin@contoso.example".to_string(), Viewer)]
+            ),
+        ]
+    );
+    let info = service.rotation_info(UID).await.unwrap();
+    assert!(info.schedule().unwrap().is_some(), "{info:?}");
+    assert_eq!(
+        fake.seen(),
+        vec![
+            "list-sf --format json".to_string(),
+            format!("get {SF_DATABASES} --format json"),
+            format!("get {SF_WEB} --format json"),
+            format!("pam rotation info -r {UID} --format json"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn service_read_failures_are_classified() {
+    use ErrorClass::*;
+    for (mode, class, message) in [
+        ("forbidden", Terminal, says::MISCONFIGURED),
+        ("denied", Terminal, says::REFUSED),
+        ("throttled", Transient, says::BUSY),
+    ] {
+        let fake = FakeService::start_with_reads("ok", &[], mode).await;
+        let service = fake.sharer(API_KEY, Duration::from_secs(10));
+        let e = service.folder_acls().await.unwrap_err();
+        assert_eq!((e.class, e.message.as_str()), (class, message), "{mode}");
+        let e = service.rotation_info(UID).await.unwrap_err();
+        assert_eq!((e.class, e.message.as_str()), (class, message), "{mode}");
+    }
+    let fake = FakeService::start_with_reads("ok", &[], "ok").await;
+    let e = fake
+        .sharer("wrong-key", Duration::from_secs(10))
+        .folder_acls()
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, Terminal);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,15 +1,26 @@
 //! Vault sync on both databases: discovery, ACL sync, rotations, the double check before calling a
-//! record gone, idempotence — and a 10,000-record vault.
+//! record gone, idempotence — and a 10,000-record vault. Then the Commander pieces against the
+//! fake `keeper` (tests/fake-keeper/keeper): folder ACLs synced through `CommanderAclReader`, and
+//! the rotation check (due, not due, failures, one event per due time).
 
 mod common;
 
 use async_trait::async_trait;
 use common::{Db, t0};
 use passkey::domain::*;
-use passkey::governance::vault_sync::{SyncReport, sync_vault};
+use passkey::governance::vault_sync::{
+    ROTATION_DUE_JOB, RotationReport, SyncError, SyncReport, check_rotations, sync_vault,
+};
+use passkey::store::{NewRecord, Store};
 use passkey::vault::local::{VaultFile, demo_vault_file};
-use passkey::vault::{FolderAclEntry, RecordMeta, SharedFolder, VaultError, VaultReader};
-use std::sync::Mutex;
+use passkey::vault::{
+    CommanderAclReader, CommanderCli, ErrorClass, FolderAclEntry, NoRotationInfo, RecordMeta,
+    SharedFolder, VaultError, VaultReader,
+};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A vault whose contents the test changes between syncs. `hidden_from_bulk` records are left
 /// out of the bulk read but still found by uid — what KSM does with a record it fails to decrypt.
@@ -81,7 +92,7 @@ impl VaultReader for FakeVault {
 
 on_both_databases!(discovery_rotation_orphans_and_acls_then_nothing_twice);
 
-async fn sync(vault: &FakeVault, db: &Db) -> SyncReport {
+async fn sync(vault: &dyn VaultReader, db: &Db) -> SyncReport {
     sync_vault(
         vault,
         db.store.as_ref(),
@@ -279,4 +290,340 @@ async fn a_ten_thousand_record_vault_syncs_with_progress() {
     .await
     .unwrap();
     assert_eq!(again.changes(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commander: folder ACLs and the rotation check, against the fake `keeper`.
+
+/// A fake `keeper` in a temporary directory, answering reads as `sf` and `rotations` say (see
+/// tests/fake-keeper/keeper), behind a `CommanderCli`.
+struct FakeKeeper {
+    dir: tempfile::TempDir,
+}
+
+impl FakeKeeper {
+    fn new(sf: &str, rotations: &str) -> FakeKeeper {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-keeper/keeper");
+        let wrapper = dir.path().join("keeper");
+        let mut f = std::fs::File::create(&wrapper).unwrap();
+        writeln!(
+            f,
+            "#!/bin/sh\nexport FAKE_KEEPER_SF='{sf}'\nexport FAKE_KEEPER_ROTATION='{rotations}'\n\
+             export FAKE_KEEPER_LOG='{}'\nexec '{}' \"$@\"",
+            dir.path().join("calls.jsonl").display(),
+            fake.display()
+        )
+        .unwrap();
+        drop(f);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeKeeper { dir }
+    }
+
+    fn cli(&self) -> CommanderCli {
+        CommanderCli::new(
+            self.dir.path().join("keeper"),
+            self.dir.path().join("keeper-config.json"),
+            Duration::from_secs(20),
+            Arc::new(ManualClock::new(t0())),
+        )
+    }
+
+    /// Each call's command words.
+    fn commands(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let call: serde_json::Value = serde_json::from_str(l).unwrap();
+                call["argv"].as_array().unwrap()[3..]
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+}
+
+const SF_DATABASES: &str = "SfDatabases0000000001a";
+const SF_WEB: &str = "SfWebServers000000002b";
+const SF_KSM_ONLY: &str = "SfKsmOnly0000000000003";
+
+/// What KSM sees: folders without ACLs (one Commander also lists, one it does not) and a record.
+fn ksm_like() -> Arc<FakeVault> {
+    let mut file = demo_vault_file();
+    let record = file.records[0].clone();
+    file.folders.truncate(2);
+    file.folders[0].uid = SF_DATABASES.into();
+    file.folders[0].name = "Databases".into();
+    file.folders[1].uid = SF_KSM_ONLY.into();
+    file.folders[1].name = "KSM only".into();
+    file.records = vec![passkey::vault::local::FileRecord {
+        folder_uid: Some(SF_DATABASES.into()),
+        ..record
+    }];
+    let vault = FakeVault::new(file);
+    *vault.acls_unknown.lock().unwrap() = true;
+    Arc::new(vault)
+}
+
+async fn acl_of(s: &dyn Store, uid: &str) -> Vec<(String, String, String)> {
+    let folder = s
+        .list_folders()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.vault_uid == uid)
+        .unwrap_or_else(|| panic!("folder {uid} stored"));
+    let mut acl: Vec<(String, String, String)> = s
+        .folder_permissions(folder.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            (
+                p.principal_type.to_string(),
+                p.principal,
+                p.permission.to_string(),
+            )
+        })
+        .collect();
+    acl.sort();
+    acl
+}
+
+on_both_databases!(
+    commander_acls_sync_into_the_store,
+    rotation_check_flags_each_due_time_once
+);
+
+async fn commander_acls_sync_into_the_store(db: Db) {
+    let s = db.store.as_ref();
+    let keeper = FakeKeeper::new("ok", "{}");
+    let reader = CommanderAclReader::new(ksm_like(), Arc::new(keeper.cli()));
+    let report = sync(&reader, &db).await;
+    assert_eq!(
+        (report.folders, report.acl_changes, report.discovered),
+        (3, 2, 1),
+        "{report:?}"
+    );
+    let row = |t: &str, p: &str, l: &str| (t.to_string(), p.to_string(), l.to_string());
+    assert_eq!(
+        acl_of(s, SF_DATABASES).await,
+        vec![
+            row("TEAM", "Auditors", "VIEWER"),
+            row("TEAM", "DBA", "EDITOR"),
+            row("USER", "alice@contoso.example", "OWNER"),
+            row("USER", "bob@contoso.example", "MANAGER"),
+            row("USER", "carol@contoso.example", "EDITOR"),
+            row("USER", "dave@contoso.example", "VIEWER"),
+        ]
+    );
+    assert_eq!(
+        acl_of(s, SF_WEB).await,
+        vec![row("USER", "erin@contoso.example", "OWNER")],
+        "a folder only Commander lists is synced with its ACL"
+    );
+    assert_eq!(
+        acl_of(s, SF_KSM_ONLY).await,
+        vec![],
+        "a folder Commander does not list keeps an unknown ACL"
+    );
+    let events = s.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.action == "VAULT_PERMISSIONS_CHANGED")
+            .count(),
+        2
+    );
+    assert!(
+        keeper
+            .commands()
+            .iter()
+            .all(|c| !c.starts_with("get ") || c.contains(SF_DATABASES) || c.contains(SF_WEB)),
+        "get only on listed shared folders: {:?}",
+        keeper.commands()
+    );
+
+    // Nothing changed: nothing written.
+    assert_eq!(sync(&reader, &db).await.changes(), 0);
+
+    // Commander failing is the sync's error, and the stored ACLs stay as they were.
+    let before = s.audit_events_after(0, 1000).await.unwrap().len();
+    for scenario in ["throttled", "login-broken", "get-denied"] {
+        let failing = FakeKeeper::new(scenario, "{}");
+        let reader = CommanderAclReader::new(ksm_like(), Arc::new(failing.cli()));
+        let err = sync_vault(&reader, s, t0(), "system:vault-sync", &|_, _| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SyncError::Vault(_)), "{scenario}: {err:?}");
+        assert_eq!(acl_of(s, SF_DATABASES).await.len(), 6, "{scenario}");
+    }
+    assert_eq!(s.audit_events_after(0, 1000).await.unwrap().len(), before);
+}
+
+/// A PAM record (or not) the database knows, last changed at `t0()`.
+async fn known_record(s: &dyn Store, uid: &str, title: &str, record_type: &str) -> i64 {
+    s.upsert_record(
+        &NewRecord {
+            vault_uid: uid.into(),
+            title: title.into(),
+            record_type: record_type.into(),
+            folder_id: None,
+            revision: 1,
+            vault_owner: None,
+            owner_user_id: None,
+            sensitivity: Sensitivity::High,
+            discovery_source: DiscoverySource::Auto,
+        },
+        t0(),
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+async fn rotation_events(s: &dyn Store) -> Vec<passkey::store::AuditEvent> {
+    s.audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "COMMANDER_ROTATION_DUE")
+        .collect()
+}
+
+async fn rotation_check_flags_each_due_time_once(db: Db) {
+    let s = db.store.as_ref();
+    // t0 is Monday 2026-11-23 09:00 UTC; every record last changed then.
+    let daily = known_record(s, "PamDaily00000000000001", "db-root", "pamUser").await;
+    known_record(s, "PamWeekly0000000000002", "web-admin", "pamMachine").await;
+    known_record(s, "PamManual0000000000003", "dir-svc", "pamDirectory").await;
+    known_record(s, "PamDenied0000000000004", "db-audit", "pamDatabase").await;
+    known_record(s, "Login00000000000000005", "wiki", "login").await;
+    let rotations =
+        r#"{"PamDaily00000000000001": "daily", "PamWeekly0000000000002": "weekly-legacy",
+        "PamManual0000000000003": "manual", "PamDenied0000000000004": "denied",
+        "Login00000000000000005": "daily"}"#
+            .replace('\n', " ");
+    let keeper = FakeKeeper::new("ok", &rotations);
+    let cli = keeper.cli();
+    let actor = "system:rotation-check";
+
+    // Before the next 08:00 run nothing is due.
+    let early = check_rotations(&cli, s, t0().plus(time::Duration::hours(1)), actor)
+        .await
+        .unwrap();
+    assert_eq!(
+        (early.checked, early.due, early.not_due),
+        (4, 0, 2),
+        "{early:?}"
+    );
+    assert!(rotation_events(s).await.is_empty());
+
+    // A day later the daily run (Tuesday 08:00) has passed with no change seen: due. The weekly
+    // run (Sunday 08:00) came before the last change: not due.
+    let tuesday = Timestamp::parse("2026-11-24T09:00:00Z").unwrap();
+    let report = check_rotations(&cli, s, tuesday, actor).await.unwrap();
+    assert_eq!(
+        (
+            report.checked,
+            report.due,
+            report.flagged,
+            report.not_due,
+            report.not_scheduled,
+            report.failed.len()
+        ),
+        (4, 1, 1, 1, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.failed[0].vault_uid, "PamDenied0000000000004");
+    assert!(
+        !keeper
+            .commands()
+            .iter()
+            .any(|c| c.contains("Login00000000000000005")),
+        "only PAM records are asked about"
+    );
+    let events = rotation_events(s).await;
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(
+        (event.actor.as_str(), event.record_id),
+        (actor, Some(daily))
+    );
+    let due_at = Timestamp::parse("2026-11-24T08:00:00Z").unwrap();
+    assert_eq!(event.detail.0["vault_uid"], "PamDaily00000000000001");
+    assert_eq!(event.detail.0["title"], "db-root");
+    assert_eq!(
+        event.detail.0["due_at"],
+        serde_json::to_value(due_at).unwrap()
+    );
+    assert_eq!(event.detail.0["schedule_type"], "scheduled");
+
+    // Again, later the same day: the same due time, already flagged — nothing written.
+    for now in [tuesday, tuesday.plus(time::Duration::hours(5))] {
+        let again = check_rotations(&cli, s, now, actor).await.unwrap();
+        assert_eq!((again.due, again.flagged, again.already_flagged), (1, 0, 1));
+    }
+    assert_eq!(rotation_events(s).await.len(), 1);
+    assert!(
+        !s.try_claim(
+            ROTATION_DUE_JOB,
+            &format!("PamDaily00000000000001@{}", due_at.to_fixed_text()),
+            "someone-else",
+            tuesday,
+            tuesday.plus(time::Duration::hours(1)),
+        )
+        .await
+        .unwrap(),
+        "the flag is a completed claim"
+    );
+
+    // Still not rotated at the next day's run: flagged again, for that run.
+    let wednesday = tuesday.plus(time::Duration::days(1));
+    let next = check_rotations(&cli, s, wednesday, actor).await.unwrap();
+    assert_eq!(next.flagged, 1, "{next:?}");
+    assert_eq!(rotation_events(s).await.len(), 2);
+
+    // The vault shows a change after the run (a sync saw the new revision): not due any more.
+    s.upsert_record(
+        &NewRecord {
+            vault_uid: "PamDaily00000000000001".into(),
+            title: "db-root".into(),
+            record_type: "pamUser".into(),
+            folder_id: None,
+            revision: 2,
+            vault_owner: None,
+            owner_user_id: None,
+            sensitivity: Sensitivity::High,
+            discovery_source: DiscoverySource::Auto,
+        },
+        wednesday,
+    )
+    .await
+    .unwrap();
+    let after = check_rotations(&cli, s, wednesday.plus(time::Duration::hours(1)), actor)
+        .await
+        .unwrap();
+    assert_eq!((after.due, after.not_due), (0, 2), "{after:?}");
+
+    // A transient failure stops the check with its error; nothing is written.
+    let throttled = FakeKeeper::new("ok", r#"{"PamDaily00000000000001": "throttled"}"#);
+    let err = check_rotations(&throttled.cli(), s, wednesday, actor)
+        .await
+        .unwrap_err();
+    match err {
+        SyncError::Vault(e) => assert_eq!(e.class, ErrorClass::Transient),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rotation_events(s).await.len(), 2);
+
+    // The local vault has no rotation information: an empty report, nothing asked.
+    let none = check_rotations(&NoRotationInfo, s, wednesday, actor)
+        .await
+        .unwrap();
+    assert_eq!(none, RotationReport::default());
 }

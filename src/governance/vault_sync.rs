@@ -4,10 +4,14 @@
 //! title) and record sync (revision changes → CREDENTIAL_ROTATED; records gone → RECORD_ORPHANED,
 //! but only after a direct read by uid also misses them, because KSM silently leaves out records it
 //! fails to decrypt). Idempotent: a second run with nothing changed writes nothing.
+//!
+//! [`check_rotations`] is the Commander rotation check: PAM records whose scheduled rotation is
+//! due get one `COMMANDER_ROTATION_DUE` event per due time.
 
 use crate::domain::{DiscoverySource, Sensitivity, SyncStatus, Timestamp};
 use crate::store::{NewAuditEvent, NewFolderPermission, NewRecord, Record, Store, StoreError};
-use crate::vault::{VaultError, VaultReader};
+use crate::vault::rotation::Due;
+use crate::vault::{ErrorClass, RotationChecker, VaultError, VaultReader};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
@@ -256,6 +260,160 @@ pub async fn sync_vault(
                     .detail(serde_json::to_value(&report).unwrap_or_default()),
             )
             .await?;
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Commander rotation check.
+
+/// The `job_claims` job under which each flagged (record, due time) is recorded, once.
+pub const ROTATION_DUE_JOB: &str = "commander-rotation-due";
+
+/// Record types Commander can rotate (`pam rotation set` accepts these); others are not asked.
+pub const ROTATABLE_TYPES: [&str; 4] = ["pamUser", "pamMachine", "pamDatabase", "pamDirectory"];
+
+/// A record Commander refused to describe (a Terminal answer); the check went on without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationFailure {
+    pub vault_uid: String,
+    pub message: String,
+}
+
+/// What a rotation check found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RotationReport {
+    /// Records asked about.
+    pub checked: usize,
+    /// Due now: `flagged` this run plus `already_flagged` earlier.
+    pub due: usize,
+    /// COMMANDER_ROTATION_DUE events written by this run.
+    pub flagged: usize,
+    pub already_flagged: usize,
+    pub not_due: usize,
+    /// No rotation, rotation off, manual, or the router cannot rotate it.
+    pub not_scheduled: usize,
+    /// A schedule Passkey does not interpret (CRON, monthly by weekday, yearly, other zones).
+    pub unsupported: usize,
+    pub failed: Vec<RotationFailure>,
+}
+
+impl RotationReport {
+    pub fn render(&self) -> String {
+        format!(
+            "rotation check: {} records checked: {} due ({} newly flagged), {} not due, {} not scheduled, \
+             {} unsupported schedules, {} failed",
+            self.checked,
+            self.due,
+            self.flagged,
+            self.not_due,
+            self.not_scheduled,
+            self.unsupported,
+            self.failed.len()
+        )
+    }
+}
+
+/// How long a checker holds a (record, due time) while it writes the event; a checker that dies
+/// in between lets the next run take it over after this.
+const ROTATION_CLAIM_LEASE: time::Duration = time::Duration::minutes(10);
+
+/// Asks the checker about every live PAM record the database knows and, for each whose
+/// scheduled rotation is due (the schedule's latest run came after the last change Passkey saw
+/// in the record — run it after a vault sync; see `vault::rotation`), appends one
+/// `COMMANDER_ROTATION_DUE` event. Idempotent: each (record, due time) is flagged once, through a
+/// completed `job_claims` row (`commander-rotation-due`, `<uid>@<due>`) — a second run, or a
+/// second instance running at the same moment, writes nothing more. A record still overdue at
+/// its schedule's next run is flagged again, for that run.
+///
+/// A Terminal answer for one record (access denied, say) is listed in `failed` and the check
+/// goes on; any other failure (throttled, unreachable, login broken) stops it with the error,
+/// and the next run picks up where the claims say.
+pub async fn check_rotations(
+    checker: &dyn RotationChecker,
+    store: &dyn Store,
+    now: Timestamp,
+    actor: &str,
+) -> Result<RotationReport, SyncError> {
+    let mut report = RotationReport::default();
+    if !checker.has_rotation_info() {
+        return Ok(report);
+    }
+    let holder = format!("{actor}#{}", uuid::Uuid::new_v4().simple());
+    let mut records: Vec<Record> = store
+        .list_records()
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.sync_status != SyncStatus::Orphaned
+                && ROTATABLE_TYPES.contains(&r.record_type.as_str())
+        })
+        .collect();
+    records.sort_by(|a, b| a.vault_uid.cmp(&b.vault_uid));
+    for record in &records {
+        report.checked += 1;
+        let info = match checker.rotation_info(&record.vault_uid).await {
+            Ok(info) => info,
+            Err(e) if e.class == ErrorClass::Terminal => {
+                tracing::warn!(vault_uid = %record.vault_uid, raw = %e.raw, "rotation info refused");
+                report.failed.push(RotationFailure {
+                    vault_uid: record.vault_uid.clone(),
+                    message: e.message,
+                });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let due_at = match info.due(record.updated_at, now) {
+            Due::Since(at) => at,
+            Due::NotDue => {
+                report.not_due += 1;
+                continue;
+            }
+            Due::NotScheduled => {
+                report.not_scheduled += 1;
+                continue;
+            }
+            Due::Unsupported(why) => {
+                tracing::info!(vault_uid = %record.vault_uid, why, "rotation schedule not interpreted");
+                report.unsupported += 1;
+                continue;
+            }
+        };
+        report.due += 1;
+        let key = format!("{}@{}", record.vault_uid, due_at.to_fixed_text());
+        let claimed = store
+            .try_claim(
+                ROTATION_DUE_JOB,
+                &key,
+                &holder,
+                now,
+                now.plus(ROTATION_CLAIM_LEASE),
+            )
+            .await?;
+        if !claimed {
+            report.already_flagged += 1;
+            continue;
+        }
+        store
+            .append_audit(
+                &NewAuditEvent::new(actor, "COMMANDER_ROTATION_DUE", now)
+                    .record(record.id)
+                    .detail(json!({
+                        "vault_uid": record.vault_uid,
+                        "title": record.title,
+                        "due_at": due_at,
+                        "last_change_seen": record.updated_at,
+                        "schedule_type": info.schedule_type,
+                        "schedule": info.schedule_data,
+                        "rotation_status": info.status,
+                    })),
+            )
+            .await?;
+        store
+            .complete_claim(ROTATION_DUE_JOB, &key, &holder, now)
+            .await?;
+        report.flagged += 1;
     }
     Ok(report)
 }

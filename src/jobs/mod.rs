@@ -4,14 +4,14 @@
 //! handle each item once (INV-7). Every run leaves a `job_runs` row that `admin health` shows.
 //!
 //! Jobs: lease expiry (expire, remove shares, warn "ends soon"), preflight retry, stale requests
-//! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, then leases whose holder
-//! lost access), housekeeping (dedupe rows, expired OTP challenges).
+//! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, rotation check, then leases
+//! whose holder lost access), housekeeping (dedupe rows, expired OTP challenges).
 
 use crate::config::LifecycleSettings;
 use crate::domain::{Clock, Timestamp};
 use crate::governance::lifecycle::{Lifecycle, LifecycleError, Notice, Notifier};
 use crate::store::{DueWork, NewJobRun, Request, Store, StoreError};
-use crate::vault::VaultReader;
+use crate::vault::{RotationChecker, VaultReader};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,6 +70,7 @@ pub struct Scheduler {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     reader: Arc<dyn VaultReader>,
+    rotations: Arc<dyn RotationChecker>,
     notifier: Arc<dyn Notifier>,
     /// This instance's name in claims (several instances may share one database).
     holder: String,
@@ -89,6 +90,7 @@ impl Scheduler {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         reader: Arc<dyn VaultReader>,
+        rotations: Arc<dyn RotationChecker>,
         notifier: Arc<dyn Notifier>,
         holder: impl Into<String>,
     ) -> Self {
@@ -97,6 +99,7 @@ impl Scheduler {
             store,
             clock,
             reader,
+            rotations,
             notifier,
             holder: holder.into(),
         }
@@ -298,6 +301,16 @@ impl Scheduler {
             Ok(Value::Object(m)) => m,
             _ => Counts::new(),
         };
+        // Rotation is judged against the changes the sync just recorded, so it runs after it.
+        let rotation = crate::governance::vault_sync::check_rotations(
+            self.rotations.as_ref(),
+            self.store.as_ref(),
+            self.clock.now(),
+            "system:rotation-check",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        counts.insert("rotation_due_flagged".into(), json!(rotation.flagged));
         let revoked = self
             .lifecycle
             .revoke_lost_permissions()

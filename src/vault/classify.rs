@@ -1,20 +1,38 @@
 //! What Commander's answer means. One pure function, [`classify`], reads the output of a
-//! `one-time-share` command — from the CLI (exit code, stdout, stderr) or from service mode (HTTP
-//! status, body) — and returns either the success payload or a classified [`VaultError`].
+//! Commander command (`one-time-share …`, `list-sf`, `get <shared folder>`, `pam rotation info`)
+//! — from the CLI (exit code, stdout, stderr) or from service mode (HTTP status, body) — and
+//! returns either the success payload or a classified [`VaultError`].
 //!
 //! Commander's exit codes lie (shared/keeper.md): several failures exit 0 and only stderr tells.
 //! So success is positive evidence only (a share URL on its own line, a "removed" answer, a JSON
-//! list); everything else is a failure, classified by the words the tool used.
+//! list or object); everything else is a failure, classified by the words the tool used.
 
 use super::{ErrorClass, Removed, ShareUrl, VaultError};
 use std::sync::LazyLock;
 
-/// Which `one-time-share` subcommand produced the output.
+/// Which command produced the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `one-time-share create`
     Create,
+    /// `one-time-share list --format json`
     List,
+    /// `one-time-share remove`
     Remove,
+    /// `list-sf --format json`: a JSON list.
+    ListSharedFolders,
+    /// `get <SHARED_FOLDER_UID> --format json`: a JSON object.
+    GetSharedFolder,
+    /// `pam rotation info -r <RECORD_UID> --format json`: a JSON object.
+    RotationInfo,
+}
+
+impl Op {
+    /// Reads whose output is only ever parsed, never kept: `get` prints field values unmasked
+    /// when pointed at a record, so what a read printed never goes into an error's `raw`.
+    fn output_is_private(self) -> bool {
+        matches!(self, Op::GetSharedFolder | Op::RotationInfo)
+    }
 }
 
 /// Commander's raw answer, as either transport received it.
@@ -37,6 +55,8 @@ pub enum Answer {
     /// The JSON rows of `list --format json`, not yet interpreted.
     Rows(Vec<serde_json::Value>),
     Removed(Removed),
+    /// The JSON a read printed (`list-sf`: an array; `get`, `pam rotation info`: an object).
+    Json(serde_json::Value),
 }
 
 /// Short, generic words for people; the details stay in `raw`.
@@ -51,6 +71,7 @@ pub mod says {
     pub const NEEDS_OPERATOR: &str = "the vault connection needs an administrator's attention";
     pub const NO_ANSWER: &str = "the vault gave no clear answer, try again";
     pub const MISCONFIGURED: &str = "the vault bridge is misconfigured; administrators were told";
+    pub const NO_FOLDER: &str = "the vault has no such shared folder";
 }
 
 /// A share URL alone on a line: `https://<host>/vault/share/#<b64url key>`.
@@ -61,7 +82,7 @@ static SHARE_URL_LINE: LazyLock<regex::Regex> = LazyLock::new(|| {
 /// Maps Commander's answer to the payload `op` succeeds with, or to a classified error.
 pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
     let seen = Seen::from(output);
-    let raw = seen.raw();
+    let raw = seen.raw(op.output_is_private());
     let fail = |class: ErrorClass, message: &str| Err(VaultError::new(class, message, &raw));
 
     // Service mode's own statuses come first: they are about the bridge, not the record.
@@ -102,6 +123,9 @@ pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
     if op == Op::Remove && words.contains("There is no one-time share") {
         return Ok(Answer::Removed(Removed::NotFound));
     }
+    if op == Op::GetSharedFolder && words.contains("Cannot find any object with UID") {
+        return fail(ErrorClass::Terminal, says::NO_FOLDER);
+    }
 
     if seen.ok {
         match op {
@@ -126,6 +150,24 @@ pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
             Op::List => {
                 if let Some(rows) = seen.rows {
                     return Ok(Answer::Rows(rows));
+                }
+            }
+            Op::ListSharedFolders => {
+                // `list-sf` prints nothing at all (or "No shared folders are found") when there
+                // are none.
+                match seen.json {
+                    Some(json @ serde_json::Value::Array(_)) => return Ok(Answer::Json(json)),
+                    None if seen.out_text.trim().is_empty()
+                        || seen.out_text.contains("No shared folders are found") =>
+                    {
+                        return Ok(Answer::Json(serde_json::Value::Array(Vec::new())));
+                    }
+                    _ => {}
+                }
+            }
+            Op::GetSharedFolder | Op::RotationInfo => {
+                if let Some(json @ serde_json::Value::Object(_)) = seen.json {
+                    return Ok(Answer::Json(json));
                 }
             }
         }
@@ -154,6 +196,8 @@ struct Seen {
     error_text: String,
     /// A JSON list, when the output held one.
     rows: Option<Vec<serde_json::Value>>,
+    /// The JSON the output held: stdout, or service mode's `data` (or a JSON string in `message`).
+    json: Option<serde_json::Value>,
     process: Option<(Option<i32>, String, String)>,
     body: Option<String>,
 }
@@ -171,6 +215,7 @@ impl Seen {
                 out_text: stdout.clone(),
                 error_text: stderr.clone(),
                 rows: rows_of(stdout),
+                json: json_of(stdout),
                 process: Some((*exit, stdout.clone(), stderr.clone())),
                 body: None,
             },
@@ -200,17 +245,23 @@ impl Seen {
                 if message.contains("There is no one-time share") {
                     error_text = format!("{error_text} {message}");
                 }
-                let rows = json
+                let data = json
                     .as_ref()
                     .and_then(|j| j.get("data"))
+                    .filter(|d| !d.is_null())
+                    .cloned();
+                let rows = data
+                    .as_ref()
                     .and_then(|d| d.as_array().cloned())
                     .or_else(|| rows_of(&message));
+                let json = data.or_else(|| json_of(&message));
                 Seen {
                     http: Some(*status),
                     ok: (200..300).contains(status) && !said_error,
                     out_text: message,
                     error_text,
                     rows,
+                    json,
                     process: None,
                     body: Some(body.clone()),
                 }
@@ -218,17 +269,34 @@ impl Seen {
         }
     }
 
-    /// The tool's text for the audit detail (VaultError::new scrubs share URLs from it).
-    fn raw(&self) -> String {
+    /// The tool's text for the audit detail (VaultError::new scrubs share URLs from it). With
+    /// `private`, what the command printed is left out (its size only) and service mode keeps
+    /// only its `error` text: a read's output is never kept.
+    fn raw(&self, private: bool) -> String {
         match (&self.process, &self.body) {
             (Some((exit, stdout, stderr)), _) => {
                 let exit = exit.map_or_else(|| "signal".to_string(), |c| c.to_string());
+                let stdout = if private {
+                    format!("[{} bytes, not kept]", stdout.len())
+                } else {
+                    clip(stdout.trim())
+                };
                 format!(
-                    "exit {exit}; stdout: {}; stderr: {}",
-                    clip(stdout.trim()),
+                    "exit {exit}; stdout: {stdout}; stderr: {}",
                     clip(stderr.trim())
                 )
             }
+            // A success status's text is the command's output: not kept either.
+            (None, Some(body)) if private => format!(
+                "HTTP {}; error: {}; body: [{} bytes, not kept]",
+                self.http.unwrap_or_default(),
+                if self.ok {
+                    String::new()
+                } else {
+                    clip(self.error_text.trim())
+                },
+                body.len()
+            ),
             (None, Some(body)) => format!(
                 "HTTP {}; body: {}",
                 self.http.unwrap_or_default(),
@@ -253,6 +321,23 @@ fn rows_of(text: &str) -> Option<Vec<serde_json::Value>> {
         },
         _ => None,
     }
+}
+
+/// The JSON value printed: the whole text, or — when Commander printed a line of chatter first —
+/// from the first line that opens a JSON object or array.
+fn json_of(text: &str) -> Option<serde_json::Value> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(json) = serde_json::from_str(text) {
+        return Some(json);
+    }
+    let start = text
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| matches!(text[i..].trim_start().chars().next(), Some('{' | '[')))?;
+    serde_json::from_str(&text[start..]).ok()
 }
 
 /// Keeps audit details bounded: Commander can print pages of text.
@@ -549,6 +634,149 @@ mod tests {
             class(Op::List, cli(0, "not json", "")).0,
             ErrorClass::Transient
         );
+    }
+
+    #[test]
+    fn reads_answer_with_json_from_either_transport() {
+        let json = |op, out| match classify(op, &out) {
+            Ok(Answer::Json(json)) => json,
+            other => panic!("{other:?}"),
+        };
+        let rows = r#"[{"shared_folder_uid":"SfDatabases0000000001a","name":"Databases"}]"#;
+        assert_eq!(
+            json(Op::ListSharedFolders, cli(0, rows, ""))
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            json(Op::ListSharedFolders, cli(0, "", "")),
+            serde_json::json!([])
+        );
+        assert_eq!(
+            json(
+                Op::ListSharedFolders,
+                service(200, &format!(r#"{{"status":"success","data":{rows}}}"#))
+            )
+            .as_array()
+            .unwrap()
+            .len(),
+            1
+        );
+        let folder = r#"{"folder_uid":"SfDatabases0000000001a","users":[]}"#;
+        assert_eq!(
+            json(
+                Op::GetSharedFolder,
+                cli(0, &format!("Syncing...\n{folder}"), "")
+            )["folder_uid"],
+            "SfDatabases0000000001a"
+        );
+        // Service mode: the JSON in `data`, or as a string in `message`.
+        let in_data = service(
+            200,
+            &format!(r#"{{"status":"success","command":"get","data":{folder}}}"#),
+        );
+        let in_message = service(
+            200,
+            &serde_json::json!({"status":"success","command":"get","message":folder,"data":null})
+                .to_string(),
+        );
+        assert_eq!(
+            json(Op::GetSharedFolder, in_data)["users"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            json(Op::GetSharedFolder, in_message)["users"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            json(
+                Op::RotationInfo,
+                cli(
+                    0,
+                    r#"{"status":"RRS_NO_ROTATION","ready_to_rotate":false}"#,
+                    ""
+                )
+            )["status"],
+            "RRS_NO_ROTATION"
+        );
+        // A list where an object is expected (and the reverse) is no answer.
+        assert_eq!(
+            class(Op::GetSharedFolder, cli(0, "[]", "")).0,
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            class(Op::ListSharedFolders, cli(0, "{}", "")).0,
+            ErrorClass::Transient
+        );
+    }
+
+    #[test]
+    fn reads_are_classified_like_shares_and_keep_no_output() {
+        use ErrorClass::*;
+        let rows: &[(Op, CommandOutput, ErrorClass, &str)] = &[
+            (
+                Op::GetSharedFolder,
+                cli(1, "", "get: Cannot find any object with UID: SfGone"),
+                Terminal,
+                says::NO_FOLDER,
+            ),
+            (
+                Op::ListSharedFolders,
+                cli(1, "", "Communication Error: throttled"),
+                Transient,
+                says::BUSY,
+            ),
+            (
+                Op::RotationInfo,
+                cli(1, "", "Communication Error: access denied"),
+                Terminal,
+                says::REFUSED,
+            ),
+            (
+                Op::ListSharedFolders,
+                cli(
+                    0,
+                    "",
+                    "Persistent login is not working in this non-interactive environment",
+                ),
+                NeedsOperator,
+                says::NEEDS_OPERATOR,
+            ),
+            (
+                Op::GetSharedFolder,
+                service(403, "Not permitted to perform this function"),
+                Terminal,
+                says::MISCONFIGURED,
+            ),
+            (
+                Op::RotationInfo,
+                service(429, r#"{"status":"error","result_code":"throttled"}"#),
+                Transient,
+                says::BUSY,
+            ),
+        ];
+        for (op, out, want, message) in rows {
+            assert_eq!(
+                class(*op, out.clone()),
+                (*want, message.to_string()),
+                "{op:?} {out:?}"
+            );
+        }
+        // Whatever a read printed stays out of the error, even when it is not what we expected.
+        for out in [
+            cli(0, "Password: hunter2-secret", ""),
+            service(
+                200,
+                r#"{"status":"success","message":"Password: hunter2-secret"}"#,
+            ),
+        ] {
+            let e = error(Op::GetSharedFolder, out);
+            assert_eq!(e.class, Transient);
+            assert!(!e.raw.contains("hunter2"), "{}", e.raw);
+            assert!(e.raw.contains("not kept"), "{}", e.raw);
+        }
     }
 
     #[test]

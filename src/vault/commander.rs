@@ -1,13 +1,21 @@
-//! One-time shares through Keeper Commander, by either of its two doors:
-//! [`CommanderService`] (service mode's REST API: one login, preferred for a long-running bot) and
-//! [`CommanderCli`] (`keeper` as a subprocess per command).
+//! Keeper Commander, by either of its two doors: [`CommanderService`] (service mode's REST API:
+//! one login, preferred for a long-running bot) and [`CommanderCli`] (`keeper` as a subprocess per
+//! command). Both serve one-time shares ([`OneTimeSharer`]), shared-folder ACLs
+//! ([`FolderAclSource`]: `list-sf`, then `get` on each shared folder uid it returned) and rotation
+//! information ([`RotationChecker`]: `pam rotation info`).
 //!
-//! Both only move a `one-time-share …` command and its raw answer; the meaning of the answer is
-//! [`classify`]'s, and the share logic (validation, expiry, cleanup after an unclear create) is
-//! written once below, over the private [`Transport`] trait.
+//! Both only move a command (a full argv: `one-time-share create …`, `list-sf …`, `get …`,
+//! `pam rotation info …`) and its raw answer; the meaning of the answer is [`classify`]'s, and the
+//! logic above it (validation, expiry, cleanup after an unclear create, ACL mapping) is written
+//! once below, over the private [`Transport`] trait.
 
+use super::acl::{FolderAclSource, acl_from_folder_json};
 use super::classify::{Answer, CommandOutput, Op, classify};
-use super::{ErrorClass, OneTimeSharer, Removed, Share, ShareInfo, VaultError, share_id_from_url};
+use super::rotation::{RotationChecker, RotationInfo};
+use super::{
+    ErrorClass, OneTimeSharer, Removed, Share, ShareInfo, SharedFolder, VaultError,
+    share_id_from_url,
+};
 use crate::domain::{Clock, Timestamp};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
@@ -26,11 +34,21 @@ const CLEANUP_ATTEMPTS: u32 = 5;
 pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Carries one `one-time-share` subcommand (`args` come after `one-time-share`) to Commander and
-/// brings back its raw answer. Errors here are transport failures (timeout, unreachable).
+/// Carries one Commander command — its whole argv, command words first (`["list-sf", "--format",
+/// "json"]`) — to Commander and brings back its raw answer. Errors here are transport failures
+/// (timeout, unreachable). Every argument has passed validation: no spaces, quotes or leading `-`
+/// except the fixed option words written here.
 #[async_trait]
 trait Transport: Send + Sync {
-    async fn run(&self, args: &[String]) -> Result<CommandOutput, VaultError>;
+    async fn run(&self, argv: &[String]) -> Result<CommandOutput, VaultError>;
+}
+
+/// `one-time-share <args…>`.
+fn ots(args: &[&str]) -> Vec<String> {
+    std::iter::once("one-time-share")
+        .chain(args.iter().copied())
+        .map(str::to_string)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -52,6 +70,19 @@ fn check_uid(uid: &str) -> Result<(), VaultError> {
             ErrorClass::Terminal,
             "invalid record uid",
             format!("refused record uid {uid:?} before calling Commander"),
+        ))
+    }
+}
+
+/// Shared folder uids have the same shape as record uids.
+fn check_folder_uid(uid: &str) -> Result<(), VaultError> {
+    if RECORD_UID.is_match(uid) {
+        Ok(())
+    } else {
+        Err(VaultError::new(
+            ErrorClass::Terminal,
+            "the vault listed a shared folder Passkey cannot read",
+            format!("refused shared folder uid {uid:?} from list-sf before calling get"),
         ))
     }
 }
@@ -111,6 +142,20 @@ macro_rules! commander_sharer {
                 list_shares(&self.transport, record_uid).await
             }
         }
+
+        #[async_trait]
+        impl FolderAclSource for $sharer {
+            async fn folder_acls(&self) -> Result<Vec<SharedFolder>, VaultError> {
+                folder_acls(&self.transport).await
+            }
+        }
+
+        #[async_trait]
+        impl RotationChecker for $sharer {
+            async fn rotation_info(&self, record_uid: &str) -> Result<RotationInfo, VaultError> {
+                rotation_info(&self.transport, record_uid).await
+            }
+        }
     };
 }
 
@@ -137,14 +182,8 @@ async fn create_share(
     check_name(name)?;
     let minutes = expire_minutes(ttl)?;
     let now = clock.now();
-    let args = vec![
-        "create".to_string(),
-        "--expire".to_string(),
-        format!("{minutes}mi"),
-        "--name".to_string(),
-        name.to_string(),
-        record_uid.to_string(),
-    ];
+    let expire = format!("{minutes}mi");
+    let args = ots(&["create", "--expire", &expire, "--name", name, record_uid]);
     tracing::info!(record_uid, name, minutes, "creating a one-time share");
     let failure = match run_op(transport, Op::Create, &args).await {
         Ok((Answer::Url(url), _)) => match share_id_from_url(url.expose()) {
@@ -239,11 +278,7 @@ async fn remove_share(
 ) -> Result<Removed, VaultError> {
     check_uid(record_uid)?;
     check_name(share_id_or_name)?;
-    let args = vec![
-        "remove".to_string(),
-        record_uid.to_string(),
-        share_id_or_name.to_string(),
-    ];
+    let args = ots(&["remove", record_uid, share_id_or_name]);
     match run_op(transport, Op::Remove, &args).await {
         Ok((Answer::Removed(r), _)) => Ok(r),
         Ok(_) => unreachable!("classify answers Remove with Removed or an error"),
@@ -256,17 +291,119 @@ async fn list_shares(
     record_uid: &str,
 ) -> Result<Vec<ShareInfo>, VaultError> {
     check_uid(record_uid)?;
-    let args = vec![
-        "list".to_string(),
-        "--format".to_string(),
-        "json".to_string(),
-        record_uid.to_string(),
-    ];
+    let args = ots(&["list", "--format", "json", record_uid]);
     match run_op(transport, Op::List, &args).await {
         Ok((Answer::Rows(rows), _)) => Ok(rows.iter().filter_map(share_info).collect()),
         Ok(_) => unreachable!("classify answers List with rows or an error"),
         Err((e, _)) => Err(e),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-folder ACLs and rotation information: reads, once for both transports.
+
+async fn run_read(
+    transport: &dyn Transport,
+    op: Op,
+    argv: &[&str],
+) -> Result<serde_json::Value, VaultError> {
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    match run_op(transport, op, &argv).await {
+        Ok((Answer::Json(json), _)) => Ok(json),
+        Ok(_) => unreachable!("classify answers reads with JSON or an error"),
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// `list-sf`, then `get <uid>` for each shared folder it listed — and only for those: `get` on a
+/// record uid would print the record's secrets. A folder that disappears between the two calls
+/// is left out; any other failure fails the whole read (an ACL is never guessed).
+async fn folder_acls(transport: &dyn Transport) -> Result<Vec<SharedFolder>, VaultError> {
+    let listed = run_read(
+        transport,
+        Op::ListSharedFolders,
+        &["list-sf", "--format", "json"],
+    )
+    .await?;
+    let rows = listed.as_array().cloned().unwrap_or_default();
+    let mut folders = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let text = |key: &str| {
+            row.get(key)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        let Some(uid) = text("shared_folder_uid") else {
+            continue;
+        };
+        check_folder_uid(uid)?;
+        let folder = match run_read(
+            transport,
+            Op::GetSharedFolder,
+            &["get", uid, "--format", "json"],
+        )
+        .await
+        {
+            Ok(folder) => folder,
+            Err(e) if e.message == super::classify::says::NO_FOLDER => {
+                tracing::info!(
+                    folder_uid = uid,
+                    "shared folder gone between list-sf and get"
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // Positive evidence that `get` described this shared folder and nothing else.
+        let described = ["folder_uid", "shared_folder_uid"]
+            .iter()
+            .any(|k| folder.get(*k).and_then(|v| v.as_str()) == Some(uid));
+        if !described || folder.get("record_uid").is_some() {
+            return Err(VaultError::new(
+                ErrorClass::Transient,
+                super::classify::says::NO_ANSWER,
+                format!("get {uid} did not describe that shared folder (output not kept)"),
+            ));
+        }
+        let name = text("name")
+            .or_else(|| folder.get("name").and_then(|v| v.as_str()))
+            .unwrap_or(uid)
+            .to_string();
+        folders.push(SharedFolder {
+            uid: uid.to_string(),
+            name,
+            acl: Some(acl_from_folder_json(&folder)),
+        });
+    }
+    tracing::info!(
+        folders = folders.len(),
+        "read shared folder ACLs from Commander"
+    );
+    Ok(folders)
+}
+
+/// `pam rotation info -r <uid> --format json`.
+async fn rotation_info(
+    transport: &dyn Transport,
+    record_uid: &str,
+) -> Result<RotationInfo, VaultError> {
+    check_uid(record_uid)?;
+    let json = run_read(
+        transport,
+        Op::RotationInfo,
+        &[
+            "pam", "rotation", "info", "-r", record_uid, "--format", "json",
+        ],
+    )
+    .await?;
+    RotationInfo::from_json(&json).map_err(|why| {
+        VaultError::new(
+            ErrorClass::Transient,
+            super::classify::says::NO_ANSWER,
+            format!("pam rotation info {record_uid}: {why}"),
+        )
+    })
 }
 
 /// One `list` row; rows without a share id are skipped (nothing could be done with them).
@@ -354,9 +491,9 @@ impl CommanderService {
 
 #[async_trait]
 impl Transport for ServiceTransport {
-    async fn run(&self, args: &[String]) -> Result<CommandOutput, VaultError> {
+    async fn run(&self, argv: &[String]) -> Result<CommandOutput, VaultError> {
         // Safe to join: every argument passed validation and has no spaces or quotes.
-        let command = format!("one-time-share {}", args.join(" "));
+        let command = argv.join(" ");
         let sent = self
             .http
             .post(&self.endpoint)
@@ -389,7 +526,7 @@ commander_sharer!(CommanderService);
 // ---------------------------------------------------------------------------------------------
 // The CLI.
 
-/// `keeper --config <path> --fail-on-throttle one-time-share …` as a subprocess, one at a time
+/// `keeper --config <path> --fail-on-throttle <command> …` as a subprocess, one at a time
 /// (each call logs in and rewrites the config's clone code, so calls sharing a config must not
 /// overlap), killed when it outlives its timeout.
 pub struct CommanderCli {
@@ -423,20 +560,20 @@ impl CommanderCli {
     }
 }
 
-/// Commander's output is a line or a small JSON list; more than this is not an answer we want.
-const MAX_OUTPUT: u64 = 1 << 20;
+/// Commander's output is a line or a JSON document (a large vault's `list-sf` is the biggest);
+/// more than this is not an answer we want.
+const MAX_OUTPUT: u64 = 16 << 20;
 
 #[async_trait]
 impl Transport for CliTransport {
-    async fn run(&self, args: &[String]) -> Result<CommandOutput, VaultError> {
+    async fn run(&self, argv: &[String]) -> Result<CommandOutput, VaultError> {
         let _turn = self.one_at_a_time.lock().await;
         // An argv vector, no shell: nothing in an argument is ever interpreted.
         let mut child = tokio::process::Command::new(&self.binary)
             .arg("--config")
             .arg(&self.config_path)
             .arg("--fail-on-throttle")
-            .arg("one-time-share")
-            .args(args)
+            .args(argv)
             .env("TZ", "UTC")
             .env("KEEPER_CONFIG_STORAGE", "file")
             .stdin(Stdio::null())

@@ -1,16 +1,19 @@
 //! The Keeper bridge. Two traits: [`VaultReader`] (metadata: shared folders with their ACLs,
 //! records — never a secret field value) and [`OneTimeSharer`] (one-time share links: create,
 //! list, remove). Implementations: the local vault for `cargo run`, Commander (service mode or
-//! subprocess) for shares, KSM for reads, and a staging stub.
+//! subprocess) for shares, shared-folder ACLs and rotation information, KSM for record reads
+//! ([`CommanderAclReader`] joins KSM's records to Commander's ACLs), and a staging stub.
 //!
 //! Every failure is a [`VaultError`] with a class (Terminal / NeedsOperator / Transient, as
 //! shared/keeper.md lists them), a short message safe to show a person, and the raw tool text for
 //! the audit detail only.
 
+pub mod acl;
 pub mod classify;
 pub mod commander;
 pub mod ksm;
 pub mod local;
+pub mod rotation;
 pub mod share_id;
 pub mod stub;
 
@@ -20,7 +23,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::fmt;
 
+pub use acl::{CommanderAclReader, FolderAclSource};
 pub use commander::{CommanderCli, CommanderService};
+pub use rotation::{NoRotationInfo, RotationChecker, RotationInfo};
 pub use share_id::share_id_from_url;
 pub use stub::StubSharer;
 
