@@ -8,6 +8,7 @@ use crate::config::VaultBackend;
 use crate::config::{ConfigError, ConnectorAuth, Profile, Settings};
 use crate::demo::{self, DemoOutcome};
 use crate::domain::{Clock, SystemClock};
+use crate::governance::lifecycle::{Lifecycle, Notifier};
 use crate::governance::permissions::{
     GRAPH_SCOPE, GraphGroupDirectory, GroupDirectory, PermissionResolver, StaticGroupDirectory,
 };
@@ -17,7 +18,6 @@ use crate::store::{self, Store, StoreError};
 use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
 use crate::vault::stub::StubSharer;
-use crate::governance::lifecycle::{Lifecycle, Notifier};
 use crate::vault::{
     CommanderAclReader, NoRotationInfo, OneTimeSharer, RotationChecker, VaultReader,
 };

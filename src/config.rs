@@ -361,7 +361,9 @@ impl Settings {
                 "lifecycle.tick_secs, vault_sync_secs and issuance_token_ttl_secs must be greater than 0".into(),
             );
         }
-        if !(l.reminder_after_secs <= l.escalate_after_secs && l.escalate_after_secs <= l.undecided_ttl_secs) {
+        if !(l.reminder_after_secs <= l.escalate_after_secs
+            && l.escalate_after_secs <= l.undecided_ttl_secs)
+        {
             problems.push(
                 "lifecycle: reminder_after_secs ≤ escalate_after_secs ≤ undecided_ttl_secs must hold".into(),
             );

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::channel::{FakeConnector, TENANT};
-use common::{TestServer, fresh_sqlite, t0, test_settings};
+use common::chat::Chat;
 use passkey::domain::Role;
 use passkey::governance::permissions::{Group, GroupDirectory, StaticGroupDirectory};
 use passkey::store::Store;
@@ -15,79 +14,6 @@ use std::sync::Arc;
 const CAROL: (&str, &str) = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
 const ALICE: (&str, &str) = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
 const ERIN: (&str, &str) = ("e2140000-0000-4000-8000-000000000005", "Erin Contractor");
-
-struct Chat {
-    connector: FakeConnector,
-    server: TestServer,
-    store: Arc<dyn Store>,
-    _db: common::SqliteTestDb,
-    _dir: tempfile::TempDir,
-    client: reqwest::Client,
-    sent: std::sync::atomic::AtomicUsize,
-}
-
-impl Chat {
-    async fn start(directory: Option<Arc<dyn GroupDirectory>>) -> Chat {
-        let connector = FakeConnector::start().await;
-        let db = fresh_sqlite().await;
-        passkey::demo::load_if_empty(db.store.as_ref(), t0())
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let server = TestServer::start_with_directory(
-            test_settings(dir.path(), &[]),
-            db.store.clone(),
-            directory,
-        )
-        .await;
-        Chat {
-            connector,
-            server,
-            store: db.store.clone(),
-            _db: db,
-            _dir: dir,
-            client: reqwest::Client::new(),
-            sent: Default::default(),
-        }
-    }
-
-    /// Sends `text` as `who` in their 1:1 chat and returns the bot's reply.
-    async fn say(&self, (aad, name): (&str, &str), text: &str) -> String {
-        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let activity: Value = json!({
-            "type": "message",
-            "id": format!("m-{n}"),
-            "timestamp": "2026-11-23T09:00:00.000Z",
-            "serviceUrl": self.connector.service_url,
-            "channelId": "msteams",
-            "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
-            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
-            "recipient": {"id": "28:passkey", "name": "Passkey"},
-            "text": text,
-            "channelData": {"tenant": {"id": TENANT}},
-        });
-        let r = self
-            .client
-            .post(self.server.url("/api/messages"))
-            .json(&activity)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{text}");
-        self.connector.wait_for(n).await[n - 1].body["text"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    async fn audit_count(&self) -> usize {
-        self.store
-            .audit_events_after(0, 10_000)
-            .await
-            .unwrap()
-            .len()
-    }
-}
 
 #[tokio::test]
 async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {

@@ -12,7 +12,14 @@ pub fn retrieve_link(base_url: &str, request_id: i64) -> String {
 
 fn hhmm(t: Timestamp) -> String {
     let dt = t.datetime();
-    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", dt.year(), u8::from(dt.month()), dt.day(), dt.hour(), dt.minute())
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute()
+    )
 }
 
 /// One line per request: id, record, state and what matters about that state.
@@ -50,7 +57,9 @@ pub fn change_text(change: &Change, base_url: &str) -> String {
         format!("\n\nWhy: {}", change.reasons.join("; "))
     };
     let body = match change.event {
-        Event::DeniedByPolicy => format!("Request #{} for `{title}` was **denied** by policy.", r.id),
+        Event::DeniedByPolicy => {
+            format!("Request #{} for `{title}` was **denied** by policy.", r.id)
+        }
         Event::Routed => format!(
             "Request #{} for `{title}` is waiting for approval. I'll tell you when it is decided.",
             r.id
@@ -59,8 +68,11 @@ pub fn change_text(change: &Change, base_url: &str) -> String {
             "Request #{} for `{title}` needs an admin's decision; they have been told.",
             r.id
         ),
-        Event::Approved | Event::BreakGlassApproved | Event::PreflightPassed
-        | Event::PreflightDeferred | Event::Extended => approved_text(r, title, base_url, change.event),
+        Event::Approved
+        | Event::BreakGlassApproved
+        | Event::PreflightPassed
+        | Event::PreflightDeferred
+        | Event::Extended => approved_text(r, title, base_url, change.event),
         Event::ApprovalRecorded => format!(
             "Your approval of request #{} is recorded; more approvals are needed.",
             r.id
@@ -70,7 +82,10 @@ pub fn change_text(change: &Change, base_url: &str) -> String {
             "Request #{} for `{title}` was approved, but the vault cannot share this record, so it is **unfulfillable**.",
             r.id
         ),
-        Event::Released => format!("Request #{} released: access to `{title}` has ended and its links were removed.", r.id),
+        Event::Released => format!(
+            "Request #{} released: access to `{title}` has ended and its links were removed.",
+            r.id
+        ),
         Event::Expired => format!("Request #{}: access to `{title}` has ended.", r.id),
         Event::Revoked => format!("Request #{}: access to `{title}` was revoked.", r.id),
         Event::ExtensionRequested => format!(
@@ -108,7 +123,13 @@ fn approved_text(r: &Request, title: &str, base_url: &str, event: Event) -> Stri
 }
 
 /// What someone told about a request hears.
-pub fn notice_text(kind: NoticeKind, request: &Request, record: &Record, requester: &str, base_url: &str) -> String {
+pub fn notice_text(
+    kind: NoticeKind,
+    request: &Request,
+    record: &Record,
+    requester: &str,
+    base_url: &str,
+) -> String {
     let id = request.id;
     let title = &record.title;
     match kind {
@@ -118,17 +139,32 @@ pub fn notice_text(kind: NoticeKind, request: &Request, record: &Record, request
             format_duration(time::Duration::seconds(request.requested_duration_secs)),
             request.justification
         ),
-        NoticeKind::Reminder => format!("Reminder: request #{id} from {requester} for `{title}` is still waiting for you (`approve {id}` / `deny {id} REASON`)."),
-        NoticeKind::TriageNeeded => format!("Request #{id} from {requester} for `{title}` needs an admin: `admin triage` lists the queue."),
-        NoticeKind::BreakGlassUsed => format!("**Break-glass used**: {requester} took `{title}` (request #{id}): “{}”. Review it afterwards.", request.justification),
+        NoticeKind::Reminder => format!(
+            "Reminder: request #{id} from {requester} for `{title}` is still waiting for you (`approve {id}` / `deny {id} REASON`)."
+        ),
+        NoticeKind::TriageNeeded => format!(
+            "Request #{id} from {requester} for `{title}` needs an admin: `admin triage` lists the queue."
+        ),
+        NoticeKind::BreakGlassUsed => format!(
+            "**Break-glass used**: {requester} took `{title}` (request #{id}): “{}”. Review it afterwards.",
+            request.justification
+        ),
         NoticeKind::ExtensionNeeded => format!(
             "{requester} asks for {} more on `{title}` (request #{id}). Reply `approve {id}` or `deny {id} REASON`.",
-            format_duration(time::Duration::seconds(request.renewal_duration_secs.unwrap_or(0)))
+            format_duration(time::Duration::seconds(
+                request.renewal_duration_secs.unwrap_or(0)
+            ))
         ),
-        NoticeKind::VaultNeedsOperator => format!("The vault bridge needs an operator (request #{id}, `{title}`): check Commander's login. `admin health` shows the state."),
-        NoticeKind::ExpiringSoon => format!("Your access to `{title}` (request #{id}) ends soon. Reply `extend {id} 1h` for more time."),
+        NoticeKind::VaultNeedsOperator => format!(
+            "The vault bridge needs an operator (request #{id}, `{title}`): check Commander's login. `admin health` shows the state."
+        ),
+        NoticeKind::ExpiringSoon => format!(
+            "Your access to `{title}` (request #{id}) ends soon. Reply `extend {id} 1h` for more time."
+        ),
         NoticeKind::StatusChanged => match request.status {
-            RequestStatus::Approved | RequestStatus::Issued => approved_text(request, title, base_url, Event::Approved),
+            RequestStatus::Approved | RequestStatus::Issued => {
+                approved_text(request, title, base_url, Event::Approved)
+            }
             _ => format!("Update: {}", request_line(request, title)),
         },
     }

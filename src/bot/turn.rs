@@ -11,9 +11,9 @@ use super::connector::ConversationTarget;
 use super::render;
 use crate::app::AppState;
 use crate::domain::{RequestStatus, Role, Timestamp};
-use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
+use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::policies;
 use crate::store::{ConversationRef, NewAuditEvent, NewUser, User};
 use serde_json::{Value, json};
@@ -439,7 +439,11 @@ fn ticket_in(reason: &str) -> Option<String> {
 }
 
 /// Runs a use case for the sender, delivers its notices to the others, and answers the sender.
-async fn lifecycle_reply(state: &AppState, sender: &Sender<'_>, call: Call) -> Result<Reply, ApiError> {
+async fn lifecycle_reply(
+    state: &AppState,
+    sender: &Sender<'_>,
+    call: Call,
+) -> Result<Reply, ApiError> {
     let Some(user) = sender.user().await? else {
         return Ok(Reply::Text(
             "I can't tell who you are (no Entra object id on your message), so I can't act on requests.".into(),
@@ -460,7 +464,8 @@ async fn lifecycle_reply(state: &AppState, sender: &Sender<'_>, call: Call) -> R
             };
             // `because break-glass: …` asks for emergency access (the policy decides who may).
             let lowered = reason.trim_start().to_ascii_lowercase();
-            let break_glass = lowered.starts_with("break-glass") || lowered.starts_with("breakglass");
+            let break_glass =
+                lowered.starts_with("break-glass") || lowered.starts_with("breakglass");
             let ticket = ticket.or_else(|| ticket_in(&reason));
             lc.submit(
                 user,
@@ -507,7 +512,9 @@ async fn my_requests_text(state: &AppState, user: Option<&User>) -> Result<Strin
     };
     let requests = state.store.requests_for_requester(user.id, 10).await?;
     if requests.is_empty() {
-        return Ok("You have no requests yet. Try `request db-staging 1h because INC-4411`.".into());
+        return Ok(
+            "You have no requests yet. Try `request db-staging 1h because INC-4411`.".into(),
+        );
     }
     let mut lines = vec!["**Your requests** (latest first)".to_string()];
     for r in &requests {
@@ -529,7 +536,10 @@ async fn pending_text(state: &AppState, user: Option<&User>) -> Result<String, A
     };
     let waiting = state
         .store
-        .requests_in_status(&[RequestStatus::Pending, RequestStatus::RenewalPending], 200)
+        .requests_in_status(
+            &[RequestStatus::Pending, RequestStatus::RenewalPending],
+            200,
+        )
         .await?;
     let mut lines = Vec::new();
     for r in waiting.iter().filter(|r| r.requester_id != user.id) {
@@ -537,27 +547,45 @@ async fn pending_text(state: &AppState, user: Option<&User>) -> Result<String, A
             continue;
         };
         let approvers = match state.store.governed_resource_for_record(record.id).await? {
-            Some(resource) => state.store.active_authorities(resource.id, state.clock.now()).await?,
+            Some(resource) => {
+                state
+                    .store
+                    .active_authorities(resource.id, state.clock.now())
+                    .await?
+            }
             None => vec![],
         };
         let named = approvers.iter().any(|a| match a.principal_type {
-            crate::domain::PrincipalType::User => a.principal.eq_ignore_ascii_case(&user.aad_object_id),
+            crate::domain::PrincipalType::User => {
+                a.principal.eq_ignore_ascii_case(&user.aad_object_id)
+            }
             crate::domain::PrincipalType::Email => [user.email.as_deref(), user.upn.as_deref()]
                 .into_iter()
                 .flatten()
                 .any(|e| e.eq_ignore_ascii_case(&a.principal)),
-            crate::domain::PrincipalType::Role => a.principal.parse::<Role>().is_ok_and(|role| role == user.role),
+            crate::domain::PrincipalType::Role => a
+                .principal
+                .parse::<Role>()
+                .is_ok_and(|role| role == user.role),
             // Group membership is checked when the approver taps; list the request to be safe.
             crate::domain::PrincipalType::Group => true,
         });
         if named {
-            lines.push(format!("- {} (`approve {}` / `deny {} REASON`)", render::request_line(r, &record.title), r.id, r.id));
+            lines.push(format!(
+                "- {} (`approve {}` / `deny {} REASON`)",
+                render::request_line(r, &record.title),
+                r.id,
+                r.id
+            ));
         }
     }
     if lines.is_empty() {
         return Ok("Nothing is waiting for your approval.".into());
     }
-    lines.insert(0, format!("**Waiting for your approval** ({})", lines.len()));
+    lines.insert(
+        0,
+        format!("**Waiting for your approval** ({})", lines.len()),
+    );
     Ok(lines.join("\n"))
 }
 
@@ -618,8 +646,12 @@ async fn on_card_action(
                 .unwrap_or_default();
             return Ok(Reply::Text(render::request_line(&request, &title)));
         }
-        CardAction::Refresh { request_id: None, .. } => {
-            return Ok(Reply::Text(my_requests_text(state, sender.user().await?).await?));
+        CardAction::Refresh {
+            request_id: None, ..
+        } => {
+            return Ok(Reply::Text(
+                my_requests_text(state, sender.user().await?).await?,
+            ));
         }
     };
     lifecycle_reply(state, sender, call).await
@@ -751,9 +783,7 @@ async fn admin_text(
             format!("```\n{}\n```", summary.render())
         }
         AdminCommand::Triage { decision: None } => triage_text(state).await?,
-        AdminCommand::Triage {
-            decision: Some(d),
-        } => {
+        AdminCommand::Triage { decision: Some(d) } => {
             return lifecycle_reply(
                 state,
                 &Sender::known(state, admin),
@@ -763,9 +793,13 @@ async fn admin_text(
             .map(|Reply::Text(t)| t);
         }
         AdminCommand::Revoke { request_id, reason } => {
-            return lifecycle_reply(state, &Sender::known(state, admin), Call::Revoke(request_id, reason))
-                .await
-                .map(|Reply::Text(t)| t);
+            return lifecycle_reply(
+                state,
+                &Sender::known(state, admin),
+                Call::Revoke(request_id, reason),
+            )
+            .await
+            .map(|Reply::Text(t)| t);
         }
         other => format!(
             "`admin {}` is not switched on in this build yet.",

@@ -815,8 +815,9 @@ impl Lifecycle {
             Ok(()) => {
                 let request = if request.preflight_attempts > 0 || request.next_attempt_at.is_some()
                 {
-                    let audit = NewAuditEvent::new("system:preflight", "VAULT_PREFLIGHT_PASSED", now)
-                        .detail(json!({ "attempts": attempts }));
+                    let audit =
+                        NewAuditEvent::new("system:preflight", "VAULT_PREFLIGHT_PASSED", now)
+                            .detail(json!({ "attempts": attempts }));
                     self.store
                         .schedule_preflight(request.id, attempts, None, &audit)
                         .await?
@@ -862,8 +863,8 @@ impl Lifecycle {
                     let notices = vec![Self::requester_notice(&request)];
                     Ok((request, Event::Unfulfillable, notices))
                 } else {
-                    let wait = PREFLIGHT_BACKOFF
-                        [(retries_used as usize).min(PREFLIGHT_BACKOFF.len() - 1)];
+                    let wait =
+                        PREFLIGHT_BACKOFF[(retries_used as usize).min(PREFLIGHT_BACKOFF.len() - 1)];
                     let next = now.plus(wait);
                     let audit =
                         NewAuditEvent::new("system:preflight", "VAULT_PREFLIGHT_DEFERRED", now)
@@ -960,8 +961,14 @@ impl Lifecycle {
             };
             let result = match decision.outcome {
                 Outcome::Deny | Outcome::RequiresHumanTriage => {
-                    self.refused(approver, &request, "APPROVAL_REFUSED", &decision.reasons, trace)
-                        .await?;
+                    self.refused(
+                        approver,
+                        &request,
+                        "APPROVAL_REFUSED",
+                        &decision.reasons,
+                        trace,
+                    )
+                    .await?;
                     return Err(LifecycleError::Refused(decision.reasons));
                 }
                 Outcome::AutoApprove => {
@@ -1166,8 +1173,14 @@ impl Lifecycle {
             Outcome::Deny | Outcome::RequiresHumanTriage
         ) {
             let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
-            self.refused(approver, &request, "DENIAL_REFUSED", &decision.reasons, trace)
-                .await?;
+            self.refused(
+                approver,
+                &request,
+                "DENIAL_REFUSED",
+                &decision.reasons,
+                trace,
+            )
+            .await?;
             return Err(LifecycleError::Refused(decision.reasons));
         }
         let why = comment
@@ -1456,7 +1469,11 @@ impl Lifecycle {
         let name = format!("{}-{}", request.id, request.issuance_count + 1);
         let share = match self.sharer.create(&record.vault_uid, ttl, &name).await {
             Ok(share) => share,
-            Err(e) => return Err(self.exchange_failed(&request, &record, &presented, token_expires, e).await),
+            Err(e) => {
+                return Err(self
+                    .exchange_failed(&request, &record, &presented, token_expires, e)
+                    .await);
+            }
         };
         let issuance = NewIssuance {
             request_id,
@@ -1580,15 +1597,21 @@ impl Lifecycle {
     // ---- ending a lease ---------------------------------------------------------------------
 
     /// The requester gives the credential back early.
-    pub async fn release(&self, requester: &User, request_id: i64) -> Result<Change, LifecycleError> {
+    pub async fn release(
+        &self,
+        requester: &User,
+        request_id: i64,
+    ) -> Result<Change, LifecycleError> {
         let request = self.own_request(requester, request_id).await?;
         if !request.status.has_live_lease() {
             return Err(match request.status {
-                RequestStatus::Pending | RequestStatus::RequiresTriage => LifecycleError::WrongState {
-                    request_id,
-                    status: request.status,
-                    what: "there is no lease to release yet",
-                },
+                RequestStatus::Pending | RequestStatus::RequiresTriage => {
+                    LifecycleError::WrongState {
+                        request_id,
+                        status: request.status,
+                        what: "there is no lease to release yet",
+                    }
+                }
                 _ => LifecycleError::WrongState {
                     request_id,
                     status: request.status,
@@ -1819,22 +1842,29 @@ impl Lifecycle {
         let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
         let now = ctx.now;
         if decision.outcome == Outcome::Deny {
-            self.refused(requester, &request, "EXTENSION_REFUSED", &decision.reasons, trace)
-                .await?;
+            self.refused(
+                requester,
+                &request,
+                "EXTENSION_REFUSED",
+                &decision.reasons,
+                trace,
+            )
+            .await?;
             return Err(LifecycleError::Refused(decision.reasons));
         }
         let ask = StatusChange {
             renewal_duration_secs: Some(extra_secs),
-            ..StatusChange::new(request_id, request.status, RequestStatus::RenewalPending, now)
+            ..StatusChange::new(
+                request_id,
+                request.status,
+                RequestStatus::RenewalPending,
+                now,
+            )
         };
         let audit = NewAuditEvent::new(actor(requester), "EXTENSION_REQUESTED", now).detail(
             json!({ "extra_secs": extra_secs, "outcome": decision.outcome, "reasons": decision.reasons }),
         );
-        let pending = match self
-            .store
-            .transition_request(&ask, &[trace], &audit)
-            .await
-        {
+        let pending = match self.store.transition_request(&ask, &[trace], &audit).await {
             Ok(r) => r,
             Err(StoreError::StatusConflict { .. }) => {
                 return Err(self.already_decided(request_id).await);
@@ -1893,7 +1923,9 @@ impl Lifecycle {
         if let Some(a) = approver {
             change = change.decided_by(a.id, "extension approved");
         }
-        let who = approver.map(actor).unwrap_or_else(|| "system:policy".into());
+        let who = approver
+            .map(actor)
+            .unwrap_or_else(|| "system:policy".into());
         let audit = NewAuditEvent::new(who, "LEASE_EXTENDED", now).detail(json!({
             "extra_secs": extra,
             "lease_expires_at": expires.to_fixed_text(),
@@ -1950,8 +1982,14 @@ impl Lifecycle {
             decision.outcome,
             Outcome::Deny | Outcome::RequiresHumanTriage
         ) {
-            self.refused(approver, &request, "APPROVAL_REFUSED", &decision.reasons, trace)
-                .await?;
+            self.refused(
+                approver,
+                &request,
+                "APPROVAL_REFUSED",
+                &decision.reasons,
+                trace,
+            )
+            .await?;
             return Err(LifecycleError::Refused(decision.reasons));
         }
         self.store.insert_trace(&trace).await?;
@@ -1995,7 +2033,10 @@ impl Lifecycle {
 
     /// A request nobody decided: remind its approvers once, then move it to triage, and expire it
     /// when it has waited too long.
-    pub async fn chase_undecided(&self, request: Request) -> Result<Option<Change>, LifecycleError> {
+    pub async fn chase_undecided(
+        &self,
+        request: Request,
+    ) -> Result<Option<Change>, LifecycleError> {
         let now = self.clock.now();
         let age = now.since(request.created_at);
         let s = &self.settings;
@@ -2003,8 +2044,9 @@ impl Lifecycle {
         if age >= Duration::seconds(s.undecided_ttl_secs as i64) {
             let change = StatusChange::new(request.id, request.status, RequestStatus::Expired, now)
                 .reason("nobody decided in time");
-            let audit = NewAuditEvent::new("system:stale-requests", "REQUEST_EXPIRED_UNDECIDED", now)
-                .detail(json!({ "waited_secs": age.whole_seconds() }));
+            let audit =
+                NewAuditEvent::new("system:stale-requests", "REQUEST_EXPIRED_UNDECIDED", now)
+                    .detail(json!({ "waited_secs": age.whole_seconds() }));
             return match self.store.transition_request(&change, &[], &audit).await {
                 Ok(request) => Ok(Some(Change {
                     notices: vec![Self::requester_notice(&request)],
@@ -2020,9 +2062,13 @@ impl Lifecycle {
         if request.status == RequestStatus::Pending
             && age >= Duration::seconds(s.escalate_after_secs as i64)
         {
-            let change =
-                StatusChange::new(request.id, RequestStatus::Pending, RequestStatus::RequiresTriage, now)
-                    .reason("approvers did not decide in time; escalated to admins");
+            let change = StatusChange::new(
+                request.id,
+                RequestStatus::Pending,
+                RequestStatus::RequiresTriage,
+                now,
+            )
+            .reason("approvers did not decide in time; escalated to admins");
             let audit = NewAuditEvent::new("system:stale-requests", "REQUEST_ESCALATED", now)
                 .detail(json!({ "waited_secs": age.whole_seconds() }));
             return match self.store.transition_request(&change, &[], &audit).await {
@@ -2083,7 +2129,8 @@ impl Lifecycle {
                             principal: a.principal.clone(),
                         })
                         .collect();
-                self.resolve_approvers(&approvers, request.requester_id).await?
+                self.resolve_approvers(&approvers, request.requester_id)
+                    .await?
             };
             self.store
                 .append_audit(
@@ -2211,7 +2258,10 @@ mod tests {
 
     #[test]
     fn backoff_follows_the_seed_schedule() {
-        let secs: Vec<i64> = PREFLIGHT_BACKOFF.iter().map(|d| d.whole_seconds()).collect();
+        let secs: Vec<i64> = PREFLIGHT_BACKOFF
+            .iter()
+            .map(|d| d.whole_seconds())
+            .collect();
         assert_eq!(secs, vec![30, 60, 120, 240]);
     }
 }

@@ -7,7 +7,7 @@
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
 
 pub mod admin;
-pub mod permissions;
 pub mod lifecycle;
+pub mod permissions;
 pub mod policies;
 pub mod vault_sync;

@@ -108,7 +108,11 @@ impl Scheduler {
     /// A holder name unique to this process.
     pub fn instance_name() -> String {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "passkey".into());
-        format!("{host}:{}:{}", std::process::id(), uuid::Uuid::new_v4().simple())
+        format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        )
     }
 
     /// Runs one job now and records the run. Errors are part of the record, not a panic.
@@ -165,10 +169,7 @@ impl Scheduler {
                 .claim_due(kind, now, cutoff, &self.holder, now.plus(CLAIM_TTL), BATCH)
                 .await
                 .map_err(|e| e.to_string())?;
-            let fresh: Vec<Request> = claimed
-                .into_iter()
-                .filter(|r| seen.insert(r.id))
-                .collect();
+            let fresh: Vec<Request> = claimed.into_iter().filter(|r| seen.insert(r.id)).collect();
             if fresh.is_empty() {
                 break;
             }
@@ -207,7 +208,11 @@ impl Scheduler {
                 let change = lc.expire_due(request).await?;
                 Ok((
                     change.notices,
-                    if was_live { "expired" } else { "shares_retried" },
+                    if was_live {
+                        "expired"
+                    } else {
+                        "shares_retried"
+                    },
                 ))
             }
         })
@@ -316,7 +321,10 @@ impl Scheduler {
             .revoke_lost_permissions()
             .await
             .map_err(|e| e.to_string())?;
-        counts.insert("leases_revoked_permission_lost".into(), json!(revoked.len()));
+        counts.insert(
+            "leases_revoked_permission_lost".into(),
+            json!(revoked.len()),
+        );
         for change in revoked {
             self.notifier.deliver(&change.notices).await;
         }
@@ -344,7 +352,10 @@ impl Scheduler {
     /// Starts one task per job, each on its own interval (missed ticks are skipped, not
     /// bunched). The first run of each job comes one period after start, except lease expiry
     /// and preflight retry, which run at once (work may have come due while the app was down).
-    pub fn spawn(self: Arc<Self>, settings: &LifecycleSettings) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn(
+        self: Arc<Self>,
+        settings: &LifecycleSettings,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         Job::ALL
             .into_iter()
             .map(|job| {

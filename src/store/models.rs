@@ -2,8 +2,9 @@
 //! Row structs derive `FromRow` generically, so one definition serves both databases.
 
 use crate::domain::{
-    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, RequestStatus,
-    Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage, VaultPrincipalType,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType,
+    RequestStatus, Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage,
+    VaultPrincipalType,
 };
 use serde::Serialize;
 use serde_json::Value;

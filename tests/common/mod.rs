@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod channel;
+pub mod chat;
 
 use passkey::app::App;
 use passkey::config::Settings;

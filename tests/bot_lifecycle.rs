@@ -1,0 +1,200 @@
+//! The request lifecycle through Teams: people type commands in their 1:1 chats with the real app
+//! (dev channel mode, demo data); replies and proactive notices are caught by a fake Connector.
+
+mod common;
+
+use common::chat::Chat;
+use passkey::domain::RequestStatus;
+
+const ALICE: (&str, &str) = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
+const BOB: (&str, &str) = ("b0b00000-0000-4000-8000-000000000002", "Bob DBA Lead");
+const DAVE: (&str, &str) = ("da7e0000-0000-4000-8000-000000000004", "Dave Platform");
+const CAROL: (&str, &str) = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
+
+async fn status(chat: &Chat, id: i64) -> RequestStatus {
+    chat.store.request_by_id(id).await.unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn a_routed_request_is_approved_in_chat_and_everyone_hears_once() {
+    let chat = Chat::start(None).await;
+    // Approvers who have talked to the bot can be told about requests.
+    chat.say(BOB, "help").await;
+    chat.say(DAVE, "help").await;
+
+    let asked = chat
+        .say(
+            ALICE,
+            "request db-analytics-readonly 2h because INC-4411 nightly report",
+        )
+        .await;
+    assert!(
+        asked.contains("Request #1 for `db-analytics-readonly` is waiting for approval"),
+        "{asked}"
+    );
+    assert_eq!(status(&chat, 1).await, RequestStatus::Pending);
+    for approver in [BOB.0, DAVE.0] {
+        let told = chat.messages_to(approver);
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].contains("Alice Requester asks for `db-analytics-readonly`")
+                && told[0].contains("`approve 1`"),
+            "{told:?}"
+        );
+    }
+
+    let approved = chat.say(BOB, "approve 1 ok for the report").await;
+    assert!(
+        approved.contains("Request #1 for `db-analytics-readonly` is **approved**"),
+        "{approved}"
+    );
+    assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
+    let alice_told = chat.messages_to(ALICE.0);
+    assert_eq!(alice_told.len(), 1, "{alice_told:?}");
+    assert!(
+        alice_told[0].contains("/requests/1/issue"),
+        "the requester gets the retrieval page link: {alice_told:?}"
+    );
+
+    // A second approver taps after the decision: told who decided, nothing changes.
+    let late = chat.say(DAVE, "approve 1").await;
+    assert!(
+        late.starts_with("Request #1 was already approved by Bob DBA Lead at "),
+        "{late}"
+    );
+    let approvals = chat.store.approvals_for_request(1).await.unwrap();
+    assert_eq!(approvals.len(), 1);
+
+    let mine = chat.say(ALICE, "my requests").await;
+    assert!(
+        mine.contains("#1 `db-analytics-readonly` — APPROVED until "),
+        "{mine}"
+    );
+    assert!(mine.contains("3 of 3 retrievals left"), "{mine}");
+
+    let released = chat.say(ALICE, "release 1").await;
+    assert!(released.contains("Request #1 released"), "{released}");
+    assert_eq!(status(&chat, 1).await, RequestStatus::Released);
+
+    // Nothing the bot said carries a share link or a token.
+    for call in chat.connector.calls() {
+        let text = call.body["text"].as_str().unwrap_or_default();
+        assert!(!text.contains("/vault/share"), "{text}");
+        assert!(!text.contains("/dev-vault/share/"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn low_sensitivity_is_approved_at_once_and_refusals_change_nothing() {
+    let chat = Chat::start(None).await;
+    let auto = chat
+        .say(ALICE, "request db-staging 1h because INC-7 load test")
+        .await;
+    assert!(
+        auto.contains("Request #1 for `db-staging` is **approved**"),
+        "{auto}"
+    );
+    assert!(auto.contains("/requests/1/issue"), "{auto}");
+    assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
+
+    // A second open request for the same record is refused before anything is written.
+    let before = chat.audit_count().await;
+    let again = chat
+        .say(ALICE, "request db-staging 1h because INC-8 again")
+        .await;
+    assert_eq!(again, "You already have request #1 open for this record.");
+    assert_eq!(chat.audit_count().await, before);
+
+    // No reason: asked for one, nothing written.
+    let no_reason = chat.say(ALICE, "request db-prod 1h").await;
+    assert!(no_reason.starts_with("Say why you need it"), "{no_reason}");
+    assert_eq!(chat.audit_count().await, before);
+
+    // Someone else's request cannot be released or extended.
+    let not_hers = chat.say(BOB, "release 1").await;
+    assert_eq!(not_hers, "Request #1 is not yours.");
+    assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
+
+    // Unknown records and requests are named.
+    let unknown = chat
+        .say(ALICE, "request no-such-thing 1h because INC-9 test")
+        .await;
+    assert!(
+        unknown.contains("No record matches `no-such-thing`"),
+        "{unknown}"
+    );
+    assert_eq!(
+        chat.say(ALICE, "release 99").await,
+        "There is no request #99."
+    );
+
+    // Approving your own request is refused and audited; the request stays as it was.
+    let routed = chat
+        .say(BOB, "request db-prod 1h because INC-4411 failover drill")
+        .await;
+    assert!(routed.contains("Request #2"), "{routed}");
+    let own = chat.say(BOB, "approve 2").await;
+    assert!(!own.contains("approved**"), "{own}");
+    assert_eq!(status(&chat, 2).await, RequestStatus::RequiresTriage);
+}
+
+#[tokio::test]
+async fn admins_work_the_triage_queue_and_revoke_in_chat() {
+    let chat = Chat::start(None).await;
+    chat.say(CAROL, "help").await;
+    // Bob is the only approver of db-prod, so his own request has nobody to approve it.
+    let asked = chat
+        .say(BOB, "request db-prod 1h because INC-4411 failover drill")
+        .await;
+    assert!(asked.contains("needs an admin's decision"), "{asked}");
+    assert_eq!(status(&chat, 1).await, RequestStatus::RequiresTriage);
+    let carol_told = chat.messages_to(CAROL.0);
+    assert!(
+        carol_told
+            .iter()
+            .any(|m| m.contains("Request #1 from Bob DBA Lead")),
+        "{carol_told:?}"
+    );
+
+    let queue = chat.say(CAROL, "admin triage").await;
+    assert!(
+        queue.contains("**Triage queue** (1)") && queue.contains("#1 `db-prod`"),
+        "{queue}"
+    );
+    assert_eq!(
+        chat.say(ALICE, "admin triage 1 approve fine").await,
+        "Admin commands are for Passkey admins."
+    );
+    let decided = chat
+        .say(
+            CAROL,
+            "admin triage 1 approve drill is on the change calendar",
+        )
+        .await;
+    assert!(
+        decided.contains("Request #1 for `db-prod` is **approved**"),
+        "{decided}"
+    );
+    assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
+    assert!(chat.say(CAROL, "admin triage").await.contains("empty"));
+
+    let revoked = chat.say(CAROL, "admin revoke 1 drill finished early").await;
+    assert!(
+        revoked.contains("access to `db-prod` was revoked"),
+        "{revoked}"
+    );
+    assert_eq!(status(&chat, 1).await, RequestStatus::Expired);
+    let actions: Vec<String> = chat
+        .store
+        .audit_events_for_request(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["REQUEST_SUBMITTED", "TRIAGE_APPROVED", "LEASE_REVOKED"],
+        "{actions:?}"
+    );
+}

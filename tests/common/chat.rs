@@ -1,0 +1,106 @@
+//! People chatting with the real app in dev channel mode (no tokens, loopback only) over the demo
+//! data; everything the bot says — replies and proactive messages — is caught by a fake Bot
+//! Connector on loopback.
+
+use super::channel::{FakeConnector, TENANT};
+use super::{SqliteTestDb, TestServer, fresh_sqlite, t0, test_settings};
+use passkey::governance::permissions::GroupDirectory;
+use passkey::store::Store;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Chat {
+    pub connector: FakeConnector,
+    pub server: TestServer,
+    pub store: Arc<dyn Store>,
+    _db: SqliteTestDb,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+    sent: AtomicUsize,
+}
+
+impl Chat {
+    pub async fn start(directory: Option<Arc<dyn GroupDirectory>>) -> Chat {
+        let connector = FakeConnector::start().await;
+        let db = fresh_sqlite().await;
+        passkey::demo::load_if_empty(db.store.as_ref(), t0())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_with_directory(
+            test_settings(dir.path(), &[]),
+            db.store.clone(),
+            directory,
+        )
+        .await;
+        Chat {
+            connector,
+            server,
+            store: db.store.clone(),
+            _db: db,
+            _dir: dir,
+            client: reqwest::Client::new(),
+            sent: Default::default(),
+        }
+    }
+
+    /// Sends `text` as `who` in their 1:1 chat and returns the bot's reply to that message.
+    pub async fn say(&self, (aad, name): (&str, &str), text: &str) -> String {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let id = format!("m-{n}");
+        let activity: Value = json!({
+            "type": "message",
+            "id": id,
+            "timestamp": "2026-11-23T09:00:00.000Z",
+            "serviceUrl": self.connector.service_url,
+            "channelId": "msteams",
+            "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
+            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
+            "recipient": {"id": "28:passkey", "name": "Passkey"},
+            "text": text,
+            "channelData": {"tenant": {"id": TENANT}},
+        });
+        let r = self
+            .client
+            .post(self.server.url("/api/messages"))
+            .json(&activity)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{text}");
+        let suffix = format!("/activities/{id}");
+        for _ in 0..100 {
+            if let Some(reply) = self
+                .connector
+                .calls()
+                .into_iter()
+                .find(|c| c.path.ends_with(&suffix))
+            {
+                return reply.body["text"].as_str().unwrap_or_default().to_string();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no reply to {text:?}");
+    }
+
+    /// Messages the bot started (not replies) in `aad`'s 1:1 chat, oldest first.
+    pub fn messages_to(&self, aad: &str) -> Vec<String> {
+        self.connector
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                c.method == "POST" && c.path.ends_with("/activities") && c.path.contains(aad)
+            })
+            .map(|c| c.body["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    pub async fn audit_count(&self) -> usize {
+        self.store
+            .audit_events_after(0, 10_000)
+            .await
+            .unwrap()
+            .len()
+    }
+}
