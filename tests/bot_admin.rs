@@ -6,9 +6,8 @@ mod common;
 
 use common::chat::Chat;
 use passkey::domain::Role;
-use passkey::governance::permissions::{Group, GroupDirectory, StaticGroupDirectory};
+use passkey::governance::permissions::{Group, StaticGroupDirectory};
 use passkey::store::Store;
-use serde_json::{Value, json};
 use std::sync::Arc;
 
 const CAROL: (&str, &str) = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
