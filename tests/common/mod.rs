@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod chat;
+pub mod fake_sharer;
 
 use passkey::app::App;
 use passkey::config::Settings;
@@ -113,6 +114,8 @@ pub async fn fresh_sqlite() -> SqliteTestDb {
 #[async_trait::async_trait]
 pub trait RawSql: Send + Sync {
     async fn exec(&self, sql: &str) -> Result<u64, StoreError>;
+    /// The first column of every row, as text.
+    async fn texts(&self, sql: &str) -> Result<Vec<String>, StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -123,6 +126,12 @@ impl RawSql for SqliteStore {
             .await?
             .rows_affected())
     }
+
+    async fn texts(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_all(self.pool())
+            .await?)
+    }
 }
 
 #[async_trait::async_trait]
@@ -132,6 +141,12 @@ impl RawSql for PgStore {
             .execute(self.pool())
             .await?
             .rows_affected())
+    }
+
+    async fn texts(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_all(self.pool())
+            .await?)
     }
 }
 
