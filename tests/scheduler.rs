@@ -1,0 +1,401 @@
+//! The scheduler's jobs over the demo data on both databases, time driven by a manual clock:
+//! expiry warnings and lease expiry, preflight retries on the backoff schedule, reminders and
+//! escalation of undecided requests, several instances at once, and the job-run record.
+
+mod common;
+
+use async_trait::async_trait;
+use common::fake_sharer::{FakeSharer, Op};
+use common::{Db, t0};
+use passkey::config::LifecycleSettings;
+use passkey::domain::{Clock, ManualClock, RequestStatus, Role};
+use passkey::governance::lifecycle::{
+    ClientInfo, Lifecycle, Notice, NoticeKind, Notifier, Submission,
+};
+use passkey::governance::permissions::{GroupDirectory, PermissionResolver, StaticGroupDirectory};
+use passkey::governance::policies::{ensure_default_policies, load_engine};
+use passkey::jobs::{Job, Scheduler};
+use passkey::store::{Store, User};
+use passkey::vault::{
+    ErrorClass, NoRotationInfo, OneTimeSharer, RecordMeta, SharedFolder, VaultError, VaultReader,
+};
+use std::sync::{Arc, Mutex};
+use time::Duration;
+
+/// Collects what the jobs would tell people.
+#[derive(Default)]
+struct Told(Mutex<Vec<Notice>>);
+
+#[async_trait]
+impl Notifier for Told {
+    async fn deliver(&self, notices: &[Notice]) {
+        self.0.lock().unwrap().extend_from_slice(notices);
+    }
+}
+
+impl Told {
+    fn take(&self) -> Vec<(i64, NoticeKind)> {
+        self.0
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|n| (n.user_id, n.kind))
+            .collect()
+    }
+}
+
+/// The vault reader is not what these jobs exercise (vault sync has its own tests): an empty one.
+struct EmptyVault;
+
+#[async_trait]
+impl VaultReader for EmptyVault {
+    async fn shared_folders(&self) -> Result<Vec<SharedFolder>, VaultError> {
+        Ok(vec![])
+    }
+    async fn records(&self) -> Result<Vec<RecordMeta>, VaultError> {
+        Ok(vec![])
+    }
+    async fn record(&self, _: &str) -> Result<Option<RecordMeta>, VaultError> {
+        Ok(None)
+    }
+}
+
+struct Rig {
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    sharer: Arc<FakeSharer>,
+    life: Arc<Lifecycle>,
+    told: Arc<Told>,
+}
+
+impl Rig {
+    async fn new(db: &Db) -> Rig {
+        let store = db.store.clone();
+        passkey::demo::load_if_empty(store.as_ref(), t0())
+            .await
+            .unwrap();
+        ensure_default_policies(store.as_ref(), t0()).await.unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let sharer = FakeSharer::new(clock.clone());
+        let directory: Arc<dyn GroupDirectory> = Arc::new(StaticGroupDirectory::new());
+        let life = Arc::new(Lifecycle::new(
+            store.clone(),
+            Arc::new(load_engine(store.as_ref()).await.unwrap()),
+            clock.clone(),
+            Arc::new(PermissionResolver::new(
+                store.clone(),
+                directory,
+                clock.clone(),
+            )),
+            sharer.clone() as Arc<dyn OneTimeSharer>,
+            LifecycleSettings::default(),
+        ));
+        Rig {
+            store,
+            clock,
+            sharer,
+            life,
+            told: Arc::new(Told::default()),
+        }
+    }
+
+    fn scheduler(&self, holder: &str) -> Scheduler {
+        Scheduler::new(
+            self.life.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            Arc::new(EmptyVault),
+            Arc::new(NoRotationInfo),
+            self.told.clone(),
+            holder,
+        )
+    }
+
+    async fn user(&self, email: &str) -> User {
+        self.store.user_by_email(email).await.unwrap().unwrap()
+    }
+
+    async fn submit(&self, who: &User, record: &str) -> i64 {
+        self.life
+            .submit(
+                who,
+                &Submission {
+                    record: record.into(),
+                    duration_secs: Some(3600),
+                    justification: "INC-4411 investigation".into(),
+                    ticket_id: None,
+                    break_glass: false,
+                },
+            )
+            .await
+            .unwrap()
+            .request
+            .id
+    }
+
+    async fn status(&self, id: i64) -> RequestStatus {
+        self.store.request_by_id(id).await.unwrap().unwrap().status
+    }
+
+    async fn actions(&self, id: i64) -> Vec<String> {
+        self.store
+            .audit_events_for_request(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+}
+
+fn count(run: &passkey::store::NewJobRun, key: &str) -> u64 {
+    run.counts.get(key).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+on_both_databases!(a_lease_is_warned_once_then_expired_and_its_share_removed);
+async fn a_lease_is_warned_once_then_expired_and_its_share_removed(db: Db) {
+    let rig = Rig::new(&db).await;
+    let alice = rig.user("alice@contoso.example").await;
+    let id = rig.submit(&alice, "db-staging").await;
+    assert_eq!(rig.status(id).await, RequestStatus::Approved);
+    let token = rig.life.mint_issuance_token(&alice, id).await.unwrap();
+    rig.life
+        .exchange(&alice, id, &token.token, false, ClientInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(rig.sharer.live_total(), 1);
+    let scheduler = rig.scheduler("instance-a");
+
+    // Nothing due yet.
+    let run = scheduler.run(Job::LeaseExpiry).await;
+    assert!(run.ok, "{:?}", run.error);
+    assert_eq!((count(&run, "expired"), count(&run, "warned")), (0, 0));
+
+    // Ten minutes before the end: one warning, once.
+    rig.clock.advance(Duration::minutes(50));
+    let run = scheduler.run(Job::LeaseExpiry).await;
+    assert_eq!(count(&run, "warned"), 1);
+    assert_eq!(rig.told.take(), vec![(alice.id, NoticeKind::ExpiringSoon)]);
+    let run = scheduler.run(Job::LeaseExpiry).await;
+    assert_eq!(count(&run, "warned"), 0);
+    assert!(rig.told.take().is_empty());
+    assert_eq!(rig.status(id).await, RequestStatus::Issued);
+
+    // At the end: expired, the share removed by its id, the requester told.
+    rig.clock.advance(Duration::minutes(10));
+    let run = scheduler.run(Job::LeaseExpiry).await;
+    assert_eq!(count(&run, "expired"), 1, "{:?}", run.counts);
+    assert_eq!(rig.status(id).await, RequestStatus::Expired);
+    assert_eq!(rig.sharer.live_total(), 0);
+    assert!(
+        rig.store
+            .outstanding_issuances(id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(rig.told.take(), vec![(alice.id, NoticeKind::StatusChanged)]);
+    let actions = rig.actions(id).await;
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["LEASE_EXPIRED".to_string(), "SHARE_REVOKED".to_string()]
+    );
+
+    // Every run is on record for `admin health`.
+    let runs = rig.store.last_job_runs().await.unwrap();
+    let last = runs.iter().find(|r| r.job_name == "lease-expiry").unwrap();
+    assert!(last.ok && last.holder == "instance-a");
+    assert_eq!(last.counts.0["expired"], 1);
+}
+
+on_both_databases!(a_failing_preflight_is_retried_by_the_job_on_the_backoff_schedule);
+async fn a_failing_preflight_is_retried_by_the_job_on_the_backoff_schedule(db: Db) {
+    let rig = Rig::new(&db).await;
+    let alice = rig.user("alice@contoso.example").await;
+    rig.sharer.fail_next(Op::List, ErrorClass::Transient, 2);
+    let id = rig.submit(&alice, "db-staging").await;
+    let approved_at = rig.clock.now();
+    let request = rig.store.request_by_id(id).await.unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Approved);
+    assert_eq!(
+        request.next_attempt_at,
+        Some(approved_at.plus(Duration::seconds(30)))
+    );
+    let scheduler = rig.scheduler("instance-a");
+
+    rig.clock.advance(Duration::seconds(29));
+    let run = scheduler.run(Job::PreflightRetry).await;
+    assert_eq!(
+        count(&run, "deferred") + count(&run, "passed"),
+        0,
+        "not due yet"
+    );
+
+    rig.clock.advance(Duration::seconds(1));
+    let run = scheduler.run(Job::PreflightRetry).await;
+    assert_eq!(count(&run, "deferred"), 1, "{:?}", run.counts);
+    let request = rig.store.request_by_id(id).await.unwrap().unwrap();
+    assert_eq!(request.preflight_attempts, 2);
+    assert_eq!(
+        request.next_attempt_at,
+        Some(rig.clock.now().plus(Duration::minutes(1)))
+    );
+
+    rig.clock.advance(Duration::minutes(1));
+    let run = scheduler.run(Job::PreflightRetry).await;
+    assert_eq!(count(&run, "passed"), 1, "{:?}", run.counts);
+    let request = rig.store.request_by_id(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            request.status,
+            request.next_attempt_at,
+            request.preflight_attempts
+        ),
+        (RequestStatus::Approved, None, 3)
+    );
+    assert_eq!(rig.sharer.count(Op::List), 3);
+    assert_eq!(
+        rig.sharer.count(Op::Create),
+        0,
+        "no share before the requester asks"
+    );
+}
+
+on_both_databases!(undecided_requests_are_chased_by_the_job);
+async fn undecided_requests_are_chased_by_the_job(db: Db) {
+    let rig = Rig::new(&db).await;
+    let alice = rig.user("alice@contoso.example").await;
+    let (bob, dave) = (
+        rig.user("bob@contoso.example").await,
+        rig.user("dave@contoso.example").await,
+    );
+    let id = rig.submit(&alice, "db-analytics-readonly").await;
+    assert_eq!(rig.status(id).await, RequestStatus::Pending);
+    let scheduler = rig.scheduler("instance-a");
+
+    rig.clock.advance(Duration::hours(4));
+    let run = scheduler.run(Job::StaleRequests).await;
+    assert_eq!(count(&run, "reminded"), 1, "{:?}", run.counts);
+    let mut told = rig.told.take();
+    told.sort_by_key(|(user, _)| *user);
+    assert_eq!(
+        told,
+        vec![
+            (bob.id, NoticeKind::Reminder),
+            (dave.id, NoticeKind::Reminder)
+        ]
+    );
+    scheduler.run(Job::StaleRequests).await;
+    assert!(rig.told.take().is_empty(), "a reminder goes once");
+
+    rig.clock.advance(Duration::hours(20));
+    let run = scheduler.run(Job::StaleRequests).await;
+    assert_eq!(count(&run, "escalated"), 1, "{:?}", run.counts);
+    assert_eq!(rig.status(id).await, RequestStatus::RequiresTriage);
+    let admins = rig.store.users_with_role(Role::Admin).await.unwrap();
+    assert_eq!(
+        rig.told.take(),
+        admins
+            .iter()
+            .map(|a| (a.id, NoticeKind::TriageNeeded))
+            .collect::<Vec<_>>()
+    );
+
+    rig.clock.advance(Duration::hours(48));
+    let run = scheduler.run(Job::StaleRequests).await;
+    assert_eq!(count(&run, "expired"), 1, "{:?}", run.counts);
+    assert_eq!(rig.status(id).await, RequestStatus::Expired);
+    assert!(rig.actions(id).await.ends_with(&[
+        "APPROVERS_REMINDED".to_string(),
+        "REQUEST_ESCALATED".to_string(),
+        "REQUEST_EXPIRED_UNDECIDED".to_string()
+    ]));
+}
+
+on_both_databases!(two_instances_running_the_expiry_job_remove_each_share_once);
+async fn two_instances_running_the_expiry_job_remove_each_share_once(db: Db) {
+    let rig = Rig::new(&db).await;
+    // Many people with a lease each on db-staging (LOW: approved at once), each retrieved once.
+    let folder = rig.store.list_folders().await.unwrap();
+    let databases = folder.iter().find(|f| f.name == "Databases").unwrap();
+    let mut acl: Vec<_> = rig
+        .store
+        .folder_permissions(databases.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| passkey::store::NewFolderPermission {
+            principal_type: p.principal_type,
+            principal: p.principal,
+            permission: p.permission,
+        })
+        .collect();
+    const PEOPLE: usize = 60;
+    let mut people = Vec::new();
+    for i in 0..PEOPLE {
+        let email = format!("person{i}@contoso.example");
+        let user = rig
+            .store
+            .upsert_user(
+                &passkey::store::NewUser {
+                    aad_object_id: format!("00000000-0000-4000-8000-{i:012}"),
+                    tenant_id: None,
+                    teams_user_id: None,
+                    upn: None,
+                    email: Some(email.clone()),
+                    display_name: format!("Person {i}"),
+                    initial_role: Role::Requester,
+                },
+                t0(),
+            )
+            .await
+            .unwrap();
+        acl.push(passkey::store::NewFolderPermission {
+            principal_type: passkey::domain::VaultPrincipalType::User,
+            principal: email,
+            permission: passkey::domain::FolderPermission::Viewer,
+        });
+        people.push(user);
+    }
+    rig.store
+        .replace_folder_permissions(databases.id, &acl, t0())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for person in &people {
+        let id = rig.submit(person, "db-staging").await;
+        let token = rig.life.mint_issuance_token(person, id).await.unwrap();
+        rig.life
+            .exchange(person, id, &token.token, false, ClientInfo::default())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    assert_eq!(rig.sharer.live_total(), PEOPLE);
+
+    rig.clock.advance(Duration::hours(2));
+    let (a, b) = (rig.scheduler("instance-a"), rig.scheduler("instance-b"));
+    let (run_a, run_b) = tokio::join!(a.run(Job::LeaseExpiry), b.run(Job::LeaseExpiry));
+    assert!(run_a.ok && run_b.ok, "{:?} {:?}", run_a.error, run_b.error);
+    assert_eq!(
+        count(&run_a, "expired") + count(&run_b, "expired"),
+        PEOPLE as u64,
+        "{:?} / {:?}",
+        run_a.counts,
+        run_b.counts
+    );
+    assert_eq!(rig.sharer.live_total(), 0);
+    let removals = rig.sharer.removals();
+    assert_eq!(removals.len(), PEOPLE);
+    assert!(removals.values().all(|n| *n == 1), "{removals:?}");
+    for id in ids {
+        assert_eq!(rig.status(id).await, RequestStatus::Expired);
+        let expired = rig
+            .actions(id)
+            .await
+            .iter()
+            .filter(|a| *a == "LEASE_EXPIRED")
+            .count();
+        assert_eq!(expired, 1);
+    }
+}
