@@ -182,16 +182,22 @@ impl App {
         if !s.settings.lifecycle.scheduler {
             return Vec::new();
         }
-        let scheduler = Arc::new(crate::jobs::Scheduler::new(
+        Arc::new(self.scheduler(&crate::jobs::Scheduler::instance_name()))
+            .spawn(&s.settings.lifecycle)
+    }
+
+    /// The scheduler over this app's state, claiming work as `holder`.
+    pub fn scheduler(&self, holder: &str) -> crate::jobs::Scheduler {
+        let s = &self.state;
+        crate::jobs::Scheduler::new(
             s.lifecycle.clone(),
             s.store.clone(),
             s.clock.clone(),
             s.vault.clone(),
             s.rotations.clone(),
             s.notifier.clone(),
-            crate::jobs::Scheduler::instance_name(),
-        ));
-        scheduler.spawn(&s.settings.lifecycle)
+            holder,
+        )
     }
 
     pub fn router(&self) -> axum::Router {

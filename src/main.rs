@@ -50,6 +50,12 @@ enum AdminCommand {
     DemoLoad,
     /// Sync folders, ACLs and record metadata from the configured vault (discovery included).
     Sync,
+    /// Run one scheduled job now, as the scheduler would: lease-expiry, preflight-retry,
+    /// stale-requests, vault-sync or housekeeping. Prints the run's counts.
+    Job {
+        /// The job's name.
+        name: String,
+    },
     /// Re-evaluate stored decision traces with the current policy and code.
     Replay {
         /// The trace to replay.
@@ -211,6 +217,10 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
         }
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let AdminCommand::Job { name } = &command {
+        drop(store);
+        return run_job(settings, name).await;
+    }
     if let AdminCommand::Sync = command {
         return sync(&settings, store.as_ref(), clock.clone(), &label).await;
     }
@@ -260,7 +270,9 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             .set_role(&actor, &user, &role)
             .await
             .map(|c| c.render()),
-        AdminCommand::Replay { .. } | AdminCommand::Sync => unreachable!("handled above"),
+        AdminCommand::Replay { .. } | AdminCommand::Sync | AdminCommand::Job { .. } => {
+            unreachable!("handled above")
+        }
         AdminCommand::DemoLoad => {
             if settings.profile != passkey::config::Profile::Dev {
                 eprintln!("passkey: demo data loads only in the dev profile");
@@ -291,6 +303,39 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             eprintln!("passkey: {label}: {}", with_causes(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// `passkey admin job NAME`: one run of a scheduled job against the configured database and vault,
+/// recorded in `job_runs` like the scheduler's own runs.
+async fn run_job(settings: Settings, name: &str) -> ExitCode {
+    let Some(job) = passkey::jobs::Job::ALL
+        .into_iter()
+        .find(|j| j.name() == name)
+    else {
+        let names: Vec<&str> = passkey::jobs::Job::ALL.iter().map(|j| j.name()).collect();
+        eprintln!("passkey: no job `{name}`; jobs: {}", names.join(", "));
+        return ExitCode::FAILURE;
+    };
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = app.scheduler("admin-cli").run(job).await;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{} {}: {}",
+        run.job_name,
+        if run.ok { "ok" } else { "FAILED" },
+        run.error.clone().unwrap_or_else(|| run.counts.to_string())
+    );
+    if run.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

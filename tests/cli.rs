@@ -223,3 +223,35 @@ fn admin_sync_discovers_the_local_vault_into_an_empty_database() {
         text(&again.stdout)
     );
 }
+
+#[test]
+fn admin_job_runs_one_scheduled_job_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = passkey(dir.path(), &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = passkey(dir.path(), &["admin", "job", "lease-expiry"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("lease-expiry ok: {"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = passkey(dir.path(), &["admin", "job", "housekeeping"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("processed_activities_forgotten"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // An unknown job is named, with the ones that exist, and nothing runs.
+    let out = passkey(dir.path(), &["admin", "job", "lease-expire"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no job `lease-expire`; jobs: lease-expiry, preflight-retry"),
+        "{}",
+        text(&out.stderr)
+    );
+}
