@@ -11,8 +11,8 @@ use common::fake_sharer::{Call, FakeSharer, Op};
 use common::{Db, t0};
 use passkey::canonical::sha256_hex;
 use passkey::config::LifecycleSettings;
-use passkey::domain::*;
 use passkey::domain::ApprovalDecision;
+use passkey::domain::*;
 use passkey::governance::lifecycle::*;
 use passkey::governance::permissions::{GroupDirectory, PermissionResolver, StaticGroupDirectory};
 use passkey::governance::policies::{ensure_default_policies, load_engine};
@@ -148,7 +148,10 @@ fn user(key: &str, role: Role) -> NewUser {
 
 /// A 22-character Keeper-like uid for a title.
 fn uid(title: &str) -> String {
-    let mut s: String = title.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let mut s: String = title
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     while s.len() < 22 {
         s.push('0');
     }
@@ -330,7 +333,16 @@ async fn world(db: &Db) -> World {
             true,
         ),
     ] {
-        add_record(s, &folder, title, sensitivity, owner, &authorities, governed).await;
+        add_record(
+            s,
+            &folder,
+            title,
+            sensitivity,
+            owner,
+            &authorities,
+            governed,
+        )
+        .await;
     }
     let clock = Arc::new(ManualClock::new(t0()));
     let sharer = FakeSharer::new(clock.clone());
@@ -475,7 +487,10 @@ async fn policy_denies_a_record_outside_the_requesters_folders(db: Db) {
     assert_eq!(actions(w.store.as_ref(), r.id).await, ["REQUEST_SUBMITTED"]);
     let stored = w.store.traces_for_request(r.id).await.unwrap();
     assert_eq!(
-        stored.iter().map(|t| (t.stage, t.outcome)).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|t| (t.stage, t.outcome))
+            .collect::<Vec<_>>(),
         [(RequestSubmission, TDeny)]
     );
     assert!(
@@ -490,9 +505,15 @@ async fn a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides(db: Db)
     let w = world(&db).await;
     let change = w.submit(&w.alice, "ops-orphan", 3600).await.unwrap();
     let id = change.request.id;
-    assert_eq!((change.event, change.request.status), (Event::Triaged, RequiresTriage));
+    assert_eq!(
+        (change.event, change.request.status),
+        (Event::Triaged, RequiresTriage)
+    );
     assert!(
-        change.reasons.iter().any(|m| m.contains("nobody can approve")),
+        change
+            .reasons
+            .iter()
+            .any(|m| m.contains("nobody can approve")),
         "{:?}",
         change.reasons
     );
@@ -511,7 +532,10 @@ async fn a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides(db: Db)
     // Approvers can't click it through, non-admins can't triage, a reason is required.
     assert!(matches!(
         w.life.approve(&w.bob, id, None).await,
-        Err(LifecycleError::WrongState { status: RequiresTriage, .. })
+        Err(LifecycleError::WrongState {
+            status: RequiresTriage,
+            ..
+        })
     ));
     assert!(matches!(
         w.life.triage(&w.bob, id, true, "looks fine").await,
@@ -575,7 +599,10 @@ async fn a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides(db: Db)
         .triage(&w.frank, id2, false, "not for this team")
         .await
         .unwrap();
-    assert_eq!((denied.event, denied.request.status), (Event::Denied, Denied));
+    assert_eq!(
+        (denied.event, denied.request.status),
+        (Event::Denied, Denied)
+    );
     assert_eq!(
         actions(w.store.as_ref(), id2).await,
         ["REQUEST_SUBMITTED", "TRIAGE_DENIED"]
@@ -588,7 +615,10 @@ async fn a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides(db: Db)
 
 async fn refused_submissions_write_nothing(db: Db) {
     let w = world(&db).await;
-    let before = (count(&db, "requests").await, count(&db, "audit_events").await);
+    let before = (
+        count(&db, "requests").await,
+        count(&db, "audit_events").await,
+    );
 
     match w.submit(&w.alice, "db-prod", 3600).await {
         Err(LifecycleError::Record(passkey::governance::admin::AdminError::AmbiguousRecord {
@@ -625,14 +655,24 @@ async fn refused_submissions_write_nothing(db: Db) {
         Err(LifecycleError::BadInput(_))
     ));
     assert_eq!(
-        (count(&db, "requests").await, count(&db, "audit_events").await),
+        (
+            count(&db, "requests").await,
+            count(&db, "audit_events").await
+        ),
         before,
         "refused input writes nothing"
     );
 
     // A duplicate open request is refused, by uid too, and writes nothing.
-    let open = w.submit(&w.alice, "ops-medium", 3600).await.unwrap().request;
-    let before = (count(&db, "requests").await, count(&db, "audit_events").await);
+    let open = w
+        .submit(&w.alice, "ops-medium", 3600)
+        .await
+        .unwrap()
+        .request;
+    let before = (
+        count(&db, "requests").await,
+        count(&db, "audit_events").await,
+    );
     for query in ["ops-medium", uid("ops-medium").as_str()] {
         assert!(matches!(
             w.submit(&w.alice, query, 3600).await,
@@ -640,7 +680,10 @@ async fn refused_submissions_write_nothing(db: Db) {
         ));
     }
     assert_eq!(
-        (count(&db, "requests").await, count(&db, "audit_events").await),
+        (
+            count(&db, "requests").await,
+            count(&db, "audit_events").await
+        ),
         before
     );
     assert!(w.sharer.calls().is_empty());
@@ -710,9 +753,16 @@ async fn critical_needs_two_distinct_approvals(db: Db) {
     let id = change.request.id;
     assert_eq!(change.request.status, Pending);
     assert_eq!(change.request.required_approvals, 2);
-    assert!(change.request.otp_required, "CRITICAL ≥ HIGH needs a second factor");
+    assert!(
+        change.request.otp_required,
+        "CRITICAL ≥ HIGH needs a second factor"
+    );
 
-    let first = w.life.approve(&w.bob, id, Some("ok from me")).await.unwrap();
+    let first = w
+        .life
+        .approve(&w.bob, id, Some("ok from me"))
+        .await
+        .unwrap();
     assert_eq!(
         (first.event, first.request.status),
         (Event::ApprovalRecorded, Pending)
@@ -787,7 +837,10 @@ async fn a_denial_decides_and_late_clicks_are_told_who_decided(db: Db) {
         .deny(&w.dave, id, Some("use the read replica"))
         .await
         .unwrap();
-    assert_eq!((denied.event, denied.request.status), (Event::Denied, Denied));
+    assert_eq!(
+        (denied.event, denied.request.status),
+        (Event::Denied, Denied)
+    );
     assert_eq!(denied.request.decided_by, Some(w.dave.id));
     assert_eq!(
         denied.request.decision_reason.as_deref(),
@@ -877,7 +930,10 @@ async fn a_transient_preflight_is_retried_on_the_backoff_schedule(db: Db) {
     w.sharer.fail_next(Op::List, ErrorClass::Transient, 2);
     let change = w.submit(&w.alice, "ops-low", 3600).await.unwrap();
     let id = change.request.id;
-    assert_eq!((change.event, change.request.status), (Event::Approved, Approved));
+    assert_eq!(
+        (change.event, change.request.status),
+        (Event::Approved, Approved)
+    );
     assert_eq!(change.request.preflight_attempts, 1);
     let first_retry = t0().plus(Duration::seconds(30));
     assert_eq!(change.request.next_attempt_at, Some(first_retry));
@@ -928,7 +984,11 @@ async fn a_transient_preflight_is_retried_on_the_backoff_schedule(db: Db) {
     w.store.release_claim(id, "scheduler-a").await.unwrap();
     assert_eq!((event, r.status), (Event::PreflightPassed, Approved));
     assert_eq!((r.preflight_attempts, r.next_attempt_at), (3, None));
-    assert!(claim(w.clock.now().plus(Duration::hours(1))).await.is_empty());
+    assert!(
+        claim(w.clock.now().plus(Duration::hours(1)))
+            .await
+            .is_empty()
+    );
     assert_eq!(w.sharer.count(Op::List), 3);
     assert_eq!(w.sharer.count(Op::Create), 0);
     assert_eq!(
@@ -1244,7 +1304,10 @@ async fn an_unrecorded_share_is_removed_again(db: Db) {
         "{:?}",
         result.err()
     );
-    assert!(w.sharer.live(&record.vault_uid).is_empty(), "no orphan left");
+    assert!(
+        w.sharer.live(&record.vault_uid).is_empty(),
+        "no orphan left"
+    );
     let calls = w.sharer.calls();
     let Call::Create { name, .. } = &calls[1] else {
         panic!("{calls:?}")
@@ -1306,7 +1369,12 @@ async fn issued(w: &World, record: &str, n: usize) -> (Request, Vec<String>) {
 }
 
 async fn assert_all_shares_removed(w: &World, request: &Request, urls: &[String]) {
-    let record = w.store.record_by_id(request.record_id).await.unwrap().unwrap();
+    let record = w
+        .store
+        .record_by_id(request.record_id)
+        .await
+        .unwrap()
+        .unwrap();
     for url in urls {
         let share_id = share_id_from_url(url).unwrap();
         assert!(
@@ -1353,7 +1421,10 @@ async fn release_removes_every_share_by_id(db: Db) {
     );
     assert!(matches!(
         w.life.release(&w.alice, r.id).await,
-        Err(LifecycleError::WrongState { status: Released, .. })
+        Err(LifecycleError::WrongState {
+            status: Released,
+            ..
+        })
     ));
     assert!(matches!(
         w.life.mint_issuance_token(&w.alice, r.id).await,
@@ -1375,7 +1446,10 @@ async fn admin_revoke_and_lost_permission_end_the_lease(db: Db) {
         .revoke(&w.carol, r.id, "suspicious login")
         .await
         .unwrap();
-    assert_eq!((change.event, change.request.status), (Event::Revoked, Expired));
+    assert_eq!(
+        (change.event, change.request.status),
+        (Event::Revoked, Expired)
+    );
     assert_eq!(
         change.request.decision_reason.as_deref(),
         Some("revoked by an admin: suspicious login")
@@ -1458,7 +1532,10 @@ async fn expiry_retries_a_removal_that_failed(db: Db) {
     w.sharer.fail_next(Op::Remove, ErrorClass::Transient, 1);
     let change = w.life.expire_due(due[0].clone()).await.unwrap();
     w.store.release_claim(r.id, "scheduler-a").await.unwrap();
-    assert_eq!((change.event, change.request.status), (Event::Expired, Expired));
+    assert_eq!(
+        (change.event, change.request.status),
+        (Event::Expired, Expired)
+    );
     let outstanding = w.store.outstanding_issuances(r.id).await.unwrap();
     assert_eq!(outstanding.len(), 1, "the failed removal is left for later");
     assert_eq!(outstanding[0].revoke_attempts, 1);
@@ -1480,8 +1557,18 @@ async fn expiry_retries_a_removal_that_failed(db: Db) {
         );
     }
     assert_eq!(w.sharer.live_total(), 0);
-    assert!(w.store.outstanding_issuances(r.id).await.unwrap().is_empty());
-    assert!(claim(w.clock.now().plus(Duration::hours(1))).await.is_empty());
+    assert!(
+        w.store
+            .outstanding_issuances(r.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        claim(w.clock.now().plus(Duration::hours(1)))
+            .await
+            .is_empty()
+    );
     let acts = actions(w.store.as_ref(), r.id).await;
     assert_eq!(acts.iter().filter(|a| *a == "LEASE_EXPIRED").count(), 1);
     assert_eq!(acts.iter().filter(|a| *a == "SHARE_REVOKED").count(), 2);
@@ -1500,7 +1587,10 @@ async fn extensions_within_caps_are_granted_and_beyond_refused(db: Db) {
         .id;
     w.clock.advance(Duration::minutes(30));
     let change = w.life.extend(&w.alice, id, 1800).await.unwrap();
-    assert_eq!((change.event, change.request.status), (Event::Extended, Approved));
+    assert_eq!(
+        (change.event, change.request.status),
+        (Event::Extended, Approved)
+    );
     assert_eq!(
         change.request.lease_expires_at,
         Some(t0().plus(Duration::minutes(90)))
@@ -1575,7 +1665,10 @@ async fn a_routed_extension_waits_for_an_approver(db: Db) {
         Err(LifecycleError::Refused(_))
     ));
     let granted = w.life.approve(&w.dave, r.id, Some("ok")).await.unwrap();
-    assert_eq!((granted.event, granted.request.status), (Event::Extended, Issued));
+    assert_eq!(
+        (granted.event, granted.request.status),
+        (Event::Extended, Issued)
+    );
     assert_eq!(
         granted.request.lease_expires_at,
         Some(expires.plus(Duration::minutes(30)))
@@ -1609,7 +1702,9 @@ async fn a_routed_extension_waits_for_an_approver(db: Db) {
     let tail: Vec<&str> = acts
         .iter()
         .map(String::as_str)
-        .filter(|a| a.starts_with("EXTENSION") || *a == "LEASE_EXTENDED" || *a == "APPROVAL_REFUSED")
+        .filter(|a| {
+            a.starts_with("EXTENSION") || *a == "LEASE_EXTENDED" || *a == "APPROVAL_REFUSED"
+        })
         .collect();
     assert_eq!(
         tail,
@@ -1724,7 +1819,8 @@ async fn undecided_requests_are_reminded_escalated_and_expired(db: Db) {
         ["REQUEST_SUBMITTED", "APPROVERS_REMINDED"]
     );
 
-    w.clock.set(t0().plus(Duration::seconds(s.escalate_after_secs as i64)));
+    w.clock
+        .set(t0().plus(Duration::seconds(s.escalate_after_secs as i64)));
     let escalated = chase().await.expect("escalated");
     assert_eq!(
         (escalated.event, escalated.request.status),
@@ -1855,29 +1951,46 @@ async fn nothing_secret_is_left_in_the_database(db: Db) {
             w.sharer.fail_next(Op::Create, ErrorClass::Transient, 1);
             let _ = w
                 .life
-                .exchange(&w.alice, low.id, &minted.token, false, ClientInfo::default())
+                .exchange(
+                    &w.alice,
+                    low.id,
+                    &minted.token,
+                    false,
+                    ClientInfo::default(),
+                )
                 .await;
         }
         w.life
-            .exchange(&w.alice, low.id, &minted.token, false, ClientInfo::default())
+            .exchange(
+                &w.alice,
+                low.id,
+                &minted.token,
+                false,
+                ClientInfo::default(),
+            )
             .await
             .unwrap();
     }
     let unused = w.life.mint_issuance_token(&w.alice, low.id).await;
     assert!(unused.is_err(), "all retrievals used");
     let medium = w.approved_medium().await;
-    let leftover = w.life.mint_issuance_token(&w.alice, medium.id).await.unwrap();
+    let leftover = w
+        .life
+        .mint_issuance_token(&w.alice, medium.id)
+        .await
+        .unwrap();
     secrets.push(leftover.token.expose_secret().to_string());
     let got = w.retrieve(&w.alice, medium.id, false).await.unwrap();
     assert_eq!(got.issuance_count, 1);
-    let pending = w.life.mint_issuance_token(&w.alice, medium.id).await.unwrap();
+    let pending = w
+        .life
+        .mint_issuance_token(&w.alice, medium.id)
+        .await
+        .unwrap();
     secrets.push(pending.token.expose_secret().to_string());
     w.life.release(&w.alice, low.id).await.unwrap();
     w.clock.advance(Duration::hours(2));
-    w.life
-        .expire_due(w.request(medium.id).await)
-        .await
-        .unwrap();
+    w.life.expire_due(w.request(medium.id).await).await.unwrap();
 
     let urls = w.sharer.urls();
     assert_eq!(urls.len(), 4);
@@ -1887,16 +2000,26 @@ async fn nothing_secret_is_left_in_the_database(db: Db) {
         secrets.push(url.split_once('#').unwrap().1.to_string());
     }
     let cells = dump_everything(&db).await;
-    assert!(cells.len() > 50, "the dump saw the data ({} rows)", cells.len());
+    assert!(
+        cells.len() > 50,
+        "the dump saw the data ({} rows)",
+        cells.len()
+    );
     assert!(
         cells.iter().any(|c| c.contains(&sha256_hex(&urls[0]))),
         "the dump includes the issuance rows"
     );
     for cell in &cells {
         for secret in &secrets {
-            assert!(!cell.contains(secret.as_str()), "a secret is stored: {cell}");
+            assert!(
+                !cell.contains(secret.as_str()),
+                "a secret is stored: {cell}"
+            );
         }
-        assert!(!cell.contains("/vault/share"), "a share URL is stored: {cell}");
+        assert!(
+            !cell.contains("/vault/share"),
+            "a share URL is stored: {cell}"
+        );
         assert!(!cell.contains("keepersecurity.com"), "{cell}");
     }
 }
@@ -1976,10 +2099,7 @@ async fn twenty_approvers_at_once_give_one_decision(db: Db) {
     assert_eq!((r.status, r.decided_by), (Approved, Some(winner.id)));
     assert_eq!(w.store.approvals_for_request(id).await.unwrap().len(), 1);
     let acts = actions(w.store.as_ref(), id).await;
-    assert_eq!(
-        acts.iter().filter(|a| *a == "REQUEST_APPROVED").count(),
-        1
-    );
+    assert_eq!(acts.iter().filter(|a| *a == "REQUEST_APPROVED").count(), 1);
     assert_eq!(w.sharer.count(Op::List), 1, "one preflight");
 }
 
@@ -2035,7 +2155,11 @@ async fn a_hundred_parallel_retrievals_make_exactly_max_issuances_shares(db: Db)
     }
     assert_eq!(urls.len(), 3, "exactly max_issuances URLs (INV-4)");
     assert_eq!(urls.iter().collect::<BTreeSet<_>>().len(), 3);
-    assert_eq!(w.sharer.live_total(), 3, "exactly max_issuances live shares");
+    assert_eq!(
+        w.sharer.live_total(),
+        3,
+        "exactly max_issuances live shares"
+    );
     // A share created by an exchange that lost the race for the last retrieval is never handed
     // out: it is removed again at once.
     let extra = w.sharer.count(Op::Create) - 3;
@@ -2083,18 +2207,18 @@ async fn two_schedulers_expire_a_thousand_leases_exactly_once(db: Db) {
                 let expires = now.plus(Duration::minutes(30 + (i % 30) as i64));
                 store
                     .transition_request(
-                        &StatusChange::new(r.id, Pending, Approved, now).lease(
-                            now,
-                            expires,
-                            3600,
-                        ),
+                        &StatusChange::new(r.id, Pending, Approved, now).lease(now, expires, 3600),
                         &[],
                         &NewAuditEvent::new("test", "REQUEST_AUTO_APPROVED", now),
                     )
                     .await
                     .unwrap();
                 let share = sharer
-                    .create(&record.vault_uid, Duration::hours(1), &format!("{}-1", r.id))
+                    .create(
+                        &record.vault_uid,
+                        Duration::hours(1),
+                        &format!("{}-1", r.id),
+                    )
                     .await
                     .unwrap();
                 store
@@ -2160,7 +2284,11 @@ async fn two_schedulers_expire_a_thousand_leases_exactly_once(db: Db) {
         let mine = done.unwrap();
         handled.extend(mine);
     }
-    assert_eq!(handled.len(), N, "each lease handled by exactly one instance");
+    assert_eq!(
+        handled.len(),
+        N,
+        "each lease handled by exactly one instance"
+    );
     assert_eq!(handled.iter().collect::<BTreeSet<_>>().len(), N);
 
     let removals = w.sharer.removals();
@@ -2239,7 +2367,10 @@ mod database_down {
             .exchange(&w.alice, id, &minted.token, false, ClientInfo::default())
             .await;
         assert!(
-            matches!(result, Err(LifecycleError::Store(StoreError::Unavailable(_)))),
+            matches!(
+                result,
+                Err(LifecycleError::Store(StoreError::Unavailable(_)))
+            ),
             "{:?}",
             result.err()
         );

@@ -24,9 +24,18 @@ pub enum Op {
 /// One call the lifecycle made, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    List { uid: String },
-    Create { uid: String, name: String, ttl_secs: i64 },
-    Remove { uid: String, id_or_name: String },
+    List {
+        uid: String,
+    },
+    Create {
+        uid: String,
+        name: String,
+        ttl_secs: i64,
+    },
+    Remove {
+        uid: String,
+        id_or_name: String,
+    },
 }
 
 /// A share the fake considers live.
@@ -133,9 +142,9 @@ impl FakeSharer {
 
     /// Was `remove(uid, id)` called?
     pub fn saw_remove(&self, uid: &str, id: &str) -> bool {
-        self.calls().iter().any(|c| {
-            matches!(c, Call::Remove { uid: u, id_or_name } if u == uid && id_or_name == id)
-        })
+        self.calls().iter().any(
+            |c| matches!(c, Call::Remove { uid: u, id_or_name } if u == uid && id_or_name == id),
+        )
     }
 
     fn programmed_failure(inner: &mut Inner, op: Op) -> Option<VaultError> {
