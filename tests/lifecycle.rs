@@ -2119,7 +2119,7 @@ async fn a_hundred_parallel_retrievals_make_exactly_max_issuances_shares(db: Db)
         let barrier = barrier.clone();
         tasks.spawn(async move {
             barrier.wait().await;
-            for attempt in 0..500u64 {
+            for attempt in 0..100u64 {
                 let minted = match life.mint_issuance_token(&alice, id).await {
                     Ok(m) => m,
                     Err(LifecycleError::NoRetrievalsLeft(_)) => return None,
@@ -2131,13 +2131,14 @@ async fn a_hundred_parallel_retrievals_make_exactly_max_issuances_shares(db: Db)
                 {
                     Ok(got) => return Some(got.url.expose().to_string()),
                     Err(LifecycleError::TokenMismatch) => {
-                        // Another page minted meanwhile (a fresh token replaces the last): back
-                        // off a random while, as a browser retrying would, so someone gets through.
-                        let mut b = [0u8; 1];
+                        // Another page minted meanwhile (a fresh token replaces the last one):
+                        // back off exponentially with jitter, as a retrying page would, so that
+                        // someone's mint-and-exchange gets through.
+                        let mut b = [0u8; 4];
                         getrandom::fill(&mut b).unwrap();
-                        let cap = (2 + attempt * 2).min(40);
-                        tokio::time::sleep(std::time::Duration::from_millis(u64::from(b[0]) % cap))
-                            .await;
+                        let cap = (5u64 << attempt.min(9)).min(2_000);
+                        let wait = u64::from(u32::from_le_bytes(b)) % cap;
+                        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                     }
                     Err(LifecycleError::NoRetrievalsLeft(_)) => return None,
                     Err(e) => panic!("exchange: {e}"),
