@@ -2130,7 +2130,7 @@ async fn a_hundred_parallel_retrievals_make_exactly_max_issuances_shares(db: Db)
                     .await
                 {
                     Ok(got) => return Some(got.url.expose().to_string()),
-                    Err(LifecycleError::TokenMismatch) => {
+                    Err(LifecycleError::TokenMismatch | LifecycleError::RetrievalInProgress(_)) => {
                         // Another page minted meanwhile (a fresh token replaces the last one):
                         // back off exponentially with jitter, as a retrying page would, so that
                         // someone's mint-and-exchange gets through.
@@ -2160,13 +2160,26 @@ async fn a_hundred_parallel_retrievals_make_exactly_max_issuances_shares(db: Db)
         3,
         "exactly max_issuances live shares"
     );
-    // A share created by an exchange that lost the race for the last retrieval is never handed
-    // out: it is removed again at once.
-    let extra = w.sharer.count(Op::Create) - 3;
-    assert_eq!(w.sharer.removals().len(), extra);
+    // A retrieval is reserved before its share is created, so the vault never saw a fourth
+    // share, not even for a moment, and nothing had to be removed again.
+    assert_eq!(
+        w.sharer.count(Op::Create),
+        3,
+        "no share beyond max_issuances was created"
+    );
+    assert!(w.sharer.removals().is_empty());
+    assert_eq!(
+        r_in_flight(&w, id).await,
+        0,
+        "every reservation was settled"
+    );
     let r = w.request(id).await;
     assert_eq!((r.status, r.issuance_count), (Issued, 3));
     assert_eq!(w.store.issuances_for_request(id).await.unwrap().len(), 3);
+}
+
+async fn r_in_flight(w: &World, id: i64) -> i32 {
+    w.request(id).await.issuances_in_flight
 }
 
 async fn two_schedulers_expire_a_thousand_leases_exactly_once(db: Db) {
@@ -2197,6 +2210,7 @@ async fn two_schedulers_expire_a_thousand_leases_exactly_once(db: Db) {
                             policy_version: None,
                             review_required: false,
                             otp_required: false,
+                            decision_reason: None,
                         },
                         &[],
                         &NewAuditEvent::new("test", "REQUEST_SUBMITTED", now),
@@ -2213,6 +2227,25 @@ async fn two_schedulers_expire_a_thousand_leases_exactly_once(db: Db) {
                     )
                     .await
                     .unwrap();
+                // A retrieval is reserved (token minted and used) before its share is recorded.
+                let token_hash = format!("{:064x}", r.id);
+                store
+                    .set_issuance_token(
+                        r.id,
+                        &token_hash,
+                        now.plus(Duration::minutes(5)),
+                        now,
+                        &NewAuditEvent::new("test", "ISSUANCE_TOKEN_MINTED", now),
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    store
+                        .consume_issuance_token(r.id, &token_hash, now)
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
                 let share = sharer
                     .create(
                         &record.vault_uid,

@@ -133,6 +133,7 @@ async fn pending_request(store: &dyn Store, f: &Fixture) -> Request {
                 policy_version: Some("pv-test".into()),
                 review_required: false,
                 otp_required: false,
+                decision_reason: None,
             },
             &[submission_trace(TraceOutcome::Pending)],
             &NewAuditEvent::new(format!("user:{}", f.requester.id), "REQUEST_CREATED", t0()),
@@ -903,6 +904,7 @@ async fn request_lifecycle_writes(db: Db) {
         policy_version: None,
         review_required: false,
         otp_required: false,
+        decision_reason: None,
     };
     let refused = s
         .create_request(

@@ -9,6 +9,9 @@ ALTER TABLE requests ADD COLUMN claim_until TEXT;
 ALTER TABLE requests ADD COLUMN review_required INTEGER NOT NULL DEFAULT 0;
 -- The policy asked for a second factor at retrieval (#8 enforces it).
 ALTER TABLE requests ADD COLUMN otp_required INTEGER NOT NULL DEFAULT 0;
+-- Retrievals between "token used" and "share recorded": counted against max_issuances, so the
+-- vault never holds more shares than a request may have (INV-4), even for a moment.
+ALTER TABLE requests ADD COLUMN issuances_in_flight INTEGER NOT NULL DEFAULT 0 CHECK (issuances_in_flight >= 0);
 -- Sent once each: the approvers' reminder, the requester's "expires soon" warning.
 ALTER TABLE requests ADD COLUMN reminded_at TEXT;
 ALTER TABLE requests ADD COLUMN expiry_warned_at TEXT;

@@ -93,6 +93,9 @@ pub enum LifecycleError {
     TokenMismatch,
     #[error("No retrievals are left on request #{0}.")]
     NoRetrievalsLeft(i64),
+    /// Every retrieval left is being made right now (another tab); one may fail and free a slot.
+    #[error("Another retrieval of request #{0} is in progress. Try again in a moment.")]
+    RetrievalInProgress(i64),
     #[error("This record needs a second factor before the link is shown.")]
     SecondFactorRequired,
     #[error("The vault is not answering right now; nothing was used up. Try again in a minute.")]
@@ -621,6 +624,7 @@ impl Lifecycle {
             policy_version: Some(decision.policy_version.clone()),
             review_required: decision.constraints.post_hoc_review,
             otp_required: decision.constraints.otp_required,
+            decision_reason: (status == RequestStatus::Denied).then(|| decision.reasons.join("; ")),
         };
         let now = ctx.now;
         let audit = NewAuditEvent::new(actor(requester), "REQUEST_SUBMITTED", now)
@@ -636,8 +640,7 @@ impl Lifecycle {
             .create_request(&new, &traces, &audit, now)
             .await?;
         if status == RequestStatus::Denied {
-            // The reason is part of the request for the card; the trace holds the detail.
-            let request = self.request(request.id).await?;
+            // The reason is on the request for the card; the trace holds the detail.
             return Ok(Change {
                 notices: vec![],
                 request,
@@ -1461,6 +1464,14 @@ impl Lifecycle {
             .consume_issuance_token(request_id, &presented, now)
             .await?
         else {
+            // Someone else used the token first, or every retrieval left is taken.
+            let now_seen = self.request(request_id).await?;
+            if now_seen.issuance_token_hash.as_deref() == Some(presented.as_str()) {
+                if now_seen.issuances_left() == 0 {
+                    return Err(LifecycleError::NoRetrievalsLeft(request_id));
+                }
+                return Err(LifecycleError::RetrievalInProgress(request_id));
+            }
             return Err(LifecycleError::TokenMismatch);
         };
         let record = self.record_of(&request).await?;
@@ -1471,7 +1482,7 @@ impl Lifecycle {
             Ok(share) => share,
             Err(e) => {
                 return Err(self
-                    .exchange_failed(&request, &record, &presented, token_expires, e)
+                    .exchange_failed(&request, &presented, token_expires, e)
                     .await);
             }
         };
@@ -1518,9 +1529,13 @@ impl Lifecycle {
                 max_issuances: request.max_issuances,
             }),
             Err(e) => {
-                // The share exists but was not recorded: it must not survive.
+                // The share exists but was not recorded: it must not survive, and its reservation
+                // is given back once it is gone.
                 self.remove_orphan(&record.vault_uid, &share.share_id, &name)
                     .await;
+                if let Err(release) = self.store.release_issuance_reservation(request_id).await {
+                    tracing::warn!(request_id, error = %release, "retrieval reservation not released");
+                }
                 Err(match e {
                     StoreError::Conflict(_) => LifecycleError::NoRetrievalsLeft(request_id),
                     other => other.into(),
@@ -1532,7 +1547,6 @@ impl Lifecycle {
     async fn exchange_failed(
         &self,
         request: &Request,
-        record: &Record,
         token_hash: &str,
         token_expires: Timestamp,
         e: VaultError,
@@ -1562,7 +1576,9 @@ impl Lifecycle {
             if let Err(err) = result {
                 return err.into();
             }
-            let _ = record;
+            if let Err(err) = self.store.release_issuance_reservation(request.id).await {
+                return err.into();
+            }
             return LifecycleError::VaultRefused(e.message);
         }
         // A passing failure: the page may try again with the same token.
@@ -2037,6 +2053,12 @@ impl Lifecycle {
         &self,
         request: Request,
     ) -> Result<Option<Change>, LifecycleError> {
+        if !matches!(
+            request.status,
+            RequestStatus::Pending | RequestStatus::RequiresTriage
+        ) {
+            return Ok(None);
+        }
         let now = self.clock.now();
         let age = now.since(request.created_at);
         let s = &self.settings;

@@ -283,15 +283,17 @@ pub trait LeaseStore: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<Request>;
     /// Uses up the token with this hash, if it is still the request's current, unexpired token on
-    /// a live lease with retrievals left. `None` when it is not (someone else used it first).
+    /// a live lease with retrievals left, and reserves one retrieval (`issuances_in_flight`), so
+    /// no more shares than `max_issuances` can exist even while they are being created (INV-4).
+    /// `None` when it is not (someone else used it first, or nothing is left).
     async fn consume_issuance_token(
         &self,
         request_id: i64,
         token_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<Request>>;
-    /// Puts a consumed token back after a retrieval that failed for a passing reason, unless a
-    /// newer token was minted meanwhile.
+    /// Puts a consumed token back after a retrieval that failed for a passing reason (unless a
+    /// newer token was minted meanwhile) and gives its reservation back.
     async fn restore_issuance_token(
         &self,
         request_id: i64,
@@ -299,9 +301,9 @@ pub trait LeaseStore: Send + Sync {
         expires_at: Timestamp,
         audit: &NewAuditEvent,
     ) -> StoreResult<()>;
-    /// Counts a retrieval and stores its share (hash and id), in one transaction, only while the
-    /// lease is live and `issuance_count < max_issuances` (INV-4); the first moves APPROVED to
-    /// ISSUED. Otherwise [`StoreError::Conflict`] and nothing is written.
+    /// Turns a reservation into a counted retrieval and stores its share (hash and id), in one
+    /// transaction, only while the lease is live and `issuance_count < max_issuances` (INV-4); the
+    /// first moves APPROVED to ISSUED. Otherwise [`StoreError::Conflict`] and nothing is written.
     async fn record_issuance(
         &self,
         issuance: &NewIssuance,
@@ -309,6 +311,8 @@ pub trait LeaseStore: Send + Sync {
         traces: &[NewTrace],
         audit: &NewAuditEvent,
     ) -> StoreResult<(Request, IssuanceEvent)>;
+    /// Gives back a reservation whose share was not recorded (the caller removed the share).
+    async fn release_issuance_reservation(&self, request_id: i64) -> StoreResult<()>;
     async fn issuances_for_request(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>>;
     /// Shares of the request not yet removed from the vault.
     async fn outstanding_issuances(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>>;

@@ -197,6 +197,8 @@ pub struct Request {
     pub otp_required: bool,
     pub reminded_at: Option<Timestamp>,
     pub expiry_warned_at: Option<Timestamp>,
+    /// Retrievals reserved (token used) whose share is not recorded yet.
+    pub issuances_in_flight: i32,
 }
 
 impl Request {
@@ -221,6 +223,8 @@ pub struct NewRequest {
     pub policy_version: Option<String>,
     pub review_required: bool,
     pub otp_required: bool,
+    /// Why, when the policy denied it at submission.
+    pub decision_reason: Option<String>,
 }
 
 /// One status move, conditional on the status the caller saw. Fields left `None` keep their value.

@@ -712,8 +712,8 @@ macro_rules! impl_store {
                     "INSERT INTO requests (requester_id, record_id, status, justification, ticket_id,
                                            requested_duration_secs, break_glass, required_approvals, max_issuances,
                                            policy_version, decided_at, ended_at, created_at, updated_at,
-                                           review_required, otp_required)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $12, $13, $14) RETURNING *",
+                                           review_required, otp_required, decision_reason)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $12, $13, $14, $15) RETURNING *",
                 )
                 .bind(r.requester_id)
                 .bind(r.record_id)
@@ -729,6 +729,7 @@ macro_rules! impl_store {
                 .bind(at)
                 .bind(r.review_required)
                 .bind(r.otp_required)
+                .bind(&r.decision_reason)
                 .fetch_one(&mut *tx)
                 .await?;
                 for t in traces {
@@ -914,10 +915,11 @@ macro_rules! impl_store {
             ) -> StoreResult<Option<Request>> {
                 let mut tx = self.begin_write().await?;
                 let updated: Option<Request> = sqlx::query_as(
-                    "UPDATE requests SET issuance_token_hash = NULL, issuance_token_expires_at = NULL, updated_at = $3
+                    "UPDATE requests SET issuance_token_hash = NULL, issuance_token_expires_at = NULL,
+                                         issuances_in_flight = issuances_in_flight + 1, updated_at = $3
                      WHERE id = $1 AND issuance_token_hash = $2 AND issuance_token_expires_at > $3
                        AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
-                       AND lease_expires_at > $3 AND issuance_count < max_issuances
+                       AND lease_expires_at > $3 AND issuance_count + issuances_in_flight < max_issuances
                      RETURNING *",
                 )
                 .bind(request_id)
@@ -947,6 +949,13 @@ macro_rules! impl_store {
                 .bind(expires_at)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "UPDATE requests SET issuances_in_flight = issuances_in_flight - 1
+                     WHERE id = $1 AND issuances_in_flight > 0",
+                )
+                .bind(request_id)
+                .execute(&mut *tx)
+                .await?;
                 let request: Request = sqlx::query_as("SELECT * FROM requests WHERE id = $1")
                     .bind(request_id)
                     .fetch_optional(&mut *tx)
@@ -968,10 +977,11 @@ macro_rules! impl_store {
                 let updated: Option<Request> = sqlx::query_as(
                     "UPDATE requests SET
                         issuance_count = issuance_count + 1,
+                        issuances_in_flight = issuances_in_flight - 1,
                         status = CASE WHEN status = 'APPROVED' THEN 'ISSUED' ELSE status END,
                         updated_at = $2
                      WHERE id = $1 AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
-                       AND issuance_count < max_issuances AND lease_expires_at > $2
+                       AND issuances_in_flight > 0 AND issuance_count < max_issuances AND lease_expires_at > $2
                      RETURNING *",
                 )
                 .bind(i.request_id)
@@ -998,6 +1008,17 @@ macro_rules! impl_store {
                 Self::finish_tx(&mut tx, &request, traces, audit).await?;
                 tx.commit().await?;
                 Ok((request, event))
+            }
+
+            async fn release_issuance_reservation(&self, request_id: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE requests SET issuances_in_flight = issuances_in_flight - 1
+                     WHERE id = $1 AND issuances_in_flight > 0",
+                )
+                .bind(request_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn issuances_for_request(&self, request_id: i64) -> StoreResult<Vec<IssuanceEvent>> {
