@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod governance;
 pub mod jobs;
+pub mod manifest;
 pub mod policy;
 pub mod store;
 pub mod telemetry;

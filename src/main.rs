@@ -30,6 +30,30 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The Teams app package.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Fill in manifest/manifest.json and zip it with the icons, ready to upload to Teams.
+    Pack {
+        /// Where to write the zip.
+        #[arg(long, default_value = "passkey.zip")]
+        out: std::path::PathBuf,
+        /// The bot's Microsoft App ID (a GUID); default `bot.app_id`.
+        #[arg(long)]
+        app_id: Option<String>,
+        /// The host people's browsers reach (no scheme or port); default the host of `public_url`.
+        #[arg(long)]
+        domain: Option<String>,
+        /// The app version Teams sees (MAJOR.MINOR.PATCH); default this build's version.
+        #[arg(long)]
+        app_version: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +135,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
         Command::Admin { command } => admin(settings, command).await,
+        Command::Manifest { command } => manifest(&settings, command),
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
             print!("{}", report.render());
@@ -177,6 +202,46 @@ async fn migrate(settings: Settings) -> ExitCode {
         Err(e) => {
             eprintln!("passkey: migrate {label}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit codes: 0 written, 1 refused (the message says why; nothing was written), 2 the file could
+/// not be written.
+fn manifest(settings: &Settings, command: ManifestCommand) -> ExitCode {
+    use passkey::manifest::{MANIFEST_VERSION, Package};
+    let ManifestCommand::Pack {
+        out,
+        app_id,
+        domain,
+        app_version,
+    } = command;
+    let result = Package::from_settings(
+        settings,
+        app_id.as_deref(),
+        domain.as_deref(),
+        app_version.as_deref(),
+    )
+    .and_then(|package| package.write(&out).map(|()| package));
+    match result {
+        Ok(package) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "wrote {}: manifest.json (manifest v{MANIFEST_VERSION}, app {} version {}, domain {}), color.png, outline.png",
+                out.display(),
+                package.app_id(),
+                package.version(),
+                package.domain()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("passkey: manifest pack: {e}");
+            if e.is_refusal() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }
