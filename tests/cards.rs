@@ -875,3 +875,21 @@ fn the_largest_hostile_cards_keep_room_to_spare() {
     println!("largest card: {} ({} bytes)", largest.1, largest.0);
     assert!(largest.0 < 24 * 1024, "{largest:?}");
 }
+
+#[test]
+fn typed_markdown_links_do_not_become_links() {
+    let r = request(
+        42,
+        RequestStatus::Pending,
+        "[Approve here](https://evil.example)",
+        None,
+    );
+    let card = render_approval(
+        &ApprovalCard::new(&r, &record("db"), &user("Ana", Role::Requester), None, &[])
+            .decidable(true),
+    )
+    .unwrap();
+    let shown = find_text_starting(&card, "[Approve").unwrap();
+    assert!(!shown.contains("]("), "{shown}");
+    assert!(open_urls(&card).is_empty());
+}

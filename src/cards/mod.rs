@@ -10,7 +10,8 @@
 //! - Before rendering, every string in the view model is cleaned ([`clean_text`]): control
 //!   characters other than newline and tab and bidirectional override characters (the "Trojan
 //!   Source" trick: text that reads differently from what it is) are dropped, and anything longer
-//!   than [`MAX_TEXT_CHARS`] is cut with an ellipsis. View-model constructors clip shorter fields
+//!   than [`MAX_TEXT_CHARS`] is cut with an ellipsis; markdown link syntax (`](`) is broken with a
+//!   zero-width space, so typed text cannot become a link on someone else's card. View-model constructors clip shorter fields
 //!   and cap lists on top of that.
 //! - Strict mode: a template naming a field the view model does not have is an error, not an
 //!   empty string.
@@ -166,6 +167,12 @@ pub fn clean_text(text: &str, max_chars: usize) -> String {
         out.pop();
         out.push('…');
     }
+    // TextBlocks render markdown: `[Approve here](https://…)` in a justification would become a
+    // link on the approver's card. A zero-width space between `]` and `(` keeps the text as typed
+    // to the eye but is no link syntax any more.
+    if out.contains("](") {
+        out = out.replace("](", "]\u{200b}(");
+    }
     out
 }
 
@@ -300,6 +307,10 @@ mod tests {
         assert_eq!(clean_text("abcdef", 4), "abc…");
         assert_eq!(clean_text("abcd", 4), "abcd");
         assert_eq!(clean_text("שלום עולם", 100), "שלום עולם");
+        assert_eq!(
+            clean_text("[Approve](https://evil.example)", 100),
+            "[Approve]\u{200b}(https://evil.example)"
+        );
     }
 
     #[test]
