@@ -4,6 +4,7 @@
 pub mod app;
 pub mod bot;
 pub mod canonical;
+pub mod cards;
 pub mod config;
 pub mod demo;
 pub mod doctor;

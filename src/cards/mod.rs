@@ -1,0 +1,325 @@
+//! Adaptive Cards: the templates in `cards/*.json` (one per card, embedded at build time) rendered
+//! with handlebars into `serde_json::Value`s ready to attach to an activity.
+//!
+//! How a card is made safe, whatever the people using Passkey type:
+//! - Handlebars' HTML escaping is replaced by a **JSON string escaper** ([`json_string_escape`]):
+//!   every `{{value}}` in a template sits inside a JSON string literal (`"text": "{{title}}"`), or
+//!   is a number or a boolean we computed, and the escaper makes quotes, backslashes, newlines and
+//!   control characters legal there. Templates never use triple-stash (`{{{…}}}`) or `{{& …}}`,
+//!   which would bypass the escaper; a test reads every template to hold that line.
+//! - Before rendering, every string in the view model is cleaned ([`clean_text`]): control
+//!   characters other than newline and tab and bidirectional override characters (the "Trojan
+//!   Source" trick: text that reads differently from what it is) are dropped, and anything longer
+//!   than [`MAX_TEXT_CHARS`] is cut with an ellipsis; markdown link syntax (`](`) is broken with a
+//!   zero-width space, so typed text cannot become a link on someone else's card. View-model constructors clip shorter fields
+//!   and cap lists on top of that.
+//! - Strict mode: a template naming a field the view model does not have is an error, not an
+//!   empty string.
+//! - The rendered text is parsed back as JSON, must be an `AdaptiveCard`, and must fit in
+//!   [`MAX_CARD_BYTES`]. Anything else is a [`CardError`], never a panic.
+//! - No view model has a field for a share URL, an issuance token or an OTP (INV-5). The only link
+//!   a card carries is the Retrieve button's `{base}/requests/{id}/issue`, which holds no secret.
+
+mod views;
+
+pub use views::*;
+
+use handlebars::Handlebars;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::LazyLock;
+
+/// The largest card (compact JSON) the renderer hands out. Teams refuses messages over 28 KB,
+/// activity envelope included, so cards keep 2 KB of room for it.
+pub const MAX_CARD_BYTES: usize = 26 * 1024;
+/// The longest any single text in a card may be, in characters, whatever the view model holds.
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+/// Why a card could not be made. Every variant is a bug or an oversized input, for the log;
+/// the caller falls back to a text reply.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("card templates failed to load: {0}")]
+    Templates(String),
+    #[error("card view model for `{card}` could not be serialized: {source}")]
+    ViewModel {
+        card: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("card `{card}` failed to render: {message}")]
+    Render { card: &'static str, message: String },
+    #[error("card `{card}` rendered invalid JSON: {source}")]
+    InvalidJson {
+        card: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("card `{card}` rendered JSON that is not an AdaptiveCard")]
+    NotACard { card: &'static str },
+    #[error("card `{card}` is {bytes} bytes, over the {MAX_CARD_BYTES}-byte limit")]
+    TooLarge { card: &'static str, bytes: usize },
+}
+
+/// Every template, by name. The name is also the file name in `cards/` (without `.json`).
+pub const TEMPLATES: [(&str, &str); 12] = [
+    ("welcome", include_str!("../../cards/welcome.json")),
+    ("help", include_str!("../../cards/help.json")),
+    (
+        "request-form",
+        include_str!("../../cards/request-form.json"),
+    ),
+    (
+        "request-status",
+        include_str!("../../cards/request-status.json"),
+    ),
+    ("approval", include_str!("../../cards/approval.json")),
+    ("decided", include_str!("../../cards/decided.json")),
+    ("my-requests", include_str!("../../cards/my-requests.json")),
+    (
+        "pending-approvals",
+        include_str!("../../cards/pending-approvals.json"),
+    ),
+    (
+        "record-search",
+        include_str!("../../cards/record-search.json"),
+    ),
+    (
+        "triage-queue",
+        include_str!("../../cards/triage-queue.json"),
+    ),
+    (
+        "admin-health",
+        include_str!("../../cards/admin-health.json"),
+    ),
+    ("error", include_str!("../../cards/error.json")),
+];
+
+static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(registry);
+
+fn registry() -> Result<Handlebars<'static>, String> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(json_string_escape);
+    for (name, text) in TEMPLATES {
+        if let Some(why) = unsafe_template_syntax(text) {
+            return Err(format!("template `{name}` uses {why}"));
+        }
+        hb.register_template_string(name, text)
+            .map_err(|e| format!("template `{name}`: {e}"))?;
+    }
+    Ok(hb)
+}
+
+/// Template syntax that would put text into the card without the JSON escaper.
+pub fn unsafe_template_syntax(template: &str) -> Option<&'static str> {
+    if template.contains("{{{") {
+        Some("triple-stash `{{{`")
+    } else if template.contains("{{&") || template.contains("{{~&") {
+        Some("unescaped `{{&`")
+    } else if template.contains("{{{{") {
+        Some("a raw block")
+    } else {
+        None
+    }
+}
+
+/// Escapes text for the inside of a JSON string literal (the quotes are in the template).
+/// `serde_json::from_str(&format!("\"{}\"", json_string_escape(s)))` gives back `s` for every `s`.
+pub fn json_string_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // The rest of C0 and DEL, plus the two separators JavaScript chokes on, as \uXXXX.
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bidirectional embedding/override/isolate controls: dropped from card text.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Cleans one text for a card: drops control characters (newline and tab stay) and bidi
+/// overrides, and cuts it to `max_chars` characters, the last being an ellipsis.
+pub fn clean_text(text: &str, max_chars: usize) -> String {
+    let kept = text
+        .chars()
+        .filter(|&c| c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c)));
+    let mut out = String::new();
+    let mut cut = false;
+    for (count, c) in kept.enumerate() {
+        if count == max_chars {
+            cut = true;
+            break;
+        }
+        out.push(c);
+    }
+    if cut && max_chars > 0 {
+        out.pop();
+        out.push('…');
+    }
+    // TextBlocks render markdown: `[Approve here](https://…)` in a justification would become a
+    // link on the approver's card. A zero-width space between `]` and `(` keeps the text as typed
+    // to the eye but is no link syntax any more.
+    if out.contains("](") {
+        out = out.replace("](", "]\u{200b}(");
+    }
+    out
+}
+
+fn clean_value(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            let cleaned = clean_text(s, MAX_TEXT_CHARS);
+            if cleaned != *s {
+                *s = cleaned;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(clean_value),
+        Value::Object(map) => map.values_mut().for_each(clean_value),
+        _ => {}
+    }
+}
+
+/// Renders one card: view model → cleaned JSON context → template → parsed, checked card.
+fn render<T: Serialize>(card: &'static str, view: &T) -> Result<Value, CardError> {
+    let hb = REGISTRY
+        .as_ref()
+        .map_err(|e| CardError::Templates(e.clone()))?;
+    let mut context =
+        serde_json::to_value(view).map_err(|source| CardError::ViewModel { card, source })?;
+    clean_value(&mut context);
+    let text = hb.render(card, &context).map_err(|e| CardError::Render {
+        card,
+        message: e.to_string(),
+    })?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|source| CardError::InvalidJson { card, source })?;
+    if value.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
+        return Err(CardError::NotACard { card });
+    }
+    let bytes = card_size(&value);
+    if bytes > MAX_CARD_BYTES {
+        return Err(CardError::TooLarge { card, bytes });
+    }
+    Ok(value)
+}
+
+/// The card's size as sent: compact JSON, in bytes.
+pub fn card_size(card: &Value) -> usize {
+    serde_json::to_vec(card)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// The attachment an activity carries for a card.
+pub fn attachment(card: Value) -> Value {
+    serde_json::json!({
+        "contentType": "application/vnd.microsoft.card.adaptive",
+        "content": card,
+    })
+}
+
+pub fn render_welcome(view: &WelcomeCard) -> Result<Value, CardError> {
+    render("welcome", view)
+}
+
+pub fn render_help(view: &HelpCard) -> Result<Value, CardError> {
+    render("help", view)
+}
+
+pub fn render_request_form(view: &RequestFormCard) -> Result<Value, CardError> {
+    render("request-form", view)
+}
+
+pub fn render_request_status(view: &RequestStatusCard) -> Result<Value, CardError> {
+    render("request-status", view)
+}
+
+pub fn render_approval(view: &ApprovalCard) -> Result<Value, CardError> {
+    render("approval", view)
+}
+
+pub fn render_decided(view: &DecidedCard) -> Result<Value, CardError> {
+    render("decided", view)
+}
+
+pub fn render_my_requests(view: &MyRequestsCard) -> Result<Value, CardError> {
+    render("my-requests", view)
+}
+
+pub fn render_pending_approvals(view: &PendingApprovalsCard) -> Result<Value, CardError> {
+    render("pending-approvals", view)
+}
+
+pub fn render_record_search(view: &RecordSearchCard) -> Result<Value, CardError> {
+    render("record-search", view)
+}
+
+pub fn render_triage_queue(view: &TriageQueueCard) -> Result<Value, CardError> {
+    render("triage-queue", view)
+}
+
+pub fn render_admin_health(view: &AdminHealthCard) -> Result<Value, CardError> {
+    render("admin-health", view)
+}
+
+pub fn render_error(view: &ErrorCard) -> Result<Value, CardError> {
+    render("error", view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_loads_and_none_bypasses_the_escaper() {
+        assert!(REGISTRY.is_ok(), "{:?}", REGISTRY.as_ref().err());
+        for (name, text) in TEMPLATES {
+            assert_eq!(unsafe_template_syntax(text), None, "{name}");
+        }
+        assert!(unsafe_template_syntax(r#""a": "{{{x}}}""#).is_some());
+        assert!(unsafe_template_syntax(r#""a": "{{&x}}""#).is_some());
+    }
+
+    #[test]
+    fn the_escaper_round_trips_every_awkward_character() {
+        let mut nasty: String = (0u32..0x80).filter_map(char::from_u32).collect();
+        nasty.push_str("\u{2028}\u{2029}\u{202e}é😀 שלום {{x}} </script> \\\" ");
+        let escaped = json_string_escape(&nasty);
+        let back: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+        assert_eq!(back, nasty);
+    }
+
+    #[test]
+    fn cleaning_drops_controls_and_overrides_and_clips() {
+        assert_eq!(clean_text("a\u{0}b\u{1b}[31mc\nd\te", 100), "ab[31mc\nd\te");
+        assert_eq!(clean_text("abc\u{202e}fdp.exe", 100), "abcfdp.exe");
+        assert_eq!(clean_text("abcdef", 4), "abc…");
+        assert_eq!(clean_text("abcd", 4), "abcd");
+        assert_eq!(clean_text("שלום עולם", 100), "שלום עולם");
+        assert_eq!(
+            clean_text("[Approve](https://evil.example)", 100),
+            "[Approve]\u{200b}(https://evil.example)"
+        );
+    }
+
+    #[test]
+    fn strict_mode_refuses_a_missing_field() {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(json_string_escape);
+        hb.register_template_string("t", r#"{"a": "{{missing}}"}"#)
+            .unwrap();
+        assert!(hb.render("t", &serde_json::json!({})).is_err());
+    }
+}

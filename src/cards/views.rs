@@ -1,0 +1,856 @@
+//! View models: plain data, one struct per card, built from rows and use-case results by small
+//! constructors that decide what the card says (so templates only lay it out). Fields are never
+//! skipped when serialized — strict-mode templates test `{{#if field}}` on `null` — and none of
+//! them can hold a share URL, token or OTP.
+
+use crate::domain::{RequestStatus, Timestamp, format_duration};
+use crate::governance::lifecycle::LifecycleError;
+use crate::store::{JobRun, Record, Request, User};
+use serde::Serialize;
+use time::Duration;
+
+/// Names, titles, folders, tickets: one short line.
+pub const SHORT_TEXT: usize = 80;
+/// Justifications, reasons, comments.
+pub const LONG_TEXT: usize = 600;
+/// Items listed on one card; the rest are counted in `more`.
+pub const MAX_LIST_ITEMS: usize = 10;
+/// Records offered by the request form and the search card.
+pub const MAX_RECORD_CHOICES: usize = 30;
+/// Policy reasons shown on one card.
+pub const MAX_REASONS: usize = 6;
+/// Teams runs a card's automatic refresh for at most 60 listed users.
+pub const MAX_REFRESH_USERS: usize = 60;
+/// Lease lengths the request form offers, shortest first (each one `parse_duration` reads).
+pub const DURATION_LADDER: [i64; 10] = [
+    15 * 60,
+    30 * 60,
+    3600,
+    2 * 3600,
+    4 * 3600,
+    8 * 3600,
+    12 * 3600,
+    86_400,
+    3 * 86_400,
+    7 * 86_400,
+];
+/// What Extend asks for when a list card offers one button, and offers first on the status card.
+pub const DEFAULT_EXTENSION: &str = "1h";
+/// The longest extension the status card offers (the policy decides what is granted).
+pub const MAX_EXTENSION_OFFERED: i64 = 4 * 3600;
+
+fn short(text: &str) -> String {
+    super::clean_text(text, SHORT_TEXT)
+}
+
+fn long(text: &str) -> String {
+    super::clean_text(text, LONG_TEXT)
+}
+
+/// `2026-11-23 10:00 UTC`: minutes are enough on a phone.
+pub fn when(t: Timestamp) -> String {
+    let dt = t.datetime();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute()
+    )
+}
+
+fn span(secs: i64) -> String {
+    format_duration(Duration::seconds(secs))
+}
+
+/// Where the requester retrieves the credential: a sign-in page. The link carries no secret.
+pub fn retrieve_url(base_url: &str, request_id: i64) -> String {
+    format!(
+        "{}/requests/{request_id}/issue",
+        base_url.trim_end_matches('/')
+    )
+}
+
+/// One line of a FactSet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fact {
+    pub title: String,
+    pub value: String,
+}
+
+impl Fact {
+    pub fn new(title: &str, value: impl AsRef<str>) -> Self {
+        Fact {
+            title: title.to_string(),
+            value: short(value.as_ref()),
+        }
+    }
+}
+
+/// One choice of an Input.ChoiceSet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Choice {
+    pub title: String,
+    pub value: String,
+}
+
+/// The card's accent: an Adaptive Cards `Colors` / `ContainerStyle` word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tone {
+    Default,
+    Accent,
+    Good,
+    Warning,
+    Attention,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Welcome and help
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WelcomeCard {
+    pub name: Option<String>,
+}
+
+impl WelcomeCard {
+    pub fn new(display_name: Option<&str>) -> Self {
+        WelcomeCard {
+            name: display_name
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(short),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HelpCard {
+    /// Show the admin commands.
+    pub admin: bool,
+}
+
+impl HelpCard {
+    pub fn for_user(user: Option<&User>) -> Self {
+        HelpCard {
+            admin: user.is_some_and(|u| u.role == crate::domain::Role::Admin),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request form
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestFormCard {
+    /// Records the user may request: title shown, vault uid submitted.
+    pub records: Vec<Choice>,
+    /// Records left out of the list (too many to show).
+    pub more_records: usize,
+    /// The record chosen in advance, if any (a value from `records`).
+    pub record: Option<String>,
+    pub durations: Vec<Choice>,
+    /// The duration chosen in advance (a value from `durations`).
+    pub duration: String,
+    /// The longest lease the policy allows, as text.
+    pub cap: String,
+    /// The lifecycle's limit on justification and ticket length.
+    pub max_text: usize,
+    /// What was wrong with the last attempt, when the form is shown again.
+    pub problem: Option<String>,
+}
+
+impl RequestFormCard {
+    /// `cap_secs`: the policy's maximum lease; `default_secs`: the duration chosen in advance.
+    pub fn new(records: &[Record], cap_secs: i64, default_secs: i64) -> Self {
+        let durations = duration_choices(cap_secs);
+        let default_secs = default_secs.clamp(1, cap_secs.max(1));
+        // The longest offered duration not over the default.
+        let duration = DURATION_LADDER
+            .iter()
+            .chain(std::iter::once(&cap_secs))
+            .filter(|&&s| s <= default_secs && s <= cap_secs)
+            .max()
+            .map(|&s| duration_value(s))
+            .unwrap_or_else(|| {
+                durations
+                    .first()
+                    .map(|c| c.value.clone())
+                    .unwrap_or_default()
+            });
+        RequestFormCard {
+            records: records
+                .iter()
+                .take(MAX_RECORD_CHOICES)
+                .map(|r| Choice {
+                    title: short(&format!("{} ({})", r.title, r.sensitivity)),
+                    value: r.vault_uid.clone(),
+                })
+                .collect(),
+            more_records: records.len().saturating_sub(MAX_RECORD_CHOICES),
+            record: None,
+            durations,
+            duration,
+            cap: span(cap_secs),
+            max_text: 500,
+            problem: None,
+        }
+    }
+
+    /// Chooses a record in advance (ignored unless it is one of the choices).
+    pub fn with_record(mut self, vault_uid: &str) -> Self {
+        if self.records.iter().any(|c| c.value == vault_uid) {
+            self.record = Some(vault_uid.to_string());
+        }
+        self
+    }
+
+    /// Shows the form again with what was wrong.
+    pub fn with_problem(mut self, problem: &str) -> Self {
+        self.problem = Some(long(problem));
+        self
+    }
+}
+
+/// The form's value for a duration: compact text `parse_duration` reads (`30m`, `2h`, `1d 12h`).
+fn duration_value(secs: i64) -> String {
+    span(secs)
+}
+
+/// The ladder's durations up to the cap, and the cap itself when it is not on the ladder.
+pub fn duration_choices(cap_secs: i64) -> Vec<Choice> {
+    let cap_secs = cap_secs.max(60);
+    let mut secs: Vec<i64> = DURATION_LADDER
+        .iter()
+        .copied()
+        .filter(|&s| s <= cap_secs)
+        .collect();
+    if secs.last() != Some(&cap_secs) {
+        secs.push(cap_secs);
+    }
+    secs.into_iter()
+        .map(|s| Choice {
+            title: span(s),
+            value: duration_value(s),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request status
+// ---------------------------------------------------------------------------------------------
+
+/// The requester's card for one request, one look per state.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestStatusCard {
+    pub request_id: i64,
+    pub status: RequestStatus,
+    pub record: String,
+    pub headline: String,
+    pub tone: Tone,
+    /// What the state means for the requester, in a sentence or two.
+    pub summary: String,
+    pub facts: Vec<Fact>,
+    /// Why it was denied, ended or cannot be fulfilled.
+    pub reason: Option<String>,
+    /// The sign-in page that retrieves the credential (live lease with retrievals left).
+    pub retrieve_url: Option<String>,
+    pub can_release: bool,
+    /// Durations offered by Extend; empty when the lease cannot be extended now.
+    pub extend_choices: Vec<Choice>,
+    /// The one Extend offers first.
+    pub extend_default: String,
+}
+
+impl RequestStatusCard {
+    pub fn new(request: &Request, record: &Record, folder: Option<&str>, base_url: &str) -> Self {
+        use RequestStatus::*;
+        let id = request.id;
+        let left = request.issuances_left();
+        let until = request
+            .lease_expires_at
+            .map(when)
+            .unwrap_or_else(|| "—".into());
+        let (headline, tone, summary) = match request.status {
+            Pending => (
+                "Waiting for approval",
+                Tone::Accent,
+                "The approvers have been asked. You'll get a message when it is decided.".into(),
+            ),
+            RequiresTriage => (
+                "Waiting for an admin",
+                Tone::Warning,
+                "This request needs an admin's decision; they have been told.".into(),
+            ),
+            Approved => (
+                "Approved",
+                Tone::Good,
+                format!(
+                    "Access until {until}. Retrieve opens a sign-in page that shows the credential; each retrieval opens once."
+                ),
+            ),
+            Issued => (
+                "Approved — retrieved",
+                Tone::Good,
+                format!(
+                    "Access until {until}. {left} of {} retrievals left.",
+                    request.max_issuances
+                ),
+            ),
+            RenewalPending => (
+                "More time asked for",
+                Tone::Accent,
+                format!("An approver will decide. Your access continues until {until} meanwhile."),
+            ),
+            Denied => ("Denied", Tone::Attention, "This request was denied.".into()),
+            Expired => (
+                "Ended",
+                Tone::Default,
+                "Access has ended and every link was removed.".into(),
+            ),
+            Released => (
+                "Released",
+                Tone::Default,
+                "You handed access back; every link was removed.".into(),
+            ),
+            Unfulfillable => (
+                "Cannot be fulfilled",
+                Tone::Attention,
+                "The vault cannot share this record, so nothing can be retrieved.".into(),
+            ),
+        };
+        let summary = if request.status.has_live_lease() && request.next_attempt_at.is_some() {
+            format!("{summary} The vault is slow to answer; Passkey is checking again shortly.")
+        } else {
+            summary
+        };
+        let mut facts = vec![
+            Fact::new("Request", format!("#{id}")),
+            Fact::new("Record", &record.title),
+        ];
+        if let Some(folder) = folder {
+            facts.push(Fact::new("Folder", folder));
+        }
+        let duration = request
+            .approved_duration_secs
+            .unwrap_or(request.requested_duration_secs);
+        facts.push(Fact::new("Duration", span(duration)));
+        if request.status.has_live_lease() {
+            facts.push(Fact::new("Until", &until));
+            facts.push(Fact::new(
+                "Retrievals left",
+                format!("{left} of {}", request.max_issuances),
+            ));
+        }
+        if let Some(extra) = request
+            .renewal_duration_secs
+            .filter(|_| request.status == RenewalPending)
+        {
+            facts.push(Fact::new("More time asked", span(extra)));
+        }
+        if let Some(ticket) = &request.ticket_id {
+            facts.push(Fact::new("Ticket", ticket));
+        }
+        if request.break_glass {
+            facts.push(Fact::new("Break-glass", "yes, to be reviewed"));
+        }
+        let reason = match request.status {
+            Denied | Expired | Released | Unfulfillable => {
+                request.decision_reason.as_deref().map(long)
+            }
+            _ => None,
+        };
+        let live = request.status.has_live_lease();
+        RequestStatusCard {
+            request_id: id,
+            status: request.status,
+            record: short(&record.title),
+            headline: headline.into(),
+            tone,
+            summary,
+            facts,
+            reason,
+            retrieve_url: (live && left > 0).then(|| retrieve_url(base_url, id)),
+            can_release: live,
+            extend_choices: if matches!(request.status, Approved | Issued) {
+                duration_choices(MAX_EXTENSION_OFFERED)
+            } else {
+                Vec::new()
+            },
+            extend_default: DEFAULT_EXTENSION.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approval and decided
+// ---------------------------------------------------------------------------------------------
+
+/// What an approver sees. One card is sent to every approver; `refresh_user_ids` makes Teams ask
+/// the bot for each listed person's own view (`refresh` verb, `view: "approver"`), so the buttons
+/// show only to those who may decide.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalCard {
+    pub request_id: i64,
+    pub headline: String,
+    pub requester: String,
+    pub record: String,
+    pub folder: String,
+    pub sensitivity: String,
+    pub record_type: String,
+    pub duration: String,
+    /// An extension: the extra time asked for.
+    pub extension: Option<String>,
+    pub ticket: Option<String>,
+    pub justification: String,
+    pub reasons: Vec<String>,
+    pub break_glass: bool,
+    /// Approve / Deny and the comment box are shown.
+    pub can_decide: bool,
+    /// Teams user ids (`29:…`) whose clients refresh the card automatically.
+    pub refresh_user_ids: Vec<String>,
+}
+
+impl ApprovalCard {
+    pub fn new(
+        request: &Request,
+        record: &Record,
+        requester: &User,
+        folder: Option<&str>,
+        reasons: &[String],
+    ) -> Self {
+        let extension = request
+            .renewal_duration_secs
+            .filter(|_| request.status == RequestStatus::RenewalPending)
+            .map(span);
+        ApprovalCard {
+            request_id: request.id,
+            headline: if extension.is_some() {
+                "More time asked for".into()
+            } else if request.break_glass {
+                "Break-glass access taken".into()
+            } else {
+                "Approval needed".into()
+            },
+            requester: short(&requester.display_name),
+            record: short(&record.title),
+            folder: short(folder.unwrap_or("—")),
+            sensitivity: record.sensitivity.to_string(),
+            record_type: short(&record.record_type),
+            duration: span(request.requested_duration_secs),
+            extension,
+            ticket: request.ticket_id.as_deref().map(short),
+            justification: long(&request.justification),
+            reasons: reasons.iter().take(MAX_REASONS).map(|r| long(r)).collect(),
+            break_glass: request.break_glass,
+            can_decide: false,
+            refresh_user_ids: Vec::new(),
+        }
+    }
+
+    /// This view is for someone who may decide: show Approve / Deny and the comment box.
+    pub fn decidable(mut self, yes: bool) -> Self {
+        self.can_decide = yes;
+        self
+    }
+
+    /// The Teams user ids whose clients refresh the card to their own view (at most 60).
+    pub fn refresh_for(mut self, teams_user_ids: &[String]) -> Self {
+        self.refresh_user_ids = teams_user_ids
+            .iter()
+            .take(MAX_REFRESH_USERS)
+            .map(|id| short(id))
+            .collect();
+        self
+    }
+}
+
+/// What every copy of an approval card becomes once the request is decided or ends: the
+/// outcome and who decided when, without buttons.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecidedCard {
+    pub request_id: i64,
+    pub outcome: String,
+    pub tone: Tone,
+    pub requester: String,
+    pub record: String,
+    pub facts: Vec<Fact>,
+    /// The decider's comment or the reason it ended.
+    pub reason: Option<String>,
+    /// For a stale click: "Already decided by … at …".
+    pub note: Option<String>,
+}
+
+impl DecidedCard {
+    pub fn new(
+        request: &Request,
+        record: &Record,
+        requester: &str,
+        decided_by: Option<&str>,
+    ) -> Self {
+        use RequestStatus::*;
+        let (outcome, tone) = match request.status {
+            Approved | Issued | RenewalPending => ("Approved", Tone::Good),
+            Denied => ("Denied", Tone::Attention),
+            Expired => ("Ended", Tone::Default),
+            Released => ("Released", Tone::Default),
+            Unfulfillable => ("Approved, but cannot be fulfilled", Tone::Warning),
+            Pending => ("Waiting for approval", Tone::Accent),
+            RequiresTriage => ("Sent to an admin", Tone::Warning),
+        };
+        let mut facts = vec![
+            Fact::new("Request", format!("#{}", request.id)),
+            Fact::new("Requester", requester),
+            Fact::new("Record", &record.title),
+        ];
+        if let Some(by) = decided_by {
+            facts.push(Fact::new("Decided by", by));
+        }
+        if let Some(at) = request.decided_at {
+            facts.push(Fact::new("Decided at", when(at)));
+        }
+        if let Some(end) = request.ended_at {
+            facts.push(Fact::new("Ended at", when(end)));
+        }
+        DecidedCard {
+            request_id: request.id,
+            outcome: outcome.into(),
+            tone,
+            requester: short(requester),
+            record: short(&record.title),
+            facts,
+            reason: request.decision_reason.as_deref().map(long),
+            note: None,
+        }
+    }
+
+    /// Marks the card as the answer to a click on a card that was already decided.
+    pub fn already_decided(mut self) -> Self {
+        let by = self
+            .facts
+            .iter()
+            .find(|f| f.title == "Decided by")
+            .map(|f| format!(" by {}", f.value))
+            .unwrap_or_default();
+        let at = self
+            .facts
+            .iter()
+            .find(|f| f.title == "Decided at")
+            .map(|f| format!(" at {}", f.value))
+            .unwrap_or_default();
+        self.note = Some(format!("Already decided{by}{at}. Nothing was changed."));
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lists
+// ---------------------------------------------------------------------------------------------
+
+/// One request in a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestItem {
+    pub request_id: i64,
+    pub record: String,
+    pub status: RequestStatus,
+    /// What matters about the state, one short line.
+    pub detail: String,
+    pub can_release: bool,
+    pub can_extend: bool,
+    /// The duration Extend asks for (one button per item).
+    pub extension: String,
+}
+
+impl RequestItem {
+    pub fn new(request: &Request, record_title: &str) -> Self {
+        use RequestStatus::*;
+        let detail = match request.status {
+            Approved | Issued | RenewalPending => format!(
+                "until {} · {} of {} retrievals left",
+                request
+                    .lease_expires_at
+                    .map(when)
+                    .unwrap_or_else(|| "—".into()),
+                request.issuances_left(),
+                request.max_issuances
+            ),
+            Pending => "waiting for approval".into(),
+            RequiresTriage => "waiting for an admin".into(),
+            _ => request
+                .decision_reason
+                .as_deref()
+                .map(short)
+                .unwrap_or_else(|| request.status.as_str().to_lowercase()),
+        };
+        RequestItem {
+            request_id: request.id,
+            record: short(record_title),
+            status: request.status,
+            detail,
+            can_release: request.status.has_live_lease(),
+            can_extend: matches!(request.status, Approved | Issued),
+            extension: DEFAULT_EXTENSION.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MyRequestsCard {
+    pub items: Vec<RequestItem>,
+    pub more: usize,
+}
+
+impl MyRequestsCard {
+    /// Requests with their record titles, newest first as given.
+    pub fn new<'a>(requests: impl IntoIterator<Item = (&'a Request, &'a str)>) -> Self {
+        let all: Vec<RequestItem> = requests
+            .into_iter()
+            .map(|(r, title)| RequestItem::new(r, title))
+            .collect();
+        let more = all.len().saturating_sub(MAX_LIST_ITEMS);
+        MyRequestsCard {
+            items: all.into_iter().take(MAX_LIST_ITEMS).collect(),
+            more,
+        }
+    }
+}
+
+/// A request waiting for the viewer's decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingItem {
+    pub request_id: i64,
+    pub requester: String,
+    pub record: String,
+    pub sensitivity: String,
+    pub duration: String,
+    pub justification: String,
+    pub waiting_since: String,
+}
+
+impl PendingItem {
+    pub fn new(request: &Request, record: &Record, requester: &str) -> Self {
+        PendingItem {
+            request_id: request.id,
+            requester: short(requester),
+            record: short(&record.title),
+            sensitivity: record.sensitivity.to_string(),
+            duration: span(
+                request
+                    .renewal_duration_secs
+                    .filter(|_| request.status == RequestStatus::RenewalPending)
+                    .unwrap_or(request.requested_duration_secs),
+            ),
+            justification: clip_line(&request.justification),
+            waiting_since: when(request.created_at),
+        }
+    }
+}
+
+/// A list item's justification: the first 120 characters.
+fn clip_line(text: &str) -> String {
+    super::clean_text(text, 120)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingApprovalsCard {
+    pub items: Vec<PendingItem>,
+    pub more: usize,
+}
+
+impl PendingApprovalsCard {
+    pub fn new(items: Vec<PendingItem>) -> Self {
+        let more = items.len().saturating_sub(MAX_LIST_ITEMS);
+        PendingApprovalsCard {
+            items: items.into_iter().take(MAX_LIST_ITEMS).collect(),
+            more,
+        }
+    }
+}
+
+/// A request in the admins' triage queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageItem {
+    pub request_id: i64,
+    pub requester: String,
+    pub record: String,
+    pub sensitivity: String,
+    pub duration: String,
+    pub justification: String,
+    pub reason: Option<String>,
+    pub waiting_since: String,
+}
+
+impl TriageItem {
+    pub fn new(request: &Request, record: &Record, requester: &str) -> Self {
+        TriageItem {
+            request_id: request.id,
+            requester: short(requester),
+            record: short(&record.title),
+            sensitivity: record.sensitivity.to_string(),
+            duration: span(request.requested_duration_secs),
+            justification: clip_line(&request.justification),
+            reason: request.decision_reason.as_deref().map(clip_line),
+            waiting_since: when(request.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageQueueCard {
+    pub items: Vec<TriageItem>,
+    pub more: usize,
+}
+
+impl TriageQueueCard {
+    pub fn new(items: Vec<TriageItem>) -> Self {
+        let more = items.len().saturating_sub(MAX_LIST_ITEMS);
+        TriageQueueCard {
+            items: items.into_iter().take(MAX_LIST_ITEMS).collect(),
+            more,
+        }
+    }
+}
+
+/// A record the user may request.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordItem {
+    pub title: String,
+    pub record_type: String,
+    pub sensitivity: String,
+}
+
+impl From<&Record> for RecordItem {
+    fn from(r: &Record) -> Self {
+        RecordItem {
+            title: short(&r.title),
+            record_type: short(&r.record_type),
+            sensitivity: r.sensitivity.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordSearchCard {
+    pub query: Option<String>,
+    pub items: Vec<RecordItem>,
+    pub more: usize,
+    /// Said when the list may be incomplete (permissions could not be refreshed…).
+    pub note: Option<String>,
+}
+
+impl RecordSearchCard {
+    pub fn new(query: Option<&str>, records: &[Record]) -> Self {
+        RecordSearchCard {
+            query: query.map(str::trim).filter(|q| !q.is_empty()).map(short),
+            items: records
+                .iter()
+                .take(MAX_RECORD_CHOICES)
+                .map(RecordItem::from)
+                .collect(),
+            more: records.len().saturating_sub(MAX_RECORD_CHOICES),
+            note: None,
+        }
+    }
+
+    pub fn with_note(mut self, note: &str) -> Self {
+        self.note = Some(long(note));
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin health, errors
+// ---------------------------------------------------------------------------------------------
+
+/// One check on the health card.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheck {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl HealthCheck {
+    pub fn new(name: &str, ok: bool, detail: &str) -> Self {
+        HealthCheck {
+            name: short(name),
+            ok,
+            detail: short(detail),
+        }
+    }
+}
+
+impl From<&JobRun> for HealthCheck {
+    fn from(run: &JobRun) -> Self {
+        let detail = match &run.error {
+            Some(e) => format!("{} · {e}", when(run.finished_at)),
+            None => when(run.finished_at),
+        };
+        HealthCheck {
+            name: short(&format!("job {}", run.job_name)),
+            ok: run.ok,
+            detail: short(&detail),
+        }
+    }
+}
+
+/// `admin health`: configuration diagnostics without secrets, the database, the vault backend,
+/// the last run of each job.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminHealthCard {
+    pub all_ok: bool,
+    pub checks: Vec<HealthCheck>,
+    pub jobs: Vec<HealthCheck>,
+    pub version: String,
+}
+
+impl AdminHealthCard {
+    pub fn new(checks: Vec<HealthCheck>, runs: &[JobRun]) -> Self {
+        let jobs: Vec<HealthCheck> = runs.iter().take(20).map(HealthCheck::from).collect();
+        AdminHealthCard {
+            all_ok: checks.iter().chain(&jobs).all(|c| c.ok),
+            checks: checks.into_iter().take(20).collect(),
+            jobs,
+            version: crate::VERSION.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCard {
+    pub title: String,
+    pub message: String,
+    /// A reference for support (the request's trace id), never a secret.
+    pub reference: Option<String>,
+}
+
+impl ErrorCard {
+    pub fn new(title: &str, message: &str) -> Self {
+        ErrorCard {
+            title: short(title),
+            message: long(message),
+            reference: None,
+        }
+    }
+
+    pub fn with_reference(mut self, reference: &str) -> Self {
+        self.reference = Some(short(reference));
+        self
+    }
+}
+
+impl From<&LifecycleError> for ErrorCard {
+    /// A refusal as the person sees it; a database failure says only that something went wrong.
+    fn from(e: &LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(_) => ErrorCard::new(
+                "Something went wrong",
+                "Passkey could not finish that just now. Try again in a minute.",
+            ),
+            other => ErrorCard::new("That didn't work", &other.to_string()),
+        }
+    }
+}
