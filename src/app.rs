@@ -157,6 +157,7 @@ impl App {
         let notifier: Arc<dyn Notifier> = Arc::new(crate::bot::notify::TeamsNotifier::new(
             store.clone(),
             bot.connector.clone(),
+            clock.clone(),
             settings.public_base_url(),
         ));
         let state = AppState {

@@ -5,6 +5,7 @@ mod common;
 
 use common::chat::Chat;
 use passkey::domain::RequestStatus;
+use serde_json::{Value, json};
 
 const ALICE: (&str, &str) = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
 const BOB: (&str, &str) = ("b0b00000-0000-4000-8000-000000000002", "Bob DBA Lead");
@@ -34,12 +35,12 @@ async fn a_routed_request_is_approved_in_chat_and_everyone_hears_once() {
     );
     assert_eq!(status(&chat, 1).await, RequestStatus::Pending);
     for approver in [BOB.0, DAVE.0] {
-        let told = chat.messages_to(approver);
-        assert_eq!(told.len(), 1, "{told:?}");
+        let cards = chat.cards_to(approver);
+        assert_eq!(cards.len(), 1, "one approval card each: {cards:?}");
+        let text = cards[0].to_string();
         assert!(
-            told[0].contains("Alice Requester asks for `db-analytics-readonly`")
-                && told[0].contains("`approve 1`"),
-            "{told:?}"
+            text.contains("Alice Requester") && text.contains("db-analytics-readonly"),
+            "{text}"
         );
     }
 
@@ -197,4 +198,119 @@ async fn admins_work_the_triage_queue_and_revoke_in_chat() {
         ["REQUEST_SUBMITTED", "TRIAGE_APPROVED", "LEASE_REVOKED"],
         "{actions:?}"
     );
+}
+
+fn card_text(card: &Value) -> String {
+    card.to_string()
+}
+
+/// Every `Action.Execute` verb on a card.
+fn verbs(card: &Value) -> Vec<String> {
+    let mut found = vec![];
+    fn walk(v: &Value, found: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("type").and_then(Value::as_str) == Some("Action.Execute")
+                    && let Some(verb) = m.get("verb").and_then(Value::as_str)
+                {
+                    found.push(verb.to_string());
+                }
+                for (k, x) in m {
+                    // The refresh action is not a button.
+                    if k != "refresh" {
+                        walk(x, found);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
+            _ => {}
+        }
+    }
+    walk(card, &mut found);
+    found
+}
+
+#[tokio::test]
+async fn approval_cards_are_updated_everywhere_and_a_stale_tap_is_told_who_decided() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(DAVE, "help").await;
+    chat.say(
+        ALICE,
+        "request db-analytics-readonly 2h because INC-4411 nightly report",
+    )
+    .await;
+    let bob_card = &chat.cards_to(BOB.0)[0];
+    let dave_card = &chat.cards_to(DAVE.0)[0];
+    for card in [bob_card, dave_card] {
+        assert!(verbs(card).contains(&"approve".to_string()), "{card}");
+        assert!(verbs(card).contains(&"deny".to_string()), "{card}");
+        assert!(card["refresh"]["action"]["verb"] == "refresh" || card.get("refresh").is_none());
+    }
+    let copies = chat.store.sent_cards_for_request(1).await.unwrap();
+    assert_eq!(copies.len(), 2, "both copies are recorded for updating");
+
+    // Bob taps Approve: his card becomes the decided card at once.
+    let answer = chat
+        .tap(BOB, "approve", json!({"requestId": 1, "comment": "ok"}))
+        .await;
+    assert_eq!(
+        answer["type"], "application/vnd.microsoft.card.adaptive",
+        "{answer}"
+    );
+    let decided = &answer["value"];
+    assert!(card_text(decided).contains("Approved"), "{decided}");
+    assert!(
+        verbs(decided).is_empty(),
+        "no buttons once decided: {decided}"
+    );
+    assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
+
+    // Every recorded copy was updated in place to the outcome and who decided.
+    let updates = chat.card_updates();
+    assert_eq!(updates.len(), 2, "{updates:?}");
+    for copy in &copies {
+        let (_, card) = updates
+            .iter()
+            .find(|(path, _)| path.ends_with(&copy.activity_id))
+            .unwrap_or_else(|| panic!("copy {} not updated", copy.activity_id));
+        let text = card_text(card);
+        assert!(
+            text.contains("Bob DBA Lead") && text.contains("Approved"),
+            "{text}"
+        );
+        assert!(verbs(card).is_empty(), "{text}");
+    }
+
+    // Dave's tap on his (now stale) copy: the current card and who decided, nothing changes.
+    let stale = chat.tap(DAVE, "approve", json!({"requestId": 1})).await;
+    let text = card_text(&stale["value"]);
+    assert!(
+        text.contains("Already decided by Bob DBA Lead at "),
+        "{stale}"
+    );
+    assert_eq!(chat.store.approvals_for_request(1).await.unwrap().len(), 1);
+    let decisions = chat
+        .store
+        .audit_events_for_request(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "REQUEST_APPROVED")
+        .count();
+    assert_eq!(decisions, 1);
+
+    // The requester hears, with a Retrieve link that carries no secret.
+    let told = chat.messages_to(ALICE.0);
+    assert!(
+        told.iter().any(|m| m.contains("/requests/1/issue")),
+        "{told:?}"
+    );
+    for call in chat.connector.calls() {
+        let body = call.body.to_string();
+        assert!(
+            !body.contains("/vault/share") && !body.contains("/dev-vault/share/"),
+            "{body}"
+        );
+    }
 }

@@ -34,6 +34,8 @@ pub enum TurnOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Text(String),
+    /// An Adaptive Card: the invoke response to a card action (it replaces the clicked card).
+    Card(Value),
 }
 
 pub async fn handle(
@@ -80,10 +82,17 @@ pub async fn handle(
             let value = activity.value.clone().unwrap_or(Value::Null);
             match actions::from_execute(&value) {
                 Ok(action) => {
-                    let Reply::Text(text) = on_card_action(state, &sender, action).await?;
+                    let body = match on_card_action(state, &sender, action).await? {
+                        Reply::Text(text) => invoke_message(&text),
+                        Reply::Card(card) => json!({
+                            "statusCode": 200,
+                            "type": crate::bot::activity::ADAPTIVE_CARD_CONTENT_TYPE,
+                            "value": card,
+                        }),
+                    };
                     Ok(TurnOutcome::Invoke {
                         status: 200,
-                        body: Some(invoke_message(&text)),
+                        body: Some(body),
                     })
                 }
                 Err(e) => Ok(TurnOutcome::Invoke {
@@ -314,8 +323,11 @@ async fn remember_conversation(
 }
 
 async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
-    let Reply::Text(text) = reply;
-    let outgoing = OutgoingActivity::text(text).addressed_as_reply_to(activity);
+    let outgoing = match reply {
+        Reply::Text(text) => OutgoingActivity::text(text),
+        Reply::Card(card) => OutgoingActivity::card("Passkey", card),
+    }
+    .addressed_as_reply_to(activity);
     let reply_to = activity.id.as_deref().unwrap_or_default();
     if let Err(e) = state
         .bot
@@ -445,10 +457,27 @@ async fn lifecycle_reply(
     call: Call,
 ) -> Result<Reply, ApiError> {
     let Some(user) = sender.user().await? else {
-        return Ok(Reply::Text(
-            "I can't tell who you are (no Entra object id on your message), so I can't act on requests.".into(),
-        ));
+        return Ok(Reply::Text(NO_IDENTITY.into()));
     };
+    Ok(match run_call(state, user, call).await? {
+        Ok(change) => Reply::Text(render::change_text(
+            &change,
+            &state.settings.public_base_url(),
+        )),
+        Err(refusal) => Reply::Text(render::refusal_text(&refusal)),
+    })
+}
+
+const NO_IDENTITY: &str =
+    "I can't tell who you are (no Entra object id on your message), so I can't act on requests.";
+
+/// Runs a use case for `user`; on success delivers its notices to the others and updates the
+/// copies of cards about the request. A refusal is the inner error; a database failure the outer.
+async fn run_call(
+    state: &AppState,
+    user: &User,
+    call: Call,
+) -> Result<Result<crate::governance::lifecycle::Change, LifecycleError>, ApiError> {
     let lc = &state.lifecycle;
     let result = match call {
         Call::Submit {
@@ -458,9 +487,9 @@ async fn lifecycle_reply(
             ticket,
         } => {
             let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
-                return Ok(Reply::Text(format!(
+                return Ok(Err(LifecycleError::BadInput(format!(
                     "Say why you need it, e.g. `request {record} 2h because INC-4411 failover`."
-                )));
+                ))));
             };
             // `because break-glass: …` asks for emergency access (the policy decides who may).
             let lowered = reason.trim_start().to_ascii_lowercase();
@@ -496,14 +525,86 @@ async fn lifecycle_reply(
                 .cloned()
                 .collect();
             state.notifier.deliver(&others).await;
-            Ok(Reply::Text(render::change_text(
-                &change,
-                &state.settings.public_base_url(),
-            )))
+            // Delivering a status notice already updates the request's cards; otherwise do it here.
+            let updated = others.iter().any(|n| {
+                n.request_id == change.request.id
+                    && n.kind == crate::governance::lifecycle::NoticeKind::StatusChanged
+            });
+            if !updated {
+                state.notifier.request_changed(change.request.id).await;
+            }
+            Ok(Ok(change))
         }
         Err(LifecycleError::Store(e)) => Err(e.into()),
-        Err(refusal) => Ok(Reply::Text(render::refusal_text(&refusal))),
+        Err(refusal) => Ok(Err(refusal)),
     }
+}
+
+/// A card decision (Approve / Deny tapped on an approval card): the answer replaces the tapped
+/// card — the decided card, or, for a click that came after the decision, the decided card with
+/// "already decided by X at T". Never an error card and never a second decision.
+async fn card_decision(
+    state: &AppState,
+    sender: &Sender<'_>,
+    request_id: i64,
+    call: Call,
+) -> Result<Reply, ApiError> {
+    let Some(user) = sender.user().await? else {
+        return Ok(Reply::Text(NO_IDENTITY.into()));
+    };
+    let stale = match run_call(state, user, call).await? {
+        Ok(_) => false,
+        Err(LifecycleError::AlreadyDecided { .. }) => true,
+        Err(refusal) => return Ok(Reply::Text(render::refusal_text(&refusal))),
+    };
+    card_view(state, user, request_id, stale).await
+}
+
+/// The card a person sees for a request right now: the approval card (buttons only for someone
+/// who has not decided and is not the requester; the policy still decides on the tap), or the
+/// decided card.
+async fn card_view(
+    state: &AppState,
+    user: &User,
+    request_id: i64,
+    stale: bool,
+) -> Result<Reply, ApiError> {
+    let unknown = || Ok(Reply::Text(format!("There is no request #{request_id}.")));
+    let Some(request) = state.store.request_by_id(request_id).await? else {
+        return unknown();
+    };
+    let Some(record) = state.store.record_by_id(request.record_id).await? else {
+        return unknown();
+    };
+    if !matches!(
+        request.status,
+        RequestStatus::Pending | RequestStatus::RenewalPending
+    ) {
+        return super::notify::decided_card(state.store.as_ref(), &request, &record, stale)
+            .await
+            .map(Reply::Card)
+            .map_err(|e| ApiError::internal(std::io::Error::other(e)));
+    }
+    let Some(requester) = state.store.user_by_id(request.requester_id).await? else {
+        return unknown();
+    };
+    let folder = match record.folder_id {
+        Some(id) => state.store.folder_by_id(id).await?.map(|f| f.name),
+        None => None,
+    };
+    let decided_already = state
+        .store
+        .approvals_for_request(request_id)
+        .await?
+        .iter()
+        .any(|a| a.approver_id == user.id);
+    let may_decide = user.id != request.requester_id && !decided_already;
+    crate::cards::render_approval(
+        &crate::cards::ApprovalCard::new(&request, &record, &requester, folder.as_deref(), &[])
+            .decidable(may_decide),
+    )
+    .map(Reply::Card)
+    .map_err(ApiError::internal)
 }
 
 async fn my_requests_text(state: &AppState, user: Option<&User>) -> Result<String, ApiError> {
@@ -618,11 +719,17 @@ async fn on_card_action(
         CardAction::Approve {
             request_id,
             comment,
-        } => Call::Approve(request_id, comment),
+        } => {
+            let call = Call::Approve(request_id, comment);
+            return card_decision(state, sender, request_id, call).await;
+        }
         CardAction::Deny {
             request_id,
             comment,
-        } => Call::Deny(request_id, comment),
+        } => {
+            let call = Call::Deny(request_id, comment);
+            return card_decision(state, sender, request_id, call).await;
+        }
         CardAction::Release { request_id } => Call::Release(request_id),
         CardAction::Extend {
             request_id,
@@ -635,16 +742,10 @@ async fn on_card_action(
             request_id: Some(id),
             ..
         } => {
-            let Some(request) = state.store.request_by_id(id).await? else {
-                return Ok(Reply::Text(format!("There is no request #{id}.")));
+            let Some(user) = sender.user().await? else {
+                return Ok(Reply::Text(NO_IDENTITY.into()));
             };
-            let title = state
-                .store
-                .record_by_id(request.record_id)
-                .await?
-                .map(|r| r.title)
-                .unwrap_or_default();
-            return Ok(Reply::Text(render::request_line(&request, &title)));
+            return card_view(state, user, id, false).await;
         }
         CardAction::Refresh {
             request_id: None, ..
@@ -790,7 +891,7 @@ async fn admin_text(
                 Call::Triage(d.request_id, d.approve, d.reason),
             )
             .await
-            .map(|Reply::Text(t)| t);
+            .map(reply_text);
         }
         AdminCommand::Revoke { request_id, reason } => {
             return lifecycle_reply(
@@ -799,13 +900,20 @@ async fn admin_text(
                 Call::Revoke(request_id, reason),
             )
             .await
-            .map(|Reply::Text(t)| t);
+            .map(reply_text);
         }
         other => format!(
             "`admin {}` is not switched on in this build yet.",
             admin_name(&other)
         ),
     })
+}
+
+fn reply_text(reply: Reply) -> String {
+    match reply {
+        Reply::Text(t) => t,
+        Reply::Card(card) => card.to_string(),
+    }
 }
 
 /// The triage queue: requests waiting for an admin, oldest first.

@@ -2233,6 +2233,8 @@ impl Lifecycle {
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
     async fn deliver(&self, notices: &[Notice]);
+    /// The request changed state: copies of cards about it may need updating.
+    async fn request_changed(&self, _request_id: i64) {}
 }
 
 /// Drops notices (with a debug line): for the CLI and tests that don't look at them.

@@ -84,6 +84,56 @@ impl Chat {
         panic!("no reply to {text:?}");
     }
 
+    /// Taps an `Action.Execute` button as `who` (an `adaptiveCard/action` invoke) and returns the
+    /// invoke response body.
+    pub async fn tap(&self, (aad, name): (&str, &str), verb: &str, data: Value) -> Value {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let activity: Value = json!({
+            "type": "invoke",
+            "name": "adaptiveCard/action",
+            "id": format!("m-{n}"),
+            "timestamp": "2026-11-23T09:00:00.000Z",
+            "serviceUrl": self.connector.service_url,
+            "channelId": "msteams",
+            "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
+            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
+            "recipient": {"id": "28:passkey", "name": "Passkey"},
+            "value": {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"},
+            "channelData": {"tenant": {"id": TENANT}},
+        });
+        let r = self
+            .client
+            .post(self.server.url("/api/messages"))
+            .json(&activity)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{verb}");
+        r.json().await.unwrap()
+    }
+
+    /// Adaptive Cards the bot started in `aad`'s 1:1 chat (not replies), oldest first.
+    pub fn cards_to(&self, aad: &str) -> Vec<Value> {
+        self.connector
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                c.method == "POST" && c.path.ends_with("/activities") && c.path.contains(aad)
+            })
+            .filter_map(|c| c.body["attachments"][0].get("content").cloned())
+            .collect()
+    }
+
+    /// Cards the bot updated in place (PUT activity), as (path, card).
+    pub fn card_updates(&self) -> Vec<(String, Value)> {
+        self.connector
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "PUT")
+            .map(|c| (c.path.clone(), c.body["attachments"][0]["content"].clone()))
+            .collect()
+    }
+
     /// Messages the bot started (not replies) in `aad`'s 1:1 chat, oldest first.
     pub fn messages_to(&self, aad: &str) -> Vec<String> {
         self.connector
