@@ -2,8 +2,9 @@
 //! Row structs derive `FromRow` generically, so one definition serves both databases.
 
 use crate::domain::{
-    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType, RequestStatus,
-    Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage, VaultPrincipalType,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType,
+    RequestStatus, Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage,
+    VaultPrincipalType,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -325,6 +326,26 @@ pub struct NewIssuance {
     pub user_agent: Option<String>,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// One lease to end in a batch ([`LeaseStore::expire_leases`](crate::store::LeaseStore::expire_leases)): the status the claimer saw, and
+/// the trace and audit event written with the change if the row is still in that status.
+/// `request_id` and `record_id` of the audit event are filled in from the row, as
+/// [`RequestStore::transition_request`](crate::store::RequestStore::transition_request) does.
+#[derive(Debug, Clone)]
+pub struct LeaseEnding {
+    pub request_id: i64,
+    pub from: RequestStatus,
+    pub trace: NewTrace,
+    pub audit: NewAuditEvent,
+}
+
+/// A share removed from the vault, to be marked revoked in a batch
+/// ([`LeaseStore::mark_issuances_revoked_batch`](crate::store::LeaseStore::mark_issuances_revoked_batch)) with its audit event.
+#[derive(Debug, Clone)]
+pub struct ShareRevocation {
+    pub issuance_id: i64,
+    pub audit: NewAuditEvent,
 }
 
 /// Which due work a scheduler claims.
