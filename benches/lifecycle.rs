@@ -34,8 +34,8 @@ use passkey::governance::permissions::{PermissionResolver, StaticGroupDirectory}
 use passkey::governance::policies;
 use passkey::jobs::Scheduler;
 use passkey::store::{
-    AuditEvent, DueWork, NewAuditEvent, NewAuthority, NewFolderPermission, NewRecord, NewUser,
-    PgStore, SqliteStore, Store, recompute_audit_hash,
+    AuditEvent, DueWork, HealthStore, NewAuditEvent, NewAuthority, NewFolderPermission, NewRecord,
+    NewUser, PgStore, SqliteStore, Store, recompute_audit_hash,
 };
 use passkey::vault::{
     NoRotationInfo, OneTimeSharer, RecordMeta, Removed, Share, ShareInfo, ShareUrl, SharedFolder,
@@ -222,14 +222,14 @@ impl BenchDb {
         }
     }
 
-    async fn exec(&self, sql: &str, binds: &[Bind]) -> u64 {
+    async fn exec(&self, sql: &str, binds: &[Bind<'_>]) -> u64 {
         macro_rules! run {
             ($pool:expr) => {{
                 let mut q = sqlx::query(AssertSqlSafe(sql.to_string()));
                 for b in binds {
-                    q = match b {
-                        Bind::I(v) => q.bind(*v),
-                        Bind::T(v) => q.bind(*v),
+                    q = match *b {
+                        Bind::I(v) => q.bind(v),
+                        Bind::T(v) => q.bind(v),
                     };
                 }
                 q.execute($pool).await.expect(sql).rows_affected()
@@ -281,6 +281,7 @@ impl BenchDb {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Bind<'a> {
     I(i64),
     T(&'a Timestamp),

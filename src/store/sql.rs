@@ -43,8 +43,7 @@ pub fn recompute_audit_hash(event: &AuditEvent) -> String {
     audit_hash(&event.prev_hash, event.seq, &event.event_id, &as_new)
 }
 
-/// Rows per multi-row statement in the batch paths: at most 12 columns × 250 rows = 3,000 bound
-/// values, well under SQLite's 32,766 and Postgres' 65,535.
+/// Ids per `IN (…)` list in the batch paths. Multi-row inserts use each store's `INSERT_ROWS`.
 pub(super) const BATCH_ROWS: usize = 250;
 
 /// `$first, $first+1, …` for `n` values.
@@ -146,7 +145,7 @@ macro_rules! impl_store {
                     let hash = $crate::store::sql::audit_hash(&prev, seq, &event_id, e);
                     chained.push((seq, event_id, std::mem::replace(&mut prev, hash.clone()), hash));
                 }
-                let rows = $crate::store::sql::BATCH_ROWS;
+                let rows = Self::INSERT_ROWS;
                 for (events, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
                     let sql = format!(
                         "INSERT INTO audit_events
@@ -184,7 +183,7 @@ macro_rules! impl_store {
                 tx: &mut Transaction<'static, $db>,
                 traces: &[NewTrace],
             ) -> StoreResult<()> {
-                for chunk in traces.chunks($crate::store::sql::BATCH_ROWS) {
+                for chunk in traces.chunks(Self::INSERT_ROWS) {
                     let sql = format!(
                         "INSERT INTO governance_decision_traces
                             (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
