@@ -1775,9 +1775,10 @@ impl Lifecycle {
             let Some(shares) = outstanding.remove(&request.id) else {
                 continue;
             };
-            if !records.contains_key(&request.record_id) {
-                let record = self.record_of(request).await?;
-                records.insert(request.record_id, record);
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                records.entry(request.record_id)
+            {
+                slot.insert(self.record_of(request).await?);
             }
             let record = &records[&request.record_id];
             for share in shares {
