@@ -22,6 +22,9 @@ on_both_databases!(
     audit_chain_links_every_event_even_under_concurrency,
     conversations_cards_and_redelivery,
     job_claims,
+    batch_lease_expiry_skips_changed_rows_and_chains_its_events,
+    batch_share_revocation_marks_each_share_once,
+    concurrent_batch_expiries_end_each_lease_once,
     migrations_are_current_and_idempotent,
     demo_data_loads_once,
 );
@@ -1381,5 +1384,342 @@ async fn demo_data_loads_once(db: Db) {
     }
     let events = s.audit_events_after(0, 1000).await.unwrap();
     assert_eq!(events.last().unwrap().action, "DEMO_DATA_LOADED");
+    assert_chain_intact(&events);
+}
+
+/// A request approved at `at` with a lease of `lease`, optionally retrieved once (ISSUED, one
+/// outstanding share).
+async fn leased_request(
+    store: &dyn Store,
+    f: &Fixture,
+    at: Timestamp,
+    lease: Duration,
+    issue: bool,
+) -> Request {
+    let req = pending_request(store, f).await;
+    let approve = StatusChange::new(req.id, RequestStatus::Pending, RequestStatus::Approved, at)
+        .decided_by(f.approver.id, "ok")
+        .lease(at, at.plus(lease), lease.whole_seconds());
+    let mut request = store
+        .transition_request(
+            &approve,
+            &[],
+            &NewAuditEvent::new(format!("user:{}", f.approver.id), "REQUEST_APPROVED", at),
+        )
+        .await
+        .unwrap();
+    if issue {
+        let share_at = at.plus(Duration::minutes(1));
+        // A retrieval is reserved by using a minted token before its share is recorded.
+        let token_hash = passkey::canonical::sha256_hex(format!("token-{}", req.id));
+        store
+            .set_issuance_token(
+                req.id,
+                &token_hash,
+                share_at.plus(Duration::minutes(5)),
+                share_at,
+                &NewAuditEvent::new("test", "ISSUANCE_TOKEN_MINTED", share_at),
+            )
+            .await
+            .unwrap();
+        store
+            .consume_issuance_token(req.id, &token_hash, share_at)
+            .await
+            .unwrap()
+            .expect("the token is current");
+        let (issued, _) = store
+            .record_issuance(
+                &NewIssuance {
+                    request_id: req.id,
+                    share_link_hash: passkey::canonical::sha256_hex(format!("url-{}", req.id)),
+                    vault_share_id: format!("share-{}", req.id),
+                    client_ip: None,
+                    user_agent: None,
+                    issued_at: share_at,
+                    expires_at: at.plus(lease),
+                },
+                share_at,
+                &[],
+                &NewAuditEvent::new(
+                    format!("user:{}", f.requester.id),
+                    "ISSUANCE_SUCCEEDED",
+                    share_at,
+                ),
+            )
+            .await
+            .unwrap();
+        request = issued;
+    }
+    request
+}
+
+fn ending(request: &Request, at: Timestamp) -> LeaseEnding {
+    let mut trace = submission_trace(TraceOutcome::Allow);
+    trace.stage = TraceStage::RevocationEvent;
+    LeaseEnding {
+        request_id: request.id,
+        from: request.status,
+        trace,
+        audit: NewAuditEvent::new("system:lease-expiry", "LEASE_EXPIRED", at)
+            .detail(json!({"reason": "the lease ran out"})),
+    }
+}
+
+async fn batch_lease_expiry_skips_changed_rows_and_chains_its_events(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let hour = Duration::hours(1);
+    let issued: Vec<Request> = [
+        leased_request(s, &f, t0(), hour, true).await,
+        leased_request(s, &f, t0(), hour, true).await,
+    ]
+    .into();
+    let approved = leased_request(s, &f, t0(), hour, false).await;
+    let released = leased_request(s, &f, t0(), hour, false).await;
+    let stale = leased_request(s, &f, t0(), hour, false).await;
+    let extended = leased_request(s, &f, t0(), Duration::hours(5), true).await;
+    let at = t0().plus(Duration::hours(2));
+    // Released after the claim saw it APPROVED.
+    s.transition_request(
+        &StatusChange::new(
+            released.id,
+            RequestStatus::Approved,
+            RequestStatus::Released,
+            at,
+        ),
+        &[],
+        &NewAuditEvent::new(format!("user:{}", f.requester.id), "LEASE_RELEASED", at),
+    )
+    .await
+    .unwrap();
+    let before = s.audit_events_after(0, 1000).await.unwrap().len();
+
+    let mut endings: Vec<LeaseEnding> = issued.iter().map(|r| ending(r, at)).collect();
+    endings.push(ending(&approved, at));
+    endings.push(ending(&approved, at)); // listed twice: ended once
+    endings.push(ending(&released, at)); // changed meanwhile
+    let mut wrong = ending(&stale, at);
+    wrong.from = RequestStatus::Issued; // the claimer saw another status
+    endings.push(wrong);
+    endings.push(ending(&extended, at)); // its lease does not end before `at`
+    let expired = s
+        .expire_leases(&endings, "the lease ran out", at)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = expired.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![issued[0].id, issued[1].id, approved.id]);
+    for r in &expired {
+        assert_eq!(r.status, RequestStatus::Expired);
+        assert_eq!(
+            (r.ended_at, r.updated_at, r.decided_at),
+            (Some(at), at, Some(at))
+        );
+        assert_eq!(r.decision_reason.as_deref(), Some("the lease ran out"));
+        assert_eq!(
+            r.decided_by,
+            Some(f.approver.id),
+            "other fields keep their values"
+        );
+        assert!(r.issuance_token_hash.is_none());
+        assert_eq!(s.request_by_id(r.id).await.unwrap().as_ref(), Some(r));
+    }
+    for (r, status) in [
+        (&released, RequestStatus::Released),
+        (&stale, RequestStatus::Approved),
+        (&extended, RequestStatus::Issued),
+    ] {
+        assert_eq!(s.request_by_id(r.id).await.unwrap().unwrap().status, status);
+    }
+
+    // Exactly one event and one trace per expired lease, each naming its request and record.
+    let events = s.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), before + 3);
+    assert_chain_intact(&events);
+    let new: Vec<&AuditEvent> = events[before..].iter().collect();
+    let named: Vec<Option<i64>> = new.iter().map(|e| e.request_id).collect();
+    assert_eq!(named, ids.iter().map(|&id| Some(id)).collect::<Vec<_>>());
+    assert!(
+        new.iter()
+            .all(|e| e.action == "LEASE_EXPIRED" && e.record_id == Some(f.record.id))
+    );
+    for r in &expired {
+        let traces = s.traces_for_request(r.id).await.unwrap();
+        assert_eq!(
+            traces
+                .iter()
+                .filter(|t| t.stage == TraceStage::RevocationEvent)
+                .count(),
+            1
+        );
+    }
+
+    // Again: nothing left to end, nothing written.
+    let again = s
+        .expire_leases(&endings, "the lease ran out", at)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert!(s.expire_leases(&[], "x", at).await.unwrap().is_empty());
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        before + 3
+    );
+
+    // A status that has no lease to end is refused before anything is written.
+    let mut bad = ending(&extended, at);
+    bad.from = RequestStatus::Denied;
+    let refused = s.expire_leases(&[bad], "x", at).await;
+    assert!(
+        matches!(refused, Err(StoreError::IllegalTransition(_))),
+        "{refused:?}"
+    );
+    let mut pending = ending(&extended, at);
+    pending.from = RequestStatus::Pending;
+    let refused = s.expire_leases(&[pending], "x", at).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        before + 3
+    );
+}
+
+async fn batch_share_revocation_marks_each_share_once(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.push(leased_request(s, &f, t0(), Duration::hours(1), true).await);
+    }
+    let unissued = leased_request(s, &f, t0(), Duration::hours(1), false).await;
+    let mut ids: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    ids.push(unissued.id);
+    let shares = s.outstanding_issuances_for(&ids).await.unwrap();
+    assert_eq!(shares.len(), 3);
+    assert_eq!(
+        shares.iter().map(|e| e.request_id).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    let at = t0().plus(Duration::hours(2));
+    let revocation = |e: &IssuanceEvent| ShareRevocation {
+        issuance_id: e.id,
+        audit: NewAuditEvent::new("system:lease-expiry", "SHARE_REVOKED", at)
+            .request(e.request_id)
+            .record(f.record.id)
+            .detail(json!({"issuance_id": e.id, "already_gone": false})),
+    };
+    // One share was marked by someone else first.
+    assert!(
+        s.mark_issuance_revoked(shares[1].id, at, &revocation(&shares[1]).audit)
+            .await
+            .unwrap()
+    );
+    let before = s.audit_events_after(0, 1000).await.unwrap().len();
+    let batch: Vec<ShareRevocation> = [&shares[0], &shares[1], &shares[2], &shares[0]]
+        .into_iter()
+        .map(revocation)
+        .collect();
+    let marked = s.mark_issuances_revoked_batch(&batch, at).await.unwrap();
+    assert_eq!(marked, vec![shares[0].id, shares[2].id]);
+    assert!(s.outstanding_issuances_for(&ids).await.unwrap().is_empty());
+    for e in s.issuances_for_request(requests[0].id).await.unwrap() {
+        assert_eq!(e.revoked_at, Some(at));
+    }
+    let events = s.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), before + 2, "one event per share marked here");
+    assert_chain_intact(&events);
+    assert_eq!(
+        events[before..]
+            .iter()
+            .map(|e| e.request_id)
+            .collect::<Vec<_>>(),
+        vec![Some(requests[0].id), Some(requests[2].id)]
+    );
+    // Nothing left: nothing written.
+    assert!(
+        s.mark_issuances_revoked_batch(&batch, at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.mark_issuances_revoked_batch(&[], at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        before + 2
+    );
+
+    // Claims given back in bulk, only by their holder.
+    let claimed = s
+        .claim_due(
+            DueWork::LeaseEnd,
+            at,
+            at,
+            "node-a",
+            at.plus(Duration::minutes(5)),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    let claimed_ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    s.release_claims(&claimed_ids, "node-b").await.unwrap();
+    assert_eq!(
+        s.request_by_id(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .claimed_by
+            .as_deref(),
+        Some("node-a")
+    );
+    s.release_claims(&claimed_ids, "node-a").await.unwrap();
+    for id in &ids {
+        let r = s.request_by_id(*id).await.unwrap().unwrap();
+        assert_eq!((r.claimed_by, r.claim_until), (None, None));
+    }
+}
+
+async fn concurrent_batch_expiries_end_each_lease_once(db: Db) {
+    let f = fixture(db.store.as_ref()).await;
+    let mut requests = Vec::new();
+    for i in 0..24 {
+        requests.push(
+            leased_request(db.store.as_ref(), &f, t0(), Duration::hours(1), i % 2 == 0).await,
+        );
+    }
+    let at = t0().plus(Duration::hours(2));
+    let before = db.store.audit_events_after(0, 1000).await.unwrap().len();
+    let endings: Vec<LeaseEnding> = requests.iter().map(|r| ending(r, at)).collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = db.store.clone();
+            let endings = endings.clone();
+            tokio::spawn(async move {
+                store
+                    .expire_leases(&endings, "the lease ran out", at)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut total = Vec::new();
+    for t in tasks {
+        total.extend(t.await.unwrap().into_iter().map(|r| r.id));
+    }
+    total.sort_unstable();
+    assert_eq!(
+        total,
+        requests.iter().map(|r| r.id).collect::<Vec<_>>(),
+        "each lease ended once"
+    );
+    let events = db.store.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), before + requests.len());
     assert_chain_intact(&events);
 }

@@ -80,8 +80,16 @@ pub struct Scheduler {
 type Counts = serde_json::Map<String, Value>;
 
 fn bump(counts: &mut Counts, key: &str) {
+    add(counts, key, 1);
+}
+
+/// Adds `by` to a count (a count that stays zero is not reported).
+fn add(counts: &mut Counts, key: &str, by: usize) {
+    if by == 0 {
+        return;
+    }
     let n = counts.get(key).and_then(Value::as_u64).unwrap_or(0);
-    counts.insert(key.into(), json!(n + 1));
+    counts.insert(key.into(), json!(n + by as u64));
 }
 
 impl Scheduler {
@@ -197,26 +205,70 @@ impl Scheduler {
     }
 
     /// Expires leases past their end and removes their shares; warns leases ending soon.
+    /// Each claimed batch is ended with [`Lifecycle::expire_due_batch`]: two write transactions
+    /// per batch (and one audit chain-head lock each) rather than two per lease.
     pub async fn lease_expiry(&self) -> Result<Counts, String> {
         let mut counts = Counts::new();
         let now = self.clock.now();
-        let lc = self.lifecycle.clone();
-        self.drain(DueWork::LeaseEnd, now, &mut counts, |request| {
-            let lc = lc.clone();
-            async move {
-                let was_live = request.status.has_live_lease();
-                let change = lc.expire_due(request).await?;
-                Ok((
-                    change.notices,
-                    if was_live {
-                        "expired"
-                    } else {
-                        "shares_retried"
-                    },
-                ))
+        let mut seen: HashSet<i64> = HashSet::new();
+        let mut retry_next_run: Vec<i64> = Vec::new();
+        for _ in 0..MAX_BATCHES {
+            let claimed_at = self.clock.now();
+            let claimed = self
+                .store
+                .claim_due(
+                    DueWork::LeaseEnd,
+                    claimed_at,
+                    now,
+                    &self.holder,
+                    claimed_at.plus(CLAIM_TTL),
+                    BATCH,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            // A request handled earlier in this run and due again (a share that could not be
+            // removed) stays claimed until the run ends, then is given back for the next run.
+            let (fresh, again): (Vec<Request>, Vec<Request>) =
+                claimed.into_iter().partition(|r| seen.insert(r.id));
+            retry_next_run.extend(again.iter().map(|r| r.id));
+            if fresh.is_empty() {
+                break;
             }
-        })
-        .await?;
+            let ids: Vec<i64> = fresh.iter().map(|r| r.id).collect();
+            match self.lifecycle.expire_due_batch(fresh).await {
+                Ok(batch) => {
+                    add(&mut counts, "expired", batch.expired.len());
+                    add(&mut counts, "shares_retried", batch.shares_retried);
+                    add(&mut counts, "skipped_changed", batch.skipped);
+                    add(&mut counts, "shares_removed", batch.shares.removed as usize);
+                    add(
+                        &mut counts,
+                        "shares_already_gone",
+                        batch.shares.already_gone as usize,
+                    );
+                    add(&mut counts, "shares_failed", batch.shares.failed as usize);
+                    self.notifier.deliver(&batch.notices).await;
+                }
+                Err(LifecycleError::Store(e @ StoreError::Unavailable(_))) => {
+                    return Err(e.to_string());
+                }
+                Err(e) => {
+                    add(&mut counts, "errors", ids.len());
+                    tracing::warn!(requests = ids.len(), error = %e, "lease expiry batch failed; retried next run");
+                }
+            }
+            if let Err(e) = self.store.release_claims(&ids, &self.holder).await {
+                tracing::warn!(requests = ids.len(), error = %e, "claims not released; they lapse");
+            }
+        }
+        if let Err(e) = self
+            .store
+            .release_claims(&retry_next_run, &self.holder)
+            .await
+        {
+            tracing::warn!(requests = retry_next_run.len(), error = %e, "claims not released; they lapse");
+        }
+        let lc = self.lifecycle.clone();
         let warn_until = now.plus(Duration::seconds(
             self.lifecycle.settings().expiry_warning_secs as i64,
         ));

@@ -323,6 +323,20 @@ pub trait LeaseStore: Send + Sync {
         at: Timestamp,
         audit: &NewAuditEvent,
     ) -> StoreResult<bool>;
+    /// Outstanding shares of many requests at once, ordered by request and id.
+    async fn outstanding_issuances_for(
+        &self,
+        request_ids: &[i64],
+    ) -> StoreResult<Vec<IssuanceEvent>>;
+    /// Marks a batch of removed shares revoked, each with its audit event, in one transaction;
+    /// a share already marked (by someone else, meanwhile) is skipped and its event not written.
+    /// The events are appended in the order given, under one lock of the chain head. Returns the
+    /// ids marked here.
+    async fn mark_issuances_revoked_batch(
+        &self,
+        revocations: &[ShareRevocation],
+        at: Timestamp,
+    ) -> StoreResult<Vec<i64>>;
     /// Counts a failed removal (the scheduler tries again).
     async fn record_revoke_failure(&self, issuance_id: i64, error: &str) -> StoreResult<()>;
     /// Claims up to `limit` requests with due work of `kind` for `holder` until `claim_until`.
@@ -339,6 +353,21 @@ pub trait LeaseStore: Send + Sync {
     ) -> StoreResult<Vec<Request>>;
     /// Gives a claimed request back (its due work is done or rescheduled).
     async fn release_claim(&self, request_id: i64, holder: &str) -> StoreResult<()>;
+    /// Gives many claimed requests back at once.
+    async fn release_claims(&self, request_ids: &[i64], holder: &str) -> StoreResult<()>;
+    /// Expires a batch of leases past their end in ONE transaction (the scheduler's path). Each
+    /// row moves from the status its claimer saw to EXPIRED exactly as
+    /// [`RequestStore::transition_request`] would move it (with `reason`), but only while it is
+    /// still in that status and its lease still ends at or before `at`; a row that changed
+    /// meanwhile (released, revoked, extended) is skipped, not failed. Every row moved gets its
+    /// trace and audit event in the same transaction (INV-3); the events are appended in request
+    /// id order under one lock of the chain head. Returns the expired requests, by id.
+    async fn expire_leases(
+        &self,
+        endings: &[LeaseEnding],
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<Vec<Request>>;
     /// Sets `reminded_at` or `expiry_warned_at` once; false when it was already set.
     async fn mark_notified_once(
         &self,

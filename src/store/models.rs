@@ -332,6 +332,26 @@ pub struct NewIssuance {
     pub expires_at: Timestamp,
 }
 
+/// One lease to end in a batch ([`LeaseStore::expire_leases`](crate::store::LeaseStore::expire_leases)): the status the claimer saw, and
+/// the trace and audit event written with the change if the row is still in that status.
+/// `request_id` and `record_id` of the audit event are filled in from the row, as
+/// [`RequestStore::transition_request`](crate::store::RequestStore::transition_request) does.
+#[derive(Debug, Clone)]
+pub struct LeaseEnding {
+    pub request_id: i64,
+    pub from: RequestStatus,
+    pub trace: NewTrace,
+    pub audit: NewAuditEvent,
+}
+
+/// A share removed from the vault, to be marked revoked in a batch
+/// ([`LeaseStore::mark_issuances_revoked_batch`](crate::store::LeaseStore::mark_issuances_revoked_batch)) with its audit event.
+#[derive(Debug, Clone)]
+pub struct ShareRevocation {
+    pub issuance_id: i64,
+    pub audit: NewAuditEvent,
+}
+
 /// Which due work a scheduler claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DueWork {

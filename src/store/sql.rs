@@ -43,6 +43,36 @@ pub fn recompute_audit_hash(event: &AuditEvent) -> String {
     audit_hash(&event.prev_hash, event.seq, &event.event_id, &as_new)
 }
 
+/// Ids per `IN (…)` list in the batch paths. Multi-row inserts use each store's `INSERT_ROWS`.
+pub(super) const BATCH_ROWS: usize = 250;
+
+/// `$first, $first+1, …` for `n` values.
+pub(super) fn list_placeholders(n: usize, first: usize) -> String {
+    let mut out = String::with_capacity(n * 6);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(&(first + i).to_string());
+    }
+    out
+}
+
+/// `($1, …, $cols), ($cols+1, …)` for `rows` rows of `cols` values, numbered from 1.
+pub(super) fn values_placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        out.push_str(&list_placeholders(cols, r * cols + 1));
+        out.push(')');
+    }
+    out
+}
+
 macro_rules! impl_store {
     ($store:ident, $db:ty) => {
         mod generated {
@@ -92,6 +122,95 @@ macro_rules! impl_store {
                     .execute(&mut **tx)
                     .await?;
                 Ok(event)
+            }
+
+            /// Appends several events inside `tx` with the chain head locked once: the head is read,
+            /// each event's hash is computed in order exactly as [`Self::append_audit_tx`] does, the
+            /// events are inserted with multi-row statements and the head is moved once.
+            async fn append_audit_batch_tx(
+                tx: &mut Transaction<'static, $db>,
+                events: &[NewAuditEvent],
+            ) -> StoreResult<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let (head_seq, head_hash): (i64, String) =
+                    sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
+                let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
+                let mut seq = head_seq;
+                let mut prev = head_hash;
+                for e in events {
+                    seq += 1;
+                    let event_id = uuid::Uuid::new_v4();
+                    let hash = $crate::store::sql::audit_hash(&prev, seq, &event_id, e);
+                    chained.push((seq, event_id, std::mem::replace(&mut prev, hash.clone()), hash));
+                }
+                let rows = Self::INSERT_ROWS;
+                for (events, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
+                    let sql = format!(
+                        "INSERT INTO audit_events
+                            (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+                         VALUES {}",
+                        $crate::store::sql::values_placeholders(events.len(), 10)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(chained) {
+                        q = q
+                            .bind(*seq)
+                            .bind(*event_id)
+                            .bind(&e.actor)
+                            .bind(&e.action)
+                            .bind(e.request_id)
+                            .bind(e.record_id)
+                            .bind(Json(&e.detail))
+                            .bind(e.at)
+                            .bind(prev_hash)
+                            .bind(hash);
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&prev)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Inserts several traces inside `tx` with multi-row statements.
+            async fn insert_traces_batch_tx(
+                tx: &mut Transaction<'static, $db>,
+                traces: &[NewTrace],
+            ) -> StoreResult<()> {
+                for chunk in traces.chunks(Self::INSERT_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO governance_decision_traces
+                            (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                             inputs_hash, policy_version, code_version, created_at)
+                         VALUES {}",
+                        $crate::store::sql::values_placeholders(chunk.len(), 12)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for t in chunk {
+                        q = q
+                            .bind(t.request_id)
+                            .bind(t.stage)
+                            .bind(t.outcome)
+                            .bind(Json(&t.reasons))
+                            .bind(Json(&t.constraints))
+                            .bind(Json(&t.required_approvals))
+                            .bind(Json(&t.trace))
+                            .bind(Json(&t.inputs))
+                            .bind(&t.inputs_hash)
+                            .bind(&t.policy_version)
+                            .bind(&t.code_version)
+                            .bind(t.at);
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                Ok(())
             }
 
             async fn insert_trace_tx(
@@ -1053,6 +1172,60 @@ macro_rules! impl_store {
                 Ok(revoked)
             }
 
+            async fn outstanding_issuances_for(&self, request_ids: &[i64]) -> StoreResult<Vec<IssuanceEvent>> {
+                let mut out = Vec::new();
+                for chunk in request_ids.chunks($crate::store::sql::BATCH_ROWS) {
+                    let sql = format!(
+                        "SELECT * FROM issuance_events WHERE request_id IN ({}) AND revoked_at IS NULL",
+                        $crate::store::sql::list_placeholders(chunk.len(), 1)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query_as::<_, IssuanceEvent>(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    out.extend(q.fetch_all(&self.pool).await?);
+                }
+                out.sort_by_key(|e| (e.request_id, e.id));
+                Ok(out)
+            }
+
+            async fn mark_issuances_revoked_batch(
+                &self,
+                revocations: &[ShareRevocation],
+                at: Timestamp,
+            ) -> StoreResult<Vec<i64>> {
+                if revocations.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                let mut marked: std::collections::HashSet<i64> = std::collections::HashSet::new();
+                for chunk in revocations.chunks($crate::store::sql::BATCH_ROWS) {
+                    let sql = format!(
+                        "UPDATE issuance_events SET revoked_at = $1 WHERE id IN ({}) AND revoked_at IS NULL RETURNING id",
+                        $crate::store::sql::list_placeholders(chunk.len(), 2)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(at);
+                    for r in chunk {
+                        q = q.bind(r.issuance_id);
+                    }
+                    marked.extend(q.fetch_all(&mut *tx).await?);
+                }
+                // One event per share marked here, in the order given; a share listed twice counts once.
+                let mut ids = Vec::with_capacity(marked.len());
+                let mut events = Vec::with_capacity(marked.len());
+                for r in revocations {
+                    if marked.remove(&r.issuance_id) {
+                        ids.push(r.issuance_id);
+                        events.push(r.audit.clone());
+                    }
+                }
+                Self::append_audit_batch_tx(&mut tx, &events).await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
             async fn record_revoke_failure(&self, issuance_id: i64, error: &str) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE issuance_events SET revoke_attempts = revoke_attempts + 1, last_revoke_error = $2
@@ -1074,38 +1247,61 @@ macro_rules! impl_store {
                 claim_until: Timestamp,
                 limit: i64,
             ) -> StoreResult<Vec<Request>> {
-                // $3 = now, $4 = cutoff in every predicate.
-                let due = match kind {
-                    DueWork::LeaseEnd => {
-                        "(status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING') AND lease_expires_at <= $4)
-                         OR (status IN ('EXPIRED', 'RELEASED', 'UNFULFILLABLE') AND EXISTS (
-                             SELECT 1 FROM issuance_events e WHERE e.request_id = requests.id AND e.revoked_at IS NULL))"
-                    }
-                    DueWork::ExpiryWarning => {
+                // $3 = now, $4 = cutoff in every predicate. Each part is (predicate, order); a
+                // kind's parts are claimed in turn until `limit` rows are claimed.
+                let parts: &[(&str, &str)] = match kind {
+                    // Live leases past their end, oldest end first: walks the partial index on
+                    // `lease_expires_at`, so a claim costs its batch, not the rows already ended.
+                    // Then ended requests with a share not yet removed, found from the partial
+                    // index of outstanding shares (not by probing every ended request).
+                    DueWork::LeaseEnd => &[
+                        (
+                            "status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING') AND lease_expires_at <= $4",
+                            "lease_expires_at",
+                        ),
+                        (
+                            "status IN ('EXPIRED', 'RELEASED', 'UNFULFILLABLE') AND id IN (
+                                 SELECT e.request_id FROM issuance_events e WHERE e.revoked_at IS NULL)",
+                            "id",
+                        ),
+                    ],
+                    DueWork::ExpiryWarning => &[(
                         "status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING') AND expiry_warned_at IS NULL
-                         AND lease_expires_at > $3 AND lease_expires_at <= $4"
-                    }
-                    DueWork::Preflight => "status = 'APPROVED' AND next_attempt_at IS NOT NULL AND next_attempt_at <= $4",
-                    DueWork::Undecided => "status IN ('PENDING', 'REQUIRES_TRIAGE') AND created_at <= $4",
+                         AND lease_expires_at > $3 AND lease_expires_at <= $4",
+                        "id",
+                    )],
+                    DueWork::Preflight => &[(
+                        "status = 'APPROVED' AND next_attempt_at IS NOT NULL AND next_attempt_at <= $4",
+                        "id",
+                    )],
+                    DueWork::Undecided => &[("status IN ('PENDING', 'REQUIRES_TRIAGE') AND created_at <= $4", "id")],
                 };
-                let sql = format!(
-                    "UPDATE requests SET claimed_by = $1, claim_until = $2
-                     WHERE id IN (SELECT id FROM requests
-                                  WHERE ({due}) AND (claim_until IS NULL OR claim_until <= $3)
-                                  ORDER BY id LIMIT $5{})
-                     RETURNING *",
-                    Self::SKIP_LOCKED
-                );
                 let mut tx = self.begin_write().await?;
-                // Built only from the fixed predicates above and a dialect constant: no outside text.
-                let mut claimed: Vec<Request> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(holder)
-                    .bind(claim_until)
-                    .bind(now)
-                    .bind(cutoff)
-                    .bind(limit)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let mut claimed: Vec<Request> = Vec::new();
+                for (due, order) in parts {
+                    let left = limit - claimed.len() as i64;
+                    if left <= 0 {
+                        break;
+                    }
+                    let sql = format!(
+                        "UPDATE requests SET claimed_by = $1, claim_until = $2
+                         WHERE id IN (SELECT id FROM requests
+                                      WHERE ({due}) AND (claim_until IS NULL OR claim_until <= $3)
+                                      ORDER BY {order} LIMIT $5{})
+                         RETURNING *",
+                        Self::SKIP_LOCKED
+                    );
+                    // Built only from the fixed predicates above and a dialect constant: no outside text.
+                    let rows: Vec<Request> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(holder)
+                        .bind(claim_until)
+                        .bind(now)
+                        .bind(cutoff)
+                        .bind(left)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    claimed.extend(rows);
+                }
                 tx.commit().await?;
                 claimed.sort_by_key(|r| r.id);
                 Ok(claimed)
@@ -1118,6 +1314,110 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn release_claims(&self, request_ids: &[i64], holder: &str) -> StoreResult<()> {
+                for chunk in request_ids.chunks($crate::store::sql::BATCH_ROWS) {
+                    let sql = format!(
+                        "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1 AND id IN ({})",
+                        $crate::store::sql::list_placeholders(chunk.len(), 2)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(holder);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    q.execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn expire_leases(
+                &self,
+                endings: &[LeaseEnding],
+                reason: &str,
+                at: Timestamp,
+            ) -> StoreResult<Vec<Request>> {
+                let to = RequestStatus::Expired;
+                // The same table check a single transition makes, before anything is written.
+                for e in endings {
+                    e.from.transition(to)?;
+                    if !e.from.has_live_lease() {
+                        return Err(StoreError::Invalid(format!("request {} has no lease to end", e.request_id)));
+                    }
+                }
+                if endings.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // A request listed twice is ended once, as first listed.
+                let mut by_id: std::collections::HashMap<i64, &LeaseEnding> = std::collections::HashMap::new();
+                for e in endings {
+                    by_id.entry(e.request_id).or_insert(e);
+                }
+                let mut froms: Vec<RequestStatus> = Vec::new();
+                for e in by_id.values() {
+                    if !froms.contains(&e.from) {
+                        froms.push(e.from);
+                    }
+                }
+                // A fixed order (statuses by name, ids ascending), so concurrent batches over the
+                // same rows lock them in the same order.
+                froms.sort_by_key(|s| s.as_str());
+                let mut tx = self.begin_write().await?;
+                let mut expired: Vec<Request> = Vec::with_capacity(by_id.len());
+                // One conditional update per status seen (three at most), by primary key: each row
+                // moves only if it is still in the status its claimer saw and still ended.
+                // The columns set are what `transition_tx` sets for a final state with a reason.
+                for from in froms {
+                    let mut ids: Vec<i64> =
+                        by_id.values().filter(|e| e.from == from).map(|e| e.request_id).collect();
+                    ids.sort_unstable();
+                    for chunk in ids.chunks($crate::store::sql::BATCH_ROWS) {
+                        let sql = format!(
+                            "UPDATE requests SET
+                                status = $3,
+                                updated_at = $1,
+                                decided_at = $1,
+                                decision_reason = $4,
+                                ended_at = $1,
+                                issuance_token_hash = NULL,
+                                issuance_token_expires_at = NULL,
+                                renewal_duration_secs = CASE WHEN status = 'RENEWAL_PENDING' THEN NULL
+                                                             ELSE renewal_duration_secs END,
+                                next_attempt_at = NULL
+                             WHERE id IN ({}) AND status = $2 AND lease_expires_at <= $1
+                             RETURNING *",
+                            $crate::store::sql::list_placeholders(chunk.len(), 5)
+                        );
+                        // Only numbered placeholders are formatted in: no outside text.
+                        let mut q = sqlx::query_as::<_, Request>(sqlx::AssertSqlSafe(sql))
+                            .bind(at)
+                            .bind(from)
+                            .bind(to)
+                            .bind(reason);
+                        for id in chunk {
+                            q = q.bind(*id);
+                        }
+                        expired.extend(q.fetch_all(&mut *tx).await?);
+                    }
+                }
+                expired.sort_by_key(|r| r.id);
+                let mut traces = Vec::with_capacity(expired.len());
+                let mut events = Vec::with_capacity(expired.len());
+                for request in &expired {
+                    let e = by_id[&request.id];
+                    let mut trace = e.trace.clone();
+                    trace.request_id = Some(request.id);
+                    traces.push(trace);
+                    let mut audit = e.audit.clone();
+                    audit.request_id = Some(request.id);
+                    audit.record_id = audit.record_id.or(Some(request.record_id));
+                    events.push(audit);
+                }
+                Self::insert_traces_batch_tx(&mut tx, &traces).await?;
+                Self::append_audit_batch_tx(&mut tx, &events).await?;
+                tx.commit().await?;
+                Ok(expired)
             }
 
             async fn mark_notified_once(&self, request_id: i64, expiry_warning: bool, at: Timestamp) -> StoreResult<bool> {
