@@ -922,38 +922,19 @@ impl Lifecycle {
     ) -> Result<Change, LifecycleError> {
         let comment = comment.map(|c| bounded(c, "comment")).transpose()?;
         for _ in 0..APPROVAL_ATTEMPTS {
-            let request = self.request(request_id).await?;
-            match request.status {
-                RequestStatus::Pending => {}
-                RequestStatus::RenewalPending => {
+            let Decidable {
+                request,
+                record,
+                requester,
+                approve_rows,
+            } = match self.decidable(request_id).await? {
+                Some(d) => d,
+                None => {
                     return self
                         .decide_extension(approver, request_id, true, comment.as_deref())
                         .await;
                 }
-                RequestStatus::RequiresTriage => {
-                    return Err(LifecycleError::WrongState {
-                        request_id,
-                        status: request.status,
-                        what: "an admin decides it from the triage queue",
-                    });
-                }
-                _ => return Err(self.already_decided(request_id).await),
-            }
-            let record = self.record_of(&request).await?;
-            let requester = self
-                .store
-                .user_by_id(request.requester_id)
-                .await?
-                .ok_or(StoreError::NotFound("requester"))?;
-            let approvals = self.store.approvals_for_request(request_id).await?;
-            let approve_rows: Vec<ApprovalFacts> = approvals
-                .iter()
-                .filter(|a| a.decision == ApprovalDecision::Approve)
-                .map(|a| ApprovalFacts {
-                    approver_user_id: a.approver_id,
-                    stage: a.stage,
-                })
-                .collect();
+            };
             let seen = approve_rows.len() as i64;
             let ctx = self
                 .context(
@@ -1073,6 +1054,48 @@ impl Lifecycle {
         ]))
     }
 
+    /// What an approver's decision needs: the request (still PENDING), its record and requester,
+    /// and the approvals so far. `None`: the request waits for an extension, which
+    /// `decide_extension` decides. Any other state is an answer for the approver.
+    async fn decidable(&self, request_id: i64) -> Result<Option<Decidable>, LifecycleError> {
+        let request = self.request(request_id).await?;
+        match request.status {
+            RequestStatus::Pending => {}
+            RequestStatus::RenewalPending => return Ok(None),
+            RequestStatus::RequiresTriage => {
+                return Err(LifecycleError::WrongState {
+                    request_id,
+                    status: request.status,
+                    what: "an admin decides it from the triage queue",
+                });
+            }
+            _ => return Err(self.already_decided(request_id).await),
+        }
+        let record = self.record_of(&request).await?;
+        let requester = self
+            .store
+            .user_by_id(request.requester_id)
+            .await?
+            .ok_or(StoreError::NotFound("requester"))?;
+        let approve_rows = self
+            .store
+            .approvals_for_request(request_id)
+            .await?
+            .iter()
+            .filter(|a| a.decision == ApprovalDecision::Approve)
+            .map(|a| ApprovalFacts {
+                approver_user_id: a.approver_id,
+                stage: a.stage,
+            })
+            .collect();
+        Ok(Some(Decidable {
+            request,
+            record,
+            requester,
+            approve_rows,
+        }))
+    }
+
     /// The stage an approval counts toward: the first whose quorum is not met yet.
     fn current_stage(&self, ctx: &PolicyContext) -> i32 {
         let needed = crate::policy::rules::quorum::stage_requirements(ctx, self.engine.policy());
@@ -1139,34 +1162,20 @@ impl Lifecycle {
         comment: Option<&str>,
     ) -> Result<Change, LifecycleError> {
         let comment = comment.map(|c| bounded(c, "comment")).transpose()?;
-        let request = self.request(request_id).await?;
-        match request.status {
-            RequestStatus::Pending => {}
-            RequestStatus::RenewalPending => {
+        let Decidable {
+            request,
+            record,
+            requester,
+            approve_rows,
+        } = match self.decidable(request_id).await? {
+            Some(d) => d,
+            None => {
                 return self
                     .decide_extension(approver, request_id, false, comment.as_deref())
                     .await;
             }
-            RequestStatus::RequiresTriage => {
-                return Err(LifecycleError::WrongState {
-                    request_id,
-                    status: request.status,
-                    what: "an admin decides it from the triage queue",
-                });
-            }
-            _ => return Err(self.already_decided(request_id).await),
-        }
-        let record = self.record_of(&request).await?;
-        let requester = self
-            .store
-            .user_by_id(request.requester_id)
-            .await?
-            .ok_or(StoreError::NotFound("requester"))?;
-        let approvals = self.store.approvals_for_request(request_id).await?;
-        let seen = approvals
-            .iter()
-            .filter(|a| a.decision == ApprovalDecision::Approve)
-            .count() as i64;
+        };
+        let seen = approve_rows.len() as i64;
         // Whoever may approve may deny: the same evaluation says whether this person may decide.
         let ctx = self
             .context(
@@ -1175,14 +1184,7 @@ impl Lifecycle {
                 Some(approver),
                 &record,
                 Self::facts_of(&request),
-                approvals
-                    .iter()
-                    .filter(|a| a.decision == ApprovalDecision::Approve)
-                    .map(|a| ApprovalFacts {
-                        approver_user_id: a.approver_id,
-                        stage: a.stage,
-                    })
-                    .collect(),
+                approve_rows,
                 None,
             )
             .await?;
@@ -2379,6 +2381,14 @@ impl Notifier for SilentNotifier {
             tracing::debug!(user_id = n.user_id, request_id = n.request_id, kind = ?n.kind, "notice not delivered (no notifier)");
         }
     }
+}
+
+/// A PENDING request and what deciding it needs (see `Lifecycle::decidable`).
+struct Decidable {
+    request: Request,
+    record: Record,
+    requester: User,
+    approve_rows: Vec<ApprovalFacts>,
 }
 
 /// Where a retrieval came from, for the IssuanceEvent.
