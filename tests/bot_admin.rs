@@ -119,7 +119,8 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         "Erin Contractor <erin@contoso.example> is now APPROVER (was REQUESTER)."
     );
 
-    // A requester gets the same one-line answer for every admin command, and nothing changes.
+    // A requester gets the same one-line answer for every admin command; nothing changes, and
+    // each refused attempt is audited.
     let before = chat.audit_count().await;
     for text in [
         "admin authority show db-prod",
@@ -132,7 +133,40 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
             "{text}"
         );
     }
-    assert_eq!(chat.audit_count().await, before);
+    let refused: Vec<(String, String)> = chat
+        .store
+        .audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .skip(before)
+        .map(|e| {
+            (
+                e.action,
+                e.detail.0["command"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                "ACCESS_DENIED_INSUFFICIENT_PERMISSION".to_string(),
+                "admin authority".to_string()
+            ),
+            (
+                "ACCESS_DENIED_INSUFFICIENT_PERMISSION".to_string(),
+                "admin authority".to_string()
+            ),
+            (
+                "ACCESS_DENIED_INSUFFICIENT_PERMISSION".to_string(),
+                "admin role".to_string()
+            ),
+        ]
+    );
     let alice = chat
         .store
         .user_by_aad_object_id(ALICE.0)

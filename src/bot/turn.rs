@@ -816,6 +816,18 @@ async fn admin_text(
     command: AdminCommand,
 ) -> Result<String, ApiError> {
     let Some(admin) = user.filter(|u| u.role == Role::Admin) else {
+        // A refused attempt is recorded (who, which command), and changes nothing else.
+        state
+            .store
+            .append_audit(
+                &NewAuditEvent::new(
+                    actor(user),
+                    "ACCESS_DENIED_INSUFFICIENT_PERMISSION",
+                    state.clock.now(),
+                )
+                .detail(json!({ "command": format!("admin {}", admin_name(&command)) })),
+            )
+            .await?;
         return Ok("Admin commands are for Passkey admins.".into());
     };
     Ok(match command {
