@@ -314,3 +314,66 @@ async fn approval_cards_are_updated_everywhere_and_a_stale_tap_is_told_who_decid
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_whose_approvers_cannot_be_reached_goes_to_the_admins_not_nowhere() {
+    let chat = Chat::start(None).await;
+    chat.say(CAROL, "help").await;
+    // jenkins-deploy is approved by the Entra group sre-oncall, whose members Passkey cannot list
+    // (no Graph here), and by its owner; with the owner's authority revoked nobody would hear of
+    // the request, so it goes to triage at once.
+    let record = chat
+        .store
+        .records_by_title_prefix("jenkins-deploy", 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let resource = chat
+        .store
+        .governed_resource_for_record(record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    for a in chat
+        .store
+        .active_authorities(resource.id, common::t0())
+        .await
+        .unwrap()
+    {
+        if a.principal_type != passkey::domain::PrincipalType::Group {
+            chat.store
+                .revoke_authority(
+                    a.id,
+                    "test",
+                    "owner away",
+                    &passkey::store::NewAuditEvent::new("test", "AUTHORITY_REVOKED", common::t0()),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let asked = chat
+        .say(
+            ALICE,
+            "request jenkins-deploy 1h because INC-4411 hotfix deploy",
+        )
+        .await;
+    assert!(asked.contains("needs an admin's decision"), "{asked}");
+    assert!(asked.contains("no approver could be reached"), "{asked}");
+    assert_eq!(status(&chat, 1).await, RequestStatus::RequiresTriage);
+    let actions: Vec<String> = chat
+        .store
+        .audit_events_for_request(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["REQUEST_SUBMITTED", "REQUEST_ESCALATED"]);
+    assert!(
+        chat.messages_to(CAROL.0)
+            .iter()
+            .any(|m| m.contains("Request #1 from Alice Requester")),
+        "the admins are told"
+    );
+}

@@ -685,6 +685,11 @@ impl Lifecycle {
                     }
                     None => vec![],
                 };
+                if approvers.is_empty() {
+                    return self
+                        .no_approver_reachable(request, record, decision.reasons)
+                        .await;
+                }
                 Ok(Change {
                     notices: Self::notices(&approvers, request.id, NoticeKind::ApprovalNeeded),
                     request,
@@ -698,6 +703,38 @@ impl Lifecycle {
                     .await
             }
         }
+    }
+
+    /// A routed request whose approvers resolve to nobody Passkey can reach (a group whose members
+    /// it cannot list, an address nobody has) goes to the admins at once, and the requester is
+    /// told why — it never waits silently for people who will not hear of it.
+    async fn no_approver_reachable(
+        &self,
+        request: Request,
+        record: Record,
+        mut reasons: Vec<String>,
+    ) -> Result<Change, LifecycleError> {
+        let why = "no approver could be reached; an admin will decide".to_string();
+        let now = self.clock.now();
+        let change = StatusChange::new(
+            request.id,
+            RequestStatus::Pending,
+            RequestStatus::RequiresTriage,
+            now,
+        )
+        .reason(why.clone());
+        let audit = NewAuditEvent::new("system:routing", "REQUEST_ESCALATED", now)
+            .detail(json!({ "reason": "no_reachable_approver" }));
+        let request = self.store.transition_request(&change, &[], &audit).await?;
+        reasons.push(why);
+        let admins = self.admins().await?;
+        Ok(Change {
+            notices: Self::notices(&admins, request.id, NoticeKind::TriageNeeded),
+            request,
+            record,
+            event: Event::Triaged,
+            reasons,
+        })
     }
 
     /// AUTO_APPROVE at submission (including break-glass): the approval transition, then the lease.
