@@ -283,6 +283,16 @@ fn bounded(text: &str, what: &str) -> Result<String, LifecycleError> {
     Ok(text.to_string())
 }
 
+/// The approver an authority row names.
+fn approver_of(a: &AuthorityFacts) -> Approver {
+    Approver {
+        authority_id: a.authority_id,
+        kind: a.kind,
+        principal_type: a.principal_type,
+        principal: a.principal.clone(),
+    }
+}
+
 /// Constant-time equality of two hex digests (the token check must not leak by timing).
 fn same_digest(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -780,12 +790,7 @@ impl Lifecycle {
                 .authorities
                 .iter()
                 .filter(|a| a.in_force(now))
-                .map(|a| Approver {
-                    authority_id: a.authority_id,
-                    kind: a.kind,
-                    principal_type: a.principal_type,
-                    principal: a.principal.clone(),
-                })
+                .map(approver_of)
                 .collect();
             let mut people = self
                 .resolve_approvers(&approvers, request.requester_id)
@@ -962,9 +967,9 @@ impl Lifecycle {
             let Decidable {
                 request,
                 record,
-                requester,
-                approve_rows,
-            } = match self.decidable(request_id).await? {
+                ctx,
+                seen,
+            } = match self.decidable(approver, request_id).await? {
                 Some(d) => d,
                 None => {
                     return self
@@ -972,18 +977,6 @@ impl Lifecycle {
                         .await;
                 }
             };
-            let seen = approve_rows.len() as i64;
-            let ctx = self
-                .context(
-                    Action::Approve,
-                    &requester,
-                    Some(approver),
-                    &record,
-                    Self::facts_of(&request),
-                    approve_rows,
-                    None,
-                )
-                .await?;
             let decision = self.engine.evaluate(&ctx);
             let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
             let now = ctx.now;
@@ -1091,10 +1084,15 @@ impl Lifecycle {
         ]))
     }
 
-    /// What an approver's decision needs: the request (still PENDING), its record and requester,
-    /// and the approvals so far. `None`: the request waits for an extension, which
-    /// `decide_extension` decides. Any other state is an answer for the approver.
-    async fn decidable(&self, request_id: i64) -> Result<Option<Decidable>, LifecycleError> {
+    /// What an approver's decision needs: the request (still PENDING), its record, and the policy
+    /// context of this approver's approval with the approvals so far. `None`: the request waits
+    /// for an extension, which `decide_extension` decides. Any other state is an answer for the
+    /// approver.
+    async fn decidable(
+        &self,
+        approver: &User,
+        request_id: i64,
+    ) -> Result<Option<Decidable>, LifecycleError> {
         let request = self.request(request_id).await?;
         match request.status {
             RequestStatus::Pending => {}
@@ -1114,7 +1112,7 @@ impl Lifecycle {
             .user_by_id(request.requester_id)
             .await?
             .ok_or(StoreError::NotFound("requester"))?;
-        let approve_rows = self
+        let approve_rows: Vec<ApprovalFacts> = self
             .store
             .approvals_for_request(request_id)
             .await?
@@ -1125,11 +1123,23 @@ impl Lifecycle {
                 stage: a.stage,
             })
             .collect();
+        let seen = approve_rows.len() as i64;
+        let ctx = self
+            .context(
+                Action::Approve,
+                &requester,
+                Some(approver),
+                &record,
+                Self::facts_of(&request),
+                approve_rows,
+                None,
+            )
+            .await?;
         Ok(Some(Decidable {
             request,
             record,
-            requester,
-            approve_rows,
+            ctx,
+            seen,
         }))
     }
 
@@ -1157,16 +1167,7 @@ impl Lifecycle {
         stages
             .range(stage + 1..)
             .next()
-            .map(|(_, rows)| {
-                rows.iter()
-                    .map(|a| Approver {
-                        authority_id: a.authority_id,
-                        kind: a.kind,
-                        principal_type: a.principal_type,
-                        principal: a.principal.clone(),
-                    })
-                    .collect()
-            })
+            .map(|(_, rows)| rows.iter().map(|a| approver_of(a)).collect())
             .unwrap_or_default()
     }
 
@@ -1199,12 +1200,13 @@ impl Lifecycle {
         comment: Option<&str>,
     ) -> Result<Change, LifecycleError> {
         let comment = comment.map(|c| bounded(c, "comment")).transpose()?;
+        // Whoever may approve may deny: the same evaluation says whether this person may decide.
         let Decidable {
             request,
             record,
-            requester,
-            approve_rows,
-        } = match self.decidable(request_id).await? {
+            ctx,
+            seen,
+        } = match self.decidable(approver, request_id).await? {
             Some(d) => d,
             None => {
                 return self
@@ -1212,19 +1214,6 @@ impl Lifecycle {
                     .await;
             }
         };
-        let seen = approve_rows.len() as i64;
-        // Whoever may approve may deny: the same evaluation says whether this person may decide.
-        let ctx = self
-            .context(
-                Action::Approve,
-                &requester,
-                Some(approver),
-                &record,
-                Self::facts_of(&request),
-                approve_rows,
-                None,
-            )
-            .await?;
         let mut decision = self.engine.evaluate(&ctx);
         if matches!(
             decision.outcome,
@@ -2315,12 +2304,7 @@ impl Lifecycle {
                         .next()
                         .unwrap_or_default()
                         .into_iter()
-                        .map(|a| Approver {
-                            authority_id: a.authority_id,
-                            kind: a.kind,
-                            principal_type: a.principal_type,
-                            principal: a.principal.clone(),
-                        })
+                        .map(approver_of)
                         .collect();
                 self.resolve_approvers(&approvers, request.requester_id)
                     .await?
@@ -2424,8 +2408,10 @@ impl Notifier for SilentNotifier {
 struct Decidable {
     request: Request,
     record: Record,
-    requester: User,
-    approve_rows: Vec<ApprovalFacts>,
+    /// The approval's policy context, with the APPROVE rows recorded so far.
+    ctx: PolicyContext,
+    /// How many APPROVE rows there were: the store re-checks this under its lock.
+    seen: i64,
 }
 
 /// Where a retrieval came from, for the IssuanceEvent.
