@@ -1,26 +1,10 @@
 //! Plain-text views of requests and lifecycle outcomes for chat. Nothing here ever sees a share
 //! URL, token or OTP: the inputs are rows and use-case results, which carry none (INV-5).
 
-use crate::domain::{RequestStatus, Timestamp, format_duration};
+use crate::cards::{retrieve_url, when};
+use crate::domain::{RequestStatus, format_duration};
 use crate::governance::lifecycle::{Change, Event, LifecycleError, NoticeKind};
 use crate::store::{Record, Request};
-
-/// Where the requester retrieves the credential (the page signs them in; the link has no secret).
-pub fn retrieve_link(base_url: &str, request_id: i64) -> String {
-    format!("{base_url}/requests/{request_id}/issue")
-}
-
-fn hhmm(t: Timestamp) -> String {
-    let dt = t.datetime();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute()
-    )
-}
 
 /// One line per request: id, record, state and what matters about that state.
 pub fn request_line(request: &Request, record_title: &str) -> String {
@@ -28,7 +12,7 @@ pub fn request_line(request: &Request, record_title: &str) -> String {
     match request.status {
         RequestStatus::Approved | RequestStatus::Issued | RequestStatus::RenewalPending => {
             if let Some(end) = request.lease_expires_at {
-                line.push_str(&format!(" until {}", hhmm(end)));
+                line.push_str(&format!(" until {}", when(end)));
             }
             line.push_str(&format!(
                 ", {} of {} retrievals left",
@@ -109,7 +93,7 @@ fn approved_text(r: &Request, title: &str, base_url: &str, event: Event) -> Stri
     };
     let until = r
         .lease_expires_at
-        .map(|t| format!(" Access lasts until {}.", hhmm(t)))
+        .map(|t| format!(" Access lasts until {}.", when(t)))
         .unwrap_or_default();
     let delay = if r.next_attempt_at.is_some() {
         " The vault is slow to answer; I'm checking again shortly."
@@ -118,7 +102,7 @@ fn approved_text(r: &Request, title: &str, base_url: &str, event: Event) -> Stri
     };
     format!(
         "{head}{until}{delay}\n\nRetrieve it here (sign-in required; the link opens once): {}",
-        retrieve_link(base_url, r.id)
+        retrieve_url(base_url, r.id)
     )
 }
 
