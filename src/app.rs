@@ -49,6 +49,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Tells people about requests (Teams messages in their 1:1 chat with the bot).
     pub notifier: Arc<dyn Notifier>,
+    /// Signed checkpoints, verification and export of the audit trail.
+    pub audit: Arc<crate::audit::AuditTrail>,
 }
 
 /// Why the app could not start.
@@ -160,7 +162,14 @@ impl App {
             clock.clone(),
             settings.public_base_url(),
         ));
+        let audit = Arc::new(crate::audit::AuditTrail::new(
+            store.clone(),
+            audit_signer(&settings).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            clock.clone(),
+            settings.audit.clone(),
+        ));
         let state = AppState {
+            audit,
             lifecycle,
             notifier,
             settings: Arc::new(settings),
@@ -199,6 +208,7 @@ impl App {
             s.notifier.clone(),
             holder,
         )
+        .with_audit(s.audit.clone())
     }
 
     pub fn router(&self) -> axum::Router {
@@ -282,6 +292,14 @@ fn group_directory(settings: &Settings) -> Result<Arc<dyn GroupDirectory>, Store
     GraphGroupDirectory::new(http, &settings.graph.base_url, Arc::new(tokens))
         .map(|d| Arc::new(d) as Arc<dyn GroupDirectory>)
         .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// The audit checkpoint signer: the local Ed25519 key file in the data directory (created on
+/// first start).
+pub fn audit_signer(
+    settings: &Settings,
+) -> Result<Arc<dyn crate::audit::Signer>, crate::audit::SignError> {
+    crate::audit::local_signer(&settings.audit, &settings.data_dir)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
