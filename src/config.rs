@@ -400,7 +400,10 @@ impl Settings {
             problems.push("http.body_limit_bytes must be greater than 0".into());
         }
         let a = &self.audit;
-        if a.checkpoint_every_events == 0 || a.checkpoint_every_secs == 0 || a.verify_every_secs == 0 {
+        if a.checkpoint_every_events == 0
+            || a.checkpoint_every_secs == 0
+            || a.verify_every_secs == 0
+        {
             problems.push(
                 "audit.checkpoint_every_events, checkpoint_every_secs and verify_every_secs must be greater than 0".into(),
             );

@@ -114,7 +114,13 @@ mod tests {
     ];
     /// Environment variable names.
     const NOT_ACTION_PREFIXES: &[&str] = &[
-        "PASSKEY_", "CARGO_", "DATABASE_", "KEEPER_", "IDENTITY_", "AZURE_", "MSI_",
+        "PASSKEY_",
+        "CARGO_",
+        "DATABASE_",
+        "KEEPER_",
+        "IDENTITY_",
+        "AZURE_",
+        "MSI_",
     ];
 
     /// The string literals in a Rust file's non-test code shaped like `"WORD_WORD"`.
@@ -127,7 +133,9 @@ mod tests {
                 let start = i + 1;
                 let mut j = start;
                 while j < bytes.len()
-                    && (bytes[j].is_ascii_uppercase() || bytes[j].is_ascii_digit() || bytes[j] == b'_')
+                    && (bytes[j].is_ascii_uppercase()
+                        || bytes[j].is_ascii_digit()
+                        || bytes[j] == b'_')
                 {
                     j += 1;
                 }
@@ -164,7 +172,12 @@ mod tests {
         let mut found = BTreeSet::new();
         walk(&src, &mut found);
         // The scan sees the code: the actions every part of the lifecycle writes are among them.
-        for sample in ["REQUEST_SUBMITTED", "LEASE_EXPIRED", "AUTHORITY_GRANTED", "BOT_INSTALLED"] {
+        for sample in [
+            "REQUEST_SUBMITTED",
+            "LEASE_EXPIRED",
+            "AUTHORITY_GRANTED",
+            "BOT_INSTALLED",
+        ] {
             assert!(found.contains(sample), "the scan missed {sample}");
         }
         let unknown: Vec<&String> = found
@@ -198,14 +211,16 @@ mod tests {
         let mut seen = BTreeSet::new();
         for a in ACTIONS {
             assert!(seen.insert(a.name), "{} listed twice", a.name);
-            assert!(
-                a.name
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c == '_')
-            );
+            assert!(a.name.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         }
         assert!(ACTIONS.len() >= 40, "{}", ACTIONS.len());
-        assert_eq!(action("OTP_LOCKED").map(|a| a.group), Some(ActionGroup::Otp));
-        assert!(!is_known("REQUEST_SUBMISSION"), "a trace stage is not an action");
+        assert_eq!(
+            action("OTP_LOCKED").map(|a| a.group),
+            Some(ActionGroup::Otp)
+        );
+        assert!(
+            !is_known("REQUEST_SUBMISSION"),
+            "a trace stage is not an action"
+        );
     }
 }

@@ -240,7 +240,11 @@ impl AuditTrail {
         }
         let report = result?;
         if let Some(first) = &report.first_bad {
-            tracing::error!(seq = first.seq, problem = first.problem.as_str(), "audit trail failed verification");
+            tracing::error!(
+                seq = first.seq,
+                problem = first.problem.as_str(),
+                "audit trail failed verification"
+            );
             self.store
                 .append_audit(
                     &NewAuditEvent::new(invoked_by, "AUDIT_VERIFY_FAILED", self.clock.now())
@@ -260,7 +264,12 @@ impl AuditTrail {
     /// Writes events after `from` (with the checkpoints from `from` on and every public key) to
     /// `out`. Records `AUDIT_EXPORTED` and signs a checkpoint first, so the file's tail is
     /// covered.
-    pub async fn export(&self, out: &Path, from: i64, actor: &str) -> Result<ExportSummary, AuditError> {
+    pub async fn export(
+        &self,
+        out: &Path,
+        from: i64,
+        actor: &str,
+    ) -> Result<ExportSummary, AuditError> {
         if from < 0 {
             return Err(AuditError::Refused("--from must be 0 or more".into()));
         }
@@ -416,7 +425,13 @@ impl AuditTrail {
 
 /// See [`AuditTrail::max_checkpoint_delay`].
 pub fn max_checkpoint_delay(settings: &AuditSettings) -> time::Duration {
-    time::Duration::seconds(settings.checkpoint_every_secs.saturating_mul(2).saturating_add(60).min(i64::MAX as u64) as i64)
+    time::Duration::seconds(
+        settings
+            .checkpoint_every_secs
+            .saturating_mul(2)
+            .saturating_add(60)
+            .min(i64::MAX as u64) as i64,
+    )
 }
 
 /// How often the checkpoint job looks.
@@ -431,7 +446,10 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Opens the configured local signing key, creating it on first start.
-pub fn local_signer(settings: &AuditSettings, data_dir: &Path) -> Result<Arc<dyn Signer>, SignError> {
+pub fn local_signer(
+    settings: &AuditSettings,
+    data_dir: &Path,
+) -> Result<Arc<dyn Signer>, SignError> {
     Ok(Arc::new(LocalEd25519Signer::open_or_create(
         &settings.signing_key_path(data_dir),
     )?))

@@ -131,10 +131,18 @@ impl LocalEd25519Signer {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path)?,
-            Err(e) => return Err(SignError::Key(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(SignError::Key(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
         };
         let key = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| {
-            SignError::Key(format!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))
+            SignError::Key(format!(
+                "{} is not an Ed25519 PKCS#8 key: {e}",
+                path.display()
+            ))
         })?;
         let raw = key.public_key().as_ref().to_vec();
         let public = PublicKey {
@@ -221,7 +229,11 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "the key file is readable by its owner only");
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the key file is readable by its owner only"
+            );
         }
         // Opening again reads the same key: same id, signatures verify with the first public key.
         let again = LocalEd25519Signer::open_or_create(&path).unwrap();
@@ -249,7 +261,11 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("audit.p8"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"not a key", "left as it was");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"not a key",
+            "left as it was"
+        );
     }
 
     #[test]

@@ -100,12 +100,17 @@ pub struct TrailIndex {
     pub events: u64,
 }
 
-fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>, TrailError> {
+fn lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>, TrailError> {
     let file = std::fs::File::open(path).map_err(|source| TrailError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(BufReader::new(file).lines().enumerate().map(|(i, l)| (i + 1, l)))
+    Ok(BufReader::new(file)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l)))
 }
 
 fn parse(path: &Path, n: usize, text: std::io::Result<String>) -> Result<Option<Line>, TrailError> {
@@ -154,12 +159,17 @@ pub fn read_index(path: &Path) -> Result<TrailIndex, TrailError> {
                 if h.format != FORMAT || h.version != VERSION {
                     return Err(malformed(
                         n,
-                        &format!("not a {FORMAT} v{VERSION} file ({} v{})", h.format, h.version),
+                        &format!(
+                            "not a {FORMAT} v{VERSION} file ({} v{})",
+                            h.format, h.version
+                        ),
                     ));
                 }
                 header = Some(h);
             }
-            Some(Line::Header(_)) => return Err(malformed(n, "only the first line may be a header")),
+            Some(Line::Header(_)) => {
+                return Err(malformed(n, "only the first line may be a header"));
+            }
             Some(_) if header.is_none() => {
                 return Err(malformed(n, "the first line must be the header"));
             }

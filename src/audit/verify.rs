@@ -179,7 +179,11 @@ pub struct Verifier {
 impl Verifier {
     /// Starts a walk. Checkpoint signatures are checked here, with `keys` (the trusted public
     /// keys, by key id).
-    pub fn new(opts: VerifyOptions, mut checkpoints: Vec<AuditCheckpoint>, keys: &[PublicKey]) -> Self {
+    pub fn new(
+        opts: VerifyOptions,
+        mut checkpoints: Vec<AuditCheckpoint>,
+        keys: &[PublicKey],
+    ) -> Self {
         checkpoints.sort_by_key(|c| c.seq);
         let keys: HashMap<&str, &PublicKey> = keys.iter().map(|k| (k.key_id.as_str(), k)).collect();
         let mut findings = Vec::new();
@@ -277,7 +281,10 @@ impl Verifier {
             return Some(Finding {
                 seq: e.seq,
                 problem: Problem::Inserted,
-                detail: format!("the chain ends at seq {to}, yet an event claims seq {}", e.seq),
+                detail: format!(
+                    "the chain ends at seq {to}, yet an event claims seq {}",
+                    e.seq
+                ),
             });
         }
         if e.seq != s {
@@ -293,7 +300,11 @@ impl Verifier {
                         seq: s,
                         problem: Problem::Deleted,
                         detail: if e.seq == s + 1 {
-                            format!("event {s} is missing (the trail goes from {} to {})", s - 1, e.seq)
+                            format!(
+                                "event {s} is missing (the trail goes from {} to {})",
+                                s - 1,
+                                e.seq
+                            )
                         } else {
                             format!("events {s}–{} are missing", e.seq - 1)
                         },
@@ -328,12 +339,18 @@ impl Verifier {
             } else if let Some(other) = self.known_hash(&e.prev_hash, here) {
                 (
                     Problem::Reordered,
-                    format!("it chains from the event now at seq {other}, not from seq {}", s - 1),
+                    format!(
+                        "it chains from the event now at seq {other}, not from seq {}",
+                        s - 1
+                    ),
                 )
             } else if hash_ok {
                 (
                     Problem::Inserted,
-                    format!("its hash is consistent but it does not chain from seq {}", s - 1),
+                    format!(
+                        "its hash is consistent but it does not chain from seq {}",
+                        s - 1
+                    ),
                 )
             } else {
                 (
@@ -528,3 +545,292 @@ pub fn verify_all(
 
 /// Events per page when walking a trail.
 pub const PAGE: usize = 5000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::signer::{LocalEd25519Signer, Signer};
+    use serde_json::json;
+    use sqlx::types::Json;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::parse("2026-11-23T09:00:00Z")
+            .unwrap()
+            .plus(time::Duration::seconds(secs))
+    }
+
+    /// A well-formed chain of `n` events, one a second.
+    fn chain(n: i64) -> Vec<AuditEvent> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let e = event(seq, &prev, json!({ "n": seq }));
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn event(seq: i64, prev: &str, detail: serde_json::Value) -> AuditEvent {
+        let mut e = AuditEvent {
+            seq,
+            event_id: uuid::Uuid::from_u128(seq as u128),
+            actor: "user:1".into(),
+            action: "REQUEST_SUBMITTED".into(),
+            request_id: Some(seq),
+            record_id: None,
+            detail: Json(detail),
+            created_at: t(seq),
+            prev_hash: prev.to_string(),
+            hash: String::new(),
+        };
+        e.hash = recompute_audit_hash(&e);
+        e
+    }
+
+    /// Re-hashes events from index `from` on, as an attacker who knows the scheme would.
+    fn rehash(events: &mut [AuditEvent], from: usize) {
+        for i in from..events.len() {
+            if i > 0 {
+                events[i].prev_hash = events[i - 1].hash.clone();
+            }
+            events[i].hash = recompute_audit_hash(&events[i]);
+        }
+    }
+
+    async fn sign(signer: &dyn Signer, e: &AuditEvent, at: Timestamp) -> AuditCheckpoint {
+        let s = signer
+            .sign(&checkpoint_message(e.seq, &e.hash, at))
+            .await
+            .unwrap();
+        AuditCheckpoint {
+            seq: e.seq,
+            head_hash: e.hash.clone(),
+            signed_at: at,
+            key_id: s.key_id,
+            algorithm: s.algorithm.as_str().into(),
+            signature: B64.encode(s.bytes),
+        }
+    }
+
+    fn opts(to: i64) -> VerifyOptions {
+        VerifyOptions {
+            from_seq: 0,
+            to_seq: Some(to),
+            max_checkpoint_delay: None,
+            as_of: t(to + 1),
+        }
+    }
+
+    fn first(report: &Report) -> (i64, Problem) {
+        let f = report.first_bad.as_ref().expect("a finding");
+        (f.seq, f.problem)
+    }
+
+    fn key() -> (tempfile::TempDir, LocalEd25519Signer) {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LocalEd25519Signer::open_or_create(&dir.path().join("k.p8")).unwrap();
+        (dir, signer)
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_across_pages() {
+        let events = chain(PAGE as i64 * 2 + 7);
+        let report = verify_all(opts(events.len() as i64), &events, vec![], &[]);
+        assert!(report.ok(), "{}", report.summary());
+        assert_eq!(report.events, events.len() as u64);
+        assert_eq!(
+            report.last_hash.as_deref(),
+            Some(events.last().unwrap().hash.as_str())
+        );
+        assert!(report.summary().starts_with("Audit trail verified"));
+    }
+
+    #[test]
+    fn an_edited_detail_is_named_by_its_seq() {
+        let mut events = chain(50);
+        events[20].detail = Json(json!({ "n": 999 }));
+        let report = verify_all(opts(50), &events, vec![], &[]);
+        assert_eq!(first(&report), (21, Problem::Edited));
+        assert!(
+            report.summary().contains("First bad seq 21: edited"),
+            "{}",
+            report.summary()
+        );
+    }
+
+    #[test]
+    fn a_deleted_event_is_a_gap_at_its_seq() {
+        let mut events = chain(50);
+        events.remove(9);
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (10, Problem::Deleted)
+        );
+        // The last event gone: the chain head still says 50.
+        let mut events = chain(50);
+        events.pop();
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (50, Problem::Deleted)
+        );
+    }
+
+    #[test]
+    fn swapped_events_are_reordered() {
+        // Lines swapped in a file: seq order broken.
+        let mut events = chain(50);
+        events.swap(29, 30);
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (30, Problem::Reordered)
+        );
+        // Rows swapped in the database (their seq numbers exchanged): read back in seq order.
+        let mut events = chain(50);
+        events.swap(29, 30);
+        events[29].seq = 30;
+        events[30].seq = 31;
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (30, Problem::Reordered)
+        );
+    }
+
+    #[test]
+    fn a_forged_row_slipped_in_is_inserted() {
+        // In the middle, later rows shifted up, the forgery hashed correctly.
+        let mut events = chain(50);
+        let forged = event(21, &events[19].hash, json!({ "forged": true }));
+        events.insert(20, forged);
+        for e in events.iter_mut().skip(21) {
+            e.seq += 1;
+        }
+        assert_eq!(
+            first(&verify_all(opts(51), &events, vec![], &[])),
+            (21, Problem::Inserted)
+        );
+        // After the head, chained and hashed correctly: only the head betrays it.
+        let mut events = chain(50);
+        events.push(event(51, &events[49].hash.clone(), json!({})));
+        let report = verify_all(opts(50), &events, vec![], &[]);
+        assert_eq!(first(&report), (51, Problem::Inserted));
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_chain_is_caught_by_the_checkpoint_after_it() {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let mut events = chain(100);
+        let checkpoints = vec![
+            sign(&signer, &events[39], t(41)).await,
+            sign(&signer, &events[79], t(81)).await,
+        ];
+        // Edit event 60 and recompute every hash after it: the chain itself is consistent.
+        events[59].actor = "user:666".into();
+        rehash(&mut events, 59);
+        let report = verify_all(opts(100), &events, checkpoints, &keys);
+        let (seq, problem) = first(&report);
+        assert_eq!((seq, problem), (41, Problem::Rewritten));
+        assert!(report.first_bad.unwrap().detail.contains("41–80"));
+    }
+
+    #[tokio::test]
+    async fn forged_checkpoints_fail_and_rotated_keys_still_verify() {
+        let (_a, key_a) = key();
+        let (_b, key_b) = key();
+        let events = chain(30);
+        // Key A signed the first checkpoint, key B (after rotation) the second.
+        let checkpoints = vec![
+            sign(&key_a, &events[9], t(11)).await,
+            sign(&key_b, &events[19], t(21)).await,
+        ];
+        let keys = vec![
+            key_a.public_key().await.unwrap(),
+            key_b.public_key().await.unwrap(),
+        ];
+        let report = verify_all(opts(30), &events, checkpoints.clone(), &keys);
+        assert!(report.ok(), "{}", report.summary());
+        assert_eq!(report.checkpoints_verified, 2);
+        assert_eq!(report.key_ids.len(), 2);
+
+        // Key A no longer known: its checkpoint cannot be trusted.
+        let report = verify_all(opts(30), &events, checkpoints.clone(), &keys[1..]);
+        assert_eq!(first(&report), (10, Problem::ForgedCheckpoint));
+        assert!(report.first_bad.unwrap().detail.contains("unknown key"));
+
+        // A signature over something else, relabelled.
+        let mut forged = checkpoints.clone();
+        forged[1].head_hash = events[18].hash.clone();
+        let report = verify_all(opts(30), &events, forged, &keys);
+        assert_eq!(first(&report), (20, Problem::ForgedCheckpoint));
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_timely_checkpoint_is_a_missing_checkpoint() {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let events = chain(100);
+        let every_ten = |_: ()| async {
+            let mut cps = Vec::new();
+            for i in (9..100).step_by(10) {
+                cps.push(sign(&signer, &events[i], t(i as i64 + 2)).await);
+            }
+            cps
+        };
+        let cps = every_ten(()).await;
+        let mut o = opts(100);
+        o.max_checkpoint_delay = Some(time::Duration::seconds(15));
+        assert!(verify_all(o.clone(), &events, cps.clone(), &keys).ok());
+
+        // The checkpoints at 50 and 60 removed: events 41.. wait until 70's checkpoint.
+        let holes: Vec<_> = cps
+            .iter()
+            .filter(|c| c.seq != 50 && c.seq != 60)
+            .cloned()
+            .collect();
+        let report = verify_all(o.clone(), &events, holes, &keys);
+        assert_eq!(first(&report), (41, Problem::MissingCheckpoint));
+
+        // Nothing covers the tail, long after it was written.
+        let report = verify_all(
+            VerifyOptions {
+                as_of: t(200),
+                ..o.clone()
+            },
+            &events[..95],
+            cps[..9].to_vec(),
+            &keys,
+        );
+        // (The trail also stops short of seq 100, a deletion at 96, but 91 comes first.)
+        assert_eq!(first(&report).0, 91);
+        assert_eq!(first(&report).1, Problem::MissingCheckpoint);
+
+        // Events written before checkpointing began are not held to the rule.
+        let report = verify_all(o, &events, cps[5..].to_vec(), &keys);
+        assert!(report.ok(), "{}", report.summary());
+    }
+
+    #[tokio::test]
+    async fn an_incremental_trail_is_anchored_by_the_checkpoint_it_starts_at() {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let events = chain(60);
+        let cp = sign(&signer, &events[39], t(41)).await;
+        let o = VerifyOptions {
+            from_seq: 40,
+            ..opts(60)
+        };
+        let report = verify_all(o.clone(), &events[40..], vec![cp.clone()], &keys);
+        assert!(report.ok() && report.anchored, "{}", report.summary());
+        // Without the checkpoint it still walks, but says it is not anchored.
+        let report = verify_all(o.clone(), &events[40..], vec![], &keys);
+        assert!(report.ok() && !report.anchored);
+        assert!(report.summary().contains("not vouched for"));
+        // The first event's predecessor edited: the anchor catches it.
+        let mut tampered = events[40..].to_vec();
+        tampered[0].prev_hash = events[10].hash.clone();
+        tampered[0].hash = recompute_audit_hash(&tampered[0]);
+        let report = verify_all(o, &tampered, vec![cp], &keys);
+        assert_eq!(first(&report).0, 41);
+    }
+}

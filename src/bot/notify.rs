@@ -275,7 +275,10 @@ impl Notifier for TeamsNotifier {
             let chat = match self.store.personal_conversation(&admin.aad_object_id).await {
                 Ok(Some(chat)) => chat,
                 Ok(None) => {
-                    tracing::warn!(user_id = admin.id, "admin alert not delivered: no chat with this admin yet");
+                    tracing::warn!(
+                        user_id = admin.id,
+                        "admin alert not delivered: no chat with this admin yet"
+                    );
                     continue;
                 }
                 Err(error) => {

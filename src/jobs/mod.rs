@@ -139,7 +139,9 @@ impl Scheduler {
     pub fn jobs(&self) -> Vec<Job> {
         Job::ALL
             .into_iter()
-            .filter(|j| self.audit.is_some() || !matches!(j, Job::AuditCheckpoint | Job::AuditVerify))
+            .filter(|j| {
+                self.audit.is_some() || !matches!(j, Job::AuditCheckpoint | Job::AuditVerify)
+            })
             .collect()
     }
 
@@ -480,7 +482,9 @@ impl Scheduler {
                 );
                 Ok(counts)
             }
-            Some(first) => Err(format!("audit trail failed verification: first bad {first}")),
+            Some(first) => Err(format!(
+                "audit trail failed verification: first bad {first}"
+            )),
         }
     }
 

@@ -386,6 +386,9 @@ pub trait LeaseStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     /// Appends one event to the chain in its own transaction (for events with no state change).
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Appends several events with no state change in one transaction, the chain head locked
+    /// once (imports, bulk loads, benchmarks): the same chain as one `append_audit` each.
+    async fn append_audit_batch(&self, events: &[NewAuditEvent]) -> StoreResult<()>;
     /// Events with `seq > after`, in chain order.
     async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>>;
     async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>>;

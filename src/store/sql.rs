@@ -1473,6 +1473,13 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
+            async fn append_audit_batch(&self, events: &[NewAuditEvent]) -> StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                Self::append_audit_batch_tx(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>> {
                 Ok(sqlx::query_as("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(after)
