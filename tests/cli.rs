@@ -282,7 +282,10 @@ fn audit_export_verifies_offline_and_a_tampered_file_names_the_first_bad_seq() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    assert!(said.contains("1 signed checkpoints, 1 public keys"), "{said}");
+    assert!(
+        said.contains("1 signed checkpoints, 1 public keys"),
+        "{said}"
+    );
     assert!(dir.path().join("data/audit-signing-key.p8").exists());
     let body = std::fs::read_to_string(&trail).unwrap();
     let lines: Vec<serde_json::Value> = body
@@ -301,8 +304,16 @@ fn audit_export_verifies_offline_and_a_tampered_file_names_the_first_bad_seq() {
 
     // Offline: no database, no settings needed.
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = passkey(elsewhere.path(), &["audit", "verify", trail.to_str().unwrap()]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", trail.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).starts_with(&format!("Audit trail verified: {events} events")),
         "{}",
@@ -312,8 +323,13 @@ fn audit_export_verifies_offline_and_a_tampered_file_names_the_first_bad_seq() {
     // One detail changed in the file (line 4 is event 3): exit 1, seq 3 named.
     let tampered = dir.path().join("tampered.jsonl");
     std::fs::copy(&trail, &tampered).unwrap();
-    edit_line(&tampered, 3, |l| l.replacen("\"actor\":\"", "\"actor\":\"x", 1));
-    let out = passkey(elsewhere.path(), &["audit", "verify", tampered.to_str().unwrap()]);
+    edit_line(&tampered, 3, |l| {
+        l.replacen("\"actor\":\"", "\"actor\":\"x", 1)
+    });
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", tampered.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("First bad seq 3: edited"),
@@ -324,7 +340,10 @@ fn audit_export_verifies_offline_and_a_tampered_file_names_the_first_bad_seq() {
     // A line removed: the gap is named.
     std::fs::copy(&trail, &tampered).unwrap();
     edit_line(&tampered, 5, |_| String::new());
-    let out = passkey(elsewhere.path(), &["audit", "verify", tampered.to_str().unwrap()]);
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", tampered.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("First bad seq 5: deleted"),
@@ -377,24 +396,42 @@ fn audit_export_verifies_offline_and_a_tampered_file_names_the_first_bad_seq() {
     // Not a trail: exit 2 with the line.
     let junk = dir.path().join("junk.jsonl");
     std::fs::write(&junk, "{\"type\":\"event\"}\n").unwrap();
-    let out = passkey(elsewhere.path(), &["audit", "verify", junk.to_str().unwrap()]);
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", junk.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("line 1"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("line 1"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn audit_export_is_incremental_and_archive_is_recorded_without_deleting() {
     let dir = tempfile::tempdir().unwrap();
     assert!(passkey(dir.path(), &["migrate"]).status.success());
-    assert!(passkey(dir.path(), &["admin", "demo-load"]).status.success());
-    let first = dir.path().join("first.jsonl");
     assert!(
-        passkey(dir.path(), &["audit", "export", "--out", first.to_str().unwrap()])
+        passkey(dir.path(), &["admin", "demo-load"])
             .status
             .success()
     );
+    let first = dir.path().join("first.jsonl");
+    assert!(
+        passkey(
+            dir.path(),
+            &["audit", "export", "--out", first.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
     let header: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(&first).unwrap().lines().next().unwrap(),
+        std::fs::read_to_string(&first)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
     )
     .unwrap();
     let upto = header["to_seq"].as_i64().unwrap();
@@ -448,7 +485,14 @@ async fn audit_export_is_incremental_and_archive_is_recorded_without_deleting() 
     let refused = dir.path().join("refused.jsonl");
     let out = passkey(
         dir.path(),
-        &["audit", "archive", "--before", "2", "--out", refused.to_str().unwrap()],
+        &[
+            "audit",
+            "archive",
+            "--before",
+            "2",
+            "--out",
+            refused.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no signed checkpoint"));
