@@ -511,3 +511,34 @@ async fn audit_export_is_incremental_and_archive_is_recorded_without_deleting() 
     assert_eq!(archived.detail.0["to_seq"], serde_json::json!(upto));
     assert_eq!(archived.detail.0["file"], "archive.jsonl");
 }
+
+#[test]
+fn audit_export_to_an_unwritable_place_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    let out = passkey(
+        dir.path(),
+        &["audit", "export", "--out", "/nonexistent-dir/trail.jsonl"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent-dir/trail.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Nothing was recorded: a fresh export holds no AUDIT_EXPORTED before its own.
+    let trail = dir.path().join("trail.jsonl");
+    assert!(
+        passkey(
+            dir.path(),
+            &["audit", "export", "--out", trail.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let exported = std::fs::read_to_string(&trail)
+        .unwrap()
+        .matches("\"AUDIT_EXPORTED\"")
+        .count();
+    assert_eq!(exported, 1);
+}

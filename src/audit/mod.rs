@@ -273,6 +273,7 @@ impl AuditTrail {
         if from < 0 {
             return Err(AuditError::Refused("--from must be 0 or more".into()));
         }
+        writable(out)?;
         self.store
             .append_audit(
                 &NewAuditEvent::new(actor, "AUDIT_EXPORTED", self.clock.now())
@@ -313,6 +314,7 @@ impl AuditTrail {
                     before - 1
                 ))
             })?;
+        writable(out)?;
         let summary = self.write_trail(out, from, Some(end), true).await?;
         self.store
             .append_audit(
@@ -437,6 +439,20 @@ pub fn max_checkpoint_delay(settings: &AuditSettings) -> time::Duration {
 /// How often the checkpoint job looks.
 pub fn checkpoint_tick(settings: &AuditSettings) -> std::time::Duration {
     std::time::Duration::from_secs(settings.checkpoint_every_secs.clamp(1, 60))
+}
+
+/// Fails before anything is recorded when the output file cannot be created.
+fn writable(out: &Path) -> Result<(), AuditError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(out)
+        .map(drop)
+        .map_err(|source| AuditError::File {
+            path: out.display().to_string(),
+            source,
+        })
 }
 
 fn file_name(path: &Path) -> String {
