@@ -193,6 +193,7 @@ async fn a_failing_graph_is_unavailable_for_people_groups_and_installs() {
 on_both_databases!(
     an_email_approver_known_only_to_graph_becomes_a_user_and_is_asked,
     a_group_approver_asks_every_member,
+    an_approver_named_by_upn_is_found_and_may_decide,
     an_address_nobody_has_sends_the_request_to_triage_with_the_reason,
     a_failing_directory_sends_the_request_to_triage_with_the_reason,
 );
@@ -334,6 +335,28 @@ async fn a_group_approver_asks_every_member(db: Db) {
             .iter()
             .all(|n| n.kind == NoticeKind::ApprovalNeeded)
     );
+}
+
+async fn an_approver_named_by_upn_is_found_and_may_decide(db: Db) {
+    let graph = graph().await;
+    let (life, alice) = lifecycle(&db, &graph).await;
+    // Her UPN, not her mail: the directory finds her, and the approval check knows her by it.
+    only_approvers(
+        db.store.as_ref(),
+        "db-analytics-readonly",
+        &[(PrincipalType::Email, "doneil@contoso.example")],
+    )
+    .await;
+    let change = ask(&life, &alice).await;
+    assert_eq!(change.event, Event::Routed, "{:?}", change.reasons);
+    let dana = db.store.user_by_aad_object_id(DANA).await.unwrap().unwrap();
+    assert_eq!(dana.email.as_deref(), Some("dana.o'neil@contoso.example"));
+    let decided = life
+        .approve(&dana, change.request.id, Some("fine"))
+        .await
+        .unwrap();
+    assert_eq!(decided.request.status, RequestStatus::Approved);
+    assert_eq!(decided.request.decided_by, Some(dana.id));
 }
 
 async fn triaged_with(db: &Db, change: &Change, reason: &str) {

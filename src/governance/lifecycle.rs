@@ -287,6 +287,25 @@ fn person(user: &User, groups: Vec<String>) -> Person {
     }
 }
 
+/// As [`person`], for a record's authorities: a person answers to their mail and to their UPN, so
+/// when an EMAIL authority names their UPN (and not their mail), that is the address the policy
+/// sees — an approver found in the directory by UPN can then decide, not only be told.
+fn person_for(user: &User, groups: Vec<String>, authorities: &[AuthorityFacts]) -> Person {
+    let mut p = person(user, groups);
+    let names = |address: &str| {
+        authorities.iter().any(|a| {
+            a.principal_type == PrincipalType::Email && a.principal.eq_ignore_ascii_case(address)
+        })
+    };
+    if let Some(upn) = &user.upn
+        && !p.email.as_deref().is_some_and(names)
+        && names(upn)
+    {
+        p.email = Some(upn.clone());
+    }
+    p
+}
+
 fn bounded(text: &str, what: &str) -> Result<String, LifecycleError> {
     let text = text.trim();
     if text.chars().count() > MAX_TEXT_CHARS {
@@ -476,6 +495,7 @@ impl Lifecycle {
         extension_secs: Option<i64>,
     ) -> Result<PolicyContext, StoreError> {
         let requester_perms = self.permissions.effective(requester).await?;
+        let authorities = self.authority_facts(record).await?;
         let folder_access = FolderAccess {
             permission: record
                 .folder_id
@@ -487,14 +507,14 @@ impl Lifecycle {
                 let level = record
                     .folder_id
                     .and_then(|f| perms.folder_levels.get(&f).copied());
-                (Some(person(a, perms.groups)), level)
+                (Some(person_for(a, perms.groups, &authorities)), level)
             }
             None => (None, None),
         };
         Ok(PolicyContext {
             action,
             now: self.clock.now(),
-            requester: person(requester, requester_perms.groups),
+            requester: person_for(requester, requester_perms.groups, &authorities),
             actor,
             record: RecordFacts {
                 record_id: record.id,
@@ -505,7 +525,7 @@ impl Lifecycle {
             },
             request,
             folder_access,
-            authorities: self.authority_facts(record).await?,
+            authorities,
             approvals,
             extension_secs,
             actor_folder_access,
