@@ -280,12 +280,13 @@ fn bot_account_id(settings: &Settings) -> String {
     }
 }
 
+/// Where group memberships and people come from.
+type Directories = (Arc<dyn GroupDirectory>, Arc<dyn UserDirectory>);
+
 /// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one) — one
 /// client for group memberships and people — else an empty group directory and the demo people
 /// (dev with demo data) or nobody.
-fn directories(
-    settings: &Settings,
-) -> Result<(Arc<dyn GroupDirectory>, Arc<dyn UserDirectory>), StoreError> {
+fn directories(settings: &Settings) -> Result<Directories, StoreError> {
     if !settings.graph.enabled {
         let people = if settings.profile == Profile::Dev && settings.demo_data {
             StaticDirectory::demo()

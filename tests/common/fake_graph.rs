@@ -147,7 +147,7 @@ fn admit(
     uri: &axum::http::Uri,
     raw: Option<String>,
     headers: &HeaderMap,
-) -> Result<BTreeMap<String, String>, Response> {
+) -> Result<BTreeMap<String, String>, Box<Response>> {
     let raw_query = raw.unwrap_or_default();
     let query: BTreeMap<String, String> = serde_urlencoded_pairs(&raw_query).into_iter().collect();
     s.calls.lock().unwrap().push(GraphCall {
@@ -158,21 +158,21 @@ fn admit(
     });
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
     if bearer != Some(&format!("Bearer {GRAPH_TOKEN}")) {
-        return Err(graph_error(
+        return Err(Box::new(graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
-        ));
+        )));
     }
     if s.down.load(Ordering::SeqCst) {
-        return Err(graph_error(
+        return Err(Box::new(graph_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "generalException",
-        ));
+        )));
     }
     // Graph reads `+` as a plus sign: a client that encodes spaces that way asks a different
     // question.
     if raw_query.contains('+') {
-        return Err(graph_error(StatusCode::BAD_REQUEST, "BadRequest"));
+        return Err(Box::new(graph_error(StatusCode::BAD_REQUEST, "BadRequest")));
     }
     Ok(query)
 }
@@ -262,7 +262,7 @@ async fn get_user(
 ) -> Response {
     let query = match admit(&s, method, &uri, raw, &headers) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if query.get("$select").map(String::as_str) != Some(USER_SELECT) {
         return graph_error(StatusCode::BAD_REQUEST, "BadRequest");
@@ -286,7 +286,7 @@ async fn list_users(
 ) -> Response {
     let query = match admit(&s, method, &uri, raw, &headers) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if query.get("$select").map(String::as_str) != Some(USER_SELECT) {
         return graph_error(StatusCode::BAD_REQUEST, "BadRequest");
@@ -317,7 +317,7 @@ async fn group_members(
 ) -> Response {
     let query = match admit(&s, method, &uri, raw, &headers) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let eventual = headers
         .get("consistencylevel")
@@ -371,7 +371,7 @@ async fn member_of(
 ) -> Response {
     match admit(&s, method, &uri, raw, &headers) {
         Ok(_) => Json(json!({"value": []})).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -384,7 +384,7 @@ async fn install(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = admit(&s, method, &uri, None, &headers) {
-        return r;
+        return *r;
     }
     let base = s.base.lock().unwrap().clone();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
