@@ -194,6 +194,7 @@ on_both_databases!(
     an_email_approver_known_only_to_graph_becomes_a_user_and_is_asked,
     a_group_approver_asks_every_member,
     an_approver_named_by_upn_is_found_and_may_decide,
+    a_second_stage_is_reached_through_the_directory_or_the_request_goes_to_triage,
     an_address_nobody_has_sends_the_request_to_triage_with_the_reason,
     a_failing_directory_sends_the_request_to_triage_with_the_reason,
 );
@@ -357,6 +358,114 @@ async fn an_approver_named_by_upn_is_found_and_may_decide(db: Db) {
         .unwrap();
     assert_eq!(decided.request.status, RequestStatus::Approved);
     assert_eq!(decided.request.decided_by, Some(dana.id));
+}
+
+const BOB: &str = "b0b00000-0000-4000-8000-000000000002";
+
+/// Bob decides stage 1; `second` is the stage-2 approver.
+async fn two_stages(db: &Db, second: (PrincipalType, &str)) {
+    only_approvers(
+        db.store.as_ref(),
+        "db-analytics-readonly",
+        &[(PrincipalType::User, BOB)],
+    )
+    .await;
+    let record = db
+        .store
+        .records_by_title_prefix("db-analytics-readonly", 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let resource = db
+        .store
+        .governed_resource_for_record(record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    db.store
+        .add_authority(
+            &NewAuthority {
+                resource_id: resource.id,
+                authority: AuthorityKind::Approver,
+                principal_type: second.0,
+                principal: second.1.into(),
+                stage: 2,
+                valid_from: t0(),
+                valid_to: None,
+                created_by: "test".into(),
+            },
+            &NewAuditEvent::new("test", "AUTHORITY_GRANTED", t0()).record(record.id),
+        )
+        .await
+        .unwrap();
+}
+
+async fn a_second_stage_is_reached_through_the_directory_or_the_request_goes_to_triage(db: Db) {
+    let graph = graph().await;
+    let (life, alice) = lifecycle(&db, &graph).await;
+    let bob = db.store.user_by_aad_object_id(BOB).await.unwrap().unwrap();
+
+    // Stage 2 is someone only Graph knows: Bob's approval hands over to her.
+    two_stages(&db, (PrincipalType::Email, "doneil@contoso.example")).await;
+    let first = ask(&life, &alice).await;
+    assert_eq!(first.event, Event::Routed, "{:?}", first.reasons);
+    assert!(first.notices.iter().all(|n| n.user_id == bob.id));
+    let handed = life.approve(&bob, first.request.id, None).await.unwrap();
+    assert_eq!(
+        handed.event,
+        Event::ApprovalRecorded,
+        "{:?}",
+        handed.reasons
+    );
+    let dana = db.store.user_by_aad_object_id(DANA).await.unwrap().unwrap();
+    assert!(
+        handed
+            .notices
+            .iter()
+            .any(|n| n.user_id == dana.id && n.kind == NoticeKind::ApprovalNeeded),
+        "{:?}",
+        handed.notices
+    );
+    life.deny(&dana, first.request.id, Some("not today"))
+        .await
+        .unwrap();
+
+    // Stage 2 is an address nobody has: after Bob's approval the admins decide, and the
+    // requester hears why — the request does not wait for nobody.
+    two_stages(&db, (PrincipalType::Email, "nobody@contoso.example")).await;
+    let second = ask(&life, &alice).await;
+    assert_eq!(second.event, Event::Routed, "{:?}", second.reasons);
+    let stuck = life.approve(&bob, second.request.id, None).await.unwrap();
+    triaged_with(
+        &db,
+        &Change {
+            notices: stuck
+                .notices
+                .iter()
+                .filter(|n| n.kind == NoticeKind::TriageNeeded)
+                .cloned()
+                .collect(),
+            ..stuck.clone()
+        },
+        "approver nobody@contoso.example could not be found in the directory",
+    )
+    .await;
+    assert!(
+        stuck
+            .notices
+            .iter()
+            .any(|n| n.user_id == alice.id && n.kind == NoticeKind::StatusChanged),
+        "{:?}",
+        stuck.notices
+    );
+    assert_eq!(
+        db.store
+            .approvals_for_request(second.request.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn triaged_with(db: &Db, change: &Change, reason: &str) {

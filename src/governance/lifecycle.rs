@@ -1194,22 +1194,39 @@ impl Lifecycle {
                         .await;
                 }
                 Ok((request, false)) => {
-                    // A completed stage hands over to the next: tell its approvers.
-                    let mut notices = vec![Self::requester_notice(&request)];
+                    // A completed stage hands over to the next: tell its approvers — or, when
+                    // they reach nobody, the admins, as at submission.
                     let next = self.next_stage_approvers(&ctx, stage);
-                    if !next.is_empty() {
-                        let people = self.resolve_approvers(&next, request.requester_id).await?;
-                        notices.extend(Self::notices(
-                            &people,
-                            request.id,
-                            NoticeKind::ApprovalNeeded,
-                        ));
+                    let reached = if next.is_empty() {
+                        ReachedApprovers::default()
+                    } else {
+                        self.reach_approvers(&next, request.requester_id).await?
+                    };
+                    if !next.is_empty() && reached.users.is_empty() {
+                        let mut change = self
+                            .no_approver_reachable(
+                                request,
+                                record,
+                                decision.reasons,
+                                reached.unreached,
+                            )
+                            .await?;
+                        change.notices.push(Self::requester_notice(&change.request));
+                        return Ok(change);
                     }
+                    let mut notices = vec![Self::requester_notice(&request)];
+                    notices.extend(Self::notices(
+                        &reached.users,
+                        request.id,
+                        NoticeKind::ApprovalNeeded,
+                    ));
+                    let mut reasons = decision.reasons;
+                    reasons.extend(reached.unreached);
                     return Ok(Change {
                         request,
                         record,
                         event: Event::ApprovalRecorded,
-                        reasons: decision.reasons,
+                        reasons,
                         notices,
                     });
                 }
