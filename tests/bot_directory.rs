@@ -292,3 +292,87 @@ async fn a_chat_that_cannot_be_opened_leaves_nothing_half_kept_and_the_request_w
     );
     assert!(approval_copies(&chat, 1).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_notifier_counts_chats_it_could_not_open_and_opens_them_when_it_can() {
+    use passkey::bot::notify::{ProactiveChats, TeamsNotifier};
+    use passkey::governance::lifecycle::{Notice, NoticeKind, Notifier};
+    let graph = graph().await;
+    let chat = chat_with(&graph).await;
+    only_approvers(
+        chat.store.as_ref(),
+        "db-analytics-readonly",
+        &[(PrincipalType::Email, "dana@contoso.example")],
+    )
+    .await;
+    // The app's own notifier tells Dana once; this one is built by hand to read its counters.
+    chat.say(ALICE, ASK).await;
+    let dana = chat
+        .store
+        .user_by_aad_object_id(DANA)
+        .await
+        .unwrap()
+        .unwrap();
+    let state = &chat.server.state;
+    let notifier = TeamsNotifier::new(
+        state.store.clone(),
+        state.bot.connector.clone(),
+        state.clock.clone(),
+        chat.server.base.clone(),
+    )
+    .with_proactive_chats(ProactiveChats {
+        service_url: chat.connector.service_url.clone(),
+        bot_id: "28:passkey-dev".into(),
+        tenant_id: Some(common::channel::TENANT.into()),
+        install: Some((Arc::new(graph.directory()), CATALOG_APP_ID.into())),
+    });
+    // Someone the bot has never talked to, and a Connector that refuses the new chat.
+    let erin = chat
+        .store
+        .user_by_aad_object_id("e2140000-0000-4000-8000-000000000005")
+        .await
+        .unwrap()
+        .unwrap();
+    graph.add_user(
+        &erin.aad_object_id,
+        "Erin",
+        "erin@contoso.example",
+        "erin@contoso.example",
+    );
+    let notice = |user_id| Notice {
+        user_id,
+        request_id: 1,
+        kind: NoticeKind::ApprovalNeeded,
+    };
+    chat.connector.script(&[(403, None)]);
+    notifier.deliver(&[notice(erin.id)]).await;
+    assert_eq!((notifier.chat_failures(), notifier.chats_opened()), (1, 0));
+    assert!(
+        chat.store
+            .personal_conversation(&erin.aad_object_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Tried again, it works: the app was already installed (409 is fine), the chat is opened.
+    notifier.deliver(&[notice(erin.id)]).await;
+    assert_eq!((notifier.chat_failures(), notifier.chats_opened()), (1, 1));
+    assert!(
+        chat.store
+            .personal_conversation(&erin.aad_object_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(chat.cards_to(&erin.aad_object_id).len(), 1);
+    // Dana has a chat from the first notice: used as it is, nothing opened.
+    notifier.deliver(&[notice(dana.id)]).await;
+    assert_eq!((notifier.chat_failures(), notifier.chats_opened()), (1, 1));
+    assert_eq!(chat.cards_to(DANA).len(), 2);
+    let erin_installs = graph
+        .installs()
+        .into_iter()
+        .filter(|id| id == &erin.aad_object_id)
+        .count();
+    assert_eq!(erin_installs, 2, "installed, then 409 on the retry");
+}

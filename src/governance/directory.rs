@@ -560,5 +560,13 @@ mod tests {
             AppInstall::AlreadyInstalled
         );
         assert!(d.install_app("nobody", "cat").await.is_err());
+        // Dev's directory is the demo people.
+        let demo = StaticDirectory::demo();
+        let bob = demo
+            .user_by_address("bob@contoso.example")
+            .await
+            .unwrap()
+            .expect("a demo person");
+        assert_eq!(bob.id, "b0b00000-0000-4000-8000-000000000002");
     }
 }
