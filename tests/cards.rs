@@ -299,6 +299,19 @@ fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
         "error".into(),
         render_error(&ErrorCard::new(text, long_text).with_reference(text)).unwrap(),
     ));
+    // An admin report of many hostile lines, fenced (monospace) and not.
+    let report: String = (0..60)
+        .map(|i| format!("- {i} {text} {long_text}\n"))
+        .collect();
+    for (what, body) in [
+        ("admin result", report.clone()),
+        ("admin result fenced", format!("```\n{report}```")),
+    ] {
+        cards.push((
+            what.into(),
+            render_admin_result(&AdminResultCard::new(text, false, &body)).unwrap(),
+        ));
+    }
     cards
 }
 
@@ -807,6 +820,15 @@ fn snapshots() {
                 job_run("lease-expiry", true, None),
                 job_run("vault-sync", false, Some("the vault is busy")),
             ],
+        ))
+        .unwrap(),
+    );
+    snap(
+        "admin_result",
+        render_admin_result(&AdminResultCard::new(
+            "Policy replay",
+            true,
+            "```\nreplayed 2 trace(s): 2 same, 0 different\ntrace 7: same decision (ROUTE)\n```",
         ))
         .unwrap(),
     );

@@ -841,11 +841,15 @@ async fn admin_reply_for(
             .await?;
         return Ok(Reply::Text("Admin commands are for Passkey admins.".into()));
     };
-    Ok(Reply::Text(match command {
-        AdminCommand::Authority { args } => {
-            admin_reply(admin::authority_reply(state, admin, &args).await)?
-        }
-        AdminCommand::Role { args } => admin_reply(admin::role_reply(state, admin, &args).await)?,
+    let (title, (ok, report)) = match command {
+        AdminCommand::Authority { args } => (
+            "Authority",
+            admin_outcome(admin::authority_reply(state, admin, &args).await)?,
+        ),
+        AdminCommand::Role { args } => (
+            "Role",
+            admin_outcome(admin::role_reply(state, admin, &args).await)?,
+        ),
         AdminCommand::Health => return Ok(Reply::Card(views::admin_health(state).await?)),
         AdminCommand::Sync => {
             let actor = format!("user:{}", admin.id);
@@ -858,22 +862,27 @@ async fn admin_reply_for(
             )
             .await
             {
-                Ok(report) => report.render(),
-                Err(crate::governance::vault_sync::SyncError::Vault(e)) => {
-                    format!("The vault sync failed: {}", e.message)
-                }
+                Ok(report) => ("Vault sync", (true, report.render())),
+                Err(crate::governance::vault_sync::SyncError::Vault(e)) => (
+                    "Vault sync",
+                    (false, format!("The vault sync failed: {}", e.message)),
+                ),
                 Err(crate::governance::vault_sync::SyncError::Store(e)) => return Err(e.into()),
             }
         }
-        AdminCommand::Replay { trace_id: Some(id) } => {
+        AdminCommand::Replay { trace_id: Some(id) } => (
+            "Policy replay",
             match policies::replay_trace(state.store.as_ref(), &state.policy, id).await? {
-                Some(report) => format!("```\n{}\n```", report.summary()),
-                None => format!("There is no decision trace {id}."),
-            }
-        }
+                Some(report) => (true, format!("```\n{}\n```", report.summary())),
+                None => (false, format!("There is no decision trace {id}.")),
+            },
+        ),
         AdminCommand::Replay { trace_id: None } => {
             let summary = policies::replay_all(state.store.as_ref(), &state.policy).await?;
-            format!("```\n{}\n```", summary.render())
+            (
+                "Policy replay",
+                (true, format!("```\n{}\n```", summary.render())),
+            )
         }
         AdminCommand::Triage { decision: None } => {
             return Ok(Reply::Card(views::triage_queue(state).await?));
@@ -901,20 +910,27 @@ async fn admin_reply_for(
                 .verify_and_alert(state.notifier.as_ref(), &actor)
                 .await
             {
-                Ok(report) => report.summary(),
+                Ok(report) => ("Audit trail", (report.ok(), report.summary())),
                 Err(crate::audit::AuditError::Store(e)) => return Err(e.into()),
-                Err(e) => format!("The audit trail could not be checked: {e}"),
+                Err(e) => (
+                    "Audit trail",
+                    (false, format!("The audit trail could not be checked: {e}")),
+                ),
             }
         }
-    }))
+    };
+    Ok(Reply::Card(
+        crate::cards::render_admin_result(&crate::cards::AdminResultCard::new(title, ok, &report))
+            .map_err(ApiError::internal)?,
+    ))
 }
 
-/// A refusal is the reply; a database failure is the turn's error.
-fn admin_reply(result: Result<String, AdminError>) -> Result<String, ApiError> {
+/// A refusal is the report of a failed command; a database failure is the turn's error.
+fn admin_outcome(result: Result<String, AdminError>) -> Result<(bool, String), ApiError> {
     match result {
-        Ok(text) => Ok(text),
+        Ok(text) => Ok((true, text)),
         Err(AdminError::Store(e)) => Err(e.into()),
-        Err(refusal) => Ok(refusal.to_string()),
+        Err(refusal) => Ok((false, refusal.to_string())),
     }
 }
 
