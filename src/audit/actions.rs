@@ -116,6 +116,7 @@ mod tests {
     const NOT_ACTION_PREFIXES: &[&str] = &[
         "PASSKEY_",
         "CARGO_",
+        "BUILD_",
         "DATABASE_",
         "KEEPER_",
         "IDENTITY_",
