@@ -169,6 +169,13 @@ impl App {
             crate::otp::sms_sender(&settings.otp, clock.clone()).map_err(StoreError::Invalid)?,
             settings.otp.clone(),
         ));
+        if demo.is_some() {
+            // The demo people get fictional phone numbers, so the console SMS flow works at once.
+            otp.give_demo_phones().await.map_err(|e| match e {
+                crate::otp::OtpError::Store(e) => e,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
+        }
         let state = AppState {
             lifecycle,
             notifier,

@@ -39,6 +39,10 @@ on_both_databases!(
     phone_numbers_are_validated_and_sealed,
     a_failed_send_is_audited_and_leaves_no_challenge,
     the_database_holds_no_plaintext_number_code_or_secret,
+    twenty_parallel_right_codes_open_the_challenge_once,
+    parallel_wrong_guesses_never_get_more_than_five_tries,
+    an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again,
+    demo_people_get_fictional_phone_numbers_in_dev,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -438,6 +442,129 @@ async fn another_persons_challenge_is_not_yours(db: Db) {
         .verify(&w.alice, started.challenge_id, &code)
         .await
         .unwrap();
+}
+
+async fn twenty_parallel_right_codes_open_the_challenge_once(db: Db) {
+    let w = Arc::new(world(&db).await.with_phones().await);
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (w, code) = (w.clone(), code.clone());
+            tokio::spawn(async move { w.otp.verify(&w.alice, started.challenge_id, &code).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v.request_id, w.request.id);
+                ok += 1;
+            }
+            Err(OtpError::AlreadyUsed) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "single use under concurrency");
+    let verified = w
+        .actions()
+        .await
+        .iter()
+        .filter(|a| *a == "OTP_VERIFIED")
+        .count();
+    assert_eq!(verified, 1);
+}
+
+async fn parallel_wrong_guesses_never_get_more_than_five_tries(db: Db) {
+    let w = Arc::new(world(&db).await.with_phones().await);
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let tasks: Vec<_> = (0..20u32)
+        .map(|i| {
+            let w = w.clone();
+            let guess = format!("{:06}", (code.parse::<u32>().unwrap() + 1 + i) % 1_000_000);
+            tokio::spawn(async move { w.otp.verify(&w.alice, started.challenge_id, &guess).await })
+        })
+        .collect();
+    let mut wrong = 0;
+    let mut locked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(OtpError::WrongCode { .. }) => wrong += 1,
+            Err(OtpError::Locked) => locked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wrong + locked, 20);
+    assert_eq!(wrong, 4, "exactly four answers say 'wrong, N left'");
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!(row.attempts, 5, "no guess beyond the fifth was counted");
+    assert!(row.locked_at.is_some());
+    let audited = w
+        .actions()
+        .await
+        .iter()
+        .filter(|a| *a == "OTP_WRONG_CODE" || *a == "OTP_LOCKED")
+        .count();
+    assert_eq!(audited, 5);
+    let right = w.otp.verify(&w.alice, started.challenge_id, &code).await;
+    assert!(matches!(right, Err(OtpError::Locked)));
+}
+
+async fn an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    let admin = Actor::Admin(admin::Actor::Cli);
+    assert!(w.otp.reset_totp(&admin, w.alice.id).await.unwrap());
+    assert!(
+        !w.otp.reset_totp(&admin, w.alice.id).await.unwrap(),
+        "nothing left to reset"
+    );
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.channel, OtpChannel::Sms);
+    let fresh = w.otp.enroll_totp(&w.alice).await.unwrap();
+    assert_ne!(secret_of(fresh.otpauth_uri.expose_secret()), secret);
+    let actions = w.actions().await;
+    assert_eq!(actions.iter().filter(|a| *a == "TOTP_RESET").count(), 1);
+}
+
+async fn demo_people_get_fictional_phone_numbers_in_dev(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(dir.path(), &[("PASSKEY_DEMO_DATA", "true")]);
+    let app =
+        passkey::app::App::with_store(settings, db.store.clone(), Arc::new(ManualClock::new(t0())))
+            .await
+            .unwrap();
+    assert!(app.demo.is_some());
+    let alice = db
+        .store
+        .user_by_email("alice@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let factors = app.state.otp.factors(&alice).await.unwrap();
+    assert_eq!(factors.phone_hint.as_deref(), Some("•••• 0101"));
+    assert!(
+        dir.path().join(passkey::crypto::LOCAL_KEY_FILE).exists(),
+        "dev creates the key"
+    );
 }
 
 // ---- authenticator apps --------------------------------------------------------------------------
@@ -1357,4 +1484,123 @@ fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+// ---- the shell ------------------------------------------------------------------------------------
+
+fn passkey_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir).args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("PASSKEY_DATA_DIR", dir.join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn");
+    command.output().expect("run passkey")
+}
+
+#[tokio::test]
+async fn admins_set_phone_numbers_and_reset_authenticators_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let out = passkey_cli(dir.path(), &["admin", "demo-load"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(5 phone numbers)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "phone", "alice@contoso.example", "+1 425 555 0199"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "phone number set for Alice Requester"
+    );
+    assert!(!text(&out.stdout).contains("0199") && !text(&out.stderr).contains("0199"));
+
+    for (args, needle) in [
+        (
+            vec!["admin", "phone", "alice@contoso.example", "0199"],
+            "international form",
+        ),
+        (
+            vec!["admin", "phone", "nobody@contoso.example", "+14255550199"],
+            "no Passkey user",
+        ),
+        (
+            vec!["admin", "totp-reset", "nobody@contoso.example"],
+            "no Passkey user",
+        ),
+    ] {
+        let out = passkey_cli(dir.path(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "totp-reset", "alice@contoso.example"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("had no authenticator app"));
+
+    // The number is sealed under the key file the CLI created (0600) in the data directory.
+    let data = dir.path().join("data");
+    let key = passkey::crypto::LocalKeyFile::new(&data, Box::new(passkey::crypto::LocalWrapper))
+        .load(false)
+        .await
+        .unwrap();
+    let store = passkey::store::SqliteStore::open(&data.join("passkey.db"), 1)
+        .await
+        .unwrap();
+    let alice = store
+        .user_by_email("alice@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let row = store.phone_number(alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Admin);
+    assert_eq!(
+        key.open(&format!("phone:user:{}", alice.id), &row.phone_sealed)
+            .unwrap(),
+        b"+14255550199"
+    );
+    let bob = store
+        .user_by_email("bob@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let bob_row = store.phone_number(bob.id).await.unwrap().unwrap();
+    assert_eq!(bob_row.source, PhoneSource::Graph);
+    assert_eq!(
+        key.open(&format!("phone:user:{}", bob.id), &bob_row.phone_sealed)
+            .unwrap(),
+        b"+14255550102"
+    );
+    let actions: Vec<String> = store
+        .audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "PHONE_NUMBER_SET")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actions.last().map(String::as_str), Some("admin-cli"));
 }

@@ -549,6 +549,33 @@ impl OtpService {
         Ok(())
     }
 
+    /// Removes a person's authenticator (lost or replaced device), so they can enroll again;
+    /// until they do, their code is texted. False when they had none.
+    pub async fn reset_totp(&self, by: &Actor, user_id: i64) -> Result<bool, OtpError> {
+        if self.store.user_by_id(user_id).await?.is_none() {
+            return Err(OtpError::UnknownUser);
+        }
+        let audit = NewAuditEvent::new(by.audit_name(), "TOTP_RESET", self.clock.now())
+            .detail(json!({ "user_id": user_id }));
+        Ok(self.store.delete_totp_enrollment(user_id, &audit).await?)
+    }
+
+    /// Dev: gives each demo person who has none a fictional phone number (NANP 555-01xx, which
+    /// no real phone has), as if their Entra profile carried it. Returns how many were set.
+    pub async fn give_demo_phones(&self) -> Result<usize, OtpError> {
+        let mut set = 0;
+        for (email, phone) in DEMO_PHONES {
+            let Some(user) = self.store.user_by_email(email).await? else {
+                continue;
+            };
+            if self.store.phone_number(user.id).await?.is_none() {
+                self.set_phone(&Actor::GraphSync, user.id, phone).await?;
+                set += 1;
+            }
+        }
+        Ok(set)
+    }
+
     /// Which second factors a person has.
     pub async fn factors(&self, user: &User) -> Result<SecondFactors, OtpError> {
         let enrollment = self.store.totp_enrollment(user.id).await?;
@@ -681,6 +708,15 @@ impl OtpService {
         Err(OtpError::SendFailed)
     }
 }
+
+/// The demo people's phone numbers: fictional (NANP 555-0100…0199 is reserved for fiction).
+pub const DEMO_PHONES: &[(&str, &str)] = &[
+    ("alice@contoso.example", "+14255550101"),
+    ("bob@contoso.example", "+14255550102"),
+    ("carol@contoso.example", "+14255550103"),
+    ("dave@contoso.example", "+14255550104"),
+    ("erin@contoso.example", "+14255550105"),
+];
 
 /// The SMS gateway the settings select.
 pub fn sms_sender(

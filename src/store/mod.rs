@@ -475,6 +475,13 @@ pub trait SecondFactorStore: Send + Sync {
         at: Timestamp,
         audit: &NewAuditEvent,
     ) -> StoreResult<TotpEnrollmentRow>;
+    /// Removes a person's enrollment (an admin reset after a lost device), with its audit event;
+    /// false when there was none (nothing written).
+    async fn delete_totp_enrollment(
+        &self,
+        user_id: i64,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<bool>;
     async fn create_challenge(
         &self,
         challenge: &NewChallenge,

@@ -1765,6 +1765,21 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
+            async fn delete_totp_enrollment(&self, user_id: i64, audit: &NewAuditEvent) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn create_challenge(&self, c: &NewChallenge, audit: &NewAuditEvent) -> StoreResult<OtpChallenge> {
                 let mut tx = self.begin_write().await?;
                 let row: OtpChallenge = sqlx::query_as(
