@@ -43,6 +43,7 @@ on_both_databases!(
     parallel_wrong_guesses_never_get_more_than_five_tries,
     an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again,
     demo_people_get_fictional_phone_numbers_in_dev,
+    three_locked_challenges_in_an_hour_stop_new_ones,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -440,6 +441,47 @@ async fn another_persons_challenge_is_not_yours(db: Db) {
     // The owner still can.
     w.otp
         .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+}
+
+async fn three_locked_challenges_in_an_hour_stop_new_ones(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    // An authenticator code stays the same for 30 s: without a cap across challenges, new
+    // challenges would give endless guesses at it.
+    for round in 0..3 {
+        let started = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap();
+        let wrong = World::wrong(&code_now(&secret, &w.clock));
+        for _ in 0..5 {
+            let _ = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+        }
+        assert!(
+            w.challenge(started.challenge_id).await.locked_at.is_some(),
+            "round {round}"
+        );
+        w.clock.advance(Duration::minutes(10));
+    }
+    // Locks at t0, +10 min, +20 min; now is +30 min: the first ages out at +60 min.
+    match w.otp.begin(&w.alice, &w.request, &w.token_hash).await {
+        Err(e @ OtpError::TooManyFailures { retry_after_secs }) => {
+            assert_eq!(retry_after_secs, 30 * 60);
+            assert!(e.to_string().contains("30 minute"), "{e}");
+        }
+        other => panic!("expected a pause, got {other:?}"),
+    }
+    w.clock.advance(Duration::minutes(30));
+    w.otp
+        .begin(&w.alice, &w.request, &w.token_hash)
         .await
         .unwrap();
 }
@@ -1603,4 +1645,56 @@ async fn admins_set_phone_numbers_and_reset_authenticators_from_the_shell() {
         .map(|e| e.actor)
         .collect();
     assert_eq!(actions.last().map(String::as_str), Some("admin-cli"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn doctor_checks_the_data_encryption_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("is created on the first dev start"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Any admin command that needs it creates it (dev), private.
+    assert!(
+        passkey_cli(dir.path(), &["admin", "demo-load"])
+            .status
+            .success()
+    );
+    let key_file = dir
+        .path()
+        .join("data")
+        .join(passkey::crypto::LOCAL_KEY_FILE);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains("data-encryption key:"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("[ ok ]") && line.contains("(dek-"), "{line}");
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let key_b64 = key_text.split_whitespace().last().unwrap();
+    assert!(
+        !text(&out.stdout).contains(key_b64),
+        "doctor must not print the key"
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("chmod 600"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -54,6 +54,9 @@ pub enum OtpError {
     AlreadyUsed,
     #[error("This challenge belongs to someone else.")]
     NotYours,
+    /// Several challenges locked within the hour: no new one until the oldest of them ages out.
+    #[error("Too many wrong codes. Please try again in {} minute(s).", .retry_after_secs.div_ceil(60))]
+    TooManyFailures { retry_after_secs: u64 },
     #[error("Please wait {retry_after_secs} seconds before asking for another code.")]
     ResendTooSoon { retry_after_secs: u64 },
     #[error("No more codes can be sent for this attempt. Start again in a few minutes.")]
@@ -152,6 +155,11 @@ impl Actor {
     }
 }
 
+/// Locked challenges per person per hour before `begin` refuses: each challenge allows
+/// `max_attempts` guesses, so this bounds guesses at an authenticator code (which, unlike a texted
+/// one, stays the same across challenges for 30 s) to 15 an hour.
+pub const LOCKS_PER_HOUR: usize = 3;
+
 fn phone_purpose(user_id: i64) -> String {
     format!("phone:user:{user_id}")
 }
@@ -226,6 +234,16 @@ impl OtpService {
             ));
         }
         let now = self.clock.now();
+        let locks = self
+            .store
+            .challenge_locks_since(user.id, now.minus(Duration::hours(1)))
+            .await?;
+        if locks.len() >= LOCKS_PER_HOUR {
+            let free_at = locks[locks.len() - LOCKS_PER_HOUR].plus(Duration::hours(1));
+            return Err(OtpError::TooManyFailures {
+                retry_after_secs: free_at.since(now).whole_seconds().max(1) as u64,
+            });
+        }
         let id = Uuid::new_v4();
         let expires_at = now.plus(self.ttl());
         let totp_ready = self
@@ -456,8 +474,12 @@ impl OtpService {
                 None => challenge = self.live_challenge_of(user, challenge_id, now).await?,
             }
         }
-        // Still losing races after several tries: someone is hammering this challenge.
-        Err(OtpError::Locked)
+        // Still losing races after several tries: someone is hammering this challenge. This guess
+        // was not counted, so it is not judged either; the state as it is now answers.
+        self.live_challenge_of(user, challenge_id, now).await?;
+        Err(OtpError::WrongCode {
+            attempts_left: (challenge.max_attempts - challenge.attempts).max(0) as u32,
+        })
     }
 
     /// Starts an authenticator enrollment: a fresh 160-bit secret, sealed, shown once as an

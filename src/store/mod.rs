@@ -488,6 +488,12 @@ pub trait SecondFactorStore: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<OtpChallenge>;
     async fn challenge_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<OtpChallenge>>;
+    /// When this person's challenges locked (too many wrong codes), after `since`, oldest first.
+    async fn challenge_locks_since(
+        &self,
+        user_id: i64,
+        since: Timestamp,
+    ) -> StoreResult<Vec<Timestamp>>;
     /// When a code was last texted to this person (any challenge), for the send cooldown.
     async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>>;
     /// Replaces a live challenge's code after a resend (new hash, new expiry, one more send),

@@ -1812,6 +1812,16 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn challenge_locks_since(&self, user_id: i64, since: Timestamp) -> StoreResult<Vec<Timestamp>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT locked_at FROM otp_challenges WHERE user_id = $1 AND locked_at > $2 ORDER BY locked_at",
+                )
+                .bind(user_id)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>> {
                 Ok(sqlx::query_scalar(
                     "SELECT MAX(last_sent_at) FROM otp_challenges WHERE user_id = $1 AND channel = 'SMS'",
