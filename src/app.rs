@@ -63,6 +63,9 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    /// The data-encryption key for personal data is missing (production) or unusable.
+    #[error(transparent)]
+    DataKey(#[from] crate::crypto::CryptoError),
     #[error("database ({database}): {source}")]
     Database {
         database: String,
@@ -84,6 +87,10 @@ impl App {
             path: settings.data_dir.display().to_string(),
             source,
         })?;
+        // Checked before the database is touched, so a production start without its key says so.
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper))
+            .load(settings.profile == Profile::Dev)
+            .await?;
         let database = settings.database_label();
         let db_err = |source| StartError::Database {
             database: database.clone(),

@@ -1698,3 +1698,48 @@ async fn doctor_checks_the_data_encryption_key() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_production_start_without_the_data_encryption_key_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir.path()).arg("serve");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let out = command
+        .env("PASSKEY_DATA_DIR", dir.path().join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn")
+        .env("PASSKEY_PROFILE", "production")
+        .env("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example")
+        .env(
+            "PASSKEY_BOT__APP_ID",
+            "6a0f3c52-94b1-4e7d-8c2a-1b5e9f0d7a34",
+        )
+        .env("PASSKEY_BOT__APP_PASSWORD", "pw")
+        .env("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1")
+        .env("PASSKEY_VAULT__BACKEND", "commander-cli")
+        .env(
+            "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+            "/nonexistent/keeper.json",
+        )
+        .env("PASSKEY_OTP__SMS_PROVIDER", "twilio")
+        .env("PASSKEY_OTP__TWILIO_ACCOUNT_SID", TWILIO_SID)
+        .env("PASSKEY_OTP__TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("PASSKEY_OTP__SMS_FROM", "+18005550100")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no data-encryption key at"), "{err}");
+    assert!(!err.contains(TWILIO_TOKEN));
+    assert!(
+        !dir.path()
+            .join("data")
+            .join(passkey::crypto::LOCAL_KEY_FILE)
+            .exists(),
+        "production never makes a key"
+    );
+}

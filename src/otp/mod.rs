@@ -86,6 +86,23 @@ pub enum OtpError {
     Store(#[from] StoreError),
 }
 
+impl OtpError {
+    /// True when the person's input or situation is the reason (a 4xx for the web edge), false
+    /// when Passkey or its database failed (`Store`, `Crypto`: a 5xx).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, OtpError::Store(_) | OtpError::Crypto(_))
+    }
+
+    /// Seconds to wait before trying again, where the answer has one (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            OtpError::ResendTooSoon { retry_after_secs }
+            | OtpError::TooManyFailures { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
 /// A challenge that is waiting for its code.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChallengeStarted {
