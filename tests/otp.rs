@@ -44,6 +44,7 @@ on_both_databases!(
     an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again,
     demo_people_get_fictional_phone_numbers_in_dev,
     three_locked_challenges_in_an_hour_stop_new_ones,
+    the_store_writes_second_factor_changes_only_from_the_state_seen,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -607,6 +608,183 @@ async fn demo_people_get_fictional_phone_numbers_in_dev(db: Db) {
         dir.path().join(passkey::crypto::LOCAL_KEY_FILE).exists(),
         "dev creates the key"
     );
+}
+
+async fn the_store_writes_second_factor_changes_only_from_the_state_seen(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let store = &w.store;
+    let audits = || async { store.audit_events_after(0, 1000).await.unwrap().len() };
+    let id = uuid::Uuid::new_v4();
+    let challenge = store
+        .create_challenge(
+            &NewChallenge {
+                id,
+                request_id: w.request.id,
+                user_id: w.alice.id,
+                channel: OtpChannel::Sms,
+                code_hash: Some("ab".repeat(32)),
+                max_attempts: 2,
+                created_at: t0(),
+                expires_at: t0().plus(Duration::minutes(5)),
+                last_sent_at: Some(t0()),
+                send_count: 1,
+                token_hash: w.token_hash.clone(),
+            },
+            &NewAuditEvent::new("user:1", "OTP_SENT", t0()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(challenge.attempts, 0);
+    let ev = |a: &str| NewAuditEvent::new("user:1", a, t0());
+    let before = audits().await;
+    // Stale attempt count, stale send count: nothing written, no event.
+    assert!(
+        store
+            .record_wrong_code(id, 1, t0(), &ev("OTP_WRONG_CODE"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .record_resend(id, &"cd".repeat(32), t0(), t0(), 0, &ev("OTP_SENT"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(audits().await, before);
+    // A code hash that isn't 64 lower-case hex is refused by the database itself.
+    let bad = store
+        .record_resend(
+            id,
+            "123456",
+            t0(),
+            t0().plus(Duration::minutes(5)),
+            1,
+            &ev("OTP_SENT"),
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    // The last allowed wrong code locks, with its event.
+    let first = store
+        .record_wrong_code(id, 0, t0(), &ev("OTP_WRONG_CODE"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.locked_at.is_none());
+    let second = store
+        .record_wrong_code(id, 1, t0(), &ev("OTP_LOCKED"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second.locked_at.is_some());
+    assert_eq!(
+        store
+            .consume_challenge(id, t0(), None, &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::NotLive
+    );
+    assert_eq!(audits().await, before + 2);
+
+    // TOTP: a replayed step rolls the consumption back.
+    let sealed = w
+        .otp
+        .data_key()
+        .seal(
+            &format!("totp:user:{}", w.alice.id),
+            b"0123456789abcdefghij",
+        )
+        .unwrap();
+    store
+        .start_totp_enrollment(w.alice.id, &sealed, t0(), &ev("TOTP_ENROLLED"))
+        .await
+        .unwrap();
+    let other = w
+        .otp
+        .data_key()
+        .seal(
+            &format!("totp:user:{}", w.alice.id),
+            b"another-secret-bytes",
+        )
+        .unwrap();
+    let stale = store
+        .confirm_totp_enrollment(w.alice.id, &other, 100, t0(), &ev("TOTP_CONFIRMED"))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    store
+        .confirm_totp_enrollment(w.alice.id, &sealed, 100, t0(), &ev("TOTP_CONFIRMED"))
+        .await
+        .unwrap();
+    let again = store
+        .start_totp_enrollment(w.alice.id, &other, t0(), &ev("TOTP_ENROLLED"))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let totp_id = uuid::Uuid::new_v4();
+    store
+        .create_challenge(
+            &NewChallenge {
+                id: totp_id,
+                request_id: w.request.id,
+                user_id: w.alice.id,
+                channel: OtpChannel::Totp,
+                code_hash: None,
+                max_attempts: 5,
+                created_at: t0(),
+                expires_at: t0().plus(Duration::minutes(5)),
+                last_sent_at: None,
+                send_count: 0,
+                token_hash: w.token_hash.clone(),
+            },
+            &ev("OTP_CHALLENGE_STARTED"),
+        )
+        .await
+        .unwrap();
+    let before = audits().await;
+    assert_eq!(
+        store
+            .consume_challenge(totp_id, t0(), Some(100), &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::StepReplayed
+    );
+    assert!(
+        w.challenge(totp_id).await.consumed_at.is_none(),
+        "rolled back"
+    );
+    assert_eq!(audits().await, before);
+    assert!(matches!(
+        store
+            .consume_challenge(totp_id, t0(), Some(101), &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::Consumed(_)
+    ));
+    assert_eq!(
+        store
+            .totp_enrollment(w.alice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_accepted_step,
+        Some(101)
+    );
+    assert_eq!(audits().await, before + 1);
+}
+
+#[test]
+fn rfc6238_vectors_through_the_public_api() {
+    // RFC 6238 appendix B, SHA-1: the 6-digit codes are the low six digits of the 8-digit ones.
+    let secret = b"12345678901234567890";
+    for (t, eight) in [
+        (59, "94287082"),
+        (1_111_111_109, "07081804"),
+        (1_234_567_890, "89005924"),
+        (20_000_000_000i64, "65353130"),
+    ] {
+        assert_eq!(totp::hotp(secret, totp::step_at(t) as u64, 8), eight);
+        assert_eq!(totp::totp_at_step(secret, totp::step_at(t)), eight[2..]);
+    }
 }
 
 // ---- authenticator apps --------------------------------------------------------------------------
