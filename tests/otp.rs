@@ -289,6 +289,8 @@ async fn a_texted_code_opens_its_challenge_once(db: Db) {
         .unwrap();
     assert_eq!(verified.request_id, w.request.id);
     assert_eq!(verified.token_hash, w.token_hash);
+    assert!(verified.matches_token(&SecretString::from("issuance-token-of-the-test")));
+    assert!(!verified.matches_token(&SecretString::from("another-token")));
 
     let again = w.otp.verify(&w.alice, started.challenge_id, &code).await;
     assert!(matches!(again, Err(OtpError::AlreadyUsed)), "{again:?}");

@@ -124,6 +124,17 @@ pub struct VerifiedChallenge {
     pub token_hash: String,
 }
 
+impl VerifiedChallenge {
+    /// Whether `token` is the issuance token this challenge was started with (constant time).
+    pub fn matches_token(&self, token: &SecretString) -> bool {
+        use secrecy::ExposeSecret;
+        code::same_hash(
+            &self.token_hash,
+            &crate::canonical::sha256_hex(token.expose_secret()),
+        )
+    }
+}
+
 /// A new authenticator enrollment, shown once. Both fields carry the secret.
 pub struct TotpEnrollment {
     pub otpauth_uri: SecretString,
