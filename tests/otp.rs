@@ -272,6 +272,10 @@ async fn a_texted_code_opens_its_challenge_once(db: Db) {
     assert_eq!(started.destination_hint.as_deref(), Some("•••• 4411"));
     assert_eq!(started.expires_at, t0().plus(Duration::minutes(5)));
     assert_eq!(started.resend_after, Some(t0().plus(Duration::seconds(60))));
+    let json = serde_json::to_value(&started).unwrap();
+    assert_eq!(json["channel"], "sms");
+    assert_eq!(json["destination_hint"], "•••• 4411");
+    assert_eq!(json["expires_at"], "2026-11-23T09:05:00.000000Z");
     assert_eq!(w.sms.sent.lock().unwrap()[0].0, ALICE_PHONE);
     let code = w.sms.last_code();
 

@@ -107,12 +107,18 @@ impl OtpError {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChallengeStarted {
     pub challenge_id: Uuid,
+    /// In JSON `"sms"` or `"totp"` (what the issuance page's script reads).
+    #[serde(serialize_with = "lowercase_channel")]
     pub channel: OtpChannel,
     /// Where the code went, masked (`•••• 4411`); `None` for the authenticator app.
     pub destination_hint: Option<String>,
     pub expires_at: Timestamp,
     /// When another text may be asked for; `None` when none may (TOTP, or the cap is reached).
     pub resend_after: Option<Timestamp>,
+}
+
+fn lowercase_channel<S: serde::Serializer>(c: &OtpChannel, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&c.as_str().to_ascii_lowercase())
 }
 
 /// A challenge answered correctly (and used up): the retrieval it unlocks.
