@@ -198,13 +198,17 @@ impl App {
             });
         }
         let notifier: Arc<dyn Notifier> = Arc::new(notifier);
-        let otp = Arc::new(crate::otp::OtpService::new(
-            store.clone(),
-            clock.clone(),
-            Arc::new(data_key(&settings).await?),
-            crate::otp::sms_sender(&settings.otp, clock.clone()).map_err(StoreError::Invalid)?,
-            settings.otp.clone(),
-        ));
+        let otp = Arc::new(
+            crate::otp::OtpService::new(
+                store.clone(),
+                clock.clone(),
+                Arc::new(data_key(&settings).await?),
+                crate::otp::sms_sender(&settings.otp, clock.clone())
+                    .map_err(StoreError::Invalid)?,
+                settings.otp.clone(),
+            )
+            .with_directory(people.clone()),
+        );
         if demo.is_some() {
             // The demo people get fictional phone numbers, so the console SMS flow works at once.
             otp.give_demo_phones().await.map_err(|e| match e {
