@@ -53,6 +53,8 @@ pub struct AppState {
     pub notifier: Arc<dyn Notifier>,
     /// Signed checkpoints, verification and export of the audit trail.
     pub audit: Arc<crate::audit::AuditTrail>,
+    /// The second factor at retrieval: challenges, SMS, authenticator apps.
+    pub otp: Arc<crate::otp::OtpService>,
 }
 
 /// Why the app could not start.
@@ -65,6 +67,9 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    /// The data-encryption key for personal data is missing (production) or unusable.
+    #[error(transparent)]
+    DataKey(#[from] crate::crypto::CryptoError),
     #[error("database ({database}): {source}")]
     Database {
         database: String,
@@ -86,6 +91,10 @@ impl App {
             path: settings.data_dir.display().to_string(),
             source,
         })?;
+        // Checked before the database is touched, so a production start without its key says so.
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper))
+            .load(settings.profile == Profile::Dev)
+            .await?;
         let database = settings.database_label();
         let db_err = |source| StartError::Database {
             database: database.clone(),
@@ -197,11 +206,30 @@ impl App {
             clock.clone(),
             settings.audit.clone(),
         ));
+        let otp = Arc::new(
+            crate::otp::OtpService::new(
+                store.clone(),
+                clock.clone(),
+                Arc::new(data_key(&settings).await?),
+                crate::otp::sms_sender(&settings.otp, clock.clone())
+                    .map_err(StoreError::Invalid)?,
+                settings.otp.clone(),
+            )
+            .with_directory(people.clone()),
+        );
+        if demo.is_some() {
+            // The demo people get fictional phone numbers, so the console SMS flow works at once.
+            otp.give_demo_phones().await.map_err(|e| match e {
+                crate::otp::OtpError::Store(e) => e,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
+        }
         let state = AppState {
             audit,
             directory: people,
             lifecycle,
             notifier,
+            otp,
             settings: Arc::new(settings),
             store,
             clock,
@@ -279,6 +307,16 @@ impl App {
         }
         lines.join("\n")
     }
+}
+
+/// The data-encryption key for personal data at rest: the key file in the data directory,
+/// created on first start in dev, required in production (see `crypto.rs`).
+pub async fn data_key(settings: &Settings) -> Result<crate::crypto::DataKey, StoreError> {
+    let file =
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper));
+    file.load(settings.profile == Profile::Dev)
+        .await
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// The bot's channel account as Teams addresses it: `28:<app id>` (dev mode has no app id; the
