@@ -314,17 +314,27 @@ impl FromRequestParts<AppState> for CheckedPost {
     }
 }
 
-/// A cross-site POST shows itself by its `Origin`; it must be this app's public origin.
+/// A cross-site POST shows itself by `Sec-Fetch-Site` (modern browsers) or by its `Origin`, which
+/// must then be this app's public origin. (`Origin: null` is what a browser sends for a form post
+/// from a page with `Referrer-Policy: no-referrer`, as ours are; the CSRF token still decides.)
 pub fn check_origin(headers: &HeaderMap, web: &WebState) -> Result<(), ApiError> {
+    let refused = || {
+        Err(ApiError::Forbidden(
+            "Requests from other sites are refused.".into(),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return refused();
+    }
     match headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or(""))
     {
-        None => Ok(()),
+        None | Some("null") => Ok(()),
         Some(origin) if origin == web.public_origin => Ok(()),
-        Some(_) => Err(ApiError::Forbidden(
-            "Requests from other sites are refused.".into(),
-        )),
+        Some(_) => refused(),
     }
 }
 
