@@ -51,6 +51,8 @@ pub struct AppState {
     pub notifier: Arc<dyn Notifier>,
     /// The issuance page's cookie key, sign-in provider and rate limits.
     pub web: Arc<crate::web::WebState>,
+    /// The second factor at retrieval: challenges, SMS, authenticator apps.
+    pub otp: Arc<crate::otp::OtpService>,
 }
 
 /// Why the app could not start.
@@ -166,9 +168,17 @@ impl App {
             crate::web::WebState::from_settings(&settings, clock.clone())
                 .map_err(StoreError::Invalid)?,
         );
+        let otp = Arc::new(crate::otp::OtpService::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(data_key(&settings).await?),
+            crate::otp::sms_sender(&settings.otp, clock.clone()).map_err(StoreError::Invalid)?,
+            settings.otp.clone(),
+        ));
         let state = AppState {
             lifecycle,
             notifier,
+            otp,
             web,
             settings: Arc::new(settings),
             store,
@@ -250,6 +260,16 @@ impl App {
         }
         lines.join("\n")
     }
+}
+
+/// The data-encryption key for personal data at rest: the key file in the data directory,
+/// created on first start in dev, required in production (see `crypto.rs`).
+pub async fn data_key(settings: &Settings) -> Result<crate::crypto::DataKey, StoreError> {
+    let file =
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper));
+    file.load(settings.profile == Profile::Dev)
+        .await
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one), else
