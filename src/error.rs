@@ -22,8 +22,11 @@ pub enum ApiError {
     #[error("request body too large")]
     PayloadTooLarge,
     /// Too many attempts from this person or address; the response carries `Retry-After`.
-    #[error("Too many attempts. Try again in {retry_after_secs} seconds.")]
-    TooManyRequests { retry_after_secs: u64 },
+    #[error("{message}")]
+    TooManyRequests {
+        retry_after_secs: u64,
+        message: String,
+    },
     /// A passing failure whose message tells the person what to do (nothing was used up).
     #[error("{0}")]
     TryAgain(String),
@@ -64,6 +67,14 @@ impl ApiError {
         }
     }
 
+    /// 429: too many attempts; try again in `retry_after_secs`.
+    pub fn too_many(retry_after_secs: u64) -> Self {
+        ApiError::TooManyRequests {
+            retry_after_secs,
+            message: format!("Too many attempts. Try again in {retry_after_secs} seconds."),
+        }
+    }
+
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         ApiError::Internal(Box::new(e))
     }
@@ -97,7 +108,10 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());

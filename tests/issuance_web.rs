@@ -732,6 +732,11 @@ async fn outside_dev_cookies_are_secure_and_hsts_is_sent() {
         .collect();
     env.insert("PASSKEY_DATA_DIR".into(), dir.path().display().to_string());
     let settings = passkey::config::Settings::from_layers(None, &env).unwrap();
+    // Production never creates the data-encryption key; provision it as an operator would (here:
+    // a dev start on the same data directory creates it).
+    passkey::app::data_key(&common::test_settings(dir.path(), &[]))
+        .await
+        .unwrap();
     let clock = Arc::new(passkey::domain::ManualClock::new(t0()));
     let app = passkey::app::App::with_store(settings, db.store.clone(), clock)
         .await
@@ -1045,4 +1050,334 @@ async fn entra_state_mismatch_and_a_code_from_another_sign_in_are_refused() {
         403
     );
     world.server.stop().await;
+}
+
+// ---- the second factor ------------------------------------------------------------------------
+
+const ALICE_PHONE: &str = "+15550104411";
+
+/// Alice signed in on an approved db-prod request (HIGH: a second factor is required).
+async fn second_factor_world() -> (
+    common::SqliteTestDb,
+    tempfile::TempDir,
+    WebServer,
+    WebClient,
+    i64,
+    String,
+) {
+    let (db, dir, server) = start_with(&[("PASSKEY_WEB__RATE_PER_USER_PER_MINUTE", "100")]).await;
+    let id = server.approved_request(ALICE, "db-prod", BOB).await;
+    assert!(
+        server
+            .store
+            .request_by_id(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .otp_required
+    );
+    let alice = WebClient::new(&server.base);
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{id}/issue"))
+        .await;
+    let csrf = alice.page_csrf(id).await;
+    (db, dir, server, alice, id, csrf)
+}
+
+async fn verify(
+    client: &WebClient,
+    id: i64,
+    csrf: &str,
+    challenge: &serde_json::Value,
+    code: &str,
+) -> (u16, serde_json::Value) {
+    let r = client
+        .post_json(
+            &format!("/api/requests/{id}/issue/verify"),
+            &json!({ "challenge_id": challenge, "code": code }),
+            Some(csrf),
+        )
+        .await;
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn wrong(code: &str) -> String {
+    let last = (code.as_bytes()[5] - b'0' + 1) % 10;
+    format!("{}{last}", &code[..5])
+}
+
+#[tokio::test]
+async fn a_texted_code_unlocks_the_retrieval_once() {
+    let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    server.set_phone(ALICE, ALICE_PHONE).await;
+    let page = alice
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("a code is texted to •••• 4411"), "{page}");
+
+    let (status, started) = alice.retrieve(id, &csrf).await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["channel"], "SMS");
+    assert_eq!(started["destination_hint"], "•••• 4411");
+    assert!(
+        started.get("share_url").is_none(),
+        "no link before the code"
+    );
+    assert_eq!(
+        server.store.issuances_for_request(id).await.unwrap().len(),
+        0
+    );
+    let code = server.sms.last_code_to(ALICE_PHONE);
+
+    let (status, body) = verify(&alice, id, &csrf, &started["challenge_id"], &wrong(&code)).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["error"]["message"],
+        "That code is not right. 4 attempt(s) left."
+    );
+    let (status, share) = verify(&alice, id, &csrf, &started["challenge_id"], &code).await;
+    assert_eq!(status, 200, "{share}");
+    assert!(
+        share["share_url"]
+            .as_str()
+            .unwrap()
+            .contains("/dev-vault/share/")
+    );
+    assert_eq!(share["retrievals_left"], 2);
+    // The same code again (a replay) gets nothing more.
+    let (status, body) = verify(&alice, id, &csrf, &started["challenge_id"], &code).await;
+    assert_ne!(status, 200, "{body}");
+    assert_eq!(
+        server.store.issuances_for_request(id).await.unwrap().len(),
+        1
+    );
+    let actions = server.audit_actions(id).await;
+    for action in [
+        "OTP_SENT",
+        "OTP_WRONG_CODE",
+        "OTP_VERIFIED",
+        "ISSUANCE_SUCCEEDED",
+    ] {
+        assert!(
+            actions.contains(&action.to_string()),
+            "{action} missing: {actions:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn five_wrong_codes_lock_the_challenge() {
+    let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    server.set_phone(ALICE, ALICE_PHONE).await;
+    let (_, started) = alice.retrieve(id, &csrf).await;
+    let code = server.sms.last_code_to(ALICE_PHONE);
+    for left in (1..=4).rev() {
+        let (status, body) =
+            verify(&alice, id, &csrf, &started["challenge_id"], &wrong(&code)).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body["error"]["message"],
+            format!("That code is not right. {left} attempt(s) left.")
+        );
+    }
+    let (status, body) = verify(&alice, id, &csrf, &started["challenge_id"], &wrong(&code)).await;
+    assert_eq!(status, 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked"),
+        "{body}"
+    );
+    // Locked: even the right code is refused now, and nothing was shared.
+    let (status, body) = verify(&alice, id, &csrf, &started["challenge_id"], &code).await;
+    assert_eq!(status, 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked"),
+        "{body}"
+    );
+    assert_eq!(
+        server.store.issuances_for_request(id).await.unwrap().len(),
+        0
+    );
+    assert!(
+        server
+            .audit_actions(id)
+            .await
+            .contains(&"OTP_LOCKED".to_string())
+    );
+    // Starting again at once is too soon for another text; after the minute's cooldown it works.
+    let (status, body) = alice.retrieve(id, &csrf).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Please wait"),
+        "{body}"
+    );
+    server.clock.advance(time::Duration::seconds(61));
+    let (status, again) = alice.retrieve(id, &csrf).await;
+    assert_eq!(status, 200, "{again}");
+    let (status, _) = verify(
+        &alice,
+        id,
+        &csrf,
+        &again["challenge_id"],
+        &server.sms.last_code_to(ALICE_PHONE),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_challenge_is_refused() {
+    let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    server.set_phone(ALICE, ALICE_PHONE).await;
+    let (_, started) = alice.retrieve(id, &csrf).await;
+    let code = server.sms.last_code_to(ALICE_PHONE);
+    server.clock.advance(time::Duration::minutes(6));
+    let (status, body) = verify(&alice, id, &csrf, &started["challenge_id"], &code).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "This code has expired. Start again to get a new one."
+    );
+    assert_eq!(
+        server.store.issuances_for_request(id).await.unwrap().len(),
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_phone_or_app_the_page_says_what_to_set_up_and_nothing_is_shared() {
+    let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    let page = alice
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("you have none yet") && page.contains("id=\"totp-start\""),
+        "{page}"
+    );
+    let (status, body) = alice.retrieve(id, &csrf).await;
+    assert_eq!(status, 409);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No phone number or authenticator app"),
+        "{body}"
+    );
+    // Someone else's challenge id is not Alice's to answer; a made-up one is refused too.
+    let (status, _) = verify(&alice, id, &csrf, &json!(uuid::Uuid::new_v4()), "123456").await;
+    assert!((400..500).contains(&status));
+    assert_eq!(
+        server.store.issuances_for_request(id).await.unwrap().len(),
+        0
+    );
+    server.stop().await;
+}
+
+/// The secret in an otpauth URI's `secret=` (base32, RFC 4648, no padding).
+fn totp_secret(uri: &str) -> Vec<u8> {
+    let b32 = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
+    for c in b32.bytes() {
+        value = (value << 5) | alphabet.iter().position(|a| *a == c).unwrap() as u32;
+        bits += 5;
+        if bits >= 8 {
+            out.push((value >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_replayed() {
+    let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    let enrolled: serde_json::Value = alice
+        .post_json("/api/totp/enroll", &json!({}), Some(&csrf))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        enrolled["qr"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/svg+xml;base64,")
+    );
+    let uri = enrolled["key_uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let secret = totp_secret(uri);
+    let step = |server: &WebServer| passkey::otp::totp::step_at(server.clock.now().unix_seconds());
+    use passkey::domain::Clock as _;
+    let first = passkey::otp::totp::totp_at_step(&secret, step(&server));
+    let bad = alice
+        .post_json(
+            "/api/totp/confirm",
+            &json!({ "code": wrong(&first) }),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(bad.status(), 403);
+    let ok = alice
+        .post_json("/api/totp/confirm", &json!({ "code": first }), Some(&csrf))
+        .await;
+    assert_eq!(ok.status(), 200);
+    let page = alice
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("from your authenticator app") && !page.contains("totp-start"),
+        "{page}"
+    );
+
+    let (status, started) = alice.retrieve(id, &csrf).await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["channel"], "TOTP");
+    assert!(
+        server.sms.sent.lock().unwrap().is_empty(),
+        "no text when the app is set up"
+    );
+    // The confirming code's step is used: the same code is a replay.
+    let (status, body) = verify(&alice, id, &csrf, &started["challenge_id"], &first).await;
+    assert_eq!(status, 403, "{body}");
+    server.clock.advance(time::Duration::seconds(30));
+    let next = passkey::otp::totp::totp_at_step(&secret, step(&server));
+    let (status, share) = verify(&alice, id, &csrf, &started["challenge_id"], &next).await;
+    assert_eq!(status, 200, "{share}");
+    assert_eq!(share["retrievals_left"], 2);
+    // A second enrollment over a confirmed one is refused (a session alone can't swap the factor).
+    assert_eq!(
+        alice
+            .post_json("/api/totp/enroll", &json!({}), Some(&csrf))
+            .await
+            .status(),
+        409
+    );
+    server.stop().await;
 }

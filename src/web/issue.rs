@@ -3,8 +3,15 @@
 //! CSRF-checked POST, keeps it in memory only, and exchanges it. The share URL comes back in that
 //! response body and nowhere else (INV-5): never in a URL, a cookie, a log line or the database.
 //!
+//! When the request needs a second factor the exchange is two-step: `issue` checks the token
+//! without using it and starts an OTP challenge bound to the token's hash (a code texted, or the
+//! authenticator app's); `issue/verify` takes the challenge id and the code and, when right, uses
+//! that token and no other. The page also enrolls an authenticator app (TOTP).
+//!
 //! Routes: `GET /requests/{id}/issue` (the page), `POST /api/requests/{id}/issuance-token`,
-//! `POST /api/requests/{id}/issue`, `GET /static/issue.js`, `GET /static/passkey.css`.
+//! `POST /api/requests/{id}/issue`, `POST /api/requests/{id}/issue/verify`,
+//! `POST /api/requests/{id}/issue/resend`, `POST /api/totp/enroll`, `POST /api/totp/confirm`,
+//! `GET /static/issue.js`, `GET /static/passkey.css`.
 
 use super::html::{escape, message, page};
 use super::rate_limit::Refused;
@@ -12,6 +19,7 @@ use super::session::{CheckedPost, SignedInUser};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{ClientInfo, LifecycleError, Retrieved, actor};
+use crate::otp::{ChallengeStarted, OtpError};
 use crate::store::{NewAuditEvent, Request, User};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -23,6 +31,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::IpAddr;
+use uuid::Uuid;
 
 const ISSUE_JS: &str = include_str!("static/issue.js");
 const PASSKEY_CSS: &str = include_str!("static/passkey.css");
@@ -33,6 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/issue", get(issue_page))
         .route("/api/requests/{id}/issuance-token", post(mint_token))
         .route("/api/requests/{id}/issue", post(exchange))
+        .route("/api/requests/{id}/issue/verify", post(verify))
+        .route("/api/requests/{id}/issue/resend", post(resend))
+        .route("/api/totp/enroll", post(enroll_totp))
+        .route("/api/totp/confirm", post(confirm_totp))
         .route(
             "/static/issue.js",
             get(|| async { asset("text/javascript; charset=utf-8", ISSUE_JS) }),
@@ -130,7 +143,22 @@ async fn issue_page(
         Ok(None) => format!("record {}", request.record_id),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    render_page(&state, &user, &request, &record_title, &session.csrf)
+    let factors = if request.otp_required {
+        match state.otp.factors(&user).await {
+            Ok(f) => Some(f),
+            Err(e) => return otp_error(e).into_response(),
+        }
+    } else {
+        None
+    };
+    render_page(
+        &state,
+        &user,
+        &request,
+        &record_title,
+        &session.csrf,
+        factors.as_ref(),
+    )
 }
 
 fn render_page(
@@ -139,6 +167,7 @@ fn render_page(
     request: &Request,
     title: &str,
     csrf: &str,
+    factors: Option<&crate::otp::SecondFactors>,
 ) -> Response {
     let now = state.clock.now();
     let live = request.status.has_live_lease() && request.lease_expires_at.is_some_and(|e| e > now);
@@ -147,10 +176,35 @@ fn render_page(
         .lease_expires_at
         .map(|e| format!(" · lease ends {}", crate::cards::when(e)))
         .unwrap_or_default();
-    let second_factor = if request.otp_required {
-        "<p>This record needs a second factor: after you press the button, enter the code sent to your phone or shown by your authenticator app.</p>"
-    } else {
-        ""
+    let second_factor = match factors {
+        None => String::new(),
+        Some(f) if f.totp_confirmed => {
+            "<p>This record needs a second factor: after you press the button, \
+            enter the current code from your authenticator app.</p>"
+                .to_string()
+        }
+        Some(f) => {
+            let sms = match &f.phone_hint {
+                Some(hint) => format!(
+                    "<p>This record needs a second factor: after you press the button, a code is texted to {}.</p>",
+                    escape(hint)
+                ),
+                None => "<p>This record needs a second factor, and you have none yet: set up an authenticator \
+                    app below first (or ask an admin to add your mobile number).</p>"
+                    .to_string(),
+            };
+            format!(
+                "{sms}<section id=\"totp-setup\" aria-labelledby=\"totp-title\"><h2 id=\"totp-title\">Authenticator app</h2>\
+                 <p>An authenticator app (Microsoft Authenticator, or any TOTP app) works without your phone number.</p>\
+                 <p><button type=\"button\" id=\"totp-start\">Set up an authenticator app</button></p>\
+                 <div id=\"totp-enroll\" hidden><p>Scan this QR code with the app, or enter the key by hand.</p>\
+                 <p><img id=\"totp-qr\" alt=\"QR code to add Passkey to your authenticator app\" width=\"200\" height=\"200\"></p>\
+                 <p><label for=\"totp-uri\">Key (for typing in)</label> <input id=\"totp-uri\" readonly size=\"50\"></p>\
+                 <form id=\"totp-form\"><p><label for=\"totp-code\">First code from the app</label> \
+                 <input id=\"totp-code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required> \
+                 <button type=\"submit\">Confirm</button></p></form></div></section>"
+            )
+        }
     };
     let action = if !live {
         format!(
@@ -199,7 +253,7 @@ fn render_page(
 async fn rate_limit(
     state: &AppState,
     user: &User,
-    request_id: i64,
+    request_id: Option<i64>,
     client: &Client,
     endpoint: &str,
 ) -> Result<(), ApiError> {
@@ -215,12 +269,12 @@ async fn rate_limit(
             first,
         }) => {
             if first {
-                let audit = NewAuditEvent::new(actor(user), "ISSUANCE_RATE_LIMITED", state.clock.now())
-                    .request(request_id)
+                let mut audit = NewAuditEvent::new(actor(user), "ISSUANCE_RATE_LIMITED", state.clock.now())
                     .detail(json!({ "scope": scope.as_str(), "endpoint": endpoint, "retry_after_secs": retry_after_secs }));
+                audit.request_id = request_id;
                 state.store.append_audit(&audit).await?;
             }
-            Err(ApiError::TooManyRequests { retry_after_secs })
+            Err(ApiError::too_many(retry_after_secs))
         }
     }
 }
@@ -256,7 +310,7 @@ async fn mint_token(
     client: Client,
 ) -> Result<Json<Value>, ApiError> {
     let user = &signed_in.user;
-    rate_limit(&state, user, id, &client, "issuance-token").await?;
+    rate_limit(&state, user, Some(id), &client, "issuance-token").await?;
     let minted = state
         .lifecycle
         .mint_issuance_token(user, id)
@@ -275,7 +329,8 @@ struct ExchangeBody {
     token: SecretString,
 }
 
-/// `POST /api/requests/{id}/issue {token}` → the share, or a second-factor challenge.
+/// `POST /api/requests/{id}/issue {token}` → the share, or — when the request needs a second
+/// factor — a challenge bound to this token: `{challenge_id, channel, destination_hint, …}`.
 async fn exchange(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -284,13 +339,170 @@ async fn exchange(
     Json(body): Json<ExchangeBody>,
 ) -> Result<Json<Value>, ApiError> {
     let user = &signed_in.user;
-    rate_limit(&state, user, id, &client, "issue").await?;
+    rate_limit(&state, user, Some(id), &client, "issue").await?;
+    let needs_second_factor = state
+        .store
+        .request_by_id(id)
+        .await?
+        .is_some_and(|r| r.otp_required);
+    if needs_second_factor {
+        let (request, token_hash) = state
+            .lifecycle
+            .check_issuance_token(user, id, &body.token)
+            .await
+            .map_err(lifecycle_error)?;
+        let started = state
+            .otp
+            .begin(user, &request, &token_hash)
+            .await
+            .map_err(otp_error)?;
+        return Ok(Json(challenge_body(&started)));
+    }
     let retrieved = state
         .lifecycle
         .exchange(user, id, &body.token, false, client.info())
         .await
         .map_err(lifecycle_error)?;
     Ok(Json(share_body(&retrieved)))
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    challenge_id: Uuid,
+    code: SecretString,
+}
+
+/// `POST /api/requests/{id}/issue/verify {challenge_id, code}` → the share. A right code uses the
+/// challenge up and then the token it was bound to; a wrong one says how many tries are left.
+async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<VerifyBody>,
+) -> Result<Json<Value>, ApiError> {
+    use secrecy::ExposeSecret;
+    let user = &signed_in.user;
+    rate_limit(&state, user, Some(id), &client, "issue/verify").await?;
+    let verified = state
+        .otp
+        .verify(user, body.challenge_id, body.code.expose_secret())
+        .await
+        .map_err(otp_error)?;
+    if verified.request_id != id {
+        return Err(ApiError::BadRequest(
+            "That code belongs to another request.".into(),
+        ));
+    }
+    let retrieved = state
+        .lifecycle
+        .exchange_verified(user, id, &verified.token_hash, client.info())
+        .await
+        .map_err(lifecycle_error)?;
+    Ok(Json(share_body(&retrieved)))
+}
+
+#[derive(Deserialize)]
+struct ResendBody {
+    challenge_id: Uuid,
+}
+
+/// `POST /api/requests/{id}/issue/resend {challenge_id}` → the challenge with a fresh code sent.
+async fn resend(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<ResendBody>,
+) -> Result<Json<Value>, ApiError> {
+    let user = &signed_in.user;
+    rate_limit(&state, user, Some(id), &client, "issue/resend").await?;
+    let started = state
+        .otp
+        .resend(user, body.challenge_id)
+        .await
+        .map_err(otp_error)?;
+    Ok(Json(challenge_body(&started)))
+}
+
+/// `POST /api/totp/enroll` → `{qr, key_uri}`: the new authenticator secret, shown once.
+async fn enroll_totp(
+    State(state): State<AppState>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+) -> Result<Json<Value>, ApiError> {
+    use base64::Engine as _;
+    use secrecy::ExposeSecret;
+    let user = &signed_in.user;
+    rate_limit(&state, user, None, &client, "totp/enroll").await?;
+    let enrollment = state.otp.enroll_totp(user).await.map_err(otp_error)?;
+    let qr = format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(enrollment.qr_svg.as_bytes())
+    );
+    Ok(Json(
+        json!({ "qr": qr, "key_uri": enrollment.otpauth_uri.expose_secret() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ConfirmBody {
+    code: SecretString,
+}
+
+/// `POST /api/totp/confirm {code}`: the first code from the app confirms the enrollment.
+async fn confirm_totp(
+    State(state): State<AppState>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<ConfirmBody>,
+) -> Result<Json<Value>, ApiError> {
+    use secrecy::ExposeSecret;
+    let user = &signed_in.user;
+    rate_limit(&state, user, None, &client, "totp/confirm").await?;
+    state
+        .otp
+        .confirm_totp(user, body.code.expose_secret())
+        .await
+        .map_err(otp_error)?;
+    Ok(Json(json!({ "confirmed": true })))
+}
+
+fn challenge_body(c: &ChallengeStarted) -> Value {
+    json!({
+        "challenge_id": c.challenge_id,
+        "channel": c.channel,
+        "destination_hint": c.destination_hint,
+        "expires_at": c.expires_at.to_fixed_text(),
+        "resend_after": c.resend_after.map(|t| t.to_fixed_text()),
+    })
+}
+
+/// The person's answer for a refused second-factor step.
+pub fn otp_error(e: OtpError) -> ApiError {
+    let text = e.to_string();
+    match e {
+        OtpError::WrongCode { .. }
+        | OtpError::CodeNotAccepted
+        | OtpError::Locked
+        | OtpError::NotYours => ApiError::Forbidden(text),
+        OtpError::ResendTooSoon { retry_after_secs } => ApiError::TooManyRequests {
+            retry_after_secs,
+            message: text,
+        },
+        OtpError::SendFailed => ApiError::TryAgain(text),
+        OtpError::NoPhoneOrAuthenticator
+        | OtpError::Expired
+        | OtpError::AlreadyUsed
+        | OtpError::NoMoreResends
+        | OtpError::AlreadyEnrolled
+        | OtpError::NotEnrolled => ApiError::Conflict(text),
+        OtpError::InvalidPhoneNumber | OtpError::UnknownUser | OtpError::InvalidInput(_) => {
+            ApiError::BadRequest(text)
+        }
+        OtpError::Crypto(e) => ApiError::internal(e),
+        OtpError::Store(e) => e.into(),
+    }
 }
 
 /// The success body: the URL, once, and what is left.

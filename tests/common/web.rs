@@ -13,6 +13,48 @@ use std::sync::{Arc, Mutex};
 
 pub const DEMO_TENANT: &str = "7f3c2a10-5e1b-4c8a-9d2e-0a1b2c3d4e5f";
 
+/// An SMS gateway that keeps every text it is asked to send, for tests to read the code from.
+#[derive(Default)]
+pub struct CapturedSms {
+    pub sent: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl passkey::otp::sms::SmsSender for CapturedSms {
+    fn provider(&self) -> &'static str {
+        "test-capture"
+    }
+
+    async fn send(
+        &self,
+        to: &passkey::otp::code::PhoneNumber,
+        message: &secrecy::SecretString,
+    ) -> Result<(), passkey::otp::sms::SmsError> {
+        use secrecy::ExposeSecret;
+        self.sent
+            .lock()
+            .unwrap()
+            .push((to.e164().to_string(), message.expose_secret().to_string()));
+        Ok(())
+    }
+}
+
+impl CapturedSms {
+    /// The 6-digit code in the last text sent to `e164`.
+    pub fn last_code_to(&self, e164: &str) -> String {
+        let sent = self.sent.lock().unwrap();
+        let (_, text) = sent
+            .iter()
+            .rev()
+            .find(|(to, _)| to == e164)
+            .unwrap_or_else(|| panic!("no text to {e164}: {sent:?}"));
+        text.split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)
+            .unwrap_or_else(|| panic!("no code in {text}"))
+            .to_string()
+    }
+}
+
 /// The app serving on 127.0.0.1:port with `public_url = http://127.0.0.1:port`.
 pub struct WebServer {
     pub base: String,
@@ -20,6 +62,8 @@ pub struct WebServer {
     pub store: Arc<dyn Store>,
     pub state: passkey::app::AppState,
     pub data_dir: std::path::PathBuf,
+    /// Texts the second factor sent.
+    pub sms: Arc<CapturedSms>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -39,9 +83,21 @@ impl WebServer {
         let settings = test_settings(data_dir, &env);
         settings.check().expect("test settings are safe");
         let clock = Arc::new(ManualClock::new(t0()));
-        let app = App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>)
+        let mut app = App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>)
             .await
             .expect("build app");
+        // The same second factor, texting into a capture instead of the dev log.
+        let sms = Arc::new(CapturedSms::default());
+        let key = passkey::app::data_key(&app.state.settings)
+            .await
+            .expect("data key");
+        app.state.otp = Arc::new(passkey::otp::OtpService::new(
+            store.clone(),
+            clock.clone() as Arc<dyn Clock>,
+            Arc::new(key),
+            sms.clone(),
+            app.state.settings.otp.clone(),
+        ));
         let state = app.state.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(listener, async move {
@@ -53,6 +109,7 @@ impl WebServer {
             store,
             state,
             data_dir: data_dir.to_path_buf(),
+            sms,
             stop: Some(stop),
             handle: Some(handle),
         }
@@ -89,6 +146,28 @@ impl WebServer {
             .await
             .unwrap_or_else(|e| panic!("submit {record}: {e}"));
         change.request.id
+    }
+
+    /// A request for `record` by `email`, approved by `approver` (routed records).
+    pub async fn approved_request(&self, email: &str, record: &str, approver: &str) -> i64 {
+        let id = self.request(email, record).await;
+        let by = self.user(approver).await;
+        self.state
+            .lifecycle
+            .approve(&by, id, None)
+            .await
+            .unwrap_or_else(|e| panic!("approve {record}: {e}"));
+        id
+    }
+
+    /// Gives `email` a mobile number (as the Graph profile sync would).
+    pub async fn set_phone(&self, email: &str, e164: &str) {
+        let who = self.user(email).await;
+        self.state
+            .otp
+            .set_phone(&passkey::otp::Actor::GraphSync, who.id, e164)
+            .await
+            .unwrap();
     }
 
     /// Audit actions written for a request, in order.

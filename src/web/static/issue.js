@@ -38,7 +38,11 @@
   }
 
   function post(path, body) {
-    return fetch("/api/requests/" + requestId + path, {
+    return postTo("/api/requests/" + requestId + path, body);
+  }
+
+  function postTo(url, body) {
+    return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       cache: "no-store",
@@ -83,7 +87,7 @@
 
   function challenge(started) {
     challengeId = started.challenge_id;
-    var where = started.channel === "totp"
+    var where = String(started.channel).toUpperCase() === "TOTP"
       ? "Enter the 6-digit code from your authenticator app."
       : "Enter the 6-digit code sent to " + (started.destination_hint || "your phone") + ".";
     codeHint.textContent = where;
@@ -157,10 +161,53 @@
     }
   });
 
+  // Authenticator app enrollment: the key is shown once, then confirmed with a first code.
+  var totpStart = document.getElementById("totp-start");
+  if (totpStart) {
+    var totpEnroll = document.getElementById("totp-enroll");
+    var totpQr = document.getElementById("totp-qr");
+    var totpUri = document.getElementById("totp-uri");
+    var totpForm = document.getElementById("totp-form");
+    var totpCode = document.getElementById("totp-code");
+    totpStart.addEventListener("click", function () {
+      errorLine.textContent = "";
+      postTo("/api/totp/enroll", {})
+        .then(function (enrollment) {
+          totpQr.src = enrollment.qr;
+          totpUri.value = enrollment.key_uri;
+          totpEnroll.hidden = false;
+          totpStart.hidden = true;
+          say("Scan the QR code, then type the app's first code.");
+          totpCode.focus();
+        })
+        .catch(function (e) { fail(e.message); });
+    });
+    totpForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      errorLine.textContent = "";
+      postTo("/api/totp/confirm", { code: totpCode.value.trim() })
+        .then(function () {
+          totpQr.removeAttribute("src");
+          totpUri.value = "";
+          document.getElementById("totp-setup").hidden = true;
+          say("Your authenticator app is set up. Its codes work from now on.");
+          button.focus();
+        })
+        .catch(function (e) {
+          totpCode.value = "";
+          fail(e.message);
+        });
+    });
+  }
+
   // Leaving the page drops the link: nothing survives in the DOM or in memory.
   window.addEventListener("pagehide", function () {
     urlField.value = "";
     openLink.href = "#";
+    var uri = document.getElementById("totp-uri");
+    if (uri) {
+      uri.value = "";
+    }
     result.hidden = true;
     challengeId = null;
   });
