@@ -1,8 +1,9 @@
 //! The issuance page in a real browser: headless Chromium driven by chromedriver over the W3C
 //! WebDriver HTTP protocol (plain reqwest, no WebDriver crate). The app runs in the dev profile
 //! with the local vault on a loopback port; the test signs in through the dev page, retrieves
-//! the one-time link, opens it, checks the address bar never carries a token, saves a screenshot
-//! under target/, and sees a second person refused.
+//! the one-time link, opens it, retrieves a second-factor record by typing the texted code (read
+//! from a capturing SMS gateway), checks the address bar never carries a token, saves
+//! screenshots under target/browser/, and sees a second person refused.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test says so loudly and passes — except under `CI=true`, where it fails.
@@ -228,7 +229,6 @@ impl Session<'_> {
         .to_string()
     }
 
-    #[allow(dead_code)]
     async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         self.call(
@@ -359,6 +359,44 @@ async fn a_requester_signs_in_and_sees_the_one_time_link_in_chromium() {
     assert!(browser.page_text().await.contains("This link opens once"));
     browser.go(&link).await;
     assert!(browser.page_text().await.contains("already used"));
+
+    // A HIGH record needs a second factor: the code texted to Alice's phone, typed into the page.
+    let high = server
+        .approved_request("alice@contoso.example", "db-prod", "bob@contoso.example")
+        .await;
+    server
+        .set_phone("alice@contoso.example", "+15550104411")
+        .await;
+    let high_url = server.url(&format!("/requests/{high}/issue"));
+    browser.go(&high_url).await;
+    assert!(
+        browser
+            .page_text()
+            .await
+            .contains("a code is texted to •••• 4411")
+    );
+    browser.click("#retrieve").await;
+    let hint = browser.wait_for_text("#code-hint").await;
+    assert!(hint.contains("•••• 4411"), "{hint}");
+    let code = server.sms.last_code_to("+15550104411");
+    browser.type_into("#code", &code).await;
+    browser.click("#code-form button[type=submit]").await;
+    assert_eq!(
+        browser.wait_for_text("#result-left").await,
+        "2 of 3 retrievals left."
+    );
+    assert!(
+        browser
+            .value("#share-url")
+            .await
+            .starts_with(&server.url("/dev-vault/share/"))
+    );
+    assert_eq!(
+        browser.current_url().await,
+        high_url,
+        "no code or token in the address bar"
+    );
+    browser.screenshot("issuance-second-factor.png").await;
 
     // A second person is refused.
     browser.forget_cookies().await;

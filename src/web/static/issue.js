@@ -73,6 +73,10 @@
   }
 
   function show(share) {
+    var setup = document.getElementById("totp-setup");
+    if (setup) {
+      setup.hidden = true;
+    }
     codeForm.hidden = true;
     button.hidden = true;
     urlField.value = share.share_url;
