@@ -26,7 +26,10 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         .id;
 
     let shown = chat.say(CAROL, "admin authority show db-prod").await;
-    assert!(shown.starts_with("**Authority over `db-prod`**"), "{shown}");
+    assert!(
+        shown.starts_with("Authority\n**Authority over `db-prod`**"),
+        "an admin result card: its title, then the report: {shown}"
+    );
     assert!(
         shown.contains("OWNER — user Bob DBA Lead <bob@contoso.example>")
             && shown.contains("APPROVER — user Bob DBA Lead <bob@contoso.example>"),
@@ -41,7 +44,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         .await;
     assert!(
         granted.starts_with(
-            "Granted APPROVER over `db-prod` to user Dave Platform <dave@contoso.example> (stage 2)"
+            "Authority\nGranted APPROVER over `db-prod` to user Dave Platform <dave@contoso.example> (stage 2)"
         ),
         "{granted}"
     );
@@ -69,7 +72,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         )
         .await;
     assert!(
-        unknown.starts_with("No Passkey user `nobody@contoso.example`"),
+        unknown.starts_with("Authority\nNo Passkey user `nobody@contoso.example`"),
         "{unknown}"
     );
     let usage = chat.say(CAROL, "admin authority grant db-prod").await;
@@ -93,7 +96,10 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
     let ambiguous = chat.say(CAROL, "admin authority show db").await;
     assert!(ambiguous.contains("matches several records"), "{ambiguous}");
     let role_usage = chat.say(CAROL, "admin role erin@contoso.example").await;
-    assert!(role_usage.starts_with("Usage: `admin role"), "{role_usage}");
+    assert!(
+        role_usage.starts_with("Role\nUsage: `admin role"),
+        "{role_usage}"
+    );
     assert_eq!(chat.audit_count().await, before);
 
     let revoked = chat
@@ -103,7 +109,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         )
         .await;
     assert!(
-        revoked.starts_with(&format!("Revoked authority #{id}")),
+        revoked.starts_with(&format!("Authority\nRevoked authority #{id}")),
         "{revoked}"
     );
     let twice = chat
@@ -116,7 +122,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         .await;
     assert_eq!(
         promoted,
-        "Erin Contractor <erin@contoso.example> is now APPROVER (was REQUESTER)."
+        "Role\nErin Contractor <erin@contoso.example> is now APPROVER (was REQUESTER)."
     );
 
     // A requester gets the same one-line answer for every admin command; nothing changes, and
@@ -181,16 +187,17 @@ async fn records_shared_with_a_persons_groups_are_listed() {
     // Erin's own ACL entries cover Databases and Shared Services; the Platform folder is shared
     // with the Keeper team `sre-oncall`, which is her Entra group's name.
     let without_groups = Chat::start(None).await;
+    let listed = |text: &str, title: &str| text.lines().any(|l| l == title);
     let text = without_groups.say(ERIN, "records").await;
-    assert!(text.contains("`db-prod`"), "{text}");
-    assert!(!text.contains("`k8s-prod-admin`"), "{text}");
+    assert!(listed(&text, "db-prod"), "{text}");
+    assert!(!listed(&text, "k8s-prod-admin"), "{text}");
 
     let directory =
         StaticGroupDirectory::new().with_member(ERIN.0, Group::new("5e0c-group-id", "SRE-Oncall"));
     let with_groups = Chat::start(Some(Arc::new(directory))).await;
     let text = with_groups.say(ERIN, "records").await;
     assert!(
-        text.contains("`k8s-prod-admin`") && text.contains("`db-prod`"),
+        listed(&text, "k8s-prod-admin") && listed(&text, "db-prod"),
         "{text}"
     );
     assert!(!text.contains("break-glass"), "{text}");
@@ -231,7 +238,7 @@ async fn the_admin_replays_stored_decisions_in_chat() {
         "{reply}"
     );
     let reply = chat.say(carol, "admin replay 999999").await;
-    assert_eq!(reply, "There is no decision trace 999999.");
+    assert_eq!(reply, "Policy replay\nThere is no decision trace 999999.");
     let alice = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
     assert_eq!(
         chat.say(alice, "admin replay all").await,
@@ -246,7 +253,7 @@ async fn the_admin_syncs_the_vault_from_chat() {
     let reply = chat.say(carol, "admin sync").await;
     assert_eq!(
         reply,
-        "vault sync: 4 folders (0 ACL changes), 12 records seen: 0 discovered, 0 rotated, 0 updated, 0 orphaned, \
+        "Vault sync\nvault sync: 4 folders (0 ACL changes), 12 records seen: 0 discovered, 0 rotated, 0 updated, 0 orphaned, \
          0 restored, 0 double-checked",
         "the demo database already matches the local vault"
     );

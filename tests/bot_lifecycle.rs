@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::card_text;
 use common::chat::Chat;
 use passkey::domain::RequestStatus;
 use serde_json::{Value, json};
@@ -68,10 +69,11 @@ async fn a_routed_request_is_approved_in_chat_and_everyone_hears_once() {
 
     let mine = chat.say(ALICE, "my requests").await;
     assert!(
-        mine.contains("#1 `db-analytics-readonly` — APPROVED until "),
-        "{mine}"
+        mine.contains("#1 · db-analytics-readonly\nAPPROVED · until "),
+        "my requests is a card listing the request and its state: {mine}"
     );
     assert!(mine.contains("3 of 3 retrievals left"), "{mine}");
+    assert!(mine.contains("\nRelease\nExtend"), "{mine}");
 
     let released = chat.say(ALICE, "release 1").await;
     assert!(released.contains("Request #1 released"), "{released}");
@@ -159,7 +161,7 @@ async fn admins_work_the_triage_queue_and_revoke_in_chat() {
 
     let queue = chat.say(CAROL, "admin triage").await;
     assert!(
-        queue.contains("**Triage queue** (1)") && queue.contains("#1 `db-prod`"),
+        queue.contains("Triage queue") && queue.contains("db-prod"),
         "{queue}"
     );
     assert_eq!(
@@ -177,7 +179,11 @@ async fn admins_work_the_triage_queue_and_revoke_in_chat() {
         "{decided}"
     );
     assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
-    assert!(chat.say(CAROL, "admin triage").await.contains("empty"));
+    assert!(
+        chat.say(CAROL, "admin triage")
+            .await
+            .contains("Nothing waits for an admin.")
+    );
 
     let revoked = chat.say(CAROL, "admin revoke 1 drill finished early").await;
     assert!(
@@ -198,10 +204,6 @@ async fn admins_work_the_triage_queue_and_revoke_in_chat() {
         ["REQUEST_SUBMITTED", "TRIAGE_APPROVED", "LEASE_REVOKED"],
         "{actions:?}"
     );
-}
-
-fn card_text(card: &Value) -> String {
-    card.to_string()
 }
 
 /// Every `Action.Execute` verb on a card.
@@ -247,8 +249,17 @@ async fn approval_cards_are_updated_everywhere_and_a_stale_tap_is_told_who_decid
         assert!(verbs(card).contains(&"deny".to_string()), "{card}");
         assert!(card["refresh"]["action"]["verb"] == "refresh" || card.get("refresh").is_none());
     }
-    let copies = chat.store.sent_cards_for_request(1).await.unwrap();
+    let recorded = chat.store.sent_cards_for_request(1).await.unwrap();
+    let (copies, status_cards): (Vec<_>, Vec<_>) = recorded
+        .into_iter()
+        .partition(|c| c.card_kind == "approval");
     assert_eq!(copies.len(), 2, "both copies are recorded for updating");
+    assert_eq!(
+        status_cards.len(),
+        1,
+        "the requester's status card (the reply to `request`) is recorded too"
+    );
+    assert_eq!(status_cards[0].card_kind, "status");
 
     // Bob taps Approve: his card becomes the decided card at once.
     let answer = chat
@@ -266,9 +277,21 @@ async fn approval_cards_are_updated_everywhere_and_a_stale_tap_is_told_who_decid
     );
     assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
 
-    // Every recorded copy was updated in place to the outcome and who decided.
+    // Every recorded copy was updated in place to the outcome and who decided; the requester's
+    // status card now says approved and offers Retrieve.
     let updates = chat.card_updates();
-    assert_eq!(updates.len(), 2, "{updates:?}");
+    assert_eq!(updates.len(), 3, "{updates:?}");
+    let (_, status_card) = updates
+        .iter()
+        .find(|(path, _)| path.ends_with(&status_cards[0].activity_id))
+        .expect("the status card was updated in place");
+    let text = card_text(status_card);
+    assert!(text.starts_with("Approved\n"), "{text}");
+    assert!(text.contains("3 of 3"), "{text}");
+    assert!(
+        status_card.to_string().contains("/requests/1/issue"),
+        "{status_card}"
+    );
     for copy in &copies {
         let (_, card) = updates
             .iter()

@@ -196,11 +196,14 @@ async fn a_valid_channel_token_gets_a_reply_through_the_connector_with_an_app_to
     assert_eq!(reply.body["type"], "message");
     assert_eq!(reply.body["replyToId"], "m-1");
     assert_eq!(reply.body["recipient"]["id"], "29:1alice");
+    assert_eq!(
+        reply.body["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
     assert!(
-        reply.body["text"]
-            .as_str()
-            .unwrap()
-            .contains("Passkey commands")
+        common::message_text(&reply.body).contains("request RECORD"),
+        "the help card shows how to ask: {}",
+        reply.body
     );
     // The client-credentials request carried the right scope and app id.
     let form = h
@@ -674,10 +677,7 @@ async fn mentions_are_stripped_and_commands_are_understood() {
     );
     activity["conversation"]["conversationType"] = json!("groupChat");
     assert_eq!(h.post(bearer(&h.token()), &activity).await.status(), 200);
-    let text = h.connector.wait_for(1).await[0].body["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let text = common::message_text(&h.connector.wait_for(1).await[0].body);
     assert!(
         text.contains("for `db-prod` is waiting for approval"),
         "the request was submitted and routed: {text}"
@@ -704,14 +704,9 @@ async fn mentions_are_stripped_and_commands_are_understood() {
             .status(),
         200
     );
-    let text = h.connector.wait_for(3).await[2].body["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        text.contains("`db-prod`") && text.contains("`db-staging`"),
-        "{text}"
-    );
+    let text = common::message_text(&h.connector.wait_for(3).await[2].body);
+    let listed = |title: &str| text.lines().any(|l| l == title);
+    assert!(listed("db-prod") && listed("db-staging"), "{text}");
     assert!(
         !text.contains("break-glass"),
         "records outside the person's folders stay hidden: {text}"
@@ -778,11 +773,15 @@ async fn installing_the_bot_sends_a_welcome_and_is_audited() {
         calls[0].path,
         "/connector/v3/conversations/a:1alice-personal/activities"
     );
+    let welcome = common::message_text(&calls[0].body);
     assert!(
-        calls[0].body["text"]
-            .as_str()
-            .unwrap()
-            .contains("I'm **Passkey**")
+        welcome.starts_with("Hi Alice Requester, I'm Passkey"),
+        "the welcome card: {welcome}"
+    );
+    assert!(
+        calls[0].body.to_string().contains("requestForm"),
+        "its button opens the request form: {}",
+        calls[0].body
     );
     let last = h
         .store

@@ -10,6 +10,7 @@ pub mod connector;
 pub mod notify;
 pub mod render;
 pub mod turn;
+pub mod views;
 
 use crate::app::AppState;
 use crate::config::{ConnectorAuth, Settings};

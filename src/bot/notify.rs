@@ -1,7 +1,8 @@
 //! Delivers lifecycle notices in each person's 1:1 chat with the bot: approval requests as
 //! Adaptive Cards (each copy recorded, so it can be updated in place later), everything else as
-//! text. When a request is decided or ends, every recorded copy of its approval card is updated to
-//! the decided card — outcome, who decided and when, no buttons. People the bot has never talked
+//! text. When a request changes, every recorded card about it is updated in place: approval copies
+//! become the decided card (outcome, who decided and when, no buttons) once nobody needs to decide,
+//! and the requester's status cards show the new state. People the bot has never talked
 //! to have no chat yet: they are skipped with a log line.
 
 use super::connector::{Connector, ConversationTarget};
@@ -24,6 +25,8 @@ pub struct TeamsNotifier {
 
 /// The kind recorded for approval cards in `sent_cards`.
 pub const APPROVAL_CARD: &str = "approval";
+/// The kind recorded for a requester's status card in `sent_cards`.
+pub const STATUS_CARD: &str = "status";
 
 impl TeamsNotifier {
     pub fn new(
@@ -137,16 +140,10 @@ impl TeamsNotifier {
             .map(|f| f.name)
     }
 
-    /// Every recorded approval card of a request that no longer waits for a decision becomes the
-    /// decided card.
+    /// Every recorded copy of a request's cards shows the request as it now is: approval cards
+    /// become the decided card once nobody needs to decide any more; the requester's status
+    /// cards follow every change.
     async fn update_copies(&self, request_id: i64) -> Result<(), String> {
-        let (request, record) = self.request_and_record(request_id).await?;
-        if matches!(
-            request.status,
-            RequestStatus::Pending | RequestStatus::RenewalPending | RequestStatus::RequiresTriage
-        ) {
-            return Ok(());
-        }
         let copies = self
             .store
             .sent_cards_for_request(request_id)
@@ -155,8 +152,35 @@ impl TeamsNotifier {
         if copies.is_empty() {
             return Ok(());
         }
-        let card = decided_card(self.store.as_ref(), &request, &record, false).await?;
-        for copy in copies.iter().filter(|c| c.card_kind == APPROVAL_CARD) {
+        let (request, record) = self.request_and_record(request_id).await?;
+        let decided = !matches!(
+            request.status,
+            RequestStatus::Pending | RequestStatus::RenewalPending | RequestStatus::RequiresTriage
+        );
+        let mut decided_view = None;
+        let mut status_view = None;
+        for copy in &copies {
+            let card = match copy.card_kind.as_str() {
+                APPROVAL_CARD if decided => match &decided_view {
+                    Some(card) => card,
+                    None => decided_view
+                        .insert(decided_card(self.store.as_ref(), &request, &record, false).await?),
+                },
+                STATUS_CARD => match &status_view {
+                    Some(card) => card,
+                    None => status_view.insert(
+                        super::views::request_status(
+                            self.store.as_ref(),
+                            &request,
+                            &record,
+                            &self.base_url,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    ),
+                },
+                _ => continue,
+            };
             let Some(chat) = self
                 .store
                 .conversation(&copy.conversation_id)
@@ -169,14 +193,16 @@ impl TeamsNotifier {
                 service_url: chat.service_url,
                 conversation_id: chat.conversation_id,
             };
-            let activity =
-                OutgoingActivity::card(format!("Request #{request_id} decided"), card.clone());
+            let activity = OutgoingActivity::card(
+                format!("Request #{request_id}: {}", request.status),
+                card.clone(),
+            );
             if let Err(e) = self
                 .connector
                 .update(&target, &copy.activity_id, &activity)
                 .await
             {
-                tracing::warn!(request_id, error = %e, "an approval card copy was not updated");
+                tracing::warn!(request_id, kind = %copy.card_kind, error = %e, "a card copy was not updated");
             }
         }
         Ok(())
@@ -232,7 +258,7 @@ impl Notifier for TeamsNotifier {
 
     async fn request_changed(&self, request_id: i64) {
         if let Err(error) = self.update_copies(request_id).await {
-            tracing::warn!(request_id, %error, "approval cards not updated");
+            tracing::warn!(request_id, %error, "cards not updated");
         }
     }
 }

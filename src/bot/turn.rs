@@ -8,14 +8,16 @@ use super::admin;
 use super::auth::ChannelIdentity;
 use super::commands::{self, AdminCommand, Command, ParseError};
 use super::connector::ConversationTarget;
+use super::notify::STATUS_CARD;
 use super::render;
+use super::views;
 use crate::app::AppState;
 use crate::domain::{RequestStatus, Role, Timestamp};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
 use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::policies;
-use crate::store::{ConversationRef, NewAuditEvent, NewUser, User};
+use crate::store::{ConversationRef, NewAuditEvent, NewSentCard, NewUser, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -34,8 +36,18 @@ pub enum TurnOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Text(String),
-    /// An Adaptive Card: the invoke response to a card action (it replaces the clicked card).
+    /// An Adaptive Card: a message of its own, or the invoke response to a card action (it
+    /// replaces the clicked card).
     Card(Value),
+    /// What just happened to the requester's own request (`text`, with the policy's reasons) and
+    /// its status card under it. The card is recorded, so every later change to the request
+    /// updates it in place.
+    Status {
+        text: String,
+        card: Value,
+        request_id: i64,
+        requester_id: i64,
+    },
 }
 
 pub async fn handle(
@@ -82,13 +94,35 @@ pub async fn handle(
             let value = activity.value.clone().unwrap_or(Value::Null);
             match actions::from_execute(&value) {
                 Ok(action) => {
-                    let body = match on_card_action(state, &sender, action).await? {
-                        Reply::Text(text) => invoke_message(&text),
-                        Reply::Card(card) => json!({
+                    let card = |card: Value| {
+                        json!({
                             "statusCode": 200,
                             "type": crate::bot::activity::ADAPTIVE_CARD_CONTENT_TYPE,
                             "value": card,
-                        }),
+                        })
+                    };
+                    let body = match on_card_action(state, &sender, action).await? {
+                        Reply::Text(text) => invoke_message(&text),
+                        Reply::Card(c) => card(c),
+                        // The tapped card becomes the status card; it is the message `replyToId` names.
+                        Reply::Status {
+                            card: c,
+                            request_id,
+                            requester_id,
+                            ..
+                        } => {
+                            if let Some(tapped) = activity.reply_to_id.as_deref() {
+                                remember_status_card(
+                                    state,
+                                    activity,
+                                    tapped,
+                                    request_id,
+                                    requester_id,
+                                )
+                                .await;
+                            }
+                            card(c)
+                        }
                     };
                     Ok(TurnOutcome::Invoke {
                         status: 200,
@@ -126,10 +160,14 @@ pub async fn handle(
                     )
                     .await?;
                 let target = target(activity);
+                let welcome = views::welcome(activity.from.name.as_deref())?;
                 if let Err(e) = state
                     .bot
                     .connector
-                    .send(&target, &OutgoingActivity::text(WELCOME))
+                    .send(
+                        &target,
+                        &OutgoingActivity::card("Welcome to Passkey", welcome),
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "welcome message not delivered");
@@ -323,59 +361,91 @@ async fn remember_conversation(
 }
 
 async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
-    let outgoing = match reply {
-        Reply::Text(text) => OutgoingActivity::text(text),
-        Reply::Card(card) => OutgoingActivity::card("Passkey", card),
-    }
-    .addressed_as_reply_to(activity);
+    let (outgoing, status) = match reply {
+        Reply::Text(text) => (OutgoingActivity::text(text), None),
+        Reply::Card(card) => (OutgoingActivity::card("Passkey", card), None),
+        Reply::Status {
+            text,
+            card,
+            request_id,
+            requester_id,
+        } => {
+            let mut outgoing = OutgoingActivity::card(format!("Request #{request_id}"), card);
+            outgoing.text = Some(text);
+            outgoing.text_format = Some("markdown".into());
+            (outgoing, Some((request_id, requester_id)))
+        }
+    };
+    let outgoing = outgoing.addressed_as_reply_to(activity);
     let reply_to = activity.id.as_deref().unwrap_or_default();
-    if let Err(e) = state
+    match state
         .bot
         .connector
         .reply(&target(activity), reply_to, &outgoing)
         .await
     {
-        tracing::warn!(error = %e, "reply not delivered");
+        Ok(sent) => {
+            if let Some((request_id, requester_id)) = status {
+                remember_status_card(state, activity, &sent.id, request_id, requester_id).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reply not delivered"),
     }
 }
 
-pub const WELCOME: &str = "Hi, I'm **Passkey**. I get you time-limited access to credentials in the \
-Keeper vault, with the right people's approval.\n\nTry `request db-prod 2h because INC-4411`, \
-`records`, or `help`.";
-
-pub fn help_text() -> String {
-    // Placeholders are upper-case words, not <angle brackets>: some clients escape those twice.
-    [
-        "**Passkey commands**",
-        "- `request RECORD [for DURATION] [because REASON]` — ask for access, e.g. `request db-prod 2h because INC-4411`",
-        "- `records [SEARCH]` — records you can request",
-        "- `my requests` — your requests and leases",
-        "- `pending` — requests waiting for your approval",
-        "- `approve ID [COMMENT]`, `deny ID REASON`",
-        "- `release ID` — hand access back early",
-        "- `extend ID DURATION` — ask for more time",
-        "- `admin health | sync | triage | audit verify | authority … | role … | revoke ID REASON`",
-        "",
-        "Durations: `30m`, `2h`, `1d`, `90 minutes`.",
-    ]
-    .join("\n")
+/// Records a status card the requester can see, so later changes update it in place. A card
+/// that cannot be recorded is only logged: the reply itself was delivered.
+async fn remember_status_card(
+    state: &AppState,
+    activity: &Activity,
+    activity_id: &str,
+    request_id: i64,
+    requester_id: i64,
+) {
+    if activity_id.is_empty() {
+        return;
+    }
+    let card = NewSentCard {
+        request_id,
+        recipient_user_id: Some(requester_id),
+        conversation_id: activity.conversation.id.clone(),
+        activity_id: activity_id.to_string(),
+        card_kind: STATUS_CARD.into(),
+        at: state.clock.now(),
+    };
+    if let Err(e) = state.store.record_sent_card(&card).await {
+        tracing::warn!(request_id, error = %e, "status card not recorded");
+    }
 }
 
 async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Reply, ApiError> {
     let command = match commands::parse(text) {
         Ok(c) => c,
-        Err(ParseError::Empty) => return Ok(Reply::Text(help_text())),
-        Err(e @ ParseError::Unknown { .. }) => {
-            return Ok(Reply::Text(format!("{e}\n\n{}", help_text())));
+        Err(ParseError::Empty) => return Ok(Reply::Card(views::help(sender.user().await?)?)),
+        // `request` alone opens the form.
+        Err(ParseError::Usage {
+            command: "request", ..
+        }) if is_bare_request(text) => {
+            return with_user(sender, |user| async move {
+                Ok(Reply::Card(
+                    views::request_form(state, user, None, None).await?,
+                ))
+            })
+            .await;
         }
         Err(e) => return Ok(Reply::Text(e.to_string())),
     };
     Ok(match command {
-        Command::Help { .. } => Reply::Text(help_text()),
+        Command::Help { .. } => Reply::Card(views::help(sender.user().await?)?),
         Command::Records { search } => {
-            Reply::Text(records_text(state, sender.user().await?, search.as_deref()).await?)
+            return with_user(sender, |user| async move {
+                Ok(Reply::Card(
+                    views::records(state, user, search.as_deref()).await?,
+                ))
+            })
+            .await;
         }
-        Command::Admin(admin) => Reply::Text(admin_text(state, sender.user().await?, admin).await?),
+        Command::Admin(admin) => admin_reply_for(state, sender.user().await?, admin).await?,
         Command::Request {
             record,
             duration,
@@ -393,8 +463,18 @@ async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Re
             )
             .await?
         }
-        Command::MyRequests => Reply::Text(my_requests_text(state, sender.user().await?).await?),
-        Command::Pending => Reply::Text(pending_text(state, sender.user().await?).await?),
+        Command::MyRequests => {
+            return with_user(sender, |user| async move {
+                Ok(Reply::Card(views::my_requests(state, user).await?))
+            })
+            .await;
+        }
+        Command::Pending => {
+            return with_user(sender, |user| async move {
+                Ok(Reply::Card(views::pending(state, user).await?))
+            })
+            .await;
+        }
         Command::Approve {
             request_id,
             comment,
@@ -459,13 +539,41 @@ async fn lifecycle_reply(
     let Some(user) = sender.user().await? else {
         return Ok(Reply::Text(NO_IDENTITY.into()));
     };
+    let base_url = state.settings.public_base_url();
     Ok(match run_call(state, user, call).await? {
-        Ok(change) => Reply::Text(render::change_text(
-            &change,
-            &state.settings.public_base_url(),
-        )),
+        // The requester acting on their own request sees its status card too.
+        Ok(change) if change.request.requester_id == user.id => Reply::Status {
+            text: render::change_text(&change, &base_url),
+            card: views::request_status(
+                state.store.as_ref(),
+                &change.request,
+                &change.record,
+                &base_url,
+            )
+            .await?,
+            request_id: change.request.id,
+            requester_id: user.id,
+        },
+        Ok(change) => Reply::Text(render::change_text(&change, &base_url)),
         Err(refusal) => Reply::Text(render::refusal_text(&refusal)),
     })
+}
+
+/// Runs `f` for the sender's stored user, or says why it can't.
+async fn with_user<'s, F, Fut>(sender: &'s Sender<'_>, f: F) -> Result<Reply, ApiError>
+where
+    F: FnOnce(&'s User) -> Fut,
+    Fut: std::future::Future<Output = Result<Reply, ApiError>>,
+{
+    match sender.user().await? {
+        Some(user) => f(user).await,
+        None => Ok(Reply::Text(NO_IDENTITY.into())),
+    }
+}
+
+/// `request` with nothing after it (mentions and case aside).
+fn is_bare_request(text: &str) -> bool {
+    commands::normalize(text).eq_ignore_ascii_case("request")
 }
 
 const NO_IDENTITY: &str =
@@ -607,89 +715,6 @@ async fn card_view(
     .map_err(ApiError::internal)
 }
 
-async fn my_requests_text(state: &AppState, user: Option<&User>) -> Result<String, ApiError> {
-    let Some(user) = user else {
-        return Ok("I can't tell who you are, so I can't list your requests.".into());
-    };
-    let requests = state.store.requests_for_requester(user.id, 10).await?;
-    if requests.is_empty() {
-        return Ok(
-            "You have no requests yet. Try `request db-staging 1h because INC-4411`.".into(),
-        );
-    }
-    let mut lines = vec!["**Your requests** (latest first)".to_string()];
-    for r in &requests {
-        let title = state
-            .store
-            .record_by_id(r.record_id)
-            .await?
-            .map(|rec| rec.title)
-            .unwrap_or_default();
-        lines.push(format!("- {}", render::request_line(r, &title)));
-    }
-    Ok(lines.join("\n"))
-}
-
-/// Requests waiting in PENDING that this person could approve (the policy decides on the tap).
-async fn pending_text(state: &AppState, user: Option<&User>) -> Result<String, ApiError> {
-    let Some(user) = user else {
-        return Ok("I can't tell who you are, so I can't list approvals.".into());
-    };
-    let waiting = state
-        .store
-        .requests_in_status(
-            &[RequestStatus::Pending, RequestStatus::RenewalPending],
-            200,
-        )
-        .await?;
-    let mut lines = Vec::new();
-    for r in waiting.iter().filter(|r| r.requester_id != user.id) {
-        let Some(record) = state.store.record_by_id(r.record_id).await? else {
-            continue;
-        };
-        let approvers = match state.store.governed_resource_for_record(record.id).await? {
-            Some(resource) => {
-                state
-                    .store
-                    .active_authorities(resource.id, state.clock.now())
-                    .await?
-            }
-            None => vec![],
-        };
-        let named = approvers.iter().any(|a| match a.principal_type {
-            crate::domain::PrincipalType::User => {
-                a.principal.eq_ignore_ascii_case(&user.aad_object_id)
-            }
-            crate::domain::PrincipalType::Email => [user.email.as_deref(), user.upn.as_deref()]
-                .into_iter()
-                .flatten()
-                .any(|e| e.eq_ignore_ascii_case(&a.principal)),
-            crate::domain::PrincipalType::Role => a
-                .principal
-                .parse::<Role>()
-                .is_ok_and(|role| role == user.role),
-            // Group membership is checked when the approver taps; list the request to be safe.
-            crate::domain::PrincipalType::Group => true,
-        });
-        if named {
-            lines.push(format!(
-                "- {} (`approve {}` / `deny {} REASON`)",
-                render::request_line(r, &record.title),
-                r.id,
-                r.id
-            ));
-        }
-    }
-    if lines.is_empty() {
-        return Ok("Nothing is waiting for your approval.".into());
-    }
-    lines.insert(
-        0,
-        format!("**Waiting for your approval** ({})", lines.len()),
-    );
-    Ok(lines.join("\n"))
-}
-
 async fn on_card_action(
     state: &AppState,
     sender: &Sender<'_>,
@@ -738,83 +763,69 @@ async fn on_card_action(
             Ok(d) => Call::Extend(request_id, d.whole_seconds()),
             Err(e) => return Ok(Reply::Text(format!("That duration didn't work: {e}"))),
         },
-        CardAction::Refresh {
-            request_id: Some(id),
-            ..
-        } => {
-            let Some(user) = sender.user().await? else {
-                return Ok(Reply::Text(NO_IDENTITY.into()));
-            };
-            return card_view(state, user, id, false).await;
-        }
-        CardAction::Refresh {
-            request_id: None, ..
-        } => {
-            return Ok(Reply::Text(
-                my_requests_text(state, sender.user().await?).await?,
-            ));
+        CardAction::Refresh { request_id, view } => {
+            return with_user(sender, |user| async move {
+                refresh(state, user, request_id, view.as_deref()).await
+            })
+            .await;
         }
     };
     lifecycle_reply(state, sender, call).await
 }
 
-/// Records the person may request: those in vault folders their effective permissions cover
-/// (their own ACL entries, their Entra groups; admins: every folder).
-async fn records_text(
+/// The card a `refresh` asks for: a request's card for this person (`view` "approver" or a
+/// request id: the approval or decided card; "status": the requester's status card), or one of
+/// the lists and forms the other cards link to.
+async fn refresh(
     state: &AppState,
-    user: Option<&User>,
-    search: Option<&str>,
-) -> Result<String, ApiError> {
-    let Some(user) = user else {
-        return Ok("I can't tell who you are (no Entra object id on your message), so I can't list records.".into());
-    };
-    let permissions = state.permissions.effective(user).await?;
-    let degraded_note = if permissions.degraded {
-        "\n\n_I couldn't check your group memberships just now, so records shared with your groups may be missing._"
-    } else {
-        ""
-    };
-    let needle = search.map(str::to_ascii_lowercase);
-    let records: Vec<_> = state
-        .store
-        .list_records()
-        .await?
-        .into_iter()
-        .filter(|r| r.folder_id.is_some_and(|f| permissions.may_request(f)))
-        .filter(|r| {
-            needle
-                .as_ref()
-                .is_none_or(|n| r.title.to_ascii_lowercase().contains(n))
-        })
-        .collect();
-    if records.is_empty() {
-        let none = match search {
-            Some(s) => format!("No records you can request match “{s}”."),
-            None => "There are no records you can request yet.".into(),
-        };
-        return Ok(format!("{none}{degraded_note}"));
+    user: &User,
+    request_id: Option<i64>,
+    view: Option<&str>,
+) -> Result<Reply, ApiError> {
+    match (view, request_id) {
+        (Some("status"), Some(id)) => {
+            let request = state.store.request_by_id(id).await?;
+            match request {
+                Some(request) if request.requester_id == user.id => {
+                    let Some(record) = state.store.record_by_id(request.record_id).await? else {
+                        return Ok(Reply::Text(format!("There is no request #{id}.")));
+                    };
+                    Ok(Reply::Card(
+                        views::request_status(
+                            state.store.as_ref(),
+                            &request,
+                            &record,
+                            &state.settings.public_base_url(),
+                        )
+                        .await?,
+                    ))
+                }
+                // Someone else's status card shows them what they may see of the request.
+                _ => card_view(state, user, id, false).await,
+            }
+        }
+        (_, Some(id)) => card_view(state, user, id, false).await,
+        (Some("requestForm"), None) => Ok(Reply::Card(
+            views::request_form(state, user, None, None).await?,
+        )),
+        (Some("help"), None) => Ok(Reply::Card(views::help(Some(user))?)),
+        (Some("adminHealth"), None) => {
+            admin_reply_for(state, Some(user), AdminCommand::Health).await
+        }
+        (Some("pending"), None) => Ok(Reply::Card(views::pending(state, user).await?)),
+        (Some("triage"), None) => {
+            admin_reply_for(state, Some(user), AdminCommand::Triage { decision: None }).await
+        }
+        // "myRequests", or a refresh that names nothing.
+        _ => Ok(Reply::Card(views::my_requests(state, user).await?)),
     }
-    let mut lines = vec![format!("**Records you can request** ({})", records.len())];
-    lines.extend(
-        records
-            .iter()
-            .take(25)
-            .map(|r| format!("- `{}` — {} ({})", r.title, r.record_type, r.sensitivity)),
-    );
-    if records.len() > 25 {
-        lines.push(format!(
-            "…and {} more: narrow it with `records <search>`.",
-            records.len() - 25
-        ));
-    }
-    Ok(format!("{}{degraded_note}", lines.join("\n")))
 }
 
-async fn admin_text(
+async fn admin_reply_for(
     state: &AppState,
     user: Option<&User>,
     command: AdminCommand,
-) -> Result<String, ApiError> {
+) -> Result<Reply, ApiError> {
     let Some(admin) = user.filter(|u| u.role == Role::Admin) else {
         // A refused attempt is recorded (who, which command), and changes nothing else.
         state
@@ -828,45 +839,18 @@ async fn admin_text(
                 .detail(json!({ "command": format!("admin {}", admin_name(&command)) })),
             )
             .await?;
-        return Ok("Admin commands are for Passkey admins.".into());
+        return Ok(Reply::Text("Admin commands are for Passkey admins.".into()));
     };
-    Ok(match command {
-        AdminCommand::Authority { args } => {
-            admin_reply(admin::authority_reply(state, admin, &args).await)?
-        }
-        AdminCommand::Role { args } => admin_reply(admin::role_reply(state, admin, &args).await)?,
-        AdminCommand::Health => {
-            let db = state.store.ping().await.is_ok();
-            let migrations = state
-                .store
-                .migration_state()
-                .await
-                .map(|m| m.is_current())
-                .unwrap_or(false);
-            let mut text = format!(
-                "**Health**\n- database ({}): {}\n- migrations: {}",
-                state.settings.database_label(),
-                if db { "reachable" } else { "UNREACHABLE" },
-                if migrations { "current" } else { "NOT CURRENT" },
-            );
-            let runs = state.store.last_job_runs().await.unwrap_or_default();
-            if runs.is_empty() {
-                text.push_str("\n- jobs: none has run yet");
-            }
-            for run in runs {
-                text.push_str(&format!(
-                    "\n- job `{}`: {} at {} {}",
-                    run.job_name,
-                    if run.ok { "ok" } else { "FAILED" },
-                    run.finished_at.to_fixed_text(),
-                    match &run.error {
-                        Some(e) => e.clone(),
-                        None => run.counts.0.to_string(),
-                    }
-                ));
-            }
-            text
-        }
+    let (title, (ok, report)) = match command {
+        AdminCommand::Authority { args } => (
+            "Authority",
+            admin_outcome(admin::authority_reply(state, admin, &args).await)?,
+        ),
+        AdminCommand::Role { args } => (
+            "Role",
+            admin_outcome(admin::role_reply(state, admin, &args).await)?,
+        ),
+        AdminCommand::Health => return Ok(Reply::Card(views::admin_health(state).await?)),
         AdminCommand::Sync => {
             let actor = format!("user:{}", admin.id);
             match crate::governance::vault_sync::sync_vault(
@@ -878,32 +862,38 @@ async fn admin_text(
             )
             .await
             {
-                Ok(report) => report.render(),
-                Err(crate::governance::vault_sync::SyncError::Vault(e)) => {
-                    format!("The vault sync failed: {}", e.message)
-                }
+                Ok(report) => ("Vault sync", (true, report.render())),
+                Err(crate::governance::vault_sync::SyncError::Vault(e)) => (
+                    "Vault sync",
+                    (false, format!("The vault sync failed: {}", e.message)),
+                ),
                 Err(crate::governance::vault_sync::SyncError::Store(e)) => return Err(e.into()),
             }
         }
-        AdminCommand::Replay { trace_id: Some(id) } => {
+        AdminCommand::Replay { trace_id: Some(id) } => (
+            "Policy replay",
             match policies::replay_trace(state.store.as_ref(), &state.policy, id).await? {
-                Some(report) => format!("```\n{}\n```", report.summary()),
-                None => format!("There is no decision trace {id}."),
-            }
-        }
+                Some(report) => (true, format!("```\n{}\n```", report.summary())),
+                None => (false, format!("There is no decision trace {id}.")),
+            },
+        ),
         AdminCommand::Replay { trace_id: None } => {
             let summary = policies::replay_all(state.store.as_ref(), &state.policy).await?;
-            format!("```\n{}\n```", summary.render())
+            (
+                "Policy replay",
+                (true, format!("```\n{}\n```", summary.render())),
+            )
         }
-        AdminCommand::Triage { decision: None } => triage_text(state).await?,
+        AdminCommand::Triage { decision: None } => {
+            return Ok(Reply::Card(views::triage_queue(state).await?));
+        }
         AdminCommand::Triage { decision: Some(d) } => {
             return lifecycle_reply(
                 state,
                 &Sender::known(state, admin),
                 Call::Triage(d.request_id, d.approve, d.reason),
             )
-            .await
-            .map(reply_text);
+            .await;
         }
         AdminCommand::Revoke { request_id, reason } => {
             return lifecycle_reply(
@@ -911,61 +901,27 @@ async fn admin_text(
                 &Sender::known(state, admin),
                 Call::Revoke(request_id, reason),
             )
-            .await
-            .map(reply_text);
+            .await;
         }
-        other => format!(
-            "`admin {}` is not switched on in this build yet.",
-            admin_name(&other)
-        ),
-    })
+        other => {
+            return Ok(Reply::Text(format!(
+                "`admin {}` is not switched on in this build yet.",
+                admin_name(&other)
+            )));
+        }
+    };
+    Ok(Reply::Card(
+        crate::cards::render_admin_result(&crate::cards::AdminResultCard::new(title, ok, &report))
+            .map_err(ApiError::internal)?,
+    ))
 }
 
-fn reply_text(reply: Reply) -> String {
-    match reply {
-        Reply::Text(t) => t,
-        Reply::Card(card) => card.to_string(),
-    }
-}
-
-/// The triage queue: requests waiting for an admin, oldest first.
-async fn triage_text(state: &AppState) -> Result<String, ApiError> {
-    let queue = state
-        .lifecycle
-        .triage_queue(25)
-        .await
-        .map_err(|e| match e {
-            LifecycleError::Store(e) => ApiError::from(e),
-            other => ApiError::internal(other),
-        })?;
-    if queue.is_empty() {
-        return Ok("The triage queue is empty.".into());
-    }
-    let mut lines = vec![format!("**Triage queue** ({})", queue.len())];
-    for r in &queue {
-        let title = state
-            .store
-            .record_by_id(r.record_id)
-            .await?
-            .map(|rec| rec.title)
-            .unwrap_or_default();
-        lines.push(format!(
-            "- {} — “{}” (`admin triage {} approve REASON` / `admin triage {} deny REASON`)",
-            render::request_line(r, &title),
-            r.justification,
-            r.id,
-            r.id
-        ));
-    }
-    Ok(lines.join("\n"))
-}
-
-/// A refusal is the reply; a database failure is the turn's error.
-fn admin_reply(result: Result<String, AdminError>) -> Result<String, ApiError> {
+/// A refusal is the report of a failed command; a database failure is the turn's error.
+fn admin_outcome(result: Result<String, AdminError>) -> Result<(bool, String), ApiError> {
     match result {
-        Ok(text) => Ok(text),
+        Ok(text) => Ok((true, text)),
         Err(AdminError::Store(e)) => Err(e.into()),
-        Err(refusal) => Ok(refusal.to_string()),
+        Err(refusal) => Ok((false, refusal.to_string())),
     }
 }
 

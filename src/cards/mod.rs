@@ -60,7 +60,7 @@ pub enum CardError {
 }
 
 /// Every template, by name. The name is also the file name in `cards/` (without `.json`).
-pub const TEMPLATES: [(&str, &str); 12] = [
+pub const TEMPLATES: [(&str, &str); 13] = [
     ("welcome", include_str!("../../cards/welcome.json")),
     ("help", include_str!("../../cards/help.json")),
     (
@@ -89,6 +89,10 @@ pub const TEMPLATES: [(&str, &str); 12] = [
     (
         "admin-health",
         include_str!("../../cards/admin-health.json"),
+    ),
+    (
+        "admin-result",
+        include_str!("../../cards/admin-result.json"),
     ),
     ("error", include_str!("../../cards/error.json")),
 ];
@@ -271,6 +275,10 @@ pub fn render_triage_queue(view: &TriageQueueCard) -> Result<Value, CardError> {
 
 pub fn render_admin_health(view: &AdminHealthCard) -> Result<Value, CardError> {
     render("admin-health", view)
+}
+
+pub fn render_admin_result(view: &AdminResultCard) -> Result<Value, CardError> {
+    render("admin-result", view)
 }
 
 pub fn render_error(view: &ErrorCard) -> Result<Value, CardError> {

@@ -819,6 +819,41 @@ impl AdminHealthCard {
     }
 }
 
+/// The outcome of an admin command that changes or checks something (`admin sync`, `admin
+/// authority …`, `admin role …`, `admin replay`): a title and the report, line by line.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminResultCard {
+    pub title: String,
+    pub ok: bool,
+    pub lines: Vec<String>,
+    /// Lines left out (the card stays small; the full report is in the audit trail or the CLI).
+    pub more: usize,
+    /// Tabular reports (replay) keep their columns.
+    pub monospace: bool,
+}
+
+/// Lines an admin result card shows; each line is clipped like a reason.
+pub const MAX_RESULT_LINES: usize = 40;
+
+impl AdminResultCard {
+    /// `report` is the command's text answer; a fenced block (```) is shown in monospace.
+    pub fn new(title: &str, ok: bool, report: &str) -> Self {
+        let fenced = report.trim().starts_with("```");
+        let lines: Vec<String> = report
+            .lines()
+            .filter(|l| !l.trim().starts_with("```") && !l.trim().is_empty())
+            .map(long)
+            .collect();
+        AdminResultCard {
+            title: short(title),
+            ok,
+            more: lines.len().saturating_sub(MAX_RESULT_LINES),
+            lines: lines.into_iter().take(MAX_RESULT_LINES).collect(),
+            monospace: fenced,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorCard {
     pub title: String,

@@ -45,7 +45,8 @@ impl Chat {
         }
     }
 
-    /// Sends `text` as `who` in their 1:1 chat and returns the bot's reply to that message.
+    /// Sends `text` as `who` in their 1:1 chat and returns what the bot's reply says (its text
+    /// and the text of its card).
     pub async fn say(&self, (aad, name): (&str, &str), text: &str) -> String {
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let id = format!("m-{n}");
@@ -77,7 +78,7 @@ impl Chat {
                 .into_iter()
                 .find(|c| c.path.ends_with(&suffix))
             {
-                return reply.body["text"].as_str().unwrap_or_default().to_string();
+                return super::message_text(&reply.body);
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -86,9 +87,20 @@ impl Chat {
 
     /// Taps an `Action.Execute` button as `who` (an `adaptiveCard/action` invoke) and returns the
     /// invoke response body.
-    pub async fn tap(&self, (aad, name): (&str, &str), verb: &str, data: Value) -> Value {
+    pub async fn tap(&self, who: (&str, &str), verb: &str, data: Value) -> Value {
+        self.tap_on(who, None, verb, data).await
+    }
+
+    /// Taps a button on the card in message `card_activity_id` (Teams names it in `replyToId`).
+    pub async fn tap_on(
+        &self,
+        (aad, name): (&str, &str),
+        card_activity_id: Option<&str>,
+        verb: &str,
+        data: Value,
+    ) -> Value {
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
-        let activity: Value = json!({
+        let mut activity: Value = json!({
             "type": "invoke",
             "name": "adaptiveCard/action",
             "id": format!("m-{n}"),
@@ -101,6 +113,9 @@ impl Chat {
             "value": {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"},
             "channelData": {"tenant": {"id": TENANT}},
         });
+        if let Some(id) = card_activity_id {
+            activity["replyToId"] = json!(id);
+        }
         let r = self
             .client
             .post(self.server.url("/api/messages"))
@@ -142,7 +157,20 @@ impl Chat {
             .filter(|c| {
                 c.method == "POST" && c.path.ends_with("/activities") && c.path.contains(aad)
             })
-            .map(|c| c.body["text"].as_str().unwrap_or_default().to_string())
+            .map(|c| super::message_text(&c.body))
+            .collect()
+    }
+
+    /// Every card the bot sent, replied with or updated to, as (what, card).
+    pub fn every_card(&self) -> Vec<(String, Value)> {
+        self.connector
+            .calls()
+            .into_iter()
+            .filter_map(|c| {
+                c.body["attachments"][0]
+                    .get("content")
+                    .map(|card| (format!("{} {}", c.method, c.path), card.clone()))
+            })
             .collect()
     }
 

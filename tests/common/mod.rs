@@ -317,3 +317,71 @@ pub fn submission_context(
         actor_folder_access: None,
     }
 }
+
+/// Everything a person reads on an Adaptive Card — text blocks, fact titles and values, button
+/// titles, choice titles — one item per line, in card order.
+pub fn card_text(card: &serde_json::Value) -> String {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let kind = map.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+                for key in ["text", "title", "value", "placeholder", "label"] {
+                    // A fact's value is read; an input's value is what it submits, not text.
+                    if key == "value" && kind.starts_with("Input.") {
+                        continue;
+                    }
+                    if let Some(s) = map.get(key).and_then(|t| t.as_str()) {
+                        out.push(s.to_string());
+                    }
+                }
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("data", _) => {}
+                        // A choice's value is what it submits; its title is what is read.
+                        ("choices", serde_json::Value::Array(choices)) => out.extend(
+                            choices
+                                .iter()
+                                .filter_map(|c| c["title"].as_str().map(String::from)),
+                        ),
+                        _ => walk(child, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(card, &mut out);
+    out.join("\n")
+}
+
+/// What a person reads in a bot message: its text, then its card's text.
+pub fn message_text(activity: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(text) = activity["text"].as_str().filter(|t| !t.is_empty()) {
+        parts.push(text.to_string());
+    }
+    if let Some(card) = activity["attachments"][0].get("content") {
+        parts.push(card_text(card));
+    }
+    parts.join("\n")
+}
+
+static ADAPTIVE_CARD_SCHEMA: std::sync::LazyLock<jsonschema::Validator> =
+    std::sync::LazyLock::new(|| {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../schemas/adaptive-card-1.5.json")).unwrap();
+        jsonschema::draft6::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the Adaptive Card 1.5 schema compiles offline")
+    });
+
+/// Where `card` breaks the official Adaptive Card 1.5 schema (empty: it is valid).
+pub fn adaptive_card_errors(card: &serde_json::Value) -> Vec<String> {
+    ADAPTIVE_CARD_SCHEMA
+        .iter_errors(card)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}

@@ -1,0 +1,281 @@
+//! What a person sees in Teams, built from the database as it is now: one function per card.
+//! The same functions answer typed commands, card buttons and `refresh` invokes, so a card looks
+//! the same however it was asked for.
+
+use super::ChannelAuthMode;
+use crate::app::AppState;
+use crate::cards::{
+    self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
+    PendingItem, RecordSearchCard, RequestFormCard, RequestStatusCard, TriageItem, TriageQueueCard,
+};
+use crate::domain::{PrincipalType, RequestStatus, Role};
+use crate::error::ApiError;
+use crate::governance::lifecycle::LifecycleError;
+use crate::store::{Record, Request, Store, User};
+use serde_json::Value;
+
+/// How many of a person's requests `my requests` looks at.
+const MY_REQUESTS_LIMIT: i64 = 25;
+/// How many waiting requests `pending` looks through.
+const PENDING_SCAN_LIMIT: i64 = 200;
+
+fn rendered(card: Result<Value, cards::CardError>) -> Result<Value, ApiError> {
+    card.map_err(ApiError::internal)
+}
+
+pub fn help(user: Option<&User>) -> Result<Value, ApiError> {
+    rendered(cards::render_help(&HelpCard::for_user(user)))
+}
+
+pub fn welcome(display_name: Option<&str>) -> Result<Value, ApiError> {
+    rendered(cards::render_welcome(&cards::WelcomeCard::new(
+        display_name,
+    )))
+}
+
+/// Records the person may request — in vault folders their effective permissions cover (their own
+/// ACL entries, their Entra groups; admins: every folder) — and whether that list may be short
+/// because their groups could not be read.
+async fn requestable_records(
+    state: &AppState,
+    user: &User,
+    search: Option<&str>,
+) -> Result<(Vec<Record>, bool), ApiError> {
+    let permissions = state.permissions.effective(user).await?;
+    let needle = search.map(str::to_lowercase);
+    let records = state
+        .store
+        .list_records()
+        .await?
+        .into_iter()
+        .filter(|r| r.folder_id.is_some_and(|f| permissions.may_request(f)))
+        .filter(|r| {
+            needle
+                .as_ref()
+                .is_none_or(|n| r.title.to_lowercase().contains(n))
+        })
+        .collect();
+    Ok((records, permissions.degraded))
+}
+
+const GROUPS_UNREAD: &str = "Your group memberships could not be checked just now, so records shared with your groups may be missing.";
+
+/// `records [SEARCH]`.
+pub async fn records(
+    state: &AppState,
+    user: &User,
+    search: Option<&str>,
+) -> Result<Value, ApiError> {
+    let (records, degraded) = requestable_records(state, user, search).await?;
+    let mut view = RecordSearchCard::new(search, &records);
+    if degraded {
+        view = view.with_note(GROUPS_UNREAD);
+    }
+    rendered(cards::render_record_search(&view))
+}
+
+/// The request form: the records the person may request, durations up to the longest lease the
+/// policy allows for any of them (the policy still caps each request by its record's sensitivity).
+pub async fn request_form(
+    state: &AppState,
+    user: &User,
+    record: Option<&str>,
+    problem: Option<&str>,
+) -> Result<Value, ApiError> {
+    let (records, degraded) = requestable_records(state, user, None).await?;
+    let policy = state.policy.policy();
+    let cap = records
+        .iter()
+        .map(|r| policy.max_lease_secs(r.sensitivity))
+        .max()
+        .unwrap_or(policy.lease.default_lease_secs);
+    let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs);
+    if let Some(uid) = record {
+        view = view.with_record(uid);
+    }
+    match (problem, degraded) {
+        (Some(p), _) => view = view.with_problem(p),
+        (None, true) => view = view.with_problem(GROUPS_UNREAD),
+        (None, false) => {}
+    }
+    rendered(cards::render_request_form(&view))
+}
+
+/// The requester's card for one request as it is now.
+pub async fn request_status(
+    store: &dyn Store,
+    request: &Request,
+    record: &Record,
+    base_url: &str,
+) -> Result<Value, ApiError> {
+    let folder = match record.folder_id {
+        Some(id) => store.folder_by_id(id).await?.map(|f| f.name),
+        None => None,
+    };
+    rendered(cards::render_request_status(&RequestStatusCard::new(
+        request,
+        record,
+        folder.as_deref(),
+        base_url,
+    )))
+}
+
+/// `my requests`: the latest requests with Release / Extend where they apply.
+pub async fn my_requests(state: &AppState, user: &User) -> Result<Value, ApiError> {
+    let requests = state
+        .store
+        .requests_for_requester(user.id, MY_REQUESTS_LIMIT)
+        .await?;
+    let mut titled = Vec::with_capacity(requests.len());
+    for r in &requests {
+        let title = state
+            .store
+            .record_by_id(r.record_id)
+            .await?
+            .map(|rec| rec.title)
+            .unwrap_or_default();
+        titled.push((r, title));
+    }
+    rendered(cards::render_my_requests(&MyRequestsCard::new(
+        titled.iter().map(|(r, t)| (*r, t.as_str())),
+    )))
+}
+
+/// `pending`: requests waiting for a decision that name this person as an approver (the policy
+/// decides again on the tap).
+pub async fn pending(state: &AppState, user: &User) -> Result<Value, ApiError> {
+    let waiting = state
+        .store
+        .requests_in_status(
+            &[RequestStatus::Pending, RequestStatus::RenewalPending],
+            PENDING_SCAN_LIMIT,
+        )
+        .await?;
+    let now = state.clock.now();
+    let mut items = Vec::new();
+    for r in waiting.iter().filter(|r| r.requester_id != user.id) {
+        let Some(record) = state.store.record_by_id(r.record_id).await? else {
+            continue;
+        };
+        let approvers = match state.store.governed_resource_for_record(record.id).await? {
+            Some(resource) => state.store.active_authorities(resource.id, now).await?,
+            None => vec![],
+        };
+        let named = approvers.iter().any(|a| match a.principal_type {
+            PrincipalType::User => a.principal.eq_ignore_ascii_case(&user.aad_object_id),
+            PrincipalType::Email => [user.email.as_deref(), user.upn.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|e| e.eq_ignore_ascii_case(&a.principal)),
+            PrincipalType::Role => a
+                .principal
+                .parse::<Role>()
+                .is_ok_and(|role| role == user.role),
+            // Group membership is checked when the approver taps; list the request to be safe.
+            PrincipalType::Group => true,
+        });
+        if !named {
+            continue;
+        }
+        let requester = state
+            .store
+            .user_by_id(r.requester_id)
+            .await?
+            .map(|u| u.display_name)
+            .unwrap_or_else(|| "Someone".into());
+        items.push(PendingItem::new(r, &record, &requester));
+    }
+    rendered(cards::render_pending_approvals(&PendingApprovalsCard::new(
+        items,
+    )))
+}
+
+/// `admin triage`: requests waiting for an admin, oldest first.
+pub async fn triage_queue(state: &AppState) -> Result<Value, ApiError> {
+    let queue = state
+        .lifecycle
+        .triage_queue(25)
+        .await
+        .map_err(|e| match e {
+            LifecycleError::Store(e) => ApiError::from(e),
+            other => ApiError::internal(other),
+        })?;
+    let mut items = Vec::with_capacity(queue.len());
+    for r in &queue {
+        let Some(record) = state.store.record_by_id(r.record_id).await? else {
+            continue;
+        };
+        let requester = state
+            .store
+            .user_by_id(r.requester_id)
+            .await?
+            .map(|u| u.display_name)
+            .unwrap_or_else(|| "Someone".into());
+        items.push(TriageItem::new(r, &record, &requester));
+    }
+    rendered(cards::render_triage_queue(&TriageQueueCard::new(items)))
+}
+
+/// `admin health`: what this instance is configured with (never a secret), whether the database
+/// and its migrations are right, and the last run of each scheduled job.
+pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
+    let settings = &state.settings;
+    let db = state.store.ping().await;
+    let migrations = state.store.migration_state().await;
+    let mut checks = vec![
+        HealthCheck::new(
+            "Database",
+            db.is_ok(),
+            &match &db {
+                Ok(()) => format!("{} · reachable", settings.database_label()),
+                Err(_) => format!("{} · unreachable", settings.database_label()),
+            },
+        ),
+        match &migrations {
+            Ok(m) if m.is_current() => HealthCheck::new("Migrations", true, "current"),
+            Ok(_) => HealthCheck::new("Migrations", false, "not current: run `passkey migrate`"),
+            Err(_) => HealthCheck::new("Migrations", false, "unknown: database unreachable"),
+        },
+        HealthCheck::new(
+            "Vault backend",
+            true,
+            &serde_json::to_value(settings.vault.backend)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        ),
+        match &state.bot.auth {
+            ChannelAuthMode::Dev => {
+                HealthCheck::new("Channel auth", true, "dev mode: loopback only, no tokens")
+            }
+            ChannelAuthMode::Verified(_) => {
+                HealthCheck::new("Channel auth", true, "Bot Framework tokens verified")
+            }
+        },
+        HealthCheck::new(
+            "Directory",
+            true,
+            if settings.graph.enabled {
+                "Microsoft Graph"
+            } else {
+                "off: no group memberships"
+            },
+        ),
+        HealthCheck::new(
+            "Policy",
+            true,
+            &format!("version {}", state.policy.version()),
+        ),
+    ];
+    if !settings.lifecycle.scheduler {
+        checks.push(HealthCheck::new(
+            "Scheduler",
+            false,
+            "off in this instance: leases expire only where it runs",
+        ));
+    }
+    let runs = state.store.last_job_runs().await.unwrap_or_default();
+    rendered(cards::render_admin_health(&AdminHealthCard::new(
+        checks, &runs,
+    )))
+}

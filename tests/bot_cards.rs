@@ -1,0 +1,352 @@
+//! The card workflows end to end through `/api/messages` (dev channel mode, fake Connector on
+//! loopback): the request form, the requester's status card that follows every change in place,
+//! the lists, admin health, and each `refresh` view — and every card the bot shows validates
+//! against the official Adaptive Card 1.5 schema.
+
+mod common;
+
+use common::chat::Chat;
+use common::{adaptive_card_errors, card_text};
+use passkey::domain::RequestStatus;
+use serde_json::{Value, json};
+
+const ALICE: (&str, &str) = ("a11ce000-0000-4000-8000-000000000001", "Alice Requester");
+const BOB: (&str, &str) = ("b0b00000-0000-4000-8000-000000000002", "Bob DBA Lead");
+const CAROL: (&str, &str) = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
+const ERIN: (&str, &str) = ("e2140000-0000-4000-8000-000000000005", "Erin Contractor");
+
+/// The card of an invoke answer (`adaptiveCard/action` response), or a panic naming what came.
+fn answered_card(answer: &Value) -> &Value {
+    assert_eq!(
+        answer["type"], "application/vnd.microsoft.card.adaptive",
+        "a card was expected: {answer}"
+    );
+    &answer["value"]
+}
+
+/// The text an invoke answered with instead of a card.
+fn answered_text(answer: &Value) -> &str {
+    assert_eq!(
+        answer["type"], "application/vnd.microsoft.activity.message",
+        "a message was expected: {answer}"
+    );
+    answer["value"].as_str().unwrap()
+}
+
+/// Choices of the `Input.ChoiceSet` with this id, as (title, value).
+fn choices(card: &Value, id: &str) -> Vec<(String, String)> {
+    fn find<'a>(v: &'a Value, id: &str) -> Option<&'a Value> {
+        match v {
+            Value::Object(m) => {
+                if m.get("type").and_then(Value::as_str) == Some("Input.ChoiceSet")
+                    && m.get("id").and_then(Value::as_str) == Some(id)
+                {
+                    return Some(v);
+                }
+                m.values().find_map(|c| find(c, id))
+            }
+            Value::Array(items) => items.iter().find_map(|c| find(c, id)),
+            _ => None,
+        }
+    }
+    find(card, id).unwrap_or_else(|| panic!("no choice set `{id}` in {card}"))["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["title"].as_str().unwrap().to_string(),
+                c["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every card the bot sent, replied with or updated to, plus the invoke answers given, is a valid
+/// Adaptive Card 1.5 with no secret in it.
+fn assert_every_card_valid(chat: &Chat, answers: &[&Value]) {
+    let mut cards = chat.every_card();
+    cards.extend(
+        answers
+            .iter()
+            .filter(|a| a["type"] == "application/vnd.microsoft.card.adaptive")
+            .map(|a| ("invoke answer".to_string(), a["value"].clone())),
+    );
+    assert!(!cards.is_empty());
+    for (what, card) in cards {
+        let errors = adaptive_card_errors(&card);
+        assert!(errors.is_empty(), "{what}: {errors:?}\n{card:#}");
+        let text = card.to_string();
+        assert!(!text.contains("/dev-vault/share/"), "{what}: a share link");
+    }
+}
+
+async fn status_of(chat: &Chat, id: i64) -> RequestStatus {
+    chat.store.request_by_id(id).await.unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn the_request_form_submits_and_the_status_card_follows_the_request_in_place() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+
+    // `request` alone opens the form: Alice's requestable records, durations within the policy.
+    let last_card = || {
+        chat.connector
+            .calls()
+            .into_iter()
+            .rev()
+            .find_map(|c| c.body["attachments"][0].get("content").cloned())
+            .expect("the form is a card")
+    };
+    let form_text = chat.say(ALICE, "request").await;
+    let form = last_card();
+    let records = choices(&form, "record");
+    assert!(
+        records
+            .iter()
+            .any(|(t, v)| t == "db-prod (HIGH)" && v == "dbPr0dPgL0g1nR3c0rd001"),
+        "{records:?}"
+    );
+    chat.say(ERIN, "request").await;
+    let erins = choices(&last_card(), "record");
+    assert!(
+        erins.iter().any(|(t, _)| t == "db-staging (LOW)")
+            && !erins.iter().any(|(t, _)| t.starts_with("k8s-prod-admin")),
+        "only records in Erin's folders are offered: {erins:?}"
+    );
+    let durations: Vec<String> = choices(&form, "duration")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(durations.contains(&"1h".to_string()), "{durations:?}");
+    assert!(
+        form_text.contains("\nWhy\n") && form_text.contains("Ticket (optional)"),
+        "{form_text}"
+    );
+
+    // Submitting the form answers with the status card in its place.
+    let answer = chat
+        .tap_on(
+            ALICE,
+            Some("form-card-1"),
+            "submitRequest",
+            json!({"record": "dbPr0dPgL0g1nR3c0rd001", "duration": "1h",
+                   "justification": "INC-4411 replica lag", "ticket": "INC-4411"}),
+        )
+        .await;
+    let status = card_text(answered_card(&answer));
+    assert!(status.starts_with("Waiting for approval\n"), "{status}");
+    assert_eq!(status_of(&chat, 1).await, RequestStatus::Pending);
+    let recorded = chat.store.sent_cards_for_request(1).await.unwrap();
+    assert!(
+        recorded
+            .iter()
+            .any(|c| c.card_kind == "status" && c.activity_id == "form-card-1"),
+        "the tapped card is now the request's status card: {recorded:?}"
+    );
+
+    // Bob denies in chat: Alice's status card turns into the denial, with his reason, in place.
+    let denied = chat.say(BOB, "deny 1 use the read replica instead").await;
+    assert!(denied.contains("denied"), "{denied}");
+    let (_, card) = chat
+        .card_updates()
+        .into_iter()
+        .find(|(path, _)| path.ends_with("/activities/form-card-1"))
+        .expect("the status card was updated in place");
+    let text = card_text(&card);
+    assert!(text.starts_with("Denied\n"), "{text}");
+    assert!(text.contains("use the read replica instead"), "{text}");
+    assert!(
+        !card.to_string().contains("\"verb\":\"release\""),
+        "nothing to release on a denied request: {card}"
+    );
+    assert_every_card_valid(&chat, &[&answer]);
+}
+
+#[tokio::test]
+async fn a_bad_form_changes_nothing_and_says_what_was_wrong() {
+    let chat = Chat::start(None).await;
+    let bad_duration = chat
+        .tap(
+            ALICE,
+            "submitRequest",
+            json!({"record": "dbSt4g1ngL0g1nR3c0rd02", "duration": "forever", "justification": "INC-1"}),
+        )
+        .await;
+    assert!(
+        answered_text(&bad_duration).starts_with("That duration didn't work"),
+        "{bad_duration}"
+    );
+    let no_reason = chat
+        .tap(
+            ALICE,
+            "submitRequest",
+            json!({"record": "dbSt4g1ngL0g1nR3c0rd02", "duration": "1h"}),
+        )
+        .await;
+    assert!(
+        answered_text(&no_reason).contains("Say why you need it"),
+        "{no_reason}"
+    );
+    let unknown = chat
+        .tap(
+            ALICE,
+            "submitRequest",
+            json!({"record": "no-such-record", "duration": "1h", "justification": "INC-1"}),
+        )
+        .await;
+    assert!(
+        answered_text(&unknown).contains("no-such-record"),
+        "{unknown}"
+    );
+    assert!(chat.store.request_by_id(1).await.unwrap().is_none());
+    assert!(
+        chat.store
+            .sent_cards_for_request(1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn each_refresh_view_answers_with_its_card_for_that_person() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(ALICE, "request db-prod 1h because INC-4411 failover")
+        .await;
+    let mut answers = Vec::new();
+
+    let form = chat
+        .tap(ALICE, "refresh", json!({"view": "requestForm"}))
+        .await;
+    assert!(!choices(answered_card(&form), "record").is_empty());
+    answers.push(form);
+
+    let help = chat.tap(ALICE, "refresh", json!({"view": "help"})).await;
+    let text = card_text(answered_card(&help));
+    assert!(text.contains("request RECORD"), "{text}");
+    assert!(
+        !text.contains("admin health"),
+        "no admin section for Alice: {text}"
+    );
+    let admin_help = chat.tap(CAROL, "refresh", json!({"view": "help"})).await;
+    assert!(
+        card_text(answered_card(&admin_help)).contains("admin health"),
+        "{admin_help}"
+    );
+    answers.extend([help, admin_help]);
+
+    let mine = chat
+        .tap(ALICE, "refresh", json!({"view": "myRequests"}))
+        .await;
+    let text = card_text(answered_card(&mine));
+    assert!(text.contains("#1 · db-prod\nPENDING"), "{text}");
+    answers.push(mine);
+
+    // The status view is the requester's; an approver asking for it sees the approval card.
+    let own = chat
+        .tap(ALICE, "refresh", json!({"requestId": 1, "view": "status"}))
+        .await;
+    assert!(
+        card_text(answered_card(&own)).starts_with("Waiting for approval\n"),
+        "{own}"
+    );
+    let bobs = chat
+        .tap(BOB, "refresh", json!({"requestId": 1, "view": "status"}))
+        .await;
+    let bobs_card = answered_card(&bobs).to_string();
+    assert!(bobs_card.contains("\"verb\":\"approve\""), "{bobs_card}");
+    assert!(!bobs_card.contains("\"verb\":\"release\""), "{bobs_card}");
+    answers.extend([own, bobs]);
+
+    let missing = chat
+        .tap(
+            ALICE,
+            "refresh",
+            json!({"requestId": 999, "view": "status"}),
+        )
+        .await;
+    assert_eq!(answered_text(&missing), "There is no request #999.");
+
+    // Admin health: Carol gets the card; Alice is refused, and the refusal is audited.
+    let health = chat
+        .tap(CAROL, "refresh", json!({"view": "adminHealth"}))
+        .await;
+    let text = card_text(answered_card(&health));
+    assert!(text.starts_with("Passkey is healthy\n"), "{text}");
+    assert!(text.contains("Database\n✅ sqlite "), "{text}");
+    assert!(text.contains("Migrations\n✅ current"), "{text}");
+    assert!(text.contains("Vault backend\n✅ local"), "{text}");
+    answers.push(health);
+    let before = chat.audit_count().await;
+    let refused = chat
+        .tap(ALICE, "refresh", json!({"view": "adminHealth"}))
+        .await;
+    assert_eq!(
+        answered_text(&refused),
+        "Admin commands are for Passkey admins."
+    );
+    assert_eq!(chat.audit_count().await, before + 1);
+    let last = chat
+        .store
+        .audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.action, "ACCESS_DENIED_INSUFFICIENT_PERMISSION");
+
+    let answers: Vec<&Value> = answers.iter().collect();
+    assert_every_card_valid(&chat, &answers);
+}
+
+#[tokio::test]
+async fn lists_are_cards_and_release_from_the_status_card_ends_the_lease() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(CAROL, "help").await;
+    let asked = chat
+        .say(ALICE, "request db-prod 1h because INC-4411 replica lag")
+        .await;
+    assert!(asked.contains("waiting for approval"), "{asked}");
+
+    let pending = chat.say(BOB, "pending").await;
+    assert!(
+        pending.contains("db-prod") && pending.contains("Alice Requester"),
+        "Bob's pending list names the request: {pending}"
+    );
+    assert!(
+        !chat.say(ALICE, "pending").await.contains("db-prod"),
+        "a requester does not approve their own request"
+    );
+    chat.say(BOB, "approve 1").await;
+    assert_eq!(status_of(&chat, 1).await, RequestStatus::Approved);
+
+    let health = chat.say(CAROL, "admin health").await;
+    assert!(health.contains("Database\n✅ sqlite "), "{health}");
+
+    // Release from the status card: the answer is the status card, now released.
+    let status_card_id = chat
+        .store
+        .sent_cards_for_request(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.card_kind == "status")
+        .expect("the reply to `request` was a recorded status card")
+        .activity_id;
+    let answer = chat
+        .tap_on(
+            ALICE,
+            Some(&status_card_id),
+            "release",
+            json!({"requestId": 1}),
+        )
+        .await;
+    let text = card_text(answered_card(&answer));
+    assert!(text.starts_with("Released\n"), "{text}");
+    assert_eq!(status_of(&chat, 1).await, RequestStatus::Released);
+    assert_every_card_valid(&chat, &[&answer]);
+}
