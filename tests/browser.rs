@@ -178,15 +178,39 @@ impl Session<'_> {
             .to_string()
     }
 
+    /// The element matching `css`, waiting up to 10 s for it (a click may still be navigating).
     async fn find(&self, css: &str) -> String {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
-        v[ELEMENT].as_str().unwrap().to_string()
+        let mut last = String::new();
+        for _ in 0..100 {
+            match self
+                .try_call(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({ "using": "css selector", "value": css })),
+                )
+                .await
+            {
+                Ok(v) => return v[ELEMENT].as_str().unwrap().to_string(),
+                Err(error) => last = error,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{last}")
+    }
+
+    /// Waits until the page's text contains `needle` (after a click that navigates).
+    async fn wait_for_page_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = self.page_text().await;
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("the page never said `{needle}`; it says: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn click(&self, css: &str) {
@@ -311,6 +335,7 @@ async fn a_requester_signs_in_and_sees_the_one_time_link_in_chromium() {
         browser.current_url().await
     );
     browser.click(&format!("#signin-{}", alice.id)).await;
+    browser.wait_for_page_with("retrievals left").await;
     assert_eq!(
         browser.current_url().await,
         page_url,
@@ -402,7 +427,7 @@ async fn a_requester_signs_in_and_sees_the_one_time_link_in_chromium() {
     browser.forget_cookies().await;
     browser.go(&page_url).await;
     browser.click(&format!("#signin-{}", bob.id)).await;
-    let refused = browser.page_text().await;
+    let refused = browser.wait_for_page_with("is not yours").await;
     assert!(
         refused.contains(&format!("Request #{id} is not yours.")),
         "{refused}"
