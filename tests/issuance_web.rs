@@ -914,6 +914,13 @@ async fn entra_tokens_that_are_not_right_are_all_refused() {
             },
         ),
         (
+            "bad_signature_or_audience",
+            IdTokenShape {
+                audience: String::new(),
+                ..Default::default()
+            },
+        ),
+        (
             "tenant_not_allowed",
             IdTokenShape {
                 tenant: common::channel::OTHER_TENANT.into(),

@@ -157,15 +157,26 @@ impl OidcClient {
             .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
+        let tenant = settings.tenant_id.clone().unwrap_or_default();
+        // No allow-list (dev): the one tenant the app is registered in, unless that is a
+        // multi-tenant alias — then nobody, rather than everybody.
+        let allowed_tenants = if allowed_tenants.is_empty() {
+            match tenant.as_str() {
+                "" | "common" | "organizations" | "consumers" => Vec::new(),
+                t => vec![t.to_string()],
+            }
+        } else {
+            allowed_tenants.to_vec()
+        };
         Some(OidcClient {
             authority: settings.authority.trim_end_matches('/').to_string(),
-            tenant: settings.tenant_id.clone().unwrap_or_default(),
+            tenant,
             client_id,
             client_secret: settings
                 .client_secret
                 .clone()
                 .unwrap_or_else(|| SecretString::from("")),
-            allowed_tenants: allowed_tenants.to_vec(),
+            allowed_tenants,
             redirect_uri: format!("{public_base_url}/signin/callback"),
             http,
             clock,
@@ -293,7 +304,10 @@ impl OidcClient {
         // exp/nbf are checked below against the app's clock; iss once `tid` is known.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.required_spec_claims.clear();
+        validation.required_spec_claims = ["aud", "exp", "iss"]
+            .map(String::from)
+            .into_iter()
+            .collect();
         let claims = jsonwebtoken::decode::<Claims>(id_token, &key, &validation)
             .map_err(|_| OidcError::Invalid)?
             .claims;

@@ -25,6 +25,7 @@ pub const KID: &str = "entra-signing-key";
 pub struct IdTokenShape {
     /// Fixture key that signs (`channel-a` is the published one; `rogue` is never published).
     pub signing_key: &'static str,
+    /// Empty: no `aud` claim at all.
     pub audience: String,
     pub tenant: String,
     /// Seconds from the app's clock (the tests' t0) at which the token expires.
@@ -214,6 +215,10 @@ async fn token(
         "ver": "2.0",
     });
     let _ = tenant;
+    let mut claims = claims;
+    if shape.audience.is_empty() {
+        claims.as_object_mut().unwrap().remove("aud");
+    }
     let id_token = sign(shape.signing_key, KID, &claims);
     Json(json!({
         "token_type": "Bearer",
