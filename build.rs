@@ -14,5 +14,7 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    println!("cargo:rustc-env=PASSKEY_GIT_SHA={sha}");
+    // Not under `PASSKEY_`: cargo also hands `rustc-env` variables to the process in `cargo run`,
+    // where that prefix means a setting, and an unknown one stops the bot from starting.
+    println!("cargo:rustc-env=BUILD_GIT_SHA={sha}");
 }

@@ -65,6 +65,9 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    /// The data-encryption key for personal data is missing (production) or unusable.
+    #[error(transparent)]
+    DataKey(#[from] crate::crypto::CryptoError),
     #[error("database ({database}): {source}")]
     Database {
         database: String,
@@ -86,6 +89,10 @@ impl App {
             path: settings.data_dir.display().to_string(),
             source,
         })?;
+        // Checked before the database is touched, so a production start without its key says so.
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper))
+            .load(settings.profile == Profile::Dev)
+            .await?;
         let database = settings.database_label();
         let db_err = |source| StartError::Database {
             database: database.clone(),
@@ -175,6 +182,13 @@ impl App {
             crate::otp::sms_sender(&settings.otp, clock.clone()).map_err(StoreError::Invalid)?,
             settings.otp.clone(),
         ));
+        if demo.is_some() {
+            // The demo people get fictional phone numbers, so the console SMS flow works at once.
+            otp.give_demo_phones().await.map_err(|e| match e {
+                crate::otp::OtpError::Store(e) => e,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
+        }
         let state = AppState {
             lifecycle,
             notifier,

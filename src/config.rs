@@ -542,7 +542,9 @@ impl Settings {
             let Some(key) = name.strip_prefix("PASSKEY_") else {
                 continue;
             };
-            if key == "CONFIG" || key.is_empty() {
+            // `PASSKEY_TEST_*` configure the test suite (its Postgres URL), not the app: a
+            // developer who exports one must still be able to `cargo run`.
+            if key == "CONFIG" || key.is_empty() || key.starts_with("TEST_") {
                 continue;
             }
             let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -1116,6 +1118,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
+        let tests_own = Settings::from_layers(
+            None,
+            &env(&[(
+                "PASSKEY_TEST_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            )]),
+        )
+        .expect("the test suite's own variable is not a setting");
+        assert!(tests_own.database_url.is_none());
         let err = Settings::from_layers(None, &env(&[("PASSKEY_BINDD", "x")])).unwrap_err();
         assert!(err.to_string().contains("bindd"), "{err}");
         let err = Settings::from_layers(None, &env(&[("PASSKEY_HTTP__BODY_LIMIT_BYTES", "lots")]))

@@ -238,11 +238,18 @@ impl LocalKeyFile {
                 check_private(&self.path)?;
                 let bad = || CryptoError::BadKeyFile(self.path.clone());
                 let parts: Vec<&str> = text.split_whitespace().collect();
-                let [magic, version, key_id, _wrapper, wrapped] = parts.as_slice() else {
+                let [magic, version, key_id, wrapper, wrapped] = parts.as_slice() else {
                     return Err(bad());
                 };
                 if *magic != "passkey-dek" || *version != "v1" {
                     return Err(bad());
+                }
+                if *wrapper != self.wrapper.wrapper_id() {
+                    return Err(CryptoError::Wrapper(format!(
+                        "{} was wrapped by `{wrapper}`, but this instance unwraps with `{}`",
+                        self.path.display(),
+                        self.wrapper.wrapper_id()
+                    )));
                 }
                 let wrapped = B64.decode(wrapped).map_err(|_| bad())?;
                 let key = self.wrapper.unwrap(&wrapped).await?;
@@ -263,18 +270,25 @@ impl LocalKeyFile {
                 if let Some(dir) = self.path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                write_private(&self.path, line.as_bytes()).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        // Another instance created it first: fall through to reading theirs.
-                        CryptoError::Wrapper(
-                            "key file appeared while creating it; start again".into(),
-                        )
-                    } else {
-                        io(e)
+                // Written whole to a private temporary file, then linked into place: another
+                // instance starting at the same moment either wins (we read its key) or loses,
+                // and nobody ever reads a half-written file.
+                let tmp = self
+                    .path
+                    .with_extension(format!("tmp-{}", &key.key_id()[4..]));
+                write_private(&tmp, line.as_bytes()).map_err(io)?;
+                let linked = std::fs::hard_link(&tmp, &self.path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        tracing::info!(path = %self.path.display(), key_id = key.key_id(), "created the data-encryption key (dev)");
+                        Ok(key)
                     }
-                })?;
-                tracing::info!(path = %self.path.display(), key_id = key.key_id(), "created the data-encryption key (dev)");
-                Ok(key)
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Box::pin(self.load(false)).await
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }
@@ -450,6 +464,56 @@ mod tests {
             CryptoError::KeyFilePermissions { mode: 0o644, .. }
         ));
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[tokio::test]
+    async fn instances_starting_together_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let loads = (0..8).map(|_| {
+            let path = dir.path().to_path_buf();
+            tokio::spawn(async move {
+                LocalKeyFile::new(&path, Box::new(LocalWrapper))
+                    .load(true)
+                    .await
+                    .unwrap()
+                    .key_id()
+                    .to_string()
+            })
+        });
+        let mut ids = std::collections::BTreeSet::new();
+        for l in loads {
+            ids.insert(l.await.unwrap());
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the key file remains");
+    }
+
+    #[tokio::test]
+    async fn a_key_file_from_another_wrapper_is_refused_clearly() {
+        struct Other;
+        #[async_trait::async_trait]
+        impl KeyWrapper for Other {
+            fn wrapper_id(&self) -> String {
+                "azure-keyvault:https://kv.example/keys/dek".into()
+            }
+            async fn wrap(&self, _: &[u8; KEY_LEN]) -> Result<Vec<u8>, CryptoError> {
+                unreachable!()
+            }
+            async fn unwrap(&self, _: &[u8]) -> Result<SecretBox<[u8; KEY_LEN]>, CryptoError> {
+                unreachable!()
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        LocalKeyFile::new(dir.path(), Box::new(LocalWrapper))
+            .load(true)
+            .await
+            .unwrap();
+        let err = LocalKeyFile::new(dir.path(), Box::new(Other))
+            .load(true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("wrapped by `local`"), "{err}");
     }
 
     #[tokio::test]

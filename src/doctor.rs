@@ -109,12 +109,39 @@ pub async fn run(settings: &Settings) -> Report {
         }
     }
     checks.push(vault_check(settings).await);
+    checks.push(data_key_check(settings).await);
     if let Some(check) = ksm_check(settings) {
         checks.push(check);
     }
     Report {
         settings: settings.redacted_summary(),
         checks,
+    }
+}
+
+/// The data-encryption key file is there and private (read-only: doctor never creates it).
+async fn data_key_check(settings: &Settings) -> Check {
+    use crate::crypto::{CryptoError, LocalKeyFile, LocalWrapper};
+    let file = LocalKeyFile::new(&settings.data_dir, Box::new(LocalWrapper));
+    let name = "data-encryption key";
+    match file.load(false).await {
+        Ok(key) => Check {
+            name,
+            ok: true,
+            detail: format!("{} ({})", file.path().display(), key.key_id()),
+        },
+        Err(CryptoError::MissingKey(path)) if settings.profile == crate::config::Profile::Dev => {
+            Check {
+                name,
+                ok: true,
+                detail: format!("{} is created on the first dev start", path.display()),
+            }
+        }
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: e.to_string(),
+        },
     }
 }
 

@@ -9,6 +9,11 @@ use std::process::{Command, Output};
 
 /// Runs the binary in `dir` with only the settings this test gives it.
 fn passkey(dir: &Path, args: &[&str]) -> Output {
+    passkey_with_env(dir, args, &[])
+}
+
+/// [`passkey`] with more environment variables.
+fn passkey_with_env(dir: &Path, args: &[&str], extra: &[(String, String)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_passkey"));
     command.current_dir(dir).args(args);
     for (name, _) in std::env::vars() {
@@ -18,7 +23,8 @@ fn passkey(dir: &Path, args: &[&str]) -> Output {
     }
     command
         .env("PASSKEY_DATA_DIR", dir.join("data"))
-        .env("PASSKEY_LOG__FILTER", "warn");
+        .env("PASSKEY_LOG__FILTER", "warn")
+        .envs(extra.iter().map(|(k, v)| (k, v)));
     command.output().expect("run passkey")
 }
 
@@ -254,4 +260,29 @@ fn admin_job_runs_one_scheduled_job_and_records_it() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `cargo run` gives the binary every `cargo:rustc-env` variable of build.rs as well. Those must
+/// not be taken for settings: `PASSKEY_GIT_SHA` once was, and `cargo run` refused to start with
+/// "unknown field `git_sha`".
+#[test]
+fn the_variables_cargo_run_adds_from_the_build_script_are_not_settings() {
+    let build_script = include_str!("../build.rs");
+    let stamped: Vec<(String, String)> = build_script
+        .split("cargo:rustc-env=")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('='))
+        .map(|(name, _)| (name.to_string(), "0123456789ab".to_string()))
+        .collect();
+    assert!(!stamped.is_empty(), "build.rs stamps the commit");
+    let dir = tempfile::tempdir().unwrap();
+    let out = passkey_with_env(dir.path(), &["migrate"], &stamped);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{:?}: {}",
+        stamped,
+        text(&out.stderr)
+    );
+    assert!(dir.path().join("data/passkey.db").exists());
 }

@@ -39,6 +39,12 @@ on_both_databases!(
     phone_numbers_are_validated_and_sealed,
     a_failed_send_is_audited_and_leaves_no_challenge,
     the_database_holds_no_plaintext_number_code_or_secret,
+    twenty_parallel_right_codes_open_the_challenge_once,
+    parallel_wrong_guesses_never_get_more_than_five_tries,
+    an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again,
+    demo_people_get_fictional_phone_numbers_in_dev,
+    three_locked_challenges_in_an_hour_stop_new_ones,
+    the_store_writes_second_factor_changes_only_from_the_state_seen,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -266,6 +272,10 @@ async fn a_texted_code_opens_its_challenge_once(db: Db) {
     assert_eq!(started.destination_hint.as_deref(), Some("•••• 4411"));
     assert_eq!(started.expires_at, t0().plus(Duration::minutes(5)));
     assert_eq!(started.resend_after, Some(t0().plus(Duration::seconds(60))));
+    let json = serde_json::to_value(&started).unwrap();
+    assert_eq!(json["channel"], "sms");
+    assert_eq!(json["destination_hint"], "•••• 4411");
+    assert_eq!(json["expires_at"], "2026-11-23T09:05:00.000000Z");
     assert_eq!(w.sms.sent.lock().unwrap()[0].0, ALICE_PHONE);
     let code = w.sms.last_code();
 
@@ -283,6 +293,8 @@ async fn a_texted_code_opens_its_challenge_once(db: Db) {
         .unwrap();
     assert_eq!(verified.request_id, w.request.id);
     assert_eq!(verified.token_hash, w.token_hash);
+    assert!(verified.matches_token(&SecretString::from("issuance-token-of-the-test")));
+    assert!(!verified.matches_token(&SecretString::from("another-token")));
 
     let again = w.otp.verify(&w.alice, started.challenge_id, &code).await;
     assert!(matches!(again, Err(OtpError::AlreadyUsed)), "{again:?}");
@@ -438,6 +450,347 @@ async fn another_persons_challenge_is_not_yours(db: Db) {
         .verify(&w.alice, started.challenge_id, &code)
         .await
         .unwrap();
+}
+
+async fn three_locked_challenges_in_an_hour_stop_new_ones(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    // An authenticator code stays the same for 30 s: without a cap across challenges, new
+    // challenges would give endless guesses at it.
+    for round in 0..3 {
+        let started = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap();
+        let wrong = World::wrong(&code_now(&secret, &w.clock));
+        for _ in 0..5 {
+            let _ = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+        }
+        assert!(
+            w.challenge(started.challenge_id).await.locked_at.is_some(),
+            "round {round}"
+        );
+        w.clock.advance(Duration::minutes(10));
+    }
+    // Locks at t0, +10 min, +20 min; now is +30 min: the first ages out at +60 min.
+    match w.otp.begin(&w.alice, &w.request, &w.token_hash).await {
+        Err(e @ OtpError::TooManyFailures { retry_after_secs }) => {
+            assert_eq!(retry_after_secs, 30 * 60);
+            assert!(e.to_string().contains("30 minute"), "{e}");
+        }
+        other => panic!("expected a pause, got {other:?}"),
+    }
+    w.clock.advance(Duration::minutes(30));
+    w.otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+}
+
+async fn twenty_parallel_right_codes_open_the_challenge_once(db: Db) {
+    let w = Arc::new(world(&db).await.with_phones().await);
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (w, code) = (w.clone(), code.clone());
+            tokio::spawn(async move { w.otp.verify(&w.alice, started.challenge_id, &code).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v.request_id, w.request.id);
+                ok += 1;
+            }
+            Err(OtpError::AlreadyUsed) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "single use under concurrency");
+    let verified = w
+        .actions()
+        .await
+        .iter()
+        .filter(|a| *a == "OTP_VERIFIED")
+        .count();
+    assert_eq!(verified, 1);
+}
+
+async fn parallel_wrong_guesses_never_get_more_than_five_tries(db: Db) {
+    let w = Arc::new(world(&db).await.with_phones().await);
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let tasks: Vec<_> = (0..20u32)
+        .map(|i| {
+            let w = w.clone();
+            let guess = format!("{:06}", (code.parse::<u32>().unwrap() + 1 + i) % 1_000_000);
+            tokio::spawn(async move { w.otp.verify(&w.alice, started.challenge_id, &guess).await })
+        })
+        .collect();
+    let mut wrong = 0;
+    let mut locked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(OtpError::WrongCode { .. }) => wrong += 1,
+            Err(OtpError::Locked) => locked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wrong + locked, 20);
+    assert_eq!(wrong, 4, "exactly four answers say 'wrong, N left'");
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!(row.attempts, 5, "no guess beyond the fifth was counted");
+    assert!(row.locked_at.is_some());
+    let audited = w
+        .actions()
+        .await
+        .iter()
+        .filter(|a| *a == "OTP_WRONG_CODE" || *a == "OTP_LOCKED")
+        .count();
+    assert_eq!(audited, 5);
+    let right = w.otp.verify(&w.alice, started.challenge_id, &code).await;
+    assert!(matches!(right, Err(OtpError::Locked)));
+}
+
+async fn an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    let admin = Actor::Admin(admin::Actor::Cli);
+    assert!(w.otp.reset_totp(&admin, w.alice.id).await.unwrap());
+    assert!(
+        !w.otp.reset_totp(&admin, w.alice.id).await.unwrap(),
+        "nothing left to reset"
+    );
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.channel, OtpChannel::Sms);
+    let fresh = w.otp.enroll_totp(&w.alice).await.unwrap();
+    assert_ne!(secret_of(fresh.otpauth_uri.expose_secret()), secret);
+    let actions = w.actions().await;
+    assert_eq!(actions.iter().filter(|a| *a == "TOTP_RESET").count(), 1);
+}
+
+async fn demo_people_get_fictional_phone_numbers_in_dev(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(dir.path(), &[("PASSKEY_DEMO_DATA", "true")]);
+    let app =
+        passkey::app::App::with_store(settings, db.store.clone(), Arc::new(ManualClock::new(t0())))
+            .await
+            .unwrap();
+    assert!(app.demo.is_some());
+    let alice = db
+        .store
+        .user_by_email("alice@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let factors = app.state.otp.factors(&alice).await.unwrap();
+    assert_eq!(factors.phone_hint.as_deref(), Some("•••• 0101"));
+    assert!(
+        dir.path().join(passkey::crypto::LOCAL_KEY_FILE).exists(),
+        "dev creates the key"
+    );
+}
+
+async fn the_store_writes_second_factor_changes_only_from_the_state_seen(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let store = &w.store;
+    let audits = || async { store.audit_events_after(0, 1000).await.unwrap().len() };
+    let id = uuid::Uuid::new_v4();
+    let challenge = store
+        .create_challenge(
+            &NewChallenge {
+                id,
+                request_id: w.request.id,
+                user_id: w.alice.id,
+                channel: OtpChannel::Sms,
+                code_hash: Some("ab".repeat(32)),
+                max_attempts: 2,
+                created_at: t0(),
+                expires_at: t0().plus(Duration::minutes(5)),
+                last_sent_at: Some(t0()),
+                send_count: 1,
+                token_hash: w.token_hash.clone(),
+            },
+            &NewAuditEvent::new("user:1", "OTP_SENT", t0()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(challenge.attempts, 0);
+    let ev = |a: &str| NewAuditEvent::new("user:1", a, t0());
+    let before = audits().await;
+    // Stale attempt count, stale send count: nothing written, no event.
+    assert!(
+        store
+            .record_wrong_code(id, 1, t0(), &ev("OTP_WRONG_CODE"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .record_resend(id, &"cd".repeat(32), t0(), t0(), 0, &ev("OTP_SENT"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(audits().await, before);
+    // A code hash that isn't 64 lower-case hex is refused by the database itself.
+    let bad = store
+        .record_resend(
+            id,
+            "123456",
+            t0(),
+            t0().plus(Duration::minutes(5)),
+            1,
+            &ev("OTP_SENT"),
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    // The last allowed wrong code locks, with its event.
+    let first = store
+        .record_wrong_code(id, 0, t0(), &ev("OTP_WRONG_CODE"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.locked_at.is_none());
+    let second = store
+        .record_wrong_code(id, 1, t0(), &ev("OTP_LOCKED"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second.locked_at.is_some());
+    assert_eq!(
+        store
+            .consume_challenge(id, t0(), None, &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::NotLive
+    );
+    assert_eq!(audits().await, before + 2);
+
+    // TOTP: a replayed step rolls the consumption back.
+    let sealed = w
+        .otp
+        .data_key()
+        .seal(
+            &format!("totp:user:{}", w.alice.id),
+            b"0123456789abcdefghij",
+        )
+        .unwrap();
+    store
+        .start_totp_enrollment(w.alice.id, &sealed, t0(), &ev("TOTP_ENROLLED"))
+        .await
+        .unwrap();
+    let other = w
+        .otp
+        .data_key()
+        .seal(
+            &format!("totp:user:{}", w.alice.id),
+            b"another-secret-bytes",
+        )
+        .unwrap();
+    let stale = store
+        .confirm_totp_enrollment(w.alice.id, &other, 100, t0(), &ev("TOTP_CONFIRMED"))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    store
+        .confirm_totp_enrollment(w.alice.id, &sealed, 100, t0(), &ev("TOTP_CONFIRMED"))
+        .await
+        .unwrap();
+    let again = store
+        .start_totp_enrollment(w.alice.id, &other, t0(), &ev("TOTP_ENROLLED"))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let totp_id = uuid::Uuid::new_v4();
+    store
+        .create_challenge(
+            &NewChallenge {
+                id: totp_id,
+                request_id: w.request.id,
+                user_id: w.alice.id,
+                channel: OtpChannel::Totp,
+                code_hash: None,
+                max_attempts: 5,
+                created_at: t0(),
+                expires_at: t0().plus(Duration::minutes(5)),
+                last_sent_at: None,
+                send_count: 0,
+                token_hash: w.token_hash.clone(),
+            },
+            &ev("OTP_CHALLENGE_STARTED"),
+        )
+        .await
+        .unwrap();
+    let before = audits().await;
+    assert_eq!(
+        store
+            .consume_challenge(totp_id, t0(), Some(100), &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::StepReplayed
+    );
+    assert!(
+        w.challenge(totp_id).await.consumed_at.is_none(),
+        "rolled back"
+    );
+    assert_eq!(audits().await, before);
+    assert!(matches!(
+        store
+            .consume_challenge(totp_id, t0(), Some(101), &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::Consumed(_)
+    ));
+    assert_eq!(
+        store
+            .totp_enrollment(w.alice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_accepted_step,
+        Some(101)
+    );
+    assert_eq!(audits().await, before + 1);
+}
+
+#[test]
+fn rfc6238_vectors_through_the_public_api() {
+    // RFC 6238 appendix B, SHA-1: the 6-digit codes are the low six digits of the 8-digit ones.
+    let secret = b"12345678901234567890";
+    for (t, eight) in [
+        (59, "94287082"),
+        (1_111_111_109, "07081804"),
+        (1_234_567_890, "89005924"),
+        (20_000_000_000i64, "65353130"),
+    ] {
+        assert_eq!(totp::hotp(secret, totp::step_at(t) as u64, 8), eight);
+        assert_eq!(totp::totp_at_step(secret, totp::step_at(t)), eight[2..]);
+    }
 }
 
 // ---- authenticator apps --------------------------------------------------------------------------
@@ -1357,4 +1710,227 @@ fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+// ---- the shell ------------------------------------------------------------------------------------
+
+fn passkey_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir).args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("PASSKEY_DATA_DIR", dir.join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn");
+    command.output().expect("run passkey")
+}
+
+#[tokio::test]
+async fn admins_set_phone_numbers_and_reset_authenticators_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let out = passkey_cli(dir.path(), &["admin", "demo-load"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(5 phone numbers)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "phone", "alice@contoso.example", "+1 425 555 0199"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "phone number set for Alice Requester"
+    );
+    assert!(!text(&out.stdout).contains("0199") && !text(&out.stderr).contains("0199"));
+
+    for (args, needle) in [
+        (
+            vec!["admin", "phone", "alice@contoso.example", "0199"],
+            "international form",
+        ),
+        (
+            vec!["admin", "phone", "nobody@contoso.example", "+14255550199"],
+            "no Passkey user",
+        ),
+        (
+            vec!["admin", "totp-reset", "nobody@contoso.example"],
+            "no Passkey user",
+        ),
+    ] {
+        let out = passkey_cli(dir.path(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "totp-reset", "alice@contoso.example"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("had no authenticator app"));
+
+    // The number is sealed under the key file the CLI created (0600) in the data directory.
+    let data = dir.path().join("data");
+    let key = passkey::crypto::LocalKeyFile::new(&data, Box::new(passkey::crypto::LocalWrapper))
+        .load(false)
+        .await
+        .unwrap();
+    let store = passkey::store::SqliteStore::open(&data.join("passkey.db"), 1)
+        .await
+        .unwrap();
+    let alice = store
+        .user_by_email("alice@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let row = store.phone_number(alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Admin);
+    assert_eq!(
+        key.open(&format!("phone:user:{}", alice.id), &row.phone_sealed)
+            .unwrap(),
+        b"+14255550199"
+    );
+    let bob = store
+        .user_by_email("bob@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let bob_row = store.phone_number(bob.id).await.unwrap().unwrap();
+    assert_eq!(bob_row.source, PhoneSource::Graph);
+    assert_eq!(
+        key.open(&format!("phone:user:{}", bob.id), &bob_row.phone_sealed)
+            .unwrap(),
+        b"+14255550102"
+    );
+    let actions: Vec<String> = store
+        .audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "PHONE_NUMBER_SET")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actions.last().map(String::as_str), Some("admin-cli"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn doctor_checks_the_data_encryption_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("is created on the first dev start"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Any admin command that needs it creates it (dev), private.
+    assert!(
+        passkey_cli(dir.path(), &["admin", "demo-load"])
+            .status
+            .success()
+    );
+    let key_file = dir
+        .path()
+        .join("data")
+        .join(passkey::crypto::LOCAL_KEY_FILE);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains("data-encryption key:"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("[ ok ]") && line.contains("(dek-"), "{line}");
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let key_b64 = key_text.split_whitespace().last().unwrap();
+    assert!(
+        !text(&out.stdout).contains(key_b64),
+        "doctor must not print the key"
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("chmod 600"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_production_start_without_the_data_encryption_key_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir.path()).arg("serve");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let out = command
+        .env("PASSKEY_DATA_DIR", dir.path().join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn")
+        .env("PASSKEY_PROFILE", "production")
+        .env("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example")
+        .env(
+            "PASSKEY_BOT__APP_ID",
+            "6a0f3c52-94b1-4e7d-8c2a-1b5e9f0d7a34",
+        )
+        .env("PASSKEY_BOT__APP_PASSWORD", "pw")
+        .env("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1")
+        .env("PASSKEY_VAULT__BACKEND", "commander-cli")
+        .env(
+            "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+            "/nonexistent/keeper.json",
+        )
+        .env("PASSKEY_OTP__SMS_PROVIDER", "twilio")
+        .env("PASSKEY_OTP__TWILIO_ACCOUNT_SID", TWILIO_SID)
+        .env("PASSKEY_OTP__TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("PASSKEY_OTP__SMS_FROM", "+18005550100")
+        // The issuance page signs people in with Entra in production.
+        .env(
+            "PASSKEY_WEB__OIDC__CLIENT_ID",
+            "3c1a9e77-2b4d-4f60-8e1a-6d5c4b3a2f10",
+        )
+        .env("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret")
+        .env("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no data-encryption key at"), "{err}");
+    assert!(!err.contains(TWILIO_TOKEN));
+    assert!(
+        !dir.path()
+            .join("data")
+            .join(passkey::crypto::LOCAL_KEY_FILE)
+            .exists(),
+        "production never makes a key"
+    );
 }

@@ -54,6 +54,9 @@ pub enum OtpError {
     AlreadyUsed,
     #[error("This challenge belongs to someone else.")]
     NotYours,
+    /// Several challenges locked within the hour: no new one until the oldest of them ages out.
+    #[error("Too many wrong codes. Please try again in {} minute(s).", .retry_after_secs.div_ceil(60))]
+    TooManyFailures { retry_after_secs: u64 },
     #[error("Please wait {retry_after_secs} seconds before asking for another code.")]
     ResendTooSoon { retry_after_secs: u64 },
     #[error("No more codes can be sent for this attempt. Start again in a few minutes.")]
@@ -83,16 +86,39 @@ pub enum OtpError {
     Store(#[from] StoreError),
 }
 
+impl OtpError {
+    /// True when the person's input or situation is the reason (a 4xx for the web edge), false
+    /// when Passkey or its database failed (`Store`, `Crypto`: a 5xx).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, OtpError::Store(_) | OtpError::Crypto(_))
+    }
+
+    /// Seconds to wait before trying again, where the answer has one (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            OtpError::ResendTooSoon { retry_after_secs }
+            | OtpError::TooManyFailures { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
 /// A challenge that is waiting for its code.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChallengeStarted {
     pub challenge_id: Uuid,
+    /// In JSON `"sms"` or `"totp"` (what the issuance page's script reads).
+    #[serde(serialize_with = "lowercase_channel")]
     pub channel: OtpChannel,
     /// Where the code went, masked (`•••• 4411`); `None` for the authenticator app.
     pub destination_hint: Option<String>,
     pub expires_at: Timestamp,
     /// When another text may be asked for; `None` when none may (TOTP, or the cap is reached).
     pub resend_after: Option<Timestamp>,
+}
+
+fn lowercase_channel<S: serde::Serializer>(c: &OtpChannel, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&c.as_str().to_ascii_lowercase())
 }
 
 /// A challenge answered correctly (and used up): the retrieval it unlocks.
@@ -102,6 +128,17 @@ pub struct VerifiedChallenge {
     /// SHA-256 hex of the issuance token the challenge was started with: the caller must
     /// exchange that token and no other.
     pub token_hash: String,
+}
+
+impl VerifiedChallenge {
+    /// Whether `token` is the issuance token this challenge was started with (constant time).
+    pub fn matches_token(&self, token: &SecretString) -> bool {
+        use secrecy::ExposeSecret;
+        code::same_hash(
+            &self.token_hash,
+            &crate::canonical::sha256_hex(token.expose_secret()),
+        )
+    }
 }
 
 /// A new authenticator enrollment, shown once. Both fields carry the secret.
@@ -151,6 +188,11 @@ impl Actor {
         }
     }
 }
+
+/// Locked challenges per person per hour before `begin` refuses: each challenge allows
+/// `max_attempts` guesses, so this bounds guesses at an authenticator code (which, unlike a texted
+/// one, stays the same across challenges for 30 s) to 15 an hour.
+pub const LOCKS_PER_HOUR: usize = 3;
 
 fn phone_purpose(user_id: i64) -> String {
     format!("phone:user:{user_id}")
@@ -226,6 +268,16 @@ impl OtpService {
             ));
         }
         let now = self.clock.now();
+        let locks = self
+            .store
+            .challenge_locks_since(user.id, now.minus(Duration::hours(1)))
+            .await?;
+        if locks.len() >= LOCKS_PER_HOUR {
+            let free_at = locks[locks.len() - LOCKS_PER_HOUR].plus(Duration::hours(1));
+            return Err(OtpError::TooManyFailures {
+                retry_after_secs: free_at.since(now).whole_seconds().max(1) as u64,
+            });
+        }
         let id = Uuid::new_v4();
         let expires_at = now.plus(self.ttl());
         let totp_ready = self
@@ -456,8 +508,12 @@ impl OtpService {
                 None => challenge = self.live_challenge_of(user, challenge_id, now).await?,
             }
         }
-        // Still losing races after several tries: someone is hammering this challenge.
-        Err(OtpError::Locked)
+        // Still losing races after several tries: someone is hammering this challenge. This guess
+        // was not counted, so it is not judged either; the state as it is now answers.
+        self.live_challenge_of(user, challenge_id, now).await?;
+        Err(OtpError::WrongCode {
+            attempts_left: (challenge.max_attempts - challenge.attempts).max(0) as u32,
+        })
     }
 
     /// Starts an authenticator enrollment: a fresh 160-bit secret, sealed, shown once as an
@@ -547,6 +603,33 @@ impl OtpService {
             .set_phone_number(user_id, &sealed, by.source(), now, &audit)
             .await?;
         Ok(())
+    }
+
+    /// Removes a person's authenticator (lost or replaced device), so they can enroll again;
+    /// until they do, their code is texted. False when they had none.
+    pub async fn reset_totp(&self, by: &Actor, user_id: i64) -> Result<bool, OtpError> {
+        if self.store.user_by_id(user_id).await?.is_none() {
+            return Err(OtpError::UnknownUser);
+        }
+        let audit = NewAuditEvent::new(by.audit_name(), "TOTP_RESET", self.clock.now())
+            .detail(json!({ "user_id": user_id }));
+        Ok(self.store.delete_totp_enrollment(user_id, &audit).await?)
+    }
+
+    /// Dev: gives each demo person who has none a fictional phone number (NANP 555-01xx, which
+    /// no real phone has), as if their Entra profile carried it. Returns how many were set.
+    pub async fn give_demo_phones(&self) -> Result<usize, OtpError> {
+        let mut set = 0;
+        for (email, phone) in DEMO_PHONES {
+            let Some(user) = self.store.user_by_email(email).await? else {
+                continue;
+            };
+            if self.store.phone_number(user.id).await?.is_none() {
+                self.set_phone(&Actor::GraphSync, user.id, phone).await?;
+                set += 1;
+            }
+        }
+        Ok(set)
     }
 
     /// Which second factors a person has.
@@ -681,6 +764,15 @@ impl OtpService {
         Err(OtpError::SendFailed)
     }
 }
+
+/// The demo people's phone numbers: fictional (NANP 555-0100…0199 is reserved for fiction).
+pub const DEMO_PHONES: &[(&str, &str)] = &[
+    ("alice@contoso.example", "+14255550101"),
+    ("bob@contoso.example", "+14255550102"),
+    ("carol@contoso.example", "+14255550103"),
+    ("dave@contoso.example", "+14255550104"),
+    ("erin@contoso.example", "+14255550105"),
+];
 
 /// The SMS gateway the settings select.
 pub fn sms_sender(

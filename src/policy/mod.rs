@@ -23,7 +23,7 @@ use serde_json::json;
 
 /// The build's git commit (set by build.rs), or the crate version when built outside git.
 pub fn code_version() -> &'static str {
-    option_env!("PASSKEY_GIT_SHA")
+    option_env!("BUILD_GIT_SHA")
         .filter(|s| !s.is_empty())
         .unwrap_or(concat!("v", env!("CARGO_PKG_VERSION")))
 }

@@ -475,12 +475,25 @@ pub trait SecondFactorStore: Send + Sync {
         at: Timestamp,
         audit: &NewAuditEvent,
     ) -> StoreResult<TotpEnrollmentRow>;
+    /// Removes a person's enrollment (an admin reset after a lost device), with its audit event;
+    /// false when there was none (nothing written).
+    async fn delete_totp_enrollment(
+        &self,
+        user_id: i64,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<bool>;
     async fn create_challenge(
         &self,
         challenge: &NewChallenge,
         audit: &NewAuditEvent,
     ) -> StoreResult<OtpChallenge>;
     async fn challenge_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<OtpChallenge>>;
+    /// When this person's challenges locked (too many wrong codes), after `since`, oldest first.
+    async fn challenge_locks_since(
+        &self,
+        user_id: i64,
+        since: Timestamp,
+    ) -> StoreResult<Vec<Timestamp>>;
     /// When a code was last texted to this person (any challenge), for the send cooldown.
     async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>>;
     /// Replaces a live challenge's code after a resend (new hash, new expiry, one more send),

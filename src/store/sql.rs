@@ -1765,6 +1765,21 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
+            async fn delete_totp_enrollment(&self, user_id: i64, audit: &NewAuditEvent) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn create_challenge(&self, c: &NewChallenge, audit: &NewAuditEvent) -> StoreResult<OtpChallenge> {
                 let mut tx = self.begin_write().await?;
                 let row: OtpChallenge = sqlx::query_as(
@@ -1795,6 +1810,16 @@ macro_rules! impl_store {
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?)
+            }
+
+            async fn challenge_locks_since(&self, user_id: i64, since: Timestamp) -> StoreResult<Vec<Timestamp>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT locked_at FROM otp_challenges WHERE user_id = $1 AND locked_at > $2 ORDER BY locked_at",
+                )
+                .bind(user_id)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>> {

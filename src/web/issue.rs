@@ -468,14 +468,10 @@ async fn confirm_totp(
     Ok(Json(json!({ "confirmed": true })))
 }
 
+/// The challenge as the page reads it: `{challenge_id, channel: "sms"|"totp", destination_hint,
+/// expires_at, resend_after}`.
 fn challenge_body(c: &ChallengeStarted) -> Value {
-    json!({
-        "challenge_id": c.challenge_id,
-        "channel": c.channel,
-        "destination_hint": c.destination_hint,
-        "expires_at": c.expires_at.to_fixed_text(),
-        "resend_after": c.resend_after.map(|t| t.to_fixed_text()),
-    })
+    serde_json::to_value(c).unwrap_or(Value::Null)
 }
 
 /// The person's answer for a refused second-factor step.
@@ -486,7 +482,8 @@ pub fn otp_error(e: OtpError) -> ApiError {
         | OtpError::CodeNotAccepted
         | OtpError::Locked
         | OtpError::NotYours => ApiError::Forbidden(text),
-        OtpError::ResendTooSoon { retry_after_secs } => ApiError::TooManyRequests {
+        OtpError::ResendTooSoon { retry_after_secs }
+        | OtpError::TooManyFailures { retry_after_secs } => ApiError::TooManyRequests {
             retry_after_secs,
             message: text,
         },

@@ -1,0 +1,84 @@
+// Takes the screenshots in docs/images/ by driving the Microsoft 365 Agents Playground's web page
+// with headless Chromium. Manual only (never run by CI); docs/PLAYGROUND.md says how to set it up:
+// `cargo run` with a fresh data directory, the Playground started with
+// `.m365agentsplayground.approver.yml` (Bob is the current user), and, in some directory outside
+// the repository, `npm install playwright-core` plus Debian's `chromium`. Then:
+//
+//   NODE_PATH=/that/dir/node_modules node scripts/playground-screenshots.js [OUT_DIR]
+//
+// The story: Bob's page opens (his 1:1 chat with Passkey now exists); Alice asks for db-prod in the
+// group chat (a "Custom activity" sent as her, since the Playground's own user is Bob); Bob's
+// personal chat shows the approval card; Bob writes a comment and taps Approve; the card becomes
+// the decided card. The Playground keeps a chat's history only while its page stays open, so it
+// all happens in one page.
+const { chromium } = require('playwright-core');
+
+const PLAYGROUND = process.env.PLAYGROUND_URL || 'http://localhost:56150';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const OUT = process.argv[2] || 'docs/images';
+const TENANT = '7f3c2a10-5e1b-4c8a-9d2e-0a1b2c3d4e5f'; // src/demo/dataset.json
+const REQUEST = 'request db-prod 2h because INC-4411 failover test';
+
+async function main() {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 820 } });
+    await page.goto(PLAYGROUND, { waitUntil: 'domcontentloaded' });
+    await page.getByText('Personal Chat', { exact: true }).waitFor();
+    await page.waitForTimeout(3000); // installationUpdate, conversationUpdate, the welcome
+
+    // Alice writes in the group chat.
+    await page.getByText('Group Chat', { exact: true }).click();
+    await page.waitForTimeout(1500);
+    await page.getByText('Mock an Activity').click();
+    await page.getByRole('menuitem', { name: 'Custom activity' }).click();
+    await page.locator('.monaco-editor').first().waitFor();
+    const activity = {
+      type: 'message',
+      id: `alice-${Date.now()}`,
+      timestamp: new Date().toISOString(),
+      channelId: 'msteams',
+      serviceUrl: `${PLAYGROUND}/_connector`,
+      recipient: { id: '00000000-0000-0000-0000-00000000000011', name: 'Passkey' },
+      conversation: {
+        id: '__GROUP_CHAT_ID__', isGroup: true, conversationType: 'groupChat', tenantId: TENANT,
+      },
+      from: {
+        id: 'user-id-alice', name: 'Alice Requester',
+        aadObjectId: 'a11ce000-0000-4000-8000-000000000001',
+      },
+      text: REQUEST,
+      channelData: { tenant: { id: TENANT } },
+    };
+    await page.locator('.monaco-editor').first().click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.press('Delete');
+    // One line: the editor would auto-indent a pretty-printed one into invalid JSON.
+    await page.keyboard.insertText(JSON.stringify(activity));
+    await page.getByRole('button', { name: 'Send activity' }).click();
+    await page.waitForTimeout(4000);
+    await page.screenshot({ path: `${OUT}/playground-group-request.png` });
+
+    // Bob's approval card.
+    await page.getByText('Personal Chat', { exact: true }).click();
+    const comment = page.getByPlaceholder('Why you approve or deny').last();
+    await comment.waitFor({ timeout: 15000 }).catch(async (e) => { await page.screenshot({ path: `${OUT}/failed.png` }); throw e; });
+    await page.waitForTimeout(1000);
+    await page.screenshot({ path: `${OUT}/playground-approval-card.png` });
+
+    // Typed, not filled: the card's text box only reports keystrokes to the action's data.
+    await comment.click();
+    await page.keyboard.type('OK for the failover test');
+    await page.getByRole('button', { name: 'Approve' }).last().click();
+    await page.getByText('Decided by').waitFor();
+    await page.waitForTimeout(1500);
+    await page.screenshot({ path: `${OUT}/playground-decided-card.png` });
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
