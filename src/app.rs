@@ -4,14 +4,14 @@
 
 use crate::bot::BotRuntime;
 use crate::bot::connector::{AppCredentials, ManagedIdentity, TokenProvider};
+use crate::bot::notify::{ProactiveChats, TeamsNotifier};
 use crate::config::VaultBackend;
 use crate::config::{ConfigError, ConnectorAuth, Profile, Settings};
 use crate::demo::{self, DemoOutcome};
 use crate::domain::{Clock, SystemClock};
+use crate::governance::directory::{GRAPH_SCOPE, GraphDirectory, StaticDirectory, UserDirectory};
 use crate::governance::lifecycle::{Lifecycle, Notifier};
-use crate::governance::permissions::{
-    GRAPH_SCOPE, GraphGroupDirectory, GroupDirectory, PermissionResolver, StaticGroupDirectory,
-};
+use crate::governance::permissions::{GroupDirectory, PermissionResolver, StaticGroupDirectory};
 use crate::governance::policies::{self, PolicyLoadError};
 use crate::policy::Engine;
 use crate::store::{self, Store, StoreError};
@@ -35,6 +35,8 @@ pub struct AppState {
     pub bot: Arc<BotRuntime>,
     /// Who may request from and approve for which vault folders.
     pub permissions: Arc<PermissionResolver>,
+    /// People and groups (Graph, or the demo people in dev): EMAIL and GROUP approvers.
+    pub directory: Arc<dyn UserDirectory>,
     /// The active policy set, loaded at start (a policy change takes effect on restart).
     pub policy: Arc<Engine>,
     /// Vault metadata reads.
@@ -111,14 +113,15 @@ impl App {
     }
 
     /// Builds around an already-open, migrated store (tests inject theirs and a manual clock).
-    /// Group memberships come from Graph when `graph.enabled`, else nobody has any.
+    /// Group memberships and people come from Graph when `graph.enabled`, else nobody has any
+    /// groups and the directory holds the demo people (dev with demo data) or nobody.
     pub async fn with_store(
         settings: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<App, StoreError> {
-        let directory = group_directory(&settings)?;
-        Self::with_directory(settings, store, clock, directory).await
+        let (groups, people) = directories(&settings)?;
+        Self::with_directories(settings, store, clock, groups, people).await
     }
 
     /// As [`App::with_store`], with the group directory given (tests use a static one).
@@ -127,6 +130,18 @@ impl App {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         directory: Arc<dyn GroupDirectory>,
+    ) -> Result<App, StoreError> {
+        let (_, people) = directories(&settings)?;
+        Self::with_directories(settings, store, clock, directory, people).await
+    }
+
+    /// As [`App::with_store`], with both directories given (tests use fakes).
+    pub async fn with_directories(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        directory: Arc<dyn GroupDirectory>,
+        people: Arc<dyn UserDirectory>,
     ) -> Result<App, StoreError> {
         // Default policy bodies fill any gap before anything is evaluated; a stored body that
         // doesn't parse stops the start (never decide with a policy we can't read).
@@ -157,20 +172,34 @@ impl App {
             directory,
             clock.clone(),
         ));
-        let lifecycle = Arc::new(Lifecycle::new(
-            store.clone(),
-            policy.clone(),
-            clock.clone(),
-            permissions.clone(),
-            sharer.clone(),
-            settings.lifecycle.clone(),
-        ));
-        let notifier: Arc<dyn Notifier> = Arc::new(crate::bot::notify::TeamsNotifier::new(
+        let lifecycle = Arc::new(
+            Lifecycle::new(
+                store.clone(),
+                policy.clone(),
+                clock.clone(),
+                permissions.clone(),
+                sharer.clone(),
+                settings.lifecycle.clone(),
+            )
+            .with_directory(people.clone()),
+        );
+        let mut notifier = TeamsNotifier::new(
             store.clone(),
             bot.connector.clone(),
             clock.clone(),
             settings.public_base_url(),
-        ));
+        );
+        if let Some(service_url) = settings.proactive_service_url() {
+            notifier = notifier.with_proactive_chats(ProactiveChats {
+                service_url,
+                bot_id: bot_account_id(&settings),
+                tenant_id: settings.bot.tenant_id.clone().filter(|t| !t.is_empty()),
+                install: settings
+                    .install_app_catalog_id()
+                    .map(|id| (people.clone(), id)),
+            });
+        }
+        let notifier: Arc<dyn Notifier> = Arc::new(notifier);
         let web = Arc::new(
             crate::web::WebState::from_settings(&settings, clock.clone())
                 .map_err(StoreError::Invalid)?,
@@ -190,6 +219,7 @@ impl App {
             })?;
         }
         let state = AppState {
+            directory: people,
             lifecycle,
             notifier,
             otp,
@@ -286,11 +316,29 @@ pub async fn data_key(settings: &Settings) -> Result<crate::crypto::DataKey, Sto
         .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
-/// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one), else
-/// an empty static directory.
-fn group_directory(settings: &Settings) -> Result<Arc<dyn GroupDirectory>, StoreError> {
+/// The bot's channel account as Teams addresses it: `28:<app id>` (dev mode has no app id; the
+/// placeholder only ever reaches a configured loopback Connector).
+fn bot_account_id(settings: &Settings) -> String {
+    match settings.bot.app_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => format!("28:{id}"),
+        None => "28:passkey-dev".into(),
+    }
+}
+
+/// Where group memberships and people come from.
+type Directories = (Arc<dyn GroupDirectory>, Arc<dyn UserDirectory>);
+
+/// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one) — one
+/// client for group memberships and people — else an empty group directory and the demo people
+/// (dev with demo data) or nobody.
+fn directories(settings: &Settings) -> Result<Directories, StoreError> {
     if !settings.graph.enabled {
-        return Ok(Arc::new(StaticGroupDirectory::new()));
+        let people = if settings.profile == Profile::Dev && settings.demo_data {
+            StaticDirectory::demo()
+        } else {
+            StaticDirectory::new()
+        };
+        return Ok((Arc::new(StaticGroupDirectory::new()), Arc::new(people)));
     }
     let http = reqwest::Client::builder()
         .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
@@ -324,9 +372,11 @@ fn group_directory(settings: &Settings) -> Result<Arc<dyn GroupDirectory>, Store
             ));
         }
     };
-    GraphGroupDirectory::new(http, &settings.graph.base_url, Arc::new(tokens))
-        .map(|d| Arc::new(d) as Arc<dyn GroupDirectory>)
-        .map_err(|e| StoreError::Invalid(e.to_string()))
+    let graph = Arc::new(
+        GraphDirectory::new(http, &settings.graph.base_url, Arc::new(tokens))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?,
+    );
+    Ok((graph.clone(), graph))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

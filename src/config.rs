@@ -104,7 +104,14 @@ pub struct BotSettings {
     pub managed_identity_client_id: Option<String>,
     /// Overrides the managed identity endpoint (default: App Service's `IDENTITY_ENDPOINT`, else IMDS).
     pub managed_identity_endpoint: Option<String>,
+    /// The Connector base URL for opening 1:1 chats with people the bot has never talked to
+    /// (`https://smba.trafficmanager.net/teams/` when unset and the bot has an app id; unset in
+    /// dev mode means no chats are opened).
+    pub service_url: Option<String>,
 }
+
+/// The Teams-wide Connector URL: good for creating conversations in any region.
+pub const DEFAULT_SERVICE_URL: &str = "https://smba.trafficmanager.net/teams/";
 
 /// How the bot authenticates to the Bot Connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -114,13 +121,19 @@ pub enum ConnectorAuth {
     ManagedIdentity,
 }
 
-/// Microsoft Graph, for people's Entra group memberships (folder ACLs may name groups).
+/// Microsoft Graph: people's Entra group memberships (folder ACLs may name groups), EMAIL and
+/// GROUP approvers, and installing the Teams app for approvers the bot has never talked to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphSettings {
-    /// Off: nobody has group memberships (dev, or tenants whose ACLs name only people).
+    /// Off: nobody has group memberships, and only the demo people (dev) are in the directory.
     pub enabled: bool,
     pub base_url: String,
+    /// Install the Teams app for a person before opening a chat with them (needs
+    /// `TeamsAppInstallation.ReadWriteForUser.All` and `teams_app_catalog_id`).
+    pub install_app: bool,
+    /// The app's id in the organisation's Teams app catalog (not the manifest id).
+    pub teams_app_catalog_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +224,7 @@ impl Default for BotSettings {
             connector_auth: ConnectorAuth::Secret,
             managed_identity_client_id: None,
             managed_identity_endpoint: None,
+            service_url: None,
         }
     }
 }
@@ -220,6 +234,8 @@ impl Default for GraphSettings {
         GraphSettings {
             enabled: false,
             base_url: "https://graph.microsoft.com".into(),
+            install_app: false,
+            teams_app_catalog_id: None,
         }
     }
 }
@@ -684,6 +700,29 @@ impl Settings {
             }
         }
         problems.extend(self.otp.problems(self.profile));
+        if self.graph.install_app {
+            if !self.graph.enabled {
+                problems.push("graph.install_app needs graph.enabled".into());
+            }
+            match self.graph.teams_app_catalog_id.as_deref() {
+                Some(id) if is_catalog_id(id) => {}
+                Some(id) => problems.push(format!(
+                    "graph.teams_app_catalog_id must be the app's catalog id (letters, digits and '-'), got {id:?}"
+                )),
+                None => problems.push(
+                    "graph.install_app needs graph.teams_app_catalog_id (the app's id in the Teams app catalog)"
+                        .into(),
+                ),
+            }
+        }
+        if let Some(url) = &self.bot.service_url
+            && !(url.starts_with("https://")
+                || (self.profile == Profile::Dev && url.starts_with("http://")))
+        {
+            problems.push(format!(
+                "bot.service_url must be https:// outside dev (got {url})"
+            ));
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("https://")
                 || (self.profile == Profile::Dev && url.starts_with("http://")))
@@ -777,6 +816,26 @@ impl Settings {
         }
     }
 
+    /// Where 1:1 chats with people the bot has never talked to are opened: the configured
+    /// `bot.service_url`, else the Teams-wide default when the bot has an app id. `None` in dev
+    /// mode without one, so `cargo run` and tests never call out unasked.
+    pub fn proactive_service_url(&self) -> Option<String> {
+        match &self.bot.service_url {
+            Some(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
+            _ if self.dev_channel_auth() => None,
+            _ => Some(DEFAULT_SERVICE_URL.to_string()),
+        }
+    }
+
+    /// The catalog app id to install for people before opening a chat, when configured.
+    pub fn install_app_catalog_id(&self) -> Option<String> {
+        self.graph
+            .install_app
+            .then(|| self.graph.teams_app_catalog_id.clone())
+            .flatten()
+            .filter(|id| is_catalog_id(id))
+    }
+
     /// True when inbound activities are accepted without a channel token.
     pub fn dev_channel_auth(&self) -> bool {
         self.bot.app_id.as_deref().is_none_or(str::is_empty)
@@ -866,6 +925,19 @@ impl Settings {
             ),
             ("graph.enabled".into(), self.graph.enabled.to_string()),
             ("graph.base_url".into(), self.graph.base_url.clone()),
+            (
+                "graph.install_app".into(),
+                self.graph.install_app.to_string(),
+            ),
+            (
+                "graph.teams_app_catalog_id".into(),
+                opt(&self.graph.teams_app_catalog_id),
+            ),
+            (
+                "bot.service_url".into(),
+                self.proactive_service_url()
+                    .unwrap_or_else(|| "(unset: no proactive chats)".into()),
+            ),
             ("vault.backend".into(), format!("{:?}", self.vault.backend)),
             ("vault.commander_url".into(), opt(&self.vault.commander_url)),
             (
@@ -940,6 +1012,11 @@ impl Settings {
             ),
         ]
     }
+}
+
+/// A Teams app catalog id goes into a Graph URL: a GUID-like word, nothing else.
+fn is_catalog_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// `postgres://user:pass@host:5432/db` → `postgres host:5432/db`; `sqlite://path` → `sqlite path`.
@@ -1182,6 +1259,79 @@ mod tests {
         )
         .unwrap();
         s.check().unwrap();
+    }
+
+    #[test]
+    fn installing_the_app_needs_graph_and_a_clean_catalog_id_and_chats_open_only_when_asked() {
+        let base = [
+            ("PASSKEY_BOT__APP_ID", "app"),
+            ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+            ("PASSKEY_BOT__TENANT_ID", "tenant-1"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Settings::from_layers(None, &env(&pairs)).unwrap()
+        };
+        let err = with(&[("PASSKEY_GRAPH__INSTALL_APP", "true")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("graph.install_app needs graph.enabled"),
+            "{err}"
+        );
+        assert!(
+            err.contains("graph.install_app needs graph.teams_app_catalog_id"),
+            "{err}"
+        );
+        let err = with(&[
+            ("PASSKEY_GRAPH__ENABLED", "true"),
+            ("PASSKEY_GRAPH__INSTALL_APP", "true"),
+            ("PASSKEY_GRAPH__TEAMS_APP_CATALOG_ID", "../../me"),
+        ])
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("graph.teams_app_catalog_id must be"), "{err}");
+        let s = with(&[
+            ("PASSKEY_GRAPH__ENABLED", "true"),
+            ("PASSKEY_GRAPH__INSTALL_APP", "true"),
+            (
+                "PASSKEY_GRAPH__TEAMS_APP_CATALOG_ID",
+                "1542629c-01b3-4a6d-8f76-1938b779e48d",
+            ),
+        ]);
+        s.check().unwrap();
+        assert_eq!(
+            s.install_app_catalog_id().as_deref(),
+            Some("1542629c-01b3-4a6d-8f76-1938b779e48d")
+        );
+        // With an app id, chats open through the Teams-wide Connector unless told otherwise.
+        assert_eq!(
+            s.proactive_service_url().as_deref(),
+            Some(DEFAULT_SERVICE_URL)
+        );
+        // Dev mode opens none unless a service URL is configured.
+        let dev = Settings::from_layers(None, &env(&[])).unwrap();
+        assert_eq!(dev.proactive_service_url(), None);
+        assert_eq!(dev.install_app_catalog_id(), None);
+        let dev = Settings::from_layers(
+            None,
+            &env(&[("PASSKEY_BOT__SERVICE_URL", "http://127.0.0.1:9/connector/")]),
+        )
+        .unwrap();
+        dev.check().unwrap();
+        assert_eq!(
+            dev.proactive_service_url().as_deref(),
+            Some("http://127.0.0.1:9/connector/")
+        );
+        let prod_http = with(&[
+            ("PASSKEY_PROFILE", "production"),
+            ("PASSKEY_BOT__SERVICE_URL", "http://smba.example/"),
+        ]);
+        let err = prod_http.check().unwrap_err().to_string();
+        assert!(err.contains("bot.service_url must be https://"), "{err}");
     }
 
     #[test]

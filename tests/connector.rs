@@ -73,7 +73,7 @@ async fn every_operation_speaks_the_connector_rest_shape() {
         .create_personal_conversation(&fake.service_url, "28:bot", "29:user", "tenant-1")
         .await
         .unwrap();
-    assert_eq!(conversation, "a:new-personal-conversation");
+    assert_eq!(conversation, "a:new-personal-29:user");
 
     let calls = fake.calls();
     let shape: Vec<(&str, &str)> = calls

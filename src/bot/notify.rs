@@ -2,25 +2,58 @@
 //! Adaptive Cards (each copy recorded, so it can be updated in place later), everything else as
 //! text. When a request changes, every recorded card about it is updated in place: approval copies
 //! become the decided card (outcome, who decided and when, no buttons) once nobody needs to decide,
-//! and the requester's status cards show the new state. People the bot has never talked
-//! to have no chat yet: they are skipped with a log line.
+//! and the requester's status cards show the new state.
+//!
+//! People the bot has never talked to have no chat yet. With [`ProactiveChats`] configured the
+//! notifier opens one: it installs the Teams app for the person through Graph first (where
+//! `graph.install_app` says so; "already installed" is fine), asks the Connector for the 1:1
+//! conversation (`POST /v3/conversations` at the configured service URL, in the person's tenant),
+//! keeps the new conversation reference, and delivers. A chat that cannot be opened is logged
+//! (no tokens, no addresses) and counted; without the configuration such people are skipped.
+//!
+//! Reachability is decided by the lifecycle, not here: a routed request whose approvers resolve to
+//! nobody goes to triage before any notice exists. A notice that cannot be delivered does not
+//! undo that decision; the stale-request job reminds approvers and escalates to the admins after
+//! `escalate_after_secs`, so an approver whose chat could not be opened is never the only thing
+//! standing between a request and an answer for longer than that.
 
 use super::connector::{Connector, ConversationTarget};
 use super::render;
 use crate::bot::activity::OutgoingActivity;
 use crate::cards::{self, ApprovalCard, DecidedCard};
 use crate::domain::{Clock, RequestStatus};
+use crate::governance::directory::UserDirectory;
 use crate::governance::lifecycle::{Notice, NoticeKind, Notifier};
-use crate::store::{NewSentCard, Record, Request, Store};
+use crate::store::{ConversationRef, NewSentCard, Record, Request, Store, User};
 use async_trait::async_trait;
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct TeamsNotifier {
     store: Arc<dyn Store>,
     connector: Arc<dyn Connector>,
     clock: Arc<dyn Clock>,
     base_url: String,
+    proactive: Option<ProactiveChats>,
+    /// Chats that could not be opened (app install or conversation creation failed).
+    chat_failures: AtomicU64,
+    /// Chats opened for people the bot had never talked to.
+    chats_opened: AtomicU64,
+}
+
+/// How the notifier opens a 1:1 chat with someone the bot has never talked to.
+#[derive(Clone)]
+pub struct ProactiveChats {
+    /// The Connector base URL conversations are created at (`bot.service_url`).
+    pub service_url: String,
+    /// The bot's channel account id (`28:<app id>`).
+    pub bot_id: String,
+    /// The tenant for people whose own tenant Passkey has not seen (the bot's home tenant).
+    pub tenant_id: Option<String>,
+    /// The Graph directory and the app's catalog id, when the app is installed for people first.
+    pub install: Option<(Arc<dyn UserDirectory>, String)>,
 }
 
 /// The kind recorded for approval cards in `sent_cards`.
@@ -40,7 +73,104 @@ impl TeamsNotifier {
             connector,
             clock,
             base_url,
+            proactive: None,
+            chat_failures: AtomicU64::new(0),
+            chats_opened: AtomicU64::new(0),
         }
+    }
+
+    /// Opens 1:1 chats with people the bot has never talked to.
+    pub fn with_proactive_chats(mut self, proactive: ProactiveChats) -> Self {
+        self.proactive = Some(proactive);
+        self
+    }
+
+    /// Chats that could not be opened since start.
+    pub fn chat_failures(&self) -> u64 {
+        self.chat_failures.load(Ordering::Relaxed)
+    }
+
+    /// Chats opened for people the bot had never talked to, since start.
+    pub fn chats_opened(&self) -> u64 {
+        self.chats_opened.load(Ordering::Relaxed)
+    }
+
+    /// The person's 1:1 chat: the one the bot has, else a new one where configured.
+    async fn personal_chat(&self, user: &User) -> Result<ConversationRef, String> {
+        if let Some(chat) = self
+            .store
+            .personal_conversation(&user.aad_object_id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(chat);
+        }
+        let Some(proactive) = &self.proactive else {
+            return Err("the bot has no chat with this person yet".into());
+        };
+        match self.open_chat(proactive, user).await {
+            Ok(chat) => {
+                self.chats_opened.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(user_id = user.id, "opened a 1:1 chat");
+                Ok(chat)
+            }
+            Err(error) => {
+                self.chat_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(user_id = user.id, %error, "could not open a 1:1 chat");
+                Err(format!("no chat could be opened: {error}"))
+            }
+        }
+    }
+
+    /// Installs the app for the person (when configured), creates the conversation and keeps
+    /// its reference. Errors name the step, never a token or an address.
+    async fn open_chat(&self, p: &ProactiveChats, user: &User) -> Result<ConversationRef, String> {
+        if let Some((directory, catalog_id)) = &p.install {
+            directory
+                .install_app(&user.aad_object_id, catalog_id)
+                .await
+                .map_err(|e| format!("installing the app failed: {e}"))?;
+        }
+        let tenant = user
+            .tenant_id
+            .clone()
+            .or_else(|| p.tenant_id.clone())
+            .ok_or("no tenant is known for this person")?;
+        // Teams takes the Entra object id as the member in the personal scope.
+        let member = user
+            .teams_user_id
+            .clone()
+            .unwrap_or_else(|| user.aad_object_id.clone());
+        let conversation_id = self
+            .connector
+            .create_personal_conversation(&p.service_url, &p.bot_id, &member, &tenant)
+            .await
+            .map_err(|e| format!("creating the conversation failed: {e}"))?;
+        let chat = ConversationRef {
+            conversation_id: conversation_id.clone(),
+            conversation_type: "personal".into(),
+            channel_id: "msteams".into(),
+            service_url: p.service_url.clone(),
+            tenant_id: Some(tenant.clone()),
+            bot_id: p.bot_id.clone(),
+            user_id: Some(user.id),
+            aad_object_id: Some(user.aad_object_id.clone()),
+            teams_user_id: user.teams_user_id.clone(),
+            team_id: None,
+            reference: sqlx::types::Json(json!({
+                "bot": {"id": p.bot_id},
+                "conversation": {"id": conversation_id, "conversationType": "personal", "tenantId": tenant},
+                "channelId": "msteams",
+                "serviceUrl": p.service_url,
+                "openedBy": "passkey",
+            })),
+            updated_at: self.clock.now(),
+        };
+        self.store
+            .upsert_conversation(&chat)
+            .await
+            .map_err(|e| format!("the new conversation was not kept: {e}"))?;
+        Ok(chat)
     }
 
     async fn deliver_one(&self, notice: &Notice) -> Result<(), String> {
@@ -50,13 +180,7 @@ impl TeamsNotifier {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("no such user")?;
-        let Some(chat) = s
-            .personal_conversation(&user.aad_object_id)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Err("the bot has no chat with this person yet".into());
-        };
+        let chat = self.personal_chat(&user).await?;
         let (request, record) = self.request_and_record(notice.request_id).await?;
         let requester = s
             .user_by_id(request.requester_id)

@@ -22,6 +22,7 @@ use crate::domain::{
     TraceStage,
 };
 use crate::governance::admin::{AdminError, GovernanceAdmin};
+use crate::governance::directory::{DirectoryUser, StaticDirectory, UserDirectory};
 use crate::governance::permissions::PermissionResolver;
 use crate::policy::context::{
     Action, ApprovalFacts, AuthorityFacts, FolderAccess, Person, PolicyContext, RecordFacts,
@@ -31,7 +32,7 @@ use crate::policy::decision::{Approver, RequiredApproval};
 use crate::policy::{Decision, Engine, Outcome, trace_record};
 use crate::store::{
     IssuanceEvent, LeaseEnding, NewApproval, NewAuditEvent, NewIssuance, NewRequest, NewTrace,
-    Record, Request, ShareRevocation, StatusChange, Store, StoreError, User,
+    NewUser, Record, Request, ShareRevocation, StatusChange, Store, StoreError, User,
 };
 use crate::vault::{ErrorClass, OneTimeSharer, Removed, ShareUrl, VaultError};
 use secrecy::{ExposeSecret, SecretString};
@@ -58,6 +59,9 @@ const PAM_RECORD_TYPES: [&str; 5] = [
 const MAX_TEXT_CHARS: usize = 500;
 /// How many times a counted approval is re-read and re-decided when another approver got in first.
 const APPROVAL_ATTEMPTS: usize = 8;
+/// The most people one GROUP approver is asked through (a huge group is a misconfiguration; the
+/// requester is told that only the first ones were asked).
+pub const MAX_GROUP_APPROVERS: usize = 50;
 
 /// Why a use case refused or failed. Every variant except `Store` is an answer for the person who
 /// asked; its message says what is going on and never carries a secret or the vault's raw text.
@@ -261,6 +265,16 @@ pub struct Lifecycle {
     permissions: Arc<PermissionResolver>,
     sharer: Arc<dyn OneTimeSharer>,
     settings: LifecycleSettings,
+    /// Who EMAIL and GROUP approvers are (Graph in production).
+    directory: Arc<dyn UserDirectory>,
+}
+
+/// The people an approval stage reaches, and — in words for the requester — every approver it
+/// names who could not be reached.
+#[derive(Debug, Clone, Default)]
+pub struct ReachedApprovers {
+    pub users: Vec<User>,
+    pub unreached: Vec<String>,
 }
 
 fn person(user: &User, groups: Vec<String>) -> Person {
@@ -271,6 +285,25 @@ fn person(user: &User, groups: Vec<String>) -> Person {
         role: user.role,
         groups,
     }
+}
+
+/// As [`person`], for a record's authorities: a person answers to their mail and to their UPN, so
+/// when an EMAIL authority names their UPN (and not their mail), that is the address the policy
+/// sees — an approver found in the directory by UPN can then decide, not only be told.
+fn person_for(user: &User, groups: Vec<String>, authorities: &[AuthorityFacts]) -> Person {
+    let mut p = person(user, groups);
+    let names = |address: &str| {
+        authorities.iter().any(|a| {
+            a.principal_type == PrincipalType::Email && a.principal.eq_ignore_ascii_case(address)
+        })
+    };
+    if let Some(upn) = &user.upn
+        && !p.email.as_deref().is_some_and(names)
+        && names(upn)
+    {
+        p.email = Some(upn.clone());
+    }
+    p
 }
 
 fn bounded(text: &str, what: &str) -> Result<String, LifecycleError> {
@@ -345,7 +378,15 @@ impl Lifecycle {
             permissions,
             sharer,
             settings,
+            directory: Arc::new(StaticDirectory::new()),
         }
+    }
+
+    /// Looks EMAIL and GROUP approvers up in `directory` (without one, an address nobody in the
+    /// database has and every group reach nobody, and say so).
+    pub fn with_directory(mut self, directory: Arc<dyn UserDirectory>) -> Self {
+        self.directory = directory;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -454,6 +495,7 @@ impl Lifecycle {
         extension_secs: Option<i64>,
     ) -> Result<PolicyContext, StoreError> {
         let requester_perms = self.permissions.effective(requester).await?;
+        let authorities = self.authority_facts(record).await?;
         let folder_access = FolderAccess {
             permission: record
                 .folder_id
@@ -465,14 +507,14 @@ impl Lifecycle {
                 let level = record
                     .folder_id
                     .and_then(|f| perms.folder_levels.get(&f).copied());
-                (Some(person(a, perms.groups)), level)
+                (Some(person_for(a, perms.groups, &authorities)), level)
             }
             None => (None, None),
         };
         Ok(PolicyContext {
             action,
             now: self.clock.now(),
-            requester: person(requester, requester_perms.groups),
+            requester: person_for(requester, requester_perms.groups, &authorities),
             actor,
             record: RecordFacts {
                 record_id: record.id,
@@ -483,7 +525,7 @@ impl Lifecycle {
             },
             request,
             folder_access,
-            authorities: self.authority_facts(record).await?,
+            authorities,
             approvals,
             extension_secs,
             actor_folder_access,
@@ -503,14 +545,27 @@ impl Lifecycle {
         }
     }
 
-    /// The people an approval stage names: users, emails and roles resolve to known users; a
-    /// group's members are reached through its channel or Graph at the edge, not here.
+    /// The people an approval stage names (see [`Lifecycle::reach_approvers`]).
     pub async fn resolve_approvers(
         &self,
         approvers: &[Approver],
         except_user_id: i64,
     ) -> Result<Vec<User>, StoreError> {
-        let mut users: Vec<User> = Vec::new();
+        Ok(self.reach_approvers(approvers, except_user_id).await?.users)
+    }
+
+    /// The people an approval stage names, except `except_user_id`: USER by Entra object id and
+    /// ROLE from the database; EMAIL from the database, else the directory; GROUP from the
+    /// directory's member list. People found only in the directory become users here (requesters,
+    /// like anyone new), so they can be told and can decide. An address or group the directory
+    /// does not know, or cannot answer for, reaches nobody — and is said in `unreached`, never
+    /// passed over in silence.
+    pub async fn reach_approvers(
+        &self,
+        approvers: &[Approver],
+        except_user_id: i64,
+    ) -> Result<ReachedApprovers, StoreError> {
+        let mut reached = ReachedApprovers::default();
         for a in approvers {
             let found = match a.principal_type {
                 PrincipalType::User => self
@@ -519,25 +574,114 @@ impl Lifecycle {
                     .await?
                     .into_iter()
                     .collect(),
-                PrincipalType::Email => self
-                    .store
-                    .user_by_email(&a.principal)
-                    .await?
-                    .into_iter()
-                    .collect(),
+                PrincipalType::Email => match self.store.user_by_email(&a.principal).await? {
+                    Some(user) => vec![user],
+                    None => match self.directory.user_by_address(&a.principal).await {
+                        Ok(Some(person)) => self.remember(&person).await?.into_iter().collect(),
+                        Ok(None) => {
+                            reached.unreached.push(format!(
+                                "approver {} could not be found in the directory",
+                                a.principal
+                            ));
+                            vec![]
+                        }
+                        Err(e) => {
+                            tracing::warn!(authority_id = a.authority_id, error = %e,
+                                "approver address not looked up");
+                            reached.unreached.push(format!(
+                                "approver {} could not be looked up ({e})",
+                                a.principal
+                            ));
+                            vec![]
+                        }
+                    },
+                },
                 PrincipalType::Role => match a.principal.parse::<Role>() {
                     Ok(role) => self.store.users_with_role(role).await?,
                     Err(_) => Vec::new(),
                 },
-                PrincipalType::Group => Vec::new(),
+                PrincipalType::Group => self.group_approvers(a, &mut reached.unreached).await?,
             };
             for u in found {
-                if u.id != except_user_id && !users.iter().any(|x| x.id == u.id) {
-                    users.push(u);
+                if u.id != except_user_id && !reached.users.iter().any(|x| x.id == u.id) {
+                    reached.users.push(u);
                 }
             }
         }
+        Ok(reached)
+    }
+
+    /// A GROUP approver's members, as users (the first [`MAX_GROUP_APPROVERS`]).
+    async fn group_approvers(
+        &self,
+        a: &Approver,
+        unreached: &mut Vec<String>,
+    ) -> Result<Vec<User>, StoreError> {
+        let members = match self.directory.group_members(&a.principal).await {
+            Ok(Some(members)) => members,
+            Ok(None) => {
+                unreached.push(format!(
+                    "approver group {} could not be found in the directory",
+                    a.principal
+                ));
+                return Ok(vec![]);
+            }
+            Err(e) => {
+                tracing::warn!(authority_id = a.authority_id, error = %e,
+                    "approver group not listed");
+                unreached.push(format!(
+                    "approver group {} could not be listed ({e})",
+                    a.principal
+                ));
+                return Ok(vec![]);
+            }
+        };
+        if members.is_empty() {
+            unreached.push(format!("approver group {} has no members", a.principal));
+        }
+        if members.len() > MAX_GROUP_APPROVERS {
+            unreached.push(format!(
+                "approver group {} has {} members; the first {MAX_GROUP_APPROVERS} were asked",
+                a.principal,
+                members.len()
+            ));
+        }
+        let mut users = Vec::new();
+        for member in members.iter().take(MAX_GROUP_APPROVERS) {
+            users.extend(self.remember(member).await?);
+        }
         Ok(users)
+    }
+
+    /// The user row for a person the directory knows: created on first sight, its profile
+    /// refreshed otherwise (never its role). A person without an id is skipped.
+    async fn remember(&self, person: &DirectoryUser) -> Result<Option<User>, StoreError> {
+        if person.id.trim().is_empty() {
+            return Ok(None);
+        }
+        let email = person.mail.clone().or_else(|| person.upn.clone());
+        let display_name = person
+            .display_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| email.clone())
+            .unwrap_or_else(|| person.id.clone());
+        let user = self
+            .store
+            .upsert_user(
+                &NewUser {
+                    aad_object_id: person.id.clone(),
+                    tenant_id: None,
+                    teams_user_id: None,
+                    upn: person.upn.clone(),
+                    email,
+                    display_name,
+                    initial_role: Role::Requester,
+                },
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Some(user))
     }
 
     async fn admins(&self) -> Result<Vec<User>, StoreError> {
@@ -688,24 +832,23 @@ impl Lifecycle {
             }
             Outcome::RouteToAuthority => {
                 let first = decision.required_approvals.first();
-                let approvers = match first {
-                    Some(stage) => {
-                        self.resolve_approvers(&stage.approvers, requester.id)
-                            .await?
-                    }
-                    None => vec![],
+                let reached = match first {
+                    Some(stage) => self.reach_approvers(&stage.approvers, requester.id).await?,
+                    None => ReachedApprovers::default(),
                 };
-                if approvers.is_empty() {
+                if reached.users.is_empty() {
                     return self
-                        .no_approver_reachable(request, record, decision.reasons)
+                        .no_approver_reachable(request, record, decision.reasons, reached.unreached)
                         .await;
                 }
+                let mut reasons = decision.reasons;
+                reasons.extend(reached.unreached);
                 Ok(Change {
-                    notices: Self::notices(&approvers, request.id, NoticeKind::ApprovalNeeded),
+                    notices: Self::notices(&reached.users, request.id, NoticeKind::ApprovalNeeded),
                     request,
                     record,
                     event: Event::Routed,
-                    reasons: decision.reasons,
+                    reasons,
                 })
             }
             _ => {
@@ -717,12 +860,14 @@ impl Lifecycle {
 
     /// A routed request whose approvers resolve to nobody Passkey can reach (a group whose members
     /// it cannot list, an address nobody has) goes to the admins at once, and the requester is
-    /// told why — it never waits silently for people who will not hear of it.
+    /// told why — it never waits silently for people who will not hear of it. `unreached` says
+    /// which approvers could not be reached and why; it is in the reasons and the audit event.
     async fn no_approver_reachable(
         &self,
         request: Request,
         record: Record,
         mut reasons: Vec<String>,
+        unreached: Vec<String>,
     ) -> Result<Change, LifecycleError> {
         let why = "no approver could be reached; an admin will decide".to_string();
         let now = self.clock.now();
@@ -734,8 +879,9 @@ impl Lifecycle {
         )
         .reason(why.clone());
         let audit = NewAuditEvent::new("system:routing", "REQUEST_ESCALATED", now)
-            .detail(json!({ "reason": "no_reachable_approver" }));
+            .detail(json!({ "reason": "no_reachable_approver", "unreached": unreached }));
         let request = self.store.transition_request(&change, &[], &audit).await?;
+        reasons.extend(unreached);
         reasons.push(why);
         let admins = self.admins().await?;
         Ok(Change {
@@ -1048,22 +1194,39 @@ impl Lifecycle {
                         .await;
                 }
                 Ok((request, false)) => {
-                    // A completed stage hands over to the next: tell its approvers.
-                    let mut notices = vec![Self::requester_notice(&request)];
+                    // A completed stage hands over to the next: tell its approvers — or, when
+                    // they reach nobody, the admins, as at submission.
                     let next = self.next_stage_approvers(&ctx, stage);
-                    if !next.is_empty() {
-                        let people = self.resolve_approvers(&next, request.requester_id).await?;
-                        notices.extend(Self::notices(
-                            &people,
-                            request.id,
-                            NoticeKind::ApprovalNeeded,
-                        ));
+                    let reached = if next.is_empty() {
+                        ReachedApprovers::default()
+                    } else {
+                        self.reach_approvers(&next, request.requester_id).await?
+                    };
+                    if !next.is_empty() && reached.users.is_empty() {
+                        let mut change = self
+                            .no_approver_reachable(
+                                request,
+                                record,
+                                decision.reasons,
+                                reached.unreached,
+                            )
+                            .await?;
+                        change.notices.push(Self::requester_notice(&change.request));
+                        return Ok(change);
                     }
+                    let mut notices = vec![Self::requester_notice(&request)];
+                    notices.extend(Self::notices(
+                        &reached.users,
+                        request.id,
+                        NoticeKind::ApprovalNeeded,
+                    ));
+                    let mut reasons = decision.reasons;
+                    reasons.extend(reached.unreached);
                     return Ok(Change {
                         request,
                         record,
                         event: Event::ApprovalRecorded,
-                        reasons: decision.reasons,
+                        reasons,
                         notices,
                     });
                 }

@@ -3,10 +3,13 @@
 //!
 //! - [`permissions`]: who may request from and approve for which vault folders (folder ACLs and
 //!   Entra group memberships), cached for five minutes.
+//! - [`directory`]: people and groups behind EMAIL and GROUP approvers (Microsoft Graph), and
+//!   installing the Teams app for people the bot has never talked to.
 //! - [`admin`]: the admin's authority and role changes, each audited.
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
 
 pub mod admin;
+pub mod directory;
 pub mod lifecycle;
 pub mod permissions;
 pub mod policies;

@@ -14,16 +14,12 @@
 //! thirty seconds, so a directory outage does not outlive itself by long). A vault permission sync
 //! that changes an ACL, and a role change, drop cached results in the same transaction.
 
-use crate::bot::connector::TokenProvider;
 use crate::domain::{Clock, FolderPermission, Role, Timestamp, VaultPrincipalType};
 use crate::store::{Store, StoreResult, User, VaultFolderPermission};
 use async_trait::async_trait;
-use reqwest::{StatusCode, Url};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// An Entra group a person belongs to (directly or through nested groups).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,13 +40,13 @@ impl Group {
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// Throttled (429), failing (5xx), unreachable, or no token could be had: try again later.
-    #[error("group directory unavailable: {0}")]
+    #[error("directory unavailable: {0}")]
     Unavailable(String),
-    /// Any other refusal — typically 401/403 because the app lacks `GroupMember.Read.All`.
-    #[error("group directory refused the call (HTTP {status})")]
+    /// Any other refusal — typically 401/403 because the app lacks a Graph permission.
+    #[error("directory refused the call (HTTP {status})")]
     Refused { status: u16 },
     /// The directory answered something we cannot read, or a page link pointing elsewhere.
-    #[error("unexpected group directory answer: {0}")]
+    #[error("unexpected directory answer: {0}")]
     Malformed(String),
 }
 
@@ -94,157 +90,8 @@ impl GroupDirectory for StaticGroupDirectory {
     }
 }
 
-/// Microsoft Graph: `GET /v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group`, following
-/// `@odata.nextLink`, with an app token (client credentials or managed identity) for
-/// `https://graph.microsoft.com/.default`. The app needs `GroupMember.Read.All`.
-///
-/// 404 (the user is not in the directory) means no groups: that grants nothing, so it is the
-/// closed answer, not a degraded one. 429/5xx/network errors are `Unavailable`; other statuses are
-/// `Refused`. A 401 drops the cached token and retries once.
-pub struct GraphGroupDirectory {
-    http: reqwest::Client,
-    base_url: Url,
-    tokens: Arc<TokenProvider>,
-}
-
-/// The Graph scope for client-credentials tokens.
-pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
-
-#[derive(Deserialize)]
-struct GroupPage {
-    #[serde(default)]
-    value: Vec<GraphGroup>,
-    #[serde(rename = "@odata.nextLink")]
-    next_link: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct GraphGroup {
-    id: String,
-    #[serde(rename = "displayName", default)]
-    display_name: Option<String>,
-}
-
-impl GraphGroupDirectory {
-    /// A runaway `nextLink` chain stops here (999 groups a page would be ~200k memberships).
-    const MAX_PAGES: usize = 200;
-    /// Short: this runs inside a bot turn, and failing closed is better than a slow reply.
-    const TIMEOUT: Duration = Duration::from_secs(5);
-
-    /// `base_url` is `https://graph.microsoft.com` in the public cloud.
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        tokens: Arc<TokenProvider>,
-    ) -> Result<Self, DirectoryError> {
-        let base_url = Url::parse(base_url.trim_end_matches('/'))
-            .ok()
-            .filter(|u| !u.cannot_be_a_base() && matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                DirectoryError::Malformed(format!("invalid Graph base URL {base_url}"))
-            })?;
-        Ok(GraphGroupDirectory {
-            http,
-            base_url,
-            tokens,
-        })
-    }
-
-    fn first_page(&self, aad_object_id: &str) -> Result<Url, DirectoryError> {
-        let mut url = self.base_url.clone();
-        url.path_segments_mut()
-            .map_err(|_| DirectoryError::Malformed("invalid Graph base URL".into()))?
-            .pop_if_empty()
-            .extend([
-                "v1.0",
-                "users",
-                aad_object_id,
-                "transitiveMemberOf",
-                "microsoft.graph.group",
-            ]);
-        url.set_query(Some("$select=id,displayName"));
-        Ok(url)
-    }
-
-    /// The bearer token goes only to the configured Graph host, whatever a page link says.
-    fn same_origin(&self, next: &Url) -> bool {
-        next.scheme() == self.base_url.scheme()
-            && next.host_str() == self.base_url.host_str()
-            && next.port_or_known_default() == self.base_url.port_or_known_default()
-    }
-
-    /// One page; `None` when the user is unknown to the directory.
-    async fn page(&self, url: &Url) -> Result<Option<GroupPage>, DirectoryError> {
-        for attempt in 0..2 {
-            let token = self
-                .tokens
-                .token()
-                .await
-                .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
-            let response = self
-                .http
-                .get(url.clone())
-                .bearer_auth(token.expose_secret())
-                .timeout(Self::TIMEOUT)
-                .send()
-                .await
-                .map_err(|e| DirectoryError::Unavailable(e.without_url().to_string()))?;
-            let status = response.status();
-            match status {
-                s if s.is_success() => {
-                    return response
-                        .json()
-                        .await
-                        .map(Some)
-                        .map_err(|_| DirectoryError::Malformed("unreadable group page".into()));
-                }
-                StatusCode::UNAUTHORIZED if attempt == 0 => self.tokens.invalidate().await,
-                StatusCode::NOT_FOUND => return Ok(None),
-                s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
-                    return Err(DirectoryError::Unavailable(format!(
-                        "Graph answered HTTP {}",
-                        s.as_u16()
-                    )));
-                }
-                s => {
-                    return Err(DirectoryError::Refused { status: s.as_u16() });
-                }
-            }
-        }
-        Err(DirectoryError::Refused { status: 401 })
-    }
-}
-
-#[async_trait]
-impl GroupDirectory for GraphGroupDirectory {
-    async fn groups_of(&self, aad_object_id: &str) -> Result<Vec<Group>, DirectoryError> {
-        let mut url = self.first_page(aad_object_id)?;
-        let mut groups = Vec::new();
-        for _ in 0..Self::MAX_PAGES {
-            let Some(page) = self.page(&url).await? else {
-                return Ok(Vec::new());
-            };
-            groups.extend(
-                page.value
-                    .into_iter()
-                    .map(|g| Group::new(g.id, g.display_name.unwrap_or_default())),
-            );
-            let Some(next) = page.next_link else {
-                return Ok(groups);
-            };
-            url = Url::parse(&next)
-                .ok()
-                .filter(|u| self.same_origin(u))
-                .ok_or_else(|| {
-                    DirectoryError::Malformed("a page link points away from Graph".into())
-                })?;
-        }
-        Err(DirectoryError::Malformed(format!(
-            "more than {} pages of groups",
-            Self::MAX_PAGES
-        )))
-    }
-}
+/// The Graph client answers group memberships too (one client, one token provider).
+pub use crate::governance::directory::{GRAPH_SCOPE, GraphDirectory as GraphGroupDirectory};
 
 /// What a person may do, by vault folder id. Stored as the cache body, so it is serde.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

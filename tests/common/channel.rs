@@ -311,11 +311,17 @@ async fn activity_call(
     }
 }
 
+/// Creates (or finds) the 1:1 chat with the one member: its id names the member, as Teams' do
+/// not — but it lets a test tell whose chat a message went to.
 async fn create_conversation(
     State(s): State<Arc<ConnectorState>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    let member = body["members"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if let Some(r) = record(
         &s,
         Method::POST,
@@ -327,7 +333,14 @@ async fn create_conversation(
     {
         return r;
     }
-    Json(json!({"id": "a:new-personal-conversation"})).into_response()
+    if member.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "BadArgument", "message": "no members"}})),
+        )
+            .into_response();
+    }
+    Json(json!({"id": format!("a:new-personal-{member}")})).into_response()
 }
 
 /// A Teams personal-chat message from the demo requester, addressed to `service_url`.

@@ -4,6 +4,7 @@
 
 use super::channel::{FakeConnector, TENANT};
 use super::{SqliteTestDb, TestServer, fresh_sqlite, t0, test_settings};
+use passkey::governance::directory::UserDirectory;
 use passkey::governance::permissions::GroupDirectory;
 use passkey::store::Store;
 use serde_json::{Value, json};
@@ -22,16 +23,36 @@ pub struct Chat {
 
 impl Chat {
     pub async fn start(directory: Option<Arc<dyn GroupDirectory>>) -> Chat {
+        Self::start_with(directory, None, &[]).await
+    }
+
+    /// With a people directory, and 1:1 chats opened through the fake Connector (in the demo
+    /// tenant) for people the bot has never talked to; `extra` settings on top.
+    pub async fn start_with_people(people: Arc<dyn UserDirectory>, extra: &[(&str, &str)]) -> Chat {
+        Self::start_with(None, Some(people), extra).await
+    }
+
+    async fn start_with(
+        directory: Option<Arc<dyn GroupDirectory>>,
+        people: Option<Arc<dyn UserDirectory>>,
+        extra: &[(&str, &str)],
+    ) -> Chat {
         let connector = FakeConnector::start().await;
         let db = fresh_sqlite().await;
         passkey::demo::load_if_empty(db.store.as_ref(), t0())
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let server = TestServer::start_with_directory(
-            test_settings(dir.path(), &[]),
+        let mut settings: Vec<(&str, &str)> = extra.to_vec();
+        if people.is_some() {
+            settings.push(("PASSKEY_BOT__SERVICE_URL", &connector.service_url));
+            settings.push(("PASSKEY_BOT__TENANT_ID", TENANT));
+        }
+        let server = TestServer::start_with_directories(
+            test_settings(dir.path(), &settings),
             db.store.clone(),
             directory,
+            people,
         )
         .await;
         Chat {

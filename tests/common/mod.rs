@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod chat;
+pub mod fake_graph;
 pub mod fake_sharer;
 pub mod oidc;
 pub mod web;
@@ -16,7 +17,8 @@ pub mod web;
 use passkey::app::App;
 use passkey::config::Settings;
 use passkey::domain::{Clock, ManualClock, Timestamp};
-use passkey::governance::permissions::GroupDirectory;
+use passkey::governance::directory::UserDirectory;
+use passkey::governance::permissions::{GroupDirectory, StaticGroupDirectory};
 use passkey::store::{HealthStore, PgStore, SqliteStore, Store, StoreError};
 use sqlx::AssertSqlSafe;
 use sqlx::Connection;
@@ -223,13 +225,35 @@ impl TestServer {
         store: Arc<dyn Store>,
         directory: Option<Arc<dyn GroupDirectory>>,
     ) -> TestServer {
+        Self::start_with_directories(settings, store, directory, None).await
+    }
+
+    /// As `start`, with group memberships and the people directory given where they are.
+    pub async fn start_with_directories(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        directory: Option<Arc<dyn GroupDirectory>>,
+        people: Option<Arc<dyn UserDirectory>>,
+    ) -> TestServer {
         let clock = Arc::new(ManualClock::new(t0()));
-        let app = match directory {
-            Some(d) => {
+        let app = match (directory, people) {
+            (groups, Some(people)) => {
+                App::with_directories(
+                    settings,
+                    store.clone(),
+                    clock.clone() as Arc<dyn Clock>,
+                    groups.unwrap_or_else(|| Arc::new(StaticGroupDirectory::new())),
+                    people,
+                )
+                .await
+            }
+            (Some(d), None) => {
                 App::with_directory(settings, store.clone(), clock.clone() as Arc<dyn Clock>, d)
                     .await
             }
-            None => App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>).await,
+            (None, None) => {
+                App::with_store(settings, store.clone(), clock.clone() as Arc<dyn Clock>).await
+            }
         }
         .expect("build app");
         let state = app.state.clone();
@@ -315,6 +339,55 @@ pub fn submission_context(
         approvals: vec![],
         extension_secs: None,
         actor_folder_access: None,
+    }
+}
+
+/// Revokes every authority in force on the record titled `title` and grants APPROVER to each
+/// `(principal type, principal)` at stage 1, from t0.
+pub async fn only_approvers(
+    store: &dyn Store,
+    title: &str,
+    approvers: &[(passkey::domain::PrincipalType, &str)],
+) {
+    use passkey::store::{NewAuditEvent, NewAuthority};
+    let record = store
+        .records_by_title_prefix(title, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let resource = store
+        .governed_resource_for_record(record.id)
+        .await
+        .unwrap()
+        .expect("a governed record");
+    for a in store.active_authorities(resource.id, t0()).await.unwrap() {
+        store
+            .revoke_authority(
+                a.id,
+                "test",
+                "replaced for the test",
+                &NewAuditEvent::new("test", "AUTHORITY_REVOKED", t0()),
+            )
+            .await
+            .unwrap();
+    }
+    for (principal_type, principal) in approvers {
+        store
+            .add_authority(
+                &NewAuthority {
+                    resource_id: resource.id,
+                    authority: passkey::domain::AuthorityKind::Approver,
+                    principal_type: *principal_type,
+                    principal: principal.to_string(),
+                    stage: 1,
+                    valid_from: t0(),
+                    valid_to: None,
+                    created_by: "test".into(),
+                },
+                &NewAuditEvent::new("test", "AUTHORITY_GRANTED", t0()).record(record.id),
+            )
+            .await
+            .unwrap();
     }
 }
 
