@@ -1397,3 +1397,52 @@ async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_repl
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_resent_code_replaces_the_first_after_the_cooldown() {
+    let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    server.set_phone(ALICE, ALICE_PHONE).await;
+    let (_, started) = alice.retrieve(id, &csrf).await;
+    let first = server.sms.last_code_to(ALICE_PHONE);
+    let resend = |challenge: serde_json::Value| {
+        let alice = &alice;
+        let csrf = &csrf;
+        async move {
+            let r = alice
+                .post_json(
+                    &format!("/api/requests/{id}/issue/resend"),
+                    &json!({ "challenge_id": challenge }),
+                    Some(csrf),
+                )
+                .await;
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, retry, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, retry, body) = resend(started["challenge_id"].clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry.is_some());
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Please wait")
+    );
+    server.clock.advance(time::Duration::seconds(61));
+    let (status, _, again) = resend(started["challenge_id"].clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["challenge_id"], started["challenge_id"]);
+    let second = server.sms.last_code_to(ALICE_PHONE);
+    assert_eq!(server.sms.sent.lock().unwrap().len(), 2);
+    if first != second {
+        let (status, _) = verify(&alice, id, &csrf, &started["challenge_id"], &first).await;
+        assert_eq!(status, 403, "the first code stopped working");
+    }
+    let (status, share) = verify(&alice, id, &csrf, &started["challenge_id"], &second).await;
+    assert_eq!(status, 200, "{share}");
+    server.stop().await;
+}
