@@ -204,13 +204,17 @@ impl App {
             crate::web::WebState::from_settings(&settings, clock.clone())
                 .map_err(StoreError::Invalid)?,
         );
-        let otp = Arc::new(crate::otp::OtpService::new(
-            store.clone(),
-            clock.clone(),
-            Arc::new(data_key(&settings).await?),
-            crate::otp::sms_sender(&settings.otp, clock.clone()).map_err(StoreError::Invalid)?,
-            settings.otp.clone(),
-        ));
+        let otp = Arc::new(
+            crate::otp::OtpService::new(
+                store.clone(),
+                clock.clone(),
+                Arc::new(data_key(&settings).await?),
+                crate::otp::sms_sender(&settings.otp, clock.clone())
+                    .map_err(StoreError::Invalid)?,
+                settings.otp.clone(),
+            )
+            .with_directory(people.clone()),
+        );
         if demo.is_some() {
             // The demo people get fictional phone numbers, so the console SMS flow works at once.
             otp.give_demo_phones().await.map_err(|e| match e {

@@ -45,6 +45,7 @@ on_both_databases!(
     demo_people_get_fictional_phone_numbers_in_dev,
     three_locked_challenges_in_an_hour_stop_new_ones,
     the_store_writes_second_factor_changes_only_from_the_state_seen,
+    a_profile_number_from_the_directory_is_used_when_none_is_stored,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -776,6 +777,73 @@ async fn the_store_writes_second_factor_changes_only_from_the_state_seen(db: Db)
         Some(101)
     );
     assert_eq!(audits().await, before + 1);
+}
+
+async fn a_profile_number_from_the_directory_is_used_when_none_is_stored(db: Db) {
+    use passkey::governance::directory::{DirectoryUser, StaticDirectory};
+    let mut w = world(&db).await;
+    let profile = |id: &str, mail: &str, phone: &str| DirectoryUser {
+        mobile_phone: Some(phone.into()),
+        ..DirectoryUser::new(id, "someone", mail)
+    };
+    let directory = StaticDirectory::new()
+        .with_user(profile(
+            "aad-alice",
+            "alice@contoso.example",
+            "+1 425 555 0150",
+        ))
+        // Bob's address, but another object id: not Bob's profile.
+        .with_user(profile(
+            "aad-impostor",
+            "bob@contoso.example",
+            "+1 425 555 0166",
+        ));
+    w.otp = OtpService::new(
+        w.store.clone(),
+        w.clock.clone(),
+        Arc::new(DataKey::generate().unwrap().0),
+        w.sms.clone(),
+        OtpSettings::default(),
+    )
+    .with_directory(Arc::new(directory));
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.destination_hint.as_deref(), Some("•••• 0150"));
+    assert_eq!(w.sms.sent.lock().unwrap()[0].0, "+14255550150");
+    let row = w.store.phone_number(w.alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Graph);
+    let events = w.store.audit_events_after(0, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "PHONE_NUMBER_SET" && e.actor == "system:graph-sync")
+    );
+    // An admin-set number wins over the profile from then on.
+    w.otp
+        .set_phone(&Actor::Admin(admin::Actor::Cli), w.alice.id, "+14255550177")
+        .await
+        .unwrap();
+    w.clock.advance(Duration::minutes(2));
+    let again = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(again.destination_hint.as_deref(), Some("•••• 0177"));
+
+    let bobs_request = Request {
+        requester_id: w.bob.id,
+        ..w.request.clone()
+    };
+    let none = w.otp.begin(&w.bob, &bobs_request, &w.token_hash).await;
+    assert!(
+        matches!(none, Err(OtpError::NoPhoneOrAuthenticator)),
+        "{none:?}"
+    );
+    assert!(w.store.phone_number(w.bob.id).await.unwrap().is_none());
 }
 
 #[test]

@@ -19,6 +19,7 @@ use crate::config::{OtpSettings, SmsProvider};
 use crate::crypto::{CryptoError, DataKey};
 use crate::domain::{Clock, OtpChannel, PhoneSource, Timestamp};
 use crate::governance::admin;
+use crate::governance::directory::UserDirectory;
 use crate::store::{
     ConsumeOutcome, NewAuditEvent, NewChallenge, OtpChallenge, Request, Store, StoreError, User,
 };
@@ -221,6 +222,8 @@ pub struct OtpService {
     pepper: [u8; 32],
     sms: Arc<dyn SmsSender>,
     settings: OtpSettings,
+    /// Where a person's profile number (Graph `mobilePhone`) comes from when none is stored.
+    directory: Option<Arc<dyn UserDirectory>>,
 }
 
 impl OtpService {
@@ -239,7 +242,15 @@ impl OtpService {
             pepper,
             sms,
             settings,
+            directory: None,
         }
+    }
+
+    /// Reads a person's number from their directory profile (Graph `mobilePhone`) the first
+    /// time a code is to be texted and none is stored; an admin-set number is never replaced.
+    pub fn with_directory(mut self, directory: Arc<dyn UserDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     fn ttl(&self) -> Duration {
@@ -306,10 +317,13 @@ impl OtpService {
             let row = self.store.create_challenge(&challenge, &audit).await?;
             return Ok(self.started(&row, None));
         }
-        let phone = self
-            .phone_of(user.id)
-            .await?
-            .ok_or(OtpError::NoPhoneOrAuthenticator)?;
+        let phone = match self.phone_of(user.id).await? {
+            Some(phone) => phone,
+            None => self
+                .phone_from_directory(user)
+                .await?
+                .ok_or(OtpError::NoPhoneOrAuthenticator)?,
+        };
         if let Some(last) = self.store.last_code_sent_to(user.id).await? {
             self.check_cooldown(last, now)?;
         }
@@ -658,6 +672,32 @@ impl OtpService {
         let plain = self.key.open(&phone_purpose(user_id), &row.phone_sealed)?;
         let text = String::from_utf8(plain).map_err(|_| CryptoError::Open)?;
         Ok(Some(PhoneNumber::parse(&text).ok_or(CryptoError::Open)?))
+    }
+
+    /// The person's profile number, stored (sealed, source GRAPH) when it is a valid one. Only a
+    /// profile whose object id is this person's counts; a directory that fails is logged and
+    /// treated as "no number" (the person is told to set up an authenticator or ask an admin).
+    async fn phone_from_directory(&self, user: &User) -> Result<Option<PhoneNumber>, OtpError> {
+        let Some(directory) = &self.directory else {
+            return Ok(None);
+        };
+        let Some(address) = user.upn.as_deref().or(user.email.as_deref()) else {
+            return Ok(None);
+        };
+        let profile = match directory.user_by_address(address).await {
+            Ok(Some(p)) if p.id.eq_ignore_ascii_case(&user.aad_object_id) => p,
+            Ok(_) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(target: LOG_TARGET, user_id = user.id, error = %e, "directory lookup for a phone number failed");
+                return Ok(None);
+            }
+        };
+        let Some(phone) = profile.mobile_phone.as_deref().and_then(PhoneNumber::parse) else {
+            return Ok(None);
+        };
+        self.set_phone(&Actor::GraphSync, user.id, phone.e164())
+            .await?;
+        Ok(Some(phone))
     }
 
     fn check_cooldown(&self, last_sent: Timestamp, now: Timestamp) -> Result<(), OtpError> {

@@ -91,13 +91,16 @@ impl WebServer {
         let key = passkey::app::data_key(&app.state.settings)
             .await
             .expect("data key");
-        app.state.otp = Arc::new(passkey::otp::OtpService::new(
-            store.clone(),
-            clock.clone() as Arc<dyn Clock>,
-            Arc::new(key),
-            sms.clone(),
-            app.state.settings.otp.clone(),
-        ));
+        app.state.otp = Arc::new(
+            passkey::otp::OtpService::new(
+                store.clone(),
+                clock.clone() as Arc<dyn Clock>,
+                Arc::new(key),
+                sms.clone(),
+                app.state.settings.otp.clone(),
+            )
+            .with_directory(app.state.directory.clone()),
+        );
         let state = app.state.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(listener, async move {
