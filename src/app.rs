@@ -53,6 +53,8 @@ pub struct AppState {
     pub notifier: Arc<dyn Notifier>,
     /// Signed checkpoints, verification and export of the audit trail.
     pub audit: Arc<crate::audit::AuditTrail>,
+    /// The issuance page's cookie key, sign-in provider and rate limits.
+    pub web: Arc<crate::web::WebState>,
     /// The second factor at retrieval: challenges, SMS, authenticator apps.
     pub otp: Arc<crate::otp::OtpService>,
 }
@@ -206,6 +208,10 @@ impl App {
             clock.clone(),
             settings.audit.clone(),
         ));
+        let web = Arc::new(
+            crate::web::WebState::from_settings(&settings, clock.clone())
+                .map_err(StoreError::Invalid)?,
+        );
         let otp = Arc::new(
             crate::otp::OtpService::new(
                 store.clone(),
@@ -230,6 +236,7 @@ impl App {
             lifecycle,
             notifier,
             otp,
+            web,
             settings: Arc::new(settings),
             store,
             clock,
@@ -280,9 +287,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        // The peer address feeds the per-address rate limits and the dev sign-in's loopback check.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 
     /// The one short banner `serve` prints.
