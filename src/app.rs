@@ -58,6 +58,11 @@ pub struct AppState {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A `kv:` secret reference did not resolve (the message names each, never a value).
+    #[error(transparent)]
+    Secrets(#[from] crate::azure::secrets::ResolveError),
+    #[error("{0}")]
+    Azure(#[from] crate::azure::AzureError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -77,8 +82,30 @@ pub struct App {
 }
 
 impl App {
-    /// Checks the settings, opens and migrates the database, loads demo data in dev.
-    pub async fn build(settings: Settings) -> Result<App, StartError> {
+    /// Resolves Key Vault secret references (`kv:NAME`, from `azure.key_vault_url` with the
+    /// configured Azure identity), checks the settings, opens and migrates the database, loads
+    /// demo data in dev.
+    pub async fn build(mut settings: Settings) -> Result<App, StartError> {
+        if !crate::azure::secrets::references(&mut settings).is_empty() {
+            let source = key_vault_secrets(&settings)?;
+            return Self::build_with_secrets(settings, source.as_ref()).await;
+        }
+        Self::build_resolved(settings).await
+    }
+
+    /// As [`App::build`], with the secret references resolved through `source` (tests give a fake).
+    pub async fn build_with_secrets(
+        mut settings: Settings,
+        source: &dyn crate::azure::secrets::SecretSource,
+    ) -> Result<App, StartError> {
+        let resolved = crate::azure::secrets::resolve(&mut settings, source).await?;
+        if !resolved.is_empty() {
+            tracing::info!(settings = ?resolved, vault = %source.location(), "resolved Key Vault references");
+        }
+        Self::build_resolved(settings).await
+    }
+
+    async fn build_resolved(settings: Settings) -> Result<App, StartError> {
         settings.check()?;
         std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
             path: settings.data_dir.display().to_string(),
@@ -282,6 +309,31 @@ fn bot_account_id(settings: &Settings) -> String {
 
 /// Where group memberships and people come from.
 type Directories = (Arc<dyn GroupDirectory>, Arc<dyn UserDirectory>);
+
+/// The Key Vault that `kv:` references point into, reached with the configured Azure identity.
+pub fn key_vault_secrets(
+    settings: &Settings,
+) -> Result<Box<dyn crate::azure::secrets::SecretSource>, crate::azure::AzureError> {
+    use crate::azure::{AzureError, credential, secrets::KeyVaultSecrets};
+    let url = settings
+        .azure
+        .key_vault_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            let mut copy = settings.clone();
+            let named: Vec<String> = crate::azure::secrets::references(&mut copy)
+                .into_iter()
+                .map(|r| format!("{} = {}", r.setting, r.reference))
+                .collect();
+            AzureError::Config(format!(
+                "{} use Key Vault but azure.key_vault_url (PASSKEY_AZURE__KEY_VAULT_URL) is not set",
+                named.join(", ")
+            ))
+        })?;
+    let credential = credential::from_settings(&settings.azure)?;
+    Ok(Box::new(KeyVaultSecrets::new(url, credential)?))
+}
 
 /// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one) — one
 /// client for group memberships and people — else an empty group directory and the demo people

@@ -59,6 +59,7 @@ pub struct Settings {
     pub graph: GraphSettings,
     pub vault: VaultSettings,
     pub lifecycle: LifecycleSettings,
+    pub azure: AzureSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +182,7 @@ impl Default for Settings {
             graph: GraphSettings::default(),
             vault: VaultSettings::default(),
             lifecycle: LifecycleSettings::default(),
+            azure: AzureSettings::default(),
         }
     }
 }
@@ -246,6 +248,38 @@ impl Default for VaultSettings {
             commander_config_path: None,
             commander_timeout_secs: None,
             ksm_config: None,
+        }
+    }
+}
+
+/// How the app authenticates to Azure (Key Vault) without a secret of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureCredentialKind {
+    /// The App Service / VM managed identity: system-assigned, or user-assigned by `client_id`.
+    ManagedIdentity,
+    /// Developer tools on this machine (`az login`, then `azd auth login`), for local runs.
+    Developer,
+}
+
+/// Azure Key Vault: secret references (`kv:NAME` anywhere a secret is configured) and the keys
+/// that sign audit checkpoints and wrap the data-encryption key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureSettings {
+    pub credential: AzureCredentialKind,
+    /// A user-assigned managed identity's client id (unset: the system-assigned identity).
+    pub client_id: Option<String>,
+    /// The vault's URL, e.g. `https://passkey-prod.vault.azure.net/`. Needed by any `kv:` reference.
+    pub key_vault_url: Option<String>,
+}
+
+impl Default for AzureSettings {
+    fn default() -> Self {
+        AzureSettings {
+            credential: AzureCredentialKind::ManagedIdentity,
+            client_id: None,
+            key_vault_url: None,
         }
     }
 }
@@ -368,6 +402,15 @@ impl Settings {
                 "dev channel auth (no bot.app_id) accepts unauthenticated activities, so it only listens on \
                  loopback; {} is not loopback. Set PASSKEY_BOT__APP_ID and PASSKEY_BOT__APP_PASSWORD, or bind 127.0.0.1",
                 self.bind
+            ));
+        }
+        let mut copy = self.clone();
+        for r in crate::azure::secrets::references(&mut copy) {
+            problems.push(format!(
+                "{} = {} is a Key Vault reference that was not resolved (azure.key_vault_url: {})",
+                r.setting,
+                r.reference,
+                self.azure.key_vault_url.as_deref().unwrap_or("not set")
             ));
         }
         if self.http.body_limit_bytes == 0 {
@@ -564,6 +607,18 @@ impl Settings {
         }
     }
 
+    /// Every secret setting by its configuration name, for Key Vault reference resolution
+    /// (`kv:NAME` values are replaced at start-up). A new `SecretString` field belongs here too;
+    /// the `every_secret_field_is_resolvable` test counts them.
+    pub fn secret_fields_mut(&mut self) -> Vec<(&'static str, &mut Option<SecretString>)> {
+        vec![
+            ("database_url", &mut self.database_url),
+            ("bot.app_password", &mut self.bot.app_password),
+            ("vault.commander_api_key", &mut self.vault.commander_api_key),
+            ("vault.ksm_config", &mut self.vault.ksm_config),
+        ]
+    }
+
     /// A description of the database safe to print: kind and location, no credentials.
     pub fn database_label(&self) -> String {
         let url = self.effective_database_url();
@@ -580,7 +635,11 @@ impl Settings {
 
     /// The effective settings as TOML-ish lines with every secret replaced by `[REDACTED]`.
     pub fn redacted_summary(&self) -> Vec<(String, String)> {
+        // A Key Vault reference is a name, not a secret: showing it helps find a missing one.
         let secret = |s: &Option<SecretString>| match s {
+            Some(v) if crate::azure::secrets::reference_name(v.expose_secret()).is_some() => {
+                v.expose_secret().to_string()
+            }
             Some(_) => "[REDACTED]".to_string(),
             None => "(unset)".to_string(),
         };
@@ -608,6 +667,12 @@ impl Settings {
                 "http.body_limit_bytes".into(),
                 self.http.body_limit_bytes.to_string(),
             ),
+            (
+                "azure.credential".into(),
+                format!("{:?}", self.azure.credential).to_lowercase(),
+            ),
+            ("azure.client_id".into(), opt(&self.azure.client_id)),
+            ("azure.key_vault_url".into(), opt(&self.azure.key_vault_url)),
             ("bot.app_id".into(), opt(&self.bot.app_id)),
             ("bot.app_password".into(), secret(&self.bot.app_password)),
             ("bot.tenant_id".into(), opt(&self.bot.tenant_id)),
@@ -676,6 +741,9 @@ fn is_catalog_id(id: &str) -> bool {
 
 /// `postgres://user:pass@host:5432/db` → `postgres host:5432/db`; `sqlite://path` → `sqlite path`.
 pub fn describe_database_url(url: &str) -> String {
+    if crate::azure::secrets::reference_name(url).is_some() {
+        return format!("Key Vault reference {url}");
+    }
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
