@@ -177,17 +177,21 @@ pub async fn pending(state: &AppState, user: &User) -> Result<Value, ApiError> {
         if !named {
             continue;
         }
-        let requester = state
-            .store
-            .user_by_id(r.requester_id)
-            .await?
-            .map(|u| u.display_name)
-            .unwrap_or_else(|| "Someone".into());
+        let requester = display_name(state.store.as_ref(), r.requester_id).await?;
         items.push(PendingItem::new(r, &record, &requester));
     }
     rendered(cards::render_pending_approvals(&PendingApprovalsCard::new(
         items,
     )))
+}
+
+/// What a card calls a person ("Someone" for a user row that is gone).
+async fn display_name(store: &dyn Store, user_id: i64) -> Result<String, ApiError> {
+    Ok(store
+        .user_by_id(user_id)
+        .await?
+        .map(|u| u.display_name)
+        .unwrap_or_else(|| "Someone".into()))
 }
 
 /// `admin triage`: requests waiting for an admin, oldest first.
@@ -205,12 +209,7 @@ pub async fn triage_queue(state: &AppState) -> Result<Value, ApiError> {
         let Some(record) = state.store.record_by_id(r.record_id).await? else {
             continue;
         };
-        let requester = state
-            .store
-            .user_by_id(r.requester_id)
-            .await?
-            .map(|u| u.display_name)
-            .unwrap_or_else(|| "Someone".into());
+        let requester = display_name(state.store.as_ref(), r.requester_id).await?;
         items.push(TriageItem::new(r, &record, &requester));
     }
     rendered(cards::render_triage_queue(&TriageQueueCard::new(items)))
