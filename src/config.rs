@@ -413,6 +413,17 @@ impl Settings {
                 self.azure.key_vault_url.as_deref().unwrap_or("not set")
             ));
         }
+        if let Some(url) = self
+            .azure
+            .key_vault_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            && !url.starts_with("https://")
+        {
+            problems.push(format!(
+                "azure.key_vault_url must be an https:// vault URL (Key Vault tokens are never sent over plain http), not {url}"
+            ));
+        }
         if self.http.body_limit_bytes == 0 {
             problems.push("http.body_limit_bytes must be greater than 0".into());
         }
@@ -1052,6 +1063,43 @@ mod tests {
         ]);
         let err = prod_http.check().unwrap_err().to_string();
         assert!(err.contains("bot.service_url must be https://"), "{err}");
+    }
+
+    #[test]
+    fn key_vault_references_are_named_in_the_summary_and_refused_unresolved() {
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_BOT__APP_PASSWORD", "kv:BOT-APP-PASSWORD"),
+                ("PASSKEY_AZURE__CREDENTIAL", "developer"),
+                ("PASSKEY_AZURE__KEY_VAULT_URL", "http://kv.example.test/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.azure.credential, AzureCredentialKind::Developer);
+        let summary = s.redacted_summary();
+        assert!(
+            summary
+                .iter()
+                .any(|(k, v)| k == "bot.app_password" && v == "kv:BOT-APP-PASSWORD")
+        );
+        let err = s.check().unwrap_err().to_string();
+        assert!(
+            err.contains("bot.app_password = kv:BOT-APP-PASSWORD is a Key Vault reference that was not resolved"),
+            "{err}"
+        );
+        assert!(
+            err.contains("azure.key_vault_url must be an https://"),
+            "{err}"
+        );
+        let bad = Settings::from_layers(
+            None,
+            &env(&[("PASSKEY_AZURE__CREDENTIAL", "client-secret")]),
+        );
+        assert!(
+            bad.is_err(),
+            "only the identities without a secret are accepted"
+        );
     }
 
     #[test]

@@ -428,3 +428,47 @@ impl KeyVaultWrapper {
         Ok(SecretBox::new(Box::new(bytes)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_split_into_vault_name_and_version() {
+        let (vault, name, version) =
+            parse_kid("https://kv1.vault.azure.net/keys/audit-signing/0123abcd").unwrap();
+        assert!(
+            same_vault(&vault, "https://kv1.vault.azure.net/"),
+            "{vault}"
+        );
+        assert_eq!(name, "audit-signing");
+        assert_eq!(version, "0123abcd");
+        assert!(parse_kid("https://kv1.vault.azure.net/keys/audit-signing").is_err());
+        assert!(parse_kid("https://kv1.vault.azure.net/secrets/x/1").is_err());
+        assert!(parse_kid("not a url").is_err());
+    }
+
+    #[test]
+    fn jwk_coordinates_become_an_uncompressed_point() {
+        let point = p256_point(&[1; 32], &[2; 32]).unwrap();
+        assert_eq!(point.len(), 65);
+        assert_eq!(point[0], 0x04);
+        assert_eq!(&point[1..33], &[1; 32]);
+        assert_eq!(&point[33..], &[2; 32]);
+        assert!(p256_point(&[1; 48], &[2; 48]).is_err(), "P-384 is refused");
+    }
+
+    #[tokio::test]
+    async fn truncated_wrapped_keys_are_malformed_not_panics() {
+        let vault = Arc::new(crate::azure::fake::FakeKeyVault::new(
+            "https://kv1.vault.azure.net",
+        ));
+        vault.create_key("k");
+        let wrapper = KeyVaultWrapper::new(vault, "k");
+        let good = wrapper.wrap_data_key(&[9; 32]).await.unwrap();
+        for len in 0..40.min(good.len()) {
+            let err = wrapper.unwrap_data_key(&good[..len]).await.unwrap_err();
+            assert!(matches!(err, AzureError::Invalid(_)), "length {len}: {err}");
+        }
+    }
+}
