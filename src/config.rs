@@ -60,6 +60,7 @@ pub struct Settings {
     pub vault: VaultSettings,
     pub lifecycle: LifecycleSettings,
     pub azure: AzureSettings,
+    pub crypto: CryptoSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +184,7 @@ impl Default for Settings {
             vault: VaultSettings::default(),
             lifecycle: LifecycleSettings::default(),
             azure: AzureSettings::default(),
+            crypto: CryptoSettings::default(),
         }
     }
 }
@@ -282,6 +284,28 @@ impl Default for AzureSettings {
             key_vault_url: None,
         }
     }
+}
+
+/// Which key protects a key at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyProtection {
+    /// A file in the data directory.
+    #[default]
+    Local,
+    /// An Azure Key Vault key (`azure.key_vault_url`) that never leaves the vault.
+    KeyVault,
+}
+
+/// The data-encryption key for personal data at rest (phone numbers, TOTP secrets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptoSettings {
+    /// `local`: the key file holds the key itself (mode 0600); `key-vault`: the key file holds it
+    /// wrapped by `crypto.key_vault_key` (RSA-OAEP-256 wrapKey/unwrapKey).
+    pub key_wrapper: KeyProtection,
+    /// The Key Vault key (an RSA key's name) that wraps the data-encryption key.
+    pub key_vault_key: Option<String>,
 }
 
 /// Timings of the request lifecycle and its scheduler. All in seconds.
@@ -423,6 +447,22 @@ impl Settings {
             problems.push(format!(
                 "azure.key_vault_url must be an https:// vault URL (Key Vault tokens are never sent over plain http), not {url}"
             ));
+        }
+        if self.crypto.key_wrapper == KeyProtection::KeyVault
+            && (self
+                .crypto
+                .key_vault_key
+                .as_deref()
+                .is_none_or(str::is_empty)
+                || self
+                    .azure
+                    .key_vault_url
+                    .as_deref()
+                    .is_none_or(str::is_empty))
+        {
+            problems.push(
+                "crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url".into(),
+            );
         }
         if self.http.body_limit_bytes == 0 {
             problems.push("http.body_limit_bytes must be greater than 0".into());
@@ -684,6 +724,14 @@ impl Settings {
             ),
             ("azure.client_id".into(), opt(&self.azure.client_id)),
             ("azure.key_vault_url".into(), opt(&self.azure.key_vault_url)),
+            (
+                "crypto.key_wrapper".into(),
+                format!("{:?}", self.crypto.key_wrapper).to_lowercase(),
+            ),
+            (
+                "crypto.key_vault_key".into(),
+                opt(&self.crypto.key_vault_key),
+            ),
             ("bot.app_id".into(), opt(&self.bot.app_id)),
             ("bot.app_password".into(), secret(&self.bot.app_password)),
             ("bot.tenant_id".into(), opt(&self.bot.tenant_id)),

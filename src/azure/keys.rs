@@ -373,10 +373,11 @@ impl KeyVaultWrapper {
         }
     }
 
-    /// `key-vault:{vault}/keys/{name}`: which key protects the data key.
+    /// `azure-keyvault:{vault}/keys/{name}`: which key protects the data key (recorded in the
+    /// key file; no version, since the wrapped form carries it and rotation must not change this).
     pub fn id(&self) -> String {
         format!(
-            "key-vault:{}/keys/{}",
+            "azure-keyvault:{}/keys/{}",
             self.keys.vault_url().trim_end_matches('/'),
             self.key_name
         )

@@ -23,8 +23,10 @@ pub fn signing_key_name(_settings: &crate::config::Settings) -> Option<String> {
 }
 
 /// The Key Vault key that wraps the data-encryption key, when `crypto.key_wrapper = "key-vault"`.
-pub fn wrapping_key_name(_settings: &crate::config::Settings) -> Option<String> {
-    None
+pub fn wrapping_key_name(settings: &crate::config::Settings) -> Option<String> {
+    (settings.crypto.key_wrapper == crate::config::KeyProtection::KeyVault)
+        .then(|| settings.crypto.key_vault_key.clone())
+        .flatten()
 }
 
 /// Why an Azure call failed. Messages are safe to log and print.
