@@ -1140,6 +1140,14 @@ mod tests {
             err.contains("azure.key_vault_url must be an https://"),
             "{err}"
         );
+        let wrapper =
+            Settings::from_layers(None, &env(&[("PASSKEY_CRYPTO__KEY_WRAPPER", "key-vault")]))
+                .unwrap();
+        let err = wrapper.check().unwrap_err().to_string();
+        assert!(
+            err.contains("crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url"),
+            "{err}"
+        );
         let bad = Settings::from_layers(
             None,
             &env(&[("PASSKEY_AZURE__CREDENTIAL", "client-secret")]),
