@@ -85,12 +85,8 @@ impl App {
     /// Resolves Key Vault secret references (`kv:NAME`, from `azure.key_vault_url` with the
     /// configured Azure identity), checks the settings, opens and migrates the database, loads
     /// demo data in dev.
-    pub async fn build(mut settings: Settings) -> Result<App, StartError> {
-        if !crate::azure::secrets::references(&mut settings).is_empty() {
-            let source = key_vault_secrets(&settings)?;
-            return Self::build_with_secrets(settings, source.as_ref()).await;
-        }
-        Self::build_resolved(settings).await
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        Self::build_resolved(resolve_secrets(settings).await?).await
     }
 
     /// As [`App::build`], with the secret references resolved through `source` (tests give a fake).
@@ -309,6 +305,18 @@ fn bot_account_id(settings: &Settings) -> String {
 
 /// Where group memberships and people come from.
 type Directories = (Arc<dyn GroupDirectory>, Arc<dyn UserDirectory>);
+
+/// Replaces `kv:` secret references with their values from Key Vault (nothing to do, and no
+/// Azure call, when there are none). Every command that uses the settings goes through this.
+pub async fn resolve_secrets(mut settings: Settings) -> Result<Settings, StartError> {
+    if crate::azure::secrets::references(&mut settings).is_empty() {
+        return Ok(settings);
+    }
+    let source = key_vault_secrets(&settings)?;
+    let resolved = crate::azure::secrets::resolve(&mut settings, source.as_ref()).await?;
+    tracing::info!(settings = ?resolved, vault = %source.location(), "resolved Key Vault references");
+    Ok(settings)
+}
 
 /// The Key Vault that `kv:` references point into, reached with the configured Azure identity.
 pub fn key_vault_secrets(

@@ -93,25 +93,31 @@ async fn a_reference_that_does_not_resolve_stops_start_up_naming_it() {
 
 #[test]
 fn the_binary_refuses_references_without_a_vault_and_names_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PASSKEY_DATA_DIR", dir.path().join("data"))
-        .env("PASSKEY_BIND", "127.0.0.1:0")
-        .env("PASSKEY_LOG__FILTER", "warn")
-        .env("PASSKEY_DATABASE_URL", "kv:DATABASE-URL")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("database_url = kv:DATABASE-URL") && stderr.contains("azure.key_vault_url"),
-        "{stderr}"
-    );
-    assert!(!dir.path().join("data/passkey.db").exists());
+    for command in ["serve", "migrate"] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PASSKEY_DATA_DIR", dir.path().join("data"))
+            .env("PASSKEY_BIND", "127.0.0.1:0")
+            .env("PASSKEY_LOG__FILTER", "warn")
+            .env("PASSKEY_DATABASE_URL", "kv:DATABASE-URL")
+            .arg(command)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("database_url = kv:DATABASE-URL")
+                && stderr.contains("azure.key_vault_url"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("data").exists(),
+            "{command} touched nothing"
+        );
+    }
 }
 
 #[tokio::test]
