@@ -51,6 +51,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Tells people about requests (Teams messages in their 1:1 chat with the bot).
     pub notifier: Arc<dyn Notifier>,
+    /// The second factor at retrieval: challenges, SMS, authenticator apps.
+    pub otp: Arc<crate::otp::OtpService>,
 }
 
 /// Why the app could not start.
@@ -68,6 +70,9 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    /// The data-encryption key for personal data is missing (production) or unusable.
+    #[error(transparent)]
+    DataKey(#[from] crate::crypto::CryptoError),
     #[error("database ({database}): {source}")]
     Database {
         database: String,
@@ -107,6 +112,10 @@ impl App {
             path: settings.data_dir.display().to_string(),
             source,
         })?;
+        // Checked before the database is touched, so a production start without its key says so.
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, key_wrapper(&settings)?)
+            .load(settings.profile == Profile::Dev)
+            .await?;
         let database = settings.database_label();
         let db_err = |source| StartError::Database {
             database: database.clone(),
@@ -212,10 +221,29 @@ impl App {
             });
         }
         let notifier: Arc<dyn Notifier> = Arc::new(notifier);
+        let otp = Arc::new(
+            crate::otp::OtpService::new(
+                store.clone(),
+                clock.clone(),
+                Arc::new(data_key(&settings).await?),
+                crate::otp::sms_sender(&settings.otp, clock.clone())
+                    .map_err(StoreError::Invalid)?,
+                settings.otp.clone(),
+            )
+            .with_directory(people.clone()),
+        );
+        if demo.is_some() {
+            // The demo people get fictional phone numbers, so the console SMS flow works at once.
+            otp.give_demo_phones().await.map_err(|e| match e {
+                crate::otp::OtpError::Store(e) => e,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
+        }
         let state = AppState {
             directory: people,
             lifecycle,
             notifier,
+            otp,
             settings: Arc::new(settings),
             store,
             clock,
@@ -292,6 +320,57 @@ impl App {
         }
         lines.join("\n")
     }
+}
+
+/// What protects the data-encryption key in its file: nothing but the file's mode (`local`), or
+/// the Key Vault key `crypto.key_vault_key` (`key-vault`; unwrapped once at start).
+pub fn key_wrapper(
+    settings: &Settings,
+) -> Result<Box<dyn crate::crypto::KeyWrapper>, crate::crypto::CryptoError> {
+    use crate::config::KeyProtection;
+    match settings.crypto.key_wrapper {
+        KeyProtection::Local => Ok(Box::new(crate::crypto::LocalWrapper)),
+        KeyProtection::KeyVault => {
+            let name = settings
+                .crypto
+                .key_vault_key
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    crate::crypto::CryptoError::Wrapper("crypto.key_vault_key is not set".into())
+                })?;
+            let keys = key_vault_keys(settings)
+                .map_err(|e| crate::crypto::CryptoError::Wrapper(e.to_string()))?;
+            Ok(Box::new(crate::azure::keys::KeyVaultWrapper::new(
+                keys, name,
+            )))
+        }
+    }
+}
+
+/// Key Vault keys in `azure.key_vault_url`, reached with the configured Azure identity.
+pub fn key_vault_keys(
+    settings: &Settings,
+) -> Result<Arc<dyn crate::azure::keys::KeyVaultKeys>, crate::azure::AzureError> {
+    use crate::azure::{AzureError, credential, keys::SdkKeys};
+    let url = settings
+        .azure
+        .key_vault_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| AzureError::Config("azure.key_vault_url is not set".into()))?;
+    let credential = credential::from_settings(&settings.azure)?;
+    Ok(Arc::new(SdkKeys::new(url, credential)?))
+}
+
+/// The data-encryption key for personal data at rest: the key file in the data directory,
+/// created on first start in dev, required in production (see `crypto.rs`).
+pub async fn data_key(settings: &Settings) -> Result<crate::crypto::DataKey, StoreError> {
+    let wrapper = key_wrapper(settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let file = crate::crypto::LocalKeyFile::new(&settings.data_dir, wrapper);
+    file.load(settings.profile == Profile::Dev)
+        .await
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// The bot's channel account as Teams addresses it: `28:<app id>` (dev mode has no app id; the

@@ -61,6 +61,7 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     pub azure: AzureSettings,
     pub crypto: CryptoSettings,
+    pub otp: OtpSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +186,7 @@ impl Default for Settings {
             lifecycle: LifecycleSettings::default(),
             azure: AzureSettings::default(),
             crypto: CryptoSettings::default(),
+            otp: OtpSettings::default(),
         }
     }
 }
@@ -353,6 +355,132 @@ impl Default for LifecycleSettings {
             tick_secs: 60,
             vault_sync_secs: 3600,
         }
+    }
+}
+
+/// Which gateway texts one-time codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    /// Dev only: the message is written to the log, not sent.
+    Console,
+    /// Azure Communication Services.
+    Acs,
+    Twilio,
+}
+
+/// Second factor at retrieval: SMS gateway, code lifetimes and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtpSettings {
+    pub sms_provider: SmsProvider,
+    /// The sending number (E.164) or alphanumeric sender id (`acs`, `twilio`).
+    pub sms_from: Option<String>,
+    /// The ACS resource endpoint, e.g. `https://contoso.communication.azure.com`.
+    pub acs_endpoint: Option<String>,
+    /// The ACS resource's access key (base64).
+    pub acs_access_key: Option<SecretString>,
+    /// Twilio's API root (tests point it at loopback).
+    pub twilio_base_url: String,
+    pub twilio_account_sid: Option<String>,
+    pub twilio_auth_token: Option<SecretString>,
+    /// How long a code is valid.
+    #[serde(deserialize_with = "de_u64")]
+    pub code_ttl_secs: u64,
+    /// Wrong codes before a challenge locks.
+    #[serde(deserialize_with = "de_u32")]
+    pub max_attempts: u32,
+    /// Seconds between two texts to the same person.
+    #[serde(deserialize_with = "de_u64")]
+    pub resend_cooldown_secs: u64,
+    /// Texts per challenge, the first included.
+    #[serde(deserialize_with = "de_u32")]
+    pub max_sends: u32,
+    /// Per-request limit for the gateway.
+    #[serde(deserialize_with = "de_u64")]
+    pub sms_timeout_secs: u64,
+}
+
+impl Default for OtpSettings {
+    fn default() -> Self {
+        OtpSettings {
+            sms_provider: SmsProvider::Console,
+            sms_from: None,
+            acs_endpoint: None,
+            acs_access_key: None,
+            twilio_base_url: "https://api.twilio.com".into(),
+            twilio_account_sid: None,
+            twilio_auth_token: None,
+            code_ttl_secs: 300,
+            max_attempts: 5,
+            resend_cooldown_secs: 60,
+            max_sends: 3,
+            sms_timeout_secs: 10,
+        }
+    }
+}
+
+impl OtpSettings {
+    /// What is wrong with these settings for `profile`.
+    fn problems(&self, profile: Profile) -> Vec<String> {
+        let mut problems = Vec::new();
+        let missing = |s: &Option<String>| s.as_deref().is_none_or(|v| v.trim().is_empty());
+        let missing_secret =
+            |s: &Option<SecretString>| s.as_ref().is_none_or(|v| v.expose_secret().is_empty());
+        let https_or_dev = |url: &str| {
+            url.starts_with("https://") || (profile == Profile::Dev && url.starts_with("http://"))
+        };
+        match self.sms_provider {
+            SmsProvider::Console => {
+                if profile == Profile::Production {
+                    problems.push(
+                        "production cannot use the console SMS sender (otp.sms_provider = \"console\" only logs \
+                         codes); use \"acs\" or \"twilio\""
+                            .into(),
+                    );
+                }
+            }
+            SmsProvider::Acs => {
+                match self.acs_endpoint.as_deref() {
+                    Some(url) if https_or_dev(url) => {}
+                    Some(_) => problems.push("otp.acs_endpoint must be https:// outside dev".into()),
+                    None => problems.push(
+                        "otp.sms_provider = \"acs\" needs otp.acs_endpoint (PASSKEY_OTP__ACS_ENDPOINT)".into(),
+                    ),
+                }
+                if missing_secret(&self.acs_access_key) {
+                    problems.push(
+                        "otp.sms_provider = \"acs\" needs otp.acs_access_key (PASSKEY_OTP__ACS_ACCESS_KEY)".into(),
+                    );
+                }
+            }
+            SmsProvider::Twilio => {
+                if !https_or_dev(&self.twilio_base_url) {
+                    problems.push("otp.twilio_base_url must be https:// outside dev".into());
+                }
+                if missing(&self.twilio_account_sid) || missing_secret(&self.twilio_auth_token) {
+                    problems.push(
+                        "otp.sms_provider = \"twilio\" needs otp.twilio_account_sid and otp.twilio_auth_token"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if self.sms_provider != SmsProvider::Console && missing(&self.sms_from) {
+            problems.push(
+                "otp.sms_from is required to send text messages (PASSKEY_OTP__SMS_FROM)".into(),
+            );
+        }
+        if self.code_ttl_secs == 0
+            || self.max_attempts == 0
+            || self.max_sends == 0
+            || self.sms_timeout_secs == 0
+        {
+            problems.push(
+                "otp.code_ttl_secs, max_attempts, max_sends and sms_timeout_secs must be greater than 0".into(),
+            );
+        }
+        problems
     }
 }
 
@@ -577,6 +705,7 @@ impl Settings {
                 ));
             }
         }
+        problems.extend(self.otp.problems(self.profile));
         if self.graph.install_app {
             if !self.graph.enabled {
                 problems.push("graph.install_app needs graph.enabled".into());
@@ -667,6 +796,8 @@ impl Settings {
             ("bot.app_password", &mut self.bot.app_password),
             ("vault.commander_api_key", &mut self.vault.commander_api_key),
             ("vault.ksm_config", &mut self.vault.ksm_config),
+            ("otp.acs_access_key", &mut self.otp.acs_access_key),
+            ("otp.twilio_auth_token", &mut self.otp.twilio_auth_token),
         ]
     }
 
@@ -788,6 +919,28 @@ impl Settings {
             (
                 "vault.commander_timeout_secs".into(),
                 self.vault.commander_timeout().as_secs().to_string(),
+            ),
+            (
+                "otp.sms_provider".into(),
+                format!("{:?}", self.otp.sms_provider).to_lowercase(),
+            ),
+            ("otp.sms_from".into(), opt(&self.otp.sms_from)),
+            ("otp.acs_endpoint".into(), opt(&self.otp.acs_endpoint)),
+            (
+                "otp.acs_access_key".into(),
+                secret(&self.otp.acs_access_key),
+            ),
+            (
+                "otp.twilio_base_url".into(),
+                self.otp.twilio_base_url.clone(),
+            ),
+            (
+                "otp.twilio_account_sid".into(),
+                opt(&self.otp.twilio_account_sid),
+            ),
+            (
+                "otp.twilio_auth_token".into(),
+                secret(&self.otp.twilio_auth_token),
             ),
         ]
     }
@@ -1172,6 +1325,13 @@ mod tests {
                     "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
                     "/etc/passkey/keeper.json",
                 ),
+                ("PASSKEY_OTP__SMS_PROVIDER", "acs"),
+                (
+                    "PASSKEY_OTP__ACS_ENDPOINT",
+                    "https://contoso.communication.azure.com",
+                ),
+                ("PASSKEY_OTP__ACS_ACCESS_KEY", "a2V5"),
+                ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
             ]),
         )
         .unwrap();
@@ -1209,11 +1369,73 @@ mod tests {
                 ("PASSKEY_VAULT__BACKEND", "commander-service"),
                 ("PASSKEY_VAULT__COMMANDER_URL", "http://127.0.0.1:8900"),
                 ("PASSKEY_VAULT__COMMANDER_API_KEY", "k-123"),
+                ("PASSKEY_OTP__SMS_PROVIDER", "twilio"),
+                (
+                    "PASSKEY_OTP__TWILIO_ACCOUNT_SID",
+                    "AC0123456789abcdef0123456789abcdef",
+                ),
+                ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "tw-token"),
+                ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
             ]),
         )
         .unwrap();
         s.check().unwrap();
         assert_eq!(s.log_format(), LogFormat::Json);
+    }
+
+    #[test]
+    fn otp_gateways_need_their_credentials_and_console_is_dev_only() {
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_PROFILE", "production")]))
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console SMS sender"), "{err}");
+        // Dev may use the console sender (the default).
+        Settings::from_layers(None, &env(&[]))
+            .unwrap()
+            .check()
+            .unwrap();
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_OTP__SMS_PROVIDER", "acs")]))
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("otp.acs_endpoint"), "{err}");
+        assert!(err.contains("otp.acs_access_key"), "{err}");
+        assert!(err.contains("otp.sms_from"), "{err}");
+        let err = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_OTP__SMS_PROVIDER", "twilio"),
+                ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
+                ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "tw-s3cret"),
+            ]),
+        )
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("otp.twilio_account_sid"), "{err}");
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_OTP__MAX_ATTEMPTS", "0")]))
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_attempts"), "{err}");
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "tw-s3cret"),
+                ("PASSKEY_OTP__ACS_ACCESS_KEY", "acs-s3cret"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{s:?} {:?}", s.redacted_summary());
+        assert!(
+            !shown.contains("tw-s3cret") && !shown.contains("acs-s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -138,6 +138,17 @@ pub async fn run(settings: &Settings) -> Report {
 /// As [`run`], with the Azure pieces given (tests pass fakes).
 pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
     let mut checks = Vec::new();
+    // The data key file is opened with the configured wrapper (the probes' Key Vault, if any).
+    let data_key_wrapper: Box<dyn crate::crypto::KeyWrapper> = match (
+        settings.crypto.key_wrapper,
+        &azure.keys,
+        &azure.wrapping_key,
+    ) {
+        (crate::config::KeyProtection::KeyVault, Some(keys), Some(name)) => {
+            Box::new(KeyVaultWrapper::new(keys.clone(), name))
+        }
+        _ => Box::new(crate::crypto::LocalWrapper),
+    };
     let resolved = azure_checks(settings, azure, &mut checks).await;
     // The summary shows the settings as written (references by name); the checks below use
     // the resolved values, so the database check reaches the database a reference names.
@@ -196,6 +207,7 @@ pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
         }
     }
     checks.push(vault_check(settings).await);
+    checks.push(data_key_check(settings, data_key_wrapper).await);
     if let Some(check) = ksm_check(settings) {
         checks.push(check);
     }
@@ -329,6 +341,32 @@ async fn wrapping_check(keys: Option<Arc<dyn KeyVaultKeys>>, name: &str) -> Chec
             format!("key {name}: unwrap returned different bytes"),
         ),
         Err(e) => check(false, format!("key {name}: {e}")),
+    }
+}
+
+/// The data-encryption key file is there and private (read-only: doctor never creates it).
+async fn data_key_check(settings: &Settings, wrapper: Box<dyn crate::crypto::KeyWrapper>) -> Check {
+    use crate::crypto::{CryptoError, LocalKeyFile};
+    let file = LocalKeyFile::new(&settings.data_dir, wrapper);
+    let name = "data-encryption key";
+    match file.load(false).await {
+        Ok(key) => Check {
+            name,
+            ok: true,
+            detail: format!("{} ({})", file.path().display(), key.key_id()),
+        },
+        Err(CryptoError::MissingKey(path)) if settings.profile == crate::config::Profile::Dev => {
+            Check {
+                name,
+                ok: true,
+                detail: format!("{} is created on the first dev start", path.display()),
+            }
+        }
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: e.to_string(),
+        },
     }
 }
 

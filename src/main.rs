@@ -70,6 +70,19 @@ enum AdminCommand {
         /// REQUESTER, APPROVER or ADMIN.
         role: String,
     },
+    /// Set a person's mobile number for texted one-time codes (stored encrypted):
+    /// `passkey admin phone alice@contoso.example +14255550101`.
+    Phone {
+        /// Email, UPN or Entra object id of someone who has used the bot.
+        user: String,
+        /// International (E.164) form: `+` and country code; spaces and dashes are fine.
+        number: String,
+    },
+    /// Remove a person's authenticator app (lost device) so they can enroll again.
+    TotpReset {
+        /// Email, UPN or Entra object id.
+        user: String,
+    },
     /// Load the demo data set into an empty database (dev profile only).
     DemoLoad,
     /// Sync folders, ACLs and record metadata from the configured vault (discovery included).
@@ -308,6 +321,9 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
     if let AdminCommand::Replay { trace_id, all } = command {
         return replay(store.as_ref(), clock.as_ref(), trace_id, all, &label).await;
     }
+    if let AdminCommand::Phone { .. } | AdminCommand::TotpReset { .. } = &command {
+        return second_factor_admin(&settings, store, clock, command, &label).await;
+    }
     let use_cases = GovernanceAdmin::new(store.clone(), clock.clone());
     let actor = Actor::Cli;
     let result: Result<String, AdminError> = match command {
@@ -351,7 +367,11 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             .set_role(&actor, &user, &role)
             .await
             .map(|c| c.render()),
-        AdminCommand::Replay { .. } | AdminCommand::Sync | AdminCommand::Job { .. } => {
+        AdminCommand::Replay { .. }
+        | AdminCommand::Sync
+        | AdminCommand::Job { .. }
+        | AdminCommand::Phone { .. }
+        | AdminCommand::TotpReset { .. } => {
             unreachable!("handled above")
         }
         AdminCommand::DemoLoad => {
@@ -360,9 +380,21 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             match passkey::demo::load_if_empty(store.as_ref(), clock.now()).await {
-                Ok(passkey::demo::DemoOutcome::Loaded { users, records }) => Ok(format!(
-                    "demo data loaded: {users} users, {records} records"
-                )),
+                Ok(passkey::demo::DemoOutcome::Loaded { users, records }) => {
+                    let phones = match otp_service(&settings, store.clone(), clock.clone()).await {
+                        Ok(otp) => otp.give_demo_phones().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match phones {
+                        Ok(phones) => Ok(format!(
+                            "demo data loaded: {users} users, {records} records ({phones} phone numbers)"
+                        )),
+                        Err(e) => {
+                            eprintln!("passkey: demo phone numbers: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
                 Ok(passkey::demo::DemoOutcome::SkippedNotEmpty) => {
                     eprintln!("passkey: the database already has users; demo data not loaded");
                     return ExitCode::FAILURE;
@@ -383,6 +415,95 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
         Err(e) => {
             eprintln!("passkey: {label}: {}", with_causes(&e));
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The second-factor use cases over the configured database and data-encryption key.
+async fn otp_service(
+    settings: &Settings,
+    store: std::sync::Arc<dyn passkey::store::Store>,
+    clock: std::sync::Arc<dyn passkey::domain::Clock>,
+) -> Result<passkey::otp::OtpService, String> {
+    use std::sync::Arc;
+    let key = passkey::app::data_key(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sms = passkey::otp::sms_sender(&settings.otp, clock.clone())?;
+    Ok(passkey::otp::OtpService::new(
+        store,
+        clock,
+        Arc::new(key),
+        sms,
+        settings.otp.clone(),
+    ))
+}
+
+/// `passkey admin phone USER NUMBER` and `passkey admin totp-reset USER`, audited as `admin-cli`.
+async fn second_factor_admin(
+    settings: &Settings,
+    store: std::sync::Arc<dyn passkey::store::Store>,
+    clock: std::sync::Arc<dyn passkey::domain::Clock>,
+    command: AdminCommand,
+    label: &str,
+) -> ExitCode {
+    use passkey::otp::{Actor, OtpError};
+    let who = match &command {
+        AdminCommand::Phone { user, .. } | AdminCommand::TotpReset { user } => user.clone(),
+        _ => unreachable!("only second-factor commands come here"),
+    };
+    let found = match store.user_by_email(&who).await {
+        Ok(Some(u)) => Ok(Some(u)),
+        Ok(None) => store.user_by_aad_object_id(&who).await,
+        Err(e) => Err(e),
+    };
+    let user = match found {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            eprintln!(
+                "passkey: no Passkey user `{}` (by email, UPN or Entra object id)",
+                who.chars().take(80).collect::<String>()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let otp = match otp_service(settings, store, clock).await {
+        Ok(otp) => otp,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let actor = Actor::Admin(passkey::governance::admin::Actor::Cli);
+    let result = match command {
+        AdminCommand::Phone { number, .. } => otp
+            .set_phone(&actor, user.id, &number)
+            .await
+            .map(|()| format!("phone number set for {}", user.display_name)),
+        _ => otp.reset_totp(&actor, user.id).await.map(|removed| {
+            if removed {
+                format!("authenticator app removed for {}", user.display_name)
+            } else {
+                format!("{} had no authenticator app", user.display_name)
+            }
+        }),
+    };
+    match result {
+        Ok(text) => {
+            let _ = writeln!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ (OtpError::Store(_) | OtpError::Crypto(_))) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -322,3 +322,48 @@ async fn doctor_follows_a_resolved_database_reference_and_reports_a_broken_ident
     );
     assert!(!text.contains(BOT_PASSWORD), "{text}");
 }
+
+#[tokio::test]
+async fn the_data_key_file_holds_the_key_wrapped_by_key_vault() {
+    use passkey::crypto::{LocalKeyFile, LocalWrapper};
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(FakeKeyVault::new(VAULT));
+    vault.create_key("dek-wrap");
+    let wrapped_by = |vault: &Arc<FakeKeyVault>| {
+        LocalKeyFile::new(
+            dir.path(),
+            Box::new(KeyVaultWrapper::new(vault.clone(), "dek-wrap")),
+        )
+    };
+    let created = wrapped_by(&vault).load(true).await.unwrap();
+    let text = std::fs::read_to_string(dir.path().join(passkey::crypto::LOCAL_KEY_FILE)).unwrap();
+    assert!(
+        text.contains(&format!("azure-keyvault:{VAULT}/keys/dek-wrap ")),
+        "{text}"
+    );
+    // Sealed data opens after a restart, and after the Key Vault key was rotated.
+    let sealed = created.seal("phone:user:1", b"+14255550101").unwrap();
+    vault.rotate("dek-wrap");
+    let reopened = wrapped_by(&vault).load(false).await.unwrap();
+    assert_eq!(reopened.key_id(), created.key_id());
+    assert_eq!(
+        reopened.open("phone:user:1", &sealed).unwrap(),
+        b"+14255550101"
+    );
+
+    // Another vault's key of the same name cannot unwrap it; the local wrapper is refused by name.
+    let other = Arc::new(FakeKeyVault::new(VAULT));
+    other.create_key("dek-wrap");
+    let err = wrapped_by(&other)
+        .load(false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key wrapper"), "{err}");
+    let err = LocalKeyFile::new(dir.path(), Box::new(LocalWrapper))
+        .load(false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("azure-keyvault:"), "{err}");
+}

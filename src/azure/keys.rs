@@ -430,6 +430,29 @@ impl KeyVaultWrapper {
     }
 }
 
+/// The data-encryption key's wrapper (`crypto.key_wrapper = "key-vault"`).
+#[async_trait]
+impl crate::crypto::KeyWrapper for KeyVaultWrapper {
+    fn wrapper_id(&self) -> String {
+        self.id()
+    }
+
+    async fn wrap(&self, key: &[u8; 32]) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+        self.wrap_data_key(key)
+            .await
+            .map_err(|e| crate::crypto::CryptoError::Wrapper(e.to_string()))
+    }
+
+    async fn unwrap(
+        &self,
+        wrapped: &[u8],
+    ) -> Result<SecretBox<[u8; 32]>, crate::crypto::CryptoError> {
+        self.unwrap_data_key(wrapped)
+            .await
+            .map_err(|e| crate::crypto::CryptoError::Wrapper(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

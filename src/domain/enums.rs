@@ -153,6 +153,16 @@ text_enum!(
 );
 
 text_enum!(
+    /// How a one-time code reaches the person: a text message, or their authenticator app.
+    OtpChannel, "OTP channel" { Sms => "SMS", Totp => "TOTP" }
+);
+
+text_enum!(
+    /// Where a phone number came from: the Entra profile (Graph `mobilePhone`) or an admin.
+    PhoneSource, "phone number source" { Graph => "GRAPH", Admin => "ADMIN" }
+);
+
+text_enum!(
     /// The outcome recorded on a decision trace.
     TraceOutcome, "trace outcome" { Allow => "ALLOW", Deny => "DENY", Pending => "PENDING" }
 );

@@ -19,7 +19,7 @@ pub use postgres::PgStore;
 pub use sql::recompute_audit_hash;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{IllegalTransition, RequestStatus, Role, SyncStatus, Timestamp};
+use crate::domain::{IllegalTransition, PhoneSource, RequestStatus, Role, SyncStatus, Timestamp};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -439,6 +439,96 @@ pub trait JobStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// Phone numbers, authenticator enrollments and OTP challenges (issue 8). Secrets arrive sealed
+/// (`crypto.rs`) or hashed; every state change carries its audit event in the same transaction
+/// (INV-3), and every change to a challenge is conditional on the state the caller saw.
+#[async_trait]
+pub trait SecondFactorStore: Send + Sync {
+    async fn phone_number(&self, user_id: i64) -> StoreResult<Option<PhoneNumberRow>>;
+    /// Stores (or replaces) a person's sealed phone number.
+    async fn set_phone_number(
+        &self,
+        user_id: i64,
+        phone_sealed: &[u8],
+        source: PhoneSource,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<PhoneNumberRow>;
+    async fn totp_enrollment(&self, user_id: i64) -> StoreResult<Option<TotpEnrollmentRow>>;
+    /// Stores a new, unconfirmed enrollment, replacing an unconfirmed one.
+    /// [`StoreError::Conflict`] when the person already has a confirmed one (nothing written).
+    async fn start_totp_enrollment(
+        &self,
+        user_id: i64,
+        secret_sealed: &[u8],
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<TotpEnrollmentRow>;
+    /// Confirms the unconfirmed enrollment whose secret is still `secret_sealed` (the one the
+    /// code was checked against) and records `step` as accepted. [`StoreError::Conflict`] when it
+    /// was confirmed or replaced meanwhile.
+    async fn confirm_totp_enrollment(
+        &self,
+        user_id: i64,
+        secret_sealed: &[u8],
+        step: i64,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<TotpEnrollmentRow>;
+    /// Removes a person's enrollment (an admin reset after a lost device), with its audit event;
+    /// false when there was none (nothing written).
+    async fn delete_totp_enrollment(
+        &self,
+        user_id: i64,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<bool>;
+    async fn create_challenge(
+        &self,
+        challenge: &NewChallenge,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<OtpChallenge>;
+    async fn challenge_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<OtpChallenge>>;
+    /// When this person's challenges locked (too many wrong codes), after `since`, oldest first.
+    async fn challenge_locks_since(
+        &self,
+        user_id: i64,
+        since: Timestamp,
+    ) -> StoreResult<Vec<Timestamp>>;
+    /// When a code was last texted to this person (any challenge), for the send cooldown.
+    async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>>;
+    /// Replaces a live challenge's code after a resend (new hash, new expiry, one more send),
+    /// provided it still has `send_count_seen` sends. `None`: someone else resent first, or it is
+    /// no longer live.
+    async fn record_resend(
+        &self,
+        id: uuid::Uuid,
+        code_hash: &str,
+        sent_at: Timestamp,
+        expires_at: Timestamp,
+        send_count_seen: i32,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<OtpChallenge>>;
+    /// Counts a wrong code on a live challenge that still has `attempts_seen` attempts, locking
+    /// it when that was the last one. `None`: it changed meanwhile (the caller reads it again).
+    async fn record_wrong_code(
+        &self,
+        id: uuid::Uuid,
+        attempts_seen: i32,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<OtpChallenge>>;
+    /// Uses up a live challenge (single use). With `totp_step`, also moves the person's last
+    /// accepted TOTP step to it, only if that is ahead of the stored one (no replays); either
+    /// condition failing writes nothing.
+    async fn consume_challenge(
+        &self,
+        id: uuid::Uuid,
+        at: Timestamp,
+        totp_step: Option<i64>,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<ConsumeOutcome>;
+}
+
 #[async_trait]
 pub trait HealthStore: Send + Sync {
     /// A round trip to the database.
@@ -466,6 +556,7 @@ pub trait Store:
     + AuditStore
     + ConversationStore
     + JobStore
+    + SecondFactorStore
     + HealthStore
 {
     fn kind(&self) -> DatabaseKind;

@@ -2,9 +2,9 @@
 //! Row structs derive `FromRow` generically, so one definition serves both databases.
 
 use crate::domain::{
-    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, PolicyKind, PrincipalType,
-    RequestStatus, Role, Sensitivity, SyncStatus, Timestamp, TraceOutcome, TraceStage,
-    VaultPrincipalType,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, OtpChannel, PhoneSource,
+    PolicyKind, PrincipalType, RequestStatus, Role, Sensitivity, SyncStatus, Timestamp,
+    TraceOutcome, TraceStage, VaultPrincipalType,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -513,6 +513,95 @@ pub struct NewSentCard {
     pub activity_id: String,
     pub card_kind: String,
     pub at: Timestamp,
+}
+
+/// A person's phone number, sealed (`crypto::DataKey`, associated data `phone:user:<id>`).
+#[derive(Clone, PartialEq, sqlx::FromRow)]
+pub struct PhoneNumberRow {
+    pub user_id: i64,
+    pub phone_sealed: Vec<u8>,
+    pub source: PhoneSource,
+    pub updated_at: Timestamp,
+}
+
+impl std::fmt::Debug for PhoneNumberRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneNumberRow")
+            .field("user_id", &self.user_id)
+            .field("source", &self.source)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A person's authenticator app: the TOTP secret, sealed (associated data `totp:user:<id>`).
+#[derive(Clone, PartialEq, sqlx::FromRow)]
+pub struct TotpEnrollmentRow {
+    pub user_id: i64,
+    pub secret_sealed: Vec<u8>,
+    pub created_at: Timestamp,
+    /// Set once the person proved the app works by entering a first code.
+    pub confirmed_at: Option<Timestamp>,
+    /// The highest time step accepted so far; codes for it or earlier steps are replays.
+    pub last_accepted_step: Option<i64>,
+}
+
+impl std::fmt::Debug for TotpEnrollmentRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpEnrollmentRow")
+            .field("user_id", &self.user_id)
+            .field("created_at", &self.created_at)
+            .field("confirmed_at", &self.confirmed_at)
+            .field("last_accepted_step", &self.last_accepted_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A second-factor challenge for one retrieval (`otp_challenges`). SMS challenges hold the keyed
+/// hash of the code that was sent; TOTP challenges hold none (the code comes from the app).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct OtpChallenge {
+    pub id: uuid::Uuid,
+    pub request_id: i64,
+    pub user_id: i64,
+    pub channel: OtpChannel,
+    #[serde(skip)]
+    pub code_hash: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub last_sent_at: Option<Timestamp>,
+    pub consumed_at: Option<Timestamp>,
+    pub locked_at: Option<Timestamp>,
+    pub send_count: i32,
+    #[serde(skip)]
+    pub token_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub id: uuid::Uuid,
+    pub request_id: i64,
+    pub user_id: i64,
+    pub channel: OtpChannel,
+    pub code_hash: Option<String>,
+    pub max_attempts: i32,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub last_sent_at: Option<Timestamp>,
+    pub send_count: i32,
+    pub token_hash: String,
+}
+
+/// What [`crate::store::SecondFactorStore::consume_challenge`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsumeOutcome {
+    Consumed(OtpChallenge),
+    /// Consumed, locked or expired meanwhile: nothing written.
+    NotLive,
+    /// The TOTP step was already accepted (a replayed code): nothing written.
+    StepReplayed,
 }
 
 /// Which migrations the database has, against the ones this build carries.

@@ -1,0 +1,1997 @@
+//! The second factor (issue 8) below the HTTP layer, on both databases: SMS challenges (send,
+//! verify once, wrong codes lock, expiry, resend cooldown and cap, other people's challenges),
+//! authenticator apps (enroll, confirm, RFC 6238 codes, no replay of a step), phone numbers
+//! (validated, sealed), and a dump of every table touched holding no plaintext number, code or
+//! secret. Then the SMS gateways' wire formats against fake Azure Communication Services and
+//! Twilio servers on loopback, including their error answers (the person is told to try again;
+//! nothing leaks into errors, the audit trail or the logs).
+
+mod common;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{Db, t0};
+use passkey::canonical::sha256_hex;
+use passkey::config::{OtpSettings, Settings, SmsProvider};
+use passkey::crypto::DataKey;
+use passkey::domain::*;
+use passkey::governance::admin;
+use passkey::otp::code::PhoneNumber;
+use passkey::otp::sms::{SmsError, SmsFailure, SmsSender};
+use passkey::otp::{Actor, OtpError, OtpService, totp};
+use passkey::store::*;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::{Arc, Mutex};
+use time::Duration;
+
+on_both_databases!(
+    a_texted_code_opens_its_challenge_once,
+    five_wrong_codes_lock_the_challenge_and_the_right_code_is_refused_after,
+    an_expired_challenge_accepts_nothing,
+    resends_wait_for_the_cooldown_and_stop_at_the_cap,
+    another_persons_challenge_is_not_yours,
+    an_authenticator_is_enrolled_confirmed_and_never_accepts_a_step_twice,
+    without_phone_or_authenticator_there_is_no_challenge,
+    phone_numbers_are_validated_and_sealed,
+    a_failed_send_is_audited_and_leaves_no_challenge,
+    the_database_holds_no_plaintext_number_code_or_secret,
+    twenty_parallel_right_codes_open_the_challenge_once,
+    parallel_wrong_guesses_never_get_more_than_five_tries,
+    an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again,
+    demo_people_get_fictional_phone_numbers_in_dev,
+    three_locked_challenges_in_an_hour_stop_new_ones,
+    the_store_writes_second_factor_changes_only_from_the_state_seen,
+    a_profile_number_from_the_directory_is_used_when_none_is_stored,
+);
+
+const ALICE_PHONE: &str = "+15550104411";
+const BOB_PHONE: &str = "+447700900123";
+
+// ---- the world ---------------------------------------------------------------------------------
+
+/// Records every message instead of sending it; fails on demand.
+#[derive(Default)]
+struct RecordingSender {
+    sent: Mutex<Vec<(String, String)>>,
+    fail: Mutex<Option<SmsFailure>>,
+}
+
+impl RecordingSender {
+    fn last_code(&self) -> String {
+        let sent = self.sent.lock().unwrap();
+        let (_, message) = sent.last().expect("a message was sent");
+        message
+            .split_whitespace()
+            .find(|w| {
+                w.trim_end_matches('.').len() == 6
+                    && w.trim_end_matches('.').bytes().all(|b| b.is_ascii_digit())
+            })
+            .expect("a code in the message")
+            .trim_end_matches('.')
+            .to_string()
+    }
+
+    fn count(&self) -> usize {
+        self.sent.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl SmsSender for RecordingSender {
+    fn provider(&self) -> &'static str {
+        "recording"
+    }
+
+    async fn send(&self, to: &PhoneNumber, message: &SecretString) -> Result<(), SmsError> {
+        if let Some(class) = *self.fail.lock().unwrap() {
+            return Err(SmsError {
+                provider: "recording",
+                class,
+                detail: "HTTP 503".into(),
+            });
+        }
+        self.sent
+            .lock()
+            .unwrap()
+            .push((to.e164().to_string(), message.expose_secret().to_string()));
+        Ok(())
+    }
+}
+
+struct World {
+    otp: OtpService,
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    sms: Arc<RecordingSender>,
+    alice: User,
+    bob: User,
+    /// Alice's request; its issuance token hash is `TOKEN_HASH`.
+    request: Request,
+    token_hash: String,
+}
+
+async fn world(db: &Db) -> World {
+    world_with(db, OtpSettings::default()).await
+}
+
+async fn world_with(db: &Db, settings: OtpSettings) -> World {
+    let store = db.store.clone();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let sms = Arc::new(RecordingSender::default());
+    let key = Arc::new(DataKey::generate().unwrap().0);
+    let otp = OtpService::new(store.clone(), clock.clone(), key, sms.clone(), settings);
+    let user = |aad: &str, name: &str, mail: &str| NewUser {
+        aad_object_id: aad.into(),
+        tenant_id: Some("tenant-1".into()),
+        teams_user_id: None,
+        upn: Some(mail.into()),
+        email: Some(mail.into()),
+        display_name: name.into(),
+        initial_role: Role::Requester,
+    };
+    let alice = store
+        .upsert_user(&user("aad-alice", "Alice", "alice@contoso.example"), t0())
+        .await
+        .unwrap();
+    let bob = store
+        .upsert_user(&user("aad-bob", "Bob", "bob@contoso.example"), t0())
+        .await
+        .unwrap();
+    let folder = store
+        .upsert_folder("FOLDERUID0000000000001", "Databases", t0())
+        .await
+        .unwrap();
+    let record = store
+        .upsert_record(
+            &NewRecord {
+                vault_uid: "RECORDUID0000000000001".into(),
+                title: "db-prod".into(),
+                record_type: "databaseCredentials".into(),
+                folder_id: Some(folder.id),
+                revision: 1,
+                vault_owner: None,
+                owner_user_id: None,
+                sensitivity: Sensitivity::High,
+                discovery_source: DiscoverySource::Manual,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let request = store
+        .create_request(
+            &NewRequest {
+                requester_id: alice.id,
+                record_id: record.id,
+                status: RequestStatus::Pending,
+                justification: "INC-4411 failover".into(),
+                ticket_id: Some("INC-4411".into()),
+                requested_duration_secs: 3600,
+                break_glass: false,
+                required_approvals: 1,
+                max_issuances: 3,
+                policy_version: None,
+                review_required: false,
+                otp_required: true,
+                decision_reason: None,
+            },
+            &[],
+            &NewAuditEvent::new(format!("user:{}", alice.id), "REQUEST_CREATED", t0()),
+            t0(),
+        )
+        .await
+        .unwrap();
+    World {
+        otp,
+        store,
+        clock,
+        sms,
+        alice,
+        bob,
+        request,
+        token_hash: sha256_hex("issuance-token-of-the-test"),
+    }
+}
+
+impl World {
+    async fn with_phones(self) -> Self {
+        let admin = Actor::Admin(admin::Actor::Cli);
+        self.otp
+            .set_phone(&admin, self.alice.id, ALICE_PHONE)
+            .await
+            .unwrap();
+        self.otp
+            .set_phone(&admin, self.bob.id, BOB_PHONE)
+            .await
+            .unwrap();
+        self
+    }
+
+    async fn actions(&self) -> Vec<String> {
+        self.store
+            .audit_events_after(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
+    async fn challenge(&self, id: uuid::Uuid) -> OtpChallenge {
+        self.store.challenge_by_id(id).await.unwrap().unwrap()
+    }
+
+    /// A code that is not the one sent.
+    fn wrong(code: &str) -> String {
+        let n: u32 = code.parse().unwrap();
+        format!("{:06}", (n + 1) % 1_000_000)
+    }
+}
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base32 digit") as u32;
+        buffer = (buffer << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn secret_of(uri: &str) -> Vec<u8> {
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .expect("secret in the URI");
+    base32_decode(secret)
+}
+
+fn code_now(secret: &[u8], clock: &ManualClock) -> String {
+    totp::totp_at_step(secret, totp::step_at(clock.now().unix_seconds()))
+}
+
+// ---- SMS challenges --------------------------------------------------------------------------
+
+async fn a_texted_code_opens_its_challenge_once(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.channel, OtpChannel::Sms);
+    assert_eq!(started.destination_hint.as_deref(), Some("•••• 4411"));
+    assert_eq!(started.expires_at, t0().plus(Duration::minutes(5)));
+    assert_eq!(started.resend_after, Some(t0().plus(Duration::seconds(60))));
+    let json = serde_json::to_value(&started).unwrap();
+    assert_eq!(json["channel"], "sms");
+    assert_eq!(json["destination_hint"], "•••• 4411");
+    assert_eq!(json["expires_at"], "2026-11-23T09:05:00.000000Z");
+    assert_eq!(w.sms.sent.lock().unwrap()[0].0, ALICE_PHONE);
+    let code = w.sms.last_code();
+
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!(row.token_hash.as_deref(), Some(w.token_hash.as_str()));
+    assert_eq!((row.send_count, row.attempts, row.max_attempts), (1, 0, 5));
+    assert!(!row.code_hash.as_deref().unwrap().contains(&code));
+
+    // Typed with a space, as people do.
+    let typed = format!("{} {}", &code[..3], &code[3..]);
+    let verified = w
+        .otp
+        .verify(&w.alice, started.challenge_id, &typed)
+        .await
+        .unwrap();
+    assert_eq!(verified.request_id, w.request.id);
+    assert_eq!(verified.token_hash, w.token_hash);
+    assert!(verified.matches_token(&SecretString::from("issuance-token-of-the-test")));
+    assert!(!verified.matches_token(&SecretString::from("another-token")));
+
+    let again = w.otp.verify(&w.alice, started.challenge_id, &code).await;
+    assert!(matches!(again, Err(OtpError::AlreadyUsed)), "{again:?}");
+    assert!(
+        w.challenge(started.challenge_id)
+            .await
+            .consumed_at
+            .is_some()
+    );
+    let actions = w.actions().await;
+    assert!(
+        actions.ends_with(&["OTP_SENT".to_string(), "OTP_VERIFIED".to_string()]),
+        "{actions:?}"
+    );
+}
+
+async fn five_wrong_codes_lock_the_challenge_and_the_right_code_is_refused_after(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let wrong = World::wrong(&code);
+    for left in [4u32, 3, 2, 1] {
+        match w.otp.verify(&w.alice, started.challenge_id, &wrong).await {
+            Err(OtpError::WrongCode { attempts_left }) => assert_eq!(attempts_left, left),
+            other => panic!("expected a wrong code, got {other:?}"),
+        }
+    }
+    // Garbage counts as a wrong attempt too: the fifth locks.
+    let fifth = w.otp.verify(&w.alice, started.challenge_id, "abc").await;
+    assert!(matches!(fifth, Err(OtpError::Locked)), "{fifth:?}");
+    let sixth = w.otp.verify(&w.alice, started.challenge_id, &code).await;
+    assert!(
+        matches!(sixth, Err(OtpError::Locked)),
+        "the right code after the lock: {sixth:?}"
+    );
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!(row.attempts, 5);
+    assert!(row.locked_at.is_some() && row.consumed_at.is_none());
+    // A locked challenge sends nothing more either.
+    let resend = w.otp.resend(&w.alice, started.challenge_id).await;
+    assert!(matches!(resend, Err(OtpError::Locked)), "{resend:?}");
+    let actions = w.actions().await;
+    assert_eq!(actions.iter().filter(|a| *a == "OTP_WRONG_CODE").count(), 4);
+    assert_eq!(actions.iter().filter(|a| *a == "OTP_LOCKED").count(), 1);
+    assert!(!actions.contains(&"OTP_VERIFIED".to_string()));
+}
+
+async fn an_expired_challenge_accepts_nothing(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    w.clock.advance(Duration::minutes(5));
+    let late = w.otp.verify(&w.alice, started.challenge_id, &code).await;
+    assert!(matches!(late, Err(OtpError::Expired)), "{late:?}");
+    let resend = w.otp.resend(&w.alice, started.challenge_id).await;
+    assert!(matches!(resend, Err(OtpError::Expired)), "{resend:?}");
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!(row.attempts, 0, "an expired challenge counts nothing");
+    assert!(row.consumed_at.is_none());
+    // An id nobody issued (or one housekeeping forgot) reads as expired.
+    let unknown = w.otp.verify(&w.alice, uuid::Uuid::new_v4(), &code).await;
+    assert!(matches!(unknown, Err(OtpError::Expired)));
+}
+
+async fn resends_wait_for_the_cooldown_and_stop_at_the_cap(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let first = w.sms.last_code();
+    w.clock.advance(Duration::seconds(20));
+    match w.otp.resend(&w.alice, started.challenge_id).await {
+        Err(OtpError::ResendTooSoon { retry_after_secs }) => assert_eq!(retry_after_secs, 40),
+        other => panic!("expected the cooldown, got {other:?}"),
+    }
+    // Starting over doesn't dodge the cooldown either.
+    let restart = w.otp.begin(&w.alice, &w.request, &w.token_hash).await;
+    assert!(
+        matches!(
+            restart,
+            Err(OtpError::ResendTooSoon {
+                retry_after_secs: 40
+            })
+        ),
+        "{restart:?}"
+    );
+    assert_eq!(w.sms.count(), 1);
+
+    w.clock.advance(Duration::seconds(40));
+    let second = w.otp.resend(&w.alice, started.challenge_id).await.unwrap();
+    assert_eq!(second.challenge_id, started.challenge_id);
+    assert_eq!(second.expires_at, w.clock.now().plus(Duration::minutes(5)));
+    let second_code = w.sms.last_code();
+    assert_eq!(w.sms.count(), 2);
+    // The first code stopped working when the second was sent (unless they happen to be equal).
+    if second_code != first {
+        let old = w.otp.verify(&w.alice, started.challenge_id, &first).await;
+        assert!(
+            matches!(old, Err(OtpError::WrongCode { attempts_left: 4 })),
+            "{old:?}"
+        );
+    }
+    w.clock.advance(Duration::seconds(60));
+    let third = w.otp.resend(&w.alice, started.challenge_id).await.unwrap();
+    assert_eq!(third.resend_after, None, "the third text is the last");
+    w.clock.advance(Duration::seconds(60));
+    let fourth = w.otp.resend(&w.alice, started.challenge_id).await;
+    assert!(matches!(fourth, Err(OtpError::NoMoreResends)), "{fourth:?}");
+    assert_eq!(w.sms.count(), 3);
+    assert_eq!(w.challenge(started.challenge_id).await.send_count, 3);
+    let code = w.sms.last_code();
+    w.otp
+        .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+}
+
+async fn another_persons_challenge_is_not_yours(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let refused = w.otp.begin(&w.bob, &w.request, &w.token_hash).await;
+    assert!(matches!(refused, Err(OtpError::NotYours)), "{refused:?}");
+    assert_eq!(
+        w.sms.count(),
+        0,
+        "nothing is texted for someone else's request"
+    );
+
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let stolen = w.otp.verify(&w.bob, started.challenge_id, &code).await;
+    assert!(matches!(stolen, Err(OtpError::NotYours)), "{stolen:?}");
+    let resend = w.otp.resend(&w.bob, started.challenge_id).await;
+    assert!(matches!(resend, Err(OtpError::NotYours)), "{resend:?}");
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!((row.attempts, row.send_count), (0, 1));
+    assert!(row.consumed_at.is_none());
+    // The owner still can.
+    w.otp
+        .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+}
+
+async fn three_locked_challenges_in_an_hour_stop_new_ones(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    // An authenticator code stays the same for 30 s: without a cap across challenges, new
+    // challenges would give endless guesses at it.
+    for round in 0..3 {
+        let started = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap();
+        let wrong = World::wrong(&code_now(&secret, &w.clock));
+        for _ in 0..5 {
+            let _ = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+        }
+        assert!(
+            w.challenge(started.challenge_id).await.locked_at.is_some(),
+            "round {round}"
+        );
+        w.clock.advance(Duration::minutes(10));
+    }
+    // Locks at t0, +10 min, +20 min; now is +30 min: the first ages out at +60 min.
+    match w.otp.begin(&w.alice, &w.request, &w.token_hash).await {
+        Err(e @ OtpError::TooManyFailures { retry_after_secs }) => {
+            assert_eq!(retry_after_secs, 30 * 60);
+            assert!(e.to_string().contains("30 minute"), "{e}");
+        }
+        other => panic!("expected a pause, got {other:?}"),
+    }
+    w.clock.advance(Duration::minutes(30));
+    w.otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+}
+
+async fn twenty_parallel_right_codes_open_the_challenge_once(db: Db) {
+    let w = Arc::new(world(&db).await.with_phones().await);
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (w, code) = (w.clone(), code.clone());
+            tokio::spawn(async move { w.otp.verify(&w.alice, started.challenge_id, &code).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v.request_id, w.request.id);
+                ok += 1;
+            }
+            Err(OtpError::AlreadyUsed) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "single use under concurrency");
+    let verified = w
+        .actions()
+        .await
+        .iter()
+        .filter(|a| *a == "OTP_VERIFIED")
+        .count();
+    assert_eq!(verified, 1);
+}
+
+async fn parallel_wrong_guesses_never_get_more_than_five_tries(db: Db) {
+    let w = Arc::new(world(&db).await.with_phones().await);
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let code = w.sms.last_code();
+    let tasks: Vec<_> = (0..20u32)
+        .map(|i| {
+            let w = w.clone();
+            let guess = format!("{:06}", (code.parse::<u32>().unwrap() + 1 + i) % 1_000_000);
+            tokio::spawn(async move { w.otp.verify(&w.alice, started.challenge_id, &guess).await })
+        })
+        .collect();
+    let mut wrong = 0;
+    let mut locked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(OtpError::WrongCode { .. }) => wrong += 1,
+            Err(OtpError::Locked) => locked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wrong + locked, 20);
+    assert_eq!(wrong, 4, "exactly four answers say 'wrong, N left'");
+    let row = w.challenge(started.challenge_id).await;
+    assert_eq!(row.attempts, 5, "no guess beyond the fifth was counted");
+    assert!(row.locked_at.is_some());
+    let audited = w
+        .actions()
+        .await
+        .iter()
+        .filter(|a| *a == "OTP_WRONG_CODE" || *a == "OTP_LOCKED")
+        .count();
+    assert_eq!(audited, 5);
+    let right = w.otp.verify(&w.alice, started.challenge_id, &code).await;
+    assert!(matches!(right, Err(OtpError::Locked)));
+}
+
+async fn an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    let admin = Actor::Admin(admin::Actor::Cli);
+    assert!(w.otp.reset_totp(&admin, w.alice.id).await.unwrap());
+    assert!(
+        !w.otp.reset_totp(&admin, w.alice.id).await.unwrap(),
+        "nothing left to reset"
+    );
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.channel, OtpChannel::Sms);
+    let fresh = w.otp.enroll_totp(&w.alice).await.unwrap();
+    assert_ne!(secret_of(fresh.otpauth_uri.expose_secret()), secret);
+    let actions = w.actions().await;
+    assert_eq!(actions.iter().filter(|a| *a == "TOTP_RESET").count(), 1);
+}
+
+async fn demo_people_get_fictional_phone_numbers_in_dev(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(dir.path(), &[("PASSKEY_DEMO_DATA", "true")]);
+    let app =
+        passkey::app::App::with_store(settings, db.store.clone(), Arc::new(ManualClock::new(t0())))
+            .await
+            .unwrap();
+    assert!(app.demo.is_some());
+    let alice = db
+        .store
+        .user_by_email("alice@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let factors = app.state.otp.factors(&alice).await.unwrap();
+    assert_eq!(factors.phone_hint.as_deref(), Some("•••• 0101"));
+    assert!(
+        dir.path().join(passkey::crypto::LOCAL_KEY_FILE).exists(),
+        "dev creates the key"
+    );
+}
+
+async fn the_store_writes_second_factor_changes_only_from_the_state_seen(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let store = &w.store;
+    let audits = || async { store.audit_events_after(0, 1000).await.unwrap().len() };
+    let id = uuid::Uuid::new_v4();
+    let challenge = store
+        .create_challenge(
+            &NewChallenge {
+                id,
+                request_id: w.request.id,
+                user_id: w.alice.id,
+                channel: OtpChannel::Sms,
+                code_hash: Some("ab".repeat(32)),
+                max_attempts: 2,
+                created_at: t0(),
+                expires_at: t0().plus(Duration::minutes(5)),
+                last_sent_at: Some(t0()),
+                send_count: 1,
+                token_hash: w.token_hash.clone(),
+            },
+            &NewAuditEvent::new("user:1", "OTP_SENT", t0()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(challenge.attempts, 0);
+    let ev = |a: &str| NewAuditEvent::new("user:1", a, t0());
+    let before = audits().await;
+    // Stale attempt count, stale send count: nothing written, no event.
+    assert!(
+        store
+            .record_wrong_code(id, 1, t0(), &ev("OTP_WRONG_CODE"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .record_resend(id, &"cd".repeat(32), t0(), t0(), 0, &ev("OTP_SENT"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(audits().await, before);
+    // A code hash that isn't 64 lower-case hex is refused by the database itself.
+    let bad = store
+        .record_resend(
+            id,
+            "123456",
+            t0(),
+            t0().plus(Duration::minutes(5)),
+            1,
+            &ev("OTP_SENT"),
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    // The last allowed wrong code locks, with its event.
+    let first = store
+        .record_wrong_code(id, 0, t0(), &ev("OTP_WRONG_CODE"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.locked_at.is_none());
+    let second = store
+        .record_wrong_code(id, 1, t0(), &ev("OTP_LOCKED"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second.locked_at.is_some());
+    assert_eq!(
+        store
+            .consume_challenge(id, t0(), None, &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::NotLive
+    );
+    assert_eq!(audits().await, before + 2);
+
+    // TOTP: a replayed step rolls the consumption back.
+    let sealed = w
+        .otp
+        .data_key()
+        .seal(
+            &format!("totp:user:{}", w.alice.id),
+            b"0123456789abcdefghij",
+        )
+        .unwrap();
+    store
+        .start_totp_enrollment(w.alice.id, &sealed, t0(), &ev("TOTP_ENROLLED"))
+        .await
+        .unwrap();
+    let other = w
+        .otp
+        .data_key()
+        .seal(
+            &format!("totp:user:{}", w.alice.id),
+            b"another-secret-bytes",
+        )
+        .unwrap();
+    let stale = store
+        .confirm_totp_enrollment(w.alice.id, &other, 100, t0(), &ev("TOTP_CONFIRMED"))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    store
+        .confirm_totp_enrollment(w.alice.id, &sealed, 100, t0(), &ev("TOTP_CONFIRMED"))
+        .await
+        .unwrap();
+    let again = store
+        .start_totp_enrollment(w.alice.id, &other, t0(), &ev("TOTP_ENROLLED"))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let totp_id = uuid::Uuid::new_v4();
+    store
+        .create_challenge(
+            &NewChallenge {
+                id: totp_id,
+                request_id: w.request.id,
+                user_id: w.alice.id,
+                channel: OtpChannel::Totp,
+                code_hash: None,
+                max_attempts: 5,
+                created_at: t0(),
+                expires_at: t0().plus(Duration::minutes(5)),
+                last_sent_at: None,
+                send_count: 0,
+                token_hash: w.token_hash.clone(),
+            },
+            &ev("OTP_CHALLENGE_STARTED"),
+        )
+        .await
+        .unwrap();
+    let before = audits().await;
+    assert_eq!(
+        store
+            .consume_challenge(totp_id, t0(), Some(100), &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::StepReplayed
+    );
+    assert!(
+        w.challenge(totp_id).await.consumed_at.is_none(),
+        "rolled back"
+    );
+    assert_eq!(audits().await, before);
+    assert!(matches!(
+        store
+            .consume_challenge(totp_id, t0(), Some(101), &ev("OTP_VERIFIED"))
+            .await
+            .unwrap(),
+        ConsumeOutcome::Consumed(_)
+    ));
+    assert_eq!(
+        store
+            .totp_enrollment(w.alice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_accepted_step,
+        Some(101)
+    );
+    assert_eq!(audits().await, before + 1);
+}
+
+async fn a_profile_number_from_the_directory_is_used_when_none_is_stored(db: Db) {
+    use passkey::governance::directory::{DirectoryUser, StaticDirectory};
+    let mut w = world(&db).await;
+    let profile = |id: &str, mail: &str, phone: &str| DirectoryUser {
+        mobile_phone: Some(phone.into()),
+        ..DirectoryUser::new(id, "someone", mail)
+    };
+    let directory = StaticDirectory::new()
+        .with_user(profile(
+            "aad-alice",
+            "alice@contoso.example",
+            "+1 425 555 0150",
+        ))
+        // Bob's address, but another object id: not Bob's profile.
+        .with_user(profile(
+            "aad-impostor",
+            "bob@contoso.example",
+            "+1 425 555 0166",
+        ));
+    w.otp = OtpService::new(
+        w.store.clone(),
+        w.clock.clone(),
+        Arc::new(DataKey::generate().unwrap().0),
+        w.sms.clone(),
+        OtpSettings::default(),
+    )
+    .with_directory(Arc::new(directory));
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.destination_hint.as_deref(), Some("•••• 0150"));
+    assert_eq!(w.sms.sent.lock().unwrap()[0].0, "+14255550150");
+    let row = w.store.phone_number(w.alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Graph);
+    let events = w.store.audit_events_after(0, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "PHONE_NUMBER_SET" && e.actor == "system:graph-sync")
+    );
+    // An admin-set number wins over the profile from then on.
+    w.otp
+        .set_phone(&Actor::Admin(admin::Actor::Cli), w.alice.id, "+14255550177")
+        .await
+        .unwrap();
+    w.clock.advance(Duration::minutes(2));
+    let again = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(again.destination_hint.as_deref(), Some("•••• 0177"));
+
+    let bobs_request = Request {
+        requester_id: w.bob.id,
+        ..w.request.clone()
+    };
+    let none = w.otp.begin(&w.bob, &bobs_request, &w.token_hash).await;
+    assert!(
+        matches!(none, Err(OtpError::NoPhoneOrAuthenticator)),
+        "{none:?}"
+    );
+    assert!(w.store.phone_number(w.bob.id).await.unwrap().is_none());
+}
+
+#[test]
+fn rfc6238_vectors_through_the_public_api() {
+    // RFC 6238 appendix B, SHA-1: the 6-digit codes are the low six digits of the 8-digit ones.
+    let secret = b"12345678901234567890";
+    for (t, eight) in [
+        (59, "94287082"),
+        (1_111_111_109, "07081804"),
+        (1_234_567_890, "89005924"),
+        (20_000_000_000i64, "65353130"),
+    ] {
+        assert_eq!(totp::hotp(secret, totp::step_at(t) as u64, 8), eight);
+        assert_eq!(totp::totp_at_step(secret, totp::step_at(t)), eight[2..]);
+    }
+}
+
+// ---- authenticator apps --------------------------------------------------------------------------
+
+async fn an_authenticator_is_enrolled_confirmed_and_never_accepts_a_step_twice(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let first = w.otp.enroll_totp(&w.alice).await.unwrap();
+    // Starting over before confirming replaces the secret.
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let uri = enrollment.otpauth_uri.expose_secret().to_string();
+    assert_ne!(uri, first.otpauth_uri.expose_secret());
+    assert!(
+        uri.starts_with("otpauth://totp/Passkey:alice@contoso.example?secret="),
+        "{uri}"
+    );
+    assert!(uri.contains("&issuer=Passkey"));
+    assert!(enrollment.qr_svg.starts_with("<svg") && !enrollment.qr_svg.contains("<script"));
+    let secret = secret_of(&uri);
+    assert_eq!(secret.len(), 20, "160-bit secret");
+    let factors = w.otp.factors(&w.alice).await.unwrap();
+    assert!(factors.totp_pending && !factors.totp_confirmed);
+    assert_eq!(factors.phone_hint.as_deref(), Some("•••• 4411"));
+
+    // Until confirmed, retrieval still texts.
+    let sms = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(sms.channel, OtpChannel::Sms);
+
+    let bad = w
+        .otp
+        .confirm_totp(&w.alice, &World::wrong(&code_now(&secret, &w.clock)))
+        .await;
+    assert!(matches!(bad, Err(OtpError::CodeNotAccepted)), "{bad:?}");
+    let confirm_code = code_now(&secret, &w.clock);
+    w.otp.confirm_totp(&w.alice, &confirm_code).await.unwrap();
+    let again = w.otp.enroll_totp(&w.alice).await;
+    assert!(
+        matches!(again, Err(OtpError::AlreadyEnrolled)),
+        "a session can't swap the factor: {again:?}"
+    );
+
+    // The confirmation code's step is used: the same code can't open a challenge.
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.channel, OtpChannel::Totp);
+    assert_eq!(
+        (started.destination_hint.clone(), started.resend_after),
+        (None, None)
+    );
+    let replay = w
+        .otp
+        .verify(&w.alice, started.challenge_id, &confirm_code)
+        .await;
+    assert!(
+        matches!(replay, Err(OtpError::WrongCode { attempts_left: 4 })),
+        "{replay:?}"
+    );
+
+    w.clock.advance(Duration::seconds(30));
+    let code = code_now(&secret, &w.clock);
+    let verified = w
+        .otp
+        .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+    assert_eq!(verified.token_hash, w.token_hash);
+
+    // A second challenge in the same 30 seconds: the same code is a replay.
+    let next = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let replay = w.otp.verify(&w.alice, next.challenge_id, &code).await;
+    assert!(
+        matches!(replay, Err(OtpError::WrongCode { .. })),
+        "{replay:?}"
+    );
+    // One step later (within the window) the next code works; an old step never does.
+    w.clock.advance(Duration::seconds(30));
+    w.otp
+        .verify(&w.alice, next.challenge_id, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    let stored = w.store.totp_enrollment(w.alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.last_accepted_step,
+        Some(totp::step_at(w.clock.now().unix_seconds()))
+    );
+    let actions = w.actions().await;
+    for a in [
+        "TOTP_ENROLLED",
+        "TOTP_CONFIRMED",
+        "OTP_CHALLENGE_STARTED",
+        "OTP_VERIFIED",
+    ] {
+        assert!(
+            actions.contains(&a.to_string()),
+            "{a} missing from {actions:?}"
+        );
+    }
+}
+
+async fn without_phone_or_authenticator_there_is_no_challenge(db: Db) {
+    let w = world(&db).await;
+    let none = w.otp.begin(&w.alice, &w.request, &w.token_hash).await;
+    assert!(
+        matches!(none, Err(OtpError::NoPhoneOrAuthenticator)),
+        "{none:?}"
+    );
+    let bad_hash = w.otp.begin(&w.alice, &w.request, "not-a-hash").await;
+    assert!(
+        matches!(bad_hash, Err(OtpError::InvalidInput(_))),
+        "{bad_hash:?}"
+    );
+    let confirm = w.otp.confirm_totp(&w.alice, "123456").await;
+    assert!(matches!(confirm, Err(OtpError::NotEnrolled)), "{confirm:?}");
+    assert_eq!(w.sms.count(), 0);
+    assert!(!w.actions().await.iter().any(|a| a.starts_with("OTP_")));
+}
+
+async fn phone_numbers_are_validated_and_sealed(db: Db) {
+    let w = world(&db).await;
+    let admin = Actor::Admin(admin::Actor::Cli);
+    for bad in [
+        "5550104411",
+        "+0150104411",
+        "+1555",
+        "call me",
+        "+1555010441199999",
+    ] {
+        let r = w.otp.set_phone(&admin, w.alice.id, bad).await;
+        assert!(
+            matches!(r, Err(OtpError::InvalidPhoneNumber)),
+            "{bad}: {r:?}"
+        );
+    }
+    let unknown = w.otp.set_phone(&admin, 999_999, ALICE_PHONE).await;
+    assert!(matches!(unknown, Err(OtpError::UnknownUser)), "{unknown:?}");
+    assert!(w.store.phone_number(w.alice.id).await.unwrap().is_none());
+    assert!(!w.actions().await.contains(&"PHONE_NUMBER_SET".to_string()));
+
+    w.otp
+        .set_phone(&Actor::GraphSync, w.alice.id, "+1 (555) 010-4411")
+        .await
+        .unwrap();
+    let row = w.store.phone_number(w.alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Graph);
+    assert_eq!(
+        w.otp
+            .data_key()
+            .open(&format!("phone:user:{}", w.alice.id), &row.phone_sealed)
+            .unwrap(),
+        ALICE_PHONE.as_bytes()
+    );
+    // Bound to Alice's row: the same bytes under Bob's id don't open.
+    assert!(
+        w.otp
+            .data_key()
+            .open(&format!("phone:user:{}", w.bob.id), &row.phone_sealed)
+            .is_err()
+    );
+    w.otp
+        .set_phone(&admin, w.alice.id, "+15550109999")
+        .await
+        .unwrap();
+    let row = w.store.phone_number(w.alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Admin);
+    let events = w.store.audit_events_after(0, 100).await.unwrap();
+    let set: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "PHONE_NUMBER_SET")
+        .collect();
+    assert_eq!(set.len(), 2);
+    assert_eq!(set[0].actor, "system:graph-sync");
+    assert_eq!(set[1].actor, "admin-cli");
+    // The database itself refuses a number stored in the clear.
+    let raw = w
+        .store
+        .set_phone_number(
+            w.bob.id,
+            ALICE_PHONE.as_bytes(),
+            PhoneSource::Admin,
+            t0(),
+            &NewAuditEvent::new("admin-cli", "PHONE_NUMBER_SET", t0()),
+        )
+        .await;
+    assert!(matches!(raw, Err(StoreError::Invalid(_))), "{raw:?}");
+    assert!(w.store.phone_number(w.bob.id).await.unwrap().is_none());
+}
+
+async fn a_failed_send_is_audited_and_leaves_no_challenge(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    *w.sms.fail.lock().unwrap() = Some(SmsFailure::Transient);
+    let failed = w.otp.begin(&w.alice, &w.request, &w.token_hash).await;
+    let err = failed.unwrap_err();
+    assert!(matches!(err, OtpError::SendFailed), "{err:?}");
+    assert!(err.to_string().contains("try again"));
+    let events = w
+        .store
+        .audit_events_for_request(w.request.id)
+        .await
+        .unwrap();
+    let failure = events
+        .iter()
+        .find(|e| e.action == "OTP_SEND_FAILED")
+        .expect("audited");
+    assert_eq!(failure.detail.0["class"], "transient");
+    assert!(!events.iter().any(|e| e.action == "OTP_SENT"));
+    let challenges = db
+        .raw
+        .texts("SELECT CAST(COUNT(*) AS TEXT) FROM otp_challenges")
+        .await
+        .unwrap();
+    assert_eq!(challenges, ["0"]);
+    // Once the gateway is back, trying again works at once (a failed send starts no cooldown).
+    *w.sms.fail.lock().unwrap() = None;
+    w.otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+}
+
+async fn the_database_holds_no_plaintext_number_code_or_secret(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let mut codes = Vec::new();
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    codes.push(w.sms.last_code());
+    w.otp
+        .verify(&w.alice, started.challenge_id, &World::wrong(&codes[0]))
+        .await
+        .unwrap_err();
+    w.otp
+        .verify(&w.alice, started.challenge_id, &codes[0])
+        .await
+        .unwrap();
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let uri = enrollment.otpauth_uri.expose_secret().to_string();
+    let secret = secret_of(&uri);
+    let totp_code = code_now(&secret, &w.clock);
+    w.otp.confirm_totp(&w.alice, &totp_code).await.unwrap();
+    codes.push(totp_code);
+
+    let dump_sql: &[&str] = if db.engine == "sqlite" {
+        &[
+            "SELECT quote(id) || quote(code_hash) || quote(token_hash) || quote(created_at) FROM otp_challenges",
+            "SELECT quote(phone_sealed) || quote(source) FROM user_phone_numbers",
+            "SELECT quote(secret_sealed) || quote(last_accepted_step) FROM totp_enrollments",
+            "SELECT actor || action || detail FROM audit_events",
+        ]
+    } else {
+        &[
+            "SELECT t::text FROM otp_challenges t",
+            "SELECT t::text FROM user_phone_numbers t",
+            "SELECT t::text FROM totp_enrollments t",
+            "SELECT t::text FROM audit_events t",
+        ]
+    };
+    let mut dump = String::new();
+    for sql in dump_sql {
+        dump.push_str(&db.raw.texts(sql).await.unwrap().join("\n"));
+        dump.push('\n');
+    }
+    assert!(
+        dump.contains("SMS") || dump.contains("OTP_SENT"),
+        "the dump read something"
+    );
+    let base32_secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let mut needles = vec![
+        ALICE_PHONE.to_string(),
+        ALICE_PHONE[2..].to_string(),
+        BOB_PHONE[1..].to_string(),
+        hex::encode(ALICE_PHONE),
+        hex::encode(ALICE_PHONE).to_uppercase(),
+        base32_secret.to_string(),
+        hex::encode(&secret),
+        hex::encode(&secret).to_uppercase(),
+    ];
+    needles.extend(codes.iter().map(|c| format!("\"{c}\"")));
+    needles.extend(codes.iter().map(sha256_hex));
+    for needle in needles {
+        assert!(
+            !dump.contains(&needle),
+            "`{needle}` found in the {} dump",
+            db.engine
+        );
+    }
+}
+
+// ---- the SMS gateways on the wire ----------------------------------------------------------------
+
+/// What a fake gateway saw, and what it answers next.
+#[derive(Default)]
+struct Gateway {
+    requests: Mutex<Vec<Seen>>,
+    /// (status, JSON body) answers, used front to back; empty: success.
+    script: Mutex<Vec<(u16, serde_json::Value)>>,
+    /// Why the last request's signature or credentials were refused.
+    auth_failures: Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    uri: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+const ACS_KEY_B64: &str = "c2VjcmV0LWFjY2Vzcy1rZXktZm9yLXRlc3RzLW9ubHktMTIzNDU2Nzg5MA==";
+const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "twilio-auth-token-secret";
+
+async fn fake_acs(
+    State(g): State<Arc<Gateway>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    g.requests.lock().unwrap().push(Seen {
+        uri: uri.to_string(),
+        headers: headers.clone(),
+        body: body.to_vec(),
+    });
+    // Verify exactly as ACS does: the body hash, then the signature over the documented string.
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let content_hash =
+        B64.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref());
+    let mut failures = Vec::new();
+    if header("x-ms-content-sha256") != content_hash {
+        failures.push("content hash".to_string());
+    }
+    let to_sign = format!(
+        "POST\n{}\n{};{};{}",
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or_default(),
+        header("x-ms-date"),
+        header("host"),
+        content_hash
+    );
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        &B64.decode(ACS_KEY_B64).unwrap(),
+    );
+    let expected = format!(
+        "HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature={}",
+        B64.encode(aws_lc_rs::hmac::sign(&key, to_sign.as_bytes()).as_ref())
+    );
+    if header("authorization") != expected {
+        failures.push(format!("authorization {:?}", header("authorization")));
+    }
+    if !failures.is_empty() {
+        g.auth_failures.lock().unwrap().extend(failures);
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(
+                serde_json::json!({"error": {"code": "Denied", "message": "Denied by the resource provider."}}),
+            ),
+        );
+    }
+    let scripted = {
+        let mut s = g.script.lock().unwrap();
+        (!s.is_empty()).then(|| s.remove(0))
+    };
+    match scripted {
+        Some((status, body)) => (StatusCode::from_u16(status).unwrap(), axum::Json(body)),
+        None => {
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({"value": [{
+                    "to": sent["smsRecipients"][0]["to"], "messageId": "Outgoing_20261123090000_abc",
+                    "httpStatusCode": 202, "errorMessage": null, "repeatabilityResult": "accepted",
+                    "successful": true,
+                }]})),
+            )
+        }
+    }
+}
+
+async fn fake_twilio(
+    State(g): State<Arc<Gateway>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    g.requests.lock().unwrap().push(Seen {
+        uri: uri.to_string(),
+        headers: headers.clone(),
+        body: body.to_vec(),
+    });
+    let expected = format!(
+        "Basic {}",
+        B64.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        g.auth_failures.lock().unwrap().push("basic auth".into());
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(
+                serde_json::json!({"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}),
+            ),
+        );
+    }
+    let scripted = {
+        let mut s = g.script.lock().unwrap();
+        (!s.is_empty()).then(|| s.remove(0))
+    };
+    match scripted {
+        Some((status, body)) => (StatusCode::from_u16(status).unwrap(), axum::Json(body)),
+        None => (
+            StatusCode::CREATED,
+            axum::Json(
+                serde_json::json!({"sid": "SM0123456789abcdef0123456789abcdef", "status": "queued"}),
+            ),
+        ),
+    }
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+/// Every log line written while the guard lives, through the production redaction layer.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let me = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(passkey::telemetry::RedactingMakeWriter::new(move || {
+                me.clone()
+            }))
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// An OtpService on SQLite whose SMS gateway comes from `settings` (the production path).
+async fn gateway_world(settings: OtpSettings) -> (World, common::SqliteTestDb) {
+    let db = common::fresh_sqlite().await;
+    let handle = Db {
+        store: db.store.clone(),
+        raw: db.store.clone(),
+        engine: "sqlite",
+    };
+    let mut w = world_with(&handle, settings.clone())
+        .await
+        .with_phones()
+        .await;
+    let sender = passkey::otp::sms_sender(&settings, w.clock.clone()).unwrap();
+    w.otp = OtpService::new(
+        w.store.clone(),
+        w.clock.clone(),
+        Arc::new(DataKey::generate().unwrap().0),
+        sender,
+        settings,
+    );
+    // Phones were sealed with the first key: set them again under this one.
+    let admin = Actor::Admin(admin::Actor::Cli);
+    w.otp
+        .set_phone(&admin, w.alice.id, ALICE_PHONE)
+        .await
+        .unwrap();
+    (w, db)
+}
+
+fn assert_nothing_leaks(text: &str, what: &str) {
+    for needle in [
+        ALICE_PHONE,
+        &ALICE_PHONE[2..],
+        ACS_KEY_B64,
+        TWILIO_TOKEN,
+        TWILIO_SID,
+        "is not a valid phone number",
+    ] {
+        assert!(
+            !text.contains(needle),
+            "`{needle}` leaked into {what}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn acs_requests_are_signed_and_shaped_as_documented() {
+    let gateway = Arc::new(Gateway::default());
+    let base = serve(
+        axum::Router::new()
+            .route("/sms", axum::routing::post(fake_acs))
+            .with_state(gateway.clone()),
+    )
+    .await;
+    let settings = OtpSettings {
+        sms_provider: SmsProvider::Acs,
+        acs_endpoint: Some(base.clone()),
+        acs_access_key: Some(SecretString::from(ACS_KEY_B64)),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    };
+    let (w, _db) = gateway_world(settings).await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert!(
+        gateway.auth_failures.lock().unwrap().is_empty(),
+        "{:?}",
+        gateway.auth_failures.lock().unwrap()
+    );
+    let seen = gateway.requests.lock().unwrap()[0].clone();
+    assert_eq!(seen.uri, "/sms?api-version=2021-03-07");
+    assert_eq!(seen.headers["content-type"], "application/json");
+    assert_eq!(seen.headers["x-ms-date"], "Mon, 23 Nov 2026 09:00:00 GMT");
+    let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    let message = body["message"].as_str().unwrap().to_string();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "from": "+18005550100",
+            "smsRecipients": [{"to": ALICE_PHONE}],
+            "message": message,
+            "smsSendOptions": {"enableDeliveryReport": false},
+        })
+    );
+    let code = message
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .trim_end_matches('.')
+        .to_string();
+    assert!(message.starts_with("Your Passkey code is "), "{message}");
+    w.otp
+        .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn acs_error_answers_become_try_again_and_leak_nothing() {
+    let gateway = Arc::new(Gateway::default());
+    let base = serve(
+        axum::Router::new()
+            .route("/sms", axum::routing::post(fake_acs))
+            .with_state(gateway.clone()),
+    )
+    .await;
+    let settings = OtpSettings {
+        sms_provider: SmsProvider::Acs,
+        acs_endpoint: Some(base.clone()),
+        acs_access_key: Some(SecretString::from(ACS_KEY_B64)),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    };
+    let (w, _db) = gateway_world(settings.clone()).await;
+    let logs = LogBuffer::default();
+    let _guard = logs.capture();
+    let cases = [
+        (
+            429,
+            serde_json::json!({"error": {"code": "TooManyRequests", "message": "Rate limit for +15550104411 exceeded"}}),
+            "transient",
+            "TooManyRequests",
+        ),
+        (
+            500,
+            serde_json::json!({"error": {"code": "InternalServerError", "message": "oops"}}),
+            "transient",
+            "InternalServerError",
+        ),
+        (
+            400,
+            serde_json::json!({"error": {"code": "BadRequest", "message": "+15550104411 is not a valid phone number"}}),
+            "refused",
+            "BadRequest",
+        ),
+        // Accepted as a request, refused for the recipient.
+        (
+            202,
+            serde_json::json!({"value": [{"to": ALICE_PHONE, "httpStatusCode": 400, "successful": false,
+                "errorMessage": "+15550104411 is not a valid phone number"}]}),
+            "refused",
+            "HTTP 400",
+        ),
+    ];
+    for (status, body, class, detail) in cases {
+        gateway.script.lock().unwrap().push((status, body));
+        let err = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OtpError::SendFailed), "{status}: {err:?}");
+        assert_nothing_leaks(&format!("{err} {err:?}"), "the error");
+        let events = w
+            .store
+            .audit_events_for_request(w.request.id)
+            .await
+            .unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(last.action, "OTP_SEND_FAILED");
+        assert_eq!(last.detail.0["class"], class, "{status}");
+        assert!(
+            last.detail.0["detail"].as_str().unwrap().contains(detail),
+            "{:?}",
+            last.detail
+        );
+        assert_nothing_leaks(&last.detail.0.to_string(), "the audit trail");
+    }
+    // A wrong access key is refused by the (fake) service's signature check: also "try again".
+    let (w2, _db2) = gateway_world(OtpSettings {
+        acs_access_key: Some(SecretString::from(B64.encode("another-key"))),
+        ..settings
+    })
+    .await;
+    let err = w2
+        .otp
+        .begin(&w2.alice, &w2.request, &w2.token_hash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OtpError::SendFailed));
+    assert!(!gateway.auth_failures.lock().unwrap().is_empty());
+    let text = logs.text();
+    assert!(text.contains("one-time code not sent"), "{text}");
+    assert!(text.contains("•••• 4411"), "{text}");
+    assert_nothing_leaks(&text, "the logs");
+}
+
+#[tokio::test]
+async fn twilio_requests_use_basic_auth_and_the_documented_form() {
+    let gateway = Arc::new(Gateway::default());
+    let base = serve(
+        axum::Router::new()
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages.json",
+                axum::routing::post(fake_twilio),
+            )
+            .with_state(gateway.clone()),
+    )
+    .await;
+    let settings = OtpSettings {
+        sms_provider: SmsProvider::Twilio,
+        twilio_base_url: base.clone(),
+        twilio_account_sid: Some(TWILIO_SID.into()),
+        twilio_auth_token: Some(SecretString::from(TWILIO_TOKEN)),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    };
+    let (w, _db) = gateway_world(settings).await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert!(gateway.auth_failures.lock().unwrap().is_empty());
+    let seen = gateway.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        seen.uri,
+        format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+    );
+    assert_eq!(
+        seen.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let form: Vec<(String, String)> = serde_urlencoded_pairs(&seen.body);
+    let names: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["To", "From", "Body"]);
+    assert_eq!(form[0].1, ALICE_PHONE);
+    assert_eq!(form[1].1, "+18005550100");
+    let code = form[2]
+        .1
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .trim_end_matches('.')
+        .to_string();
+    w.otp
+        .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn twilio_error_answers_become_try_again_and_leak_nothing() {
+    let gateway = Arc::new(Gateway::default());
+    let base = serve(
+        axum::Router::new()
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages.json",
+                axum::routing::post(fake_twilio),
+            )
+            .with_state(gateway.clone()),
+    )
+    .await;
+    let settings = OtpSettings {
+        sms_provider: SmsProvider::Twilio,
+        twilio_base_url: base.clone(),
+        twilio_account_sid: Some(TWILIO_SID.into()),
+        twilio_auth_token: Some(SecretString::from(TWILIO_TOKEN)),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    };
+    let (w, _db) = gateway_world(settings.clone()).await;
+    let logs = LogBuffer::default();
+    let _guard = logs.capture();
+    let twilio_error = |code: u32, status: u16, message: &str| {
+        serde_json::json!({"code": code, "message": message,
+            "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status})
+    };
+    let cases = [
+        (
+            400,
+            twilio_error(
+                21211,
+                400,
+                "The 'To' number +15550104411 is not a valid phone number.",
+            ),
+            "refused",
+            "21211",
+        ),
+        (
+            429,
+            twilio_error(20429, 429, "Too Many Requests"),
+            "transient",
+            "20429",
+        ),
+        (
+            503,
+            twilio_error(20503, 503, "Service unavailable"),
+            "transient",
+            "20503",
+        ),
+    ];
+    for (status, body, class, code) in cases {
+        gateway.script.lock().unwrap().push((status, body));
+        let err = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OtpError::SendFailed), "{status}: {err:?}");
+        assert_nothing_leaks(&format!("{err} {err:?}"), "the error");
+        let events = w
+            .store
+            .audit_events_for_request(w.request.id)
+            .await
+            .unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(last.action, "OTP_SEND_FAILED");
+        assert_eq!(last.detail.0["class"], class);
+        assert!(last.detail.0["detail"].as_str().unwrap().contains(code));
+        assert_nothing_leaks(&last.detail.0.to_string(), "the audit trail");
+    }
+    // A wrong auth token: Twilio's 401 (error 20003) is a refusal, and the token never shows.
+    let (w2, _db2) = gateway_world(OtpSettings {
+        twilio_auth_token: Some(SecretString::from("wrong-token")),
+        ..settings
+    })
+    .await;
+    let err = w2
+        .otp
+        .begin(&w2.alice, &w2.request, &w2.token_hash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OtpError::SendFailed));
+    let last = w2
+        .store
+        .audit_events_for_request(w2.request.id)
+        .await
+        .unwrap();
+    assert!(
+        last.last().unwrap().detail.0["detail"]
+            .as_str()
+            .unwrap()
+            .contains("20003")
+    );
+    // Unreachable gateway: transient, and the URL (which holds the account SID) is not repeated.
+    let (w3, _db3) = gateway_world(OtpSettings {
+        twilio_base_url: "http://127.0.0.1:9".into(),
+        sms_provider: SmsProvider::Twilio,
+        twilio_account_sid: Some(TWILIO_SID.into()),
+        twilio_auth_token: Some(SecretString::from(TWILIO_TOKEN)),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    })
+    .await;
+    let err = w3
+        .otp
+        .begin(&w3.alice, &w3.request, &w3.token_hash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OtpError::SendFailed));
+    let events = w3
+        .store
+        .audit_events_for_request(w3.request.id)
+        .await
+        .unwrap();
+    assert_eq!(events.last().unwrap().detail.0["class"], "transient");
+    let text = logs.text();
+    assert!(text.contains("one-time code not sent"), "{text}");
+    assert_nothing_leaks(&text, "the logs");
+    assert_nothing_leaks(
+        &events.last().unwrap().detail.0.to_string(),
+        "the audit trail",
+    );
+}
+
+#[tokio::test]
+async fn the_console_sender_shows_the_code_only_in_the_dev_log() {
+    let logs = LogBuffer::default();
+    let _guard = logs.capture();
+    let (w, _db) = gateway_world(OtpSettings::default()).await;
+    assert_eq!(w.otp.sms_provider(), "console");
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("DEV SMS, NOT SENT"))
+        .expect("the console line");
+    assert!(
+        line.contains("•••• 4411") && !line.contains(ALICE_PHONE),
+        "{line}"
+    );
+    let code = line
+        .split_whitespace()
+        .find(|w| {
+            w.trim_end_matches('.').len() == 6
+                && w.trim_end_matches('.').bytes().all(|b| b.is_ascii_digit())
+        })
+        .expect("the code survives redaction in the dev line")
+        .trim_end_matches('.')
+        .to_string();
+    w.otp
+        .verify(&w.alice, started.challenge_id, &code)
+        .await
+        .unwrap();
+    // The code appears in that one line only.
+    assert_eq!(text.matches(code.as_str()).count(), 1, "{text}");
+}
+
+#[test]
+fn production_settings_refuse_the_console_sender() {
+    let env: std::collections::BTreeMap<String, String> =
+        [("PASSKEY_PROFILE".to_string(), "production".to_string())].into();
+    let err = Settings::from_layers(None, &env)
+        .unwrap()
+        .check()
+        .unwrap_err();
+    assert!(err.to_string().contains("console SMS sender"));
+}
+
+fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    let text = std::str::from_utf8(body).unwrap();
+    text.split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            let decode = |s: &str| {
+                let s = s.replace('+', " ");
+                let mut out = Vec::new();
+                let bytes = s.as_bytes();
+                let mut i = 0;
+                while i < bytes.len() {
+                    if bytes[i] == b'%' {
+                        out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                        i += 3;
+                    } else {
+                        out.push(bytes[i]);
+                        i += 1;
+                    }
+                }
+                String::from_utf8(out).unwrap()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+// ---- the shell ------------------------------------------------------------------------------------
+
+fn passkey_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir).args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("PASSKEY_DATA_DIR", dir.join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn");
+    command.output().expect("run passkey")
+}
+
+#[tokio::test]
+async fn admins_set_phone_numbers_and_reset_authenticators_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let out = passkey_cli(dir.path(), &["admin", "demo-load"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(5 phone numbers)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "phone", "alice@contoso.example", "+1 425 555 0199"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "phone number set for Alice Requester"
+    );
+    assert!(!text(&out.stdout).contains("0199") && !text(&out.stderr).contains("0199"));
+
+    for (args, needle) in [
+        (
+            vec!["admin", "phone", "alice@contoso.example", "0199"],
+            "international form",
+        ),
+        (
+            vec!["admin", "phone", "nobody@contoso.example", "+14255550199"],
+            "no Passkey user",
+        ),
+        (
+            vec!["admin", "totp-reset", "nobody@contoso.example"],
+            "no Passkey user",
+        ),
+    ] {
+        let out = passkey_cli(dir.path(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "totp-reset", "alice@contoso.example"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("had no authenticator app"));
+
+    // The number is sealed under the key file the CLI created (0600) in the data directory.
+    let data = dir.path().join("data");
+    let key = passkey::crypto::LocalKeyFile::new(&data, Box::new(passkey::crypto::LocalWrapper))
+        .load(false)
+        .await
+        .unwrap();
+    let store = passkey::store::SqliteStore::open(&data.join("passkey.db"), 1)
+        .await
+        .unwrap();
+    let alice = store
+        .user_by_email("alice@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let row = store.phone_number(alice.id).await.unwrap().unwrap();
+    assert_eq!(row.source, PhoneSource::Admin);
+    assert_eq!(
+        key.open(&format!("phone:user:{}", alice.id), &row.phone_sealed)
+            .unwrap(),
+        b"+14255550199"
+    );
+    let bob = store
+        .user_by_email("bob@contoso.example")
+        .await
+        .unwrap()
+        .unwrap();
+    let bob_row = store.phone_number(bob.id).await.unwrap().unwrap();
+    assert_eq!(bob_row.source, PhoneSource::Graph);
+    assert_eq!(
+        key.open(&format!("phone:user:{}", bob.id), &bob_row.phone_sealed)
+            .unwrap(),
+        b"+14255550102"
+    );
+    let actions: Vec<String> = store
+        .audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "PHONE_NUMBER_SET")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actions.last().map(String::as_str), Some("admin-cli"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn doctor_checks_the_data_encryption_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("is created on the first dev start"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Any admin command that needs it creates it (dev), private.
+    assert!(
+        passkey_cli(dir.path(), &["admin", "demo-load"])
+            .status
+            .success()
+    );
+    let key_file = dir
+        .path()
+        .join("data")
+        .join(passkey::crypto::LOCAL_KEY_FILE);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains("data-encryption key:"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("[ ok ]") && line.contains("(dek-"), "{line}");
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let key_b64 = key_text.split_whitespace().last().unwrap();
+    assert!(
+        !text(&out.stdout).contains(key_b64),
+        "doctor must not print the key"
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = passkey_cli(dir.path(), &["doctor"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("chmod 600"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_production_start_without_the_data_encryption_key_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir.path()).arg("serve");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let out = command
+        .env("PASSKEY_DATA_DIR", dir.path().join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn")
+        .env("PASSKEY_PROFILE", "production")
+        .env("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example")
+        .env(
+            "PASSKEY_BOT__APP_ID",
+            "6a0f3c52-94b1-4e7d-8c2a-1b5e9f0d7a34",
+        )
+        .env("PASSKEY_BOT__APP_PASSWORD", "pw")
+        .env("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1")
+        .env("PASSKEY_VAULT__BACKEND", "commander-cli")
+        .env(
+            "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+            "/nonexistent/keeper.json",
+        )
+        .env("PASSKEY_OTP__SMS_PROVIDER", "twilio")
+        .env("PASSKEY_OTP__TWILIO_ACCOUNT_SID", TWILIO_SID)
+        .env("PASSKEY_OTP__TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("PASSKEY_OTP__SMS_FROM", "+18005550100")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no data-encryption key at"), "{err}");
+    assert!(!err.contains(TWILIO_TOKEN));
+    assert!(
+        !dir.path()
+            .join("data")
+            .join(passkey::crypto::LOCAL_KEY_FILE)
+            .exists(),
+        "production never makes a key"
+    );
+}
