@@ -51,6 +51,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Tells people about requests (Teams messages in their 1:1 chat with the bot).
     pub notifier: Arc<dyn Notifier>,
+    /// The issuance page's cookie key, sign-in provider and rate limits.
+    pub web: Arc<crate::web::WebState>,
     /// The second factor at retrieval: challenges, SMS, authenticator apps.
     pub otp: Arc<crate::otp::OtpService>,
 }
@@ -221,6 +223,10 @@ impl App {
             });
         }
         let notifier: Arc<dyn Notifier> = Arc::new(notifier);
+        let web = Arc::new(
+            crate::web::WebState::from_settings(&settings, clock.clone())
+                .map_err(StoreError::Invalid)?,
+        );
         let otp = Arc::new(
             crate::otp::OtpService::new(
                 store.clone(),
@@ -244,6 +250,7 @@ impl App {
             lifecycle,
             notifier,
             otp,
+            web,
             settings: Arc::new(settings),
             store,
             clock,
@@ -293,9 +300,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        // The peer address feeds the per-address rate limits and the dev sign-in's loopback check.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 
     /// The one short banner `serve` prints.

@@ -61,6 +61,7 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     pub azure: AzureSettings,
     pub crypto: CryptoSettings,
+    pub web: WebSettings,
     pub otp: OtpSettings,
 }
 
@@ -186,6 +187,7 @@ impl Default for Settings {
             lifecycle: LifecycleSettings::default(),
             azure: AzureSettings::default(),
             crypto: CryptoSettings::default(),
+            web: WebSettings::default(),
             otp: OtpSettings::default(),
         }
     }
@@ -358,6 +360,69 @@ impl Default for LifecycleSettings {
     }
 }
 
+/// The issuance page: sessions, sign-in, framing and rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSettings {
+    /// The key that signs session cookies (base64, at least 32 bytes). Unset: `session.key` in the
+    /// data directory, created on first start. Instances behind one load balancer need the same key.
+    pub session_key: Option<SecretString>,
+    /// How long a sign-in lasts.
+    #[serde(deserialize_with = "de_u64")]
+    pub session_ttl_secs: u64,
+    /// Origins allowed to frame the page (CSP `frame-ancestors`): Teams' hosts.
+    #[serde(deserialize_with = "de_list")]
+    pub frame_ancestors: Vec<String>,
+    /// Take the client address from the first `X-Forwarded-For` entry (behind App Service or
+    /// another proxy that sets it); otherwise the peer address is used.
+    pub trust_forwarded_for: bool,
+    /// Exchange and challenge calls per person per minute (per instance).
+    #[serde(deserialize_with = "de_u32")]
+    pub rate_per_user_per_minute: u32,
+    /// Exchange and challenge calls per client address per minute (per instance).
+    #[serde(deserialize_with = "de_u32")]
+    pub rate_per_ip_per_minute: u32,
+    pub oidc: OidcSettings,
+}
+
+/// Entra ID sign-in (OpenID Connect authorization code flow with PKCE, confidential client).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcSettings {
+    /// `https://login.microsoftonline.com`; discovery is `{authority}/{tenant}/v2.0/.well-known/openid-configuration`.
+    pub authority: String,
+    /// The directory (tenant) id the app is registered in, or `organizations` for several tenants.
+    pub tenant_id: Option<String>,
+    /// The app registration's client id. Set: people sign in with Entra ID (also in dev).
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    /// Tenants whose people may sign in; empty = `bot.allowed_tenants`.
+    #[serde(deserialize_with = "de_list")]
+    pub allowed_tenants: Vec<String>,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            session_key: None,
+            session_ttl_secs: 15 * 60,
+            frame_ancestors: [
+                "https://teams.microsoft.com",
+                "https://*.teams.microsoft.com",
+                "https://teams.cloud.microsoft",
+                "https://*.cloud.microsoft",
+                "https://*.office.com",
+            ]
+            .map(String::from)
+            .to_vec(),
+            trust_forwarded_for: false,
+            rate_per_user_per_minute: 10,
+            rate_per_ip_per_minute: 30,
+            oidc: OidcSettings::default(),
+        }
+    }
+}
+
 /// Which gateway texts one-time codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -417,6 +482,28 @@ impl Default for OtpSettings {
             max_sends: 3,
             sms_timeout_secs: 10,
         }
+    }
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        OidcSettings {
+            authority: "https://login.microsoftonline.com".into(),
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            allowed_tenants: Vec::new(),
+        }
+    }
+}
+
+impl WebSettings {
+    /// True when people sign in with Entra ID rather than the dev sign-in page.
+    pub fn oidc_enabled(&self) -> bool {
+        self.oidc
+            .client_id
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
     }
 }
 
@@ -676,6 +763,7 @@ impl Settings {
                 }
             }
         }
+        problems.extend(self.web_problems());
         if self.graph.enabled {
             // Graph needs an app token from the home tenant: the bot's identity, single-tenant.
             if dev_channel_auth || self.bot.tenant_id.as_deref().is_none_or(str::is_empty) {
@@ -744,6 +832,84 @@ impl Settings {
         }
     }
 
+    /// The issuance page's settings that cannot work or are unsafe.
+    fn web_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let w = &self.web;
+        if w.session_ttl_secs == 0
+            || w.rate_per_user_per_minute == 0
+            || w.rate_per_ip_per_minute == 0
+        {
+            problems.push(
+                "web.session_ttl_secs, rate_per_user_per_minute and rate_per_ip_per_minute must be greater than 0"
+                    .into(),
+            );
+        }
+        if let Some(key) = &w.session_key {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(key.expose_secret().trim())
+                .or_else(|_| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(key.expose_secret().trim())
+                });
+            if decoded.map_or(true, |k| k.len() < 32) {
+                problems.push("web.session_key must be base64 of at least 32 random bytes".into());
+            }
+        }
+        let o = &w.oidc;
+        if w.oidc_enabled() {
+            if o.tenant_id.as_deref().is_none_or(str::is_empty) {
+                problems.push(
+                    "web.oidc.client_id needs web.oidc.tenant_id (PASSKEY_WEB__OIDC__TENANT_ID)"
+                        .into(),
+                );
+            }
+            if o.client_secret
+                .as_ref()
+                .is_none_or(|s| s.expose_secret().is_empty())
+            {
+                problems.push(
+                    "web.oidc.client_id needs web.oidc.client_secret (PASSKEY_WEB__OIDC__CLIENT_SECRET)".into(),
+                );
+            }
+            if self.sign_in_tenants().is_empty() && self.profile == Profile::Production {
+                problems.push(
+                    "web sign-in needs allowed tenants: web.oidc.allowed_tenants or bot.allowed_tenants".into(),
+                );
+            }
+            if !(o.authority.starts_with("https://")
+                || (self.profile == Profile::Dev && o.authority.starts_with("http://")))
+            {
+                problems.push(format!(
+                    "web.oidc.authority must be https:// outside dev (got {})",
+                    o.authority
+                ));
+            }
+        } else if self.profile == Profile::Production {
+            problems.push(
+                "production needs Entra sign-in for the issuance page: web.oidc.client_id, client_secret and tenant_id"
+                    .into(),
+            );
+        } else if !self.bind.ip().is_loopback() {
+            problems.push(format!(
+                "the dev sign-in page lets anyone pick a user, so it only listens on loopback; {} is not loopback. \
+                 Configure web.oidc, or bind 127.0.0.1",
+                self.bind
+            ));
+        }
+        problems
+    }
+
+    /// Tenants whose people may sign in to the issuance page.
+    pub fn sign_in_tenants(&self) -> &[String] {
+        if self.web.oidc.allowed_tenants.is_empty() {
+            &self.bot.allowed_tenants
+        } else {
+            &self.web.oidc.allowed_tenants
+        }
+    }
+
     /// Where 1:1 chats with people the bot has never talked to are opened: the configured
     /// `bot.service_url`, else the Teams-wide default when the bot has an app id. `None` in dev
     /// mode without one, so `cargo run` and tests never call out unasked.
@@ -798,6 +964,8 @@ impl Settings {
             ("vault.ksm_config", &mut self.vault.ksm_config),
             ("otp.acs_access_key", &mut self.otp.acs_access_key),
             ("otp.twilio_auth_token", &mut self.otp.twilio_auth_token),
+            ("web.session_key", &mut self.web.session_key),
+            ("web.oidc.client_secret", &mut self.web.oidc.client_secret),
         ]
     }
 
@@ -919,6 +1087,34 @@ impl Settings {
             (
                 "vault.commander_timeout_secs".into(),
                 self.vault.commander_timeout().as_secs().to_string(),
+            ),
+            ("web.session_key".into(), secret(&self.web.session_key)),
+            (
+                "web.session_ttl_secs".into(),
+                self.web.session_ttl_secs.to_string(),
+            ),
+            (
+                "web.sign_in".into(),
+                if self.web.oidc_enabled() {
+                    "entra"
+                } else {
+                    "dev (loopback only)"
+                }
+                .into(),
+            ),
+            ("web.oidc.authority".into(), self.web.oidc.authority.clone()),
+            ("web.oidc.tenant_id".into(), opt(&self.web.oidc.tenant_id)),
+            ("web.oidc.client_id".into(), opt(&self.web.oidc.client_id)),
+            (
+                "web.oidc.client_secret".into(),
+                secret(&self.web.oidc.client_secret),
+            ),
+            (
+                "web.rate_limits".into(),
+                format!(
+                    "{}/min per person, {}/min per address (per instance)",
+                    self.web.rate_per_user_per_minute, self.web.rate_per_ip_per_minute
+                ),
             ),
             (
                 "otp.sms_provider".into(),
@@ -1162,6 +1358,9 @@ mod tests {
                     "PASSKEY_BOT__APP_ID",
                     "00000000-0000-0000-0000-000000000001",
                 ),
+                ("PASSKEY_WEB__OIDC__CLIENT_ID", "web-app"),
+                ("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret"),
+                ("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1"),
             ]),
         )
         .unwrap();
@@ -1320,6 +1519,9 @@ mod tests {
                 ("PASSKEY_BOT__APP_ID", "app"),
                 ("PASSKEY_BOT__CONNECTOR_AUTH", "managed-identity"),
                 ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+                ("PASSKEY_WEB__OIDC__CLIENT_ID", "web-app"),
+                ("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret"),
+                ("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1"),
                 ("PASSKEY_VAULT__BACKEND", "commander-cli"),
                 (
                     "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
@@ -1369,6 +1571,9 @@ mod tests {
                 ("PASSKEY_VAULT__BACKEND", "commander-service"),
                 ("PASSKEY_VAULT__COMMANDER_URL", "http://127.0.0.1:8900"),
                 ("PASSKEY_VAULT__COMMANDER_API_KEY", "k-123"),
+                ("PASSKEY_WEB__OIDC__CLIENT_ID", "web-app"),
+                ("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret"),
+                ("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1"),
                 ("PASSKEY_OTP__SMS_PROVIDER", "twilio"),
                 (
                     "PASSKEY_OTP__TWILIO_ACCOUNT_SID",
@@ -1445,6 +1650,9 @@ mod tests {
             ("PASSKEY_BOT__APP_ID", "app"),
             ("PASSKEY_BOT__APP_PASSWORD", "pw"),
             ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+            ("PASSKEY_WEB__OIDC__CLIENT_ID", "web-app"),
+            ("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret"),
+            ("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1"),
         ];
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut pairs = base.to_vec();
@@ -1478,5 +1686,53 @@ mod tests {
         ]);
         assert_eq!(s.vault.commander_timeout().as_secs(), 7);
         assert_eq!(with(&[]).vault.commander_timeout().as_secs(), 30);
+    }
+
+    #[test]
+    fn the_issuance_page_needs_entra_sign_in_in_production_and_loopback_for_dev_sign_in() {
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_PROFILE", "production")])).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("production needs Entra sign-in"), "{err}");
+
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_BIND", "0.0.0.0:3978"),
+                (
+                    "PASSKEY_BOT__APP_ID",
+                    "00000000-0000-0000-0000-000000000001",
+                ),
+            ]),
+        )
+        .unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("dev sign-in page"), "{err}");
+
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_WEB__OIDC__CLIENT_ID", "web-app"),
+                ("PASSKEY_WEB__SESSION_KEY", "dG9vLXNob3J0"),
+            ]),
+        )
+        .unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("web.oidc.tenant_id"), "{err}");
+        assert!(err.contains("web.oidc.client_secret"), "{err}");
+        assert!(err.contains("at least 32 random bytes"), "{err}");
+        assert!(!format!("{:?}", s.redacted_summary()).contains("dG9vLXNob3J0"));
+
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_BOT__ALLOWED_TENANTS", "t-bot"),
+                ("PASSKEY_WEB__OIDC__ALLOWED_TENANTS", "t-web, t-2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.sign_in_tenants(), ["t-web", "t-2"]);
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_BOT__ALLOWED_TENANTS", "t-bot")]))
+            .unwrap();
+        assert_eq!(s.sign_in_tenants(), ["t-bot"]);
     }
 }

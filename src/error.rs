@@ -21,6 +21,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Too many attempts from this person or address; the response carries `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        retry_after_secs: u64,
+        message: String,
+    },
+    /// A passing failure whose message tells the person what to do (nothing was used up).
+    #[error("{0}")]
+    TryAgain(String),
     #[error("service unavailable")]
     Unavailable(#[source] Option<Box<dyn std::error::Error + Send + Sync>>),
     #[error("internal error")]
@@ -36,6 +45,8 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TryAgain(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -49,8 +60,18 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::TryAgain(_) => "try_again",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// 429: too many attempts; try again in `retry_after_secs`.
+    pub fn too_many(retry_after_secs: u64) -> Self {
+        ApiError::TooManyRequests {
+            retry_after_secs,
+            message: format!("Too many attempts. Try again in {retry_after_secs} seconds."),
         }
     }
 
@@ -86,7 +107,16 @@ impl IntoResponse for ApiError {
             _ => tracing::debug!(status = status.as_u16(), error = %self, "request refused"),
         }
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 

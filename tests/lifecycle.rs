@@ -40,6 +40,7 @@ on_both_databases!(
     a_terminal_vault_failure_makes_an_unissued_lease_unfulfillable,
     an_unrecorded_share_is_removed_again,
     a_high_record_needs_a_second_factor,
+    a_two_step_retrieval_uses_the_token_bound_to_the_verified_challenge,
     release_removes_every_share_by_id,
     admin_revoke_and_lost_permission_end_the_lease,
     expiry_retries_a_removal_that_failed,
@@ -1347,6 +1348,103 @@ async fn a_high_record_needs_a_second_factor(db: Db) {
         .await
         .unwrap();
     assert_eq!(got.issuance_count, 1);
+}
+
+/// Step 1 checks the token without using it (a wrong one is audited); step 2 uses it by the
+/// hash step 1 returned. A token minted in between replaces the bound one, and a used hash is
+/// never good twice.
+async fn a_two_step_retrieval_uses_the_token_bound_to_the_verified_challenge(db: Db) {
+    let w = world(&db).await;
+    let id = w
+        .submit(&w.alice, "ops-high", 3600)
+        .await
+        .unwrap()
+        .request
+        .id;
+    w.life.approve(&w.dave, id, None).await.unwrap();
+    let minted = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
+
+    let wrong = SecretString::from("A".repeat(43));
+    assert!(matches!(
+        w.life.check_issuance_token(&w.alice, id, &wrong).await,
+        Err(LifecycleError::TokenMismatch)
+    ));
+    let actions: Vec<String> = w
+        .store
+        .audit_events_for_request(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"ISSUANCE_TOKEN_MISMATCH".to_string()),
+        "{actions:?}"
+    );
+    assert!(matches!(
+        w.life.check_issuance_token(&w.bob, id, &minted.token).await,
+        Err(LifecycleError::NotYours(_))
+    ));
+
+    let (request, hash) = w
+        .life
+        .check_issuance_token(&w.alice, id, &minted.token)
+        .await
+        .unwrap();
+    assert_eq!(hash, sha256_hex(minted.token.expose_secret()));
+    assert!(request.otp_required);
+    // Checking used nothing up: checking again still passes, nothing was shared.
+    w.life
+        .check_issuance_token(&w.alice, id, &minted.token)
+        .await
+        .unwrap();
+    assert_eq!(w.sharer.count(Op::Create), 0);
+    assert_eq!(w.request(id).await.issuance_count, 0);
+
+    let got = w
+        .life
+        .exchange_verified(&w.alice, id, &hash, ClientInfo::default())
+        .await
+        .unwrap();
+    assert_eq!(got.issuance_count, 1);
+    assert!(
+        matches!(
+            w.life
+                .exchange_verified(&w.alice, id, &hash, ClientInfo::default())
+                .await,
+            Err(LifecycleError::TokenMismatch)
+        ),
+        "a used token's hash is not good twice"
+    );
+
+    // A token minted after step 1 replaces the bound one: the old binding shares nothing.
+    let first = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
+    let (_, bound) = w
+        .life
+        .check_issuance_token(&w.alice, id, &first.token)
+        .await
+        .unwrap();
+    let second = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
+    assert!(matches!(
+        w.life
+            .exchange_verified(&w.alice, id, &bound, ClientInfo::default())
+            .await,
+        Err(LifecycleError::TokenMismatch)
+    ));
+    assert_eq!(w.sharer.count(Op::Create), 1);
+    let (_, current) = w
+        .life
+        .check_issuance_token(&w.alice, id, &second.token)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.life
+            .exchange_verified(&w.alice, id, &current, ClientInfo::default())
+            .await
+            .unwrap()
+            .issuance_count,
+        2
+    );
 }
 
 // ---- ending a lease ----------------------------------------------------------------------------

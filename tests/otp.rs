@@ -1981,6 +1981,13 @@ fn a_production_start_without_the_data_encryption_key_says_so() {
         .env("PASSKEY_OTP__TWILIO_ACCOUNT_SID", TWILIO_SID)
         .env("PASSKEY_OTP__TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
         .env("PASSKEY_OTP__SMS_FROM", "+18005550100")
+        // The issuance page signs people in with Entra in production.
+        .env(
+            "PASSKEY_WEB__OIDC__CLIENT_ID",
+            "3c1a9e77-2b4d-4f60-8e1a-6d5c4b3a2f10",
+        )
+        .env("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret")
+        .env("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

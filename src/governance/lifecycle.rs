@@ -1645,11 +1645,61 @@ impl Lifecycle {
         second_factor_verified: bool,
         client: ClientInfo,
     ) -> Result<Retrieved, LifecycleError> {
+        let presented = sha256_hex(token.expose_secret());
+        self.exchange_by_hash(
+            requester,
+            request_id,
+            presented,
+            second_factor_verified,
+            client,
+        )
+        .await
+    }
+
+    /// Step 1 of a two-step retrieval (a second factor is required): checks the token exactly as
+    /// [`Lifecycle::exchange`] does — constant time, unexpired, a mismatch audited, a live lease
+    /// with retrievals left — but uses nothing up. Returns the token's SHA-256, which the OTP
+    /// challenge binds; step 2 is [`Lifecycle::exchange_verified`].
+    pub async fn check_issuance_token(
+        &self,
+        requester: &User,
+        request_id: i64,
+        token: &SecretString,
+    ) -> Result<(Request, String), LifecycleError> {
+        let presented = sha256_hex(token.expose_secret());
+        let request = self
+            .own_request_with_token(requester, request_id, &presented)
+            .await?;
+        Ok((request, presented))
+    }
+
+    /// Step 2 of a two-step retrieval: the second factor was verified on a challenge bound to
+    /// `token_hash` (from [`Lifecycle::check_issuance_token`]). Uses the token up by that hash and
+    /// creates the share, as [`Lifecycle::exchange`] does. A token minted since step 1 replaced
+    /// the bound one, so the hash no longer matches and nothing is shared.
+    pub async fn exchange_verified(
+        &self,
+        requester: &User,
+        request_id: i64,
+        token_hash: &str,
+        client: ClientInfo,
+    ) -> Result<Retrieved, LifecycleError> {
+        self.exchange_by_hash(requester, request_id, token_hash.to_string(), true, client)
+            .await
+    }
+
+    /// The requester's request whose current, unexpired token hashes to `presented`, with a
+    /// live lease and retrievals left. A mismatch is audited.
+    async fn own_request_with_token(
+        &self,
+        requester: &User,
+        request_id: i64,
+        presented: &str,
+    ) -> Result<Request, LifecycleError> {
         let request = self.own_request(requester, request_id).await?;
         let now = self.clock.now();
-        let presented = sha256_hex(token.expose_secret());
         let stored_ok = request.issuance_token_hash.as_deref().is_some_and(|h| {
-            same_digest(h, &presented) && request.issuance_token_expires_at.is_some_and(|e| e > now)
+            same_digest(h, presented) && request.issuance_token_expires_at.is_some_and(|e| e > now)
         });
         if !stored_ok {
             self.store
@@ -1662,6 +1712,21 @@ impl Lifecycle {
             return Err(LifecycleError::TokenMismatch);
         }
         self.check_retrievable(&request, now)?;
+        Ok(request)
+    }
+
+    async fn exchange_by_hash(
+        &self,
+        requester: &User,
+        request_id: i64,
+        presented: String,
+        second_factor_verified: bool,
+        client: ClientInfo,
+    ) -> Result<Retrieved, LifecycleError> {
+        let request = self
+            .own_request_with_token(requester, request_id, &presented)
+            .await?;
+        let now = self.clock.now();
         if request.otp_required && !second_factor_verified {
             return Err(LifecycleError::SecondFactorRequired);
         }

@@ -3,12 +3,21 @@
 
 mod dev_vault;
 mod health;
+mod html;
+pub mod issue;
+pub mod oidc;
+pub mod rate_limit;
+pub mod session;
+pub mod signin;
 
 use crate::app::AppState;
+use crate::config::{Profile, Settings};
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::response::Response;
+use std::net::{IpAddr, SocketAddr};
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -23,7 +32,13 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(crate::bot::router())
         .merge(dev_vault::router())
+        .merge(signin::router())
+        .merge(issue::router())
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -38,6 +53,7 @@ pub fn router(state: AppState) -> Router {
                     // one-time link's key.
                     let path = req.uri().path();
                     let path = if path.starts_with("/dev-vault/share/") { "/dev-vault/share/[REDACTED]" } else { path };
+                    // (`/signin/callback`'s code and state are in the query, which is never logged.)
                     tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
@@ -46,4 +62,134 @@ pub fn router(state: AppState) -> Router {
                 .layer(RequestBodyLimitLayer::new(body_limit))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
+}
+
+/// What the web pages need beyond the use cases: the cookie key, the sign-in provider, the rate
+/// limits and the header values, built once at start.
+pub struct WebState {
+    pub key: session::CookieKey,
+    /// Entra sign-in; None = the dev sign-in page (dev profile, loopback only).
+    pub oidc: Option<oidc::OidcClient>,
+    pub limiter: rate_limit::RateLimiter,
+    /// Cookies carry `Secure` (and the `__Host-` prefix) outside dev.
+    pub secure_cookies: bool,
+    pub hsts: bool,
+    pub session_ttl_secs: i64,
+    /// `scheme://host[:port]` of `public_url`: the only `Origin` a POST may come from.
+    pub public_origin: String,
+    pub trust_forwarded_for: bool,
+    csp: HeaderValue,
+}
+
+impl WebState {
+    pub fn from_settings(
+        settings: &Settings,
+        clock: std::sync::Arc<dyn crate::domain::Clock>,
+    ) -> Result<WebState, String> {
+        let key = session::CookieKey::load(settings)?;
+        let base = settings.public_base_url();
+        let oidc = oidc::OidcClient::from_settings(
+            &settings.web.oidc,
+            settings.sign_in_tenants(),
+            &base,
+            clock,
+        );
+        let w = &settings.web;
+        let frame_ancestors = if w.frame_ancestors.is_empty() {
+            "'none'".to_string()
+        } else {
+            w.frame_ancestors.join(" ")
+        };
+        let csp = format!(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {frame_ancestors}"
+        );
+        Ok(WebState {
+            key,
+            oidc,
+            limiter: rate_limit::RateLimiter::new(
+                w.rate_per_user_per_minute,
+                w.rate_per_ip_per_minute,
+            ),
+            secure_cookies: settings.profile != Profile::Dev,
+            hsts: settings.profile != Profile::Dev,
+            session_ttl_secs: w.session_ttl_secs as i64,
+            public_origin: origin_of(&base),
+            trust_forwarded_for: w.trust_forwarded_for,
+            csp: HeaderValue::from_str(&csp).map_err(|_| {
+                "web.frame_ancestors holds characters a header cannot carry".to_string()
+            })?,
+        })
+    }
+
+    /// The client's address: the first `X-Forwarded-For` entry when trusted, else the peer.
+    pub fn client_ip(
+        &self,
+        headers: &axum::http::HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> Option<IpAddr> {
+        if self.trust_forwarded_for
+            && let Some(ip) = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        {
+            return Some(ip);
+        }
+        extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    }
+}
+
+fn origin_of(url: &str) -> String {
+    match url.find("://") {
+        Some(at) => {
+            let rest = &url[at + 3..];
+            let host = rest.split('/').next().unwrap_or(rest);
+            format!("{}{}", &url[..at + 3], host)
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Every response: no caching, no referrer, no sniffing, the strict CSP (unless the handler set
+/// its own), and HSTS outside dev.
+async fn security_headers(State(state): State<AppState>, mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(state.web.csp.clone());
+    if state.web.hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        assert_eq!(
+            super::origin_of("https://passkey.contoso.com/x"),
+            "https://passkey.contoso.com"
+        );
+        assert_eq!(
+            super::origin_of("http://127.0.0.1:3978"),
+            "http://127.0.0.1:3978"
+        );
+    }
 }

@@ -26,7 +26,7 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
-fn public_key(name: &str) -> (String, String) {
+pub fn public_key(name: &str) -> (String, String) {
     let keys: Value = serde_json::from_str(&fixture("test-keys.json")).unwrap();
     (
         keys[name]["n"].as_str().unwrap().to_string(),

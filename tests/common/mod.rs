@@ -11,6 +11,8 @@ pub mod channel;
 pub mod chat;
 pub mod fake_graph;
 pub mod fake_sharer;
+pub mod oidc;
+pub mod web;
 
 use passkey::app::App;
 use passkey::config::Settings;

@@ -1,0 +1,513 @@
+//! The issuance page and its JSON endpoints. The page is server-rendered HTML with one script of
+//! our own (`/static/issue.js`); the script asks for an issuance token with a signed-in,
+//! CSRF-checked POST, keeps it in memory only, and exchanges it. The share URL comes back in that
+//! response body and nowhere else (INV-5): never in a URL, a cookie, a log line or the database.
+//!
+//! When the request needs a second factor the exchange is two-step: `issue` checks the token
+//! without using it and starts an OTP challenge bound to the token's hash (a code texted, or the
+//! authenticator app's); `issue/verify` takes the challenge id and the code and, when right, uses
+//! that token and no other. The page also enrolls an authenticator app (TOTP).
+//!
+//! Routes: `GET /requests/{id}/issue` (the page), `POST /api/requests/{id}/issuance-token`,
+//! `POST /api/requests/{id}/issue`, `POST /api/requests/{id}/issue/verify`,
+//! `POST /api/requests/{id}/issue/resend`, `POST /api/totp/enroll`, `POST /api/totp/confirm`,
+//! `GET /static/issue.js`, `GET /static/passkey.css`.
+
+use super::html::{escape, message, page};
+use super::rate_limit::Refused;
+use super::session::{CheckedPost, SignedInUser};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::governance::lifecycle::{ClientInfo, LifecycleError, Retrieved, actor};
+use crate::otp::{ChallengeStarted, OtpError};
+use crate::store::{NewAuditEvent, Request, User};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use uuid::Uuid;
+
+const ISSUE_JS: &str = include_str!("static/issue.js");
+const PASSKEY_CSS: &str = include_str!("static/passkey.css");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/requests/{id}/issue", get(issue_page))
+        .route("/api/requests/{id}/issuance-token", post(mint_token))
+        .route("/api/requests/{id}/issue", post(exchange))
+        .route("/api/requests/{id}/issue/verify", post(verify))
+        .route("/api/requests/{id}/issue/resend", post(resend))
+        .route("/api/totp/enroll", post(enroll_totp))
+        .route("/api/totp/confirm", post(confirm_totp))
+        .route(
+            "/static/issue.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ISSUE_JS) }),
+        )
+        .route(
+            "/static/passkey.css",
+            get(|| async { asset("text/css; charset=utf-8", PASSKEY_CSS) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+async fn home() -> Response {
+    message(
+        StatusCode::OK,
+        "Passkey",
+        "Passkey gives just-in-time access to vault credentials. Ask the Passkey bot in Teams; when a request is approved, open the link it sends you to retrieve the credential here.",
+    )
+}
+
+/// Where a call came from: the client address (rate limits, IssuanceEvent) and user agent.
+pub struct Client {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Client {
+            ip: state.web.client_ip(&parts.headers, &parts.extensions),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+        })
+    }
+}
+
+impl Client {
+    pub fn info(&self) -> ClientInfo {
+        ClientInfo {
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// `GET /requests/{id}/issue`: the requester's page; anyone else is told it is not theirs.
+async fn issue_page(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    signed_in: SignedInUser,
+) -> Response {
+    let SignedInUser { user, session } = signed_in;
+    let request = match state.store.request_by_id(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "No such request",
+                &format!("There is no request #{id}."),
+            );
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if request.requester_id != user.id {
+        let audit = NewAuditEvent::new(actor(&user), "ISSUANCE_NOT_YOURS", state.clock.now())
+            .request(id)
+            .record(request.record_id);
+        if let Err(e) = state.store.append_audit(&audit).await {
+            return ApiError::from(e).into_response();
+        }
+        return message(
+            StatusCode::FORBIDDEN,
+            "Not yours",
+            &format!(
+                "Request #{id} is not yours. Only the person who asked for it can retrieve the credential."
+            ),
+        );
+    }
+    let record_title = match state.store.record_by_id(request.record_id).await {
+        Ok(Some(r)) => r.title,
+        Ok(None) => format!("record {}", request.record_id),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let factors = if request.otp_required {
+        match state.otp.factors(&user).await {
+            Ok(f) => Some(f),
+            Err(e) => return otp_error(e).into_response(),
+        }
+    } else {
+        None
+    };
+    render_page(
+        &state,
+        &user,
+        &request,
+        &record_title,
+        &session.csrf,
+        factors.as_ref(),
+    )
+}
+
+fn render_page(
+    state: &AppState,
+    user: &User,
+    request: &Request,
+    title: &str,
+    csrf: &str,
+    factors: Option<&crate::otp::SecondFactors>,
+) -> Response {
+    let now = state.clock.now();
+    let live = request.status.has_live_lease() && request.lease_expires_at.is_some_and(|e| e > now);
+    let left = request.issuances_left();
+    let lease = request
+        .lease_expires_at
+        .map(|e| format!(" · lease ends {}", crate::cards::when(e)))
+        .unwrap_or_default();
+    let second_factor = match factors {
+        None => String::new(),
+        Some(f) if f.totp_confirmed => {
+            "<p>This record needs a second factor: after you press the button, \
+            enter the current code from your authenticator app.</p>"
+                .to_string()
+        }
+        Some(f) => {
+            let sms = match &f.phone_hint {
+                Some(hint) => format!(
+                    "<p>This record needs a second factor: after you press the button, a code is texted to {}.</p>",
+                    escape(hint)
+                ),
+                None => "<p>This record needs a second factor, and you have none yet: set up an authenticator \
+                    app below first (or ask an admin to add your mobile number).</p>"
+                    .to_string(),
+            };
+            format!(
+                "{sms}<section id=\"totp-setup\" aria-labelledby=\"totp-title\"><h2 id=\"totp-title\">Authenticator app</h2>\
+                 <p>An authenticator app (Microsoft Authenticator, or any TOTP app) works without your phone number.</p>\
+                 <p><button type=\"button\" id=\"totp-start\">Set up an authenticator app</button></p>\
+                 <div id=\"totp-enroll\" hidden><p>Scan this QR code with the app, or enter the key by hand.</p>\
+                 <p><img id=\"totp-qr\" alt=\"QR code to add Passkey to your authenticator app\" width=\"200\" height=\"200\"></p>\
+                 <p><label for=\"totp-uri\">Key (for typing in)</label> <input id=\"totp-uri\" readonly size=\"50\"></p>\
+                 <form id=\"totp-form\"><p><label for=\"totp-code\">First code from the app</label> \
+                 <input id=\"totp-code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required> \
+                 <button type=\"submit\">Confirm</button></p></form></div></section>"
+            )
+        }
+    };
+    let action = if !live {
+        format!(
+            "<p class=\"notice\">There is no live lease on this request (it is {}), so there is nothing to retrieve.</p>",
+            request.status
+        )
+    } else if left == 0 {
+        "<p class=\"notice\">No retrievals are left on this request.</p>".to_string()
+    } else {
+        format!(
+            "{second_factor}<p><button type=\"button\" id=\"retrieve\">Show the one-time link</button></p>\
+             <form id=\"code-form\" hidden><p><label for=\"code\">Code</label> \
+             <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required> \
+             <button type=\"submit\">Verify</button> <button type=\"button\" id=\"resend\">Send a new code</button></p>\
+             <p id=\"code-hint\"></p></form>\
+             <section id=\"result\" hidden tabindex=\"-1\" aria-labelledby=\"result-title\"><h2 id=\"result-title\">Your one-time link</h2>\
+             <p><strong>This link opens once.</strong> Open it or copy it now: it is not shown again and is gone when you leave this page.</p>\
+             <p><label for=\"share-url\">Link</label> <input id=\"share-url\" readonly size=\"60\"> \
+             <button type=\"button\" id=\"copy\">Copy</button> <a id=\"open\" href=\"#\" target=\"_blank\" rel=\"noreferrer noopener\">Open</a></p>\
+             <p id=\"result-left\"></p></section>"
+        )
+    };
+    let body = format!(
+        "<div id=\"issue\" data-request-id=\"{id}\"><h1>Retrieve {title}</h1>\
+         <p>Request #{id}{lease}. Signed in as {name}.</p>\
+         <p id=\"left\">{left} of {max} retrievals left.</p>{action}\
+         <p id=\"status\" role=\"status\" aria-live=\"polite\"></p>\
+         <p id=\"error\" role=\"alert\" class=\"error\"></p></div>\
+         <form method=\"post\" action=\"/signout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" class=\"link\">Sign out</button></form>",
+        id = request.id,
+        title = escape(title),
+        name = escape(&user.display_name),
+        max = request.max_issuances,
+        csrf = escape(csrf),
+    );
+    let head = format!(
+        "<meta name=\"csrf-token\" content=\"{}\"><script src=\"/static/issue.js\" defer></script>",
+        escape(csrf)
+    );
+    page(StatusCode::OK, &format!("Retrieve {title}"), &head, &body)
+}
+
+/// Spends one call from the person's and the address's allowance, or refuses with 429 (the
+/// first refusal of a run is audited).
+async fn rate_limit(
+    state: &AppState,
+    user: &User,
+    request_id: Option<i64>,
+    client: &Client,
+    endpoint: &str,
+) -> Result<(), ApiError> {
+    match state
+        .web
+        .limiter
+        .check(user.id, client.ip, std::time::Instant::now())
+    {
+        Ok(()) => Ok(()),
+        Err(Refused {
+            scope,
+            retry_after_secs,
+            first,
+        }) => {
+            if first {
+                let mut audit = NewAuditEvent::new(actor(user), "ISSUANCE_RATE_LIMITED", state.clock.now())
+                    .detail(json!({ "scope": scope.as_str(), "endpoint": endpoint, "retry_after_secs": retry_after_secs }));
+                audit.request_id = request_id;
+                state.store.append_audit(&audit).await?;
+            }
+            Err(ApiError::too_many(retry_after_secs))
+        }
+    }
+}
+
+/// The person's answer for a refused use case.
+pub fn lifecycle_error(e: LifecycleError) -> ApiError {
+    let text = e.to_string();
+    match e {
+        LifecycleError::UnknownRequest(_) => ApiError::NotFound,
+        LifecycleError::NotYours(_)
+        | LifecycleError::NotAdmin
+        | LifecycleError::SecondFactorRequired => ApiError::Forbidden(text),
+        LifecycleError::VaultUnavailable => ApiError::TryAgain(text),
+        LifecycleError::Store(e) => e.into(),
+        LifecycleError::BadInput(_) | LifecycleError::Record(_) => ApiError::BadRequest(text),
+        LifecycleError::TokenMismatch
+        | LifecycleError::NoRetrievalsLeft(_)
+        | LifecycleError::RetrievalInProgress(_)
+        | LifecycleError::WrongState { .. }
+        | LifecycleError::AlreadyDecided { .. }
+        | LifecycleError::AlreadyOpen(_)
+        | LifecycleError::Refused(_)
+        | LifecycleError::VaultRefused(_) => ApiError::Conflict(text),
+    }
+}
+
+/// `POST /api/requests/{id}/issuance-token` → `{token, expires_at, retrievals_left}`: the token
+/// exists in this response and the page's memory only.
+async fn mint_token(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+) -> Result<Json<Value>, ApiError> {
+    let user = &signed_in.user;
+    rate_limit(&state, user, Some(id), &client, "issuance-token").await?;
+    let minted = state
+        .lifecycle
+        .mint_issuance_token(user, id)
+        .await
+        .map_err(lifecycle_error)?;
+    use secrecy::ExposeSecret;
+    Ok(Json(json!({
+        "token": minted.token.expose_secret(),
+        "expires_at": minted.expires_at.to_fixed_text(),
+        "retrievals_left": minted.issuances_left,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ExchangeBody {
+    token: SecretString,
+}
+
+/// `POST /api/requests/{id}/issue {token}` → the share, or — when the request needs a second
+/// factor — a challenge bound to this token: `{challenge_id, channel, destination_hint, …}`.
+async fn exchange(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<ExchangeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let user = &signed_in.user;
+    rate_limit(&state, user, Some(id), &client, "issue").await?;
+    let needs_second_factor = state
+        .store
+        .request_by_id(id)
+        .await?
+        .is_some_and(|r| r.otp_required);
+    if needs_second_factor {
+        let (request, token_hash) = state
+            .lifecycle
+            .check_issuance_token(user, id, &body.token)
+            .await
+            .map_err(lifecycle_error)?;
+        let started = state
+            .otp
+            .begin(user, &request, &token_hash)
+            .await
+            .map_err(otp_error)?;
+        return Ok(Json(challenge_body(&started)));
+    }
+    let retrieved = state
+        .lifecycle
+        .exchange(user, id, &body.token, false, client.info())
+        .await
+        .map_err(lifecycle_error)?;
+    Ok(Json(share_body(&retrieved)))
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    challenge_id: Uuid,
+    code: SecretString,
+}
+
+/// `POST /api/requests/{id}/issue/verify {challenge_id, code}` → the share. A right code uses the
+/// challenge up and then the token it was bound to; a wrong one says how many tries are left.
+async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<VerifyBody>,
+) -> Result<Json<Value>, ApiError> {
+    use secrecy::ExposeSecret;
+    let user = &signed_in.user;
+    rate_limit(&state, user, Some(id), &client, "issue/verify").await?;
+    let verified = state
+        .otp
+        .verify(user, body.challenge_id, body.code.expose_secret())
+        .await
+        .map_err(otp_error)?;
+    if verified.request_id != id {
+        return Err(ApiError::BadRequest(
+            "That code belongs to another request.".into(),
+        ));
+    }
+    let retrieved = state
+        .lifecycle
+        .exchange_verified(user, id, &verified.token_hash, client.info())
+        .await
+        .map_err(lifecycle_error)?;
+    Ok(Json(share_body(&retrieved)))
+}
+
+#[derive(Deserialize)]
+struct ResendBody {
+    challenge_id: Uuid,
+}
+
+/// `POST /api/requests/{id}/issue/resend {challenge_id}` → the challenge with a fresh code sent.
+async fn resend(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<ResendBody>,
+) -> Result<Json<Value>, ApiError> {
+    let user = &signed_in.user;
+    rate_limit(&state, user, Some(id), &client, "issue/resend").await?;
+    let started = state
+        .otp
+        .resend(user, body.challenge_id)
+        .await
+        .map_err(otp_error)?;
+    Ok(Json(challenge_body(&started)))
+}
+
+/// `POST /api/totp/enroll` → `{qr, key_uri}`: the new authenticator secret, shown once.
+async fn enroll_totp(
+    State(state): State<AppState>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+) -> Result<Json<Value>, ApiError> {
+    use base64::Engine as _;
+    use secrecy::ExposeSecret;
+    let user = &signed_in.user;
+    rate_limit(&state, user, None, &client, "totp/enroll").await?;
+    let enrollment = state.otp.enroll_totp(user).await.map_err(otp_error)?;
+    let qr = format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(enrollment.qr_svg.as_bytes())
+    );
+    Ok(Json(
+        json!({ "qr": qr, "key_uri": enrollment.otpauth_uri.expose_secret() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ConfirmBody {
+    code: SecretString,
+}
+
+/// `POST /api/totp/confirm {code}`: the first code from the app confirms the enrollment.
+async fn confirm_totp(
+    State(state): State<AppState>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<ConfirmBody>,
+) -> Result<Json<Value>, ApiError> {
+    use secrecy::ExposeSecret;
+    let user = &signed_in.user;
+    rate_limit(&state, user, None, &client, "totp/confirm").await?;
+    state
+        .otp
+        .confirm_totp(user, body.code.expose_secret())
+        .await
+        .map_err(otp_error)?;
+    Ok(Json(json!({ "confirmed": true })))
+}
+
+/// The challenge as the page reads it: `{challenge_id, channel: "sms"|"totp", destination_hint,
+/// expires_at, resend_after}`.
+fn challenge_body(c: &ChallengeStarted) -> Value {
+    serde_json::to_value(c).unwrap_or(Value::Null)
+}
+
+/// The person's answer for a refused second-factor step.
+pub fn otp_error(e: OtpError) -> ApiError {
+    let text = e.to_string();
+    match e {
+        OtpError::WrongCode { .. }
+        | OtpError::CodeNotAccepted
+        | OtpError::Locked
+        | OtpError::NotYours => ApiError::Forbidden(text),
+        OtpError::ResendTooSoon { retry_after_secs }
+        | OtpError::TooManyFailures { retry_after_secs } => ApiError::TooManyRequests {
+            retry_after_secs,
+            message: text,
+        },
+        OtpError::SendFailed => ApiError::TryAgain(text),
+        OtpError::NoPhoneOrAuthenticator
+        | OtpError::Expired
+        | OtpError::AlreadyUsed
+        | OtpError::NoMoreResends
+        | OtpError::AlreadyEnrolled
+        | OtpError::NotEnrolled => ApiError::Conflict(text),
+        OtpError::InvalidPhoneNumber | OtpError::UnknownUser | OtpError::InvalidInput(_) => {
+            ApiError::BadRequest(text)
+        }
+        OtpError::Crypto(e) => ApiError::internal(e),
+        OtpError::Store(e) => e.into(),
+    }
+}
+
+/// The success body: the URL, once, and what is left.
+pub fn share_body(r: &Retrieved) -> Value {
+    json!({
+        "share_url": r.url.expose(),
+        "expires_at": r.expires_at.to_fixed_text(),
+        "retrievals_left": (r.max_issuances - r.issuance_count).max(0),
+        "max": r.max_issuances,
+    })
+}
