@@ -51,6 +51,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Tells people about requests (Teams messages in their 1:1 chat with the bot).
     pub notifier: Arc<dyn Notifier>,
+    /// Signed checkpoints, verification and export of the audit trail.
+    pub audit: Arc<crate::audit::AuditTrail>,
     /// The issuance page's cookie key, sign-in provider and rate limits.
     pub web: Arc<crate::web::WebState>,
     /// The second factor at retrieval: challenges, SMS, authenticator apps.
@@ -223,6 +225,12 @@ impl App {
             });
         }
         let notifier: Arc<dyn Notifier> = Arc::new(notifier);
+        let audit = Arc::new(crate::audit::AuditTrail::new(
+            store.clone(),
+            audit_signer(&settings).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            clock.clone(),
+            settings.audit.clone(),
+        ));
         let web = Arc::new(
             crate::web::WebState::from_settings(&settings, clock.clone())
                 .map_err(StoreError::Invalid)?,
@@ -246,6 +254,7 @@ impl App {
             })?;
         }
         let state = AppState {
+            audit,
             directory: people,
             lifecycle,
             notifier,
@@ -287,6 +296,7 @@ impl App {
             s.notifier.clone(),
             holder,
         )
+        .with_audit(s.audit.clone())
     }
 
     pub fn router(&self) -> axum::Router {
@@ -482,6 +492,14 @@ fn directories(settings: &Settings) -> Result<Directories, StoreError> {
             .map_err(|e| StoreError::Invalid(e.to_string()))?,
     );
     Ok((graph.clone(), graph))
+}
+
+/// The audit checkpoint signer: the local Ed25519 key file in the data directory (created on
+/// first start).
+pub fn audit_signer(
+    settings: &Settings,
+) -> Result<Arc<dyn crate::audit::Signer>, crate::audit::SignError> {
+    crate::audit::local_signer(&settings.audit, &settings.data_dir)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

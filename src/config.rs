@@ -61,6 +61,7 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     pub azure: AzureSettings,
     pub crypto: CryptoSettings,
+    pub audit: AuditSettings,
     pub web: WebSettings,
     pub otp: OtpSettings,
 }
@@ -187,6 +188,7 @@ impl Default for Settings {
             lifecycle: LifecycleSettings::default(),
             azure: AzureSettings::default(),
             crypto: CryptoSettings::default(),
+            audit: AuditSettings::default(),
             web: WebSettings::default(),
             otp: OtpSettings::default(),
         }
@@ -360,6 +362,37 @@ impl Default for LifecycleSettings {
     }
 }
 
+/// The audit trail's signed checkpoints and its verification (#9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A checkpoint is signed once this many events were appended since the last one…
+    #[serde(deserialize_with = "de_u64")]
+    pub checkpoint_every_events: u64,
+    /// …or once this many seconds passed with at least one new event. The checkpoint job
+    /// looks every `min(60, checkpoint_every_secs)` seconds; the verifier allows twice this
+    /// long between an event and the checkpoint that covers it.
+    #[serde(deserialize_with = "de_u64")]
+    pub checkpoint_every_secs: u64,
+    /// How often the `audit-verify` job checks the whole trail (4 hours).
+    #[serde(deserialize_with = "de_u64")]
+    pub verify_every_secs: u64,
+    /// The local Ed25519 signing key (PKCS#8), created 0600 on first start. Relative paths are
+    /// inside `data_dir`.
+    pub signing_key_file: PathBuf,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            checkpoint_every_events: 1000,
+            checkpoint_every_secs: 300,
+            verify_every_secs: 4 * 3600,
+            signing_key_file: PathBuf::from("audit-signing-key.p8"),
+        }
+    }
+}
+
 /// The issuance page: sessions, sign-in, framing and rate limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -481,6 +514,17 @@ impl Default for OtpSettings {
             resend_cooldown_secs: 60,
             max_sends: 3,
             sms_timeout_secs: 10,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The signing key's path: absolute as given, else inside the data directory.
+    pub fn signing_key_path(&self, data_dir: &Path) -> PathBuf {
+        if self.signing_key_file.is_absolute() {
+            self.signing_key_file.clone()
+        } else {
+            data_dir.join(&self.signing_key_file)
         }
     }
 }
@@ -681,6 +725,15 @@ impl Settings {
         }
         if self.http.body_limit_bytes == 0 {
             problems.push("http.body_limit_bytes must be greater than 0".into());
+        }
+        let a = &self.audit;
+        if a.checkpoint_every_events == 0
+            || a.checkpoint_every_secs == 0
+            || a.verify_every_secs == 0
+        {
+            problems.push(
+                "audit.checkpoint_every_events, checkpoint_every_secs and verify_every_secs must be greater than 0".into(),
+            );
         }
         let l = &self.lifecycle;
         if l.tick_secs == 0 || l.vault_sync_secs == 0 || l.issuance_token_ttl_secs == 0 {

@@ -2,6 +2,7 @@
 //! See docs/ARCHITECTURE.md for the map of these modules.
 
 pub mod app;
+pub mod audit;
 pub mod azure;
 pub mod bot;
 pub mod canonical;

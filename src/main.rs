@@ -30,10 +30,55 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The audit trail: export for SIEMs and auditors, offline verification, archive.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The Teams app package.
     Manifest {
         #[command(subcommand)]
         command: ManifestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write the trail as JSON lines (header, events, signed checkpoints, public keys), after
+    /// signing a checkpoint so the whole file is covered. Recorded as AUDIT_EXPORTED.
+    Export {
+        /// Where to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Only events after this sequence number (incremental exports for a SIEM).
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+    },
+    /// Verify an exported trail offline (no database). Exit 0 verified, 1 tampered (the first
+    /// bad sequence number is printed), 2 the file cannot be read.
+    Verify {
+        /// The exported file.
+        file: std::path::PathBuf,
+        /// Trust only the public keys in this file (`public_key` lines, e.g. an earlier export
+        /// kept apart); default: the keys the file itself lists.
+        #[arg(long)]
+        trusted_keys: Option<std::path::PathBuf>,
+        /// Override the allowed delay between an event and its checkpoint (seconds; 0 turns the
+        /// missing-checkpoint check off). Default: the header's.
+        #[arg(long)]
+        max_checkpoint_delay: Option<u64>,
+    },
+    /// Export the events up to the last signed checkpoint before SEQ to a file and record that
+    /// it was archived (AUDIT_ARCHIVED). Passkey never deletes audit rows.
+    Archive {
+        /// Archive events before this sequence number.
+        #[arg(long)]
+        before: i64,
+        /// Start after this sequence number (the previous archive's end).
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
 }
 
@@ -88,7 +133,8 @@ enum AdminCommand {
     /// Sync folders, ACLs and record metadata from the configured vault (discovery included).
     Sync,
     /// Run one scheduled job now, as the scheduler would: lease-expiry, preflight-retry,
-    /// stale-requests, vault-sync or housekeeping. Prints the run's counts.
+    /// stale-requests, vault-sync, housekeeping, audit-checkpoint or audit-verify. Prints the
+    /// run's counts.
     Job {
         /// The job's name.
         name: String,
@@ -149,6 +195,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(settings).await,
         Command::Admin { command } => admin(settings, command).await,
         Command::Manifest { command } => manifest(&settings, command),
+        Command::Audit { command } => audit(settings, command).await,
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
             print!("{}", report.render());
@@ -223,6 +270,109 @@ async fn migrate(settings: Settings) -> ExitCode {
         Err(e) => {
             eprintln!("passkey: migrate {label}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `passkey audit …`. Verify runs offline; export and archive use the configured database and
+/// signing key. Exit codes: 0 done / verified, 1 refused / failed verification, 2 unusable input
+/// or database.
+async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
+    use passkey::audit::{AuditError, AuditTrail, trail};
+    use passkey::domain::SystemClock;
+    use secrecy::ExposeSecret;
+    use std::sync::Arc;
+
+    if let AuditCommand::Verify {
+        file,
+        trusted_keys,
+        max_checkpoint_delay,
+    } = &command
+    {
+        let trusted = match trusted_keys.as_deref().map(trail::read_keys).transpose() {
+            Ok(keys) => keys,
+            Err(e) => {
+                eprintln!("passkey: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let delay = max_checkpoint_delay.map(|secs| {
+            (secs > 0).then(|| time::Duration::seconds(secs.min(i64::MAX as u64) as i64))
+        });
+        return match trail::verify_file(file, trusted.as_deref(), delay) {
+            Ok((_, report)) => {
+                let _ = writeln!(std::io::stdout(), "{}", report.summary());
+                if report.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    for finding in report.findings.iter().skip(1).take(20) {
+                        eprintln!("  also: {finding}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("passkey: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let label = settings.database_label();
+    let store =
+        match passkey::store::connect(settings.effective_database_url().expose_secret(), 2).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("passkey: {label}: {}", with_causes(&e));
+                return ExitCode::from(2);
+            }
+        };
+    match store.migration_state().await {
+        Ok(state) if state.is_current() => {}
+        Ok(_) => {
+            eprintln!("passkey: {label}: migrations are not current; run `passkey migrate` first");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    }
+    let signer = match passkey::app::audit_signer(&settings) {
+        Ok(signer) => signer,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let trail = AuditTrail::new(store, signer, Arc::new(SystemClock), settings.audit.clone());
+    let (result, out) = match command {
+        AuditCommand::Export { out, from } => (trail.export(&out, from, "admin-cli").await, out),
+        AuditCommand::Archive { before, from, out } => {
+            (trail.archive(&out, from, before, "admin-cli").await, out)
+        }
+        AuditCommand::Verify { .. } => unreachable!("handled above"),
+    };
+    match result {
+        Ok(summary) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "wrote {}: events {}–{} ({} events), {} signed checkpoints, {} public keys",
+                out.display(),
+                summary.from_seq + 1,
+                summary.to_seq,
+                summary.events,
+                summary.checkpoints,
+                summary.keys
+            );
+            ExitCode::SUCCESS
+        }
+        Err(AuditError::Refused(why)) => {
+            eprintln!("passkey: {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            ExitCode::from(2)
         }
     }
 }

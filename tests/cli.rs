@@ -286,3 +286,290 @@ fn the_variables_cargo_run_adds_from_the_build_script_are_not_settings() {
     );
     assert!(dir.path().join("data/passkey.db").exists());
 }
+
+/// Rewrites one line of a file.
+fn edit_line(path: &Path, n: usize, edit: impl Fn(&str) -> String) {
+    let body = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<String> = body
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == n { edit(l) } else { l.to_string() })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn audit_export_verifies_offline_and_a_tampered_file_names_the_first_bad_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    let out = passkey(dir.path(), &["admin", "demo-load"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Export: a checkpoint is signed first with the key made in the data directory.
+    let trail = dir.path().join("trail.jsonl");
+    let out = passkey(
+        dir.path(),
+        &["audit", "export", "--out", trail.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("1 signed checkpoints, 1 public keys"),
+        "{said}"
+    );
+    assert!(dir.path().join("data/audit-signing-key.p8").exists());
+    let body = std::fs::read_to_string(&trail).unwrap();
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "header");
+    assert_eq!(lines[0]["format"], "passkey-audit-trail");
+    let events = lines.iter().filter(|l| l["type"] == "event").count();
+    assert!(events > 5, "the demo load is audited");
+    assert_eq!(
+        lines.iter().rev().find(|l| l["type"] == "event").unwrap()["action"],
+        "AUDIT_EXPORTED",
+        "the export is itself recorded"
+    );
+
+    // Offline: no database, no settings needed.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", trail.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with(&format!("Audit trail verified: {events} events")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // One detail changed in the file (line 4 is event 3): exit 1, seq 3 named.
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::copy(&trail, &tampered).unwrap();
+    edit_line(&tampered, 3, |l| {
+        l.replacen("\"actor\":\"", "\"actor\":\"x", 1)
+    });
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", tampered.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("First bad seq 3: edited"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A line removed: the gap is named.
+    std::fs::copy(&trail, &tampered).unwrap();
+    edit_line(&tampered, 5, |_| String::new());
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", tampered.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("First bad seq 5: deleted"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Pinned to a key the file was not signed with: its checkpoint is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    assert!(passkey(other.path(), &["migrate"]).status.success());
+    let out = passkey(other.path(), &["admin", "demo-load"]);
+    assert!(out.status.success());
+    let other_trail = other.path().join("other.jsonl");
+    assert!(
+        passkey(
+            other.path(),
+            &["audit", "export", "--out", other_trail.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let out = passkey(
+        elsewhere.path(),
+        &[
+            "audit",
+            "verify",
+            trail.to_str().unwrap(),
+            "--trusted-keys",
+            other_trail.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("forged checkpoint — signed by unknown key"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = passkey(
+        elsewhere.path(),
+        &[
+            "audit",
+            "verify",
+            trail.to_str().unwrap(),
+            "--trusted-keys",
+            trail.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+
+    // Not a trail: exit 2 with the line.
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, "{\"type\":\"event\"}\n").unwrap();
+    let out = passkey(
+        elsewhere.path(),
+        &["audit", "verify", junk.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("line 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn audit_export_is_incremental_and_archive_is_recorded_without_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    assert!(
+        passkey(dir.path(), &["admin", "demo-load"])
+            .status
+            .success()
+    );
+    let first = dir.path().join("first.jsonl");
+    assert!(
+        passkey(
+            dir.path(),
+            &["audit", "export", "--out", first.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&first)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let upto = header["to_seq"].as_i64().unwrap();
+
+    // The next export starts after the first one's end, anchored by the checkpoint there.
+    let next = dir.path().join("next.jsonl");
+    let out = passkey(
+        dir.path(),
+        &[
+            "audit",
+            "export",
+            "--out",
+            next.to_str().unwrap(),
+            "--from",
+            &upto.to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("events {}–{}", upto + 1, upto + 1)),
+        "only the second export's own event: {}",
+        text(&out.stdout)
+    );
+    let out = passkey(dir.path(), &["audit", "verify", next.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("not vouched for"));
+
+    // Archive up to the last checkpoint before the second export.
+    let archive = dir.path().join("archive.jsonl");
+    let out = passkey(
+        dir.path(),
+        &[
+            "audit",
+            "archive",
+            "--before",
+            &(upto + 1).to_string(),
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("events 1–{upto}")),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = passkey(dir.path(), &["audit", "verify", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    // Nothing before the first checkpoint: refused, nothing written.
+    let refused = dir.path().join("refused.jsonl");
+    let out = passkey(
+        dir.path(),
+        &[
+            "audit",
+            "archive",
+            "--before",
+            "2",
+            "--out",
+            refused.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no signed checkpoint"));
+    assert!(!refused.exists());
+
+    let store = SqliteStore::open(&dir.path().join("data/passkey.db"), 1)
+        .await
+        .unwrap();
+    let events = store.audit_events_after(0, 10_000).await.unwrap();
+    assert_eq!(events[0].seq, 1, "archiving deletes nothing");
+    let archived = events
+        .iter()
+        .find(|e| e.action == "AUDIT_ARCHIVED")
+        .expect("the archive is recorded");
+    assert_eq!(archived.actor, "admin-cli");
+    assert_eq!(archived.detail.0["to_seq"], serde_json::json!(upto));
+    assert_eq!(archived.detail.0["file"], "archive.jsonl");
+}
+
+#[test]
+fn audit_export_to_an_unwritable_place_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    let out = passkey(
+        dir.path(),
+        &["audit", "export", "--out", "/nonexistent-dir/trail.jsonl"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent-dir/trail.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Nothing was recorded: a fresh export holds no AUDIT_EXPORTED before its own.
+    let trail = dir.path().join("trail.jsonl");
+    assert!(
+        passkey(
+            dir.path(),
+            &["audit", "export", "--out", trail.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let exported = std::fs::read_to_string(&trail)
+        .unwrap()
+        .matches("\"AUDIT_EXPORTED\"")
+        .count();
+    assert_eq!(exported, 1);
+}

@@ -385,4 +385,42 @@ impl Notifier for TeamsNotifier {
             tracing::warn!(request_id, %error, "cards not updated");
         }
     }
+
+    /// A text message in every admin's 1:1 chat; admins the bot has no chat with are logged.
+    async fn alert_admins(&self, text: &str) {
+        let admins = match self.store.users_with_role(crate::domain::Role::Admin).await {
+            Ok(admins) => admins,
+            Err(error) => {
+                tracing::error!(%error, alert = text, "admin alert not delivered: admins unknown");
+                return;
+            }
+        };
+        for admin in admins {
+            let chat = match self.store.personal_conversation(&admin.aad_object_id).await {
+                Ok(Some(chat)) => chat,
+                Ok(None) => {
+                    tracing::warn!(
+                        user_id = admin.id,
+                        "admin alert not delivered: no chat with this admin yet"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(user_id = admin.id, %error, "admin alert not delivered");
+                    continue;
+                }
+            };
+            let target = ConversationTarget {
+                service_url: chat.service_url,
+                conversation_id: chat.conversation_id,
+            };
+            if let Err(error) = self
+                .connector
+                .send(&target, &OutgoingActivity::text(text.to_string()))
+                .await
+            {
+                tracing::warn!(user_id = admin.id, %error, "admin alert not delivered");
+            }
+        }
+    }
 }

@@ -903,11 +903,20 @@ async fn admin_reply_for(
             )
             .await;
         }
-        other => {
-            return Ok(Reply::Text(format!(
-                "`admin {}` is not switched on in this build yet.",
-                admin_name(&other)
-            )));
+        AdminCommand::AuditVerify => {
+            let actor = format!("user:{}", admin.id);
+            match state
+                .audit
+                .verify_and_alert(state.notifier.as_ref(), &actor)
+                .await
+            {
+                Ok(report) => ("Audit trail", (report.ok(), report.summary())),
+                Err(crate::audit::AuditError::Store(e)) => return Err(e.into()),
+                Err(e) => (
+                    "Audit trail",
+                    (false, format!("The audit trail could not be checked: {e}")),
+                ),
+            }
         }
     };
     Ok(Reply::Card(

@@ -2618,6 +2618,11 @@ pub trait Notifier: Send + Sync {
     async fn deliver(&self, notices: &[Notice]);
     /// The request changed state: copies of cards about it may need updating.
     async fn request_changed(&self, _request_id: i64) {}
+    /// A text for every admin (the audit trail failed verification…). Without a channel to
+    /// reach them, it goes to the error log.
+    async fn alert_admins(&self, text: &str) {
+        tracing::error!(alert = text, "admin alert not delivered (no notifier)");
+    }
 }
 
 /// Drops notices (with a debug line): for the CLI and tests that don't look at them.

@@ -5,8 +5,11 @@
 //!
 //! Jobs: lease expiry (expire, remove shares, warn "ends soon"), preflight retry, stale requests
 //! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, rotation check, then leases
-//! whose holder lost access), housekeeping (dedupe rows, expired OTP challenges).
+//! whose holder lost access), housekeeping (dedupe rows, expired OTP challenges), audit
+//! checkpoints (sign the chain head) and audit verification (the whole chain, every 4 hours;
+//! admins alerted in Teams on a mismatch).
 
+use crate::audit::AuditTrail;
 use crate::config::LifecycleSettings;
 use crate::domain::{Clock, Timestamp};
 use crate::governance::lifecycle::{Lifecycle, LifecycleError, Notice, Notifier};
@@ -25,15 +28,19 @@ pub enum Job {
     StaleRequests,
     VaultSync,
     Housekeeping,
+    AuditCheckpoint,
+    AuditVerify,
 }
 
 impl Job {
-    pub const ALL: [Job; 5] = [
+    pub const ALL: [Job; 7] = [
         Job::LeaseExpiry,
         Job::PreflightRetry,
         Job::StaleRequests,
         Job::VaultSync,
         Job::Housekeeping,
+        Job::AuditCheckpoint,
+        Job::AuditVerify,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,15 +50,21 @@ impl Job {
             Job::StaleRequests => "stale-requests",
             Job::VaultSync => "vault-sync",
             Job::Housekeeping => "housekeeping",
+            Job::AuditCheckpoint => "audit-checkpoint",
+            Job::AuditVerify => "audit-verify",
         }
     }
 
+    /// How often the job runs. The audit jobs follow their own settings (see
+    /// [`Scheduler::period`]); here they get their defaults.
     pub fn period(self, s: &LifecycleSettings) -> std::time::Duration {
         let secs = match self {
             Job::LeaseExpiry | Job::PreflightRetry => s.tick_secs,
             Job::StaleRequests => s.tick_secs.saturating_mul(5),
             Job::VaultSync => s.vault_sync_secs,
             Job::Housekeeping => 3600,
+            Job::AuditCheckpoint => 60,
+            Job::AuditVerify => 4 * 3600,
         };
         std::time::Duration::from_secs(secs.max(1))
     }
@@ -74,6 +87,8 @@ pub struct Scheduler {
     notifier: Arc<dyn Notifier>,
     /// This instance's name in claims (several instances may share one database).
     holder: String,
+    /// The audit trail's checkpoints and verification; without it the audit jobs don't run.
+    audit: Option<Arc<AuditTrail>>,
 }
 
 /// Counts a run reports, by name.
@@ -110,6 +125,33 @@ impl Scheduler {
             rotations,
             notifier,
             holder: holder.into(),
+            audit: None,
+        }
+    }
+
+    /// Adds the audit jobs (checkpoints, verification).
+    pub fn with_audit(mut self, audit: Arc<AuditTrail>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The jobs this scheduler runs.
+    pub fn jobs(&self) -> Vec<Job> {
+        Job::ALL
+            .into_iter()
+            .filter(|j| {
+                self.audit.is_some() || !matches!(j, Job::AuditCheckpoint | Job::AuditVerify)
+            })
+            .collect()
+    }
+
+    fn period(&self, job: Job, settings: &LifecycleSettings) -> std::time::Duration {
+        match (job, &self.audit) {
+            (Job::AuditCheckpoint, Some(a)) => crate::audit::checkpoint_tick(a.settings()),
+            (Job::AuditVerify, Some(a)) => {
+                std::time::Duration::from_secs(a.settings().verify_every_secs.max(1))
+            }
+            _ => job.period(settings),
         }
     }
 
@@ -132,6 +174,8 @@ impl Scheduler {
             Job::StaleRequests => self.stale_requests().await,
             Job::VaultSync => self.vault_sync().await,
             Job::Housekeeping => self.housekeeping().await,
+            Job::AuditCheckpoint => self.audit_checkpoint().await,
+            Job::AuditVerify => self.audit_verify().await,
         };
         let (ok, counts, error) = match result {
             Ok(counts) => (true, Value::Object(counts), None),
@@ -401,6 +445,49 @@ impl Scheduler {
         Ok(counts)
     }
 
+    fn audit(&self) -> Result<&AuditTrail, String> {
+        self.audit
+            .as_deref()
+            .ok_or_else(|| "the audit trail is not configured for this scheduler".to_string())
+    }
+
+    /// Signs the chain head when enough events or time passed since the last checkpoint.
+    pub async fn audit_checkpoint(&self) -> Result<Counts, String> {
+        let mut counts = Counts::new();
+        if let Some(c) = self
+            .audit()?
+            .checkpoint_if_due()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            counts.insert("checkpoint_seq".into(), json!(c.seq));
+        }
+        Ok(counts)
+    }
+
+    /// Verifies the whole chain; a mismatch alerts the admins and fails the run.
+    pub async fn audit_verify(&self) -> Result<Counts, String> {
+        let report = self
+            .audit()?
+            .verify_and_alert(self.notifier.as_ref(), "system:audit-verify")
+            .await
+            .map_err(|e| e.to_string())?;
+        match report.first_bad {
+            None => {
+                let mut counts = Counts::new();
+                counts.insert("events".into(), json!(report.events));
+                counts.insert(
+                    "checkpoints_verified".into(),
+                    json!(report.checkpoints_verified),
+                );
+                Ok(counts)
+            }
+            Some(first) => Err(format!(
+                "audit trail failed verification: first bad {first}"
+            )),
+        }
+    }
+
     /// Starts one task per job, each on its own interval (missed ticks are skipped, not
     /// bunched). The first run of each job comes one period after start, except lease expiry
     /// and preflight retry, which run at once (work may have come due while the app was down).
@@ -408,11 +495,11 @@ impl Scheduler {
         self: Arc<Self>,
         settings: &LifecycleSettings,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        Job::ALL
+        self.jobs()
             .into_iter()
             .map(|job| {
                 let me = self.clone();
-                let period = job.period(settings);
+                let period = self.period(job, settings);
                 tokio::spawn(async move {
                     let first = match job {
                         Job::LeaseExpiry | Job::PreflightRetry => tokio::time::Instant::now(),

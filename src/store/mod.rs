@@ -386,9 +386,27 @@ pub trait LeaseStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     /// Appends one event to the chain in its own transaction (for events with no state change).
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Appends several events with no state change in one transaction, the chain head locked
+    /// once (imports, bulk loads, benchmarks): the same chain as one `append_audit` each.
+    async fn append_audit_batch(&self, events: &[NewAuditEvent]) -> StoreResult<()>;
     /// Events with `seq > after`, in chain order.
     async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>>;
     async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>>;
+    /// The chain head as committed: `(seq, hash)` of the last event (`0` and the genesis hash
+    /// when there is none). Not locked: a checkpoint signs a head that was committed.
+    async fn audit_head(&self) -> StoreResult<(i64, String)>;
+    /// Inserts a signed checkpoint; false when one already exists at that seq (another instance
+    /// signed the same head).
+    async fn insert_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<bool>;
+    /// Checkpoints with `seq >= from`, by seq.
+    async fn checkpoints_from(&self, from: i64) -> StoreResult<Vec<AuditCheckpoint>>;
+    async fn last_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>>;
+    /// Registers a signing public key unless its key id is known already.
+    async fn register_public_key(&self, key: &AuditPublicKey) -> StoreResult<()>;
+    async fn public_keys(&self) -> StoreResult<Vec<AuditPublicKey>>;
+    async fn record_probe(&self, probe: &NewProbeEvent) -> StoreResult<ProbeEvent>;
+    /// The latest probe runs, newest first.
+    async fn recent_probes(&self, limit: i64) -> StoreResult<Vec<ProbeEvent>>;
     async fn insert_trace(&self, trace: &NewTrace) -> StoreResult<DecisionTrace>;
     async fn traces_for_request(&self, request_id: i64) -> StoreResult<Vec<DecisionTrace>>;
     async fn trace_by_id(&self, id: i64) -> StoreResult<Option<DecisionTrace>>;

@@ -389,7 +389,7 @@ pub struct NewJobRun {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize, serde::Deserialize)]
 pub struct AuditEvent {
     pub seq: i64,
     pub event_id: uuid::Uuid,
@@ -440,6 +440,55 @@ impl NewAuditEvent {
         self.detail = detail;
         self
     }
+}
+
+/// A signed checkpoint: a signer vouched for the chain's head at `seq` (INV-2: insert-only).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize, serde::Deserialize)]
+pub struct AuditCheckpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub signed_at: Timestamp,
+    pub key_id: String,
+    pub algorithm: String,
+    /// Base64 of the signature bytes.
+    pub signature: String,
+}
+
+/// A public key that signed (or signs) checkpoints, kept so rotated keys still verify.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize, serde::Deserialize)]
+pub struct AuditPublicKey {
+    pub key_id: String,
+    pub algorithm: String,
+    /// Base64 of the raw public key.
+    pub public_key: String,
+    pub created_at: Timestamp,
+}
+
+/// One probe or health run (seed 003's GovernanceProbeEvent): who ran which check, how it ended.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ProbeEvent {
+    pub id: i64,
+    pub command_id: String,
+    pub invoked_by: String,
+    pub invoked_at: Timestamp,
+    pub exit_code: i32,
+    /// Computed now rather than served from a cache.
+    pub fresh: bool,
+    pub degraded: bool,
+    pub duration_ms: i64,
+    pub detail: Json<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProbeEvent {
+    pub command_id: String,
+    pub invoked_by: String,
+    pub invoked_at: Timestamp,
+    pub exit_code: i32,
+    pub fresh: bool,
+    pub degraded: bool,
+    pub duration_ms: i64,
+    pub detail: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]

@@ -195,6 +195,11 @@ impl Chat {
             .collect()
     }
 
+    /// The SQLite store under the chat, for raw SQL.
+    pub fn sqlite(&self) -> Arc<passkey::store::SqliteStore> {
+        self._db.store.clone()
+    }
+
     pub async fn audit_count(&self) -> usize {
         self.store
             .audit_events_after(0, 10_000)

@@ -1,0 +1,836 @@
+//! The verifier: pure, no database. It walks events in sequence order, recomputes each hash from
+//! the previous hash and the event's canonical bytes, checks sequence numbers and links, checks
+//! every checkpoint's signature and that its head hash is the chain's hash at its seq, and checks
+//! that no event went longer than allowed without a checkpoint covering it. It reports the first
+//! bad sequence number and what is wrong there.
+//!
+//! It streams: events arrive in pages ([`Verifier::push`]), and only the current and previous
+//! page are kept for telling a reordered event from an edited one, so the memory it needs does not
+//! grow with the trail.
+
+use super::signer::{Algorithm, PublicKey, Signature, verify_signature};
+use crate::canonical::canonical_json;
+use crate::domain::Timestamp;
+use crate::store::{AuditCheckpoint, AuditEvent, recompute_audit_hash};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The hash the first event chains from.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The bytes a checkpoint signs: canonical JSON of its purpose, seq, head hash and time.
+pub fn checkpoint_message(seq: i64, head_hash: &str, signed_at: Timestamp) -> Vec<u8> {
+    canonical_json(&serde_json::json!({
+        "purpose": "passkey.audit.checkpoint.v1",
+        "seq": seq,
+        "head_hash": head_hash,
+        "signed_at": signed_at.to_fixed_text(),
+    }))
+    .into_bytes()
+}
+
+/// What is wrong at a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// The event's contents (or its stored prev hash) no longer give its hash.
+    Edited,
+    /// One or more events are missing here.
+    Deleted,
+    /// An event that was never appended through the chain sits here.
+    Inserted,
+    /// Events are out of their chain order.
+    Reordered,
+    /// A checkpoint whose signature does not verify, or whose key is unknown.
+    ForgedCheckpoint,
+    /// A checkpoint's signed head hash is not the chain's hash at its seq: the chain was
+    /// rewritten (hashes recomputed) somewhere after the previous good checkpoint.
+    Rewritten,
+    /// An event went longer than allowed without a signed checkpoint covering it.
+    MissingCheckpoint,
+}
+
+impl Problem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::Edited => "edited",
+            Problem::Deleted => "deleted",
+            Problem::Inserted => "inserted",
+            Problem::Reordered => "reordered",
+            Problem::ForgedCheckpoint => "forged checkpoint",
+            Problem::Rewritten => "rewritten",
+            Problem::MissingCheckpoint => "missing checkpoint",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub seq: i64,
+    pub problem: Problem,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seq {}: {} — {}",
+            self.seq,
+            self.problem.as_str(),
+            self.detail
+        )
+    }
+}
+
+/// What the walk is checked against.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Events are expected from `from_seq + 1` (0: the whole chain, from the genesis hash).
+    pub from_seq: i64,
+    /// The last seq the trail should reach (the chain head when it was read); events beyond it
+    /// were inserted, events short of it were deleted. None: whatever the trail holds.
+    pub to_seq: Option<i64>,
+    /// How long an event may wait for a checkpoint covering it; None switches the check off.
+    pub max_checkpoint_delay: Option<time::Duration>,
+    /// "Now", for events no checkpoint covers yet (the export time for a file).
+    pub as_of: Timestamp,
+}
+
+/// The outcome of a walk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub events: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub last_hash: Option<String>,
+    /// Checkpoints whose signature and head hash both verified.
+    pub checkpoints_verified: u64,
+    /// Key ids that signed those checkpoints.
+    pub key_ids: BTreeSet<String>,
+    /// False when the trail starts mid-chain with no checkpoint vouching for its first prev hash.
+    pub anchored: bool,
+    /// The first bad sequence number and what is wrong there; None when the trail verifies.
+    pub first_bad: Option<Finding>,
+    /// Every problem found (the chain walk stops at its first).
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+
+    /// One paragraph for a person: the verdict first.
+    pub fn summary(&self) -> String {
+        let range = match (self.first_seq, self.last_seq) {
+            (Some(a), Some(b)) => format!("seq {a}–{b}"),
+            _ => "no events".into(),
+        };
+        match &self.first_bad {
+            None => format!(
+                "Audit trail verified: {} events ({range}), {} signed checkpoints ({} key{}){}.",
+                self.events,
+                self.checkpoints_verified,
+                self.key_ids.len(),
+                if self.key_ids.len() == 1 { "" } else { "s" },
+                if self.anchored {
+                    ""
+                } else {
+                    "; the first event's predecessor is not vouched for by a checkpoint in this trail"
+                }
+            ),
+            Some(first) => format!(
+                "Audit trail FAILED verification. First bad {first}. ({} problem{} found; {} events read, {range}.)",
+                self.findings.len(),
+                if self.findings.len() == 1 { "" } else { "s" },
+                self.events
+            ),
+        }
+    }
+}
+
+struct CheckedCheckpoint {
+    checkpoint: AuditCheckpoint,
+    /// Its signature verified with a known key.
+    valid: bool,
+}
+
+pub struct Verifier {
+    opts: VerifyOptions,
+    checkpoints: Vec<CheckedCheckpoint>,
+    /// Index of the first checkpoint with seq >= the next event's seq.
+    next_checkpoint: usize,
+    /// Seq of the first valid checkpoint: events up to it may predate checkpointing.
+    first_valid_checkpoint: Option<i64>,
+    last_good_checkpoint: i64,
+    expected: i64,
+    prev_hash: Option<String>,
+    prev_prev_hash: Option<String>,
+    previous_page: HashMap<String, i64>,
+    stopped: bool,
+    missing_reported: bool,
+    /// The highest seq any pushed event claimed.
+    max_seen: i64,
+    report: Report,
+}
+
+impl Verifier {
+    /// Starts a walk. Checkpoint signatures are checked here, with `keys` (the trusted public
+    /// keys, by key id).
+    pub fn new(
+        opts: VerifyOptions,
+        mut checkpoints: Vec<AuditCheckpoint>,
+        keys: &[PublicKey],
+    ) -> Self {
+        checkpoints.sort_by_key(|c| c.seq);
+        let keys: HashMap<&str, &PublicKey> = keys.iter().map(|k| (k.key_id.as_str(), k)).collect();
+        let mut findings = Vec::new();
+        let checked: Vec<CheckedCheckpoint> = checkpoints
+            .into_iter()
+            .map(|c| {
+                let problem = check_signature(&c, &keys);
+                if let Some(detail) = &problem {
+                    findings.push(Finding {
+                        seq: c.seq,
+                        problem: Problem::ForgedCheckpoint,
+                        detail: detail.clone(),
+                    });
+                }
+                CheckedCheckpoint {
+                    valid: problem.is_none(),
+                    checkpoint: c,
+                }
+            })
+            .collect();
+        let first_valid_checkpoint = checked.iter().find(|c| c.valid).map(|c| c.checkpoint.seq);
+        // The first event's predecessor: the genesis hash, or a valid checkpoint at `from_seq`.
+        let anchor = if opts.from_seq == 0 {
+            Some(GENESIS_HASH.to_string())
+        } else {
+            checked
+                .iter()
+                .find(|c| c.valid && c.checkpoint.seq == opts.from_seq)
+                .map(|c| c.checkpoint.head_hash.clone())
+        };
+        let next_checkpoint = checked.partition_point(|c| c.checkpoint.seq <= opts.from_seq);
+        Verifier {
+            expected: opts.from_seq + 1,
+            last_good_checkpoint: opts.from_seq,
+            report: Report {
+                events: 0,
+                first_seq: None,
+                last_seq: None,
+                last_hash: None,
+                checkpoints_verified: 0,
+                key_ids: BTreeSet::new(),
+                anchored: anchor.is_some(),
+                first_bad: None,
+                findings,
+            },
+            prev_hash: anchor,
+            prev_prev_hash: None,
+            previous_page: HashMap::new(),
+            stopped: false,
+            missing_reported: false,
+            max_seen: 0,
+            first_valid_checkpoint,
+            next_checkpoint,
+            checkpoints: checked,
+            opts,
+        }
+    }
+
+    /// Walks the next page of events, in the order the trail holds them.
+    pub fn push(&mut self, page: &[AuditEvent]) {
+        self.max_seen = page.iter().map(|e| e.seq).fold(self.max_seen, i64::max);
+        if self.stopped {
+            return;
+        }
+        let here: HashMap<&str, i64> = page.iter().map(|e| (e.hash.as_str(), e.seq)).collect();
+        let seqs_here: HashSet<i64> = page.iter().map(|e| e.seq).collect();
+        for e in page {
+            if let Some(finding) = self.step(e, &here, &seqs_here) {
+                self.report.findings.push(finding);
+                self.stopped = true;
+                return;
+            }
+        }
+        self.previous_page = page.iter().map(|e| (e.hash.clone(), e.seq)).collect();
+    }
+
+    fn known_hash(&self, hash: &str, here: &HashMap<&str, i64>) -> Option<i64> {
+        here.get(hash)
+            .copied()
+            .or_else(|| self.previous_page.get(hash).copied())
+    }
+
+    /// One event; a finding stops the chain walk.
+    fn step(
+        &mut self,
+        e: &AuditEvent,
+        here: &HashMap<&str, i64>,
+        seqs_here: &HashSet<i64>,
+    ) -> Option<Finding> {
+        let s = self.expected;
+        if let Some(to) = self.opts.to_seq
+            && e.seq > to
+            && e.seq >= s
+        {
+            return Some(Finding {
+                seq: e.seq,
+                problem: Problem::Inserted,
+                detail: format!(
+                    "the chain ends at seq {to}, yet an event claims seq {}",
+                    e.seq
+                ),
+            });
+        }
+        if e.seq != s {
+            return Some(if e.seq > s {
+                if seqs_here.contains(&s) {
+                    Finding {
+                        seq: s,
+                        problem: Problem::Reordered,
+                        detail: format!("seq {} comes before seq {s} in the trail", e.seq),
+                    }
+                } else {
+                    Finding {
+                        seq: s,
+                        problem: Problem::Deleted,
+                        detail: if e.seq == s + 1 {
+                            format!(
+                                "event {s} is missing (the trail goes from {} to {})",
+                                s - 1,
+                                e.seq
+                            )
+                        } else {
+                            format!("events {s}–{} are missing", e.seq - 1)
+                        },
+                    }
+                }
+            } else {
+                Finding {
+                    seq: e.seq,
+                    problem: Problem::Reordered,
+                    detail: format!("seq {} appears again after seq {}", e.seq, s - 1),
+                }
+            });
+        }
+        let recomputed = recompute_audit_hash(e);
+        let hash_ok = recomputed == e.hash;
+        let prev = self.prev_hash.clone();
+        let link_ok = prev.as_deref().is_none_or(|p| p == e.prev_hash);
+        if !link_ok {
+            let problem = if self.prev_prev_hash.as_deref() == Some(e.prev_hash.as_str()) {
+                // Two consecutive events chain from the same predecessor: the first of them was
+                // slipped in between.
+                return Some(Finding {
+                    seq: s - 1,
+                    problem: Problem::Inserted,
+                    detail: format!(
+                        "events {} and {s} both chain from seq {}: event {} was not appended through the chain",
+                        s - 1,
+                        s - 2,
+                        s - 1
+                    ),
+                });
+            } else if let Some(other) = self.known_hash(&e.prev_hash, here) {
+                (
+                    Problem::Reordered,
+                    format!(
+                        "it chains from the event now at seq {other}, not from seq {}",
+                        s - 1
+                    ),
+                )
+            } else if hash_ok {
+                (
+                    Problem::Inserted,
+                    format!(
+                        "its hash is consistent but it does not chain from seq {}",
+                        s - 1
+                    ),
+                )
+            } else {
+                (
+                    Problem::Edited,
+                    format!(
+                        "it does not chain from seq {} and its hash does not match its contents \
+                         (edited, or an event before it was removed)",
+                        s - 1
+                    ),
+                )
+            };
+            return Some(Finding {
+                seq: s,
+                problem: problem.0,
+                detail: problem.1,
+            });
+        }
+        if !hash_ok {
+            return Some(Finding {
+                seq: s,
+                problem: Problem::Edited,
+                detail: "its stored hash does not match its contents".into(),
+            });
+        }
+        // The event is sound. Checkpoints at this seq must vouch for exactly this hash.
+        while let Some(c) = self.checkpoints.get(self.next_checkpoint)
+            && c.checkpoint.seq <= s
+        {
+            self.next_checkpoint += 1;
+            if !c.valid || c.checkpoint.seq < s {
+                continue;
+            }
+            if c.checkpoint.head_hash != e.hash {
+                return Some(Finding {
+                    seq: self.last_good_checkpoint + 1,
+                    problem: Problem::Rewritten,
+                    detail: format!(
+                        "the checkpoint at seq {s} signed a different head hash: events {}–{s} were rewritten",
+                        self.last_good_checkpoint + 1
+                    ),
+                });
+            }
+            self.last_good_checkpoint = s;
+            self.report.checkpoints_verified += 1;
+            self.report.key_ids.insert(c.checkpoint.key_id.clone());
+        }
+        self.check_covered(e);
+        self.report.events += 1;
+        self.report.first_seq.get_or_insert(e.seq);
+        self.report.last_seq = Some(e.seq);
+        self.report.last_hash = Some(e.hash.clone());
+        self.prev_prev_hash = Some(e.prev_hash.clone());
+        self.prev_hash = Some(e.hash.clone());
+        self.expected = s + 1;
+        None
+    }
+
+    /// The missing-checkpoint rule: every event after the first checkpoint is covered by a valid
+    /// checkpoint signed within the allowed delay (or the delay has not run out yet).
+    fn check_covered(&mut self, e: &AuditEvent) {
+        let Some(delay) = self.opts.max_checkpoint_delay else {
+            return;
+        };
+        if self.missing_reported {
+            return;
+        }
+        let covering = self.checkpoints[self.next_checkpoint.saturating_sub(1)..]
+            .iter()
+            .find(|c| c.valid && c.checkpoint.seq >= e.seq)
+            .map(|c| &c.checkpoint);
+        // Events up to the first checkpoint may predate checkpointing (an older database).
+        if let (Some(first), Some(_)) = (self.first_valid_checkpoint, covering)
+            && e.seq <= first
+        {
+            return;
+        }
+        let deadline = e.created_at.plus(delay);
+        let late = match covering {
+            Some(c) if c.signed_at > deadline => Some(format!(
+                "written at {}, first covered by the checkpoint at seq {} signed at {} (allowed: {} s)",
+                e.created_at,
+                c.seq,
+                c.signed_at,
+                delay.whole_seconds()
+            )),
+            Some(_) => None,
+            None if self.opts.as_of > deadline => Some(format!(
+                "written at {}, no signed checkpoint covers it as of {} (allowed: {} s)",
+                e.created_at,
+                self.opts.as_of,
+                delay.whole_seconds()
+            )),
+            None => None,
+        };
+        if let Some(detail) = late {
+            self.missing_reported = true;
+            self.report.findings.push(Finding {
+                seq: e.seq,
+                problem: Problem::MissingCheckpoint,
+                detail,
+            });
+        }
+    }
+
+    /// Sets the seq the trail should end at, once known (a live walk reads the chain head after
+    /// the events, so an event committed during the walk is not mistaken for an insertion).
+    pub fn set_to_seq(&mut self, to: i64) {
+        self.opts.to_seq = Some(to);
+    }
+
+    /// Ends the walk: events missing or added at the end, and the verdict.
+    pub fn finish(mut self) -> Report {
+        if let Some(to) = self.opts.to_seq
+            && self.max_seen > to
+        {
+            // Whatever the walk made of rows beyond the head, they were never appended.
+            self.report.findings.retain(|f| f.seq <= to);
+            self.report.findings.push(Finding {
+                seq: to + 1,
+                problem: Problem::Inserted,
+                detail: format!(
+                    "the chain head is seq {to}, yet the trail holds events up to seq {}",
+                    self.max_seen
+                ),
+            });
+            self.stopped = true;
+        }
+        if !self.stopped {
+            let last = self.expected - 1;
+            let beyond = self
+                .checkpoints
+                .iter()
+                .find(|c| c.valid && c.checkpoint.seq > last)
+                .map(|c| c.checkpoint.seq);
+            let should_reach = self.opts.to_seq.into_iter().chain(beyond).max();
+            if let Some(to) = should_reach
+                && to > last
+            {
+                self.report.findings.push(Finding {
+                    seq: last + 1,
+                    problem: Problem::Deleted,
+                    detail: if Some(to) == beyond {
+                        format!("a signed checkpoint vouches for seq {to}, but the trail ends at seq {last}")
+                    } else {
+                        format!("the chain reaches seq {to}, but the trail ends at seq {last}")
+                    },
+                });
+            }
+        }
+        let mut report = self.report;
+        report.first_bad = report.findings.iter().min_by_key(|f| f.seq).cloned();
+        report
+    }
+}
+
+fn check_signature(c: &AuditCheckpoint, keys: &HashMap<&str, &PublicKey>) -> Option<String> {
+    let Some(key) = keys.get(c.key_id.as_str()) else {
+        return Some(format!("signed by unknown key `{}`", c.key_id));
+    };
+    let Some(algorithm) = Algorithm::parse(&c.algorithm) else {
+        return Some(format!("unknown signature algorithm `{}`", c.algorithm));
+    };
+    let Ok(bytes) = B64.decode(&c.signature) else {
+        return Some("the signature is not base64".into());
+    };
+    let signature = Signature {
+        key_id: c.key_id.clone(),
+        algorithm,
+        bytes,
+    };
+    let message = checkpoint_message(c.seq, &c.head_hash, c.signed_at);
+    if verify_signature(key, &message, &signature) {
+        None
+    } else {
+        Some(format!("the signature by `{}` does not verify", c.key_id))
+    }
+}
+
+/// Verifies a whole trail held in memory (tests, small exports).
+pub fn verify_all(
+    opts: VerifyOptions,
+    events: &[AuditEvent],
+    checkpoints: Vec<AuditCheckpoint>,
+    keys: &[PublicKey],
+) -> Report {
+    let mut v = Verifier::new(opts, checkpoints, keys);
+    for page in events.chunks(PAGE) {
+        v.push(page);
+    }
+    v.finish()
+}
+
+/// Events per page when walking a trail.
+pub const PAGE: usize = 5000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::signer::{LocalEd25519Signer, Signer};
+    use serde_json::json;
+    use sqlx::types::Json;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::parse("2026-11-23T09:00:00Z")
+            .unwrap()
+            .plus(time::Duration::seconds(secs))
+    }
+
+    /// A well-formed chain of `n` events, one a second.
+    fn chain(n: i64) -> Vec<AuditEvent> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let e = event(seq, &prev, json!({ "n": seq }));
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn event(seq: i64, prev: &str, detail: serde_json::Value) -> AuditEvent {
+        let mut e = AuditEvent {
+            seq,
+            event_id: uuid::Uuid::from_u128(seq as u128),
+            actor: "user:1".into(),
+            action: "REQUEST_SUBMITTED".into(),
+            request_id: Some(seq),
+            record_id: None,
+            detail: Json(detail),
+            created_at: t(seq),
+            prev_hash: prev.to_string(),
+            hash: String::new(),
+        };
+        e.hash = recompute_audit_hash(&e);
+        e
+    }
+
+    /// Re-hashes events from index `from` on, as an attacker who knows the scheme would.
+    fn rehash(events: &mut [AuditEvent], from: usize) {
+        for i in from..events.len() {
+            if i > 0 {
+                events[i].prev_hash = events[i - 1].hash.clone();
+            }
+            events[i].hash = recompute_audit_hash(&events[i]);
+        }
+    }
+
+    async fn sign(signer: &dyn Signer, e: &AuditEvent, at: Timestamp) -> AuditCheckpoint {
+        let s = signer
+            .sign(&checkpoint_message(e.seq, &e.hash, at))
+            .await
+            .unwrap();
+        AuditCheckpoint {
+            seq: e.seq,
+            head_hash: e.hash.clone(),
+            signed_at: at,
+            key_id: s.key_id,
+            algorithm: s.algorithm.as_str().into(),
+            signature: B64.encode(s.bytes),
+        }
+    }
+
+    fn opts(to: i64) -> VerifyOptions {
+        VerifyOptions {
+            from_seq: 0,
+            to_seq: Some(to),
+            max_checkpoint_delay: None,
+            as_of: t(to + 1),
+        }
+    }
+
+    fn first(report: &Report) -> (i64, Problem) {
+        let f = report.first_bad.as_ref().expect("a finding");
+        (f.seq, f.problem)
+    }
+
+    fn key() -> (tempfile::TempDir, LocalEd25519Signer) {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LocalEd25519Signer::open_or_create(&dir.path().join("k.p8")).unwrap();
+        (dir, signer)
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_across_pages() {
+        let events = chain(PAGE as i64 * 2 + 7);
+        let report = verify_all(opts(events.len() as i64), &events, vec![], &[]);
+        assert!(report.ok(), "{}", report.summary());
+        assert_eq!(report.events, events.len() as u64);
+        assert_eq!(
+            report.last_hash.as_deref(),
+            Some(events.last().unwrap().hash.as_str())
+        );
+        assert!(report.summary().starts_with("Audit trail verified"));
+    }
+
+    #[test]
+    fn an_edited_detail_is_named_by_its_seq() {
+        let mut events = chain(50);
+        events[20].detail = Json(json!({ "n": 999 }));
+        let report = verify_all(opts(50), &events, vec![], &[]);
+        assert_eq!(first(&report), (21, Problem::Edited));
+        assert!(
+            report.summary().contains("First bad seq 21: edited"),
+            "{}",
+            report.summary()
+        );
+    }
+
+    #[test]
+    fn a_deleted_event_is_a_gap_at_its_seq() {
+        let mut events = chain(50);
+        events.remove(9);
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (10, Problem::Deleted)
+        );
+        // The last event gone: the chain head still says 50.
+        let mut events = chain(50);
+        events.pop();
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (50, Problem::Deleted)
+        );
+    }
+
+    #[test]
+    fn swapped_events_are_reordered() {
+        // Lines swapped in a file: seq order broken.
+        let mut events = chain(50);
+        events.swap(29, 30);
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (30, Problem::Reordered)
+        );
+        // Rows swapped in the database (their seq numbers exchanged): read back in seq order.
+        let mut events = chain(50);
+        events.swap(29, 30);
+        events[29].seq = 30;
+        events[30].seq = 31;
+        assert_eq!(
+            first(&verify_all(opts(50), &events, vec![], &[])),
+            (30, Problem::Reordered)
+        );
+    }
+
+    #[test]
+    fn a_forged_row_slipped_in_is_inserted() {
+        // In the middle, later rows shifted up, the forgery hashed correctly.
+        let mut events = chain(50);
+        let forged = event(21, &events[19].hash, json!({ "forged": true }));
+        events.insert(20, forged);
+        for e in events.iter_mut().skip(21) {
+            e.seq += 1;
+        }
+        assert_eq!(
+            first(&verify_all(opts(51), &events, vec![], &[])),
+            (21, Problem::Inserted)
+        );
+        // After the head, chained and hashed correctly: only the head betrays it.
+        let mut events = chain(50);
+        events.push(event(51, &events[49].hash.clone(), json!({})));
+        let report = verify_all(opts(50), &events, vec![], &[]);
+        assert_eq!(first(&report), (51, Problem::Inserted));
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_chain_is_caught_by_the_checkpoint_after_it() {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let mut events = chain(100);
+        let checkpoints = vec![
+            sign(&signer, &events[39], t(41)).await,
+            sign(&signer, &events[79], t(81)).await,
+        ];
+        // Edit event 60 and recompute every hash after it: the chain itself is consistent.
+        events[59].actor = "user:666".into();
+        rehash(&mut events, 59);
+        let report = verify_all(opts(100), &events, checkpoints, &keys);
+        let (seq, problem) = first(&report);
+        assert_eq!((seq, problem), (41, Problem::Rewritten));
+        assert!(report.first_bad.unwrap().detail.contains("41–80"));
+    }
+
+    #[tokio::test]
+    async fn forged_checkpoints_fail_and_rotated_keys_still_verify() {
+        let (_a, key_a) = key();
+        let (_b, key_b) = key();
+        let events = chain(30);
+        // Key A signed the first checkpoint, key B (after rotation) the second.
+        let checkpoints = vec![
+            sign(&key_a, &events[9], t(11)).await,
+            sign(&key_b, &events[19], t(21)).await,
+        ];
+        let keys = vec![
+            key_a.public_key().await.unwrap(),
+            key_b.public_key().await.unwrap(),
+        ];
+        let report = verify_all(opts(30), &events, checkpoints.clone(), &keys);
+        assert!(report.ok(), "{}", report.summary());
+        assert_eq!(report.checkpoints_verified, 2);
+        assert_eq!(report.key_ids.len(), 2);
+
+        // Key A no longer known: its checkpoint cannot be trusted.
+        let report = verify_all(opts(30), &events, checkpoints.clone(), &keys[1..]);
+        assert_eq!(first(&report), (10, Problem::ForgedCheckpoint));
+        assert!(report.first_bad.unwrap().detail.contains("unknown key"));
+
+        // A signature over something else, relabelled.
+        let mut forged = checkpoints.clone();
+        forged[1].head_hash = events[18].hash.clone();
+        let report = verify_all(opts(30), &events, forged, &keys);
+        assert_eq!(first(&report), (20, Problem::ForgedCheckpoint));
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_timely_checkpoint_is_a_missing_checkpoint() {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let events = chain(100);
+        let every_ten = |_: ()| async {
+            let mut cps = Vec::new();
+            for i in (9..100).step_by(10) {
+                cps.push(sign(&signer, &events[i], t(i as i64 + 2)).await);
+            }
+            cps
+        };
+        let cps = every_ten(()).await;
+        let mut o = opts(100);
+        o.max_checkpoint_delay = Some(time::Duration::seconds(15));
+        assert!(verify_all(o.clone(), &events, cps.clone(), &keys).ok());
+
+        // The checkpoints at 50 and 60 removed: events 41.. wait until 70's checkpoint.
+        let holes: Vec<_> = cps
+            .iter()
+            .filter(|c| c.seq != 50 && c.seq != 60)
+            .cloned()
+            .collect();
+        let report = verify_all(o.clone(), &events, holes, &keys);
+        assert_eq!(first(&report), (41, Problem::MissingCheckpoint));
+
+        // Nothing covers the tail, long after it was written.
+        let report = verify_all(
+            VerifyOptions {
+                as_of: t(200),
+                ..o.clone()
+            },
+            &events[..95],
+            cps[..9].to_vec(),
+            &keys,
+        );
+        // (The trail also stops short of seq 100, a deletion at 96, but 91 comes first.)
+        assert_eq!(first(&report).0, 91);
+        assert_eq!(first(&report).1, Problem::MissingCheckpoint);
+
+        // Events written before checkpointing began are not held to the rule.
+        let report = verify_all(o, &events, cps[5..].to_vec(), &keys);
+        assert!(report.ok(), "{}", report.summary());
+    }
+
+    #[tokio::test]
+    async fn an_incremental_trail_is_anchored_by_the_checkpoint_it_starts_at() {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let events = chain(60);
+        let cp = sign(&signer, &events[39], t(41)).await;
+        let o = VerifyOptions {
+            from_seq: 40,
+            ..opts(60)
+        };
+        let report = verify_all(o.clone(), &events[40..], vec![cp.clone()], &keys);
+        assert!(report.ok() && report.anchored, "{}", report.summary());
+        // Without the checkpoint it still walks, but says it is not anchored.
+        let report = verify_all(o.clone(), &events[40..], vec![], &keys);
+        assert!(report.ok() && !report.anchored);
+        assert!(report.summary().contains("not vouched for"));
+        // The first event's predecessor edited: the anchor catches it.
+        let mut tampered = events[40..].to_vec();
+        tampered[0].prev_hash = events[10].hash.clone();
+        tampered[0].hash = recompute_audit_hash(&tampered[0]);
+        let report = verify_all(o, &tampered, vec![cp], &keys);
+        assert_eq!(first(&report).0, 41);
+    }
+}
