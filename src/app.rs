@@ -64,6 +64,11 @@ pub struct AppState {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A `kv:` secret reference did not resolve (the message names each, never a value).
+    #[error(transparent)]
+    Secrets(#[from] crate::azure::secrets::ResolveError),
+    #[error("{0}")]
+    Azure(#[from] crate::azure::AzureError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -86,15 +91,33 @@ pub struct App {
 }
 
 impl App {
-    /// Checks the settings, opens and migrates the database, loads demo data in dev.
+    /// Resolves Key Vault secret references (`kv:NAME`, from `azure.key_vault_url` with the
+    /// configured Azure identity), checks the settings, opens and migrates the database, loads
+    /// demo data in dev.
     pub async fn build(settings: Settings) -> Result<App, StartError> {
+        Self::build_resolved(resolve_secrets(settings).await?).await
+    }
+
+    /// As [`App::build`], with the secret references resolved through `source` (tests give a fake).
+    pub async fn build_with_secrets(
+        mut settings: Settings,
+        source: &dyn crate::azure::secrets::SecretSource,
+    ) -> Result<App, StartError> {
+        let resolved = crate::azure::secrets::resolve(&mut settings, source).await?;
+        if !resolved.is_empty() {
+            tracing::info!(settings = ?resolved, vault = %source.location(), "resolved Key Vault references");
+        }
+        Self::build_resolved(settings).await
+    }
+
+    async fn build_resolved(settings: Settings) -> Result<App, StartError> {
         settings.check()?;
         std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
             path: settings.data_dir.display().to_string(),
             source,
         })?;
         // Checked before the database is touched, so a production start without its key says so.
-        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper))
+        crate::crypto::LocalKeyFile::new(&settings.data_dir, key_wrapper(&settings)?)
             .load(settings.profile == Profile::Dev)
             .await?;
         let database = settings.database_label();
@@ -320,11 +343,52 @@ impl App {
     }
 }
 
+/// What protects the data-encryption key in its file: nothing but the file's mode (`local`), or
+/// the Key Vault key `crypto.key_vault_key` (`key-vault`; unwrapped once at start).
+pub fn key_wrapper(
+    settings: &Settings,
+) -> Result<Box<dyn crate::crypto::KeyWrapper>, crate::crypto::CryptoError> {
+    use crate::config::KeyProtection;
+    match settings.crypto.key_wrapper {
+        KeyProtection::Local => Ok(Box::new(crate::crypto::LocalWrapper)),
+        KeyProtection::KeyVault => {
+            let name = settings
+                .crypto
+                .key_vault_key
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    crate::crypto::CryptoError::Wrapper("crypto.key_vault_key is not set".into())
+                })?;
+            let keys = key_vault_keys(settings)
+                .map_err(|e| crate::crypto::CryptoError::Wrapper(e.to_string()))?;
+            Ok(Box::new(crate::azure::keys::KeyVaultWrapper::new(
+                keys, name,
+            )))
+        }
+    }
+}
+
+/// Key Vault keys in `azure.key_vault_url`, reached with the configured Azure identity.
+pub fn key_vault_keys(
+    settings: &Settings,
+) -> Result<Arc<dyn crate::azure::keys::KeyVaultKeys>, crate::azure::AzureError> {
+    use crate::azure::{AzureError, credential, keys::SdkKeys};
+    let url = settings
+        .azure
+        .key_vault_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| AzureError::Config("azure.key_vault_url is not set".into()))?;
+    let credential = credential::from_settings(&settings.azure)?;
+    Ok(Arc::new(SdkKeys::new(url, credential)?))
+}
+
 /// The data-encryption key for personal data at rest: the key file in the data directory,
 /// created on first start in dev, required in production (see `crypto.rs`).
 pub async fn data_key(settings: &Settings) -> Result<crate::crypto::DataKey, StoreError> {
-    let file =
-        crate::crypto::LocalKeyFile::new(&settings.data_dir, Box::new(crate::crypto::LocalWrapper));
+    let wrapper = key_wrapper(settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let file = crate::crypto::LocalKeyFile::new(&settings.data_dir, wrapper);
     file.load(settings.profile == Profile::Dev)
         .await
         .map_err(|e| StoreError::Invalid(e.to_string()))
@@ -341,6 +405,43 @@ fn bot_account_id(settings: &Settings) -> String {
 
 /// Where group memberships and people come from.
 type Directories = (Arc<dyn GroupDirectory>, Arc<dyn UserDirectory>);
+
+/// Replaces `kv:` secret references with their values from Key Vault (nothing to do, and no
+/// Azure call, when there are none). Every command that uses the settings goes through this.
+pub async fn resolve_secrets(mut settings: Settings) -> Result<Settings, StartError> {
+    if crate::azure::secrets::references(&mut settings).is_empty() {
+        return Ok(settings);
+    }
+    let source = key_vault_secrets(&settings)?;
+    let resolved = crate::azure::secrets::resolve(&mut settings, source.as_ref()).await?;
+    tracing::info!(settings = ?resolved, vault = %source.location(), "resolved Key Vault references");
+    Ok(settings)
+}
+
+/// The Key Vault that `kv:` references point into, reached with the configured Azure identity.
+pub fn key_vault_secrets(
+    settings: &Settings,
+) -> Result<Box<dyn crate::azure::secrets::SecretSource>, crate::azure::AzureError> {
+    use crate::azure::{AzureError, credential, secrets::KeyVaultSecrets};
+    let url = settings
+        .azure
+        .key_vault_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            let mut copy = settings.clone();
+            let named: Vec<String> = crate::azure::secrets::references(&mut copy)
+                .into_iter()
+                .map(|r| format!("{} = {}", r.setting, r.reference))
+                .collect();
+            AzureError::Config(format!(
+                "{} use Key Vault but azure.key_vault_url (PASSKEY_AZURE__KEY_VAULT_URL) is not set",
+                named.join(", ")
+            ))
+        })?;
+    let credential = credential::from_settings(&settings.azure)?;
+    Ok(Box::new(KeyVaultSecrets::new(url, credential)?))
+}
 
 /// Graph with the bot's own identity when enabled (`Settings::check` made sure it has one) — one
 /// client for group memberships and people — else an empty group directory and the demo people

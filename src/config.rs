@@ -59,6 +59,8 @@ pub struct Settings {
     pub graph: GraphSettings,
     pub vault: VaultSettings,
     pub lifecycle: LifecycleSettings,
+    pub azure: AzureSettings,
+    pub crypto: CryptoSettings,
     pub audit: AuditSettings,
     pub web: WebSettings,
     pub otp: OtpSettings,
@@ -184,6 +186,8 @@ impl Default for Settings {
             graph: GraphSettings::default(),
             vault: VaultSettings::default(),
             lifecycle: LifecycleSettings::default(),
+            azure: AzureSettings::default(),
+            crypto: CryptoSettings::default(),
             audit: AuditSettings::default(),
             web: WebSettings::default(),
             otp: OtpSettings::default(),
@@ -254,6 +258,60 @@ impl Default for VaultSettings {
             ksm_config: None,
         }
     }
+}
+
+/// How the app authenticates to Azure (Key Vault) without a secret of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureCredentialKind {
+    /// The App Service / VM managed identity: system-assigned, or user-assigned by `client_id`.
+    ManagedIdentity,
+    /// Developer tools on this machine (`az login`, then `azd auth login`), for local runs.
+    Developer,
+}
+
+/// Azure Key Vault: secret references (`kv:NAME` anywhere a secret is configured) and the keys
+/// that sign audit checkpoints and wrap the data-encryption key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureSettings {
+    pub credential: AzureCredentialKind,
+    /// A user-assigned managed identity's client id (unset: the system-assigned identity).
+    pub client_id: Option<String>,
+    /// The vault's URL, e.g. `https://passkey-prod.vault.azure.net/`. Needed by any `kv:` reference.
+    pub key_vault_url: Option<String>,
+}
+
+impl Default for AzureSettings {
+    fn default() -> Self {
+        AzureSettings {
+            credential: AzureCredentialKind::ManagedIdentity,
+            client_id: None,
+            key_vault_url: None,
+        }
+    }
+}
+
+/// Which key protects a key at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyProtection {
+    /// A file in the data directory.
+    #[default]
+    Local,
+    /// An Azure Key Vault key (`azure.key_vault_url`) that never leaves the vault.
+    KeyVault,
+}
+
+/// The data-encryption key for personal data at rest (phone numbers, TOTP secrets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptoSettings {
+    /// `local`: the key file holds the key itself (mode 0600); `key-vault`: the key file holds it
+    /// wrapped by `crypto.key_vault_key` (RSA-OAEP-256 wrapKey/unwrapKey).
+    pub key_wrapper: KeyProtection,
+    /// The Key Vault key (an RSA key's name) that wraps the data-encryption key.
+    pub key_vault_key: Option<String>,
 }
 
 /// Timings of the request lifecycle and its scheduler. All in seconds.
@@ -629,6 +687,42 @@ impl Settings {
                 self.bind
             ));
         }
+        let mut copy = self.clone();
+        for r in crate::azure::secrets::references(&mut copy) {
+            problems.push(format!(
+                "{} = {} is a Key Vault reference that was not resolved (azure.key_vault_url: {})",
+                r.setting,
+                r.reference,
+                self.azure.key_vault_url.as_deref().unwrap_or("not set")
+            ));
+        }
+        if let Some(url) = self
+            .azure
+            .key_vault_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            && !url.starts_with("https://")
+        {
+            problems.push(format!(
+                "azure.key_vault_url must be an https:// vault URL (Key Vault tokens are never sent over plain http), not {url}"
+            ));
+        }
+        if self.crypto.key_wrapper == KeyProtection::KeyVault
+            && (self
+                .crypto
+                .key_vault_key
+                .as_deref()
+                .is_none_or(str::is_empty)
+                || self
+                    .azure
+                    .key_vault_url
+                    .as_deref()
+                    .is_none_or(str::is_empty))
+        {
+            problems.push(
+                "crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url".into(),
+            );
+        }
         if self.http.body_limit_bytes == 0 {
             problems.push("http.body_limit_bytes must be greater than 0".into());
         }
@@ -912,6 +1006,22 @@ impl Settings {
         }
     }
 
+    /// Every secret setting by its configuration name, for Key Vault reference resolution
+    /// (`kv:NAME` values are replaced at start-up). A new `SecretString` field belongs here too;
+    /// the `every_secret_field_is_resolvable` test counts them.
+    pub fn secret_fields_mut(&mut self) -> Vec<(&'static str, &mut Option<SecretString>)> {
+        vec![
+            ("database_url", &mut self.database_url),
+            ("bot.app_password", &mut self.bot.app_password),
+            ("vault.commander_api_key", &mut self.vault.commander_api_key),
+            ("vault.ksm_config", &mut self.vault.ksm_config),
+            ("otp.acs_access_key", &mut self.otp.acs_access_key),
+            ("otp.twilio_auth_token", &mut self.otp.twilio_auth_token),
+            ("web.session_key", &mut self.web.session_key),
+            ("web.oidc.client_secret", &mut self.web.oidc.client_secret),
+        ]
+    }
+
     /// A description of the database safe to print: kind and location, no credentials.
     pub fn database_label(&self) -> String {
         let url = self.effective_database_url();
@@ -928,7 +1038,11 @@ impl Settings {
 
     /// The effective settings as TOML-ish lines with every secret replaced by `[REDACTED]`.
     pub fn redacted_summary(&self) -> Vec<(String, String)> {
+        // A Key Vault reference is a name, not a secret: showing it helps find a missing one.
         let secret = |s: &Option<SecretString>| match s {
+            Some(v) if crate::azure::secrets::reference_name(v.expose_secret()).is_some() => {
+                v.expose_secret().to_string()
+            }
             Some(_) => "[REDACTED]".to_string(),
             None => "(unset)".to_string(),
         };
@@ -955,6 +1069,20 @@ impl Settings {
             (
                 "http.body_limit_bytes".into(),
                 self.http.body_limit_bytes.to_string(),
+            ),
+            (
+                "azure.credential".into(),
+                format!("{:?}", self.azure.credential).to_lowercase(),
+            ),
+            ("azure.client_id".into(), opt(&self.azure.client_id)),
+            ("azure.key_vault_url".into(), opt(&self.azure.key_vault_url)),
+            (
+                "crypto.key_wrapper".into(),
+                format!("{:?}", self.crypto.key_wrapper).to_lowercase(),
+            ),
+            (
+                "crypto.key_vault_key".into(),
+                opt(&self.crypto.key_vault_key),
             ),
             ("bot.app_id".into(), opt(&self.bot.app_id)),
             ("bot.app_password".into(), secret(&self.bot.app_password)),
@@ -1074,6 +1202,9 @@ fn is_catalog_id(id: &str) -> bool {
 
 /// `postgres://user:pass@host:5432/db` → `postgres host:5432/db`; `sqlite://path` → `sqlite path`.
 pub fn describe_database_url(url: &str) -> String {
+    if crate::azure::secrets::reference_name(url).is_some() {
+        return format!("Key Vault reference {url}");
+    }
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -1385,6 +1516,51 @@ mod tests {
         ]);
         let err = prod_http.check().unwrap_err().to_string();
         assert!(err.contains("bot.service_url must be https://"), "{err}");
+    }
+
+    #[test]
+    fn key_vault_references_are_named_in_the_summary_and_refused_unresolved() {
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_BOT__APP_PASSWORD", "kv:BOT-APP-PASSWORD"),
+                ("PASSKEY_AZURE__CREDENTIAL", "developer"),
+                ("PASSKEY_AZURE__KEY_VAULT_URL", "http://kv.example.test/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.azure.credential, AzureCredentialKind::Developer);
+        let summary = s.redacted_summary();
+        assert!(
+            summary
+                .iter()
+                .any(|(k, v)| k == "bot.app_password" && v == "kv:BOT-APP-PASSWORD")
+        );
+        let err = s.check().unwrap_err().to_string();
+        assert!(
+            err.contains("bot.app_password = kv:BOT-APP-PASSWORD is a Key Vault reference that was not resolved"),
+            "{err}"
+        );
+        assert!(
+            err.contains("azure.key_vault_url must be an https://"),
+            "{err}"
+        );
+        let wrapper =
+            Settings::from_layers(None, &env(&[("PASSKEY_CRYPTO__KEY_WRAPPER", "key-vault")]))
+                .unwrap();
+        let err = wrapper.check().unwrap_err().to_string();
+        assert!(
+            err.contains("crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url"),
+            "{err}"
+        );
+        let bad = Settings::from_layers(
+            None,
+            &env(&[("PASSKEY_AZURE__CREDENTIAL", "client-secret")]),
+        );
+        assert!(
+            bad.is_err(),
+            "only the identities without a secret are accepted"
+        );
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! `passkey doctor`: the effective configuration (secrets redacted) and a check of every dependency
 //! it can reach. Later subsystems add their checks here.
 
+use crate::azure::keys::{KeyVaultKeys, KeyVaultSigner, KeyVaultWrapper, verify_es256};
+use crate::azure::secrets::SecretSource;
+use crate::azure::{AzureError, credential, secrets};
 use crate::config::Settings;
 use crate::store;
+use azure_core::credentials::TokenCredential;
 use secrecy::ExposeSecret;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
@@ -54,8 +59,101 @@ impl Report {
     }
 }
 
+/// The Azure pieces the doctor talks to; `None` where nothing is configured (or could be built:
+/// that is reported as a failed check by [`AzureProbes::from_settings`]).
+#[derive(Default)]
+pub struct AzureProbes {
+    pub identity: Option<(String, Arc<dyn TokenCredential>)>,
+    pub secrets: Option<Arc<dyn SecretSource>>,
+    pub keys: Option<Arc<dyn KeyVaultKeys>>,
+    /// The Key Vault key that signs audit checkpoints, when the signer is `key-vault`.
+    pub signing_key: Option<String>,
+    /// The Key Vault key that wraps the data-encryption key, when the wrapper is `key-vault`.
+    pub wrapping_key: Option<String>,
+    /// Problems met while building the probes.
+    pub problems: Vec<Check>,
+}
+
+impl AzureProbes {
+    /// The real identity and vault, when the settings use Azure at all.
+    pub fn from_settings(settings: &Settings) -> AzureProbes {
+        let mut probes = AzureProbes {
+            signing_key: crate::azure::signing_key_name(settings),
+            wrapping_key: crate::azure::wrapping_key_name(settings),
+            ..Default::default()
+        };
+        let mut copy = settings.clone();
+        let uses_vault = !secrets::references(&mut copy).is_empty()
+            || probes.signing_key.is_some()
+            || probes.wrapping_key.is_some();
+        if !uses_vault && settings.azure.key_vault_url.is_none() {
+            return probes;
+        }
+        let credential = match credential::from_settings(&settings.azure) {
+            Ok(c) => c,
+            Err(e) => {
+                probes.problems.push(Check {
+                    name: "azure identity",
+                    ok: false,
+                    detail: e.to_string(),
+                });
+                return probes;
+            }
+        };
+        probes.identity = Some((credential::describe(&settings.azure), credential.clone()));
+        let Some(url) = settings
+            .azure
+            .key_vault_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+        else {
+            if uses_vault {
+                probes.problems.push(Check {
+                    name: "key vault",
+                    ok: false,
+                    detail: "Key Vault references or keys are configured but azure.key_vault_url is not set".into(),
+                });
+            }
+            return probes;
+        };
+        match secrets::KeyVaultSecrets::new(url, credential.clone()) {
+            Ok(s) => probes.secrets = Some(Arc::new(s)),
+            Err(e) => probes.problems.push(Check {
+                name: "key vault",
+                ok: false,
+                detail: e.to_string(),
+            }),
+        }
+        if let Ok(k) = crate::azure::keys::SdkKeys::new(url, credential) {
+            probes.keys = Some(Arc::new(k));
+        }
+        probes
+    }
+}
+
 pub async fn run(settings: &Settings) -> Report {
+    run_with(settings, AzureProbes::from_settings(settings)).await
+}
+
+/// As [`run`], with the Azure pieces given (tests pass fakes).
+pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
     let mut checks = Vec::new();
+    // The data key file is opened with the configured wrapper (the probes' Key Vault, if any).
+    let data_key_wrapper: Box<dyn crate::crypto::KeyWrapper> = match (
+        settings.crypto.key_wrapper,
+        &azure.keys,
+        &azure.wrapping_key,
+    ) {
+        (crate::config::KeyProtection::KeyVault, Some(keys), Some(name)) => {
+            Box::new(KeyVaultWrapper::new(keys.clone(), name))
+        }
+        _ => Box::new(crate::crypto::LocalWrapper),
+    };
+    let resolved = azure_checks(settings, azure, &mut checks).await;
+    // The summary shows the settings as written (references by name); the checks below use
+    // the resolved values, so the database check reaches the database a reference names.
+    let summary_settings = settings;
+    let settings = resolved.as_ref().unwrap_or(settings);
     checks.push(match settings.check() {
         Ok(()) => Check {
             name: "configuration",
@@ -109,20 +207,147 @@ pub async fn run(settings: &Settings) -> Report {
         }
     }
     checks.push(vault_check(settings).await);
-    checks.push(data_key_check(settings).await);
+    checks.push(data_key_check(settings, data_key_wrapper).await);
     if let Some(check) = ksm_check(settings) {
         checks.push(check);
     }
     Report {
-        settings: settings.redacted_summary(),
+        settings: summary_settings.redacted_summary(),
         checks,
     }
 }
 
+/// Identity, secret references and keys. Returns the settings with references resolved when
+/// every one resolved (so the database check below reaches the real database).
+async fn azure_checks(
+    settings: &Settings,
+    azure: AzureProbes,
+    checks: &mut Vec<Check>,
+) -> Option<Settings> {
+    checks.extend(azure.problems);
+    if let Some((who, credential)) = &azure.identity {
+        checks.push(match credential::check(credential.as_ref()).await {
+            Ok(()) => Check {
+                name: "azure identity",
+                ok: true,
+                detail: format!("{who}: a Key Vault token was obtained"),
+            },
+            Err(e) => Check {
+                name: "azure identity",
+                ok: false,
+                detail: format!("{who}: {e}"),
+            },
+        });
+    }
+    let mut resolved = settings.clone();
+    let references = secrets::references(&mut resolved);
+    let mut all_resolved = true;
+    for r in &references {
+        let outcome = match &azure.secrets {
+            Some(source) => secrets::lookup(source.as_ref(), &r.reference).await,
+            None => Err(AzureError::Config("no Key Vault to resolve it from".into())),
+        };
+        all_resolved &= outcome.is_ok();
+        checks.push(Check {
+            name: "key vault secret",
+            ok: outcome.is_ok(),
+            detail: match outcome {
+                Ok(_) => format!("{} = {}: resolves", r.setting, r.reference),
+                Err(e) => format!("{} = {}: {e}", r.setting, r.reference),
+            },
+        });
+    }
+    if let Some(name) = &azure.signing_key {
+        checks.push(signing_check(azure.keys.clone(), name).await);
+    }
+    if let Some(name) = &azure.wrapping_key {
+        checks.push(wrapping_check(azure.keys.clone(), name).await);
+    }
+    if references.is_empty() || !all_resolved {
+        return None;
+    }
+    let source = azure.secrets?;
+    secrets::resolve(&mut resolved, source.as_ref())
+        .await
+        .ok()?;
+    Some(resolved)
+}
+
+/// The checkpoint key signs a probe message, and the signature verifies with its public key.
+async fn signing_check(keys: Option<Arc<dyn KeyVaultKeys>>, name: &str) -> Check {
+    let check = |ok, detail| Check {
+        name: "audit signing key",
+        ok,
+        detail,
+    };
+    let Some(keys) = keys else {
+        return check(false, format!("key {name}: no Key Vault configured"));
+    };
+    let signer = KeyVaultSigner::new(keys, name);
+    let probe = format!("passkey doctor probe {}", std::process::id());
+    let outcome = async {
+        let public = signer.current_public_key().await?;
+        let signature = signer.sign_es256(probe.as_bytes()).await?;
+        Ok::<_, AzureError>((
+            public.clone(),
+            verify_es256(&public, probe.as_bytes(), &signature),
+        ))
+    }
+    .await;
+    match outcome {
+        Ok((public, true)) => check(
+            true,
+            format!(
+                "key {name} ({}) signs (ES256) and the signature verifies",
+                public.key_id
+            ),
+        ),
+        Ok((public, false)) => check(
+            false,
+            format!(
+                "key {name} ({}) signed, but the signature does not verify",
+                public.key_id
+            ),
+        ),
+        Err(e) => check(false, format!("key {name}: {e}")),
+    }
+}
+
+/// The data-key wrapping key wraps a random probe key and unwraps it to the same bytes.
+async fn wrapping_check(keys: Option<Arc<dyn KeyVaultKeys>>, name: &str) -> Check {
+    let check = |ok, detail| Check {
+        name: "data key wrapping key",
+        ok,
+        detail,
+    };
+    let Some(keys) = keys else {
+        return check(false, format!("key {name}: no Key Vault configured"));
+    };
+    let wrapper = KeyVaultWrapper::new(keys, name);
+    let mut probe = [0u8; 32];
+    if getrandom::fill(&mut probe).is_err() {
+        return check(false, "random number generator failed".into());
+    }
+    let outcome = async {
+        let wrapped = wrapper.wrap_data_key(&probe).await?;
+        let unwrapped = wrapper.unwrap_data_key(&wrapped).await?;
+        Ok::<_, AzureError>(*unwrapped.expose_secret() == probe)
+    }
+    .await;
+    match outcome {
+        Ok(true) => check(true, format!("key {name} wraps and unwraps")),
+        Ok(false) => check(
+            false,
+            format!("key {name}: unwrap returned different bytes"),
+        ),
+        Err(e) => check(false, format!("key {name}: {e}")),
+    }
+}
+
 /// The data-encryption key file is there and private (read-only: doctor never creates it).
-async fn data_key_check(settings: &Settings) -> Check {
-    use crate::crypto::{CryptoError, LocalKeyFile, LocalWrapper};
-    let file = LocalKeyFile::new(&settings.data_dir, Box::new(LocalWrapper));
+async fn data_key_check(settings: &Settings, wrapper: Box<dyn crate::crypto::KeyWrapper>) -> Check {
+    use crate::crypto::{CryptoError, LocalKeyFile};
+    let file = LocalKeyFile::new(&settings.data_dir, wrapper);
     let name = "data-encryption key";
     match file.load(false).await {
         Ok(key) => Check {

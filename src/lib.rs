@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod azure;
 pub mod bot;
 pub mod canonical;
 pub mod cards;

@@ -238,6 +238,14 @@ async fn serve(settings: Settings) -> ExitCode {
 }
 
 async fn migrate(settings: Settings) -> ExitCode {
+    // A `kv:` database URL is resolved first (serve does this in App::build).
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
     use secrecy::ExposeSecret;
     let label = settings.database_label();
     if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
@@ -412,6 +420,14 @@ fn manifest(settings: &Settings, command: ManifestCommand) -> ExitCode {
 /// Runs an admin use case against the configured database. Exit codes: 0 done, 1 refused (the
 /// message says why; nothing was changed), 2 the database could not be used.
 async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
+    // A `kv:` database URL is resolved first (serve does this in App::build).
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
     use passkey::domain::{Clock, SystemClock};
     use passkey::governance::admin::{Actor, AdminError, GovernanceAdmin, Grant};
     use secrecy::ExposeSecret;

@@ -62,6 +62,15 @@ impl Drop for PgTestDb {
     }
 }
 
+impl PgTestDb {
+    /// The database's URL (the admin URL's server, this test's database).
+    pub fn url(&self) -> String {
+        let admin = admin_url();
+        let (base, _) = admin.rsplit_once('/').expect("a database path");
+        format!("{base}/{}", self.name)
+    }
+}
+
 /// A migrated, empty Postgres database, or None (with a note) when Postgres is unreachable outside CI.
 pub async fn fresh_pg() -> Option<PgTestDb> {
     let admin = admin_url();
