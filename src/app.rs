@@ -499,7 +499,16 @@ fn directories(settings: &Settings) -> Result<Directories, StoreError> {
 pub fn audit_signer(
     settings: &Settings,
 ) -> Result<Arc<dyn crate::audit::Signer>, crate::audit::SignError> {
-    crate::audit::local_signer(&settings.audit, &settings.data_dir)
+    match crate::azure::signing_key_name(settings) {
+        Some(key) => {
+            let keys = key_vault_keys(settings)
+                .map_err(|e| crate::audit::SignError::Key(e.to_string()))?;
+            Ok(Arc::new(crate::azure::keys::KeyVaultSigner::new(
+                keys, &key,
+            )))
+        }
+        None => crate::audit::local_signer(&settings.audit, &settings.data_dir),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

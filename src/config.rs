@@ -380,6 +380,10 @@ pub struct AuditSettings {
     /// The local Ed25519 signing key (PKCS#8), created 0600 on first start. Relative paths are
     /// inside `data_dir`.
     pub signing_key_file: PathBuf,
+    /// Who signs checkpoints: the local key file, or an EC P-256 Key Vault key (ES256) that
+    /// never leaves the vault (`audit.key_vault_key` in `azure.key_vault_url`).
+    pub signer: KeyProtection,
+    pub key_vault_key: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -389,6 +393,8 @@ impl Default for AuditSettings {
             checkpoint_every_secs: 300,
             verify_every_secs: 4 * 3600,
             signing_key_file: PathBuf::from("audit-signing-key.p8"),
+            signer: KeyProtection::Local,
+            key_vault_key: None,
         }
     }
 }
@@ -721,6 +727,23 @@ impl Settings {
         {
             problems.push(
                 "crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url".into(),
+            );
+        }
+        if self.audit.signer == KeyProtection::KeyVault
+            && (self
+                .audit
+                .key_vault_key
+                .as_deref()
+                .is_none_or(str::is_empty)
+                || self
+                    .azure
+                    .key_vault_url
+                    .as_deref()
+                    .is_none_or(str::is_empty))
+        {
+            problems.push(
+                "audit.signer = \"key-vault\" needs audit.key_vault_key and azure.key_vault_url"
+                    .into(),
             );
         }
         if self.http.body_limit_bytes == 0 {
@@ -1084,6 +1107,11 @@ impl Settings {
                 "crypto.key_vault_key".into(),
                 opt(&self.crypto.key_vault_key),
             ),
+            (
+                "audit.signer".into(),
+                format!("{:?}", self.audit.signer).to_lowercase(),
+            ),
+            ("audit.key_vault_key".into(), opt(&self.audit.key_vault_key)),
             ("bot.app_id".into(), opt(&self.bot.app_id)),
             ("bot.app_password".into(), secret(&self.bot.app_password)),
             ("bot.tenant_id".into(), opt(&self.bot.tenant_id)),
@@ -1551,6 +1579,15 @@ mod tests {
         let err = wrapper.check().unwrap_err().to_string();
         assert!(
             err.contains("crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url"),
+            "{err}"
+        );
+        let signer =
+            Settings::from_layers(None, &env(&[("PASSKEY_AUDIT__SIGNER", "key-vault")])).unwrap();
+        let err = signer.check().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "audit.signer = \"key-vault\" needs audit.key_vault_key and azure.key_vault_url"
+            ),
             "{err}"
         );
         let bad = Settings::from_layers(

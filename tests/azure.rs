@@ -367,3 +367,60 @@ async fn the_data_key_file_holds_the_key_wrapped_by_key_vault() {
         .to_string();
     assert!(err.contains("azure-keyvault:"), "{err}");
 }
+
+/// The audit trail signed by the Key Vault key: checkpoints before and after a rotation carry their
+/// own key version, and the whole trail verifies — the rotated-away version's checkpoints too.
+async fn the_audit_trail_signed_in_key_vault_verifies_across_a_rotation(db: common::Db) {
+    use passkey::audit::{AuditTrail, Signer as _};
+    use passkey::domain::{Clock as _, ManualClock};
+    use passkey::store::NewAuditEvent;
+
+    let vault = Arc::new(FakeKeyVault::new(VAULT));
+    vault.create_key("audit-signing");
+    let signer = Arc::new(KeyVaultSigner::new(vault.clone(), "audit-signing"));
+    let clock = Arc::new(ManualClock::new(common::t0()));
+    let trail = AuditTrail::new(
+        db.store.clone(),
+        signer.clone(),
+        clock.clone(),
+        passkey::config::AuditSettings::default(),
+    );
+    let mut key_ids = Vec::new();
+    for round in 0..4 {
+        if round == 2 {
+            vault.rotate("audit-signing");
+        }
+        for i in 0..5 {
+            db.store
+                .append_audit(
+                    &NewAuditEvent::new("user:1", "REQUEST_SUBMITTED", clock.now())
+                        .request(round * 10 + i + 1),
+                )
+                .await
+                .unwrap();
+            clock.advance(time::Duration::seconds(2));
+        }
+        let checkpoint = trail.checkpoint().await.unwrap().expect("a checkpoint");
+        assert_eq!(checkpoint.algorithm, "ES256", "{}", db.engine);
+        key_ids.push(checkpoint.key_id.clone());
+    }
+    assert_eq!(key_ids[0], key_ids[1]);
+    assert_eq!(key_ids[2], key_ids[3]);
+    assert_ne!(
+        key_ids[1], key_ids[2],
+        "after the rotation the new version signs"
+    );
+    let report = trail.verify().await.unwrap();
+    assert!(report.ok(), "{}: {report:?}", db.engine);
+    // The adapter's own output is a real ES256 signature over the message.
+    let public = signer.public_key().await.unwrap();
+    let signature = signer.sign(b"probe").await.unwrap();
+    assert!(passkey::audit::signer::verify_signature(
+        &public, b"probe", &signature
+    ));
+    assert!(!passkey::audit::signer::verify_signature(
+        &public, b"probf", &signature
+    ));
+}
+
+on_both_databases!(the_audit_trail_signed_in_key_vault_verifies_across_a_rotation);

@@ -259,6 +259,43 @@ pub struct Es256Signature {
     pub bytes: Vec<u8>,
 }
 
+/// The Key Vault signer as the audit trail's checkpoint signer: ES256, the key id naming the key
+/// version, so checkpoints signed before a rotation keep verifying with their own version's key.
+#[async_trait]
+impl crate::audit::Signer for KeyVaultSigner {
+    async fn public_key(&self) -> Result<crate::audit::PublicKey, crate::audit::SignError> {
+        let key = self.current_public_key().await.map_err(sign_error)?;
+        Ok(crate::audit::PublicKey {
+            key_id: key.key_id,
+            algorithm: crate::audit::Algorithm::ES256,
+            bytes: key.point,
+        })
+    }
+
+    async fn sign(
+        &self,
+        message: &[u8],
+    ) -> Result<crate::audit::Signature, crate::audit::SignError> {
+        let signature = self.sign_es256(message).await.map_err(sign_error)?;
+        Ok(crate::audit::Signature {
+            key_id: signature.key_id,
+            algorithm: crate::audit::Algorithm::ES256,
+            bytes: signature.bytes,
+        })
+    }
+}
+
+/// A vault that cannot be reached (or no token) is "unavailable": the checkpoint job retries;
+/// anything else is a key problem an operator must fix.
+fn sign_error(e: AzureError) -> crate::audit::SignError {
+    match e {
+        AzureError::Unavailable(_) | AzureError::Identity(_) => {
+            crate::audit::SignError::Unavailable(e.to_string())
+        }
+        other => crate::audit::SignError::Key(other.to_string()),
+    }
+}
+
 /// Signs audit checkpoints with an EC P-256 Key Vault key (ES256).
 ///
 /// `public_key` reads the key's current version and pins it; `sign` then signs with exactly that

@@ -18,8 +18,10 @@ pub mod keys;
 pub mod secrets;
 
 /// The Key Vault key that signs audit checkpoints, when `audit.signer = "key-vault"`.
-pub fn signing_key_name(_settings: &crate::config::Settings) -> Option<String> {
-    None
+pub fn signing_key_name(settings: &crate::config::Settings) -> Option<String> {
+    (settings.audit.signer == crate::config::KeyProtection::KeyVault)
+        .then(|| settings.audit.key_vault_key.clone())
+        .flatten()
 }
 
 /// The Key Vault key that wraps the data-encryption key, when `crypto.key_wrapper = "key-vault"`.
