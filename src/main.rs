@@ -280,7 +280,6 @@ async fn migrate(settings: Settings) -> ExitCode {
 async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
     use passkey::audit::{AuditError, AuditTrail, trail};
     use passkey::domain::SystemClock;
-    use secrecy::ExposeSecret;
     use std::sync::Arc;
 
     if let AuditCommand::Verify {
@@ -317,26 +316,19 @@ async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
             }
         };
     }
-    let label = settings.database_label();
-    let store =
-        match passkey::store::connect(settings.effective_database_url().expose_secret(), 2).await {
-            Ok(store) => store,
-            Err(e) => {
-                eprintln!("passkey: {label}: {}", with_causes(&e));
-                return ExitCode::from(2);
-            }
-        };
-    match store.migration_state().await {
-        Ok(state) if state.is_current() => {}
-        Ok(_) => {
-            eprintln!("passkey: {label}: migrations are not current; run `passkey migrate` first");
-            return ExitCode::from(2);
-        }
+    // A `kv:` database URL is resolved first (serve does this in App::build).
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("passkey: {label}: {}", with_causes(&e));
+            eprintln!("passkey: {e}");
             return ExitCode::from(2);
         }
-    }
+    };
+    let label = settings.database_label();
+    let store = match open_migrated_store(&settings, &label).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
     let signer = match passkey::app::audit_signer(&settings) {
         Ok(signer) => signer,
         Err(e) => {
@@ -430,7 +422,6 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
     };
     use passkey::domain::{Clock, SystemClock};
     use passkey::governance::admin::{Actor, AdminError, GovernanceAdmin, Grant};
-    use secrecy::ExposeSecret;
     use std::sync::Arc;
 
     let label = settings.database_label();
@@ -441,25 +432,10 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let store =
-        match passkey::store::connect(settings.effective_database_url().expose_secret(), 2).await {
-            Ok(store) => store,
-            Err(e) => {
-                eprintln!("passkey: {label}: {}", with_causes(&e));
-                return ExitCode::from(2);
-            }
-        };
-    match store.migration_state().await {
-        Ok(state) if state.is_current() => {}
-        Ok(_) => {
-            eprintln!("passkey: {label}: migrations are not current; run `passkey migrate` first");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("passkey: {label}: {}", with_causes(&e));
-            return ExitCode::from(2);
-        }
-    }
+    let store = match open_migrated_store(&settings, &label).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let AdminCommand::Job { name } = &command {
         drop(store);
@@ -693,6 +669,34 @@ async fn run_job(settings: Settings, name: &str) -> ExitCode {
 
 /// An error and its sources on one line: an operator at a shell needs the database's own words
 /// (they name tables and constraints, never the connection password).
+/// The configured database, for commands that need it as `serve` leaves it: reachable and
+/// migrated (exit code 2 with the reason otherwise, never the URL's credentials).
+async fn open_migrated_store(
+    settings: &Settings,
+    label: &str,
+) -> Result<std::sync::Arc<dyn passkey::store::Store>, ExitCode> {
+    use secrecy::ExposeSecret;
+    let store =
+        match passkey::store::connect(settings.effective_database_url().expose_secret(), 2).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("passkey: {label}: {}", with_causes(&e));
+                return Err(ExitCode::from(2));
+            }
+        };
+    match store.migration_state().await {
+        Ok(state) if state.is_current() => Ok(store),
+        Ok(_) => {
+            eprintln!("passkey: {label}: migrations are not current; run `passkey migrate` first");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

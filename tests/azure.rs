@@ -93,7 +93,12 @@ async fn a_reference_that_does_not_resolve_stops_start_up_naming_it() {
 
 #[test]
 fn the_binary_refuses_references_without_a_vault_and_names_them() {
-    for command in ["serve", "migrate"] {
+    for command in [
+        "serve",
+        "migrate",
+        "audit export --out trail.jsonl",
+        "admin job housekeeping",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"))
             .current_dir(dir.path())
@@ -103,7 +108,7 @@ fn the_binary_refuses_references_without_a_vault_and_names_them() {
             .env("PASSKEY_BIND", "127.0.0.1:0")
             .env("PASSKEY_LOG__FILTER", "warn")
             .env("PASSKEY_DATABASE_URL", "kv:DATABASE-URL")
-            .arg(command)
+            .args(command.split(' '))
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{command}");
