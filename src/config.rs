@@ -682,6 +682,12 @@ impl Settings {
             .map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
+    /// A key said to be in Key Vault without its name or the vault's URL.
+    fn key_vault_key_missing(&self, protection: KeyProtection, key: &Option<String>) -> bool {
+        let unset = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        protection == KeyProtection::KeyVault && (unset(key) || unset(&self.azure.key_vault_url))
+    }
+
     /// Refuses combinations that are unsafe to run, naming every problem at once.
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -713,34 +719,12 @@ impl Settings {
                 "azure.key_vault_url must be an https:// vault URL (Key Vault tokens are never sent over plain http), not {url}"
             ));
         }
-        if self.crypto.key_wrapper == KeyProtection::KeyVault
-            && (self
-                .crypto
-                .key_vault_key
-                .as_deref()
-                .is_none_or(str::is_empty)
-                || self
-                    .azure
-                    .key_vault_url
-                    .as_deref()
-                    .is_none_or(str::is_empty))
-        {
+        if self.key_vault_key_missing(self.crypto.key_wrapper, &self.crypto.key_vault_key) {
             problems.push(
                 "crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key and azure.key_vault_url".into(),
             );
         }
-        if self.audit.signer == KeyProtection::KeyVault
-            && (self
-                .audit
-                .key_vault_key
-                .as_deref()
-                .is_none_or(str::is_empty)
-                || self
-                    .azure
-                    .key_vault_url
-                    .as_deref()
-                    .is_none_or(str::is_empty))
-        {
+        if self.key_vault_key_missing(self.audit.signer, &self.audit.key_vault_key) {
             problems.push(
                 "audit.signer = \"key-vault\" needs audit.key_vault_key and azure.key_vault_url"
                     .into(),
