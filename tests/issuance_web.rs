@@ -1328,6 +1328,40 @@ fn totp_secret(uri: &str) -> Vec<u8> {
     out
 }
 
+/// Issue 14.1: a signed-in session is all a cookie thief has. It must not be enough to set up an
+/// authenticator app (which from then on answers every HIGH/CRITICAL retrieval): without a code
+/// texted to the number on file, or an admin's invitation, nothing is enrolled.
+#[tokio::test]
+async fn a_session_alone_cannot_enroll_an_authenticator() {
+    let (_db, _dir, server, alice, _id, csrf) = second_factor_world().await;
+    let alice_id = server.user(ALICE).await.id;
+    for body in [
+        json!({}),
+        json!({ "challenge_id": uuid::Uuid::new_v4(), "code": "123456" }),
+        json!({ "invitation": true }),
+    ] {
+        let r = alice
+            .post_json("/api/totp/enroll", &body, Some(&csrf))
+            .await;
+        let status = r.status().as_u16();
+        let answer: serde_json::Value = r.json().await.unwrap_or_default();
+        assert!(
+            (400..500).contains(&status) && answer.get("key_uri").is_none(),
+            "{body} -> {status} {answer}"
+        );
+    }
+    assert!(
+        server
+            .store
+            .totp_enrollment(alice_id)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing enrolled"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_replayed() {
     let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;

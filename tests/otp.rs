@@ -46,6 +46,7 @@ on_both_databases!(
     three_locked_challenges_in_an_hour_stop_new_ones,
     the_store_writes_second_factor_changes_only_from_the_state_seen,
     a_profile_number_from_the_directory_is_used_when_none_is_stored,
+    wrong_codes_are_capped_per_person_across_challenges_and_channels,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -488,6 +489,76 @@ async fn three_locked_challenges_in_an_hour_stop_new_ones(db: Db) {
         other => panic!("expected a pause, got {other:?}"),
     }
     w.clock.advance(Duration::minutes(30));
+    w.otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+}
+
+/// Issue 14.2: four wrong codes never lock a challenge, and the same unused issuance token opens
+/// a new one at once. The cap must hold per person over a rolling hour, across challenges and
+/// across SMS and authenticator channels: 10 wrong codes (the default), then no new challenge and
+/// no further guess on an open one until the hour has passed.
+async fn wrong_codes_are_capped_per_person_across_challenges_and_channels(db: Db) {
+    let w = world(&db).await.with_phones().await;
+    let mut wrong_codes = 0;
+    // Texted codes: 4 wrong ones on each of two challenges (8).
+    for _ in 0..2 {
+        let started = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap();
+        let wrong = World::wrong(&w.sms.last_code());
+        for _ in 0..4 {
+            let answer = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+            assert!(matches!(answer, Err(OtpError::WrongCode { .. })), "{answer:?}");
+            wrong_codes += 1;
+        }
+        w.clock.advance(Duration::seconds(61));
+    }
+    // Then an authenticator app: its wrong codes count against the same allowance.
+    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let secret = secret_of(enrollment.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .await
+        .unwrap();
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(started.channel, OtpChannel::Totp);
+    let wrong = World::wrong(&code_now(&secret, &w.clock));
+    for _ in 0..2 {
+        let answer = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+        assert!(matches!(answer, Err(OtpError::WrongCode { .. })), "{answer:?}");
+        wrong_codes += 1;
+    }
+    assert_eq!(wrong_codes, 10);
+    // The allowance is spent: the open challenge takes no more guesses, even the right code...
+    let right = code_now(&secret, &w.clock);
+    let answer = w.otp.verify(&w.alice, started.challenge_id, &right).await;
+    assert!(
+        matches!(answer, Err(OtpError::TooManyFailures { .. })),
+        "an 11th guess on an open challenge: {answer:?}"
+    );
+    // ...and the same unused token opens no new challenge.
+    w.clock.advance(Duration::minutes(10));
+    match w.otp.begin(&w.alice, &w.request, &w.token_hash).await {
+        Err(OtpError::TooManyFailures { retry_after_secs }) => {
+            // The first wrong code (t0) ages out at t0 + 1 h.
+            let now = w.clock.now();
+            assert_eq!(
+                retry_after_secs as i64,
+                t0().plus(Duration::hours(1)).since(now).whole_seconds()
+            );
+        }
+        other => panic!("a new challenge past the cap: {other:?}"),
+    }
+    // Once the hour has passed, the person may try again.
+    w.clock.advance(Duration::hours(1));
     w.otp
         .begin(&w.alice, &w.request, &w.token_hash)
         .await
