@@ -244,7 +244,8 @@ impl App {
                     .map_err(StoreError::Invalid)?,
                 settings.otp.clone(),
             )
-            .with_directory(people.clone()),
+            .with_directory(people.clone())
+            .with_notifier(notifier.clone()),
         );
         if demo.is_some() {
             // The demo people get fictional phone numbers, so the console SMS flow works at once.

@@ -503,6 +503,14 @@ pub struct OtpSettings {
     /// Per-request limit for the gateway.
     #[serde(deserialize_with = "de_u64")]
     pub sms_timeout_secs: u64,
+    /// Wrong codes one person may type in a rolling hour, across every challenge and channel
+    /// (retrieval codes, authenticator codes, proofs for a factor change); past it, no new
+    /// challenge until the hour has passed, and admins are alerted once.
+    #[serde(deserialize_with = "de_u32")]
+    pub max_wrong_codes_per_hour: u32,
+    /// How long an admin's invitation to set up an authenticator stays usable.
+    #[serde(deserialize_with = "de_u64")]
+    pub invitation_ttl_secs: u64,
 }
 
 impl Default for OtpSettings {
@@ -520,6 +528,8 @@ impl Default for OtpSettings {
             resend_cooldown_secs: 60,
             max_sends: 3,
             sms_timeout_secs: 10,
+            max_wrong_codes_per_hour: 10,
+            invitation_ttl_secs: 86_400,
         }
     }
 }
@@ -612,9 +622,13 @@ impl OtpSettings {
             || self.max_attempts == 0
             || self.max_sends == 0
             || self.sms_timeout_secs == 0
+            || self.max_wrong_codes_per_hour == 0
+            || self.invitation_ttl_secs == 0
         {
             problems.push(
-                "otp.code_ttl_secs, max_attempts, max_sends and sms_timeout_secs must be greater than 0".into(),
+                "otp.code_ttl_secs, max_attempts, max_sends, sms_timeout_secs, max_wrong_codes_per_hour and \
+                 invitation_ttl_secs must be greater than 0"
+                    .into(),
             );
         }
         problems

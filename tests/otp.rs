@@ -20,9 +20,10 @@ use passkey::config::{OtpSettings, Settings, SmsProvider};
 use passkey::crypto::DataKey;
 use passkey::domain::*;
 use passkey::governance::admin;
+use passkey::governance::lifecycle::ClientInfo;
 use passkey::otp::code::PhoneNumber;
 use passkey::otp::sms::{SmsError, SmsFailure, SmsSender};
-use passkey::otp::{Actor, OtpError, OtpService, totp};
+use passkey::otp::{Actor, FactorProofInput, OtpError, OtpService, totp};
 use passkey::store::*;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::{Arc, Mutex};
@@ -43,14 +44,25 @@ on_both_databases!(
     parallel_wrong_guesses_never_get_more_than_five_tries,
     an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again,
     demo_people_get_fictional_phone_numbers_in_dev,
-    three_locked_challenges_in_an_hour_stop_new_ones,
+    locked_challenges_count_toward_the_hourly_cap,
     the_store_writes_second_factor_changes_only_from_the_state_seen,
     a_profile_number_from_the_directory_is_used_when_none_is_stored,
     wrong_codes_are_capped_per_person_across_challenges_and_channels,
+    admins_are_alerted_once_when_someone_reaches_the_wrong_code_cap,
+    changing_the_authenticator_needs_a_code_texted_to_the_number_on_file,
+    an_admin_invitation_lets_someone_without_a_factor_enroll_once_before_it_expires,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
 const BOB_PHONE: &str = "+447700900123";
+
+/// Where a change on the page came from.
+fn web() -> ClientInfo {
+    ClientInfo {
+        ip: Some("203.0.113.9".into()),
+        user_agent: None,
+    }
+}
 
 // ---- the world ---------------------------------------------------------------------------------
 
@@ -103,8 +115,41 @@ impl SmsSender for RecordingSender {
     }
 }
 
+/// What people and admins were told in Teams.
+#[derive(Default)]
+struct Told {
+    people: Mutex<Vec<(i64, String)>>,
+    admins: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl passkey::governance::lifecycle::Notifier for Told {
+    async fn deliver(&self, _notices: &[passkey::governance::lifecycle::Notice]) {}
+    async fn alert_admins(&self, text: &str) {
+        self.admins.lock().unwrap().push(text.to_string());
+    }
+    async fn tell_user(&self, user_id: i64, text: &str) {
+        self.people
+            .lock()
+            .unwrap()
+            .push((user_id, text.to_string()));
+    }
+}
+
+impl Told {
+    fn to(&self, user_id: i64) -> Vec<String> {
+        let people = self.people.lock().unwrap();
+        people
+            .iter()
+            .filter(|(id, _)| *id == user_id)
+            .map(|(_, text)| text.clone())
+            .collect()
+    }
+}
+
 struct World {
     otp: OtpService,
+    told: Arc<Told>,
     store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
     sms: Arc<RecordingSender>,
@@ -124,7 +169,9 @@ async fn world_with(db: &Db, settings: OtpSettings) -> World {
     let clock = Arc::new(ManualClock::new(t0()));
     let sms = Arc::new(RecordingSender::default());
     let key = Arc::new(DataKey::generate().unwrap().0);
-    let otp = OtpService::new(store.clone(), clock.clone(), key, sms.clone(), settings);
+    let told = Arc::new(Told::default());
+    let otp = OtpService::new(store.clone(), clock.clone(), key, sms.clone(), settings)
+        .with_notifier(told.clone());
     let user = |aad: &str, name: &str, mail: &str| NewUser {
         aad_object_id: aad.into(),
         tenant_id: Some("tenant-1".into()),
@@ -188,6 +235,7 @@ async fn world_with(db: &Db, settings: OtpSettings) -> World {
         .unwrap();
     World {
         otp,
+        told,
         store,
         clock,
         sms,
@@ -227,6 +275,30 @@ impl World {
     }
 
     /// A code that is not the one sent.
+    /// Sets up an authenticator for `user` the way the page does: a code texted to the number on
+    /// file proves they hold it, then the app's secret is shown. The clock first moves past the
+    /// texts' cooldown.
+    async fn enroll(&self, user: &User) -> passkey::otp::TotpEnrollment {
+        self.clock.advance(Duration::seconds(61));
+        let proof = self
+            .otp
+            .begin_factor_change(user, FactorChange::Enroll)
+            .await
+            .unwrap();
+        self.otp
+            .enroll_totp(user, &self.texted_proof(&proof), &web())
+            .await
+            .unwrap()
+    }
+
+    /// The proof a texted factor-change code gives (the last text sent).
+    fn texted_proof(&self, proof: &passkey::otp::ProofStarted) -> FactorProofInput {
+        FactorProofInput::TextedCode {
+            proof_id: proof.proof_id,
+            code: SecretString::from(self.sms.last_code()),
+        }
+    }
+
     fn wrong(code: &str) -> String {
         let n: u32 = code.parse().unwrap();
         format!("{:06}", (n + 1) % 1_000_000)
@@ -454,17 +526,18 @@ async fn another_persons_challenge_is_not_yours(db: Db) {
         .unwrap();
 }
 
-async fn three_locked_challenges_in_an_hour_stop_new_ones(db: Db) {
+async fn locked_challenges_count_toward_the_hourly_cap(db: Db) {
     let w = world(&db).await.with_phones().await;
-    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let enrollment = w.enroll(&w.alice).await;
     let secret = secret_of(enrollment.otpauth_uri.expose_secret());
     w.otp
-        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock), &web())
         .await
         .unwrap();
+    let first_wrong = w.clock.now();
     // An authenticator code stays the same for 30 s: without a cap across challenges, new
-    // challenges would give endless guesses at it.
-    for round in 0..3 {
+    // challenges would give endless guesses at it. Two locked challenges are 10 wrong codes.
+    for round in 0..2 {
         let started = w
             .otp
             .begin(&w.alice, &w.request, &w.token_hash)
@@ -480,15 +553,21 @@ async fn three_locked_challenges_in_an_hour_stop_new_ones(db: Db) {
         );
         w.clock.advance(Duration::minutes(10));
     }
-    // Locks at t0, +10 min, +20 min; now is +30 min: the first ages out at +60 min.
+    // Wrong codes at +0 and +10 min; now is +20 min: the first ones age out at +60 min.
     match w.otp.begin(&w.alice, &w.request, &w.token_hash).await {
         Err(e @ OtpError::TooManyFailures { retry_after_secs }) => {
-            assert_eq!(retry_after_secs, 30 * 60);
-            assert!(e.to_string().contains("30 minute"), "{e}");
+            assert_eq!(
+                retry_after_secs as i64,
+                first_wrong
+                    .plus(Duration::hours(1))
+                    .since(w.clock.now())
+                    .whole_seconds()
+            );
+            assert!(e.to_string().contains("40 minute"), "{e}");
         }
         other => panic!("expected a pause, got {other:?}"),
     }
-    w.clock.advance(Duration::minutes(30));
+    w.clock.advance(Duration::minutes(40));
     w.otp
         .begin(&w.alice, &w.request, &w.token_hash)
         .await
@@ -512,16 +591,19 @@ async fn wrong_codes_are_capped_per_person_across_challenges_and_channels(db: Db
         let wrong = World::wrong(&w.sms.last_code());
         for _ in 0..4 {
             let answer = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
-            assert!(matches!(answer, Err(OtpError::WrongCode { .. })), "{answer:?}");
+            assert!(
+                matches!(answer, Err(OtpError::WrongCode { .. })),
+                "{answer:?}"
+            );
             wrong_codes += 1;
         }
         w.clock.advance(Duration::seconds(61));
     }
     // Then an authenticator app: its wrong codes count against the same allowance.
-    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let enrollment = w.enroll(&w.alice).await;
     let secret = secret_of(enrollment.otpauth_uri.expose_secret());
     w.otp
-        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock), &web())
         .await
         .unwrap();
     let started = w
@@ -531,12 +613,27 @@ async fn wrong_codes_are_capped_per_person_across_challenges_and_channels(db: Db
         .unwrap();
     assert_eq!(started.channel, OtpChannel::Totp);
     let wrong = World::wrong(&code_now(&secret, &w.clock));
-    for _ in 0..2 {
-        let answer = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
-        assert!(matches!(answer, Err(OtpError::WrongCode { .. })), "{answer:?}");
-        wrong_codes += 1;
-    }
+    let answer = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+    assert!(
+        matches!(answer, Err(OtpError::WrongCode { .. })),
+        "{answer:?}"
+    );
+    // The 10th wrong code is counted and answered with the pause, not with another try.
+    let answer = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+    assert!(
+        matches!(answer, Err(OtpError::TooManyFailures { .. })),
+        "{answer:?}"
+    );
+    wrong_codes += 2;
     assert_eq!(wrong_codes, 10);
+    assert_eq!(
+        w.store
+            .wrong_codes_since(w.alice.id, t0().minus(Duration::seconds(1)))
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
     // The allowance is spent: the open challenge takes no more guesses, even the right code...
     let right = code_now(&secret, &w.clock);
     let answer = w.otp.verify(&w.alice, started.challenge_id, &right).await;
@@ -563,6 +660,265 @@ async fn wrong_codes_are_capped_per_person_across_challenges_and_channels(db: Db
         .begin(&w.alice, &w.request, &w.token_hash)
         .await
         .unwrap();
+}
+
+async fn admins_are_alerted_once_when_someone_reaches_the_wrong_code_cap(db: Db) {
+    let w = world_with(
+        &db,
+        OtpSettings {
+            max_wrong_codes_per_hour: 3,
+            ..OtpSettings::default()
+        },
+    )
+    .await
+    .with_phones()
+    .await;
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let wrong = World::wrong(&w.sms.last_code());
+    for _ in 0..6 {
+        let _ = w.otp.verify(&w.alice, started.challenge_id, &wrong).await;
+    }
+    w.clock.advance(Duration::minutes(5));
+    let later = w.otp.begin(&w.alice, &w.request, &w.token_hash).await;
+    assert!(
+        matches!(later, Err(OtpError::TooManyFailures { .. })),
+        "{later:?}"
+    );
+    // Three counted (the cap), the rest refused uncounted; one alert, one audit event.
+    assert_eq!(w.challenge(started.challenge_id).await.attempts, 3);
+    let alerts = w.told.admins.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].contains("Alice") && alerts[0].contains("3 wrong"),
+        "{alerts:?}"
+    );
+    let actions = w.actions().await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "OTP_GUESS_CAP_REACHED")
+            .count(),
+        1
+    );
+    // A new hour, a new run of wrong codes: a new alert.
+    w.clock.advance(Duration::hours(1));
+    let again = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    let wrong = World::wrong(&w.sms.last_code());
+    for _ in 0..3 {
+        let _ = w.otp.verify(&w.alice, again.challenge_id, &wrong).await;
+    }
+    assert_eq!(w.told.admins.lock().unwrap().len(), 2);
+}
+
+async fn changing_the_authenticator_needs_a_code_texted_to_the_number_on_file(db: Db) {
+    use passkey::domain::FactorChange::{Enroll, Remove};
+    let w = world(&db).await.with_phones().await;
+    assert!(
+        w.told.to(w.alice.id)[0].contains("set the phone number"),
+        "an admin's change of number is told too"
+    );
+    w.told.people.lock().unwrap().clear();
+    // No proof at all: nothing changes.
+    let none = w
+        .otp
+        .enroll_totp(&w.alice, &FactorProofInput::Invitation, &web())
+        .await;
+    assert!(matches!(none, Err(OtpError::NoInvitation)), "{none:?}");
+    // A made-up proof, and Bob's proof, are not Alice's.
+    let made_up = FactorProofInput::TextedCode {
+        proof_id: uuid::Uuid::new_v4(),
+        code: SecretString::from("123456"),
+    };
+    let answer = w.otp.enroll_totp(&w.alice, &made_up, &web()).await;
+    assert!(matches!(answer, Err(OtpError::Expired)), "{answer:?}");
+    let bobs = w.otp.begin_factor_change(&w.bob, Enroll).await.unwrap();
+    let answer = w
+        .otp
+        .enroll_totp(&w.alice, &w.texted_proof(&bobs), &web())
+        .await;
+    assert!(matches!(answer, Err(OtpError::NotYours)), "{answer:?}");
+    // A code sent to remove the app does not set one up.
+    let removal = w.otp.begin_factor_change(&w.alice, Remove).await.unwrap();
+    assert_eq!(removal.destination_hint, "•••• 4411");
+    let (to, text) = w.sms.sent.lock().unwrap().last().unwrap().clone();
+    assert_eq!(to, ALICE_PHONE);
+    assert!(text.contains("remove an authenticator app"), "{text}");
+    let answer = w
+        .otp
+        .enroll_totp(&w.alice, &w.texted_proof(&removal), &web())
+        .await;
+    assert!(
+        matches!(answer, Err(OtpError::ProofForAnotherChange)),
+        "{answer:?}"
+    );
+    // A wrong code counts against the hourly allowance like any other.
+    w.clock.advance(Duration::seconds(61));
+    let proof = w.otp.begin_factor_change(&w.alice, Enroll).await.unwrap();
+    let wrong = FactorProofInput::TextedCode {
+        proof_id: proof.proof_id,
+        code: SecretString::from(World::wrong(&w.sms.last_code())),
+    };
+    let answer = w.otp.enroll_totp(&w.alice, &wrong, &web()).await;
+    assert!(
+        matches!(answer, Err(OtpError::WrongCode { attempts_left: 4 })),
+        "{answer:?}"
+    );
+    assert_eq!(
+        w.store
+            .wrong_codes_since(w.alice.id, t0().minus(Duration::seconds(1)))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(w.store.totp_enrollment(w.alice.id).await.unwrap().is_none());
+    assert!(w.told.to(w.alice.id).is_empty(), "nothing changed yet");
+    // The right code sets one up, once.
+    let right = w.texted_proof(&proof);
+    let first = w.otp.enroll_totp(&w.alice, &right, &web()).await.unwrap();
+    let reused = w.otp.enroll_totp(&w.alice, &right, &web()).await;
+    assert!(matches!(reused, Err(OtpError::AlreadyUsed)), "{reused:?}");
+    let old_secret = secret_of(first.otpauth_uri.expose_secret());
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&old_secret, &w.clock), &web())
+        .await
+        .unwrap();
+    // Replacing a confirmed app needs the same proof; the old app stops answering once the new
+    // one is set up.
+    let replacement = w.enroll(&w.alice).await;
+    let new_secret = secret_of(replacement.otpauth_uri.expose_secret());
+    assert_ne!(new_secret, old_secret);
+    w.clock.advance(Duration::seconds(30));
+    w.otp
+        .confirm_totp(&w.alice, &code_now(&new_secret, &w.clock), &web())
+        .await
+        .unwrap();
+    let started = w
+        .otp
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::seconds(30));
+    let answer = w
+        .otp
+        .verify(
+            &w.alice,
+            started.challenge_id,
+            &code_now(&old_secret, &w.clock),
+        )
+        .await;
+    assert!(
+        matches!(answer, Err(OtpError::WrongCode { .. })),
+        "{answer:?}"
+    );
+    // Removing needs a removal code; an invitation is not proof for it.
+    let answer = w
+        .otp
+        .remove_totp(&w.alice, &FactorProofInput::Invitation, &web())
+        .await;
+    assert!(matches!(answer, Err(OtpError::ProofRequired)), "{answer:?}");
+    w.clock.advance(Duration::seconds(61));
+    let removal = w.otp.begin_factor_change(&w.alice, Remove).await.unwrap();
+    assert!(
+        w.otp
+            .remove_totp(&w.alice, &w.texted_proof(&removal), &web())
+            .await
+            .unwrap()
+    );
+    assert!(w.store.totp_enrollment(w.alice.id).await.unwrap().is_none());
+    // Every change was told to Alice: what, when, from where, and what to do if it wasn't her.
+    let told = w.told.to(w.alice.id);
+    assert_eq!(told.len(), 5, "{told:#?}");
+    for text in &told {
+        assert!(text.contains("203.0.113.9"), "{text}");
+        assert!(text.contains("2026-11-23"), "{text}");
+        assert!(text.contains("Not you? Tell your admin"), "{text}");
+        assert!(!text.contains(&w.sms.last_code()), "{text}");
+    }
+    assert!(told[4].contains("removed"), "{told:#?}");
+    let actions = w.actions().await;
+    for a in [
+        "FACTOR_PROOF_SENT",
+        "FACTOR_PROOF_WRONG_CODE",
+        "FACTOR_PROOF_VERIFIED",
+        "TOTP_ENROLLED",
+        "TOTP_REMOVED",
+    ] {
+        assert!(
+            actions.contains(&a.to_string()),
+            "{a} missing from {actions:?}"
+        );
+    }
+}
+
+async fn an_admin_invitation_lets_someone_without_a_factor_enroll_once_before_it_expires(db: Db) {
+    let w = world(&db).await;
+    // Alice has no number on file: no proof code can be texted.
+    let answer = w
+        .otp
+        .begin_factor_change(&w.alice, passkey::domain::FactorChange::Enroll)
+        .await;
+    assert!(matches!(answer, Err(OtpError::NoPhoneOnFile)), "{answer:?}");
+    assert!(answer.unwrap_err().to_string().contains("admin"));
+    let admin = admin::Actor::Cli;
+    let invitation = w.otp.invite_totp(&admin, w.alice.id).await.unwrap();
+    assert_eq!(
+        invitation.expires_at,
+        w.clock.now().plus(Duration::hours(24))
+    );
+    assert!(w.otp.factors(&w.alice).await.unwrap().invitation_open);
+    let told = w.told.to(w.alice.id);
+    assert_eq!(told.len(), 1);
+    assert!(told[0].contains("invited you"), "{told:?}");
+    // Bob's session can't use Alice's invitation.
+    let answer = w
+        .otp
+        .enroll_totp(&w.bob, &FactorProofInput::Invitation, &web())
+        .await;
+    assert!(matches!(answer, Err(OtpError::NoInvitation)), "{answer:?}");
+    w.otp
+        .enroll_totp(&w.alice, &FactorProofInput::Invitation, &web())
+        .await
+        .unwrap();
+    let twice = w
+        .otp
+        .enroll_totp(&w.alice, &FactorProofInput::Invitation, &web())
+        .await;
+    assert!(matches!(twice, Err(OtpError::NoInvitation)), "{twice:?}");
+    assert!(!w.otp.factors(&w.alice).await.unwrap().invitation_open);
+    // An invitation nobody used expires.
+    w.otp.invite_totp(&admin, w.alice.id).await.unwrap();
+    w.clock.advance(Duration::hours(24));
+    let late = w
+        .otp
+        .enroll_totp(&w.alice, &FactorProofInput::Invitation, &web())
+        .await;
+    assert!(matches!(late, Err(OtpError::NoInvitation)), "{late:?}");
+    let unknown = w.otp.invite_totp(&admin, 999_999).await;
+    assert!(matches!(unknown, Err(OtpError::UnknownUser)), "{unknown:?}");
+    let actions = w.actions().await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "TOTP_INVITATION_ISSUED")
+            .count(),
+        2
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "TOTP_INVITATION_USED")
+            .count(),
+        1
+    );
 }
 
 async fn twenty_parallel_right_codes_open_the_challenge_once(db: Db) {
@@ -642,10 +998,10 @@ async fn parallel_wrong_guesses_never_get_more_than_five_tries(db: Db) {
 
 async fn an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again(db: Db) {
     let w = world(&db).await.with_phones().await;
-    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let enrollment = w.enroll(&w.alice).await;
     let secret = secret_of(enrollment.otpauth_uri.expose_secret());
     w.otp
-        .confirm_totp(&w.alice, &code_now(&secret, &w.clock))
+        .confirm_totp(&w.alice, &code_now(&secret, &w.clock), &web())
         .await
         .unwrap();
     let admin = Actor::Admin(admin::Actor::Cli);
@@ -654,13 +1010,14 @@ async fn an_admin_reset_authenticator_falls_back_to_texts_until_enrolled_again(d
         !w.otp.reset_totp(&admin, w.alice.id).await.unwrap(),
         "nothing left to reset"
     );
+    w.clock.advance(Duration::seconds(61));
     let started = w
         .otp
         .begin(&w.alice, &w.request, &w.token_hash)
         .await
         .unwrap();
     assert_eq!(started.channel, OtpChannel::Sms);
-    let fresh = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let fresh = w.enroll(&w.alice).await;
     assert_ne!(secret_of(fresh.otpauth_uri.expose_secret()), secret);
     let actions = w.actions().await;
     assert_eq!(actions.iter().filter(|a| *a == "TOTP_RESET").count(), 1);
@@ -936,9 +1293,9 @@ fn rfc6238_vectors_through_the_public_api() {
 
 async fn an_authenticator_is_enrolled_confirmed_and_never_accepts_a_step_twice(db: Db) {
     let w = world(&db).await.with_phones().await;
-    let first = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let first = w.enroll(&w.alice).await;
     // Starting over before confirming replaces the secret.
-    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let enrollment = w.enroll(&w.alice).await;
     let uri = enrollment.otpauth_uri.expose_secret().to_string();
     assert_ne!(uri, first.otpauth_uri.expose_secret());
     assert!(
@@ -953,7 +1310,8 @@ async fn an_authenticator_is_enrolled_confirmed_and_never_accepts_a_step_twice(d
     assert!(factors.totp_pending && !factors.totp_confirmed);
     assert_eq!(factors.phone_hint.as_deref(), Some("•••• 4411"));
 
-    // Until confirmed, retrieval still texts.
+    // Until confirmed, retrieval still texts (once the texts' cooldown has passed).
+    w.clock.advance(Duration::seconds(61));
     let sms = w
         .otp
         .begin(&w.alice, &w.request, &w.token_hash)
@@ -963,14 +1321,24 @@ async fn an_authenticator_is_enrolled_confirmed_and_never_accepts_a_step_twice(d
 
     let bad = w
         .otp
-        .confirm_totp(&w.alice, &World::wrong(&code_now(&secret, &w.clock)))
+        .confirm_totp(
+            &w.alice,
+            &World::wrong(&code_now(&secret, &w.clock)),
+            &web(),
+        )
         .await;
     assert!(matches!(bad, Err(OtpError::CodeNotAccepted)), "{bad:?}");
     let confirm_code = code_now(&secret, &w.clock);
-    w.otp.confirm_totp(&w.alice, &confirm_code).await.unwrap();
-    let again = w.otp.enroll_totp(&w.alice).await;
+    w.otp
+        .confirm_totp(&w.alice, &confirm_code, &web())
+        .await
+        .unwrap();
+    let again = w
+        .otp
+        .enroll_totp(&w.alice, &FactorProofInput::Invitation, &web())
+        .await;
     assert!(
-        matches!(again, Err(OtpError::AlreadyEnrolled)),
+        matches!(again, Err(OtpError::NoInvitation)),
         "a session can't swap the factor: {again:?}"
     );
 
@@ -1051,7 +1419,7 @@ async fn without_phone_or_authenticator_there_is_no_challenge(db: Db) {
         matches!(bad_hash, Err(OtpError::InvalidInput(_))),
         "{bad_hash:?}"
     );
-    let confirm = w.otp.confirm_totp(&w.alice, "123456").await;
+    let confirm = w.otp.confirm_totp(&w.alice, "123456", &web()).await;
     assert!(matches!(confirm, Err(OtpError::NotEnrolled)), "{confirm:?}");
     assert_eq!(w.sms.count(), 0);
     assert!(!w.actions().await.iter().any(|a| a.starts_with("OTP_")));
@@ -1176,11 +1544,14 @@ async fn the_database_holds_no_plaintext_number_code_or_secret(db: Db) {
         .verify(&w.alice, started.challenge_id, &codes[0])
         .await
         .unwrap();
-    let enrollment = w.otp.enroll_totp(&w.alice).await.unwrap();
+    let enrollment = w.enroll(&w.alice).await;
     let uri = enrollment.otpauth_uri.expose_secret().to_string();
     let secret = secret_of(&uri);
     let totp_code = code_now(&secret, &w.clock);
-    w.otp.confirm_totp(&w.alice, &totp_code).await.unwrap();
+    w.otp
+        .confirm_totp(&w.alice, &totp_code, &web())
+        .await
+        .unwrap();
     codes.push(totp_code);
 
     let dump_sql: &[&str] = if db.engine == "sqlite" {

@@ -396,31 +396,47 @@ impl Notifier for TeamsNotifier {
             }
         };
         for admin in admins {
-            let chat = match self.store.personal_conversation(&admin.aad_object_id).await {
-                Ok(Some(chat)) => chat,
-                Ok(None) => {
-                    tracing::warn!(
-                        user_id = admin.id,
-                        "admin alert not delivered: no chat with this admin yet"
-                    );
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(user_id = admin.id, %error, "admin alert not delivered");
-                    continue;
-                }
-            };
-            let target = ConversationTarget {
-                service_url: chat.service_url,
-                conversation_id: chat.conversation_id,
-            };
-            if let Err(error) = self
-                .connector
-                .send(&target, &OutgoingActivity::text(text.to_string()))
-                .await
-            {
-                tracing::warn!(user_id = admin.id, %error, "admin alert not delivered");
+            self.send_text(&admin, text, "admin alert").await;
+        }
+    }
+
+    async fn tell_user(&self, user_id: i64, text: &str) {
+        match self.store.user_by_id(user_id).await {
+            Ok(Some(user)) => self.send_text(&user, text, "message").await,
+            Ok(None) => tracing::warn!(user_id, "message not delivered: no such person"),
+            Err(error) => tracing::warn!(user_id, %error, "message not delivered"),
+        }
+    }
+}
+
+impl TeamsNotifier {
+    /// A text message in one person's 1:1 chat with the bot; a person the bot has no chat with,
+    /// or a failed send, is logged (`what` names the message in the log line, never its text).
+    async fn send_text(&self, user: &crate::store::User, text: &str, what: &str) {
+        let chat = match self.store.personal_conversation(&user.aad_object_id).await {
+            Ok(Some(chat)) => chat,
+            Ok(None) => {
+                tracing::warn!(
+                    user_id = user.id,
+                    "{what} not delivered: no chat with this person yet"
+                );
+                return;
             }
+            Err(error) => {
+                tracing::warn!(user_id = user.id, %error, "{what} not delivered");
+                return;
+            }
+        };
+        let target = ConversationTarget {
+            service_url: chat.service_url,
+            conversation_id: chat.conversation_id,
+        };
+        if let Err(error) = self
+            .connector
+            .send(&target, &OutgoingActivity::text(text.to_string()))
+            .await
+        {
+            tracing::warn!(user_id = user.id, %error, "{what} not delivered");
         }
     }
 }

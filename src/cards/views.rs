@@ -49,15 +49,7 @@ fn long(text: &str) -> String {
 
 /// `2026-11-23 10:00 UTC`: minutes are enough on a phone.
 pub fn when(t: Timestamp) -> String {
-    let dt = t.datetime();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute()
-    )
+    t.to_minute_text()
 }
 
 fn span(secs: i64) -> String {

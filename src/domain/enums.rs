@@ -163,6 +163,12 @@ text_enum!(
 );
 
 text_enum!(
+    /// What a proof of the second factor on file authorises: setting up (or replacing) an
+    /// authenticator app, or removing it.
+    FactorChange, "factor change" { Enroll => "ENROLL", Remove => "REMOVE" }
+);
+
+text_enum!(
     /// The outcome recorded on a decision trace.
     TraceOutcome, "trace outcome" { Allow => "ALLOW", Deny => "DENY", Pending => "PENDING" }
 );

@@ -5,9 +5,9 @@ mod status;
 mod time;
 
 pub use enums::{
-    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, OtpChannel, PhoneSource,
-    PolicyKind, PrincipalType, Role, Sensitivity, SyncStatus, TraceOutcome, TraceStage,
-    UnknownValue, VaultPrincipalType,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FactorChange, FolderPermission, OtpChannel,
+    PhoneSource, PolicyKind, PrincipalType, Role, Sensitivity, SyncStatus, TraceOutcome,
+    TraceStage, UnknownValue, VaultPrincipalType,
 };
 pub use status::{IllegalTransition, RequestStatus};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_duration};

@@ -51,6 +51,19 @@ impl Timestamp {
         )
     }
 
+    /// `2026-11-23 10:00 UTC`: what people read in cards and messages (minutes are enough).
+    pub fn to_minute_text(self) -> String {
+        let d = self.0;
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute()
+        )
+    }
+
     /// Parses any RFC 3339 instant (the fixed form included).
     pub fn parse(text: &str) -> Result<Self, time::error::Parse> {
         OffsetDateTime::parse(text, &Rfc3339).map(Self::from_datetime)

@@ -2623,6 +2623,11 @@ pub trait Notifier: Send + Sync {
     async fn alert_admins(&self, text: &str) {
         tracing::error!(alert = text, "admin alert not delivered (no notifier)");
     }
+    /// A text for one person in their 1:1 chat (their second factor changed…). Without a
+    /// channel, a log line says it was not delivered (never the text: it is theirs alone).
+    async fn tell_user(&self, user_id: i64, _text: &str) {
+        tracing::warn!(user_id, "message not delivered (no notifier)");
+    }
 }
 
 /// Drops notices (with a debug line): for the CLI and tests that don't look at them.

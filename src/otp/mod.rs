@@ -17,11 +17,13 @@ pub mod totp;
 
 use crate::config::{OtpSettings, SmsProvider};
 use crate::crypto::{CryptoError, DataKey};
-use crate::domain::{Clock, OtpChannel, PhoneSource, Timestamp};
+use crate::domain::{Clock, FactorChange, OtpChannel, PhoneSource, Timestamp};
 use crate::governance::admin;
 use crate::governance::directory::UserDirectory;
+use crate::governance::lifecycle::{ClientInfo, Notifier, SilentNotifier};
 use crate::store::{
-    ConsumeOutcome, NewAuditEvent, NewChallenge, OtpChallenge, Request, Store, StoreError, User,
+    ConsumeOutcome, FactorProof, NewAuditEvent, NewChallenge, NewFactorProof, OtpChallenge,
+    Request, Store, StoreError, TotpInvitation, User,
 };
 use code::PhoneNumber;
 use secrecy::SecretString;
@@ -55,9 +57,28 @@ pub enum OtpError {
     AlreadyUsed,
     #[error("This challenge belongs to someone else.")]
     NotYours,
-    /// Several challenges locked within the hour: no new one until the oldest of them ages out.
+    /// The person typed `otp.max_wrong_codes_per_hour` wrong codes within the hour (any challenge,
+    /// any channel): no new challenge and no further guess until the oldest of them ages out.
     #[error("Too many wrong codes. Please try again in {} minute(s).", .retry_after_secs.div_ceil(60))]
     TooManyFailures { retry_after_secs: u64 },
+    /// A factor change without proof: a code texted to the number on file, or an invitation.
+    #[error("To change your authenticator app, first confirm a code texted to the number on file.")]
+    ProofRequired,
+    /// A factor change asked for by someone with no number on file to text a proof code to.
+    #[error(
+        "There is no phone number on file to confirm this change. Ask an admin to invite you to set \
+         up an authenticator app (`admin totp-invite`)."
+    )]
+    NoPhoneOnFile,
+    /// An invitation was offered and there is none open (never issued, used, or expired).
+    #[error("You have no open invitation to set up an authenticator app. Ask an admin for one.")]
+    NoInvitation,
+    /// A proof code sent for one change (e.g. set-up) offered for another (e.g. removal).
+    #[error("That code was sent for a different change. Ask for a new code.")]
+    ProofForAnotherChange,
+    /// Concurrent guesses kept moving the row: this one was not counted, so it is not judged.
+    #[error("Too many attempts at once. Please try again in a moment.")]
+    Contended,
     #[error("Please wait {retry_after_secs} seconds before asking for another code.")]
     ResendTooSoon { retry_after_secs: u64 },
     #[error("No more codes can be sent for this attempt. Start again in a few minutes.")]
@@ -99,6 +120,7 @@ impl OtpError {
         match self {
             OtpError::ResendTooSoon { retry_after_secs }
             | OtpError::TooManyFailures { retry_after_secs } => Some(*retry_after_secs),
+            OtpError::Contended => Some(1),
             _ => None,
         }
     }
@@ -163,6 +185,42 @@ pub struct SecondFactors {
     pub totp_pending: bool,
     /// Their phone number, masked.
     pub phone_hint: Option<String>,
+    /// An admin's invitation to set up an authenticator is open.
+    pub invitation_open: bool,
+}
+
+/// A proof code texted for a factor change, waiting to be typed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProofStarted {
+    pub proof_id: Uuid,
+    /// Where the code went, masked (`•••• 4411`).
+    pub destination_hint: String,
+    pub expires_at: Timestamp,
+}
+
+/// What authorises a change to a person's authenticator app.
+#[derive(Debug, Clone)]
+pub enum FactorProofInput {
+    /// The code texted to the number on file for this change (`begin_factor_change`).
+    TextedCode { proof_id: Uuid, code: SecretString },
+    /// An admin's open invitation (set-up only).
+    Invitation,
+}
+
+/// Which proof a change went through, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProofUsed {
+    TextedCode,
+    Invitation,
+}
+
+impl ProofUsed {
+    fn as_str(self) -> &'static str {
+        match self {
+            ProofUsed::TextedCode => "texted_code",
+            ProofUsed::Invitation => "invitation",
+        }
+    }
 }
 
 /// Who sets a phone number.
@@ -190,10 +248,19 @@ impl Actor {
     }
 }
 
-/// Locked challenges per person per hour before `begin` refuses: each challenge allows
-/// `max_attempts` guesses, so this bounds guesses at an authenticator code (which, unlike a texted
-/// one, stays the same across challenges for 30 s) to 15 an hour.
-pub const LOCKS_PER_HOUR: usize = 3;
+/// The window of the per-person cap on wrong codes (`otp.max_wrong_codes_per_hour`).
+const GUESS_WINDOW: Duration = Duration::hours(1);
+
+/// "from 203.0.113.9" for a message about a change made on the page.
+fn from_address(client: &ClientInfo) -> String {
+    match &client.ip {
+        Some(ip) => format!("from {ip}"),
+        None => "from an unknown address".into(),
+    }
+}
+
+/// What a person is told after each change to their second factor.
+const NOT_YOU: &str = "Not you? Tell your admin now: someone may be using your account.";
 
 fn phone_purpose(user_id: i64) -> String {
     format!("phone:user:{user_id}")
@@ -224,6 +291,8 @@ pub struct OtpService {
     settings: OtpSettings,
     /// Where a person's profile number (Graph `mobilePhone`) comes from when none is stored.
     directory: Option<Arc<dyn UserDirectory>>,
+    /// Tells people about changes to their second factor, and admins about guessing.
+    notifier: Arc<dyn Notifier>,
 }
 
 impl OtpService {
@@ -243,7 +312,15 @@ impl OtpService {
             sms,
             settings,
             directory: None,
+            notifier: Arc::new(SilentNotifier),
         }
+    }
+
+    /// Where people are told about changes to their second factor (their Teams 1:1 chat), and
+    /// admins about someone reaching the wrong-code cap.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Reads a person's number from their directory profile (Graph `mobilePhone`) the first
@@ -279,16 +356,7 @@ impl OtpService {
             ));
         }
         let now = self.clock.now();
-        let locks = self
-            .store
-            .challenge_locks_since(user.id, now.minus(Duration::hours(1)))
-            .await?;
-        if locks.len() >= LOCKS_PER_HOUR {
-            let free_at = locks[locks.len() - LOCKS_PER_HOUR].plus(Duration::hours(1));
-            return Err(OtpError::TooManyFailures {
-                retry_after_secs: free_at.since(now).whole_seconds().max(1) as u64,
-            });
-        }
+        self.check_guess_allowance(user, now).await?;
         let id = Uuid::new_v4();
         let expires_at = now.plus(self.ttl());
         let totp_ready = self
@@ -330,12 +398,14 @@ impl OtpService {
         let code = code::generate_code().map_err(|_| CryptoError::Random)?;
         self.text_code(
             user,
-            request.id,
-            Some(request.record_id),
-            id,
             &phone,
             &code,
-            1,
+            Texted::Retrieval {
+                request_id: request.id,
+                record_id: Some(request.record_id),
+                challenge_id: id,
+                send: 1,
+            },
             now,
         )
         .await?;
@@ -388,12 +458,14 @@ impl OtpService {
         let send = challenge.send_count + 1;
         self.text_code(
             user,
-            challenge.request_id,
-            None,
-            challenge_id,
             &phone,
             &code,
-            send,
+            Texted::Retrieval {
+                request_id: challenge.request_id,
+                record_id: None,
+                challenge_id,
+                send,
+            },
             now,
         )
         .await?;
@@ -441,6 +513,9 @@ impl OtpService {
         let now = self.clock.now();
         let typed = code::normalize_code(code);
         let mut challenge = self.live_challenge_of(user, challenge_id, now).await?;
+        // Past the person's hourly allowance not even the right code is judged: the allowance
+        // is what bounds guessing, across this and every other challenge.
+        self.check_guess_allowance(user, now).await?;
         // A concurrent guess can move the row between read and write: read again, a few times.
         for _ in 0..5 {
             let (right, step) = match challenge.channel {
@@ -513,8 +588,11 @@ impl OtpService {
                 .record_wrong_code(challenge.id, challenge.attempts, now, &audit)
                 .await?
             {
-                Some(row) if row.locked_at.is_some() => return Err(OtpError::Locked),
                 Some(row) => {
+                    self.after_wrong_code(user, now).await?;
+                    if row.locked_at.is_some() {
+                        return Err(OtpError::Locked);
+                    }
                     return Err(OtpError::WrongCode {
                         attempts_left: (row.max_attempts - row.attempts).max(0) as u32,
                     });
@@ -530,32 +608,101 @@ impl OtpService {
         })
     }
 
-    /// Starts an authenticator enrollment: a fresh 160-bit secret, sealed, shown once as an
-    /// otpauth URI and a QR code. An unconfirmed earlier one is replaced; a confirmed one is kept
-    /// (a signed-in session alone must not swap the second factor).
-    pub async fn enroll_totp(&self, user: &User) -> Result<TotpEnrollment, OtpError> {
-        if self
+    /// Texts a code to the number on file that proves the person holds it, before their
+    /// authenticator app is set up, replaced (`FactorChange::Enroll`) or removed (`Remove`). A
+    /// signed-in session alone never changes the second factor (#14.1).
+    pub async fn begin_factor_change(
+        &self,
+        user: &User,
+        change: FactorChange,
+    ) -> Result<ProofStarted, OtpError> {
+        let now = self.clock.now();
+        self.check_guess_allowance(user, now).await?;
+        let phone = match self.phone_of(user.id).await? {
+            Some(phone) => phone,
+            None => self
+                .phone_from_directory(user)
+                .await?
+                .ok_or(OtpError::NoPhoneOnFile)?,
+        };
+        if let Some(last) = self.store.last_code_sent_to(user.id).await? {
+            self.check_cooldown(last, now)?;
+        }
+        let id = Uuid::new_v4();
+        let code = code::generate_code().map_err(|_| CryptoError::Random)?;
+        self.text_code(
+            user,
+            &phone,
+            &code,
+            Texted::Proof {
+                change,
+                proof_id: id,
+            },
+            now,
+        )
+        .await?;
+        let proof = NewFactorProof {
+            id,
+            user_id: user.id,
+            purpose: change,
+            code_hash: code::code_hash(&self.pepper, &id, &code),
+            max_attempts: self.settings.max_attempts as i32,
+            created_at: now,
+            expires_at: now.plus(self.ttl()),
+        };
+        let audit = NewAuditEvent::new(user_ref(user), "FACTOR_PROOF_SENT", now).detail(json!({
+            "proof_id": id, "change": change, "provider": self.sms.provider(),
+        }));
+        let row = self.store.create_factor_proof(&proof, &audit).await?;
+        Ok(ProofStarted {
+            proof_id: row.id,
+            destination_hint: phone.masked(),
+            expires_at: row.expires_at,
+        })
+    }
+
+    /// Starts an authenticator enrollment — a fresh 160-bit secret, sealed, shown once as an
+    /// otpauth URI and a QR code — once `proof` shows the person holds the factor on file (or an
+    /// admin invited them). Any earlier app, confirmed or not, is replaced: until the new one is
+    /// confirmed, codes are texted. The person is told in Teams.
+    pub async fn enroll_totp(
+        &self,
+        user: &User,
+        proof: &FactorProofInput,
+        client: &ClientInfo,
+    ) -> Result<TotpEnrollment, OtpError> {
+        let now = self.clock.now();
+        let via = self
+            .use_proof(user, FactorChange::Enroll, proof, now)
+            .await?;
+        let replaced = self
             .store
             .totp_enrollment(user.id)
             .await?
-            .is_some_and(|e| e.confirmed_at.is_some())
-        {
-            return Err(OtpError::AlreadyEnrolled);
-        }
-        let now = self.clock.now();
+            .is_some_and(|e| e.confirmed_at.is_some());
         let secret = totp::generate_secret().map_err(|_| CryptoError::Random)?;
         let sealed = self.key.seal(&totp_purpose(user.id), &secret)?;
-        let audit = NewAuditEvent::new(user_ref(user), "TOTP_ENROLLED", now)
-            .detail(json!({ "user_id": user.id }));
-        match self
-            .store
-            .start_totp_enrollment(user.id, &sealed, now, &audit)
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict(_)) => return Err(OtpError::AlreadyEnrolled),
-            Err(e) => return Err(e.into()),
-        }
+        let audit = NewAuditEvent::new(user_ref(user), "TOTP_ENROLLED", now).detail(json!({
+            "user_id": user.id, "proof": via.as_str(), "replaces_confirmed": replaced, "ip": client.ip,
+        }));
+        self.store
+            .replace_totp_enrollment(user.id, &sealed, now, &audit)
+            .await?;
+        let what = if replaced {
+            "Your authenticator app for Passkey was removed and a new one is being set up"
+        } else {
+            "An authenticator app is being set up for your Passkey account"
+        };
+        self.notifier
+            .tell_user(
+                user.id,
+                &format!(
+                    "{what} ({}, {}). {NOT_YOU}",
+                    now.to_minute_text(),
+                    from_address(client)
+                ),
+            )
+            .await;
         let account = user
             .upn
             .as_deref()
@@ -571,8 +718,13 @@ impl OtpService {
     }
 
     /// Confirms the pending enrollment with a first code from the app; that code's step counts
-    /// as used.
-    pub async fn confirm_totp(&self, user: &User, code: &str) -> Result<(), OtpError> {
+    /// as used. From then on the app answers retrievals; the person is told in Teams.
+    pub async fn confirm_totp(
+        &self,
+        user: &User,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<(), OtpError> {
         let enrollment = self
             .store
             .totp_enrollment(user.id)
@@ -589,16 +741,97 @@ impl OtpService {
             .and_then(|c| totp::matching_step(&secret, &c, totp::step_at(now.unix_seconds()), None))
             .ok_or(OtpError::CodeNotAccepted)?;
         let audit = NewAuditEvent::new(user_ref(user), "TOTP_CONFIRMED", now)
-            .detail(json!({ "user_id": user.id }));
+            .detail(json!({ "user_id": user.id, "ip": client.ip }));
         match self
             .store
             .confirm_totp_enrollment(user.id, &enrollment.secret_sealed, step, now, &audit)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict(_)) => Err(OtpError::AlreadyEnrolled),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => return Err(OtpError::AlreadyEnrolled),
+            Err(e) => return Err(e.into()),
         }
+        self.notifier
+            .tell_user(
+                user.id,
+                &format!(
+                    "A new authenticator app now answers your Passkey retrievals ({}, {}). {NOT_YOU}",
+                    now.to_minute_text(),
+                    from_address(client)
+                ),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Removes the person's own authenticator app, with a code texted to the number on file as
+    /// proof; their codes are texted from then on. False when they had none.
+    pub async fn remove_totp(
+        &self,
+        user: &User,
+        proof: &FactorProofInput,
+        client: &ClientInfo,
+    ) -> Result<bool, OtpError> {
+        if matches!(proof, FactorProofInput::Invitation) {
+            return Err(OtpError::ProofRequired);
+        }
+        let now = self.clock.now();
+        self.use_proof(user, FactorChange::Remove, proof, now)
+            .await?;
+        let audit = NewAuditEvent::new(user_ref(user), "TOTP_REMOVED", now).detail(
+            json!({ "user_id": user.id, "proof": ProofUsed::TextedCode.as_str(), "ip": client.ip }),
+        );
+        let removed = self.store.delete_totp_enrollment(user.id, &audit).await?;
+        if removed {
+            self.notifier
+                .tell_user(
+                    user.id,
+                    &format!(
+                        "Your authenticator app was removed from Passkey ({}, {}); codes are texted to you \
+                         from now on. {NOT_YOU}",
+                        now.to_minute_text(),
+                        from_address(client)
+                    ),
+                )
+                .await;
+        }
+        Ok(removed)
+    }
+
+    /// An admin's one-time invitation for a person to set up an authenticator app without a factor
+    /// on file (no phone number, or a lost app), usable once within `otp.invitation_ttl_secs`.
+    /// Nothing secret is handed out: the person's own sign-in redeems it. They are told in Teams.
+    pub async fn invite_totp(
+        &self,
+        by: &admin::Actor,
+        user_id: i64,
+    ) -> Result<TotpInvitation, OtpError> {
+        let Some(user) = self.store.user_by_id(user_id).await? else {
+            return Err(OtpError::UnknownUser);
+        };
+        let now = self.clock.now();
+        let expires_at = now.plus(Duration::seconds(
+            self.settings.invitation_ttl_secs.min(i64::MAX as u64) as i64,
+        ));
+        let audit = NewAuditEvent::new(by.audit_name(), "TOTP_INVITATION_ISSUED", now)
+            .detail(json!({ "user_id": user.id, "expires_at": expires_at.to_fixed_text() }));
+        let invitation = self
+            .store
+            .create_totp_invitation(user.id, &by.audit_name(), now, expires_at, &audit)
+            .await?;
+        self.notifier
+            .tell_user(
+                user.id,
+                &format!(
+                    "{} invited you to set up an authenticator app for Passkey ({}). Open any retrieval \
+                     page before {} to do it; the invitation works once. Not expecting this? Tell your admin.",
+                    admin_label(by),
+                    now.to_minute_text(),
+                    expires_at.to_minute_text()
+                ),
+            )
+            .await;
+        Ok(invitation)
     }
 
     /// Sets a person's phone number (validated as E.164, stored sealed).
@@ -616,6 +849,20 @@ impl OtpService {
         self.store
             .set_phone_number(user_id, &sealed, by.source(), now, &audit)
             .await?;
+        // A number read from the person's own profile is not news to them; an admin's change is.
+        if let Actor::Admin(admin) = by {
+            self.notifier
+                .tell_user(
+                    user_id,
+                    &format!(
+                        "{} set the phone number Passkey texts your codes to ({}, now {}). {NOT_YOU}",
+                        admin_label(admin),
+                        now.to_minute_text(),
+                        phone.masked()
+                    ),
+                )
+                .await;
+        }
         Ok(())
     }
 
@@ -625,9 +872,24 @@ impl OtpService {
         if self.store.user_by_id(user_id).await?.is_none() {
             return Err(OtpError::UnknownUser);
         }
-        let audit = NewAuditEvent::new(by.audit_name(), "TOTP_RESET", self.clock.now())
+        let now = self.clock.now();
+        let audit = NewAuditEvent::new(by.audit_name(), "TOTP_RESET", now)
             .detail(json!({ "user_id": user_id }));
-        Ok(self.store.delete_totp_enrollment(user_id, &audit).await?)
+        let removed = self.store.delete_totp_enrollment(user_id, &audit).await?;
+        if let (true, Actor::Admin(admin)) = (removed, by) {
+            self.notifier
+                .tell_user(
+                    user_id,
+                    &format!(
+                        "{} removed your authenticator app from Passkey ({}); codes are texted to you until \
+                         you set up a new one. {NOT_YOU}",
+                        admin_label(admin),
+                        now.to_minute_text()
+                    ),
+                )
+                .await;
+        }
+        Ok(removed)
     }
 
     /// Dev: gives each demo person who has none a fictional phone number (NANP 555-01xx, which
@@ -649,6 +911,7 @@ impl OtpService {
     /// Which second factors a person has.
     pub async fn factors(&self, user: &User) -> Result<SecondFactors, OtpError> {
         let enrollment = self.store.totp_enrollment(user.id).await?;
+        let now = self.clock.now();
         Ok(SecondFactors {
             totp_confirmed: enrollment
                 .as_ref()
@@ -657,6 +920,11 @@ impl OtpService {
                 .as_ref()
                 .is_some_and(|e| e.confirmed_at.is_none()),
             phone_hint: self.phone_of(user.id).await?.map(|p| p.masked()),
+            invitation_open: self
+                .store
+                .totp_invitation(user.id)
+                .await?
+                .is_some_and(|i| i.used_at.is_none() && i.expires_at > now),
         })
     }
 
@@ -698,6 +966,166 @@ impl OtpService {
         self.set_phone(&Actor::GraphSync, user.id, phone.e164())
             .await?;
         Ok(Some(phone))
+    }
+
+    fn guess_cap(&self) -> usize {
+        self.settings.max_wrong_codes_per_hour.max(1) as usize
+    }
+
+    /// Refuses once the person typed `otp.max_wrong_codes_per_hour` wrong codes in the last hour
+    /// (every challenge, every channel, every proof), until the oldest that counts ages out.
+    async fn check_guess_allowance(&self, user: &User, now: Timestamp) -> Result<(), OtpError> {
+        let wrong = self
+            .store
+            .wrong_codes_since(user.id, now.minus(GUESS_WINDOW))
+            .await?;
+        let cap = self.guess_cap();
+        if wrong.len() >= cap {
+            let free_at = wrong[wrong.len() - cap].plus(GUESS_WINDOW);
+            return Err(OtpError::TooManyFailures {
+                retry_after_secs: free_at.since(now).whole_seconds().max(1) as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// After a wrong code was counted: at the cap, admins are alerted (once an hour per person,
+    /// whichever instance gets there first) and the person gets the pause instead of another try.
+    async fn after_wrong_code(&self, user: &User, now: Timestamp) -> Result<(), OtpError> {
+        let wrong = self
+            .store
+            .wrong_codes_since(user.id, now.minus(GUESS_WINDOW))
+            .await?;
+        if wrong.len() < self.guess_cap() {
+            return Ok(());
+        }
+        if self
+            .store
+            .claim_guess_cap_alert(user.id, now, now.minus(GUESS_WINDOW))
+            .await?
+        {
+            let audit = NewAuditEvent::new("system:second-factor", "OTP_GUESS_CAP_REACHED", now)
+                .detail(json!({
+                    "user_id": user.id, "wrong_codes": wrong.len(), "window_secs": GUESS_WINDOW.whole_seconds(),
+                }));
+            self.store.append_audit(&audit).await?;
+            tracing::warn!(target: LOG_TARGET, user_id = user.id, wrong_codes = wrong.len(), "wrong-code cap reached");
+            self.notifier
+                .alert_admins(&format!(
+                    "Passkey: {} typed {} wrong second-factor codes within an hour ({}). No new code is \
+                     sent to them for up to an hour. If they say it was not them, their sign-in may be in \
+                     someone else's hands.",
+                    user.display_name,
+                    wrong.len(),
+                    now.to_minute_text()
+                ))
+                .await;
+        }
+        self.check_guess_allowance(user, now).await
+    }
+
+    /// Checks and uses the proof for a factor change: the texted code (single use; a wrong one
+    /// counts against the hourly cap) or the person's open invitation (set-up only, once).
+    async fn use_proof(
+        &self,
+        user: &User,
+        change: FactorChange,
+        proof: &FactorProofInput,
+        now: Timestamp,
+    ) -> Result<ProofUsed, OtpError> {
+        let (proof_id, typed) = match proof {
+            FactorProofInput::Invitation => {
+                if change != FactorChange::Enroll {
+                    return Err(OtpError::ProofRequired);
+                }
+                let audit = NewAuditEvent::new(user_ref(user), "TOTP_INVITATION_USED", now)
+                    .detail(json!({ "user_id": user.id }));
+                return if self.store.use_totp_invitation(user.id, now, &audit).await? {
+                    Ok(ProofUsed::Invitation)
+                } else {
+                    Err(OtpError::NoInvitation)
+                };
+            }
+            FactorProofInput::TextedCode { proof_id, code } => {
+                use secrecy::ExposeSecret;
+                (*proof_id, code::normalize_code(code.expose_secret()))
+            }
+        };
+        // A concurrent guess can move the row between read and write: read again, a few times.
+        for _ in 0..5 {
+            let row = self.live_proof_of(user, proof_id, now).await?;
+            if row.purpose != change {
+                return Err(OtpError::ProofForAnotherChange);
+            }
+            self.check_guess_allowance(user, now).await?;
+            let right = typed.as_ref().is_some_and(|t| {
+                code::same_hash(&row.code_hash, &code::code_hash(&self.pepper, &row.id, t))
+            });
+            if right {
+                let audit = NewAuditEvent::new(user_ref(user), "FACTOR_PROOF_VERIFIED", now)
+                    .detail(json!({ "proof_id": row.id, "change": change }));
+                if self
+                    .store
+                    .consume_factor_proof(row.id, now, &audit)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(ProofUsed::TextedCode);
+                }
+                continue;
+            }
+            let locks = row.attempts + 1 >= row.max_attempts;
+            let action = if locks {
+                "FACTOR_PROOF_LOCKED"
+            } else {
+                "FACTOR_PROOF_WRONG_CODE"
+            };
+            let audit = NewAuditEvent::new(user_ref(user), action, now).detail(json!({
+                "proof_id": row.id, "change": change, "attempt": row.attempts + 1,
+                "max_attempts": row.max_attempts,
+            }));
+            if let Some(after) = self
+                .store
+                .record_factor_proof_wrong_code(row.id, row.attempts, now, &audit)
+                .await?
+            {
+                self.after_wrong_code(user, now).await?;
+                if after.locked_at.is_some() {
+                    return Err(OtpError::Locked);
+                }
+                return Err(OtpError::WrongCode {
+                    attempts_left: (after.max_attempts - after.attempts).max(0) as u32,
+                });
+            }
+        }
+        Err(OtpError::Contended)
+    }
+
+    /// The factor-change proof, if it is this person's and still answerable.
+    async fn live_proof_of(
+        &self,
+        user: &User,
+        id: Uuid,
+        now: Timestamp,
+    ) -> Result<FactorProof, OtpError> {
+        let proof = self
+            .store
+            .factor_proof_by_id(id)
+            .await?
+            .ok_or(OtpError::Expired)?;
+        if proof.user_id != user.id {
+            return Err(OtpError::NotYours);
+        }
+        if proof.consumed_at.is_some() {
+            return Err(OtpError::AlreadyUsed);
+        }
+        if proof.locked_at.is_some() {
+            return Err(OtpError::Locked);
+        }
+        if proof.expires_at <= now {
+            return Err(OtpError::Expired);
+        }
+        Ok(proof)
     }
 
     fn check_cooldown(&self, last_sent: Timestamp, now: Timestamp) -> Result<(), OtpError> {
@@ -758,23 +1186,29 @@ impl OtpService {
 
     /// Texts a code; a failure is audited (`OTP_SEND_FAILED`, class and gateway code only) and
     /// logged with the number masked, and the person is told to try again.
-    #[allow(clippy::too_many_arguments)]
     async fn text_code(
         &self,
         user: &User,
-        request_id: i64,
-        record_id: Option<i64>,
-        challenge_id: Uuid,
         phone: &PhoneNumber,
         code: &str,
-        send: i32,
+        what: Texted,
         now: Timestamp,
     ) -> Result<(), OtpError> {
         let minutes = (self.settings.code_ttl_secs.div_ceil(60)).max(1);
-        let message = SecretString::from(format!(
-            "Your Passkey code is {code}. It expires in {minutes} minute{}. Never share it.",
-            if minutes == 1 { "" } else { "s" }
-        ));
+        let plural = if minutes == 1 { "" } else { "s" };
+        let message = SecretString::from(match what {
+            Texted::Retrieval { .. } => format!(
+                "Your Passkey code is {code}. It expires in {minutes} minute{plural}. Never share it."
+            ),
+            Texted::Proof { change, .. } => format!(
+                "Your Passkey code to {} an authenticator app is {code}. It expires in {minutes} \
+                 minute{plural}. Never share it. Not you? Tell your admin.",
+                match change {
+                    FactorChange::Enroll => "set up",
+                    FactorChange::Remove => "remove",
+                }
+            ),
+        });
         let Err(SmsError {
             provider,
             class,
@@ -790,18 +1224,56 @@ impl OtpService {
             detail = %detail,
             to = %phone.masked(),
             user_id = user.id,
-            request_id,
             "one-time code not sent"
         );
-        let mut audit = NewAuditEvent::new(user_ref(user), "OTP_SEND_FAILED", now)
-            .request(request_id)
-            .detail(json!({
-                "challenge_id": challenge_id, "provider": provider, "class": class, "detail": detail,
-                "send": send,
-            }));
-        audit.record_id = record_id;
+        let audit = match what {
+            Texted::Retrieval {
+                request_id,
+                record_id,
+                challenge_id,
+                send,
+            } => {
+                let mut audit = NewAuditEvent::new(user_ref(user), "OTP_SEND_FAILED", now)
+                    .request(request_id)
+                    .detail(json!({
+                        "challenge_id": challenge_id, "provider": provider, "class": class,
+                        "detail": detail, "send": send,
+                    }));
+                audit.record_id = record_id;
+                audit
+            }
+            Texted::Proof { change, proof_id } => {
+                NewAuditEvent::new(user_ref(user), "OTP_SEND_FAILED", now).detail(json!({
+                    "proof_id": proof_id, "change": change, "provider": provider, "class": class,
+                    "detail": detail,
+                }))
+            }
+        };
         self.store.append_audit(&audit).await?;
         Err(OtpError::SendFailed)
+    }
+}
+
+/// What a texted code is for.
+#[derive(Debug, Clone, Copy)]
+enum Texted {
+    Retrieval {
+        request_id: i64,
+        record_id: Option<i64>,
+        challenge_id: Uuid,
+        send: i32,
+    },
+    Proof {
+        change: FactorChange,
+        proof_id: Uuid,
+    },
+}
+
+/// How an admin is named to the person whose second factor they changed.
+fn admin_label(admin: &admin::Actor) -> String {
+    match admin {
+        admin::Actor::User(u) => format!("{} (an admin, in Teams)", u.display_name),
+        admin::Actor::Cli => "An admin, from the Passkey command line,".into(),
     }
 }
 

@@ -506,12 +506,6 @@ pub trait SecondFactorStore: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<OtpChallenge>;
     async fn challenge_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<OtpChallenge>>;
-    /// When this person's challenges locked (too many wrong codes), after `since`, oldest first.
-    async fn challenge_locks_since(
-        &self,
-        user_id: i64,
-        since: Timestamp,
-    ) -> StoreResult<Vec<Timestamp>>;
     /// When a code was last texted to this person (any challenge), for the send cooldown.
     async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>>;
     /// Replaces a live challenge's code after a resend (new hash, new expiry, one more send),
@@ -535,6 +529,71 @@ pub trait SecondFactorStore: Send + Sync {
         at: Timestamp,
         audit: &NewAuditEvent,
     ) -> StoreResult<Option<OtpChallenge>>;
+    /// When this person's wrong second-factor codes were typed (every challenge and proof, every
+    /// channel), after `since`, oldest first: the per-person cap over a rolling hour.
+    async fn wrong_codes_since(
+        &self,
+        user_id: i64,
+        since: Timestamp,
+    ) -> StoreResult<Vec<Timestamp>>;
+    /// Notes that admins are being alerted about this person reaching the cap, unless they were
+    /// alerted at or after `not_before`: true for exactly one caller per window.
+    async fn claim_guess_cap_alert(
+        &self,
+        user_id: i64,
+        at: Timestamp,
+        not_before: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn create_factor_proof(
+        &self,
+        proof: &NewFactorProof,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<FactorProof>;
+    async fn factor_proof_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<FactorProof>>;
+    /// Counts a wrong code on a live proof that still has `attempts_seen` attempts (locking it at
+    /// the last one) and records it against the person's hourly cap. `None`: it changed meanwhile.
+    async fn record_factor_proof_wrong_code(
+        &self,
+        id: uuid::Uuid,
+        attempts_seen: i32,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<FactorProof>>;
+    /// Uses up a live proof (single use). `None`: it was used, locked or expired meanwhile.
+    async fn consume_factor_proof(
+        &self,
+        id: uuid::Uuid,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<FactorProof>>;
+    /// Opens (or renews) the person's invitation to set up an authenticator without a factor on
+    /// file, until `expires_at`.
+    async fn create_totp_invitation(
+        &self,
+        user_id: i64,
+        created_by: &str,
+        at: Timestamp,
+        expires_at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<TotpInvitation>;
+    async fn totp_invitation(&self, user_id: i64) -> StoreResult<Option<TotpInvitation>>;
+    /// Uses the person's open invitation (once, before it expires); false when there is none.
+    async fn use_totp_invitation(
+        &self,
+        user_id: i64,
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<bool>;
+    /// Replaces whatever enrollment the person has (confirmed or not) with a new unconfirmed one,
+    /// after the caller proved the factor on file or used an invitation. Until the new one is
+    /// confirmed, codes are texted.
+    async fn replace_totp_enrollment(
+        &self,
+        user_id: i64,
+        secret_sealed: &[u8],
+        at: Timestamp,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<TotpEnrollmentRow>;
     /// Uses up a live challenge (single use). With `totp_step`, also moves the person's last
     /// accepted TOTP step to it, only if that is ahead of the stored one (no replays); either
     /// condition failing writes nothing.

@@ -2,9 +2,9 @@
 //! Row structs derive `FromRow` generically, so one definition serves both databases.
 
 use crate::domain::{
-    ApprovalDecision, AuthorityKind, DiscoverySource, FolderPermission, OtpChannel, PhoneSource,
-    PolicyKind, PrincipalType, RequestStatus, Role, Sensitivity, SyncStatus, Timestamp,
-    TraceOutcome, TraceStage, VaultPrincipalType,
+    ApprovalDecision, AuthorityKind, DiscoverySource, FactorChange, FolderPermission, OtpChannel,
+    PhoneSource, PolicyKind, PrincipalType, RequestStatus, Role, Sensitivity, SyncStatus,
+    Timestamp, TraceOutcome, TraceStage, VaultPrincipalType,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -626,6 +626,44 @@ pub struct OtpChallenge {
     pub send_count: i32,
     #[serde(skip)]
     pub token_hash: Option<String>,
+}
+
+/// A code texted to the number on file to prove the person holds it before their second factor
+/// changes (`factor_proofs`). Only the keyed hash of the code is kept.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FactorProof {
+    pub id: uuid::Uuid,
+    pub user_id: i64,
+    pub purpose: FactorChange,
+    pub code_hash: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub consumed_at: Option<Timestamp>,
+    pub locked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewFactorProof {
+    pub id: uuid::Uuid,
+    pub user_id: i64,
+    pub purpose: FactorChange,
+    pub code_hash: String,
+    pub max_attempts: i32,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// An admin's one-time permission to set up an authenticator without a factor on file
+/// (`totp_invitations`).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TotpInvitation {
+    pub user_id: i64,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]

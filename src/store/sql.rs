@@ -124,6 +124,20 @@ macro_rules! impl_store {
                 Ok(event)
             }
 
+            /// Records one wrong second-factor code against the person's hourly cap.
+            async fn count_wrong_code_tx(
+                tx: &mut Transaction<'static, $db>,
+                user_id: i64,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query("INSERT INTO otp_failures (user_id, at) VALUES ($1, $2)")
+                    .bind(user_id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             /// Appends several events inside `tx` with the chain head locked once: the head is read,
             /// each event's hash is computed in order exactly as [`Self::append_audit_tx`] does, the
             /// events are inserted with multi-row statements and the head is moved once.
@@ -1456,11 +1470,20 @@ macro_rules! impl_store {
             }
 
             async fn forget_expired_challenges(&self, before: Timestamp) -> StoreResult<u64> {
-                Ok(sqlx::query("DELETE FROM otp_challenges WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
+                let mut forgotten = 0;
+                // Failures older than `before` (a day) are far outside the cap's hour.
+                for statement in [
+                    "DELETE FROM otp_challenges WHERE expires_at < $1",
+                    "DELETE FROM factor_proofs WHERE expires_at < $1",
+                    "DELETE FROM otp_failures WHERE at < $1",
+                ] {
+                    forgotten += sqlx::query(statement)
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(forgotten)
             }
         }
 
@@ -1899,19 +1922,12 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn challenge_locks_since(&self, user_id: i64, since: Timestamp) -> StoreResult<Vec<Timestamp>> {
-                Ok(sqlx::query_scalar(
-                    "SELECT locked_at FROM otp_challenges WHERE user_id = $1 AND locked_at > $2 ORDER BY locked_at",
-                )
-                .bind(user_id)
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
             async fn last_code_sent_to(&self, user_id: i64) -> StoreResult<Option<Timestamp>> {
                 Ok(sqlx::query_scalar(
-                    "SELECT MAX(last_sent_at) FROM otp_challenges WHERE user_id = $1 AND channel = 'SMS'",
+                    "SELECT MAX(sent) FROM (
+                        SELECT last_sent_at AS sent FROM otp_challenges WHERE user_id = $1 AND channel = 'SMS'
+                        UNION ALL SELECT created_at AS sent FROM factor_proofs WHERE user_id = $1
+                     ) AS texts",
                 )
                 .bind(user_id)
                 .fetch_one(&self.pool)
@@ -1970,9 +1986,200 @@ macro_rules! impl_store {
                 .bind(at)
                 .fetch_optional(&mut *tx)
                 .await?;
+                if let Some(row) = &row {
+                    Self::count_wrong_code_tx(&mut tx, row.user_id, at).await?;
+                    Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn wrong_codes_since(&self, user_id: i64, since: Timestamp) -> StoreResult<Vec<Timestamp>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT at FROM otp_failures WHERE user_id = $1 AND at > $2 ORDER BY at, id",
+                )
+                .bind(user_id)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn claim_guess_cap_alert(
+                &self,
+                user_id: i64,
+                at: Timestamp,
+                not_before: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let claimed: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO otp_cap_alerts (user_id, alerted_at) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO UPDATE SET alerted_at = excluded.alerted_at
+                     WHERE otp_cap_alerts.alerted_at < $3
+                     RETURNING user_id",
+                )
+                .bind(user_id)
+                .bind(at)
+                .bind(not_before)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(claimed.is_some())
+            }
+
+            async fn create_factor_proof(&self, p: &NewFactorProof, audit: &NewAuditEvent) -> StoreResult<FactorProof> {
+                let mut tx = self.begin_write().await?;
+                let row: FactorProof = sqlx::query_as(
+                    "INSERT INTO factor_proofs (id, user_id, purpose, code_hash, attempts, max_attempts, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, 0, $5, $6, $7) RETURNING *",
+                )
+                .bind(p.id)
+                .bind(p.user_id)
+                .bind(p.purpose)
+                .bind(&p.code_hash)
+                .bind(p.max_attempts)
+                .bind(p.created_at)
+                .bind(p.expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn factor_proof_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<FactorProof>> {
+                Ok(sqlx::query_as("SELECT * FROM factor_proofs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn record_factor_proof_wrong_code(
+                &self,
+                id: uuid::Uuid,
+                attempts_seen: i32,
+                at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Option<FactorProof>> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<FactorProof> = sqlx::query_as(
+                    "UPDATE factor_proofs
+                     SET attempts = attempts + 1,
+                         locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $3 ELSE NULL END
+                     WHERE id = $1 AND attempts = $2
+                       AND consumed_at IS NULL AND locked_at IS NULL AND expires_at > $3
+                     RETURNING *",
+                )
+                .bind(id)
+                .bind(attempts_seen)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = &row {
+                    Self::count_wrong_code_tx(&mut tx, row.user_id, at).await?;
+                    Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn consume_factor_proof(
+                &self,
+                id: uuid::Uuid,
+                at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Option<FactorProof>> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<FactorProof> = sqlx::query_as(
+                    "UPDATE factor_proofs SET consumed_at = $2
+                     WHERE id = $1 AND consumed_at IS NULL AND locked_at IS NULL AND expires_at > $2
+                     RETURNING *",
+                )
+                .bind(id)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
                 if row.is_some() {
                     Self::append_audit_tx(&mut tx, audit).await?;
                 }
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn create_totp_invitation(
+                &self,
+                user_id: i64,
+                created_by: &str,
+                at: Timestamp,
+                expires_at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<TotpInvitation> {
+                let mut tx = self.begin_write().await?;
+                let row: TotpInvitation = sqlx::query_as(
+                    "INSERT INTO totp_invitations (user_id, created_by, created_at, expires_at, used_at)
+                     VALUES ($1, $2, $3, $4, NULL)
+                     ON CONFLICT (user_id) DO UPDATE SET
+                        created_by = excluded.created_by, created_at = excluded.created_at,
+                        expires_at = excluded.expires_at, used_at = NULL
+                     RETURNING *",
+                )
+                .bind(user_id)
+                .bind(created_by)
+                .bind(at)
+                .bind(expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn totp_invitation(&self, user_id: i64) -> StoreResult<Option<TotpInvitation>> {
+                Ok(sqlx::query_as("SELECT * FROM totp_invitations WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn use_totp_invitation(&self, user_id: i64, at: Timestamp, audit: &NewAuditEvent) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let used = sqlx::query(
+                    "UPDATE totp_invitations SET used_at = $2
+                     WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(user_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if used == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn replace_totp_enrollment(
+                &self,
+                user_id: i64,
+                secret_sealed: &[u8],
+                at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<TotpEnrollmentRow> {
+                let mut tx = self.begin_write().await?;
+                let row: TotpEnrollmentRow = sqlx::query_as(
+                    "INSERT INTO totp_enrollments (user_id, secret_sealed, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id) DO UPDATE SET
+                        secret_sealed = excluded.secret_sealed, created_at = excluded.created_at,
+                        confirmed_at = NULL, last_accepted_step = NULL
+                     RETURNING *",
+                )
+                .bind(user_id)
+                .bind(secret_sealed)
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::append_audit_tx(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(row)
             }

@@ -6,11 +6,14 @@
 //! When the request needs a second factor the exchange is two-step: `issue` checks the token
 //! without using it and starts an OTP challenge bound to the token's hash (a code texted, or the
 //! authenticator app's); `issue/verify` takes the challenge id and the code and, when right, uses
-//! that token and no other. The page also enrolls an authenticator app (TOTP).
+//! that token and no other. The page also enrolls an authenticator app (TOTP), but only with proof
+//! of the factor on file (a code texted to the person's number) or an admin's invitation: a
+//! signed-in session alone never changes the second factor.
 //!
 //! Routes: `GET /requests/{id}/issue` (the page), `POST /api/requests/{id}/issuance-token`,
 //! `POST /api/requests/{id}/issue`, `POST /api/requests/{id}/issue/verify`,
-//! `POST /api/requests/{id}/issue/resend`, `POST /api/totp/enroll`, `POST /api/totp/confirm`,
+//! `POST /api/requests/{id}/issue/resend`, `POST /api/totp/proof`, `POST /api/totp/enroll`,
+//! `POST /api/totp/confirm`, `POST /api/totp/remove`,
 //! `GET /static/issue.js`, `GET /static/passkey.css`.
 
 use super::html::{escape, message, page};
@@ -19,7 +22,7 @@ use super::session::{CheckedPost, SignedInUser};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{ClientInfo, LifecycleError, Retrieved, actor};
-use crate::otp::{ChallengeStarted, OtpError};
+use crate::otp::{ChallengeStarted, FactorProofInput, OtpError};
 use crate::store::{NewAuditEvent, Request, User};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -44,8 +47,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/requests/{id}/issue", post(exchange))
         .route("/api/requests/{id}/issue/verify", post(verify))
         .route("/api/requests/{id}/issue/resend", post(resend))
+        .route("/api/totp/proof", post(begin_factor_change))
         .route("/api/totp/enroll", post(enroll_totp))
         .route("/api/totp/confirm", post(confirm_totp))
+        .route("/api/totp/remove", post(remove_totp))
         .route(
             "/static/issue.js",
             get(|| async { asset("text/javascript; charset=utf-8", ISSUE_JS) }),
@@ -425,17 +430,69 @@ async fn resend(
     Ok(Json(challenge_body(&started)))
 }
 
-/// `POST /api/totp/enroll` → `{qr, key_uri}`: the new authenticator secret, shown once.
+#[derive(Deserialize)]
+struct FactorChangeBody {
+    change: crate::domain::FactorChange,
+}
+
+/// `POST /api/totp/proof {change: "ENROLL"|"REMOVE"}` → `{proof_id, destination_hint, expires_at}`:
+/// a code texted to the number on file, the proof a change to the authenticator app needs.
+async fn begin_factor_change(
+    State(state): State<AppState>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<FactorChangeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let user = &signed_in.user;
+    rate_limit(&state, user, None, &client, "totp/proof").await?;
+    let started = state
+        .otp
+        .begin_factor_change(user, body.change)
+        .await
+        .map_err(otp_error)?;
+    Ok(Json(serde_json::to_value(&started).unwrap_or(Value::Null)))
+}
+
+/// The proof a factor change comes with: `{proof_id, code}` (the texted code) or
+/// `{invitation: true}` (an admin's open invitation; set-up only). Anything else is no proof.
+#[derive(Deserialize)]
+struct ProofBody {
+    proof_id: Option<Uuid>,
+    code: Option<SecretString>,
+    #[serde(default)]
+    invitation: bool,
+}
+
+impl ProofBody {
+    fn into_proof(self) -> Result<FactorProofInput, ApiError> {
+        match (self.proof_id, self.code, self.invitation) {
+            (Some(proof_id), Some(code), false) => {
+                Ok(FactorProofInput::TextedCode { proof_id, code })
+            }
+            (None, None, true) => Ok(FactorProofInput::Invitation),
+            _ => Err(otp_error(OtpError::ProofRequired)),
+        }
+    }
+}
+
+/// `POST /api/totp/enroll {proof_id, code} | {invitation: true}` → `{qr, key_uri}`: the new
+/// authenticator secret, shown once.
 async fn enroll_totp(
     State(state): State<AppState>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
+    Json(body): Json<ProofBody>,
 ) -> Result<Json<Value>, ApiError> {
     use base64::Engine as _;
     use secrecy::ExposeSecret;
     let user = &signed_in.user;
     rate_limit(&state, user, None, &client, "totp/enroll").await?;
-    let enrollment = state.otp.enroll_totp(user).await.map_err(otp_error)?;
+    let proof = body.into_proof()?;
+    let enrollment = state
+        .otp
+        .enroll_totp(user, &proof, &client.info())
+        .await
+        .map_err(otp_error)?;
     let qr = format!(
         "data:image/svg+xml;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(enrollment.qr_svg.as_bytes())
@@ -462,10 +519,29 @@ async fn confirm_totp(
     rate_limit(&state, user, None, &client, "totp/confirm").await?;
     state
         .otp
-        .confirm_totp(user, body.code.expose_secret())
+        .confirm_totp(user, body.code.expose_secret(), &client.info())
         .await
         .map_err(otp_error)?;
     Ok(Json(json!({ "confirmed": true })))
+}
+
+/// `POST /api/totp/remove {proof_id, code}` → `{removed}`: the person's own app goes, with a code
+/// texted to the number on file as proof.
+async fn remove_totp(
+    State(state): State<AppState>,
+    CheckedPost(signed_in): CheckedPost,
+    client: Client,
+    Json(body): Json<ProofBody>,
+) -> Result<Json<Value>, ApiError> {
+    let user = &signed_in.user;
+    rate_limit(&state, user, None, &client, "totp/remove").await?;
+    let proof = body.into_proof()?;
+    let removed = state
+        .otp
+        .remove_totp(user, &proof, &client.info())
+        .await
+        .map_err(otp_error)?;
+    Ok(Json(json!({ "removed": removed })))
 }
 
 /// The challenge as the page reads it: `{challenge_id, channel: "sms"|"totp", destination_hint,
@@ -481,7 +557,13 @@ pub fn otp_error(e: OtpError) -> ApiError {
         OtpError::WrongCode { .. }
         | OtpError::CodeNotAccepted
         | OtpError::Locked
-        | OtpError::NotYours => ApiError::Forbidden(text),
+        | OtpError::NotYours
+        | OtpError::ProofRequired
+        | OtpError::NoInvitation => ApiError::Forbidden(text),
+        OtpError::Contended => ApiError::TooManyRequests {
+            retry_after_secs: 1,
+            message: text,
+        },
         OtpError::ResendTooSoon { retry_after_secs }
         | OtpError::TooManyFailures { retry_after_secs } => ApiError::TooManyRequests {
             retry_after_secs,
@@ -493,10 +575,12 @@ pub fn otp_error(e: OtpError) -> ApiError {
         | OtpError::AlreadyUsed
         | OtpError::NoMoreResends
         | OtpError::AlreadyEnrolled
-        | OtpError::NotEnrolled => ApiError::Conflict(text),
-        OtpError::InvalidPhoneNumber | OtpError::UnknownUser | OtpError::InvalidInput(_) => {
-            ApiError::BadRequest(text)
-        }
+        | OtpError::NotEnrolled
+        | OtpError::NoPhoneOnFile => ApiError::Conflict(text),
+        OtpError::InvalidPhoneNumber
+        | OtpError::UnknownUser
+        | OtpError::InvalidInput(_)
+        | OtpError::ProofForAnotherChange => ApiError::BadRequest(text),
         OtpError::Crypto(e) => ApiError::internal(e),
         OtpError::Store(e) => e.into(),
     }

@@ -99,7 +99,8 @@ impl WebServer {
                 sms.clone(),
                 app.state.settings.otp.clone(),
             )
-            .with_directory(app.state.directory.clone()),
+            .with_directory(app.state.directory.clone())
+            .with_notifier(app.state.notifier.clone()),
         );
         let state = app.state.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
