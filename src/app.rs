@@ -59,6 +59,22 @@ pub struct AppState {
     pub otp: Arc<crate::otp::OtpService>,
 }
 
+/// Messages in people's existing 1:1 Teams chats with the bot. Also what the command line uses
+/// to tell someone that an admin changed their second factor.
+pub fn teams_notifier(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    bot: &BotRuntime,
+) -> TeamsNotifier {
+    TeamsNotifier::new(
+        store,
+        bot.connector.clone(),
+        clock,
+        settings.public_base_url(),
+    )
+}
+
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -208,12 +224,7 @@ impl App {
             )
             .with_directory(people.clone()),
         );
-        let mut notifier = TeamsNotifier::new(
-            store.clone(),
-            bot.connector.clone(),
-            clock.clone(),
-            settings.public_base_url(),
-        );
+        let mut notifier = teams_notifier(&settings, store.clone(), clock.clone(), &bot);
         if let Some(service_url) = settings.proactive_service_url() {
             notifier = notifier.with_proactive_chats(ProactiveChats {
                 service_url,

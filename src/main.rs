@@ -128,6 +128,12 @@ enum AdminCommand {
         /// Email, UPN or Entra object id.
         user: String,
     },
+    /// Invite someone with no phone number on file (or a lost app) to set up an authenticator
+    /// app once, on their own signed-in page, within `otp.invitation_ttl_secs` (default 24 h).
+    TotpInvite {
+        /// Email, UPN or Entra object id.
+        user: String,
+    },
     /// Load the demo data set into an empty database (dev profile only).
     DemoLoad,
     /// Sync folders, ACLs and record metadata from the configured vault (discovery included).
@@ -447,7 +453,10 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
     if let AdminCommand::Replay { trace_id, all } = command {
         return replay(store.as_ref(), clock.as_ref(), trace_id, all, &label).await;
     }
-    if let AdminCommand::Phone { .. } | AdminCommand::TotpReset { .. } = &command {
+    if let AdminCommand::Phone { .. }
+    | AdminCommand::TotpReset { .. }
+    | AdminCommand::TotpInvite { .. } = &command
+    {
         return second_factor_admin(&settings, store, clock, command, &label).await;
     }
     let use_cases = GovernanceAdmin::new(store.clone(), clock.clone());
@@ -497,7 +506,8 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
         | AdminCommand::Sync
         | AdminCommand::Job { .. }
         | AdminCommand::Phone { .. }
-        | AdminCommand::TotpReset { .. } => {
+        | AdminCommand::TotpReset { .. }
+        | AdminCommand::TotpInvite { .. } => {
             unreachable!("handled above")
         }
         AdminCommand::DemoLoad => {
@@ -556,13 +566,13 @@ async fn otp_service(
         .await
         .map_err(|e| e.to_string())?;
     let sms = passkey::otp::sms_sender(&settings.otp, clock.clone())?;
-    Ok(passkey::otp::OtpService::new(
-        store,
-        clock,
-        Arc::new(key),
-        sms,
-        settings.otp.clone(),
-    ))
+    // People are told in Teams when an admin changes their second factor from here, too.
+    let bot = passkey::bot::BotRuntime::from_settings(settings, clock.clone());
+    let notifier = passkey::app::teams_notifier(settings, store.clone(), clock.clone(), &bot);
+    Ok(
+        passkey::otp::OtpService::new(store, clock, Arc::new(key), sms, settings.otp.clone())
+            .with_notifier(Arc::new(notifier)),
+    )
 }
 
 /// `passkey admin phone USER NUMBER` and `passkey admin totp-reset USER`, audited as `admin-cli`.
@@ -575,7 +585,9 @@ async fn second_factor_admin(
 ) -> ExitCode {
     use passkey::otp::{Actor, OtpError};
     let who = match &command {
-        AdminCommand::Phone { user, .. } | AdminCommand::TotpReset { user } => user.clone(),
+        AdminCommand::Phone { user, .. }
+        | AdminCommand::TotpReset { user }
+        | AdminCommand::TotpInvite { user } => user.clone(),
         _ => unreachable!("only second-factor commands come here"),
     };
     let found = match store.user_by_email(&who).await {
@@ -610,6 +622,17 @@ async fn second_factor_admin(
             .set_phone(&actor, user.id, &number)
             .await
             .map(|()| format!("phone number set for {}", user.display_name)),
+        AdminCommand::TotpInvite { .. } => otp
+            .invite_totp(&passkey::governance::admin::Actor::Cli, user.id)
+            .await
+            .map(|invitation| {
+                format!(
+                    "{} may set up an authenticator app once, on their retrieval page, until {} \
+                     (they were told in Teams if they have a chat with the bot)",
+                    user.display_name,
+                    invitation.expires_at.to_minute_text()
+                )
+            }),
         _ => otp.reset_totp(&actor, user.id).await.map(|removed| {
             if removed {
                 format!("authenticator app removed for {}", user.display_name)

@@ -263,3 +263,63 @@ async fn the_admin_syncs_the_vault_from_chat() {
         "Admin commands are for Passkey admins."
     );
 }
+
+/// #14.1: someone with neither a phone number nor an authenticator app can only set one up with an
+/// admin's invitation; the admin issues it in chat, and the person is told in their own chat.
+#[tokio::test]
+async fn an_admin_invites_someone_to_set_up_an_authenticator_and_they_are_told() {
+    let chat = Chat::start(None).await;
+    // Alice has talked to the bot, so it has a chat with her.
+    chat.say(ALICE, "help").await;
+    let invited = chat
+        .say(CAROL, "admin totp-invite alice@contoso.example")
+        .await;
+    assert!(
+        invited.starts_with(
+            "Authenticator invitation\nAlice Requester may set up an authenticator app once"
+        ),
+        "{invited}"
+    );
+    let told = chat.messages_to(ALICE.0);
+    assert!(
+        told.iter()
+            .any(|m| m.contains("invited you to set up an authenticator app")
+                && m.contains("Carol SecOps")),
+        "{told:?}"
+    );
+    let alice = chat
+        .store
+        .user_by_aad_object_id(ALICE.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        chat.store
+            .totp_invitation(alice.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Usage, an unknown person, and a requester trying it: nothing is issued.
+    let usage = chat.say(CAROL, "admin totp-invite").await;
+    assert!(
+        usage.contains("admin totp-invite alice@contoso.example"),
+        "{usage}"
+    );
+    let unknown = chat
+        .say(CAROL, "admin totp-invite nobody@contoso.example")
+        .await;
+    assert!(unknown.contains("nobody@contoso.example"), "{unknown}");
+    let erin = chat
+        .store
+        .user_by_aad_object_id(ERIN.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        chat.say(ALICE, "admin totp-invite erin@contoso.example")
+            .await,
+        "Admin commands are for Passkey admins."
+    );
+    assert!(chat.store.totp_invitation(erin.id).await.unwrap().is_none());
+}

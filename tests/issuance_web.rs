@@ -1284,7 +1284,9 @@ async fn without_a_phone_or_app_the_page_says_what_to_set_up_and_nothing_is_shar
         .await
         .unwrap();
     assert!(
-        page.contains("you have none yet") && page.contains("id=\"totp-start\""),
+        page.contains("you have none yet")
+            && page.contains("admin totp-invite")
+            && !page.contains("id=\"totp-start\""),
         "{page}"
     );
     let (status, body) = alice.retrieve(id, &csrf).await;
@@ -1362,11 +1364,99 @@ async fn a_session_alone_cannot_enroll_an_authenticator() {
     server.stop().await;
 }
 
+/// Someone with no phone number on file sets up an app with an admin's invitation (from the
+/// shell): once, on their own signed-in page.
+#[tokio::test]
+async fn an_admin_invitation_sets_up_an_authenticator_once_without_a_phone() {
+    let (db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    use common::RawSql as _;
+    let alice_id = server.user(ALICE).await.id;
+    db.store
+        .exec(&format!(
+            "DELETE FROM user_phone_numbers WHERE user_id = {alice_id}"
+        ))
+        .await
+        .unwrap();
+    let before = alice
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        before.contains("admin totp-invite") && !before.contains("totp-start"),
+        "{before}"
+    );
+    let r = alice
+        .post_json(
+            "/api/totp/proof",
+            &json!({ "change": "ENROLL" }),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status(), 409, "no number to text a proof to");
+    server
+        .state
+        .otp
+        .invite_totp(&passkey::governance::admin::Actor::Cli, alice_id)
+        .await
+        .unwrap();
+    let invited = alice
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(invited.contains("data-proof=\"invitation\""), "{invited}");
+    let first = alice
+        .post_json(
+            "/api/totp/enroll",
+            &json!({ "invitation": true }),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(first.status(), 200);
+    let second = alice
+        .post_json(
+            "/api/totp/enroll",
+            &json!({ "invitation": true }),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(second.status(), 403, "the invitation works once");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_replayed() {
     let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;
+    server.set_phone(ALICE, ALICE_PHONE).await;
+    // Proof first: a code texted to the number on file.
+    let proof: serde_json::Value = alice
+        .post_json(
+            "/api/totp/proof",
+            &json!({ "change": "ENROLL" }),
+            Some(&csrf),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(proof["destination_hint"], "•••• 4411", "{proof}");
+    let texted = server.sms.last_code_to(ALICE_PHONE);
+    let page = alice
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-proof=\"texted\""), "{page}");
     let enrolled: serde_json::Value = alice
-        .post_json("/api/totp/enroll", &json!({}), Some(&csrf))
+        .post_json(
+            "/api/totp/enroll",
+            &json!({ "proof_id": proof["proof_id"], "code": texted }),
+            Some(&csrf),
+        )
         .await
         .json()
         .await
@@ -1406,11 +1496,13 @@ async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_repl
         "{page}"
     );
 
+    let texts_before = server.sms.sent.lock().unwrap().len();
     let (status, started) = alice.retrieve(id, &csrf).await;
     assert_eq!(status, 200, "{started}");
     assert_eq!(started["channel"], "totp");
-    assert!(
-        server.sms.sent.lock().unwrap().is_empty(),
+    assert_eq!(
+        server.sms.sent.lock().unwrap().len(),
+        texts_before,
         "no text when the app is set up"
     );
     // The confirming code's step is used: the same code is a replay.
@@ -1421,14 +1513,21 @@ async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_repl
     let (status, share) = verify(&alice, id, &csrf, &started["challenge_id"], &next).await;
     assert_eq!(status, 200, "{share}");
     assert_eq!(share["retrievals_left"], 2);
-    // A second enrollment over a confirmed one is refused (a session alone can't swap the factor).
-    assert_eq!(
-        alice
-            .post_json("/api/totp/enroll", &json!({}), Some(&csrf))
-            .await
-            .status(),
-        409
-    );
+    // A second enrollment over a confirmed one without proof is refused (a session alone can't
+    // swap the factor), and the used proof does not work twice.
+    for body in [
+        json!({}),
+        json!({ "proof_id": proof["proof_id"], "code": texted }),
+    ] {
+        assert_eq!(
+            alice
+                .post_json("/api/totp/enroll", &body, Some(&csrf))
+                .await
+                .status(),
+            if body == json!({}) { 403 } else { 409 },
+            "{body}"
+        );
+    }
     server.stop().await;
 }
 

@@ -2296,6 +2296,21 @@ async fn admins_set_phone_numbers_and_reset_authenticators_from_the_shell() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("had no authenticator app"));
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "totp-invite", "alice@contoso.example"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("may set up an authenticator app once"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = passkey_cli(
+        dir.path(),
+        &["admin", "totp-invite", "nobody@contoso.example"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 
     // The number is sealed under the key file the CLI created (0600) in the data directory.
     let data = dir.path().join("data");
@@ -2339,6 +2354,9 @@ async fn admins_set_phone_numbers_and_reset_authenticators_from_the_shell() {
         .map(|e| e.actor)
         .collect();
     assert_eq!(actions.last().map(String::as_str), Some("admin-cli"));
+    let invitation = store.totp_invitation(alice.id).await.unwrap().unwrap();
+    assert_eq!(invitation.created_by, "admin-cli");
+    assert!(invitation.used_at.is_none());
 }
 
 #[cfg(unix)]

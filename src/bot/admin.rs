@@ -1,4 +1,4 @@
-//! `admin authority …` and `admin role …` in chat: the words after the command become a call to
+//! `admin authority …`, `admin role …` and `admin totp-invite …` in chat: the words after the command become a call to
 //! a `governance::admin` use case, and its result (or refusal) becomes a short reply. The caller
 //! has already checked that the sender is an admin.
 
@@ -84,6 +84,39 @@ pub async fn role_reply(
         .set_role(&Actor::User(admin.clone()), who, role)
         .await?
         .render())
+}
+
+/// The reply to `admin totp-invite <who>`: whether it went through, and what to tell the admin.
+/// Nothing secret is handed out: the person redeems it on their own signed-in page.
+pub async fn totp_invite_reply(
+    state: &AppState,
+    admin: &User,
+    who: &str,
+) -> Result<(bool, String), crate::error::ApiError> {
+    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    let person = match use_cases.find_user(who).await {
+        Ok(person) => person,
+        Err(AdminError::Store(e)) => return Err(e.into()),
+        Err(refusal) => return Ok((false, refusal.to_string())),
+    };
+    match state
+        .otp
+        .invite_totp(&Actor::User(admin.clone()), person.id)
+        .await
+    {
+        Ok(invitation) => Ok((
+            true,
+            format!(
+                "{} may set up an authenticator app once, on their retrieval page, until {}. They were \
+                 told in their chat with me.",
+                person.display_name,
+                invitation.expires_at.to_minute_text()
+            ),
+        )),
+        Err(crate::otp::OtpError::Store(e)) => Err(e.into()),
+        Err(e @ crate::otp::OtpError::Crypto(_)) => Err(crate::error::ApiError::internal(e)),
+        Err(refusal) => Ok((false, refusal.to_string())),
+    }
 }
 
 fn usage(what: &str) -> String {

@@ -28,8 +28,8 @@ const MAX_ECHO_CHARS: usize = 40;
 const REQUEST_EXAMPLE: &str = "`request db-prod 2h because INC-4411`";
 const DURATION_FORMS: &str = "Durations look like `30m`, `2h`, `1d`, `90 minutes` or `1h 30m`";
 const ADMIN_SUBCOMMANDS: &str = "Admin commands are `admin health`, `admin sync`, `admin triage`, \
-     `admin audit verify`, `admin authority …`, `admin role …`, `admin replay 17` (or `admin replay all`) \
-     and `admin revoke 42 REASON`.";
+     `admin audit verify`, `admin authority …`, `admin role …`, `admin replay 17` (or `admin replay all`), \
+     `admin revoke 42 REASON` and `admin totp-invite PERSON`.";
 
 /// Top-level keywords offered as "did you mean" suggestions, in order of
 /// preference when two are equally close.
@@ -58,6 +58,7 @@ const ADMIN_SUGGESTIONS: &[&str] = &[
     "role",
     "replay",
     "revoke",
+    "totp-invite",
 ];
 
 /// A command a person typed to the bot.
@@ -117,6 +118,11 @@ pub enum AdminCommand {
     /// Re-evaluate one stored decision trace (`Some(id)`) or all of them (`None`).
     Replay {
         trace_id: Option<i64>,
+    },
+    /// `admin totp-invite <email or Entra object id>`: a one-time invitation to set up an
+    /// authenticator app without a factor on file.
+    TotpInvite {
+        user: String,
     },
 }
 
@@ -946,6 +952,16 @@ fn parse_admin(rest: &[&str]) -> Result<AdminCommand, ParseError> {
         },
         "authority" => Ok(AdminCommand::Authority { args: owned(args) }),
         "role" => Ok(AdminCommand::Role { args: owned(args) }),
+        "totp-invite" => match args {
+            [who] => Ok(AdminCommand::TotpInvite {
+                user: who.to_string(),
+            }),
+            _ => Err(usage(
+                "admin totp-invite",
+                "To let someone set up an authenticator app without a phone number on file, type \
+                 `admin totp-invite alice@contoso.example`.",
+            )),
+        },
         "replay" => match args {
             [all] if all.eq_ignore_ascii_case("all") => Ok(AdminCommand::Replay { trace_id: None }),
             _ => {

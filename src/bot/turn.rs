@@ -850,6 +850,10 @@ async fn admin_reply_for(
             "Role",
             admin_outcome(admin::role_reply(state, admin, &args).await)?,
         ),
+        AdminCommand::TotpInvite { user } => (
+            "Authenticator invitation",
+            admin::totp_invite_reply(state, admin, &user).await?,
+        ),
         AdminCommand::Health => return Ok(Reply::Card(views::admin_health(state).await?)),
         AdminCommand::Sync => {
             let actor = format!("user:{}", admin.id);
@@ -943,6 +947,7 @@ fn admin_name(c: &AdminCommand) -> &'static str {
         AdminCommand::Authority { .. } => "authority",
         AdminCommand::Role { .. } => "role",
         AdminCommand::Revoke { .. } => "revoke",
+        AdminCommand::TotpInvite { .. } => "totp-invite",
         AdminCommand::Replay { .. } => "replay",
     }
 }

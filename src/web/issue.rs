@@ -198,10 +198,28 @@ fn render_page(
                     app below first (or ask an admin to add your mobile number).</p>"
                     .to_string(),
             };
+            // Setting up the app needs proof of the factor on file (a texted code) or an admin's
+            // invitation: a session alone never changes the second factor.
+            let start = match (&f.phone_hint, f.invitation_open) {
+                (Some(hint), _) => format!(
+                    "<p><button type=\"button\" id=\"totp-start\" data-proof=\"texted\">Set up an authenticator app</button></p>\
+                     <form id=\"totp-proof-form\" hidden><p>To confirm it is you, we texted a code to {}.</p>\
+                     <p><label for=\"totp-proof-code\">Code from the text</label> \
+                     <input id=\"totp-proof-code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required> \
+                     <button type=\"submit\">Continue</button></p></form>",
+                    escape(hint)
+                ),
+                (None, true) => "<p>An admin invited you to set up an authenticator app.</p>\
+                     <p><button type=\"button\" id=\"totp-start\" data-proof=\"invitation\">Set up an authenticator app</button></p>"
+                    .to_string(),
+                (None, false) => "<p>To set one up without a phone number, ask a Passkey admin for an invitation \
+                     (they type <code>admin totp-invite</code> and your address), then reload this page.</p>"
+                    .to_string(),
+            };
             format!(
                 "{sms}<section id=\"totp-setup\" aria-labelledby=\"totp-title\"><h2 id=\"totp-title\">Authenticator app</h2>\
                  <p>An authenticator app (Microsoft Authenticator, or any TOTP app) works without your phone number.</p>\
-                 <p><button type=\"button\" id=\"totp-start\">Set up an authenticator app</button></p>\
+                 {start}\
                  <div id=\"totp-enroll\" hidden><p>Scan this QR code with the app, or enter the key by hand.</p>\
                  <p><img id=\"totp-qr\" alt=\"QR code to add Passkey to your authenticator app\" width=\"200\" height=\"200\"></p>\
                  <p><label for=\"totp-uri\">Key (for typing in)</label> <input id=\"totp-uri\" readonly size=\"50\"></p>\

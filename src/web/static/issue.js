@@ -165,7 +165,8 @@
     }
   });
 
-  // Authenticator app enrollment: the key is shown once, then confirmed with a first code.
+  // Authenticator app enrollment: proof first (a code texted to the number on file, or the
+  // admin's invitation), then the key is shown once, then confirmed with a first code.
   var totpStart = document.getElementById("totp-start");
   if (totpStart) {
     var totpEnroll = document.getElementById("totp-enroll");
@@ -173,19 +174,52 @@
     var totpUri = document.getElementById("totp-uri");
     var totpForm = document.getElementById("totp-form");
     var totpCode = document.getElementById("totp-code");
+    var proofForm = document.getElementById("totp-proof-form");
+    var proofCode = document.getElementById("totp-proof-code");
+    var proofId = null;
+    var showKey = function (enrollment) {
+      totpQr.src = enrollment.qr;
+      totpUri.value = enrollment.key_uri;
+      totpEnroll.hidden = false;
+      totpStart.hidden = true;
+      if (proofForm) {
+        proofForm.hidden = true;
+      }
+      say("Scan the QR code, then type the app's first code.");
+      totpCode.focus();
+    };
     totpStart.addEventListener("click", function () {
       errorLine.textContent = "";
-      postTo("/api/totp/enroll", {})
-        .then(function (enrollment) {
-          totpQr.src = enrollment.qr;
-          totpUri.value = enrollment.key_uri;
-          totpEnroll.hidden = false;
-          totpStart.hidden = true;
-          say("Scan the QR code, then type the app's first code.");
-          totpCode.focus();
+      if (totpStart.getAttribute("data-proof") === "invitation") {
+        postTo("/api/totp/enroll", { invitation: true })
+          .then(showKey)
+          .catch(function (e) { fail(e.message); });
+        return;
+      }
+      postTo("/api/totp/proof", { change: "ENROLL" })
+        .then(function (proof) {
+          proofId = proof.proof_id;
+          proofForm.hidden = false;
+          say("We texted you a code: type it to continue.");
+          proofCode.focus();
         })
         .catch(function (e) { fail(e.message); });
     });
+    if (proofForm) {
+      proofForm.addEventListener("submit", function (event) {
+        event.preventDefault();
+        errorLine.textContent = "";
+        postTo("/api/totp/enroll", { proof_id: proofId, code: proofCode.value.trim() })
+          .then(function (enrollment) {
+            proofCode.value = "";
+            showKey(enrollment);
+          })
+          .catch(function (e) {
+            proofCode.value = "";
+            fail(e.message);
+          });
+      });
+    }
     totpForm.addEventListener("submit", function (event) {
       event.preventDefault();
       errorLine.textContent = "";
