@@ -41,7 +41,12 @@ pub enum VaultBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// `dev` holds only on loopback: a non-loopback `bind` or `public_url` makes it `production`
+    /// at load time (see [`Settings::exposure`]).
     pub profile: Profile,
+    /// Why `profile = dev` was overruled, for start-up's refusal and `doctor`.
+    #[serde(skip)]
+    pub production_because: Option<String>,
     /// Address the HTTP server binds.
     pub bind: SocketAddr,
     /// Base URL people's browsers reach the app at (deep links). Defaults to `http://{bind}`.
@@ -174,6 +179,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             profile: Profile::Dev,
+            production_because: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 3978)),
             public_url: None,
             data_dir: PathBuf::from("data"),
@@ -692,8 +698,39 @@ impl Settings {
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
             table.insert("database_url".into(), toml::Value::String(url.clone()));
         }
-        Settings::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Parse(e.to_string()))
+        let mut settings = Settings::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // Fail closed: a deployment that forgot PASSKEY_PROFILE gets production's rules (and its
+        // refusals), never dev's stand-ins on a reachable address.
+        if settings.profile == Profile::Dev
+            && let Some(why) = settings.exposure()
+        {
+            settings.profile = Profile::Production;
+            settings.production_because = Some(why);
+        }
+        Ok(settings)
+    }
+
+    /// Why these settings reach beyond this machine: a listen address or public URL that is not
+    /// loopback. The dev profile's stand-ins (local vault, console SMS, dev sign-in, cookies
+    /// without `Secure`) are only safe when nothing else can connect.
+    pub fn exposure(&self) -> Option<String> {
+        if !self.bind.ip().is_loopback() {
+            return Some(format!("bind {} is not a loopback address", self.bind));
+        }
+        let url = self.public_url.as_deref().filter(|u| !u.is_empty())?;
+        let loopback = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+        (!loopback).then(|| format!("public_url {url} is not a loopback address"))
     }
 
     /// A key said to be in Key Vault without its name or the vault's URL.
@@ -900,10 +937,18 @@ impl Settings {
             ));
         }
         if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Unsafe(problems))
+            return Ok(());
         }
+        if let Some(why) = &self.production_because {
+            problems.insert(
+                0,
+                format!(
+                    "production rules apply because {why} (the dev profile runs on loopback only): fix \
+                     each problem below, or bind 127.0.0.1 for local development"
+                ),
+            );
+        }
+        Err(ConfigError::Unsafe(problems))
     }
 
     /// The issuance page's settings that cannot work or are unsafe.
@@ -1071,7 +1116,10 @@ impl Settings {
         vec![
             (
                 "profile".into(),
-                format!("{:?}", self.profile).to_lowercase(),
+                match &self.production_because {
+                    Some(why) => format!("production (dev overruled: {why})"),
+                    None => format!("{:?}", self.profile).to_lowercase(),
+                },
             ),
             ("bind".into(), self.bind.to_string()),
             ("public_url".into(), self.public_base_url()),
@@ -1428,7 +1476,8 @@ mod tests {
         let s = Settings::from_layers(None, &env(&[("PASSKEY_BIND", "0.0.0.0:3978")])).unwrap();
         let err = s.check().unwrap_err().to_string();
         assert!(err.contains("only listens on loopback"), "{err}");
-        // With an app id the same bind address is fine.
+        // With an app id and sign-in the same address is still refused unless the rest of
+        // production is configured: forgetting PASSKEY_PROFILE never runs dev's stand-ins there.
         let s = Settings::from_layers(
             None,
             &env(&[
@@ -1443,7 +1492,11 @@ mod tests {
             ]),
         )
         .unwrap();
-        s.check().unwrap();
+        assert_eq!(s.profile, Profile::Production);
+        let err = s.check().unwrap_err().to_string();
+        for needle in ["bot.app_password", "bot.allowed_tenants", "local demo vault", "console SMS"] {
+            assert!(err.contains(needle), "missing {needle}: {err}");
+        }
     }
 
     #[test]
@@ -1677,6 +1730,43 @@ mod tests {
     }
 
     #[test]
+    fn dev_holds_only_on_loopback_addresses() {
+        let profile = |pairs: &[(&str, &str)]| {
+            let s = Settings::from_layers(None, &env(pairs)).unwrap();
+            (s.profile, s.production_because.is_some())
+        };
+        for loopback in [
+            vec![],
+            vec![("PASSKEY_BIND", "127.0.0.2:3978")],
+            vec![("PASSKEY_BIND", "[::1]:3978")],
+            vec![("PASSKEY_PUBLIC_URL", "http://localhost:3978")],
+            vec![("PASSKEY_PUBLIC_URL", "http://[::1]:3978/")],
+            vec![("PASSKEY_PUBLIC_URL", "http://127.0.0.1:3978")],
+        ] {
+            assert_eq!(profile(&loopback), (Profile::Dev, false), "{loopback:?}");
+        }
+        for reachable in [
+            vec![("PASSKEY_BIND", "0.0.0.0:3978")],
+            vec![("PASSKEY_BIND", "10.0.0.4:3978")],
+            vec![("PASSKEY_PROFILE", "dev"), ("PASSKEY_BIND", "[::]:3978")],
+            vec![("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example")],
+            vec![("PASSKEY_PUBLIC_URL", "http://localhost.evil.example")],
+            vec![("PASSKEY_PUBLIC_URL", "http://127.0.0.1@evil.example/")],
+            vec![("PASSKEY_PUBLIC_URL", "not a url")],
+        ] {
+            assert_eq!(profile(&reachable), (Profile::Production, true), "{reachable:?}");
+        }
+        // A complete production configuration on a public address starts as production; the
+        // reason is not a problem of its own.
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_BIND", "0.0.0.0:3978")]))
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("production rules apply because bind 0.0.0.0:3978"), "{err}");
+    }
+
+    #[test]
     fn otp_gateways_need_their_credentials_and_console_is_dev_only() {
         let err = Settings::from_layers(None, &env(&[("PASSKEY_PROFILE", "production")]))
             .unwrap()
@@ -1794,7 +1884,7 @@ mod tests {
         )
         .unwrap();
         let err = s.check().unwrap_err().to_string();
-        assert!(err.contains("dev sign-in page"), "{err}");
+        assert!(err.contains("production needs Entra sign-in"), "{err}");
 
         let s = Settings::from_layers(
             None,

@@ -370,3 +370,41 @@ fn doctor_checks_the_commander_backend_and_its_ksm_configuration_without_printin
         "{text}"
     );
 }
+
+/// #14.3: a deployment that sets an app id but forgets `PASSKEY_PROFILE` must not serve dev's
+/// stand-ins (local vault, console SMS, dev sign-in, cookies without `Secure`, any tenant) on a
+/// reachable address: production's rules apply, and start-up names every problem at once.
+#[test]
+fn an_app_id_on_a_public_address_without_a_profile_gets_production_rules() {
+    for (bind, public_url) in [
+        ("0.0.0.0:3978", None),
+        ("127.0.0.1:0", Some("https://passkey.contoso.example")),
+        ("[::]:0", None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = vec![
+            ("PASSKEY_BIND", bind),
+            ("PASSKEY_BOT__APP_ID", "00000000-0000-4000-8000-00000000b07a"),
+        ];
+        if let Some(url) = public_url {
+            env.push(("PASSKEY_PUBLIC_URL", url));
+        }
+        let out = passkey_cmd(dir.path(), &["serve"], &env).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bind}: {err}");
+        for needle in [
+            "production rules apply",
+            "bot.app_password",
+            "bot.allowed_tenants",
+            "local demo vault",
+            "console SMS sender",
+            "Entra sign-in for the issuance page",
+        ] {
+            assert!(err.contains(needle), "{bind}: missing `{needle}` in: {err}");
+        }
+        assert!(
+            !dir.path().join("data").exists(),
+            "nothing is created when start-up is refused"
+        );
+    }
+}
