@@ -128,9 +128,11 @@ impl App {
 
     async fn build_resolved(settings: Settings) -> Result<App, StartError> {
         settings.check()?;
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
-            path: settings.data_dir.display().to_string(),
-            source,
+        crate::private_fs::create_dir(&settings.data_dir).map_err(|source| {
+            StartError::DataDir {
+                path: settings.data_dir.display().to_string(),
+                source,
+            }
         })?;
         // Checked before the database is touched, so a production start without its key says so.
         crate::crypto::LocalKeyFile::new(&settings.data_dir, key_wrapper(&settings)?)

@@ -1494,7 +1494,12 @@ mod tests {
         .unwrap();
         assert_eq!(s.profile, Profile::Production);
         let err = s.check().unwrap_err().to_string();
-        for needle in ["bot.app_password", "bot.allowed_tenants", "local demo vault", "console SMS"] {
+        for needle in [
+            "bot.app_password",
+            "bot.allowed_tenants",
+            "local demo vault",
+            "console SMS",
+        ] {
             assert!(err.contains(needle), "missing {needle}: {err}");
         }
     }
@@ -1754,7 +1759,11 @@ mod tests {
             vec![("PASSKEY_PUBLIC_URL", "http://127.0.0.1@evil.example/")],
             vec![("PASSKEY_PUBLIC_URL", "not a url")],
         ] {
-            assert_eq!(profile(&reachable), (Profile::Production, true), "{reachable:?}");
+            assert_eq!(
+                profile(&reachable),
+                (Profile::Production, true),
+                "{reachable:?}"
+            );
         }
         // A complete production configuration on a public address starts as production; the
         // reason is not a problem of its own.
@@ -1763,7 +1772,10 @@ mod tests {
             .check()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("production rules apply because bind 0.0.0.0:3978"), "{err}");
+        assert!(
+            err.contains("production rules apply because bind 0.0.0.0:3978"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl LocalKeyFile {
                     B64.encode(wrapped)
                 );
                 if let Some(dir) = self.path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
+                    crate::private_fs::create_dir(dir).map_err(io)?;
                 }
                 // Written whole to a private temporary file, then linked into place: another
                 // instance starting at the same moment either wins (we read its key) or loses,
@@ -276,7 +276,7 @@ impl LocalKeyFile {
                 let tmp = self
                     .path
                     .with_extension(format!("tmp-{}", &key.key_id()[4..]));
-                write_private(&tmp, line.as_bytes()).map_err(io)?;
+                crate::private_fs::write_new(&tmp, line.as_bytes()).map_err(io)?;
                 let linked = std::fs::hard_link(&tmp, &self.path);
                 let _ = std::fs::remove_file(&tmp);
                 match linked {
@@ -293,30 +293,6 @@ impl LocalKeyFile {
             Err(e) => Err(io(e)),
         }
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(unix)]
@@ -520,7 +496,7 @@ mod tests {
     async fn a_malformed_key_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = LocalKeyFile::new(dir.path(), Box::new(LocalWrapper));
-        write_private(file.path(), b"hello world\n").unwrap();
+        crate::private_fs::write_new(file.path(), b"hello world\n").unwrap();
         assert!(matches!(
             file.load(true).await,
             Err(CryptoError::BadKeyFile(_))

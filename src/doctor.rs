@@ -475,8 +475,8 @@ async fn vault_check(settings: &Settings) -> Check {
 fn data_dir_check(settings: &Settings) -> Check {
     let dir = &settings.data_dir;
     let probe = dir.join(format!(".doctor-{}", std::process::id()));
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|_| std::fs::write(&probe, b"ok"))
+    let result = crate::private_fs::create_dir(dir)
+        .and_then(|_| crate::private_fs::write_new(&probe, b"ok"))
         .and_then(|_| std::fs::remove_file(&probe));
     match result {
         Ok(()) => Check {

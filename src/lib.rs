@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod manifest;
 pub mod otp;
 pub mod policy;
+pub mod private_fs;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

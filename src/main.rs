@@ -254,7 +254,7 @@ async fn migrate(settings: Settings) -> ExitCode {
     };
     use secrecy::ExposeSecret;
     let label = settings.database_label();
-    if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
+    if let Err(e) = passkey::private_fs::create_dir(&settings.data_dir) {
         eprintln!(
             "passkey: cannot create {}: {e}",
             settings.data_dir.display()
@@ -431,7 +431,7 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
     use std::sync::Arc;
 
     let label = settings.database_label();
-    if let Err(e) = std::fs::create_dir_all(&settings.data_dir) {
+    if let Err(e) = passkey::private_fs::create_dir(&settings.data_dir) {
         eprintln!(
             "passkey: cannot create {}: {e}",
             settings.data_dir.display()

@@ -384,7 +384,10 @@ fn an_app_id_on_a_public_address_without_a_profile_gets_production_rules() {
         let dir = tempfile::tempdir().unwrap();
         let mut env = vec![
             ("PASSKEY_BIND", bind),
-            ("PASSKEY_BOT__APP_ID", "00000000-0000-4000-8000-00000000b07a"),
+            (
+                "PASSKEY_BOT__APP_ID",
+                "00000000-0000-4000-8000-00000000b07a",
+            ),
         ];
         if let Some(url) = public_url {
             env.push(("PASSKEY_PUBLIC_URL", url));
@@ -406,5 +409,38 @@ fn an_app_id_on_a_public_address_without_a_profile_gets_production_rules() {
             !dir.path().join("data").exists(),
             "nothing is created when start-up is refused"
         );
+    }
+}
+
+/// #14.11: everything `cargo run` writes into `data_dir` (the SQLite database and its WAL, the
+/// local vault, the keys) is readable by Passkey's own user only, whatever the umask.
+#[cfg(unix)]
+#[tokio::test]
+async fn every_file_in_the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = passkey_cmd(dir.path(), &[], &[("PASSKEY_BIND", "127.0.0.1:0")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = BufReader::new(stdout).lines().next().unwrap().unwrap();
+    let addr = first.rsplit("http://").next().unwrap().trim().to_string();
+    let (status, _) = get_json(&format!("http://{addr}/readyz")).await;
+    assert_eq!(status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let data = dir.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    for expected in ["passkey.db", "dev-vault.json", "data-encryption.key"] {
+        assert!(seen.iter().any(|s| s == expected), "{expected} in {seen:?}");
     }
 }

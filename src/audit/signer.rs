@@ -158,26 +158,15 @@ impl LocalEd25519Signer {
     }
 
     fn create(path: &Path) -> Result<Vec<u8>, SignError> {
-        use std::io::Write as _;
         let document = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
             .map_err(|_| SignError::Key("cannot generate an Ed25519 key".into()))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::private_fs::create_dir(dir)
                 .map_err(|e| SignError::Key(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut options = std::fs::OpenOptions::new();
-        // create_new: two instances starting together must not overwrite each other's key.
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        match options.open(path) {
-            Ok(mut file) => {
-                file.write_all(document.as_ref())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| SignError::Key(format!("cannot write {}: {e}", path.display())))?;
+        // A new file only: two instances starting together must not overwrite each other's key.
+        match crate::private_fs::write_new(path, document.as_ref()) {
+            Ok(()) => {
                 tracing::info!(path = %path.display(), "created the audit signing key");
                 Ok(document.as_ref().to_vec())
             }

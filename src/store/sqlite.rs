@@ -28,6 +28,13 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file; does not migrate.
     pub async fn open(path: &Path, max_connections: u32) -> StoreResult<Self> {
+        // Created (or tightened) 0600 before SQLite opens it: SQLite gives the WAL and shared-
+        // memory files the database file's mode.
+        if path.as_os_str() != ":memory:" {
+            crate::private_fs::ensure_file(path).map_err(|e| {
+                crate::store::StoreError::Invalid(format!("{}: {e}", path.display()))
+            })?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

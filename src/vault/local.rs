@@ -102,11 +102,15 @@ impl LocalVault {
         let path: PathBuf = data_dir.join(FILE_NAME);
         if !path.exists() {
             let file = demo_vault_file();
-            std::fs::write(
+            match crate::private_fs::write_new(
                 &path,
-                serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?,
-            )?;
+                &serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?,
+            ) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
         }
+        crate::private_fs::tighten(&path, 0o600)?;
         let file: VaultFile = serde_json::from_slice(&std::fs::read(&path)?)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
         Ok(LocalVault::new(file, public_base, clock))
