@@ -641,6 +641,22 @@ impl OtpSettings {
     }
 }
 
+/// Whether `url` parses and names this machine (`localhost`, 127.0.0.0/8, `::1`): the only place
+/// plain http may carry a credential, and where the dev profile may be reached.
+fn is_loopback_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
 /// Configuration that cannot be loaded, or that is unsafe to run with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -719,18 +735,7 @@ impl Settings {
             return Some(format!("bind {} is not a loopback address", self.bind));
         }
         let url = self.public_url.as_deref().filter(|u| !u.is_empty())?;
-        let loopback = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .is_some_and(|host| {
-                host == "localhost"
-                    || host
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            });
-        (!loopback).then(|| format!("public_url {url} is not a loopback address"))
+        (!is_loopback_url(url)).then(|| format!("public_url {url} is not a loopback address"))
     }
 
     /// A key said to be in Key Vault without its name or the vault's URL.
@@ -839,11 +844,22 @@ impl Settings {
                     problems.push("production cannot use the staging stub vault (vault.backend = \"stub\")".into())
                 }
                 VaultBackend::CommanderService => {
-                    if self.vault.commander_url.as_deref().is_none_or(str::is_empty) {
-                        problems.push(
+                    match self.vault.commander_url.as_deref().filter(|u| !u.is_empty()) {
+                        None => problems.push(
                             "vault.backend = \"commander-service\" needs vault.commander_url (PASSKEY_VAULT__COMMANDER_URL)"
                                 .into(),
-                        );
+                        ),
+                        // Every call carries the service-mode API key.
+                        Some(url)
+                            if !(url.starts_with("https://")
+                                || (url.starts_with("http://") && is_loopback_url(url))) =>
+                        {
+                            problems.push(format!(
+                                "vault.commander_url must be https:// (or http:// on loopback) in production: \
+                                 it carries the Commander API key (got {url})"
+                            ))
+                        }
+                        Some(_) => {}
                     }
                     if self
                         .vault
@@ -1732,6 +1748,67 @@ mod tests {
         .unwrap();
         s.check().unwrap();
         assert_eq!(s.log_format(), LogFormat::Json);
+    }
+
+    /// A production configuration that passes `check()`, with `overrides` replacing or adding
+    /// values.
+    fn complete_production(overrides: &[(&str, &str)]) -> Settings {
+        let mut pairs: BTreeMap<String, String> = env(&[
+            ("PASSKEY_PROFILE", "production"),
+            ("PASSKEY_BOT__APP_ID", "app"),
+            ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+            ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            (
+                "PASSKEY_VAULT__COMMANDER_URL",
+                "https://commander.internal:8900",
+            ),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", "k-123"),
+            ("PASSKEY_WEB__OIDC__CLIENT_ID", "web-app"),
+            ("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret"),
+            ("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1"),
+            ("PASSKEY_OTP__SMS_PROVIDER", "twilio"),
+            (
+                "PASSKEY_OTP__TWILIO_ACCOUNT_SID",
+                "AC0123456789abcdef0123456789abcdef",
+            ),
+            ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "tw-token"),
+            ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
+        ]);
+        pairs.extend(env(overrides));
+        Settings::from_layers(None, &pairs).unwrap()
+    }
+
+    /// #14.11: the Commander URL carries the service-mode API key on every call.
+    #[test]
+    fn production_sends_the_commander_api_key_over_https_or_loopback_only() {
+        complete_production(&[]).check().unwrap();
+        for fine in [
+            "https://commander.internal:8900",
+            "http://127.0.0.1:8900",
+            "http://localhost:8900/",
+            "http://[::1]:8900",
+        ] {
+            complete_production(&[("PASSKEY_VAULT__COMMANDER_URL", fine)])
+                .check()
+                .unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        for refused in [
+            "http://commander.internal:8900",
+            "http://10.0.0.7:8900",
+            "http://localhost.evil.example:8900",
+            "ftp://commander.internal",
+            "commander.internal:8900",
+        ] {
+            let err = complete_production(&[("PASSKEY_VAULT__COMMANDER_URL", refused)])
+                .check()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("vault.commander_url must be https://"),
+                "{refused}: {err}"
+            );
+        }
     }
 
     #[test]
