@@ -120,8 +120,8 @@ async fn the_requester_retrieves_three_times_and_the_fourth_is_refused(db: Db) {
         urls.push(url);
         tokens.push(token);
     }
-    // The link opens once, with the secret.
-    let opened = reqwest::get(&urls[0]).await.unwrap();
+    // The link opens once (its button's POST), with the secret.
+    let opened = reqwest::Client::new().post(&urls[0]).send().await.unwrap();
     assert_eq!(opened.status(), 200);
     assert!(
         opened
