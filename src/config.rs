@@ -418,9 +418,15 @@ pub struct WebSettings {
     /// Origins allowed to frame the page (CSP `frame-ancestors`): Teams' hosts.
     #[serde(deserialize_with = "de_list")]
     pub frame_ancestors: Vec<String>,
-    /// Take the client address from the first `X-Forwarded-For` entry (behind App Service or
-    /// another proxy that sets it); otherwise the peer address is used.
+    /// Take the client address from `X-Forwarded-For` (behind App Service or another proxy that
+    /// appends to it); otherwise the peer address is used. Only with Passkey reachable through
+    /// those proxies alone: a client that connects directly writes the header itself.
     pub trust_forwarded_for: bool,
+    /// How many trusted proxies append to `X-Forwarded-For` in front of Passkey (App Service: 1;
+    /// Front Door in front of App Service: 2). The client address is that many entries from the
+    /// right; everything to its left was written by the client.
+    #[serde(deserialize_with = "de_u8")]
+    pub forwarded_for_hops: u8,
     /// Exchange and challenge calls per person per minute (per instance).
     #[serde(deserialize_with = "de_u32")]
     pub rate_per_user_per_minute: u32,
@@ -461,6 +467,7 @@ impl Default for WebSettings {
             .map(String::from)
             .to_vec(),
             trust_forwarded_for: false,
+            forwarded_for_hops: 1,
             rate_per_user_per_minute: 10,
             rate_per_ip_per_minute: 30,
             oidc: OidcSettings::default(),
@@ -980,6 +987,13 @@ impl Settings {
                     .into(),
             );
         }
+        if w.forwarded_for_hops == 0 {
+            problems.push(
+                "web.forwarded_for_hops must be at least 1: the number of proxies in front of Passkey \
+                 that append to X-Forwarded-For (turn web.trust_forwarded_for off to ignore the header)"
+                    .into(),
+            );
+        }
         if let Some(key) = &w.session_key {
             use base64::Engine as _;
             let decoded = base64::engine::general_purpose::STANDARD
@@ -1253,6 +1267,17 @@ impl Settings {
                 secret(&self.web.oidc.client_secret),
             ),
             (
+                "web.client_address".into(),
+                if self.web.trust_forwarded_for {
+                    format!(
+                        "X-Forwarded-For, entry {} from the right",
+                        self.web.forwarded_for_hops
+                    )
+                } else {
+                    "the peer address".into()
+                },
+            ),
+            (
                 "web.rate_limits".into(),
                 format!(
                     "{}/min per person, {}/min per address (per instance)",
@@ -1360,6 +1385,10 @@ fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
 
 fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     u32::try_from(de_u64(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_u8<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    u8::try_from(de_u64(d)?).map_err(serde::de::Error::custom)
 }
 
 fn de_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -1953,6 +1982,34 @@ mod tests {
         ]);
         assert_eq!(s.vault.commander_timeout().as_secs(), 7);
         assert_eq!(with(&[]).vault.commander_timeout().as_secs(), 30);
+    }
+
+    #[test]
+    fn forwarded_for_hops_default_to_one_and_zero_or_garbage_is_refused() {
+        let s = Settings::from_layers(None, &env(&[("PASSKEY_WEB__TRUST_FORWARDED_FOR", "true")]))
+            .unwrap();
+        assert_eq!(
+            s.web.forwarded_for_hops, 1,
+            "an old configuration means one proxy"
+        );
+        s.check().unwrap();
+        let s = Settings::from_layers(
+            None,
+            &env(&[
+                ("PASSKEY_WEB__TRUST_FORWARDED_FOR", "true"),
+                ("PASSKEY_WEB__FORWARDED_FOR_HOPS", "0"),
+            ]),
+        )
+        .unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(
+            err.contains("web.forwarded_for_hops must be at least 1"),
+            "{err}"
+        );
+        let err = Settings::from_layers(None, &env(&[("PASSKEY_WEB__FORWARDED_FOR_HOPS", "300")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("forwarded_for_hops"), "{err}");
     }
 
     #[test]

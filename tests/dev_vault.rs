@@ -1,5 +1,6 @@
-//! The local vault's one-time links, served by the app: open once, then "used"; expired and
-//! revoked links say so; the page is never cached and leaks no referrer.
+//! The local vault's one-time links, served by the app: looking (GET, HEAD) uses nothing up, the
+//! button's POST opens once, then "used"; expired and revoked links say so; the page is never
+//! cached and leaks no referrer.
 
 mod common;
 
@@ -29,7 +30,8 @@ async fn a_local_link_opens_once_and_then_says_it_was_used() {
         .await
         .unwrap();
     let url = server.url(&path_of(share.url.expose()));
-    let first = reqwest::get(&url).await.unwrap();
+    let http = reqwest::Client::new();
+    let first = http.post(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
     for (name, value) in [
         ("cache-control", "no-store"),
@@ -44,7 +46,7 @@ async fn a_local_link_opens_once_and_then_says_it_was_used() {
         "{page}"
     );
 
-    let second = reqwest::get(&url).await.unwrap();
+    let second = http.post(&url).send().await.unwrap();
     assert_eq!(second.status(), 410);
     let page = second.text().await.unwrap();
     assert!(
@@ -94,6 +96,65 @@ async fn a_local_link_opens_once_and_then_says_it_was_used() {
 }
 
 #[tokio::test]
+async fn link_scanners_and_previews_do_not_use_up_a_one_time_link() {
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    let share = server
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-1")
+        .await
+        .unwrap();
+    let url = server.url(&path_of(share.url.expose()));
+    let http = reqwest::Client::new();
+
+    // A scanner's HEAD and a preview's GETs see a page with a button, never the secret.
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    for _ in 0..2 {
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        for (name, value) in [
+            ("cache-control", "no-store"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(r.headers()[name], value, "{name}");
+        }
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("<form method=post") && page.contains("Show the secret"),
+            "{page}"
+        );
+        for leak in ["demo-only-db-prod-pw", "db-prod", "already used"] {
+            assert!(!page.contains(leak), "{leak}: {page}");
+        }
+    }
+
+    // The button (a POST) shows it once; the next POST and GET say the link was used.
+    let revealed = http.post(&url).send().await.unwrap();
+    assert_eq!(revealed.status(), 200);
+    assert_eq!(revealed.headers()["cache-control"], "no-store");
+    let page = revealed.text().await.unwrap();
+    assert!(
+        page.contains("demo-only-db-prod-pw") && page.contains("This link opens once"),
+        "{page}"
+    );
+    let again = http.post(&url).send().await.unwrap();
+    assert_eq!(again.status(), 410);
+    let page = again.text().await.unwrap();
+    assert!(
+        page.contains("already used") && !page.contains("demo-only-db-prod-pw"),
+        "{page}"
+    );
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap().contains("already used"));
+    assert_eq!(http.head(&url).send().await.unwrap().status(), 410);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn concurrent_opens_over_http_show_the_secret_once() {
     let db = fresh_sqlite().await;
     let dir = tempfile::tempdir().unwrap();
@@ -105,8 +166,9 @@ async fn concurrent_opens_over_http_show_the_secret_once() {
         .await
         .unwrap();
     let url = server.url(&path_of(share.url.expose()));
+    let http = reqwest::Client::new();
     let tasks: Vec<_> = (0..16)
-        .map(|_| tokio::spawn(reqwest::get(url.clone())))
+        .map(|_| tokio::spawn(http.post(&url).send()))
         .collect();
     let mut shown = 0;
     for t in tasks {

@@ -120,8 +120,8 @@ async fn the_requester_retrieves_three_times_and_the_fourth_is_refused(db: Db) {
         urls.push(url);
         tokens.push(token);
     }
-    // The link opens once, with the secret.
-    let opened = reqwest::get(&urls[0]).await.unwrap();
+    // The link opens once (its button's POST), with the secret.
+    let opened = reqwest::Client::new().post(&urls[0]).send().await.unwrap();
     assert_eq!(opened.status(), 200);
     assert!(
         opened
@@ -479,6 +479,105 @@ async fn one_address_is_limited_across_people() {
         !limited.contains(&"ACCESS_DENIED_NOT_REQUESTER".to_string()),
         "refused before the lookup"
     );
+    server.stop().await;
+}
+
+/// Mints an issuance token as `client` (whatever `X-Forwarded-For` it is set to send); the status.
+async fn mint_status(client: &WebClient, request_id: i64, csrf: &str) -> u16 {
+    client
+        .post_json(
+            &format!("/api/requests/{request_id}/issuance-token"),
+            &json!({}),
+            Some(csrf),
+        )
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_client_rotating_the_leftmost_forwarded_for_entry_is_still_limited() {
+    // Behind one trusted proxy (the test's loopback peer): the proxy appends the address it saw.
+    let (_db, _dir, server) = start_with(&[
+        ("PASSKEY_WEB__TRUST_FORWARDED_FOR", "true"),
+        ("PASSKEY_WEB__RATE_PER_IP_PER_MINUTE", "2"),
+        ("PASSKEY_WEB__RATE_PER_USER_PER_MINUTE", "100"),
+    ])
+    .await;
+    let id = server.request(ALICE, "db-staging").await;
+    let alice = WebClient::new(&server.base);
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{id}/issue"))
+        .await;
+    let csrf = alice.page_csrf(id).await;
+
+    // One comma list: whatever the client wrote, then the proxy's entry for it.
+    for (i, expected) in [(1, 200), (2, 200), (3, 429), (4, 429)] {
+        let chosen = format!("198.51.100.{i}, 10.9.8.{i}");
+        alice.set_forwarded_for(&[&format!("{chosen}, 203.0.113.7")]);
+        assert_eq!(mint_status(&alice, id, &csrf).await, expected, "{chosen}");
+    }
+    // The client's own header line, then a second line the proxy added.
+    for (i, expected) in [(1, 200), (2, 200), (3, 429)] {
+        let chosen = format!("192.0.2.{i}");
+        alice.set_forwarded_for(&[&chosen, "203.0.113.9"]);
+        assert_eq!(mint_status(&alice, id, &csrf).await, expected, "{chosen}");
+    }
+    // An IPv6 client owns its /64: walking through it is one address.
+    for (i, expected) in [(1, 200), (2, 200), (3, 429)] {
+        let own = format!("2001:db8:7:1::{i:x}");
+        alice.set_forwarded_for(&[&own]);
+        assert_eq!(mint_status(&alice, id, &csrf).await, expected, "{own}");
+    }
+    let minted = server
+        .audit_actions(id)
+        .await
+        .iter()
+        .filter(|a| *a == "ISSUANCE_TOKEN_MINTED")
+        .count();
+    assert_eq!(minted, 6, "two per client address");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_addresses_with_ports_map_to_the_clients_own_bucket() {
+    let (_db, _dir, server) = start_with(&[
+        ("PASSKEY_WEB__TRUST_FORWARDED_FOR", "true"),
+        ("PASSKEY_WEB__RATE_PER_IP_PER_MINUTE", "2"),
+        ("PASSKEY_WEB__RATE_PER_USER_PER_MINUTE", "100"),
+    ])
+    .await;
+    let id = server.request(ALICE, "db-staging").await;
+    let alice = WebClient::new(&server.base);
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{id}/issue"))
+        .await;
+    let csrf = alice.page_csrf(id).await;
+
+    // App Service writes `ip:port`: a retrieval (two calls) from 203.0.113.7, recorded as that.
+    alice.set_forwarded_for(&["203.0.113.7:50123"]);
+    let (status, body) = alice.retrieve(id, &csrf).await;
+    assert_eq!(status, 200, "{body}");
+    let issued = server.store.issuances_for_request(id).await.unwrap();
+    assert_eq!(issued[0].client_ip.as_deref(), Some("203.0.113.7"));
+    // The same client from another port, or without one, has nothing left.
+    for same in [" 203.0.113.7:40000 ", "203.0.113.7"] {
+        alice.set_forwarded_for(&[same]);
+        assert_eq!(mint_status(&alice, id, &csrf).await, 429, "{same}");
+    }
+    // Another client behind the same proxy has its own allowance.
+    for (entry, expected) in [
+        ("203.0.113.8:1234", 200),
+        ("[2001:db8::1]:443", 200),
+        ("2001:db8::1", 200),
+        ("[2001:db8::2]:8443", 429),
+        ("[2001:db8:0:1::1]:443", 200),
+        ("::ffff:203.0.113.8", 200),
+        ("203.0.113.8", 429),
+    ] {
+        alice.set_forwarded_for(&[entry]);
+        assert_eq!(mint_status(&alice, id, &csrf).await, expected, "{entry}");
+    }
     server.stop().await;
 }
 

@@ -116,6 +116,36 @@ impl LocalVault {
         Ok(LocalVault::new(file, public_base, clock))
     }
 
+    /// What opening the link whose key is `key` would find, without using it up: `None` when it
+    /// would show the secret. Link scanners and chat previews fetch links; only [`open_link`]
+    /// (a deliberate POST) may use one.
+    ///
+    /// [`open_link`]: LocalVault::open_link
+    pub fn peek_link(&self, key: &str) -> Option<Opened> {
+        let Some(id) = share_id_from_url(&format!("#{key}")) else {
+            return Some(Opened::Unknown);
+        };
+        let now = self.clock.now();
+        let shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        match shares.get(&id) {
+            None => Some(Opened::Unknown),
+            Some(share) => Self::closed(share, now),
+        }
+    }
+
+    /// Why `share` shows no secret at `now`, if it does not.
+    fn closed(share: &LocalShare, now: Timestamp) -> Option<Opened> {
+        if share.removed {
+            Some(Opened::Removed)
+        } else if share.opened.is_some() {
+            Some(Opened::AlreadyUsed)
+        } else if now >= share.expires {
+            Some(Opened::Expired)
+        } else {
+            None
+        }
+    }
+
     /// Opens the link whose key is `key` (the last path segment). Exactly one open ever sees the secret.
     pub fn open_link(&self, key: &str) -> Opened {
         let Some(id) = share_id_from_url(&format!("#{key}")) else {
@@ -126,14 +156,8 @@ impl LocalVault {
         let Some(share) = shares.get_mut(&id) else {
             return Opened::Unknown;
         };
-        if share.removed {
-            return Opened::Removed;
-        }
-        if share.opened.is_some() {
-            return Opened::AlreadyUsed;
-        }
-        if now >= share.expires {
-            return Opened::Expired;
+        if let Some(closed) = Self::closed(share, now) {
+            return closed;
         }
         share.opened = Some(now);
         match self.file.records.iter().find(|r| r.uid == share.record_uid) {
@@ -396,6 +420,13 @@ mod tests {
             share_id_from_url(&format!("#{}", key_of(&share))).unwrap(),
             share.share_id
         );
+        for _ in 0..3 {
+            assert_eq!(
+                v.peek_link(&key_of(&share)),
+                None,
+                "looking uses nothing up"
+            );
+        }
         match v.open_link(&key_of(&share)) {
             Opened::Secret {
                 title, password, ..
@@ -406,6 +437,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(v.open_link(&key_of(&share)), Opened::AlreadyUsed);
+        assert_eq!(v.peek_link(&key_of(&share)), Some(Opened::AlreadyUsed));
         assert_eq!(v.list(DB_PROD).await.unwrap()[0].status, "Opened");
         assert_eq!(v.open_link("not-a-key"), Opened::Unknown);
     }

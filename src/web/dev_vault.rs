@@ -1,6 +1,8 @@
 //! `/dev-vault/share/{key}`: the local vault's one-time links, so the whole flow works on a fresh
-//! machine. Exists only with the local vault (never in production). The page is never cached,
-//! sends no referrer, and runs no script.
+//! machine. Exists only with the local vault (never in production). GET and HEAD never use a link
+//! up (link scanners and chat previews fetch links): they show a page whose button POSTs to the
+//! same URL, and that POST shows the secret, once. The link itself is the bearer secret, so the
+//! POST needs no cookie or CSRF token. Pages are never cached, send no referrer, and run no script.
 
 use crate::app::AppState;
 use crate::vault::local::Opened;
@@ -11,14 +13,39 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/dev-vault/share/{key}", get(open))
+    Router::new().route("/dev-vault/share/{key}", get(look).post(open))
 }
 
+/// GET (and HEAD): what the link holds, without using it up. The record's title stays off this
+/// page too: a preview shows nothing of the record.
+async fn look(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+    let Some(vault) = state.local_vault.as_ref() else {
+        return crate::error::ApiError::NotFound.into_response();
+    };
+    match vault.peek_link(&key) {
+        Some(closed) => show(closed),
+        None => page(
+            StatusCode::OK,
+            "One-time share",
+            "<h1>One-time share</h1><p>This link shows a secret once. Press the button when you are \
+             ready to copy it; after that the link is used up.</p>\
+             <form method=post><button type=submit>Show the secret</button></form>\
+             <p class=note>Opening the link only shows this page.</p>"
+                .to_string(),
+        ),
+    }
+}
+
+/// POST (the button): shows the secret to the first caller, and "already used" after.
 async fn open(State(state): State<AppState>, Path(key): Path<String>) -> Response {
     let Some(vault) = state.local_vault.as_ref() else {
         return crate::error::ApiError::NotFound.into_response();
     };
-    let (status, title, body) = match vault.open_link(&key) {
+    show(vault.open_link(&key))
+}
+
+fn show(opened: Opened) -> Response {
+    let (status, title, body) = match opened {
         Opened::Secret { title, login, password } => (
             StatusCode::OK,
             "One-time share",
@@ -36,6 +63,10 @@ async fn open(State(state): State<AppState>, Path(key): Path<String>) -> Respons
         Opened::Removed => (StatusCode::GONE, "Link revoked", "<h1>This link was revoked</h1><p>The lease ended or was revoked.</p>".to_string()),
         Opened::Unknown => (StatusCode::NOT_FOUND, "Unknown link", "<h1>No such link</h1>".to_string()),
     };
+    page(status, title, body)
+}
+
+fn page(status: StatusCode, title: &str, body: String) -> Response {
     let page = format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
          <title>{title}</title><style>body{{font:16px system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}\
@@ -55,7 +86,7 @@ async fn open(State(state): State<AppState>, Path(key): Path<String>) -> Respons
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
     response

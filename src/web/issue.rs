@@ -280,11 +280,7 @@ async fn rate_limit(
     client: &Client,
     endpoint: &str,
 ) -> Result<(), ApiError> {
-    match state
-        .web
-        .limiter
-        .check(user.id, client.ip, std::time::Instant::now())
-    {
+    match state.web.limiter.check(user.id, client.ip) {
         Ok(()) => Ok(()),
         Err(Refused {
             scope,

@@ -2,6 +2,7 @@
 //! the store, and map errors through [`ApiError`](crate::error::ApiError).
 
 mod dev_vault;
+pub mod forwarded;
 mod health;
 mod html;
 pub mod issue;
@@ -77,7 +78,8 @@ pub struct WebState {
     pub session_ttl_secs: i64,
     /// `scheme://host[:port]` of `public_url`: the only `Origin` a POST may come from.
     pub public_origin: String,
-    pub trust_forwarded_for: bool,
+    /// Trusted proxies appending to `X-Forwarded-For` in front of the app; 0 = ignore the header.
+    pub forwarded_for_hops: u8,
     csp: HeaderValue,
 }
 
@@ -115,31 +117,29 @@ impl WebState {
             hsts: settings.profile != Profile::Dev,
             session_ttl_secs: w.session_ttl_secs as i64,
             public_origin: origin_of(&base),
-            trust_forwarded_for: w.trust_forwarded_for,
+            forwarded_for_hops: if w.trust_forwarded_for {
+                w.forwarded_for_hops
+            } else {
+                0
+            },
             csp: HeaderValue::from_str(&csp).map_err(|_| {
                 "web.frame_ancestors holds characters a header cannot carry".to_string()
             })?,
         })
     }
 
-    /// The client's address: the first `X-Forwarded-For` entry when trusted, else the peer.
+    /// The client's address: the entry the trusted proxies appended to `X-Forwarded-For` when
+    /// they are configured, else (and whenever that entry is missing or not an address) the peer.
     pub fn client_ip(
         &self,
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
     ) -> Option<IpAddr> {
-        if self.trust_forwarded_for
-            && let Some(ip) = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        {
-            return Some(ip);
-        }
-        extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
+        forwarded::forwarded_client(headers, self.forwarded_for_hops).or_else(|| {
+            extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical())
+        })
     }
 }
 

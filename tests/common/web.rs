@@ -211,6 +211,9 @@ pub struct WebClient {
     pub http: reqwest::Client,
     pub base: String,
     pub cookies: Mutex<BTreeMap<String, String>>,
+    /// `X-Forwarded-For` lines sent with every request, in order (as a client and the proxies in
+    /// front of the app would have written them).
+    forwarded_for: Mutex<Vec<String>>,
 }
 
 impl WebClient {
@@ -222,7 +225,21 @@ impl WebClient {
                 .unwrap(),
             base: base.to_string(),
             cookies: Mutex::new(BTreeMap::new()),
+            forwarded_for: Mutex::new(Vec::new()),
         }
+    }
+
+    /// From now on every request carries these `X-Forwarded-For` lines (none: no header).
+    pub fn set_forwarded_for(&self, lines: &[&str]) {
+        *self.forwarded_for.lock().unwrap() = lines.iter().map(|l| l.to_string()).collect();
+    }
+
+    fn forwarded(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        for line in self.forwarded_for.lock().unwrap().iter() {
+            // `header` appends: several lines stay several lines.
+            req = req.header("x-forwarded-for", line);
+        }
+        req
     }
 
     pub fn cookie_header(&self) -> String {
@@ -260,8 +277,7 @@ impl WebClient {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         let r = self
-            .http
-            .get(self.full(path))
+            .forwarded(self.http.get(self.full(path)))
             .header("cookie", self.cookie_header())
             .send()
             .await
@@ -272,8 +288,7 @@ impl WebClient {
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let r = self
-            .http
-            .post(self.full(path))
+            .forwarded(self.http.post(self.full(path)))
             .header("cookie", self.cookie_header())
             .header("origin", &self.base)
             .form(form)
@@ -292,8 +307,7 @@ impl WebClient {
         csrf: Option<&str>,
     ) -> reqwest::Response {
         let mut req = self
-            .http
-            .post(self.full(path))
+            .forwarded(self.http.post(self.full(path)))
             .header("cookie", self.cookie_header())
             .header("origin", &self.base)
             .json(body);
