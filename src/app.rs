@@ -213,7 +213,8 @@ impl App {
             bot.connector.clone(),
             clock.clone(),
             settings.public_base_url(),
-        );
+        )
+        .with_lifecycle(lifecycle.clone());
         if let Some(service_url) = settings.proactive_service_url() {
             notifier = notifier.with_proactive_chats(ProactiveChats {
                 service_url,

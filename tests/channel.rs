@@ -741,7 +741,7 @@ async fn card_actions_arrive_as_invokes_and_unknown_invokes_are_not_implemented(
         body["value"]
             .as_str()
             .unwrap()
-            .contains("There is no request #42.")
+            .contains("Request #42 is not yours.")
     );
 
     let mut bad = invoke.clone();

@@ -668,19 +668,47 @@ async fn card_decision(
     card_view(state, user, request_id, stale).await
 }
 
-/// The card a person sees for a request right now: the approval card (buttons only for someone
-/// who has not decided and is not the requester; the policy still decides on the tap), or the
-/// decided card.
+/// The card a person sees for a request right now, if they may see it at all
+/// ([`crate::governance::lifecycle::Lifecycle::standing`]; anyone else is told it is not theirs):
+/// the approval card (buttons only for someone who has not decided and is not the requester; the
+/// policy still decides on the tap), or the decided card.
 async fn card_view(
     state: &AppState,
     user: &User,
     request_id: i64,
     stale: bool,
 ) -> Result<Reply, ApiError> {
+    match visible(state, user, request_id).await? {
+        Ok(request) => request_card(state, user, request, stale).await,
+        Err(refusal) => Ok(refusal),
+    }
+}
+
+/// The request, or the reply for someone who may not see it.
+async fn visible(
+    state: &AppState,
+    user: &User,
+    request_id: i64,
+) -> Result<Result<crate::store::Request, Reply>, ApiError> {
+    match state
+        .lifecycle
+        .visible_request(user, request_id, "view")
+        .await
+    {
+        Ok(request) => Ok(Ok(request)),
+        Err(LifecycleError::Store(e)) => Err(e.into()),
+        Err(refusal) => Ok(Err(Reply::Text(render::refusal_text(&refusal)))),
+    }
+}
+
+async fn request_card(
+    state: &AppState,
+    user: &User,
+    request: crate::store::Request,
+    stale: bool,
+) -> Result<Reply, ApiError> {
+    let request_id = request.id;
     let unknown = || Ok(Reply::Text(format!("There is no request #{request_id}.")));
-    let Some(request) = state.store.request_by_id(request_id).await? else {
-        return unknown();
-    };
     let Some(record) = state.store.record_by_id(request.record_id).await? else {
         return unknown();
     };
@@ -784,25 +812,26 @@ async fn refresh(
 ) -> Result<Reply, ApiError> {
     match (view, request_id) {
         (Some("status"), Some(id)) => {
-            let request = state.store.request_by_id(id).await?;
-            match request {
-                Some(request) if request.requester_id == user.id => {
-                    let Some(record) = state.store.record_by_id(request.record_id).await? else {
-                        return Ok(Reply::Text(format!("There is no request #{id}.")));
-                    };
-                    Ok(Reply::Card(
-                        views::request_status(
-                            state.store.as_ref(),
-                            &request,
-                            &record,
-                            &state.settings.public_base_url(),
-                        )
-                        .await?,
-                    ))
-                }
+            let request = match visible(state, user, id).await? {
+                Ok(request) => request,
+                Err(refusal) => return Ok(refusal),
+            };
+            if request.requester_id != user.id {
                 // Someone else's status card shows them what they may see of the request.
-                _ => card_view(state, user, id, false).await,
+                return request_card(state, user, request, false).await;
             }
+            let Some(record) = state.store.record_by_id(request.record_id).await? else {
+                return Ok(Reply::Text(format!("There is no request #{id}.")));
+            };
+            Ok(Reply::Card(
+                views::request_status(
+                    state.store.as_ref(),
+                    &request,
+                    &record,
+                    &state.settings.public_base_url(),
+                )
+                .await?,
+            ))
         }
         (_, Some(id)) => card_view(state, user, id, false).await,
         (Some("requestForm"), None) => Ok(Reply::Card(
@@ -836,7 +865,7 @@ async fn admin_reply_for(
                     "ACCESS_DENIED_INSUFFICIENT_PERMISSION",
                     state.clock.now(),
                 )
-                .detail(json!({ "command": format!("admin {}", admin_name(&command)) })),
+                .detail(refused_admin_detail(&command)),
             )
             .await?;
         return Ok(Reply::Text("Admin commands are for Passkey admins.".into()));
@@ -932,6 +961,21 @@ fn admin_outcome(result: Result<String, AdminError>) -> Result<(bool, String), A
         Err(AdminError::Store(e)) => Err(e.into()),
         Err(refusal) => Ok((false, refusal.to_string())),
     }
+}
+
+/// What a refused admin command is audited with: the command, and the request number it named
+/// (nothing of the request itself).
+fn refused_admin_detail(command: &AdminCommand) -> Value {
+    let mut detail = json!({ "command": format!("admin {}", admin_name(command)) });
+    let named = match command {
+        AdminCommand::Triage { decision: Some(d) } => Some(d.request_id),
+        AdminCommand::Revoke { request_id, .. } => Some(*request_id),
+        _ => None,
+    };
+    if let Some(id) = named {
+        detail["request_id"] = json!(id);
+    }
+    detail
 }
 
 fn admin_name(c: &AdminCommand) -> &'static str {
