@@ -7,7 +7,9 @@
 //   NODE_PATH=/that/dir/node_modules node scripts/playground-screenshots.js [OUT_DIR]
 //
 // The story: Bob's page opens (his 1:1 chat with Passkey now exists); Alice asks for db-prod in the
-// group chat (a "Custom activity" sent as her, since the Playground's own user is Bob); Bob's
+// group chat (a "Custom activity" sent as her, since the Playground's own user is Bob: the request
+// form's Submit, an invoke, because a request typed in a group is answered only in the person's
+// 1:1 chat, which Alice does not have here — docs/PLAYGROUND.md, step 4); Bob's
 // personal chat shows the approval card; Bob writes a comment and taps Approve; the card becomes
 // the decided card. The Playground keeps a chat's history only while its page stays open, so it
 // all happens in one page.
@@ -17,7 +19,7 @@ const PLAYGROUND = process.env.PLAYGROUND_URL || 'http://localhost:56150';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const OUT = process.argv[2] || 'docs/images';
 const TENANT = '7f3c2a10-5e1b-4c8a-9d2e-0a1b2c3d4e5f'; // src/demo/dataset.json
-const REQUEST = 'request db-prod 2h because INC-4411 failover test';
+const REQUEST = { record: 'db-prod', duration: '2h', justification: 'INC-4411 failover test' };
 
 async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
@@ -34,7 +36,8 @@ async function main() {
     await page.getByRole('menuitem', { name: 'Custom activity' }).click();
     await page.locator('.monaco-editor').first().waitFor();
     const activity = {
-      type: 'message',
+      type: 'invoke',
+      name: 'adaptiveCard/action',
       id: `alice-${Date.now()}`,
       timestamp: new Date().toISOString(),
       channelId: 'msteams',
@@ -47,7 +50,10 @@ async function main() {
         id: 'user-id-alice', name: 'Alice Requester',
         aadObjectId: 'a11ce000-0000-4000-8000-000000000001',
       },
-      text: REQUEST,
+      value: {
+        action: { type: 'Action.Execute', verb: 'submitRequest', data: REQUEST },
+        trigger: 'manual',
+      },
       channelData: { tenant: { id: TENANT } },
     };
     await page.locator('.monaco-editor').first().click();

@@ -226,7 +226,8 @@ impl App {
             )
             .with_directory(people.clone()),
         );
-        let mut notifier = teams_notifier(&settings, store.clone(), clock.clone(), &bot);
+        let mut notifier = teams_notifier(&settings, store.clone(), clock.clone(), &bot)
+            .with_lifecycle(lifecycle.clone());
         if let Some(service_url) = settings.proactive_service_url() {
             notifier = notifier.with_proactive_chats(ProactiveChats {
                 service_url,

@@ -323,3 +323,241 @@ async fn an_admin_invites_someone_to_set_up_an_authenticator_and_they_are_told()
     );
     assert!(chat.store.totp_invitation(erin.id).await.unwrap().is_none());
 }
+
+const BOB: (&str, &str) = ("b0b00000-0000-4000-8000-000000000002", "Bob DBA Lead");
+
+/// The group's answer to anything private typed there, when the person has a 1:1 chat with
+/// the bot (the answer went there) and when they have none (nothing was done).
+const SENT_PRIVATELY: &str =
+    "Ask me in a personal chat: that answer is only for you, so I sent it to our personal chat.";
+const NO_PERSONAL_CHAT: &str = "Ask me in a personal chat: that answer is only for you, and we have no personal chat yet. Open one with me (Passkey, in Teams chat) and ask there. I did nothing with this message.";
+
+/// Group conversations: a group chat, a team channel, and a conversation that calls itself
+/// personal but says it is a group (treated as the group it says it is).
+fn groups() -> Vec<serde_json::Value> {
+    use common::chat::{channel, group_chat};
+    let mut odd = group_chat();
+    odd["conversationType"] = serde_json::json!("personal");
+    odd["id"] = serde_json::json!("19:odd-group@thread.v2");
+    let mut untyped = channel();
+    untyped.as_object_mut().unwrap().remove("conversationType");
+    untyped["id"] = serde_json::json!("19:untyped@thread.tacv2");
+    vec![group_chat(), channel(), odd, untyped]
+}
+
+#[tokio::test]
+async fn admin_lists_and_other_private_answers_typed_in_a_group_go_to_the_personal_chat() {
+    let chat = Chat::start(None).await;
+    for person in [CAROL, BOB, ALICE] {
+        chat.say(person, "help").await;
+    }
+    // Bob is db-prod's only approver, so his own request waits in the triage queue.
+    chat.say(
+        BOB,
+        "request db-prod 1h because INC-4411 SECRET-DRILL failover",
+    )
+    .await;
+    let private: [((&str, &str), &str, &str); 9] = [
+        (CAROL, "admin triage", "Triage queue"),
+        (CAROL, "admin health", "Database"),
+        (
+            CAROL,
+            "admin authority show db-prod",
+            "Authority over `db-prod`",
+        ),
+        (
+            CAROL,
+            "admin role bob@contoso.example",
+            "Usage: `admin role",
+        ),
+        (BOB, "my requests", "#1 · db-prod"),
+        (BOB, "pending", "Nothing"),
+        (ALICE, "records db", "db-staging"),
+        (ALICE, "request", "Why"),
+        (BOB, "release 1", "Request #1"),
+    ];
+    for place in groups() {
+        for (who, text, answer) in private {
+            let what = format!("{} typed `{text}` in {place}", who.1);
+            let sent_before = chat.messages_to(who.0).len();
+            let reply = chat.say_in(who, place.clone(), text).await;
+            assert_eq!(reply, SENT_PRIVATELY, "{what}");
+            let sent = chat.messages_to(who.0);
+            assert_eq!(sent.len(), sent_before + 1, "{what}: {sent:?}");
+            assert!(sent.last().unwrap().contains(answer), "{what}: {sent:?}");
+        }
+        // Help is for everyone: answered in the group, without anyone's admin commands.
+        let help = chat.say_in(CAROL, place.clone(), "help").await;
+        assert!(help.contains("request RECORD"), "{help}");
+        assert!(!help.contains("admin health"), "{help}");
+    }
+    // Nothing posted to a group names a request, a record or a person's data.
+    for call in chat.connector.calls() {
+        if call.path.contains("19%3A") || call.path.contains("19:") {
+            let body = call.body.to_string();
+            for detail in [
+                "db-prod",
+                "SECRET-DRILL",
+                "Triage",
+                "db-staging",
+                "Database",
+            ] {
+                assert!(!body.contains(detail), "{detail} posted to a group: {body}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_typed_in_a_group_is_answered_privately_or_not_taken() {
+    let chat = Chat::start(None).await;
+    chat.say(ALICE, "help").await;
+    chat.say(BOB, "help").await;
+    let group = common::chat::group_chat();
+
+    let reply = chat
+        .say_in(
+            ALICE,
+            group.clone(),
+            "request db-prod 1h because INC-4411 SECRET-DRILL failover",
+        )
+        .await;
+    assert_eq!(reply, SENT_PRIVATELY);
+    let request = chat.store.request_by_id(1).await.unwrap().expect("taken");
+    assert_eq!(request.status, passkey::domain::RequestStatus::Pending);
+    let told = chat.messages_to(ALICE.0);
+    assert!(
+        told.last()
+            .unwrap()
+            .contains("Request #1 for `db-prod` is waiting for approval"),
+        "{told:?}"
+    );
+    // The status card that follows the request is the one in the personal chat.
+    let status_cards: Vec<_> = chat
+        .store
+        .sent_cards_for_request(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.card_kind == "status")
+        .collect();
+    assert_eq!(status_cards.len(), 1, "{status_cards:?}");
+    assert_eq!(
+        status_cards[0].conversation_id,
+        format!("a:{}-personal", ALICE.0)
+    );
+
+    // Erin never opened a personal chat with the bot: nothing is taken, the group hears nothing
+    // of it, and she is told where to ask.
+    let before = chat.audit_count().await;
+    let reply = chat
+        .say_in(
+            ERIN,
+            group.clone(),
+            "request db-staging 1h because INC-4412 SECRET-LOAD test",
+        )
+        .await;
+    assert_eq!(reply, NO_PERSONAL_CHAT);
+    assert!(chat.store.request_by_id(2).await.unwrap().is_none());
+    assert_eq!(chat.audit_count().await, before);
+    let reply = chat
+        .submit_in(
+            ERIN,
+            group.clone(),
+            serde_json::json!({"verb": "submitRequest", "record": "db-staging", "duration": "1h", "justification": "INC-4413"}),
+        )
+        .await;
+    assert_eq!(reply, NO_PERSONAL_CHAT);
+    assert!(chat.store.request_by_id(2).await.unwrap().is_none());
+    assert!(chat.messages_to(ERIN.0).is_empty());
+}
+
+#[tokio::test]
+async fn card_buttons_in_a_channel_answer_only_the_person_who_tapped_and_keep_working() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(ALICE, "help").await;
+    let channel = common::chat::channel();
+
+    // Alice opens the form from a card in the channel and submits it there: the status card is
+    // the invoke's answer, shown to her alone, and is not kept for updates — an update in place
+    // would show it to the whole channel.
+    let form = chat
+        .tap_in(
+            ALICE,
+            channel.clone(),
+            Some("channel-welcome-card"),
+            "refresh",
+            serde_json::json!({"view": "requestForm"}),
+        )
+        .await;
+    assert_eq!(
+        form["type"], "application/vnd.microsoft.card.adaptive",
+        "{form}"
+    );
+    let status = chat
+        .tap_in(
+            ALICE,
+            channel.clone(),
+            Some("channel-welcome-card"),
+            "submitRequest",
+            serde_json::json!({"record": "dbPr0dPgL0g1nR3c0rd001", "duration": "1h", "justification": "INC-4411 SECRET-DRILL"}),
+        )
+        .await;
+    assert!(
+        common::card_text(&status["value"]).starts_with("Waiting for approval\n"),
+        "{status}"
+    );
+    let kept = chat.store.sent_cards_for_request(1).await.unwrap();
+    assert!(
+        kept.iter().all(|c| !c.conversation_id.starts_with("19:")),
+        "{kept:?}"
+    );
+
+    // Bob, the approver, refreshes and approves from the channel: his card, his decision.
+    let card = chat
+        .tap_in(
+            BOB,
+            channel.clone(),
+            None,
+            "refresh",
+            serde_json::json!({"requestId": 1, "view": "approver"}),
+        )
+        .await;
+    assert!(
+        common::card_text(&card["value"]).contains("SECRET-DRILL"),
+        "{card}"
+    );
+    // Erin, in the same channel, gets nothing from the same button.
+    let hers = chat
+        .tap_in(
+            ERIN,
+            channel.clone(),
+            None,
+            "refresh",
+            serde_json::json!({"requestId": 1, "view": "approver"}),
+        )
+        .await;
+    assert_eq!(hers["value"], "Request #1 is not yours.", "{hers}");
+    let decided = chat
+        .tap_in(
+            BOB,
+            channel.clone(),
+            None,
+            "approve",
+            serde_json::json!({"requestId": 1}),
+        )
+        .await;
+    assert!(
+        common::card_text(&decided["value"]).contains("Approved"),
+        "{decided}"
+    );
+    // No card in the channel was updated for everyone to read.
+    assert!(
+        chat.card_updates()
+            .iter()
+            .all(|(path, _)| !path.contains("19%3A") && !path.contains("19:")),
+        "{:?}",
+        chat.card_updates()
+    );
+}

@@ -268,7 +268,8 @@ async fn each_refresh_view_answers_with_its_card_for_that_person() {
             json!({"requestId": 999, "view": "status"}),
         )
         .await;
-    assert_eq!(answered_text(&missing), "There is no request #999.");
+    // Not one of Alice's, as far as she can tell: no answer says whether a number exists.
+    assert_eq!(answered_text(&missing), "Request #999 is not yours.");
 
     // Admin health: Carol gets the card; Alice is refused, and the refusal is audited.
     let health = chat

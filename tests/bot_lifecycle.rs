@@ -118,7 +118,8 @@ async fn low_sensitivity_is_approved_at_once_and_refusals_change_nothing() {
     assert_eq!(not_hers, "Request #1 is not yours.");
     assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
 
-    // Unknown records and requests are named.
+    // Unknown records are named; an unknown request number gets the same answer as someone
+    // else's, so numbers cannot be probed.
     let unknown = chat
         .say(ALICE, "request no-such-thing 1h because INC-9 test")
         .await;
@@ -128,7 +129,7 @@ async fn low_sensitivity_is_approved_at_once_and_refusals_change_nothing() {
     );
     assert_eq!(
         chat.say(ALICE, "release 99").await,
-        "There is no request #99."
+        "Request #99 is not yours."
     );
 
     // Approving your own request is refused and audited; the request stays as it was.
@@ -399,4 +400,301 @@ async fn a_request_whose_approvers_cannot_be_reached_goes_to_the_admins_not_nowh
             .any(|m| m.contains("Request #1 from Alice Requester")),
         "the admins are told"
     );
+}
+
+const ERIN: (&str, &str) = ("e2140000-0000-4000-8000-000000000005", "Erin Contractor");
+
+async fn user_id(chat: &Chat, (aad, _): (&str, &str)) -> i64 {
+    chat.store
+        .user_by_aad_object_id(aad)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+/// Every typed command that names a request, for request `id`.
+fn typed_with_id(id: i64) -> Vec<String> {
+    vec![
+        format!("approve {id}"),
+        format!("approve {id} looks fine"),
+        format!("deny {id} not today"),
+        format!("release {id}"),
+        format!("extend {id} 1h"),
+    ]
+}
+
+/// Every card button (verb and data) that names a request, for request `id`.
+fn buttons_with_id(id: i64) -> Vec<(&'static str, Value)> {
+    vec![
+        ("approve", json!({"requestId": id, "comment": "ok"})),
+        ("deny", json!({"requestId": id})),
+        ("release", json!({"requestId": id})),
+        ("extend", json!({"requestId": id, "duration": "1h"})),
+        ("refresh", json!({"requestId": id})),
+        ("refresh", json!({"requestId": id, "view": "status"})),
+        ("refresh", json!({"requestId": id, "view": "approver"})),
+        ("refresh", json!({"requestId": id, "view": "myRequests"})),
+    ]
+}
+
+/// The one event a refused look at request `id` by `who` writes: who and which id, nothing of
+/// the request (no request or record link, no detail beyond the id and what was tried).
+async fn assert_refusal_audited(
+    chat: &Chat,
+    who: (&str, &str),
+    id: i64,
+    before: usize,
+    what: &str,
+) {
+    let new: Vec<_> = chat
+        .store
+        .audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .skip(before)
+        .collect();
+    assert_eq!(new.len(), 1, "{what}: exactly one event: {new:?}");
+    let event = &new[0];
+    assert_eq!(event.action, "ACCESS_DENIED_NOT_VISIBLE", "{what}");
+    assert_eq!(
+        event.actor,
+        format!("user:{}", user_id(chat, who).await),
+        "{what}"
+    );
+    assert_eq!((event.request_id, event.record_id), (None, None), "{what}");
+    assert_eq!(event.detail.0["request_id"], json!(id), "{what}");
+    let keys: Vec<&String> = event.detail.0.as_object().unwrap().keys().collect();
+    assert!(
+        keys.iter().all(|k| *k == "request_id" || *k == "attempt"),
+        "{what}: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stranger_learns_nothing_about_any_request_from_any_command_or_button() {
+    let chat = Chat::start(None).await;
+    for person in [BOB, DAVE, CAROL, ERIN] {
+        chat.say(person, "help").await;
+    }
+    // #1 waits for Bob, db-prod's only approver; #2 was approved by Bob (db-analytics-readonly:
+    // any APPROVER); #99 does not exist.
+    chat.say(
+        ALICE,
+        "request db-prod 1h because INC-4411 SECRET-FAILOVER drill",
+    )
+    .await;
+    chat.say(
+        ALICE,
+        "request db-analytics-readonly 2h because INC-4412 SECRET-REPORT run",
+    )
+    .await;
+    chat.say(BOB, "approve 2 fine").await;
+    assert_eq!(status(&chat, 1).await, RequestStatus::Pending);
+    assert_eq!(status(&chat, 2).await, RequestStatus::Approved);
+    let store = chat.store.clone();
+    let approvals = move |id| {
+        let store = store.clone();
+        async move { store.approvals_for_request(id).await.unwrap().len() }
+    };
+    let (approvals_1, approvals_2) = (approvals(1).await, approvals(2).await);
+
+    // Erin has no part in any of them; Dave approves other records (and #2), not db-prod.
+    for (who, ids) in [(ERIN, vec![1, 2, 99]), (DAVE, vec![1, 99])] {
+        for id in ids {
+            let not_yours = format!("Request #{id} is not yours.");
+            for text in typed_with_id(id) {
+                let before = chat.audit_count().await;
+                let reply = chat.say(who, &text).await;
+                let what = format!("{} typed `{text}`", who.1);
+                assert_eq!(reply, not_yours, "{what}");
+                assert_refusal_audited(&chat, who, id, before, &what).await;
+            }
+            for (verb, data) in buttons_with_id(id) {
+                let what = format!("{} tapped {verb} {data}", who.1);
+                let before = chat.audit_count().await;
+                let answer = chat.tap(who, verb, data.clone()).await;
+                assert_eq!(
+                    answer,
+                    json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": not_yours}),
+                    "{what}"
+                );
+                assert_refusal_audited(&chat, who, id, before, &what).await;
+                // The same button as an Action.Submit (a message carrying the data).
+                let mut value = data.clone();
+                value["verb"] = json!(verb);
+                let before = chat.audit_count().await;
+                let reply = chat
+                    .submit_in(who, common::chat::personal(who.0), value)
+                    .await;
+                assert_eq!(reply, not_yours, "{what} (Action.Submit)");
+                assert_refusal_audited(&chat, who, id, before, &what).await;
+            }
+        }
+    }
+    // Admin commands naming a request answer every non-admin alike, whatever the id.
+    for id in [1, 2, 99] {
+        for text in [
+            format!("admin triage {id} approve ok"),
+            format!("admin revoke {id} done"),
+        ] {
+            assert_eq!(
+                chat.say(ERIN, &text).await,
+                "Admin commands are for Passkey admins.",
+                "{text}"
+            );
+            let events = chat.store.audit_events_after(0, 10_000).await.unwrap();
+            let refused = events.last().unwrap();
+            assert_eq!(refused.action, "ACCESS_DENIED_INSUFFICIENT_PERMISSION");
+            assert_eq!(refused.detail.0["request_id"], json!(id), "{text}");
+            assert_eq!((refused.request_id, refused.record_id), (None, None));
+        }
+    }
+    // Nothing changed, and nothing about the requests reached the strangers' chats.
+    assert_eq!(status(&chat, 1).await, RequestStatus::Pending);
+    assert_eq!(status(&chat, 2).await, RequestStatus::Approved);
+    assert_eq!(
+        (approvals(1).await, approvals(2).await),
+        (approvals_1, approvals_2)
+    );
+    for who in [ERIN, DAVE] {
+        let pending = chat.say(who, "pending").await;
+        assert!(!pending.contains("db-prod"), "{pending}");
+    }
+    // (Dave approves #2, so its card reached him; nothing of #1 did.)
+    for call in chat.connector.calls() {
+        let body = call.body.to_string();
+        if call.path.contains(ERIN.0) {
+            for detail in ["SECRET-", "Alice Requester"] {
+                assert!(!body.contains(detail), "{detail} in {body}");
+            }
+        }
+        if call.path.contains(DAVE.0) {
+            assert!(!body.contains("SECRET-FAILOVER"), "{body}");
+        }
+    }
+
+    // The request's own people still see it: its requester, its approver, an admin.
+    let own = chat
+        .tap(ALICE, "refresh", json!({"requestId": 1, "view": "status"}))
+        .await;
+    assert!(
+        card_text(&own["value"]).starts_with("Waiting for approval\n"),
+        "{own}"
+    );
+    for who in [BOB, CAROL] {
+        let card = chat
+            .tap(who, "refresh", json!({"requestId": 1, "view": "approver"}))
+            .await;
+        assert!(
+            card_text(&card["value"]).contains("SECRET-FAILOVER"),
+            "{}: {card}",
+            who.1
+        );
+    }
+    let decided = chat.tap(DAVE, "refresh", json!({"requestId": 2})).await;
+    assert!(
+        card_text(&decided["value"]).contains("Bob DBA Lead"),
+        "Dave approves db-analytics-readonly: {decided}"
+    );
+    // An admin may see every request, so there is nothing to hide from one.
+    assert_eq!(
+        chat.say(CAROL, "approve 99").await,
+        "There is no request #99."
+    );
+}
+
+#[tokio::test]
+async fn an_approver_who_lost_authority_no_longer_sees_what_waits_but_keeps_their_decisions() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(DAVE, "help").await;
+    chat.say(
+        ALICE,
+        "request db-analytics-readonly 2h because INC-4412 nightly report",
+    )
+    .await;
+    chat.say(BOB, "approve 1 fine").await;
+    chat.say(
+        ALICE,
+        "request vpn-service-account 2h because INC-4413 tunnel test",
+    )
+    .await;
+    assert_eq!(status(&chat, 1).await, RequestStatus::Approved);
+    assert_eq!(status(&chat, 2).await, RequestStatus::Pending);
+    let card = chat.tap(BOB, "refresh", json!({"requestId": 2})).await;
+    assert!(card_text(&card["value"]).contains("tunnel test"), "{card}");
+
+    // Both records are approved by the APPROVER role; Bob is made a requester.
+    let carol = ("ca201000-0000-4000-8000-000000000003", "Carol SecOps");
+    let demoted = chat
+        .say(carol, "admin role bob@contoso.example requester")
+        .await;
+    assert!(demoted.contains("is now REQUESTER"), "{demoted}");
+
+    let before = chat.audit_count().await;
+    let answer = chat.tap(BOB, "refresh", json!({"requestId": 2})).await;
+    assert_eq!(answer["value"], "Request #2 is not yours.", "{answer}");
+    assert_refusal_audited(&chat, BOB, 2, before, "Bob refreshes #2").await;
+    assert_eq!(chat.say(BOB, "approve 2").await, "Request #2 is not yours.");
+    assert!(
+        !chat
+            .say(BOB, "pending")
+            .await
+            .contains("vpn-service-account")
+    );
+    // What he decided stays his to see.
+    let his = chat.tap(BOB, "refresh", json!({"requestId": 1})).await;
+    assert!(card_text(&his["value"]).contains("Approved"), "{his}");
+
+    // Dave decides #2: his copy of the approval card shows the outcome; Bob's is left as it was.
+    let copies = chat.store.sent_cards_for_request(2).await.unwrap();
+    let copy_of = |aad: &str| {
+        copies
+            .iter()
+            .find(|c| c.card_kind == "approval" && c.conversation_id.contains(aad))
+            .unwrap_or_else(|| panic!("no approval card for {aad}: {copies:?}"))
+            .activity_id
+            .clone()
+    };
+    let (bobs, daves) = (copy_of(BOB.0), copy_of(DAVE.0));
+    chat.say(DAVE, "approve 2 fine").await;
+    assert_eq!(status(&chat, 2).await, RequestStatus::Approved);
+    let updated: Vec<String> = chat.card_updates().into_iter().map(|(p, _)| p).collect();
+    assert!(updated.iter().any(|p| p.ends_with(&daves)), "{updated:?}");
+    assert!(!updated.iter().any(|p| p.ends_with(&bobs)), "{updated:?}");
+}
+
+#[tokio::test]
+async fn group_approvers_see_their_groups_requests_and_nobody_else_does() {
+    use passkey::governance::permissions::{Group, StaticGroupDirectory};
+    // jenkins-deploy is approved by the group sre-oncall (and its owner, Dave); Erin is in it.
+    let directory =
+        StaticGroupDirectory::new().with_member(ERIN.0, Group::new("sre-oncall", "SRE-Oncall"));
+    let chat = Chat::start(Some(std::sync::Arc::new(directory))).await;
+    chat.say(DAVE, "help").await;
+    chat.say(ERIN, "help").await;
+    chat.say(BOB, "help").await;
+    let asked = chat
+        .say(
+            ALICE,
+            "request jenkins-deploy 1h because INC-4414 hotfix deploy",
+        )
+        .await;
+    assert!(asked.contains("waiting for approval"), "{asked}");
+
+    let erins = chat.say(ERIN, "pending").await;
+    assert!(erins.contains("jenkins-deploy"), "{erins}");
+    let card = chat.tap(ERIN, "refresh", json!({"requestId": 1})).await;
+    assert!(
+        card_text(&card["value"]).contains("hotfix deploy"),
+        "{card}"
+    );
+
+    // Bob is an approver elsewhere, not in the group: the request is not listed for him, and
+    // asking for it by number gets him nothing.
+    assert!(!chat.say(BOB, "pending").await.contains("jenkins-deploy"));
+    let answer = chat.tap(BOB, "refresh", json!({"requestId": 1})).await;
+    assert_eq!(answer["value"], "Request #1 is not yours.", "{answer}");
 }

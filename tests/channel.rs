@@ -671,13 +671,27 @@ async fn a_403_from_the_connector_is_reported_not_retried() {
 #[tokio::test]
 async fn mentions_are_stripped_and_commands_are_understood() {
     let h = Harness::start().await;
+    // Alice has a 1:1 chat with the bot. In a group chat she mentions the bot; a request is only
+    // for her, so its answer goes to her 1:1 chat.
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("c-0", "help"))
+            .await
+            .status(),
+        200
+    );
+    h.connector.wait_for(1).await;
     let mut activity = h.message(
         "c-1",
         "<at>Passkey</at>   REQUEST db-prod 2h because INC-4411",
     );
-    activity["conversation"]["conversationType"] = json!("groupChat");
+    activity["conversation"] = json!({"id": "19:team-chat@thread.v2", "conversationType": "groupChat", "isGroup": true, "tenantId": TENANT});
     assert_eq!(h.post(bearer(&h.token()), &activity).await.status(), 200);
-    let text = common::message_text(&h.connector.wait_for(1).await[0].body);
+    let calls = h.connector.wait_for(3).await;
+    let private = calls
+        .iter()
+        .find(|c| c.path.contains("1alice-personal") && c.path.ends_with("/activities"))
+        .expect("the answer went to Alice's 1:1 chat");
+    let text = common::message_text(&private.body);
     assert!(
         text.contains("for `db-prod` is waiting for approval"),
         "the request was submitted and routed: {text}"
@@ -689,7 +703,7 @@ async fn mentions_are_stripped_and_commands_are_understood() {
             .status(),
         200
     );
-    let text = h.connector.wait_for(2).await[1].body["text"]
+    let text = h.connector.wait_for(4).await[3].body["text"]
         .as_str()
         .unwrap()
         .to_string();
@@ -704,7 +718,7 @@ async fn mentions_are_stripped_and_commands_are_understood() {
             .status(),
         200
     );
-    let text = common::message_text(&h.connector.wait_for(3).await[2].body);
+    let text = common::message_text(&h.connector.wait_for(5).await[4].body);
     let listed = |title: &str| text.lines().any(|l| l == title);
     assert!(listed("db-prod") && listed("db-staging"), "{text}");
     assert!(
@@ -718,7 +732,7 @@ async fn mentions_are_stripped_and_commands_are_understood() {
             .status(),
         200
     );
-    let text = h.connector.wait_for(4).await[3].body["text"]
+    let text = h.connector.wait_for(6).await[5].body["text"]
         .as_str()
         .unwrap()
         .to_string();
@@ -741,7 +755,7 @@ async fn card_actions_arrive_as_invokes_and_unknown_invokes_are_not_implemented(
         body["value"]
             .as_str()
             .unwrap()
-            .contains("There is no request #42.")
+            .contains("Request #42 is not yours.")
     );
 
     let mut bad = invoke.clone();

@@ -530,13 +530,10 @@ async fn a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides(db: Db)
         [(RequestSubmission, TPending)]
     );
 
-    // Approvers can't click it through, non-admins can't triage, a reason is required.
+    // Nobody but the admins may even see it, non-admins can't triage, a reason is required.
     assert!(matches!(
         w.life.approve(&w.bob, id, None).await,
-        Err(LifecycleError::WrongState {
-            status: RequiresTriage,
-            ..
-        })
+        Err(LifecycleError::NotYours(x)) if x == id
     ));
     assert!(matches!(
         w.life.triage(&w.bob, id, true, "looks fine").await,
@@ -700,7 +697,17 @@ async fn non_approvers_and_self_approval_are_refused(db: Db) {
         .unwrap()
         .request
         .id;
-    match w.life.approve(&w.erin, id, None).await {
+    // Erin has no part in the request: she may not even see it, and learns nothing of it.
+    assert!(matches!(
+        w.life.approve(&w.erin, id, None).await,
+        Err(LifecycleError::NotYours(x)) if x == id
+    ));
+    assert!(matches!(
+        w.life.deny(&w.erin, id, Some("no")).await,
+        Err(LifecycleError::NotYours(x)) if x == id
+    ));
+    // Carol, an admin, may see it but is no approver of it: the policy refuses her.
+    match w.life.approve(&w.carol, id, None).await {
         Err(LifecycleError::Refused(reasons)) => assert!(
             reasons.iter().any(|r| r.contains("not an approver")),
             "{reasons:?}"
@@ -708,7 +715,7 @@ async fn non_approvers_and_self_approval_are_refused(db: Db) {
         other => panic!("{:?}", other.map(|c| c.event)),
     }
     assert!(matches!(
-        w.life.deny(&w.erin, id, Some("no")).await,
+        w.life.deny(&w.carol, id, Some("no")).await,
         Err(LifecycleError::Refused(_))
     ));
     let r = w.request(id).await;
@@ -1760,7 +1767,7 @@ async fn a_routed_extension_waits_for_an_approver(db: Db) {
     assert_eq!(got.issuance_count, 1);
     assert!(matches!(
         w.life.approve(&w.erin, r.id, None).await,
-        Err(LifecycleError::Refused(_))
+        Err(LifecycleError::NotYours(_))
     ));
     let granted = w.life.approve(&w.dave, r.id, Some("ok")).await.unwrap();
     assert_eq!(
@@ -1804,11 +1811,11 @@ async fn a_routed_extension_waits_for_an_approver(db: Db) {
             a.starts_with("EXTENSION") || *a == "LEASE_EXTENDED" || *a == "APPROVAL_REFUSED"
         })
         .collect();
+    // Erin's attempt is audited apart from the request (ACCESS_DENIED_NOT_VISIBLE).
     assert_eq!(
         tail,
         [
             "EXTENSION_REQUESTED",
-            "APPROVAL_REFUSED",
             "LEASE_EXTENDED",
             "EXTENSION_REQUESTED",
             "EXTENSION_DENIED"

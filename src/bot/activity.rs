@@ -147,11 +147,23 @@ impl Activity {
             .and_then(Value::as_str)
     }
 
+    /// The conversation's kind as Passkey treats it: `personal` only when Teams says so and does
+    /// not also say it is a group (`isGroup`); a conversation that names no kind is `unknown`,
+    /// and like `groupChat` and `channel` it is read by other people.
     pub fn conversation_type(&self) -> &str {
-        self.conversation
-            .conversation_type
-            .as_deref()
-            .unwrap_or("personal")
+        match (
+            self.conversation.conversation_type.as_deref(),
+            self.conversation.is_group,
+        ) {
+            (Some("personal"), Some(true)) => "groupChat",
+            (Some(kind), _) => kind,
+            (None, _) => "unknown",
+        }
+    }
+
+    /// A 1:1 chat between the sender and the bot: nobody else reads what is said there.
+    pub fn is_personal(&self) -> bool {
+        self.conversation_type() == "personal"
     }
 }
 
@@ -279,6 +291,41 @@ mod tests {
         assert_eq!(a.from.aad_object_id.as_deref(), Some("aad-1"));
         assert_eq!(a.tenant_id(), Some("t-1"));
         assert_eq!(a.conversation_type(), "personal");
+        assert!(a.is_personal());
+    }
+
+    #[test]
+    fn only_a_conversation_that_says_personal_and_not_group_is_personal() {
+        for (conversation, kind) in [
+            (
+                json!({"id": "a:1", "conversationType": "personal"}),
+                "personal",
+            ),
+            (
+                json!({"id": "a:1", "conversationType": "personal", "isGroup": false}),
+                "personal",
+            ),
+            (
+                json!({"id": "19:g", "conversationType": "personal", "isGroup": true}),
+                "groupChat",
+            ),
+            (
+                json!({"id": "19:g", "conversationType": "groupChat"}),
+                "groupChat",
+            ),
+            (
+                json!({"id": "19:c", "conversationType": "channel"}),
+                "channel",
+            ),
+            (json!({"id": "a:1"}), "unknown"),
+            (json!({"id": "a:1", "isGroup": false}), "unknown"),
+        ] {
+            let mut v = base();
+            v["conversation"] = conversation.clone();
+            let a = Activity::from_json(v.to_string().as_bytes()).unwrap();
+            assert_eq!(a.conversation_type(), kind, "{conversation}");
+            assert_eq!(a.is_personal(), kind == "personal", "{conversation}");
+        }
     }
 
     #[test]

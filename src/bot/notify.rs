@@ -23,7 +23,7 @@ use crate::bot::activity::OutgoingActivity;
 use crate::cards::{self, ApprovalCard, DecidedCard};
 use crate::domain::{Clock, RequestStatus};
 use crate::governance::directory::UserDirectory;
-use crate::governance::lifecycle::{Notice, NoticeKind, Notifier};
+use crate::governance::lifecycle::{Lifecycle, Notice, NoticeKind, Notifier};
 use crate::store::{ConversationRef, NewSentCard, Record, Request, Store, User};
 use async_trait::async_trait;
 use serde_json::json;
@@ -37,6 +37,8 @@ pub struct TeamsNotifier {
     clock: Arc<dyn Clock>,
     base_url: String,
     proactive: Option<ProactiveChats>,
+    /// Who may still see a request: an approval card copy is updated only for them.
+    lifecycle: Option<Arc<Lifecycle>>,
     /// Chats that could not be opened (app install or conversation creation failed).
     chat_failures: AtomicU64,
     /// Chats opened for people the bot had never talked to.
@@ -74,6 +76,7 @@ impl TeamsNotifier {
             clock,
             base_url,
             proactive: None,
+            lifecycle: None,
             chat_failures: AtomicU64::new(0),
             chats_opened: AtomicU64::new(0),
         }
@@ -83,6 +86,32 @@ impl TeamsNotifier {
     pub fn with_proactive_chats(mut self, proactive: ProactiveChats) -> Self {
         self.proactive = Some(proactive);
         self
+    }
+
+    /// Updates a person's approval card copy only while they may still see the request
+    /// ([`Lifecycle::standing`]): an approver who lost their authority before deciding keeps the
+    /// card as it was and is shown nothing new.
+    pub fn with_lifecycle(mut self, lifecycle: Arc<Lifecycle>) -> Self {
+        self.lifecycle = Some(lifecycle);
+        self
+    }
+
+    /// Whether an approval copy addressed to `recipient` may show the request as it now is. A
+    /// copy nobody is named for, or a check that fails, shows nothing new.
+    async fn recipient_may_see(&self, recipient: Option<i64>, request: &Request) -> bool {
+        let Some(lifecycle) = &self.lifecycle else {
+            return true;
+        };
+        let Some(user_id) = recipient else {
+            return false;
+        };
+        match self.store.user_by_id(user_id).await {
+            Ok(Some(user)) => lifecycle
+                .standing(&user, request)
+                .await
+                .is_ok_and(|s| s.may_see()),
+            _ => false,
+        }
     }
 
     /// Chats that could not be opened since start.
@@ -284,6 +313,13 @@ impl TeamsNotifier {
         let mut decided_view = None;
         let mut status_view = None;
         for copy in &copies {
+            if copy.card_kind == APPROVAL_CARD
+                && !self
+                    .recipient_may_see(copy.recipient_user_id, &request)
+                    .await
+            {
+                continue;
+            }
             let card = match copy.card_kind.as_str() {
                 APPROVAL_CARD if decided => match &decided_view {
                     Some(card) => card,

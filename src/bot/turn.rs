@@ -76,15 +76,20 @@ pub async fn handle(
 
     match activity.kind.as_str() {
         "message" => {
-            let reply = match activity.value.as_ref().filter(|v| v.is_object()) {
-                Some(value) => match actions::from_submit(value) {
-                    Ok(action) => on_card_action(state, &sender, action).await?,
-                    Err(e) => {
-                        Reply::Text(format!("That card button didn't make sense to me ({e})."))
-                    }
-                },
-                None => {
-                    on_text(state, &sender, activity.text.as_deref().unwrap_or_default()).await?
+            let value = activity.value.as_ref().filter(|v| v.is_object());
+            let text = activity.text.as_deref().unwrap_or_default();
+            let reply = if activity.is_personal() {
+                on_message(state, &sender, value, text).await?
+            } else {
+                // Everyone in a group chat or channel reads the reply: only what is for everyone
+                // is answered there.
+                let public = match value {
+                    Some(_) => None,
+                    None => public_reply(text)?,
+                };
+                match public {
+                    Some(reply) => reply,
+                    None => answer_privately(state, &sender, value, text).await?,
                 }
             };
             send_reply(state, activity, reply).await;
@@ -104,17 +109,21 @@ pub async fn handle(
                     let body = match on_card_action(state, &sender, action).await? {
                         Reply::Text(text) => invoke_message(&text),
                         Reply::Card(c) => card(c),
-                        // The tapped card becomes the status card; it is the message `replyToId` names.
+                        // The tapped card becomes the status card; it is the message `replyToId`
+                        // names. Only in a 1:1 chat: the invoke's answer is shown to the person who
+                        // tapped alone, but an update in place would show a group everything.
                         Reply::Status {
                             card: c,
                             request_id,
                             requester_id,
                             ..
                         } => {
-                            if let Some(tapped) = activity.reply_to_id.as_deref() {
+                            if let Some(tapped) = activity.reply_to_id.as_deref()
+                                && activity.is_personal()
+                            {
                                 remember_status_card(
                                     state,
-                                    activity,
+                                    &activity.conversation.id,
                                     tapped,
                                     request_id,
                                     requester_id,
@@ -311,7 +320,7 @@ async fn remember_conversation(
     identity: &ChannelIdentity,
     now: Timestamp,
 ) -> Result<(), ApiError> {
-    let personal = activity.conversation_type() == "personal";
+    let personal = activity.is_personal();
     let key = format!("conversation:{}", activity.conversation.id);
     let fingerprint = RecentWrites::fingerprint(&(
         activity.conversation_type(),
@@ -360,8 +369,10 @@ async fn remember_conversation(
     Ok(())
 }
 
-async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
-    let (outgoing, status) = match reply {
+/// A message's answer, before it is addressed: the activity, and the request whose status card
+/// it carries (to record for updates in place).
+fn outgoing(reply: Reply) -> (OutgoingActivity, Option<(i64, i64)>) {
+    match reply {
         Reply::Text(text) => (OutgoingActivity::text(text), None),
         Reply::Card(card) => (OutgoingActivity::card("Passkey", card), None),
         Reply::Status {
@@ -375,7 +386,11 @@ async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
             outgoing.text_format = Some("markdown".into());
             (outgoing, Some((request_id, requester_id)))
         }
-    };
+    }
+}
+
+async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
+    let (outgoing, status) = outgoing(reply);
     let outgoing = outgoing.addressed_as_reply_to(activity);
     let reply_to = activity.id.as_deref().unwrap_or_default();
     match state
@@ -385,8 +400,17 @@ async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
         .await
     {
         Ok(sent) => {
-            if let Some((request_id, requester_id)) = status {
-                remember_status_card(state, activity, &sent.id, request_id, requester_id).await;
+            if let Some((request_id, requester_id)) = status
+                && activity.is_personal()
+            {
+                remember_status_card(
+                    state,
+                    &activity.conversation.id,
+                    &sent.id,
+                    request_id,
+                    requester_id,
+                )
+                .await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "reply not delivered"),
@@ -397,7 +421,7 @@ async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
 /// that cannot be recorded is only logged: the reply itself was delivered.
 async fn remember_status_card(
     state: &AppState,
-    activity: &Activity,
+    conversation_id: &str,
     activity_id: &str,
     request_id: i64,
     requester_id: i64,
@@ -408,13 +432,96 @@ async fn remember_status_card(
     let card = NewSentCard {
         request_id,
         recipient_user_id: Some(requester_id),
-        conversation_id: activity.conversation.id.clone(),
+        conversation_id: conversation_id.to_string(),
         activity_id: activity_id.to_string(),
         card_kind: STATUS_CARD.into(),
         at: state.clock.now(),
     };
     if let Err(e) = state.store.record_sent_card(&card).await {
         tracing::warn!(request_id, error = %e, "status card not recorded");
+    }
+}
+
+/// A message in the sender's 1:1 chat: a card's Action.Submit data, or typed text.
+async fn on_message(
+    state: &AppState,
+    sender: &Sender<'_>,
+    value: Option<&Value>,
+    text: &str,
+) -> Result<Reply, ApiError> {
+    match value {
+        Some(value) => match actions::from_submit(value) {
+            Ok(action) => on_card_action(state, sender, action).await,
+            Err(e) => Ok(Reply::Text(format!(
+                "That card button didn't make sense to me ({e})."
+            ))),
+        },
+        None => on_text(state, sender, text).await,
+    }
+}
+
+/// The answer to typed text in a group chat or channel when everyone there may read it: help
+/// (without anyone's admin commands) and the parser's hints about text it did not understand.
+/// Everything else is private (`None`) — admin commands, `pending`, `my requests`, `records`,
+/// the request form, requests, and every command that names a request — as is any card data.
+fn public_reply(text: &str) -> Result<Option<Reply>, ApiError> {
+    Ok(match commands::parse(text) {
+        Ok(Command::Help { .. }) | Err(ParseError::Empty) => Some(Reply::Card(views::help(None)?)),
+        Err(ParseError::Usage {
+            command: "request", ..
+        }) if is_bare_request(text) => None,
+        Err(e) => Some(Reply::Text(e.to_string())),
+        Ok(_) => None,
+    })
+}
+
+/// What a group is told about a private command typed there.
+const SENT_PRIVATELY: &str =
+    "Ask me in a personal chat: that answer is only for you, so I sent it to our personal chat.";
+const NO_PERSONAL_CHAT: &str = "Ask me in a personal chat: that answer is only for you, and we have no personal chat yet. Open one with me (Passkey, in Teams chat) and ask there. I did nothing with this message.";
+const NOT_DELIVERED_PRIVATELY: &str = "Ask me in a personal chat: that answer is only for you, and I could not deliver it to our personal chat just now. Look there with `my requests`.";
+
+/// A private command typed (or a card submitted) in a group chat or channel. With a 1:1 chat
+/// between the sender and the bot on record, it runs and its answer goes there; the group is
+/// told only where to look, the same words whatever the command. Without one nothing runs: the
+/// sender could not read the outcome, and the group must not.
+async fn answer_privately(
+    state: &AppState,
+    sender: &Sender<'_>,
+    value: Option<&Value>,
+    text: &str,
+) -> Result<Reply, ApiError> {
+    let chat = match sender.aad_object_id.as_deref() {
+        Some(aad) => state.store.personal_conversation(aad).await?,
+        None => None,
+    };
+    let Some(chat) = chat else {
+        return Ok(Reply::Text(NO_PERSONAL_CHAT.into()));
+    };
+    let answer = on_message(state, sender, value, text).await?;
+    let (outgoing, status) = outgoing(answer);
+    let target = ConversationTarget {
+        service_url: chat.service_url,
+        conversation_id: chat.conversation_id.clone(),
+    };
+    match state.bot.connector.send(&target, &outgoing).await {
+        Ok(sent) => {
+            if let Some((request_id, requester_id)) = status {
+                remember_status_card(
+                    state,
+                    &chat.conversation_id,
+                    &sent.id,
+                    request_id,
+                    requester_id,
+                )
+                .await;
+            }
+            Ok(Reply::Text(SENT_PRIVATELY.into()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "private answer not delivered");
+            Ok(Reply::Text(NOT_DELIVERED_PRIVATELY.into()))
+        }
     }
 }
 
@@ -668,19 +775,47 @@ async fn card_decision(
     card_view(state, user, request_id, stale).await
 }
 
-/// The card a person sees for a request right now: the approval card (buttons only for someone
-/// who has not decided and is not the requester; the policy still decides on the tap), or the
-/// decided card.
+/// The card a person sees for a request right now, if they may see it at all
+/// ([`crate::governance::lifecycle::Lifecycle::standing`]; anyone else is told it is not theirs):
+/// the approval card (buttons only for someone who has not decided and is not the requester; the
+/// policy still decides on the tap), or the decided card.
 async fn card_view(
     state: &AppState,
     user: &User,
     request_id: i64,
     stale: bool,
 ) -> Result<Reply, ApiError> {
+    match visible(state, user, request_id).await? {
+        Ok(request) => request_card(state, user, request, stale).await,
+        Err(refusal) => Ok(refusal),
+    }
+}
+
+/// The request, or the reply for someone who may not see it.
+async fn visible(
+    state: &AppState,
+    user: &User,
+    request_id: i64,
+) -> Result<Result<crate::store::Request, Reply>, ApiError> {
+    match state
+        .lifecycle
+        .visible_request(user, request_id, "view")
+        .await
+    {
+        Ok(request) => Ok(Ok(request)),
+        Err(LifecycleError::Store(e)) => Err(e.into()),
+        Err(refusal) => Ok(Err(Reply::Text(render::refusal_text(&refusal)))),
+    }
+}
+
+async fn request_card(
+    state: &AppState,
+    user: &User,
+    request: crate::store::Request,
+    stale: bool,
+) -> Result<Reply, ApiError> {
+    let request_id = request.id;
     let unknown = || Ok(Reply::Text(format!("There is no request #{request_id}.")));
-    let Some(request) = state.store.request_by_id(request_id).await? else {
-        return unknown();
-    };
     let Some(record) = state.store.record_by_id(request.record_id).await? else {
         return unknown();
     };
@@ -784,25 +919,26 @@ async fn refresh(
 ) -> Result<Reply, ApiError> {
     match (view, request_id) {
         (Some("status"), Some(id)) => {
-            let request = state.store.request_by_id(id).await?;
-            match request {
-                Some(request) if request.requester_id == user.id => {
-                    let Some(record) = state.store.record_by_id(request.record_id).await? else {
-                        return Ok(Reply::Text(format!("There is no request #{id}.")));
-                    };
-                    Ok(Reply::Card(
-                        views::request_status(
-                            state.store.as_ref(),
-                            &request,
-                            &record,
-                            &state.settings.public_base_url(),
-                        )
-                        .await?,
-                    ))
-                }
+            let request = match visible(state, user, id).await? {
+                Ok(request) => request,
+                Err(refusal) => return Ok(refusal),
+            };
+            if request.requester_id != user.id {
                 // Someone else's status card shows them what they may see of the request.
-                _ => card_view(state, user, id, false).await,
+                return request_card(state, user, request, false).await;
             }
+            let Some(record) = state.store.record_by_id(request.record_id).await? else {
+                return Ok(Reply::Text(format!("There is no request #{id}.")));
+            };
+            Ok(Reply::Card(
+                views::request_status(
+                    state.store.as_ref(),
+                    &request,
+                    &record,
+                    &state.settings.public_base_url(),
+                )
+                .await?,
+            ))
         }
         (_, Some(id)) => card_view(state, user, id, false).await,
         (Some("requestForm"), None) => Ok(Reply::Card(
@@ -836,7 +972,7 @@ async fn admin_reply_for(
                     "ACCESS_DENIED_INSUFFICIENT_PERMISSION",
                     state.clock.now(),
                 )
-                .detail(json!({ "command": format!("admin {}", admin_name(&command)) })),
+                .detail(refused_admin_detail(&command)),
             )
             .await?;
         return Ok(Reply::Text("Admin commands are for Passkey admins.".into()));
@@ -936,6 +1072,21 @@ fn admin_outcome(result: Result<String, AdminError>) -> Result<(bool, String), A
         Err(AdminError::Store(e)) => Err(e.into()),
         Err(refusal) => Ok((false, refusal.to_string())),
     }
+}
+
+/// What a refused admin command is audited with: the command, and the request number it named
+/// (nothing of the request itself).
+fn refused_admin_detail(command: &AdminCommand) -> Value {
+    let mut detail = json!({ "command": format!("admin {}", admin_name(command)) });
+    let named = match command {
+        AdminCommand::Triage { decision: Some(d) } => Some(d.request_id),
+        AdminCommand::Revoke { request_id, .. } => Some(*request_id),
+        _ => None,
+    };
+    if let Some(id) = named {
+        detail["request_id"] = json!(id);
+    }
+    detail
 }
 
 fn admin_name(c: &AdminCommand) -> &'static str {

@@ -8,9 +8,9 @@ use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
     PendingItem, RecordSearchCard, RequestFormCard, RequestStatusCard, TriageItem, TriageQueueCard,
 };
-use crate::domain::{PrincipalType, RequestStatus, Role};
+use crate::domain::RequestStatus;
 use crate::error::ApiError;
-use crate::governance::lifecycle::LifecycleError;
+use crate::governance::lifecycle::{LifecycleError, Standing};
 use crate::store::{Record, Request, Store, User};
 use serde_json::Value;
 
@@ -141,8 +141,9 @@ pub async fn my_requests(state: &AppState, user: &User) -> Result<Value, ApiErro
     )))
 }
 
-/// `pending`: requests waiting for a decision that name this person as an approver (the policy
-/// decides again on the tap).
+/// `pending`: requests waiting for a decision that this person approves — by the same rule
+/// that decides who may see a request (`Lifecycle::standing`), so the list shows nobody a
+/// request they could not open. The policy decides again on the tap.
 pub async fn pending(state: &AppState, user: &User) -> Result<Value, ApiError> {
     let waiting = state
         .store
@@ -151,32 +152,14 @@ pub async fn pending(state: &AppState, user: &User) -> Result<Value, ApiError> {
             PENDING_SCAN_LIMIT,
         )
         .await?;
-    let now = state.clock.now();
     let mut items = Vec::new();
-    for r in waiting.iter().filter(|r| r.requester_id != user.id) {
+    for r in &waiting {
+        if state.lifecycle.standing(user, r).await? != Standing::Approver {
+            continue;
+        }
         let Some(record) = state.store.record_by_id(r.record_id).await? else {
             continue;
         };
-        let approvers = match state.store.governed_resource_for_record(record.id).await? {
-            Some(resource) => state.store.active_authorities(resource.id, now).await?,
-            None => vec![],
-        };
-        let named = approvers.iter().any(|a| match a.principal_type {
-            PrincipalType::User => a.principal.eq_ignore_ascii_case(&user.aad_object_id),
-            PrincipalType::Email => [user.email.as_deref(), user.upn.as_deref()]
-                .into_iter()
-                .flatten()
-                .any(|e| e.eq_ignore_ascii_case(&a.principal)),
-            PrincipalType::Role => a
-                .principal
-                .parse::<Role>()
-                .is_ok_and(|role| role == user.role),
-            // Group membership is checked when the approver taps; list the request to be safe.
-            PrincipalType::Group => true,
-        });
-        if !named {
-            continue;
-        }
         let requester = display_name(state.store.as_ref(), r.requester_id).await?;
         items.push(PendingItem::new(r, &record, &requester));
     }

@@ -207,6 +207,27 @@ pub struct Change {
     pub notices: Vec<Notice>,
 }
 
+/// What a person is to a request, which decides what they may see of it
+/// ([`Lifecycle::standing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// They asked for it.
+    Requester,
+    /// An approver authority of its record names them now (at any stage, through their Entra
+    /// groups too), or they already gave their decision on it.
+    Approver,
+    /// A Passkey admin: admins may see every request.
+    Admin,
+    /// None of these: they learn nothing about it, not even whether it exists.
+    Stranger,
+}
+
+impl Standing {
+    pub fn may_see(self) -> bool {
+        self != Standing::Stranger
+    }
+}
+
 /// A freshly minted issuance token: shown to the signed-in requester's page once, never stored.
 pub struct IssuanceToken {
     pub token: SecretString,
@@ -414,9 +435,15 @@ impl Lifecycle {
             .ok_or(StoreError::NotFound("record"))?)
     }
 
-    /// A request the person may act on as its requester.
-    async fn own_request(&self, user: &User, id: i64) -> Result<Request, LifecycleError> {
-        let request = self.request(id).await?;
+    /// A request the person may act on as its requester. Someone who may not even see it is
+    /// refused as [`Lifecycle::visible_request`] refuses them.
+    async fn own_request(
+        &self,
+        user: &User,
+        id: i64,
+        attempt: &'static str,
+    ) -> Result<Request, LifecycleError> {
+        let request = self.visible_request(user, id, attempt).await?;
         if request.requester_id != user.id {
             self.store
                 .append_audit(
@@ -432,6 +459,91 @@ impl Lifecycle {
             return Err(LifecycleError::NotYours(id));
         }
         Ok(request)
+    }
+
+    /// The one rule for who may see a request — its card, its state, its justification, who
+    /// decided — whatever names it by number: typed commands, card buttons, `refresh` views,
+    /// lists and card updates. Its requester; the people an approver authority of its record
+    /// names now (the policy's `approver_authorities`, in force, any stage; a GROUP through the
+    /// person's Entra groups, and a group lookup that fails names nobody); whoever already gave
+    /// their decision on it; admins. Authority is read now, not at routing: someone who lost it
+    /// before deciding no longer sees the request.
+    pub async fn standing(&self, viewer: &User, request: &Request) -> Result<Standing, StoreError> {
+        if request.requester_id == viewer.id {
+            return Ok(Standing::Requester);
+        }
+        if self.names_as_approver(viewer, request).await? {
+            return Ok(Standing::Approver);
+        }
+        if viewer.role == Role::Admin {
+            return Ok(Standing::Admin);
+        }
+        Ok(Standing::Stranger)
+    }
+
+    async fn names_as_approver(
+        &self,
+        viewer: &User,
+        request: &Request,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let kinds = &self.engine.policy().access.approver_authorities;
+        let authorities: Vec<AuthorityFacts> = self
+            .authority_facts(request.record_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.in_force(now) && kinds.contains(&a.kind))
+            .collect();
+        if !authorities.is_empty() {
+            // Group memberships are read only when a group could name the person.
+            let groups = if authorities
+                .iter()
+                .any(|a| a.principal_type == PrincipalType::Group)
+            {
+                self.permissions.effective(viewer).await?.groups
+            } else {
+                Vec::new()
+            };
+            let person = person_for(viewer, groups, &authorities);
+            if authorities.iter().any(|a| a.names(&person)) {
+                return Ok(true);
+            }
+        }
+        Ok(self
+            .store
+            .approvals_for_request(request.id)
+            .await?
+            .iter()
+            .any(|a| a.approver_id == viewer.id))
+    }
+
+    /// Request `request_id`, for someone [`Lifecycle::standing`] lets see it. Anyone else is
+    /// told it is not theirs — the same words whether it exists or not, so request numbers
+    /// cannot be probed — and the attempt is audited as `ACCESS_DENIED_NOT_VISIBLE` with who,
+    /// the number and what they tried, and nothing of the request. Admins may see every request,
+    /// so they alone are told that one does not exist. `attempt` names the command or view.
+    pub async fn visible_request(
+        &self,
+        viewer: &User,
+        request_id: i64,
+        attempt: &'static str,
+    ) -> Result<Request, LifecycleError> {
+        match self.store.request_by_id(request_id).await? {
+            Some(request) if self.standing(viewer, &request).await?.may_see() => {
+                return Ok(request);
+            }
+            None if viewer.role == Role::Admin => {
+                return Err(LifecycleError::UnknownRequest(request_id));
+            }
+            _ => {}
+        }
+        self.store
+            .append_audit(
+                &NewAuditEvent::new(actor(viewer), "ACCESS_DENIED_NOT_VISIBLE", self.clock.now())
+                    .detail(json!({ "request_id": request_id, "attempt": attempt })),
+            )
+            .await?;
+        Err(LifecycleError::NotYours(request_id))
     }
 
     /// "already decided by X at T" for a request someone else moved first.
@@ -460,8 +572,8 @@ impl Lifecycle {
         }
     }
 
-    async fn authority_facts(&self, record: &Record) -> Result<Vec<AuthorityFacts>, StoreError> {
-        let Some(resource) = self.store.governed_resource_for_record(record.id).await? else {
+    async fn authority_facts(&self, record_id: i64) -> Result<Vec<AuthorityFacts>, StoreError> {
+        let Some(resource) = self.store.governed_resource_for_record(record_id).await? else {
             return Ok(Vec::new());
         };
         Ok(self
@@ -495,7 +607,7 @@ impl Lifecycle {
         extension_secs: Option<i64>,
     ) -> Result<PolicyContext, StoreError> {
         let requester_perms = self.permissions.effective(requester).await?;
-        let authorities = self.authority_facts(record).await?;
+        let authorities = self.authority_facts(record.id).await?;
         let folder_access = FolderAccess {
             permission: record
                 .folder_id
@@ -1115,7 +1227,7 @@ impl Lifecycle {
                 record,
                 ctx,
                 seen,
-            } = match self.decidable(approver, request_id).await? {
+            } = match self.decidable(approver, request_id, "approve").await? {
                 Some(d) => d,
                 None => {
                     return self
@@ -1255,8 +1367,9 @@ impl Lifecycle {
         &self,
         approver: &User,
         request_id: i64,
+        attempt: &'static str,
     ) -> Result<Option<Decidable>, LifecycleError> {
-        let request = self.request(request_id).await?;
+        let request = self.visible_request(approver, request_id, attempt).await?;
         match request.status {
             RequestStatus::Pending => {}
             RequestStatus::RenewalPending => return Ok(None),
@@ -1369,7 +1482,7 @@ impl Lifecycle {
             record,
             ctx,
             seen,
-        } = match self.decidable(approver, request_id).await? {
+        } = match self.decidable(approver, request_id, "deny").await? {
             Some(d) => d,
             None => {
                 return self
@@ -1468,7 +1581,7 @@ impl Lifecycle {
                 "A triage decision needs a reason.".into(),
             ));
         }
-        let request = self.request(request_id).await?;
+        let request = self.visible_request(admin, request_id, "triage").await?;
         if request.status != RequestStatus::RequiresTriage {
             return Err(match request.status {
                 RequestStatus::Pending => LifecycleError::WrongState {
@@ -1585,7 +1698,7 @@ impl Lifecycle {
         requester: &User,
         request_id: i64,
     ) -> Result<IssuanceToken, LifecycleError> {
-        let request = self.own_request(requester, request_id).await?;
+        let request = self.own_request(requester, request_id, "retrieve").await?;
         let now = self.clock.now();
         self.check_retrievable(&request, now)?;
         let mut bytes = [0u8; 32];
@@ -1696,7 +1809,7 @@ impl Lifecycle {
         request_id: i64,
         presented: &str,
     ) -> Result<Request, LifecycleError> {
-        let request = self.own_request(requester, request_id).await?;
+        let request = self.own_request(requester, request_id, "retrieve").await?;
         let now = self.clock.now();
         let stored_ok = request.issuance_token_hash.as_deref().is_some_and(|h| {
             same_digest(h, presented) && request.issuance_token_expires_at.is_some_and(|e| e > now)
@@ -1890,7 +2003,7 @@ impl Lifecycle {
         requester: &User,
         request_id: i64,
     ) -> Result<Change, LifecycleError> {
-        let request = self.own_request(requester, request_id).await?;
+        let request = self.own_request(requester, request_id, "release").await?;
         if !request.status.has_live_lease() {
             return Err(match request.status {
                 RequestStatus::Pending | RequestStatus::RequiresTriage => {
@@ -1929,7 +2042,7 @@ impl Lifecycle {
             return Err(LifecycleError::NotAdmin);
         }
         let reason = bounded(reason, "reason")?;
-        let request = self.request(request_id).await?;
+        let request = self.visible_request(admin, request_id, "revoke").await?;
         if !request.status.has_live_lease() {
             return Err(LifecycleError::WrongState {
                 request_id,
@@ -2219,7 +2332,7 @@ impl Lifecycle {
         request_id: i64,
         extra_secs: i64,
     ) -> Result<Change, LifecycleError> {
-        let request = self.own_request(requester, request_id).await?;
+        let request = self.own_request(requester, request_id, "extend").await?;
         if !matches!(
             request.status,
             RequestStatus::Approved | RequestStatus::Issued
@@ -2358,7 +2471,8 @@ impl Lifecycle {
         approve: bool,
         comment: Option<&str>,
     ) -> Result<Change, LifecycleError> {
-        let request = self.request(request_id).await?;
+        let attempt = if approve { "approve" } else { "deny" };
+        let request = self.visible_request(approver, request_id, attempt).await?;
         if request.status != RequestStatus::RenewalPending {
             return Err(self.already_decided(request_id).await);
         }

@@ -21,6 +21,21 @@ pub struct Chat {
     sent: AtomicUsize,
 }
 
+/// `aad`'s 1:1 chat with the bot.
+pub fn personal(aad: &str) -> Value {
+    json!({"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT})
+}
+
+/// A group chat the bot was added to.
+pub fn group_chat() -> Value {
+    json!({"id": "19:ops-group-chat@thread.v2", "conversationType": "groupChat", "isGroup": true, "tenantId": TENANT})
+}
+
+/// A team channel the bot was added to.
+pub fn channel() -> Value {
+    json!({"id": "19:ops-channel@thread.tacv2", "conversationType": "channel", "isGroup": true, "tenantId": TENANT})
+}
+
 impl Chat {
     pub async fn start(directory: Option<Arc<dyn GroupDirectory>>) -> Chat {
         Self::start_with(directory, None, &[]).await
@@ -68,21 +83,48 @@ impl Chat {
 
     /// Sends `text` as `who` in their 1:1 chat and returns what the bot's reply says (its text
     /// and the text of its card).
-    pub async fn say(&self, (aad, name): (&str, &str), text: &str) -> String {
+    pub async fn say(&self, who: (&str, &str), text: &str) -> String {
+        self.say_in(who, personal(who.0), text).await
+    }
+
+    /// Sends `text` as `who` in `conversation` (see [`personal`], [`group_chat`], [`channel`])
+    /// and returns what the bot's reply there says.
+    pub async fn say_in(&self, who: (&str, &str), conversation: Value, text: &str) -> String {
+        self.post_message(who, conversation, json!({ "text": text }), text)
+            .await
+    }
+
+    /// An `Action.Submit` button tapped as `who` in `conversation`: a message whose `value` is
+    /// the button's data. Returns what the bot's reply there says.
+    pub async fn submit_in(&self, who: (&str, &str), conversation: Value, value: Value) -> String {
+        let what = value.to_string();
+        self.post_message(who, conversation, json!({ "value": value }), &what)
+            .await
+    }
+
+    async fn post_message(
+        &self,
+        (aad, name): (&str, &str),
+        conversation: Value,
+        content: Value,
+        what: &str,
+    ) -> String {
         let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         let id = format!("m-{n}");
-        let activity: Value = json!({
+        let mut activity: Value = json!({
             "type": "message",
             "id": id,
             "timestamp": "2026-11-23T09:00:00.000Z",
             "serviceUrl": self.connector.service_url,
             "channelId": "msteams",
             "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
-            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
+            "conversation": conversation,
             "recipient": {"id": "28:passkey", "name": "Passkey"},
-            "text": text,
             "channelData": {"tenant": {"id": TENANT}},
         });
+        for (k, v) in content.as_object().unwrap() {
+            activity[k] = v.clone();
+        }
         let r = self
             .client
             .post(self.server.url("/api/messages"))
@@ -90,7 +132,7 @@ impl Chat {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "{text}");
+        assert_eq!(r.status(), 200, "{what}");
         let suffix = format!("/activities/{id}");
         for _ in 0..100 {
             if let Some(reply) = self
@@ -103,7 +145,7 @@ impl Chat {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        panic!("no reply to {text:?}");
+        panic!("no reply to {what:?}");
     }
 
     /// Taps an `Action.Execute` button as `who` (an `adaptiveCard/action` invoke) and returns the
@@ -115,7 +157,20 @@ impl Chat {
     /// Taps a button on the card in message `card_activity_id` (Teams names it in `replyToId`).
     pub async fn tap_on(
         &self,
+        who: (&str, &str),
+        card_activity_id: Option<&str>,
+        verb: &str,
+        data: Value,
+    ) -> Value {
+        self.tap_in(who, personal(who.0), card_activity_id, verb, data)
+            .await
+    }
+
+    /// Taps a button as `who` on a card in `conversation`.
+    pub async fn tap_in(
+        &self,
         (aad, name): (&str, &str),
+        conversation: Value,
         card_activity_id: Option<&str>,
         verb: &str,
         data: Value,
@@ -129,7 +184,7 @@ impl Chat {
             "serviceUrl": self.connector.service_url,
             "channelId": "msteams",
             "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
-            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
+            "conversation": conversation,
             "recipient": {"id": "28:passkey", "name": "Passkey"},
             "value": {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"},
             "channelData": {"tenant": {"id": TENANT}},
