@@ -8,7 +8,7 @@ use common::channel::{
     APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer, OTHER_TENANT, TENANT, message, sign,
 };
 use common::{TestServer, fresh_sqlite, t0, test_settings};
-use passkey::store::Store;
+use passkey::store::{ConversationStore, Store};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -884,4 +884,163 @@ async fn profile_and_address_changes_are_stored_but_unchanged_ones_are_not_rewri
         .unwrap()
         .unwrap();
     assert_eq!(conversation.service_url, other.service_url);
+}
+
+const BOB_AAD: &str = "b0b00000-0000-4000-8000-000000000002";
+
+/// The message `h.message` builds, from someone else on another channel.
+fn as_person(mut activity: Value, aad: &str, name: &str, conversation: &str) -> Value {
+    activity["from"] = json!({"id": format!("29:{name}"), "name": name, "aadObjectId": aad});
+    activity["conversation"]["id"] = json!(conversation);
+    activity
+}
+
+/// Alice asks for db-prod over Teams; the request waits for Bob.
+async fn pending_request(h: &Harness) -> i64 {
+    let r = h
+        .post(
+            bearer(&h.token()),
+            &h.message("ask-1", "request db-prod 2h because INC-4411"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let request = h.store.request_by_id(1).await.unwrap().unwrap();
+    assert_eq!(
+        request.status,
+        passkey::domain::RequestStatus::Pending,
+        "the request waits for its approver"
+    );
+    request.id
+}
+
+/// Direct Line and Web Chat clients write `from.aadObjectId` and `channelData` themselves; only
+/// Teams vouches for them. A key endorsed for such a channel must not let anyone act as Bob.
+#[tokio::test]
+async fn activities_from_channels_other_than_teams_are_refused_and_approve_nothing() {
+    let h = Harness::start().await;
+    let channels = [
+        "webchat",
+        "directline",
+        "emulator",
+        "MSTeams",
+        "msteams ",
+        "slack",
+    ];
+    // Each channel gets a key endorsed for it, published before the first key fetch.
+    for (i, channel) in channels.iter().enumerate() {
+        h.issuer
+            .publish("channel-b", &format!("kid-ch-{i}"), &[channel, "msteams"]);
+    }
+    let id = pending_request(&h).await;
+    let calls_before = h.connector.wait_for(1).await.len();
+    let audit_before = h.store.audit_events_after(0, 10_000).await.unwrap().len();
+    for (i, channel) in channels.into_iter().enumerate() {
+        let (key, kid) = ("channel-b", format!("kid-ch-{i}"));
+        let conversation = format!("a:bob-on-{i}");
+        let mut approve = as_person(
+            h.message(&format!("ch-{i}"), &format!("approve {id} looks fine")),
+            BOB_AAD,
+            "Bob DBA Lead",
+            &conversation,
+        );
+        approve["channelId"] = json!(channel);
+        let token = sign(key, &kid, &h.claims());
+        let r = h.post(bearer(&token), &approve).await;
+        assert_eq!(r.status(), 403, "{channel:?} is not Teams");
+        assert!(
+            h.store.conversation(&conversation).await.unwrap().is_none(),
+            "{channel:?}: its conversation was stored"
+        );
+    }
+    let request = h.store.request_by_id(id).await.unwrap().unwrap();
+    assert_eq!(
+        request.status,
+        passkey::domain::RequestStatus::Pending,
+        "nobody approved"
+    );
+    assert_eq!(
+        h.store.audit_events_after(0, 10_000).await.unwrap().len(),
+        audit_before,
+        "nothing was audited as done"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.connector.calls().len(), calls_before, "nothing was sent");
+}
+
+/// Teams puts the tenant in `channelData.tenant.id`; a different `conversation.tenantId` in the
+/// same activity is a forgery, not a second opinion.
+#[tokio::test]
+async fn a_conversation_tenant_that_contradicts_the_channel_data_is_refused() {
+    let h = Harness::start().await;
+    let mut foreign = h.message("tn-1", "help");
+    foreign["conversation"]["tenantId"] = json!(OTHER_TENANT);
+    let mut no_channel_data = h.message("tn-2", "help");
+    no_channel_data
+        .as_object_mut()
+        .unwrap()
+        .remove("channelData");
+    let mut no_tenant_in_channel_data = h.message("tn-3", "help");
+    no_tenant_in_channel_data["channelData"] = json!({"tenant": {}});
+    for (i, (case, activity)) in [
+        ("foreign conversation.tenantId", foreign),
+        ("conversation.tenantId without channelData", no_channel_data),
+        (
+            "conversation.tenantId without channelData.tenant.id",
+            no_tenant_in_channel_data,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = h.post(bearer(&h.token()), &activity).await;
+        assert_eq!(r.status(), 403, "{case}");
+        h.assert_nothing_stored(case, &format!("tn-{}", i + 1))
+            .await;
+    }
+    // Agreeing values are fine.
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("tn-ok", "help"))
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Dev mode stands in for Teams (Agents Playground, `channelId: msteams`) and the Bot Framework
+/// Emulator (`emulator`); any other channel is refused there too.
+#[tokio::test]
+async fn dev_mode_serves_teams_and_the_emulator_but_no_other_channel() {
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    let client = reqwest::Client::new();
+    for (i, (channel, status)) in [
+        ("msteams", 200),
+        ("emulator", 200),
+        ("webchat", 403),
+        ("directline", 403),
+        ("test", 403),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut activity = message(&connector.service_url, &format!("dc-{i}"), "help");
+        activity["channelId"] = json!(channel);
+        activity["conversation"]["id"] = json!(format!("a:dev-{i}"));
+        let r = client
+            .post(server.url("/api/messages"))
+            .json(&activity)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{channel}");
+        let stored = db
+            .store
+            .conversation(&format!("a:dev-{i}"))
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(stored, status == 200, "{channel}: stored = {stored}");
+    }
 }

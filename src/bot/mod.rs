@@ -174,6 +174,25 @@ impl FromRequest<AppState> for VerifiedActivity {
         })?;
         let activity =
             Activity::from_json(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let dev = matches!(state.bot.auth, ChannelAuthMode::Dev);
+        if !served_channel(&activity.channel_id, dev) {
+            tracing::warn!(channel = %activity.channel_id, "activity from a channel this bot does not serve");
+            return Err(ApiError::Forbidden(
+                "this bot serves Microsoft Teams only".into(),
+            ));
+        }
+        if let Some(claimed) = activity.conversation.tenant_id.as_deref()
+            && activity.channel_data_tenant_id() != Some(claimed)
+        {
+            tracing::warn!(
+                conversation_tenant = claimed,
+                channel_data_tenant = activity.channel_data_tenant_id().unwrap_or("-"),
+                "activity names two different tenants"
+            );
+            return Err(ApiError::Forbidden(
+                "conversation.tenantId does not match channelData.tenant.id".into(),
+            ));
+        }
         let identity = match &state.bot.auth {
             ChannelAuthMode::Dev => {
                 if !is_loopback_url(&activity.service_url) {
@@ -215,6 +234,15 @@ impl FromRequest<AppState> for VerifiedActivity {
         Ok(VerifiedActivity { activity, identity })
     }
 }
+
+/// Only Teams vouches for `from.aadObjectId` and `channelData.tenant`; other channels' clients
+/// (Direct Line, Web Chat) write them themselves. Dev mode also takes the Bot Framework Emulator.
+fn served_channel(channel_id: &str, dev: bool) -> bool {
+    channel_id == TEAMS_CHANNEL || (dev && channel_id == EMULATOR_CHANNEL)
+}
+
+pub const TEAMS_CHANNEL: &str = "msteams";
+pub const EMULATOR_CHANNEL: &str = "emulator";
 
 fn is_loopback_url(url: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(url) else {
