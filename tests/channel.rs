@@ -48,6 +48,8 @@ impl Harness {
             ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
             ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
             ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
+            // The fake Connector is on loopback, which a bot with an app id only reaches when told.
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
         ];
         env.extend_from_slice(extra);
         let server = TestServer::start(test_settings(dir.path(), &env), db.store.clone()).await;
@@ -1043,4 +1045,297 @@ async fn dev_mode_serves_teams_and_the_emulator_but_no_other_channel() {
             .is_some();
         assert_eq!(stored, status == 200, "{channel}: stored = {stored}");
     }
+}
+
+/// The audit events written since the harness started, by action.
+async fn audit_since_start(h: &Harness) -> Vec<passkey::store::AuditEvent> {
+    h.store
+        .audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .skip(h.audit_at_start)
+        .collect()
+}
+
+/// The bot's Connector token goes only to Bot Framework's Connector hosts (and, here, the one
+/// loopback address the test allowed). An authenticated activity naming any other host — with an
+/// Entra token that carries no `serviceurl`, or a Bot Framework token vouching for that host — is
+/// refused before anything is stored or sent, and the refusal is audited.
+#[tokio::test]
+async fn the_connector_token_is_never_sent_to_a_host_outside_the_allow_list() {
+    let h = Harness::with(&[("PASSKEY_BOT__TENANT_ID", TENANT)]).await;
+    let thief = FakeConnector::start_on("127.0.0.2").await;
+    let port = thief
+        .service_url
+        .trim_start_matches("http://127.0.0.2:")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let now = h.server.clock.now_secs();
+    let entra_without_serviceurl = sign(
+        "channel-b",
+        "entra-kid",
+        &json!({"iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"), "aud": APP_ID, "exp": now + 600, "ver": "2.0", "azp": APP_ID}),
+    );
+    let vouching_for = |service_url: &str| {
+        let mut claims = h.claims();
+        claims["serviceurl"] = json!(service_url);
+        sign("channel-a", "kid-a", &claims)
+    };
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "Entra token without a serviceurl claim",
+            thief.service_url.clone(),
+            entra_without_serviceurl,
+        ),
+        (
+            "Bot Framework token vouching for a foreign host",
+            thief.service_url.clone(),
+            vouching_for(&thief.service_url),
+        ),
+        (
+            "an allowed host as the user name",
+            format!("http://127.0.0.1@127.0.0.2:{port}/connector/"),
+            vouching_for(&format!("http://127.0.0.1@127.0.0.2:{port}/connector/")),
+        ),
+        (
+            "a Connector host's name as a prefix",
+            "https://smba.trafficmanager.net.evil.example/emea/".into(),
+            vouching_for("https://smba.trafficmanager.net.evil.example/emea/"),
+        ),
+        (
+            "a wildcard domain without its dot",
+            "https://evilbotframework.com/".into(),
+            vouching_for("https://evilbotframework.com/"),
+        ),
+        (
+            "plain http to a Connector host",
+            "http://smba.trafficmanager.net/emea/".into(),
+            vouching_for("http://smba.trafficmanager.net/emea/"),
+        ),
+        (
+            "loopback by name",
+            format!("http://localhost:{port}/connector/"),
+            vouching_for(&format!("http://localhost:{port}/connector/")),
+        ),
+        (
+            "loopback over IPv6",
+            format!("http://[::1]:{port}/connector/"),
+            vouching_for(&format!("http://[::1]:{port}/connector/")),
+        ),
+    ];
+    for (i, (case, service_url, token)) in cases.iter().enumerate() {
+        let id = format!("host-{i}");
+        let activity = message(service_url, &id, "help");
+        let r = h.post(bearer(token), &activity).await;
+        assert_eq!(r.status(), 403, "{case}");
+        assert!(
+            h.store
+                .conversation("a:1alice-personal")
+                .await
+                .unwrap()
+                .is_none(),
+            "{case}: the conversation was stored"
+        );
+        assert_eq!(
+            h.store.count_users().await.unwrap(),
+            5,
+            "{case}: user stored"
+        );
+        assert!(
+            h.store
+                .mark_activity_processed("a:1alice-personal", &id, t0())
+                .await
+                .unwrap(),
+            "{case}: the activity was recorded as processed"
+        );
+        let audit = audit_since_start(&h).await;
+        assert_eq!(audit.len(), i + 1, "{case}: one audit event per refusal");
+        let refusal = audit.last().unwrap();
+        assert_eq!(refusal.action, "CONNECTOR_HOST_REFUSED", "{case}");
+        assert!(
+            refusal.detail["host"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty()),
+            "{case}: the audit names the host: {}",
+            refusal.detail.0
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(thief.calls().is_empty(), "the foreign host heard nothing");
+    assert!(h.connector.calls().is_empty(), "nothing was sent at all");
+}
+
+/// A stored conversation reference whose host is not a Connector host (a restored or edited
+/// database) gets no proactive message and no token either.
+#[tokio::test]
+async fn proactive_messages_to_a_stored_reference_on_a_foreign_host_are_refused() {
+    let h = Harness::start().await;
+    let thief = FakeConnector::start_on("127.0.0.2").await;
+    let bob = h
+        .store
+        .user_by_aad_object_id(BOB_AAD)
+        .await
+        .unwrap()
+        .unwrap();
+    h.store
+        .upsert_conversation(&passkey::store::ConversationRef {
+            conversation_id: "a:bob-personal".into(),
+            conversation_type: "personal".into(),
+            channel_id: "msteams".into(),
+            service_url: thief.service_url.clone(),
+            tenant_id: Some(TENANT.into()),
+            bot_id: format!("28:{APP_ID}"),
+            user_id: Some(bob.id),
+            aad_object_id: Some(BOB_AAD.into()),
+            teams_user_id: Some("29:bob".into()),
+            team_id: None,
+            reference: sqlx::types::Json(json!({})),
+            updated_at: t0(),
+        })
+        .await
+        .unwrap();
+    pending_request(&h).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        thief.calls().is_empty(),
+        "Bob's approval card (and the bot's token) went to the foreign host: {:?}",
+        thief.calls()
+    );
+    let refusals: Vec<_> = audit_since_start(&h)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "CONNECTOR_HOST_REFUSED")
+        .collect();
+    assert_eq!(refusals.len(), 1, "the refusal is audited");
+    assert_eq!(refusals[0].detail["host"], "127.0.0.2");
+}
+
+/// serde_json keeps the last of a repeated name, so a token that says `serviceurl` twice would
+/// be read as the second while something else may read the first. Repeats anywhere in the header
+/// or the claims, and `crit` headers (extensions nobody here implements), are refused.
+#[tokio::test]
+async fn tokens_that_repeat_a_name_or_carry_a_crit_header_are_refused() {
+    let h = Harness::start().await;
+    let key = common::channel::signing_key("channel-a");
+    let raw = |header: &str, payload: &str| {
+        let message = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(payload.as_bytes())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::RS256)
+                .unwrap();
+        format!("{message}.{signature}")
+    };
+    let now = h.server.clock.now_secs();
+    let service = h.connector.service_url.clone();
+    let claims = |rest: &str| {
+        format!(
+            r#"{{"iss":"https://api.botframework.com","aud":"{APP_ID}","exp":{},"nbf":{}{rest}}}"#,
+            now + 3600,
+            now - 60
+        )
+    };
+    let serviceurl = format!(r#","serviceurl":"{service}""#);
+    let header = r#"{"alg":"RS256","typ":"JWT","kid":"kid-a"}"#;
+
+    // The hand-made token itself is fine.
+    let r = h
+        .post(
+            bearer(&raw(header, &claims(&serviceurl))),
+            &h.message("dup-ok", "help"),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "a hand-signed token without repeats");
+
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "serviceurl twice, the last one matching the activity",
+            raw(
+                header,
+                &claims(&format!(
+                    r#","serviceurl":"https://smba.trafficmanager.net/evil/"{serviceurl}"#
+                )),
+            ),
+        ),
+        (
+            "serviceurl twice, once spelled with an escape",
+            raw(
+                header,
+                &claims(&format!(
+                    r#","service\u0075rl":"https://smba.trafficmanager.net/evil/"{serviceurl}"#
+                )),
+            ),
+        ),
+        (
+            "aud twice",
+            raw(
+                header,
+                &claims(&format!(r#","aud":"another-bot"{serviceurl}"#)),
+            ),
+        ),
+        (
+            "iss twice",
+            raw(
+                header,
+                &claims(&format!(r#","iss":"https://evil.example"{serviceurl}"#)),
+            ),
+        ),
+        (
+            "a repeat inside a nested claim",
+            raw(
+                header,
+                &claims(&format!(r#","x":{{"a":1,"a":2}}{serviceurl}"#)),
+            ),
+        ),
+        (
+            "kid twice in the header",
+            raw(
+                r#"{"alg":"RS256","kid":"kid-unknown","kid":"kid-a"}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+        (
+            "alg twice in the header",
+            raw(
+                r#"{"alg":"HS256","kid":"kid-a","alg":"RS256"}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+        (
+            "a crit header",
+            raw(
+                r#"{"alg":"RS256","kid":"kid-a","b64":false,"crit":["b64"]}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+        (
+            "an empty crit header",
+            raw(
+                r#"{"alg":"RS256","kid":"kid-a","crit":[]}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+    ];
+    for (i, (case, token)) in cases.into_iter().enumerate() {
+        let id = format!("dup-{i}");
+        let r = h.post(bearer(&token), &h.message(&id, "help")).await;
+        assert_eq!(r.status(), 401, "{case}");
+        assert!(
+            h.store
+                .mark_activity_processed("a:1alice-personal", &id, t0())
+                .await
+                .unwrap(),
+            "{case}: the activity was processed"
+        );
+    }
+    assert_eq!(
+        h.connector.calls().len(),
+        1,
+        "only the first, sound token got a reply"
+    );
 }

@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::config::{ConnectorAuth, Settings};
 use crate::domain::Clock;
 use crate::error::ApiError;
+use crate::store::Store;
 use activity::Activity;
 use auth::{ChannelAuth, ChannelIdentity};
 use axum::Router;
@@ -25,7 +26,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use connector::{
-    AppCredentials, Connector, HttpConnector, ManagedIdentity, RetryPolicy, TokenProvider,
+    AppCredentials, Connector, ConnectorHosts, HttpConnector, ManagedIdentity, RetryPolicy,
+    TokenProvider,
 };
 use std::sync::Arc;
 
@@ -44,14 +46,29 @@ pub struct BotRuntime {
     pub recent: turn::RecentWrites,
     pub connector: Arc<dyn Connector>,
     pub app_id: Option<String>,
+    /// The hosts inbound activities' service URLs must name (the connector checks them again).
+    pub hosts: ConnectorHosts,
 }
 
 impl BotRuntime {
-    pub fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> BotRuntime {
+    /// `store` is where refused Connector hosts are audited.
+    pub fn from_settings(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> BotRuntime {
         let http = reqwest::Client::builder()
             .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
+        let hosts = ConnectorHosts::from_settings(settings);
+        let connector = |tokens| {
+            Arc::new(
+                HttpConnector::new(http.clone(), tokens, RetryPolicy::default())
+                    .with_hosts(hosts.clone())
+                    .with_audit(store.clone(), clock.clone()),
+            )
+        };
         let app_id = settings.bot.app_id.clone().filter(|id| !id.is_empty());
         match (&app_id, &settings.bot.app_password) {
             (Some(app_id), password) => {
@@ -69,7 +86,7 @@ impl BotRuntime {
                     settings.bot.openid_metadata_url.clone(),
                     entra,
                     http.clone(),
-                    clock,
+                    clock.clone(),
                 );
                 let tokens = match settings.bot.connector_auth {
                     ConnectorAuth::ManagedIdentity => {
@@ -108,16 +125,18 @@ impl BotRuntime {
                 };
                 BotRuntime {
                     auth: ChannelAuthMode::Verified(auth),
-                    connector: Arc::new(HttpConnector::new(http, tokens, RetryPolicy::default())),
+                    connector: connector(tokens),
                     app_id: Some(app_id.clone()),
                     recent: Default::default(),
+                    hosts,
                 }
             }
             (None, _) => BotRuntime {
                 auth: ChannelAuthMode::Dev,
-                connector: Arc::new(HttpConnector::new(http, None, RetryPolicy::default())),
+                connector: connector(None),
                 app_id: None,
                 recent: Default::default(),
+                hosts,
             },
         }
     }
@@ -229,6 +248,21 @@ impl FromRequest<AppState> for VerifiedActivity {
             );
             return Err(ApiError::Forbidden(
                 "this tenant is not served by this bot".into(),
+            ));
+        }
+        if let Err(refused) = state.bot.hosts.check(&activity.service_url) {
+            // An authenticated activity (dev mode took only loopback above) named a host the
+            // Connector token must not go to: nothing of it is kept, the refusal is.
+            connector::audit_host_refusal(
+                state.store.as_ref(),
+                state.clock.as_ref(),
+                &refused,
+                "inbound",
+                &format!("channel:{}", identity.issuer_kind),
+            )
+            .await;
+            return Err(ApiError::Forbidden(
+                "serviceUrl is not a Bot Framework Connector host".into(),
             ));
         }
         Ok(VerifiedActivity { activity, identity })
