@@ -8,7 +8,7 @@ use common::channel::{
     APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer, OTHER_TENANT, TENANT, message, sign,
 };
 use common::{TestServer, fresh_sqlite, t0, test_settings};
-use passkey::store::{ConversationStore, Store};
+use passkey::store::{ConversationStore, Store, UserStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1338,4 +1338,239 @@ async fn tokens_that_repeat_a_name_or_carry_a_crit_header_are_refused() {
         1,
         "only the first, sound token got a reply"
     );
+}
+
+/// A dev-mode server (no app id) and a fake Connector.
+async fn dev_server() -> (
+    TestServer,
+    FakeConnector,
+    common::SqliteTestDb,
+    tempfile::TempDir,
+) {
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    (server, connector, db, dir)
+}
+
+/// Without an app id, `/api/messages` takes unauthenticated activities. A web page the developer
+/// visits can POST to it too — as a "simple" request (text/plain, a form) that needs no CORS
+/// preflight. Only native clients are served: JSON, and no browser `Origin` or cross-site
+/// `Sec-Fetch-Site`.
+#[tokio::test]
+async fn cross_site_pages_cannot_drive_the_dev_bot() {
+    let (server, connector, db, _dir) = dev_server().await;
+    let client = reqwest::Client::new();
+    let json = "application/json";
+    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, u16)> = vec![
+        (
+            "text/plain from a cross-site page",
+            Some("text/plain"),
+            vec![
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "no-cors"),
+            ],
+            415,
+        ),
+        ("text/plain", Some("text/plain;charset=UTF-8"), vec![], 415),
+        (
+            "a form",
+            Some("application/x-www-form-urlencoded"),
+            vec![],
+            415,
+        ),
+        (
+            "multipart",
+            Some("multipart/form-data; boundary=x"),
+            vec![],
+            415,
+        ),
+        ("no content type", None, vec![], 415),
+        (
+            "JSON-like but not JSON",
+            Some("application/jsonp"),
+            vec![],
+            415,
+        ),
+        ("text/json", Some("text/json"), vec![], 415),
+        (
+            "JSON with a cross-site Origin",
+            Some(json),
+            vec![("origin", "https://evil.example")],
+            403,
+        ),
+        (
+            "JSON with an opaque Origin",
+            Some(json),
+            vec![("origin", "null")],
+            403,
+        ),
+        (
+            "JSON from a page on this very server",
+            Some(json),
+            vec![("origin", &server.base)],
+            403,
+        ),
+        (
+            "JSON, Sec-Fetch-Site cross-site",
+            Some(json),
+            vec![("sec-fetch-site", "cross-site")],
+            403,
+        ),
+        (
+            "JSON, Sec-Fetch-Site same-site",
+            Some(json),
+            vec![("sec-fetch-site", "same-site")],
+            403,
+        ),
+        (
+            "JSON, Sec-Fetch-Site same-origin",
+            Some(json),
+            vec![("sec-fetch-site", "same-origin")],
+            403,
+        ),
+    ];
+    for (i, (case, content_type, headers, status)) in cases.into_iter().enumerate() {
+        let conversation = format!("a:web-{i}");
+        let mut activity = message(&connector.service_url, &format!("web-{i}"), "approve 1");
+        activity["conversation"]["id"] = json!(conversation);
+        let mut r = client
+            .post(server.url("/api/messages"))
+            .body(activity.to_string());
+        if let Some(content_type) = content_type {
+            r = r.header("content-type", content_type);
+        }
+        for (name, value) in headers {
+            r = r.header(name, value);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{case}");
+        assert!(
+            db.store
+                .conversation(&conversation)
+                .await
+                .unwrap()
+                .is_none(),
+            "{case}: the conversation was stored"
+        );
+        assert_eq!(
+            db.store.count_users().await.unwrap(),
+            0,
+            "{case}: a user was stored"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(connector.calls().is_empty(), "the bot said nothing");
+
+    // Native clients — the Agents Playground (Node), the Emulator — post JSON without Origin.
+    for (i, headers) in [
+        vec![("content-type", "application/json; charset=utf-8")],
+        vec![
+            ("content-type", "application/json"),
+            ("sec-fetch-mode", "cors"),
+            ("user-agent", "node"),
+        ],
+        vec![
+            ("content-type", "Application/JSON"),
+            ("sec-fetch-site", "none"),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = client
+            .post(server.url("/api/messages"))
+            .body(message(&connector.service_url, &format!("native-{i}"), "help").to_string());
+        for (name, value) in &headers {
+            r = r.header(*name, *value);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 200, "{headers:?}");
+    }
+}
+
+/// The loopback bind keeps the dev bot off the network; the handler checks the peer too, so a
+/// dev server reachable some other way (a port forward, a mistaken bind) still serves only this
+/// machine.
+#[tokio::test]
+async fn the_dev_bot_serves_loopback_peers_only() {
+    // This machine's address on its default route; without one there is nothing to test.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let outside = match probe
+        .connect("192.0.2.1:9")
+        .and_then(|_| probe.local_addr())
+    {
+        Ok(addr) if !addr.ip().is_loopback() && !addr.ip().is_unspecified() => addr.ip(),
+        _ => {
+            eprintln!("SKIPPED: this machine has no non-loopback address");
+            return;
+        }
+    };
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind((outside, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server =
+        TestServer::start_on(test_settings(dir.path(), &[]), db.store.clone(), listener).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{outside}:{port}/api/messages"))
+        .json(&message(&connector.service_url, "peer-1", "help"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a peer at {outside} is not this machine's loopback"
+    );
+    assert!(
+        db.store
+            .conversation("a:1alice-personal")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(connector.calls().is_empty());
+    drop(server);
+}
+
+/// Bot Framework posts JSON from its servers, never from a browser: with a valid token, other
+/// content types and browser headers are refused all the same.
+#[tokio::test]
+async fn with_an_app_id_too_only_json_without_browser_headers_is_read() {
+    let h = Harness::start().await;
+    for (i, (case, content_type, header, status)) in [
+        ("text/plain", "text/plain", None, 415),
+        ("a form", "application/x-www-form-urlencoded", None, 415),
+        (
+            "a browser Origin",
+            "application/json",
+            Some(("origin", "https://evil.example")),
+            403,
+        ),
+        (
+            "Sec-Fetch-Site cross-site",
+            "application/json",
+            Some(("sec-fetch-site", "cross-site")),
+            403,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("ct-{i}");
+        let mut r = h
+            .client
+            .post(h.server.url("/api/messages"))
+            .header("authorization", format!("Bearer {}", h.token()))
+            .header("content-type", content_type)
+            .body(h.message(&id, "help").to_string());
+        if let Some((name, value)) = header {
+            r = r.header(name, value);
+        }
+        assert_eq!(r.send().await.unwrap().status().as_u16(), status, "{case}");
+        h.assert_nothing_stored(case, &id).await;
+    }
 }

@@ -174,16 +174,33 @@ impl FromRequest<AppState> for VerifiedActivity {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let dev = matches!(state.bot.auth, ChannelAuthMode::Dev);
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        if matches!(state.bot.auth, ChannelAuthMode::Verified(_)) && authorization.is_none() {
+        if !dev && authorization.is_none() {
             // Refuse before reading a body nobody vouched for.
             tracing::warn!(reason = "no bearer token", "channel token refused");
             return Err(ApiError::Unauthorized);
         }
+        if dev {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            if !peer.is_some_and(|ip| ip.is_loopback()) {
+                tracing::warn!(
+                    peer = %peer.map_or("-".into(), |ip| ip.to_string()),
+                    "dev channel mode refused a peer that is not loopback"
+                );
+                return Err(ApiError::Forbidden(
+                    "without an app id the bot serves this machine only".into(),
+                ));
+            }
+        }
+        refuse_browsers(req.headers())?;
         let body = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
@@ -193,7 +210,6 @@ impl FromRequest<AppState> for VerifiedActivity {
         })?;
         let activity =
             Activity::from_json(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let dev = matches!(state.bot.auth, ChannelAuthMode::Dev);
         if !served_channel(&activity.channel_id, dev) {
             tracing::warn!(channel = %activity.channel_id, "activity from a channel this bot does not serve");
             return Err(ApiError::Forbidden(
@@ -267,6 +283,32 @@ impl FromRequest<AppState> for VerifiedActivity {
         }
         Ok(VerifiedActivity { activity, identity })
     }
+}
+
+/// Bot Framework, the Emulator and the Agents Playground post `application/json` from native
+/// code. A web page can only post text/plain, a form or multipart without a CORS preflight (which
+/// this endpoint never grants), and a browser always says where it came from: `Origin` on a
+/// cross-origin or POST request, `Sec-Fetch-Site` other than `none` unless the user typed the
+/// address. Either one means a page is trying to drive the bot.
+fn refuse_browsers(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "activities are application/json".into(),
+        ));
+    }
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if headers.contains_key(header::ORIGIN) || fetch_site.is_some_and(|site| site != b"none") {
+        tracing::warn!("a browser request to /api/messages was refused");
+        return Err(ApiError::Forbidden(
+            "browsers may not post activities".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Only Teams vouches for `from.aadObjectId` and `channelData.tenant`; other channels' clients
