@@ -1363,7 +1363,9 @@ async fn cross_site_pages_cannot_drive_the_dev_bot() {
     let (server, connector, db, _dir) = dev_server().await;
     let client = reqwest::Client::new();
     let json = "application/json";
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, u16)> = vec![
+    /// (what, content type, more headers, expected status)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         (
             "text/plain from a cross-site page",
             Some("text/plain"),
@@ -1572,5 +1574,98 @@ async fn with_an_app_id_too_only_json_without_browser_headers_is_read() {
         }
         assert_eq!(r.send().await.unwrap().status().as_u16(), status, "{case}");
         h.assert_nothing_stored(case, &id).await;
+    }
+}
+
+/// What the app logged while a test ran, through the real telemetry subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A refused request logs why, and the why holds the caller's text: a channel id, a tenant, a
+/// token. Newlines in it forge no log line, and a huge one adds a few hundred bytes, not itself.
+#[tokio::test]
+async fn hostile_fields_and_headers_neither_forge_nor_flood_log_lines() {
+    const FORGED: &str = "\nINFO passkey::bot::turn: request 1 approved by carol\r\x1b[1A";
+    for format in ["pretty", "json"] {
+        let log = LogCapture::default();
+        let settings = passkey::config::Settings::from_layers(
+            None,
+            &[("PASSKEY_LOG__FORMAT".to_string(), format.to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap();
+        let writer = log.clone();
+        let _guard = tracing::subscriber::set_default(passkey::telemetry::subscriber(
+            &settings,
+            move || writer.clone(),
+        ));
+        let h = Harness::start().await;
+
+        let mut channel = h.message("log-1", "help");
+        channel["channelId"] = json!(format!("webchat{FORGED}{}", "c".repeat(200_000)));
+        assert_eq!(h.post(bearer(&h.token()), &channel).await.status(), 403);
+
+        let mut tenant = h.message("log-2", "help");
+        tenant["conversation"]["tenantId"] = json!(format!("t{FORGED}{}", "t".repeat(100_000)));
+        assert_eq!(h.post(bearer(&h.token()), &tenant).await.status(), 403);
+
+        let huge_header = format!("Bearer {}", "e".repeat(300_000));
+        assert_eq!(
+            h.post(Some(huge_header), &h.message("log-3", "help"))
+                .await
+                .status(),
+            401
+        );
+
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(format!("kid{FORGED}"));
+        let forged_kid = jsonwebtoken::encode(
+            &header,
+            &h.claims(),
+            &common::channel::signing_key("channel-a"),
+        )
+        .unwrap();
+        assert_eq!(
+            h.post(bearer(&forged_kid), &h.message("log-4", "help"))
+                .await
+                .status(),
+            401
+        );
+
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("does not serve"),
+            "{format}: the refusals were logged:\n{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("INFO passkey::bot::turn")),
+            "{format}: a forged line:\n{text}"
+        );
+        assert!(
+            !text.contains('\r') && !text.contains('\x1b'),
+            "{format}: raw control characters"
+        );
+        for line in text.lines() {
+            assert!(line.len() < 2048, "{format}: a {} byte line", line.len());
+        }
+        assert!(
+            text.len() < 64 * 1024,
+            "{format}: {} bytes of log",
+            text.len()
+        );
+        drop(h);
     }
 }
