@@ -128,6 +128,8 @@ async fn main() {
         .env("PASSKEY_BOT__APP_PASSWORD", "bench-password")
         .env("PASSKEY_BOT__OPENID_METADATA_URL", issuer.bf_metadata_url())
         .env("PASSKEY_BOT__OAUTH_AUTHORITY", issuer.oauth_authority())
+        // The fake Connector is on loopback, which a bot with an app id reaches only when told.
+        .env("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -209,7 +209,11 @@ impl App {
             rotations,
             local: local_vault,
         } = vault_backend(&settings, clock.clone())?;
-        let bot = Arc::new(BotRuntime::from_settings(&settings, clock.clone()));
+        let bot = Arc::new(BotRuntime::from_settings(
+            &settings,
+            clock.clone(),
+            store.clone(),
+        ));
         let permissions = Arc::new(PermissionResolver::new(
             store.clone(),
             directory,

@@ -116,6 +116,10 @@ pub struct BotSettings {
     /// (`https://smba.trafficmanager.net/teams/` when unset and the bot has an app id; unset in
     /// dev mode means no chats are opened).
     pub service_url: Option<String>,
+    /// Connector hosts the bot's token may go to besides Bot Framework's own (see
+    /// `bot::connector::ConnectorHosts`): `host` or `*.domain`. Loopback only outside production.
+    #[serde(deserialize_with = "de_list")]
+    pub connector_hosts: Vec<String>,
 }
 
 /// The Teams-wide Connector URL: good for creating conversations in any region.
@@ -237,6 +241,7 @@ impl Default for BotSettings {
             managed_identity_client_id: None,
             managed_identity_endpoint: None,
             service_url: None,
+            connector_hosts: Vec::new(),
         }
     }
 }
@@ -951,6 +956,26 @@ impl Settings {
                 "bot.service_url must be https:// outside dev (got {url})"
             ));
         }
+        for entry in &self.bot.connector_hosts {
+            use crate::bot::connector::HostPattern;
+            match HostPattern::parse(entry) {
+                Err(e) => problems.push(format!("bot.connector_hosts: {e}")),
+                Ok(pattern) if pattern.is_loopback() && self.profile == Profile::Production => {
+                    problems.push(format!(
+                        "bot.connector_hosts: {entry} is loopback, which production never sends the Connector token to"
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(url) = self.proactive_service_url()
+            && let Err(refused) =
+                crate::bot::connector::ConnectorHosts::from_settings(self).check(&url)
+        {
+            problems.push(format!(
+                "bot.service_url {url} is refused: {refused}; add its host to bot.connector_hosts if it really is a Bot Framework Connector"
+            ));
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("https://")
                 || (self.profile == Profile::Dev && url.starts_with("http://")))
@@ -1222,6 +1247,22 @@ impl Settings {
                 "bot.service_url".into(),
                 self.proactive_service_url()
                     .unwrap_or_else(|| "(unset: no proactive chats)".into()),
+            ),
+            (
+                "bot.connector_hosts".into(),
+                format!(
+                    "Bot Framework's{}{}",
+                    if self.bot.connector_hosts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" + {:?}", self.bot.connector_hosts)
+                    },
+                    if self.dev_channel_auth() {
+                        " + loopback (dev)"
+                    } else {
+                        ""
+                    }
+                ),
             ),
             ("vault.backend".into(), format!("{:?}", self.vault.backend)),
             ("vault.commander_url".into(), opt(&self.vault.commander_url)),
@@ -1730,6 +1771,105 @@ mod tests {
         .unwrap();
         s.check().unwrap();
         assert_eq!(s.bot.connector_auth, ConnectorAuth::ManagedIdentity);
+    }
+
+    #[test]
+    fn connector_hosts_are_checked_and_the_service_url_must_be_one() {
+        let with_app = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("PASSKEY_BOT__APP_ID", "app"),
+                ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+            ];
+            pairs.extend_from_slice(extra);
+            Settings::from_layers(None, &env(&pairs)).unwrap()
+        };
+        // The default service URL and the Teams government ones pass.
+        with_app(&[]).check().unwrap();
+        with_app(&[(
+            "PASSKEY_BOT__SERVICE_URL",
+            "https://smba.infra.gov.teams.microsoft.us/teams",
+        )])
+        .check()
+        .unwrap();
+        let err = with_app(&[(
+            "PASSKEY_BOT__SERVICE_URL",
+            "https://connector.evil.example/",
+        )])
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bot.service_url https://connector.evil.example/ is refused"),
+            "{err}"
+        );
+        // Loopback only when listed (dev profile), and never in production.
+        let err = with_app(&[("PASSKEY_BOT__SERVICE_URL", "http://127.0.0.1:9/")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bot.service_url http://127.0.0.1:9/ is refused"),
+            "{err}"
+        );
+        with_app(&[
+            ("PASSKEY_BOT__SERVICE_URL", "http://127.0.0.1:9/"),
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
+        ])
+        .check()
+        .unwrap();
+        with_app(&[
+            // `*.domain` is the names under it, not the domain itself.
+            ("PASSKEY_BOT__SERVICE_URL", "https://contoso.example/"),
+            (
+                "PASSKEY_BOT__CONNECTOR_HOSTS",
+                "*.contoso.example, smba.example.net",
+            ),
+        ])
+        .check()
+        .unwrap_err();
+        with_app(&[
+            (
+                "PASSKEY_BOT__SERVICE_URL",
+                "https://x.bots.contoso.example/",
+            ),
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "*.bots.contoso.example"),
+        ])
+        .check()
+        .unwrap();
+        let err = with_app(&[("PASSKEY_BOT__CONNECTOR_HOSTS", "https://x.example/,*.com")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bot.connector_hosts: \"https://x.example/\" is not a host name"),
+            "{err}"
+        );
+        assert!(
+            err.contains("would allow a whole top-level domain"),
+            "{err}"
+        );
+        let err = with_app(&[
+            ("PASSKEY_PROFILE", "production"),
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1,localhost"),
+        ])
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bot.connector_hosts: 127.0.0.1 is loopback"),
+            "{err}"
+        );
+        assert!(
+            err.contains("bot.connector_hosts: localhost is loopback"),
+            "{err}"
+        );
+        // Dev channel mode (no app id, no token sent) reaches loopback without an entry.
+        let dev = Settings::from_layers(
+            None,
+            &env(&[("PASSKEY_BOT__SERVICE_URL", "http://127.0.0.1:9/")]),
+        )
+        .unwrap();
+        dev.check().unwrap();
     }
 
     #[test]

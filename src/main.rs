@@ -567,7 +567,7 @@ async fn otp_service(
         .map_err(|e| e.to_string())?;
     let sms = passkey::otp::sms_sender(&settings.otp, clock.clone())?;
     // People are told in Teams when an admin changes their second factor from here, too.
-    let bot = passkey::bot::BotRuntime::from_settings(settings, clock.clone());
+    let bot = passkey::bot::BotRuntime::from_settings(settings, clock.clone(), store.clone());
     let notifier = passkey::app::teams_notifier(settings, store.clone(), clock.clone(), &bot);
     Ok(
         passkey::otp::OtpService::new(store, clock, Arc::new(key), sms, settings.otp.clone())

@@ -2,16 +2,32 @@
 //! (our code, a dependency, a panic message in a span), so secret shapes never reach a log sink:
 //! one-time share URLs, bearer tokens and JWTs, 64-hex issuance tokens, and the values of fields
 //! named like otp/code/token/password/secret.
+//!
+//! Logged values are often the caller's text (a token's `kid`, an activity's fields, an error
+//! quoting them). Each one — every field, span field and the message, in both formats — goes
+//! through [`tame`]: redacted, control characters escaped (a newline cannot forge a line, an ANSI
+//! sequence cannot repaint the terminal), and cut at [`MAX_LOGGED_VALUE_BYTES`] with a marker (a
+//! huge header cannot flood the log). One event is one line.
 
 use crate::config::{LogFormat, Settings};
 use regex::{Captures, Regex};
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::sync::LazyLock;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{
+    self, FormatEvent, FormatFields, JsonFields, Writer, format,
+};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 pub const REDACTED: &str = "[REDACTED]";
+
+/// The most of one value (a field, a span field, the message) a log line carries.
+pub const MAX_LOGGED_VALUE_BYTES: usize = 256;
 
 struct Patterns {
     share_url: Regex,
@@ -95,6 +111,120 @@ pub fn redact(line: &str) -> Cow<'_, str> {
     out
 }
 
+/// Characters that could end a line, move the cursor or reorder text on a screen: controls
+/// (C0, DEL, C1), the Unicode line and paragraph separators, and the bidirectional overrides.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// One logged value made safe to show: secrets redacted (first, so a cut cannot leave half a
+/// token the patterns no longer recognise), control characters escaped as `\n`, `\r`, `\t` or
+/// `\u{1b}`, and at most [`MAX_LOGGED_VALUE_BYTES`] kept — a cut value ends in `…[cut: N bytes]`,
+/// N being its whole length.
+pub fn tame(value: &str) -> Cow<'_, str> {
+    let redacted = redact(value);
+    if redacted.len() <= MAX_LOGGED_VALUE_BYTES && !redacted.chars().any(needs_escape) {
+        return redacted;
+    }
+    let mut out = String::with_capacity(MAX_LOGGED_VALUE_BYTES + 32);
+    let mut piece = String::new();
+    for c in redacted.chars() {
+        piece.clear();
+        match c {
+            '\n' => piece.push_str("\\n"),
+            '\r' => piece.push_str("\\r"),
+            '\t' => piece.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(piece, "\\u{{{:x}}}", c as u32);
+            }
+            c => piece.push(c),
+        }
+        if out.len() + piece.len() > MAX_LOGGED_VALUE_BYTES {
+            let _ = write!(out, "…[cut: {} bytes]", redacted.len());
+            return Cow::Owned(out);
+        }
+        out.push_str(&piece);
+    }
+    Cow::Owned(out)
+}
+
+/// Tames every string in a JSON log line (values only: names are the code's own).
+fn tame_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(tamed) = tame(s) {
+                *s = tamed;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tame_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(tame_json),
+        _ => {}
+    }
+}
+
+/// The pretty format's fields, each tamed: the message as text, other fields as `name=value`
+/// (strings quoted, as the default formatter does).
+fn tamed_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => writer.write_str(&tame(&text)),
+            name if name.starts_with("log.") => Ok(()),
+            name => write!(writer, "{name}={}", tame(&text)),
+        }
+    })
+    .delimited(" ")
+}
+
+/// Formats an event with `inner`, then makes sure it is one line: JSON lines have every string
+/// tamed (the JSON formatter writes event fields itself, past any field formatter); pretty lines,
+/// whose values were tamed as they were formatted, have any control character left escaped.
+struct OneLine<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for OneLine<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        if self.json
+            && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(line)
+        {
+            tame_json(&mut value);
+            return writeln!(writer, "{value}");
+        }
+        if line.chars().any(needs_escape) {
+            let escaped: String = line
+                .chars()
+                .map(|c| {
+                    if needs_escape(c) {
+                        format!("\\u{{{:x}}}", c as u32)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            writeln!(writer, "{escaped}")
+        } else {
+            writeln!(writer, "{line}")
+        }
+    }
+}
+
 /// A `MakeWriter` whose writers redact each formatted event before passing it on.
 /// tracing-subscriber formats an event completely, then writes it once, so one `write` call
 /// holds whole lines and patterns never straddle calls.
@@ -145,16 +275,27 @@ where
     let writer = RedactingMakeWriter::new(writer);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(false);
     match settings.log_format() {
         LogFormat::Json => Box::new(
             builder
-                .json()
-                .with_current_span(true)
-                .flatten_event(true)
+                .fmt_fields(JsonFields::new())
+                .event_format(OneLine {
+                    inner: format().json().with_current_span(true).flatten_event(true),
+                    json: true,
+                })
                 .finish(),
         ),
-        LogFormat::Pretty => Box::new(builder.compact().with_ansi(false).finish()),
+        LogFormat::Pretty => Box::new(
+            builder
+                .fmt_fields(tamed_fields())
+                .event_format(OneLine {
+                    inner: format().compact().with_ansi(false),
+                    json: false,
+                })
+                .finish(),
+        ),
     }
 }
 
@@ -278,6 +419,99 @@ mod tests {
         for line in out.lines() {
             serde_json::from_str::<serde_json::Value>(line)
                 .unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+    }
+
+    /// Runs `events` under the real subscriber for `format` and returns what it wrote.
+    fn capture(format: &str, events: impl FnOnce()) -> String {
+        let capture = Capture::default();
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("PASSKEY_LOG__FORMAT".to_string(), format.to_string());
+        env.insert("PASSKEY_LOG__FILTER".to_string(), "trace".to_string());
+        let settings = Settings::from_layers(None, &env).unwrap();
+        tracing::subscriber::with_default(subscriber(&settings, capture.clone()), events);
+        let bytes = capture.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// What an attacker controls (a token's kid, an activity's fields, an error quoting them)
+    /// can forge no log line and flood no log: control characters are escaped, every value —
+    /// fields, span fields and the message — is cut at `MAX_LOGGED_VALUE_BYTES`.
+    #[test]
+    fn hostile_values_stay_on_their_line_and_are_cut_in_both_formats() {
+        let forged =
+            "kid-x\nINFO passkey::bot::turn: request 1 approved by carol\r\x1b[2K\x1b[1A\u{9b}31m";
+        let huge = "A".repeat(500_000);
+        for format in ["pretty", "json"] {
+            let out = capture(format, || {
+                tracing::warn!(reason = %forged, "channel token refused");
+                tracing::warn!(kid = forged, "as a str field");
+                tracing::warn!(detail = ?forged, "as a debug field");
+                tracing::warn!("in the message: {forged}");
+                tracing::warn!(header = %huge, "a huge field");
+                tracing::warn!("a huge message {huge}");
+                let span = tracing::info_span!("request", path = %forged, body = %huge);
+                span.in_scope(|| tracing::info!("inside a hostile span"));
+                tracing::info!(
+                    sep = "a\u{2028}b\u{2029}c\u{202e}d\u{7f}e",
+                    "separators and bidi"
+                );
+                tracing::info!(note = %format!("{} {TOKEN} tail", "x".repeat(220)), "a token across the cut");
+            });
+            assert_eq!(
+                out.matches('\n').count(),
+                9,
+                "{format}: one line per event:\n{out}"
+            );
+            for bad in [
+                '\r', '\x1b', '\u{9b}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{7f}',
+            ] {
+                assert!(
+                    !out.contains(bad),
+                    "{format}: {bad:?} reached the log:\n{out}"
+                );
+            }
+            assert!(
+                !out.lines()
+                    .any(|l| l.trim_start().starts_with("INFO passkey::bot::turn")),
+                "{format}: a forged line:\n{out}"
+            );
+            for line in out.lines() {
+                assert!(
+                    line.len() < 4 * MAX_LOGGED_VALUE_BYTES,
+                    "{format}: a {} byte line",
+                    line.len()
+                );
+            }
+            assert!(
+                out.contains("[cut: 500000 bytes]"),
+                "{format}: cuts are marked:\n{out}"
+            );
+            assert!(
+                !out.contains(&TOKEN[..16]),
+                "{format}: redacted before it was cut:\n{out}"
+            );
+            assert!(
+                out.contains("approved by carol"),
+                "{format}: the text is kept, escaped"
+            );
+            if format == "json" {
+                for line in out.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    fn no_controls(v: &serde_json::Value) -> bool {
+                        match v {
+                            serde_json::Value::String(s) => !s.chars().any(char::is_control),
+                            serde_json::Value::Array(a) => a.iter().all(no_controls),
+                            serde_json::Value::Object(o) => o.values().all(no_controls),
+                            _ => true,
+                        }
+                    }
+                    assert!(
+                        no_controls(&v),
+                        "decoded values hold no control characters: {line}"
+                    );
+                }
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use common::channel::{
     APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer, OTHER_TENANT, TENANT, message, sign,
 };
 use common::{TestServer, fresh_sqlite, t0, test_settings};
-use passkey::store::Store;
+use passkey::store::{ConversationStore, Store, UserStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,8 @@ impl Harness {
             ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
             ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
             ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
+            // The fake Connector is on loopback, which a bot with an app id only reaches when told.
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
         ];
         env.extend_from_slice(extra);
         let server = TestServer::start(test_settings(dir.path(), &env), db.store.clone()).await;
@@ -898,4 +900,786 @@ async fn profile_and_address_changes_are_stored_but_unchanged_ones_are_not_rewri
         .unwrap()
         .unwrap();
     assert_eq!(conversation.service_url, other.service_url);
+}
+
+const BOB_AAD: &str = "b0b00000-0000-4000-8000-000000000002";
+
+/// The message `h.message` builds, from someone else on another channel.
+fn as_person(mut activity: Value, aad: &str, name: &str, conversation: &str) -> Value {
+    activity["from"] = json!({"id": format!("29:{name}"), "name": name, "aadObjectId": aad});
+    activity["conversation"]["id"] = json!(conversation);
+    activity
+}
+
+/// Alice asks for db-prod over Teams; the request waits for Bob.
+async fn pending_request(h: &Harness) -> i64 {
+    let r = h
+        .post(
+            bearer(&h.token()),
+            &h.message("ask-1", "request db-prod 2h because INC-4411"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let request = h.store.request_by_id(1).await.unwrap().unwrap();
+    assert_eq!(
+        request.status,
+        passkey::domain::RequestStatus::Pending,
+        "the request waits for its approver"
+    );
+    request.id
+}
+
+/// Direct Line and Web Chat clients write `from.aadObjectId` and `channelData` themselves; only
+/// Teams vouches for them. A key endorsed for such a channel must not let anyone act as Bob.
+#[tokio::test]
+async fn activities_from_channels_other_than_teams_are_refused_and_approve_nothing() {
+    let h = Harness::start().await;
+    let channels = [
+        "webchat",
+        "directline",
+        "emulator",
+        "MSTeams",
+        "msteams ",
+        "slack",
+    ];
+    // Each channel gets a key endorsed for it, published before the first key fetch.
+    for (i, channel) in channels.iter().enumerate() {
+        h.issuer
+            .publish("channel-b", &format!("kid-ch-{i}"), &[channel, "msteams"]);
+    }
+    let id = pending_request(&h).await;
+    let calls_before = h.connector.wait_for(1).await.len();
+    let audit_before = h.store.audit_events_after(0, 10_000).await.unwrap().len();
+    for (i, channel) in channels.into_iter().enumerate() {
+        let (key, kid) = ("channel-b", format!("kid-ch-{i}"));
+        let conversation = format!("a:bob-on-{i}");
+        let mut approve = as_person(
+            h.message(&format!("ch-{i}"), &format!("approve {id} looks fine")),
+            BOB_AAD,
+            "Bob DBA Lead",
+            &conversation,
+        );
+        approve["channelId"] = json!(channel);
+        let token = sign(key, &kid, &h.claims());
+        let r = h.post(bearer(&token), &approve).await;
+        assert_eq!(r.status(), 403, "{channel:?} is not Teams");
+        assert!(
+            h.store.conversation(&conversation).await.unwrap().is_none(),
+            "{channel:?}: its conversation was stored"
+        );
+    }
+    let request = h.store.request_by_id(id).await.unwrap().unwrap();
+    assert_eq!(
+        request.status,
+        passkey::domain::RequestStatus::Pending,
+        "nobody approved"
+    );
+    assert_eq!(
+        h.store.audit_events_after(0, 10_000).await.unwrap().len(),
+        audit_before,
+        "nothing was audited as done"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.connector.calls().len(), calls_before, "nothing was sent");
+}
+
+/// Teams puts the tenant in `channelData.tenant.id`; a different `conversation.tenantId` in the
+/// same activity is a forgery, not a second opinion.
+#[tokio::test]
+async fn a_conversation_tenant_that_contradicts_the_channel_data_is_refused() {
+    let h = Harness::start().await;
+    let mut foreign = h.message("tn-1", "help");
+    foreign["conversation"]["tenantId"] = json!(OTHER_TENANT);
+    let mut no_channel_data = h.message("tn-2", "help");
+    no_channel_data
+        .as_object_mut()
+        .unwrap()
+        .remove("channelData");
+    let mut no_tenant_in_channel_data = h.message("tn-3", "help");
+    no_tenant_in_channel_data["channelData"] = json!({"tenant": {}});
+    for (i, (case, activity)) in [
+        ("foreign conversation.tenantId", foreign),
+        ("conversation.tenantId without channelData", no_channel_data),
+        (
+            "conversation.tenantId without channelData.tenant.id",
+            no_tenant_in_channel_data,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = h.post(bearer(&h.token()), &activity).await;
+        assert_eq!(r.status(), 403, "{case}");
+        h.assert_nothing_stored(case, &format!("tn-{}", i + 1))
+            .await;
+    }
+    // Agreeing values are fine.
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("tn-ok", "help"))
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Dev mode stands in for Teams (Agents Playground, `channelId: msteams`) and the Bot Framework
+/// Emulator (`emulator`); any other channel is refused there too.
+#[tokio::test]
+async fn dev_mode_serves_teams_and_the_emulator_but_no_other_channel() {
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    let client = reqwest::Client::new();
+    for (i, (channel, status)) in [
+        ("msteams", 200),
+        ("emulator", 200),
+        ("webchat", 403),
+        ("directline", 403),
+        ("test", 403),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut activity = message(&connector.service_url, &format!("dc-{i}"), "help");
+        activity["channelId"] = json!(channel);
+        activity["conversation"]["id"] = json!(format!("a:dev-{i}"));
+        let r = client
+            .post(server.url("/api/messages"))
+            .json(&activity)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{channel}");
+        let stored = db
+            .store
+            .conversation(&format!("a:dev-{i}"))
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(stored, status == 200, "{channel}: stored = {stored}");
+    }
+}
+
+/// The audit events written since the harness started, by action.
+async fn audit_since_start(h: &Harness) -> Vec<passkey::store::AuditEvent> {
+    h.store
+        .audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .skip(h.audit_at_start)
+        .collect()
+}
+
+/// The bot's Connector token goes only to Bot Framework's Connector hosts (and, here, the one
+/// loopback address the test allowed). An authenticated activity naming any other host — with an
+/// Entra token that carries no `serviceurl`, or a Bot Framework token vouching for that host — is
+/// refused before anything is stored or sent, and the refusal is audited.
+#[tokio::test]
+async fn the_connector_token_is_never_sent_to_a_host_outside_the_allow_list() {
+    let h = Harness::with(&[("PASSKEY_BOT__TENANT_ID", TENANT)]).await;
+    let thief = FakeConnector::start_on("127.0.0.2").await;
+    let port = thief
+        .service_url
+        .trim_start_matches("http://127.0.0.2:")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let now = h.server.clock.now_secs();
+    let entra_without_serviceurl = sign(
+        "channel-b",
+        "entra-kid",
+        &json!({"iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"), "aud": APP_ID, "exp": now + 600, "ver": "2.0", "azp": APP_ID}),
+    );
+    let vouching_for = |service_url: &str| {
+        let mut claims = h.claims();
+        claims["serviceurl"] = json!(service_url);
+        sign("channel-a", "kid-a", &claims)
+    };
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "Entra token without a serviceurl claim",
+            thief.service_url.clone(),
+            entra_without_serviceurl,
+        ),
+        (
+            "Bot Framework token vouching for a foreign host",
+            thief.service_url.clone(),
+            vouching_for(&thief.service_url),
+        ),
+        (
+            "an allowed host as the user name",
+            format!("http://127.0.0.1@127.0.0.2:{port}/connector/"),
+            vouching_for(&format!("http://127.0.0.1@127.0.0.2:{port}/connector/")),
+        ),
+        (
+            "a Connector host's name as a prefix",
+            "https://smba.trafficmanager.net.evil.example/emea/".into(),
+            vouching_for("https://smba.trafficmanager.net.evil.example/emea/"),
+        ),
+        (
+            "a wildcard domain without its dot",
+            "https://evilbotframework.com/".into(),
+            vouching_for("https://evilbotframework.com/"),
+        ),
+        (
+            "plain http to a Connector host",
+            "http://smba.trafficmanager.net/emea/".into(),
+            vouching_for("http://smba.trafficmanager.net/emea/"),
+        ),
+        (
+            "loopback by name",
+            format!("http://localhost:{port}/connector/"),
+            vouching_for(&format!("http://localhost:{port}/connector/")),
+        ),
+        (
+            "loopback over IPv6",
+            format!("http://[::1]:{port}/connector/"),
+            vouching_for(&format!("http://[::1]:{port}/connector/")),
+        ),
+    ];
+    for (i, (case, service_url, token)) in cases.iter().enumerate() {
+        let id = format!("host-{i}");
+        let activity = message(service_url, &id, "help");
+        let r = h.post(bearer(token), &activity).await;
+        assert_eq!(r.status(), 403, "{case}");
+        assert!(
+            h.store
+                .conversation("a:1alice-personal")
+                .await
+                .unwrap()
+                .is_none(),
+            "{case}: the conversation was stored"
+        );
+        assert_eq!(
+            h.store.count_users().await.unwrap(),
+            5,
+            "{case}: user stored"
+        );
+        assert!(
+            h.store
+                .mark_activity_processed("a:1alice-personal", &id, t0())
+                .await
+                .unwrap(),
+            "{case}: the activity was recorded as processed"
+        );
+        let audit = audit_since_start(&h).await;
+        assert_eq!(audit.len(), i + 1, "{case}: one audit event per refusal");
+        let refusal = audit.last().unwrap();
+        assert_eq!(refusal.action, "CONNECTOR_HOST_REFUSED", "{case}");
+        assert!(
+            refusal.detail["host"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty()),
+            "{case}: the audit names the host: {}",
+            refusal.detail.0
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(thief.calls().is_empty(), "the foreign host heard nothing");
+    assert!(h.connector.calls().is_empty(), "nothing was sent at all");
+}
+
+/// A stored conversation reference whose host is not a Connector host (a restored or edited
+/// database) gets no proactive message and no token either.
+#[tokio::test]
+async fn proactive_messages_to_a_stored_reference_on_a_foreign_host_are_refused() {
+    let h = Harness::start().await;
+    let thief = FakeConnector::start_on("127.0.0.2").await;
+    let bob = h
+        .store
+        .user_by_aad_object_id(BOB_AAD)
+        .await
+        .unwrap()
+        .unwrap();
+    h.store
+        .upsert_conversation(&passkey::store::ConversationRef {
+            conversation_id: "a:bob-personal".into(),
+            conversation_type: "personal".into(),
+            channel_id: "msteams".into(),
+            service_url: thief.service_url.clone(),
+            tenant_id: Some(TENANT.into()),
+            bot_id: format!("28:{APP_ID}"),
+            user_id: Some(bob.id),
+            aad_object_id: Some(BOB_AAD.into()),
+            teams_user_id: Some("29:bob".into()),
+            team_id: None,
+            reference: sqlx::types::Json(json!({})),
+            updated_at: t0(),
+        })
+        .await
+        .unwrap();
+    pending_request(&h).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        thief.calls().is_empty(),
+        "Bob's approval card (and the bot's token) went to the foreign host: {:?}",
+        thief.calls()
+    );
+    let refusals: Vec<_> = audit_since_start(&h)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "CONNECTOR_HOST_REFUSED")
+        .collect();
+    assert_eq!(refusals.len(), 1, "the refusal is audited");
+    assert_eq!(refusals[0].detail["host"], "127.0.0.2");
+}
+
+/// serde_json keeps the last of a repeated name, so a token that says `serviceurl` twice would
+/// be read as the second while something else may read the first. Repeats anywhere in the header
+/// or the claims, and `crit` headers (extensions nobody here implements), are refused.
+#[tokio::test]
+async fn tokens_that_repeat_a_name_or_carry_a_crit_header_are_refused() {
+    let h = Harness::start().await;
+    let key = common::channel::signing_key("channel-a");
+    let raw = |header: &str, payload: &str| {
+        let message = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(payload.as_bytes())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::RS256)
+                .unwrap();
+        format!("{message}.{signature}")
+    };
+    let now = h.server.clock.now_secs();
+    let service = h.connector.service_url.clone();
+    let claims = |rest: &str| {
+        format!(
+            r#"{{"iss":"https://api.botframework.com","aud":"{APP_ID}","exp":{},"nbf":{}{rest}}}"#,
+            now + 3600,
+            now - 60
+        )
+    };
+    let serviceurl = format!(r#","serviceurl":"{service}""#);
+    let header = r#"{"alg":"RS256","typ":"JWT","kid":"kid-a"}"#;
+
+    // The hand-made token itself is fine.
+    let r = h
+        .post(
+            bearer(&raw(header, &claims(&serviceurl))),
+            &h.message("dup-ok", "help"),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "a hand-signed token without repeats");
+
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "serviceurl twice, the last one matching the activity",
+            raw(
+                header,
+                &claims(&format!(
+                    r#","serviceurl":"https://smba.trafficmanager.net/evil/"{serviceurl}"#
+                )),
+            ),
+        ),
+        (
+            "serviceurl twice, once spelled with an escape",
+            raw(
+                header,
+                &claims(&format!(
+                    r#","service\u0075rl":"https://smba.trafficmanager.net/evil/"{serviceurl}"#
+                )),
+            ),
+        ),
+        (
+            "aud twice",
+            raw(
+                header,
+                &claims(&format!(r#","aud":"another-bot"{serviceurl}"#)),
+            ),
+        ),
+        (
+            "iss twice",
+            raw(
+                header,
+                &claims(&format!(r#","iss":"https://evil.example"{serviceurl}"#)),
+            ),
+        ),
+        (
+            "a repeat inside a nested claim",
+            raw(
+                header,
+                &claims(&format!(r#","x":{{"a":1,"a":2}}{serviceurl}"#)),
+            ),
+        ),
+        (
+            "kid twice in the header",
+            raw(
+                r#"{"alg":"RS256","kid":"kid-unknown","kid":"kid-a"}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+        (
+            "alg twice in the header",
+            raw(
+                r#"{"alg":"HS256","kid":"kid-a","alg":"RS256"}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+        (
+            "a crit header",
+            raw(
+                r#"{"alg":"RS256","kid":"kid-a","b64":false,"crit":["b64"]}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+        (
+            "an empty crit header",
+            raw(
+                r#"{"alg":"RS256","kid":"kid-a","crit":[]}"#,
+                &claims(&serviceurl),
+            ),
+        ),
+    ];
+    for (i, (case, token)) in cases.into_iter().enumerate() {
+        let id = format!("dup-{i}");
+        let r = h.post(bearer(&token), &h.message(&id, "help")).await;
+        assert_eq!(r.status(), 401, "{case}");
+        assert!(
+            h.store
+                .mark_activity_processed("a:1alice-personal", &id, t0())
+                .await
+                .unwrap(),
+            "{case}: the activity was processed"
+        );
+    }
+    assert_eq!(
+        h.connector.calls().len(),
+        1,
+        "only the first, sound token got a reply"
+    );
+}
+
+/// A dev-mode server (no app id) and a fake Connector.
+async fn dev_server() -> (
+    TestServer,
+    FakeConnector,
+    common::SqliteTestDb,
+    tempfile::TempDir,
+) {
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    (server, connector, db, dir)
+}
+
+/// Without an app id, `/api/messages` takes unauthenticated activities. A web page the developer
+/// visits can POST to it too — as a "simple" request (text/plain, a form) that needs no CORS
+/// preflight. Only native clients are served: JSON, and no browser `Origin` or cross-site
+/// `Sec-Fetch-Site`.
+#[tokio::test]
+async fn cross_site_pages_cannot_drive_the_dev_bot() {
+    let (server, connector, db, _dir) = dev_server().await;
+    let client = reqwest::Client::new();
+    let json = "application/json";
+    /// (what, content type, more headers, expected status)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "text/plain from a cross-site page",
+            Some("text/plain"),
+            vec![
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+                ("sec-fetch-mode", "no-cors"),
+            ],
+            415,
+        ),
+        ("text/plain", Some("text/plain;charset=UTF-8"), vec![], 415),
+        (
+            "a form",
+            Some("application/x-www-form-urlencoded"),
+            vec![],
+            415,
+        ),
+        (
+            "multipart",
+            Some("multipart/form-data; boundary=x"),
+            vec![],
+            415,
+        ),
+        ("no content type", None, vec![], 415),
+        (
+            "JSON-like but not JSON",
+            Some("application/jsonp"),
+            vec![],
+            415,
+        ),
+        ("text/json", Some("text/json"), vec![], 415),
+        (
+            "JSON with a cross-site Origin",
+            Some(json),
+            vec![("origin", "https://evil.example")],
+            403,
+        ),
+        (
+            "JSON with an opaque Origin",
+            Some(json),
+            vec![("origin", "null")],
+            403,
+        ),
+        (
+            "JSON from a page on this very server",
+            Some(json),
+            vec![("origin", &server.base)],
+            403,
+        ),
+        (
+            "JSON, Sec-Fetch-Site cross-site",
+            Some(json),
+            vec![("sec-fetch-site", "cross-site")],
+            403,
+        ),
+        (
+            "JSON, Sec-Fetch-Site same-site",
+            Some(json),
+            vec![("sec-fetch-site", "same-site")],
+            403,
+        ),
+        (
+            "JSON, Sec-Fetch-Site same-origin",
+            Some(json),
+            vec![("sec-fetch-site", "same-origin")],
+            403,
+        ),
+    ];
+    for (i, (case, content_type, headers, status)) in cases.into_iter().enumerate() {
+        let conversation = format!("a:web-{i}");
+        let mut activity = message(&connector.service_url, &format!("web-{i}"), "approve 1");
+        activity["conversation"]["id"] = json!(conversation);
+        let mut r = client
+            .post(server.url("/api/messages"))
+            .body(activity.to_string());
+        if let Some(content_type) = content_type {
+            r = r.header("content-type", content_type);
+        }
+        for (name, value) in headers {
+            r = r.header(name, value);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{case}");
+        assert!(
+            db.store
+                .conversation(&conversation)
+                .await
+                .unwrap()
+                .is_none(),
+            "{case}: the conversation was stored"
+        );
+        assert_eq!(
+            db.store.count_users().await.unwrap(),
+            0,
+            "{case}: a user was stored"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(connector.calls().is_empty(), "the bot said nothing");
+
+    // Native clients — the Agents Playground (Node), the Emulator — post JSON without Origin.
+    for (i, headers) in [
+        vec![("content-type", "application/json; charset=utf-8")],
+        vec![
+            ("content-type", "application/json"),
+            ("sec-fetch-mode", "cors"),
+            ("user-agent", "node"),
+        ],
+        vec![
+            ("content-type", "Application/JSON"),
+            ("sec-fetch-site", "none"),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = client
+            .post(server.url("/api/messages"))
+            .body(message(&connector.service_url, &format!("native-{i}"), "help").to_string());
+        for (name, value) in &headers {
+            r = r.header(*name, *value);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 200, "{headers:?}");
+    }
+}
+
+/// The loopback bind keeps the dev bot off the network; the handler checks the peer too, so a
+/// dev server reachable some other way (a port forward, a mistaken bind) still serves only this
+/// machine.
+#[tokio::test]
+async fn the_dev_bot_serves_loopback_peers_only() {
+    // This machine's address on its default route; without one there is nothing to test.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let outside = match probe
+        .connect("192.0.2.1:9")
+        .and_then(|_| probe.local_addr())
+    {
+        Ok(addr) if !addr.ip().is_loopback() && !addr.ip().is_unspecified() => addr.ip(),
+        _ => {
+            eprintln!("SKIPPED: this machine has no non-loopback address");
+            return;
+        }
+    };
+    let connector = FakeConnector::start().await;
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind((outside, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server =
+        TestServer::start_on(test_settings(dir.path(), &[]), db.store.clone(), listener).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{outside}:{port}/api/messages"))
+        .json(&message(&connector.service_url, "peer-1", "help"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a peer at {outside} is not this machine's loopback"
+    );
+    assert!(
+        db.store
+            .conversation("a:1alice-personal")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(connector.calls().is_empty());
+    drop(server);
+}
+
+/// Bot Framework posts JSON from its servers, never from a browser: with a valid token, other
+/// content types and browser headers are refused all the same.
+#[tokio::test]
+async fn with_an_app_id_too_only_json_without_browser_headers_is_read() {
+    let h = Harness::start().await;
+    for (i, (case, content_type, header, status)) in [
+        ("text/plain", "text/plain", None, 415),
+        ("a form", "application/x-www-form-urlencoded", None, 415),
+        (
+            "a browser Origin",
+            "application/json",
+            Some(("origin", "https://evil.example")),
+            403,
+        ),
+        (
+            "Sec-Fetch-Site cross-site",
+            "application/json",
+            Some(("sec-fetch-site", "cross-site")),
+            403,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("ct-{i}");
+        let mut r = h
+            .client
+            .post(h.server.url("/api/messages"))
+            .header("authorization", format!("Bearer {}", h.token()))
+            .header("content-type", content_type)
+            .body(h.message(&id, "help").to_string());
+        if let Some((name, value)) = header {
+            r = r.header(name, value);
+        }
+        assert_eq!(r.send().await.unwrap().status().as_u16(), status, "{case}");
+        h.assert_nothing_stored(case, &id).await;
+    }
+}
+
+/// What the app logged while a test ran, through the real telemetry subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A refused request logs why, and the why holds the caller's text: a channel id, a tenant, a
+/// token. Newlines in it forge no log line, and a huge one adds a few hundred bytes, not itself.
+#[tokio::test]
+async fn hostile_fields_and_headers_neither_forge_nor_flood_log_lines() {
+    const FORGED: &str = "\nINFO passkey::bot::turn: request 1 approved by carol\r\x1b[1A";
+    for format in ["pretty", "json"] {
+        let log = LogCapture::default();
+        let settings = passkey::config::Settings::from_layers(
+            None,
+            &[("PASSKEY_LOG__FORMAT".to_string(), format.to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap();
+        let writer = log.clone();
+        let _guard = tracing::subscriber::set_default(passkey::telemetry::subscriber(
+            &settings,
+            move || writer.clone(),
+        ));
+        let h = Harness::start().await;
+
+        let mut channel = h.message("log-1", "help");
+        channel["channelId"] = json!(format!("webchat{FORGED}{}", "c".repeat(200_000)));
+        assert_eq!(h.post(bearer(&h.token()), &channel).await.status(), 403);
+
+        let mut tenant = h.message("log-2", "help");
+        tenant["conversation"]["tenantId"] = json!(format!("t{FORGED}{}", "t".repeat(100_000)));
+        assert_eq!(h.post(bearer(&h.token()), &tenant).await.status(), 403);
+
+        let huge_header = format!("Bearer {}", "e".repeat(300_000));
+        assert_eq!(
+            h.post(Some(huge_header), &h.message("log-3", "help"))
+                .await
+                .status(),
+            401
+        );
+
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(format!("kid{FORGED}"));
+        let forged_kid = jsonwebtoken::encode(
+            &header,
+            &h.claims(),
+            &common::channel::signing_key("channel-a"),
+        )
+        .unwrap();
+        assert_eq!(
+            h.post(bearer(&forged_kid), &h.message("log-4", "help"))
+                .await
+                .status(),
+            401
+        );
+
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("does not serve"),
+            "{format}: the refusals were logged:\n{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("INFO passkey::bot::turn")),
+            "{format}: a forged line:\n{text}"
+        );
+        assert!(
+            !text.contains('\r') && !text.contains('\x1b'),
+            "{format}: raw control characters"
+        );
+        for line in text.lines() {
+            assert!(line.len() < 2048, "{format}: a {} byte line", line.len());
+        }
+        assert!(
+            text.len() < 64 * 1024,
+            "{format}: {} bytes of log",
+            text.len()
+        );
+        drop(h);
+    }
 }

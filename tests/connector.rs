@@ -6,8 +6,8 @@ mod common;
 use common::channel::{APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer};
 use passkey::bot::activity::OutgoingActivity;
 use passkey::bot::connector::{
-    AppCredentials, Connector, ConnectorError, ConversationTarget, HttpConnector, RetryPolicy,
-    TokenProvider,
+    AppCredentials, Connector, ConnectorError, ConnectorHosts, ConversationTarget, HostPattern,
+    HttpConnector, RetryPolicy, TokenProvider,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -23,6 +23,11 @@ fn fast_retries() -> RetryPolicy {
     }
 }
 
+/// Bot Framework's hosts and the fakes' loopback address.
+fn hosts() -> ConnectorHosts {
+    ConnectorHosts::bot_framework().with(HostPattern::parse("127.0.0.1").unwrap())
+}
+
 async fn client(issuer: &Issuer) -> (HttpConnector, Arc<TokenProvider>) {
     let tokens = Arc::new(TokenProvider::new(
         AppCredentials {
@@ -35,7 +40,8 @@ async fn client(issuer: &Issuer) -> (HttpConnector, Arc<TokenProvider>) {
         reqwest::Client::new(),
     ));
     (
-        HttpConnector::new(reqwest::Client::new(), Some(tokens.clone()), fast_retries()),
+        HttpConnector::new(reqwest::Client::new(), Some(tokens.clone()), fast_retries())
+            .with_hosts(hosts()),
         tokens,
     )
 }
@@ -125,6 +131,73 @@ async fn every_operation_speaks_the_connector_rest_shape() {
         issuer.state.token_requests.load(Ordering::SeqCst),
         1,
         "one token serves every call"
+    );
+}
+
+/// Whatever asks for a call — a reply, a proactive send, opening a chat — the token goes only to
+/// allowed Connector hosts: a refused host gets no connection, and no token is even fetched.
+#[tokio::test]
+async fn calls_to_hosts_outside_the_allow_list_are_refused_before_any_token_or_connection() {
+    let issuer = Issuer::start().await;
+    let foreign = FakeConnector::start_on("127.0.0.2").await;
+    let (connector, _) = client(&issuer).await;
+    let port = foreign
+        .service_url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let refused_urls = [
+        foreign.service_url.clone(),
+        format!("http://127.0.0.1@127.0.0.2:{port}/connector/"),
+        format!("http://localhost:{port}/connector/"),
+        "http://smba.trafficmanager.net/emea/".to_string(),
+        "https://smba.trafficmanager.net.evil.example/emea/".to_string(),
+        "https://botframework.com.evil.example/".to_string(),
+        "https://evilbotframework.com/".to_string(),
+    ];
+    for url in &refused_urls {
+        let to = ConversationTarget {
+            service_url: url.clone(),
+            conversation_id: "a:1".into(),
+        };
+        let results = [
+            connector
+                .send(&to, &OutgoingActivity::text("x"))
+                .await
+                .map(|_| ()),
+            connector
+                .reply(&to, "1", &OutgoingActivity::text("x"))
+                .await
+                .map(|_| ()),
+            connector
+                .update(&to, "1", &OutgoingActivity::text("x"))
+                .await,
+            connector.delete(&to, "1").await,
+            connector.typing(&to).await,
+            connector
+                .create_personal_conversation(url, "28:bot", "29:user", "tenant-1")
+                .await
+                .map(|_| ()),
+        ];
+        for result in results {
+            assert!(
+                matches!(result, Err(ConnectorError::HostRefused(_))),
+                "{url}: {result:?}"
+            );
+        }
+    }
+    assert!(
+        foreign.calls().is_empty(),
+        "no connection to a foreign host"
+    );
+    assert_eq!(
+        issuer.state.token_requests.load(Ordering::SeqCst),
+        0,
+        "no token was fetched for a refused call"
     );
 }
 
@@ -260,7 +333,8 @@ async fn a_failing_token_endpoint_is_a_token_error_and_nothing_is_sent() {
         },
         reqwest::Client::new(),
     ));
-    let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries());
+    let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries())
+        .with_hosts(hosts());
     let to = ConversationTarget {
         service_url: fake.service_url.clone(),
         conversation_id: "a:1".into(),

@@ -26,6 +26,7 @@ pub enum ActionGroup {
     SignIn,
     Admin,
     BotInstall,
+    Channel,
     Audit,
 }
 
@@ -72,6 +73,7 @@ catalogue! {
     SignIn: ["SIGNED_IN", "SIGNIN_REFUSED"],
     Admin: ["POLICY_DEFAULT_LOADED", "DEMO_DATA_LOADED"],
     BotInstall: ["BOT_INSTALLED", "BOT_INSTALL_UPDATED", "BOT_UNINSTALLED"],
+    Channel: ["CONNECTOR_HOST_REFUSED"],
     Audit: ["AUDIT_EXPORTED", "AUDIT_ARCHIVED", "AUDIT_VERIFY_FAILED"],
 }
 

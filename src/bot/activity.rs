@@ -131,13 +131,19 @@ impl Activity {
         Ok(())
     }
 
-    /// The Teams tenant the activity came from.
+    /// The Teams tenant the activity came from. The channel extractor has checked that
+    /// `conversation.tenantId`, when present, says the same as `channelData.tenant.id`.
     pub fn tenant_id(&self) -> Option<&str> {
+        self.channel_data_tenant_id()
+            .or(self.conversation.tenant_id.as_deref())
+    }
+
+    /// `channelData.tenant.id`, where Teams puts the tenant.
+    pub fn channel_data_tenant_id(&self) -> Option<&str> {
         self.channel_data
             .as_ref()
             .and_then(|d| d.pointer("/tenant/id"))
             .and_then(Value::as_str)
-            .or(self.conversation.tenant_id.as_deref())
     }
 
     pub fn team_id(&self) -> Option<&str> {

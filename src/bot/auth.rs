@@ -9,12 +9,20 @@
 //! too: there the app id must also be the token's `appid` (v1) or `azp` (v2).
 //! Keys come from OpenID metadata → `jwks_uri`, are cached, refreshed periodically, and a failed
 //! fetch with nothing cached is a 401 — never a 500 and never a pass.
+//!
+//! Before any of that the token is read once by us: three base64url segments, at most
+//! [`MAX_TOKEN_BYTES`], header and claims JSON objects in which no name appears twice (at any
+//! depth — serde_json would keep the last `serviceurl`, another reader the first), and no `crit`
+//! header (it names extensions a verifier must understand; we implement none).
 
 use crate::domain::Clock;
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock};
@@ -31,6 +39,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(5);
 
 pub const BOT_FRAMEWORK_ISSUER: &str = "https://api.botframework.com";
+/// Channel tokens are one to two kilobytes; anything near this is not one.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Why a token was refused. Every variant is a 401 to the caller; the variant is logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,12 +49,19 @@ pub enum AuthError {
     MissingToken,
     #[error("token is not a well-formed JWT")]
     Malformed,
+    #[error("token of {0} bytes is too large")]
+    TooLarge(usize),
+    #[error("token repeats a name in its {0}")]
+    RepeatedName(&'static str),
+    #[error("token has a crit header")]
+    CriticalHeader,
     #[error("algorithm {0} is not accepted")]
     WrongAlgorithm(String),
     #[error("token has no key id")]
     MissingKeyId,
     #[error("issuer not accepted")]
     UnknownIssuer,
+    /// The kid as [`printable_kid`] shows it: it comes from the caller.
     #[error("signing key {0} is not published by the issuer")]
     UnknownKey(String),
     #[error("signing keys unavailable")]
@@ -183,6 +200,7 @@ impl ChannelAuth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
+        let unverified = UnverifiedToken::read(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::WrongAlgorithm(format!("{:?}", header.alg)));
@@ -193,7 +211,12 @@ impl ChannelAuth {
             .ok_or(AuthError::MissingKeyId)?;
         // The unverified issuer only picks which key source to verify against; the verified
         // token's `iss` is then checked against that source's list.
-        let issuer = unverified_issuer(token)?;
+        let issuer = unverified
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or(AuthError::UnknownIssuer)?;
         let source = self
             .sources
             .iter()
@@ -217,7 +240,17 @@ impl ChannelAuth {
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                other => AuthError::Invalid(format!("{other:?}")),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    AuthError::Invalid(format!("missing {}", printable_kid(claim)))
+                }
+                // The other kinds may quote the token (serde's messages do): name the kind only.
+                other => AuthError::Invalid(
+                    format!("{other:?}")
+                        .split(['(', ' ', '{'])
+                        .next()
+                        .unwrap_or("invalid")
+                        .to_string(),
+                ),
             }
         })?;
         let claims = data.claims;
@@ -327,7 +360,7 @@ impl ChannelAuth {
             .keys
             .get(kid)
             .cloned()
-            .ok_or_else(|| AuthError::UnknownKey(kid.to_string()))
+            .ok_or_else(|| AuthError::UnknownKey(printable_kid(kid)))
     }
 
     /// `Ok(Some)` when the cache can answer, `Ok(None)` when a fetch is due, `Err` when a fetch is
@@ -346,13 +379,13 @@ impl ChannelAuth {
             Some(k) if fresh || failing => Ok(Some(k.clone())),
             Some(_) => Ok(None),
             None if failing && cache.keys.is_empty() => Err(AuthError::KeysUnavailable),
-            None if failing => Err(AuthError::UnknownKey(kid.to_string())),
+            None if failing => Err(AuthError::UnknownKey(printable_kid(kid))),
             None if fresh
                 && cache
                     .last_unknown_kid_fetch
                     .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL) =>
             {
-                Err(AuthError::UnknownKey(kid.to_string()))
+                Err(AuthError::UnknownKey(printable_kid(kid)))
             }
             None => Ok(None),
         }
@@ -415,52 +448,204 @@ fn same_service_url(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
-fn unverified_issuer(token: &str) -> Result<String, AuthError> {
-    use base64_payload::decode_segment;
-    let payload = token.split('.').nth(1).ok_or(AuthError::Malformed)?;
-    let bytes = decode_segment(payload).ok_or(AuthError::Malformed)?;
-    let claims: Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
-    claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or(AuthError::UnknownIssuer)
+/// A kid as logs and errors show it: printable ASCII, at most 64 characters (it is the caller's
+/// text; the telemetry layer caps and escapes again).
+fn printable_kid(kid: &str) -> String {
+    if kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_graphic()) {
+        kid.to_string()
+    } else {
+        format!("<{} bytes, not shown>", kid.len())
+    }
 }
 
-/// Minimal base64url (no padding) decoding for reading a JWT segment before verification.
-mod base64_payload {
-    pub fn decode_segment(s: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        let mut buf = 0u32;
-        let mut bits = 0;
-        for c in s.bytes() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                b'=' => break,
-                _ => return None,
-            } as u32;
-            buf = (buf << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((buf >> bits) as u8);
-                buf &= (1 << bits) - 1;
-            }
+/// The token as we read it ourselves, before the library does: exactly three segments, header
+/// and claims decoded with the same strict base64url the library uses, each a JSON object in
+/// which no name appears twice at any depth, and no `crit` header.
+struct UnverifiedToken {
+    claims: serde_json::Map<String, Value>,
+}
+
+impl UnverifiedToken {
+    fn read(token: &str) -> Result<UnverifiedToken, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge(token.len()));
         }
-        Some(out)
+        let mut segments = token.split('.');
+        let (Some(header), Some(payload), Some(_signature), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err(AuthError::Malformed);
+        };
+        let decode = |segment: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(segment)
+                .map_err(|_| AuthError::Malformed)
+        };
+        let header = object(&decode(header)?, "header")?;
+        if header.contains_key("crit") {
+            return Err(AuthError::CriticalHeader);
+        }
+        let claims = object(&decode(payload)?, "claims")?;
+        Ok(UnverifiedToken { claims })
+    }
+}
+
+/// A JSON object whose names are unique at every depth.
+fn object(bytes: &[u8], part: &'static str) -> Result<serde_json::Map<String, Value>, AuthError> {
+    serde_json::from_slice::<UniqueNames>(bytes).map_err(|e| {
+        if e.to_string().starts_with(REPEATED_NAME) {
+            AuthError::RepeatedName(part)
+        } else {
+            AuthError::Malformed
+        }
+    })?;
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(AuthError::Malformed),
+    }
+}
+
+const REPEATED_NAME: &str = "repeated name";
+
+/// Walks a JSON document and fails on the first object that names a member twice. (serde_json's
+/// `Value` and derived structs keep the last one; this only looks, the values are read after.)
+struct UniqueNames;
+
+impl<'de> Deserialize<'de> for UniqueNames {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueNames)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueNames {
+    type Value = UniqueNames;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
     }
 
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn decodes_unpadded_base64url() {
-            assert_eq!(super::decode_segment("eyJhIjoxfQ").unwrap(), br#"{"a":1}"#);
-            assert_eq!(super::decode_segment("_-8").unwrap(), vec![0xff, 0xef]);
-            assert!(super::decode_segment("a+b").is_none());
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<UniqueNames>()?.is_some() {}
+        Ok(UniqueNames)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if !seen.insert(name) {
+                return Err(de::Error::custom(REPEATED_NAME));
+            }
+            // serde_json hands arbitrary-precision numbers over as a one-entry map; walking
+            // it like any other object is harmless.
+            map.next_value::<UniqueNames>()?;
         }
+        Ok(UniqueNames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn read(header: &str, claims: &str) -> Result<UnverifiedToken, AuthError> {
+        UnverifiedToken::read(&format!("{}.{}.c2ln", b64(header), b64(claims)))
+    }
+
+    #[test]
+    fn repeated_names_are_found_at_any_depth_and_in_any_spelling() {
+        let header = r#"{"alg":"RS256","kid":"k"}"#;
+        assert!(
+            read(
+                header,
+                r#"{"iss":"a","x":[{"b":1},{"b":2}],"y":{"z":{"w":1.5e300}}}"#
+            )
+            .is_ok()
+        );
+        for claims in [
+            r#"{"serviceurl":"a","serviceurl":"b"}"#,
+            r#"{"serviceurl":"a","service\u0075rl":"b"}"#,
+            r#"{"x":{"a":1,"a":1}}"#,
+            r#"{"x":[1,{"y":[{"a":null,"a":null}]}]}"#,
+        ] {
+            assert_eq!(
+                read(header, claims).err(),
+                Some(AuthError::RepeatedName("claims")),
+                "{claims}"
+            );
+        }
+        assert_eq!(
+            read(r#"{"alg":"RS256","kid":"a","kid":"b"}"#, "{}").err(),
+            Some(AuthError::RepeatedName("header"))
+        );
+        assert_eq!(
+            read(r#"{"alg":"RS256","kid":"a","crit":[]}"#, "{}").err(),
+            Some(AuthError::CriticalHeader)
+        );
+    }
+
+    #[test]
+    fn only_three_strict_base64url_segments_of_json_objects_are_read() {
+        let ok = format!("{}.{}.c2ln", b64("{}"), b64("{}"));
+        assert!(UnverifiedToken::read(&ok).is_ok());
+        for token in [
+            format!("{}.{}", b64("{}"), b64("{}")),
+            format!("{}.{}.c2ln.x", b64("{}"), b64("{}")),
+            format!("{}=.{}.c2ln", b64("{}"), b64("{}")),
+            format!("{}.{}.c2ln", b64("[]"), b64("{}")),
+            format!("{}.{}.c2ln", b64("{}"), b64("\"1\"")),
+            format!("{}.{}.c2ln", b64("{}"), b64("{} x")),
+        ] {
+            assert_eq!(
+                UnverifiedToken::read(&token).err(),
+                Some(AuthError::Malformed),
+                "{token}"
+            );
+        }
+        let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(
+            UnverifiedToken::read(&huge).err(),
+            Some(AuthError::TooLarge(MAX_TOKEN_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn kids_are_shown_only_when_short_and_printable() {
+        assert_eq!(printable_kid("kid-a"), "kid-a");
+        assert_eq!(printable_kid("a\nb"), "<3 bytes, not shown>");
+        assert_eq!(
+            printable_kid(&"k".repeat(500_000)),
+            "<500000 bytes, not shown>"
+        );
     }
 }

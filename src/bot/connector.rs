@@ -7,16 +7,230 @@
 //! Retries: 429 honours `Retry-After` (capped), 5xx and network errors back off exponentially, a
 //! bounded number of times. 403/404 mean the bot cannot reach that conversation (uninstalled, not in
 //! the roster): reported at once, never retried.
+//!
+//! Every call's service URL passes [`ConnectorHosts`] first, whoever supplied it (an inbound
+//! activity, a stored conversation reference, `bot.service_url`): the bearer token only ever goes
+//! to a Connector host, and a refusal happens before any token is fetched or connection made.
 
 use super::activity::OutgoingActivity;
+use crate::config::{Profile, Settings};
+use crate::domain::Clock;
+use crate::store::{NewAuditEvent, Store};
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+
+/// Bot Framework's Connector hosts: Teams in the public cloud, GCC, GCC High and DoD (the
+/// service URLs Microsoft's Agents SDK lists), and the Bot Framework domains of the public and
+/// US government clouds.
+pub const BOT_FRAMEWORK_CONNECTOR_HOSTS: &[&str] = &[
+    "smba.trafficmanager.net",
+    "smba.infra.gcc.teams.microsoft.com",
+    "smba.infra.gov.teams.microsoft.us",
+    "smba.infra.dod.teams.microsoft.us",
+    "*.botframework.com",
+    "*.botframework.us",
+];
+
+/// One allowed host: a name, every name under a domain (`*.botframework.com`), or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Name(String),
+    /// The suffix with its leading dot: `.botframework.com`.
+    Under(String),
+    Address(IpAddr),
+}
+
+impl HostPattern {
+    /// Reads a `bot.connector_hosts` entry: `host`, `*.domain` (two labels at least) or an IP
+    /// address. Not a URL: no scheme, port or path.
+    pub fn parse(entry: &str) -> Result<HostPattern, String> {
+        let entry = entry.trim().to_ascii_lowercase();
+        let address = entry.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = address.parse::<IpAddr>() {
+            return Ok(HostPattern::Address(ip));
+        }
+        let (name, under) = match entry.strip_prefix("*.") {
+            Some(domain) => (domain, true),
+            None => (entry.as_str(), false),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let labels: Vec<&str> = name.split('.').collect();
+        if name.len() > 253 || !labels.iter().all(|l| label_ok(l)) {
+            return Err(format!(
+                "{entry:?} is not a host name, `*.domain` or IP address (no scheme, port or path)"
+            ));
+        }
+        if under {
+            if labels.len() < 2 {
+                return Err(format!("{entry:?} would allow a whole top-level domain"));
+            }
+            Ok(HostPattern::Under(format!(".{name}")))
+        } else {
+            Ok(HostPattern::Name(name.to_string()))
+        }
+    }
+
+    /// Loopback: an address like 127.0.0.1 or ::1, or `localhost`.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            HostPattern::Address(ip) => ip.is_loopback(),
+            HostPattern::Name(name) => is_loopback_name(name),
+            HostPattern::Under(suffix) => is_loopback_name(&suffix[1..]),
+        }
+    }
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Why a service URL may not be called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (host {host})")]
+pub struct HostRefused {
+    /// The URL's host as parsed (what a connection would have gone to), at most 253 bytes.
+    pub host: String,
+    pub reason: &'static str,
+}
+
+/// Where the bot's Connector token may go: [`BOT_FRAMEWORK_CONNECTOR_HOSTS`], the hosts in
+/// `bot.connector_hosts`, and loopback in dev channel mode (no app id, so no token is sent).
+/// Anything else is refused — by the `/api/messages` extractor for inbound activities, and by
+/// [`HttpConnector`] for every outbound call.
+#[derive(Debug, Clone)]
+pub struct ConnectorHosts {
+    patterns: Vec<HostPattern>,
+    any_loopback: bool,
+}
+
+impl Default for ConnectorHosts {
+    fn default() -> Self {
+        Self::bot_framework()
+    }
+}
+
+impl ConnectorHosts {
+    /// Bot Framework's own hosts only.
+    pub fn bot_framework() -> ConnectorHosts {
+        ConnectorHosts {
+            patterns: BOT_FRAMEWORK_CONNECTOR_HOSTS
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .collect(),
+            any_loopback: false,
+        }
+    }
+
+    /// The hosts the settings allow. Entries that do not parse, and loopback entries in
+    /// production, are left out here; `Settings::check` refuses to start with them.
+    pub fn from_settings(settings: &Settings) -> ConnectorHosts {
+        let mut hosts = Self::bot_framework();
+        for entry in &settings.bot.connector_hosts {
+            if let Ok(pattern) = HostPattern::parse(entry)
+                && !(settings.profile == Profile::Production && pattern.is_loopback())
+            {
+                hosts.patterns.push(pattern);
+            }
+        }
+        hosts.any_loopback = settings.dev_channel_auth();
+        hosts
+    }
+
+    /// These hosts and `pattern`.
+    pub fn with(mut self, pattern: HostPattern) -> ConnectorHosts {
+        self.patterns.push(pattern);
+        self
+    }
+
+    /// These hosts and any loopback address (dev channel mode).
+    pub fn with_any_loopback(mut self) -> ConnectorHosts {
+        self.any_loopback = true;
+        self
+    }
+
+    /// Whether calls to `service_url` may carry the Connector token. Non-loopback hosts must be
+    /// reached over https; URLs with credentials in them are refused outright.
+    pub fn check(&self, service_url: &str) -> Result<(), HostRefused> {
+        let refused = |host: &str, reason| HostRefused {
+            host: host.chars().take(253).collect(),
+            reason,
+        };
+        let Ok(url) = Url::parse(service_url.trim()) else {
+            return Err(refused("-", "the service URL does not parse"));
+        };
+        let host = url.host_str().unwrap_or("-");
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(refused(host, "the service URL is not http(s) with a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refused(host, "the service URL carries credentials"));
+        }
+        // The URL parser has already normalised the host: IPv4 in dotted decimal, IPv6 in
+        // brackets, names in lower case and punycode.
+        let (name, address) = match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => (None, Some(ip)),
+            Err(_) => (Some(host.to_ascii_lowercase()), None),
+        };
+        let loopback = address.is_some_and(|ip| ip.is_loopback())
+            || name.as_deref().is_some_and(is_loopback_name);
+        if loopback && self.any_loopback {
+            return Ok(());
+        }
+        if !loopback && url.scheme() != "https" {
+            return Err(refused(host, "Connector calls go over https only"));
+        }
+        let listed = self.patterns.iter().any(|p| match (p, &name, &address) {
+            (HostPattern::Name(n), Some(name), _) => n == name,
+            (HostPattern::Under(suffix), Some(name), _) => {
+                name.len() > suffix.len() && name.ends_with(suffix.as_str())
+            }
+            (HostPattern::Address(a), _, Some(address)) => a == address,
+            _ => false,
+        });
+        if listed {
+            Ok(())
+        } else {
+            Err(refused(host, "not a Bot Framework Connector host"))
+        }
+    }
+}
+
+/// Audits (and logs) a service URL the bot refused to use. `direction` says where it came from:
+/// `inbound` (an activity) or `outbound` (a call about to be made).
+pub async fn audit_host_refusal(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    refused: &HostRefused,
+    direction: &str,
+    actor: &str,
+) {
+    tracing::warn!(host = %refused.host, reason = refused.reason, direction, "Connector host refused");
+    let event = NewAuditEvent::new(actor, "CONNECTOR_HOST_REFUSED", clock.now()).detail(json!({
+        "host": refused.host,
+        "reason": refused.reason,
+        "direction": direction,
+    }));
+    if let Err(e) = store.append_audit(&event).await {
+        tracing::error!(error = %e, "the Connector host refusal was not audited");
+    }
+}
 
 /// A conversation the bot may write to: its id and the `serviceUrl` that came with an
 /// authenticated activity for it.
@@ -41,6 +255,9 @@ pub enum ConnectorError {
     Token(String),
     #[error("invalid service URL")]
     BadServiceUrl,
+    /// The service URL's host is not one the Connector token may go to; nothing was sent.
+    #[error("service URL refused: {0}")]
+    HostRefused(HostRefused),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -299,10 +516,14 @@ pub struct HttpConnector {
     http: reqwest::Client,
     tokens: Option<Arc<TokenProvider>>,
     retry: RetryPolicy,
+    hosts: ConnectorHosts,
+    /// Where refusals are audited (none: only logged).
+    audit: Option<(Arc<dyn Store>, Arc<dyn Clock>)>,
 }
 
 impl HttpConnector {
-    /// `tokens: None` = dev mode, unauthenticated calls.
+    /// `tokens: None` = dev mode, unauthenticated calls. Calls go to Bot Framework's Connector
+    /// hosts only until [`HttpConnector::with_hosts`] says otherwise.
     pub fn new(
         http: reqwest::Client,
         tokens: Option<Arc<TokenProvider>>,
@@ -312,7 +533,44 @@ impl HttpConnector {
             http,
             tokens,
             retry,
+            hosts: ConnectorHosts::bot_framework(),
+            audit: None,
         }
+    }
+
+    pub fn with_hosts(mut self, hosts: ConnectorHosts) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Audits refused service URLs in `store`.
+    pub fn with_audit(mut self, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        self.audit = Some((store, clock));
+        self
+    }
+
+    /// The call's URL, once its host passed the allow-list.
+    async fn target(&self, service_url: &str, segments: &[&str]) -> Result<Url, ConnectorError> {
+        let url = Self::url(service_url, segments)?;
+        if let Err(refused) = self.hosts.check(service_url) {
+            match &self.audit {
+                Some((store, clock)) => {
+                    audit_host_refusal(
+                        store.as_ref(),
+                        clock.as_ref(),
+                        &refused,
+                        "outbound",
+                        "passkey",
+                    )
+                    .await
+                }
+                None => {
+                    tracing::warn!(host = %refused.host, reason = refused.reason, "Connector host refused")
+                }
+            }
+            return Err(ConnectorError::HostRefused(refused));
+        }
+        Ok(url)
     }
 
     fn url(service_url: &str, segments: &[&str]) -> Result<Url, ConnectorError> {
@@ -462,10 +720,12 @@ impl Connector for HttpConnector {
         to: &ConversationTarget,
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError> {
-        let url = Self::url(
-            &to.service_url,
-            &["v3", "conversations", &to.conversation_id, "activities"],
-        )?;
+        let url = self
+            .target(
+                &to.service_url,
+                &["v3", "conversations", &to.conversation_id, "activities"],
+            )
+            .await?;
         Ok(resource(
             self.call(Method::POST, url, Some(as_body(activity)))
                 .await?,
@@ -478,16 +738,18 @@ impl Connector for HttpConnector {
         reply_to_id: &str,
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError> {
-        let url = Self::url(
-            &to.service_url,
-            &[
-                "v3",
-                "conversations",
-                &to.conversation_id,
-                "activities",
-                reply_to_id,
-            ],
-        )?;
+        let url = self
+            .target(
+                &to.service_url,
+                &[
+                    "v3",
+                    "conversations",
+                    &to.conversation_id,
+                    "activities",
+                    reply_to_id,
+                ],
+            )
+            .await?;
         Ok(resource(
             self.call(Method::POST, url, Some(as_body(activity)))
                 .await?,
@@ -500,16 +762,18 @@ impl Connector for HttpConnector {
         activity_id: &str,
         activity: &OutgoingActivity,
     ) -> Result<(), ConnectorError> {
-        let url = Self::url(
-            &to.service_url,
-            &[
-                "v3",
-                "conversations",
-                &to.conversation_id,
-                "activities",
-                activity_id,
-            ],
-        )?;
+        let url = self
+            .target(
+                &to.service_url,
+                &[
+                    "v3",
+                    "conversations",
+                    &to.conversation_id,
+                    "activities",
+                    activity_id,
+                ],
+            )
+            .await?;
         let mut body = as_body(activity);
         body["id"] = json!(activity_id);
         self.call(Method::PUT, url, Some(body)).await.map(|_| ())
@@ -520,16 +784,18 @@ impl Connector for HttpConnector {
         to: &ConversationTarget,
         activity_id: &str,
     ) -> Result<(), ConnectorError> {
-        let url = Self::url(
-            &to.service_url,
-            &[
-                "v3",
-                "conversations",
-                &to.conversation_id,
-                "activities",
-                activity_id,
-            ],
-        )?;
+        let url = self
+            .target(
+                &to.service_url,
+                &[
+                    "v3",
+                    "conversations",
+                    &to.conversation_id,
+                    "activities",
+                    activity_id,
+                ],
+            )
+            .await?;
         self.call(Method::DELETE, url, None).await.map(|_| ())
     }
 
@@ -540,7 +806,7 @@ impl Connector for HttpConnector {
         user_id: &str,
         tenant_id: &str,
     ) -> Result<String, ConnectorError> {
-        let url = Self::url(service_url, &["v3", "conversations"])?;
+        let url = self.target(service_url, &["v3", "conversations"]).await?;
         let body = json!({
             "bot": {"id": bot_id},
             "members": [{"id": user_id}],
@@ -583,6 +849,89 @@ mod tests {
             "http://127.0.0.1:9/_connector/v3/conversations"
         );
         assert!(HttpConnector::url("mailto:x@y", &["v3"]).is_err());
+    }
+
+    #[test]
+    fn bot_framework_connector_hosts_are_allowed_and_look_alikes_are_not() {
+        let hosts = ConnectorHosts::bot_framework();
+        for url in [
+            "https://smba.trafficmanager.net/emea/",
+            "https://smba.trafficmanager.net/teams/",
+            "https://SMBA.TrafficManager.net/amer/",
+            "https://smba.trafficmanager.net:443/apac/",
+            "https://smba.infra.gcc.teams.microsoft.com/teams",
+            "https://smba.infra.gov.teams.microsoft.us/teams",
+            "https://smba.infra.dod.teams.microsoft.us/teams",
+            "https://europe.webchat.botframework.com/",
+            "https://directline.botframework.us/",
+        ] {
+            assert_eq!(hosts.check(url), Ok(()), "{url}");
+        }
+        for url in [
+            "http://smba.trafficmanager.net/emea/",
+            "https://smba.trafficmanager.net.evil.example/",
+            "https://smba.trafficmanager.net./emea/",
+            "https://evil-smba.trafficmanager.net/",
+            "https://botframework.com/",
+            "https://evilbotframework.com/",
+            "https://botframework.com.evil.example/",
+            "https://smba.trafficmanager.net@evil.example/",
+            "https://user:pw@smba.trafficmanager.net/emea/",
+            "https://evil.example/smba.trafficmanager.net/",
+            "http://127.0.0.1:3978/_connector",
+            "http://localhost:56150/_connector",
+            "http://[::1]/",
+            "ftp://smba.trafficmanager.net/",
+            "not a url",
+        ] {
+            assert!(hosts.check(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn loopback_needs_dev_mode_or_an_explicit_entry() {
+        let dev = ConnectorHosts::bot_framework().with_any_loopback();
+        for url in [
+            "http://127.0.0.1:3978/",
+            "http://localhost:56150/_connector",
+            "http://[::1]:9/",
+        ] {
+            assert_eq!(dev.check(url), Ok(()), "{url}");
+        }
+        assert!(dev.check("http://10.0.0.1/").is_err());
+        let one = ConnectorHosts::bot_framework().with(HostPattern::parse("127.0.0.1").unwrap());
+        assert_eq!(one.check("http://127.0.0.1:1234/connector/"), Ok(()));
+        assert!(one.check("http://127.0.0.2:1234/connector/").is_err());
+        assert!(one.check("http://localhost:1234/connector/").is_err());
+        let refused = one.check("http://127.0.0.2:1234/").unwrap_err();
+        assert_eq!(refused.host, "127.0.0.2");
+    }
+
+    #[test]
+    fn host_entries_are_names_wildcards_or_addresses_never_urls() {
+        assert_eq!(
+            HostPattern::parse("*.Bots.Contoso.Example"),
+            Ok(HostPattern::Under(".bots.contoso.example".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("[::1]"),
+            Ok(HostPattern::Address("::1".parse().unwrap()))
+        );
+        for bad in [
+            "https://x.example",
+            "x.example:443",
+            "x.example/path",
+            "*",
+            "*.com",
+            "a.*.example",
+            "",
+            "-x.example",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(HostPattern::parse("localhost").unwrap().is_loopback());
+        assert!(HostPattern::parse("127.0.0.9").unwrap().is_loopback());
+        assert!(!HostPattern::parse("10.0.0.1").unwrap().is_loopback());
     }
 
     #[test]

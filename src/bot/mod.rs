@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::config::{ConnectorAuth, Settings};
 use crate::domain::Clock;
 use crate::error::ApiError;
+use crate::store::Store;
 use activity::Activity;
 use auth::{ChannelAuth, ChannelIdentity};
 use axum::Router;
@@ -25,7 +26,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use connector::{
-    AppCredentials, Connector, HttpConnector, ManagedIdentity, RetryPolicy, TokenProvider,
+    AppCredentials, Connector, ConnectorHosts, HttpConnector, ManagedIdentity, RetryPolicy,
+    TokenProvider,
 };
 use std::sync::Arc;
 
@@ -44,14 +46,29 @@ pub struct BotRuntime {
     pub recent: turn::RecentWrites,
     pub connector: Arc<dyn Connector>,
     pub app_id: Option<String>,
+    /// The hosts inbound activities' service URLs must name (the connector checks them again).
+    pub hosts: ConnectorHosts,
 }
 
 impl BotRuntime {
-    pub fn from_settings(settings: &Settings, clock: Arc<dyn Clock>) -> BotRuntime {
+    /// `store` is where refused Connector hosts are audited.
+    pub fn from_settings(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> BotRuntime {
         let http = reqwest::Client::builder()
             .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
+        let hosts = ConnectorHosts::from_settings(settings);
+        let connector = |tokens| {
+            Arc::new(
+                HttpConnector::new(http.clone(), tokens, RetryPolicy::default())
+                    .with_hosts(hosts.clone())
+                    .with_audit(store.clone(), clock.clone()),
+            )
+        };
         let app_id = settings.bot.app_id.clone().filter(|id| !id.is_empty());
         match (&app_id, &settings.bot.app_password) {
             (Some(app_id), password) => {
@@ -69,7 +86,7 @@ impl BotRuntime {
                     settings.bot.openid_metadata_url.clone(),
                     entra,
                     http.clone(),
-                    clock,
+                    clock.clone(),
                 );
                 let tokens = match settings.bot.connector_auth {
                     ConnectorAuth::ManagedIdentity => {
@@ -108,16 +125,18 @@ impl BotRuntime {
                 };
                 BotRuntime {
                     auth: ChannelAuthMode::Verified(auth),
-                    connector: Arc::new(HttpConnector::new(http, tokens, RetryPolicy::default())),
+                    connector: connector(tokens),
                     app_id: Some(app_id.clone()),
                     recent: Default::default(),
+                    hosts,
                 }
             }
             (None, _) => BotRuntime {
                 auth: ChannelAuthMode::Dev,
-                connector: Arc::new(HttpConnector::new(http, None, RetryPolicy::default())),
+                connector: connector(None),
                 app_id: None,
                 recent: Default::default(),
+                hosts,
             },
         }
     }
@@ -155,16 +174,33 @@ impl FromRequest<AppState> for VerifiedActivity {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let dev = matches!(state.bot.auth, ChannelAuthMode::Dev);
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        if matches!(state.bot.auth, ChannelAuthMode::Verified(_)) && authorization.is_none() {
+        if !dev && authorization.is_none() {
             // Refuse before reading a body nobody vouched for.
             tracing::warn!(reason = "no bearer token", "channel token refused");
             return Err(ApiError::Unauthorized);
         }
+        if dev {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            if !peer.is_some_and(|ip| ip.is_loopback()) {
+                tracing::warn!(
+                    peer = %peer.map_or("-".into(), |ip| ip.to_string()),
+                    "dev channel mode refused a peer that is not loopback"
+                );
+                return Err(ApiError::Forbidden(
+                    "without an app id the bot serves this machine only".into(),
+                ));
+            }
+        }
+        refuse_browsers(req.headers())?;
         let body = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
@@ -174,6 +210,24 @@ impl FromRequest<AppState> for VerifiedActivity {
         })?;
         let activity =
             Activity::from_json(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if !served_channel(&activity.channel_id, dev) {
+            tracing::warn!(channel = %activity.channel_id, "activity from a channel this bot does not serve");
+            return Err(ApiError::Forbidden(
+                "this bot serves Microsoft Teams only".into(),
+            ));
+        }
+        if let Some(claimed) = activity.conversation.tenant_id.as_deref()
+            && activity.channel_data_tenant_id() != Some(claimed)
+        {
+            tracing::warn!(
+                conversation_tenant = claimed,
+                channel_data_tenant = activity.channel_data_tenant_id().unwrap_or("-"),
+                "activity names two different tenants"
+            );
+            return Err(ApiError::Forbidden(
+                "conversation.tenantId does not match channelData.tenant.id".into(),
+            ));
+        }
         let identity = match &state.bot.auth {
             ChannelAuthMode::Dev => {
                 if !is_loopback_url(&activity.service_url) {
@@ -212,9 +266,59 @@ impl FromRequest<AppState> for VerifiedActivity {
                 "this tenant is not served by this bot".into(),
             ));
         }
+        if let Err(refused) = state.bot.hosts.check(&activity.service_url) {
+            // An authenticated activity (dev mode took only loopback above) named a host the
+            // Connector token must not go to: nothing of it is kept, the refusal is.
+            connector::audit_host_refusal(
+                state.store.as_ref(),
+                state.clock.as_ref(),
+                &refused,
+                "inbound",
+                &format!("channel:{}", identity.issuer_kind),
+            )
+            .await;
+            return Err(ApiError::Forbidden(
+                "serviceUrl is not a Bot Framework Connector host".into(),
+            ));
+        }
         Ok(VerifiedActivity { activity, identity })
     }
 }
+
+/// Bot Framework, the Emulator and the Agents Playground post `application/json` from native
+/// code. A web page can only post text/plain, a form or multipart without a CORS preflight (which
+/// this endpoint never grants), and a browser always says where it came from: `Origin` on a
+/// cross-origin or POST request, `Sec-Fetch-Site` other than `none` unless the user typed the
+/// address. Either one means a page is trying to drive the bot.
+fn refuse_browsers(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "activities are application/json".into(),
+        ));
+    }
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if headers.contains_key(header::ORIGIN) || fetch_site.is_some_and(|site| site != b"none") {
+        tracing::warn!("a browser request to /api/messages was refused");
+        return Err(ApiError::Forbidden(
+            "browsers may not post activities".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Only Teams vouches for `from.aadObjectId` and `channelData.tenant`; other channels' clients
+/// (Direct Line, Web Chat) write them themselves. Dev mode also takes the Bot Framework Emulator.
+fn served_channel(channel_id: &str, dev: bool) -> bool {
+    channel_id == TEAMS_CHANNEL || (dev && channel_id == EMULATOR_CHANNEL)
+}
+
+pub const TEAMS_CHANNEL: &str = "msteams";
+pub const EMULATOR_CHANNEL: &str = "emulator";
 
 fn is_loopback_url(url: &str) -> bool {
     let Ok(url) = reqwest::Url::parse(url) else {

@@ -217,6 +217,12 @@ pub struct FakeConnector {
 
 impl FakeConnector {
     pub async fn start() -> FakeConnector {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// A Connector at another address (`127.0.0.2` is loopback too, but not the host a test
+    /// allowed): where a stolen token would land.
+    pub async fn start_on(ip: &str) -> FakeConnector {
         let state = Arc::new(ConnectorState::default());
         let app = Router::new()
             .route("/connector/v3/conversations", post(create_conversation))
@@ -229,7 +235,7 @@ impl FakeConnector {
                 post(activity_call).put(activity_call).delete(activity_call),
             )
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let service_url = format!("http://{}/connector/", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         FakeConnector { service_url, state }

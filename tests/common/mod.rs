@@ -237,12 +237,32 @@ impl TestServer {
         Self::start_with_directories(settings, store, directory, None).await
     }
 
+    /// As `start`, listening on `listener` (say, on an address other machines can reach).
+    pub async fn start_on(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        listener: tokio::net::TcpListener,
+    ) -> TestServer {
+        Self::start_listening(settings, store, None, None, listener).await
+    }
+
     /// As `start`, with group memberships and the people directory given where they are.
     pub async fn start_with_directories(
         settings: Settings,
         store: Arc<dyn Store>,
         directory: Option<Arc<dyn GroupDirectory>>,
         people: Option<Arc<dyn UserDirectory>>,
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_listening(settings, store, directory, people, listener).await
+    }
+
+    async fn start_listening(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        directory: Option<Arc<dyn GroupDirectory>>,
+        people: Option<Arc<dyn UserDirectory>>,
+        listener: tokio::net::TcpListener,
     ) -> TestServer {
         let clock = Arc::new(ManualClock::new(t0()));
         let app = match (directory, people) {
@@ -266,7 +286,6 @@ impl TestServer {
         }
         .expect("build app");
         let state = app.state.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until_stopped(listener, async move {
