@@ -581,6 +581,28 @@ async fn forwarded_addresses_with_ports_map_to_the_clients_own_bucket() {
     server.stop().await;
 }
 
+/// #14.7: the page must not tell a stranger which request numbers exist: someone else's request
+/// and one that was never made get the same answer.
+#[tokio::test]
+async fn a_missing_request_looks_the_same_as_someone_elses() {
+    let (_db, _dir, server) = start().await;
+    let id = server.request(ALICE, "db-staging").await;
+    let bob = WebClient::new(&server.base);
+    bob.sign_in_dev("Bob DBA Lead", &format!("/requests/{id}/issue"))
+        .await;
+    let missing = id + 1000;
+    let mut answers = Vec::new();
+    for n in [id, missing] {
+        let r = bob.get(&format!("/requests/{n}/issue")).await;
+        let status = r.status().as_u16();
+        let page = r.text().await.unwrap().replace(&format!("#{n}"), "#N");
+        answers.push((status, page));
+    }
+    assert_eq!(answers[0].0, 403);
+    assert_eq!(answers[0], answers[1], "existing vs missing");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn another_person_is_told_the_request_is_not_theirs() {
     let (_db, _dir, server) = start().await;
@@ -623,8 +645,9 @@ async fn another_person_is_told_the_request_is_not_theirs() {
         "{actions:?}"
     );
     assert!(!actions.contains(&"ISSUANCE_TOKEN_MINTED".to_string()));
-    // An unknown request is a plain 404 page.
-    assert_eq!(bob.get("/requests/999/issue").await.status(), 404);
+    // An unknown request looks the same as someone else's (see
+    // a_missing_request_looks_the_same_as_someone_elses).
+    assert_eq!(bob.get("/requests/999/issue").await.status(), 403);
     server.stop().await;
 }
 

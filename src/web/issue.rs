@@ -117,32 +117,30 @@ async fn issue_page(
     signed_in: SignedInUser,
 ) -> Response {
     let SignedInUser { user, session } = signed_in;
+    // Someone else's request and one that does not exist get the same page, so request numbers
+    // cannot be probed from here (#14.7); only the audit trail tells them apart.
     let request = match state.store.request_by_id(id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
+        Ok(Some(r)) if r.requester_id == user.id => r,
+        Ok(found) => {
+            let mut audit =
+                NewAuditEvent::new(actor(&user), "ISSUANCE_NOT_YOURS", state.clock.now());
+            audit = match &found {
+                Some(r) => audit.request(id).record(r.record_id),
+                None => audit.detail(json!({ "request_id": id, "exists": false })),
+            };
+            if let Err(e) = state.store.append_audit(&audit).await {
+                return ApiError::from(e).into_response();
+            }
             return message(
-                StatusCode::NOT_FOUND,
-                "No such request",
-                &format!("There is no request #{id}."),
+                StatusCode::FORBIDDEN,
+                "Not yours",
+                &format!(
+                    "Request #{id} is not yours. Only the person who asked for it can retrieve the credential."
+                ),
             );
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if request.requester_id != user.id {
-        let audit = NewAuditEvent::new(actor(&user), "ISSUANCE_NOT_YOURS", state.clock.now())
-            .request(id)
-            .record(request.record_id);
-        if let Err(e) = state.store.append_audit(&audit).await {
-            return ApiError::from(e).into_response();
-        }
-        return message(
-            StatusCode::FORBIDDEN,
-            "Not yours",
-            &format!(
-                "Request #{id} is not yours. Only the person who asked for it can retrieve the credential."
-            ),
-        );
-    }
     let record_title = match state.store.record_by_id(request.record_id).await {
         Ok(Some(r)) => r.title,
         Ok(None) => format!("record {}", request.record_id),
