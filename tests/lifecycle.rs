@@ -38,6 +38,7 @@ on_both_databases!(
     retrieval_returns_the_url_once_and_stores_only_its_hash,
     a_passing_vault_failure_uses_nothing_up,
     a_terminal_vault_failure_makes_an_unissued_lease_unfulfillable,
+    a_retrieval_killed_mid_share_does_not_hold_its_reservation_forever,
     an_unrecorded_share_is_removed_again,
     a_high_record_needs_a_second_factor,
     a_two_step_retrieval_uses_the_token_bound_to_the_verified_challenge,
@@ -1260,13 +1261,15 @@ async fn a_terminal_vault_failure_makes_an_unissued_lease_unfulfillable(db: Db) 
     let r = w.request(id).await;
     assert_eq!((r.status, r.issuance_count), (Unfulfillable, 0));
     assert_eq!(r.issuance_token_hash, None);
+    // #15.8: the state change has its own event, as on the approval path.
     assert_eq!(
         actions(w.store.as_ref(), id).await,
         [
             "REQUEST_SUBMITTED",
             "REQUEST_AUTO_APPROVED",
             "ISSUANCE_TOKEN_MINTED",
-            "ISSUANCE_VAULT_FAIL"
+            "ISSUANCE_VAULT_FAIL",
+            "REQUEST_UNFULFILLABLE"
         ]
     );
 
@@ -1285,6 +1288,56 @@ async fn a_terminal_vault_failure_makes_an_unissued_lease_unfulfillable(db: Db) 
     ));
     let r = w.request(id).await;
     assert_eq!((r.status, r.issuance_count), (Issued, 1));
+}
+
+/// #15.8: the process dies (kill -9) while the vault is slowly creating the share. Nothing after
+/// that point runs, so the retrieval's reservation is never given back by the code that took it.
+/// It must not hold a retrieval forever: once no live retrieval could still be running, the next
+/// one reclaims it, and every retrieval the lease allows can still be made.
+async fn a_retrieval_killed_mid_share_does_not_hold_its_reservation_forever(db: Db) {
+    let w = world(&db).await;
+    let id = w
+        .submit(&w.alice, "ops-low", 3600)
+        .await
+        .unwrap()
+        .request
+        .id;
+    let max = w.request(id).await.max_issuances;
+    w.sharer.set_after_create(std::future::pending::<()>);
+    let minted = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
+    let (life, alice) = (w.life.clone(), w.alice.clone());
+    let retrieval = tokio::spawn(async move {
+        life.exchange(&alice, id, &minted.token, false, ClientInfo::default())
+            .await
+    });
+    while w.sharer.live_total() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    retrieval.abort();
+    assert!(matches!(retrieval.await, Err(e) if e.is_cancelled()));
+    w.sharer.set_after_create(|| async {});
+    assert_eq!(
+        w.request(id).await.issuances_in_flight,
+        1,
+        "held by the dead retrieval"
+    );
+    // Five minutes on, a slow retrieval could still be alive: its reservation still counts.
+    w.clock.advance(Duration::minutes(5));
+    for _ in 1..max {
+        w.retrieve(&w.alice, id, false).await.unwrap();
+    }
+    let held = w.retrieve(&w.alice, id, false).await;
+    assert!(
+        matches!(held, Err(LifecycleError::RetrievalInProgress(_))),
+        "{:?}",
+        held.err()
+    );
+    // Past any live retrieval's time, the dead one's reservation is reclaimed.
+    w.clock.advance(Duration::minutes(6));
+    let last = w.retrieve(&w.alice, id, false).await.unwrap();
+    assert_eq!(last.issuance_count, max);
+    let r = w.request(id).await;
+    assert_eq!((r.issuance_count, r.issuances_in_flight), (max, 0));
 }
 
 async fn an_unrecorded_share_is_removed_again(db: Db) {
@@ -2346,7 +2399,12 @@ async fn two_schedulers_expire_a_thousand_leases_exactly_once(db: Db) {
                     .unwrap();
                 assert!(
                     store
-                        .consume_issuance_token(r.id, &token_hash, now)
+                        .consume_issuance_token(
+                            r.id,
+                            &token_hash,
+                            now,
+                            now.minus(passkey::governance::lifecycle::RETRIEVAL_DEAD_AFTER),
+                        )
                         .await
                         .unwrap()
                         .is_some()

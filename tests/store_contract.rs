@@ -1423,7 +1423,12 @@ async fn leased_request(
             .await
             .unwrap();
         store
-            .consume_issuance_token(req.id, &token_hash, share_at)
+            .consume_issuance_token(
+                req.id,
+                &token_hash,
+                share_at,
+                share_at.minus(passkey::governance::lifecycle::RETRIEVAL_DEAD_AFTER),
+            )
             .await
             .unwrap()
             .expect("the token is current");

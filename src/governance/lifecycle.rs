@@ -228,6 +228,12 @@ impl Standing {
     }
 }
 
+/// How long a retrieval may hold its reservation before it counts as dead (its process killed
+/// mid-share). Far longer than any live one takes: vault calls time out after 30 s (service) or
+/// 60 s (CLI), and a retrieval makes at most a few. A share such a retrieval may have created was
+/// never shown to anyone (its URL died with the process) and expires with the lease.
+pub const RETRIEVAL_DEAD_AFTER: time::Duration = time::Duration::minutes(10);
+
 /// A freshly minted issuance token: shown to the signed-in requester's page once, never stored.
 pub struct IssuanceToken {
     pub token: SecretString,
@@ -1846,7 +1852,7 @@ impl Lifecycle {
         let token_expires = request.issuance_token_expires_at.unwrap_or(now);
         let Some(request) = self
             .store
-            .consume_issuance_token(request_id, &presented, now)
+            .consume_issuance_token(request_id, &presented, now, now.minus(RETRIEVAL_DEAD_AFTER))
             .await?
         else {
             // Someone else used the token first, or every retrieval left is taken.
@@ -1943,20 +1949,26 @@ impl Lifecycle {
             .detail(json!({ "class": e.class, "message": e.message, "raw": e.raw }));
         if e.class == ErrorClass::Terminal {
             // Nothing will ever be shareable: an unissued lease becomes UNFULFILLABLE.
-            let result = if request.status == RequestStatus::Approved {
-                let change = StatusChange::new(
-                    request.id,
-                    RequestStatus::Approved,
-                    RequestStatus::Unfulfillable,
-                    now,
-                )
-                .reason(e.message.clone());
-                self.store
-                    .transition_request(&change, &[], &audit)
-                    .await
-                    .map(|_| ())
-            } else {
-                self.store.append_audit(&audit).await.map(|_| ())
+            let result = match self.store.append_audit(&audit).await {
+                // The state change has its own event, as on the approval path (#15.8).
+                Ok(_) if request.status == RequestStatus::Approved => {
+                    let change = StatusChange::new(
+                        request.id,
+                        RequestStatus::Approved,
+                        RequestStatus::Unfulfillable,
+                        now,
+                    )
+                    .reason(e.message.clone());
+                    let unfulfillable =
+                        NewAuditEvent::new("system:issuance", "REQUEST_UNFULFILLABLE", now).detail(
+                            json!({ "class": e.class, "message": e.message, "raw": e.raw, "at": "retrieval" }),
+                        );
+                    self.store
+                        .transition_request(&change, &[], &unfulfillable)
+                        .await
+                        .map(|_| ())
+                }
+                other => other.map(|_| ()),
             };
             if let Err(err) = result {
                 return err.into();

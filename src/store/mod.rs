@@ -285,12 +285,15 @@ pub trait LeaseStore: Send + Sync {
     /// Uses up the token with this hash, if it is still the request's current, unexpired token on
     /// a live lease with retrievals left, and reserves one retrieval (`issuances_in_flight`), so
     /// no more shares than `max_issuances` can exist even while they are being created (INV-4).
-    /// `None` when it is not (someone else used it first, or nothing is left).
+    /// `None` when it is not (someone else used it first, or nothing is left). Reservations
+    /// held since before `dead_before` are reclaimed first: their retrievals died (a process killed
+    /// mid-share), and they must not hold retrievals forever.
     async fn consume_issuance_token(
         &self,
         request_id: i64,
         token_hash: &str,
         now: Timestamp,
+        dead_before: Timestamp,
     ) -> StoreResult<Option<Request>>;
     /// Puts a consumed token back after a retrieval that failed for a passing reason (unless a
     /// newer token was minted meanwhile) and gives its reservation back.

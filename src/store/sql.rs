@@ -1045,19 +1045,31 @@ macro_rules! impl_store {
                 request_id: i64,
                 token_hash: &str,
                 now: Timestamp,
+                dead_before: Timestamp,
             ) -> StoreResult<Option<Request>> {
                 let mut tx = self.begin_write().await?;
+                // Reservations taken before `dead_before` belong to retrievals that died (no live
+                // one takes that long): they are reclaimed here, in the same statement.
                 let updated: Option<Request> = sqlx::query_as(
                     "UPDATE requests SET issuance_token_hash = NULL, issuance_token_expires_at = NULL,
-                                         issuances_in_flight = issuances_in_flight + 1, updated_at = $3
+                        issuances_in_flight = CASE WHEN issuances_in_flight_since < $4 THEN 1
+                                                   ELSE issuances_in_flight + 1 END,
+                        issuances_in_flight_since = CASE
+                            WHEN issuances_in_flight = 0 OR issuances_in_flight_since IS NULL
+                                 OR issuances_in_flight_since < $4 THEN $3
+                            ELSE issuances_in_flight_since END,
+                        updated_at = $3
                      WHERE id = $1 AND issuance_token_hash = $2 AND issuance_token_expires_at > $3
                        AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
-                       AND lease_expires_at > $3 AND issuance_count + issuances_in_flight < max_issuances
+                       AND lease_expires_at > $3
+                       AND issuance_count + CASE WHEN issuances_in_flight_since < $4 THEN 0
+                                                 ELSE issuances_in_flight END < max_issuances
                      RETURNING *",
                 )
                 .bind(request_id)
                 .bind(token_hash)
                 .bind(now)
+                .bind(dead_before)
                 .fetch_optional(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -1083,7 +1095,9 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "UPDATE requests SET issuances_in_flight = issuances_in_flight - 1
+                    "UPDATE requests SET issuances_in_flight = issuances_in_flight - 1,
+                        issuances_in_flight_since = CASE WHEN issuances_in_flight <= 1 THEN NULL
+                                                         ELSE issuances_in_flight_since END
                      WHERE id = $1 AND issuances_in_flight > 0",
                 )
                 .bind(request_id)
@@ -1111,6 +1125,8 @@ macro_rules! impl_store {
                     "UPDATE requests SET
                         issuance_count = issuance_count + 1,
                         issuances_in_flight = issuances_in_flight - 1,
+                        issuances_in_flight_since = CASE WHEN issuances_in_flight <= 1 THEN NULL
+                                                         ELSE issuances_in_flight_since END,
                         status = CASE WHEN status = 'APPROVED' THEN 'ISSUED' ELSE status END,
                         updated_at = $2
                      WHERE id = $1 AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
@@ -1145,7 +1161,9 @@ macro_rules! impl_store {
 
             async fn release_issuance_reservation(&self, request_id: i64) -> StoreResult<()> {
                 sqlx::query(
-                    "UPDATE requests SET issuances_in_flight = issuances_in_flight - 1
+                    "UPDATE requests SET issuances_in_flight = issuances_in_flight - 1,
+                        issuances_in_flight_since = CASE WHEN issuances_in_flight <= 1 THEN NULL
+                                                         ELSE issuances_in_flight_since END
                      WHERE id = $1 AND issuances_in_flight > 0",
                 )
                 .bind(request_id)
