@@ -628,6 +628,23 @@ pub struct OtpChallenge {
     pub token_hash: Option<String>,
 }
 
+/// A row that counts wrong codes (an OTP challenge, a factor proof): whose guesses they are.
+pub trait CodeAttempts {
+    fn person(&self) -> i64;
+}
+
+impl CodeAttempts for OtpChallenge {
+    fn person(&self) -> i64 {
+        self.user_id
+    }
+}
+
+impl CodeAttempts for FactorProof {
+    fn person(&self) -> i64 {
+        self.user_id
+    }
+}
+
 /// A code texted to the number on file to prove the person holds it before their second factor
 /// changes (`factor_proofs`). Only the keyed hash of the code is kept.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

@@ -124,6 +124,43 @@ macro_rules! impl_store {
                 Ok(event)
             }
 
+            /// One more wrong code on a live OTP challenge or factor proof (`table`) that still has
+            /// `attempts_seen` attempts, locking it at the last one, counted against its person's
+            /// hourly cap, with its audit event. `None`: it changed meanwhile (nothing written).
+            async fn record_wrong_attempt<R>(
+                &self,
+                table: &'static str,
+                id: uuid::Uuid,
+                attempts_seen: i32,
+                at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Option<R>>
+            where
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin + CodeAttempts,
+            {
+                let mut tx = self.begin_write().await?;
+                let sql = format!(
+                    "UPDATE {table}
+                     SET attempts = attempts + 1,
+                         locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $3 ELSE NULL END
+                     WHERE id = $1 AND attempts = $2
+                       AND consumed_at IS NULL AND locked_at IS NULL AND expires_at > $3
+                     RETURNING *"
+                );
+                let row: Option<R> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(attempts_seen)
+                    .bind(at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = &row {
+                    Self::count_wrong_code_tx(&mut tx, row.person(), at).await?;
+                    Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            }
+
             /// Records one wrong second-factor code against the person's hourly cap.
             async fn count_wrong_code_tx(
                 tx: &mut Transaction<'static, $db>,
@@ -1990,26 +2027,7 @@ macro_rules! impl_store {
                 at: Timestamp,
                 audit: &NewAuditEvent,
             ) -> StoreResult<Option<OtpChallenge>> {
-                let mut tx = self.begin_write().await?;
-                let row: Option<OtpChallenge> = sqlx::query_as(
-                    "UPDATE otp_challenges
-                     SET attempts = attempts + 1,
-                         locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $3 ELSE NULL END
-                     WHERE id = $1 AND attempts = $2
-                       AND consumed_at IS NULL AND locked_at IS NULL AND expires_at > $3
-                     RETURNING *",
-                )
-                .bind(id)
-                .bind(attempts_seen)
-                .bind(at)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = &row {
-                    Self::count_wrong_code_tx(&mut tx, row.user_id, at).await?;
-                    Self::append_audit_tx(&mut tx, audit).await?;
-                }
-                tx.commit().await?;
-                Ok(row)
+                self.record_wrong_attempt("otp_challenges", id, attempts_seen, at, audit).await
             }
 
             async fn wrong_codes_since(&self, user_id: i64, since: Timestamp) -> StoreResult<Vec<Timestamp>> {
@@ -2078,26 +2096,7 @@ macro_rules! impl_store {
                 at: Timestamp,
                 audit: &NewAuditEvent,
             ) -> StoreResult<Option<FactorProof>> {
-                let mut tx = self.begin_write().await?;
-                let row: Option<FactorProof> = sqlx::query_as(
-                    "UPDATE factor_proofs
-                     SET attempts = attempts + 1,
-                         locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $3 ELSE NULL END
-                     WHERE id = $1 AND attempts = $2
-                       AND consumed_at IS NULL AND locked_at IS NULL AND expires_at > $3
-                     RETURNING *",
-                )
-                .bind(id)
-                .bind(attempts_seen)
-                .bind(at)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = &row {
-                    Self::count_wrong_code_tx(&mut tx, row.user_id, at).await?;
-                    Self::append_audit_tx(&mut tx, audit).await?;
-                }
-                tx.commit().await?;
-                Ok(row)
+                self.record_wrong_attempt("factor_proofs", id, attempts_seen, at, audit).await
             }
 
             async fn consume_factor_proof(
