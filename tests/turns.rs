@@ -276,7 +276,51 @@ async fn a_turn_failing_when_marked_done_keeps_its_one_approval(db: Db) {
     approval_failing_at(db, Step::Done).await;
 }
 
+/// Alice extends her approved lease; the reply fails, so Teams redelivers `extend`. The re-run
+/// must not extend the lease a second time.
+async fn an_extension_whose_reply_failed_is_granted_once_on_redelivery(db: Db) {
+    let bot = Bot::start(db, &[]).await;
+    // A low-sensitivity record: the policy approves the request and its extensions itself.
+    let ask = bot.message(
+        ALICE,
+        "alice-asks",
+        "request db-staging 1h because INC-4411 check",
+    );
+    assert_eq!(bot.deliver(&ask).await, 200);
+    let before = bot.db.store.request_by_id(1).await.unwrap().unwrap();
+    assert_eq!(before.status, RequestStatus::Approved);
+
+    let extend = bot.message(ALICE, "alice-extends", "extend 1 30m");
+    bot.connector.fail_path("/activities/alice-extends", 4);
+    let first = bot.deliver(&extend).await;
+    assert_eq!(
+        first, 503,
+        "the answer was not delivered: Teams is asked to retry"
+    );
+    let once = bot.db.store.request_by_id(1).await.unwrap().unwrap();
+    assert_eq!(
+        once.lease_expires_at,
+        before
+            .lease_expires_at
+            .map(|t| t.plus(time::Duration::minutes(30))),
+        "the first attempt extended the lease"
+    );
+    for _ in 0..2 {
+        assert_eq!(bot.deliver(&extend).await, 200);
+    }
+    let after = bot.db.store.request_by_id(1).await.unwrap().unwrap();
+    assert_eq!(
+        after.lease_expires_at, once.lease_expires_at,
+        "the redelivery did not extend it again"
+    );
+    assert_eq!(bot.audit_count("LEASE_EXTENDED").await, 1);
+    let replies = bot.replies_to("alice-extends", 4);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].contains("#1"), "{replies:?}");
+}
+
 on_both_databases!(
+    an_extension_whose_reply_failed_is_granted_once_on_redelivery,
     a_turn_failing_when_its_activity_is_recorded_is_redone_once,
     a_turn_failing_when_the_sender_is_remembered_is_redone_once,
     a_turn_failing_in_its_use_case_is_redone_once,

@@ -324,6 +324,9 @@ pub struct Sender<'a> {
     state: &'a AppState,
     aad_object_id: Option<String>,
     user: OnceCell<Option<User>>,
+    /// The activity being answered (`conversation/activity id`), for a use case that must
+    /// recognise a redelivery of a command whose work an earlier attempt already did.
+    origin: Option<String>,
 }
 
 impl<'a> Sender<'a> {
@@ -333,6 +336,7 @@ impl<'a> Sender<'a> {
             state,
             aad_object_id: Some(user.aad_object_id.clone()),
             user: OnceCell::new_with(Some(Some(user.clone()))),
+            origin: None,
         }
     }
 
@@ -358,6 +362,10 @@ async fn remember_sender<'a>(
     activity: &Activity,
     now: Timestamp,
 ) -> Result<Sender<'a>, ApiError> {
+    let origin = activity
+        .id
+        .as_deref()
+        .map(|id| format!("{}/{id}", activity.conversation.id));
     let Some(aad) = activity
         .from
         .aad_object_id
@@ -368,6 +376,7 @@ async fn remember_sender<'a>(
             state,
             aad_object_id: None,
             user: OnceCell::new_with(Some(None)),
+            origin,
         });
     };
     let key = format!("user:{aad}");
@@ -382,6 +391,7 @@ async fn remember_sender<'a>(
             state,
             aad_object_id: Some(aad.to_string()),
             user: OnceCell::new(),
+            origin,
         });
     }
     let user = state
@@ -408,6 +418,7 @@ async fn remember_sender<'a>(
         state,
         aad_object_id: Some(aad.to_string()),
         user: OnceCell::new_with(Some(Some(user))),
+        origin,
     })
 }
 
@@ -707,7 +718,7 @@ async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Re
             lifecycle_reply(
                 state,
                 sender,
-                Call::Extend(request_id, duration.whole_seconds()),
+                Call::Extend(request_id, duration.whole_seconds(), sender.origin.clone()),
             )
             .await?
         }
@@ -725,7 +736,8 @@ enum Call {
     Approve(i64, Option<String>),
     Deny(i64, Option<String>),
     Release(i64),
-    Extend(i64, i64),
+    /// Request, seconds, and the activity that asked (see `Sender::origin`).
+    Extend(i64, i64, Option<String>),
     Triage(i64, bool, String),
     Revoke(i64, String),
 }
@@ -834,7 +846,7 @@ async fn run_call(
         Call::Approve(id, comment) => lc.approve(user, id, comment.as_deref()).await,
         Call::Deny(id, comment) => lc.deny(user, id, comment.as_deref()).await,
         Call::Release(id) => lc.release(user, id).await,
-        Call::Extend(id, secs) => lc.extend(user, id, secs).await,
+        Call::Extend(id, secs, origin) => lc.extend_once(user, id, secs, origin.as_deref()).await,
         Call::Triage(id, approve, reason) => lc.triage(user, id, approve, &reason).await,
         Call::Revoke(id, reason) => lc.revoke(user, id, &reason).await,
     };
@@ -1003,7 +1015,7 @@ async fn on_card_action(
             request_id,
             duration,
         } => match commands::parse_duration(&duration) {
-            Ok(d) => Call::Extend(request_id, d.whole_seconds()),
+            Ok(d) => Call::Extend(request_id, d.whole_seconds(), sender.origin.clone()),
             Err(e) => return Ok(Reply::Text(format!("That duration didn't work: {e}"))),
         },
         CardAction::Refresh { request_id, view } => {
