@@ -120,6 +120,11 @@ pub struct BotSettings {
     /// `bot::connector::ConnectorHosts`): `host` or `*.domain`. Loopback only outside production.
     #[serde(deserialize_with = "de_list")]
     pub connector_hosts: Vec<String>,
+    /// How long a turn holds its claim on an activity without renewing it (renewed every third of
+    /// this while the turn runs). A redelivery inside the claim is answered 503 (Teams retries);
+    /// after a crash, a redelivery once the claim lapsed runs the turn again.
+    #[serde(deserialize_with = "de_u64")]
+    pub turn_claim_secs: u64,
 }
 
 /// The Teams-wide Connector URL: good for creating conversations in any region.
@@ -242,6 +247,7 @@ impl Default for BotSettings {
             managed_identity_endpoint: None,
             service_url: None,
             connector_hosts: Vec::new(),
+            turn_claim_secs: 30,
         }
     }
 }
@@ -765,6 +771,12 @@ impl Settings {
                 "dev channel auth (no bot.app_id) accepts unauthenticated activities, so it only listens on \
                  loopback; {} is not loopback. Set PASSKEY_BOT__APP_ID and PASSKEY_BOT__APP_PASSWORD, or bind 127.0.0.1",
                 self.bind
+            ));
+        }
+        if !(3..=3600).contains(&self.bot.turn_claim_secs) {
+            problems.push(format!(
+                "bot.turn_claim_secs must be between 3 and 3600 (seconds a turn holds its activity), not {}",
+                self.bot.turn_claim_secs
             ));
         }
         let mut copy = self.clone();

@@ -166,4 +166,24 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
+
+    #[test]
+    fn a_database_out_of_reach_is_a_503_teams_retries_not_a_500() {
+        let unreachable = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        ];
+        for e in unreachable {
+            let what = e.to_string();
+            let api = ApiError::from(StoreError::from(e));
+            assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        }
+        let api = ApiError::from(StoreError::from(sqlx::Error::RowNotFound));
+        assert_ne!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let api = ApiError::from(StoreError::from(sqlx::Error::Protocol("bad row".into())));
+        assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

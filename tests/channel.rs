@@ -129,9 +129,16 @@ impl Harness {
         // The refused activity was not marked processed (this probe marks it, so ids must be unique).
         let fresh = self
             .store
-            .mark_activity_processed("a:1alice-personal", activity_id, t0())
+            .claim_activity(
+                "a:1alice-personal",
+                activity_id,
+                "probe",
+                t0(),
+                t0().plus(time::Duration::minutes(1)),
+            )
             .await
-            .unwrap();
+            .unwrap()
+            == passkey::store::ActivityClaim::Claimed;
         assert!(fresh, "{case}: the activity was recorded as processed");
         let audit = self.store.audit_events_after(0, 10_000).await.unwrap();
         assert_eq!(
@@ -1160,9 +1167,16 @@ async fn the_connector_token_is_never_sent_to_a_host_outside_the_allow_list() {
         );
         assert!(
             h.store
-                .mark_activity_processed("a:1alice-personal", &id, t0())
+                .claim_activity(
+                    "a:1alice-personal",
+                    &id,
+                    "probe",
+                    t0(),
+                    t0().plus(time::Duration::minutes(1)),
+                )
                 .await
-                .unwrap(),
+                .unwrap()
+                == passkey::store::ActivityClaim::Claimed,
             "{case}: the activity was recorded as processed"
         );
         let audit = audit_since_start(&h).await;
@@ -1341,9 +1355,16 @@ async fn tokens_that_repeat_a_name_or_carry_a_crit_header_are_refused() {
         assert_eq!(r.status(), 401, "{case}");
         assert!(
             h.store
-                .mark_activity_processed("a:1alice-personal", &id, t0())
+                .claim_activity(
+                    "a:1alice-personal",
+                    &id,
+                    "probe",
+                    t0(),
+                    t0().plus(time::Duration::minutes(1)),
+                )
                 .await
-                .unwrap(),
+                .unwrap()
+                == passkey::store::ActivityClaim::Claimed,
             "{case}: the activity was processed"
         );
     }

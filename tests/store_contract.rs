@@ -1202,29 +1202,76 @@ async fn conversations_cards_and_redelivery(db: Db) {
     assert_eq!(cards.len(), 2);
     assert_eq!(cards[0].card_kind, "decided");
 
-    assert!(
-        s.mark_activity_processed("conv", "act-9", t0())
-            .await
-            .unwrap(),
-        "first delivery is processed"
+    // An activity is claimed by one turn at a time, done only when that turn finishes it.
+    let minute = |t: Timestamp| t.plus(Duration::minutes(1));
+    let claim = |conv: &'static str, token: &'static str, at: Timestamp| {
+        s.claim_activity(conv, "act-9", token, at, minute(at))
+    };
+    assert_eq!(
+        claim("conv", "turn-1", t0()).await.unwrap(),
+        ActivityClaim::Claimed,
+        "first delivery is claimed"
     );
-    assert!(
-        !s.mark_activity_processed("conv", "act-9", later)
-            .await
-            .unwrap(),
-        "redelivery is recognised"
+    assert_eq!(
+        claim("conv", "turn-2", t0()).await.unwrap(),
+        ActivityClaim::InProgress,
+        "a redelivery while the turn runs is told to come back"
     );
-    assert!(
-        s.mark_activity_processed("other-conv", "act-9", t0())
-            .await
-            .unwrap(),
+    assert_eq!(
+        claim("other-conv", "turn-3", t0()).await.unwrap(),
+        ActivityClaim::Claimed,
         "ids are per conversation"
     );
-    assert_eq!(s.forget_processed_before(later).await.unwrap(), 2);
     assert!(
-        s.mark_activity_processed("conv", "act-9", later)
+        !s.renew_activity_claim("conv", "act-9", "turn-2", minute(later))
+            .await
+            .unwrap(),
+        "only the holder renews"
+    );
+    s.release_activity("conv", "act-9", "turn-2").await.unwrap();
+    assert_eq!(
+        claim("conv", "turn-2", t0()).await.unwrap(),
+        ActivityClaim::InProgress,
+        "only the holder releases"
+    );
+    s.release_activity("conv", "act-9", "turn-1").await.unwrap();
+    assert_eq!(
+        claim("conv", "turn-4", t0()).await.unwrap(),
+        ActivityClaim::Claimed,
+        "a failed turn's activity is claimed again"
+    );
+    assert_eq!(
+        claim("conv", "turn-5", later).await.unwrap(),
+        ActivityClaim::Claimed,
+        "a claim that lapsed (its turn crashed) is taken over"
+    );
+    s.finish_activity("conv", "act-9", "turn-4", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim("conv", "turn-6", later).await.unwrap(),
+        ActivityClaim::InProgress,
+        "the turn that lost its claim does not finish the activity"
+    );
+    assert!(
+        s.renew_activity_claim("conv", "act-9", "turn-5", minute(later))
             .await
             .unwrap()
+    );
+    s.finish_activity("conv", "act-9", "turn-5", later)
+        .await
+        .unwrap();
+    s.release_activity("conv", "act-9", "turn-5").await.unwrap();
+    let much_later = later.plus(Duration::hours(1));
+    assert_eq!(
+        claim("conv", "turn-7", much_later).await.unwrap(),
+        ActivityClaim::Done,
+        "a finished activity stays done"
+    );
+    assert_eq!(s.forget_processed_before(much_later).await.unwrap(), 2);
+    assert_eq!(
+        claim("conv", "turn-8", much_later).await.unwrap(),
+        ActivityClaim::Claimed
     );
 }
 

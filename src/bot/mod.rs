@@ -147,12 +147,16 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The inbound endpoint. Message turns answer 200 after replies went out through the Connector;
-/// invokes answer with their invoke response.
+/// invokes answer with their invoke response. The turn runs as a task of its own: a caller that
+/// hangs up (Teams gives up after its timeout) does not cut it off halfway; it finishes, and
+/// marks its activity done.
 async fn messages(
     State(state): State<AppState>,
     VerifiedActivity { activity, identity }: VerifiedActivity,
 ) -> Result<Response, ApiError> {
-    match turn::handle(&state, &activity, &identity).await? {
+    let turn = tokio::spawn(async move { turn::handle(&state, &activity, &identity).await });
+    let outcome = turn.await.map_err(ApiError::internal)??;
+    match outcome {
         turn::TurnOutcome::Ack => Ok(StatusCode::OK.into_response()),
         turn::TurnOutcome::Invoke { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

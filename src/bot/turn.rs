@@ -1,13 +1,14 @@
-//! One turn: what the bot does with a verified activity. Redeliveries are recognised and dropped,
-//! the sender and the conversation are remembered (for proactive messages later), then the
-//! activity is dispatched: typed commands, card actions, installs.
+//! One turn: what the bot does with a verified activity. The activity is claimed for the turn
+//! (redeliveries of a finished one are recognised and dropped), the sender and the conversation
+//! are remembered (for proactive messages later), then the activity is dispatched: typed
+//! commands, card actions, installs.
 
 use super::actions::{self, CardAction};
 use super::activity::{Activity, OutgoingActivity};
 use super::admin;
 use super::auth::ChannelIdentity;
 use super::commands::{self, AdminCommand, Command, ParseError};
-use super::connector::ConversationTarget;
+use super::connector::{ConnectorError, ConversationTarget};
 use super::notify::STATUS_CARD;
 use super::render;
 use super::views;
@@ -17,7 +18,7 @@ use crate::error::ApiError;
 use crate::governance::admin::AdminError;
 use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::policies;
-use crate::store::{ConversationRef, NewAuditEvent, NewSentCard, NewUser, User};
+use crate::store::{ActivityClaim, ConversationRef, NewAuditEvent, NewSentCard, NewUser, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -50,27 +51,126 @@ pub enum Reply {
     },
 }
 
+/// One turn, effectively once: the activity is claimed for this turn (renewed while it runs),
+/// marked done only when the turn succeeded, and released when it failed, so Teams' redelivery of
+/// a failed turn runs it again. A redelivery while the turn still runs is answered 503 (Teams
+/// retries); one after it finished is acknowledged without running. A turn that ran its use case
+/// and then failed is run again in full: the use cases find their work done and say so (see
+/// "Reliability decisions" in docs/ARCHITECTURE.md).
 pub async fn handle(
     state: &AppState,
     activity: &Activity,
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
+    let Some(activity_id) = activity.id.as_deref() else {
+        return run(state, activity, identity).await;
+    };
+    let conversation = activity.conversation.id.as_str();
+    let token = uuid::Uuid::new_v4().to_string();
+    let lease = Duration::from_secs(state.settings.bot.turn_claim_secs);
     let now = state.clock.now();
-    if let Some(id) = activity.id.as_deref()
-        && !state
-            .store
-            .mark_activity_processed(&activity.conversation.id, id, now)
-            .await?
-    {
-        tracing::info!(kind = %activity.kind, "redelivered activity ignored");
-        return Ok(match activity.kind.as_str() {
-            "invoke" => TurnOutcome::Invoke {
-                status: 200,
-                body: Some(invoke_message("Already done.")),
-            },
-            _ => TurnOutcome::Ack,
-        });
+    let claim = state
+        .store
+        .claim_activity(
+            conversation,
+            activity_id,
+            &token,
+            now,
+            lease_end(now, lease),
+        )
+        .await?;
+    match claim {
+        ActivityClaim::Claimed => {}
+        ActivityClaim::Done => {
+            tracing::info!(kind = %activity.kind, "redelivered activity ignored");
+            return Ok(match activity.kind.as_str() {
+                "invoke" => TurnOutcome::Invoke {
+                    status: 200,
+                    body: Some(invoke_message("Already done.")),
+                },
+                _ => TurnOutcome::Ack,
+            });
+        }
+        ActivityClaim::InProgress => {
+            tracing::info!(kind = %activity.kind, "activity redelivered while its turn runs");
+            return Err(ApiError::TryAgain(
+                "this activity is being handled; try again shortly".into(),
+            ));
+        }
     }
+    let outcome = {
+        let turn = run(state, activity, identity);
+        tokio::pin!(turn);
+        tokio::select! {
+            biased;
+            outcome = &mut turn => outcome,
+            never = keep_claimed(state, conversation, activity_id, &token, lease) => match never {},
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            let done = state
+                .store
+                .finish_activity(conversation, activity_id, &token, state.clock.now())
+                .await;
+            if let Err(e) = done {
+                // The work and the reply are done and the turn answers 200, so Teams does not
+                // redeliver; if it did after the claim lapsed, the use cases would find their
+                // work done.
+                tracing::warn!(error = %e, "activity not marked done");
+            }
+            Ok(outcome)
+        }
+        Err(e) => {
+            if let Err(release) = state
+                .store
+                .release_activity(conversation, activity_id, &token)
+                .await
+            {
+                tracing::warn!(error = %release, "activity claim not released; it lapses");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
+    now.plus(time::Duration::seconds(
+        i64::try_from(lease.as_secs()).unwrap_or(i64::MAX),
+    ))
+}
+
+/// Renews the turn's claim every third of its lease for as long as the turn runs (it is dropped
+/// with the turn), so a slow turn is not taken over by a redelivery while it still works.
+async fn keep_claimed(
+    state: &AppState,
+    conversation: &str,
+    activity_id: &str,
+    token: &str,
+    lease: Duration,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let until = lease_end(state.clock.now(), lease);
+        match state
+            .store
+            .renew_activity_claim(conversation, activity_id, token, until)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("activity claim lapsed while its turn ran"),
+            Err(e) => tracing::warn!(error = %e, "activity claim not renewed"),
+        }
+    }
+}
+
+/// The turn itself: remember who and where, then dispatch.
+async fn run(
+    state: &AppState,
+    activity: &Activity,
+    identity: &ChannelIdentity,
+) -> Result<TurnOutcome, ApiError> {
+    let now = state.clock.now();
     let sender = remember_sender(state, activity, now).await?;
     remember_conversation(state, activity, &sender, identity, now).await?;
 
@@ -92,7 +192,7 @@ pub async fn handle(
                     None => answer_privately(state, &sender, value, text).await?,
                 }
             };
-            send_reply(state, activity, reply).await;
+            send_reply(state, activity, reply).await?;
             Ok(TurnOutcome::Ack)
         }
         "invoke" if activity.name.as_deref() == Some("adaptiveCard/action") => {
@@ -224,6 +324,9 @@ pub struct Sender<'a> {
     state: &'a AppState,
     aad_object_id: Option<String>,
     user: OnceCell<Option<User>>,
+    /// The activity being answered (`conversation/activity id`), for a use case that must
+    /// recognise a redelivery of a command whose work an earlier attempt already did.
+    origin: Option<String>,
 }
 
 impl<'a> Sender<'a> {
@@ -233,6 +336,7 @@ impl<'a> Sender<'a> {
             state,
             aad_object_id: Some(user.aad_object_id.clone()),
             user: OnceCell::new_with(Some(Some(user.clone()))),
+            origin: None,
         }
     }
 
@@ -258,6 +362,10 @@ async fn remember_sender<'a>(
     activity: &Activity,
     now: Timestamp,
 ) -> Result<Sender<'a>, ApiError> {
+    let origin = activity
+        .id
+        .as_deref()
+        .map(|id| format!("{}/{id}", activity.conversation.id));
     let Some(aad) = activity
         .from
         .aad_object_id
@@ -268,6 +376,7 @@ async fn remember_sender<'a>(
             state,
             aad_object_id: None,
             user: OnceCell::new_with(Some(None)),
+            origin,
         });
     };
     let key = format!("user:{aad}");
@@ -282,6 +391,7 @@ async fn remember_sender<'a>(
             state,
             aad_object_id: Some(aad.to_string()),
             user: OnceCell::new(),
+            origin,
         });
     }
     let user = state
@@ -308,6 +418,7 @@ async fn remember_sender<'a>(
         state,
         aad_object_id: Some(aad.to_string()),
         user: OnceCell::new_with(Some(Some(user))),
+        origin,
     })
 }
 
@@ -389,7 +500,10 @@ fn outgoing(reply: Reply) -> (OutgoingActivity, Option<(i64, i64)>) {
     }
 }
 
-async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
+/// Delivers a message's answer. A Connector that is down (still failing after its retries) fails
+/// the turn with 503, so Teams redelivers and the person is answered then; a conversation the bot
+/// cannot reach or a call the Connector refuses would fail again, so those are only logged.
+async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) -> Result<(), ApiError> {
     let (outgoing, status) = outgoing(reply);
     let outgoing = outgoing.addressed_as_reply_to(activity);
     let reply_to = activity.id.as_deref().unwrap_or_default();
@@ -413,8 +527,13 @@ async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) {
                 .await;
             }
         }
+        Err(e @ (ConnectorError::Unavailable { .. } | ConnectorError::Token(_))) => {
+            tracing::warn!(error = %e, "reply not delivered; Teams is asked to redeliver");
+            return Err(ApiError::Unavailable(Some(Box::new(e))));
+        }
         Err(e) => tracing::warn!(error = %e, "reply not delivered"),
     }
+    Ok(())
 }
 
 /// Records a status card the requester can see, so later changes update it in place. A card
@@ -599,7 +718,7 @@ async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Re
             lifecycle_reply(
                 state,
                 sender,
-                Call::Extend(request_id, duration.whole_seconds()),
+                Call::Extend(request_id, duration.whole_seconds(), sender.origin.clone()),
             )
             .await?
         }
@@ -617,7 +736,8 @@ enum Call {
     Approve(i64, Option<String>),
     Deny(i64, Option<String>),
     Release(i64),
-    Extend(i64, i64),
+    /// Request, seconds, and the activity that asked (see `Sender::origin`).
+    Extend(i64, i64, Option<String>),
     Triage(i64, bool, String),
     Revoke(i64, String),
 }
@@ -726,7 +846,7 @@ async fn run_call(
         Call::Approve(id, comment) => lc.approve(user, id, comment.as_deref()).await,
         Call::Deny(id, comment) => lc.deny(user, id, comment.as_deref()).await,
         Call::Release(id) => lc.release(user, id).await,
-        Call::Extend(id, secs) => lc.extend(user, id, secs).await,
+        Call::Extend(id, secs, origin) => lc.extend_once(user, id, secs, origin.as_deref()).await,
         Call::Triage(id, approve, reason) => lc.triage(user, id, approve, &reason).await,
         Call::Revoke(id, reason) => lc.revoke(user, id, &reason).await,
     };
@@ -895,7 +1015,7 @@ async fn on_card_action(
             request_id,
             duration,
         } => match commands::parse_duration(&duration) {
-            Ok(d) => Call::Extend(request_id, d.whole_seconds()),
+            Ok(d) => Call::Extend(request_id, d.whole_seconds(), sender.origin.clone()),
             Err(e) => return Ok(Reply::Text(format!("That duration didn't work: {e}"))),
         },
         CardAction::Refresh { request_id, view } => {

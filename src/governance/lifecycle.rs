@@ -92,6 +92,11 @@ pub enum LifecycleError {
         status: RequestStatus,
         what: &'static str,
     },
+    /// The same extend command, delivered again after its extension was asked for.
+    #[error(
+        "Your extension of request #{0} was already asked for; `my requests` shows where it stands."
+    )]
+    AlreadyExtended(i64),
     #[error("Only admins can do that.")]
     NotAdmin,
     #[error("That retrieval link is not valid any more. Reload the page to get a fresh one.")]
@@ -2344,7 +2349,33 @@ impl Lifecycle {
         request_id: i64,
         extra_secs: i64,
     ) -> Result<Change, LifecycleError> {
+        self.extend_once(requester, request_id, extra_secs, None)
+            .await
+    }
+
+    /// As [`extend`](Self::extend), for the command `origin` names (a Teams activity). A turn that
+    /// failed after asking is run again when Teams redelivers it; unlike a decision, a second
+    /// extension is legal, so the command itself must be recognised: it is answered, not asked
+    /// again.
+    pub async fn extend_once(
+        &self,
+        requester: &User,
+        request_id: i64,
+        extra_secs: i64,
+        origin: Option<&str>,
+    ) -> Result<Change, LifecycleError> {
         let request = self.own_request(requester, request_id, "extend").await?;
+        if let Some(origin) = origin {
+            let asked = self
+                .store
+                .audit_events_for_request(request_id)
+                .await?
+                .iter()
+                .any(|e| e.action == "EXTENSION_REQUESTED" && e.detail.0["origin"] == origin);
+            if asked {
+                return Err(LifecycleError::AlreadyExtended(request_id));
+            }
+        }
         if !matches!(
             request.status,
             RequestStatus::Approved | RequestStatus::Issued
@@ -2390,9 +2421,11 @@ impl Lifecycle {
                 now,
             )
         };
-        let audit = NewAuditEvent::new(actor(requester), "EXTENSION_REQUESTED", now).detail(
-            json!({ "extra_secs": extra_secs, "outcome": decision.outcome, "reasons": decision.reasons }),
-        );
+        let mut detail = json!({ "extra_secs": extra_secs, "outcome": decision.outcome, "reasons": decision.reasons });
+        if let Some(origin) = origin {
+            detail["origin"] = json!(origin);
+        }
+        let audit = NewAuditEvent::new(actor(requester), "EXTENSION_REQUESTED", now).detail(detail);
         let pending = match self.store.transition_request(&ask, &[trace], &audit).await {
             Ok(r) => r,
             Err(StoreError::StatusConflict { .. }) => {

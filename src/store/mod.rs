@@ -59,11 +59,7 @@ impl From<sqlx::Error> for StoreError {
         use sqlx::error::ErrorKind;
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound("row"),
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            _ if database_unreachable(&e) => StoreError::Unavailable(e),
             sqlx::Error::Database(db) => {
                 let message = db.message().to_string();
                 if message.contains("INV-") {
@@ -79,6 +75,41 @@ impl From<sqlx::Error> for StoreError {
             }
             _ => StoreError::Database(e),
         }
+    }
+}
+
+/// Whether `e` means the database could not be reached or is going away — worth retrying later
+/// (HTTP 503), as opposed to a query the database refused. The one place this is decided.
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // Class 08: connection exceptions; 57P01–57P05: the server is shutting down, was
+                // terminated by an administrator or cannot take connections yet; 53300: too many
+                // connections.
+                code.starts_with("08")
+                    || matches!(
+                        code,
+                        "57P01" | "57P02" | "57P03" | "57P04" | "57P05" | "53300"
+                    )
+            } else {
+                // SQLite's (extended) result code; the low byte is the primary one: BUSY, LOCKED
+                // (another writer held the database past the busy timeout), IOERR, CANTOPEN.
+                code.parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 14))
+            }
+        }
+        _ => false,
     }
 }
 
@@ -428,13 +459,41 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<Option<ConversationRef>>;
     async fn record_sent_card(&self, card: &NewSentCard) -> StoreResult<SentCard>;
     async fn sent_cards_for_request(&self, request_id: i64) -> StoreResult<Vec<SentCard>>;
-    /// Marks an inbound activity as processed; false when it already was (a redelivery).
-    async fn mark_activity_processed(
+    /// Claims an inbound activity for one turn (identified by `token`) until `until`: claimed
+    /// when it is new, or when an earlier turn's claim lapsed (that turn crashed); otherwise where
+    /// it stands. A claim becomes DONE with [`finish_activity`](Self::finish_activity), or is
+    /// dropped with [`release_activity`](Self::release_activity) so a redelivery runs again.
+    async fn claim_activity(
         &self,
         conversation_id: &str,
         activity_id: &str,
-        at: Timestamp,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<ActivityClaim>;
+    /// Extends a claim `token` still holds; false when it holds it no longer.
+    async fn renew_activity_claim(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+        until: Timestamp,
     ) -> StoreResult<bool>;
+    /// The turn holding `token` succeeded: redeliveries are answered as done from now on.
+    async fn finish_activity(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// The turn holding `token` failed: the claim is dropped, so a redelivery runs the turn.
+    async fn release_activity(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+    ) -> StoreResult<()>;
     async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64>;
 }
 

@@ -720,3 +720,14 @@ impl MigrationState {
         self.applied == self.expected
     }
 }
+
+/// Where an inbound activity stands when a turn claims it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityClaim {
+    /// This turn holds it: run, then finish or release.
+    Claimed,
+    /// Another turn holds a claim on it that has not lapsed.
+    InProgress,
+    /// A turn finished it.
+    Done,
+}

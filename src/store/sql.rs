@@ -1765,17 +1765,113 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn mark_activity_processed(&self, conversation_id: &str, activity_id: &str, at: Timestamp) -> StoreResult<bool> {
-                let result = sqlx::query(
-                    "INSERT INTO processed_activities (conversation_id, activity_id, processed_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (conversation_id, activity_id) DO NOTHING",
+            async fn claim_activity(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+                now: Timestamp,
+                until: Timestamp,
+            ) -> StoreResult<ActivityClaim> {
+                // New, or taken over from a turn whose claim lapsed: one statement, so two
+                // deliveries racing for it cannot both win.
+                let claimed = sqlx::query(
+                    "INSERT INTO processed_activities
+                        (conversation_id, activity_id, processed_at, state, claimed_until, claim_token)
+                     VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5)
+                     ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
+                        processed_at = excluded.processed_at,
+                        claimed_until = excluded.claimed_until,
+                        claim_token = excluded.claim_token
+                     WHERE processed_activities.state = 'IN_PROGRESS'
+                       AND processed_activities.claimed_until <= excluded.processed_at",
                 )
                 .bind(conversation_id)
                 .bind(activity_id)
+                .bind(now)
+                .bind(until)
+                .bind(token)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1;
+                if claimed {
+                    return Ok(ActivityClaim::Claimed);
+                }
+                let state: Option<String> = sqlx::query_scalar(
+                    "SELECT state FROM processed_activities WHERE conversation_id = $1 AND activity_id = $2",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                // Gone between the two statements: the holder released it; ask for a retry.
+                Ok(match state.as_deref() {
+                    Some("DONE") => ActivityClaim::Done,
+                    _ => ActivityClaim::InProgress,
+                })
+            }
+
+            async fn renew_activity_claim(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+                until: Timestamp,
+            ) -> StoreResult<bool> {
+                Ok(sqlx::query(
+                    "UPDATE processed_activities SET claimed_until = $4
+                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3
+                       AND state = 'IN_PROGRESS'",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(token)
+                .bind(until)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1)
+            }
+
+            async fn finish_activity(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE processed_activities
+                     SET state = 'DONE', processed_at = $4, claimed_until = NULL, claim_token = NULL
+                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(token)
                 .bind(at)
                 .execute(&self.pool)
                 .await?;
-                Ok(result.rows_affected() == 1)
+                Ok(())
+            }
+
+            async fn release_activity(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "DELETE FROM processed_activities
+                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3
+                       AND state = 'IN_PROGRESS'",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64> {

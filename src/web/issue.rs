@@ -313,6 +313,7 @@ pub fn lifecycle_error(e: LifecycleError) -> ApiError {
         | LifecycleError::WrongState { .. }
         | LifecycleError::AlreadyDecided { .. }
         | LifecycleError::AlreadyOpen(_)
+        | LifecycleError::AlreadyExtended(_)
         | LifecycleError::Refused(_)
         | LifecycleError::VaultRefused(_) => ApiError::Conflict(text),
     }

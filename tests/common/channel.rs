@@ -206,6 +206,10 @@ pub struct ConnectorState {
     pub calls: Mutex<Vec<ConnectorCall>>,
     /// Responses to give before answering normally: (status, Retry-After).
     pub script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
+    /// Calls whose path ends with the first to fail with 500, as many times as the second says.
+    pub failing: Mutex<Option<(String, usize)>>,
+    /// Calls whose path ends with this are never answered (a Connector that hangs).
+    pub hanging: Mutex<Option<String>>,
     pub next_id: AtomicUsize,
 }
 
@@ -253,6 +257,17 @@ impl FakeConnector {
             .extend(responses.iter().copied());
     }
 
+    /// The next `times` calls to a path ending with `suffix` fail with 500 (say, the reply to
+    /// one activity); other calls are answered normally.
+    pub fn fail_path(&self, suffix: &str, times: usize) {
+        *self.state.failing.lock().unwrap() = Some((suffix.to_string(), times));
+    }
+
+    /// Calls to a path ending with `suffix` are recorded and then never answered.
+    pub fn hang_path(&self, suffix: &str) {
+        *self.state.hanging.lock().unwrap() = Some(suffix.to_string());
+    }
+
     /// Waits briefly for `n` calls (replies are sent before the turn answers, but be tolerant).
     pub async fn wait_for(&self, n: usize) -> Vec<ConnectorCall> {
         for _ in 0..100 {
@@ -282,6 +297,18 @@ async fn record(
         body,
         at: std::time::Instant::now(),
     });
+    let path = s.calls.lock().unwrap().last().map(|c| c.path.clone());
+    let hang = matches!((&path, s.hanging.lock().unwrap().as_deref()), (Some(p), Some(h)) if p.ends_with(h));
+    if hang {
+        std::future::pending::<()>().await;
+    }
+    if let (Some(path), Some((suffix, times))) = (path, s.failing.lock().unwrap().as_mut())
+        && *times > 0
+        && path.ends_with(suffix.as_str())
+    {
+        *times -= 1;
+        return Some(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     let scripted = s.script.lock().unwrap().pop_front();
     scripted.map(|(status, retry_after)| {
         let mut response = (
