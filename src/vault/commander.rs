@@ -714,12 +714,15 @@ mod tests {
     fn only_plain_uids_and_names_pass() {
         assert!(check_uid("AbCdEfGhIjKlMnOpQrStUv").is_ok());
         assert!(check_uid("Ab_dEfGh-jKlMnOpQrStUv").is_ok());
+        // Keeper's uids are base64url: one in 64 begins with '-'; it goes after `--`.
+        assert!(check_uid("-bCdEfGhIjKlMnOpQrStUv").is_ok());
+        assert!(check_option_safe_uid("-bCdEfGhIjKlMnOpQrStUv").is_err());
+        assert!(check_folder_uid("-bCdEfGhIjKlMnOpQrStUv").is_err());
         for bad in [
             "",
             "short",
             "AbCdEfGhIjKlMnOpQrStU;",
             "AbCdEfGh IjKlMnOpQrStU",
-            "-bCdEfGhIjKlMnOpQrStUv",
             "AbCdEfGhIjKlMnOpQrSt'v",
             "AbCdEfGhIjKlMnOpQrStUvW",
         ] {
