@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 on_both_databases!(
     two_schedulers_expire_each_lease_once,
     a_failed_removal_is_retried,
-    a_share_that_cannot_be_removed_alerts_admins_once
+    a_share_that_cannot_be_removed_alerts_admins_once,
+    not_found_from_a_vault_that_cannot_know_is_not_revoked
 );
 
 /// Shares in a set; removals counted per share id; ids in `failing` fail (transiently) once.
@@ -35,6 +36,8 @@ struct FakeSharer {
     failing: Mutex<HashSet<String>>,
     /// Ids that fail every time (Commander refuses them).
     stuck: Mutex<HashSet<String>>,
+    /// Knows only its own process's shares (like the staging stub): its "not found" proves nothing.
+    forgetful: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -69,6 +72,10 @@ impl OneTimeSharer for FakeSharer {
 
     async fn list(&self, _: &str) -> Result<Vec<ShareInfo>, VaultError> {
         Ok(vec![])
+    }
+
+    fn knows_every_share(&self) -> bool {
+        !self.forgetful.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -412,4 +419,45 @@ async fn a_share_that_cannot_be_removed_alerts_admins_once(db: Db) {
     rig.schedulers[0].lease_expiry().await.unwrap();
     assert!(s.outstanding_issuances(stuck).await.unwrap().is_empty());
     assert!(s.unremovable_shares(5, 50).await.unwrap().is_empty());
+}
+
+async fn not_found_from_a_vault_that_cannot_know_is_not_revoked(db: Db) {
+    let rig = rig(&db, 2, 1).await;
+    let s = db.store.as_ref();
+    let ids: Vec<i64> = s
+        .requests_in_status(&[RequestStatus::Issued], 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    // This instance never made the second share: it answers "not found".
+    rig.sharer
+        .forgetful
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    rig.sharer
+        .live
+        .lock()
+        .unwrap()
+        .remove(&format!("share-{}", ids[1]));
+    let counts = rig.schedulers[0].lease_expiry().await.unwrap();
+    assert_eq!(
+        (
+            count(&counts, "shares_removed"),
+            count(&counts, "shares_already_gone"),
+            count(&counts, "shares_failed")
+        ),
+        (1, 0, 1),
+        "{counts:?}"
+    );
+    let left = s.outstanding_issuances(ids[1]).await.unwrap();
+    assert_eq!(left.len(), 1, "not recorded as revoked");
+    assert_eq!(left[0].revoke_attempts, 1);
+    let revoked: Vec<Option<i64>> = chain_verifies(s)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "SHARE_REVOKED")
+        .map(|e| e.request_id)
+        .collect();
+    assert_eq!(revoked, vec![Some(ids[0])]);
 }
