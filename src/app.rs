@@ -14,7 +14,7 @@ use crate::governance::lifecycle::{Lifecycle, Notifier};
 use crate::governance::permissions::{GroupDirectory, PermissionResolver, StaticGroupDirectory};
 use crate::governance::policies::{self, PolicyLoadError};
 use crate::policy::Engine;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, LocalShareStore, Store, StoreError};
 use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
 use crate::vault::stub::StubSharer;
@@ -208,7 +208,7 @@ impl App {
             sharer,
             rotations,
             local: local_vault,
-        } = vault_backend(&settings, clock.clone())?;
+        } = vault_backend(&settings, clock.clone(), Some(store.clone()))?;
         let bot = Arc::new(BotRuntime::from_settings(
             &settings,
             clock.clone(),
@@ -569,14 +569,22 @@ pub struct VaultParts {
     pub local: Option<Arc<LocalVault>>,
 }
 
-/// The Keeper bridge the settings select.
-pub fn vault_backend(settings: &Settings, clock: Arc<dyn Clock>) -> Result<VaultParts, StoreError> {
+/// The Keeper bridge the settings select. `local_shares` is where the local vault keeps its
+/// one-time shares (the app's database, so every instance sees them); without it (a command that
+/// only reads records) the local vault's share operations fail closed.
+pub fn vault_backend(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    local_shares: Option<Arc<dyn LocalShareStore>>,
+) -> Result<VaultParts, StoreError> {
     match settings.vault.backend {
         VaultBackend::Local => {
-            let local = Arc::new(
-                LocalVault::open(&settings.data_dir, settings.public_base_url(), clock)
-                    .map_err(|e| StoreError::Invalid(format!("local vault: {e}")))?,
-            );
+            let mut local = LocalVault::open(&settings.data_dir, settings.public_base_url(), clock)
+                .map_err(|e| StoreError::Invalid(format!("local vault: {e}")))?;
+            if let Some(shares) = local_shares {
+                local = local.with_shares(shares);
+            }
+            let local = Arc::new(local);
             Ok(VaultParts {
                 reader: local.clone(),
                 sharer: local.clone(),

@@ -791,7 +791,7 @@ async fn sync(
     clock: std::sync::Arc<dyn passkey::domain::Clock>,
     label: &str,
 ) -> ExitCode {
-    let reader = match passkey::app::vault_backend(settings, clock.clone()) {
+    let reader = match passkey::app::vault_backend(settings, clock.clone(), None) {
         Ok(parts) => parts.reader,
         Err(e) => {
             eprintln!("passkey: {e}");

@@ -56,6 +56,25 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
 }
 });
 
+/// A key whose only secret-sounding word is "code" (`result_code`, `error code`): it may carry an
+/// error class. Keys naming a secret code (`otp_code`, `auth_code`, `device_code`, …) are not.
+static CODE_ONLY_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:(?:result|error|reason|status|exit|return|response|failure)[_.\-]?)?code$")
+        .unwrap()
+});
+
+/// An error class or result code as tools write them (`throttled`, `access_denied`): lower-case
+/// snake_case words. Secrets in a code field (OTP digits, random base64) never take this shape.
+static ERROR_CLASS_VALUE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z_]{1,47}$").unwrap());
+
+/// Whether a `code`-named field carries an error class (kept readable) rather than a secret.
+fn is_error_class(bare_key: &str, value: &str) -> bool {
+    CODE_ONLY_KEY.is_match(bare_key)
+        && ERROR_CLASS_VALUE
+            .is_match(value.trim_matches(|ch| ch == '"' || ch == '\\' || ch == '\''))
+}
+
 /// Field names that look secret but carry only harmless numbers or versions.
 const HARMLESS_KEYS: &[&str] = &[
     "status_code",
@@ -90,6 +109,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
                 .to_ascii_lowercase();
             let value = &c["value"];
             if HARMLESS_KEYS.contains(&bare.as_str())
+                || is_error_class(&bare, value)
                 || value.trim_matches(|ch| ch == '"' || ch == '\\') == REDACTED
             {
                 c[0].to_string()

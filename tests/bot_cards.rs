@@ -351,3 +351,80 @@ async fn lists_are_cards_and_release_from_the_status_card_ends_the_lease() {
     assert_eq!(status_of(&chat, 1).await, RequestStatus::Released);
     assert_every_card_valid(&chat, &[&answer]);
 }
+
+#[tokio::test]
+async fn admin_health_lists_shares_that_could_not_be_removed() {
+    use passkey::store::{NewAuditEvent, NewIssuance};
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(CAROL, "help").await;
+    chat.say(ALICE, "request db-prod 1h because INC-4411 replica lag")
+        .await;
+    chat.say(BOB, "approve 1").await;
+    let healthy = chat.say(CAROL, "admin health").await;
+    assert!(
+        healthy.contains("Share removal\n✅ every ended share removed"),
+        "{healthy}"
+    );
+
+    let now = passkey::domain::Timestamp::parse("2026-11-23T09:00:00Z").unwrap();
+    let token = "cd".repeat(32);
+    chat.store
+        .set_issuance_token(
+            1,
+            &token,
+            now.plus(time::Duration::minutes(5)),
+            now,
+            &NewAuditEvent::new("test", "ISSUANCE_TOKEN_MINTED", now).request(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        chat.store
+            .consume_issuance_token(
+                1,
+                &token,
+                now,
+                now.minus(passkey::governance::lifecycle::RETRIEVAL_DEAD_AFTER)
+            )
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (_, share) = chat
+        .store
+        .record_issuance(
+            &NewIssuance {
+                request_id: 1,
+                share_link_hash: "ab".repeat(32),
+                vault_share_id: "-c2hhcmUtb25l".into(),
+                client_ip: None,
+                user_agent: None,
+                issued_at: now,
+                expires_at: now.plus(time::Duration::hours(1)),
+            },
+            now,
+            &[],
+            &NewAuditEvent::new("test", "ISSUANCE_SUCCEEDED", now).request(1),
+        )
+        .await
+        .unwrap();
+    for _ in 0..passkey::jobs::REVOKE_ATTEMPTS_BEFORE_ALERT {
+        chat.store
+            .record_revoke_failure(share.id, "refused before calling Commander")
+            .await
+            .unwrap();
+    }
+    let health = chat.say(CAROL, "admin health").await;
+    assert!(health.contains("Share removal\n"), "{health}");
+    assert!(
+        !health.contains("every ended share removed")
+            && health.contains("1 could not be removed after 5+ tries")
+            && health.contains("#1 (5 tries)"),
+        "{health}"
+    );
+    assert!(
+        !health.contains("c2hhcmUtb25l"),
+        "no share id on the card: {health}"
+    );
+}

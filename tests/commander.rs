@@ -132,6 +132,19 @@ impl FakeCli {
 }
 
 impl FakeCli {
+    /// What the fake's argparse made of each `one-time-share` command: its positionals, by name.
+    fn parsed(&self) -> Vec<serde_json::Value> {
+        match std::fs::read_to_string(self.dir.path().join("calls.jsonl.parsed")) {
+            Ok(text) => text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["positionals"].clone()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Each call's command words, after `--config FILE --fail-on-throttle`.
     fn full_commands(&self) -> Vec<Vec<String>> {
         self.calls()
@@ -178,6 +191,7 @@ async fn cli_create_runs_keeper_with_an_argv_and_utc_and_returns_the_share() {
             "90mi",
             "--name",
             "passkey-req-1",
+            "--",
             UID,
         ])
     );
@@ -246,9 +260,9 @@ async fn cli_remove_and_list() {
     assert_eq!(
         fake.commands(),
         vec![
-            strings(&["remove", UID, "c2hhcmUtb25l"]),
-            strings(&["remove", UID, "c2hhcmUtb25l"]),
-            strings(&["list", "--format", "json", UID]),
+            strings(&["remove", "--", UID, "c2hhcmUtb25l"]),
+            strings(&["remove", "--", UID, "c2hhcmUtb25l"]),
+            strings(&["list", "--format", "json", "--", UID]),
         ]
     );
 }
@@ -262,11 +276,19 @@ async fn cli_unclear_create_is_cleaned_up_by_name_until_none_is_left() {
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Transient);
-    let remove = strings(&["remove", UID, "passkey-req-7"]);
+    let remove = strings(&["remove", "--", UID, "passkey-req-7"]);
     assert_eq!(
         fake.commands(),
         vec![
-            strings(&["create", "--expire", "60mi", "--name", "passkey-req-7", UID]),
+            strings(&[
+                "create",
+                "--expire",
+                "60mi",
+                "--name",
+                "passkey-req-7",
+                "--",
+                UID
+            ]),
             remove.clone(),
             remove.clone(),
             remove,
@@ -310,7 +332,7 @@ async fn cli_timeout_kills_keeper_then_cleans_up() {
     // A timed-out create may have made a link: it was removed by name afterwards.
     assert_eq!(
         fake.commands()[1],
-        strings(&["remove", UID, "passkey-req-9"])
+        strings(&["remove", "--", UID, "passkey-req-9"])
     );
 }
 
@@ -343,7 +365,6 @@ async fn cli_refuses_arguments_that_could_change_the_command_before_running_anyt
     for uid in [
         "AbCdEfGhIjKlMnOp;rm -rf",
         "AbCdEfGhIjKl MnOpQrStU",
-        "-bCdEfGhIjKlMnOpQrStUv",
         "AbCdEfGhIjKlMnOpQrS'$(",
     ] {
         let e = sharer
@@ -386,6 +407,8 @@ struct Service {
     removes: Mutex<VecDeque<&'static str>>,
     /// Every command received with a valid key, in order.
     seen: Mutex<Vec<String>>,
+    /// What argparse made of each `one-time-share` command: its positional words.
+    parsed: Mutex<Vec<Vec<String>>>,
     /// How `list-sf`, `get` and `pam rotation info` answer: ok, forbidden (the service was not
     /// started with those commands allowed), denied, throttled.
     reads: Mutex<&'static str>,
@@ -409,10 +432,33 @@ async fn execute(
     let command: serde_json::Value = serde_json::from_str(&body).unwrap();
     let command = command["command"].as_str().unwrap().to_string();
     service.seen.lock().unwrap().push(command.clone());
-    let words: Vec<&str> = command.split(' ').collect();
+    // Service mode splits the line with shlex, then hands the words to argparse.
+    let Some(owned) = shlex_split(&command) else {
+        return json_reply(
+            500,
+            serde_json::json!({"status":"error","error":"Unexpected error: No closing quotation"}),
+        );
+    };
+    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
     if matches!(words[0], "list-sf" | "get" | "pam") {
         return read_reply(*service.reads.lock().unwrap(), &words);
     }
+    let (valued, positionals): (&[&str], &[&str]) = match words.get(1).copied() {
+        Some("create") => (&["--expire", "--name"], &["record"]),
+        Some("remove") => (&[], &["record", "share"]),
+        Some("list") => (&["--format"], &["record"]),
+        _ => (&[], &[]),
+    };
+    let (options, found) = match argparse(&words[2.min(words.len())..], valued, positionals.len()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return json_reply(
+                500,
+                serde_json::json!({"status":"error","error":format!("Unexpected error: one-time-share: error: {e}")}),
+            );
+        }
+    };
+    service.parsed.lock().unwrap().push(found.clone());
     if words[0] != "one-time-share" {
         return (
             StatusCode::FORBIDDEN,
@@ -422,7 +468,7 @@ async fn execute(
     match words.get(1).copied() {
         Some("create") => {
             let mode = *service.create.lock().unwrap();
-            let name = words[words.iter().position(|w| *w == "--name").unwrap() + 1];
+            let name = options["--name"].as_str();
             let url = format!(
                 "https://keepersecurity.com/vault/share/#{}",
                 base64_key(name)
@@ -471,7 +517,7 @@ async fn execute(
                     removes.front().copied().unwrap_or("unknown")
                 }
             };
-            let target = words[3];
+            let target = &found[1];
             match answer {
                 "removed" => json_reply(
                     200,
@@ -487,7 +533,7 @@ async fn execute(
         Some("list") => json_reply(
             200,
             serde_json::json!({"status":"success","command":"one-time-share","data":[
-                {"record_uid": words[4], "share_link_id":"c2hhcmUtb25l","name":"passkey-req-1",
+                {"record_uid": found[0], "share_link_id":"c2hhcmUtb25l","name":"passkey-req-1",
                  "generated":"2026-11-23 09:00:00","opened":null,"expires":"2026-11-23 10:00:00","status":"Active"}
             ]}),
         ),
@@ -574,6 +620,91 @@ fn read_reply(mode: &str, words: &[&str]) -> (StatusCode, String) {
     }
 }
 
+/// Python's `shlex.split` (POSIX mode) for the words Passkey sends: bare words, single quotes,
+/// double quotes and backslashes. `None` for an unclosed quote.
+fn shlex_split(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => w.push(chars.next()?),
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+/// What argparse makes of a subcommand's words: a word beginning with '-' is an option (or
+/// `--opt=value`) unless it follows the first `--`; an option that takes a value refuses a next
+/// word beginning with '-'; exactly `positionals` positional words.
+fn argparse(
+    words: &[&str],
+    valued: &[&str],
+    positionals: usize,
+) -> Result<(std::collections::HashMap<String, String>, Vec<String>), String> {
+    let mut options = std::collections::HashMap::new();
+    let mut found = Vec::new();
+    let mut only_positionals = false;
+    let mut words = words.iter();
+    while let Some(&word) = words.next() {
+        if only_positionals || !word.starts_with('-') || word == "-" {
+            found.push(word.to_string());
+        } else if word == "--" {
+            only_positionals = true;
+        } else {
+            let (name, value) = match word.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (word, None),
+            };
+            if !valued.contains(&name) {
+                return Err(format!("unrecognized arguments: {word}"));
+            }
+            let value = match value {
+                Some(v) => v,
+                None => match words.next() {
+                    Some(v) if !v.starts_with('-') => v.to_string(),
+                    _ => return Err(format!("argument {name}: expected one argument")),
+                },
+            };
+            options.insert(name.to_string(), value);
+        }
+    }
+    match found.len().cmp(&positionals) {
+        std::cmp::Ordering::Less => Err("the following arguments are required".into()),
+        std::cmp::Ordering::Greater => Err(format!(
+            "unrecognized arguments: {}",
+            found[positionals..].join(" ")
+        )),
+        std::cmp::Ordering::Equal => Ok((options, found)),
+    }
+}
+
 fn base64_key(name: &str) -> String {
     use base64::Engine as _;
     use sha2::Digest as _;
@@ -619,6 +750,132 @@ impl FakeService {
     fn seen(&self) -> Vec<String> {
         self.state.seen.lock().unwrap().clone()
     }
+
+    fn parsed(&self) -> Vec<Vec<String>> {
+        self.state.parsed.lock().unwrap().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Share ids that look like options (#15.1): Keeper's ids are base64url, so about one in 64 begins
+// with '-'. Both fakes read their words the way Commander's argparse does.
+
+/// A record uid that begins with '-', as one in 64 of Keeper's do.
+const DASH_UID: &str = "-bCdEfGhIjKlMnOpQrStUv";
+
+/// Request names whose share (as both fakes make it: key = SHA-256 of the name) has an id
+/// beginning with `prefix`.
+fn name_whose_share_id_starts_with(prefix: &str) -> String {
+    (0..1_000_000)
+        .map(|n| format!("passkey-req-{n}"))
+        .find(|name| {
+            let url = format!(
+                "https://keepersecurity.com/vault/share/#{}",
+                base64_key(name)
+            );
+            share_id_from_url(&url)
+                .is_some_and(|id| id.starts_with(prefix) && !id[prefix.len()..].starts_with('-'))
+        })
+        .expect("a name for the prefix")
+}
+
+/// Ids with '=' and '_' and option-like shapes, as `remove` must pass them on unchanged.
+const AWKWARD_IDS: [&str; 6] = [
+    "-c2hhcmUtb25l",
+    "--c2hhcmUtdHdv",
+    "--expire=1mi",
+    "c2hh=cmU=",
+    "_c2hh_cmU_",
+    "-a=b_c",
+];
+
+#[tokio::test]
+async fn cli_share_ids_beginning_with_a_dash_are_removed() {
+    let fake = FakeCli::new("ok", "removed");
+    let sharer = fake.sharer(Duration::from_secs(20));
+    let mut expected = Vec::new();
+    for prefix in ["-", "--"] {
+        let share = sharer
+            .create(
+                UID,
+                time::Duration::hours(1),
+                &name_whose_share_id_starts_with(prefix),
+            )
+            .await
+            .unwrap();
+        assert!(share.share_id.starts_with(prefix), "{}", share.share_id);
+        assert_eq!(
+            sharer.remove(UID, &share.share_id).await.unwrap(),
+            Removed::Removed,
+            "{}",
+            share.share_id
+        );
+        expected.push((UID.to_string(), share.share_id));
+    }
+    for id in AWKWARD_IDS {
+        assert_eq!(
+            sharer.remove(UID, id).await.unwrap(),
+            Removed::Removed,
+            "{id}"
+        );
+        expected.push((UID.to_string(), id.to_string()));
+    }
+    assert_eq!(
+        sharer.remove(DASH_UID, "-c2hhcmU").await.unwrap(),
+        Removed::Removed
+    );
+    expected.push((DASH_UID.to_string(), "-c2hhcmU".to_string()));
+    // Commander read each as the share to remove, of that record: nothing was taken for an option.
+    let removed: Vec<(String, String)> = fake
+        .parsed()
+        .iter()
+        .filter(|p| p.get("share").is_some())
+        .map(|p| {
+            (
+                p["record"].as_str().unwrap().to_string(),
+                p["share"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(removed, expected);
+    assert_eq!(sharer.list(DASH_UID).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn service_share_ids_beginning_with_a_dash_are_removed() {
+    let fake = FakeService::start("ok", &["removed"]).await;
+    let sharer = fake.sharer(API_KEY, Duration::from_secs(10));
+    let mut expected = Vec::new();
+    for prefix in ["-", "--"] {
+        let name = name_whose_share_id_starts_with(prefix);
+        let share = sharer
+            .create(UID, time::Duration::hours(1), &name)
+            .await
+            .unwrap();
+        assert!(share.share_id.starts_with(prefix), "{}", share.share_id);
+        expected.push(vec![UID.to_string()]);
+        assert_eq!(
+            sharer.remove(UID, &share.share_id).await.unwrap(),
+            Removed::Removed,
+            "{}",
+            share.share_id
+        );
+        expected.push(vec![UID.to_string(), share.share_id]);
+    }
+    for id in AWKWARD_IDS {
+        assert_eq!(
+            sharer.remove(UID, id).await.unwrap(),
+            Removed::Removed,
+            "{id}"
+        );
+        expected.push(vec![UID.to_string(), id.to_string()]);
+    }
+    assert_eq!(
+        sharer.remove(DASH_UID, "-c2hhcmU").await.unwrap(),
+        Removed::Removed
+    );
+    expected.push(vec![DASH_UID.to_string(), "-c2hhcmU".to_string()]);
+    assert_eq!(fake.parsed(), expected);
 }
 
 #[tokio::test]
@@ -634,7 +891,7 @@ async fn service_create_sends_the_command_with_the_api_key() {
     assert_eq!(
         fake.seen(),
         vec![format!(
-            "one-time-share create --expire 30mi --name passkey-req-3 {UID}"
+            "one-time-share create --expire 30mi --name passkey-req-3 -- {UID}"
         )]
     );
 }
@@ -689,11 +946,11 @@ async fn service_unclear_create_is_cleaned_up_by_name_in_order() {
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Transient);
-    let remove = format!("one-time-share remove {UID} passkey-req-6");
+    let remove = format!("one-time-share remove -- {UID} passkey-req-6");
     assert_eq!(
         fake.seen(),
         vec![
-            format!("one-time-share create --expire 60mi --name passkey-req-6 {UID}"),
+            format!("one-time-share create --expire 60mi --name passkey-req-6 -- {UID}"),
             remove.clone(),
             remove,
         ]
@@ -1060,4 +1317,43 @@ async fn no_share_url_is_ever_logged() {
     assert!(logs.contains(&share.share_id), "share ids are fine to log");
     assert_no_url(&logs);
     assert_no_url(&format!("{share:?}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction keeps error classes (#15.8b): a result code is what an operator needs to read.
+
+#[tokio::test]
+async fn throttled_and_other_result_codes_stay_readable_in_failure_text() {
+    let fake = FakeService::start("429", &["unknown"]).await;
+    let e = fake
+        .sharer(API_KEY, Duration::from_secs(10))
+        .create(UID, time::Duration::hours(1), "passkey-req-11")
+        .await
+        .unwrap_err();
+    assert!(e.raw.contains(r#""result_code":"throttled""#), "{}", e.raw);
+    assert!(!e.raw.contains("REDACTED"), "{}", e.raw);
+
+    use passkey::telemetry::redact;
+    for readable in [
+        r#"{"status":"error","result_code":"throttled"}"#,
+        "result_code=access_denied",
+        "code: throttled",
+        "error code: invalid_client_version",
+        r#"{\"result_code\":\"session_token_expired\"}"#,
+    ] {
+        assert_eq!(redact(readable), readable, "an error class was scrubbed");
+    }
+    // Secrets under the same kind of names are still scrubbed.
+    for (line, secret) in [
+        ("code: 493817", "493817"),
+        (r#"{"otp_code":"throttled"}"#, "throttled"),
+        ("auth_code=abcdefghijkl", "abcdefghijkl"),
+        ("device_code: wdjbmjht", "wdjbmjht"),
+        ("code=Q2xpZW50S2V5", "Q2xpZW50S2V5"),
+        ("token: throttled", "throttled"),
+        ("password=hunter", "hunter"),
+    ] {
+        let out = redact(line);
+        assert!(!out.contains(secret), "{line} -> {out}");
+    }
 }

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{TestServer, fresh_sqlite, test_settings};
+use common::{Db, TestServer, fresh_sqlite, test_settings};
+use passkey::vault::Removed;
+
+on_both_databases!(a_share_revoked_on_one_instance_is_dead_on_every_instance);
 
 const DB_PROD: &str = "dbPr0dPgL0g1nR3c0rd001";
 
@@ -274,4 +277,112 @@ async fn an_unusable_ksm_configuration_stops_the_start_with_a_clear_error() {
         !err.contains("bm90IGEga3NtIGNvbmZpZw"),
         "the configuration is never echoed: {err}"
     );
+}
+
+/// Two instances on one database (#15.7): a share made by one is known to the other, removed by
+/// the other, and dead everywhere; it opens once across both; "not found" only when it is gone.
+async fn a_share_revoked_on_one_instance_is_dead_on_every_instance(db: Db) {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestServer::start(test_settings(dir_a.path(), &[]), db.store.clone()).await;
+    let b = TestServer::start(test_settings(dir_b.path(), &[]), db.store.clone()).await;
+    let http = reqwest::Client::new();
+    let post = |server: &TestServer, url: &str| {
+        let request = http.post(server.url(&path_of(url)));
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    let share = a
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-1")
+        .await
+        .unwrap();
+    assert!(
+        b.state
+            .sharer
+            .list(DB_PROD)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.share_id == share.share_id),
+        "the other instance sees the share"
+    );
+    assert_eq!(
+        b.state
+            .sharer
+            .remove(DB_PROD, &share.share_id)
+            .await
+            .unwrap(),
+        Removed::Removed,
+        "the other instance removes it, not 'not found'"
+    );
+    for server in [&a, &b] {
+        let (status, page) = post(server, share.url.expose()).await;
+        assert_eq!(status, 410, "{page}");
+        assert!(
+            page.contains("revoked") && !page.contains("demo-only-db-prod-pw"),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        a.state
+            .sharer
+            .remove(DB_PROD, &share.share_id)
+            .await
+            .unwrap(),
+        Removed::NotFound,
+        "removed once, then known to be gone"
+    );
+
+    // Opened through one instance, used up on both.
+    let second = a
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-2")
+        .await
+        .unwrap();
+    let (status, page) = post(&b, second.url.expose()).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("demo-only-db-prod-pw"), "{page}");
+    let (status, page) = post(&a, second.url.expose()).await;
+    assert_eq!(status, 410);
+    assert!(
+        page.contains("already used") && !page.contains("demo-only-db-prod-pw"),
+        "{page}"
+    );
+
+    // Removed by name from the other instance, as the cleanup after an unclear create does.
+    let third = b
+        .state
+        .sharer
+        .create(DB_PROD, time::Duration::hours(1), "passkey-req-3")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.state
+            .sharer
+            .remove(DB_PROD, "passkey-req-3")
+            .await
+            .unwrap(),
+        Removed::Removed
+    );
+    assert_eq!(post(&b, third.url.expose()).await.0, 410);
+
+    // The database holds no link and no secret.
+    for sql in [
+        "SELECT share_id FROM local_vault_shares",
+        "SELECT record_uid FROM local_vault_shares",
+    ] {
+        for text in db.raw.texts(sql).await.unwrap() {
+            assert!(
+                !text.contains("demo-only") && !text.contains("dev-vault/share"),
+                "{text}"
+            );
+        }
+    }
+    a.stop().await;
+    b.stop().await;
 }

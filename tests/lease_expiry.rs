@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 
 on_both_databases!(
     two_schedulers_expire_each_lease_once,
-    a_failed_removal_is_retried
+    a_failed_removal_is_retried,
+    a_share_that_cannot_be_removed_alerts_admins_once,
+    not_found_from_a_vault_that_cannot_know_is_not_revoked
 );
 
 /// Shares in a set; removals counted per share id; ids in `failing` fail (transiently) once.
@@ -32,6 +34,10 @@ struct FakeSharer {
     live: Mutex<HashSet<String>>,
     removals: Mutex<HashMap<String, u32>>,
     failing: Mutex<HashSet<String>>,
+    /// Ids that fail every time (Commander refuses them).
+    stuck: Mutex<HashSet<String>>,
+    /// Knows only its own process's shares (like the staging stub): its "not found" proves nothing.
+    forgetful: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -43,6 +49,13 @@ impl OneTimeSharer for FakeSharer {
     async fn remove(&self, _: &str, share_id: &str) -> Result<Removed, VaultError> {
         if self.failing.lock().unwrap().remove(share_id) {
             return Err(VaultError::new(ErrorClass::Transient, "busy", "throttled"));
+        }
+        if self.stuck.lock().unwrap().contains(share_id) {
+            return Err(VaultError::new(
+                ErrorClass::Terminal,
+                "invalid share name",
+                format!("refused share name or id {share_id:?} before calling Commander"),
+            ));
         }
         *self
             .removals
@@ -59,6 +72,10 @@ impl OneTimeSharer for FakeSharer {
 
     async fn list(&self, _: &str) -> Result<Vec<ShareInfo>, VaultError> {
         Ok(vec![])
+    }
+
+    fn knows_every_share(&self) -> bool {
+        !self.forgetful.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -77,8 +94,9 @@ impl VaultReader for NoVault {
     }
 }
 
+/// Notices per request, and every admin alert.
 #[derive(Default)]
-struct Notices(Mutex<HashMap<i64, u32>>);
+struct Notices(Mutex<HashMap<i64, u32>>, Mutex<Vec<String>>);
 
 #[async_trait]
 impl Notifier for Notices {
@@ -88,6 +106,10 @@ impl Notifier for Notices {
             assert_eq!(n.kind, NoticeKind::StatusChanged);
             *seen.entry(n.request_id).or_default() += 1;
         }
+    }
+
+    async fn alert_admins(&self, text: &str) {
+        self.1.lock().unwrap().push(text.to_string());
     }
 }
 
@@ -345,4 +367,97 @@ async fn a_failed_removal_is_retried(db: Db) {
             .count(),
         5
     );
+}
+
+async fn a_share_that_cannot_be_removed_alerts_admins_once(db: Db) {
+    let rig = rig(&db, 3, 2).await;
+    let s = db.store.as_ref();
+    let ids: Vec<i64> = s
+        .requests_in_status(&[RequestStatus::Issued], 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let stuck = ids[1];
+    rig.sharer
+        .stuck
+        .lock()
+        .unwrap()
+        .insert(format!("share-{stuck}"));
+    // Many more runs than the alert threshold, on two instances.
+    for run in 0..12 {
+        rig.schedulers[run % 2].lease_expiry().await.unwrap();
+    }
+    let left = s.outstanding_issuances(stuck).await.unwrap();
+    assert_eq!(left.len(), 1, "the share is still not removed");
+    assert!(left[0].revoke_attempts >= 5, "{}", left[0].revoke_attempts);
+    let alerts = rig.notices.1.lock().unwrap().clone();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "admins are told once, not every run: {alerts:?}"
+    );
+    assert!(
+        alerts[0].contains(&format!("#{stuck}")) && alerts[0].contains("could not be removed"),
+        "{}",
+        alerts[0]
+    );
+    assert!(
+        !alerts[0].contains("share-"),
+        "no share id in chat: {}",
+        alerts[0]
+    );
+    // What `admin health` lists: this share, and only this one.
+    let unremovable = s.unremovable_shares(5, 50).await.unwrap();
+    assert_eq!(
+        unremovable.iter().map(|u| u.request_id).collect::<Vec<_>>(),
+        vec![stuck]
+    );
+    // Once it can be removed, it leaves the list.
+    rig.sharer.stuck.lock().unwrap().clear();
+    rig.schedulers[0].lease_expiry().await.unwrap();
+    assert!(s.outstanding_issuances(stuck).await.unwrap().is_empty());
+    assert!(s.unremovable_shares(5, 50).await.unwrap().is_empty());
+}
+
+async fn not_found_from_a_vault_that_cannot_know_is_not_revoked(db: Db) {
+    let rig = rig(&db, 2, 1).await;
+    let s = db.store.as_ref();
+    let ids: Vec<i64> = s
+        .requests_in_status(&[RequestStatus::Issued], 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    // This instance never made the second share: it answers "not found".
+    rig.sharer
+        .forgetful
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    rig.sharer
+        .live
+        .lock()
+        .unwrap()
+        .remove(&format!("share-{}", ids[1]));
+    let counts = rig.schedulers[0].lease_expiry().await.unwrap();
+    assert_eq!(
+        (
+            count(&counts, "shares_removed"),
+            count(&counts, "shares_already_gone"),
+            count(&counts, "shares_failed")
+        ),
+        (1, 0, 1),
+        "{counts:?}"
+    );
+    let left = s.outstanding_issuances(ids[1]).await.unwrap();
+    assert_eq!(left.len(), 1, "not recorded as revoked");
+    assert_eq!(left[0].revoke_attempts, 1);
+    let revoked: Vec<Option<i64>> = chain_verifies(s)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "SHARE_REVOKED")
+        .map(|e| e.request_id)
+        .collect();
+    assert_eq!(revoked, vec![Some(ids[0])]);
 }

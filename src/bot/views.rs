@@ -198,6 +198,44 @@ pub async fn triage_queue(state: &AppState) -> Result<Value, ApiError> {
     rendered(cards::render_triage_queue(&TriageQueueCard::new(items)))
 }
 
+/// Shares whose removal kept failing ([`crate::jobs::REVOKE_ATTEMPTS_BEFORE_ALERT`] tries or
+/// more): their links may still open. A count and the requests (never a share id or URL).
+async fn unremovable_shares_check(state: &AppState) -> HealthCheck {
+    const LISTED: i64 = 10;
+    let name = "Share removal";
+    match state
+        .store
+        .unremovable_shares(crate::jobs::REVOKE_ATTEMPTS_BEFORE_ALERT, LISTED + 1)
+        .await
+    {
+        Ok(stuck) if stuck.is_empty() => HealthCheck::new(name, true, "every ended share removed"),
+        Ok(stuck) => {
+            let listed: Vec<String> = stuck
+                .iter()
+                .take(LISTED as usize)
+                .map(|s| format!("#{} ({} tries)", s.request_id, s.revoke_attempts))
+                .collect();
+            let more = if stuck.len() > LISTED as usize {
+                ", and more"
+            } else {
+                ""
+            };
+            HealthCheck::new(
+                name,
+                false,
+                &format!(
+                    "{}{} could not be removed after {}+ tries; links may still open: {}{more}",
+                    listed.len(),
+                    if more.is_empty() { "" } else { "+" },
+                    crate::jobs::REVOKE_ATTEMPTS_BEFORE_ALERT,
+                    listed.join(", ")
+                ),
+            )
+        }
+        Err(_) => HealthCheck::new(name, false, "unknown: database unreachable"),
+    }
+}
+
 /// `admin health`: what this instance is configured with (never a secret), whether the database
 /// and its migrations are right, and the last run of each scheduled job.
 pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
@@ -256,6 +294,7 @@ pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
             "off in this instance: leases expire only where it runs",
         ));
     }
+    checks.push(unremovable_shares_check(state).await);
     let runs = state.store.last_job_runs().await.unwrap_or_default();
     rendered(cards::render_admin_health(&AdminHealthCard::new(
         checks, &runs,

@@ -2208,8 +2208,7 @@ impl Lifecycle {
             let record = &records[&request.record_id];
             for share in shares {
                 match self
-                    .sharer
-                    .remove(&record.vault_uid, &share.vault_share_id)
+                    .remove_share(&record.vault_uid, &share.vault_share_id)
                     .await
                 {
                     Ok(outcome) => {
@@ -2295,6 +2294,26 @@ impl Lifecycle {
         })
     }
 
+    /// Removes one share by id. "Not found" counts as removed only from a backend that knows
+    /// every share; from one that cannot know (it may live in another instance), it is a failed
+    /// removal: retried, and alerted on after a few runs, never recorded as revoked.
+    async fn remove_share(
+        &self,
+        record_uid: &str,
+        share_id: &str,
+    ) -> Result<Removed, crate::vault::VaultError> {
+        match self.sharer.remove(record_uid, share_id).await? {
+            Removed::NotFound if !self.sharer.knows_every_share() => {
+                Err(crate::vault::VaultError::new(
+                    crate::vault::ErrorClass::Transient,
+                    "the vault could not confirm the share is gone",
+                    "not found by a vault that knows only its own process's shares",
+                ))
+            }
+            outcome => Ok(outcome),
+        }
+    }
+
     /// Removes every outstanding share of the request by its share id. A removal that fails is
     /// counted and left for the scheduler's next pass.
     pub async fn revoke_shares(
@@ -2306,8 +2325,7 @@ impl Lifecycle {
         let mut counts = RevokeCounts::default();
         for share in self.store.outstanding_issuances(request.id).await? {
             match self
-                .sharer
-                .remove(&record.vault_uid, &share.vault_share_id)
+                .remove_share(&record.vault_uid, &share.vault_share_id)
                 .await
             {
                 Ok(outcome) => {

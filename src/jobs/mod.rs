@@ -20,6 +20,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use time::Duration;
 
+/// Failed removals of one share after which admins are alerted (once) and `admin health` lists
+/// it. Five: a throttle or a Commander restart clears within a few runs; a share still live after
+/// five runs needs a person. The scheduler keeps trying after the alert.
+pub const REVOKE_ATTEMPTS_BEFORE_ALERT: i32 = 5;
+
 /// The scheduled jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
@@ -312,6 +317,7 @@ impl Scheduler {
         {
             tracing::warn!(requests = retry_next_run.len(), error = %e, "claims not released; they lapse");
         }
+        self.alert_unremovable_shares(&mut counts).await;
         let lc = self.lifecycle.clone();
         let warn_until = now.plus(Duration::seconds(
             self.lifecycle.settings().expiry_warning_secs as i64,
@@ -325,6 +331,41 @@ impl Scheduler {
         })
         .await?;
         Ok(counts)
+    }
+
+    /// Tells admins, once per share, about shares whose removal failed
+    /// [`REVOKE_ATTEMPTS_BEFORE_ALERT`] times: their one-time link may still open. The claim is
+    /// one conditional update, so of several schedulers only one alerts about a share.
+    async fn alert_unremovable_shares(&self, counts: &mut Counts) {
+        let stuck = match self
+            .store
+            .claim_unremovable_alerts(REVOKE_ATTEMPTS_BEFORE_ALERT, self.clock.now())
+            .await
+        {
+            Ok(stuck) => stuck,
+            Err(e) => {
+                tracing::warn!(error = %e, "unremovable shares not checked; next run");
+                return;
+            }
+        };
+        add(counts, "shares_unremovable_alerted", stuck.len());
+        for share in stuck {
+            tracing::error!(
+                request_id = share.request_id,
+                issuance_id = share.issuance_id,
+                attempts = share.revoke_attempts,
+                last_error = share.last_revoke_error.as_deref().unwrap_or_default(),
+                "a one-time share could not be removed; admins alerted"
+            );
+            self.notifier
+                .alert_admins(&format!(
+                    "A one-time share of request #{} could not be removed after {} tries, so its \
+                     link may still open. Passkey keeps trying; `admin health` lists it. If it \
+                     stays, remove the request's one-time shares in Keeper.",
+                    share.request_id, share.revoke_attempts
+                ))
+                .await;
+        }
     }
 
     /// Repeats the vault preflight of approved requests whose retry is due.

@@ -373,6 +373,19 @@ pub trait LeaseStore: Send + Sync {
     ) -> StoreResult<Vec<i64>>;
     /// Counts a failed removal (the scheduler tries again).
     async fn record_revoke_failure(&self, issuance_id: i64, error: &str) -> StoreResult<()>;
+    /// Outstanding shares whose removal failed at least `min_attempts` times and that admins were
+    /// not yet told about, marked told at `at`: each is returned once, to one caller.
+    async fn claim_unremovable_alerts(
+        &self,
+        min_attempts: i32,
+        at: Timestamp,
+    ) -> StoreResult<Vec<UnremovableShare>>;
+    /// Outstanding shares whose removal failed at least `min_attempts` times, oldest first.
+    async fn unremovable_shares(
+        &self,
+        min_attempts: i32,
+        limit: i64,
+    ) -> StoreResult<Vec<UnremovableShare>>;
     /// Claims up to `limit` requests with due work of `kind` for `holder` until `claim_until`.
     /// Rows claimed by another live holder are skipped (`FOR UPDATE SKIP LOCKED` on Postgres, the
     /// single writer lock on SQLite), so each due item goes to one instance (INV-7).
@@ -668,6 +681,26 @@ pub trait SecondFactorStore: Send + Sync {
     ) -> StoreResult<ConsumeOutcome>;
 }
 
+/// The local (development) vault's one-time shares, so that every instance on one database sees
+/// the same links. Every change is conditional, so exactly one caller wins it.
+#[async_trait]
+pub trait LocalShareStore: Send + Sync {
+    async fn insert_local_share(&self, share: &LocalShareRow) -> StoreResult<()>;
+    async fn local_share(&self, share_id: &str) -> StoreResult<Option<LocalShareRow>>;
+    /// Marks the share opened at `at` if it is neither opened, removed nor expired: true for the
+    /// one caller that may show the secret.
+    async fn open_local_share(&self, share_id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Removes the live shares of `record_uid` whose id or name is `id_or_name`; how many.
+    async fn remove_local_share(
+        &self,
+        record_uid: &str,
+        id_or_name: &str,
+        at: Timestamp,
+    ) -> StoreResult<u64>;
+    /// The shares of `record_uid` not removed, oldest first.
+    async fn local_shares(&self, record_uid: &str) -> StoreResult<Vec<LocalShareRow>>;
+}
+
 #[async_trait]
 pub trait HealthStore: Send + Sync {
     /// A round trip to the database.
@@ -696,6 +729,7 @@ pub trait Store:
     + ConversationStore
     + JobStore
     + SecondFactorStore
+    + LocalShareStore
     + HealthStore
 {
     fn kind(&self) -> DatabaseKind;

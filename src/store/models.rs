@@ -321,6 +321,27 @@ pub struct IssuanceEvent {
     pub last_revoke_error: Option<String>,
 }
 
+/// A share whose removal kept failing: what `admin health` lists and admins are alerted about.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct UnremovableShare {
+    pub issuance_id: i64,
+    pub request_id: i64,
+    pub revoke_attempts: i32,
+    pub last_revoke_error: Option<String>,
+}
+
+/// One of the local (development) vault's one-time shares. No URL, no secret.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct LocalShareRow {
+    pub share_id: String,
+    pub record_uid: String,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub opened_at: Option<Timestamp>,
+    pub removed_at: Option<Timestamp>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewIssuance {
     pub request_id: i64,

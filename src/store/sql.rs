@@ -80,8 +80,8 @@ macro_rules! impl_store {
         use $crate::domain::{FolderPermission, PhoneSource, RequestStatus, Role, SyncStatus, Timestamp, VaultPrincipalType};
         use $crate::store::models::*;
         use $crate::store::{
-            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, PermissionStore, RequestStore,
-            SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
+            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, LocalShareStore, PermissionStore,
+            RequestStore, SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
         };
         use serde_json::Value;
         use async_trait::async_trait;
@@ -1307,6 +1307,30 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn claim_unremovable_alerts(&self, min_attempts: i32, at: Timestamp) -> StoreResult<Vec<UnremovableShare>> {
+                // One conditional UPDATE: of two schedulers, only one marks (and so alerts) a share.
+                Ok(sqlx::query_as(
+                    "UPDATE issuance_events SET revoke_alerted_at = $2
+                     WHERE revoked_at IS NULL AND revoke_alerted_at IS NULL AND revoke_attempts >= $1
+                     RETURNING id AS issuance_id, request_id, revoke_attempts, last_revoke_error",
+                )
+                .bind(min_attempts)
+                .bind(at)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn unremovable_shares(&self, min_attempts: i32, limit: i64) -> StoreResult<Vec<UnremovableShare>> {
+                Ok(sqlx::query_as(
+                    "SELECT id AS issuance_id, request_id, revoke_attempts, last_revoke_error FROM issuance_events
+                     WHERE revoked_at IS NULL AND revoke_attempts >= $1 ORDER BY id LIMIT $2",
+                )
+                .bind(min_attempts)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn claim_due(
                 &self,
                 kind: DueWork,
@@ -2336,6 +2360,68 @@ macro_rules! impl_store {
                 Self::append_audit_tx(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(ConsumeOutcome::Consumed(row))
+            }
+        }
+
+        #[async_trait]
+        impl LocalShareStore for $store {
+            async fn insert_local_share(&self, share: &LocalShareRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO local_vault_shares (share_id, record_uid, name, created_at, expires_at, opened_at, removed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&share.share_id)
+                .bind(&share.record_uid)
+                .bind(&share.name)
+                .bind(share.created_at)
+                .bind(share.expires_at)
+                .bind(share.opened_at)
+                .bind(share.removed_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn local_share(&self, share_id: &str) -> StoreResult<Option<LocalShareRow>> {
+                Ok(sqlx::query_as("SELECT * FROM local_vault_shares WHERE share_id = $1")
+                    .bind(share_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn open_local_share(&self, share_id: &str, at: Timestamp) -> StoreResult<bool> {
+                let opened = sqlx::query(
+                    "UPDATE local_vault_shares SET opened_at = $2
+                     WHERE share_id = $1 AND opened_at IS NULL AND removed_at IS NULL AND expires_at > $2",
+                )
+                .bind(share_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(opened.rows_affected() == 1)
+            }
+
+            async fn remove_local_share(&self, record_uid: &str, id_or_name: &str, at: Timestamp) -> StoreResult<u64> {
+                Ok(sqlx::query(
+                    "UPDATE local_vault_shares SET removed_at = $3
+                     WHERE record_uid = $1 AND (share_id = $2 OR name = $2) AND removed_at IS NULL",
+                )
+                .bind(record_uid)
+                .bind(id_or_name)
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
+            async fn local_shares(&self, record_uid: &str) -> StoreResult<Vec<LocalShareRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM local_vault_shares WHERE record_uid = $1 AND removed_at IS NULL
+                     ORDER BY created_at, share_id",
+                )
+                .bind(record_uid)
+                .fetch_all(&self.pool)
+                .await?)
             }
         }
 

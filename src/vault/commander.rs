@@ -36,8 +36,9 @@ pub const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Carries one Commander command — its whole argv, command words first (`["list-sf", "--format",
 /// "json"]`) — to Commander and brings back its raw answer. Errors here are transport failures
-/// (timeout, unreachable). Every argument has passed validation: no spaces, quotes or leading `-`
-/// except the fixed option words written here.
+/// (timeout, unreachable). Every argument has passed validation: no spaces or quotes; a value that
+/// may begin with `-` (a record uid or share id: base64url, so one in 64 does) only ever follows
+/// the `--` separator, after which Commander's argparse reads every word as positional.
 #[async_trait]
 trait Transport: Send + Sync {
     async fn run(&self, argv: &[String]) -> Result<CommandOutput, VaultError>;
@@ -53,14 +54,27 @@ fn ots(args: &[&str]) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------
 // Argument validation: service mode joins arguments into one command line that Commander splits
-// again, so anything that could change how it splits (spaces, quotes, shell metacharacters) or
-// read as an option (a leading '-') is refused before a command is built.
+// again (shlex), so anything that could change how it splits (spaces, quotes, shell
+// metacharacters) is refused before a command is built. A leading '-' is refused only where the
+// value must sit among options (`--name`, `get`, `-r`); record uids and share ids are Keeper's
+// base64url, which begins with '-' one time in 64, so in `one-time-share` commands they are
+// passed after `--` instead of refused: every id Commander hands out can be removed again.
 
+/// A record uid in a `one-time-share` command (after `--`): any base64url uid.
 static RECORD_UID: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_\-]{22}$").unwrap());
+/// A uid given among options (`get <uid>`, `-r <uid>`): must not read as an option.
+static OPTION_SAFE_UID: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{21}$").unwrap());
-/// Our request ids (`passkey-req-42`) and Keeper share ids (86 base64url characters).
+/// Our request ids (`passkey-req-42`), the value of `--name`: never begins with '-'.
 static SHARE_NAME: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$").unwrap());
+/// What `remove` takes after `--`: a Keeper share id (base64url, perhaps `=`-padded, perhaps
+/// beginning with '-'; `--a=b` is only a word there) or one of our names. At least one letter or
+/// digit, so it is never just dashes.
+static SHARE_REF: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"^[A-Za-z0-9_.=\-]*[A-Za-z0-9][A-Za-z0-9_.=\-]*$").unwrap()
+});
 
 fn check_uid(uid: &str) -> Result<(), VaultError> {
     if RECORD_UID.is_match(uid) {
@@ -74,9 +88,22 @@ fn check_uid(uid: &str) -> Result<(), VaultError> {
     }
 }
 
+/// A record uid that must stand among options (`pam rotation info -r <uid>`).
+fn check_option_safe_uid(uid: &str) -> Result<(), VaultError> {
+    if OPTION_SAFE_UID.is_match(uid) {
+        Ok(())
+    } else {
+        Err(VaultError::new(
+            ErrorClass::Terminal,
+            "invalid record uid",
+            format!("refused record uid {uid:?} before calling Commander"),
+        ))
+    }
+}
+
 /// Shared folder uids have the same shape as record uids.
 fn check_folder_uid(uid: &str) -> Result<(), VaultError> {
-    if RECORD_UID.is_match(uid) {
+    if OPTION_SAFE_UID.is_match(uid) {
         Ok(())
     } else {
         Err(VaultError::new(
@@ -95,6 +122,19 @@ fn check_name(name: &str) -> Result<(), VaultError> {
             ErrorClass::Terminal,
             "invalid share name",
             format!("refused share name or id {name:?} before calling Commander"),
+        ))
+    }
+}
+
+/// A share id or name to remove (it follows `--`).
+fn check_share_ref(id_or_name: &str) -> Result<(), VaultError> {
+    if id_or_name.len() <= 128 && SHARE_REF.is_match(id_or_name) {
+        Ok(())
+    } else {
+        Err(VaultError::new(
+            ErrorClass::Terminal,
+            "invalid share name",
+            format!("refused share name or id {id_or_name:?} before calling Commander"),
         ))
     }
 }
@@ -183,7 +223,9 @@ async fn create_share(
     let minutes = expire_minutes(ttl)?;
     let now = clock.now();
     let expire = format!("{minutes}mi");
-    let args = ots(&["create", "--expire", &expire, "--name", name, record_uid]);
+    let args = ots(&[
+        "create", "--expire", &expire, "--name", name, "--", record_uid,
+    ]);
     tracing::info!(record_uid, name, minutes, "creating a one-time share");
     let failure = match run_op(transport, Op::Create, &args).await {
         Ok((Answer::Url(url), _)) => match share_id_from_url(url.expose()) {
@@ -277,8 +319,8 @@ async fn remove_share(
     share_id_or_name: &str,
 ) -> Result<Removed, VaultError> {
     check_uid(record_uid)?;
-    check_name(share_id_or_name)?;
-    let args = ots(&["remove", record_uid, share_id_or_name]);
+    check_share_ref(share_id_or_name)?;
+    let args = ots(&["remove", "--", record_uid, share_id_or_name]);
     match run_op(transport, Op::Remove, &args).await {
         Ok((Answer::Removed(r), _)) => Ok(r),
         Ok(_) => unreachable!("classify answers Remove with Removed or an error"),
@@ -291,7 +333,7 @@ async fn list_shares(
     record_uid: &str,
 ) -> Result<Vec<ShareInfo>, VaultError> {
     check_uid(record_uid)?;
-    let args = ots(&["list", "--format", "json", record_uid]);
+    let args = ots(&["list", "--format", "json", "--", record_uid]);
     match run_op(transport, Op::List, &args).await {
         Ok((Answer::Rows(rows), _)) => Ok(rows.iter().filter_map(share_info).collect()),
         Ok(_) => unreachable!("classify answers List with rows or an error"),
@@ -388,7 +430,7 @@ async fn rotation_info(
     transport: &dyn Transport,
     record_uid: &str,
 ) -> Result<RotationInfo, VaultError> {
-    check_uid(record_uid)?;
+    check_option_safe_uid(record_uid)?;
     let json = run_read(
         transport,
         Op::RotationInfo,
@@ -492,8 +534,13 @@ impl CommanderService {
 #[async_trait]
 impl Transport for ServiceTransport {
     async fn run(&self, argv: &[String]) -> Result<CommandOutput, VaultError> {
-        // Safe to join: every argument passed validation and has no spaces or quotes.
-        let command = argv.join(" ");
+        // Commander splits this line again with shlex: each word is quoted where it needs it
+        // (validation already refused spaces and quotes; this keeps the split exact regardless).
+        let command = argv
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
         let sent = self
             .http
             .post(&self.endpoint)
@@ -505,6 +552,17 @@ impl Transport for ServiceTransport {
         let status = response.status().as_u16();
         let body = response.text().await.map_err(|e| transport_error(&e))?;
         Ok(CommandOutput::Service { status, body })
+    }
+}
+
+/// One word as POSIX shell (and Python's shlex) reads it back: bare when it has only characters
+/// shlex never splits or interprets, otherwise in single quotes.
+fn shell_quote(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        std::borrow::Cow::Borrowed(word)
+    } else {
+        std::borrow::Cow::Owned(format!("'{}'", word.replace('\'', r#"'"'"'"#)))
     }
 }
 
@@ -656,12 +714,15 @@ mod tests {
     fn only_plain_uids_and_names_pass() {
         assert!(check_uid("AbCdEfGhIjKlMnOpQrStUv").is_ok());
         assert!(check_uid("Ab_dEfGh-jKlMnOpQrStUv").is_ok());
+        // Keeper's uids are base64url: one in 64 begins with '-'; it goes after `--`.
+        assert!(check_uid("-bCdEfGhIjKlMnOpQrStUv").is_ok());
+        assert!(check_option_safe_uid("-bCdEfGhIjKlMnOpQrStUv").is_err());
+        assert!(check_folder_uid("-bCdEfGhIjKlMnOpQrStUv").is_err());
         for bad in [
             "",
             "short",
             "AbCdEfGhIjKlMnOpQrStU;",
             "AbCdEfGh IjKlMnOpQrStU",
-            "-bCdEfGhIjKlMnOpQrStUv",
             "AbCdEfGhIjKlMnOpQrSt'v",
             "AbCdEfGhIjKlMnOpQrStUvW",
         ] {
@@ -671,6 +732,30 @@ mod tests {
         for bad in ["", "a b", "x;rm", "--expire", "$(id)", "a\"b", "a\nb"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+        for id in [
+            "-AbC_d",
+            "--AbC-d",
+            "AbC=",
+            "--expire=1mi",
+            "a_b",
+            "passkey-req-42",
+        ] {
+            assert!(check_share_ref(id).is_ok(), "{id:?}");
+        }
+        for bad in [
+            "", "-", "--", "a b", "x;rm", "$(id)", "a'b", "a=b c", "==", "-_",
+        ] {
+            assert!(check_share_ref(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn service_words_split_back_exactly() {
+        assert_eq!(shell_quote("--"), "--");
+        assert_eq!(shell_quote("-AbC=_d"), "-AbC=_d");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r#"'it'"'"'s'"#);
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

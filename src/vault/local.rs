@@ -2,7 +2,10 @@
 //! `dev-vault.json` in the data directory (written from the demo data set on first start), and
 //! real one-time links served by this app under `/dev-vault/share/{key}`. The first open shows the
 //! record's demo secret; every later open says the link was used; expired and removed links say
-//! so. Shares live in memory: a restart forgets them (they are demo links).
+//! so. Shares live in the database ([`LocalShareStore`]), so that every instance on it sees the
+//! same links: one made by instance A is opened, listed and removed through instance B, and a
+//! "not found" means the database has no live share of that id. The database keeps the share id
+//! (derived one way from the link's key), record uid, name and times — never the link or a secret.
 //! Refused in the production profile (`Settings::check`).
 
 use super::{
@@ -10,13 +13,14 @@ use super::{
     VaultError, VaultReader, share_id_from_url,
 };
 use crate::domain::{Clock, Timestamp};
+use crate::store::{LocalShareRow, LocalShareStore, StoreError};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub const FILE_NAME: &str = "dev-vault.json";
 
@@ -60,16 +64,8 @@ pub enum Opened {
     Expired,
     Removed,
     Unknown,
-}
-
-#[derive(Debug, Clone)]
-struct LocalShare {
-    record_uid: String,
-    name: String,
-    generated: Timestamp,
-    expires: Timestamp,
-    opened: Option<Timestamp>,
-    removed: bool,
+    /// The share store did not answer: nothing is shown (try again).
+    Unavailable,
 }
 
 pub struct LocalVault {
@@ -77,9 +73,9 @@ pub struct LocalVault {
     /// Base URL links point at, e.g. `http://127.0.0.1:3978`.
     public_base: String,
     clock: Arc<dyn Clock>,
-    /// By share id. One lock for all shares: opens are rare, and it makes "exactly one open sees
-    /// the secret" trivially true.
-    shares: Mutex<HashMap<String, LocalShare>>,
+    /// Where the shares live; `None` for a vault opened only to read records (the stub backend,
+    /// `doctor`), whose share operations then fail closed.
+    shares: Option<Arc<dyn LocalShareStore>>,
 }
 
 impl LocalVault {
@@ -88,8 +84,24 @@ impl LocalVault {
             file,
             public_base,
             clock,
-            shares: Mutex::new(HashMap::new()),
+            shares: None,
         }
+    }
+
+    /// Keeps this vault's one-time shares in `store` (shared by every instance on it).
+    pub fn with_shares(mut self, store: Arc<dyn LocalShareStore>) -> LocalVault {
+        self.shares = Some(store);
+        self
+    }
+
+    fn share_store(&self) -> Result<&dyn LocalShareStore, VaultError> {
+        self.shares.as_deref().ok_or_else(|| {
+            VaultError::new(
+                super::ErrorClass::Terminal,
+                super::classify::says::MISCONFIGURED,
+                "the local vault was opened without a share store",
+            )
+        })
     }
 
     /// Loads `dev-vault.json` from the data directory, writing it from the demo data set first
@@ -121,45 +133,68 @@ impl LocalVault {
     /// (a deliberate POST) may use one.
     ///
     /// [`open_link`]: LocalVault::open_link
-    pub fn peek_link(&self, key: &str) -> Option<Opened> {
+    pub async fn peek_link(&self, key: &str) -> Option<Opened> {
         let Some(id) = share_id_from_url(&format!("#{key}")) else {
             return Some(Opened::Unknown);
         };
-        let now = self.clock.now();
-        let shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        match shares.get(&id) {
-            None => Some(Opened::Unknown),
-            Some(share) => Self::closed(share, now),
+        let Ok(store) = self.share_store() else {
+            return Some(Opened::Unavailable);
+        };
+        match store.local_share(&id).await {
+            Ok(None) => Some(Opened::Unknown),
+            Ok(Some(share)) => Self::closed(&share, self.clock.now()),
+            Err(e) => Some(Self::unavailable(&e)),
         }
     }
 
     /// Why `share` shows no secret at `now`, if it does not.
-    fn closed(share: &LocalShare, now: Timestamp) -> Option<Opened> {
-        if share.removed {
+    fn closed(share: &LocalShareRow, now: Timestamp) -> Option<Opened> {
+        if share.removed_at.is_some() {
             Some(Opened::Removed)
-        } else if share.opened.is_some() {
+        } else if share.opened_at.is_some() {
             Some(Opened::AlreadyUsed)
-        } else if now >= share.expires {
+        } else if now >= share.expires_at {
             Some(Opened::Expired)
         } else {
             None
         }
     }
 
-    /// Opens the link whose key is `key` (the last path segment). Exactly one open ever sees the secret.
-    pub fn open_link(&self, key: &str) -> Opened {
+    fn unavailable(e: &StoreError) -> Opened {
+        tracing::warn!(error = %e, "local vault share store unavailable");
+        Opened::Unavailable
+    }
+
+    /// Opens the link whose key is `key` (the last path segment). Exactly one open ever sees the
+    /// secret, across every instance: the database marks it opened conditionally.
+    pub async fn open_link(&self, key: &str) -> Opened {
         let Some(id) = share_id_from_url(&format!("#{key}")) else {
             return Opened::Unknown;
         };
-        let now = self.clock.now();
-        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(share) = shares.get_mut(&id) else {
-            return Opened::Unknown;
+        let Ok(store) = self.share_store() else {
+            return Opened::Unavailable;
         };
-        if let Some(closed) = Self::closed(share, now) {
+        let now = self.clock.now();
+        let share = match store.local_share(&id).await {
+            Ok(Some(share)) => share,
+            Ok(None) => return Opened::Unknown,
+            Err(e) => return Self::unavailable(&e),
+        };
+        if let Some(closed) = Self::closed(&share, now) {
             return closed;
         }
-        share.opened = Some(now);
+        match store.open_local_share(&id, now).await {
+            Ok(true) => {}
+            // Someone else opened, removed or outlived it in between: say which.
+            Ok(false) => {
+                return match store.local_share(&id).await {
+                    Ok(Some(share)) => Self::closed(&share, now).unwrap_or(Opened::AlreadyUsed),
+                    Ok(None) => Opened::Unknown,
+                    Err(e) => Self::unavailable(&e),
+                };
+            }
+            Err(e) => return Self::unavailable(&e),
+        }
         match self.file.records.iter().find(|r| r.uid == share.record_uid) {
             Some(r) => Opened::Secret {
                 title: r.title.clone(),
@@ -239,20 +274,18 @@ impl OneTimeSharer for LocalVault {
             share_id_from_url(&format!("#{encoded}")).expect("a fresh key always has an id");
         let now = self.clock.now();
         let expires = now.plus(ttl);
-        self.shares
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                share_id.clone(),
-                LocalShare {
-                    record_uid: record_uid.to_string(),
-                    name: name.to_string(),
-                    generated: now,
-                    expires,
-                    opened: None,
-                    removed: false,
-                },
-            );
+        self.share_store()?
+            .insert_local_share(&LocalShareRow {
+                share_id: share_id.clone(),
+                record_uid: record_uid.to_string(),
+                name: name.to_string(),
+                created_at: now,
+                expires_at: expires,
+                opened_at: None,
+                removed_at: None,
+            })
+            .await
+            .map_err(|e| store_error(&e))?;
         let url = ShareUrl::new(format!(
             "{}/dev-vault/share/{encoded}",
             self.public_base.trim_end_matches('/')
@@ -269,18 +302,17 @@ impl OneTimeSharer for LocalVault {
         record_uid: &str,
         share_id_or_name: &str,
     ) -> Result<Removed, VaultError> {
-        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        let found = shares.iter_mut().find(|(id, s)| {
-            s.record_uid == record_uid
-                && !s.removed
-                && (id.as_str() == share_id_or_name || s.name == share_id_or_name)
-        });
-        Ok(match found {
-            Some((_, share)) => {
-                share.removed = true;
-                Removed::Removed
-            }
-            None => Removed::NotFound,
+        // The database is the whole truth about local shares: nothing removed there means no
+        // live share of that id or name on any instance, so "not found" is an answer, not a guess.
+        let removed = self
+            .share_store()?
+            .remove_local_share(record_uid, share_id_or_name, self.clock.now())
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(if removed > 0 {
+            Removed::Removed
+        } else {
+            Removed::NotFound
         })
     }
 
@@ -293,33 +325,39 @@ impl OneTimeSharer for LocalVault {
             ));
         }
         let now = self.clock.now();
-        let shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        let mut list: Vec<ShareInfo> = shares
-            .iter()
-            .filter(|(_, s)| s.record_uid == record_uid && !s.removed)
-            .map(|(id, s)| ShareInfo {
-                share_id: id.clone(),
-                name: Some(s.name.clone()),
-                generated: Some(s.generated),
-                opened: s.opened,
-                expires: Some(s.expires),
-                status: if s.opened.is_some() {
+        let shares = self
+            .share_store()?
+            .local_shares(record_uid)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(shares
+            .into_iter()
+            .map(|s| ShareInfo {
+                status: if s.opened_at.is_some() {
                     "Opened"
-                } else if now >= s.expires {
+                } else if now >= s.expires_at {
                     "Expired"
                 } else {
                     "Generated"
                 }
                 .to_string(),
+                share_id: s.share_id,
+                name: Some(s.name),
+                generated: Some(s.created_at),
+                opened: s.opened_at,
+                expires: Some(s.expires_at),
             })
-            .collect();
-        list.sort_by(|a, b| {
-            a.generated
-                .cmp(&b.generated)
-                .then(a.share_id.cmp(&b.share_id))
-        });
-        Ok(list)
+            .collect())
     }
+}
+
+/// The share store failing is a transient vault failure (the caller retries).
+fn store_error(e: &StoreError) -> VaultError {
+    VaultError::new(
+        super::ErrorClass::Transient,
+        "the vault could not be reached, try again",
+        format!("local vault share store: {e}"),
+    )
 }
 
 /// 32 bytes from the OS CSPRNG.
@@ -383,7 +421,14 @@ mod tests {
     use super::*;
     use crate::domain::ManualClock;
 
-    fn vault() -> (LocalVault, Arc<ManualClock>) {
+    /// A vault over a fresh SQLite file (kept alive by the returned directory).
+    async fn vault() -> (LocalVault, Arc<ManualClock>, tempfile::TempDir) {
+        use crate::store::HealthStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("t.db"), 4)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
         let clock = Arc::new(ManualClock::new(
             Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
         ));
@@ -392,8 +437,10 @@ mod tests {
                 demo_vault_file(),
                 "http://127.0.0.1:3978".into(),
                 clock.clone(),
-            ),
+            )
+            .with_shares(Arc::new(store)),
             clock,
+            dir,
         )
     }
 
@@ -405,7 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_opens_once() {
-        let (v, _) = vault();
+        let (v, _, _dir) = vault().await;
         let share = v
             .create(DB_PROD, time::Duration::hours(1), "passkey-req-1")
             .await
@@ -422,12 +469,12 @@ mod tests {
         );
         for _ in 0..3 {
             assert_eq!(
-                v.peek_link(&key_of(&share)),
+                v.peek_link(&key_of(&share)).await,
                 None,
                 "looking uses nothing up"
             );
         }
-        match v.open_link(&key_of(&share)) {
+        match v.open_link(&key_of(&share)).await {
             Opened::Secret {
                 title, password, ..
             } => assert_eq!(
@@ -436,15 +483,18 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(v.open_link(&key_of(&share)), Opened::AlreadyUsed);
-        assert_eq!(v.peek_link(&key_of(&share)), Some(Opened::AlreadyUsed));
+        assert_eq!(v.open_link(&key_of(&share)).await, Opened::AlreadyUsed);
+        assert_eq!(
+            v.peek_link(&key_of(&share)).await,
+            Some(Opened::AlreadyUsed)
+        );
         assert_eq!(v.list(DB_PROD).await.unwrap()[0].status, "Opened");
-        assert_eq!(v.open_link("not-a-key"), Opened::Unknown);
+        assert_eq!(v.open_link("not-a-key").await, Opened::Unknown);
     }
 
     #[tokio::test]
     async fn expired_and_removed_links_say_so() {
-        let (v, clock) = vault();
+        let (v, clock, _dir) = vault().await;
         let expiring = v
             .create(DB_PROD, time::Duration::minutes(5), "a")
             .await
@@ -461,9 +511,9 @@ mod tests {
             v.remove(DB_PROD, &removed.share_id).await.unwrap(),
             Removed::NotFound
         );
-        assert_eq!(v.open_link(&key_of(&removed)), Opened::Removed);
+        assert_eq!(v.open_link(&key_of(&removed)).await, Opened::Removed);
         clock.advance(time::Duration::minutes(5));
-        assert_eq!(v.open_link(&key_of(&expiring)), Opened::Expired);
+        assert_eq!(v.open_link(&key_of(&expiring)).await, Opened::Expired);
         // Removal by name, for cleaning up after an unclear create.
         v.create(DB_PROD, time::Duration::hours(1), "passkey-req-9")
             .await
@@ -474,9 +524,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_opens_of_one_link_give_the_secret_exactly_once() {
-        let (v, _) = vault();
+        let (v, _, _dir) = vault().await;
         let v = Arc::new(v);
         let key = key_of(
             &v.create(DB_PROD, time::Duration::hours(1), "x")
@@ -487,20 +537,21 @@ mod tests {
             .map(|_| {
                 let v = v.clone();
                 let key = key.clone();
-                std::thread::spawn(move || matches!(v.open_link(&key), Opened::Secret { .. }))
+                tokio::spawn(
+                    async move { matches!(v.open_link(&key).await, Opened::Secret { .. }) },
+                )
             })
             .collect();
-        let winners = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|w| *w)
-            .count();
+        let mut winners = 0;
+        for h in handles {
+            winners += usize::from(h.await.unwrap());
+        }
         assert_eq!(winners, 1);
     }
 
     #[tokio::test]
     async fn unknown_records_and_bad_ttls_are_terminal() {
-        let (v, _) = vault();
+        let (v, _, _dir) = vault().await;
         let e = v
             .create("NoSuchRecordUid0000000", time::Duration::hours(1), "x")
             .await
@@ -516,6 +567,27 @@ mod tests {
         assert_eq!(v.record(DB_PROD).await.unwrap().unwrap().title, "db-prod");
         assert!(v.record("nope").await.unwrap().is_none());
         assert_eq!(v.shared_folders().await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn without_a_share_store_nothing_is_shared_or_shown() {
+        let v = LocalVault::new(
+            demo_vault_file(),
+            "http://127.0.0.1:3978".into(),
+            Arc::new(ManualClock::new(
+                Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
+            )),
+        );
+        assert!(
+            v.create(DB_PROD, time::Duration::hours(1), "x")
+                .await
+                .is_err()
+        );
+        assert!(
+            v.remove(DB_PROD, "x").await.is_err(),
+            "never a guessed 'not found'"
+        );
+        assert_eq!(v.open_link("AAAA").await, Opened::Unavailable);
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub struct Share {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removed {
     Removed,
+    /// The backend has no live share of that id or name. Read as "already gone" only when the
+    /// backend [knows every share](OneTimeSharer::knows_every_share).
     NotFound,
 }
 
@@ -174,4 +176,11 @@ pub trait OneTimeSharer: Send + Sync {
     async fn remove(&self, record_uid: &str, share_id_or_name: &str)
     -> Result<Removed, VaultError>;
     async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError>;
+    /// Whether [`Removed::NotFound`] from this backend means the share is gone everywhere
+    /// (Keeper; the local vault, whose shares are in the database). A backend that knows only
+    /// the shares of its own process (the staging stub) says no: its "not found" is then a
+    /// failed removal, retried and alerted on, never a revocation.
+    fn knows_every_share(&self) -> bool {
+        true
+    }
 }

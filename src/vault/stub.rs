@@ -95,6 +95,12 @@ impl OneTimeSharer for StubSharer {
         })
     }
 
+    /// The stub keeps shares in this process's memory: another instance's shares are unknown
+    /// to it.
+    fn knows_every_share(&self) -> bool {
+        false
+    }
+
     async fn list(&self, record_uid: &str) -> Result<Vec<ShareInfo>, VaultError> {
         let now = self.clock.now();
         Ok(self

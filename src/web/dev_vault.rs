@@ -22,7 +22,7 @@ async fn look(State(state): State<AppState>, Path(key): Path<String>) -> Respons
     let Some(vault) = state.local_vault.as_ref() else {
         return crate::error::ApiError::NotFound.into_response();
     };
-    match vault.peek_link(&key) {
+    match vault.peek_link(&key).await {
         Some(closed) => show(closed),
         None => page(
             StatusCode::OK,
@@ -41,7 +41,7 @@ async fn open(State(state): State<AppState>, Path(key): Path<String>) -> Respons
     let Some(vault) = state.local_vault.as_ref() else {
         return crate::error::ApiError::NotFound.into_response();
     };
-    show(vault.open_link(&key))
+    show(vault.open_link(&key).await)
 }
 
 fn show(opened: Opened) -> Response {
@@ -62,6 +62,7 @@ fn show(opened: Opened) -> Response {
         Opened::Expired => (StatusCode::GONE, "Link expired", "<h1>This link has expired</h1><p>Ask Passkey for a new one.</p>".to_string()),
         Opened::Removed => (StatusCode::GONE, "Link revoked", "<h1>This link was revoked</h1><p>The lease ended or was revoked.</p>".to_string()),
         Opened::Unknown => (StatusCode::NOT_FOUND, "Unknown link", "<h1>No such link</h1>".to_string()),
+        Opened::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Try again", "<h1>The vault is not answering</h1><p>Nothing was used up. Try again in a moment.</p>".to_string()),
     };
     page(status, title, body)
 }
