@@ -703,7 +703,11 @@ async fn stops_restarts_and_crashes_never_raise_a_missing_checkpoint(db: Db) {
     assert_eq!(db.store.last_checkpoint().await.unwrap().unwrap().seq, head);
     minutes(40);
     let (online, offline, alerted) = verify_both_ways(&db, &f).await;
-    assert!(online.ok() && offline.ok() && !alerted, "{}", online.summary());
+    assert!(
+        online.ok() && offline.ok() && !alerted,
+        "{}",
+        online.summary()
+    );
     f.trail.record_start("instance-2").await.unwrap();
     minutes(1);
     write_events(db.store.as_ref(), &f, 2).await;
@@ -738,14 +742,23 @@ async fn stops_restarts_and_crashes_never_raise_a_missing_checkpoint(db: Db) {
             .iter()
             .filter(|a| a.starts_with("SERVICE_"))
             .collect::<Vec<_>>(),
-        ["SERVICE_STARTED", "SERVICE_STOPPED", "SERVICE_STARTED", "SERVICE_STARTED"]
+        [
+            "SERVICE_STARTED",
+            "SERVICE_STOPPED",
+            "SERVICE_STARTED",
+            "SERVICE_STARTED"
+        ]
     );
     assert!(!actions.iter().any(|a| a == "AUDIT_VERIFY_FAILED"));
 
     // A stop whose signature failed (the signer unreachable at that moment), down an hour.
     minutes(1);
     db.store
-        .append_audit(&NewAuditEvent::new("system:service", "SERVICE_STOPPED", f.clock.now()))
+        .append_audit(&NewAuditEvent::new(
+            "system:service",
+            "SERVICE_STOPPED",
+            f.clock.now(),
+        ))
         .await
         .unwrap();
     minutes(60);
@@ -754,7 +767,11 @@ async fn stops_restarts_and_crashes_never_raise_a_missing_checkpoint(db: Db) {
     assert_eq!(start.last().unwrap().detail.0["previous_stop"], "clean");
     minutes(30);
     let (online, offline, alerted) = verify_both_ways(&db, &f).await;
-    assert!(online.ok() && offline.ok() && !alerted, "{}", online.summary());
+    assert!(
+        online.ok() && offline.ok() && !alerted,
+        "{}",
+        online.summary()
+    );
 }
 
 /// The checkpoint job stops signing while the service keeps running and writing: verification
@@ -777,14 +794,20 @@ async fn an_event_left_unsigned_while_running_still_fails_verification(db: Db) {
     let first_unsigned = first_unsigned + 1;
     let (online, offline, alerted) = verify_both_ways(&db, &f).await;
     assert_eq!(first(&online), (first_unsigned, Problem::MissingCheckpoint));
-    assert_eq!(first(&offline), (first_unsigned, Problem::MissingCheckpoint));
+    assert_eq!(
+        first(&offline),
+        (first_unsigned, Problem::MissingCheckpoint)
+    );
     assert!(alerted);
     // A crash and a restart sign the tail, late: still the same finding.
     f.clock.advance(Duration::minutes(30));
     f.trail.record_start("instance-2").await.unwrap();
     let (online, offline, _) = verify_both_ways(&db, &f).await;
     assert_eq!(first(&online), (first_unsigned, Problem::MissingCheckpoint));
-    assert_eq!(first(&offline), (first_unsigned, Problem::MissingCheckpoint));
+    assert_eq!(
+        first(&offline),
+        (first_unsigned, Problem::MissingCheckpoint)
+    );
 }
 
 on_both_databases!(

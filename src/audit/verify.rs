@@ -448,14 +448,17 @@ impl Verifier {
     fn check_covered(&mut self, e: &AuditEvent, covered_at: Option<Timestamp>) {
         if e.action == SERVICE_STARTED {
             if let (Some(run), Some(prev)) = (self.run.as_mut(), self.prev_at) {
-                run.down = run.down + e.created_at.since(prev).max(time::Duration::ZERO);
+                run.down += e.created_at.since(prev).max(time::Duration::ZERO);
             }
             if self.opts.from_seq == 0 && !self.seen_start {
                 // Events before the first start predate start/stop records (an older release)
                 // or were written by the command line before the service first ran: their
                 // down time cannot be told from a failure, so their timeliness is not judged.
                 self.seen_start = true;
-                self.legacy_late = None;
+                if self.legacy_late.take().is_some() {
+                    // Forgiven: what comes after the start is judged afresh.
+                    self.missing_reported = false;
+                }
             }
         }
         self.prev_at = Some(e.created_at);
@@ -470,7 +473,10 @@ impl Verifier {
         let run = *run;
         self.run = None;
         // Events up to the first checkpoint may predate checkpointing (an older database).
-        if self.first_valid_checkpoint.is_some_and(|first| e.seq <= first) {
+        if self
+            .first_valid_checkpoint
+            .is_some_and(|first| e.seq <= first)
+        {
             return;
         }
         self.judge(run, Some((e.seq, signed_at)));
@@ -940,11 +946,7 @@ mod tests {
 
     /// Verifies `events` with checkpoints `(seq, signed at seconds)`, the allowance 660 s (a
     /// checkpoint every 300 s), as of `as_of` seconds.
-    async fn verify_timed(
-        events: &[AuditEvent],
-        checkpoints: &[(i64, i64)],
-        as_of: i64,
-    ) -> Report {
+    async fn verify_timed(events: &[AuditEvent], checkpoints: &[(i64, i64)], as_of: i64) -> Report {
         let (_dir, signer) = key();
         let keys = vec![signer.public_key().await.unwrap()];
         let mut cps = Vec::new();
@@ -1001,12 +1003,7 @@ mod tests {
     async fn an_event_left_unsigned_while_the_service_ran_is_still_a_missing_checkpoint() {
         const R: &str = "REQUEST_SUBMITTED";
         // The service kept writing for 20 minutes after seq 2 before anything signed it.
-        let running = timed(&[
-            ("SERVICE_STARTED", 0),
-            (R, 60),
-            (R, 600),
-            (R, 1260),
-        ]);
+        let running = timed(&[("SERVICE_STARTED", 0), (R, 60), (R, 600), (R, 1260)]);
         let report = verify_timed(&running, &[(1, 1), (4, 1261)], 1300).await;
         assert_eq!(first(&report), (2, Problem::MissingCheckpoint));
 
@@ -1041,7 +1038,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_checkpoint_from_before_start_records_is_forgiven_once_the_service_records_starts()
-    {
+     {
         const R: &str = "REQUEST_SUBMITTED";
         // An older release: stopped and restarted without records; the tail signed late.
         let mut spec = vec![(R, 0), (R, 60), (R, 3000)];
@@ -1053,5 +1050,10 @@ mod tests {
         let upgraded = timed(&spec);
         let report = verify_timed(&upgraded, &[(1, 1), (3, 3001), (4, 3101)], 3200).await;
         assert!(report.ok(), "{}", report.summary());
+        // What comes after the start is held to the rule again.
+        spec.extend([(R, 3200), (R, 4000)]);
+        let later = timed(&spec);
+        let report = verify_timed(&later, &[(1, 1), (3, 3001), (4, 3101), (6, 4001)], 4100).await;
+        assert_eq!(first(&report), (5, Problem::MissingCheckpoint));
     }
 }
