@@ -2671,6 +2671,19 @@ async fn every_stored_trace_replays_to_the_decision_it_records(db: Db) {
             .status,
         Denied
     );
+    // Refusals: an owner approving, then denying, their own request.
+    let own = w.submit(&w.bob, "ops-medium", 3600).await.unwrap().request;
+    assert!(w.life.approve(&w.bob, own.id, None).await.is_err());
+    assert!(w.life.deny(&w.bob, own.id, None).await.is_err());
+    w.life.deny(&w.dave, own.id, None).await.unwrap();
+    // A preflight the vault refuses for good: unfulfillable.
+    w.sharer.fail_next(Op::List, ErrorClass::Terminal, 1);
+    let gone = w
+        .submit(&w.alice, "db-prod-us", 3600)
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(gone.status, Unfulfillable);
     // Two-approval critical.
     let critical = w
         .submit(&w.alice, "ops-critical", 600)
@@ -2737,6 +2750,7 @@ async fn every_stored_trace_replays_to_the_decision_it_records(db: Db) {
         "REQUEST_SUBMISSION",
         "AUTHORITY_RESOLUTION",
         "APPROVAL_DECISION",
+        "ISSUANCE_CHECK",
         "ISSUANCE_EVENT",
         "REVOCATION_EVENT",
     ] {
