@@ -322,6 +322,28 @@ impl App {
         crate::web::router(self.state.clone())
     }
 
+    /// `passkey serve`: records the start in the audit trail (and signs a checkpoint over any
+    /// tail a crash left), starts the scheduler's jobs, serves until `shutdown` resolves, then
+    /// records the stop and signs, so a stopped service leaves nothing unsigned behind it.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let audit = self.state.audit.clone();
+        let instance = crate::jobs::Scheduler::instance_name();
+        audit
+            .record_start(&instance)
+            .await
+            .map_err(|e| std::io::Error::other(format!("audit trail: {e}")))?;
+        let _jobs = self.start_scheduler();
+        let served = self.run_until_stopped(listener, shutdown).await;
+        if let Err(e) = audit.record_stop(&instance).await {
+            tracing::error!(error = %e, "the stop was not recorded and signed in the audit trail");
+        }
+        served
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests and returns.
     pub async fn run_until_stopped(
         self,

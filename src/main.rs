@@ -233,8 +233,7 @@ async fn serve(settings: Settings) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(bind);
     // A closed stdout (the launcher went away) must not take the server down with it.
     let _ = writeln!(std::io::stdout(), "{}", app.banner(addr));
-    let _jobs = app.start_scheduler();
-    match app.run_until_stopped(listener, shutdown_signal()).await {
+    match app.serve(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("passkey: server error: {e}");

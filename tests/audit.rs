@@ -641,6 +641,175 @@ async fn the_verify_job_records_a_probe_and_alerts_admins_on_mismatch(db: Db) {
     assert_eq!(last.last().unwrap().action, "AUDIT_VERIFY_FAILED");
 }
 
+/// Verifies online (alerting) and offline (an export), which must agree; returns the online
+/// report and whether an alert went out.
+async fn verify_both_ways(db: &Db, f: &Fixture) -> (Report, Report, bool) {
+    let alerts = Alerts::default();
+    let online = f
+        .trail
+        .verify_and_alert(&alerts, "system:audit-verify")
+        .await
+        .unwrap();
+    let alerted = !alerts.0.lock().unwrap().is_empty();
+    // The offline file: the events as stored, verified as of the same moment.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trail.jsonl");
+    let head = db.store.audit_head().await.unwrap().0;
+    let events = db.store.audit_events_after(0, head + 10).await.unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    use passkey::audit::trail::{FORMAT, Header, Line, VERSION, write_line};
+    let settings = f.trail.settings();
+    write_line(
+        &mut out,
+        &Line::Header(Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            exported_at: f.clock.now(),
+            from_seq: 0,
+            to_seq: head,
+            checkpoint_every_events: settings.checkpoint_every_events,
+            checkpoint_every_secs: settings.checkpoint_every_secs,
+            max_checkpoint_delay_secs: f.trail.max_checkpoint_delay().whole_seconds() as u64,
+            archive: false,
+        }),
+    )
+    .unwrap();
+    for e in events {
+        write_line(&mut out, &Line::Event(e)).unwrap();
+    }
+    for c in db.store.checkpoints_from(0).await.unwrap() {
+        write_line(&mut out, &Line::Checkpoint(c)).unwrap();
+    }
+    for k in db.store.public_keys().await.unwrap() {
+        write_line(&mut out, &Line::PublicKey(k)).unwrap();
+    }
+    drop(out);
+    let (_, offline) = passkey::audit::trail::verify_file(&file, None, None).unwrap();
+    (online, offline, alerted)
+}
+
+/// Checkpoints every 5 minutes (an event may wait 11): the service stops within 5 minutes of its
+/// last event and stays down longer than 11 — gracefully, with a failed signature at the stop,
+/// and by crashing — and every verification afterwards still passes, online and offline.
+async fn stops_restarts_and_crashes_never_raise_a_missing_checkpoint(db: Db) {
+    let f = fixture(&db, 300);
+    let minutes = |m| f.clock.advance(Duration::minutes(m));
+    f.trail.record_start("instance-1").await.unwrap();
+    write_events(db.store.as_ref(), &f, 3).await;
+    // Graceful stop 2 minutes after the last event; down 40 minutes.
+    minutes(2);
+    f.trail.record_stop("instance-1").await.unwrap();
+    let (head, _) = db.store.audit_head().await.unwrap();
+    assert_eq!(db.store.last_checkpoint().await.unwrap().unwrap().seq, head);
+    minutes(40);
+    let (online, offline, alerted) = verify_both_ways(&db, &f).await;
+    assert!(
+        online.ok() && offline.ok() && !alerted,
+        "{}",
+        online.summary()
+    );
+    f.trail.record_start("instance-2").await.unwrap();
+    minutes(1);
+    write_events(db.store.as_ref(), &f, 2).await;
+
+    // A crash 3 minutes after the last event (no stop recorded, nothing signed); down 30.
+    minutes(3);
+    minutes(30);
+    f.trail.record_start("instance-3").await.unwrap();
+    let started = db.store.audit_events_after(0, 1000).await.unwrap();
+    let start = started.last().unwrap();
+    assert_eq!(start.action, "SERVICE_STARTED");
+    assert_eq!(start.detail.0["previous_stop"], "crash");
+    let (head, _) = db.store.audit_head().await.unwrap();
+    assert_eq!(db.store.last_checkpoint().await.unwrap().unwrap().seq, head);
+    for _ in 0..3 {
+        minutes(20);
+        let (online, offline, alerted) = verify_both_ways(&db, &f).await;
+        assert!(online.ok(), "{}", online.summary());
+        assert!(offline.ok(), "{}", offline.summary());
+        assert!(!alerted);
+    }
+    let actions: Vec<String> = db
+        .store
+        .audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| a.starts_with("SERVICE_"))
+            .collect::<Vec<_>>(),
+        [
+            "SERVICE_STARTED",
+            "SERVICE_STOPPED",
+            "SERVICE_STARTED",
+            "SERVICE_STARTED"
+        ]
+    );
+    assert!(!actions.iter().any(|a| a == "AUDIT_VERIFY_FAILED"));
+
+    // A stop whose signature failed (the signer unreachable at that moment), down an hour.
+    minutes(1);
+    db.store
+        .append_audit(&NewAuditEvent::new(
+            "system:service",
+            "SERVICE_STOPPED",
+            f.clock.now(),
+        ))
+        .await
+        .unwrap();
+    minutes(60);
+    f.trail.record_start("instance-4").await.unwrap();
+    let start = db.store.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(start.last().unwrap().detail.0["previous_stop"], "clean");
+    minutes(30);
+    let (online, offline, alerted) = verify_both_ways(&db, &f).await;
+    assert!(
+        online.ok() && offline.ok() && !alerted,
+        "{}",
+        online.summary()
+    );
+}
+
+/// The checkpoint job stops signing while the service keeps running and writing: verification
+/// fails at the first unsigned event, online and offline — and a restart does not excuse it.
+async fn an_event_left_unsigned_while_running_still_fails_verification(db: Db) {
+    let f = fixture(&db, 300);
+    f.trail.record_start("instance-1").await.unwrap();
+    write_events(db.store.as_ref(), &f, 2).await;
+    f.clock.advance(Duration::minutes(6));
+    f.trail.checkpoint_if_due().await.unwrap();
+    let (first_unsigned, _) = db.store.audit_head().await.unwrap();
+    // Nothing signs from here on, while events keep arriving for 15 minutes.
+    for _ in 0..5 {
+        db.store
+            .append_audit(&NewAuditEvent::new("user:1", "ROLE_CHANGED", f.clock.now()))
+            .await
+            .unwrap();
+        f.clock.advance(Duration::minutes(3));
+    }
+    let first_unsigned = first_unsigned + 1;
+    let (online, offline, alerted) = verify_both_ways(&db, &f).await;
+    assert_eq!(first(&online), (first_unsigned, Problem::MissingCheckpoint));
+    assert_eq!(
+        first(&offline),
+        (first_unsigned, Problem::MissingCheckpoint)
+    );
+    assert!(alerted);
+    // A crash and a restart sign the tail, late: still the same finding.
+    f.clock.advance(Duration::minutes(30));
+    f.trail.record_start("instance-2").await.unwrap();
+    let (online, offline, _) = verify_both_ways(&db, &f).await;
+    assert_eq!(first(&online), (first_unsigned, Problem::MissingCheckpoint));
+    assert_eq!(
+        first(&offline),
+        (first_unsigned, Problem::MissingCheckpoint)
+    );
+}
+
 on_both_databases!(
     untouched_trail_verifies_with_signed_checkpoints,
     an_edited_detail_is_found_at_its_seq,
@@ -653,6 +822,8 @@ on_both_databases!(
     concurrent_writers_make_one_linear_chain,
     a_hundred_thousand_events_verify,
     the_verify_job_records_a_probe_and_alerts_admins_on_mismatch,
+    stops_restarts_and_crashes_never_raise_a_missing_checkpoint,
+    an_event_left_unsigned_while_running_still_fails_verification,
 );
 
 #[tokio::test]
@@ -727,4 +898,45 @@ async fn admins_verify_the_trail_in_chat_and_hear_about_a_mismatch() {
         .collect();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert!(alerts[0].contains("seq 3: edited"));
+}
+
+/// `passkey serve`'s own path: the start and the graceful stop are in the trail, each covered by
+/// a checkpoint signed there and then.
+#[tokio::test]
+async fn serve_records_its_start_and_stop_and_signs_at_both() {
+    let db = common::fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(dir.path(), &[("PASSKEY_LIFECYCLE__SCHEDULER", "false")]);
+    let clock = Arc::new(ManualClock::new(t0()));
+    let app = passkey::app::App::with_store(settings, db.store.clone(), clock.clone())
+        .await
+        .unwrap();
+    db.store
+        .append_audit(&NewAuditEvent::new("user:1", "ROLE_CHANGED", t0()))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(app.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let last_action = || async {
+        let (head, _) = db.store.audit_head().await.unwrap();
+        let event = db.store.audit_events_after(head - 1, 1).await.unwrap();
+        let signed = db.store.last_checkpoint().await.unwrap().map(|c| c.seq);
+        (event[0].action.clone(), signed == Some(head))
+    };
+    for _ in 0..200 {
+        if last_action().await.0 == "SERVICE_STARTED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Give the start-up checkpoint its moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(last_action().await, ("SERVICE_STARTED".to_string(), true));
+    clock.advance(Duration::minutes(3));
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
+    assert_eq!(last_action().await, ("SERVICE_STOPPED".to_string(), true));
 }

@@ -206,6 +206,92 @@ async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
     assert!(report.contains("why: the policy changed"), "{report}");
 }
 
+/// The plain flow an operator runs on a fresh instance — an auto-approval, an approval, a
+/// release and an extension — replays entirely to the same decisions with the real binary.
+#[tokio::test]
+async fn replay_all_after_a_plain_flow_finds_every_decision_the_same() {
+    use common::fake_sharer::FakeSharer;
+    use passkey::config::LifecycleSettings;
+    use passkey::domain::*;
+    use passkey::governance::lifecycle::{Lifecycle, Submission};
+    use passkey::governance::permissions::{PermissionResolver, StaticGroupDirectory};
+    use passkey::governance::policies::load_engine;
+    use passkey::store::Store;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    assert!(
+        passkey(dir.path(), &["admin", "demo-load"])
+            .status
+            .success()
+    );
+
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("data/passkey.db"), 1)
+            .await
+            .unwrap(),
+    );
+    // The demo authorities are in force from when `demo-load` ran.
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    // What `serve` does on start.
+    passkey::governance::policies::ensure_default_policies(store.as_ref(), clock.now())
+        .await
+        .unwrap();
+    let life = Lifecycle::new(
+        store.clone(),
+        Arc::new(load_engine(store.as_ref()).await.unwrap()),
+        clock.clone(),
+        Arc::new(PermissionResolver::new(
+            store.clone(),
+            Arc::new(StaticGroupDirectory::new()),
+            clock.clone(),
+        )),
+        FakeSharer::new(clock.clone()),
+        LifecycleSettings::default(),
+    );
+    let person = |email: &'static str| {
+        let store = store.clone();
+        async move { store.user_by_email(email).await.unwrap().unwrap() }
+    };
+    let (alice, bob) = (
+        person("alice@contoso.example").await,
+        person("bob@contoso.example").await,
+    );
+    let ask = |record: &str, secs: i64, why: &str| Submission {
+        record: record.into(),
+        duration_secs: Some(secs),
+        justification: why.into(),
+        ticket_id: None,
+        break_glass: false,
+    };
+    let staging = life
+        .submit(&alice, &ask("db-staging", 3600, "INC-7 load test"))
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(staging.status, RequestStatus::Approved);
+    let prod = life
+        .submit(&alice, &ask("db-prod", 7200, "INC-4411 failover"))
+        .await
+        .unwrap()
+        .request;
+    life.approve(&bob, prod.id, None).await.unwrap();
+    life.release(&alice, staging.id).await.unwrap();
+    life.extend(&alice, prod.id, 3600).await.unwrap();
+    let traces = store.traces_after(0, 100).await.unwrap().len();
+    assert!(traces >= 7, "{traces} traces");
+
+    let out = passkey(dir.path(), &["admin", "replay", "--all"]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    assert!(
+        report.contains(&format!(
+            "replayed {traces} trace(s): {traces} same, 0 different"
+        )),
+        "{report}"
+    );
+}
+
 #[test]
 fn admin_sync_discovers_the_local_vault_into_an_empty_database() {
     let dir = tempfile::tempdir().unwrap();

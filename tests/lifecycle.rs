@@ -53,6 +53,7 @@ on_both_databases!(
     twenty_approvers_at_once_give_one_decision,
     a_hundred_parallel_retrievals_make_exactly_max_issuances_shares,
     two_schedulers_expire_a_thousand_leases_exactly_once,
+    every_stored_trace_replays_to_the_decision_it_records,
 );
 
 // ---- the world ---------------------------------------------------------------------------------
@@ -2673,4 +2674,149 @@ mod database_down {
         )
         .await;
     }
+}
+
+// ---- replay --------------------------------------------------------------------------------------
+
+/// Every path of the lifecycle writes its traces; `replay --all` must then find every one of them
+/// the same — a trace that no longer replays to itself breaks the promise that any decision can
+/// be re-derived from what was stored.
+async fn every_stored_trace_replays_to_the_decision_it_records(db: Db) {
+    use passkey::governance::policies::replay_all;
+    let w = world(&db).await;
+    // Submission, auto-approval, preflight; then extension granted by policy and one refused.
+    let low = w.submit(&w.alice, "ops-low", 3600).await.unwrap().request;
+    assert_eq!(low.status, Approved);
+    w.clock.advance(Duration::minutes(5));
+    w.life.extend(&w.alice, low.id, 1800).await.unwrap();
+    assert!(w.life.extend(&w.alice, low.id, 25 * 3600).await.is_err());
+    // Issuance, then release.
+    w.retrieve(&w.alice, low.id, false).await.unwrap();
+    w.life.release(&w.alice, low.id).await.unwrap();
+    // Routed, approved by an approver; a routed extension approved; then an admin's revocation.
+    let medium = w.approved_medium().await;
+    w.life.extend(&w.alice, medium.id, 1800).await.unwrap();
+    w.life
+        .approve(&w.dave, medium.id, Some("ok"))
+        .await
+        .unwrap();
+    w.life
+        .revoke(&w.carol, medium.id, "rotation")
+        .await
+        .unwrap();
+    // A routed extension denied.
+    let low2 = w
+        .submit(&w.alice, "db-prod-eu", 3600)
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(low2.status, Approved);
+    let medium2 = w.approved_medium().await;
+    w.life.extend(&w.alice, medium2.id, 1800).await.unwrap();
+    w.life.deny(&w.dave, medium2.id, Some("no")).await.unwrap();
+    w.life.release(&w.alice, medium2.id).await.unwrap();
+    // Denial by an approver; denial by policy; a refused approval.
+    let denied = w.submit(&w.alice, "ops-medium", 600).await.unwrap().request;
+    w.life
+        .deny(&w.bob, denied.id, Some("not now"))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.submit(&w.erin, "ops-low", 600)
+            .await
+            .unwrap()
+            .request
+            .status,
+        Denied
+    );
+    // Refusals: an owner approving, then denying, their own request.
+    let own = w.submit(&w.bob, "ops-medium", 3600).await.unwrap().request;
+    assert!(w.life.approve(&w.bob, own.id, None).await.is_err());
+    assert!(w.life.deny(&w.bob, own.id, None).await.is_err());
+    w.life.deny(&w.dave, own.id, None).await.unwrap();
+    // A preflight the vault refuses for good: unfulfillable.
+    w.sharer.fail_next(Op::List, ErrorClass::Terminal, 1);
+    let gone = w
+        .submit(&w.alice, "db-prod-us", 3600)
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(gone.status, Unfulfillable);
+    // Two-approval critical.
+    let critical = w
+        .submit(&w.alice, "ops-critical", 600)
+        .await
+        .unwrap()
+        .request;
+    w.life.approve(&w.bob, critical.id, None).await.unwrap();
+    w.life.approve(&w.dave, critical.id, None).await.unwrap();
+    // Triage, approved and denied.
+    let t1 = w.submit(&w.alice, "ops-orphan", 600).await.unwrap().request;
+    w.life
+        .triage(&w.carol, t1.id, true, "looks fine")
+        .await
+        .unwrap();
+    w.life.release(&w.alice, t1.id).await.unwrap();
+    let t2 = w.submit(&w.alice, "ops-orphan", 600).await.unwrap().request;
+    assert_eq!(t2.status, RequiresTriage);
+    w.life.triage(&w.frank, t2.id, false, "no").await.unwrap();
+    // Break-glass.
+    let bg = w
+        .life
+        .submit(
+            &w.carol,
+            &Submission {
+                record: "break-glass-domain-admin".into(),
+                duration_secs: Some(1800),
+                justification: "domain controllers down, restoring from backup".into(),
+                ticket_id: Some("INC-9000".into()),
+                break_glass: true,
+            },
+        )
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(bg.status, Approved);
+    // Expiry of a lease, and of a request nobody decided.
+    let undecided = w.submit(&w.alice, "ops-high", 600).await.unwrap().request;
+    w.clock.advance(Duration::days(3));
+    for r in w
+        .store
+        .requests_in_status(&[Approved, Issued], 100)
+        .await
+        .unwrap()
+    {
+        w.life.expire_due(r).await.unwrap();
+    }
+    while w
+        .life
+        .chase_undecided(w.request(undecided.id).await)
+        .await
+        .unwrap()
+        .is_some()
+    {}
+
+    let stored = count(&db, "governance_decision_traces").await;
+    let stages: BTreeSet<String> = db
+        .raw
+        .texts("SELECT DISTINCT stage FROM governance_decision_traces")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for stage in [
+        "REQUEST_SUBMISSION",
+        "AUTHORITY_RESOLUTION",
+        "APPROVAL_DECISION",
+        "ISSUANCE_CHECK",
+        "ISSUANCE_EVENT",
+        "REVOCATION_EVENT",
+    ] {
+        assert!(stages.contains(stage), "no {stage} trace among {stages:?}");
+    }
+    let engine = load_engine(w.store.as_ref()).await.unwrap();
+    let summary = replay_all(w.store.as_ref(), &engine).await.unwrap();
+    assert_eq!(summary.total as i64, stored, "{}", summary.render());
+    assert!(summary.different.is_empty(), "{}", summary.render());
+    assert_eq!(summary.same as i64, stored);
 }

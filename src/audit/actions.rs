@@ -28,6 +28,7 @@ pub enum ActionGroup {
     BotInstall,
     Channel,
     Audit,
+    Service,
 }
 
 macro_rules! catalogue {
@@ -78,6 +79,7 @@ catalogue! {
     BotInstall: ["BOT_INSTALLED", "BOT_INSTALL_UPDATED", "BOT_UNINSTALLED"],
     Channel: ["CONNECTOR_HOST_REFUSED"],
     Audit: ["AUDIT_EXPORTED", "AUDIT_ARCHIVED", "AUDIT_VERIFY_FAILED"],
+    Service: ["SERVICE_STARTED", "SERVICE_STOPPED"],
 }
 
 /// The catalogue entry for an action name.

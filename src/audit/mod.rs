@@ -16,7 +16,7 @@ pub mod verify;
 
 pub use actions::{ACTIONS, ActionGroup, AuditAction};
 pub use signer::{Algorithm, LocalEd25519Signer, PublicKey, SignError, Signature, Signer};
-pub use verify::{Finding, Problem, Report, Verifier, VerifyOptions};
+pub use verify::{Finding, Problem, Report, SERVICE_STARTED, Verifier, VerifyOptions};
 
 use crate::config::AuditSettings;
 use crate::domain::Clock;
@@ -127,6 +127,62 @@ impl AuditTrail {
         // Another instance may have signed this same head a moment ago: theirs stands.
         self.store.insert_checkpoint(&checkpoint).await?;
         Ok(checkpoint)
+    }
+
+    /// The service starting. Appends `SERVICE_STARTED` — which tells the verifier the service
+    /// was down since the event before it — then signs a checkpoint over it and whatever tail
+    /// the previous run left unsigned (a crash leaves one; a clean stop signs its own). The
+    /// event says how the previous run ended: `clean` when the last service event before it is
+    /// a `SERVICE_STOPPED`, `crash` when it is a `SERVICE_STARTED` (no stop was recorded), and
+    /// `unknown` when neither is among the last [`verify::PAGE`] events (a first start, or an
+    /// older release). A failure to append fails the start (the database cannot be written);
+    /// a failure to sign is logged and left to the checkpoint job, and the missing-checkpoint
+    /// rule catches it if it lasts.
+    pub async fn record_start(&self, instance: &str) -> Result<(), AuditError> {
+        let (head, _) = self.store.audit_head().await?;
+        let signed = self.store.last_checkpoint().await?.map_or(0, |c| c.seq);
+        let recent = self
+            .store
+            .audit_events_after((head - verify::PAGE as i64).max(0), verify::PAGE as i64)
+            .await?;
+        let previous = recent
+            .iter()
+            .rev()
+            .find_map(|e| match e.action.as_str() {
+                SERVICE_STOPPED => Some("clean"),
+                verify::SERVICE_STARTED => Some("crash"),
+                _ => None,
+            })
+            .unwrap_or("unknown");
+        let unsigned = (head > signed).then(|| json!({ "from_seq": signed + 1, "to_seq": head }));
+        self.store
+            .append_audit(
+                &NewAuditEvent::new("system:service", verify::SERVICE_STARTED, self.clock.now())
+                    .detail(json!({
+                        "instance": instance,
+                        "version": crate::VERSION,
+                        "previous_stop": previous,
+                        "unsigned_tail": unsigned,
+                    })),
+            )
+            .await?;
+        if let Err(e) = self.checkpoint().await {
+            tracing::error!(error = %e, "no audit checkpoint at start; the checkpoint job will retry");
+        }
+        Ok(())
+    }
+
+    /// The service stopping gracefully: appends `SERVICE_STOPPED` and signs a checkpoint over
+    /// it, so the trail is covered for however long the service stays down.
+    pub async fn record_stop(&self, instance: &str) -> Result<(), AuditError> {
+        self.store
+            .append_audit(
+                &NewAuditEvent::new("system:service", SERVICE_STOPPED, self.clock.now())
+                    .detail(json!({ "instance": instance, "version": crate::VERSION })),
+            )
+            .await?;
+        self.checkpoint().await?;
+        Ok(())
     }
 
     /// The checkpoint job: signs when `checkpoint_every_events` events arrived since the last
@@ -424,6 +480,9 @@ impl AuditTrail {
         })
     }
 }
+
+/// The action a graceful stop appends (see [`AuditTrail::record_stop`]).
+pub const SERVICE_STOPPED: &str = "SERVICE_STOPPED";
 
 /// See [`AuditTrail::max_checkpoint_delay`].
 pub fn max_checkpoint_delay(settings: &AuditSettings) -> time::Duration {

@@ -151,6 +151,18 @@ impl Report {
     }
 }
 
+/// The action that tells the verifier the service was down before it (see
+/// [`Verifier::check_covered`]).
+pub const SERVICE_STARTED: &str = "SERVICE_STARTED";
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first_seq: i64,
+    first_at: Timestamp,
+    /// Down time credited inside the run.
+    down: time::Duration,
+}
+
 struct CheckedCheckpoint {
     checkpoint: AuditCheckpoint,
     /// Its signature verified with a known key.
@@ -171,6 +183,14 @@ pub struct Verifier {
     previous_page: HashMap<String, i64>,
     stopped: bool,
     missing_reported: bool,
+    /// The events since the last valid checkpoint, for the missing-checkpoint rule.
+    run: Option<Run>,
+    /// When the previous event was written.
+    prev_at: Option<Timestamp>,
+    /// A `SERVICE_STARTED` event was walked (in a walk from the start of the chain).
+    seen_start: bool,
+    /// A late checkpoint before any start event: reported only if no start event follows.
+    legacy_late: Option<Finding>,
     /// The highest seq any pushed event claimed.
     max_seen: i64,
     report: Report,
@@ -234,6 +254,10 @@ impl Verifier {
             previous_page: HashMap::new(),
             stopped: false,
             missing_reported: false,
+            run: None,
+            prev_at: None,
+            seen_start: false,
+            legacy_late: None,
             max_seen: 0,
             first_valid_checkpoint,
             next_checkpoint,
@@ -376,6 +400,7 @@ impl Verifier {
             });
         }
         // The event is sound. Checkpoints at this seq must vouch for exactly this hash.
+        let mut covered_at = None;
         while let Some(c) = self.checkpoints.get(self.next_checkpoint)
             && c.checkpoint.seq <= s
         {
@@ -394,10 +419,13 @@ impl Verifier {
                 });
             }
             self.last_good_checkpoint = s;
+            covered_at = Some(covered_at.map_or(c.checkpoint.signed_at, |at: Timestamp| {
+                at.min(c.checkpoint.signed_at)
+            }));
             self.report.checkpoints_verified += 1;
             self.report.key_ids.insert(c.checkpoint.key_id.clone());
         }
-        self.check_covered(e);
+        self.check_covered(e, covered_at);
         self.report.events += 1;
         self.report.first_seq.get_or_insert(e.seq);
         self.report.last_seq = Some(e.seq);
@@ -408,50 +436,97 @@ impl Verifier {
         None
     }
 
-    /// The missing-checkpoint rule: every event after the first checkpoint is covered by a valid
-    /// checkpoint signed within the allowed delay (or the delay has not run out yet).
-    fn check_covered(&mut self, e: &AuditEvent) {
+    /// The missing-checkpoint rule, over runs: a run is the events from the one after a valid
+    /// checkpoint up to the next valid checkpoint (or the end of the trail). Its first event is
+    /// the one that waited longest, so the run is judged by it: the time from that event to the
+    /// checkpoint covering the run (or `as_of`), less the time the service was down meanwhile,
+    /// must not exceed the allowance. The service was down in the gap before each
+    /// `SERVICE_STARTED` event — from the event before it, the last sign of the service alive
+    /// (its `SERVICE_STOPPED`, or its last event before a crash), to the start. An event left
+    /// unsigned while the service ran is still caught: events after it, `SERVICE_STOPPED` and
+    /// the clock up to `as_of` all show the service alive, and none of that is credited.
+    fn check_covered(&mut self, e: &AuditEvent, covered_at: Option<Timestamp>) {
+        if e.action == SERVICE_STARTED {
+            if let (Some(run), Some(prev)) = (self.run.as_mut(), self.prev_at) {
+                run.down += e.created_at.since(prev).max(time::Duration::ZERO);
+            }
+            if self.opts.from_seq == 0 && !self.seen_start {
+                // Events before the first start predate start/stop records (an older release)
+                // or were written by the command line before the service first ran: their
+                // down time cannot be told from a failure, so their timeliness is not judged.
+                self.seen_start = true;
+                if self.legacy_late.take().is_some() {
+                    // Forgiven: what comes after the start is judged afresh.
+                    self.missing_reported = false;
+                }
+            }
+        }
+        self.prev_at = Some(e.created_at);
+        let run = self.run.get_or_insert(Run {
+            first_seq: e.seq,
+            first_at: e.created_at,
+            down: time::Duration::ZERO,
+        });
+        let Some(signed_at) = covered_at else {
+            return;
+        };
+        let run = *run;
+        self.run = None;
+        // Events up to the first checkpoint may predate checkpointing (an older database).
+        if self
+            .first_valid_checkpoint
+            .is_some_and(|first| e.seq <= first)
+        {
+            return;
+        }
+        self.judge(run, Some((e.seq, signed_at)));
+    }
+
+    /// Whether `run` waited longer than allowed for the checkpoint at `covered` (seq, signed at);
+    /// None: no checkpoint covers it as of `as_of`.
+    fn judge(&mut self, run: Run, covered: Option<(i64, Timestamp)>) {
         let Some(delay) = self.opts.max_checkpoint_delay else {
             return;
         };
         if self.missing_reported {
             return;
         }
-        let covering = self.checkpoints[self.next_checkpoint.saturating_sub(1)..]
-            .iter()
-            .find(|c| c.valid && c.checkpoint.seq >= e.seq)
-            .map(|c| &c.checkpoint);
-        // Events up to the first checkpoint may predate checkpointing (an older database).
-        if let (Some(first), Some(_)) = (self.first_valid_checkpoint, covering)
-            && e.seq <= first
-        {
+        let until = covered.map_or(self.opts.as_of, |(_, at)| at);
+        let running = until.since(run.first_at) - run.down;
+        if running <= delay {
             return;
         }
-        let deadline = e.created_at.plus(delay);
-        let late = match covering {
-            Some(c) if c.signed_at > deadline => Some(format!(
-                "written at {}, first covered by the checkpoint at seq {} signed at {} (allowed: {} s)",
-                e.created_at,
-                c.seq,
-                c.signed_at,
+        let down = if run.down.is_positive() {
+            format!(
+                "; {} s of it the service was down",
+                run.down.whole_seconds()
+            )
+        } else {
+            String::new()
+        };
+        let detail = match covered {
+            Some((seq, at)) => format!(
+                "written at {}, first covered by the checkpoint at seq {seq} signed at {at}{down} (allowed: {} s while running)",
+                run.first_at,
                 delay.whole_seconds()
-            )),
-            Some(_) => None,
-            None if self.opts.as_of > deadline => Some(format!(
-                "written at {}, no signed checkpoint covers it as of {} (allowed: {} s)",
-                e.created_at,
+            ),
+            None => format!(
+                "written at {}, no signed checkpoint covers it as of {}{down} (allowed: {} s while running)",
+                run.first_at,
                 self.opts.as_of,
                 delay.whole_seconds()
-            )),
-            None => None,
+            ),
         };
-        if let Some(detail) = late {
-            self.missing_reported = true;
-            self.report.findings.push(Finding {
-                seq: e.seq,
-                problem: Problem::MissingCheckpoint,
-                detail,
-            });
+        let finding = Finding {
+            seq: run.first_seq,
+            problem: Problem::MissingCheckpoint,
+            detail,
+        };
+        self.missing_reported = true;
+        if self.opts.from_seq == 0 && !self.seen_start {
+            self.legacy_late = Some(finding);
+        } else {
+            self.report.findings.push(finding);
         }
     }
 
@@ -499,6 +574,25 @@ impl Verifier {
                     },
                 });
             }
+        }
+        if let Some(run) = self.run.take() {
+            // The tail no checkpoint reached in the walk: a checkpoint beyond where the walk
+            // stopped may still cover it.
+            let covering = self
+                .checkpoints
+                .iter()
+                .find(|c| c.valid && c.checkpoint.seq >= run.first_seq)
+                .map(|c| (c.checkpoint.seq, c.checkpoint.signed_at));
+            let exempt = covering.is_some()
+                && self
+                    .first_valid_checkpoint
+                    .is_some_and(|first| run.first_seq <= first);
+            if !exempt {
+                self.judge(run, covering);
+            }
+        }
+        if let Some(late) = self.legacy_late.take() {
+            self.report.findings.push(late);
         }
         let mut report = self.report;
         report.first_bad = report.findings.iter().min_by_key(|f| f.seq).cloned();
@@ -832,5 +926,134 @@ mod tests {
         tampered[0].hash = recompute_audit_hash(&tampered[0]);
         let report = verify_all(o, &tampered, vec![cp], &keys);
         assert_eq!(first(&report).0, 41);
+    }
+
+    /// A chain of `(action, written at seconds)`.
+    fn timed(spec: &[(&str, i64)]) -> Vec<AuditEvent> {
+        let mut prev = GENESIS_HASH.to_string();
+        spec.iter()
+            .enumerate()
+            .map(|(i, (action, at))| {
+                let mut e = event(i as i64 + 1, &prev, json!({ "n": i }));
+                e.action = action.to_string();
+                e.created_at = t(*at);
+                e.hash = recompute_audit_hash(&e);
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    /// Verifies `events` with checkpoints `(seq, signed at seconds)`, the allowance 660 s (a
+    /// checkpoint every 300 s), as of `as_of` seconds.
+    async fn verify_timed(events: &[AuditEvent], checkpoints: &[(i64, i64)], as_of: i64) -> Report {
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let mut cps = Vec::new();
+        for (seq, at) in checkpoints {
+            cps.push(sign(&signer, &events[*seq as usize - 1], t(*at)).await);
+        }
+        let opts = VerifyOptions {
+            from_seq: 0,
+            to_seq: Some(events.len() as i64),
+            max_checkpoint_delay: Some(time::Duration::seconds(660)),
+            as_of: t(as_of),
+        };
+        verify_all(opts, events, cps, &keys)
+    }
+
+    #[tokio::test]
+    async fn down_time_after_a_stop_or_a_crash_is_not_a_missing_checkpoint() {
+        const R: &str = "REQUEST_SUBMITTED";
+        // A crash 2 minutes after the last event, down 30 minutes: the tail is signed at the
+        // restart, after its SERVICE_STARTED.
+        let crash = timed(&[
+            ("SERVICE_STARTED", 0),
+            (R, 10),
+            (R, 60),
+            (R, 120),
+            ("SERVICE_STARTED", 1920),
+        ]);
+        let report = verify_timed(&crash, &[(2, 15), (5, 1921)], 5000).await;
+        assert!(report.ok(), "{}", report.summary());
+
+        // A stop whose own checkpoint was not signed (the signer was unreachable), down 2 hours.
+        let stop = timed(&[
+            ("SERVICE_STARTED", 0),
+            (R, 60),
+            ("SERVICE_STOPPED", 180),
+            ("SERVICE_STARTED", 7380),
+        ]);
+        let report = verify_timed(&stop, &[(1, 1), (4, 7381)], 9000).await;
+        assert!(report.ok(), "{}", report.summary());
+
+        // Several restarts in one unsigned stretch: each gap is down time.
+        let flapping = timed(&[
+            ("SERVICE_STARTED", 0),
+            (R, 100),
+            ("SERVICE_STARTED", 1000),
+            (R, 1100),
+            ("SERVICE_STARTED", 3000),
+        ]);
+        let report = verify_timed(&flapping, &[(1, 1), (5, 3001)], 3100).await;
+        assert!(report.ok(), "{}", report.summary());
+    }
+
+    #[tokio::test]
+    async fn an_event_left_unsigned_while_the_service_ran_is_still_a_missing_checkpoint() {
+        const R: &str = "REQUEST_SUBMITTED";
+        // The service kept writing for 20 minutes after seq 2 before anything signed it.
+        let running = timed(&[("SERVICE_STARTED", 0), (R, 60), (R, 600), (R, 1260)]);
+        let report = verify_timed(&running, &[(1, 1), (4, 1261)], 1300).await;
+        assert_eq!(first(&report), (2, Problem::MissingCheckpoint));
+
+        // Then it crashed and restarted: the time before the crash still counts.
+        let crashed = timed(&[
+            ("SERVICE_STARTED", 0),
+            (R, 60),
+            (R, 900),
+            ("SERVICE_STARTED", 5000),
+        ]);
+        let report = verify_timed(&crashed, &[(1, 1), (4, 5001)], 5100).await;
+        assert_eq!(first(&report), (2, Problem::MissingCheckpoint));
+        assert!(report.first_bad.unwrap().detail.contains("was down"));
+
+        // Stopped gracefully 20 minutes later: the stop shows it was running meanwhile.
+        let stopped = timed(&[
+            ("SERVICE_STARTED", 0),
+            (R, 60),
+            ("SERVICE_STOPPED", 1260),
+            ("SERVICE_STARTED", 9000),
+        ]);
+        let report = verify_timed(&stopped, &[(1, 1), (3, 1261)], 9100).await;
+        assert_eq!(first(&report), (2, Problem::MissingCheckpoint));
+
+        // Still running, nothing signed for 12 minutes, as of now.
+        let tail = timed(&[("SERVICE_STARTED", 0), (R, 60)]);
+        let report = verify_timed(&tail, &[(1, 1)], 60 + 661).await;
+        assert_eq!(first(&report), (2, Problem::MissingCheckpoint));
+        let report = verify_timed(&tail, &[(1, 1)], 60 + 600).await;
+        assert!(report.ok(), "{}", report.summary());
+    }
+
+    #[tokio::test]
+    async fn a_late_checkpoint_from_before_start_records_is_forgiven_once_the_service_records_starts()
+     {
+        const R: &str = "REQUEST_SUBMITTED";
+        // An older release: stopped and restarted without records; the tail signed late.
+        let mut spec = vec![(R, 0), (R, 60), (R, 3000)];
+        let old = timed(&spec);
+        let report = verify_timed(&old, &[(1, 1), (3, 3001)], 3100).await;
+        assert_eq!(first(&report), (2, Problem::MissingCheckpoint));
+        // This release's first start: the past cannot be told apart from down time.
+        spec.push(("SERVICE_STARTED", 3100));
+        let upgraded = timed(&spec);
+        let report = verify_timed(&upgraded, &[(1, 1), (3, 3001), (4, 3101)], 3200).await;
+        assert!(report.ok(), "{}", report.summary());
+        // What comes after the start is held to the rule again.
+        spec.extend([(R, 3200), (R, 4000)]);
+        let later = timed(&spec);
+        let report = verify_timed(&later, &[(1, 1), (3, 3001), (4, 3101), (6, 4001)], 4100).await;
+        assert_eq!(first(&report), (5, Problem::MissingCheckpoint));
     }
 }

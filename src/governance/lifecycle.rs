@@ -29,7 +29,7 @@ use crate::policy::context::{
     RequestFacts,
 };
 use crate::policy::decision::{Approver, RequiredApproval};
-use crate::policy::{Decision, Engine, Outcome, trace_record};
+use crate::policy::{Decision, Engine, Outcome, person_decision_trace, trace_record};
 use crate::store::{
     IssuanceEvent, LeaseEnding, NewApproval, NewAuditEvent, NewIssuance, NewRequest, NewTrace,
     NewUser, Record, Request, ShareRevocation, StatusChange, Store, StoreError, User,
@@ -1024,9 +1024,6 @@ impl Lifecycle {
         ctx: &PolicyContext,
         decision: &Decision,
     ) -> Result<Change, LifecycleError> {
-        let mut ctx = ctx.clone();
-        ctx.request.request_id = Some(request.id);
-        ctx.request.status = Some(request.status);
         let now = self.clock.now();
         let secs = self.lease_secs(&request, decision);
         let break_glass = decision.constraints.post_hoc_review;
@@ -1048,7 +1045,10 @@ impl Lifecycle {
             "lease_secs": secs,
             "review_required": break_glass,
         }));
-        let trace = trace_record(TraceStage::ApprovalDecision, &ctx, decision);
+        // The decision was taken on the submission's context (no request yet): that is what the
+        // trace stores and what replay evaluates; only the row is tied to the new request.
+        let mut trace = trace_record(TraceStage::ApprovalDecision, ctx, decision);
+        trace.request_id = Some(request.id);
         let request = self
             .store
             .transition_request(&change, &[trace], &audit)
@@ -1521,9 +1521,18 @@ impl Lifecycle {
             .clone()
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| "denied by an approver".to_string());
+        // The policy said this approver may decide; the denial is theirs. The trace keeps both,
+        // so replay re-derives the policy's part from the stored inputs.
+        let reasons = vec![format!("{} denied it: {why}", approver.display_name)];
+        let trace = person_decision_trace(
+            TraceStage::ApprovalDecision,
+            &ctx,
+            &decision,
+            Outcome::Deny,
+            reasons.clone(),
+        );
         decision.outcome = Outcome::Deny;
-        decision.reasons = vec![format!("{} denied it: {why}", approver.display_name)];
-        let trace = trace_record(TraceStage::ApprovalDecision, &ctx, &decision);
+        decision.reasons = reasons;
         let now = ctx.now;
         let stage = self.current_stage(&ctx);
         let change = StatusChange::new(

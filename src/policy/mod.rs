@@ -34,7 +34,8 @@ pub fn inputs_hash(ctx: &PolicyContext) -> String {
     hash_canonical(&serde_json::to_value(ctx).expect("a context is plain data"))
 }
 
-/// The trace row for a decision at `stage`.
+/// The trace row for a decision at `stage`. `ctx` must be exactly the context `decision` was
+/// evaluated on: replay re-evaluates the stored inputs and expects the stored answer.
 pub fn trace_record(stage: TraceStage, ctx: &PolicyContext, decision: &Decision) -> NewTrace {
     let inputs = serde_json::to_value(ctx).expect("a context is plain data");
     NewTrace {
@@ -51,4 +52,27 @@ pub fn trace_record(stage: TraceStage, ctx: &PolicyContext, decision: &Decision)
         code_version: code_version().to_string(),
         at: ctx.now,
     }
+}
+
+/// The trace row for a decision a person took once the policy let them (an approver's denial):
+/// the policy's own answer stays in the trace (`outcome`, `rules`, `policy_reasons`), so replay
+/// re-derives it from the stored inputs; the person's decision is recorded next to it
+/// (`person`) and is what the outcome and reasons columns say.
+pub fn person_decision_trace(
+    stage: TraceStage,
+    ctx: &PolicyContext,
+    policy: &Decision,
+    outcome: Outcome,
+    reasons: Vec<String>,
+) -> NewTrace {
+    let mut trace = trace_record(stage, ctx, policy);
+    trace.outcome = outcome.trace_outcome();
+    trace.trace = json!({
+        "outcome": policy.outcome,
+        "rules": policy.trace,
+        "policy_reasons": policy.reasons,
+        "person": { "outcome": outcome, "reasons": reasons },
+    });
+    trace.reasons = json!(reasons);
+    trace
 }

@@ -15,6 +15,8 @@ pub struct ReplayReport {
     pub same: bool,
     /// The stored inputs still hash to the stored inputs hash.
     pub inputs_intact: bool,
+    /// A recorded lifecycle step with no policy evaluation: replay checks its inputs only.
+    pub event: bool,
     pub differences: Vec<String>,
     pub stored_policy_version: String,
     pub current_policy_version: String,
@@ -24,6 +26,12 @@ pub struct ReplayReport {
 
 impl ReplayReport {
     pub fn summary(&self) -> String {
+        if self.same && self.event {
+            return format!(
+                "trace {}: same record (a lifecycle step, no policy decision)",
+                self.trace_id
+            );
+        }
         if self.same {
             return format!("trace {}: same decision", self.trace_id);
         }
@@ -38,6 +46,7 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
         trace_id: trace.id,
         same: false,
         inputs_intact: hash_canonical(&trace.inputs.0) == trace.inputs_hash,
+        event: false,
         differences: vec![],
         stored_policy_version: trace.policy_version.clone(),
         current_policy_version: engine.version().to_string(),
@@ -51,6 +60,15 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
     }
     let ctx: PolicyContext = match serde_json::from_value(trace.inputs.0.clone()) {
         Ok(ctx) => ctx,
+        // A recorded step (issuance, revocation, expiry, triage by an admin, an unfulfillable
+        // preflight) took no policy decision: its inputs are the facts it acted on, and what
+        // replays is that record — intact inputs under the stored hash. Only a trace written as
+        // such qualifies: inputs that parse as a policy context are always re-evaluated.
+        Err(_) if trace.trace.0.get("event").is_some_and(Value::is_string) => {
+            report.event = true;
+            report.same = report.differences.is_empty();
+            return report;
+        }
         Err(e) => {
             report.differences.push(format!(
                 "the stored inputs no longer parse as a policy context: {e}"
@@ -59,6 +77,13 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
         }
     };
     let d = engine.evaluate(&ctx);
+    // A person's decision taken once the policy let them (an approver's denial): the policy's
+    // part is replayed, and it must still let a person decide.
+    let person = trace.trace.0.get("person");
+    let stored_reasons = match person {
+        Some(_) => trace.trace.0.get("policy_reasons").unwrap_or(&Value::Null),
+        None => &trace.reasons.0,
+    };
     let compare = |what: &str, stored: &Value, now: Value, out: &mut Vec<String>| {
         if *stored != now {
             out.push(format!("{what}: was {stored}, now {now}"));
@@ -71,7 +96,24 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
         json!(d.outcome),
         &mut diffs,
     );
-    compare("reasons", &trace.reasons.0, json!(d.reasons), &mut diffs);
+    compare("reasons", stored_reasons, json!(d.reasons), &mut diffs);
+    if let Some(person) = person {
+        use super::Outcome;
+        if matches!(d.outcome, Outcome::Deny | Outcome::RequiresHumanTriage) {
+            diffs.push(format!(
+                "the policy now refuses to let this person decide ({})",
+                json!(d.outcome)
+            ));
+        }
+        let recorded = person
+            .get("outcome")
+            .and_then(|o| serde_json::from_value::<Outcome>(o.clone()).ok());
+        if recorded.map(Outcome::trace_outcome) != Some(trace.outcome)
+            || person.get("reasons") != Some(&trace.reasons.0)
+        {
+            diffs.push("the person's decision does not match the trace's outcome".into());
+        }
+    }
     compare(
         "constraints",
         &trace.constraints.0,
@@ -193,5 +235,58 @@ mod tests {
                 .iter()
                 .any(|d| d.contains("no longer parse"))
         );
+    }
+
+    #[test]
+    fn a_recorded_step_replays_as_itself_and_a_disguised_decision_does_not() {
+        let engine = Engine::new(PolicySet::defaults());
+        let mut step = stored(&fixtures::submit(), &engine);
+        step.inputs = Json(json!({ "request_id": 7, "from": "ISSUED", "to": "EXPIRED" }));
+        step.inputs_hash = hash_canonical(&step.inputs.0);
+        step.trace = Json(json!({ "event": "REVOCATION_EVENT" }));
+        let report = replay(&step, &engine);
+        assert!(report.same && report.event, "{report:?}");
+        assert!(report.summary().contains("same record"));
+        // Its facts edited: no longer the same.
+        step.inputs.0["to"] = json!("APPROVED");
+        assert!(!replay(&step, &engine).same);
+
+        // A policy decision relabelled as a recorded step is still re-evaluated.
+        let mut ctx = fixtures::submit();
+        ctx.record.sensitivity = Sensitivity::Medium;
+        let mut disguised = stored(&ctx, &engine);
+        disguised.trace = Json(json!({ "event": "REVOCATION_EVENT" }));
+        disguised.reasons = Json(json!(["LOW records are approved automatically"]));
+        let report = replay(&disguised, &engine);
+        assert!(!report.same && !report.event, "{report:?}");
+    }
+
+    #[test]
+    fn a_persons_denial_replays_and_a_forged_one_does_not() {
+        let engine = Engine::new(PolicySet::defaults());
+        let mut ctx = fixtures::submit();
+        ctx.record.sensitivity = Sensitivity::Medium;
+        let policy = engine.evaluate(&ctx);
+        let t = crate::policy::person_decision_trace(
+            TraceStage::ApprovalDecision,
+            &ctx,
+            &policy,
+            crate::policy::Outcome::Deny,
+            vec!["Bob denied it: not now".into()],
+        );
+        let mut trace = stored(&ctx, &engine);
+        trace.outcome = t.outcome;
+        trace.reasons = Json(t.reasons);
+        trace.trace = Json(t.trace);
+        assert!(
+            replay(&trace, &engine).same,
+            "{:?}",
+            replay(&trace, &engine)
+        );
+        // The outcome column turned into an approval: the person's recorded decision disagrees.
+        let mut forged = trace.clone();
+        forged.outcome = crate::domain::TraceOutcome::Allow;
+        let report = replay(&forged, &engine);
+        assert!(!report.same, "{report:?}");
     }
 }
