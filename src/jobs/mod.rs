@@ -228,6 +228,15 @@ impl JobHealth {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long a job waits before its restart after `in_a_row` panics in a row.
 fn restart_backoff(in_a_row: u32, period: std::time::Duration) -> std::time::Duration {
     let exp = in_a_row.saturating_sub(1).min(16);
@@ -744,7 +753,10 @@ impl Scheduler {
     async fn run_supervised(self: Arc<Self>, job: Job) -> u32 {
         let me = self.clone();
         let started = self.clock.now();
-        match tokio::spawn(async move { me.run(job).await }).await {
+        let run = tokio::spawn(async move { me.run(job).await });
+        // Stopping the job (aborting its loop) stops the run in progress too, as before.
+        let _stop_with_loop = AbortOnDrop(run.abort_handle());
+        match run.await {
             Ok(_) => {
                 self.health.finished(job);
                 0
