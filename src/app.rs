@@ -57,6 +57,9 @@ pub struct AppState {
     pub web: Arc<crate::web::WebState>,
     /// The second factor at retrieval: challenges, SMS, authenticator apps.
     pub otp: Arc<crate::otp::OtpService>,
+    /// Which scheduled jobs are crashing (the scheduler's supervisor writes it; `/readyz` and
+    /// `admin health` read it).
+    pub jobs: Arc<crate::jobs::JobHealth>,
 }
 
 /// Messages in people's existing 1:1 Teams chats with the bot. Also what the command line uses
@@ -289,6 +292,7 @@ impl App {
             sharer,
             rotations,
             local_vault,
+            jobs: crate::jobs::JobHealth::new(),
         };
         Ok(App { state, demo })
     }
@@ -316,6 +320,10 @@ impl App {
             holder,
         )
         .with_audit(s.audit.clone())
+        .with_health(s.jobs.clone())
+        .with_claim_ttl(crate::jobs::Scheduler::claim_ttl_for(
+            s.settings.vault.commander_timeout(),
+        ))
     }
 
     pub fn router(&self) -> axum::Router {

@@ -133,6 +133,65 @@ impl Rig {
             .id
     }
 
+    /// Many people with a lease each on db-staging (LOW: approved at once), each retrieved once.
+    async fn leases_for_many(&self, people_count: usize) -> Vec<i64> {
+        let folder = self.store.list_folders().await.unwrap();
+        let databases = folder.iter().find(|f| f.name == "Databases").unwrap();
+        let mut acl: Vec<_> = self
+            .store
+            .folder_permissions(databases.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| passkey::store::NewFolderPermission {
+                principal_type: p.principal_type,
+                principal: p.principal,
+                permission: p.permission,
+            })
+            .collect();
+        let mut people = Vec::new();
+        for i in 0..people_count {
+            let email = format!("person{i}@contoso.example");
+            let user = self
+                .store
+                .upsert_user(
+                    &passkey::store::NewUser {
+                        aad_object_id: format!("00000000-0000-4000-8000-{i:012}"),
+                        tenant_id: None,
+                        teams_user_id: None,
+                        upn: None,
+                        email: Some(email.clone()),
+                        display_name: format!("Person {i}"),
+                        initial_role: Role::Requester,
+                    },
+                    t0(),
+                )
+                .await
+                .unwrap();
+            acl.push(passkey::store::NewFolderPermission {
+                principal_type: passkey::domain::VaultPrincipalType::User,
+                principal: email,
+                permission: passkey::domain::FolderPermission::Viewer,
+            });
+            people.push(user);
+        }
+        self.store
+            .replace_folder_permissions(databases.id, &acl, t0())
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for person in &people {
+            let id = self.submit(person, "db-staging").await;
+            let token = self.life.mint_issuance_token(person, id).await.unwrap();
+            self.life
+                .exchange(person, id, &token.token, false, ClientInfo::default())
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        ids
+    }
+
     async fn status(&self, id: i64) -> RequestStatus {
         self.store.request_by_id(id).await.unwrap().unwrap().status
     }
@@ -315,62 +374,8 @@ async fn undecided_requests_are_chased_by_the_job(db: Db) {
 on_both_databases!(two_instances_running_the_expiry_job_remove_each_share_once);
 async fn two_instances_running_the_expiry_job_remove_each_share_once(db: Db) {
     let rig = Rig::new(&db).await;
-    // Many people with a lease each on db-staging (LOW: approved at once), each retrieved once.
-    let folder = rig.store.list_folders().await.unwrap();
-    let databases = folder.iter().find(|f| f.name == "Databases").unwrap();
-    let mut acl: Vec<_> = rig
-        .store
-        .folder_permissions(databases.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| passkey::store::NewFolderPermission {
-            principal_type: p.principal_type,
-            principal: p.principal,
-            permission: p.permission,
-        })
-        .collect();
     const PEOPLE: usize = 60;
-    let mut people = Vec::new();
-    for i in 0..PEOPLE {
-        let email = format!("person{i}@contoso.example");
-        let user = rig
-            .store
-            .upsert_user(
-                &passkey::store::NewUser {
-                    aad_object_id: format!("00000000-0000-4000-8000-{i:012}"),
-                    tenant_id: None,
-                    teams_user_id: None,
-                    upn: None,
-                    email: Some(email.clone()),
-                    display_name: format!("Person {i}"),
-                    initial_role: Role::Requester,
-                },
-                t0(),
-            )
-            .await
-            .unwrap();
-        acl.push(passkey::store::NewFolderPermission {
-            principal_type: passkey::domain::VaultPrincipalType::User,
-            principal: email,
-            permission: passkey::domain::FolderPermission::Viewer,
-        });
-        people.push(user);
-    }
-    rig.store
-        .replace_folder_permissions(databases.id, &acl, t0())
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for person in &people {
-        let id = rig.submit(person, "db-staging").await;
-        let token = rig.life.mint_issuance_token(person, id).await.unwrap();
-        rig.life
-            .exchange(person, id, &token.token, false, ClientInfo::default())
-            .await
-            .unwrap();
-        ids.push(id);
-    }
+    let ids = rig.leases_for_many(PEOPLE).await;
     assert_eq!(rig.sharer.live_total(), PEOPLE);
 
     rig.clock.advance(Duration::hours(2));
@@ -398,4 +403,223 @@ async fn two_instances_running_the_expiry_job_remove_each_share_once(db: Db) {
             .count();
         assert_eq!(expired, 1);
     }
+}
+
+/// Lets the vault take `secs` of the clock's time per removal (and a moment of real time, so the
+/// other instance gets to run meanwhile).
+fn slow_removals(rig: &Rig, secs: i64) {
+    let clock = rig.clock.clone();
+    rig.sharer.set_before_remove(move || {
+        let clock = clock.clone();
+        async move {
+            clock.advance(Duration::seconds(secs));
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+    });
+}
+
+on_both_databases!(a_slow_vault_does_not_let_a_second_instance_remove_the_shares_again);
+async fn a_slow_vault_does_not_let_a_second_instance_remove_the_shares_again(db: Db) {
+    let rig = Rig::new(&db).await;
+    // 30 shares at 11 s per removal: 330 s of work in one claimed batch, longer than a claim's
+    // five minutes.
+    const SHARES: usize = 30;
+    let ids = rig.leases_for_many(SHARES).await;
+    rig.clock.advance(Duration::hours(2));
+    slow_removals(&rig, 11);
+    let (a, b) = (rig.scheduler("instance-a"), rig.scheduler("instance-b"));
+    let a_done = std::sync::atomic::AtomicBool::new(false);
+    let run_a = async {
+        let run = a.run(Job::LeaseExpiry).await;
+        a_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        run
+    };
+    // The second instance runs the job again and again while the first is removing shares.
+    let run_b = async {
+        let mut runs = Vec::new();
+        while !a_done.load(std::sync::atomic::Ordering::SeqCst) {
+            if rig.sharer.count(Op::Remove) > 0 {
+                runs.push(b.run(Job::LeaseExpiry).await);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        runs
+    };
+    let (run_a, runs_b) = tokio::join!(run_a, run_b);
+    assert!(run_a.ok, "{:?}", run_a.error);
+    assert!(!runs_b.is_empty(), "the second instance never ran");
+    assert!(runs_b.iter().all(|r| r.ok));
+    let calls = rig.sharer.remove_calls();
+    assert_eq!(calls.len(), SHARES);
+    let twice = calls.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        twice, 0,
+        "{twice} of {SHARES} shares were removed more than once"
+    );
+    assert_eq!(count(&run_a, "shares_removed"), SHARES as u64);
+    assert_eq!(rig.sharer.live_total(), 0);
+    for id in ids {
+        assert_eq!(rig.status(id).await, RequestStatus::Expired);
+        assert!(
+            rig.store
+                .outstanding_issuances(id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+on_both_databases!(an_instance_whose_claim_was_taken_over_stops_removing_shares);
+async fn an_instance_whose_claim_was_taken_over_stops_removing_shares(db: Db) {
+    let rig = Rig::new(&db).await;
+    const SHARES: usize = 10;
+    rig.leases_for_many(SHARES).await;
+    rig.clock.advance(Duration::hours(2));
+    // During the third removal the first instance stalls for six minutes, and a second instance
+    // claims the batch meanwhile.
+    let (clock, store) = (rig.clock.clone(), rig.store.clone());
+    let removals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    rig.sharer.set_before_remove(move || {
+        let (clock, store, removals) = (clock.clone(), store.clone(), removals.clone());
+        async move {
+            if removals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                clock.advance(Duration::minutes(6));
+                let now = clock.now();
+                let taken = store
+                    .claim_due(
+                        passkey::store::DueWork::LeaseEnd,
+                        now,
+                        now,
+                        "instance-b",
+                        now.plus(Duration::minutes(5)),
+                        500,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    taken.len(),
+                    SHARES,
+                    "the second instance takes the batch over"
+                );
+            }
+        }
+    });
+    let run_a = rig.scheduler("instance-a").run(Job::LeaseExpiry).await;
+    assert!(run_a.ok, "{:?}", run_a.error);
+    assert_eq!(
+        rig.sharer.count(Op::Remove),
+        3,
+        "the first instance kept calling the vault after losing its claim"
+    );
+    assert_eq!(count(&run_a, "shares_claim_lost"), (SHARES - 3) as u64);
+    assert_eq!(
+        count(&run_a, "shares_removed"),
+        3,
+        "what it removed is on record"
+    );
+
+    // The new holder removes the rest, each once.
+    rig.clock.advance(Duration::minutes(10));
+    let run_b = rig.scheduler("instance-b").run(Job::LeaseExpiry).await;
+    assert_eq!(count(&run_b, "shares_removed"), (SHARES - 3) as u64);
+    let calls = rig.sharer.remove_calls();
+    assert_eq!(calls.len(), SHARES);
+    assert!(calls.values().all(|n| *n == 1), "{calls:?}");
+    assert_eq!(rig.sharer.live_total(), 0);
+}
+
+/// Admin alerts a scheduler sent.
+#[derive(Default)]
+struct Alerts(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Notifier for Alerts {
+    async fn deliver(&self, _: &[Notice]) {}
+    async fn alert_admins(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
+async fn readiness(server: &common::TestServer) -> (u16, serde_json::Value) {
+    let r = reqwest::get(server.url("/readyz")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Polls `/readyz` until it answers `status`, for at most `secs` seconds.
+async fn wait_for_readiness(
+    server: &common::TestServer,
+    status: u16,
+    secs: u64,
+) -> serde_json::Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (got, body) = readiness(server).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "/readyz stayed {got} ({body}), expected {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+on_both_databases!(a_job_that_panics_is_restarted_reported_and_admins_alerted_once);
+async fn a_job_that_panics_is_restarted_reported_and_admins_alerted_once(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        common::TestServer::start(common::test_settings(dir.path(), &[]), db.store.clone()).await;
+    assert_eq!(readiness(&server).await.0, 200);
+    let state = server.state.clone();
+    let alerts = Arc::new(Alerts::default());
+    let scheduler = Scheduler::new(
+        state.lifecycle.clone(),
+        state.store.clone(),
+        state.clock.clone(),
+        state.vault.clone(),
+        state.rotations.clone(),
+        alerts.clone(),
+        "instance-a",
+    )
+    .with_health(state.jobs.clone());
+    // Lease expiry runs at once on start; its first two runs panic.
+    scheduler.inject_panics(Job::LeaseExpiry, 2);
+    let handles = Arc::new(scheduler).spawn(&state.settings.lifecycle);
+
+    let body = wait_for_readiness(&server, 503, 5).await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["jobs"]["crashing"][0]["job"], "lease-expiry", "{body}");
+    assert_eq!(body["database"]["reachable"], true);
+    let live = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(live.status().as_u16(), 200, "liveness stays up");
+    let card = passkey::bot::views::admin_health(&state)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        card.contains("Scheduled jobs") && card.contains("lease-expiry"),
+        "admin health does not show the crashing job: {card}"
+    );
+
+    // Restarted with backoff (1 s, then 2 s): the third run finishes and readiness comes back.
+    let body = wait_for_readiness(&server, 200, 15).await;
+    assert_eq!(body["status"], "ready");
+    let card = passkey::bot::views::admin_health(&state)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(!card.contains("Scheduled jobs"), "{card}");
+    let runs = state.store.last_job_runs().await.unwrap();
+    let last = runs.iter().find(|r| r.job_name == "lease-expiry").unwrap();
+    assert!(last.ok, "the restarted job ran: {last:?}");
+
+    let told = alerts.0.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "two panics in a row, one alert: {told:?}");
+    assert!(told[0].contains("lease-expiry"), "{told:?}");
+    for h in handles {
+        h.abort();
+    }
+    server.stop().await;
 }

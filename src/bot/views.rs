@@ -295,6 +295,18 @@ pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
         ));
     }
     checks.push(unremovable_shares_check(state).await);
+    let crashing = state.jobs.crashing();
+    if !crashing.is_empty() {
+        let which: Vec<String> = crashing
+            .iter()
+            .map(|c| format!("{} ({} panics in a row)", c.job, c.panics_in_a_row))
+            .collect();
+        checks.push(HealthCheck::new(
+            "Scheduled jobs",
+            false,
+            &format!("crashing, restarted with backoff: {}", which.join(", ")),
+        ));
+    }
     let runs = state.store.last_job_runs().await.unwrap_or_default();
     rendered(cards::render_admin_health(&AdminHealthCard::new(
         checks, &runs,

@@ -286,6 +286,17 @@ pub struct ExpiryBatch {
     pub shares: RevokeCounts,
     /// One StatusChanged notice per expired lease, to its requester.
     pub notices: Vec<Notice>,
+    /// Shares left alone because this holder's claim on their request was lost (another
+    /// instance took it over and removes them).
+    pub shares_claim_lost: usize,
+}
+
+/// Whether the caller still holds its claim on a request (the scheduler's claims, INV-7). Asked
+/// before each vault call of a claimed batch: a holder whose claim was taken over stops, so the
+/// new holder is the only one calling the vault for that request.
+#[async_trait::async_trait]
+pub trait ClaimCheck: Send + Sync {
+    async fn still_held(&self, request_id: i64) -> bool;
 }
 
 /// The lifecycle's dependencies.
@@ -2151,6 +2162,7 @@ impl Lifecycle {
     pub async fn expire_due_batch(
         &self,
         requests: Vec<Request>,
+        claims: &dyn ClaimCheck,
     ) -> Result<ExpiryBatch, LifecycleError> {
         const WHO: &str = "system:lease-expiry";
         const WHY: &str = "the lease ran out";
@@ -2215,7 +2227,15 @@ impl Lifecycle {
                 slot.insert(self.record_of(request).await?);
             }
             let record = &records[&request.record_id];
-            for share in shares {
+            for (i, share) in shares.iter().enumerate() {
+                if !claims.still_held(request.id).await {
+                    batch.shares_claim_lost += shares.len() - i;
+                    tracing::warn!(
+                        request_id = request.id,
+                        "claim lost to another instance; its shares are left to it"
+                    );
+                    break;
+                }
                 match self
                     .remove_share(&record.vault_uid, &share.vault_share_id)
                     .await

@@ -12,12 +12,12 @@
 use crate::audit::AuditTrail;
 use crate::config::LifecycleSettings;
 use crate::domain::{Clock, Timestamp};
-use crate::governance::lifecycle::{Lifecycle, LifecycleError, Notice, Notifier};
+use crate::governance::lifecycle::{ClaimCheck, Lifecycle, LifecycleError, Notice, Notifier};
 use crate::store::{DueWork, NewJobRun, Request, Store, StoreError};
 use crate::vault::{RotationChecker, VaultReader};
 use serde_json::{Value, json};
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use time::Duration;
 
 /// Failed removals of one share after which admins are alerted (once) and `admin health` lists
@@ -26,7 +26,7 @@ use time::Duration;
 pub const REVOKE_ATTEMPTS_BEFORE_ALERT: i32 = 5;
 
 /// The scheduled jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Job {
     LeaseExpiry,
     PreflightRetry,
@@ -77,9 +77,14 @@ impl Job {
 
 /// Processed-activity rows older than this are forgotten (Teams redelivers within minutes).
 const DEDUPE_RETENTION: Duration = Duration::days(2);
-/// Due work claimed at once, and how long a claim holds before another instance may take over.
+/// Due work claimed at once, and how long a claim holds before another instance may take over
+/// (at least; see [`Scheduler::claim_ttl_for`]). A holder renews its claims while it works on
+/// them, so the TTL only bounds how long work waits after its holder died.
 const BATCH: i64 = 500;
 const CLAIM_TTL: Duration = Duration::minutes(5);
+/// A restarted job waits 1 s, 2 s, 4 s … after each panic in a row, never longer than this (nor
+/// than its own period).
+const MAX_RESTART_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
 /// A run stops after this many batches even if more is due (the next tick continues).
 const MAX_BATCHES: usize = 1000;
 
@@ -94,6 +99,155 @@ pub struct Scheduler {
     holder: String,
     /// The audit trail's checkpoints and verification; without it the audit jobs don't run.
     audit: Option<Arc<AuditTrail>>,
+    /// How long a claim holds without renewal.
+    claim_ttl: Duration,
+    /// Which supervised jobs are crashing (`/readyz`, `admin health`).
+    health: Arc<JobHealth>,
+    /// Test hook: the next N runs of a job panic (see [`Scheduler::inject_panics`]).
+    injected_panics: Mutex<HashMap<Job, u32>>,
+}
+
+/// The claims a run holds on a batch of requests. They are renewed (to now + TTL) whenever a
+/// third of the TTL has passed since the last renewal, at the moment the holder asks whether it
+/// still holds one — which it does before every vault call. A claim that was taken over meanwhile
+/// (it lapsed, say the process stalled) is not renewed and is reported lost, so the holder stops
+/// working on it. A renewal that fails counts as lost too: without the database nothing proves
+/// the claim is still ours.
+struct ClaimKeeper<'a> {
+    scheduler: &'a Scheduler,
+    state: tokio::sync::Mutex<KeptClaims>,
+}
+
+struct KeptClaims {
+    held: HashSet<i64>,
+    lost: HashSet<i64>,
+    renewed_at: Timestamp,
+}
+
+impl<'a> ClaimKeeper<'a> {
+    fn new(scheduler: &'a Scheduler, ids: &[i64], claimed_at: Timestamp) -> Self {
+        ClaimKeeper {
+            scheduler,
+            state: tokio::sync::Mutex::new(KeptClaims {
+                held: ids.iter().copied().collect(),
+                lost: HashSet::new(),
+                renewed_at: claimed_at,
+            }),
+        }
+    }
+
+    /// The work on this request is done: its claim is no longer renewed.
+    async fn done(&self, request_id: i64) {
+        self.state.lock().await.held.remove(&request_id);
+    }
+}
+
+#[async_trait::async_trait]
+impl ClaimCheck for ClaimKeeper<'_> {
+    async fn still_held(&self, request_id: i64) -> bool {
+        let s = self.scheduler;
+        let mut state = self.state.lock().await;
+        let now = s.clock.now();
+        if now >= state.renewed_at.plus(s.claim_ttl / 3) && !state.held.is_empty() {
+            let ids: Vec<i64> = state.held.iter().copied().collect();
+            match s
+                .store
+                .renew_claims(&ids, &s.holder, now.plus(s.claim_ttl))
+                .await
+            {
+                Ok(kept) => {
+                    let kept: HashSet<i64> = kept.into_iter().collect();
+                    for id in ids.into_iter().filter(|id| !kept.contains(id)) {
+                        state.held.remove(&id);
+                        state.lost.insert(id);
+                    }
+                    state.renewed_at = now;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claims not renewed; the work stops and is retried next run");
+                    let held = std::mem::take(&mut state.held);
+                    state.lost.extend(held);
+                }
+            }
+        }
+        state.held.contains(&request_id)
+    }
+}
+
+/// Which jobs are crashing, shared by the scheduler (which supervises them) and the health views.
+/// A job is degraded from a panic until its next run that finishes.
+#[derive(Debug, Default)]
+pub struct JobHealth {
+    jobs: Mutex<HashMap<&'static str, Crashes>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Crashes {
+    /// Panics in a row (0: the last run finished).
+    in_a_row: u32,
+    /// Whether admins were told about this run of panics.
+    alerted: bool,
+}
+
+/// A job that is crashing, for `/readyz` and `admin health`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CrashingJob {
+    pub job: String,
+    pub panics_in_a_row: u32,
+}
+
+impl JobHealth {
+    pub fn new() -> Arc<JobHealth> {
+        Arc::new(JobHealth::default())
+    }
+
+    /// Jobs whose last run panicked, by name.
+    pub fn crashing(&self) -> Vec<CrashingJob> {
+        let jobs = self.jobs.lock().expect("job health lock");
+        let mut out: Vec<CrashingJob> = jobs
+            .iter()
+            .filter(|(_, c)| c.in_a_row > 0)
+            .map(|(name, c)| CrashingJob {
+                job: name.to_string(),
+                panics_in_a_row: c.in_a_row,
+            })
+            .collect();
+        out.sort_by(|a, b| a.job.cmp(&b.job));
+        out
+    }
+
+    /// Counts a panic; returns the panics in a row and whether admins are to be told (the first
+    /// panic of a run of them: a crash loop alerts once, not once per restart).
+    fn panicked(&self, job: Job) -> (u32, bool) {
+        let mut jobs = self.jobs.lock().expect("job health lock");
+        let c = jobs.entry(job.name()).or_default();
+        c.in_a_row += 1;
+        let alert = !c.alerted;
+        c.alerted = true;
+        (c.in_a_row, alert)
+    }
+
+    fn finished(&self, job: Job) {
+        let mut jobs = self.jobs.lock().expect("job health lock");
+        jobs.remove(job.name());
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a job waits before its restart after `in_a_row` panics in a row.
+fn restart_backoff(in_a_row: u32, period: std::time::Duration) -> std::time::Duration {
+    let exp = in_a_row.saturating_sub(1).min(16);
+    std::time::Duration::from_secs(1u64 << exp)
+        .min(MAX_RESTART_BACKOFF)
+        .min(period)
 }
 
 /// Counts a run reports, by name.
@@ -131,6 +285,53 @@ impl Scheduler {
             notifier,
             holder: holder.into(),
             audit: None,
+            claim_ttl: CLAIM_TTL,
+            health: JobHealth::new(),
+            injected_panics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Claims hold for `ttl` without renewal (default 5 minutes; see [`Self::claim_ttl_for`]).
+    pub fn with_claim_ttl(mut self, ttl: Duration) -> Self {
+        self.claim_ttl = ttl;
+        self
+    }
+
+    /// A claim TTL for vault calls that may each take up to `call_timeout`: at least five
+    /// minutes, and three call timeouts, so that a claim renewed a third of the TTL ago still has
+    /// two whole calls of time left when the next call starts.
+    pub fn claim_ttl_for(call_timeout: std::time::Duration) -> Duration {
+        let three_calls = Duration::seconds(call_timeout.as_secs().saturating_mul(3) as i64);
+        CLAIM_TTL.max(three_calls)
+    }
+
+    /// Reports crashing jobs to `health` (the app's, which `/readyz` and `admin health` read).
+    pub fn with_health(mut self, health: Arc<JobHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
+    pub fn health(&self) -> Arc<JobHealth> {
+        self.health.clone()
+    }
+
+    /// Test hook for the supervisor: the next `runs` runs of `job` panic.
+    #[doc(hidden)]
+    pub fn inject_panics(&self, job: Job, runs: u32) {
+        self.injected_panics
+            .lock()
+            .expect("injected panics lock")
+            .insert(job, runs);
+    }
+
+    fn take_injected_panic(&self, job: Job) -> bool {
+        let mut injected = self.injected_panics.lock().expect("injected panics lock");
+        match injected.get_mut(&job) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -173,6 +374,9 @@ impl Scheduler {
     /// Runs one job now and records the run. Errors are part of the record, not a panic.
     pub async fn run(&self, job: Job) -> NewJobRun {
         let started = self.clock.now();
+        if self.take_injected_panic(job) {
+            panic!("injected panic in {}", job.name());
+        }
         let result = match job {
             Job::LeaseExpiry => self.lease_expiry().await,
             Job::PreflightRetry => self.preflight_retry().await,
@@ -223,16 +427,31 @@ impl Scheduler {
             let now = self.clock.now();
             let claimed = self
                 .store
-                .claim_due(kind, now, cutoff, &self.holder, now.plus(CLAIM_TTL), BATCH)
+                .claim_due(
+                    kind,
+                    now,
+                    cutoff,
+                    &self.holder,
+                    now.plus(self.claim_ttl),
+                    BATCH,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let fresh: Vec<Request> = claimed.into_iter().filter(|r| seen.insert(r.id)).collect();
             if fresh.is_empty() {
                 break;
             }
+            let ids: Vec<i64> = fresh.iter().map(|r| r.id).collect();
+            let claims = ClaimKeeper::new(self, &ids, now);
             for request in fresh {
                 let id = request.id;
-                match work(request).await {
+                if !claims.still_held(id).await {
+                    bump(counts, "claims_lost");
+                    continue;
+                }
+                let result = work(request).await;
+                claims.done(id).await;
+                match result {
                     Ok((notices, outcome)) => {
                         bump(counts, outcome);
                         self.notifier.deliver(&notices).await;
@@ -270,7 +489,7 @@ impl Scheduler {
                     claimed_at,
                     now,
                     &self.holder,
-                    claimed_at.plus(CLAIM_TTL),
+                    claimed_at.plus(self.claim_ttl),
                     BATCH,
                 )
                 .await
@@ -284,8 +503,10 @@ impl Scheduler {
                 break;
             }
             let ids: Vec<i64> = fresh.iter().map(|r| r.id).collect();
-            match self.lifecycle.expire_due_batch(fresh).await {
+            let claims = ClaimKeeper::new(self, &ids, claimed_at);
+            match self.lifecycle.expire_due_batch(fresh, &claims).await {
                 Ok(batch) => {
+                    add(&mut counts, "shares_claim_lost", batch.shares_claim_lost);
                     add(&mut counts, "expired", batch.expired.len());
                     add(&mut counts, "shares_retried", batch.shares_retried);
                     add(&mut counts, "skipped_changed", batch.skipped);
@@ -529,9 +750,15 @@ impl Scheduler {
         }
     }
 
-    /// Starts one task per job, each on its own interval (missed ticks are skipped, not
-    /// bunched). The first run of each job comes one period after start, except lease expiry
+    /// Starts one supervised task per job, each on its own interval (missed ticks are skipped,
+    /// not bunched). The first run of each job comes one period after start, except lease expiry
     /// and preflight retry, which run at once (work may have come due while the app was down).
+    ///
+    /// Each run is its own task, so a panic ends the run, not the job: the supervisor records a
+    /// failed run, marks the job crashing in [`JobHealth`] (`/readyz` fails, `admin health`
+    /// shows it), alerts the admins in Teams on the first panic of a run of them, and runs the
+    /// job again after a backoff (1 s, doubling, at most its period and five minutes). A run
+    /// that finishes clears the mark.
     pub fn spawn(
         self: Arc<Self>,
         settings: &LifecycleSettings,
@@ -548,12 +775,72 @@ impl Scheduler {
                     };
                     let mut ticks = tokio::time::interval_at(first, period);
                     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    let mut panics_in_a_row = 0;
                     loop {
-                        ticks.tick().await;
-                        me.run(job).await;
+                        if panics_in_a_row == 0 {
+                            ticks.tick().await;
+                        } else {
+                            tokio::time::sleep(restart_backoff(panics_in_a_row, period)).await;
+                            ticks.reset();
+                        }
+                        panics_in_a_row = me.clone().run_supervised(job).await;
                     }
                 })
             })
             .collect()
+    }
+
+    /// Runs `job` in a task of its own; returns the panics in a row (0: the run finished).
+    async fn run_supervised(self: Arc<Self>, job: Job) -> u32 {
+        let me = self.clone();
+        let started = self.clock.now();
+        let run = tokio::spawn(async move { me.run(job).await });
+        // Stopping the job (aborting its loop) stops the run in progress too, as before.
+        let _stop_with_loop = AbortOnDrop(run.abort_handle());
+        match run.await {
+            Ok(_) => {
+                self.health.finished(job);
+                0
+            }
+            Err(e) => {
+                let (in_a_row, alert) = self.health.panicked(job);
+                // The panic's message stays in the (redacted) log: it may quote anything.
+                let message = if e.is_panic() {
+                    let payload = e.into_panic();
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_default()
+                } else {
+                    "cancelled".to_string()
+                };
+                tracing::error!(job = job.name(), in_a_row, panic = %message, "job panicked; restarting it");
+                let run = NewJobRun {
+                    job_name: job.name().to_string(),
+                    holder: self.holder.clone(),
+                    started_at: started,
+                    finished_at: self.clock.now(),
+                    ok: false,
+                    counts: json!({ "panics_in_a_row": in_a_row }),
+                    error: Some("the job panicked; it is restarted with backoff".to_string()),
+                };
+                if let Err(e) = self.store.record_job_run(&run).await {
+                    tracing::warn!(job = job.name(), error = %e, "job run not recorded");
+                }
+                if alert {
+                    self.notifier
+                        .alert_admins(&format!(
+                            "Passkey's scheduled job {} crashed on {}. It is restarted with backoff; \
+                             until a run finishes, /readyz fails and `admin health` shows it. \
+                             The server log has the details.",
+                            job.name(),
+                            self.holder
+                        ))
+                        .await;
+                }
+                in_a_row
+            }
+        }
     }
 }

@@ -402,6 +402,15 @@ pub trait LeaseStore: Send + Sync {
     async fn release_claim(&self, request_id: i64, holder: &str) -> StoreResult<()>;
     /// Gives many claimed requests back at once.
     async fn release_claims(&self, request_ids: &[i64], holder: &str) -> StoreResult<()>;
+    /// Extends `holder`'s claims on `request_ids` to `claim_until` while their work runs, and
+    /// returns the ids it still holds: a claim that lapsed and was taken by another instance is
+    /// not renewed (its id is missing), and its former holder must stop working on it.
+    async fn renew_claims(
+        &self,
+        request_ids: &[i64],
+        holder: &str,
+        claim_until: Timestamp,
+    ) -> StoreResult<Vec<i64>>;
     /// Expires a batch of leases past their end in ONE transaction (the scheduler's path). Each
     /// row moves from the status its claimer saw to EXPIRED exactly as
     /// [`RequestStore::transition_request`] would move it (with `reason`), but only while it is

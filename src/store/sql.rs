@@ -1425,6 +1425,30 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn renew_claims(
+                &self,
+                request_ids: &[i64],
+                holder: &str,
+                claim_until: Timestamp,
+            ) -> StoreResult<Vec<i64>> {
+                let mut held = Vec::with_capacity(request_ids.len());
+                for chunk in request_ids.chunks($crate::store::sql::BATCH_ROWS) {
+                    let sql = format!(
+                        "UPDATE requests SET claim_until = $2 WHERE claimed_by = $1 AND id IN ({}) RETURNING id",
+                        $crate::store::sql::list_placeholders(chunk.len(), 3)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                        .bind(holder)
+                        .bind(claim_until);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    held.extend(q.fetch_all(&self.pool).await?);
+                }
+                Ok(held)
+            }
+
             async fn expire_leases(
                 &self,
                 endings: &[LeaseEnding],

@@ -199,6 +199,21 @@ macro_rules! commander_sharer {
     };
 }
 
+/// `classify` answered `op` with a payload of another kind (a bug in Passkey, not the vault's
+/// fault): a Transient error, so the caller retries and the scheduler keeps running, rather than
+/// a panic. The answer itself is not quoted: it may hold a share URL.
+fn unexpected_answer(op: Op) -> VaultError {
+    tracing::error!(
+        ?op,
+        "the vault bridge got an answer of the wrong kind (a bug in Passkey)"
+    );
+    VaultError::new(
+        ErrorClass::Transient,
+        super::classify::says::NO_ANSWER,
+        format!("unexpected answer kind for {op:?}"),
+    )
+}
+
 async fn run_op(
     transport: &dyn Transport,
     op: Op,
@@ -247,7 +262,9 @@ async fn create_share(
                 None,
             ),
         },
-        Ok(_) => unreachable!("classify answers Create with a URL or an error"),
+        // An answer of another kind is a Passkey bug; the create may still have run, so it is
+        // cleaned up like any unclear failure.
+        Ok((_, output)) => (unexpected_answer(Op::Create), Some(output)),
         Err(failure) => failure,
     };
     let (error, output) = failure;
@@ -323,7 +340,7 @@ async fn remove_share(
     let args = ots(&["remove", "--", record_uid, share_id_or_name]);
     match run_op(transport, Op::Remove, &args).await {
         Ok((Answer::Removed(r), _)) => Ok(r),
-        Ok(_) => unreachable!("classify answers Remove with Removed or an error"),
+        Ok(_) => Err(unexpected_answer(Op::Remove)),
         Err((e, _)) => Err(e),
     }
 }
@@ -336,7 +353,7 @@ async fn list_shares(
     let args = ots(&["list", "--format", "json", "--", record_uid]);
     match run_op(transport, Op::List, &args).await {
         Ok((Answer::Rows(rows), _)) => Ok(rows.iter().filter_map(share_info).collect()),
-        Ok(_) => unreachable!("classify answers List with rows or an error"),
+        Ok(_) => Err(unexpected_answer(Op::List)),
         Err((e, _)) => Err(e),
     }
 }
@@ -352,7 +369,7 @@ async fn run_read(
     let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
     match run_op(transport, op, &argv).await {
         Ok((Answer::Json(json), _)) => Ok(json),
-        Ok(_) => unreachable!("classify answers reads with JSON or an error"),
+        Ok(_) => Err(unexpected_answer(op)),
         Err((e, _)) => Err(e),
     }
 }

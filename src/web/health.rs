@@ -19,7 +19,10 @@ async fn liveness() -> impl IntoResponse {
     Json(json!({ "status": "ok", "version": crate::VERSION }))
 }
 
-/// The database answers and carries exactly the migrations this build expects.
+/// The database answers and carries exactly the migrations this build expects, and no scheduled
+/// job of this instance is crashing (a job whose last run panicked makes the instance
+/// `degraded`, 503: a lease-expiry loop that keeps dying must be noticed by the orchestrator and
+/// by ops, not found later in a log).
 async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
     let kind = state.store.kind();
     let reachable = state.store.ping().await.is_ok();
@@ -33,15 +36,22 @@ async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         "unreadable"
     };
-    let ready = reachable && migrations == "current";
-    let status = if ready {
+    let database_ok = reachable && migrations == "current";
+    let crashing = state.jobs.crashing();
+    let status = if database_ok && crashing.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let word = match (database_ok, crashing.is_empty()) {
+        (false, _) => "not_ready",
+        (true, false) => "degraded",
+        (true, true) => "ready",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": word,
         "database": { "kind": kind, "reachable": reachable, "migrations": migrations },
+        "jobs": { "crashing": crashing },
     });
     (status, Json(body))
 }

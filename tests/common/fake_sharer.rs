@@ -65,6 +65,8 @@ pub struct FakeSharer {
     inner: Mutex<Inner>,
     /// Runs after a share is created and before it is returned (e.g. to break the database).
     after_create: Mutex<Option<Hook>>,
+    /// Runs before each removal is looked at (e.g. a slow vault: time passes).
+    before_remove: Mutex<Option<Hook>>,
 }
 
 impl FakeSharer {
@@ -73,6 +75,7 @@ impl FakeSharer {
             clock,
             inner: Mutex::new(Inner::default()),
             after_create: Mutex::new(None),
+            before_remove: Mutex::new(None),
         })
     }
 
@@ -91,6 +94,25 @@ impl FakeSharer {
         Fut: Future<Output = ()> + Send + 'static,
     {
         *self.after_create.lock().unwrap() = Some(Arc::new(move || Box::pin(hook())));
+    }
+
+    pub fn set_before_remove<F, Fut>(&self, hook: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        *self.before_remove.lock().unwrap() = Some(Arc::new(move || Box::pin(hook())));
+    }
+
+    /// How many times `remove` was called for each share id (successful or not).
+    pub fn remove_calls(&self) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for call in self.calls() {
+            if let Call::Remove { id_or_name, .. } = call {
+                *out.entry(id_or_name).or_default() += 1;
+            }
+        }
+        out
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -213,6 +235,10 @@ impl OneTimeSharer for FakeSharer {
         record_uid: &str,
         share_id_or_name: &str,
     ) -> Result<Removed, VaultError> {
+        let hook = self.before_remove.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook().await;
+        }
         let mut inner = self.inner.lock().unwrap();
         inner.calls.push(Call::Remove {
             uid: record_uid.to_string(),
