@@ -988,7 +988,31 @@ impl Settings {
                 "bot.service_url {url} is refused: {refused}; add its host to bot.connector_hosts if it really is a Bot Framework Connector"
             ));
         }
-        if let Some(url) = &self.public_url
+        if self.profile == Profile::Production {
+            if self.public_url.as_deref().is_none_or(str::is_empty) {
+                problems.push(
+                    "production needs public_url (PASSKEY_PUBLIC_URL): the https address people's browsers reach, \
+                     for sign-in redirects, chat links and Secure cookies"
+                        .into(),
+                );
+            }
+            // Each of these carries the app password or decides which signing keys are trusted.
+            for (setting, url) in [
+                ("bot.openid_metadata_url", &self.bot.openid_metadata_url),
+                (
+                    "bot.entra_openid_metadata_url",
+                    &self.bot.entra_openid_metadata_url,
+                ),
+                ("bot.oauth_authority", &self.bot.oauth_authority),
+            ] {
+                if !url.starts_with("https://") {
+                    problems.push(format!(
+                        "{setting} must be https:// in production: it carries or vouches for a secret (got {url})"
+                    ));
+                }
+            }
+        }
+        if let Some(url) = self.public_url.as_ref().filter(|u| !u.is_empty())
             && !(url.starts_with("https://")
                 || (self.profile == Profile::Dev && url.starts_with("http://")))
         {
@@ -1778,6 +1802,7 @@ mod tests {
                 ),
                 ("PASSKEY_OTP__ACS_ACCESS_KEY", "a2V5"),
                 ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
+                ("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example"),
             ]),
         )
         .unwrap();
@@ -1924,6 +1949,7 @@ mod tests {
                 ),
                 ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "tw-token"),
                 ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
+                ("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example"),
             ]),
         )
         .unwrap();
@@ -1936,6 +1962,7 @@ mod tests {
     fn complete_production(overrides: &[(&str, &str)]) -> Settings {
         let mut pairs: BTreeMap<String, String> = env(&[
             ("PASSKEY_PROFILE", "production"),
+            ("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example"),
             ("PASSKEY_BOT__APP_ID", "app"),
             ("PASSKEY_BOT__APP_PASSWORD", "pw"),
             ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
@@ -1958,6 +1985,50 @@ mod tests {
         ]);
         pairs.extend(env(overrides));
         Settings::from_layers(None, &pairs).unwrap()
+    }
+
+    /// #21.3, #21.4: production needs an https `public_url` (sign-in redirects, chat links and
+    /// `__Host-` cookies depend on it), and every outbound URL that carries or vouches for a secret
+    /// is https.
+    #[test]
+    fn production_needs_an_https_public_url_and_https_token_sources() {
+        complete_production(&[]).check().unwrap();
+        let err = complete_production(&[("PASSKEY_PUBLIC_URL", "")])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("production needs public_url"), "{err}");
+        for (key, url, setting) in [
+            (
+                "PASSKEY_PUBLIC_URL",
+                "http://passkey.contoso.example",
+                "public_url",
+            ),
+            (
+                "PASSKEY_BOT__OPENID_METADATA_URL",
+                "http://login.botframework.com/v1/.well-known/openidconfiguration",
+                "bot.openid_metadata_url",
+            ),
+            (
+                "PASSKEY_BOT__ENTRA_OPENID_METADATA_URL",
+                "http://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration",
+                "bot.entra_openid_metadata_url",
+            ),
+            (
+                "PASSKEY_BOT__OAUTH_AUTHORITY",
+                "http://login.microsoftonline.com",
+                "bot.oauth_authority",
+            ),
+        ] {
+            let err = complete_production(&[(key, url)])
+                .check()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{setting} must be https://")),
+                "{key}: {err}"
+            );
+        }
     }
 
     /// #14.11: the Commander URL carries the service-mode API key on every call.

@@ -1645,6 +1645,9 @@ async fn hostile_fields_and_headers_neither_forge_nor_flood_log_lines() {
             &settings,
             move || writer.clone(),
         ));
+        // Callsites first seen by another test's thread (no subscriber) may have cached "not
+        // interested": recompute, so this thread's scoped subscriber sees every event.
+        tracing::callsite::rebuild_interest_cache();
         let h = Harness::start().await;
 
         let mut channel = h.message("log-1", "help");

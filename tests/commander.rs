@@ -1289,6 +1289,9 @@ async fn no_share_url_is_ever_logged() {
         .with_writer(capture.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Callsites first seen by another test's thread (no subscriber) may have cached "not
+    // interested": recompute, so this thread's scoped subscriber sees every event.
+    tracing::callsite::rebuild_interest_cache();
 
     let cli = FakeCli::new("ok", "removed");
     let sharer = cli.sharer(Duration::from_secs(20));
