@@ -9,9 +9,12 @@
 
 pub mod channel;
 pub mod chat;
+pub mod fake_commander;
 pub mod fake_graph;
 pub mod fake_sharer;
+pub mod fake_twilio;
 pub mod oidc;
+pub mod tls;
 pub mod web;
 
 use passkey::app::App;

@@ -65,6 +65,9 @@ pub struct ProviderState {
     pub refusals: Mutex<Vec<String>>,
     /// Unix time the tokens are issued at (the app's clock in tests).
     pub now: Mutex<i64>,
+    /// The base URL the discovery document names, when not the listener's own (a TLS proxy in
+    /// front of this fake: the app must be sent to the https address).
+    pub advertised: Mutex<Option<String>>,
 }
 
 pub struct FakeEntra {
@@ -108,6 +111,12 @@ impl FakeEntra {
         ]
     }
 
+    /// Discovery names `base` (say, a TLS proxy in front of this fake) instead of the listener.
+    pub fn advertise(&mut self, base: &str) {
+        *self.state.advertised.lock().unwrap() = Some(base.to_string());
+        self.base = base.to_string();
+    }
+
     pub fn shape(&self, shape: IdTokenShape) {
         *self.state.shape.lock().unwrap() = shape;
     }
@@ -115,7 +124,8 @@ impl FakeEntra {
 
 type S = State<(Arc<ProviderState>, String)>;
 
-async fn discovery(State((_, base)): S, Path(tenant): Path<String>) -> Json<Value> {
+async fn discovery(State((state, base)): S, Path(tenant): Path<String>) -> Json<Value> {
+    let base = state.advertised.lock().unwrap().clone().unwrap_or(base);
     Json(json!({
         // What Entra's multi-tenant documents say; a token's own `tid` fills the placeholder.
         "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0",
