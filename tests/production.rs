@@ -71,7 +71,6 @@ const RAFAEL: Person = Person {
     email: "rafael@contoso.example",
 };
 
-const RAFAEL_PHONE: &str = "+14255550142";
 
 fn personal_chat(p: Person) -> String {
     format!("a:{}-personal", p.aad)
@@ -571,11 +570,215 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
             )
         });
     assert!(approved.contains(RECORD), "{approved}");
+    let link_at = approved
+        .find(&format!("{PUBLIC_URL}/requests/"))
+        .unwrap_or_else(|| panic!("the link is on the public https address: {approved}"));
+    let page_path = approved[link_at + PUBLIC_URL.len()..]
+        .split(|c: char| c.is_whitespace() || c == ')' || c == '"' || c == '#')
+        .next()
+        .unwrap()
+        .to_string();
+    let request_id: i64 = page_path
+        .trim_start_matches("/requests/")
+        .trim_end_matches("/issue")
+        .parse()
+        .unwrap_or_else(|_| panic!("a request link: {page_path}"));
+
+    // Rafael opens the link: Entra sign-in with PKCE, then the one-time link Commander made.
+    let browser = Browser::new(&served);
+    let signed_in = browser.sign_in(&world, &page_path).await;
+    assert_eq!(signed_in, page_path, "back on the page after signing in");
+    let page = browser.get(&page_path).await;
+    assert_eq!(page.status(), 200);
+    for header in ["strict-transport-security", "content-security-policy"] {
+        assert!(page.headers().contains_key(header), "{header}");
+    }
+    let html = page.text().await.unwrap();
+    let csrf = common::web::attr_value(&html, "name=\"csrf-token\" content=\"");
+    let minted = browser
+        .post_json(
+            &format!("/api/requests/{request_id}/issuance-token"),
+            &json!({}),
+            &csrf,
+        )
+        .await;
+    assert_eq!(minted.0, 200, "{:#}", minted.1);
+    let exchanged = browser
+        .post_json(
+            &format!("/api/requests/{request_id}/issue"),
+            &json!({ "token": minted.1["token"] }),
+            &csrf,
+        )
+        .await;
+    assert_eq!(exchanged.0, 200, "{:#}", exchanged.1);
+    // A discovered record is MEDIUM, and the default policy asks for a texted code from HIGH.
     assert!(
-        approved.contains(&format!("{PUBLIC_URL}/requests/")),
-        "the link is on the public https address: {approved}"
+        exchanged.1.get("challenge_id").is_none() && world.twilio.texts().is_empty(),
+        "no code is texted for a MEDIUM record: {:#}",
+        exchanged.1
     );
-    let _ = RAFAEL_PHONE;
+    let created = world.commander.created();
+    assert_eq!(created.len(), 1, "one share at Commander: {created:?}");
+    assert_eq!(
+        exchanged.1["share_url"], created[0].url,
+        "Rafael sees the one-time link Commander printed"
+    );
+    assert_eq!(created[0].record_uid, RECORD_UID);
+
+    // Rafael is done: the share is removed at Commander.
+    let released = teams.say(RAFAEL, &format!("release {request_id}")).await;
+    assert!(released.contains("released"), "{released}");
+    for _ in 0..200 {
+        if !world.commander.removed().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        world.commander.removed(),
+        vec![created[0].share_id.clone()],
+        "log:\n{}",
+        served.log()
+    );
+    assert!(world.commander.live_shares().is_empty());
+    let log = served.log();
+    for secret in [
+        created[0].url.as_str(),
+        APP_PASSWORD,
+        fake_commander::API_KEY,
+        oidc::CLIENT_SECRET,
+        fake_twilio::AUTH_TOKEN,
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+}
+
+/// A browser on the app's bind address (where a TLS-terminating front end would forward
+/// `public_url`'s traffic): keeps the cookies the app sets, follows nothing by itself.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Browser {
+    fn new(served: &Served) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: served.base.clone(),
+            cookies: Default::default(),
+        }
+    }
+
+    /// A path on the app, or one of its `public_url` addresses, as a URL on the bind address.
+    fn on_app(&self, path_or_url: &str) -> String {
+        let path = path_or_url.strip_prefix(PUBLIC_URL).unwrap_or(path_or_url);
+        assert!(
+            path.starts_with('/'),
+            "not the app's address: {path_or_url}"
+        );
+        format!("{}{path}", self.base)
+    }
+
+    fn cookie_header(&self) -> String {
+        let jar = self.cookies.lock().unwrap();
+        jar.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Keeps the cookies `response` sets. Every one must be `__Host-` and Secure: the app is
+    /// served over https to browsers.
+    fn keep_cookies(&self, response: &reqwest::Response) {
+        let mut jar = self.cookies.lock().unwrap();
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            let (name, value) = text.split(';').next().unwrap().split_once('=').unwrap();
+            assert!(name.starts_with("__Host-"), "{text}");
+            assert!(
+                text.contains("Secure") && text.contains("HttpOnly"),
+                "{text}"
+            );
+            if value.is_empty() || text.contains("Max-Age=0") {
+                jar.remove(name);
+            } else {
+                jar.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+
+    async fn get(&self, path_or_url: &str) -> reqwest::Response {
+        let r = self
+            .http
+            .get(self.on_app(path_or_url))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&r);
+        r
+    }
+
+    /// A JSON POST as the page's script makes it: same origin, with the CSRF token.
+    async fn post_json(&self, path: &str, body: &Value, csrf: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.on_app(path))
+            .header("cookie", self.cookie_header())
+            .header("origin", PUBLIC_URL)
+            .header("x-csrf-token", csrf)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Opens `page_path` signed out and signs in through Entra; where the app sends the browser
+    /// at the end.
+    async fn sign_in(&self, world: &World, page_path: &str) -> String {
+        let location = |r: &reqwest::Response| {
+            r.headers()
+                .get("location")
+                .unwrap_or_else(|| panic!("a redirect, got {}", r.status()))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        let page = self.get(page_path).await;
+        assert!(page.status().is_redirection(), "{}", page.status());
+        let signin = self.get(&location(&page)).await;
+        assert!(signin.status().is_redirection(), "{}", signin.status());
+        let authorize = location(&signin);
+        assert!(
+            authorize.starts_with(&world.entra.base),
+            "off to Entra over https: {authorize}"
+        );
+        assert!(
+            authorize.contains("code_challenge_method=S256"),
+            "{authorize}"
+        );
+        // The browser's hop to Entra: the fake's own address (the app reaches it through TLS).
+        let at_entra = self
+            .http
+            .get(authorize.replacen(&world.entra.base, &world.entra_plain, 1))
+            .send()
+            .await
+            .unwrap();
+        let callback = location(&at_entra);
+        assert!(
+            callback.starts_with(&format!("{PUBLIC_URL}/signin/callback?")),
+            "Entra sends the browser back to the public address: {callback}"
+        );
+        let back = self.get(&callback).await;
+        assert!(back.status().is_redirection(), "{}", back.status());
+        location(&back)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,6 @@
 //! Keeper Commander's service mode on loopback (`POST /api/v1/executecommand`, header `api-key`,
 //! body `{"command": "…"}`), answering as keepercommander 18 does (shared/keeper.md): `list-sf`
-//! and `list` with `--format json` in `data`, `get <SHARED_FOLDER_UID> --format json` as a JSON
+//! and `list` (with `--format json`, `--verbose` or not) in `data`, `get <SHARED_FOLDER_UID> --format json` as a JSON
 //! string in `message`, `one-time-share create` with the URL alone in `message`, `list` of shares
 //! in `data`, `remove` with Commander's sentences. It holds one small vault the test describes and
 //! the shares it handed out, so a test can see a share created and removed.
@@ -178,7 +178,8 @@ async fn execute(
                 json!({"status": "success", "command": "list-sf", "data": data}),
             )
         }
-        ["list", "--format", "json"] => {
+        // `list --format json`, with `--verbose` or not (PAM records and whole titles).
+        ["list", "--format", "json", ..] => {
             let data: Vec<Value> = state
                 .records
                 .lock()
