@@ -71,7 +71,6 @@ const RAFAEL: Person = Person {
     email: "rafael@contoso.example",
 };
 
-
 fn personal_chat(p: Person) -> String {
     format!("a:{}-personal", p.aad)
 }
