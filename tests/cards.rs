@@ -102,6 +102,8 @@ fn user(name: &str, role: Role) -> User {
         allow_multiple_leases: false,
         created_at: ts("2026-11-01T09:00:00Z"),
         updated_at: ts("2026-11-01T09:00:00Z"),
+        directory_checked_at: None,
+        directory_check_failed: false,
     }
 }
 

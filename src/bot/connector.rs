@@ -260,6 +260,24 @@ pub enum ConnectorError {
     HostRefused(HostRefused),
 }
 
+/// A conversation member as Teams describes them (a `TeamsChannelAccount`): only what Passkey
+/// reads. Teams also sends `name`, `givenName`, `surname` and `userRole`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationMember {
+    /// The Teams user id (`29:…`).
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub aad_object_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ResourceResponse {
     #[serde(default)]
@@ -302,6 +320,13 @@ pub trait Connector: Send + Sync {
         user_id: &str,
         tenant_id: &str,
     ) -> Result<String, ConnectorError>;
+    /// One member of a conversation (`GET v3/conversations/{id}/members/{member id}`), which
+    /// Teams answers with the person's object id, tenant, email and UPN. 404: not a member.
+    async fn member(
+        &self,
+        to: &ConversationTarget,
+        member_id: &str,
+    ) -> Result<ConversationMember, ConnectorError>;
 }
 
 /// Client-credentials settings for the Connector token.
@@ -599,6 +624,24 @@ impl HttpConnector {
         url: Url,
         body: Option<Value>,
     ) -> Result<Option<Value>, ConnectorError> {
+        self.call_with(method, url, body, self.retry.max_attempts, Self::TIMEOUT)
+            .await
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(15);
+    /// A member lookup runs inside a turn and only improves on what is stored: it gets one retry
+    /// and a short timeout, so a slow Connector delays the answer by seconds, not a minute.
+    const LOOKUP_ATTEMPTS: u32 = 2;
+    const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+    async fn call_with(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        max_attempts: u32,
+        timeout: Duration,
+    ) -> Result<Option<Value>, ConnectorError> {
         let mut attempt = 0;
         let mut refreshed_token = false;
         loop {
@@ -606,7 +649,7 @@ impl HttpConnector {
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
-                .timeout(Duration::from_secs(15));
+                .timeout(timeout);
             if let Some(tokens) = &self.tokens {
                 request = request.bearer_auth(tokens.token().await?.expose_secret());
             }
@@ -655,7 +698,7 @@ impl HttpConnector {
                 }
                 Err(e) => (without_url(&e), self.backoff(attempt)),
             };
-            if attempt >= self.retry.max_attempts {
+            if attempt >= max_attempts {
                 return Err(ConnectorError::Unavailable {
                     attempts: attempt,
                     last,
@@ -819,6 +862,37 @@ impl Connector for HttpConnector {
             return Err(ConnectorError::Rejected { status: 200 });
         }
         Ok(created.id)
+    }
+
+    async fn member(
+        &self,
+        to: &ConversationTarget,
+        member_id: &str,
+    ) -> Result<ConversationMember, ConnectorError> {
+        let url = self
+            .target(
+                &to.service_url,
+                &[
+                    "v3",
+                    "conversations",
+                    &to.conversation_id,
+                    "members",
+                    member_id,
+                ],
+            )
+            .await?;
+        let body = self
+            .call_with(
+                Method::GET,
+                url,
+                None,
+                Self::LOOKUP_ATTEMPTS,
+                Self::LOOKUP_TIMEOUT,
+            )
+            .await?;
+        // A 2xx whose body is not a member is not an answer to trust.
+        body.and_then(|v| serde_json::from_value(v).ok())
+            .ok_or(ConnectorError::Rejected { status: 200 })
     }
 }
 

@@ -8,7 +8,7 @@ use super::activity::{Activity, OutgoingActivity};
 use super::admin;
 use super::auth::ChannelIdentity;
 use super::commands::{self, AdminCommand, Command, ParseError};
-use super::connector::{ConnectorError, ConversationTarget};
+use super::connector::{Connector, ConnectorError, ConversationTarget};
 use super::notify::STATUS_CARD;
 use super::render;
 use super::views;
@@ -16,7 +16,9 @@ use crate::app::AppState;
 use crate::domain::{RequestStatus, Role, Timestamp};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
+use crate::governance::identities::{self, AddressSource, DirectoryAnswer, GraphAddresses};
 use crate::governance::lifecycle::{LifecycleError, Submission};
+use crate::governance::permissions::DirectoryError;
 use crate::governance::policies;
 use crate::store::{ActivityClaim, ConversationRef, NewAuditEvent, NewSentCard, NewUser, User};
 use serde_json::{Value, json};
@@ -171,7 +173,8 @@ async fn run(
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
     let now = state.clock.now();
-    let sender = remember_sender(state, activity, now).await?;
+    let mut sender = remember_sender(state, activity, now).await?;
+    refresh_sender_addresses(state, activity, &mut sender).await?;
     remember_conversation(state, activity, &sender, identity, now).await?;
 
     match activity.kind.as_str() {
@@ -420,6 +423,89 @@ async fn remember_sender<'a>(
         user: OnceCell::new_with(Some(Some(user))),
         origin,
     })
+}
+
+/// Asks the directory for the sender's mail and UPN when they are due (first contact, a day
+/// later, or a while after a failed ask: `governance::identities`), so USER entries of folder
+/// ACLs can match them. The refreshed row replaces the sender's, so this very turn is decided
+/// with it. A failed lookup never fails the turn: the person keeps what they had.
+async fn refresh_sender_addresses(
+    state: &AppState,
+    activity: &Activity,
+    sender: &mut Sender<'_>,
+) -> Result<(), ApiError> {
+    let Some(user) = sender.user().await?.cloned() else {
+        return Ok(());
+    };
+    let now = state.clock.now();
+    if !identities::lookup_due(&user, now) {
+        return Ok(());
+    }
+    let tenant = activity.tenant_id();
+    // Graph answers for the bot's home tenant only (its token is from there).
+    let graph = state
+        .settings
+        .graph
+        .enabled
+        .then(|| state.settings.bot.tenant_id.clone())
+        .flatten()
+        .filter(|home| tenant.is_some_and(|t| t.eq_ignore_ascii_case(home)))
+        .map(|tenant_id| GraphAddresses {
+            directory: state.directory.clone(),
+            tenant_id,
+        });
+    let connector = ConnectorAddresses {
+        connector: state.bot.connector.as_ref(),
+        target: target(activity),
+        member_id: activity.from.id.clone(),
+    };
+    let mut sources: Vec<&dyn AddressSource> = Vec::new();
+    if let Some(graph) = &graph {
+        sources.push(graph);
+    }
+    if !connector.member_id.is_empty() {
+        sources.push(&connector);
+    }
+    match identities::refresh_addresses(state.store.as_ref(), &user, tenant, &sources, now).await {
+        Ok(updated) => sender.user = OnceCell::new_with(Some(Some(updated))),
+        Err(e) => tracing::warn!(user_id = user.id, error = %e, "directory lookup not recorded"),
+    }
+    Ok(())
+}
+
+/// The Bot Connector's member lookup as an address source: the sender as a member of the
+/// conversation their activity came from, asked at that activity's (verified) service URL.
+struct ConnectorAddresses<'a> {
+    connector: &'a dyn Connector,
+    target: ConversationTarget,
+    /// The sender's Teams user id (`29:…`).
+    member_id: String,
+}
+
+#[async_trait::async_trait]
+impl AddressSource for ConnectorAddresses<'_> {
+    fn name(&self) -> &'static str {
+        "teams-connector"
+    }
+
+    async fn lookup(
+        &self,
+        _aad_object_id: &str,
+    ) -> Result<Option<DirectoryAnswer>, DirectoryError> {
+        match self.connector.member(&self.target, &self.member_id).await {
+            Ok(member) => Ok(Some(DirectoryAnswer {
+                aad_object_id: member.aad_object_id.unwrap_or_default(),
+                tenant_id: member.tenant_id,
+                email: member.email,
+                upn: member.user_principal_name,
+            })),
+            Err(ConnectorError::Unreachable { status: 404, .. }) => Ok(None),
+            Err(
+                ConnectorError::Unreachable { status, .. } | ConnectorError::Rejected { status },
+            ) => Err(DirectoryError::Refused { status }),
+            Err(e) => Err(DirectoryError::Unavailable(e.to_string())),
+        }
+    }
 }
 
 /// Keeps the conversation's address. The service URL here came with a verified activity (or a

@@ -8,6 +8,7 @@
 //! Graph calls (v1.0, application permissions):
 //! - a person by address: `GET /users/{upn}` and, when that is 404, `GET /users?$filter=mail eq
 //!   '…' or userPrincipalName eq '…'` (`User.Read.All`);
+//! - a person by object id (their mail and UPN, #21.2): `GET /users/{id}` (`User.Read.All`);
 //! - a group's people: `GET /groups/{id}/transitiveMembers/microsoft.graph.user`, every
 //!   `@odata.nextLink` page (`GroupMember.Read.All`);
 //! - the app for a person: `POST /users/{id}/teamwork/installedApps` with
@@ -80,6 +81,11 @@ pub trait UserDirectory: Send + Sync {
     /// The person whose mail or user principal name is `address`; `None` when nobody is.
     async fn user_by_address(&self, address: &str)
     -> Result<Option<DirectoryUser>, DirectoryError>;
+    /// The person with this Entra object id; `None` when nobody is.
+    async fn user_by_object_id(
+        &self,
+        aad_object_id: &str,
+    ) -> Result<Option<DirectoryUser>, DirectoryError>;
     /// Every person in the group, through nested groups; `None` when there is no such group.
     async fn group_members(
         &self,
@@ -143,6 +149,17 @@ impl UserDirectory for StaticDirectory {
         address: &str,
     ) -> Result<Option<DirectoryUser>, DirectoryError> {
         Ok(self.users.iter().find(|u| u.answers_to(address)).cloned())
+    }
+
+    async fn user_by_object_id(
+        &self,
+        aad_object_id: &str,
+    ) -> Result<Option<DirectoryUser>, DirectoryError> {
+        Ok(self
+            .users
+            .iter()
+            .find(|u| u.id.eq_ignore_ascii_case(aad_object_id))
+            .cloned())
     }
 
     async fn group_members(
@@ -355,7 +372,7 @@ impl GraphDirectory {
 }
 
 /// An address worth asking about: what a mail or UPN can hold, nothing that could bend a query.
-fn plausible_address(address: &str) -> bool {
+pub(crate) fn plausible_address(address: &str) -> bool {
     !address.is_empty()
         && address.len() <= 320
         && address.contains('@')
@@ -448,6 +465,29 @@ impl UserDirectory for GraphDirectory {
             )));
         }
         Ok(found.into_iter().next())
+    }
+
+    /// `GET /users/{id}?$select=…`; 404 is nobody.
+    async fn user_by_object_id(
+        &self,
+        aad_object_id: &str,
+    ) -> Result<Option<DirectoryUser>, DirectoryError> {
+        if !plausible_object_id(aad_object_id) {
+            return Err(DirectoryError::Malformed(
+                "a person is named by their Entra object id".into(),
+            ));
+        }
+        let url = self.url(
+            &["users", aad_object_id],
+            Some(query(&[("$select", USER_SELECT)])),
+        )?;
+        match self.call(Method::GET, &url, None, false).await? {
+            Answer::Ok(body) => serde_json::from_value(body)
+                .map(Some)
+                .map_err(|_| DirectoryError::Malformed("unreadable Graph user".into())),
+            Answer::NotFound => Ok(None),
+            Answer::Conflict => Err(DirectoryError::Refused { status: 409 }),
+        }
     }
 
     async fn group_members(

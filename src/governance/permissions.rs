@@ -261,6 +261,8 @@ mod tests {
             allow_multiple_leases: false,
             created_at: at,
             updated_at: at,
+            directory_checked_at: None,
+            directory_check_failed: false,
         }
     }
 

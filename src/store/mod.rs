@@ -133,6 +133,20 @@ pub trait UserStore: Send + Sync {
         audit: &NewAuditEvent,
     ) -> StoreResult<User>;
     async fn count_users(&self) -> StoreResult<i64>;
+    /// Records a successful directory lookup: the person's mail and UPN become exactly these
+    /// (the directory is the source of truth, so an address it no longer gives is dropped). When
+    /// they changed, the person's cached permissions are dropped and `audit` is appended, in the
+    /// same transaction.
+    async fn set_user_addresses(
+        &self,
+        user_id: i64,
+        addresses: &UserAddresses,
+        audit: &NewAuditEvent,
+        at: Timestamp,
+    ) -> StoreResult<User>;
+    /// Records a directory lookup that taught nothing (failed, or answered about someone else):
+    /// the stored addresses stay as they were.
+    async fn mark_directory_check_failed(&self, user_id: i64, at: Timestamp) -> StoreResult<User>;
 }
 
 #[async_trait]

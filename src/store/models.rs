@@ -23,6 +23,10 @@ pub struct User {
     pub allow_multiple_leases: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// When the directory was last asked for the person's mail and UPN (`None`: never).
+    pub directory_checked_at: Option<Timestamp>,
+    /// That ask failed or its answer was not about this person: nothing was learnt from it.
+    pub directory_check_failed: bool,
 }
 
 /// Who a person is, as Teams or Entra tells us. Upserting never changes a stored role.
@@ -36,6 +40,14 @@ pub struct NewUser {
     pub display_name: String,
     /// The role given to a user seen for the first time.
     pub initial_role: Role,
+}
+
+/// A person's addresses as the directory gives them: what USER entries of folder ACLs and EMAIL
+/// authorities are matched against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserAddresses {
+    pub email: Option<String>,
+    pub upn: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]

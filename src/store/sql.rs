@@ -484,6 +484,57 @@ macro_rules! impl_store {
             async fn count_users(&self) -> StoreResult<i64> {
                 Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
             }
+
+            async fn set_user_addresses(
+                &self,
+                user_id: i64,
+                addresses: &UserAddresses,
+                audit: &NewAuditEvent,
+                at: Timestamp,
+            ) -> StoreResult<User> {
+                let mut tx = self.begin_write().await?;
+                let before: Option<(Option<String>, Option<String>)> =
+                    sqlx::query_as("SELECT email, upn FROM users WHERE id = $1")
+                        .bind(user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let (email, upn) = before.ok_or(StoreError::NotFound("user"))?;
+                let changed = email != addresses.email || upn != addresses.upn;
+                let user: User = sqlx::query_as(
+                    "UPDATE users SET email = $2, upn = $3, directory_checked_at = $4,
+                            directory_check_failed = $5, updated_at = $4
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(user_id)
+                .bind(&addresses.email)
+                .bind(&addresses.upn)
+                .bind(at)
+                .bind(false)
+                .fetch_one(&mut *tx)
+                .await?;
+                if changed {
+                    // Permissions were matched against the old addresses.
+                    sqlx::query("DELETE FROM user_permission_cache WHERE user_id = $1")
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn mark_directory_check_failed(&self, user_id: i64, at: Timestamp) -> StoreResult<User> {
+                sqlx::query_as(
+                    "UPDATE users SET directory_checked_at = $2, directory_check_failed = $3 WHERE id = $1 RETURNING *",
+                )
+                .bind(user_id)
+                .bind(at)
+                .bind(true)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound("user"))
+            }
         }
 
         #[async_trait]
