@@ -781,13 +781,14 @@ impl Browser {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_person_gets_a_record_their_folder_permission_gives_them_on_the_database_under_test()
-{
-    // Postgres when the suite has one, as production would; else the SQLite file.
-    if std::env::var("PASSKEY_TEST_DATABASE_URL").is_ok() {
-        let pg = common::fresh_pg().await.expect("Postgres");
-        a_new_person_gets_a_record_their_folder_permission_gives_them(Some(&pg.url())).await;
-    } else {
-        a_new_person_gets_a_record_their_folder_permission_gives_them(None).await;
-    }
+async fn a_new_person_gets_a_record_their_folder_permission_gives_them_on_sqlite() {
+    a_new_person_gets_a_record_their_folder_permission_gives_them(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_person_gets_a_record_their_folder_permission_gives_them_on_postgres() {
+    let Some(pg) = common::fresh_pg().await else {
+        return;
+    };
+    a_new_person_gets_a_record_their_folder_permission_gives_them(Some(&pg.url())).await;
 }
