@@ -19,7 +19,8 @@ use crate::vault::commander::{CommanderCli, CommanderService};
 use crate::vault::local::LocalVault;
 use crate::vault::stub::StubSharer;
 use crate::vault::{
-    CommanderAclReader, NoRotationInfo, OneTimeSharer, RotationChecker, VaultReader,
+    CommanderAclReader, CommanderReader, CommanderReads, FolderAclSource, NoRotationInfo,
+    OneTimeSharer, RotationChecker, VaultReader,
 };
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -96,6 +97,9 @@ pub enum StartError {
     /// The data-encryption key for personal data is missing (production) or unusable.
     #[error(transparent)]
     DataKey(#[from] crate::crypto::CryptoError),
+    /// The vault bridge the settings select cannot work (checked before the database).
+    #[error("vault: {0}")]
+    Vault(#[from] VaultSetupError),
     #[error("database ({database}): {source}")]
     Database {
         database: String,
@@ -141,6 +145,9 @@ impl App {
         crate::crypto::LocalKeyFile::new(&settings.data_dir, key_wrapper(&settings)?)
             .load(settings.profile == Profile::Dev)
             .await?;
+        // Assembled once before the database is touched, so a vault setting that cannot work is
+        // reported as itself, not as a database failure.
+        vault_backend(&settings, Arc::new(SystemClock), None)?;
         let database = settings.database_label();
         let db_err = |source| StartError::Database {
             database: database.clone(),
@@ -599,6 +606,18 @@ pub struct VaultParts {
     pub local: Option<Arc<LocalVault>>,
 }
 
+/// The vault bridge cannot be assembled from the settings (the message names the setting and its
+/// environment variable). Distinct from a database failure, which it is never reported as.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VaultSetupError(pub String);
+
+impl From<VaultSetupError> for StoreError {
+    fn from(e: VaultSetupError) -> StoreError {
+        StoreError::Invalid(e.0)
+    }
+}
+
 /// The Keeper bridge the settings select. `local_shares` is where the local vault keeps its
 /// one-time shares (the app's database, so every instance sees them); without it (a command that
 /// only reads records) the local vault's share operations fail closed.
@@ -606,11 +625,11 @@ pub fn vault_backend(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     local_shares: Option<Arc<dyn LocalShareStore>>,
-) -> Result<VaultParts, StoreError> {
+) -> Result<VaultParts, VaultSetupError> {
     match settings.vault.backend {
         VaultBackend::Local => {
             let mut local = LocalVault::open(&settings.data_dir, settings.public_base_url(), clock)
-                .map_err(|e| StoreError::Invalid(format!("local vault: {e}")))?;
+                .map_err(|e| VaultSetupError(format!("local vault: {e}")))?;
             if let Some(shares) = local_shares {
                 local = local.with_shares(shares);
             }
@@ -629,7 +648,7 @@ pub fn vault_backend(
                 settings.public_base_url(),
                 clock.clone(),
             )
-            .map_err(|e| StoreError::Invalid(format!("vault metadata file: {e}")))?;
+            .map_err(|e| VaultSetupError(format!("vault metadata file: {e}")))?;
             Ok(VaultParts {
                 reader: Arc::new(local),
                 sharer: Arc::new(StubSharer::new(clock)),
@@ -642,21 +661,16 @@ pub fn vault_backend(
                 &settings.vault.commander_url,
                 &settings.vault.commander_api_key,
             ) else {
-                return Err(StoreError::Invalid(
-                    "vault.backend = commander-service needs vault.commander_url and vault.commander_api_key".into(),
+                return Err(VaultSetupError(
+                    "vault.backend = \"commander-service\" needs vault.commander_url (PASSKEY_VAULT__COMMANDER_URL) and vault.commander_api_key (PASSKEY_VAULT__COMMANDER_API_KEY)".into(),
                 ));
             };
             let commander = Arc::new(
                 CommanderService::new(url, key.clone(), settings.vault.commander_timeout(), clock)
-                    .map_err(|e| {
-                        StoreError::Invalid(format!("commander service: {}", e.message))
-                    })?,
+                    .map_err(|e| VaultSetupError(format!("commander service: {}", e.message)))?,
             );
             Ok(VaultParts {
-                reader: Arc::new(CommanderAclReader::new(
-                    ksm_reader(settings)?,
-                    commander.clone(),
-                )),
+                reader: commander_metadata(settings, commander.clone())?,
                 sharer: commander.clone(),
                 rotations: commander,
                 local: None,
@@ -664,8 +678,8 @@ pub fn vault_backend(
         }
         VaultBackend::CommanderCli => {
             let Some(config) = &settings.vault.commander_config_path else {
-                return Err(StoreError::Invalid(
-                    "vault.backend = commander-cli needs vault.commander_config_path".into(),
+                return Err(VaultSetupError(
+                    "vault.backend = \"commander-cli\" needs vault.commander_config_path (PASSKEY_VAULT__COMMANDER_CONFIG_PATH)".into(),
                 ));
             };
             let commander = Arc::new(CommanderCli::new(
@@ -675,10 +689,7 @@ pub fn vault_backend(
                 clock,
             ));
             Ok(VaultParts {
-                reader: Arc::new(CommanderAclReader::new(
-                    ksm_reader(settings)?,
-                    commander.clone(),
-                )),
+                reader: commander_metadata(settings, commander.clone())?,
                 sharer: commander.clone(),
                 rotations: commander,
                 local: None,
@@ -687,51 +698,31 @@ pub fn vault_backend(
     }
 }
 
-/// Record and folder reads for the Commander backends: KSM when configured (Commander adds the
-/// folder ACLs on top, see [`CommanderAclReader`]).
-fn ksm_reader(settings: &Settings) -> Result<Arc<dyn VaultReader>, StoreError> {
+/// Record and folder reads for the Commander backends: KSM's records and folders with
+/// Commander's ACLs when `vault.ksm_config` is set (see [`CommanderAclReader`]), otherwise
+/// Commander alone (records from `list`, see [`CommanderReader`]). Both print no secret.
+fn commander_metadata<C>(
+    settings: &Settings,
+    commander: Arc<C>,
+) -> Result<Arc<dyn VaultReader>, VaultSetupError>
+where
+    C: CommanderReads + FolderAclSource + 'static,
+{
     use crate::vault::ksm::{CrateKsm, KsmReader};
     match &settings.vault.ksm_config {
         Some(config) => {
-            let client = CrateKsm::from_config(config)
-                .map_err(|e| StoreError::Invalid(format!("KSM: {}", e.message)))?;
-            Ok(Arc::new(KsmReader::new(
+            let client = CrateKsm::from_config(config).map_err(|e| {
+                VaultSetupError(format!(
+                    "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG): {}",
+                    e.message
+                ))
+            })?;
+            let ksm = Arc::new(KsmReader::new(
                 Box::new(client),
                 std::time::Duration::from_secs(60),
-            )))
+            ));
+            Ok(Arc::new(CommanderAclReader::new(ksm, commander)))
         }
-        None => Ok(Arc::new(KsmNotConfigured)),
-    }
-}
-
-/// The reader for Commander deployments until the KSM reader lands: every read says, as a
-/// NeedsOperator error, that vault metadata is unavailable (shares still work; sync does not).
-struct KsmNotConfigured;
-
-#[async_trait::async_trait]
-impl VaultReader for KsmNotConfigured {
-    async fn shared_folders(
-        &self,
-    ) -> Result<Vec<crate::vault::SharedFolder>, crate::vault::VaultError> {
-        Err(Self::error())
-    }
-    async fn records(&self) -> Result<Vec<crate::vault::RecordMeta>, crate::vault::VaultError> {
-        Err(Self::error())
-    }
-    async fn record(
-        &self,
-        _: &str,
-    ) -> Result<Option<crate::vault::RecordMeta>, crate::vault::VaultError> {
-        Err(Self::error())
-    }
-}
-
-impl KsmNotConfigured {
-    fn error() -> crate::vault::VaultError {
-        crate::vault::VaultError::new(
-            crate::vault::ErrorClass::NeedsOperator,
-            "vault metadata reads need vault.ksm_config (the KSM application's configuration)",
-            "ksm reader not configured",
-        )
+        None => Ok(Arc::new(CommanderReader::new(commander))),
     }
 }

@@ -762,6 +762,43 @@ impl Settings {
         protection == KeyProtection::KeyVault && (unset(key) || unset(&self.azure.key_vault_url))
     }
 
+    /// (#21.1) Where records come from with the Commander backends: KSM when `vault.ksm_config` is
+    /// set, else Commander's own `list`. Commander alone is a complete source; a KSM setting that
+    /// is set but cannot work is not (every sync would fail), so it is refused rather than
+    /// silently ignored — in any profile, since the vault bridge could not be built from it.
+    fn record_source_problems(&self) -> Vec<String> {
+        if !matches!(
+            self.vault.backend,
+            VaultBackend::CommanderService | VaultBackend::CommanderCli
+        ) {
+            return Vec::new();
+        }
+        let Some(config) = &self.vault.ksm_config else {
+            return Vec::new();
+        };
+        let unset_it = "unset it to read records through Commander's `list`, or set the KSM \
+                        application's configuration (base64 or JSON)";
+        if config.expose_secret().trim().is_empty() {
+            return vec![format!(
+                "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG) is set but empty, so no record could be read; {unset_it}"
+            )];
+        }
+        // A `kv:` reference is resolved later (and reported above when it was not).
+        if config
+            .expose_secret()
+            .starts_with(crate::azure::secrets::REFERENCE_PREFIX)
+        {
+            return Vec::new();
+        }
+        match crate::vault::ksm::CrateKsm::from_config(config) {
+            Ok(_) => Vec::new(),
+            Err(_) => vec![format!(
+                "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG) is not a KSM application configuration, so no \
+                 record could be read; {unset_it}"
+            )],
+        }
+    }
+
     /// Refuses combinations that are unsafe to run, naming every problem at once.
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -860,13 +897,15 @@ impl Settings {
             }
             match self.vault.backend {
                 VaultBackend::Local => problems.push(
-                    "production cannot use the local demo vault (vault.backend = \"local\"); use commander-service \
-                     or commander-cli"
+                    "production cannot use the local demo vault (vault.backend = \"local\", PASSKEY_VAULT__BACKEND): \
+                     its records are the demo set; use commander-service or commander-cli"
                         .into(),
                 ),
-                VaultBackend::Stub => {
-                    problems.push("production cannot use the staging stub vault (vault.backend = \"stub\")".into())
-                }
+                VaultBackend::Stub => problems.push(
+                    "production cannot use the staging stub vault (vault.backend = \"stub\", PASSKEY_VAULT__BACKEND): \
+                     its records are a file and its links are fake; use commander-service or commander-cli"
+                        .into(),
+                ),
                 VaultBackend::CommanderService => {
                     match self.vault.commander_url.as_deref().filter(|u| !u.is_empty()) {
                         None => problems.push(
@@ -914,6 +953,7 @@ impl Settings {
                 }
             }
         }
+        problems.extend(self.record_source_problems());
         problems.extend(self.web_problems());
         if self.graph.enabled {
             // Graph needs an app token from the home tenant: the bot's identity, single-tenant.
@@ -2027,6 +2067,84 @@ mod tests {
             assert!(
                 err.contains(&format!("{setting} must be https://")),
                 "{key}: {err}"
+            );
+        }
+    }
+
+    /// #21.1: records must be able to come in. Commander alone is a record source (`list`); the
+    /// demo vault, the stub, a Commander backend that cannot be reached, and a KSM setting that is
+    /// set but cannot work are each refused, naming the setting and its environment variable.
+    #[test]
+    fn production_refuses_every_vault_configuration_records_cannot_come_from() {
+        complete_production(&[]).check().unwrap();
+        complete_production(&[
+            ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+            (
+                "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+                "/etc/passkey/keeper.json",
+            ),
+        ])
+        .check()
+        .unwrap();
+        let refusals: &[(&[(&str, &str)], &[&str])] = &[
+            (
+                &[("PASSKEY_VAULT__BACKEND", "local")],
+                &[
+                    "vault.backend = \"local\"",
+                    "PASSKEY_VAULT__BACKEND",
+                    "demo set",
+                ],
+            ),
+            (
+                &[("PASSKEY_VAULT__BACKEND", "stub")],
+                &["vault.backend = \"stub\"", "PASSKEY_VAULT__BACKEND"],
+            ),
+            (
+                &[("PASSKEY_VAULT__COMMANDER_URL", "")],
+                &["vault.commander_url", "PASSKEY_VAULT__COMMANDER_URL"],
+            ),
+            (
+                &[("PASSKEY_VAULT__COMMANDER_API_KEY", "")],
+                &[
+                    "vault.commander_api_key",
+                    "PASSKEY_VAULT__COMMANDER_API_KEY",
+                ],
+            ),
+            (
+                &[("PASSKEY_VAULT__BACKEND", "commander-cli")],
+                &[
+                    "vault.commander_config_path",
+                    "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+                ],
+            ),
+            (
+                &[("PASSKEY_VAULT__KSM_CONFIG", "  ")],
+                &[
+                    "vault.ksm_config",
+                    "PASSKEY_VAULT__KSM_CONFIG",
+                    "set but empty",
+                ],
+            ),
+            (
+                &[("PASSKEY_VAULT__KSM_CONFIG", "bm90IGEga3NtIGNvbmZpZw==")],
+                &[
+                    "vault.ksm_config",
+                    "PASSKEY_VAULT__KSM_CONFIG",
+                    "not a KSM application configuration",
+                ],
+            ),
+        ];
+        for (overrides, wanted) in refusals {
+            let err = complete_production(overrides)
+                .check()
+                .unwrap_err()
+                .to_string();
+            for w in *wanted {
+                assert!(err.contains(w), "{overrides:?}: {w:?} missing from {err}");
+            }
+            assert!(
+                !err.contains("bm90IGEga3Nt"),
+                "the value is never shown: {err}"
             );
         }
     }

@@ -415,7 +415,8 @@ fn manifest(settings: &Settings, command: ManifestCommand) -> ExitCode {
 }
 
 /// Runs an admin use case against the configured database. Exit codes: 0 done, 1 refused (the
-/// message says why; nothing was changed), 2 the database could not be used.
+/// message says why; nothing was changed), 2 the database could not be used, 3 (`sync`) the vault
+/// could not be read.
 async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
     // A `kv:` database URL is resolved first (serve does this in App::build).
     let settings = match passkey::app::resolve_secrets(settings).await {
@@ -783,18 +784,24 @@ async fn replay(
     }
 }
 
-/// `passkey admin sync`: progress on stderr, the summary on stdout.
+/// Exit code of a command that could not read the vault (`admin sync`): the vault bridge's
+/// settings cannot work, or the vault refused or failed the read. Distinct from 2 (the database).
+const EXIT_VAULT: u8 = 3;
+
+/// `passkey admin sync`: progress on stderr, the summary on stdout. Exit codes: 0 synced, 2 the
+/// database could not be used, 3 the vault could not be read (the message says why, once).
 async fn sync(
     settings: &Settings,
     store: &dyn passkey::store::Store,
     clock: std::sync::Arc<dyn passkey::domain::Clock>,
     label: &str,
 ) -> ExitCode {
+    use passkey::governance::vault_sync::SyncError;
     let reader = match passkey::app::vault_backend(settings, clock.clone(), None) {
         Ok(parts) => parts.reader,
         Err(e) => {
-            eprintln!("passkey: {e}");
-            return ExitCode::from(2);
+            eprintln!("passkey: the vault could not be read: {e}");
+            return ExitCode::from(EXIT_VAULT);
         }
     };
     let progress = |done: usize, total: usize| eprintln!("  {done}/{total} records");
@@ -811,7 +818,15 @@ async fn sync(
             let _ = writeln!(std::io::stdout(), "{}", report.render());
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        // The vault's own words once; its raw detail (the tool's text, never a secret) after.
+        Err(SyncError::Vault(e)) => {
+            eprintln!("passkey: the vault could not be read: {}", e.message);
+            if !e.raw.trim().is_empty() {
+                eprintln!("  detail: {}", e.raw.trim());
+            }
+            ExitCode::from(EXIT_VAULT)
+        }
+        Err(e @ SyncError::Store(_)) => {
             eprintln!("passkey: {label}: {}", with_causes(&e));
             ExitCode::from(2)
         }

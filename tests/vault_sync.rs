@@ -47,7 +47,7 @@ fn meta(r: &passkey::vault::local::FileRecord) -> RecordMeta {
         title: r.title.clone(),
         record_type: r.record_type.clone(),
         folder_uid: r.folder_uid.clone(),
-        revision: r.revision,
+        revision: Some(r.revision),
         owner: r.owner.clone(),
     }
 }

@@ -18,10 +18,18 @@ use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("vault: {0}")]
-    Vault(#[from] VaultError),
+    /// The vault's words, once: the error carries no `source`, so a printer that walks the
+    /// chain (the CLI's) does not repeat them.
+    #[error("vault: {}", .0.message)]
+    Vault(VaultError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<VaultError> for SyncError {
+    fn from(e: VaultError) -> SyncError {
+        SyncError::Vault(e)
+    }
 }
 
 /// What a sync found and did.
@@ -160,7 +168,8 @@ pub async fn sync_vault(
                             title: meta.title.clone(),
                             record_type: meta.record_type.clone(),
                             folder_id,
-                            revision: meta.revision,
+                            // No revision from the vault (Commander): 0 until one is known.
+                            revision: meta.revision.unwrap_or(0),
                             vault_owner: meta.owner.clone(),
                             owner_user_id: None,
                             sensitivity: Sensitivity::Medium,
@@ -183,7 +192,10 @@ pub async fn sync_vault(
                 report.discovered += 1;
             }
             Some(existing) => {
-                let rotated = existing.revision != meta.revision;
+                // A backend without revisions (Commander) never proves a rotation: the stored
+                // revision stays.
+                let revision = meta.revision.unwrap_or(existing.revision);
+                let rotated = existing.revision != revision;
                 let restored = matches!(
                     existing.sync_status,
                     SyncStatus::Orphaned | SyncStatus::Stale
@@ -202,7 +214,7 @@ pub async fn sync_vault(
                                 title: meta.title.clone(),
                                 record_type: meta.record_type.clone(),
                                 folder_id,
-                                revision: meta.revision,
+                                revision,
                                 vault_owner: meta.owner.clone(),
                                 owner_user_id: existing.owner_user_id,
                                 sensitivity: existing.sensitivity,
@@ -215,7 +227,7 @@ pub async fn sync_vault(
                 if rotated {
                     store
                         .append_audit(&NewAuditEvent::new(actor, "CREDENTIAL_ROTATED", now).record(existing.id).detail(
-                            json!({ "vault_uid": meta.uid, "revision_before": existing.revision, "revision_after": meta.revision }),
+                            json!({ "vault_uid": meta.uid, "revision_before": existing.revision, "revision_after": revision }),
                         ))
                         .await?;
                     report.rotated += 1;

@@ -1,4 +1,6 @@
-//! Shared-folder ACLs from Commander, and the reader that puts them together with KSM's metadata.
+//! Shared-folder ACLs from Commander, and the two readers built on them: [`CommanderAclReader`]
+//! (KSM's records and folders with Commander's ACLs) and [`CommanderReader`] (Commander alone:
+//! records from `list`, folders, ACLs and membership from `list-sf` and `get`).
 //!
 //! KSM sees folders and records but no ACLs. Commander does: `list-sf --format json` lists the
 //! shared folders (`shared_folder_uid`, `name`), and `get <SHARED_FOLDER_UID> --format json`
@@ -11,13 +13,37 @@ use super::{FolderAclEntry, RecordMeta, SharedFolder, VaultError, VaultReader};
 use crate::domain::{FolderPermission, VaultPrincipalType};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Shared folders with their ACLs, from a source that can see them (Commander).
 #[async_trait]
 pub trait FolderAclSource: Send + Sync {
     /// Every shared folder the account sees, each with `acl: Some(..)`.
     async fn folder_acls(&self) -> Result<Vec<SharedFolder>, VaultError>;
+}
+
+/// A record as `list --format json` names it: the three columns Passkey reads, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRecord {
+    pub uid: String,
+    pub record_type: String,
+    pub title: String,
+}
+
+/// A shared folder with its ACL and the records in it (`get <SHARED_FOLDER_UID>`'s `records`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderListing {
+    pub folder: SharedFolder,
+    pub record_uids: Vec<String>,
+}
+
+/// Commander's metadata reads, neither of which prints a secret: `list` for records and `list-sf`
+/// plus `get` on each shared folder for folders, ACLs and membership.
+#[async_trait]
+pub trait CommanderReads: Send + Sync {
+    async fn listed_records(&self) -> Result<Vec<ListedRecord>, VaultError>;
+    async fn folder_listings(&self) -> Result<Vec<FolderListing>, VaultError>;
 }
 
 /// One Commander permission set → one Passkey level, strongest first:
@@ -136,6 +162,108 @@ impl VaultReader for CommanderAclReader {
 
     async fn record(&self, uid: &str) -> Result<Option<RecordMeta>, VaultError> {
         self.records.record(uid).await
+    }
+}
+
+/// How long [`CommanderReader::records`] reuses the folder listing that
+/// [`CommanderReader::shared_folders`] just read: one sync reads folders, then records, and each
+/// `get` is a Commander call (a CLI call logs in: seconds each).
+const LISTING_REUSE: Duration = Duration::from_secs(120);
+
+/// Vault metadata from Commander alone, for deployments without KSM.
+///
+/// - Folders: every shared folder `list-sf` lists, each with the ACL `get` prints.
+/// - Records: `list --format json --verbose` (uid, type, title); each record's folder is the
+///   shared folder whose `records` list holds it. A record in several shared folders is governed
+///   by one, the smallest folder uid (stable from sync to sync); a record in none has no folder.
+/// - Revision: Commander's `list` has none, so [`RecordMeta::revision`] is `None` and a sync
+///   keeps the stored revision — never a CREDENTIAL_ROTATED it cannot prove. Rotation
+///   information comes from `pam rotation info`.
+/// - `record(uid)` lists again and looks the uid up (a second, fresh look before a record is
+///   called gone).
+///
+/// `get` is never pointed at a record: on a record uid it prints the secrets.
+pub struct CommanderReader {
+    commander: Arc<dyn CommanderReads>,
+    last_listing: Mutex<Option<(Instant, Vec<FolderListing>)>>,
+}
+
+impl CommanderReader {
+    pub fn new(commander: Arc<dyn CommanderReads>) -> CommanderReader {
+        CommanderReader {
+            commander,
+            last_listing: Mutex::new(None),
+        }
+    }
+
+    async fn fresh_listing(&self) -> Result<Vec<FolderListing>, VaultError> {
+        let listing = self.commander.folder_listings().await?;
+        *self.last_listing.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), listing.clone()));
+        Ok(listing)
+    }
+
+    async fn recent_listing(&self) -> Result<Vec<FolderListing>, VaultError> {
+        let kept = self
+            .last_listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < LISTING_REUSE)
+            .map(|(_, listing)| listing.clone());
+        match kept {
+            Some(listing) => Ok(listing),
+            None => self.fresh_listing().await,
+        }
+    }
+
+    async fn metas(&self) -> Result<Vec<RecordMeta>, VaultError> {
+        let listed = self.commander.listed_records().await?;
+        let listing = self.recent_listing().await?;
+        let mut folder_of: HashMap<&str, &str> = HashMap::new();
+        for l in &listing {
+            for uid in &l.record_uids {
+                folder_of
+                    .entry(uid.as_str())
+                    .and_modify(|f| {
+                        if l.folder.uid.as_str() < *f {
+                            *f = l.folder.uid.as_str();
+                        }
+                    })
+                    .or_insert(l.folder.uid.as_str());
+            }
+        }
+        Ok(listed
+            .into_iter()
+            .map(|r| RecordMeta {
+                folder_uid: folder_of.get(r.uid.as_str()).map(|f| f.to_string()),
+                uid: r.uid,
+                title: r.title,
+                record_type: r.record_type,
+                revision: None,
+                owner: None,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl VaultReader for CommanderReader {
+    async fn shared_folders(&self) -> Result<Vec<SharedFolder>, VaultError> {
+        Ok(self
+            .fresh_listing()
+            .await?
+            .into_iter()
+            .map(|l| l.folder)
+            .collect())
+    }
+
+    async fn records(&self) -> Result<Vec<RecordMeta>, VaultError> {
+        self.metas().await
+    }
+
+    async fn record(&self, uid: &str) -> Result<Option<RecordMeta>, VaultError> {
+        Ok(self.metas().await?.into_iter().find(|r| r.uid == uid))
     }
 }
 

@@ -1,5 +1,6 @@
 //! What Commander's answer means. One pure function, [`classify`], reads the output of a
-//! Commander command (`one-time-share …`, `list-sf`, `get <shared folder>`, `pam rotation info`)
+//! Commander command (`one-time-share …`, `list`, `list-sf`, `get <shared folder>`,
+//! `pam rotation info`)
 //! — from the CLI (exit code, stdout, stderr) or from service mode (HTTP status, body) — and
 //! returns either the success payload or a classified [`VaultError`].
 //!
@@ -25,14 +26,54 @@ pub enum Op {
     GetSharedFolder,
     /// `pam rotation info -r <RECORD_UID> --format json`: a JSON object.
     RotationInfo,
+    /// `list --format json --verbose`: the vault's records, a JSON list of `{record_uid, type,
+    /// title, description, shared}`. `description` can hold a login name, so the output is
+    /// private like the other reads'.
+    ListRecords,
 }
 
 impl Op {
     /// Reads whose output is only ever parsed, never kept: `get` prints field values unmasked
     /// when pointed at a record, so what a read printed never goes into an error's `raw`.
     fn output_is_private(self) -> bool {
-        matches!(self, Op::GetSharedFolder | Op::RotationInfo)
+        matches!(
+            self,
+            Op::GetSharedFolder | Op::RotationInfo | Op::ListRecords
+        )
     }
+
+    /// Reads: their failures reach administrators (a sync, `doctor`), never a requester's card.
+    fn is_read(self) -> bool {
+        matches!(
+            self,
+            Op::ListSharedFolders | Op::GetSharedFolder | Op::RotationInfo | Op::ListRecords
+        )
+    }
+
+    /// The command word service mode checks against its `-c` list.
+    pub fn command_word(self) -> &'static str {
+        match self {
+            Op::Create | Op::List | Op::Remove => "one-time-share",
+            Op::ListSharedFolders => "list-sf",
+            Op::GetSharedFolder => "get",
+            Op::RotationInfo => "pam",
+            Op::ListRecords => "list",
+        }
+    }
+}
+
+/// Every command word Passkey sends: service mode must be created with all of them allowed
+/// (`keeper service-create -c "…"`); aliases are not resolved.
+pub const SERVICE_COMMANDS: &str = "one-time-share,get,list-sf,list,pam";
+
+/// Service mode answered 403 to a read: it was created without that command allowed. An
+/// administrator reads this (sync, `doctor`): it names the command and the flag that fixes it.
+pub fn not_permitted(op: Op) -> String {
+    format!(
+        "Commander service mode does not allow `{}`: recreate it with \
+         `keeper service-create -c \"{SERVICE_COMMANDS}\"` (the -c flag lists the allowed commands)",
+        op.command_word()
+    )
 }
 
 /// Commander's raw answer, as either transport received it.
@@ -88,6 +129,7 @@ pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
     // Service mode's own statuses come first: they are about the bridge, not the record.
     if let Some(status) = seen.http {
         match status {
+            403 if op.is_read() => return fail(ErrorClass::Terminal, &not_permitted(op)),
             401 | 403 => return fail(ErrorClass::Terminal, says::MISCONFIGURED),
             429 | 503 | 504 => return fail(ErrorClass::Transient, says::BUSY),
             _ => {}
@@ -152,6 +194,17 @@ pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
                     return Ok(Answer::Rows(rows));
                 }
             }
+            // `list` prints nothing (and logs "No records are found") for an empty vault; Commander
+            // may print a line of chatter before the JSON.
+            Op::ListRecords => match seen.json {
+                Some(serde_json::Value::Array(rows)) => return Ok(Answer::Rows(rows)),
+                None if seen.out_text.trim().is_empty()
+                    || seen.out_text.contains("No records are found") =>
+                {
+                    return Ok(Answer::Rows(Vec::new()));
+                }
+                _ => {}
+            },
             Op::ListSharedFolders => {
                 // `list-sf` prints nothing at all (or "No shared folders are found") when there
                 // are none.

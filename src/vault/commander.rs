@@ -1,15 +1,18 @@
 //! Keeper Commander, by either of its two doors: [`CommanderService`] (service mode's REST API:
 //! one login, preferred for a long-running bot) and [`CommanderCli`] (`keeper` as a subprocess per
 //! command). Both serve one-time shares ([`OneTimeSharer`]), shared-folder ACLs
-//! ([`FolderAclSource`]: `list-sf`, then `get` on each shared folder uid it returned) and rotation
-//! information ([`RotationChecker`]: `pam rotation info`).
+//! ([`FolderAclSource`]: `list-sf`, then `get` on each shared folder uid it returned), record
+//! metadata ([`CommanderReads`]: `list --format json --verbose`, uid, type and title only) and
+//! rotation information ([`RotationChecker`]: `pam rotation info`).
 //!
 //! Both only move a command (a full argv: `one-time-share create …`, `list-sf …`, `get …`,
 //! `pam rotation info …`) and its raw answer; the meaning of the answer is [`classify`]'s, and the
 //! logic above it (validation, expiry, cleanup after an unclear create, ACL mapping) is written
 //! once below, over the private [`Transport`] trait.
 
-use super::acl::{FolderAclSource, acl_from_folder_json};
+use super::acl::{
+    CommanderReads, FolderAclSource, FolderListing, ListedRecord, acl_from_folder_json,
+};
 use super::classify::{Answer, CommandOutput, Op, classify};
 use super::rotation::{RotationChecker, RotationInfo};
 use super::{
@@ -186,7 +189,22 @@ macro_rules! commander_sharer {
         #[async_trait]
         impl FolderAclSource for $sharer {
             async fn folder_acls(&self) -> Result<Vec<SharedFolder>, VaultError> {
-                folder_acls(&self.transport).await
+                Ok(folder_listings(&self.transport)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.folder)
+                    .collect())
+            }
+        }
+
+        #[async_trait]
+        impl CommanderReads for $sharer {
+            async fn listed_records(&self) -> Result<Vec<ListedRecord>, VaultError> {
+                listed_records(&self.transport).await
+            }
+
+            async fn folder_listings(&self) -> Result<Vec<FolderListing>, VaultError> {
+                folder_listings(&self.transport).await
             }
         }
 
@@ -376,8 +394,10 @@ async fn run_read(
 
 /// `list-sf`, then `get <uid>` for each shared folder it listed — and only for those: `get` on a
 /// record uid would print the record's secrets. A folder that disappears between the two calls
-/// is left out; any other failure fails the whole read (an ACL is never guessed).
-async fn folder_acls(transport: &dyn Transport) -> Result<Vec<SharedFolder>, VaultError> {
+/// is left out; any other failure fails the whole read (an ACL is never guessed). Each folder
+/// comes with the uids in its `records` list (its membership: `list` does not say where a record
+/// lives).
+async fn folder_listings(transport: &dyn Transport) -> Result<Vec<FolderListing>, VaultError> {
     let listed = run_read(
         transport,
         Op::ListSharedFolders,
@@ -429,10 +449,24 @@ async fn folder_acls(transport: &dyn Transport) -> Result<Vec<SharedFolder>, Vau
             .or_else(|| folder.get("name").and_then(|v| v.as_str()))
             .unwrap_or(uid)
             .to_string();
-        folders.push(SharedFolder {
-            uid: uid.to_string(),
-            name,
-            acl: Some(acl_from_folder_json(&folder)),
+        let record_uids = folder
+            .get("records")
+            .and_then(|v| v.as_array())
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r.get("record_uid").and_then(|v| v.as_str()))
+                    .filter(|u| RECORD_UID.is_match(u))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        folders.push(FolderListing {
+            folder: SharedFolder {
+                uid: uid.to_string(),
+                name,
+                acl: Some(acl_from_folder_json(&folder)),
+            },
+            record_uids,
         });
     }
     tracing::info!(
@@ -440,6 +474,59 @@ async fn folder_acls(transport: &dyn Transport) -> Result<Vec<SharedFolder>, Vau
         "read shared folder ACLs from Commander"
     );
     Ok(folders)
+}
+
+/// Record types `list --verbose` also prints that are not credentials: KSM application
+/// definitions and file attachments (v3 records keep their files as separate `file` records).
+const NOT_CREDENTIALS: [&str; 2] = ["app", "file"];
+
+/// `list --format json --verbose`: every record the account sees (`--verbose` includes PAM
+/// records, which plain `list` leaves out, and prints whole titles). Only `record_uid`, `type` and
+/// `title` are read from each row; `description` (which can hold a login name) and anything else
+/// is dropped here, and the output is never kept in an error. Rows without a usable uid are
+/// skipped.
+async fn listed_records(transport: &dyn Transport) -> Result<Vec<ListedRecord>, VaultError> {
+    let argv: Vec<String> = ["list", "--format", "json", "--verbose"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let rows = match run_op(transport, Op::ListRecords, &argv).await {
+        Ok((Answer::Rows(rows), _)) => rows,
+        Ok(_) => return Err(unexpected_answer(Op::ListRecords)),
+        Err((e, _)) => return Err(e),
+    };
+    let mut skipped = 0usize;
+    let records: Vec<ListedRecord> = rows
+        .iter()
+        .filter_map(|row| {
+            let text = |key: &str| {
+                row.get(key)
+                    .and_then(|v| v.as_str())
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+            };
+            let listed = text("record_uid")
+                .filter(|uid| RECORD_UID.is_match(uid))
+                .map(|uid| ListedRecord {
+                    uid: uid.to_string(),
+                    record_type: text("type").unwrap_or("unknown").to_string(),
+                    title: text("title").unwrap_or(uid).to_string(),
+                });
+            if listed.is_none() {
+                skipped += 1;
+            }
+            listed
+        })
+        .filter(|r| !NOT_CREDENTIALS.contains(&r.record_type.as_str()))
+        .collect();
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "Commander listed records without a usable uid; skipped"
+        );
+    }
+    tracing::info!(records = records.len(), "listed records from Commander");
+    Ok(records)
 }
 
 /// `pam rotation info -r <uid> --format json`.

@@ -209,7 +209,7 @@ fn meta(r: KsmRecord) -> RecordMeta {
         title: r.title,
         record_type: r.record_type,
         folder_uid: r.folder_uid,
-        revision: r.revision,
+        revision: Some(r.revision),
         owner: None,
     }
 }
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(
             (records[0].revision, records[0].folder_uid.as_deref()),
-            (4, Some("F1"))
+            (Some(4), Some("F1"))
         );
         assert_eq!(r.record("U2").await.unwrap().unwrap().title, "db-staging");
         assert!(r.record("U9").await.unwrap().is_none());

@@ -211,7 +211,7 @@ impl LocalVault {
             title: r.title.clone(),
             record_type: r.record_type.clone(),
             folder_uid: r.folder_uid.clone(),
-            revision: r.revision,
+            revision: Some(r.revision),
             owner: r.owner.clone(),
         }
     }

@@ -1,7 +1,8 @@
 //! The Keeper bridge. Two traits: [`VaultReader`] (metadata: shared folders with their ACLs,
 //! records — never a secret field value) and [`OneTimeSharer`] (one-time share links: create,
 //! list, remove). Implementations: the local vault for `cargo run`, Commander (service mode or
-//! subprocess) for shares, shared-folder ACLs and rotation information, KSM for record reads
+//! subprocess) for shares, shared-folder ACLs, rotation information and — without KSM — record
+//! metadata ([`CommanderReader`]: `list`), KSM for record reads when configured
 //! ([`CommanderAclReader`] joins KSM's records to Commander's ACLs), and a staging stub.
 //!
 //! Every failure is a [`VaultError`] with a class (Terminal / NeedsOperator / Transient, as
@@ -23,7 +24,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::fmt;
 
-pub use acl::{CommanderAclReader, FolderAclSource};
+pub use acl::{
+    CommanderAclReader, CommanderReader, CommanderReads, FolderAclSource, FolderListing,
+    ListedRecord,
+};
 pub use commander::{CommanderCli, CommanderService};
 pub use rotation::{NoRotationInfo, RotationChecker, RotationInfo};
 pub use share_id::share_id_from_url;
@@ -78,7 +82,9 @@ pub struct RecordMeta {
     pub title: String,
     pub record_type: String,
     pub folder_uid: Option<String>,
-    pub revision: i64,
+    /// The vault's revision of the record; `None` when the backend has none (Commander's `list`):
+    /// a sync then keeps the stored revision and never reports a rotation it cannot see.
+    pub revision: Option<i64>,
     /// The record's owner, where the backend says (KSM does not).
     pub owner: Option<String>,
 }
