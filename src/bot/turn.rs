@@ -442,13 +442,13 @@ async fn refresh_sender_addresses(
         return Ok(());
     }
     let tenant = activity.tenant_id();
-    // Graph answers for the bot's home tenant only (its token is from there).
+    // The people directory (Graph when `graph.enabled`; otherwise the demo people in dev, or
+    // nobody) answers for the bot's home tenant only: Graph's token is from there.
     let graph = state
         .settings
-        .graph
-        .enabled
-        .then(|| state.settings.bot.tenant_id.clone())
-        .flatten()
+        .bot
+        .tenant_id
+        .clone()
         .filter(|home| tenant.is_some_and(|t| t.eq_ignore_ascii_case(home)))
         .map(|tenant_id| GraphAddresses {
             directory: state.directory.clone(),

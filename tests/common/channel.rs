@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -211,6 +211,13 @@ pub struct ConnectorState {
     /// Calls whose path ends with this are never answered (a Connector that hangs).
     pub hanging: Mutex<Option<String>>,
     pub next_id: AtomicUsize,
+    /// Conversation members by Teams user id (`29:…`), as `GET …/members/{id}` answers them
+    /// (a TeamsChannelAccount); an id not here is 404 `MemberNotFoundInConversation`.
+    pub members: Mutex<HashMap<String, Value>>,
+    /// Every member lookup, apart from `calls` (so counts of messages are not disturbed).
+    pub member_calls: Mutex<Vec<ConnectorCall>>,
+    /// Member lookups answer this status (and an error body) while set.
+    pub members_failing: Mutex<Option<u16>>,
 }
 
 /// A Bot Connector on loopback; its base URL is what activities carry as `serviceUrl`.
@@ -237,6 +244,10 @@ impl FakeConnector {
             .route(
                 "/connector/v3/conversations/{conversation}/activities/{activity}",
                 post(activity_call).put(activity_call).delete(activity_call),
+            )
+            .route(
+                "/connector/v3/conversations/{conversation}/members/{member}",
+                get(member_call),
             )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
@@ -266,6 +277,25 @@ impl FakeConnector {
     /// Calls to a path ending with `suffix` are recorded and then never answered.
     pub fn hang_path(&self, suffix: &str) {
         *self.state.hanging.lock().unwrap() = Some(suffix.to_string());
+    }
+
+    /// The member lookup for Teams user `member_id` answers `account` (see [`teams_member`]).
+    pub fn set_member(&self, member_id: &str, account: Value) {
+        self.state
+            .members
+            .lock()
+            .unwrap()
+            .insert(member_id.to_string(), account);
+    }
+
+    /// Member lookups answer `status` while `Some`, normally again with `None`.
+    pub fn fail_members(&self, status: Option<u16>) {
+        *self.state.members_failing.lock().unwrap() = status;
+    }
+
+    /// Every member lookup made so far.
+    pub fn member_calls(&self) -> Vec<ConnectorCall> {
+        self.state.member_calls.lock().unwrap().clone()
     }
 
     /// Waits briefly for `n` calls (replies are sent before the turn answers, but be tolerant).
@@ -342,6 +372,64 @@ async fn activity_call(
             Json(json!({"id": format!("activity-{n}")})).into_response()
         }
     }
+}
+
+/// `GET /v3/conversations/{conversation}/members/{member}`: the member's TeamsChannelAccount,
+/// 404 `MemberNotFoundInConversation` for anyone else, or the failure the test set.
+async fn member_call(
+    State(s): State<Arc<ConnectorState>>,
+    Path((_conversation, member)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    s.member_calls.lock().unwrap().push(ConnectorCall {
+        method: "GET".into(),
+        path: uri.path().to_string(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        body: Value::Null,
+        at: std::time::Instant::now(),
+    });
+    if let Some(status) = *s.members_failing.lock().unwrap() {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            Json(json!({"error": {"code": "ServiceError", "message": "failing for the test"}})),
+        )
+            .into_response();
+    }
+    match s.members.lock().unwrap().get(&member) {
+        Some(account) => Json(account.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "MemberNotFoundInConversation", "message": "The member is not part of the conversation."}})),
+        )
+            .into_response(),
+    }
+}
+
+/// A TeamsChannelAccount as Teams answers the member lookup.
+pub fn teams_member(
+    teams_id: &str,
+    name: &str,
+    aad_object_id: &str,
+    email: &str,
+    upn: &str,
+    tenant: &str,
+) -> Value {
+    let (given, surname) = name.split_once(' ').unwrap_or((name, ""));
+    json!({
+        "id": teams_id,
+        "name": name,
+        "aadObjectId": aad_object_id,
+        "email": email,
+        "userPrincipalName": upn,
+        "tenantId": tenant,
+        "givenName": given,
+        "surname": surname,
+        "userRole": "user",
+    })
 }
 
 /// Creates (or finds) the 1:1 chat with the one member: its id names the member, as Teams' do
