@@ -27,7 +27,7 @@
 
 mod common;
 
-use common::channel::{APP_ID, FakeConnector, Issuer, TENANT, sign};
+use common::channel::{APP_ID, FakeConnector, Issuer, TENANT, sign, teams_member};
 use common::fake_commander::{self, FakeCommander, Folder, Record};
 use common::fake_twilio::{self, FakeTwilio};
 use common::oidc::{self, FakeEntra};
@@ -107,6 +107,14 @@ impl World {
             service_url: format!("{}/connector/", connector_tls.base()),
             state: plain_connector.state,
         };
+        // Teams answers the member lookup with the person's mail and UPN; activities carry
+        // neither.
+        for p in [OLIVIA, RAFAEL] {
+            connector.set_member(
+                p.teams_id,
+                teams_member(p.teams_id, p.name, p.aad, p.email, p.email, TENANT),
+            );
+        }
 
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut entra = FakeEntra::start(now).await;
@@ -529,15 +537,18 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
 
     // Olivia opens her chat with the bot; Passkey learns her address from the Connector.
     let hello = teams.say(OLIVIA, "help").await;
-    assert!(!hello.is_empty());
+    assert!(hello.contains("Passkey commands"), "{hello}");
 
     // Rafael has never used Passkey; the folder's ACL names him by email only.
     let asked = teams
-        .say(RAFAEL, &format!("request {RECORD} 1h because INC-1"))
+        .say(
+            RAFAEL,
+            &format!("request {RECORD} 1h because INC-1 payroll export failed"),
+        )
         .await;
     assert!(
-        asked.contains("Olivia Owner") || asked.to_lowercase().contains("approv"),
-        "Rafael is told his request went to its approver: {asked}\nlog:\n{}",
+        asked.contains("is waiting for approval"),
+        "Rafael's request went to its approver: {asked}\nlog:\n{}",
         served.log()
     );
     let to_olivia = teams.wait_for_messages(OLIVIA, 1).await;
@@ -557,6 +568,11 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
     // Olivia approves; Rafael is told in his 1:1 chat.
     let answer = teams.tap(OLIVIA, card.as_ref().unwrap(), "Approve").await;
     assert_eq!(answer["statusCode"], 200, "{answer:#}");
+    let decided = common::card_text(&answer["value"]);
+    assert!(
+        decided.contains("Approved") && decided.contains("Olivia Owner"),
+        "Olivia's card now shows her decision: {decided}"
+    );
     let to_rafael = teams.wait_for_messages(RAFAEL, 1).await;
     let approved = to_rafael
         .iter()
@@ -626,7 +642,7 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
 
     // Rafael is done: the share is removed at Commander.
     let released = teams.say(RAFAEL, &format!("release {request_id}")).await;
-    assert!(released.contains("released"), "{released}");
+    assert!(released.contains("links were removed"), "{released}");
     for _ in 0..200 {
         if !world.commander.removed().is_empty() {
             break;
@@ -640,6 +656,36 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
         served.log()
     );
     assert!(world.commander.live_shares().is_empty());
+
+    // Every call to the Connector (messages, cards, member lookups) carried the token the app
+    // password bought at the token endpoint, over TLS.
+    assert!(
+        world
+            .issuer
+            .state
+            .token_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    let lookups = world.connector.member_calls();
+    for p in [OLIVIA, RAFAEL] {
+        assert!(
+            lookups
+                .iter()
+                .any(|c| c.path.ends_with(&format!("/members/{}", p.teams_id))),
+            "{} was looked up: {lookups:?}",
+            p.name
+        );
+    }
+    let bearer = format!("Bearer {}", common::channel::CONNECTOR_TOKEN);
+    for call in world.connector.calls().iter().chain(&lookups) {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(bearer.as_str()),
+            "{}",
+            call.path
+        );
+    }
     let log = served.log();
     for secret in [
         created[0].url.as_str(),
