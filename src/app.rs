@@ -134,7 +134,23 @@ impl App {
     }
 
     async fn build_resolved(settings: Settings) -> Result<App, StartError> {
-        settings.check()?;
+        // One refusal lists everything to fix: the configuration's problems and the data key's
+        // (the part of it visible without unwrapping), not one after the other.
+        let mut problems = match settings.check() {
+            Ok(()) => Vec::new(),
+            Err(ConfigError::Unsafe(problems)) => problems,
+            Err(e) => return Err(e.into()),
+        };
+        let key_file = crate::crypto::LocalKeyFile::new(
+            &settings.data_dir,
+            Box::new(crate::crypto::LocalWrapper),
+        );
+        if let Some(problem) = key_file.precheck(settings.profile == Profile::Dev) {
+            problems.push(problem.to_string());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Unsafe(problems).into());
+        }
         crate::private_fs::create_dir(&settings.data_dir).map_err(|source| {
             StartError::DataDir {
                 path: settings.data_dir.display().to_string(),
@@ -382,6 +398,18 @@ impl App {
             "passkey {} listening on http://{listening}",
             crate::VERSION
         )];
+        // Which rules this instance runs under and the address people are sent to: the two
+        // things an operator checks first after a deployment.
+        let profile = match &s.production_because {
+            Some(why) => format!("production (dev overruled: {why})"),
+            None => crate::config::spelling(&s.profile),
+        };
+        let public_url = match s.public_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{listening} (public_url unset)"),
+        };
+        lines.push(format!("  profile: {profile}"));
+        lines.push(format!("  public_url: {public_url}"));
         lines.push(format!("  bot endpoint: http://{listening}/api/messages"));
         lines.push(format!("  database: {}", s.database_label()));
         if s.dev_channel_auth() {

@@ -130,6 +130,16 @@ pub struct BotSettings {
 /// The Teams-wide Connector URL: good for creating conversations in any region.
 pub const DEFAULT_SERVICE_URL: &str = "https://smba.trafficmanager.net/teams/";
 
+/// A setting's value as the configuration spells it (`managed-identity`, not the Rust name
+/// lower-cased), so what an admin reads can be pasted back into the file.
+pub fn spelling<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 /// How the bot authenticates to the Bot Connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -1249,7 +1259,7 @@ impl Settings {
                 "profile".into(),
                 match &self.production_because {
                     Some(why) => format!("production (dev overruled: {why})"),
-                    None => format!("{:?}", self.profile).to_lowercase(),
+                    None => spelling(&self.profile),
                 },
             ),
             ("bind".into(), self.bind.to_string()),
@@ -1261,35 +1271,30 @@ impl Settings {
                 self.database_max_connections.to_string(),
             ),
             ("demo_data".into(), self.demo_data.to_string()),
-            (
-                "log.format".into(),
-                format!("{:?}", self.log_format()).to_lowercase(),
-            ),
+            ("log.format".into(), spelling(&self.log_format())),
             ("log.filter".into(), self.log.filter.clone()),
             (
                 "http.body_limit_bytes".into(),
                 self.http.body_limit_bytes.to_string(),
             ),
-            (
-                "azure.credential".into(),
-                format!("{:?}", self.azure.credential).to_lowercase(),
-            ),
+            ("azure.credential".into(), spelling(&self.azure.credential)),
             ("azure.client_id".into(), opt(&self.azure.client_id)),
             ("azure.key_vault_url".into(), opt(&self.azure.key_vault_url)),
             (
                 "crypto.key_wrapper".into(),
-                format!("{:?}", self.crypto.key_wrapper).to_lowercase(),
+                spelling(&self.crypto.key_wrapper),
             ),
             (
                 "crypto.key_vault_key".into(),
                 opt(&self.crypto.key_vault_key),
             ),
-            (
-                "audit.signer".into(),
-                format!("{:?}", self.audit.signer).to_lowercase(),
-            ),
+            ("audit.signer".into(), spelling(&self.audit.signer)),
             ("audit.key_vault_key".into(), opt(&self.audit.key_vault_key)),
             ("bot.app_id".into(), opt(&self.bot.app_id)),
+            (
+                "bot.connector_auth".into(),
+                spelling(&self.bot.connector_auth),
+            ),
             ("bot.app_password".into(), secret(&self.bot.app_password)),
             ("bot.tenant_id".into(), opt(&self.bot.tenant_id)),
             (
@@ -1340,7 +1345,7 @@ impl Settings {
                     }
                 ),
             ),
-            ("vault.backend".into(), format!("{:?}", self.vault.backend)),
+            ("vault.backend".into(), spelling(&self.vault.backend)),
             ("vault.commander_url".into(), opt(&self.vault.commander_url)),
             (
                 "vault.commander_api_key".into(),
@@ -1401,10 +1406,7 @@ impl Settings {
                     self.web.rate_per_user_per_minute, self.web.rate_per_ip_per_minute
                 ),
             ),
-            (
-                "otp.sms_provider".into(),
-                format!("{:?}", self.otp.sms_provider).to_lowercase(),
-            ),
+            ("otp.sms_provider".into(), spelling(&self.otp.sms_provider)),
             ("otp.sms_from".into(), opt(&self.otp.sms_from)),
             ("otp.acs_endpoint".into(), opt(&self.otp.acs_endpoint)),
             (

@@ -42,9 +42,16 @@ pub enum CryptoError {
     #[error("sealed value uses key `{0}`, which this instance does not have")]
     UnknownKey(String),
     #[error(
-        "no data-encryption key at {0}: in production it must be provisioned (it is created on first start only in dev)"
+        "no data-encryption key at {0}: create it once with `passkey admin keys init` (with this \
+         instance's data_dir / PASSKEY_DATA_DIR and crypto.key_wrapper); only dev creates one on \
+         first start"
     )]
     MissingKey(PathBuf),
+    #[error(
+        "a data-encryption key already exists at {0}; it is kept (a new key could not open the \
+         phone numbers and authenticator secrets sealed with this one)"
+    )]
+    KeyExists(PathBuf),
     #[error(
         "data-encryption key file {path} is readable by others (mode {mode:o}); run `chmod 600` on it"
     )]
@@ -259,38 +266,82 @@ impl LocalKeyFile {
                 if !create_if_missing {
                     return Err(CryptoError::MissingKey(self.path.clone()));
                 }
-                let (key, bytes) = DataKey::generate()?;
-                let wrapped = self.wrapper.wrap(bytes.expose_secret()).await?;
-                let line = format!(
-                    "passkey-dek v1 {} {} {}\n",
-                    key.key_id(),
-                    self.wrapper.wrapper_id(),
-                    B64.encode(wrapped)
-                );
-                if let Some(dir) = self.path.parent() {
-                    crate::private_fs::create_dir(dir).map_err(io)?;
-                }
-                // Written whole to a private temporary file, then linked into place: another
-                // instance starting at the same moment either wins (we read its key) or loses,
-                // and nobody ever reads a half-written file.
-                let tmp = self
-                    .path
-                    .with_extension(format!("tmp-{}", &key.key_id()[4..]));
-                crate::private_fs::write_new(&tmp, line.as_bytes()).map_err(io)?;
-                let linked = std::fs::hard_link(&tmp, &self.path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => {
+                match self.create().await {
+                    Ok(key) => {
                         tracing::info!(path = %self.path.display(), key_id = key.key_id(), "created the data-encryption key (dev)");
                         Ok(key)
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        Box::pin(self.load(false)).await
-                    }
-                    Err(e) => Err(io(e)),
+                    // Another instance starting at the same moment won: use its key.
+                    Err(CryptoError::KeyExists(_)) => Box::pin(self.load(false)).await,
+                    Err(e) => Err(e),
                 }
             }
             Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Makes a new key, wraps it, and writes the file with mode 0600 — never over an existing
+    /// one ([`CryptoError::KeyExists`]): the key opens everything sealed so far. This is
+    /// `passkey admin keys init`, and dev's first start.
+    pub async fn create(&self) -> Result<DataKey, CryptoError> {
+        let io = |source| CryptoError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if self.path.exists() {
+            return Err(CryptoError::KeyExists(self.path.clone()));
+        }
+        let (key, bytes) = DataKey::generate()?;
+        let wrapped = self.wrapper.wrap(bytes.expose_secret()).await?;
+        let line = format!(
+            "passkey-dek v1 {} {} {}\n",
+            key.key_id(),
+            self.wrapper.wrapper_id(),
+            B64.encode(wrapped)
+        );
+        if let Some(dir) = self.path.parent() {
+            crate::private_fs::create_dir(dir).map_err(io)?;
+        }
+        // Written whole to a private temporary file, then linked into place: another
+        // instance starting at the same moment either wins (we read its key) or loses,
+        // and nobody ever reads a half-written file.
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", &key.key_id()[4..]));
+        crate::private_fs::write_new(&tmp, line.as_bytes()).map_err(io)?;
+        let linked = std::fs::hard_link(&tmp, &self.path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(CryptoError::KeyExists(self.path.clone()))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// What is wrong with the key file that shows without unwrapping it (no Key Vault call):
+    /// missing where it is not created, readable by others, or not a key file. Start-up lists it
+    /// with the configuration's problems, so one refusal names everything to fix.
+    pub fn precheck(&self, create_if_missing: bool) -> Option<CryptoError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                if let Err(e) = check_private(&self.path) {
+                    return Some(e);
+                }
+                let parts: Vec<&str> = text.split_whitespace().collect();
+                match parts.as_slice() {
+                    ["passkey-dek", "v1", _, _, _] => None,
+                    _ => Some(CryptoError::BadKeyFile(self.path.clone())),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (!create_if_missing).then(|| CryptoError::MissingKey(self.path.clone()))
+            }
+            Err(source) => Some(CryptoError::Io {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 }

@@ -134,6 +134,11 @@ enum AdminCommand {
         /// Email, UPN or Entra object id.
         user: String,
     },
+    /// The data-encryption key that seals phone numbers and authenticator secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Load the demo data set into an empty database (dev profile only).
     DemoLoad,
     /// Sync folders, ACLs and record metadata from the configured vault (discovery included).
@@ -154,6 +159,14 @@ enum AdminCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the data-encryption key in `data_dir` (a private file; wrapped by the Key Vault
+    /// key `crypto.key_vault_key` when `crypto.key_wrapper = "key-vault"`). Never replaces an
+    /// existing key. Run it once before the first production start.
+    Init,
 }
 
 #[derive(Subcommand)]
@@ -414,10 +427,53 @@ fn manifest(settings: &Settings, command: ManifestCommand) -> ExitCode {
     }
 }
 
+/// `passkey admin keys init`: creates the data-encryption key, never over an existing one. It
+/// needs no database (it comes before the first start). Exit codes: 0 created, 1 a key is
+/// already there (kept), 2 the key could not be made or written (the wrapper or the directory).
+async fn keys_init(settings: &Settings) -> ExitCode {
+    use passkey::crypto::{CryptoError, LocalKeyFile};
+    let wrapper = match passkey::app::key_wrapper(settings) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("passkey: admin keys init: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let wrapped_by = wrapper.wrapper_id();
+    let file = LocalKeyFile::new(&settings.data_dir, wrapper);
+    match file.create().await {
+        Ok(key) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "created data-encryption key {} at {} (mode 0600, wrapped by {wrapped_by}); \
+                 back it up with the database: without it sealed phone numbers and \
+                 authenticator secrets cannot be opened",
+                key.key_id(),
+                file.path().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ CryptoError::KeyExists(_)) => {
+            eprintln!("passkey: admin keys init: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("passkey: admin keys init: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Runs an admin use case against the configured database. Exit codes: 0 done, 1 refused (the
 /// message says why; nothing was changed), 2 the database could not be used, 3 (`sync`) the vault
 /// could not be read.
 async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
+    if let AdminCommand::Keys {
+        command: KeysCommand::Init,
+    } = command
+    {
+        return keys_init(&settings).await;
+    }
     // A `kv:` database URL is resolved first (serve does this in App::build).
     let settings = match passkey::app::resolve_secrets(settings).await {
         Ok(s) => s,
@@ -503,6 +559,7 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
             .await
             .map(|c| c.render()),
         AdminCommand::Replay { .. }
+        | AdminCommand::Keys { .. }
         | AdminCommand::Sync
         | AdminCommand::Job { .. }
         | AdminCommand::Phone { .. }

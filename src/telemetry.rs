@@ -34,6 +34,7 @@ struct Patterns {
     bearer: Regex,
     jwt: Regex,
     hex64: Regex,
+    base64_run: Regex,
     secret_field: Regex,
 }
 
@@ -45,9 +46,16 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
         r#"(?i)(?:https?://[^\s"'<>]*?)?/(?:vault/share/?#|dev-vault/share/)[A-Za-z0-9_\-=]+[^\s"'<>]*"#,
     )
     .unwrap(),
-    bearer: Regex::new(r"(?i)\b(bearer)(\s+|%20)[A-Za-z0-9\-._~+/]+=*").unwrap(),
+    bearer: Regex::new(r"(?i)\b(bearer)(\s+|%20)(?P<value>[A-Za-z0-9\-._~+/]+=*)").unwrap(),
     jwt: Regex::new(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*").unwrap(),
-    hex64: Regex::new(r"\b[0-9a-fA-F]{64}\b").unwrap(),
+    // Long hex runs: issuance tokens (64), keys and digests (32 and up). Shorter hex (ids,
+    // status codes, a commit's short sha) stays readable; so does a run without both digits
+    // and letters.
+    hex64: Regex::new(r"\b[0-9a-fA-F]{32,}\b").unwrap(),
+    // Long base64 / base64url runs (keys, client secrets, opaque tokens). Only runs that mix
+    // upper case, lower case and digits are redacted (see `looks_random`), so words, paths,
+    // UUIDs and snake_case names survive.
+    base64_run: Regex::new(r"(?:^|[^A-Za-z0-9+/_\-])(?P<value>[A-Za-z0-9+/_\-]{32,}={0,2})").unwrap(),
     // key=value, key: value, "key":"value", key="value" where the key names a secret.
     secret_field: Regex::new(
         r#"(?i)(?P<key>(?:\\?")?[A-Za-z0-9_.\-]*(?:otp|code|token|password|passwd|secret|api[_-]?key|client[_-]?key|private[_-]?key)[A-Za-z0-9_.\-]*(?:\\?")?)(?P<sep>\s*[=:]\s*)(?P<value>\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&}\])]+)"#,
@@ -75,6 +83,40 @@ fn is_error_class(bare_key: &str, value: &str) -> bool {
             .is_match(value.trim_matches(|ch| ch == '"' || ch == '\\' || ch == '\''))
 }
 
+/// Keys whose secret value is always machine-made (a token, a one-time code), written as a
+/// single prose word (`invalid token: expired`, `Status code: 503 Service Unavailable`). After
+/// such a key a plain lower-case word, or a number of at most three digits (an HTTP status or
+/// exit code; a one-time code has six), is the sentence going on, not a secret, and is kept.
+/// Keys naming something a person chooses (`password`, `secret`) are always redacted.
+const PROSE_KEYS: &[&str] = &["token", "code", "otp"];
+
+/// Whether `value` after the prose key `bare_key` is the sentence's next word rather than a secret.
+fn is_prose_after(bare_key: &str, value: &str) -> bool {
+    if !PROSE_KEYS.contains(&bare_key) {
+        return false;
+    }
+    let v = value.trim_matches(|ch| ch == '"' || ch == '\\' || ch == '\'');
+    let plain_word = (1..=12).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_lowercase());
+    let short_number =
+        bare_key != "otp" && (1..=3).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
+    plain_word || short_number
+}
+
+/// Whether a bearer credential is a real one and not the sentence's next word
+/// (`no bearer token`, `bearer auth`): a credential mixes in digits or symbols, or is long.
+fn is_bearer_credential(value: &str) -> bool {
+    let word = value.trim_end_matches(['.', ',']);
+    !(word.len() < 16 && word.bytes().all(|b| b.is_ascii_alphabetic()))
+}
+
+/// Whether a long base64-alphabet run looks machine-made: it mixes upper case, lower case and
+/// digits. Names (`PASSKEY_OTP__TWILIO_AUTH_TOKEN`), paths and lower-case ids do not.
+fn looks_random(run: &str) -> bool {
+    run.bytes().any(|b| b.is_ascii_uppercase())
+        && run.bytes().any(|b| b.is_ascii_lowercase())
+        && run.bytes().any(|b| b.is_ascii_digit())
+}
+
 /// Field names that look secret but carry only harmless numbers or versions.
 const HARMLESS_KEYS: &[&str] = &[
     "status_code",
@@ -96,7 +138,14 @@ pub fn redact(line: &str) -> Cow<'_, str> {
         );
     }
     if p.bearer.is_match(&out) {
-        out = Cow::Owned(p.bearer.replace_all(&out, "$1$2[REDACTED]").into_owned());
+        let replaced = p.bearer.replace_all(&out, |c: &Captures| {
+            if is_bearer_credential(&c["value"]) {
+                format!("{}{}{REDACTED}", &c[1], &c[2])
+            } else {
+                c[0].to_string()
+            }
+        });
+        out = Cow::Owned(replaced.into_owned());
     }
     if p.jwt.is_match(&out) {
         out = Cow::Owned(p.jwt.replace_all(&out, REDACTED).into_owned());
@@ -110,6 +159,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
             let value = &c["value"];
             if HARMLESS_KEYS.contains(&bare.as_str())
                 || is_error_class(&bare, value)
+                || is_prose_after(&bare, value)
                 || value.trim_matches(|ch| ch == '"' || ch == '\\') == REDACTED
             {
                 c[0].to_string()
@@ -126,7 +176,31 @@ pub fn redact(line: &str) -> Cow<'_, str> {
         out = Cow::Owned(replaced.into_owned());
     }
     if p.hex64.is_match(&out) {
-        out = Cow::Owned(p.hex64.replace_all(&out, REDACTED).into_owned());
+        // A machine-made hex value mixes digits and letters; a run of one kind (`AAAA…`, a
+        // long number) is text.
+        let replaced = p.hex64.replace_all(&out, |c: &Captures| {
+            let run = &c[0];
+            if run.bytes().any(|b| b.is_ascii_digit())
+                && run.bytes().any(|b| b.is_ascii_alphabetic())
+            {
+                REDACTED.to_string()
+            } else {
+                run.to_string()
+            }
+        });
+        out = Cow::Owned(replaced.into_owned());
+    }
+    if p.base64_run.is_match(&out) {
+        let replaced = p.base64_run.replace_all(&out, |c: &Captures| {
+            let whole = &c[0];
+            let run = &c["value"];
+            if looks_random(run) {
+                format!("{}{REDACTED}", &whole[..whole.len() - run.len()])
+            } else {
+                whole.to_string()
+            }
+        });
+        out = Cow::Owned(replaced.into_owned());
     }
     out
 }
@@ -550,6 +624,56 @@ mod tests {
             span,
             "the request span's own redaction is left alone"
         );
+    }
+
+    /// Lines the app and its dependencies really write, as they write them: the useful words
+    /// survive, the secrets in them do not (#21.7).
+    #[test]
+    fn real_lines_keep_their_words_and_lose_their_secrets() {
+        use tower_http::classify::ServerErrorsFailureClass;
+        let unavailable =
+            ServerErrorsFailureClass::StatusCode(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let b64_key = "q3Vx9ZtR2mK8pL4wN7yB1cD6fG0hJ5aS+eT/uI2oP9vX=";
+        for format in ["pretty", "json"] {
+            let out = capture(format, || {
+                // src/bot/mod.rs, a channel request without an Authorization header.
+                tracing::warn!(reason = "no bearer token", "channel token refused");
+                // tower-http's trace layer on a 503 answer.
+                tracing::error!(classification = %unavailable, latency = "3 ms", "response failed");
+                // An auth error quoting the refused token.
+                tracing::warn!(error = %format!("invalid token: expired; sent Bearer {JWT}"), "refused");
+                tracing::warn!(error = %format!("Authorization: Bearer {b64_key}"), "opaque token");
+                tracing::warn!(detail = %format!("key {b64_key} rejected, digest {}", &TOKEN[..40]), "keys");
+                tracing::warn!(error = "otp: 493817", "otp in prose");
+                tracing::info!(
+                    path = "/api/messages",
+                    user = "0f8fad5b-d9cb-469f-a165-70867728950e",
+                    setting = "PASSKEY_OTP__TWILIO_AUTH_TOKEN",
+                    "names and ids"
+                );
+            });
+            for kept in [
+                "no bearer token",
+                "Status code: 503 Service Unavailable",
+                "invalid token: expired",
+                "/api/messages",
+                "0f8fad5b-d9cb-469f-a165-70867728950e",
+                "PASSKEY_OTP__TWILIO_AUTH_TOKEN",
+                "rejected, digest",
+            ] {
+                assert!(out.contains(kept), "{format}: `{kept}` was lost:\n{out}");
+            }
+            for secret in [
+                JWT,
+                b64_key,
+                "q3Vx9ZtR2mK8pL4wN7yB1cD6fG0hJ5aS",
+                &TOKEN[..40],
+                "493817",
+            ] {
+                assert!(!out.contains(secret), "{format}: `{secret}` leaked:\n{out}");
+            }
+            assert!(!out.contains("[REDACTED] Service"), "{format}:\n{out}");
+        }
     }
 
     #[test]

@@ -429,3 +429,35 @@ async fn the_audit_trail_signed_in_key_vault_verifies_across_a_rotation(db: comm
 }
 
 on_both_databases!(the_audit_trail_signed_in_key_vault_verifies_across_a_rotation);
+
+/// `passkey admin keys init` with `crypto.key_wrapper = "key-vault"`: the file holds the key
+/// wrapped by the Key Vault key (never the key itself), a second init is refused and changes
+/// nothing, and a start unwraps the same key (#21.5).
+#[tokio::test]
+async fn keys_init_writes_a_key_vault_wrapped_key_once() {
+    use passkey::crypto::{CryptoError, LocalKeyFile};
+    let vault = Arc::new(FakeKeyVault::new(VAULT));
+    vault.create_key("dek-wrap");
+    let dir = tempfile::tempdir().unwrap();
+    let file = || {
+        LocalKeyFile::new(
+            dir.path(),
+            Box::new(KeyVaultWrapper::new(vault.clone(), "dek-wrap")),
+        )
+    };
+    let created = file().create().await.unwrap();
+    let written = std::fs::read_to_string(file().path()).unwrap();
+    assert!(
+        written.contains(&format!("azure-keyvault:{VAULT}/keys/dek-wrap")),
+        "{written}"
+    );
+    assert!(matches!(
+        file().create().await,
+        Err(CryptoError::KeyExists(_))
+    ));
+    assert_eq!(std::fs::read_to_string(file().path()).unwrap(), written);
+    let loaded = file().load(false).await.unwrap();
+    assert_eq!(loaded.key_id(), created.key_id());
+    let sealed = created.seal("phone:user:1", b"+14255550101").unwrap();
+    assert_eq!(loaded.open("phone:user:1", &sealed).unwrap(), b"+14255550101");
+}

@@ -659,3 +659,154 @@ fn audit_export_to_an_unwritable_place_records_nothing() {
         .count();
     assert_eq!(exported, 1);
 }
+
+/// A complete production configuration on loopback fakes that are never called before the first
+/// request (Twilio, Entra, Commander), for start-up tests.
+fn production_env(dir: &Path) -> Vec<(String, String)> {
+    [
+        ("PASSKEY_PROFILE", "production"),
+        ("PASSKEY_BIND", "127.0.0.1:0"),
+        ("PASSKEY_PUBLIC_URL", "https://passkey.contoso.example"),
+        (
+            "PASSKEY_BOT__APP_ID",
+            "6a0f3c52-94b1-4e7d-8c2a-1b5e9f0d7a34",
+        ),
+        ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+        ("PASSKEY_BOT__ALLOWED_TENANTS", "tenant-1"),
+        ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+        ("PASSKEY_OTP__SMS_PROVIDER", "twilio"),
+        (
+            "PASSKEY_OTP__TWILIO_ACCOUNT_SID",
+            "AC0123456789abcdef0123456789abcdef",
+        ),
+        ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "twilio-auth-token-value"),
+        ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
+        (
+            "PASSKEY_WEB__OIDC__CLIENT_ID",
+            "3c1a9e77-2b4d-4f60-8e1a-6d5c4b3a2f10",
+        ),
+        ("PASSKEY_WEB__OIDC__CLIENT_SECRET", "web-secret"),
+        ("PASSKEY_WEB__OIDC__TENANT_ID", "tenant-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        "PASSKEY_VAULT__COMMANDER_CONFIG_PATH".to_string(),
+        dir.join("keeper.json").display().to_string(),
+    )])
+    .collect()
+}
+
+/// One refusal lists everything to fix: a production start with an incomplete configuration and
+/// no data-encryption key names both, and says which command makes the key (#21.5).
+#[test]
+fn a_production_refusal_lists_the_missing_data_key_with_the_configuration_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = passkey_with_env(
+        dir.path(),
+        &["serve"],
+        &[("PASSKEY_PROFILE".to_string(), "production".to_string())],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bot.app_id"), "{err}");
+    assert!(err.contains("no data-encryption key at"), "{err}");
+    assert!(err.contains("passkey admin keys init"), "{err}");
+    assert_eq!(
+        err.matches("refusing to start").count(),
+        1,
+        "one refusal: {err}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+/// `passkey admin keys init` makes the production key once, privately, says where; refuses to
+/// replace it; and production starts after it, its banner naming the profile and public_url.
+#[cfg(unix)]
+#[test]
+fn keys_init_creates_the_production_key_once_and_start_up_passes_after_it() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keeper.json"), "{}").unwrap();
+    let env = production_env(dir.path());
+    let key_file = dir
+        .path()
+        .join("data")
+        .join(passkey::crypto::LOCAL_KEY_FILE);
+
+    let refused = passkey_with_env(dir.path(), &["serve"], &env);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("passkey admin keys init"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let out = passkey_with_env(dir.path(), &["admin", "keys", "init"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&key_file.display().to_string()) && said.contains("dek-"),
+        "says where it wrote: {said}"
+    );
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let written = std::fs::read(&key_file).unwrap();
+    let key_b64 = String::from_utf8(written.clone())
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(!said.contains(&key_b64), "the key is never printed");
+
+    let again = passkey_with_env(dir.path(), &["admin", "keys", "init"], &env);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        written,
+        "the key is kept"
+    );
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_passkey"));
+    command.current_dir(dir.path()).arg("serve");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .env("PASSKEY_DATA_DIR", dir.path().join("data"))
+        .env("PASSKEY_LOG__FILTER", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let banner: Vec<String> = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(3)
+        .map(Result::unwrap)
+        .collect();
+    child.kill().unwrap();
+    let rest = child.wait_with_output().unwrap();
+    assert!(
+        banner.iter().any(|l| l.trim() == "profile: production"),
+        "{banner:?} {}",
+        text(&rest.stderr)
+    );
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.trim() == "public_url: https://passkey.contoso.example"),
+        "{banner:?}"
+    );
+}

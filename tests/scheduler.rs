@@ -623,3 +623,82 @@ async fn a_job_that_panics_is_restarted_reported_and_admins_alerted_once(db: Db)
     }
     server.stop().await;
 }
+
+/// A vault that answers every read with a provider outage.
+struct UnavailableVault;
+
+#[async_trait]
+impl VaultReader for UnavailableVault {
+    async fn shared_folders(&self) -> Result<Vec<SharedFolder>, VaultError> {
+        Err(VaultError::new(
+            ErrorClass::Transient,
+            "Keeper answered 503 Service Unavailable",
+            "Status code: 503 Service Unavailable",
+        ))
+    }
+    async fn records(&self) -> Result<Vec<RecordMeta>, VaultError> {
+        self.shared_folders().await.map(|_| vec![])
+    }
+    async fn record(&self, _: &str) -> Result<Option<RecordMeta>, VaultError> {
+        self.shared_folders().await.map(|_| None)
+    }
+}
+
+/// What the app logged while a test ran, through the real telemetry subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A failed job logs its error's own words, once, readable: not `Some("…")` with escaped
+// quotes, and not with the status words redacted (#21.7).
+on_both_databases!(a_failed_job_logs_its_error_in_plain_words);
+async fn a_failed_job_logs_its_error_in_plain_words(db: Db) {
+    let rig = Rig::new(&db).await;
+    for format in ["pretty", "json"] {
+        let log = LogCapture::default();
+        let settings = passkey::config::Settings::from_layers(
+            None,
+            &[("PASSKEY_LOG__FORMAT".to_string(), format.to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap();
+        let writer = log.clone();
+        let _guard = tracing::subscriber::set_default(passkey::telemetry::subscriber(
+            &settings,
+            move || writer.clone(),
+        ));
+        tracing::callsite::rebuild_interest_cache();
+        let scheduler = Scheduler::new(
+            rig.life.clone(),
+            rig.store.clone(),
+            rig.clock.clone(),
+            Arc::new(UnavailableVault),
+            Arc::new(NoRotationInfo),
+            rig.told.clone(),
+            "instance-a",
+        );
+        let run = scheduler.run(Job::VaultSync).await;
+        assert!(!run.ok);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("job run failed"))
+            .unwrap_or_else(|| panic!("{format}: no failure line:\n{text}"));
+        assert!(
+            line.contains("vault: Transient: Keeper answered 503 Service Unavailable"),
+            "{format}: the error's words:\n{line}"
+        );
+        assert!(!line.contains("Some("), "{format}: {line}");
+        assert!(!line.contains("[REDACTED]"), "{format}: {line}");
+    }
+}

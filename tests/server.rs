@@ -79,6 +79,24 @@ async fn the_app_refuses_to_start_on_an_unmigrated_database() {
 }
 
 #[tokio::test]
+async fn the_browser_gets_an_icon_not_a_404() {
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_settings(dir.path(), &[]), db.store.clone()).await;
+    let r = reqwest::get(server.url("/favicon.ico")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let cache = r.headers()["cache-control"].to_str().unwrap().to_string();
+    assert!(
+        cache.contains("public") && cache.contains("max-age="),
+        "{cache}"
+    );
+    let body = r.bytes().await.unwrap();
+    assert!(body.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_paths_get_a_json_404_and_every_response_carries_a_request_id() {
     let db = fresh_sqlite().await;
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +182,7 @@ async fn cargo_run_defaults_serve_the_demo_database_on_loopback() {
     let stdout = child.stdout.take().unwrap();
     let banner: Vec<String> = BufReader::new(stdout)
         .lines()
-        .take(5)
+        .take(7)
         .map(Result::unwrap)
         .collect();
     let first = &banner[0];
@@ -180,6 +198,17 @@ async fn cargo_run_defaults_serve_the_demo_database_on_loopback() {
         "{banner:?}"
     );
     assert!(banner.iter().any(|l| l.contains("dev mode")), "{banner:?}");
+    // Which rules it runs under, and where people are sent (#21.5).
+    assert!(
+        banner.iter().any(|l| l.trim() == "profile: dev"),
+        "{banner:?}"
+    );
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.trim() == format!("public_url: http://{addr} (public_url unset)")),
+        "{banner:?}"
+    );
     assert!(
         banner
             .iter()
@@ -443,4 +472,38 @@ async fn every_file_in_the_data_directory_is_private() {
     for expected in ["passkey.db", "dev-vault.json", "data-encryption.key"] {
         assert!(seen.iter().any(|s| s == expected), "{expected} in {seen:?}");
     }
+}
+
+/// `doctor` shows each setting as the configuration spells it, so what an admin reads can be
+/// pasted back: `managed-identity`, not the Rust name lower-cased (#21.8).
+#[test]
+fn doctor_prints_settings_in_their_own_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = passkey_cmd(
+        dir.path(),
+        &["doctor"],
+        &[
+            ("PASSKEY_AZURE__CREDENTIAL", "managed-identity"),
+            ("PASSKEY_BOT__CONNECTOR_AUTH", "managed-identity"),
+            ("PASSKEY_VAULT__BACKEND", "stub"),
+            ("PASSKEY_LOG__FORMAT", "json"),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some(name)).then(|| words.collect::<Vec<_>>().join(" "))
+            })
+            .unwrap_or_else(|| panic!("no `{name}` line:\n{text}"))
+    };
+    assert_eq!(value("azure.credential"), "managed-identity", "{text}");
+    assert_eq!(value("bot.connector_auth"), "managed-identity", "{text}");
+    assert_eq!(value("vault.backend"), "stub", "{text}");
+    assert_eq!(value("log.format"), "json", "{text}");
+    assert_eq!(value("crypto.key_wrapper"), "local", "{text}");
+    assert!(!text.contains("managedidentity"), "{text}");
 }

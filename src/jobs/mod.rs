@@ -402,8 +402,9 @@ impl Scheduler {
         if let Err(e) = self.store.record_job_run(&run).await {
             tracing::warn!(job = job.name(), error = %e, "job run not recorded");
         }
-        if !run.ok {
-            tracing::warn!(job = job.name(), error = ?run.error, "job run failed");
+        if let Some(error) = run.error.as_deref() {
+            // The error's own words (`%`), not `Some("…")` around an escaped string.
+            tracing::warn!(job = job.name(), error = %error, "job run failed");
         }
         run
     }
