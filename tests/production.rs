@@ -448,14 +448,14 @@ fn find_action(card: &Value, title: &str) -> Option<Value> {
     }
 }
 
-/// The deployment's data directory with its data-encryption key provisioned, as an operator
-/// does before the first start (production never creates one by itself).
-async fn provision_data_key(data_dir: &Path) {
-    passkey::private_fs::create_dir(data_dir).unwrap();
-    passkey::crypto::LocalKeyFile::new(data_dir, Box::new(passkey::crypto::LocalWrapper))
-        .load(true)
-        .await
-        .expect("data-encryption key");
+/// `passkey admin keys init`, as an operator runs it before the first start (production never
+/// creates the data-encryption key by itself).
+fn init_data_key(dir: &Path, env: &BTreeMap<String, String>, ca_file: &Path) {
+    let (code, stdout, stderr) = run(passkey(dir, env, ca_file).args(["admin", "keys", "init"]));
+    assert_eq!(
+        code, 0,
+        "admin keys init\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }
 
 /// Fails loudly on a machine without an outside address: production sends the Connector token
@@ -473,8 +473,8 @@ async fn production_refuses_to_start_without_commander_naming_the_setting() {
     let world = World::start(outside_or_fail()).await;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    provision_data_key(&data_dir).await;
     let mut env = world.settings(&data_dir, None);
+    init_data_key(dir.path(), &env, &world.ca.ca_file);
     env.remove("PASSKEY_VAULT__COMMANDER_URL");
     let (code, stdout, stderr) = run(passkey(dir.path(), &env, &world.ca.ca_file).arg("serve"));
     assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -508,7 +508,7 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
 
     // Day one: the schema, the data key, the vault's records from Commander alone.
     cli(&["migrate"]);
-    provision_data_key(&data_dir).await;
+    cli(&["admin", "keys", "init"]);
     let synced = cli(&["admin", "sync"]);
     assert!(synced.contains("1 discovered"), "{synced}");
     cli(&[
