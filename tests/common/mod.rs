@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod chat;
+pub mod fake_commander;
 pub mod fake_graph;
 pub mod fake_sharer;
 pub mod oidc;
