@@ -20,15 +20,18 @@
 //!
 //! Every https service sits behind `common::tls::TlsProxy`, a TLS-terminating relay whose
 //! certificate a throwaway CA made for this test issued; the binary trusts that CA through
-//! `SSL_CERT_FILE`. The database is Postgres when `PASSKEY_TEST_DATABASE_URL` is set (a fresh
-//! database), else a SQLite file the binary creates. The test talks to the app's bind address
-//! over plain http as a TLS-terminating front end would, while `public_url` is https; it keeps
-//! the `__Host-` cookies by hand.
+//! `SSL_CERT_FILE`. The day-one steps are the operator's commands, each a run of the binary:
+//! `migrate`, `admin keys init`, `admin sync` (records from Commander alone), `admin authority
+//! grant` (the folder's owner approves, by email), then `serve`. The journey runs on a SQLite file
+//! the binary creates and on a fresh Postgres database (skipped with a note when Postgres is
+//! unreachable, a failure under CI). The test talks to the app's bind address over plain http, as
+//! a TLS-terminating front end would, while `public_url` is https; it keeps the `__Host-` cookies
+//! by hand.
 
 mod common;
 
 use common::channel::{APP_ID, FakeConnector, Issuer, TENANT, sign, teams_member};
-use common::fake_commander::{self, FakeCommander, Folder, Record};
+use common::fake_commander::{FakeCommander, FakeFolder, FakeMember, FakeRecord};
 use common::fake_twilio::{self, FakeTwilio};
 use common::oidc::{self, FakeEntra};
 use common::tls::{TestCa, TlsProxy, outside_address, socket_of};
@@ -127,23 +130,26 @@ impl World {
             ..Default::default()
         });
 
-        let commander = FakeCommander::start(
-            vec![Folder {
-                uid: FOLDER_UID.into(),
-                name: "Payroll".into(),
-                users: vec![
-                    (OLIVIA.email.into(), true, true, true),
-                    (RAFAEL.email.into(), false, true, false),
-                ],
-            }],
-            vec![Record {
-                uid: RECORD_UID.into(),
-                title: RECORD.into(),
-                record_type: "databaseCredentials".into(),
-                folder_uid: FOLDER_UID.into(),
-            }],
-        )
-        .await;
+        let commander = FakeCommander::start_empty().await;
+        commander.set_records(vec![FakeRecord::new(
+            RECORD_UID,
+            "databaseCredentials",
+            RECORD,
+            "svc-payroll @ payroll-db.contoso.example",
+        )]);
+        commander.set_folders(vec![FakeFolder {
+            uid: FOLDER_UID.into(),
+            name: "Payroll".into(),
+            members: vec![
+                FakeMember::owner(OLIVIA.email),
+                // May edit records: Passkey's EDITOR, who may request.
+                FakeMember {
+                    manage_records: true,
+                    ..FakeMember::viewer(RAFAEL.email)
+                },
+            ],
+            records: vec![RECORD_UID.into()],
+        }]);
 
         let twilio = FakeTwilio::start().await;
         let twilio_tls = TlsProxy::start(&ca, loopback, socket_of(&twilio.base)).await;
@@ -193,10 +199,10 @@ impl World {
             ),
             ("PASSKEY_BOT__CONNECTOR_HOSTS", outside_host),
             ("PASSKEY_VAULT__BACKEND", "commander-service".into()),
-            ("PASSKEY_VAULT__COMMANDER_URL", self.commander.base.clone()),
+            ("PASSKEY_VAULT__COMMANDER_URL", self.commander.url.clone()),
             (
                 "PASSKEY_VAULT__COMMANDER_API_KEY",
-                fake_commander::API_KEY.into(),
+                self.commander.api_key.clone(),
             ),
             ("PASSKEY_OTP__SMS_PROVIDER", "twilio".into()),
             ("PASSKEY_OTP__TWILIO_BASE_URL", self.twilio_https.clone()),
@@ -487,7 +493,7 @@ async fn production_refuses_to_start_without_commander_naming_the_setting() {
         "it did not start serving: {stdout}"
     );
     assert!(
-        !stderr.contains(fake_commander::API_KEY) && !stderr.contains(APP_PASSWORD),
+        !stderr.contains(&world.commander.api_key) && !stderr.contains(APP_PASSWORD),
         "{stderr}"
     );
 }
@@ -632,30 +638,36 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
         "no code is texted for a MEDIUM record: {:#}",
         exchanged.1
     );
-    let created = world.commander.created();
-    assert_eq!(created.len(), 1, "one share at Commander: {created:?}");
+    let share_url = exchanged.1["share_url"].as_str().unwrap().to_string();
+    let live = world.commander.live_shares();
+    assert_eq!(live.len(), 1, "one share at Commander: {live:?}");
     assert_eq!(
-        exchanged.1["share_url"], created[0].url,
-        "Rafael sees the one-time link Commander printed"
+        passkey::vault::share_id_from_url(&share_url).as_deref(),
+        Some(live[0].share_id.as_str()),
+        "Rafael sees the one-time link Commander printed: {share_url}"
     );
-    assert_eq!(created[0].record_uid, RECORD_UID);
+    assert_eq!(live[0].record_uid, RECORD_UID);
 
     // Rafael is done: the share is removed at Commander.
     let released = teams.say(RAFAEL, &format!("release {request_id}")).await;
     assert!(released.contains("links were removed"), "{released}");
     for _ in 0..200 {
-        if !world.commander.removed().is_empty() {
+        if world.commander.live_shares().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(
-        world.commander.removed(),
-        vec![created[0].share_id.clone()],
-        "log:\n{}",
+    assert!(
+        world.commander.live_shares().is_empty(),
+        "the share is gone at Commander; log:\n{}",
         served.log()
     );
-    assert!(world.commander.live_shares().is_empty());
+    let removal = format!("one-time-share remove -- {RECORD_UID} {}", live[0].share_id);
+    assert!(
+        world.commander.commands().contains(&removal),
+        "removed by its id: {:?}",
+        world.commander.commands()
+    );
 
     // Every call to the Connector (messages, cards, member lookups) carried the token the app
     // password bought at the token endpoint, over TLS.
@@ -688,9 +700,9 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
     }
     let log = served.log();
     for secret in [
-        created[0].url.as_str(),
+        share_url.as_str(),
         APP_PASSWORD,
-        fake_commander::API_KEY,
+        world.commander.api_key.as_str(),
         oidc::CLIENT_SECRET,
         fake_twilio::AUTH_TOKEN,
     ] {

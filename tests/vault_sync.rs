@@ -627,3 +627,324 @@ async fn rotation_check_flags_each_due_time_once(db: Db) {
         .unwrap();
     assert_eq!(none, RotationReport::default());
 }
+
+// ---------------------------------------------------------------------------------------------
+// #21.1: a Commander-only deployment (no KSM) brings its records in. The real app is assembled
+// from settings, and the scheduler's vault-sync job runs against the fake service
+// (tests/common/fake_commander.rs) and the fake `keeper` CLI.
+
+use common::fake_commander::{
+    DB_FOLDER, DB_PROD, FakeCommander, FakeRecord, LOGIN_NAME, WEB_ADMIN, WEB_FOLDER, WIKI,
+};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// Logs of this thread, everything down to TRACE, without the redaction layer.
+fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(capture.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    (capture, guard)
+}
+
+/// The app as a deployment would assemble it from `vault` settings (no `vault.ksm_config`).
+async fn commander_app(db: &Db, dir: &Path, vault: &[(&str, &str)]) -> passkey::app::App {
+    let settings = common::test_settings(dir, vault);
+    assert!(settings.vault.ksm_config.is_none());
+    passkey::app::App::with_store(settings, db.store.clone(), Arc::new(ManualClock::new(t0())))
+        .await
+        .unwrap()
+}
+
+async fn run_vault_sync(app: &passkey::app::App) -> serde_json::Value {
+    let run = app
+        .scheduler("test")
+        .run(passkey::jobs::Job::VaultSync)
+        .await;
+    assert!(run.ok, "vault-sync failed: {:?}", run.error);
+    run.counts
+}
+
+/// (vault uid, title, type, folder uid) of every live record.
+async fn catalogue(s: &dyn Store) -> Vec<(String, String, String, Option<String>)> {
+    let folders: std::collections::HashMap<i64, String> = s
+        .list_folders()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.id, f.vault_uid))
+        .collect();
+    let mut rows: Vec<_> = s
+        .list_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.sync_status != SyncStatus::Orphaned)
+        .map(|r| {
+            (
+                r.vault_uid,
+                r.title,
+                r.record_type,
+                r.folder_id.and_then(|id| folders.get(&id).cloned()),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Nothing Passkey wrote — records, audit events, job runs, logs — holds the login name that
+/// Commander's `list` printed in `description`.
+async fn assert_login_name_kept_nowhere(s: &dyn Store, logs: &Capture) {
+    let written = format!(
+        "{:?} {:?} {:?}",
+        s.list_records().await.unwrap(),
+        s.audit_events_after(0, 10_000).await.unwrap(),
+        s.last_job_runs().await.unwrap()
+    );
+    assert!(!written.contains(LOGIN_NAME), "the login name was stored");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("listed records from Commander"),
+        "the logs were captured"
+    );
+    assert!(!logs.contains(LOGIN_NAME), "the login name was logged");
+}
+
+fn row(
+    uid: &str,
+    title: &str,
+    kind: &str,
+    folder: Option<&str>,
+) -> (String, String, String, Option<String>) {
+    (
+        uid.into(),
+        title.into(),
+        kind.into(),
+        folder.map(str::to_string),
+    )
+}
+
+async fn audit_count(s: &dyn Store, action: &str) -> usize {
+    s.audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == action)
+        .count()
+}
+
+on_both_databases!(
+    commander_service_alone_syncs_records_folders_and_acls,
+    commander_cli_alone_syncs_records_folders_and_acls
+);
+
+async fn commander_service_alone_syncs_records_folders_and_acls(db: Db) {
+    let s = db.store.as_ref();
+    let (logs, _guard) = capture_logs();
+    let commander = FakeCommander::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = commander_app(
+        &db,
+        dir.path(),
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ("PASSKEY_VAULT__COMMANDER_URL", &commander.url),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", &commander.api_key),
+        ],
+    )
+    .await;
+
+    let counts = run_vault_sync(&app).await;
+    assert_eq!(
+        (
+            &counts["folders"],
+            &counts["discovered"],
+            &counts["acl_changes"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(3),
+            &serde_json::json!(2)
+        ),
+        "{counts}"
+    );
+    assert_eq!(
+        catalogue(s).await,
+        vec![
+            row(WIKI, "Team wiki", "login", None),
+            row(WEB_ADMIN, "web-admin", "pamMachine", Some(WEB_FOLDER)),
+            row(DB_PROD, "db-prod", "databaseCredentials", Some(DB_FOLDER)),
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    let r = |t: &str, p: &str, l: &str| (t.to_string(), p.to_string(), l.to_string());
+    assert_eq!(
+        acl_of(s, DB_FOLDER).await,
+        vec![
+            r("TEAM", "DBA", "EDITOR"),
+            r("USER", "alice@contoso.example", "OWNER"),
+            r("USER", "bob@contoso.example", "MANAGER"),
+            r("USER", "carol@contoso.example", "VIEWER"),
+        ]
+    );
+    assert_eq!(
+        acl_of(s, WEB_FOLDER).await,
+        vec![r("USER", "erin@contoso.example", "OWNER")]
+    );
+    assert!(
+        commander
+            .commands()
+            .contains(&"list --format json --verbose".to_string()),
+        "{:?}",
+        commander.commands()
+    );
+    assert!(
+        commander.got_non_folders().is_empty(),
+        "get is only ever pointed at shared folders"
+    );
+
+    // Nothing changed: nothing written, and no rotation is invented without a revision.
+    let again = run_vault_sync(&app).await;
+    for key in [
+        "discovered",
+        "rotated",
+        "updated",
+        "orphaned",
+        "acl_changes",
+    ] {
+        assert_eq!(again[key], 0, "{key}: {again}");
+    }
+
+    // A renamed record is updated (not rotated); a record gone from `list` is orphaned once the
+    // second look misses it too.
+    commander.set_records(vec![
+        FakeRecord::new(
+            DB_PROD,
+            "databaseCredentials",
+            "db-prod-eu",
+            "svc-pg-admin-7731",
+        ),
+        FakeRecord::new(WEB_ADMIN, "pamMachine", "web-admin", "root"),
+    ]);
+    let third = run_vault_sync(&app).await;
+    assert_eq!(
+        (&third["updated"], &third["rotated"], &third["orphaned"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(0),
+            &serde_json::json!(1)
+        ),
+        "{third}"
+    );
+    assert_eq!(audit_count(s, "CREDENTIAL_ROTATED").await, 0);
+    assert_eq!(audit_count(s, "RECORD_ORPHANED").await, 1);
+    assert_login_name_kept_nowhere(s, &logs).await;
+}
+
+async fn commander_cli_alone_syncs_records_folders_and_acls(db: Db) {
+    let s = db.store.as_ref();
+    let (logs, _guard) = capture_logs();
+    let keeper = FakeKeeper::new("ok", "{}");
+    let binary = keeper.dir.path().join("keeper");
+    let config = keeper.dir.path().join("keeper-config.json");
+    let app = commander_app(
+        &db,
+        keeper.dir.path(),
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+            ("PASSKEY_VAULT__COMMANDER_BINARY", binary.to_str().unwrap()),
+            (
+                "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+                config.to_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+
+    let counts = run_vault_sync(&app).await;
+    assert_eq!(counts["discovered"], 3, "{counts}");
+    // PAM records come in (`--verbose`), whole titles too; application and file records do not.
+    // `web-admin` sits in both shared folders: the smaller folder uid governs it.
+    let mut want = vec![
+        row(
+            "dbPr0dPostgres00000001",
+            "db-prod",
+            "databaseCredentials",
+            Some(SF_DATABASES),
+        ),
+        row(
+            "WebAdmin00000000000002",
+            "web-admin",
+            "pamMachine",
+            Some(SF_DATABASES),
+        ),
+        row(
+            "Wiki000000000000000003",
+            "Team wiki with a title longer than forty characters, whole",
+            "login",
+            None,
+        ),
+    ];
+    want.sort();
+    assert_eq!(catalogue(s).await, want);
+    assert_eq!(acl_of(s, SF_DATABASES).await.len(), 6);
+    assert_eq!(
+        acl_of(s, SF_WEB).await,
+        vec![(
+            "USER".to_string(),
+            "erin@contoso.example".to_string(),
+            "OWNER".to_string()
+        )]
+    );
+    let commands = keeper.commands();
+    assert!(
+        commands.contains(&"list --format json --verbose".to_string()),
+        "{commands:?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .filter(|c| c.starts_with("get "))
+            .all(|c| c.contains(SF_DATABASES) || c.contains(SF_WEB)),
+        "get only on shared folders: {commands:?}"
+    );
+
+    let again = run_vault_sync(&app).await;
+    for key in [
+        "discovered",
+        "rotated",
+        "updated",
+        "orphaned",
+        "acl_changes",
+    ] {
+        assert_eq!(again[key], 0, "{key}: {again}");
+    }
+    assert_login_name_kept_nowhere(s, &logs).await;
+}
