@@ -483,3 +483,73 @@ on_both_databases!(
     a_failing_lookup_keeps_what_people_had_and_is_retried_later,
     graph_is_asked_first_and_the_connector_when_graph_fails,
 );
+
+/// With an app id (a real channel), the member lookup goes to the activity's verified Connector
+/// with the bot's Connector token, like every other Connector call.
+#[tokio::test]
+async fn the_member_lookup_carries_the_connector_token() {
+    use common::channel::{APP_ID, CONNECTOR_TOKEN, Issuer, message, sign};
+    let issuer = Issuer::start().await;
+    let db = common::fresh_sqlite().await;
+    let db = Db {
+        store: db.store.clone(),
+        raw: db.store.clone(),
+        engine: "sqlite",
+    };
+    let metadata = issuer.bf_metadata_url();
+    let authority = issuer.oauth_authority();
+    let entra = issuer.entra_metadata_template();
+    let teams = Teams::start_with(
+        &db,
+        &[FRANK_MAIL],
+        None,
+        &[
+            ("PASSKEY_BOT__APP_ID", APP_ID),
+            ("PASSKEY_BOT__APP_PASSWORD", "test-app-password"),
+            ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
+            ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
+            ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
+        ],
+    )
+    .await;
+    teams.directory_says(FRANK, FRANK_MAIL, FRANK_UPN);
+    let now = {
+        use passkey::domain::Clock;
+        teams.server.clock.now().unix_seconds()
+    };
+    let token = sign(
+        "channel-a",
+        "kid-a",
+        &json!({
+            "iss": "https://api.botframework.com",
+            "aud": APP_ID,
+            "exp": now + 3600,
+            "nbf": now - 60,
+            "serviceurl": teams.connector.service_url,
+        }),
+    );
+    let mut activity = message(&teams.connector.service_url, "t-1", GRAFANA);
+    activity["from"] = json!({"id": FRANK.0, "name": FRANK.1, "aadObjectId": FRANK.2});
+    activity["conversation"]["id"] = json!("a:1frank-personal");
+    let r = teams
+        .client
+        .post(teams.server.url("/api/messages"))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let lookups = teams.connector.member_calls();
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(
+        lookups[0].path,
+        "/connector/v3/conversations/a:1frank-personal/members/29:1frank"
+    );
+    assert_eq!(
+        lookups[0].authorization.as_deref(),
+        Some(format!("Bearer {CONNECTOR_TOKEN}").as_str())
+    );
+    assert_eq!(teams.requests_of(FRANK.2).await, 1);
+}
