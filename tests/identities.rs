@@ -361,8 +361,9 @@ async fn answers_about_someone_else_or_another_tenant_are_ignored(db: Db) {
     assert!(teams.profile_events().await.is_empty());
 }
 
-/// A failing lookup (403, 404, 500) still answers the turn, grants nothing new, keeps what the
-/// person had, is not repeated on the next turns, and is retried after the retry window.
+/// A failing lookup (403, 404, 429, 500, or no answer at all) still answers the turn, grants
+/// nothing new, keeps what the person had, is not repeated on the next turns, and is retried
+/// after the retry window.
 async fn a_failing_lookup_keeps_what_people_had_and_is_retried_later(db: Db) {
     const ALICE: (&str, &str, &str) = (
         "29:1alice",
@@ -370,7 +371,8 @@ async fn a_failing_lookup_keeps_what_people_had_and_is_retried_later(db: Db) {
         "a11ce000-0000-4000-8000-000000000001",
     );
     let teams = Teams::start(&db, FRANK_MAIL).await;
-    for status in [403u16, 404, 500] {
+    // 0: the Connector never answers (the lookup gives up after its timeout).
+    for status in [403u16, 404, 429, 500, 0] {
         teams.connector.fail_members(Some(status));
         let before = teams.lookups();
 
