@@ -555,3 +555,86 @@ async fn the_member_lookup_carries_the_connector_token() {
     );
     assert_eq!(teams.requests_of(FRANK.2).await, 1);
 }
+
+/// What the app logged while a test ran, through the real telemetry subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Mail and UPN are personal data: lookups are logged by user id and source, even at debug
+/// level, and the addresses never appear — not when found, changed, or refused.
+#[tokio::test]
+async fn looked_up_addresses_never_reach_the_log() {
+    let log = LogCapture::default();
+    let settings = passkey::config::Settings::from_layers(
+        None,
+        &[(
+            "PASSKEY_LOG__FILTER".to_string(),
+            "passkey=debug".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    )
+    .unwrap();
+    let writer = log.clone();
+    let _guard =
+        tracing::subscriber::set_default(passkey::telemetry::subscriber(&settings, move || {
+            writer.clone()
+        }));
+    // Callsites first seen by another test's thread may have cached "not interested".
+    tracing::callsite::rebuild_interest_cache();
+    let db = common::fresh_sqlite().await;
+    let db = Db {
+        store: db.store.clone(),
+        raw: db.store.clone(),
+        engine: "sqlite",
+    };
+    let teams = Teams::start(&db, FRANK_MAIL).await;
+    teams.directory_says(FRANK, FRANK_MAIL, FRANK_UPN);
+    teams.say(FRANK, GRAFANA).await;
+    teams.later(time::Duration::hours(25));
+    teams.directory_says(
+        FRANK,
+        "frank.renamed@contoso.example",
+        "frank.renamed@contoso.example",
+    );
+    teams.say(FRANK, "help").await;
+    teams.later(time::Duration::hours(25));
+    teams.connector.set_member(
+        FRANK.0,
+        teams_member(
+            FRANK.0,
+            FRANK.1,
+            FRANK.2,
+            "mallory@contoso.example",
+            FRANK_UPN,
+            OTHER_TENANT,
+        ),
+    );
+    teams.say(FRANK, "help").await;
+    assert_eq!(teams.lookups(), 3);
+
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).to_lowercase();
+    assert!(
+        text.contains("addresses looked up"),
+        "the lookups are logged: {text}"
+    );
+    assert!(text.contains("directory answer ignored"), "{text}");
+    for address in [
+        FRANK_MAIL,
+        FRANK_UPN,
+        "frank.renamed@contoso.example",
+        "mallory@contoso.example",
+    ] {
+        assert!(!text.contains(address), "{address} in the log: {text}");
+    }
+}
