@@ -361,8 +361,9 @@ async fn answers_about_someone_else_or_another_tenant_are_ignored(db: Db) {
     assert!(teams.profile_events().await.is_empty());
 }
 
-/// A failing lookup (403, 404, 500) still answers the turn, grants nothing new, keeps what the
-/// person had, is not repeated on the next turns, and is retried after the retry window.
+/// A failing lookup (403, 404, 429, 500, or no answer at all) still answers the turn, grants
+/// nothing new, keeps what the person had, is not repeated on the next turns, and is retried
+/// after the retry window.
 async fn a_failing_lookup_keeps_what_people_had_and_is_retried_later(db: Db) {
     const ALICE: (&str, &str, &str) = (
         "29:1alice",
@@ -370,7 +371,8 @@ async fn a_failing_lookup_keeps_what_people_had_and_is_retried_later(db: Db) {
         "a11ce000-0000-4000-8000-000000000001",
     );
     let teams = Teams::start(&db, FRANK_MAIL).await;
-    for status in [403u16, 404, 500] {
+    // 0: the Connector never answers (the lookup gives up after its timeout).
+    for status in [403u16, 404, 429, 500, 0] {
         teams.connector.fail_members(Some(status));
         let before = teams.lookups();
 
@@ -483,3 +485,156 @@ on_both_databases!(
     a_failing_lookup_keeps_what_people_had_and_is_retried_later,
     graph_is_asked_first_and_the_connector_when_graph_fails,
 );
+
+/// With an app id (a real channel), the member lookup goes to the activity's verified Connector
+/// with the bot's Connector token, like every other Connector call.
+#[tokio::test]
+async fn the_member_lookup_carries_the_connector_token() {
+    use common::channel::{APP_ID, CONNECTOR_TOKEN, Issuer, message, sign};
+    let issuer = Issuer::start().await;
+    let db = common::fresh_sqlite().await;
+    let db = Db {
+        store: db.store.clone(),
+        raw: db.store.clone(),
+        engine: "sqlite",
+    };
+    let metadata = issuer.bf_metadata_url();
+    let authority = issuer.oauth_authority();
+    let entra = issuer.entra_metadata_template();
+    let teams = Teams::start_with(
+        &db,
+        &[FRANK_MAIL],
+        None,
+        &[
+            ("PASSKEY_BOT__APP_ID", APP_ID),
+            ("PASSKEY_BOT__APP_PASSWORD", "test-app-password"),
+            ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
+            ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
+            ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
+            ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
+        ],
+    )
+    .await;
+    teams.directory_says(FRANK, FRANK_MAIL, FRANK_UPN);
+    let now = {
+        use passkey::domain::Clock;
+        teams.server.clock.now().unix_seconds()
+    };
+    let token = sign(
+        "channel-a",
+        "kid-a",
+        &json!({
+            "iss": "https://api.botframework.com",
+            "aud": APP_ID,
+            "exp": now + 3600,
+            "nbf": now - 60,
+            "serviceurl": teams.connector.service_url,
+        }),
+    );
+    let mut activity = message(&teams.connector.service_url, "t-1", GRAFANA);
+    activity["from"] = json!({"id": FRANK.0, "name": FRANK.1, "aadObjectId": FRANK.2});
+    activity["conversation"]["id"] = json!("a:1frank-personal");
+    let r = teams
+        .client
+        .post(teams.server.url("/api/messages"))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let lookups = teams.connector.member_calls();
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(
+        lookups[0].path,
+        "/connector/v3/conversations/a:1frank-personal/members/29:1frank"
+    );
+    assert_eq!(
+        lookups[0].authorization.as_deref(),
+        Some(format!("Bearer {CONNECTOR_TOKEN}").as_str())
+    );
+    assert_eq!(teams.requests_of(FRANK.2).await, 1);
+}
+
+/// What the app logged while a test ran, through the real telemetry subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Mail and UPN are personal data: lookups are logged by user id and source, even at debug
+/// level, and the addresses never appear — not when found, changed, or refused.
+#[tokio::test]
+async fn looked_up_addresses_never_reach_the_log() {
+    let log = LogCapture::default();
+    let settings = passkey::config::Settings::from_layers(
+        None,
+        &[(
+            "PASSKEY_LOG__FILTER".to_string(),
+            "passkey=debug".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    )
+    .unwrap();
+    let writer = log.clone();
+    let _guard =
+        tracing::subscriber::set_default(passkey::telemetry::subscriber(&settings, move || {
+            writer.clone()
+        }));
+    // Callsites first seen by another test's thread may have cached "not interested".
+    tracing::callsite::rebuild_interest_cache();
+    let db = common::fresh_sqlite().await;
+    let db = Db {
+        store: db.store.clone(),
+        raw: db.store.clone(),
+        engine: "sqlite",
+    };
+    let teams = Teams::start(&db, FRANK_MAIL).await;
+    teams.directory_says(FRANK, FRANK_MAIL, FRANK_UPN);
+    teams.say(FRANK, GRAFANA).await;
+    teams.later(time::Duration::hours(25));
+    teams.directory_says(
+        FRANK,
+        "frank.renamed@contoso.example",
+        "frank.renamed@contoso.example",
+    );
+    teams.say(FRANK, "help").await;
+    teams.later(time::Duration::hours(25));
+    teams.connector.set_member(
+        FRANK.0,
+        teams_member(
+            FRANK.0,
+            FRANK.1,
+            FRANK.2,
+            "mallory@contoso.example",
+            FRANK_UPN,
+            OTHER_TENANT,
+        ),
+    );
+    teams.say(FRANK, "help").await;
+    assert_eq!(teams.lookups(), 3);
+
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).to_lowercase();
+    assert!(
+        text.contains("addresses looked up"),
+        "the lookups are logged: {text}"
+    );
+    assert!(text.contains("directory answer ignored"), "{text}");
+    for address in [
+        FRANK_MAIL,
+        FRANK_UPN,
+        "frank.renamed@contoso.example",
+        "mallory@contoso.example",
+    ] {
+        assert!(!text.contains(address), "{address} in the log: {text}");
+    }
+}

@@ -629,9 +629,10 @@ impl HttpConnector {
     }
 
     const TIMEOUT: Duration = Duration::from_secs(15);
-    /// A member lookup runs inside a turn and only improves on what is stored: it gets one retry
-    /// and a short timeout, so a slow Connector delays the answer by seconds, not a minute.
-    const LOOKUP_ATTEMPTS: u32 = 2;
+    /// A member lookup runs inside a turn and only improves on what is stored: one attempt (a
+    /// later turn retries) with a short timeout, so a slow Connector delays the answer by
+    /// seconds, not a minute.
+    const LOOKUP_ATTEMPTS: u32 = 1;
     const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
     async fn call_with(

@@ -216,7 +216,7 @@ pub struct ConnectorState {
     pub members: Mutex<HashMap<String, Value>>,
     /// Every member lookup, apart from `calls` (so counts of messages are not disturbed).
     pub member_calls: Mutex<Vec<ConnectorCall>>,
-    /// Member lookups answer this status (and an error body) while set.
+    /// Member lookups answer this status (and an error body) while set; 0 means never answer.
     pub members_failing: Mutex<Option<u16>>,
 }
 
@@ -288,7 +288,8 @@ impl FakeConnector {
             .insert(member_id.to_string(), account);
     }
 
-    /// Member lookups answer `status` while `Some`, normally again with `None`.
+    /// Member lookups answer `status` while `Some` (`Some(0)`: they hang, unanswered), normally
+    /// again with `None`.
     pub fn fail_members(&self, status: Option<u16>) {
         *self.state.members_failing.lock().unwrap() = status;
     }
@@ -392,7 +393,11 @@ async fn member_call(
         body: Value::Null,
         at: std::time::Instant::now(),
     });
-    if let Some(status) = *s.members_failing.lock().unwrap() {
+    let failing = *s.members_failing.lock().unwrap();
+    if failing == Some(0) {
+        std::future::pending::<()>().await;
+    }
+    if let Some(status) = failing {
         return (
             StatusCode::from_u16(status).unwrap(),
             Json(json!({"error": {"code": "ServiceError", "message": "failing for the test"}})),
