@@ -739,11 +739,12 @@ where
     use crate::vault::ksm::{CrateKsm, KsmReader};
     match &settings.vault.ksm_config {
         Some(config) => {
-            let client = CrateKsm::from_config(config).map_err(|e| {
-                VaultSetupError(format!(
-                    "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG): {}",
-                    e.message
-                ))
+            let client = CrateKsm::from_config(config).map_err(|_| {
+                VaultSetupError(
+                    "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG) is not a KSM application \
+                     configuration; unset it to read records through Commander's `list`"
+                        .into(),
+                )
             })?;
             let ksm = Arc::new(KsmReader::new(
                 Box::new(client),

@@ -208,7 +208,7 @@ pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
     }
     checks.push(vault_check(settings).await);
     checks.push(data_key_check(settings, data_key_wrapper).await);
-    if let Some(check) = ksm_check(settings) {
+    if let Some(check) = records_check(settings).await {
         checks.push(check);
     }
     Report {
@@ -492,9 +492,11 @@ fn data_dir_check(settings: &Settings) -> Check {
     }
 }
 
-/// With the Commander backends, metadata reads come from KSM: its configuration must decode.
-/// (Decoding proves the shape; reaching Keeper is the first sync's job.)
-fn ksm_check(settings: &Settings) -> Option<Check> {
+/// (#21.1) Where records come from, with the Commander backends, and whether they can: KSM when
+/// `vault.ksm_config` is set (its configuration must decode; reaching Keeper is the first sync's
+/// job), otherwise Commander's own `list`, which is run (it prints no secret; only the count is
+/// shown).
+async fn records_check(settings: &Settings) -> Option<Check> {
     use crate::config::VaultBackend;
     if !matches!(
         settings.vault.backend,
@@ -502,24 +504,51 @@ fn ksm_check(settings: &Settings) -> Option<Check> {
     ) {
         return None;
     }
-    let name = "vault metadata (KSM)";
-    Some(match &settings.vault.ksm_config {
-        None => Check {
-            name,
-            ok: false,
-            detail: "vault.ksm_config is not set: vault sync cannot read the vault".into(),
-        },
-        Some(config) => match crate::vault::ksm::CrateKsm::from_config(config) {
+    let name = "vault records";
+    if let Some(config) = &settings.vault.ksm_config {
+        return Some(match crate::vault::ksm::CrateKsm::from_config(config) {
             Ok(_) => Check {
                 name,
                 ok: true,
-                detail: "the KSM configuration decodes".into(),
+                detail: "records come from KSM (vault.ksm_config); the KSM configuration decodes"
+                    .into(),
             },
-            Err(e) => Check {
+            Err(_) => Check {
                 name,
                 ok: false,
-                detail: e.message,
+                detail: "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG) is not a KSM application \
+                         configuration; unset it to read records through Commander's `list`"
+                    .into(),
             },
+        });
+    }
+    let reader =
+        match crate::app::vault_backend(settings, Arc::new(crate::domain::SystemClock), None) {
+            Ok(parts) => parts.reader,
+            Err(e) => {
+                return Some(Check {
+                    name,
+                    ok: false,
+                    detail: e.to_string(),
+                });
+            }
+        };
+    Some(match reader.records().await {
+        Ok(records) => Check {
+            name,
+            ok: true,
+            detail: format!(
+                "records come from Commander's `list` (no vault.ksm_config): {} records",
+                records.len()
+            ),
+        },
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: format!(
+                "records come from Commander's `list`, which failed: {}",
+                e.message
+            ),
         },
     })
 }

@@ -316,6 +316,112 @@ fn admin_sync_discovers_the_local_vault_into_an_empty_database() {
     );
 }
 
+/// #21.1: `admin sync` with Commander alone brings the records in; when the vault cannot be read
+/// the error says why once (naming the setting, or the flag that fixes the service), never blames
+/// the database, and exits 3 — the exit code for "the vault could not be read".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sync_with_commander_alone_and_each_vault_failure_exits_3_saying_why_once() {
+    use common::fake_commander::{FakeCommander, LOGIN_NAME};
+    let commander = FakeCommander::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let run = |env: Vec<(String, String)>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || passkey_with_env(&path, &["admin", "sync"], &env))
+    };
+    let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    let service = [
+        ("PASSKEY_VAULT__BACKEND", "commander-service"),
+        ("PASSKEY_VAULT__COMMANDER_URL", commander.url.as_str()),
+        (
+            "PASSKEY_VAULT__COMMANDER_API_KEY",
+            commander.api_key.as_str(),
+        ),
+    ];
+
+    let out = run(pairs(&service)).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 folders (2 ACL changes), 3 records seen: 3 discovered"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stdout).contains(LOGIN_NAME) && !text(&out.stderr).contains(LOGIN_NAME));
+
+    let once = |haystack: &str, needle: &str| haystack.matches(needle).count() == 1;
+    let cases: Vec<(Vec<(String, String)>, Vec<&str>)> = vec![
+        (
+            pairs(&[("PASSKEY_VAULT__BACKEND", "commander-service")]),
+            vec!["vault.commander_url", "PASSKEY_VAULT__COMMANDER_URL"],
+        ),
+        (
+            pairs(&[
+                ("PASSKEY_VAULT__BACKEND", "commander-cli"),
+                ("PASSKEY_VAULT__COMMANDER_BINARY", "/nonexistent/keeper"),
+            ]),
+            vec![
+                "vault.commander_config_path",
+                "PASSKEY_VAULT__COMMANDER_CONFIG_PATH",
+            ],
+        ),
+        (
+            [
+                pairs(&service),
+                pairs(&[("PASSKEY_VAULT__KSM_CONFIG", "bm90IGEga3NtIGNvbmZpZw==")]),
+            ]
+            .concat(),
+            vec!["vault.ksm_config", "PASSKEY_VAULT__KSM_CONFIG"],
+        ),
+        (
+            pairs(&[
+                ("PASSKEY_VAULT__BACKEND", "commander-service"),
+                ("PASSKEY_VAULT__COMMANDER_URL", commander.url.as_str()),
+                ("PASSKEY_VAULT__COMMANDER_API_KEY", "not-the-key"),
+            ]),
+            vec![
+                "vault.commander_api_key",
+                "PASSKEY_VAULT__COMMANDER_API_KEY",
+            ],
+        ),
+    ];
+    for (env, wanted) in cases {
+        let out = run(env.clone()).await.unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{env:?}: {stderr}");
+        assert!(
+            stderr.starts_with("passkey: the vault could not be read: "),
+            "{stderr}"
+        );
+        for w in wanted {
+            assert!(once(&stderr, w), "{w:?} once in: {stderr}");
+        }
+        assert!(
+            !stderr.contains("database") && !stderr.contains("sqlite"),
+            "the database is not blamed: {stderr}"
+        );
+        assert!(!stderr.contains("bm90IGEga3Nt"), "{stderr}");
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    }
+
+    // Service mode created without `list`: the admin is told the flag that fixes it, once.
+    commander.forbid("list");
+    let out = run(pairs(&service)).await.unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(once(&stderr, "service-create -c"), "{stderr}");
+    assert!(stderr.contains("`list`"), "{stderr}");
+    assert!(
+        !stderr.contains("database") && !stderr.contains("sqlite"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn admin_job_runs_one_scheduled_job_and_records_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -1236,7 +1236,6 @@ async fn service_folder_acls_and_rotation_info() {
 async fn service_read_failures_are_classified() {
     use ErrorClass::*;
     for (mode, class, message) in [
-        ("forbidden", Terminal, says::MISCONFIGURED),
         ("denied", Terminal, says::REFUSED),
         ("throttled", Transient, says::BUSY),
     ] {
@@ -1246,6 +1245,16 @@ async fn service_read_failures_are_classified() {
         assert_eq!((e.class, e.message.as_str()), (class, message), "{mode}");
         let e = service.rotation_info(UID).await.unwrap_err();
         assert_eq!((e.class, e.message.as_str()), (class, message), "{mode}");
+    }
+    // A service created without the read commands: the admin is told which flag fixes it.
+    let fake = FakeService::start_with_reads("ok", &[], "forbidden").await;
+    let service = fake.sharer(API_KEY, Duration::from_secs(10));
+    for e in [
+        service.folder_acls().await.unwrap_err(),
+        service.rotation_info(UID).await.unwrap_err(),
+    ] {
+        assert_eq!(e.class, Terminal);
+        assert!(e.message.contains("service-create -c"), "{}", e.message);
     }
     let fake = FakeService::start_with_reads("ok", &[], "ok").await;
     let e = fake

@@ -391,7 +391,9 @@ fn doctor_checks_the_commander_backend_and_its_ksm_configuration_without_printin
         "{text}"
     );
     assert!(
-        text.contains("[FAIL] vault metadata (KSM): the KSM configuration is invalid"),
+        text.contains(
+            "[FAIL] vault records: vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG) is not a KSM application configuration"
+        ),
         "{text}"
     );
     assert!(

@@ -948,3 +948,67 @@ async fn commander_cli_alone_syncs_records_folders_and_acls(db: Db) {
     }
     assert_login_name_kept_nowhere(s, &logs).await;
 }
+
+/// #21.1: a vault setting that cannot work stops start-up as a vault problem, named — not as a
+/// database failure.
+#[tokio::test]
+async fn a_vault_setting_that_cannot_work_stops_start_up_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings =
+        common::test_settings(dir.path(), &[("PASSKEY_VAULT__BACKEND", "commander-cli")]);
+    let Err(err) = passkey::app::App::build(settings).await else {
+        panic!("a Commander CLI backend without its config path must not start");
+    };
+    assert!(matches!(err, passkey::app::StartError::Vault(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("vault.commander_config_path")
+            && text.contains("PASSKEY_VAULT__COMMANDER_CONFIG_PATH")
+            && !text.contains("database"),
+        "{text}"
+    );
+}
+
+/// #21.1: `passkey doctor` checks the record listing with Commander
+/// alone — passing, and saying where records come from — and names the flag when service mode
+/// does not allow `list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_commanders_record_listing_without_ksm() {
+    let commander = FakeCommander::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(
+        dir.path(),
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ("PASSKEY_VAULT__COMMANDER_URL", &commander.url),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", &commander.api_key),
+        ],
+    );
+    let records_check = |report: &passkey::doctor::Report| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == "vault records")
+            .cloned()
+            .expect("a vault records check")
+    };
+    let report = passkey::doctor::run(&settings).await;
+    let check = records_check(&report);
+    assert!(check.ok, "{check:?}");
+    assert!(
+        check.detail.contains("Commander's `list`") && check.detail.contains("3 records"),
+        "{check:?}"
+    );
+    let backend = report
+        .checks
+        .iter()
+        .find(|c| c.name == "vault backend")
+        .unwrap();
+    assert!(backend.ok, "{backend:?}");
+    assert!(!report.render().contains(LOGIN_NAME));
+
+    commander.forbid("list");
+    let check = records_check(&passkey::doctor::run(&settings).await);
+    assert!(!check.ok, "{check:?}");
+    assert!(check.detail.contains("service-create -c"), "{check:?}");
+}

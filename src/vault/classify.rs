@@ -66,6 +66,10 @@ impl Op {
 /// (`keeper service-create -c "…"`); aliases are not resolved.
 pub const SERVICE_COMMANDS: &str = "one-time-share,get,list-sf,list,pam";
 
+/// Service mode answered 401 to a read (an administrator reads this).
+pub const KEY_REFUSED: &str = "Commander service mode refused the API key: check vault.commander_api_key \
+     (PASSKEY_VAULT__COMMANDER_API_KEY)";
+
 /// Service mode answered 403 to a read: it was created without that command allowed. An
 /// administrator reads this (sync, `doctor`): it names the command and the flag that fixes it.
 pub fn not_permitted(op: Op) -> String {
@@ -130,6 +134,7 @@ pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
     if let Some(status) = seen.http {
         match status {
             403 if op.is_read() => return fail(ErrorClass::Terminal, &not_permitted(op)),
+            401 if op.is_read() => return fail(ErrorClass::Terminal, KEY_REFUSED),
             401 | 403 => return fail(ErrorClass::Terminal, says::MISCONFIGURED),
             429 | 503 | 504 => return fail(ErrorClass::Transient, says::BUSY),
             _ => {}
@@ -798,12 +803,6 @@ mod tests {
                 says::NEEDS_OPERATOR,
             ),
             (
-                Op::GetSharedFolder,
-                service(403, "Not permitted to perform this function"),
-                Terminal,
-                says::MISCONFIGURED,
-            ),
-            (
                 Op::RotationInfo,
                 service(429, r#"{"status":"error","result_code":"throttled"}"#),
                 Transient,
@@ -830,6 +829,78 @@ mod tests {
             assert!(!e.raw.contains("hunter2"), "{}", e.raw);
             assert!(e.raw.contains("not kept"), "{}", e.raw);
         }
+    }
+
+    /// #21.1: `list --format json --verbose` is a read like `get`: rows from either transport,
+    /// an empty vault is an empty list, and what it printed (a `description` can hold a login
+    /// name) never goes into an error.
+    #[test]
+    fn record_listing_answers_with_rows_and_keeps_no_output() {
+        let rows = |out| match classify(Op::ListRecords, &out) {
+            Ok(Answer::Rows(rows)) => rows,
+            other => panic!("{other:?}"),
+        };
+        let listed = r#"[{"record_uid":"dbPr0dPostgres00000001","type":"login","title":"db-prod","description":"svc-admin","shared":true}]"#;
+        assert_eq!(rows(cli(0, listed, "")).len(), 1);
+        assert_eq!(rows(cli(0, &format!("Syncing...\n{listed}"), "")).len(), 1);
+        assert_eq!(
+            rows(service(
+                200,
+                &format!(r#"{{"status":"success","command":"list","data":{listed}}}"#)
+            ))
+            .len(),
+            1
+        );
+        assert!(rows(cli(0, "", "No records are found")).is_empty());
+        assert!(rows(service(200, r#"{"status":"success","data":null}"#)).is_empty());
+        for out in [
+            cli(0, "{\"description\": \"svc-admin\"}", ""),
+            service(
+                200,
+                r#"{"status":"success","message":"description: svc-admin"}"#,
+            ),
+        ] {
+            let e = error(Op::ListRecords, out);
+            assert_eq!(e.class, ErrorClass::Transient);
+            assert!(!e.raw.contains("svc-admin"), "{}", e.raw);
+        }
+        let e = error(
+            Op::ListRecords,
+            cli(
+                0,
+                "",
+                "Persistent login is not working in this non-interactive environment",
+            ),
+        );
+        assert_eq!(e.class, ErrorClass::NeedsOperator);
+    }
+
+    /// #21.1: service mode created without a read command answers 403. That is a configuration
+    /// fault an administrator fixes, so the message names the command and the flag; a 403 for a
+    /// share (which a requester may read) keeps the short words.
+    #[test]
+    fn a_forbidden_read_names_the_service_create_flag() {
+        for op in [
+            Op::ListRecords,
+            Op::ListSharedFolders,
+            Op::GetSharedFolder,
+            Op::RotationInfo,
+        ] {
+            let e = error(op, service(403, "Not permitted to perform this function"));
+            assert_eq!(e.class, ErrorClass::Terminal);
+            assert!(
+                e.message.contains(&format!("`{}`", op.command_word()))
+                    && e.message.contains("service-create -c")
+                    && e.message.contains(SERVICE_COMMANDS),
+                "{op:?}: {}",
+                e.message
+            );
+        }
+        assert!(SERVICE_COMMANDS.split(',').any(|c| c == "list"));
+        assert_eq!(
+            error(Op::Create, service(403, "Not permitted")).message,
+            says::MISCONFIGURED
+        );
     }
 
     #[test]
