@@ -59,7 +59,7 @@ async fn audit_events(s: &dyn Store) -> Vec<AuditEvent> {
 async fn a_grant_shows_up_and_a_revoked_row_stays_listed_as_revoked(db: Db) {
     let s = db.store.as_ref();
     let w = world(&db).await;
-    let carol = Actor::User(w.carol.clone());
+    let carol = Actor::User(Box::new(w.carol.clone()));
 
     // By a unique title prefix, kind in any case.
     let granted = w
@@ -288,7 +288,7 @@ async fn snapshot(s: &dyn Store) -> (usize, Vec<Vec<Authority>>, Vec<(i64, Role)
 async fn refused_admin_input_writes_nothing(db: Db) {
     let s = db.store.as_ref();
     let w = world(&db).await;
-    let carol = Actor::User(w.carol.clone());
+    let carol = Actor::User(Box::new(w.carol.clone()));
     let live = w
         .admin
         .show_authorities("db-prod")
@@ -428,7 +428,7 @@ async fn refused_admin_input_writes_nothing(db: Db) {
 async fn roles_change_with_an_audit_event_and_the_last_admin_cannot_step_down(db: Db) {
     let s = db.store.as_ref();
     let w = world(&db).await;
-    let carol = Actor::User(w.carol.clone());
+    let carol = Actor::User(Box::new(w.carol.clone()));
 
     // Carol is the demo's only admin.
     let before = audit_events(s).await.len();
@@ -482,7 +482,7 @@ async fn roles_change_with_an_audit_event_and_the_last_admin_cannot_step_down(db
         .set_role(&carol, "carol@contoso.example", "requester")
         .await
         .unwrap();
-    let bob = Actor::User(s.user_by_id(w.bob.id).await.unwrap().unwrap());
+    let bob = Actor::User(Box::new(s.user_by_id(w.bob.id).await.unwrap().unwrap()));
     let err = w
         .admin
         .set_role(&bob, "bob@contoso.example", "APPROVER")

@@ -23,7 +23,7 @@ pub async fn authority_reply(
     args: &[String],
 ) -> Result<String, AdminError> {
     let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
-    let actor = Actor::User(admin.clone());
+    let actor = Actor::User(Box::new(admin.clone()));
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let Some((sub, rest)) = words.split_first() else {
         return Ok(AUTHORITY_USAGE.into());
@@ -81,7 +81,7 @@ pub async fn role_reply(
     };
     let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
     Ok(use_cases
-        .set_role(&Actor::User(admin.clone()), who, role)
+        .set_role(&Actor::User(Box::new(admin.clone())), who, role)
         .await?
         .render())
 }
@@ -101,7 +101,7 @@ pub async fn totp_invite_reply(
     };
     match state
         .otp
-        .invite_totp(&Actor::User(admin.clone()), person.id)
+        .invite_totp(&Actor::User(Box::new(admin.clone())), person.id)
         .await
     {
         Ok(invitation) => Ok((

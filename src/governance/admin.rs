@@ -26,8 +26,8 @@ const MAX_CANDIDATES: usize = 10;
 /// Who is making a change, as the audit trail names them.
 #[derive(Debug, Clone)]
 pub enum Actor {
-    /// An admin in Teams.
-    User(User),
+    /// An admin in Teams (boxed: a whole user row next to a unit variant).
+    User(Box<User>),
     /// Someone with shell access to the database's configuration.
     Cli,
 }
