@@ -272,7 +272,12 @@ async fn an_unusable_ksm_configuration_stops_the_start_with_a_clear_error() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a garbage KSM configuration must not start"),
     };
-    assert!(err.contains("KSM") && err.contains("invalid"), "{err}");
+    assert!(
+        err.contains(
+            "vault.ksm_config (PASSKEY_VAULT__KSM_CONFIG) is not a KSM application configuration"
+        ),
+        "{err}"
+    );
     assert!(
         !err.contains("bm90IGEga3NtIGNvbmZpZw"),
         "the configuration is never echoed: {err}"
