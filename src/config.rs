@@ -2088,7 +2088,9 @@ mod tests {
         ])
         .check()
         .unwrap();
-        let refusals: &[(&[(&str, &str)], &[&str])] = &[
+        // (settings changed, words the refusal must contain)
+        type Refusal<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let refusals: &[Refusal] = &[
             (
                 &[("PASSKEY_VAULT__BACKEND", "local")],
                 &[

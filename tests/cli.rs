@@ -355,7 +355,9 @@ async fn admin_sync_with_commander_alone_and_each_vault_failure_exits_3_saying_w
     assert!(!text(&out.stdout).contains(LOGIN_NAME) && !text(&out.stderr).contains(LOGIN_NAME));
 
     let once = |haystack: &str, needle: &str| haystack.matches(needle).count() == 1;
-    let cases: Vec<(Vec<(String, String)>, Vec<&str>)> = vec![
+    // (environment, words stderr must hold exactly once)
+    type Case<'a> = (Vec<(String, String)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             pairs(&[("PASSKEY_VAULT__BACKEND", "commander-service")]),
             vec!["vault.commander_url", "PASSKEY_VAULT__COMMANDER_URL"],

@@ -1012,3 +1012,47 @@ async fn doctor_checks_commanders_record_listing_without_ksm() {
     assert!(!check.ok, "{check:?}");
     assert!(check.detail.contains("service-create -c"), "{check:?}");
 }
+
+/// #21.1: service mode created without `list` is a configuration fault: the vault-sync run fails
+/// (recorded for `admin health`) naming the `service-create -c` flag, and no record is stored.
+#[tokio::test]
+async fn a_service_without_list_fails_the_sync_naming_the_flag() {
+    let db = common::fresh_sqlite().await;
+    let db = Db {
+        store: db.store.clone(),
+        raw: db.store.clone(),
+        engine: "sqlite",
+    };
+    let commander = FakeCommander::start().await;
+    commander.forbid("list");
+    let dir = tempfile::tempdir().unwrap();
+    let app = commander_app(
+        &db,
+        dir.path(),
+        &[
+            ("PASSKEY_VAULT__BACKEND", "commander-service"),
+            ("PASSKEY_VAULT__COMMANDER_URL", &commander.url),
+            ("PASSKEY_VAULT__COMMANDER_API_KEY", &commander.api_key),
+        ],
+    )
+    .await;
+    let run = app
+        .scheduler("test")
+        .run(passkey::jobs::Job::VaultSync)
+        .await;
+    assert!(!run.ok);
+    let error = run.error.unwrap_or_default();
+    assert!(
+        error.contains("`list`")
+            && error.contains("service-create -c \"one-time-share,get,list-sf,list,pam\""),
+        "{error}"
+    );
+    assert!(db.store.list_records().await.unwrap().is_empty());
+    let recorded = db.store.last_job_runs().await.unwrap();
+    assert!(
+        recorded.iter().any(|r| r.job_name == "vault-sync"
+            && !r.ok
+            && r.error.as_deref() == Some(error.as_str())),
+        "{recorded:?}"
+    );
+}

@@ -321,4 +321,72 @@ mod tests {
         );
         assert!(acl_from_folder_json(&serde_json::json!({"name": "empty"})).is_empty());
     }
+
+    /// Commander as the reader sees it: a fixed listing, counting the folder reads.
+    struct Scripted {
+        listings: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CommanderReads for Scripted {
+        async fn listed_records(&self) -> Result<Vec<ListedRecord>, VaultError> {
+            let r = |uid: &str, t: &str| ListedRecord {
+                uid: uid.into(),
+                record_type: "login".into(),
+                title: t.into(),
+            };
+            Ok(vec![
+                r("R1", "in two folders"),
+                r("R2", "in one"),
+                r("R3", "in none"),
+            ])
+        }
+
+        async fn folder_listings(&self) -> Result<Vec<FolderListing>, VaultError> {
+            self.listings
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let f = |uid: &str, records: &[&str]| FolderListing {
+                folder: SharedFolder {
+                    uid: uid.into(),
+                    name: uid.into(),
+                    acl: Some(vec![]),
+                },
+                record_uids: records.iter().map(|r| r.to_string()).collect(),
+            };
+            Ok(vec![f("Fb", &["R1", "R2"]), f("Fa", &["R1"])])
+        }
+    }
+
+    /// #21.1: records from `list` get their folder from the shared folders' record lists (the
+    /// smallest folder uid when several hold one), no revision, and one folder read per sync.
+    #[tokio::test]
+    async fn commander_alone_places_records_in_folders_without_inventing_revisions() {
+        let commander = Arc::new(Scripted {
+            listings: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let reader = CommanderReader::new(commander.clone());
+        let folders = reader.shared_folders().await.unwrap();
+        assert_eq!(folders.len(), 2);
+        assert!(folders.iter().all(|f| f.acl.is_some()));
+        let records = reader.records().await.unwrap();
+        let placed: Vec<(&str, Option<&str>, Option<i64>)> = records
+            .iter()
+            .map(|r| (r.uid.as_str(), r.folder_uid.as_deref(), r.revision))
+            .collect();
+        assert_eq!(
+            placed,
+            vec![
+                ("R1", Some("Fa"), None),
+                ("R2", Some("Fb"), None),
+                ("R3", None, None)
+            ]
+        );
+        assert_eq!(
+            commander.listings.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "records reuse the listing the folder read just made"
+        );
+        assert_eq!(reader.record("R2").await.unwrap().unwrap().title, "in one");
+        assert!(reader.record("R9").await.unwrap().is_none());
+    }
 }
