@@ -10,8 +10,8 @@ use passkey::domain::{Clock, ManualClock, Timestamp};
 use passkey::domain::{FolderPermission, VaultPrincipalType};
 use passkey::vault::classify::says;
 use passkey::vault::{
-    CommanderCli, CommanderService, ErrorClass, FolderAclSource, OneTimeSharer, Removed,
-    RotationChecker, Share, SharedFolder, VaultError, share_id_from_url,
+    CommanderCli, CommanderReader, CommanderService, ErrorClass, FolderAclSource, OneTimeSharer,
+    Removed, RotationChecker, Share, SharedFolder, VaultError, VaultReader, share_id_from_url,
 };
 use secrecy::SecretString;
 use std::collections::VecDeque;
@@ -71,6 +71,23 @@ impl FakeCli {
     /// With how `list-sf`/`get` answer (`FAKE_KEEPER_SF`) and per-record rotation answers.
     fn reads(sf: &str, rotations: &str) -> FakeCli {
         FakeCli::with_reads("ok", "unknown", sf, rotations)
+    }
+
+    /// With how `list` answers (`FAKE_KEEPER_RECORDS`).
+    fn with_records(records: &str) -> FakeCli {
+        let cli = FakeCli::with_reads("ok", "unknown", "ok", "{}");
+        let wrapper = cli.dir.path().join("keeper");
+        let script = std::fs::read_to_string(&wrapper).unwrap();
+        std::fs::write(
+            &wrapper,
+            script.replacen(
+                "#!/bin/sh\n",
+                &format!("#!/bin/sh\nexport FAKE_KEEPER_RECORDS='{records}'\n"),
+                1,
+            ),
+        )
+        .unwrap();
+        cli
     }
 
     fn with_reads(scenario: &str, removes: &str, sf: &str, rotations: &str) -> FakeCli {
@@ -440,7 +457,7 @@ async fn execute(
         );
     };
     let words: Vec<&str> = owned.iter().map(String::as_str).collect();
-    if matches!(words[0], "list-sf" | "get" | "pam") {
+    if matches!(words[0], "list" | "list-sf" | "get" | "pam") {
         return read_reply(*service.reads.lock().unwrap(), &words);
     }
     let (valued, positionals): (&[&str], &[&str]) = match words.get(1).copied() {
@@ -542,6 +559,8 @@ async fn execute(
 }
 
 const SF_DATABASES: &str = "SfDatabases0000000001a";
+/// The login name `list` shows in `db-prod`'s description.
+const LIST_LOGIN_NAME: &str = "svc-pg-admin-7731";
 const SF_WEB: &str = "SfWebServers000000002b";
 
 /// Service mode's answers to the reads: `list-sf` in `data`, `get` as a JSON string in
@@ -569,6 +588,26 @@ fn read_reply(mode: &str, words: &[&str]) -> (StatusCode, String) {
         _ => {}
     }
     match words {
+        // keepercommander's RecordListCommand: PAM records only with --verbose; `description`
+        // (a login name here) is never to be kept.
+        ["list", "--format", "json", rest @ ..] => {
+            let mut rows = vec![
+                serde_json::json!({"record_uid": UID, "type": "databaseCredentials", "title": "db-prod",
+                    "description": LIST_LOGIN_NAME, "shared": true}),
+                serde_json::json!({"record_uid": "KsmApp0000000000000004", "type": "app",
+                    "title": "Passkey KSM app", "description": "", "shared": false}),
+            ];
+            if rest.contains(&"--verbose") {
+                rows.push(
+                    serde_json::json!({"record_uid": "WebAdmin00000000000002", "type": "pamMachine",
+                    "title": "web-admin", "description": "root", "shared": true}),
+                );
+            }
+            json_reply(
+                200,
+                serde_json::json!({"status":"success","command":"list","data":rows}),
+            )
+        }
         ["list-sf", "--format", "json"] => json_reply(
             200,
             serde_json::json!({"status":"success","command":"list-sf","data":[
@@ -1263,6 +1302,127 @@ async fn service_read_failures_are_classified() {
         .await
         .unwrap_err();
     assert_eq!(e.class, Terminal);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records without KSM (#21.1): `list --format json --verbose` on both transports.
+
+/// (uid, type, title, folder) of what the reader returns; the description never appears.
+fn listed(records: &[passkey::vault::RecordMeta]) -> Vec<(String, String, String, Option<String>)> {
+    assert!(
+        !format!("{records:?}").contains(LIST_LOGIN_NAME)
+            && !format!("{records:?}").contains("svc-")
+    );
+    records
+        .iter()
+        .map(|r| {
+            assert_eq!(r.revision, None, "Commander has no revision");
+            (
+                r.uid.clone(),
+                r.record_type.clone(),
+                r.title.clone(),
+                r.folder_uid.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn service_records_come_from_list_verbose_without_their_description() {
+    let fake = FakeService::start_with_reads("ok", &[], "ok").await;
+    let reader = CommanderReader::new(Arc::new(fake.sharer(API_KEY, Duration::from_secs(10))));
+    let records = reader.records().await.unwrap();
+    assert_eq!(
+        listed(&records),
+        vec![
+            (
+                UID.into(),
+                "databaseCredentials".into(),
+                "db-prod".into(),
+                Some(SF_DATABASES.into())
+            ),
+            (
+                "WebAdmin00000000000002".into(),
+                "pamMachine".into(),
+                "web-admin".into(),
+                None
+            ),
+        ],
+        "PAM records come in; the KSM application record does not"
+    );
+    assert!(
+        fake.seen()
+            .contains(&"list --format json --verbose".to_string())
+    );
+
+    // Created without `list` allowed: Terminal, naming the flag; denied and throttled as usual.
+    for (mode, class) in [
+        ("forbidden", ErrorClass::Terminal),
+        ("denied", ErrorClass::Terminal),
+        ("throttled", ErrorClass::Transient),
+    ] {
+        let fake = FakeService::start_with_reads("ok", &[], mode).await;
+        let reader = CommanderReader::new(Arc::new(fake.sharer(API_KEY, Duration::from_secs(10))));
+        let e = reader.records().await.unwrap_err();
+        assert_eq!(e.class, class, "{mode}: {e:?}");
+        if mode == "forbidden" {
+            assert!(e.message.contains("service-create -c"), "{}", e.message);
+        }
+        assert_error_is_clean(&e);
+    }
+}
+
+#[tokio::test]
+async fn cli_records_come_from_list_verbose_without_their_description() {
+    let cli = FakeCli::reads("ok", "{}");
+    let reader = CommanderReader::new(Arc::new(cli.sharer(Duration::from_secs(20))));
+    let records = reader.records().await.unwrap();
+    let mut got = listed(&records);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "WebAdmin00000000000002".into(),
+                "pamMachine".into(),
+                "web-admin".into(),
+                Some("SfDatabases0000000001a".into())
+            ),
+            (
+                "Wiki000000000000000003".into(),
+                "login".into(),
+                "Team wiki with a title longer than forty characters, whole".into(),
+                None
+            ),
+            (
+                "dbPr0dPostgres00000001".into(),
+                "databaseCredentials".into(),
+                "db-prod".into(),
+                Some("SfDatabases0000000001a".into())
+            ),
+        ]
+    );
+    assert!(
+        cli.full_commands()
+            .contains(&strings(&["list", "--format", "json", "--verbose"])),
+        "{:?}",
+        cli.full_commands()
+    );
+    for (scenario, class) in [
+        ("throttled", ErrorClass::Transient),
+        ("denied", ErrorClass::Terminal),
+        ("login-broken", ErrorClass::NeedsOperator),
+    ] {
+        let failing = FakeCli::with_records(scenario);
+        let reader = CommanderReader::new(Arc::new(failing.sharer(Duration::from_secs(20))));
+        let e = reader.records().await.unwrap_err();
+        assert_eq!(e.class, class, "{scenario}: {e:?}");
+        assert!(!e.raw.contains("svc-pg-admin"), "{}", e.raw);
+    }
+    // An empty vault is an empty list, not a failure.
+    let empty = FakeCli::with_records("empty");
+    let reader = CommanderReader::new(Arc::new(empty.sharer(Duration::from_secs(20))));
+    assert!(reader.records().await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
