@@ -534,7 +534,7 @@ async fn an_address_that_moved_stops_naming_its_old_holder(db: Db) {
         ))
         .await
         .unwrap();
-    assert_eq!(holders, [frank.aad_object_id.clone()]);
+    assert_eq!(holders, [frank.aad_object_id.as_str()]);
     let untouched = teams.user(&elsewhere.aad_object_id).await;
     assert_eq!(untouched.email.as_deref(), Some(ERIN_MAIL));
     let events = teams.profile_events().await;
