@@ -476,7 +476,91 @@ async fn graph_is_asked_first_and_the_connector_when_graph_fails(db: Db) {
     );
 }
 
+/// A mail that moved (Erin left, her address went to Frank) names only its new holder once the
+/// directory gives it to him: the old holder in the same tenant loses it at once, and is looked
+/// up again on her next turn; a person of another tenant with the same address is not touched.
+async fn an_address_that_moved_stops_naming_its_old_holder(db: Db) {
+    const ERIN: (&str, &str, &str) = (
+        "29:1erin",
+        "Erin Contractor",
+        "e2140000-0000-4000-8000-000000000005",
+    );
+    const ERIN_MAIL: &str = "erin@contoso.example";
+    let teams = Teams::start(&db, FRANK_MAIL).await;
+    let elsewhere = db
+        .store
+        .upsert_user(
+            &passkey::store::NewUser {
+                aad_object_id: "0e1e0000-0000-4000-8000-0000000000e1".into(),
+                tenant_id: Some(OTHER_TENANT.into()),
+                teams_user_id: None,
+                upn: None,
+                email: Some(ERIN_MAIL.into()),
+                display_name: "Erin Elsewhere".into(),
+                initial_role: passkey::domain::Role::Requester,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let erin_before = teams.user(ERIN.2).await;
+    assert_eq!(erin_before.email.as_deref(), Some(ERIN_MAIL));
+
+    teams.directory_says(FRANK, &ERIN_MAIL.to_uppercase(), FRANK_UPN);
+    let reply = teams
+        .say(
+            FRANK,
+            "request db-staging 1h because INC-4411 migration check",
+        )
+        .await;
+    assert!(!reply.contains(NOT_VISIBLE), "{reply}");
+    assert_eq!(teams.requests_of(FRANK.2).await, 1);
+
+    let erin = teams.user(ERIN.2).await;
+    assert_eq!(
+        (erin.email, erin.upn),
+        (None, None),
+        "the address moved to Frank"
+    );
+    assert_eq!(
+        erin.directory_checked_at, None,
+        "Erin is looked up on her next turn"
+    );
+    let frank = teams.user(FRANK.2).await;
+    let holders = db
+        .raw
+        .texts(&format!(
+            "SELECT aad_object_id FROM users WHERE lower(email) = '{ERIN_MAIL}' AND tenant_id = '{TENANT}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(holders, [frank.aad_object_id.as_str()]);
+    let untouched = teams.user(&elsewhere.aad_object_id).await;
+    assert_eq!(untouched.email.as_deref(), Some(ERIN_MAIL));
+    let events = teams.profile_events().await;
+    assert_eq!(events.len(), 2);
+    let released = events
+        .iter()
+        .find(|e| e.detail.0["user_id"] == json!(erin.id))
+        .expect("Erin's change is audited");
+    // The demo gave Erin the address as her UPN too.
+    assert_eq!(released.detail.0["changed"], json!(["email", "upn"]));
+    assert_eq!(released.detail.0["moved_to_user_id"], json!(frank.id));
+
+    // Erin writes again; the directory does not know her any more: she has no address, and the
+    // folder her old mail named is closed to her.
+    let reply = teams
+        .say(
+            ERIN,
+            "request db-staging 1h because INC-4411 migration check",
+        )
+        .await;
+    assert!(reply.contains(NOT_VISIBLE), "{reply}");
+    assert_eq!(teams.lookups(), 2);
+}
+
 on_both_databases!(
+    an_address_that_moved_stops_naming_its_old_holder,
     a_new_person_granted_a_folder_by_mail_can_request_at_once,
     a_user_entry_naming_the_upn_grants_the_folder,
     a_person_stored_without_addresses_is_looked_up_and_their_cached_permissions_dropped,

@@ -147,8 +147,23 @@ pub async fn refresh_addresses(
             "changed": changed,
             "first_lookup": user.directory_checked_at.is_none(),
         }));
+        // Someone else of the tenant still holding one of these addresses held it before it
+        // moved to this person: it stops naming them (their next turn looks them up again).
+        let released = |holder: i64, cleared: Vec<&'static str>| {
+            NewAuditEvent::new(
+                format!("system:{}", source.name()),
+                "USER_PROFILE_UPDATED",
+                now,
+            )
+            .detail(json!({
+                "user_id": holder,
+                "source": source.name(),
+                "changed": cleared,
+                "moved_to_user_id": user.id,
+            }))
+        };
         let stored = store
-            .set_user_addresses(user.id, &addresses, &audit, now)
+            .set_user_addresses(user.id, &addresses, &audit, &released, now)
             .await?;
         tracing::info!(user_id = user.id, source = source.name(), changed = ?changed, "addresses looked up");
         return Ok(stored);

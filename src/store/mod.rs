@@ -135,13 +135,17 @@ pub trait UserStore: Send + Sync {
     async fn count_users(&self) -> StoreResult<i64>;
     /// Records a successful directory lookup: the person's mail and UPN become exactly these
     /// (the directory is the source of truth, so an address it no longer gives is dropped). When
-    /// they changed, the person's cached permissions are dropped and `audit` is appended, in the
-    /// same transaction.
+    /// they changed, the person's cached permissions are dropped and `audit` is appended. Anyone
+    /// else in the person's tenant still holding one of these addresses (it moved: the directory
+    /// just gave it to this person) loses it, is due for a lookup of their own, and has their
+    /// cached permissions dropped, with the event `released(their id, fields cleared)` makes.
+    /// All in one transaction.
     async fn set_user_addresses(
         &self,
         user_id: i64,
         addresses: &UserAddresses,
         audit: &NewAuditEvent,
+        released: &(dyn Fn(i64, Vec<&'static str>) -> NewAuditEvent + Sync),
         at: Timestamp,
     ) -> StoreResult<User>;
     /// Records a directory lookup that taught nothing (failed, or answered about someone else):

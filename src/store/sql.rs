@@ -490,6 +490,7 @@ macro_rules! impl_store {
                 user_id: i64,
                 addresses: &UserAddresses,
                 audit: &NewAuditEvent,
+                released: &(dyn Fn(i64, Vec<&'static str>) -> NewAuditEvent + Sync),
                 at: Timestamp,
             ) -> StoreResult<User> {
                 let mut tx = self.begin_write().await?;
@@ -519,6 +520,57 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                     Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                if let (Some(tenant), false) = (&user.tenant_id, addresses.email.is_none() && addresses.upn.is_none()) {
+                    let holders: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
+                        "SELECT id, email, upn FROM users
+                         WHERE id <> $1 AND tenant_id = $2
+                           AND (lower(email) IN (lower($3), lower($4)) OR lower(upn) IN (lower($3), lower($4)))
+                         ORDER BY id",
+                    )
+                    .bind(user_id)
+                    .bind(tenant)
+                    .bind(&addresses.email)
+                    .bind(&addresses.upn)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let taken = |a: &Option<String>| {
+                        a.as_deref().is_some_and(|a| {
+                            [&addresses.email, &addresses.upn]
+                                .into_iter()
+                                .flatten()
+                                .any(|n| n.to_lowercase() == a.to_lowercase())
+                        })
+                    };
+                    for (holder, email, upn) in holders {
+                        let mut cleared = Vec::new();
+                        if taken(&email) {
+                            cleared.push("email");
+                        }
+                        if taken(&upn) {
+                            cleared.push("upn");
+                        }
+                        if cleared.is_empty() {
+                            continue;
+                        }
+                        sqlx::query(
+                            "UPDATE users SET email = $2, upn = $3, directory_checked_at = NULL,
+                                    directory_check_failed = $4, updated_at = $5
+                             WHERE id = $1",
+                        )
+                        .bind(holder)
+                        .bind(if taken(&email) { None } else { email })
+                        .bind(if taken(&upn) { None } else { upn })
+                        .bind(false)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("DELETE FROM user_permission_cache WHERE user_id = $1")
+                            .bind(holder)
+                            .execute(&mut *tx)
+                            .await?;
+                        Self::append_audit_tx(&mut tx, &released(holder, cleared)).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(user)
