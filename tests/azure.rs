@@ -459,5 +459,8 @@ async fn keys_init_writes_a_key_vault_wrapped_key_once() {
     let loaded = file().load(false).await.unwrap();
     assert_eq!(loaded.key_id(), created.key_id());
     let sealed = created.seal("phone:user:1", b"+14255550101").unwrap();
-    assert_eq!(loaded.open("phone:user:1", &sealed).unwrap(), b"+14255550101");
+    assert_eq!(
+        loaded.open("phone:user:1", &sealed).unwrap(),
+        b"+14255550101"
+    );
 }
