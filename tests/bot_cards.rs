@@ -433,7 +433,6 @@ async fn admin_health_lists_shares_that_could_not_be_removed() {
 /// once a text goes through (the fault is cleared) the line is healthy again (#21.6).
 #[tokio::test]
 async fn admin_health_shows_a_refused_sms_credential_until_a_text_goes_through() {
-    use passkey::store::SecondFactorStore;
     let people: std::sync::Arc<dyn passkey::governance::directory::UserDirectory> =
         std::sync::Arc::new(passkey::governance::directory::StaticDirectory::demo());
     let chat = Chat::start_with_people(
