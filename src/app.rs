@@ -442,7 +442,11 @@ pub fn key_wrapper(
                 .as_deref()
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| {
-                    crate::crypto::CryptoError::Wrapper("crypto.key_vault_key is not set".into())
+                    crate::crypto::CryptoError::Wrapper(
+                        "crypto.key_wrapper = \"key-vault\" needs crypto.key_vault_key \
+                         (PASSKEY_CRYPTO__KEY_VAULT_KEY)"
+                            .into(),
+                    )
                 })?;
             let keys = key_vault_keys(settings)
                 .map_err(|e| crate::crypto::CryptoError::Wrapper(e.to_string()))?;
@@ -463,7 +467,11 @@ pub fn key_vault_keys(
         .key_vault_url
         .as_deref()
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| AzureError::Config("azure.key_vault_url is not set".into()))?;
+        .ok_or_else(|| {
+            AzureError::Config(
+                "azure.key_vault_url is not set (PASSKEY_AZURE__KEY_VAULT_URL)".into(),
+            )
+        })?;
     let credential = credential::from_settings(&settings.azure)?;
     Ok(Arc::new(SdkKeys::new(url, credential)?))
 }

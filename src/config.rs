@@ -1535,6 +1535,70 @@ fn de_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 #[cfg(test)]
 mod tests {
+    /// Every setting, as `section.name` keys, read from this file's settings structs (a nested
+    /// `…Settings` struct is a section). `#[serde(skip)]` fields are not settings.
+    fn every_setting_key() -> Vec<String> {
+        let source = include_str!("config.rs");
+        let fields = |name: &str| -> Vec<(String, String)> {
+            let start = source
+                .find(&format!("pub struct {name} {{"))
+                .unwrap_or_else(|| panic!("no struct {name}"));
+            let mut out = Vec::new();
+            let mut skipped = false;
+            for line in source[start..].lines().skip(1) {
+                let line = line.trim();
+                if line == "}" {
+                    break;
+                }
+                if line.starts_with("#[serde(skip") {
+                    skipped = true;
+                }
+                if let Some(rest) = line.strip_prefix("pub ")
+                    && let Some((field, ty)) = rest.split_once(": ")
+                {
+                    if !skipped {
+                        out.push((field.to_string(), ty.trim_end_matches(',').to_string()));
+                    }
+                    skipped = false;
+                }
+            }
+            out
+        };
+        fn walk(
+            prefix: &str,
+            name: &str,
+            fields: &dyn Fn(&str) -> Vec<(String, String)>,
+            out: &mut Vec<String>,
+        ) {
+            for (field, ty) in fields(name) {
+                let key = format!("{prefix}{field}");
+                if ty.ends_with("Settings") {
+                    walk(&format!("{key}."), &ty, fields, out);
+                } else {
+                    out.push(key);
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk("", "Settings", &fields, &mut keys);
+        keys
+    }
+
+    /// The README's configuration table names every setting (#21.5): a new one cannot ship
+    /// undocumented.
+    #[test]
+    fn the_readme_configuration_table_lists_every_setting() {
+        let readme = include_str!("../README.md");
+        let keys = every_setting_key();
+        assert!(keys.iter().any(|k| k == "lifecycle.tick_secs"), "{keys:?}");
+        assert!(keys.iter().any(|k| k == "web.oidc.client_id"), "{keys:?}");
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| !readme.contains(&format!("| `{k}` |")))
+            .collect();
+        assert!(missing.is_empty(), "not in the README table: {missing:?}");
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

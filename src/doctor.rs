@@ -168,6 +168,7 @@ pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
     });
     checks.push(data_dir_check(settings));
     let url = settings.effective_database_url();
+    let mut recorded_sms_faults = None;
     match store::connect(url.expose_secret(), 1).await {
         Err(e) => checks.push(Check {
             name: "database reachable",
@@ -184,6 +185,7 @@ pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
                     Err(e) => format!("{}: {e}", settings.database_label()),
                 },
             });
+            recorded_sms_faults = store.sms_credential_faults().await.ok();
             checks.push(match store.migration_state().await {
                 Ok(m) if m.is_current() => Check {
                     name: "migrations current",
@@ -208,12 +210,65 @@ pub async fn run_with(settings: &Settings, azure: AzureProbes) -> Report {
     }
     checks.push(vault_check(settings).await);
     checks.push(data_key_check(settings, data_key_wrapper).await);
+    checks.push(sms_check(settings, recorded_sms_faults.unwrap_or_default()).await);
     if let Some(check) = records_check(settings).await {
         checks.push(check);
     }
     Report {
         settings: summary_settings.redacted_summary(),
         checks,
+    }
+}
+
+/// The SMS provider: a harmless authenticated call where the provider has one (Twilio reads the
+/// account), and the refusals sends have recorded (ACS has no call that sends nothing, so its
+/// credentials show only through a send; #21.6).
+async fn sms_check(settings: &Settings, recorded: Vec<crate::store::SmsCredentialFault>) -> Check {
+    let check = |ok, detail| Check {
+        name: "sms provider",
+        ok,
+        detail,
+    };
+    let clock: Arc<dyn crate::domain::Clock> = Arc::new(crate::domain::SystemClock);
+    let sender = match crate::otp::sms_sender(&settings.otp, clock) {
+        Ok(sender) => sender,
+        Err(e) => return check(false, e),
+    };
+    let provider = sender.provider();
+    let settings_named = crate::otp::sms::credential_settings(provider);
+    if let Some(fault) = recorded.iter().find(|f| f.provider == provider) {
+        return check(
+            false,
+            format!(
+                "{provider} has refused Passkey's credentials since {} ({}); check {settings_named}",
+                fault.first_seen_at.to_minute_text(),
+                fault.detail
+            ),
+        );
+    }
+    match sender.check_credentials().await {
+        Ok(Some(what)) => check(true, format!("{provider}: {what}")),
+        Ok(None) if provider == "console" => check(
+            true,
+            "console (dev): codes are written to the log, not sent".into(),
+        ),
+        Ok(None) => check(
+            true,
+            format!(
+                "{provider}: no refusal on record (it has no call that checks credentials without sending)"
+            ),
+        ),
+        Err(e) if e.class == crate::otp::sms::SmsFailure::Credentials => check(
+            false,
+            format!(
+                "{provider} refuses Passkey's credentials ({}); check {settings_named}",
+                e.detail
+            ),
+        ),
+        Err(e) => check(
+            false,
+            format!("{provider} unreachable or failing ({})", e.detail),
+        ),
     }
 }
 

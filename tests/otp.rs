@@ -3,8 +3,9 @@
 //! authenticator apps (enroll, confirm, RFC 6238 codes, no replay of a step), phone numbers
 //! (validated, sealed), and a dump of every table touched holding no plaintext number, code or
 //! secret. Then the SMS gateways' wire formats against fake Azure Communication Services and
-//! Twilio servers on loopback, including their error answers (the person is told to try again;
-//! nothing leaks into errors, the audit trail or the logs).
+//! Twilio servers on loopback, including their error answers (a passing outage: the person is
+//! told to try again; a refused credential: admins are alerted once and the person is sent to an
+//! admin; nothing leaks into errors, the audit trail or the logs).
 
 mod common;
 
@@ -1884,7 +1885,7 @@ async fn acs_requests_are_signed_and_shaped_as_documented() {
 }
 
 #[tokio::test]
-async fn acs_error_answers_become_try_again_and_leak_nothing() {
+async fn acs_error_answers_are_classified_and_leak_nothing() {
     let gateway = Arc::new(Gateway::default());
     let base = serve(
         axum::Router::new()
@@ -1954,7 +1955,8 @@ async fn acs_error_answers_become_try_again_and_leak_nothing() {
         );
         assert_nothing_leaks(&last.detail.0.to_string(), "the audit trail");
     }
-    // A wrong access key is refused by the (fake) service's signature check: also "try again".
+    // A wrong access key is refused by the (fake) service's signature check: not "try again"
+    // but "contact an admin" (see a_refused_acs_access_key_alerts_admins_naming_it).
     let (w2, _db2) = gateway_world(OtpSettings {
         acs_access_key: Some(SecretString::from(B64.encode("another-key"))),
         ..settings
@@ -1965,7 +1967,7 @@ async fn acs_error_answers_become_try_again_and_leak_nothing() {
         .begin(&w2.alice, &w2.request, &w2.token_hash)
         .await
         .unwrap_err();
-    assert!(matches!(err, OtpError::SendFailed));
+    assert!(matches!(err, OtpError::TextingNotWorking), "{err:?}");
     assert!(!gateway.auth_failures.lock().unwrap().is_empty());
     let text = logs.text();
     assert!(text.contains("one-time code not sent"), "{text}");
@@ -2028,7 +2030,7 @@ async fn twilio_requests_use_basic_auth_and_the_documented_form() {
 }
 
 #[tokio::test]
-async fn twilio_error_answers_become_try_again_and_leak_nothing() {
+async fn twilio_error_answers_are_classified_and_leak_nothing() {
     let gateway = Arc::new(Gateway::default());
     let base = serve(
         axum::Router::new()
@@ -2098,7 +2100,9 @@ async fn twilio_error_answers_become_try_again_and_leak_nothing() {
         assert!(last.detail.0["detail"].as_str().unwrap().contains(code));
         assert_nothing_leaks(&last.detail.0.to_string(), "the audit trail");
     }
-    // A wrong auth token: Twilio's 401 (error 20003) is a refusal, and the token never shows.
+    // A wrong auth token: Twilio's 401 (error 20003) refuses Passkey itself — the person is sent
+    // to an admin (see a_refused_sms_credential_alerts_admins_once_and_sends_the_person_to_an_admin),
+    // and the token never shows.
     let (w2, _db2) = gateway_world(OtpSettings {
         twilio_auth_token: Some(SecretString::from("wrong-token")),
         ..settings
@@ -2109,7 +2113,7 @@ async fn twilio_error_answers_become_try_again_and_leak_nothing() {
         .begin(&w2.alice, &w2.request, &w2.token_hash)
         .await
         .unwrap_err();
-    assert!(matches!(err, OtpError::SendFailed));
+    assert!(matches!(err, OtpError::TextingNotWorking), "{err:?}");
     let last = w2
         .store
         .audit_events_for_request(w2.request.id)
@@ -2464,5 +2468,291 @@ fn a_production_start_without_the_data_encryption_key_says_so() {
             .join(passkey::crypto::LOCAL_KEY_FILE)
             .exists(),
         "production never makes a key"
+    );
+}
+
+/// Twilio's account resource (`GET /2010-04-01/Accounts/{Sid}.json`), which `doctor` reads to
+/// prove the credentials: the same basic-auth check as sending.
+async fn fake_twilio_account(
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let expected = format!(
+        "Basic {}",
+        B64.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"code": 20003, "message": "Authenticate",
+                "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})),
+        );
+    }
+    if file != format!("{TWILIO_SID}.json") {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"code": 20404, "status": 404})),
+        );
+    }
+    (
+        StatusCode::OK,
+        axum::Json(
+            serde_json::json!({"sid": TWILIO_SID, "friendly_name": "Contoso",
+            "status": "active", "type": "Full"}),
+        ),
+    )
+}
+
+/// A fake Twilio on loopback: messages and the account resource.
+async fn twilio_on_loopback(gateway: Arc<Gateway>) -> String {
+    serve(
+        axum::Router::new()
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages.json",
+                axum::routing::post(fake_twilio),
+            )
+            .route(
+                "/2010-04-01/Accounts/{file}",
+                axum::routing::get(fake_twilio_account),
+            )
+            .with_state(gateway),
+    )
+    .await
+}
+
+/// One instance of the service over `w`'s database, texting through `settings`' gateway and
+/// alerting into its own `Told`.
+fn instance(w: &World, settings: &OtpSettings, key: &Arc<DataKey>) -> (OtpService, Arc<Told>) {
+    let told = Arc::new(Told::default());
+    let sender = passkey::otp::sms_sender(settings, w.clock.clone()).unwrap();
+    let otp = OtpService::new(
+        w.store.clone(),
+        w.clock.clone(),
+        key.clone(),
+        sender,
+        settings.clone(),
+    )
+    .with_notifier(told.clone());
+    (otp, told)
+}
+
+// A wrong SMS credential is not a passing outage: Twilio's 401 (error 20003) tells the person
+// texting is not working and to contact an admin; admins are alerted in Teams once — not per
+// attempt, not per instance — naming the settings; the fault is on record until a text goes
+// through, and a later fault alerts again. A 503 stays "try again" (#21.6).
+on_both_databases!(a_refused_sms_credential_alerts_admins_once_and_sends_the_person_to_an_admin);
+async fn a_refused_sms_credential_alerts_admins_once_and_sends_the_person_to_an_admin(db: Db) {
+    let gateway = Arc::new(Gateway::default());
+    let base = twilio_on_loopback(gateway.clone()).await;
+    let good = OtpSettings {
+        sms_provider: SmsProvider::Twilio,
+        twilio_base_url: base.clone(),
+        twilio_account_sid: Some(TWILIO_SID.into()),
+        twilio_auth_token: Some(SecretString::from(TWILIO_TOKEN)),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    };
+    let bad = OtpSettings {
+        twilio_auth_token: Some(SecretString::from("wrong-token")),
+        ..good.clone()
+    };
+    let w = world_with(&db, good.clone()).await;
+    let key = Arc::new(DataKey::generate().unwrap().0);
+    let (a, told_a) = instance(&w, &bad, &key);
+    let (b, told_b) = instance(&w, &bad, &key);
+    let (fixed, told_fixed) = instance(&w, &good, &key);
+    a.set_phone(&Actor::Admin(admin::Actor::Cli), w.alice.id, ALICE_PHONE)
+        .await
+        .unwrap();
+
+    for (service, round) in [(&a, 1), (&b, 2), (&a, 3)] {
+        let err = service
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, OtpError::TextingNotWorking),
+            "{round}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("not working") && text.contains("contact your Passkey admin"),
+            "{text}"
+        );
+        assert!(!text.contains("try again"), "{text}");
+        let api = passkey::web::issue::otp_error(err);
+        assert_eq!(api.status().as_u16(), 503);
+        assert_nothing_leaks(&text, "the person's message");
+    }
+    let alerts: Vec<String> = told_a
+        .admins
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(told_b.admins.lock().unwrap().iter())
+        .cloned()
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert for three refusals on two instances: {alerts:?}"
+    );
+    for needed in [
+        "otp.twilio_account_sid",
+        "otp.twilio_auth_token",
+        "PASSKEY_OTP__TWILIO_AUTH_TOKEN",
+        "twilio",
+        "20003",
+    ] {
+        assert!(alerts[0].contains(needed), "`{needed}` in {}", alerts[0]);
+    }
+    assert_nothing_leaks(&alerts[0], "the admin alert");
+    assert!(!alerts[0].contains("wrong-token"));
+    let faults = w.store.sms_credential_faults().await.unwrap();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert_eq!(faults[0].provider, "twilio");
+    assert!(faults[0].detail.contains("401"), "{faults:?}");
+    let refused: Vec<_> = w
+        .store
+        .audit_events_for_request(w.request.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "OTP_SEND_FAILED")
+        .collect();
+    assert_eq!(refused.len(), 3, "each refused send is audited");
+    assert_eq!(refused[0].detail.0["class"], "credentials");
+
+    // A passing outage after the fix is still "try again", and does not end or repeat the alert.
+    gateway.script.lock().unwrap().push((
+        503,
+        serde_json::json!({"code": 20503, "message": "Service unavailable", "status": 503}),
+    ));
+    let err = fixed
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OtpError::SendFailed), "{err:?}");
+    assert_eq!(w.store.sms_credential_faults().await.unwrap().len(), 1);
+
+    // A text goes through: the fault is over.
+    fixed
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap();
+    assert!(w.store.sms_credential_faults().await.unwrap().is_empty());
+    assert!(told_fixed.admins.lock().unwrap().is_empty());
+
+    // The credential breaks again later: a new fault, a new alert.
+    w.clock.advance(Duration::hours(1));
+    let err = b
+        .begin(&w.alice, &w.request, &w.token_hash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OtpError::TextingNotWorking), "{err:?}");
+    assert_eq!(told_b.admins.lock().unwrap().len(), 1);
+}
+
+// ACS answers a wrong access key with 401: the same, naming the ACS settings.
+on_both_databases!(a_refused_acs_access_key_alerts_admins_naming_it);
+async fn a_refused_acs_access_key_alerts_admins_naming_it(db: Db) {
+    let gateway = Arc::new(Gateway::default());
+    let base = serve(
+        axum::Router::new()
+            .route("/sms", axum::routing::post(fake_acs))
+            .with_state(gateway.clone()),
+    )
+    .await;
+    let wrong_key = B64.encode("a-different-access-key-for-this-test-000");
+    let settings = OtpSettings {
+        sms_provider: SmsProvider::Acs,
+        acs_endpoint: Some(base),
+        acs_access_key: Some(SecretString::from(wrong_key.clone())),
+        sms_from: Some("+18005550100".into()),
+        ..OtpSettings::default()
+    };
+    let w = world_with(&db, settings.clone()).await;
+    let key = Arc::new(DataKey::generate().unwrap().0);
+    let (service, told) = instance(&w, &settings, &key);
+    service
+        .set_phone(&Actor::Admin(admin::Actor::Cli), w.alice.id, ALICE_PHONE)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = service
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OtpError::TextingNotWorking), "{err:?}");
+    }
+    let alerts = told.admins.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].contains("otp.acs_access_key")
+            && alerts[0].contains("PASSKEY_OTP__ACS_ACCESS_KEY"),
+        "{}",
+        alerts[0]
+    );
+    assert!(!alerts[0].contains(&wrong_key));
+    assert_nothing_leaks(&alerts[0], "the admin alert");
+    assert_eq!(
+        w.store.sms_credential_faults().await.unwrap()[0].provider,
+        "acs"
+    );
+}
+
+// `doctor` proves Twilio credentials with a call that sends nothing (reading the account), and
+// names the settings when they are refused (#21.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_twilio_credentials_without_sending_anything() {
+    let gateway = Arc::new(Gateway::default());
+    let base = twilio_on_loopback(gateway.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey_cli(dir.path(), &["migrate"]).status.success());
+    let doctor = |token: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_passkey"));
+        command.current_dir(dir.path()).arg("doctor");
+        for (name, _) in std::env::vars() {
+            if name.starts_with("PASSKEY_") || name == "DATABASE_URL" || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        let out = command
+            .env("PASSKEY_DATA_DIR", dir.path().join("data"))
+            .env("PASSKEY_LOG__FILTER", "warn")
+            .env("PASSKEY_OTP__SMS_PROVIDER", "twilio")
+            .env("PASSKEY_OTP__TWILIO_BASE_URL", &base)
+            .env("PASSKEY_OTP__TWILIO_ACCOUNT_SID", TWILIO_SID)
+            .env("PASSKEY_OTP__TWILIO_AUTH_TOKEN", token)
+            .env("PASSKEY_OTP__SMS_FROM", "+18005550100")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = doctor(TWILIO_TOKEN);
+    let line = out
+        .lines()
+        .find(|l| l.contains("sms provider:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("[ ok ]") && line.contains("twilio"), "{line}");
+
+    let out = doctor("wrong-token");
+    let line = out
+        .lines()
+        .find(|l| l.contains("sms provider:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("[FAIL]")
+            && line.contains("otp.twilio_auth_token")
+            && line.contains("PASSKEY_OTP__TWILIO_AUTH_TOKEN"),
+        "{line}"
+    );
+    assert!(
+        !out.contains("wrong-token") && !out.contains(TWILIO_TOKEN),
+        "{out}"
+    );
+    assert!(
+        gateway.requests.lock().unwrap().is_empty(),
+        "no message was sent"
     );
 }

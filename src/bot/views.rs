@@ -238,6 +238,34 @@ async fn unremovable_shares_check(state: &AppState) -> HealthCheck {
 
 /// `admin health`: what this instance is configured with (never a secret), whether the database
 /// and its migrations are right, and the last run of each scheduled job.
+/// Whether texted codes go out: the SMS provider refusing Passkey's credentials is recorded by
+/// the send it refused and cleared by the next one that goes through (#21.6).
+async fn sms_check(state: &AppState) -> HealthCheck {
+    let provider = crate::config::spelling(&state.settings.otp.sms_provider);
+    match state.store.sms_credential_faults().await {
+        Ok(faults) => match faults.iter().find(|f| f.provider == provider) {
+            Some(fault) => HealthCheck::explained(
+                "Text messages",
+                false,
+                &format!(
+                    "NOT WORKING: {provider} has refused Passkey's credentials since {} (last {}; {}). \
+                     Check {}",
+                    fault.first_seen_at.to_minute_text(),
+                    fault.last_seen_at.to_minute_text(),
+                    fault.detail,
+                    crate::otp::sms::credential_settings(&provider)
+                ),
+            ),
+            None => HealthCheck::new(
+                "Text messages",
+                true,
+                &format!("{provider}: no credential refusal on record"),
+            ),
+        },
+        Err(_) => HealthCheck::new("Text messages", false, "unknown: database unreachable"),
+    }
+}
+
 pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
     let settings = &state.settings;
     let db = state.store.ping().await;
@@ -295,6 +323,7 @@ pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
         ));
     }
     checks.push(unremovable_shares_check(state).await);
+    checks.push(sms_check(state).await);
     let crashing = state.jobs.crashing();
     if !crashing.is_empty() {
         let which: Vec<String> = crashing

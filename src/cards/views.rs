@@ -773,6 +773,16 @@ impl HealthCheck {
             detail: short(detail),
         }
     }
+
+    /// A check whose detail must say what to fix (settings and their variables), so it may be
+    /// longer than a status line.
+    pub fn explained(name: &str, ok: bool, detail: &str) -> Self {
+        HealthCheck {
+            name: short(name),
+            ok,
+            detail: long(detail),
+        }
+    }
 }
 
 impl From<&JobRun> for HealthCheck {

@@ -28,7 +28,7 @@ use crate::store::{
 use code::PhoneNumber;
 use secrecy::SecretString;
 use serde_json::json;
-use sms::{SmsError, SmsSender};
+use sms::{SmsError, SmsFailure, SmsSender};
 use std::sync::Arc;
 use time::Duration;
 use uuid::Uuid;
@@ -85,6 +85,12 @@ pub enum OtpError {
     NoMoreResends,
     #[error("The code could not be sent. Please try again in a moment.")]
     SendFailed,
+    /// The SMS provider refuses Passkey's credentials: no retry helps until an admin acts.
+    #[error(
+        "Texting codes is not working right now: Passkey's text-message service is not set up \
+         correctly. Your admins have been alerted; please contact your Passkey admin."
+    )]
+    TextingNotWorking,
     #[error(
         "An authenticator app is already set up for you. Ask an admin to reset it if you lost it."
     )]
@@ -1215,6 +1221,21 @@ impl OtpService {
             detail,
         }) = self.sms.send(phone, &message).await
         else {
+            // A text went through: any credential fault on record is over. The code is sent
+            // either way, so a database hiccup here does not fail the person's step.
+            match self
+                .store
+                .clear_sms_credential_fault(self.sms.provider())
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(target: LOG_TARGET, provider = self.sms.provider(), "the SMS provider accepts Passkey's credentials again");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(target: LOG_TARGET, error = %e, "SMS credential fault not cleared");
+                }
+            }
             return Ok(());
         };
         tracing::warn!(
@@ -1250,7 +1271,43 @@ impl OtpService {
             }
         };
         self.store.append_audit(&audit).await?;
+        if class == SmsFailure::Credentials {
+            self.sms_credentials_refused(provider, &detail, now).await?;
+            return Err(OtpError::TextingNotWorking);
+        }
         Err(OtpError::SendFailed)
+    }
+
+    /// The SMS provider refused Passkey's credentials: admins are alerted in Teams once per fault
+    /// (whichever instance records it first; it ends when a text goes through), naming the
+    /// settings to fix. `admin health` and `doctor` show it while it lasts.
+    async fn sms_credentials_refused(
+        &self,
+        provider: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<(), OtpError> {
+        if !self
+            .store
+            .record_sms_credential_fault(provider, detail, now)
+            .await?
+        {
+            return Ok(());
+        }
+        let settings = sms::credential_settings(provider);
+        let audit = NewAuditEvent::new("system:second-factor", "SMS_CREDENTIALS_REFUSED", now)
+            .detail(json!({ "provider": provider, "detail": detail }));
+        self.store.append_audit(&audit).await?;
+        tracing::error!(target: LOG_TARGET, provider, detail, "the SMS provider refuses Passkey's credentials; no code can be texted");
+        self.notifier
+            .alert_admins(&format!(
+                "Passkey: texting one-time codes is not working. The SMS provider ({provider}) refused \
+                 Passkey's credentials or account ({detail}) at {}. Check {settings}. People who \
+                 need a texted code are told to contact an admin until a text goes through again.",
+                now.to_minute_text()
+            ))
+            .await;
+        Ok(())
     }
 }
 

@@ -22,9 +22,32 @@ use std::time::Duration;
 pub enum SmsFailure {
     /// Throttled, the gateway's fault, a timeout, unreachable: try again.
     Transient,
-    /// The gateway refused this message (bad number, blocked, our credentials or account).
+    /// The gateway refused this message (bad number, blocked).
     Refused,
+    /// The gateway refused Passkey itself: its credentials or account configuration (HTTP 401
+    /// or 403, Twilio error 20003). No text goes out until an admin fixes the setting, so it is
+    /// neither retried as passing nor blamed on the person.
+    Credentials,
 }
+
+/// The settings (and their environment variables) holding `provider`'s credentials, for the
+/// admin alert, `admin health` and `doctor`.
+pub fn credential_settings(provider: &str) -> &'static str {
+    match provider {
+        "twilio" => {
+            "otp.twilio_account_sid and otp.twilio_auth_token (PASSKEY_OTP__TWILIO_ACCOUNT_SID, \
+             PASSKEY_OTP__TWILIO_AUTH_TOKEN)"
+        }
+        "acs" => {
+            "otp.acs_access_key and otp.acs_endpoint (PASSKEY_OTP__ACS_ACCESS_KEY, \
+             PASSKEY_OTP__ACS_ENDPOINT)"
+        }
+        _ => "otp.sms_provider (PASSKEY_OTP__SMS_PROVIDER)",
+    }
+}
+
+/// Twilio's "Authenticate" error: the account SID and auth token do not match.
+const TWILIO_AUTHENTICATION_ERROR: &str = "20003";
 
 /// Why a message was not sent. `detail` holds only the HTTP status and the gateway's error code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,9 +67,15 @@ impl SmsError {
         }
     }
 
-    /// Classifies an HTTP error status: 408, 429 and 5xx are worth retrying, other 4xx are not.
+    /// Classifies an HTTP error status: 401, 403 and Twilio's 20003 refuse Passkey's own
+    /// credentials or account; 408, 429 and 5xx are worth retrying; other 4xx refuse the message.
     fn from_status(provider: &'static str, status: u16, error_code: Option<String>) -> Self {
-        let class = if status == 408 || status == 429 || status >= 500 {
+        let class = if status == 401
+            || status == 403
+            || error_code.as_deref() == Some(TWILIO_AUTHENTICATION_ERROR)
+        {
+            SmsFailure::Credentials
+        } else if status == 408 || status == 429 || status >= 500 {
             SmsFailure::Transient
         } else {
             SmsFailure::Refused
@@ -92,6 +121,11 @@ pub trait SmsSender: Send + Sync {
     /// `console`, `acs`, `twilio`: for audit details and logs.
     fn provider(&self) -> &'static str;
     async fn send(&self, to: &PhoneNumber, message: &SecretString) -> Result<(), SmsError>;
+    /// A harmless authenticated call that proves the credentials (`doctor`): `Ok(Some(what))`
+    /// accepted, `Ok(None)` the gateway has no such call, `Err` its answer.
+    async fn check_credentials(&self) -> Result<Option<String>, SmsError> {
+        Ok(None)
+    }
 }
 
 /// Dev only (`Settings::check` refuses it in production): the message goes to the log, marked as
@@ -352,6 +386,47 @@ impl SmsSender for TwilioSender {
             sanitized_code(json.get("code")),
         ))
     }
+
+    /// `GET /2010-04-01/Accounts/{AccountSid}.json`: reads the account (nothing is sent, nothing
+    /// is charged), so a wrong SID or auth token shows before anyone needs a code.
+    async fn check_credentials(&self) -> Result<Option<String>, SmsError> {
+        const P: &str = "twilio";
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}.json",
+            self.base_url, self.account_sid
+        );
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
+            .send()
+            .await
+            .map_err(|e| SmsError::from_reqwest(P, &e))?;
+        let status = response.status().as_u16();
+        let json: serde_json::Value = response.json().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(SmsError::from_status(
+                P,
+                status,
+                sanitized_code(json.get("code")),
+            ));
+        }
+        let account_status = json
+            .get("status")
+            .and_then(|s| s.as_str())
+            .filter(|s| s.bytes().all(|b| b.is_ascii_lowercase()))
+            .unwrap_or("unknown");
+        if account_status != "active" {
+            return Err(SmsError::new(
+                P,
+                SmsFailure::Credentials,
+                format!("HTTP {status}, account status {account_status}"),
+            ));
+        }
+        Ok(Some(
+            "the account accepts the credentials (status active)".into(),
+        ))
+    }
 }
 
 fn http_client(timeout: Duration) -> reqwest::Client {
@@ -382,8 +457,8 @@ mod tests {
     fn statuses_are_classified() {
         for (status, class) in [
             (400, SmsFailure::Refused),
-            (401, SmsFailure::Refused),
-            (403, SmsFailure::Refused),
+            (401, SmsFailure::Credentials),
+            (403, SmsFailure::Credentials),
             (404, SmsFailure::Refused),
             (408, SmsFailure::Transient),
             (429, SmsFailure::Transient),

@@ -706,6 +706,19 @@ pub trait SecondFactorStore: Send + Sync {
         totp_step: Option<i64>,
         audit: &NewAuditEvent,
     ) -> StoreResult<ConsumeOutcome>;
+    /// Notes that the SMS provider refused Passkey's credentials or configuration: true for
+    /// exactly one caller per fault (it alerts admins), until a text goes through and
+    /// [`SecondFactorStore::clear_sms_credential_fault`] ends it.
+    async fn record_sms_credential_fault(
+        &self,
+        provider: &str,
+        detail: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// A text went through: the provider's fault, if any, is over. True if there was one.
+    async fn clear_sms_credential_fault(&self, provider: &str) -> StoreResult<bool>;
+    /// The providers refusing Passkey's credentials now, for `admin health` and `doctor`.
+    async fn sms_credential_faults(&self) -> StoreResult<Vec<SmsCredentialFault>>;
 }
 
 /// The local (development) vault's one-time shares, so that every instance on one database sees

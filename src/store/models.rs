@@ -764,3 +764,13 @@ pub enum ActivityClaim {
     /// A turn finished it.
     Done,
 }
+
+/// The SMS provider refused Passkey's own credentials or configuration (#21.6). `detail` holds
+/// only the HTTP status and the provider's error code.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct SmsCredentialFault {
+    pub provider: String,
+    pub detail: String,
+    pub first_seen_at: Timestamp,
+    pub last_seen_at: Timestamp,
+}

@@ -2488,6 +2488,52 @@ macro_rules! impl_store {
                 tx.commit().await?;
                 Ok(ConsumeOutcome::Consumed(row))
             }
+
+            async fn record_sms_credential_fault(
+                &self,
+                provider: &str,
+                detail: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let first: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO sms_credential_faults (provider, detail, first_seen_at, last_seen_at)
+                     VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (provider) DO NOTHING
+                     RETURNING provider",
+                )
+                .bind(provider)
+                .bind(detail)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if first.is_none() {
+                    sqlx::query(
+                        "UPDATE sms_credential_faults SET detail = $2, last_seen_at = $3 WHERE provider = $1",
+                    )
+                    .bind(provider)
+                    .bind(detail)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(first.is_some())
+            }
+
+            async fn clear_sms_credential_fault(&self, provider: &str) -> StoreResult<bool> {
+                let cleared = sqlx::query("DELETE FROM sms_credential_faults WHERE provider = $1")
+                    .bind(provider)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(cleared.rows_affected() > 0)
+            }
+
+            async fn sms_credential_faults(&self) -> StoreResult<Vec<SmsCredentialFault>> {
+                Ok(sqlx::query_as("SELECT * FROM sms_credential_faults ORDER BY provider")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
         }
 
         #[async_trait]

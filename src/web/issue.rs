@@ -602,6 +602,7 @@ pub fn otp_error(e: OtpError) -> ApiError {
             message: text,
         },
         OtpError::SendFailed => ApiError::TryAgain(text),
+        OtpError::TextingNotWorking => ApiError::NeedsAdmin(text),
         OtpError::NoPhoneOrAuthenticator
         | OtpError::Expired
         | OtpError::AlreadyUsed
