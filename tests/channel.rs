@@ -1612,42 +1612,13 @@ async fn with_an_app_id_too_only_json_without_browser_headers_is_read() {
     }
 }
 
-/// What the app logged while a test ran, through the real telemetry subscriber.
-#[derive(Clone, Default)]
-struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A refused request logs why, and the why holds the caller's text: a channel id, a tenant, a
 /// token. Newlines in it forge no log line, and a huge one adds a few hundred bytes, not itself.
 #[tokio::test]
 async fn hostile_fields_and_headers_neither_forge_nor_flood_log_lines() {
     const FORGED: &str = "\nINFO passkey::bot::turn: request 1 approved by carol\r\x1b[1A";
     for format in ["pretty", "json"] {
-        let log = LogCapture::default();
-        let settings = passkey::config::Settings::from_layers(
-            None,
-            &[("PASSKEY_LOG__FORMAT".to_string(), format.to_string())]
-                .into_iter()
-                .collect(),
-        )
-        .unwrap();
-        let writer = log.clone();
-        let _guard = tracing::subscriber::set_default(passkey::telemetry::subscriber(
-            &settings,
-            move || writer.clone(),
-        ));
-        // Callsites first seen by another test's thread (no subscriber) may have cached "not
-        // interested": recompute, so this thread's scoped subscriber sees every event.
-        tracing::callsite::rebuild_interest_cache();
+        let (log, _guard) = common::logs::capture_app(&[("PASSKEY_LOG__FORMAT", format)]);
         let h = Harness::start().await;
 
         let mut channel = h.message("log-1", "help");
@@ -1681,7 +1652,7 @@ async fn hostile_fields_and_headers_neither_forge_nor_flood_log_lines() {
             401
         );
 
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let text = log.text();
         assert!(
             text.contains("does not serve"),
             "{format}: the refusals were logged:\n{text}"

@@ -3,6 +3,10 @@
 //! create, the subprocess timeout, argument refusal, and no share URL in logs or errors; folder
 //! ACLs (`list-sf`, then `get` on each shared folder) and `pam rotation info` on both transports.
 
+#[path = "common/logs.rs"]
+#[allow(dead_code)]
+mod logs;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -1428,39 +1432,10 @@ async fn cli_records_come_from_list_verbose_without_their_description() {
 // ---------------------------------------------------------------------------------------------
 // Logs.
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 /// A plain subscriber with no redaction layer: the bridge itself must never log a URL.
 #[tokio::test]
 async fn no_share_url_is_ever_logged() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(capture.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Callsites first seen by another test's thread (no subscriber) may have cached "not
-    // interested": recompute, so this thread's scoped subscriber sees every event.
-    tracing::callsite::rebuild_interest_cache();
+    let (capture, _guard) = logs::capture_raw();
 
     let cli = FakeCli::new("ok", "removed");
     let sharer = cli.sharer(Duration::from_secs(20));
@@ -1484,7 +1459,7 @@ async fn no_share_url_is_ever_logged() {
         .unwrap();
     sharer.remove(UID, &share.share_id).await.unwrap();
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("passkey-req-11"), "the bridge logs its work");
     assert!(logs.contains(&share.share_id), "share ids are fine to log");
     assert_no_url(&logs);

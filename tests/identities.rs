@@ -640,42 +640,11 @@ async fn the_member_lookup_carries_the_connector_token() {
     assert_eq!(teams.requests_of(FRANK.2).await, 1);
 }
 
-/// What the app logged while a test ran, through the real telemetry subscriber.
-#[derive(Clone, Default)]
-struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Mail and UPN are personal data: lookups are logged by user id and source, even at debug
 /// level, and the addresses never appear — not when found, changed, or refused.
 #[tokio::test]
 async fn looked_up_addresses_never_reach_the_log() {
-    let log = LogCapture::default();
-    let settings = passkey::config::Settings::from_layers(
-        None,
-        &[(
-            "PASSKEY_LOG__FILTER".to_string(),
-            "passkey=debug".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-    )
-    .unwrap();
-    let writer = log.clone();
-    let _guard =
-        tracing::subscriber::set_default(passkey::telemetry::subscriber(&settings, move || {
-            writer.clone()
-        }));
-    // Callsites first seen by another test's thread may have cached "not interested".
-    tracing::callsite::rebuild_interest_cache();
+    let (log, _guard) = common::logs::capture_app(&[("PASSKEY_LOG__FILTER", "passkey=debug")]);
     let db = common::fresh_sqlite().await;
     let db = Db {
         store: db.store.clone(),
@@ -707,7 +676,7 @@ async fn looked_up_addresses_never_reach_the_log() {
     teams.say(FRANK, "help").await;
     assert_eq!(teams.lookups(), 3);
 
-    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).to_lowercase();
+    let text = log.text().to_lowercase();
     assert!(
         text.contains("addresses looked up"),
         "the lookups are logged: {text}"

@@ -1772,11 +1772,7 @@ impl LogBuffer {
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
             .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Callsites first seen by another test's thread (no subscriber) may have cached "not
-        // interested": recompute, so this thread's scoped subscriber sees every event.
-        tracing::callsite::rebuild_interest_cache();
-        guard
+        common::logs::capture(subscriber)
     }
 
     fn text(&self) -> String {

@@ -644,40 +644,13 @@ impl VaultReader for UnavailableVault {
     }
 }
 
-/// What the app logged while a test ran, through the real telemetry subscriber.
-#[derive(Clone, Default)]
-struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // A failed job logs its error's own words, once, readable: not `Some("…")` with escaped
 // quotes, and not with the status words redacted (#21.7).
 on_both_databases!(a_failed_job_logs_its_error_in_plain_words);
 async fn a_failed_job_logs_its_error_in_plain_words(db: Db) {
     let rig = Rig::new(&db).await;
     for format in ["pretty", "json"] {
-        let log = LogCapture::default();
-        let settings = passkey::config::Settings::from_layers(
-            None,
-            &[("PASSKEY_LOG__FORMAT".to_string(), format.to_string())]
-                .into_iter()
-                .collect(),
-        )
-        .unwrap();
-        let writer = log.clone();
-        let _guard = tracing::subscriber::set_default(passkey::telemetry::subscriber(
-            &settings,
-            move || writer.clone(),
-        ));
-        tracing::callsite::rebuild_interest_cache();
+        let (log, _guard) = common::logs::capture_app(&[("PASSKEY_LOG__FORMAT", format)]);
         let scheduler = Scheduler::new(
             rig.life.clone(),
             rig.store.clone(),
@@ -689,13 +662,13 @@ async fn a_failed_job_logs_its_error_in_plain_words(db: Db) {
         );
         let run = scheduler.run(Job::VaultSync).await;
         assert!(!run.ok);
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let text = log.text();
         let line = text
             .lines()
             .find(|l| l.contains("job run failed"))
             .unwrap_or_else(|| panic!("{format}: no failure line:\n{text}"));
         assert!(
-            line.contains("vault: Transient: Keeper answered 503 Service Unavailable"),
+            line.contains("vault: Keeper answered 503 Service Unavailable"),
             "{format}: the error's words:\n{line}"
         );
         assert!(!line.contains("Some("), "{format}: {line}");

@@ -637,39 +637,6 @@ use common::fake_commander::{
     DB_FOLDER, DB_PROD, FakeCommander, FakeRecord, LOGIN_NAME, WEB_ADMIN, WEB_FOLDER, WIKI,
 };
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-/// Logs of this thread, everything down to TRACE, without the redaction layer.
-fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(capture.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
-    (capture, guard)
-}
-
 /// The app as a deployment would assemble it from `vault` settings (no `vault.ksm_config`).
 async fn commander_app(db: &Db, dir: &Path, vault: &[(&str, &str)]) -> passkey::app::App {
     let settings = common::test_settings(dir, vault);
@@ -718,7 +685,7 @@ async fn catalogue(s: &dyn Store) -> Vec<(String, String, String, Option<String>
 
 /// Nothing Passkey wrote — records, audit events, job runs, logs — holds the login name that
 /// Commander's `list` printed in `description`.
-async fn assert_login_name_kept_nowhere(s: &dyn Store, logs: &Capture) {
+async fn assert_login_name_kept_nowhere(s: &dyn Store, logs: &common::logs::Logs) {
     let written = format!(
         "{:?} {:?} {:?}",
         s.list_records().await.unwrap(),
@@ -726,7 +693,7 @@ async fn assert_login_name_kept_nowhere(s: &dyn Store, logs: &Capture) {
         s.last_job_runs().await.unwrap()
     );
     assert!(!written.contains(LOGIN_NAME), "the login name was stored");
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("listed records from Commander"),
         "the logs were captured"
@@ -764,7 +731,7 @@ on_both_databases!(
 
 async fn commander_service_alone_syncs_records_folders_and_acls(db: Db) {
     let s = db.store.as_ref();
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture_raw();
     let commander = FakeCommander::start().await;
     let dir = tempfile::tempdir().unwrap();
     let app = commander_app(
@@ -870,7 +837,7 @@ async fn commander_service_alone_syncs_records_folders_and_acls(db: Db) {
 
 async fn commander_cli_alone_syncs_records_folders_and_acls(db: Db) {
     let s = db.store.as_ref();
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture_raw();
     let keeper = FakeKeeper::new("ok", "{}");
     let binary = keeper.dir.path().join("keeper");
     let config = keeper.dir.path().join("keeper-config.json");

@@ -13,6 +13,7 @@ pub mod fake_commander;
 pub mod fake_graph;
 pub mod fake_sharer;
 pub mod fake_twilio;
+pub mod logs;
 pub mod oidc;
 pub mod tls;
 pub mod web;
