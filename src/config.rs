@@ -1587,6 +1587,30 @@ mod tests {
     /// The README's configuration table names every setting (#21.5): a new one cannot ship
     /// undocumented.
     #[test]
+    fn the_production_guide_configures_only_real_settings_and_lacks_only_its_secrets() {
+        let guide = include_str!("../docs/PRODUCTION.md");
+        let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let toml = &guide[start..start + guide[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passkey.toml");
+        std::fs::write(&path, toml).unwrap();
+        // Unknown keys are errors: every key the guide names is a real setting.
+        let s = Settings::from_layers(Some(&path), &BTreeMap::new()).unwrap();
+        assert_eq!(s.profile, Profile::Production);
+        // What stops it is only the Key Vault references, which start-up resolves first.
+        let ConfigError::Unsafe(problems) = s.check().unwrap_err() else {
+            panic!("not a refusal")
+        };
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.contains("is a Key Vault reference that was not resolved")),
+            "{problems:#?}"
+        );
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
     fn the_readme_configuration_table_lists_every_setting() {
         let readme = include_str!("../README.md");
         let keys = every_setting_key();
