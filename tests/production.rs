@@ -611,7 +611,10 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
     // Rafael is known now; the operator gives him a mobile number for texted codes.
     let phoned = cli(&["admin", "phone", RAFAEL.email, RAFAEL_PHONE]);
     assert!(phoned.contains("phone number set"), "{phoned}");
-    assert!(!phoned.contains("0142"), "the number is not echoed: {phoned}");
+    assert!(
+        !phoned.contains("0142"),
+        "the number is not echoed: {phoned}"
+    );
     let before_decision = teams.messages_to(RAFAEL).len();
 
     // Olivia approves; Rafael is told in his 1:1 chat.
