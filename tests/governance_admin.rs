@@ -566,7 +566,7 @@ async fn an_admin_sets_a_records_sensitivity_with_a_reason_and_the_trail_says_so
     let text = changed.render();
     assert!(
         text.contains("`db-staging` is now HIGH (was LOW)")
-            && text.contains("requests already submitted keep the decision they got"),
+            && text.contains("Every decision from now on uses HIGH"),
         "{text}"
     );
     let staging = s.records_by_title_prefix("db-staging", 1).await.unwrap()[0].clone();

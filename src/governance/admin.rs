@@ -268,8 +268,9 @@ impl SensitivityChange {
     pub fn render(&self) -> String {
         match self {
             SensitivityChange::Changed { record, old } => format!(
-                "`{}` is now {} (was {}). New requests are decided at {}; requests already \
-                 submitted keep the decision they got.",
+                "`{}` is now {} (was {}). Every decision from now on uses {} (approvals, \
+                 lease caps, a second factor at retrieval); leases already running are not cut \
+                 short (`admin revoke` ends one).",
                 record.title, record.sensitivity, old, record.sensitivity
             ),
             SensitivityChange::Unchanged { record } => format!(
