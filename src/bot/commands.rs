@@ -1758,6 +1758,14 @@ mod tests {
             })
         );
         assert_eq!(
+            parse("admin Sensitivity payroll-db high holds salaries"),
+            admin(AdminCommand::Sensitivity {
+                args: ["payroll-db", "high", "holds", "salaries"]
+                    .map(String::from)
+                    .to_vec()
+            })
+        );
+        assert_eq!(
             parse("admin revoke #12 Left The Team"),
             admin(AdminCommand::Revoke {
                 request_id: 12,
@@ -1775,6 +1783,7 @@ mod tests {
             "`admin triage`",
             "`admin audit verify`",
             "`admin authority",
+            "`admin sensitivity",
             "`admin role",
             "`admin revoke",
         ] {
@@ -1789,6 +1798,12 @@ mod tests {
         let message = usage_message("admin heath", "admin");
         assert!(
             message.contains("Did you mean `admin health`?"),
+            "{message}"
+        );
+
+        let message = usage_message("admin sensitivty", "admin");
+        assert!(
+            message.contains("Did you mean `admin sensitivity`?"),
             "{message}"
         );
 
