@@ -108,6 +108,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: AuthorityCommand,
     },
+    /// Change what Passkey knows about a record (its sensitivity).
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+    },
     /// Set a person's role: `passkey admin role bob@contoso.example APPROVER`.
     Role {
         /// Email, UPN or Entra object id of someone who has used the bot.
@@ -167,6 +172,21 @@ enum KeysCommand {
     /// key `crypto.key_vault_key` when `crypto.key_wrapper = "key-vault"`). Never replaces an
     /// existing key. Run it once before the first production start.
     Init,
+}
+
+#[derive(Subcommand)]
+enum RecordCommand {
+    /// Set a record's sensitivity, which decides what the access policy asks of new requests:
+    /// `passkey admin record sensitivity payroll-db HIGH holds salary data`.
+    Sensitivity {
+        /// Vault uid, exact title or unique title prefix.
+        record: String,
+        /// LOW, MEDIUM, HIGH or CRITICAL.
+        level: String,
+        /// Why; required.
+        #[arg(required = true, num_args = 1..)]
+        reason: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -554,6 +574,17 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
                 }
             },
         },
+        AdminCommand::Record {
+            command:
+                RecordCommand::Sensitivity {
+                    record,
+                    level,
+                    reason,
+                },
+        } => use_cases
+            .set_sensitivity(&actor, &record, &level, &reason.join(" "))
+            .await
+            .map(|c| c.render()),
         AdminCommand::Role { user, role } => use_cases
             .set_role(&actor, &user, &role)
             .await

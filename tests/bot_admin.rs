@@ -182,6 +182,97 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
     assert_eq!(alice.role, Role::Requester);
 }
 
+/// (#21.9) `admin sensitivity <record> <LEVEL> <reason…>`: an admin changes a record's level in
+/// chat, with a reason, audited; every mistake is answered and changes nothing; a requester is
+/// refused like any admin command.
+#[tokio::test]
+async fn the_admin_sets_a_records_sensitivity_in_chat_and_requesters_cannot() {
+    let chat = Chat::start(None).await;
+    let level = || async {
+        chat.store
+            .records_by_title_prefix("grafana-admin", 1)
+            .await
+            .unwrap()[0]
+            .sensitivity
+    };
+    assert_eq!(level().await, passkey::domain::Sensitivity::Low);
+
+    let before = chat.audit_count().await;
+    for (text, answer) in [
+        (
+            "admin sensitivity nope-db HIGH audit finding",
+            "Sensitivity\nNo record matches `nope-db`",
+        ),
+        (
+            "admin sensitivity db HIGH audit finding",
+            "matches several records",
+        ),
+        (
+            "admin sensitivity grafana-admin TOPSECRET audit finding",
+            "Unknown sensitivity `TOPSECRET`: use LOW, MEDIUM, HIGH or CRITICAL",
+        ),
+        (
+            "admin sensitivity grafana-admin HIGH",
+            "A reason is required",
+        ),
+        (
+            "admin sensitivity grafana-admin",
+            "Usage: `admin sensitivity <record> <LOW|MEDIUM|HIGH|CRITICAL> <reason>`",
+        ),
+        (
+            "admin sensitivity grafana-admin LOW nothing to do",
+            "`grafana-admin` is already LOW; nothing changed.",
+        ),
+    ] {
+        let said = chat.say(CAROL, text).await;
+        assert!(said.contains(answer), "{text}: {said}");
+    }
+    assert_eq!(chat.audit_count().await, before, "nothing was written");
+    assert_eq!(level().await, passkey::domain::Sensitivity::Low);
+
+    // A requester: the usual refusal, audited, nothing changed.
+    assert_eq!(
+        chat.say(
+            ALICE,
+            "admin sensitivity grafana-admin LOW cheaper approvals"
+        )
+        .await,
+        "Admin commands are for Passkey admins."
+    );
+    let refused = chat.store.audit_events_after(0, 10_000).await.unwrap();
+    let refused = refused.last().unwrap();
+    assert_eq!(
+        (
+            refused.action.as_str(),
+            refused.detail.0["command"].as_str()
+        ),
+        (
+            "ACCESS_DENIED_INSUFFICIENT_PERMISSION",
+            Some("admin sensitivity")
+        )
+    );
+
+    let changed = chat
+        .say(
+            CAROL,
+            "admin sensitivity Grafana-Admin critical now holds the SSO signing key",
+        )
+        .await;
+    assert!(
+        changed.starts_with("Sensitivity\n`grafana-admin` is now CRITICAL (was LOW)."),
+        "{changed}"
+    );
+    assert_eq!(level().await, passkey::domain::Sensitivity::Critical);
+    let events = chat.store.audit_events_after(0, 10_000).await.unwrap();
+    let event = events.last().unwrap();
+    assert_eq!(event.action, "RECORD_SENSITIVITY_CHANGED");
+    assert_eq!(event.detail.0["reason"], "now holds the SSO signing key");
+    assert_eq!(
+        (&event.detail.0["old"], &event.detail.0["new"]),
+        (&serde_json::json!("LOW"), &serde_json::json!("CRITICAL"))
+    );
+}
+
 #[tokio::test]
 async fn records_shared_with_a_persons_groups_are_listed() {
     // Erin's own ACL entries cover Databases and Shared Services; the Platform folder is shared

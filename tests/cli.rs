@@ -136,6 +136,110 @@ async fn admin_commands_run_against_the_configured_database() {
     );
 }
 
+/// (#21.9) `passkey admin record sensitivity <record> <LEVEL> <reason…>`: refusals exit 1 (a
+/// missing reason is clap's usage error, exit 2) and change nothing; a change is audited as the
+/// CLI; the same level again says so.
+#[tokio::test]
+async fn admin_record_sensitivity_changes_a_level_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(passkey(dir.path(), &["migrate"]).status.success());
+    assert!(
+        passkey(dir.path(), &["admin", "demo-load"])
+            .status
+            .success()
+    );
+    let sensitivity = |rest: &[&str]| {
+        let mut args = vec!["admin", "record", "sensitivity"];
+        args.extend_from_slice(rest);
+        passkey(dir.path(), &args)
+    };
+    let open = || async {
+        SqliteStore::open(&dir.path().join("data/passkey.db"), 1)
+            .await
+            .unwrap()
+    };
+    let before = open()
+        .await
+        .audit_events_after(0, 10_000)
+        .await
+        .unwrap()
+        .len();
+
+    for (args, code, says) in [
+        (
+            &["nope-db", "HIGH", "audit", "finding"][..],
+            1,
+            "No record matches `nope-db`",
+        ),
+        (&["db", "HIGH", "audit"][..], 1, "matches several records"),
+        (
+            &["smtp-relay", "URGENT", "audit"][..],
+            1,
+            "Unknown sensitivity `URGENT`",
+        ),
+        (&["smtp-relay", "HIGH", " "][..], 1, "A reason is required"),
+        (&["smtp-relay", "HIGH"][..], 2, "<REASON>"),
+    ] {
+        let out = sensitivity(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(
+        open()
+            .await
+            .audit_events_after(0, 10_000)
+            .await
+            .unwrap()
+            .len(),
+        before,
+        "refusals write nothing"
+    );
+
+    let out = sensitivity(&["smtp-relay", "high", "relays", "payroll", "mail"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("`smtp-relay` is now HIGH (was LOW)."),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = sensitivity(&["smtp-relay", "HIGH", "again"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("already HIGH; nothing changed"));
+
+    let events = open().await.audit_events_after(0, 10_000).await.unwrap();
+    let changes: Vec<_> = events
+        .iter()
+        .skip(before)
+        .map(|e| {
+            (
+                e.actor.as_str(),
+                e.action.as_str(),
+                e.detail.0["new"].clone(),
+                e.detail.0["reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [(
+            "admin-cli",
+            "RECORD_SENSITIVITY_CHANGED",
+            serde_json::json!("HIGH"),
+            serde_json::json!("relays payroll mail")
+        )]
+    );
+}
+
 #[tokio::test]
 async fn replay_reports_same_or_different_decisions_and_exits_accordingly() {
     use passkey::domain::*;

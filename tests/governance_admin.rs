@@ -15,6 +15,8 @@ on_both_databases!(
     refused_admin_input_writes_nothing,
     roles_change_with_an_audit_event_and_the_last_admin_cannot_step_down,
     the_database_still_refuses_rewriting_a_granted_row,
+    an_admin_sets_a_records_sensitivity_with_a_reason_and_the_trail_says_so,
+    refused_sensitivity_changes_write_nothing,
 );
 
 struct World {
@@ -532,5 +534,178 @@ async fn the_database_still_refuses_rewriting_a_granted_row(db: Db) {
     assert_eq!(
         (row.principal.as_str(), row.revoked_reason.as_deref()),
         ("dba@contoso.example", Some("rotation"))
+    );
+}
+
+async fn sensitivities(s: &dyn Store) -> Vec<(String, Sensitivity)> {
+    s.list_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.title, r.sensitivity))
+        .collect()
+}
+
+/// (#21.9) By unique title prefix or vault uid, any case; the trail names who, why, before and
+/// after; the same level again says so and writes nothing.
+async fn an_admin_sets_a_records_sensitivity_with_a_reason_and_the_trail_says_so(db: Db) {
+    let s = db.store.as_ref();
+    let w = world(&db).await;
+    let carol = Actor::User(Box::new(w.carol.clone()));
+
+    let changed = w
+        .admin
+        .set_sensitivity(
+            &carol,
+            "db-st",
+            "high",
+            "  now holds a copy of production  ",
+        )
+        .await
+        .unwrap();
+    let text = changed.render();
+    assert!(
+        text.contains("`db-staging` is now HIGH (was LOW)")
+            && text.contains("Every decision from now on uses HIGH"),
+        "{text}"
+    );
+    let staging = s.records_by_title_prefix("db-staging", 1).await.unwrap()[0].clone();
+    assert_eq!(staging.sensitivity, Sensitivity::High);
+    let events = audit_events(s).await;
+    let event = events.last().unwrap();
+    assert_eq!(event.action, "RECORD_SENSITIVITY_CHANGED");
+    assert_eq!(event.actor, format!("user:{}", w.carol.id));
+    assert_eq!(event.record_id, Some(staging.id));
+    assert_eq!(
+        (
+            &event.detail["old"],
+            &event.detail["new"],
+            &event.detail["reason"],
+            &event.detail["record_uid"],
+        ),
+        (
+            &serde_json::json!("LOW"),
+            &serde_json::json!("HIGH"),
+            &serde_json::json!("now holds a copy of production"),
+            &serde_json::json!(staging.vault_uid),
+        )
+    );
+
+    // The same level again: said, not written.
+    let again = w
+        .admin
+        .set_sensitivity(&carol, "db-staging", "HIGH", "still production data")
+        .await
+        .unwrap();
+    assert!(
+        again
+            .render()
+            .contains("`db-staging` is already HIGH; nothing changed"),
+        "{}",
+        again.render()
+    );
+    assert_eq!(audit_events(s).await.len(), events.len());
+
+    // By vault uid, from the shell: the trail names the CLI.
+    w.admin
+        .set_sensitivity(
+            &Actor::Cli,
+            &staging.vault_uid,
+            "CRITICAL",
+            "break-glass only",
+        )
+        .await
+        .unwrap();
+    let event = audit_events(s).await.pop().unwrap();
+    assert_eq!(
+        (
+            event.actor.as_str(),
+            &event.detail["old"],
+            &event.detail["new"]
+        ),
+        (
+            "admin-cli",
+            &serde_json::json!("HIGH"),
+            &serde_json::json!("CRITICAL")
+        )
+    );
+    assert_eq!(
+        s.record_by_id(staging.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .sensitivity,
+        Sensitivity::Critical
+    );
+}
+
+async fn refused_sensitivity_changes_write_nothing(db: Db) {
+    let s = db.store.as_ref();
+    let w = world(&db).await;
+    let carol = Actor::User(Box::new(w.carol.clone()));
+    let before = (snapshot(s).await, sensitivities(s).await);
+
+    let cases: Vec<(&str, &str, &str, &str)> = vec![
+        ("unknown record", "no-such-record", "HIGH", "audit finding"),
+        ("ambiguous prefix", "db", "HIGH", "audit finding"),
+        ("empty record", "  ", "HIGH", "audit finding"),
+        ("unknown level", "db-prod", "SECRET", "audit finding"),
+        ("empty level", "db-prod", "", "audit finding"),
+        ("missing reason", "db-prod", "CRITICAL", ""),
+        ("blank reason", "db-prod", "CRITICAL", "   "),
+    ];
+    let too_long = "x".repeat(501);
+    let mut refusals = Vec::new();
+    for (case, record, level, reason) in &cases {
+        let err = w
+            .admin
+            .set_sensitivity(&carol, record, level, reason)
+            .await
+            .unwrap_err();
+        assert!(err.is_refusal(), "{case}: {err:?}");
+        refusals.push((*case, err.to_string()));
+    }
+    let err = w
+        .admin
+        .set_sensitivity(&carol, "db-prod", "CRITICAL", &too_long)
+        .await
+        .unwrap_err();
+    refusals.push(("over-long reason", err.to_string()));
+    let message = |case: &str| refusals.iter().find(|(c, _)| *c == case).unwrap().1.clone();
+    assert!(message("unknown record").contains("No record matches `no-such-record`"));
+    let ambiguous = message("ambiguous prefix");
+    assert!(
+        ambiguous.contains("`db-prod`") && ambiguous.contains("`db-staging`"),
+        "{ambiguous}"
+    );
+    assert!(message("empty record").contains("No record matches"));
+    assert!(
+        message("unknown level")
+            .contains("Unknown sensitivity `SECRET`: use LOW, MEDIUM, HIGH or CRITICAL")
+    );
+    assert!(message("empty level").contains("use LOW, MEDIUM, HIGH or CRITICAL"));
+    for case in ["missing reason", "blank reason", "over-long reason"] {
+        assert!(message(case).contains("A reason is required"), "{case}");
+    }
+
+    // Two admins at once: the store replaces only the level the change was judged against, so
+    // the trail's "before" is always true; the loser is refused and writes nothing.
+    let prod = s.records_by_title_prefix("db-prod", 1).await.unwrap()[0].clone();
+    assert_eq!(prod.sensitivity, Sensitivity::High);
+    let stale = s
+        .set_record_sensitivity(
+            prod.id,
+            Sensitivity::Medium,
+            Sensitivity::Low,
+            &NewAuditEvent::new("admin-cli", "RECORD_SENSITIVITY_CHANGED", t0()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict(_)), "{stale:?}");
+
+    assert_eq!(
+        (snapshot(s).await, sensitivities(s).await),
+        before,
+        "a refusal changes nothing"
     );
 }

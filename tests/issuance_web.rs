@@ -1298,6 +1298,126 @@ async fn a_texted_code_unlocks_the_retrieval_once() {
     server.stop().await;
 }
 
+/// (#21.9) A request keeps the second factor it was decided with, and a level raised after the
+/// approval adds one: an admin who marks a record HIGH stops its next retrieval without a code,
+/// even for a request approved while it was MEDIUM. Lowering the level never drops a factor a
+/// request was decided with. New requests carry the level they were decided at in their trace.
+#[tokio::test]
+async fn a_level_raised_after_approval_asks_for_a_code_and_a_lowered_one_keeps_it() {
+    use passkey::governance::admin::{Actor, GovernanceAdmin};
+    let (_db, _dir, server) = start_with(&[("PASSKEY_WEB__RATE_PER_USER_PER_MINUTE", "100")]).await;
+    let admin = GovernanceAdmin::new(server.store.clone(), server.state.clock.clone());
+    server.set_phone(ALICE, ALICE_PHONE).await;
+
+    // Approved while MEDIUM: no factor was asked for then.
+    let raised = server
+        .approved_request(ALICE, "db-analytics-readonly", BOB)
+        .await;
+    let decided_at = server.store.request_by_id(raised).await.unwrap().unwrap();
+    assert!(!decided_at.otp_required);
+    admin
+        .set_sensitivity(
+            &Actor::Cli,
+            "db-analytics-readonly",
+            "HIGH",
+            "holds salaries now",
+        )
+        .await
+        .unwrap();
+    // Approved while HIGH, then lowered.
+    let lowered = server.approved_request(ALICE, "db-prod", BOB).await;
+    admin
+        .set_sensitivity(&Actor::Cli, "db-prod", "MEDIUM", "only test data left")
+        .await
+        .unwrap();
+
+    let alice = WebClient::new(&server.base);
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{raised}/issue"))
+        .await;
+    for id in [raised, lowered] {
+        let page = alice
+            .get(&format!("/requests/{id}/issue"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("a code is texted to •••• 4411"),
+            "#{id}: {page}"
+        );
+        let csrf = alice.page_csrf(id).await;
+        let (status, started) = alice.retrieve(id, &csrf).await;
+        assert_eq!(status, 200, "#{id}: {started}");
+        assert_eq!(started["channel"], "sms", "#{id}: {started}");
+        assert!(
+            started.get("share_url").is_none(),
+            "#{id}: no link before the code"
+        );
+        assert!(
+            server
+                .store
+                .issuances_for_request(id)
+                .await
+                .unwrap()
+                .is_empty(),
+            "#{id}"
+        );
+        let code = server.sms.last_code_to(ALICE_PHONE);
+        let (status, share) = verify(&alice, id, &csrf, &started["challenge_id"], &code).await;
+        assert_eq!(status, 200, "#{id}: {share}");
+        assert!(share["share_url"].as_str().is_some(), "#{id}: {share}");
+        // Past the resend cooldown before the next request's code.
+        server.clock.advance(time::Duration::seconds(61));
+    }
+
+    // A new request is decided at the level in force, and its policy traces say which (event
+    // traces — issuance, release — carry no policy inputs).
+    server
+        .state
+        .lifecycle
+        .release(&server.user(ALICE).await, raised)
+        .await
+        .unwrap();
+    let newer = server.request(ALICE, "db-analytics-readonly").await;
+    assert!(
+        server
+            .store
+            .request_by_id(newer)
+            .await
+            .unwrap()
+            .unwrap()
+            .otp_required
+    );
+    let levels = |id: i64| {
+        let store = server.store.clone();
+        async move {
+            store
+                .traces_for_request(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|t| {
+                    t.inputs.0["record"]["sensitivity"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = levels(raised).await;
+    let second = levels(newer).await;
+    assert!(
+        !first.is_empty() && first.iter().all(|s| s == "MEDIUM"),
+        "{first:?}"
+    );
+    assert!(
+        !second.is_empty() && second.iter().all(|s| s == "HIGH"),
+        "{second:?}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn five_wrong_codes_lock_the_challenge() {
     let (_db, _dir, server, alice, id, csrf) = second_factor_world().await;

@@ -21,8 +21,10 @@
 //! Every https service sits behind `common::tls::TlsProxy`, a TLS-terminating relay whose
 //! certificate a throwaway CA made for this test issued; the binary trusts that CA through
 //! `SSL_CERT_FILE`. The day-one steps are the operator's commands, each a run of the binary:
-//! `migrate`, `admin keys init`, `admin sync` (records from Commander alone), `admin authority
-//! grant` (the folder's owner approves, by email), then `serve`. The journey runs on a SQLite file
+//! `migrate`, `admin keys init`, `admin sync` (records from Commander alone), `admin record
+//! sensitivity` (the discovered record is MEDIUM; payroll is HIGH, so a request needs a ticket and
+//! a retrieval a texted code), `admin authority grant` (the folder's owner approves, by email),
+//! then `serve`; once the requester has used the bot, `admin phone` gives them a number. The journey runs on a SQLite file
 //! the binary creates and on a fresh Postgres database (skipped with a note when Postgres is
 //! unreachable, a failure under CI). The test talks to the app's bind address over plain http, as
 //! a TLS-terminating front end would, while `public_url` is https; it keeps the `__Host-` cookies
@@ -48,6 +50,9 @@ const APP_PASSWORD: &str = "bot-app-password-for-tests";
 const FOLDER_UID: &str = "SfPayroll000000000001a";
 const RECORD_UID: &str = "RecPayrollDb0000000001";
 const RECORD: &str = "payroll-db";
+/// Rafael's mobile, as the operator types it.
+const RAFAEL_PHONE: &str = "+1 425 555 0142";
+const RAFAEL_PHONE_E164: &str = "+14255550142";
 
 /// Someone in the tenant: Entra object id, Teams user id, display name, email (= UPN here).
 #[derive(Clone, Copy)]
@@ -517,6 +522,23 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
     cli(&["admin", "keys", "init"]);
     let synced = cli(&["admin", "sync"]);
     assert!(synced.contains("1 discovered"), "{synced}");
+    // Discovery makes every record MEDIUM; the operator marks payroll HIGH without SQL.
+    let marked = cli(&[
+        "admin",
+        "record",
+        "sensitivity",
+        RECORD,
+        "HIGH",
+        "every",
+        "salary",
+        "in",
+        "the",
+        "company",
+    ]);
+    assert!(
+        marked.contains(&format!("`{RECORD}` is now HIGH (was MEDIUM)")),
+        "{marked}"
+    );
     cli(&[
         "admin",
         "authority",
@@ -545,11 +567,26 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
     let hello = teams.say(OLIVIA, "help").await;
     assert!(hello.contains("Passkey commands"), "{hello}");
 
-    // Rafael has never used Passkey; the folder's ACL names him by email only.
+    // Rafael has never used Passkey; the folder's ACL names him by email only. A HIGH record
+    // needs a ticket id in the reason.
+    let no_ticket = teams
+        .say(
+            RAFAEL,
+            &format!("request {RECORD} 1h because payroll export failed"),
+        )
+        .await;
+    assert!(
+        no_ticket.contains("HIGH records need a ticket id"),
+        "refused, naming what is missing: {no_ticket}"
+    );
+    assert!(
+        teams.messages_to(OLIVIA).is_empty(),
+        "nothing reached the approver"
+    );
     let asked = teams
         .say(
             RAFAEL,
-            &format!("request {RECORD} 1h because INC-1 payroll export failed"),
+            &format!("request {RECORD} 1h because INC-4411 payroll export failed"),
         )
         .await;
     assert!(
@@ -569,7 +606,16 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
             )
         });
     assert!(text.contains("Rafael Requester"), "{text}");
-    assert!(text.contains("INC-1"), "{text}");
+    assert!(text.contains("INC-4411"), "{text}");
+
+    // Rafael is known now; the operator gives him a mobile number for texted codes.
+    let phoned = cli(&["admin", "phone", RAFAEL.email, RAFAEL_PHONE]);
+    assert!(phoned.contains("phone number set"), "{phoned}");
+    assert!(
+        !phoned.contains("0142"),
+        "the number is not echoed: {phoned}"
+    );
+    let before_decision = teams.messages_to(RAFAEL).len();
 
     // Olivia approves; Rafael is told in his 1:1 chat.
     let answer = teams.tap(OLIVIA, card.as_ref().unwrap(), "Approve").await;
@@ -579,7 +625,7 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
         decided.contains("Approved") && decided.contains("Olivia Owner"),
         "Olivia's card now shows her decision: {decided}"
     );
-    let to_rafael = teams.wait_for_messages(RAFAEL, 1).await;
+    let to_rafael = teams.wait_for_messages(RAFAEL, before_decision + 1).await;
     let approved = to_rafael
         .iter()
         .map(|(text, _)| text.clone())
@@ -615,6 +661,10 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
         assert!(page.headers().contains_key(header), "{header}");
     }
     let html = page.text().await.unwrap();
+    assert!(
+        html.contains("•••• 0142"),
+        "the page says a code is texted to Rafael's phone"
+    );
     let csrf = common::web::attr_value(&html, "name=\"csrf-token\" content=\"");
     let minted = browser
         .post_json(
@@ -632,13 +682,39 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
         )
         .await;
     assert_eq!(exchanged.0, 200, "{:#}", exchanged.1);
-    // A discovered record is MEDIUM, and the default policy asks for a texted code from HIGH.
+    // HIGH: the default policy asks for a texted code first. Twilio (over TLS) has it; no link
+    // exists yet, at Commander or on the page.
+    assert_eq!(exchanged.1["channel"], "sms", "{:#}", exchanged.1);
     assert!(
-        exchanged.1.get("challenge_id").is_none() && world.twilio.texts().is_empty(),
-        "no code is texted for a MEDIUM record: {:#}",
+        exchanged.1.get("share_url").is_none() && world.commander.live_shares().is_empty(),
+        "no link before the code: {:#}",
         exchanged.1
     );
-    let share_url = exchanged.1["share_url"].as_str().unwrap().to_string();
+    assert!(world.twilio_https.starts_with("https://"));
+    let texts = world.twilio.texts();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert_eq!(
+        (texts[0].to.as_str(), texts[0].from.as_str()),
+        (RAFAEL_PHONE_E164, fake_twilio::FROM)
+    );
+    let code: String = texts[0]
+        .body
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("a six-digit code: {}", texts[0].body))
+        .to_string();
+    let verified = browser
+        .post_json(
+            &format!("/api/requests/{request_id}/issue/verify"),
+            &json!({ "challenge_id": exchanged.1["challenge_id"], "code": code }),
+            &csrf,
+        )
+        .await;
+    assert_eq!(verified.0, 200, "{:#}", verified.1);
+    let share_url = verified.1["share_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the link after the code: {:#}", verified.1))
+        .to_string();
     let live = world.commander.live_shares();
     assert_eq!(live.len(), 1, "one share at Commander: {live:?}");
     assert_eq!(
@@ -701,6 +777,7 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
     let log = served.log();
     for secret in [
         share_url.as_str(),
+        RAFAEL_PHONE_E164,
         APP_PASSWORD,
         world.commander.api_key.as_str(),
         oidc::CLIENT_SECRET,

@@ -90,7 +90,10 @@ impl VaultReader for FakeVault {
     }
 }
 
-on_both_databases!(discovery_rotation_orphans_and_acls_then_nothing_twice);
+on_both_databases!(
+    discovery_rotation_orphans_and_acls_then_nothing_twice,
+    a_sensitivity_an_admin_set_survives_every_later_sync,
+);
 
 async fn sync(vault: &dyn VaultReader, db: &Db) -> SyncReport {
     sync_vault(
@@ -102,6 +105,79 @@ async fn sync(vault: &dyn VaultReader, db: &Db) -> SyncReport {
     )
     .await
     .unwrap()
+}
+
+/// (#21.9) Discovery makes a record MEDIUM; an admin's level outlives every later sync — one
+/// that changes nothing, one that rewrites the record's metadata (a rotation and a rename), and
+/// one that read the record before the admin changed it and writes what it read.
+async fn a_sensitivity_an_admin_set_survives_every_later_sync(db: Db) {
+    use passkey::governance::admin::{Actor, GovernanceAdmin};
+    let s = db.store.as_ref();
+    let vault = FakeVault::new(demo_vault_file());
+    sync(&vault, &db).await;
+    let discovered = s.records_by_title_prefix("db-prod", 1).await.unwrap()[0].clone();
+    assert_eq!(discovered.sensitivity, Sensitivity::Medium);
+    let admin = GovernanceAdmin::new(db.store.clone(), Arc::new(ManualClock::new(t0())));
+    admin
+        .set_sensitivity(&Actor::Cli, "db-prod", "HIGH", "holds customer data")
+        .await
+        .unwrap();
+    let level = || async {
+        s.record_by_uid(&discovered.vault_uid)
+            .await
+            .unwrap()
+            .unwrap()
+            .sensitivity
+    };
+
+    sync(&vault, &db).await;
+    assert_eq!(level().await, Sensitivity::High, "an idle sync");
+
+    {
+        let mut file = vault.file.lock().unwrap();
+        let record = file
+            .records
+            .iter_mut()
+            .find(|r| r.uid == discovered.vault_uid)
+            .unwrap();
+        record.revision += 1;
+        record.title = "db-prod-primary".into();
+    }
+    let rotated = sync(&vault, &db).await;
+    assert_eq!(rotated.rotated, 1, "{rotated:?}");
+    let after = s
+        .record_by_uid(&discovered.vault_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after.title.as_str(), after.sensitivity),
+        ("db-prod-primary", Sensitivity::High),
+        "a rotation and a rename keep the admin's level"
+    );
+
+    // A sync that listed the record while it was still MEDIUM writes its metadata back late.
+    s.upsert_record(
+        &NewRecord {
+            vault_uid: discovered.vault_uid.clone(),
+            title: discovered.title.clone(),
+            record_type: discovered.record_type.clone(),
+            folder_id: discovered.folder_id,
+            revision: discovered.revision + 2,
+            vault_owner: discovered.vault_owner.clone(),
+            owner_user_id: discovered.owner_user_id,
+            sensitivity: Sensitivity::Medium,
+            discovery_source: discovered.discovery_source,
+        },
+        t0(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        level().await,
+        Sensitivity::High,
+        "a late write of a stale read"
+    );
 }
 
 async fn discovery_rotation_orphans_and_acls_then_nothing_twice(db: Db) {

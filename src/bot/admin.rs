@@ -1,4 +1,4 @@
-//! `admin authority …`, `admin role …` and `admin totp-invite …` in chat: the words after the command become a call to
+//! `admin authority …`, `admin sensitivity …`, `admin role …` and `admin totp-invite …` in chat: the words after the command become a call to
 //! a `governance::admin` use case, and its result (or refusal) becomes a short reply. The caller
 //! has already checked that the sender is an admin.
 
@@ -67,6 +67,31 @@ pub async fn authority_reply(
         ("grant", _) => Ok(usage("`grant` needs a record, a kind and a principal")),
         ("revoke", _) => Ok(usage("`revoke` needs an authority number and a reason")),
         _ => Ok(AUTHORITY_USAGE.into()),
+    }
+}
+
+pub const SENSITIVITY_USAGE: &str = "Usage: `admin sensitivity <record> <LOW|MEDIUM|HIGH|CRITICAL> <reason>`, \
+e.g. `admin sensitivity payroll-db HIGH holds salary data`";
+
+/// The reply to `admin sensitivity <record> <LEVEL> <reason…>`. Too few words is a refusal (not
+/// a usage hint), so the card says nothing changed.
+pub async fn sensitivity_reply(
+    state: &AppState,
+    admin: &User,
+    args: &[String],
+) -> Result<String, AdminError> {
+    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    match args {
+        [record, level, reason @ ..] => Ok(use_cases
+            .set_sensitivity(
+                &Actor::User(Box::new(admin.clone())),
+                record,
+                level,
+                &reason.join(" "),
+            )
+            .await?
+            .render()),
+        _ => Err(AdminError::Usage(SENSITIVITY_USAGE)),
     }
 }
 

@@ -28,7 +28,8 @@ const MAX_ECHO_CHARS: usize = 40;
 const REQUEST_EXAMPLE: &str = "`request db-prod 2h because INC-4411`";
 const DURATION_FORMS: &str = "Durations look like `30m`, `2h`, `1d`, `90 minutes` or `1h 30m`";
 const ADMIN_SUBCOMMANDS: &str = "Admin commands are `admin health`, `admin sync`, `admin triage`, \
-     `admin audit verify`, `admin authority …`, `admin role …`, `admin replay 17` (or `admin replay all`), \
+     `admin audit verify`, `admin authority …`, `admin sensitivity …`, `admin role …`, \
+     `admin replay 17` (or `admin replay all`), \
      `admin revoke 42 REASON` and `admin totp-invite PERSON`.";
 
 /// Top-level keywords offered as "did you mean" suggestions, in order of
@@ -55,6 +56,7 @@ const ADMIN_SUGGESTIONS: &[&str] = &[
     "triage",
     "audit",
     "authority",
+    "sensitivity",
     "role",
     "replay",
     "revoke",
@@ -105,6 +107,10 @@ pub enum AdminCommand {
     AuditVerify,
     /// Raw words after `admin authority`; their meaning is decided later.
     Authority {
+        args: Vec<String>,
+    },
+    /// Raw words after `admin sensitivity`: `<record> <LEVEL> <reason…>`, checked later.
+    Sensitivity {
         args: Vec<String>,
     },
     /// Raw words after `admin role`; their meaning is decided later.
@@ -952,6 +958,7 @@ fn parse_admin(rest: &[&str]) -> Result<AdminCommand, ParseError> {
         },
         "authority" => Ok(AdminCommand::Authority { args: owned(args) }),
         "role" => Ok(AdminCommand::Role { args: owned(args) }),
+        "sensitivity" => Ok(AdminCommand::Sensitivity { args: owned(args) }),
         "totp-invite" => match args {
             [who] => Ok(AdminCommand::TotpInvite {
                 user: who.to_string(),
@@ -1751,6 +1758,14 @@ mod tests {
             })
         );
         assert_eq!(
+            parse("admin Sensitivity payroll-db high holds salaries"),
+            admin(AdminCommand::Sensitivity {
+                args: ["payroll-db", "high", "holds", "salaries"]
+                    .map(String::from)
+                    .to_vec()
+            })
+        );
+        assert_eq!(
             parse("admin revoke #12 Left The Team"),
             admin(AdminCommand::Revoke {
                 request_id: 12,
@@ -1768,6 +1783,7 @@ mod tests {
             "`admin triage`",
             "`admin audit verify`",
             "`admin authority",
+            "`admin sensitivity",
             "`admin role",
             "`admin revoke",
         ] {
@@ -1782,6 +1798,12 @@ mod tests {
         let message = usage_message("admin heath", "admin");
         assert!(
             message.contains("Did you mean `admin health`?"),
+            "{message}"
+        );
+
+        let message = usage_message("admin sensitivty", "admin");
+        assert!(
+            message.contains("Did you mean `admin sensitivity`?"),
             "{message}"
         );
 

@@ -1188,6 +1188,10 @@ async fn admin_reply_for(
             "Authority",
             admin_outcome(admin::authority_reply(state, admin, &args).await)?,
         ),
+        AdminCommand::Sensitivity { args } => (
+            "Sensitivity",
+            admin_outcome(admin::sensitivity_reply(state, admin, &args).await)?,
+        ),
         AdminCommand::Role { args } => (
             "Role",
             admin_outcome(admin::role_reply(state, admin, &args).await)?,
@@ -1302,6 +1306,7 @@ fn admin_name(c: &AdminCommand) -> &'static str {
         AdminCommand::Triage { .. } => "triage",
         AdminCommand::AuditVerify => "audit verify",
         AdminCommand::Authority { .. } => "authority",
+        AdminCommand::Sensitivity { .. } => "sensitivity",
         AdminCommand::Role { .. } => "role",
         AdminCommand::Revoke { .. } => "revoke",
         AdminCommand::TotpInvite { .. } => "totp-invite",

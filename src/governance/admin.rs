@@ -1,12 +1,14 @@
-//! Admin changes to who governs a record (authority rows) and to people's roles. The bot
-//! (`admin authority …`, `admin role …`) and the CLI (`passkey admin …`) both call these.
+//! Admin changes to who governs a record (authority rows), to a record's sensitivity and to
+//! people's roles. The bot (`admin authority …`, `admin sensitivity …`, `admin role …`) and the
+//! CLI (`passkey admin …`) both call these.
 //!
 //! Every input is checked before anything is written, so a refusal changes nothing. Every change
 //! is written with its audit event in one transaction (`AUTHORITY_GRANTED`, `AUTHORITY_REVOKED`,
-//! `ROLE_CHANGED`), naming who did it and what was there before and after. Authority rows are
+//! `RECORD_SENSITIVITY_CHANGED`, `ROLE_CHANGED`), naming who did it and what was there before and
+//! after. Authority rows are
 //! append-only (INV-1): a grant inserts, a revoke sets `revoked_*` once, nothing else is updated.
 
-use crate::domain::{AuthorityKind, Clock, PrincipalType, Role, Timestamp};
+use crate::domain::{AuthorityKind, Clock, PrincipalType, Role, Sensitivity, Timestamp};
 use crate::store::{Authority, NewAuditEvent, NewAuthority, Record, Store, StoreError, User};
 use serde_json::json;
 use std::sync::Arc;
@@ -58,6 +60,10 @@ pub enum AdminError {
     UnknownKind(String),
     #[error("Unknown role `{}`: use REQUESTER, APPROVER or ADMIN.", shown(.0))]
     UnknownRole(String),
+    #[error("Unknown sensitivity `{}`: use LOW, MEDIUM, HIGH or CRITICAL.", shown(.0))]
+    UnknownSensitivity(String),
+    #[error("Another admin changed the sensitivity of `{0}` just now; look again and retry.")]
+    SensitivityChangedMeanwhile(String),
     #[error("{0}")]
     BadPrincipal(String),
     #[error("The stage must be a whole number from 1 to {MAX_STAGE} (got `{}`).", shown(.0))]
@@ -70,6 +76,9 @@ pub enum AdminError {
     AlreadyRevoked { id: i64, at: Timestamp, by: String },
     #[error("A reason is required (at most {MAX_REASON_CHARS} characters).")]
     BadReason,
+    /// A chat command with too few words: how to type it.
+    #[error("{0}")]
+    Usage(&'static str),
     #[error("You are the last admin: make someone else ADMIN before stepping down.")]
     LastAdmin,
     #[error(transparent)]
@@ -239,6 +248,35 @@ impl RoleChange {
                     user.role
                 )
             }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SensitivityChange {
+    Changed {
+        record: Record,
+        old: Sensitivity,
+    },
+    /// The record already had that level: nothing written.
+    Unchanged {
+        record: Record,
+    },
+}
+
+impl SensitivityChange {
+    pub fn render(&self) -> String {
+        match self {
+            SensitivityChange::Changed { record, old } => format!(
+                "`{}` is now {} (was {}). Every decision from now on uses {} (approvals, \
+                 lease caps, a second factor at retrieval); leases already running are not cut \
+                 short (`admin revoke` ends one).",
+                record.title, record.sensitivity, old, record.sensitivity
+            ),
+            SensitivityChange::Unchanged { record } => format!(
+                "`{}` is already {}; nothing changed.",
+                record.title, record.sensitivity
+            ),
         }
     }
 }
@@ -595,6 +633,56 @@ impl GovernanceAdmin {
             }));
         let user = self.store.set_user_role(user.id, role, &audit).await?;
         Ok(RoleChange::Changed { user, old })
+    }
+
+    /// Sets a record's sensitivity, which decides what the access policy asks of new requests
+    /// for it (approvals, ticket, second factor, lease caps). A reason is required; the same
+    /// level again changes nothing and writes no event.
+    pub async fn set_sensitivity(
+        &self,
+        actor: &Actor,
+        record: &str,
+        level: &str,
+        reason: &str,
+    ) -> Result<SensitivityChange, AdminError> {
+        let level: Sensitivity = level
+            .trim()
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|_| AdminError::UnknownSensitivity(level.to_string()))?;
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+            return Err(AdminError::BadReason);
+        }
+        let record = self.find_record(record).await?;
+        let old = record.sensitivity;
+        if old == level {
+            return Ok(SensitivityChange::Unchanged { record });
+        }
+        let audit = NewAuditEvent::new(
+            actor.audit_name(),
+            "RECORD_SENSITIVITY_CHANGED",
+            self.clock.now(),
+        )
+        .record(record.id)
+        .detail(json!({
+            "record": record.title,
+            "record_uid": record.vault_uid,
+            "reason": reason,
+            "old": old,
+            "new": level,
+        }));
+        match self
+            .store
+            .set_record_sensitivity(record.id, old, level, &audit)
+            .await
+        {
+            Ok(record) => Ok(SensitivityChange::Changed { record, old }),
+            Err(StoreError::Conflict(_)) => Err(AdminError::SensitivityChangedMeanwhile(
+                record.title.clone(),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// How a row's principal reads: a known user by name and email, the rest as stored.

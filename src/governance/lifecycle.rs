@@ -449,6 +449,22 @@ impl Lifecycle {
             .ok_or(LifecycleError::UnknownRequest(id))
     }
 
+    /// Whether retrieving `request` needs a second factor (#21.9): it did when it was submitted,
+    /// or its record's sensitivity needs one now because an admin raised it since. A level
+    /// lowered since never drops a factor the request was decided with.
+    pub async fn second_factor_required(&self, request: &Request) -> Result<bool, LifecycleError> {
+        if request.otp_required {
+            return Ok(true);
+        }
+        let record = self.record_of(request).await?;
+        Ok(self
+            .engine
+            .policy()
+            .access
+            .otp_required_from
+            .is_some_and(|from| record.sensitivity >= from))
+    }
+
     async fn record_of(&self, request: &Request) -> Result<Record, LifecycleError> {
         Ok(self
             .store
@@ -1871,7 +1887,7 @@ impl Lifecycle {
             .own_request_with_token(requester, request_id, &presented)
             .await?;
         let now = self.clock.now();
-        if request.otp_required && !second_factor_verified {
+        if !second_factor_verified && self.second_factor_required(&request).await? {
             return Err(LifecycleError::SecondFactorRequired);
         }
         let token_expires = request.issuance_token_expires_at.unwrap_or(now);

@@ -19,7 +19,9 @@ pub use postgres::PgStore;
 pub use sql::recompute_audit_hash;
 pub use sqlite::SqliteStore;
 
-use crate::domain::{IllegalTransition, PhoneSource, RequestStatus, Role, SyncStatus, Timestamp};
+use crate::domain::{
+    IllegalTransition, PhoneSource, RequestStatus, Role, Sensitivity, SyncStatus, Timestamp,
+};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -173,12 +175,26 @@ pub trait VaultStore: Send + Sync {
         at: Timestamp,
     ) -> StoreResult<Vec<VaultFolderPermission>>;
     async fn folder_permissions(&self, folder_id: i64) -> StoreResult<Vec<VaultFolderPermission>>;
+    /// Creates a record, or refreshes the vault's metadata of a known one. A known record's
+    /// sensitivity is never changed here: it is Passkey's classification, set by an admin
+    /// ([`VaultStore::set_record_sensitivity`]), and a sync that read the record before an admin
+    /// changed it must not write the old level back.
     async fn upsert_record(&self, record: &NewRecord, at: Timestamp) -> StoreResult<Record>;
     async fn record_by_id(&self, id: i64) -> StoreResult<Option<Record>>;
     async fn record_by_uid(&self, vault_uid: &str) -> StoreResult<Option<Record>>;
     async fn list_records(&self) -> StoreResult<Vec<Record>>;
     /// Records whose title starts with `prefix` (case-insensitive), exact matches first.
     async fn records_by_title_prefix(&self, prefix: &str, limit: i64) -> StoreResult<Vec<Record>>;
+    /// Changes a record's sensitivity from `from` to `to` with its audit event, in one
+    /// transaction. A conflict when the stored level is no longer `from` (another admin changed
+    /// it meanwhile), so the event's "before" is always what was replaced.
+    async fn set_record_sensitivity(
+        &self,
+        record_id: i64,
+        from: Sensitivity,
+        to: Sensitivity,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Record>;
     async fn set_record_sync_status(
         &self,
         record_id: i64,

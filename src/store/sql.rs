@@ -77,7 +77,7 @@ macro_rules! impl_store {
     ($store:ident, $db:ty) => {
         mod generated {
         use super::$store;
-        use $crate::domain::{FolderPermission, PhoneSource, RequestStatus, Role, SyncStatus, Timestamp, VaultPrincipalType};
+        use $crate::domain::{FolderPermission, PhoneSource, RequestStatus, Role, Sensitivity, SyncStatus, Timestamp, VaultPrincipalType};
         use $crate::store::models::*;
         use $crate::store::{
             AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, LocalShareStore, PermissionStore,
@@ -678,7 +678,6 @@ macro_rules! impl_store {
                         revision = excluded.revision,
                         vault_owner = excluded.vault_owner,
                         owner_user_id = COALESCE(excluded.owner_user_id, records.owner_user_id),
-                        sensitivity = excluded.sensitivity,
                         sync_status = 'FRESH',
                         last_synced_at = excluded.last_synced_at,
                         updated_at = excluded.updated_at
@@ -725,6 +724,31 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn set_record_sensitivity(
+                &self,
+                id: i64,
+                from: Sensitivity,
+                to: Sensitivity,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Record> {
+                let mut tx = self.begin_write().await?;
+                let record: Option<Record> = sqlx::query_as(
+                    "UPDATE records SET sensitivity = $3, updated_at = $4 WHERE id = $1 AND sensitivity = $2 RETURNING *",
+                )
+                .bind(id)
+                .bind(from)
+                .bind(to)
+                .bind(audit.at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(record) = record else {
+                    return Err(StoreError::Conflict("the record's sensitivity changed meanwhile".into()));
+                };
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(record)
             }
 
             async fn set_record_sync_status(&self, id: i64, status: SyncStatus, at: Timestamp) -> StoreResult<Record> {

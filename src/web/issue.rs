@@ -165,7 +165,11 @@ async fn issue_page(
         Ok(None) => format!("record {}", request.record_id),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let factors = if request.otp_required {
+    let needs_second_factor = match state.lifecycle.second_factor_required(&request).await {
+        Ok(needed) => needed,
+        Err(e) => return lifecycle_error(e).into_response(),
+    };
+    let factors = if needs_second_factor {
         match state.otp.factors(&user).await {
             Ok(f) => Some(f),
             Err(e) => return otp_error(e).into_response(),
@@ -377,11 +381,14 @@ async fn exchange(
 ) -> Result<Json<Value>, ApiError> {
     let user = &signed_in.user;
     rate_limit(&state, user, Some(id), &client, "issue").await?;
-    let needs_second_factor = state
-        .store
-        .request_by_id(id)
-        .await?
-        .is_some_and(|r| r.otp_required);
+    let needs_second_factor = match state.store.request_by_id(id).await? {
+        Some(request) => state
+            .lifecycle
+            .second_factor_required(&request)
+            .await
+            .map_err(lifecycle_error)?,
+        None => false,
+    };
     if needs_second_factor {
         let (request, token_hash) = state
             .lifecycle
