@@ -9,7 +9,7 @@
 //! `cargo bench --bench channel` (set `PASSKEY_BENCH_MESSAGES` to change the count per level).
 
 #[allow(dead_code)]
-#[path = "../tests/common/channel.rs"]
+#[path = "../tests/it/common/channel.rs"]
 mod channel;
 
 use channel::{APP_ID, FakeConnector, Issuer, message, sign};

@@ -1,0 +1,455 @@
+//! The Connector client against a fake Bot Connector and token endpoint on loopback: every REST
+//! operation's wire shape, token caching with one refresh in flight, and error classification.
+
+use crate::common;
+
+use common::channel::{APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer};
+use passkey::bot::activity::OutgoingActivity;
+use passkey::bot::connector::{
+    AppCredentials, Connector, ConnectorError, ConnectorHosts, ConversationTarget, HostPattern,
+    HttpConnector, RetryPolicy, TokenProvider,
+};
+use secrecy::SecretString;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(2),
+    }
+}
+
+/// Bot Framework's hosts and the fakes' loopback address.
+fn hosts() -> ConnectorHosts {
+    ConnectorHosts::bot_framework().with(HostPattern::parse("127.0.0.1").unwrap())
+}
+
+async fn client(issuer: &Issuer) -> (HttpConnector, Arc<TokenProvider>) {
+    let tokens = Arc::new(TokenProvider::new(
+        AppCredentials {
+            app_id: APP_ID.into(),
+            app_password: SecretString::from("pw".to_string()),
+            authority: issuer.oauth_authority(),
+            tenant: "botframework.com".into(),
+            scope: "https://api.botframework.com/.default".into(),
+        },
+        reqwest::Client::new(),
+    ));
+    (
+        HttpConnector::new(reqwest::Client::new(), Some(tokens.clone()), fast_retries())
+            .with_hosts(hosts()),
+        tokens,
+    )
+}
+
+#[tokio::test]
+async fn every_operation_speaks_the_connector_rest_shape() {
+    let issuer = Issuer::start().await;
+    let fake = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "19:abc@thread.tacv2".into(),
+    };
+
+    let sent = connector
+        .send(&to, &OutgoingActivity::text("hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.id, "activity-0",
+        "the new activity's id is kept, to update the card later"
+    );
+    let replied = connector
+        .reply(&to, "1700", &OutgoingActivity::text("re"))
+        .await
+        .unwrap();
+    assert_eq!(replied.id, "activity-1");
+    connector
+        .update(&to, "activity-0", &OutgoingActivity::text("edited"))
+        .await
+        .unwrap();
+    connector.delete(&to, "activity-1").await.unwrap();
+    connector.typing(&to).await.unwrap();
+    let conversation = connector
+        .create_personal_conversation(&fake.service_url, "28:bot", "29:user", "tenant-1")
+        .await
+        .unwrap();
+    assert_eq!(conversation, "a:new-personal-29:user");
+
+    let calls = fake.calls();
+    let shape: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (
+                "POST",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities"
+            ),
+            (
+                "POST",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities/1700"
+            ),
+            (
+                "PUT",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities/activity-0"
+            ),
+            (
+                "DELETE",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities/activity-1"
+            ),
+            (
+                "POST",
+                "/connector/v3/conversations/19:abc@thread.tacv2/activities"
+            ),
+            ("POST", "/connector/v3/conversations"),
+        ]
+    );
+    assert_eq!(
+        calls[2].body["id"], "activity-0",
+        "an update carries the id it replaces"
+    );
+    assert_eq!(calls[2].body["text"], "edited");
+    assert_eq!(calls[4].body["type"], "typing");
+    assert_eq!(
+        calls[5].body,
+        json!({"bot": {"id": "28:bot"}, "members": [{"id": "29:user"}], "channelData": {"tenant": {"id": "tenant-1"}}, "tenantId": "tenant-1", "isGroup": false})
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some(&format!("Bearer {CONNECTOR_TOKEN}")[..]))
+    );
+    assert_eq!(
+        issuer.state.token_requests.load(Ordering::SeqCst),
+        1,
+        "one token serves every call"
+    );
+}
+
+/// Whatever asks for a call — a reply, a proactive send, opening a chat — the token goes only to
+/// allowed Connector hosts: a refused host gets no connection, and no token is even fetched.
+#[tokio::test]
+async fn calls_to_hosts_outside_the_allow_list_are_refused_before_any_token_or_connection() {
+    let issuer = Issuer::start().await;
+    let foreign = FakeConnector::start_on("127.0.0.2").await;
+    let (connector, _) = client(&issuer).await;
+    let port = foreign
+        .service_url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let refused_urls = [
+        foreign.service_url.clone(),
+        format!("http://127.0.0.1@127.0.0.2:{port}/connector/"),
+        format!("http://localhost:{port}/connector/"),
+        "http://smba.trafficmanager.net/emea/".to_string(),
+        "https://smba.trafficmanager.net.evil.example/emea/".to_string(),
+        "https://botframework.com.evil.example/".to_string(),
+        "https://evilbotframework.com/".to_string(),
+    ];
+    for url in &refused_urls {
+        let to = ConversationTarget {
+            service_url: url.clone(),
+            conversation_id: "a:1".into(),
+        };
+        let results = [
+            connector
+                .send(&to, &OutgoingActivity::text("x"))
+                .await
+                .map(|_| ()),
+            connector
+                .reply(&to, "1", &OutgoingActivity::text("x"))
+                .await
+                .map(|_| ()),
+            connector
+                .update(&to, "1", &OutgoingActivity::text("x"))
+                .await,
+            connector.delete(&to, "1").await,
+            connector.typing(&to).await,
+            connector
+                .create_personal_conversation(url, "28:bot", "29:user", "tenant-1")
+                .await
+                .map(|_| ()),
+        ];
+        for result in results {
+            assert!(
+                matches!(result, Err(ConnectorError::HostRefused(_))),
+                "{url}: {result:?}"
+            );
+        }
+    }
+    assert!(
+        foreign.calls().is_empty(),
+        "no connection to a foreign host"
+    );
+    assert_eq!(
+        issuer.state.token_requests.load(Ordering::SeqCst),
+        0,
+        "no token was fetched for a refused call"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_token_refresh() {
+    let issuer = Issuer::start().await;
+    let (_, tokens) = client(&issuer).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.token().await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(issuer.state.token_requests.load(Ordering::SeqCst), 1);
+    tokens.invalidate().await;
+    tokens.token().await.unwrap();
+    assert_eq!(issuer.state.token_requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_401_from_the_connector_refreshes_the_token_once() {
+    let issuer = Issuer::start().await;
+    let fake = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:1".into(),
+    };
+    fake.script(&[(401, None)]);
+    connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap();
+    assert_eq!(fake.calls().len(), 2);
+    assert_eq!(issuer.state.token_requests.load(Ordering::SeqCst), 2);
+
+    fake.script(&[(401, None), (401, None)]);
+    let err = connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Rejected { status: 401 }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_conversations_and_exhausted_retries_are_classified() {
+    let issuer = Issuer::start().await;
+    let fake = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:gone".into(),
+    };
+
+    fake.script(&[(403, None)]);
+    match connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err()
+    {
+        ConnectorError::Unreachable { status: 403, code } => {
+            assert_eq!(code.as_deref(), Some("BotNotInConversationRoster"))
+        }
+        other => panic!("{other:?}"),
+    }
+    fake.script(&[(404, None)]);
+    assert!(matches!(
+        connector.delete(&to, "x").await.unwrap_err(),
+        ConnectorError::Unreachable { status: 404, .. }
+    ));
+    let before = fake.calls().len();
+    fake.script(&[(500, None), (502, None), (503, None)]);
+    let err = connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectorError::Unavailable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.calls().len() - before,
+        3,
+        "bounded: exactly max_attempts calls"
+    );
+    fake.script(&[(400, None)]);
+    assert!(matches!(
+        connector
+            .send(&to, &OutgoingActivity::text("x"))
+            .await
+            .unwrap_err(),
+        ConnectorError::Rejected { status: 400 }
+    ));
+
+    let dead = ConversationTarget {
+        service_url: "http://127.0.0.1:9/".into(),
+        conversation_id: "a:1".into(),
+    };
+    let err = connector
+        .send(&dead, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectorError::Unavailable { .. }), "{err:?}");
+    let bad = ConversationTarget {
+        service_url: "not a url".into(),
+        conversation_id: "a:1".into(),
+    };
+    assert!(matches!(
+        connector
+            .send(&bad, &OutgoingActivity::text("x"))
+            .await
+            .unwrap_err(),
+        ConnectorError::BadServiceUrl
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_is_a_token_error_and_nothing_is_sent() {
+    let fake = FakeConnector::start().await;
+    let tokens = Arc::new(TokenProvider::new(
+        AppCredentials {
+            app_id: APP_ID.into(),
+            app_password: SecretString::from("pw".to_string()),
+            authority: "http://127.0.0.1:9".into(),
+            tenant: "botframework.com".into(),
+            scope: "https://api.botframework.com/.default".into(),
+        },
+        reqwest::Client::new(),
+    ));
+    let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries())
+        .with_hosts(hosts());
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:1".into(),
+    };
+    let err = connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectorError::Token(_)), "{err:?}");
+    assert!(!err.to_string().contains("pw"));
+    assert!(fake.calls().is_empty());
+}
+
+/// A managed identity endpoint on loopback that answers like App Service (with `IDENTITY_HEADER`)
+/// or like IMDS (`Metadata: true`), and records the query it was asked.
+async fn fake_identity_endpoint() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>,
+) {
+    use axum::extract::{Query, State};
+    use axum::http::HeaderMap;
+    use std::collections::HashMap;
+    type Seen = Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+    async fn token(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let query = {
+            let mut pairs: Vec<_> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            pairs.sort();
+            pairs.join("&")
+        };
+        seen.lock()
+            .unwrap()
+            .push((query, header("x-identity-header"), header("metadata")));
+        if header("x-identity-header").as_deref() == Some("app-service-secret") {
+            let expires_on = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600)
+                .to_string();
+            axum::Json(json!({"access_token": "mi-token-app-service", "expires_on": expires_on, "resource": q["resource"], "token_type": "Bearer"})).into_response()
+        } else if header("metadata").as_deref() == Some("true") {
+            axum::Json(json!({"access_token": "mi-token-imds", "expires_in": "3599", "token_type": "Bearer"})).into_response()
+        } else {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                "missing identity header",
+            )
+                .into_response()
+        }
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/msi/token", axum::routing::get(token))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn managed_identity_tokens_come_from_app_service_or_imds_endpoints() {
+    use passkey::bot::connector::ManagedIdentity;
+    use secrecy::ExposeSecret;
+    let (endpoint, seen) = fake_identity_endpoint().await;
+    let app_service = TokenProvider::managed_identity(
+        ManagedIdentity {
+            endpoint: endpoint.clone(),
+            identity_header: Some(SecretString::from("app-service-secret".to_string())),
+            client_id: Some("user-assigned-client".into()),
+            resource: "https://api.botframework.com".into(),
+        },
+        reqwest::Client::new(),
+    );
+    assert_eq!(
+        app_service.token().await.unwrap().expose_secret(),
+        "mi-token-app-service"
+    );
+    app_service.token().await.unwrap();
+    let imds = TokenProvider::managed_identity(
+        ManagedIdentity {
+            endpoint,
+            identity_header: None,
+            client_id: None,
+            resource: "https://api.botframework.com".into(),
+        },
+        reqwest::Client::new(),
+    );
+    assert_eq!(imds.token().await.unwrap().expose_secret(), "mi-token-imds");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the App Service token was cached (expires_on honoured)"
+    );
+    assert_eq!(
+        seen[0].0,
+        "api-version=2019-08-01&client_id=user-assigned-client&resource=https://api.botframework.com"
+    );
+    assert_eq!(seen[0].1.as_deref(), Some("app-service-secret"));
+    assert_eq!(
+        seen[1].0,
+        "api-version=2018-02-01&resource=https://api.botframework.com"
+    );
+    assert_eq!(seen[1].2.as_deref(), Some("true"));
+}

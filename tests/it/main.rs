@@ -1,0 +1,43 @@
+//! The integration tests: one binary, one module per area (run one area with
+//! `cargo test --test it otp::`). One binary links the app and compiles `common/` once, where a
+//! binary per file did both for each file.
+//!
+//! Every module shares this process. A test sets no environment variable and installs no global
+//! tracing subscriber that other modules' assertions could see; log captures go through
+//! `common::logs`. (`issuance_web` keeps its one global capture: it only looks there for its own
+//! share URLs and tokens, which no other test can log.)
+
+#[macro_use]
+mod common;
+
+mod audit;
+mod azure;
+mod bot_admin;
+mod bot_cards;
+mod bot_directory;
+mod bot_lifecycle;
+mod browser;
+mod cards;
+mod channel;
+mod cli;
+mod commander;
+mod connector;
+mod dev_vault;
+mod directory;
+mod governance_admin;
+mod identities;
+mod issuance_web;
+mod lease_expiry;
+mod lifecycle;
+mod manifest;
+mod otp;
+mod permissions;
+mod playground_config;
+mod policy_properties;
+mod policy_store;
+mod production;
+mod scheduler;
+mod server;
+mod store_contract;
+mod turns;
+mod vault_sync;

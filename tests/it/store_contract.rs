@@ -1,0 +1,1777 @@
+//! Store contract: one story per store area, each run against SQLite and against PostgreSQL,
+//! each on its own fresh database.
+
+use crate::common;
+
+use common::{Db, t0};
+use passkey::domain::*;
+use passkey::store::*;
+use serde_json::json;
+use time::Duration;
+
+on_both_databases!(
+    users,
+    vault_records_and_permissions,
+    permission_cache_expires_and_is_dropped_when_an_acl_or_role_changes,
+    policies_and_authorities,
+    authority_rows_are_append_only_in_the_database,
+    audit_and_traces_are_insert_only_in_the_database,
+    request_lifecycle_writes,
+    illegal_and_stale_transitions_change_nothing,
+    racing_approvals_have_exactly_one_winner,
+    audit_chain_links_every_event_even_under_concurrency,
+    conversations_cards_and_redelivery,
+    job_claims,
+    batch_lease_expiry_skips_changed_rows_and_chains_its_events,
+    batch_share_revocation_marks_each_share_once,
+    concurrent_batch_expiries_end_each_lease_once,
+    migrations_are_current_and_idempotent,
+    demo_data_loads_once,
+);
+
+fn new_user(aad: &str, name: &str, email: &str, role: Role) -> NewUser {
+    NewUser {
+        aad_object_id: aad.into(),
+        tenant_id: Some("tenant-1".into()),
+        teams_user_id: None,
+        upn: Some(email.into()),
+        email: Some(email.into()),
+        display_name: name.into(),
+        initial_role: role,
+    }
+}
+
+/// A requester, an approver and one governed record, for the stories that need them.
+struct Fixture {
+    requester: User,
+    approver: User,
+    record: Record,
+    resource: GovernedResource,
+}
+
+async fn fixture(store: &dyn Store) -> Fixture {
+    let requester = store
+        .upsert_user(
+            &new_user(
+                "aad-req",
+                "Rita Requester",
+                "rita@x.example",
+                Role::Requester,
+            ),
+            t0(),
+        )
+        .await
+        .unwrap();
+    let approver = store
+        .upsert_user(
+            &new_user("aad-app", "Abe Approver", "abe@x.example", Role::Approver),
+            t0(),
+        )
+        .await
+        .unwrap();
+    let folder = store
+        .upsert_folder("FOLDERUID0000000000001", "Databases", t0())
+        .await
+        .unwrap();
+    let record = store
+        .upsert_record(
+            &NewRecord {
+                vault_uid: "RECORDUID0000000000001".into(),
+                title: "db-prod".into(),
+                record_type: "databaseCredentials".into(),
+                folder_id: Some(folder.id),
+                revision: 3,
+                vault_owner: Some("abe@x.example".into()),
+                owner_user_id: Some(approver.id),
+                sensitivity: Sensitivity::High,
+                discovery_source: DiscoverySource::Manual,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let resource = store
+        .upsert_governed_resource(record.id, "vis", "acc", "lease", t0())
+        .await
+        .unwrap();
+    Fixture {
+        requester,
+        approver,
+        record,
+        resource,
+    }
+}
+
+fn submission_trace(outcome: TraceOutcome) -> NewTrace {
+    let inputs = json!({"record": "db-prod", "duration_secs": 7200});
+    NewTrace {
+        request_id: None,
+        stage: TraceStage::RequestSubmission,
+        outcome,
+        reasons: json!(["routed to authority"]),
+        constraints: json!({"max_lease_secs": 28800}),
+        required_approvals: json!([{"authority": "APPROVER", "count": 1}]),
+        trace: json!([{"rule": "authority-routing", "verdict": "ROUTE"}]),
+        inputs_hash: passkey::canonical::hash_canonical(&inputs),
+        inputs,
+        policy_version: "pv-test".into(),
+        code_version: "test".into(),
+        at: t0(),
+    }
+}
+
+async fn pending_request(store: &dyn Store, f: &Fixture) -> Request {
+    store
+        .create_request(
+            &NewRequest {
+                requester_id: f.requester.id,
+                record_id: f.record.id,
+                status: RequestStatus::Pending,
+                justification: "INC-4411 failover".into(),
+                ticket_id: Some("INC-4411".into()),
+                requested_duration_secs: 7200,
+                break_glass: false,
+                required_approvals: 1,
+                max_issuances: 3,
+                policy_version: Some("pv-test".into()),
+                review_required: false,
+                otp_required: false,
+                decision_reason: None,
+            },
+            &[submission_trace(TraceOutcome::Pending)],
+            &NewAuditEvent::new(format!("user:{}", f.requester.id), "REQUEST_CREATED", t0()),
+            t0(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn users(db: Db) {
+    let s = db.store.as_ref();
+    let first = s
+        .upsert_user(
+            &new_user("aad-1", "Alice", "Alice@Contoso.example", Role::Requester),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.role, Role::Requester);
+    assert_eq!(first.created_at, t0());
+
+    // Seen again with a new display name and a different "initial" role: profile refreshes, role stays.
+    let later = t0().plus(Duration::hours(1));
+    let again = s
+        .upsert_user(
+            &new_user(
+                "aad-1",
+                "Alice Liddell",
+                "alice@contoso.example",
+                Role::Admin,
+            ),
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.display_name, "Alice Liddell");
+    assert_eq!(
+        again.role,
+        Role::Requester,
+        "an upsert must never escalate a role"
+    );
+    assert_eq!(again.created_at, t0());
+    assert_eq!(again.updated_at, later);
+
+    assert_eq!(
+        s.user_by_aad_object_id("aad-1").await.unwrap().unwrap().id,
+        first.id
+    );
+    assert_eq!(
+        s.user_by_email("ALICE@contoso.EXAMPLE")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        first.id
+    );
+    assert!(
+        s.user_by_email("nobody@contoso.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.user_by_id(999_999).await.unwrap().is_none());
+
+    let promoted = s
+        .set_user_role(
+            first.id,
+            Role::Approver,
+            &NewAuditEvent::new("user:admin", "ROLE_CHANGED", later)
+                .detail(json!({"to": "APPROVER"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(promoted.role, Role::Approver);
+    assert_eq!(s.users_with_role(Role::Approver).await.unwrap().len(), 1);
+    let events = s.audit_events_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].action, "ROLE_CHANGED");
+
+    let missing = s
+        .set_user_role(
+            424242,
+            Role::Admin,
+            &NewAuditEvent::new("user:admin", "ROLE_CHANGED", later),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    assert_eq!(
+        s.audit_events_after(0, 10).await.unwrap().len(),
+        1,
+        "a failed change writes no audit event"
+    );
+    assert_eq!(s.count_users().await.unwrap(), 1);
+}
+
+async fn vault_records_and_permissions(db: Db) {
+    let s = db.store.as_ref();
+    let folder = s.upsert_folder("F1", "Databases", t0()).await.unwrap();
+    let renamed = s
+        .upsert_folder("F1", "Databases (prod)", t0())
+        .await
+        .unwrap();
+    assert_eq!(folder.id, renamed.id);
+    assert_eq!(s.list_folders().await.unwrap().len(), 1);
+
+    let perm = |t, p: &str, l| NewFolderPermission {
+        principal_type: t,
+        principal: p.into(),
+        permission: l,
+    };
+    s.replace_folder_permissions(
+        folder.id,
+        &[
+            perm(VaultPrincipalType::User, "bob@x", FolderPermission::Manager),
+            perm(VaultPrincipalType::Team, "sre", FolderPermission::Viewer),
+        ],
+        t0(),
+    )
+    .await
+    .unwrap();
+    let replaced = s
+        .replace_folder_permissions(
+            folder.id,
+            &[perm(
+                VaultPrincipalType::User,
+                "carol@x",
+                FolderPermission::Owner,
+            )],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.len(), 1);
+    let acl = s.folder_permissions(folder.id).await.unwrap();
+    assert_eq!(acl.len(), 1, "a sync replaces the whole ACL");
+    assert_eq!(
+        (acl[0].principal.as_str(), acl[0].permission),
+        ("carol@x", FolderPermission::Owner)
+    );
+
+    // A duplicate principal in one ACL is refused and the previous ACL survives intact.
+    let dup = s
+        .replace_folder_permissions(
+            folder.id,
+            &[
+                perm(VaultPrincipalType::User, "x@x", FolderPermission::Owner),
+                perm(VaultPrincipalType::User, "x@x", FolderPermission::Viewer),
+            ],
+            t0(),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert_eq!(
+        s.folder_permissions(folder.id).await.unwrap()[0].principal,
+        "carol@x"
+    );
+
+    let mk = |uid: &str, title: &str| NewRecord {
+        vault_uid: uid.into(),
+        title: title.into(),
+        record_type: "login".into(),
+        folder_id: Some(folder.id),
+        revision: 1,
+        vault_owner: None,
+        owner_user_id: None,
+        sensitivity: Sensitivity::Medium,
+        discovery_source: DiscoverySource::Auto,
+    };
+    let prod = s.upsert_record(&mk("U1", "db-prod"), t0()).await.unwrap();
+    s.upsert_record(&mk("U2", "db-prod-replica"), t0())
+        .await
+        .unwrap();
+    s.upsert_record(&mk("U3", "DB_staging"), t0())
+        .await
+        .unwrap();
+    assert_eq!(prod.sync_status, SyncStatus::Fresh);
+
+    let mut newer = mk("U1", "db-prod");
+    newer.revision = 7;
+    let updated = s
+        .upsert_record(&newer, t0().plus(Duration::minutes(5)))
+        .await
+        .unwrap();
+    assert_eq!((updated.id, updated.revision), (prod.id, 7));
+    assert_eq!(updated.created_at, t0());
+
+    let found = s.records_by_title_prefix("DB-PROD", 10).await.unwrap();
+    let titles: Vec<&str> = found.iter().map(|r| r.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        ["db-prod", "db-prod-replica"],
+        "exact match first, case-insensitive"
+    );
+    // LIKE wildcards in user text are literal characters.
+    assert!(
+        s.records_by_title_prefix("db%", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.records_by_title_prefix("db_", 10).await.unwrap().len(), 1);
+    assert_eq!(s.records_by_title_prefix("db", 1).await.unwrap().len(), 1);
+
+    let orphaned = s
+        .set_record_sync_status(prod.id, SyncStatus::Orphaned, t0())
+        .await
+        .unwrap();
+    assert_eq!(orphaned.sync_status, SyncStatus::Orphaned);
+    assert_eq!(
+        s.record_by_uid("U1").await.unwrap().unwrap().sync_status,
+        SyncStatus::Orphaned
+    );
+    assert!(s.record_by_uid("nope").await.unwrap().is_none());
+    assert!(matches!(
+        s.set_record_sync_status(987654, SyncStatus::Stale, t0())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.list_records().await.unwrap().len(), 3);
+}
+
+async fn permission_cache_expires_and_is_dropped_when_an_acl_or_role_changes(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let folder_id = f.record.folder_id.unwrap();
+    let perm = |p: &str, l| NewFolderPermission {
+        principal_type: VaultPrincipalType::User,
+        principal: p.into(),
+        permission: l,
+    };
+    let acl = [
+        perm("rita@x.example", FolderPermission::Viewer),
+        perm("abe@x.example", FolderPermission::Manager),
+    ];
+    s.replace_folder_permissions(folder_id, &acl, t0())
+        .await
+        .unwrap();
+    let body = json!({"requestable_folders": [folder_id], "degraded": false});
+    let expires = t0().plus(Duration::minutes(5));
+    s.put_cached_permissions(f.requester.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        Some(body.clone())
+    );
+    // Fresh until expires_at, exclusive.
+    assert!(
+        s.cached_permissions(f.requester.id, expires.minus(Duration::seconds(1)))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.cached_permissions(f.requester.id, expires).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.cached_permissions(f.approver.id, t0()).await.unwrap(),
+        None
+    );
+
+    // Upsert replaces the body.
+    let newer = json!({"requestable_folders": [], "degraded": true});
+    s.put_cached_permissions(f.requester.id, &newer, t0(), expires)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        Some(newer.clone())
+    );
+
+    // A sync that reports the same ACL (other order) keeps the cache…
+    s.replace_folder_permissions(folder_id, &[acl[1].clone(), acl[0].clone()], t0())
+        .await
+        .unwrap();
+    assert!(
+        s.cached_permissions(f.requester.id, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // …one that changes a permission drops every cached row in the same write.
+    s.put_cached_permissions(f.approver.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    s.replace_folder_permissions(
+        folder_id,
+        &[
+            perm("rita@x.example", FolderPermission::Editor),
+            acl[1].clone(),
+        ],
+        t0(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.cached_permissions(f.approver.id, t0()).await.unwrap(),
+        None
+    );
+
+    // A refused sync (duplicate principal) leaves both the ACL and the cache as they were.
+    s.put_cached_permissions(f.requester.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    let dup = s
+        .replace_folder_permissions(
+            folder_id,
+            &[
+                perm("x@x", FolderPermission::Owner),
+                perm("x@x", FolderPermission::Viewer),
+            ],
+            t0(),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    assert!(
+        s.cached_permissions(f.requester.id, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A role change drops that person's cached permissions (admins may request everywhere).
+    s.put_cached_permissions(f.approver.id, &body, t0(), expires)
+        .await
+        .unwrap();
+    s.set_user_role(
+        f.requester.id,
+        Role::Admin,
+        &NewAuditEvent::new("admin-cli", "ROLE_CHANGED", t0()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.cached_permissions(f.requester.id, t0()).await.unwrap(),
+        None
+    );
+    assert!(
+        s.cached_permissions(f.approver.id, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    assert_eq!(s.invalidate_permission_cache().await.unwrap(), 1);
+    assert_eq!(
+        s.cached_permissions(f.approver.id, t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(s.invalidate_permission_cache().await.unwrap(), 0);
+}
+
+async fn policies_and_authorities(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let audit = |action: &str| NewAuditEvent::new("user:admin", action, t0());
+
+    let p1 = s
+        .put_policy(
+            &NewPolicy {
+                kind: PolicyKind::Lease,
+                name: "system.lease.default".into(),
+                body: json!({"max_lease_secs": 3600}),
+                created_by: "admin".into(),
+            },
+            &audit("POLICY_CHANGED"),
+        )
+        .await
+        .unwrap();
+    // The same body (keys in another order) is the same policy: nothing new, no audit event.
+    let same = s
+        .put_policy(
+            &NewPolicy {
+                kind: PolicyKind::Lease,
+                name: "system.lease.default".into(),
+                body: json!({"max_lease_secs": 3600}),
+                created_by: "admin".into(),
+            },
+            &audit("POLICY_CHANGED"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same.id, p1.id);
+    let p2 = s
+        .put_policy(
+            &NewPolicy {
+                kind: PolicyKind::Lease,
+                name: "system.lease.default".into(),
+                body: json!({"max_lease_secs": 7200}),
+                created_by: "admin".into(),
+            },
+            &audit("POLICY_CHANGED"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(p2.id, p1.id);
+    let active = s.active_policies().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].body.0["max_lease_secs"], 7200);
+    assert_eq!(s.audit_events_after(0, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.governed_resource_for_record(f.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        f.resource.id
+    );
+
+    let grant = |principal: &str, stage: i32| NewAuthority {
+        resource_id: f.resource.id,
+        authority: AuthorityKind::Approver,
+        principal_type: PrincipalType::User,
+        principal: principal.into(),
+        stage,
+        valid_from: t0(),
+        valid_to: None,
+        created_by: "user:admin".into(),
+    };
+    let a1 = s
+        .add_authority(&grant("aad-app", 1), &audit("AUTHORITY_GRANTED"))
+        .await
+        .unwrap();
+    let a2 = s
+        .add_authority(&grant("aad-other", 2), &audit("AUTHORITY_GRANTED"))
+        .await
+        .unwrap();
+    let mut expired = grant("aad-old", 1);
+    expired.valid_to = Some(t0().plus(Duration::minutes(1)));
+    s.add_authority(&expired, &audit("AUTHORITY_GRANTED"))
+        .await
+        .unwrap();
+
+    let later = t0().plus(Duration::hours(1));
+    let ids: Vec<i64> = s
+        .active_authorities(f.resource.id, later)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [a1.id, a2.id],
+        "ordered by stage; rows past valid_to are not in force"
+    );
+
+    // The audit event of a grant names the row it created; rows and resources read back by id.
+    let events = s.audit_events_after(0, 100).await.unwrap();
+    let granted: Vec<i64> = events
+        .iter()
+        .filter(|e| e.action == "AUTHORITY_GRANTED")
+        .filter_map(|e| e.detail.0["authority_id"].as_i64())
+        .collect();
+    assert_eq!(&granted[..2], [a1.id, a2.id]);
+    assert_eq!(s.authority_by_id(a2.id).await.unwrap().unwrap(), a2);
+    assert!(s.authority_by_id(99999).await.unwrap().is_none());
+    assert_eq!(
+        s.governed_resource_by_id(f.resource.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record_id,
+        f.record.id
+    );
+    assert!(s.governed_resource_by_id(99999).await.unwrap().is_none());
+
+    let revoked = s
+        .revoke_authority(
+            a2.id,
+            "user:admin",
+            "left the team",
+            &audit("AUTHORITY_REVOKED"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("left the team"));
+    let twice = s
+        .revoke_authority(a2.id, "user:admin", "again", &audit("AUTHORITY_REVOKED"))
+        .await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    assert!(matches!(
+        s.revoke_authority(99999, "u", "r", &audit("AUTHORITY_REVOKED"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let successor = s
+        .supersede_authority(
+            a1.id,
+            &grant("aad-new", 1),
+            "handover",
+            &audit("AUTHORITY_SUPERSEDED"),
+        )
+        .await
+        .unwrap();
+    let history = s.authority_history(f.resource.id).await.unwrap();
+    let old = history.iter().find(|a| a.id == a1.id).unwrap();
+    assert_eq!(old.superseded_by, Some(successor.id));
+    assert!(old.revoked_at.is_some());
+    assert_eq!(history.len(), 4, "nothing is ever deleted");
+    let active: Vec<String> = s
+        .active_authorities(f.resource.id, later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.principal)
+        .collect();
+    assert_eq!(active, ["aad-new"]);
+    let again = s
+        .supersede_authority(
+            a1.id,
+            &grant("aad-newer", 1),
+            "again",
+            &audit("AUTHORITY_SUPERSEDED"),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(
+        s.authority_history(f.resource.id).await.unwrap().len(),
+        4,
+        "a refused supersede inserts nothing"
+    );
+}
+
+async fn authority_rows_are_append_only_in_the_database(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let row = s
+        .add_authority(
+            &NewAuthority {
+                resource_id: f.resource.id,
+                authority: AuthorityKind::Approver,
+                principal_type: PrincipalType::User,
+                principal: "aad-app".into(),
+                stage: 1,
+                valid_from: t0(),
+                valid_to: None,
+                created_by: "user:admin".into(),
+            },
+            &NewAuditEvent::new("user:admin", "AUTHORITY_GRANTED", t0()),
+        )
+        .await
+        .unwrap();
+    let id = row.id;
+    let refused = |r: Result<u64, StoreError>, what: &str| match r {
+        Err(StoreError::Refused(msg)) => assert!(msg.contains("INV-1"), "{what}: {msg}"),
+        other => panic!(
+            "{what} on {}: expected an INV-1 refusal, got {other:?}",
+            db.engine
+        ),
+    };
+    refused(
+        db.raw
+            .exec(&format!(
+                "UPDATE governed_resource_authorities SET principal = 'aad-mallory' WHERE id = {id}"
+            ))
+            .await,
+        "rewrite principal",
+    );
+    refused(
+        db.raw
+            .exec(&format!(
+                "UPDATE governed_resource_authorities SET stage = 2 WHERE id = {id}"
+            ))
+            .await,
+        "rewrite stage",
+    );
+    refused(
+        db.raw
+            .exec(&format!(
+                "DELETE FROM governed_resource_authorities WHERE id = {id}"
+            ))
+            .await,
+        "delete",
+    );
+    let ts = if db.engine == "sqlite" {
+        "'2026-11-23T10:00:00.000000Z'"
+    } else {
+        "'2026-11-23T10:00:00Z'"
+    };
+    assert_eq!(
+        db.raw.exec(&format!("UPDATE governed_resource_authorities SET revoked_at = {ts}, revoked_by = 'dba', revoked_reason = 'r' WHERE id = {id}")).await.unwrap(),
+        1,
+        "the first revocation is the one change allowed"
+    );
+    refused(
+        db.raw
+            .exec(&format!(
+                "UPDATE governed_resource_authorities SET revoked_at = {ts} WHERE id = {id}"
+            ))
+            .await,
+        "revoke twice",
+    );
+    refused(
+        db.raw
+            .exec(&format!(
+                "UPDATE governed_resource_authorities SET revoked_reason = 'edited' WHERE id = {id}"
+            ))
+            .await,
+        "edit reason",
+    );
+    let after = s.authority_history(f.resource.id).await.unwrap();
+    assert_eq!(after[0].principal, "aad-app");
+    assert_eq!(after[0].revoked_reason.as_deref(), Some("r"));
+}
+
+async fn audit_and_traces_are_insert_only_in_the_database(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let req = pending_request(s, &f).await;
+    let refused = |r: Result<u64, StoreError>, what: &str| match r {
+        Err(StoreError::Refused(msg)) => assert!(msg.contains("INV-2"), "{what}: {msg}"),
+        other => panic!(
+            "{what} on {}: expected an INV-2 refusal, got {other:?}",
+            db.engine
+        ),
+    };
+    refused(
+        db.raw
+            .exec("UPDATE audit_events SET actor = 'someone-else'")
+            .await,
+        "update audit",
+    );
+    refused(
+        db.raw.exec("DELETE FROM audit_events").await,
+        "delete audit",
+    );
+    refused(
+        db.raw
+            .exec("UPDATE governance_decision_traces SET outcome = 'ALLOW'")
+            .await,
+        "update trace",
+    );
+    refused(
+        db.raw.exec("DELETE FROM governance_decision_traces").await,
+        "delete trace",
+    );
+    if db.engine == "postgres" {
+        refused(db.raw.exec("TRUNCATE audit_events").await, "truncate audit");
+    }
+    let events = s.audit_events_for_request(req.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, format!("user:{}", f.requester.id));
+    assert_eq!(
+        s.traces_for_request(req.id).await.unwrap()[0].outcome,
+        TraceOutcome::Pending
+    );
+}
+
+async fn request_lifecycle_writes(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let req = pending_request(s, &f).await;
+    assert_eq!(req.status, RequestStatus::Pending);
+    assert_eq!((req.issuance_count, req.max_issuances), (0, 3));
+    assert!(req.decided_at.is_none());
+
+    let traces = s.traces_for_request(req.id).await.unwrap();
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0].stage, TraceStage::RequestSubmission);
+    assert_eq!(
+        traces[0].inputs_hash,
+        passkey::canonical::hash_canonical(&traces[0].inputs.0),
+        "inputs are stored so replay needs nothing else"
+    );
+
+    let at = t0().plus(Duration::minutes(3));
+    let mut approve =
+        StatusChange::new(req.id, RequestStatus::Pending, RequestStatus::Approved, at);
+    approve.decided_by = Some(f.approver.id);
+    approve.decision_reason = Some("ok for the incident".into());
+    approve.approved_duration_secs = Some(3600);
+    approve.lease_started_at = Some(at);
+    approve.lease_expires_at = Some(at.plus(Duration::hours(1)));
+    let mut decision = submission_trace(TraceOutcome::Allow);
+    decision.stage = TraceStage::ApprovalDecision;
+    let approved = s
+        .transition_request(
+            &approve,
+            &[decision],
+            &NewAuditEvent::new(format!("user:{}", f.approver.id), "REQUEST_APPROVED", at),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, RequestStatus::Approved);
+    assert_eq!(approved.decided_by, Some(f.approver.id));
+    assert_eq!(approved.decided_at, Some(at));
+    assert_eq!(approved.lease_expires_at, Some(at.plus(Duration::hours(1))));
+    assert_eq!(approved.approved_duration_secs, Some(3600));
+    assert_eq!(approved.updated_at, at);
+
+    let end = at.plus(Duration::minutes(20));
+    let released = s
+        .transition_request(
+            &StatusChange::new(
+                req.id,
+                RequestStatus::Approved,
+                RequestStatus::Released,
+                end,
+            ),
+            &[],
+            &NewAuditEvent::new(format!("user:{}", f.requester.id), "LEASE_RELEASED", end),
+        )
+        .await
+        .unwrap();
+    assert_eq!(released.ended_at, Some(end));
+    assert_eq!(
+        released.decided_by,
+        Some(f.approver.id),
+        "fields not named in a change keep their values"
+    );
+
+    let actions: Vec<String> = s
+        .audit_events_for_request(req.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["REQUEST_CREATED", "REQUEST_APPROVED", "LEASE_RELEASED"]
+    );
+    let events = s.audit_events_for_request(req.id).await.unwrap();
+    assert!(
+        events.iter().all(|e| e.record_id == Some(f.record.id)),
+        "events carry the record"
+    );
+    assert_eq!(s.traces_for_request(req.id).await.unwrap().len(), 2);
+
+    let mine = s.requests_for_requester(f.requester.id, 10).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        s.requests_in_status(&[RequestStatus::Released], 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.requests_in_status(&[RequestStatus::Pending, RequestStatus::Approved], 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A request cannot be born approved: approval is always a recorded transition.
+    let mut born_approved = NewRequest {
+        requester_id: f.requester.id,
+        record_id: f.record.id,
+        status: RequestStatus::Approved,
+        justification: "x".into(),
+        ticket_id: None,
+        requested_duration_secs: 60,
+        break_glass: false,
+        required_approvals: 1,
+        max_issuances: 3,
+        policy_version: None,
+        review_required: false,
+        otp_required: false,
+        decision_reason: None,
+    };
+    let refused = s
+        .create_request(
+            &born_approved,
+            &[],
+            &NewAuditEvent::new("u", "REQUEST_CREATED", t0()),
+            t0(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    // A request whose policy said DENY is recorded as decided.
+    born_approved.status = RequestStatus::Denied;
+    let denied = s
+        .create_request(
+            &born_approved,
+            &[],
+            &NewAuditEvent::new("u", "REQUEST_DENIED", t0()),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (denied.decided_at, denied.ended_at),
+        (Some(t0()), Some(t0()))
+    );
+    // A foreign key that points nowhere is invalid, and nothing is half-written.
+    born_approved.record_id = 987654;
+    born_approved.status = RequestStatus::Pending;
+    let dangling = s
+        .create_request(
+            &born_approved,
+            &[],
+            &NewAuditEvent::new("u", "REQUEST_CREATED", t0()),
+            t0(),
+        )
+        .await;
+    assert!(
+        matches!(dangling, Err(StoreError::Invalid(_))),
+        "{dangling:?}"
+    );
+    assert_eq!(s.audit_events_after(0, 100).await.unwrap().len(), 4);
+}
+
+async fn illegal_and_stale_transitions_change_nothing(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let req = pending_request(s, &f).await;
+    let audit = |a: &str| NewAuditEvent::new("user:x", a, t0());
+
+    // Every illegal move out of PENDING is refused before touching the database.
+    for to in RequestStatus::ALL
+        .iter()
+        .filter(|to| !RequestStatus::Pending.can_become(**to))
+    {
+        let r = s
+            .transition_request(
+                &StatusChange::new(req.id, RequestStatus::Pending, *to, t0()),
+                &[],
+                &audit("X"),
+            )
+            .await;
+        assert!(
+            matches!(r, Err(StoreError::IllegalTransition(_))),
+            "PENDING -> {to}: {r:?}"
+        );
+    }
+    // A legal move from a status the row is no longer in: the caller saw stale data.
+    let stale = s
+        .transition_request(
+            &StatusChange::new(req.id, RequestStatus::Approved, RequestStatus::Issued, t0()),
+            &[],
+            &audit("SHARE_ISSUED"),
+        )
+        .await;
+    match stale {
+        Err(StoreError::StatusConflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!(
+                (expected, actual),
+                (RequestStatus::Approved, RequestStatus::Pending)
+            )
+        }
+        other => panic!("expected a status conflict, got {other:?}"),
+    }
+    let unknown = s
+        .transition_request(
+            &StatusChange::new(
+                777_777,
+                RequestStatus::Pending,
+                RequestStatus::Approved,
+                t0(),
+            ),
+            &[],
+            &audit("REQUEST_APPROVED"),
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+
+    let now = s.request_by_id(req.id).await.unwrap().unwrap();
+    assert_eq!(now, req, "the row is exactly as created");
+    assert_eq!(
+        s.audit_events_after(0, 100).await.unwrap().len(),
+        1,
+        "only REQUEST_CREATED was audited"
+    );
+    assert_eq!(s.traces_for_request(req.id).await.unwrap().len(), 1);
+}
+
+async fn racing_approvals_have_exactly_one_winner(db: Db) {
+    let store = db.store.clone();
+    let f = fixture(store.as_ref()).await;
+    let req = pending_request(store.as_ref(), &f).await;
+    let mut approvers = Vec::new();
+    for i in 0..32 {
+        let u = new_user(
+            &format!("aad-approver-{i}"),
+            &format!("Approver {i}"),
+            &format!("a{i}@x.example"),
+            Role::Approver,
+        );
+        approvers.push(store.upsert_user(&u, t0()).await.unwrap().id);
+    }
+    let tasks: Vec<_> = approvers
+        .into_iter()
+        .enumerate()
+        .map(|(i, approver)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let at = t0().plus(Duration::seconds(i as i64));
+                let mut change =
+                    StatusChange::new(req.id, RequestStatus::Pending, RequestStatus::Approved, at);
+                change.decided_by = Some(approver);
+                change.lease_started_at = Some(at);
+                store
+                    .transition_request(
+                        &change,
+                        &[],
+                        &NewAuditEvent::new(format!("user:{approver}"), "REQUEST_APPROVED", at),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut losers = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => winners.push(r),
+            Err(StoreError::StatusConflict {
+                actual: RequestStatus::Approved,
+                ..
+            }) => losers += 1,
+            Err(e) => panic!("{}: unexpected error {e:?}", db.engine),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{}: exactly one approval wins", db.engine);
+    assert_eq!(losers, 31);
+    let stored = store.request_by_id(req.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.decided_by, winners[0].decided_by,
+        "the stored decider is the winner"
+    );
+    let approvals = store
+        .audit_events_for_request(req.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "REQUEST_APPROVED")
+        .count();
+    assert_eq!(approvals, 1, "losers leave no audit trace of a decision");
+}
+
+fn assert_chain_intact(events: &[AuditEvent]) {
+    let mut prev = "0".repeat(64);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1, "sequence numbers are contiguous");
+        assert_eq!(
+            e.prev_hash, prev,
+            "event {} links to its predecessor",
+            e.seq
+        );
+        assert_eq!(
+            recompute_audit_hash(e),
+            e.hash,
+            "event {} hash covers its content",
+            e.seq
+        );
+        prev = e.hash.clone();
+    }
+}
+
+async fn audit_chain_links_every_event_even_under_concurrency(db: Db) {
+    let store = db.store.clone();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_audit(
+                        &NewAuditEvent::new(format!("user:{i}"), "ADMIN_COMMAND", t0())
+                            .detail(json!({"n": i, "text": "ünïcode \"quoted\""})),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let events = store.audit_events_after(0, 100).await.unwrap();
+    assert_eq!(events.len(), 24);
+    assert_chain_intact(&events);
+    assert_eq!(store.audit_events_after(20, 100).await.unwrap().len(), 4);
+
+    // Tampering is visible: change one event's content (bypassing the trigger is impossible, so
+    // alter the copy) and its recomputed hash no longer matches.
+    let mut forged = events[5].clone();
+    forged.actor = "user:mallory".into();
+    assert_ne!(recompute_audit_hash(&forged), forged.hash);
+}
+
+async fn conversations_cards_and_redelivery(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let reference = |service_url: &str, at| ConversationRef {
+        conversation_id: "a:1personal".into(),
+        conversation_type: "personal".into(),
+        channel_id: "msteams".into(),
+        service_url: service_url.into(),
+        tenant_id: Some("tenant-1".into()),
+        bot_id: "28:bot".into(),
+        user_id: Some(f.requester.id),
+        aad_object_id: Some("aad-req".into()),
+        teams_user_id: Some("29:req".into()),
+        team_id: None,
+        reference: sqlx::types::Json(json!({"conversation": {"id": "a:1personal"}})),
+        updated_at: at,
+    };
+    s.upsert_conversation(&reference("https://smba.example/emea/", t0()))
+        .await
+        .unwrap();
+    let later = t0().plus(Duration::minutes(1));
+    s.upsert_conversation(&reference("https://smba.example/amer/", later))
+        .await
+        .unwrap();
+    let got = s.personal_conversation("aad-req").await.unwrap().unwrap();
+    assert_eq!(
+        got.service_url, "https://smba.example/amer/",
+        "the latest authenticated serviceUrl wins"
+    );
+    assert_eq!(got.updated_at, later);
+    assert!(
+        s.personal_conversation("aad-unknown")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.conversation("a:1personal")
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        Some(f.requester.id)
+    );
+
+    let req = pending_request(s, &f).await;
+    let card = |activity: &str, kind: &str| NewSentCard {
+        request_id: req.id,
+        recipient_user_id: Some(f.approver.id),
+        conversation_id: "a:approver".into(),
+        activity_id: activity.into(),
+        card_kind: kind.into(),
+        at: t0(),
+    };
+    s.record_sent_card(&card("act-1", "approval"))
+        .await
+        .unwrap();
+    s.record_sent_card(&card("act-2", "approval"))
+        .await
+        .unwrap();
+    s.record_sent_card(&card("act-1", "decided")).await.unwrap();
+    let cards = s.sent_cards_for_request(req.id).await.unwrap();
+    assert_eq!(cards.len(), 2);
+    assert_eq!(cards[0].card_kind, "decided");
+
+    // An activity is claimed by one turn at a time, done only when that turn finishes it.
+    let minute = |t: Timestamp| t.plus(Duration::minutes(1));
+    let claim = |conv: &'static str, token: &'static str, at: Timestamp| {
+        s.claim_activity(conv, "act-9", token, at, minute(at))
+    };
+    assert_eq!(
+        claim("conv", "turn-1", t0()).await.unwrap(),
+        ActivityClaim::Claimed,
+        "first delivery is claimed"
+    );
+    assert_eq!(
+        claim("conv", "turn-2", t0()).await.unwrap(),
+        ActivityClaim::InProgress,
+        "a redelivery while the turn runs is told to come back"
+    );
+    assert_eq!(
+        claim("other-conv", "turn-3", t0()).await.unwrap(),
+        ActivityClaim::Claimed,
+        "ids are per conversation"
+    );
+    assert!(
+        !s.renew_activity_claim("conv", "act-9", "turn-2", minute(later))
+            .await
+            .unwrap(),
+        "only the holder renews"
+    );
+    s.release_activity("conv", "act-9", "turn-2").await.unwrap();
+    assert_eq!(
+        claim("conv", "turn-2", t0()).await.unwrap(),
+        ActivityClaim::InProgress,
+        "only the holder releases"
+    );
+    s.release_activity("conv", "act-9", "turn-1").await.unwrap();
+    assert_eq!(
+        claim("conv", "turn-4", t0()).await.unwrap(),
+        ActivityClaim::Claimed,
+        "a failed turn's activity is claimed again"
+    );
+    assert_eq!(
+        claim("conv", "turn-5", later).await.unwrap(),
+        ActivityClaim::Claimed,
+        "a claim that lapsed (its turn crashed) is taken over"
+    );
+    s.finish_activity("conv", "act-9", "turn-4", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim("conv", "turn-6", later).await.unwrap(),
+        ActivityClaim::InProgress,
+        "the turn that lost its claim does not finish the activity"
+    );
+    assert!(
+        s.renew_activity_claim("conv", "act-9", "turn-5", minute(later))
+            .await
+            .unwrap()
+    );
+    s.finish_activity("conv", "act-9", "turn-5", later)
+        .await
+        .unwrap();
+    s.release_activity("conv", "act-9", "turn-5").await.unwrap();
+    let much_later = later.plus(Duration::hours(1));
+    assert_eq!(
+        claim("conv", "turn-7", much_later).await.unwrap(),
+        ActivityClaim::Done,
+        "a finished activity stays done"
+    );
+    assert_eq!(s.forget_processed_before(much_later).await.unwrap(), 2);
+    assert_eq!(
+        claim("conv", "turn-8", much_later).await.unwrap(),
+        ActivityClaim::Claimed
+    );
+}
+
+async fn job_claims(db: Db) {
+    let s = db.store.as_ref();
+    let lease = Duration::minutes(5);
+    assert!(
+        s.try_claim(
+            "lease-expiry",
+            "request:1",
+            "node-a",
+            t0(),
+            t0().plus(lease)
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.try_claim(
+            "lease-expiry",
+            "request:1",
+            "node-b",
+            t0().plus(Duration::minutes(1)),
+            t0().plus(Duration::minutes(6))
+        )
+        .await
+        .unwrap(),
+        "a live claim is exclusive"
+    );
+    assert!(
+        s.try_claim(
+            "lease-expiry",
+            "request:2",
+            "node-b",
+            t0(),
+            t0().plus(lease)
+        )
+        .await
+        .unwrap(),
+        "claims are per key"
+    );
+
+    // node-a stalls past its lease: node-b takes over; node-a can no longer complete.
+    let later = t0().plus(Duration::minutes(6));
+    assert!(
+        s.try_claim(
+            "lease-expiry",
+            "request:1",
+            "node-b",
+            later,
+            later.plus(lease)
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.complete_claim("lease-expiry", "request:1", "node-a", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.complete_claim("lease-expiry", "request:1", "node-b", later)
+            .await
+            .unwrap()
+    );
+    // Completed work is never claimed again, however late (INV-7: revoked exactly once).
+    let much_later = t0().plus(Duration::days(3));
+    assert!(
+        !s.try_claim(
+            "lease-expiry",
+            "request:1",
+            "node-c",
+            much_later,
+            much_later.plus(lease)
+        )
+        .await
+        .unwrap()
+    );
+
+    // Concurrent claimants of one unit: exactly one wins.
+    let store = db.store.clone();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .try_claim(
+                        "sync",
+                        "tick:1",
+                        &format!("node-{i}"),
+                        t0(),
+                        t0().plus(lease),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn migrations_are_current_and_idempotent(db: Db) {
+    let s = db.store.as_ref();
+    let state = s.migration_state().await.unwrap();
+    assert!(state.is_current(), "{state:?}");
+    assert!(!state.expected.is_empty());
+    s.migrate().await.unwrap();
+    assert_eq!(s.migration_state().await.unwrap(), state);
+    s.ping().await.unwrap();
+}
+
+async fn demo_data_loads_once(db: Db) {
+    let s = db.store.as_ref();
+    let outcome = passkey::demo::load_if_empty(s, t0()).await.unwrap();
+    assert_eq!(
+        outcome,
+        passkey::demo::DemoOutcome::Loaded {
+            users: 5,
+            records: 12
+        }
+    );
+    assert_eq!(
+        passkey::demo::load_if_empty(s, t0()).await.unwrap(),
+        passkey::demo::DemoOutcome::SkippedNotEmpty
+    );
+    assert_eq!(s.list_records().await.unwrap().len(), 12);
+    let db_prod = s
+        .records_by_title_prefix("db-prod", 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let resource = s
+        .governed_resource_for_record(db_prod.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let authorities = s.active_authorities(resource.id, t0()).await.unwrap();
+    assert!(
+        authorities
+            .iter()
+            .any(|a| a.authority == AuthorityKind::Approver)
+    );
+    assert!(
+        authorities
+            .iter()
+            .any(|a| a.authority == AuthorityKind::Owner)
+    );
+    for role in Role::ALL {
+        assert!(
+            !s.users_with_role(*role).await.unwrap().is_empty(),
+            "a demo {role}"
+        );
+    }
+    let events = s.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.last().unwrap().action, "DEMO_DATA_LOADED");
+    assert_chain_intact(&events);
+}
+
+/// A request approved at `at` with a lease of `lease`, optionally retrieved once (ISSUED, one
+/// outstanding share).
+async fn leased_request(
+    store: &dyn Store,
+    f: &Fixture,
+    at: Timestamp,
+    lease: Duration,
+    issue: bool,
+) -> Request {
+    let req = pending_request(store, f).await;
+    let approve = StatusChange::new(req.id, RequestStatus::Pending, RequestStatus::Approved, at)
+        .decided_by(f.approver.id, "ok")
+        .lease(at, at.plus(lease), lease.whole_seconds());
+    let mut request = store
+        .transition_request(
+            &approve,
+            &[],
+            &NewAuditEvent::new(format!("user:{}", f.approver.id), "REQUEST_APPROVED", at),
+        )
+        .await
+        .unwrap();
+    if issue {
+        let share_at = at.plus(Duration::minutes(1));
+        // A retrieval is reserved by using a minted token before its share is recorded.
+        let token_hash = passkey::canonical::sha256_hex(format!("token-{}", req.id));
+        store
+            .set_issuance_token(
+                req.id,
+                &token_hash,
+                share_at.plus(Duration::minutes(5)),
+                share_at,
+                &NewAuditEvent::new("test", "ISSUANCE_TOKEN_MINTED", share_at),
+            )
+            .await
+            .unwrap();
+        store
+            .consume_issuance_token(
+                req.id,
+                &token_hash,
+                share_at,
+                share_at.minus(passkey::governance::lifecycle::RETRIEVAL_DEAD_AFTER),
+            )
+            .await
+            .unwrap()
+            .expect("the token is current");
+        let (issued, _) = store
+            .record_issuance(
+                &NewIssuance {
+                    request_id: req.id,
+                    share_link_hash: passkey::canonical::sha256_hex(format!("url-{}", req.id)),
+                    vault_share_id: format!("share-{}", req.id),
+                    client_ip: None,
+                    user_agent: None,
+                    issued_at: share_at,
+                    expires_at: at.plus(lease),
+                },
+                share_at,
+                &[],
+                &NewAuditEvent::new(
+                    format!("user:{}", f.requester.id),
+                    "ISSUANCE_SUCCEEDED",
+                    share_at,
+                ),
+            )
+            .await
+            .unwrap();
+        request = issued;
+    }
+    request
+}
+
+fn ending(request: &Request, at: Timestamp) -> LeaseEnding {
+    let mut trace = submission_trace(TraceOutcome::Allow);
+    trace.stage = TraceStage::RevocationEvent;
+    LeaseEnding {
+        request_id: request.id,
+        from: request.status,
+        trace,
+        audit: NewAuditEvent::new("system:lease-expiry", "LEASE_EXPIRED", at)
+            .detail(json!({"reason": "the lease ran out"})),
+    }
+}
+
+async fn batch_lease_expiry_skips_changed_rows_and_chains_its_events(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let hour = Duration::hours(1);
+    let issued: Vec<Request> = [
+        leased_request(s, &f, t0(), hour, true).await,
+        leased_request(s, &f, t0(), hour, true).await,
+    ]
+    .into();
+    let approved = leased_request(s, &f, t0(), hour, false).await;
+    let released = leased_request(s, &f, t0(), hour, false).await;
+    let stale = leased_request(s, &f, t0(), hour, false).await;
+    let extended = leased_request(s, &f, t0(), Duration::hours(5), true).await;
+    let at = t0().plus(Duration::hours(2));
+    // Released after the claim saw it APPROVED.
+    s.transition_request(
+        &StatusChange::new(
+            released.id,
+            RequestStatus::Approved,
+            RequestStatus::Released,
+            at,
+        ),
+        &[],
+        &NewAuditEvent::new(format!("user:{}", f.requester.id), "LEASE_RELEASED", at),
+    )
+    .await
+    .unwrap();
+    let before = s.audit_events_after(0, 1000).await.unwrap().len();
+
+    let mut endings: Vec<LeaseEnding> = issued.iter().map(|r| ending(r, at)).collect();
+    endings.push(ending(&approved, at));
+    endings.push(ending(&approved, at)); // listed twice: ended once
+    endings.push(ending(&released, at)); // changed meanwhile
+    let mut wrong = ending(&stale, at);
+    wrong.from = RequestStatus::Issued; // the claimer saw another status
+    endings.push(wrong);
+    endings.push(ending(&extended, at)); // its lease does not end before `at`
+    let expired = s
+        .expire_leases(&endings, "the lease ran out", at)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = expired.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![issued[0].id, issued[1].id, approved.id]);
+    for r in &expired {
+        assert_eq!(r.status, RequestStatus::Expired);
+        assert_eq!(
+            (r.ended_at, r.updated_at, r.decided_at),
+            (Some(at), at, Some(at))
+        );
+        assert_eq!(r.decision_reason.as_deref(), Some("the lease ran out"));
+        assert_eq!(
+            r.decided_by,
+            Some(f.approver.id),
+            "other fields keep their values"
+        );
+        assert!(r.issuance_token_hash.is_none());
+        assert_eq!(s.request_by_id(r.id).await.unwrap().as_ref(), Some(r));
+    }
+    for (r, status) in [
+        (&released, RequestStatus::Released),
+        (&stale, RequestStatus::Approved),
+        (&extended, RequestStatus::Issued),
+    ] {
+        assert_eq!(s.request_by_id(r.id).await.unwrap().unwrap().status, status);
+    }
+
+    // Exactly one event and one trace per expired lease, each naming its request and record.
+    let events = s.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), before + 3);
+    assert_chain_intact(&events);
+    let new: Vec<&AuditEvent> = events[before..].iter().collect();
+    let named: Vec<Option<i64>> = new.iter().map(|e| e.request_id).collect();
+    assert_eq!(named, ids.iter().map(|&id| Some(id)).collect::<Vec<_>>());
+    assert!(
+        new.iter()
+            .all(|e| e.action == "LEASE_EXPIRED" && e.record_id == Some(f.record.id))
+    );
+    for r in &expired {
+        let traces = s.traces_for_request(r.id).await.unwrap();
+        assert_eq!(
+            traces
+                .iter()
+                .filter(|t| t.stage == TraceStage::RevocationEvent)
+                .count(),
+            1
+        );
+    }
+
+    // Again: nothing left to end, nothing written.
+    let again = s
+        .expire_leases(&endings, "the lease ran out", at)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert!(s.expire_leases(&[], "x", at).await.unwrap().is_empty());
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        before + 3
+    );
+
+    // A status that has no lease to end is refused before anything is written.
+    let mut bad = ending(&extended, at);
+    bad.from = RequestStatus::Denied;
+    let refused = s.expire_leases(&[bad], "x", at).await;
+    assert!(
+        matches!(refused, Err(StoreError::IllegalTransition(_))),
+        "{refused:?}"
+    );
+    let mut pending = ending(&extended, at);
+    pending.from = RequestStatus::Pending;
+    let refused = s.expire_leases(&[pending], "x", at).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        before + 3
+    );
+}
+
+async fn batch_share_revocation_marks_each_share_once(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.push(leased_request(s, &f, t0(), Duration::hours(1), true).await);
+    }
+    let unissued = leased_request(s, &f, t0(), Duration::hours(1), false).await;
+    let mut ids: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    ids.push(unissued.id);
+    let shares = s.outstanding_issuances_for(&ids).await.unwrap();
+    assert_eq!(shares.len(), 3);
+    assert_eq!(
+        shares.iter().map(|e| e.request_id).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    let at = t0().plus(Duration::hours(2));
+    let revocation = |e: &IssuanceEvent| ShareRevocation {
+        issuance_id: e.id,
+        audit: NewAuditEvent::new("system:lease-expiry", "SHARE_REVOKED", at)
+            .request(e.request_id)
+            .record(f.record.id)
+            .detail(json!({"issuance_id": e.id, "already_gone": false})),
+    };
+    // One share was marked by someone else first.
+    assert!(
+        s.mark_issuance_revoked(shares[1].id, at, &revocation(&shares[1]).audit)
+            .await
+            .unwrap()
+    );
+    let before = s.audit_events_after(0, 1000).await.unwrap().len();
+    let batch: Vec<ShareRevocation> = [&shares[0], &shares[1], &shares[2], &shares[0]]
+        .into_iter()
+        .map(revocation)
+        .collect();
+    let marked = s.mark_issuances_revoked_batch(&batch, at).await.unwrap();
+    assert_eq!(marked, vec![shares[0].id, shares[2].id]);
+    assert!(s.outstanding_issuances_for(&ids).await.unwrap().is_empty());
+    for e in s.issuances_for_request(requests[0].id).await.unwrap() {
+        assert_eq!(e.revoked_at, Some(at));
+    }
+    let events = s.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), before + 2, "one event per share marked here");
+    assert_chain_intact(&events);
+    assert_eq!(
+        events[before..]
+            .iter()
+            .map(|e| e.request_id)
+            .collect::<Vec<_>>(),
+        vec![Some(requests[0].id), Some(requests[2].id)]
+    );
+    // Nothing left: nothing written.
+    assert!(
+        s.mark_issuances_revoked_batch(&batch, at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.mark_issuances_revoked_batch(&[], at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        before + 2
+    );
+
+    // Claims given back in bulk, only by their holder.
+    let claimed = s
+        .claim_due(
+            DueWork::LeaseEnd,
+            at,
+            at,
+            "node-a",
+            at.plus(Duration::minutes(5)),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    let claimed_ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    s.release_claims(&claimed_ids, "node-b").await.unwrap();
+    assert_eq!(
+        s.request_by_id(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .claimed_by
+            .as_deref(),
+        Some("node-a")
+    );
+    s.release_claims(&claimed_ids, "node-a").await.unwrap();
+    for id in &ids {
+        let r = s.request_by_id(*id).await.unwrap().unwrap();
+        assert_eq!((r.claimed_by, r.claim_until), (None, None));
+    }
+}
+
+async fn concurrent_batch_expiries_end_each_lease_once(db: Db) {
+    let f = fixture(db.store.as_ref()).await;
+    let mut requests = Vec::new();
+    for i in 0..24 {
+        requests.push(
+            leased_request(db.store.as_ref(), &f, t0(), Duration::hours(1), i % 2 == 0).await,
+        );
+    }
+    let at = t0().plus(Duration::hours(2));
+    let before = db.store.audit_events_after(0, 1000).await.unwrap().len();
+    let endings: Vec<LeaseEnding> = requests.iter().map(|r| ending(r, at)).collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = db.store.clone();
+            let endings = endings.clone();
+            tokio::spawn(async move {
+                store
+                    .expire_leases(&endings, "the lease ran out", at)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut total = Vec::new();
+    for t in tasks {
+        total.extend(t.await.unwrap().into_iter().map(|r| r.id));
+    }
+    total.sort_unstable();
+    assert_eq!(
+        total,
+        requests.iter().map(|r| r.id).collect::<Vec<_>>(),
+        "each lease ended once"
+    );
+    let events = db.store.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), before + requests.len());
+    assert_chain_intact(&events);
+}
