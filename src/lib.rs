@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod governance;
 pub mod jobs;
+pub mod layers;
 pub mod manifest;
 pub mod otp;
 pub mod policy;
