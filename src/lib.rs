@@ -17,6 +17,7 @@ pub mod governance;
 pub mod jobs;
 pub mod layers;
 pub mod manifest;
+pub mod notify;
 pub mod otp;
 pub mod policy;
 pub mod private_fs;
