@@ -91,10 +91,7 @@ pub async fn replay_trace(
     engine: &Engine,
     id: i64,
 ) -> Result<Option<ReplayReport>, StoreError> {
-    Ok(store
-        .trace_by_id(id)
-        .await?
-        .map(|t| replay(t.id, &t.record(), engine)))
+    Ok(store.trace_by_id(id).await?.map(|t| replay(&t, engine)))
 }
 
 /// Replays every stored trace, a page at a time.
@@ -110,7 +107,7 @@ pub async fn replay_all(store: &dyn Store, engine: &Engine) -> Result<ReplaySumm
         let Some(last) = page.last() else { break };
         after = last.id;
         for trace in &page {
-            let report = replay(trace.id, &trace.record(), engine);
+            let report = replay(trace, engine);
             summary.total += 1;
             if report.same {
                 summary.same += 1;

@@ -13,7 +13,7 @@ pub mod set;
 pub use context::PolicyContext;
 pub use decision::{Decision, Outcome};
 pub use engine::Engine;
-pub use replay::{ReplayReport, replay};
+pub use replay::{ReplayReport, StoredTrace, replay};
 pub use set::PolicySet;
 
 use crate::canonical::hash_canonical;

@@ -41,8 +41,16 @@ impl ReplayReport {
     }
 }
 
-/// Replays the stored trace `trace_id`, whose record is `trace`.
-pub fn replay(trace_id: i64, trace: &NewTrace, engine: &Engine) -> ReplayReport {
+/// A trace as it was kept: its id and the policy's record. The store's row implements it, so
+/// the policy replays what the store gives back without knowing the store.
+pub trait StoredTrace {
+    fn trace_id(&self) -> i64;
+    fn record(&self) -> NewTrace;
+}
+
+pub fn replay(stored: &impl StoredTrace, engine: &Engine) -> ReplayReport {
+    let trace_id = stored.trace_id();
+    let trace = &stored.record();
     let mut report = ReplayReport {
         trace_id,
         same: false,
@@ -164,11 +172,6 @@ mod tests {
     use crate::policy::{PolicySet, trace_record};
     use crate::store::DecisionTrace;
     use sqlx::types::Json;
-
-    /// Replays a trace as the store gives it back (as `governance::policies` does).
-    fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
-        super::replay(trace.id, &trace.record(), engine)
-    }
 
     /// What the store would give back for a written trace.
     fn stored(ctx: &PolicyContext, engine: &Engine) -> DecisionTrace {

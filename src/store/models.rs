@@ -541,9 +541,13 @@ pub struct DecisionTrace {
     pub created_at: Timestamp,
 }
 
-impl DecisionTrace {
-    /// The record as the policy wrote it, for replay.
-    pub fn record(&self) -> NewTrace {
+/// For replay: the record as the policy wrote it.
+impl crate::policy::StoredTrace for DecisionTrace {
+    fn trace_id(&self) -> i64 {
+        self.id
+    }
+
+    fn record(&self) -> NewTrace {
         NewTrace {
             request_id: self.request_id,
             stage: self.stage,
