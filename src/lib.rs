@@ -21,6 +21,7 @@ pub mod notify;
 pub mod otp;
 pub mod policy;
 pub mod private_fs;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

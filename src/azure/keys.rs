@@ -263,7 +263,9 @@ pub struct Es256Signature {
 /// version, so checkpoints signed before a rotation keep verifying with their own version's key.
 #[async_trait]
 impl crate::audit::signer::Signer for KeyVaultSigner {
-    async fn public_key(&self) -> Result<crate::audit::signer::PublicKey, crate::audit::signer::SignError> {
+    async fn public_key(
+        &self,
+    ) -> Result<crate::audit::signer::PublicKey, crate::audit::signer::SignError> {
         let key = self.current_public_key().await.map_err(sign_error)?;
         Ok(crate::audit::signer::PublicKey {
             key_id: key.key_id,

@@ -3,7 +3,6 @@
 //! the same however it was asked for.
 
 use super::ChannelAuthMode;
-use crate::app::AppState;
 use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
     PendingItem, RecordSearchCard, RequestFormCard, RequestStatusCard, TriageItem, TriageQueueCard,
@@ -11,6 +10,7 @@ use crate::cards::{
 use crate::domain::RequestStatus;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{LifecycleError, Standing};
+use crate::state::AppState;
 use crate::store::{Record, Request, Store, User};
 use serde_json::Value;
 
