@@ -341,3 +341,17 @@ pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
         checks, &runs,
     )))
 }
+
+/// Here, not in `cards/`: the card layer knows no use case, the edge translates a refusal.
+impl From<&LifecycleError> for crate::cards::ErrorCard {
+    /// A refusal as the person sees it; a database failure says only that something went wrong.
+    fn from(e: &LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(_) => crate::cards::ErrorCard::new(
+                "Something went wrong",
+                "Passkey could not finish that just now. Try again in a minute.",
+            ),
+            other => crate::cards::ErrorCard::new("That didn't work", &other.to_string()),
+        }
+    }
+}
