@@ -7,6 +7,7 @@ pub mod azure;
 pub mod bot;
 pub mod canonical;
 pub mod cards;
+pub mod channel;
 pub mod config;
 pub mod crypto;
 pub mod demo;

@@ -14,7 +14,7 @@
 //! - the app for a person: `POST /users/{id}/teamwork/installedApps` with
 //!   `teamsApp@odata.bind` (`TeamsAppInstallation.ReadWriteForUser.All`); 409 means it already is.
 
-use crate::bot::connector::TokenProvider;
+use crate::channel::TokenProvider;
 use crate::governance::permissions::{DirectoryError, Group, GroupDirectory};
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode, Url};
