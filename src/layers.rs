@@ -35,6 +35,7 @@ pub const LAYERS: &[(&str, Layer)] = &[
     ("notify", Layer::Domain),
     ("VERSION", Layer::Domain),
     ("layers", Layer::Domain),
+    ("demo::data", Layer::Domain),
     ("store", Layer::Adapters),
     ("vault", Layer::Adapters),
     ("azure", Layer::Adapters),

@@ -114,20 +114,6 @@ impl StaticDirectory {
         Self::default()
     }
 
-    /// The demo data set's people (no groups: the demo ACLs' teams have no members here).
-    pub fn demo() -> Self {
-        crate::demo::dataset()
-            .users
-            .iter()
-            .fold(Self::new(), |d, u| {
-                d.with_user(DirectoryUser::new(
-                    &u.aad_object_id,
-                    &u.display_name,
-                    &u.email,
-                ))
-            })
-    }
-
     pub fn with_user(mut self, user: DirectoryUser) -> Self {
         self.users.push(user);
         self
