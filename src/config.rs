@@ -1019,7 +1019,7 @@ impl Settings {
             ));
         }
         for entry in &self.bot.connector_hosts {
-            use crate::bot::connector::HostPattern;
+            use crate::channel::HostPattern;
             match HostPattern::parse(entry) {
                 Err(e) => problems.push(format!("bot.connector_hosts: {e}")),
                 Ok(pattern) if pattern.is_loopback() && self.profile == Profile::Production => {
@@ -1031,8 +1031,7 @@ impl Settings {
             }
         }
         if let Some(url) = self.proactive_service_url()
-            && let Err(refused) =
-                crate::bot::connector::ConnectorHosts::from_settings(self).check(&url)
+            && let Err(refused) = crate::channel::ConnectorHosts::from_settings(self).check(&url)
         {
             problems.push(format!(
                 "bot.service_url {url} is refused: {refused}; add its host to bot.connector_hosts if it really is a Bot Framework Connector"

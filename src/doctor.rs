@@ -577,17 +577,20 @@ async fn records_check(settings: &Settings) -> Option<Check> {
             },
         });
     }
-    let reader =
-        match crate::app::vault_backend(settings, Arc::new(crate::domain::SystemClock), None) {
-            Ok(parts) => parts.reader,
-            Err(e) => {
-                return Some(Check {
-                    name,
-                    ok: false,
-                    detail: e.to_string(),
-                });
-            }
-        };
+    let reader = match crate::vault::backend::vault_backend(
+        settings,
+        Arc::new(crate::domain::SystemClock),
+        None,
+    ) {
+        Ok(parts) => parts.reader,
+        Err(e) => {
+            return Some(Check {
+                name,
+                ok: false,
+                detail: e.to_string(),
+            });
+        }
+    };
     Some(match reader.records().await {
         Ok(records) => Check {
             name,

@@ -20,7 +20,7 @@ pub use verify::{Finding, Problem, Report, SERVICE_STARTED, Verifier, VerifyOpti
 
 use crate::config::AuditSettings;
 use crate::domain::Clock;
-use crate::governance::lifecycle::Notifier;
+use crate::notify::Notifier;
 use crate::store::{AuditCheckpoint, NewAuditEvent, NewProbeEvent, Store, StoreError};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;

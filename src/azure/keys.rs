@@ -262,12 +262,14 @@ pub struct Es256Signature {
 /// The Key Vault signer as the audit trail's checkpoint signer: ES256, the key id naming the key
 /// version, so checkpoints signed before a rotation keep verifying with their own version's key.
 #[async_trait]
-impl crate::audit::Signer for KeyVaultSigner {
-    async fn public_key(&self) -> Result<crate::audit::PublicKey, crate::audit::SignError> {
+impl crate::audit::signer::Signer for KeyVaultSigner {
+    async fn public_key(
+        &self,
+    ) -> Result<crate::audit::signer::PublicKey, crate::audit::signer::SignError> {
         let key = self.current_public_key().await.map_err(sign_error)?;
-        Ok(crate::audit::PublicKey {
+        Ok(crate::audit::signer::PublicKey {
             key_id: key.key_id,
-            algorithm: crate::audit::Algorithm::ES256,
+            algorithm: crate::audit::signer::Algorithm::ES256,
             bytes: key.point,
         })
     }
@@ -275,11 +277,11 @@ impl crate::audit::Signer for KeyVaultSigner {
     async fn sign(
         &self,
         message: &[u8],
-    ) -> Result<crate::audit::Signature, crate::audit::SignError> {
+    ) -> Result<crate::audit::signer::Signature, crate::audit::signer::SignError> {
         let signature = self.sign_es256(message).await.map_err(sign_error)?;
-        Ok(crate::audit::Signature {
+        Ok(crate::audit::signer::Signature {
             key_id: signature.key_id,
-            algorithm: crate::audit::Algorithm::ES256,
+            algorithm: crate::audit::signer::Algorithm::ES256,
             bytes: signature.bytes,
         })
     }
@@ -287,12 +289,12 @@ impl crate::audit::Signer for KeyVaultSigner {
 
 /// A vault that cannot be reached (or no token) is "unavailable": the checkpoint job retries;
 /// anything else is a key problem an operator must fix.
-fn sign_error(e: AzureError) -> crate::audit::SignError {
+fn sign_error(e: AzureError) -> crate::audit::signer::SignError {
     match e {
         AzureError::Unavailable(_) | AzureError::Identity(_) => {
-            crate::audit::SignError::Unavailable(e.to_string())
+            crate::audit::signer::SignError::Unavailable(e.to_string())
         }
-        other => crate::audit::SignError::Key(other.to_string()),
+        other => crate::audit::signer::SignError::Key(other.to_string()),
     }
 }
 

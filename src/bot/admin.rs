@@ -2,8 +2,8 @@
 //! a `governance::admin` use case, and its result (or refusal) becomes a short reply. The caller
 //! has already checked that the sender is an admin.
 
-use crate::app::AppState;
 use crate::governance::admin::{Actor, AdminError, GovernanceAdmin, Grant};
+use crate::state::AppState;
 use crate::store::User;
 
 pub const AUTHORITY_USAGE: &str = "**admin authority**\n\

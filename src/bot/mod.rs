@@ -12,10 +12,10 @@ pub mod render;
 pub mod turn;
 pub mod views;
 
-use crate::app::AppState;
 use crate::config::{ConnectorAuth, Settings};
 use crate::domain::Clock;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::Store;
 use activity::Activity;
 use auth::{ChannelAuth, ChannelIdentity};

@@ -12,7 +12,6 @@ use super::connector::{Connector, ConnectorError, ConversationTarget};
 use super::notify::STATUS_CARD;
 use super::render;
 use super::views;
-use crate::app::AppState;
 use crate::domain::{RequestStatus, Role, Timestamp};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
@@ -20,6 +19,7 @@ use crate::governance::identities::{self, AddressSource, DirectoryAnswer, GraphA
 use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::permissions::DirectoryError;
 use crate::governance::policies;
+use crate::state::AppState;
 use crate::store::{ActivityClaim, ConversationRef, NewAuditEvent, NewSentCard, NewUser, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;

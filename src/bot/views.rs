@@ -3,7 +3,6 @@
 //! the same however it was asked for.
 
 use super::ChannelAuthMode;
-use crate::app::AppState;
 use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
     PendingItem, RecordSearchCard, RequestFormCard, RequestStatusCard, TriageItem, TriageQueueCard,
@@ -11,6 +10,7 @@ use crate::cards::{
 use crate::domain::RequestStatus;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{LifecycleError, Standing};
+use crate::state::AppState;
 use crate::store::{Record, Request, Store, User};
 use serde_json::Value;
 
@@ -340,4 +340,18 @@ pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
     rendered(cards::render_admin_health(&AdminHealthCard::new(
         checks, &runs,
     )))
+}
+
+/// Here, not in `cards/`: the card layer knows no use case, the edge translates a refusal.
+impl From<&LifecycleError> for crate::cards::ErrorCard {
+    /// A refusal as the person sees it; a database failure says only that something went wrong.
+    fn from(e: &LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(_) => crate::cards::ErrorCard::new(
+                "Something went wrong",
+                "Passkey could not finish that just now. Try again in a minute.",
+            ),
+            other => crate::cards::ErrorCard::new("That didn't work", &other.to_string()),
+        }
+    }
 }

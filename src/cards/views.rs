@@ -4,7 +4,6 @@
 //! them can hold a share URL, token or OTP.
 
 use crate::domain::{RequestStatus, Timestamp, format_duration};
-use crate::governance::lifecycle::LifecycleError;
 use crate::store::{JobRun, Record, Request, User};
 use serde::Serialize;
 use time::Duration;
@@ -876,18 +875,5 @@ impl ErrorCard {
     pub fn with_reference(mut self, reference: &str) -> Self {
         self.reference = Some(short(reference));
         self
-    }
-}
-
-impl From<&LifecycleError> for ErrorCard {
-    /// A refusal as the person sees it; a database failure says only that something went wrong.
-    fn from(e: &LifecycleError) -> Self {
-        match e {
-            LifecycleError::Store(_) => ErrorCard::new(
-                "Something went wrong",
-                "Passkey could not finish that just now. Try again in a minute.",
-            ),
-            other => ErrorCard::new("That didn't work", &other.to_string()),
-        }
     }
 }

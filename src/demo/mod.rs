@@ -3,58 +3,30 @@
 //! links and authority rows — enough for every bot command to have something to show.
 //! The same record uids are what the local dev vault serves.
 
-use crate::domain::{
-    AuthorityKind, DiscoverySource, FolderPermission, PrincipalType, Role, Sensitivity, Timestamp,
-    VaultPrincipalType,
-};
+pub mod data;
+
+use crate::domain::{AuthorityKind, DiscoverySource, PrincipalType, Timestamp};
+use crate::governance::directory::{DirectoryUser, StaticDirectory};
 use crate::store::{
     NewAuditEvent, NewAuthority, NewFolderPermission, NewRecord, NewUser, Store, StoreError,
 };
-use serde::Deserialize;
 use std::collections::HashMap;
 
-pub const DATASET_JSON: &str = include_str!("dataset.json");
+pub use data::{DATASET_JSON, Dataset, DemoFolder, DemoRecord, DemoUser, dataset};
 
-#[derive(Debug, Deserialize)]
-pub struct Dataset {
-    pub tenant_id: String,
-    pub users: Vec<DemoUser>,
-    pub folders: Vec<DemoFolder>,
-    pub records: Vec<DemoRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DemoUser {
-    pub key: String,
-    pub aad_object_id: String,
-    pub display_name: String,
-    pub email: String,
-    pub role: Role,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DemoFolder {
-    pub key: String,
-    pub vault_uid: String,
-    pub name: String,
-    pub acl: Vec<(VaultPrincipalType, String, FolderPermission)>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DemoRecord {
-    pub vault_uid: String,
-    pub title: String,
-    #[serde(rename = "type")]
-    pub record_type: String,
-    pub folder: String,
-    pub sensitivity: Sensitivity,
-    /// (principal type, principal): USER entries name a demo user's key.
-    pub approvers: Vec<(PrincipalType, String)>,
-    pub owner: String,
-}
-
-pub fn dataset() -> Dataset {
-    serde_json::from_str(DATASET_JSON).expect("the embedded demo dataset is valid")
+/// The demo people, as the directory behind EMAIL approvers in dev (no groups: the demo ACLs'
+/// teams have no members here). Defined here, not in `governance/`: demo data is built from the
+/// layers below it, never read by them.
+impl StaticDirectory {
+    pub fn demo() -> Self {
+        dataset().users.iter().fold(Self::new(), |d, u| {
+            d.with_user(DirectoryUser::new(
+                &u.aad_object_id,
+                &u.display_name,
+                &u.email,
+            ))
+        })
+    }
 }
 
 /// What [`load_if_empty`] did.
@@ -192,6 +164,7 @@ pub async fn load_if_empty(store: &dyn Store, at: Timestamp) -> Result<DemoOutco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Role, Sensitivity};
 
     #[test]
     fn the_dataset_covers_every_role_and_sensitivity_and_references_resolve() {

@@ -14,7 +14,7 @@
 //! - the app for a person: `POST /users/{id}/teamwork/installedApps` with
 //!   `teamsApp@odata.bind` (`TeamsAppInstallation.ReadWriteForUser.All`); 409 means it already is.
 
-use crate::bot::connector::TokenProvider;
+use crate::channel::TokenProvider;
 use crate::governance::permissions::{DirectoryError, Group, GroupDirectory};
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode, Url};
@@ -112,20 +112,6 @@ pub struct StaticDirectory {
 impl StaticDirectory {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The demo data set's people (no groups: the demo ACLs' teams have no members here).
-    pub fn demo() -> Self {
-        crate::demo::dataset()
-            .users
-            .iter()
-            .fold(Self::new(), |d, u| {
-                d.with_user(DirectoryUser::new(
-                    &u.aad_object_id,
-                    &u.display_name,
-                    &u.email,
-                ))
-            })
     }
 
     pub fn with_user(mut self, user: DirectoryUser) -> Self {

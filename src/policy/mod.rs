@@ -13,13 +13,14 @@ pub mod set;
 pub use context::PolicyContext;
 pub use decision::{Decision, Outcome};
 pub use engine::Engine;
-pub use replay::{ReplayReport, replay};
+pub use replay::{ReplayReport, StoredTrace, replay};
 pub use set::PolicySet;
 
 use crate::canonical::hash_canonical;
+use crate::domain::Timestamp;
+use crate::domain::TraceOutcome;
 use crate::domain::TraceStage;
-use crate::store::NewTrace;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The build's git commit (set by build.rs), or the crate version when built outside git.
 pub fn code_version() -> &'static str {
@@ -32,6 +33,24 @@ pub fn code_version() -> &'static str {
 /// runs, machines and key orders.
 pub fn inputs_hash(ctx: &PolicyContext) -> String {
     hash_canonical(&serde_json::to_value(ctx).expect("a context is plain data"))
+}
+
+/// A decision trace to write: what the policy decided, on which inputs, under which versions.
+/// The store keeps it as it is (when written with a new request, it fills in `request_id`).
+#[derive(Debug, Clone)]
+pub struct NewTrace {
+    pub request_id: Option<i64>,
+    pub stage: TraceStage,
+    pub outcome: TraceOutcome,
+    pub reasons: Value,
+    pub constraints: Value,
+    pub required_approvals: Value,
+    pub trace: Value,
+    pub inputs: Value,
+    pub inputs_hash: String,
+    pub policy_version: String,
+    pub code_version: String,
+    pub at: Timestamp,
 }
 
 /// The trace row for a decision at `stage`. `ctx` must be exactly the context `decision` was

@@ -2,10 +2,10 @@
 //! code, and say "same decision" or exactly what differs — and the likely why (policy or code
 //! version changed, or the stored inputs no longer match their hash).
 
+use super::NewTrace;
 use super::context::PolicyContext;
 use super::engine::Engine;
 use crate::canonical::hash_canonical;
-use crate::store::DecisionTrace;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -41,11 +41,20 @@ impl ReplayReport {
     }
 }
 
-pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
+/// A trace as it was kept: its id and the policy's record. The store's row implements it, so
+/// the policy replays what the store gives back without knowing the store.
+pub trait StoredTrace {
+    fn trace_id(&self) -> i64;
+    fn record(&self) -> NewTrace;
+}
+
+pub fn replay(stored: &impl StoredTrace, engine: &Engine) -> ReplayReport {
+    let trace_id = stored.trace_id();
+    let trace = &stored.record();
     let mut report = ReplayReport {
-        trace_id: trace.id,
+        trace_id,
         same: false,
-        inputs_intact: hash_canonical(&trace.inputs.0) == trace.inputs_hash,
+        inputs_intact: hash_canonical(&trace.inputs) == trace.inputs_hash,
         event: false,
         differences: vec![],
         stored_policy_version: trace.policy_version.clone(),
@@ -58,13 +67,13 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
             .differences
             .push("the stored inputs do not match their hash: the trace was altered".into());
     }
-    let ctx: PolicyContext = match serde_json::from_value(trace.inputs.0.clone()) {
+    let ctx: PolicyContext = match serde_json::from_value(trace.inputs.clone()) {
         Ok(ctx) => ctx,
         // A recorded step (issuance, revocation, expiry, triage by an admin, an unfulfillable
         // preflight) took no policy decision: its inputs are the facts it acted on, and what
         // replays is that record — intact inputs under the stored hash. Only a trace written as
         // such qualifies: inputs that parse as a policy context are always re-evaluated.
-        Err(_) if trace.trace.0.get("event").is_some_and(Value::is_string) => {
+        Err(_) if trace.trace.get("event").is_some_and(Value::is_string) => {
             report.event = true;
             report.same = report.differences.is_empty();
             return report;
@@ -79,10 +88,10 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
     let d = engine.evaluate(&ctx);
     // A person's decision taken once the policy let them (an approver's denial): the policy's
     // part is replayed, and it must still let a person decide.
-    let person = trace.trace.0.get("person");
+    let person = trace.trace.get("person");
     let stored_reasons = match person {
-        Some(_) => trace.trace.0.get("policy_reasons").unwrap_or(&Value::Null),
-        None => &trace.reasons.0,
+        Some(_) => trace.trace.get("policy_reasons").unwrap_or(&Value::Null),
+        None => &trace.reasons,
     };
     let compare = |what: &str, stored: &Value, now: Value, out: &mut Vec<String>| {
         if *stored != now {
@@ -92,7 +101,7 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
     let mut diffs = Vec::new();
     compare(
         "outcome",
-        trace.trace.0.get("outcome").unwrap_or(&Value::Null),
+        trace.trace.get("outcome").unwrap_or(&Value::Null),
         json!(d.outcome),
         &mut diffs,
     );
@@ -109,20 +118,20 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
             .get("outcome")
             .and_then(|o| serde_json::from_value::<Outcome>(o.clone()).ok());
         if recorded.map(Outcome::trace_outcome) != Some(trace.outcome)
-            || person.get("reasons") != Some(&trace.reasons.0)
+            || person.get("reasons") != Some(&trace.reasons)
         {
             diffs.push("the person's decision does not match the trace's outcome".into());
         }
     }
     compare(
         "constraints",
-        &trace.constraints.0,
+        &trace.constraints,
         json!(d.constraints),
         &mut diffs,
     );
     compare(
         "required approvals",
-        &trace.required_approvals.0,
+        &trace.required_approvals,
         json!(d.required_approvals),
         &mut diffs,
     );
@@ -130,7 +139,7 @@ pub fn replay(trace: &DecisionTrace, engine: &Engine) -> ReplayReport {
         // Same decision; a different path to it is still worth saying.
         compare(
             "rule trace",
-            trace.trace.0.get("rules").unwrap_or(&Value::Null),
+            trace.trace.get("rules").unwrap_or(&Value::Null),
             json!(d.trace),
             &mut diffs,
         );
@@ -161,6 +170,7 @@ mod tests {
     use crate::domain::{Sensitivity, TraceStage};
     use crate::policy::rules::fixtures;
     use crate::policy::{PolicySet, trace_record};
+    use crate::store::DecisionTrace;
     use sqlx::types::Json;
 
     /// What the store would give back for a written trace.

@@ -541,22 +541,32 @@ pub struct DecisionTrace {
     pub created_at: Timestamp,
 }
 
-/// A decision trace to write. When written with a new request, `request_id` is filled in by the store.
-#[derive(Debug, Clone)]
-pub struct NewTrace {
-    pub request_id: Option<i64>,
-    pub stage: TraceStage,
-    pub outcome: TraceOutcome,
-    pub reasons: Value,
-    pub constraints: Value,
-    pub required_approvals: Value,
-    pub trace: Value,
-    pub inputs: Value,
-    pub inputs_hash: String,
-    pub policy_version: String,
-    pub code_version: String,
-    pub at: Timestamp,
+/// For replay: the record as the policy wrote it.
+impl crate::policy::StoredTrace for DecisionTrace {
+    fn trace_id(&self) -> i64 {
+        self.id
+    }
+
+    fn record(&self) -> NewTrace {
+        NewTrace {
+            request_id: self.request_id,
+            stage: self.stage,
+            outcome: self.outcome,
+            reasons: self.reasons.0.clone(),
+            constraints: self.constraints.0.clone(),
+            required_approvals: self.required_approvals.0.clone(),
+            trace: self.trace.0.clone(),
+            inputs: self.inputs.0.clone(),
+            inputs_hash: self.inputs_hash.clone(),
+            policy_version: self.policy_version.clone(),
+            code_version: self.code_version.clone(),
+            at: self.created_at,
+        }
+    }
 }
+
+/// A decision trace to write: the policy's own record of a decision (see `policy::trace_record`).
+pub use crate::policy::NewTrace;
 
 /// Where and how to reach a conversation later. Built only from authenticated activities.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]

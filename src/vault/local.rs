@@ -370,7 +370,7 @@ fn rand_key() -> [u8; 32] {
 /// The demo data set as a vault file: the same folders, ACLs and record uids the database demo
 /// set uses, with made-up secrets.
 pub fn demo_vault_file() -> VaultFile {
-    let data = crate::demo::dataset();
+    let data = crate::demo::data::dataset();
     let owners: HashMap<&str, &str> = data
         .users
         .iter()

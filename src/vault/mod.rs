@@ -10,6 +10,7 @@
 //! the audit detail only.
 
 pub mod acl;
+pub mod backend;
 pub mod classify;
 pub mod commander;
 pub mod ksm;

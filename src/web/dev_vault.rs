@@ -4,7 +4,7 @@
 //! same URL, and that POST shows the secret, once. The link itself is the bearer secret, so the
 //! POST needs no cookie or CSRF token. Pages are never cached, send no referrer, and run no script.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::vault::local::Opened;
 use axum::Router;
 use axum::extract::{Path, State};

@@ -1,6 +1,6 @@
 //! Liveness and readiness. Neither says anything about configuration or secrets.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -19,10 +19,10 @@
 use super::html::{escape, message, page};
 use super::rate_limit::Refused;
 use super::session::{CheckedPost, SignedInUser};
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{ClientInfo, LifecycleError, Retrieved, actor};
 use crate::otp::{ChallengeStarted, FactorProofInput, OtpError};
+use crate::state::AppState;
 use crate::store::{NewAuditEvent, Request, User};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;

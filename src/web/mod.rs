@@ -11,9 +11,9 @@ pub mod rate_limit;
 pub mod session;
 pub mod signin;
 
-use crate::app::AppState;
 use crate::config::{Profile, Settings};
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, Request, header};

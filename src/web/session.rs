@@ -6,10 +6,10 @@
 //! this browser (the session lapses within `web.session_ttl_secs` everywhere else).
 
 use super::WebState;
-use crate::app::AppState;
 use crate::config::Settings;
 use crate::domain::Timestamp;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::User;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -8,10 +8,10 @@ use super::session::{
     self, FLOW_TTL_SECS, SignInFlow, SignedInUser, clear_cookie, cookie, flow_cookie_name,
     random_token, safe_next, same_text, session_cookie_name, set_cookie, start_session,
 };
-use crate::app::AppState;
 use crate::config::Profile;
 use crate::domain::Role;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::{NewAuditEvent, User};
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
