@@ -1538,7 +1538,7 @@ mod tests {
     /// Every setting, as `section.name` keys, read from this file's settings structs (a nested
     /// `…Settings` struct is a section). `#[serde(skip)]` fields are not settings.
     fn every_setting_key() -> Vec<String> {
-        let source = include_str!("config.rs");
+        let source = include_str!("mod.rs");
         let fields = |name: &str| -> Vec<(String, String)> {
             let start = source
                 .find(&format!("pub struct {name} {{"))
@@ -1588,7 +1588,7 @@ mod tests {
     /// undocumented.
     #[test]
     fn the_production_guide_configures_only_real_settings_and_lacks_only_its_secrets() {
-        let guide = include_str!("../docs/PRODUCTION.md");
+        let guide = include_str!("../../docs/PRODUCTION.md");
         let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
         let toml = &guide[start..start + guide[start..].find("```").unwrap()];
         let dir = tempfile::tempdir().unwrap();
@@ -1612,7 +1612,7 @@ mod tests {
 
     #[test]
     fn the_readme_configuration_table_lists_every_setting() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let keys = every_setting_key();
         assert!(keys.iter().any(|k| k == "lifecycle.tick_secs"), "{keys:?}");
         assert!(keys.iter().any(|k| k == "web.oidc.client_id"), "{keys:?}");
