@@ -44,7 +44,7 @@ pub enum VaultBackend {
     CommanderCli,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// `dev` holds only on loopback: a non-loopback `bind` or `public_url` makes it `production`
@@ -59,6 +59,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub data_dir: PathBuf,
     /// `postgres://…` selects PostgreSQL; unset means the SQLite file `passkey.db` in `data_dir`.
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub database_url: Option<SecretString>,
     #[serde(deserialize_with = "de_u32")]
     pub database_max_connections: u32,
@@ -77,7 +78,7 @@ pub struct Settings {
     pub otp: OtpSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// Pretty in dev, JSON in production unless set.
@@ -86,7 +87,7 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -94,11 +95,12 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotSettings {
     /// The bot's Microsoft App ID. Unset = dev mode (no channel auth), allowed on loopback only.
     pub app_id: Option<String>,
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub app_password: Option<SecretString>,
     /// Set for single-tenant bots: tokens from this tenant's Entra issuers are accepted too.
     pub tenant_id: Option<String>,
@@ -156,7 +158,7 @@ pub enum ConnectorAuth {
 
 /// Microsoft Graph: people's Entra group memberships (folder ACLs may name groups), EMAIL and
 /// GROUP approvers, and installing the Teams app for approvers the bot has never talked to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphSettings {
     /// Off: nobody has group memberships, and only the demo people (dev) are in the directory.
@@ -169,13 +171,14 @@ pub struct GraphSettings {
     pub teams_app_catalog_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaultSettings {
     pub backend: VaultBackend,
     /// Commander service mode's root URL (`commander-service`), e.g. `http://127.0.0.1:8900`.
     pub commander_url: Option<String>,
     /// Service mode's `api-key` (`commander-service`).
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub commander_api_key: Option<SecretString>,
     /// The `keeper` executable (`commander-cli`).
     pub commander_binary: PathBuf,
@@ -186,6 +189,7 @@ pub struct VaultSettings {
     pub commander_timeout_secs: Option<u64>,
     /// The KSM application's configuration (base64 or JSON), for vault metadata reads with the
     /// Commander backends. Unset: reads are unavailable (shares still work).
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub ksm_config: Option<SecretString>,
 }
 
@@ -305,7 +309,7 @@ pub enum AzureCredentialKind {
 
 /// Azure Key Vault: secret references (`kv:NAME` anywhere a secret is configured) and the keys
 /// that sign audit checkpoints and wrap the data-encryption key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AzureSettings {
     pub credential: AzureCredentialKind,
@@ -337,7 +341,7 @@ pub enum KeyProtection {
 }
 
 /// The data-encryption key for personal data at rest (phone numbers, TOTP secrets).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CryptoSettings {
     /// `local`: the key file holds the key itself (mode 0600); `key-vault`: the key file holds it
@@ -348,7 +352,7 @@ pub struct CryptoSettings {
 }
 
 /// Timings of the request lifecycle and its scheduler. All in seconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LifecycleSettings {
     /// Run the scheduler in this process (turn off on instances that should only serve).
@@ -396,7 +400,7 @@ impl Default for LifecycleSettings {
 }
 
 /// The audit trail's signed checkpoints and its verification (#9).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditSettings {
     /// A checkpoint is signed once this many events were appended since the last one…
@@ -433,11 +437,12 @@ impl Default for AuditSettings {
 }
 
 /// The issuance page: sessions, sign-in, framing and rate limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSettings {
     /// The key that signs session cookies (base64, at least 32 bytes). Unset: `session.key` in the
     /// data directory, created on first start. Instances behind one load balancer need the same key.
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub session_key: Option<SecretString>,
     /// How long a sign-in lasts.
     #[serde(deserialize_with = "de_u64")]
@@ -464,7 +469,7 @@ pub struct WebSettings {
 }
 
 /// Entra ID sign-in (OpenID Connect authorization code flow with PKCE, confidential client).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OidcSettings {
     /// `https://login.microsoftonline.com`; discovery is `{authority}/{tenant}/v2.0/.well-known/openid-configuration`.
@@ -473,6 +478,7 @@ pub struct OidcSettings {
     pub tenant_id: Option<String>,
     /// The app registration's client id. Set: people sign in with Entra ID (also in dev).
     pub client_id: Option<String>,
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub client_secret: Option<SecretString>,
     /// Tenants whose people may sign in; empty = `bot.allowed_tenants`.
     #[serde(deserialize_with = "de_list")]
@@ -514,7 +520,7 @@ pub enum SmsProvider {
 }
 
 /// Second factor at retrieval: SMS gateway, code lifetimes and limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtpSettings {
     pub sms_provider: SmsProvider,
@@ -523,10 +529,12 @@ pub struct OtpSettings {
     /// The ACS resource endpoint, e.g. `https://contoso.communication.azure.com`.
     pub acs_endpoint: Option<String>,
     /// The ACS resource's access key (base64).
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub acs_access_key: Option<SecretString>,
     /// Twilio's API root (tests point it at loopback).
     pub twilio_base_url: String,
     pub twilio_account_sid: Option<String>,
+    #[serde(serialize_with = "summary::redacted_secret")]
     pub twilio_auth_token: Option<SecretString>,
     /// How long a code is valid.
     #[serde(deserialize_with = "de_u64")]

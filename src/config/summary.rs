@@ -5,16 +5,9 @@ use super::*;
 impl Settings {
     /// The effective settings as TOML-ish lines with every secret replaced by `[REDACTED]`.
     pub fn redacted_summary(&self) -> Vec<(String, String)> {
-        // A Key Vault reference is a name, not a secret: showing it helps find a missing one.
-        let secret = |s: &Option<SecretString>| match s {
-            Some(v) if crate::azure::secrets::reference_name(v.expose_secret()).is_some() => {
-                v.expose_secret().to_string()
-            }
-            Some(_) => "[REDACTED]".to_string(),
-            None => "(unset)".to_string(),
-        };
+        let secret = |s: &Option<SecretString>| shown_secret(s).to_string();
         let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "(unset)".into());
-        vec![
+        let mut lines: Vec<(String, String)> = vec![
             (
                 "profile".into(),
                 match &self.production_because {
@@ -185,7 +178,71 @@ impl Settings {
                 "otp.twilio_auth_token".into(),
                 secret(&self.otp.twilio_auth_token),
             ),
-        ]
+        ];
+        // The lines above say what a setting means; every other setting follows as the settings
+        // structs themselves serialize it, so a new one cannot be left out. A secret cannot leak
+        // through this: `SecretString` does not serialize, so each one must name
+        // `redacted_secret`, or the build fails.
+        let shown: Vec<String> = lines.iter().map(|(key, _)| key.clone()).collect();
+        match serde_json::to_value(self) {
+            Ok(value) => {
+                let mut rest = Vec::new();
+                flatten("", &value, &mut rest);
+                lines.extend(rest.into_iter().filter(|(key, _)| !shown.contains(key)));
+            }
+            Err(e) => lines.push(("(other settings)".into(), format!("cannot be listed: {e}"))),
+        }
+        lines
+    }
+}
+
+/// A secret as the summary shows it. A Key Vault reference is a name, not a secret: showing it
+/// helps find a missing one.
+fn shown_secret(secret: &Option<SecretString>) -> &str {
+    match secret {
+        Some(v) if crate::azure::secrets::reference_name(v.expose_secret()).is_some() => {
+            v.expose_secret()
+        }
+        Some(_) => "[REDACTED]",
+        None => "(unset)",
+    }
+}
+
+/// How every `Option<SecretString>` setting serializes (`#[serde(serialize_with)]`).
+pub(super) fn redacted_secret<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(shown_secret(secret))
+}
+
+/// `{"bot": {"app_id": null}}` → `("bot.app_id", "(unset)")`.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                let key = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                flatten(&key, field, out);
+            }
+        }
+        Value::Null => out.push((prefix.to_string(), "(unset)".into())),
+        Value::String(text) => out.push((prefix.to_string(), text.clone())),
+        Value::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.push((prefix.to_string(), format!("{items:?}")));
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
     }
 }
 

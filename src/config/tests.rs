@@ -958,3 +958,40 @@ fn the_issuance_page_needs_entra_sign_in_in_production_and_loopback_for_dev_sign
         Settings::from_layers(None, &env(&[("PASSKEY_BOT__ALLOWED_TENANTS", "t-bot")])).unwrap();
     assert_eq!(s.sign_in_tenants(), ["t-bot"]);
 }
+
+/// `serve` and `doctor` show every setting: one added to the settings structs appears in the
+/// summary without anyone remembering to list it, and a secret set in every secret setting shows
+/// nowhere (#16.3).
+#[test]
+fn the_summary_shows_every_setting_and_no_secret() {
+    let mut s = Settings::default();
+    for (_, field) in s.secret_fields_mut() {
+        *field = Some(SecretString::from("hunter2-secret-value"));
+    }
+    let summary = s.redacted_summary();
+    let keys: Vec<&str> = summary.iter().map(|(k, _)| k.as_str()).collect();
+    let missing: Vec<String> = every_setting_key()
+        .into_iter()
+        .filter(|k| !keys.contains(&k.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not in the summary: {missing:?}");
+    assert!(!format!("{summary:?}").contains("hunter2"), "{summary:?}");
+    let shown = |key: &str| {
+        summary
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {key}"))
+    };
+    assert_eq!(shown("database_url"), "[REDACTED]");
+    assert_eq!(
+        shown("web.frame_ancestors"),
+        format!("{:?}", s.web.frame_ancestors)
+    );
+    assert_eq!(shown("otp.max_attempts"), s.otp.max_attempts.to_string());
+    assert_eq!(shown("bot.managed_identity_client_id"), "(unset)");
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), keys.len(), "a setting listed twice: {keys:?}");
+}
