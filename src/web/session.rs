@@ -332,21 +332,13 @@ pub fn check_origin(headers: &HeaderMap, web: &WebState) -> Result<(), ApiError>
 
 /// Equal texts, compared in constant time for equal lengths.
 pub fn same_text(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    crate::crypto::same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// Percent-encodes a query value (everything but unreserved characters and `/`).
 pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &crate::encoding::UNRESERVED.remove(b'/');
+    crate::encoding::percent_encode(value, QUERY_VALUE)
 }
 
 /// Where to go after signing in: a local path only (never another site, never `//host`).
