@@ -3,7 +3,6 @@
 //! identical bytes across runs, machines and key orders.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// JSON with object keys sorted (by UTF-8 bytes), no whitespace, nulls written out.
 /// Sorting is done here rather than trusting serde_json's map order, which a feature flag
@@ -46,7 +45,10 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 
 /// Lower-case hex SHA-256 of some bytes.
 pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
-    hex::encode(Sha256::digest(bytes.as_ref()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        bytes.as_ref(),
+    ))
 }
 
 /// SHA-256 of the canonical JSON of a value.

@@ -24,6 +24,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use secrecy::{ExposeSecret, SecretBox};
 use std::path::{Path, PathBuf};
 
+/// Whether `a` and `b` are equal, compared in constant time for equal lengths (a length is never
+/// the secret here). The one comparison every code, digest and token check uses.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// The envelope format this build writes.
 pub const ENVELOPE_VERSION: u8 = 1;
 /// AES-256 key bytes.

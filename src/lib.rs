@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod demo;
 pub mod doctor;
 pub mod domain;
+pub mod encoding;
 pub mod error;
 pub mod governance;
 pub mod jobs;

@@ -17,7 +17,6 @@ use azure_security_keyvault_keys::models::{
 };
 use azure_security_keyvault_keys::{KeyClient, ResourceId};
 use secrecy::SecretBox;
-use sha2::{Digest as _, Sha256};
 use std::str::FromStr as _;
 use std::sync::{Arc, Mutex};
 
@@ -357,7 +356,8 @@ impl KeyVaultSigner {
                 (version, public.key_id)
             }
         };
-        let digest: [u8; 32] = Sha256::digest(message).into();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+        let digest: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
         let result = self
             .keys
             .sign_es256(&self.key_name, &version, &digest)

@@ -269,7 +269,7 @@ mod tests {
     /// must be listed there, or a `kv:` reference in it would be used literally.
     #[test]
     fn every_secret_field_is_resolvable() {
-        let source = include_str!("../config.rs");
+        let source = include_str!("../config/mod.rs");
         let declared = source
             .lines()
             .filter(|l| l.trim_start().starts_with("pub ") && l.contains(": Option<SecretString>,"))

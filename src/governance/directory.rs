@@ -382,15 +382,7 @@ pub fn odata_string(value: &str) -> String {
 /// Percent-encodes a query value completely (space as `%20`, never `+`): Graph reads `+` as a
 /// plus sign, not a space.
 fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::encoding::percent_encode(value, crate::encoding::UNRESERVED)
 }
 
 fn query(pairs: &[(&str, &str)]) -> String {

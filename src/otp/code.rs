@@ -2,7 +2,6 @@
 //! as a keyed hash, compared in constant time; E.164 validation and masking for display.
 
 use aws_lc_rs::hmac;
-use subtle::ConstantTimeEq;
 
 /// Digits in every code, texted or from an authenticator.
 pub const CODE_DIGITS: usize = 6;
@@ -37,7 +36,7 @@ pub fn code_hash(pepper: &[u8], challenge_id: &uuid::Uuid, code: &str) -> String
 
 /// Constant-time equality of two hex digests (length is not secret).
 pub fn same_hash(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    crate::crypto::same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// What a person typed, as a code: spaces and dashes (`123 456`, `123-456`) are dropped; anything

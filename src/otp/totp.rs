@@ -48,11 +48,10 @@ pub fn matching_step(
     now_step: i64,
     last_accepted: Option<i64>,
 ) -> Option<i64> {
-    use subtle::ConstantTimeEq;
     let mut found = None;
     for step in (now_step - WINDOW)..=(now_step + WINDOW) {
         let candidate = totp_at_step(secret, step);
-        let equal: bool = candidate.as_bytes().ct_eq(code.as_bytes()).into();
+        let equal = crate::crypto::same_bytes(candidate.as_bytes(), code.as_bytes());
         if equal && last_accepted.is_none_or(|last| step > last) && found.is_none() {
             found = Some(step);
         }
@@ -97,16 +96,10 @@ pub fn otpauth_uri(account: &str, secret: &[u8]) -> String {
     )
 }
 
+/// The account label keeps its `@` readable in authenticator apps.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const LABEL: &percent_encoding::AsciiSet = &crate::encoding::UNRESERVED.remove(b'@');
+    crate::encoding::percent_encode(s, LABEL)
 }
 
 /// The URI as a QR code in an inline SVG element: black modules on white, a quiet zone, no XML

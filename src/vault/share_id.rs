@@ -4,8 +4,6 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha512;
 
 const CLIENT_ID_MESSAGE: &[u8] = b"KEEPER_SECRETS_MANAGER_CLIENT_ID";
 
@@ -19,9 +17,9 @@ pub fn share_id_from_url(url: &str) -> Option<String> {
     if key.is_empty() {
         return None;
     }
-    let mut mac = Hmac::<Sha512>::new_from_slice(&key).ok()?;
-    mac.update(CLIENT_ID_MESSAGE);
-    Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA512, &key);
+    let tag = aws_lc_rs::hmac::sign(&key, CLIENT_ID_MESSAGE);
+    Some(URL_SAFE_NO_PAD.encode(tag))
 }
 
 #[cfg(test)]

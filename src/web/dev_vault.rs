@@ -4,6 +4,7 @@
 //! same URL, and that POST shows the secret, once. The link itself is the bearer secret, so the
 //! POST needs no cookie or CSRF token. Pages are never cached, send no referrer, and run no script.
 
+use super::html::escape;
 use crate::state::AppState;
 use crate::vault::local::Opened;
 use axum::Router;
@@ -91,12 +92,4 @@ fn page(status: StatusCode, title: &str, body: String) -> Response {
         ),
     );
     response
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

@@ -17,10 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sha2::Sha256;
 
 /// The header the page sends its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -69,17 +67,18 @@ impl CookieKey {
         CookieKey(bytes.to_vec())
     }
 
-    fn mac(&self, purpose: &str, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(purpose.as_bytes());
-        mac.update(&[0]);
-        mac.update(payload);
-        mac
+    fn key(&self) -> aws_lc_rs::hmac::Key {
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0)
+    }
+
+    /// What is signed: `purpose ‖ 0 ‖ payload`.
+    fn signed_bytes(purpose: &str, payload: &[u8]) -> Vec<u8> {
+        [purpose.as_bytes(), &[0], payload].concat()
     }
 
     fn seal<T: Serialize>(&self, purpose: &str, value: &T) -> String {
         let json = serde_json::to_vec(value).expect("cookie payloads serialize");
-        let tag = self.mac(purpose, &json).finalize().into_bytes();
+        let tag = aws_lc_rs::hmac::sign(&self.key(), &Self::signed_bytes(purpose, &json));
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&json),
@@ -91,8 +90,8 @@ impl CookieKey {
         let (payload, tag) = sealed.split_once('.')?;
         let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        // verify_slice compares in constant time.
-        self.mac(purpose, &json).verify_slice(&tag).ok()?;
+        // verify compares in constant time.
+        aws_lc_rs::hmac::verify(&self.key(), &Self::signed_bytes(purpose, &json), &tag).ok()?;
         serde_json::from_slice(&json).ok()
     }
 
@@ -332,21 +331,13 @@ pub fn check_origin(headers: &HeaderMap, web: &WebState) -> Result<(), ApiError>
 
 /// Equal texts, compared in constant time for equal lengths.
 pub fn same_text(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    crate::crypto::same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// Percent-encodes a query value (everything but unreserved characters and `/`).
 pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &crate::encoding::UNRESERVED.remove(b'/');
+    crate::encoding::percent_encode(value, QUERY_VALUE)
 }
 
 /// Where to go after signing in: a local path only (never another site, never `//host`).
