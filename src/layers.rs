@@ -32,6 +32,7 @@ pub const LAYERS: &[(&str, Layer)] = &[
     ("domain", Layer::Domain),
     ("policy", Layer::Domain),
     ("canonical", Layer::Domain),
+    ("encoding", Layer::Domain),
     ("notify", Layer::Domain),
     ("VERSION", Layer::Domain),
     ("layers", Layer::Domain),
