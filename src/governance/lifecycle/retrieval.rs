@@ -1,6 +1,18 @@
 //! Retrieval: minting and exchanging an issuance token for a one-time share.
 
 use super::*;
+use crate::otp::SecondFactorProof;
+
+/// What the caller of an exchange knows of the second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Factor {
+    /// Nothing: a request that needs one is refused.
+    Unproven,
+    /// The OTP service's proof ([`SecondFactorProof`]).
+    Proven,
+    /// The caller's word (the flag of the test-only `exchange` / `exchange_verified`).
+    Unchecked,
+}
 
 impl Lifecycle {
     // ---- retrieve ---------------------------------------------------------------------------
@@ -60,10 +72,29 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Exchanges an issuance token for a fresh one-time share. The token is checked in constant
-    /// time and used up; the retrieval is counted with its IssuanceEvent in one transaction, and
-    /// only while `issuance_count < max_issuances` (INV-4). A passing vault failure uses nothing
-    /// up. The URL goes back to the caller and nowhere else (INV-5).
+    /// Exchanges an issuance token for a fresh one-time share, when the request needs no second
+    /// factor (one that does is refused with `SecondFactorRequired`: see
+    /// [`Lifecycle::exchange_proven`]). The token is checked in constant time and used up; the
+    /// retrieval is counted with its IssuanceEvent in one transaction, and only while
+    /// `issuance_count < max_issuances` (INV-4). A passing vault failure uses nothing up. The URL
+    /// goes back to the caller and nowhere else (INV-5).
+    pub async fn exchange_token(
+        &self,
+        requester: &User,
+        request_id: i64,
+        token: &SecretString,
+        client: ClientInfo,
+    ) -> Result<Retrieved, LifecycleError> {
+        let presented = sha256_hex(token.expose_secret());
+        self.exchange_by_hash(requester, request_id, presented, Factor::Unproven, client)
+            .await
+    }
+
+    /// As [`Lifecycle::exchange_token`], with a flag saying whether the caller checked a second
+    /// factor. Kept only for the existing tests' call sites (tests/lifecycle.rs); the service
+    /// itself calls [`Lifecycle::exchange_token`] or [`Lifecycle::exchange_proven`]. To be
+    /// removed once those call sites move to them.
+    #[doc(hidden)]
     pub async fn exchange(
         &self,
         requester: &User,
@@ -73,14 +104,13 @@ impl Lifecycle {
         client: ClientInfo,
     ) -> Result<Retrieved, LifecycleError> {
         let presented = sha256_hex(token.expose_secret());
-        self.exchange_by_hash(
-            requester,
-            request_id,
-            presented,
-            second_factor_verified,
-            client,
-        )
-        .await
+        let factor = if second_factor_verified {
+            Factor::Unchecked
+        } else {
+            Factor::Unproven
+        };
+        self.exchange_by_hash(requester, request_id, presented, factor, client)
+            .await
     }
 
     /// Step 1 of a two-step retrieval (a second factor is required): checks the token exactly as
@@ -100,10 +130,36 @@ impl Lifecycle {
         Ok((request, presented))
     }
 
-    /// Step 2 of a two-step retrieval: the second factor was verified on a challenge bound to
-    /// `token_hash` (from [`Lifecycle::check_issuance_token`]). Uses the token up by that hash and
-    /// creates the share, as [`Lifecycle::exchange`] does. A token minted since step 1 replaced
-    /// the bound one, so the hash no longer matches and nothing is shared.
+    /// Step 2 of a two-step retrieval: the second factor was verified on a challenge bound to the
+    /// token's hash (from [`Lifecycle::check_issuance_token`]); the OTP service's `verify` returns
+    /// the [`SecondFactorProof`]. Uses the token up by that hash and creates the share, as
+    /// [`Lifecycle::exchange_token`] does. A token minted since step 1 replaced the bound one, so
+    /// the hash no longer matches and nothing is shared; a proof for another request matches no
+    /// token of this one.
+    pub async fn exchange_proven(
+        &self,
+        requester: &User,
+        request_id: i64,
+        proof: &SecondFactorProof,
+        client: ClientInfo,
+    ) -> Result<Retrieved, LifecycleError> {
+        if proof.request_id() != request_id {
+            return Err(LifecycleError::TokenMismatch);
+        }
+        self.exchange_by_hash(
+            requester,
+            request_id,
+            proof.token_hash().to_string(),
+            Factor::Proven,
+            client,
+        )
+        .await
+    }
+
+    /// As [`Lifecycle::exchange_proven`], trusting the caller that the challenge bound to
+    /// `token_hash` was verified. Kept only for the existing tests' call sites
+    /// (tests/lifecycle.rs); to be removed once they move to `exchange_proven`.
+    #[doc(hidden)]
     pub async fn exchange_verified(
         &self,
         requester: &User,
@@ -111,8 +167,14 @@ impl Lifecycle {
         token_hash: &str,
         client: ClientInfo,
     ) -> Result<Retrieved, LifecycleError> {
-        self.exchange_by_hash(requester, request_id, token_hash.to_string(), true, client)
-            .await
+        self.exchange_by_hash(
+            requester,
+            request_id,
+            token_hash.to_string(),
+            Factor::Unchecked,
+            client,
+        )
+        .await
     }
 
     /// The requester's request whose current, unexpired token hashes to `presented`, with a
@@ -147,14 +209,14 @@ impl Lifecycle {
         requester: &User,
         request_id: i64,
         presented: String,
-        second_factor_verified: bool,
+        factor: Factor,
         client: ClientInfo,
     ) -> Result<Retrieved, LifecycleError> {
         let request = self
             .own_request_with_token(requester, request_id, &presented)
             .await?;
         let now = self.clock.now();
-        if !second_factor_verified && self.second_factor_required(&request).await? {
+        if factor == Factor::Unproven && self.second_factor_required(&request).await? {
             return Err(LifecycleError::SecondFactorRequired);
         }
         let token_expires = request.issuance_token_expires_at.unwrap_or(now);
@@ -206,7 +268,7 @@ impl Lifecycle {
             json!({
                 "request_id": request_id, "record_uid": record.vault_uid,
                 "issuance_count": request.issuance_count, "max_issuances": request.max_issuances,
-                "second_factor": second_factor_verified,
+                "second_factor": factor != Factor::Unproven,
             }),
             self.engine.version(),
             now,
