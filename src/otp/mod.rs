@@ -12,6 +12,7 @@
 //! plaintext, in the database, the audit trail, errors or logs (numbers show as `•••• 4411`).
 
 pub mod code;
+mod proof;
 pub mod sms;
 pub mod totp;
 
@@ -32,6 +33,8 @@ use sms::{SmsError, SmsFailure, SmsSender};
 use std::sync::Arc;
 use time::Duration;
 use uuid::Uuid;
+
+pub use proof::SecondFactorProof;
 
 /// The log target of this module's lines. Not `passkey::otp`: the compact log format prints
 /// `target: message`, and the redaction layer (`telemetry.rs`) reads `otp: <word>` as a secret
@@ -157,6 +160,8 @@ pub struct VerifiedChallenge {
     /// SHA-256 hex of the issuance token the challenge was started with: the caller must
     /// exchange that token and no other.
     pub token_hash: String,
+    /// The same, as the proof the lifecycle's retrieval takes (only `verify` makes one).
+    pub proof: SecondFactorProof,
 }
 
 impl VerifiedChallenge {
@@ -564,9 +569,11 @@ impl OtpService {
                     .await?
                 {
                     ConsumeOutcome::Consumed(row) => {
+                        let token_hash = row.token_hash.unwrap_or_default();
                         return Ok(VerifiedChallenge {
                             request_id: row.request_id,
-                            token_hash: row.token_hash.unwrap_or_default(),
+                            proof: SecondFactorProof::new(row.request_id, token_hash.clone()),
+                            token_hash,
                         });
                     }
                     ConsumeOutcome::NotLive => {

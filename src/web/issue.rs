@@ -404,7 +404,7 @@ async fn exchange(
     }
     let retrieved = state
         .lifecycle
-        .exchange(user, id, &body.token, false, client.info())
+        .exchange_token(user, id, &body.token, client.info())
         .await
         .map_err(lifecycle_error)?;
     Ok(Json(share_body(&retrieved)))
@@ -440,7 +440,7 @@ async fn verify(
     }
     let retrieved = state
         .lifecycle
-        .exchange_verified(user, id, &verified.token_hash, client.info())
+        .exchange_proven(user, id, &verified.proof, client.info())
         .await
         .map_err(lifecycle_error)?;
     Ok(Json(share_body(&retrieved)))

@@ -1,0 +1,207 @@
+//! `ConversationStore` in SQL, for both databases: expanded by `impl_store!` (see `super`) inside its
+//! `generated` module, whose imports it uses.
+
+macro_rules! impl_conversation_store {
+    ($store:ident, $db:ty) => {
+        #[async_trait]
+        impl ConversationStore for $store {
+            async fn upsert_conversation(&self, c: &ConversationRef) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO conversation_references
+                        (conversation_id, conversation_type, channel_id, service_url, tenant_id, bot_id, user_id,
+                         aad_object_id, teams_user_id, team_id, reference, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (conversation_id) DO UPDATE SET
+                        conversation_type = excluded.conversation_type,
+                        channel_id = excluded.channel_id,
+                        service_url = excluded.service_url,
+                        tenant_id = excluded.tenant_id,
+                        bot_id = excluded.bot_id,
+                        user_id = COALESCE(excluded.user_id, conversation_references.user_id),
+                        aad_object_id = COALESCE(excluded.aad_object_id, conversation_references.aad_object_id),
+                        teams_user_id = COALESCE(excluded.teams_user_id, conversation_references.teams_user_id),
+                        team_id = COALESCE(excluded.team_id, conversation_references.team_id),
+                        reference = excluded.reference,
+                        updated_at = excluded.updated_at",
+                )
+                .bind(&c.conversation_id)
+                .bind(&c.conversation_type)
+                .bind(&c.channel_id)
+                .bind(&c.service_url)
+                .bind(&c.tenant_id)
+                .bind(&c.bot_id)
+                .bind(c.user_id)
+                .bind(&c.aad_object_id)
+                .bind(&c.teams_user_id)
+                .bind(&c.team_id)
+                .bind(&c.reference)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn conversation(&self, id: &str) -> StoreResult<Option<ConversationRef>> {
+                Ok(sqlx::query_as("SELECT * FROM conversation_references WHERE conversation_id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn personal_conversation(&self, aad: &str) -> StoreResult<Option<ConversationRef>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM conversation_references
+                     WHERE aad_object_id = $1 AND conversation_type = 'personal'
+                     ORDER BY updated_at DESC LIMIT 1",
+                )
+                .bind(aad)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn record_sent_card(&self, c: &NewSentCard) -> StoreResult<SentCard> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO sent_cards (request_id, recipient_user_id, conversation_id, activity_id, card_kind,
+                                             created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
+                        card_kind = excluded.card_kind, updated_at = excluded.updated_at
+                     RETURNING *",
+                )
+                .bind(c.request_id)
+                .bind(c.recipient_user_id)
+                .bind(&c.conversation_id)
+                .bind(&c.activity_id)
+                .bind(&c.card_kind)
+                .bind(c.at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn sent_cards_for_request(&self, request_id: i64) -> StoreResult<Vec<SentCard>> {
+                Ok(sqlx::query_as("SELECT * FROM sent_cards WHERE request_id = $1 ORDER BY id")
+                    .bind(request_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn claim_activity(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+                now: Timestamp,
+                until: Timestamp,
+            ) -> StoreResult<ActivityClaim> {
+                // New, or taken over from a turn whose claim lapsed: one statement, so two
+                // deliveries racing for it cannot both win.
+                let claimed = sqlx::query(
+                    "INSERT INTO processed_activities
+                        (conversation_id, activity_id, processed_at, state, claimed_until, claim_token)
+                     VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5)
+                     ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
+                        processed_at = excluded.processed_at,
+                        claimed_until = excluded.claimed_until,
+                        claim_token = excluded.claim_token
+                     WHERE processed_activities.state = 'IN_PROGRESS'
+                       AND processed_activities.claimed_until <= excluded.processed_at",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(now)
+                .bind(until)
+                .bind(token)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1;
+                if claimed {
+                    return Ok(ActivityClaim::Claimed);
+                }
+                let state: Option<String> = sqlx::query_scalar(
+                    "SELECT state FROM processed_activities WHERE conversation_id = $1 AND activity_id = $2",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                // Gone between the two statements: the holder released it; ask for a retry.
+                Ok(match state.as_deref() {
+                    Some("DONE") => ActivityClaim::Done,
+                    _ => ActivityClaim::InProgress,
+                })
+            }
+
+            async fn renew_activity_claim(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+                until: Timestamp,
+            ) -> StoreResult<bool> {
+                Ok(sqlx::query(
+                    "UPDATE processed_activities SET claimed_until = $4
+                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3
+                       AND state = 'IN_PROGRESS'",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(token)
+                .bind(until)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1)
+            }
+
+            async fn finish_activity(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE processed_activities
+                     SET state = 'DONE', processed_at = $4, claimed_until = NULL, claim_token = NULL
+                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(token)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn release_activity(
+                &self,
+                conversation_id: &str,
+                activity_id: &str,
+                token: &str,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "DELETE FROM processed_activities
+                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3
+                       AND state = 'IN_PROGRESS'",
+                )
+                .bind(conversation_id)
+                .bind(activity_id)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64> {
+                Ok(sqlx::query("DELETE FROM processed_activities WHERE processed_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+        }
+    };
+}
+pub(in crate::store) use impl_conversation_store;

@@ -1,0 +1,443 @@
+//! The SQL both stores run. `impl_store!` expands the same statements for SQLite and Postgres;
+//! the few real dialect differences are inherent items on each store type:
+//! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front) and
+//! `LOCK_CHAIN_HEAD` (Postgres locks the head row with `FOR UPDATE`).
+//! Placeholders are `$N`, which both drivers bind by number.
+//!
+//! One file per store trait (`users.rs` for `UserStore`, …), each holding one macro with that
+//! trait's `impl`; `impl_store!` invokes them all inside one `generated` module, after the inherent
+//! helpers they share (`append_audit_tx`, …), so every statement is still written once.
+
+pub(super) mod audit;
+pub(super) mod conversations;
+pub(super) mod governance;
+pub(super) mod health;
+pub(super) mod jobs;
+pub(super) mod leases;
+pub(super) mod local_shares;
+pub(super) mod permissions;
+pub(super) mod requests;
+pub(super) mod second_factor;
+pub(super) mod users;
+pub(super) mod vault;
+
+use super::models::{AuditEvent, NewAuditEvent};
+use crate::canonical::{canonical_json, sha256_hex};
+use serde_json::json;
+
+/// The bytes an audit event's hash covers: the previous hash, then the canonical event.
+pub(super) fn audit_hash(
+    prev_hash: &str,
+    seq: i64,
+    event_id: &uuid::Uuid,
+    e: &NewAuditEvent,
+) -> String {
+    let body = json!({
+        "seq": seq,
+        "event_id": event_id.to_string(),
+        "actor": e.actor,
+        "action": e.action,
+        "request_id": e.request_id,
+        "record_id": e.record_id,
+        "detail": e.detail,
+        "created_at": e.at.to_fixed_text(),
+    });
+    let mut bytes = prev_hash.as_bytes().to_vec();
+    bytes.extend_from_slice(canonical_json(&body).as_bytes());
+    sha256_hex(bytes)
+}
+
+/// Recomputes an event's hash from its stored fields.
+pub fn recompute_audit_hash(event: &AuditEvent) -> String {
+    let as_new = NewAuditEvent {
+        actor: event.actor.clone(),
+        action: event.action.clone(),
+        request_id: event.request_id,
+        record_id: event.record_id,
+        detail: event.detail.0.clone(),
+        at: event.created_at,
+    };
+    audit_hash(&event.prev_hash, event.seq, &event.event_id, &as_new)
+}
+
+/// Ids per `IN (…)` list in the batch paths. Multi-row inserts use each store's `INSERT_ROWS`.
+pub(super) const BATCH_ROWS: usize = 250;
+
+/// `$first, $first+1, …` for `n` values.
+pub(super) fn list_placeholders(n: usize, first: usize) -> String {
+    let mut out = String::with_capacity(n * 6);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(&(first + i).to_string());
+    }
+    out
+}
+
+/// `($1, …, $cols), ($cols+1, …)` for `rows` rows of `cols` values, numbered from 1.
+pub(super) fn values_placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        out.push_str(&list_placeholders(cols, r * cols + 1));
+        out.push(')');
+    }
+    out
+}
+
+macro_rules! impl_store {
+    ($store:ident, $db:ty) => {
+        mod generated {
+        use super::$store;
+        use $crate::domain::{FolderPermission, PhoneSource, RequestStatus, Role, Sensitivity, SyncStatus, Timestamp, VaultPrincipalType};
+        use $crate::store::models::*;
+        use $crate::store::{
+            AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, LocalShareStore, PermissionStore,
+            RequestStore, SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
+        };
+        use serde_json::Value;
+        use async_trait::async_trait;
+        use sqlx::types::Json;
+        use sqlx::Transaction;
+
+        impl $store {
+            /// Appends an audit event inside `tx`, under the chain-head lock.
+            async fn append_audit_tx(
+                tx: &mut Transaction<'static, $db>,
+                e: &NewAuditEvent,
+            ) -> StoreResult<AuditEvent> {
+                let (head_seq, head_hash): (i64, String) =
+                    sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
+                let seq = head_seq + 1;
+                let event_id = uuid::Uuid::new_v4();
+                let hash = $crate::store::sql::audit_hash(&head_hash, seq, &event_id, e);
+                let event: AuditEvent = sqlx::query_as(
+                    "INSERT INTO audit_events
+                        (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+                )
+                .bind(seq)
+                .bind(event_id)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(e.request_id)
+                .bind(e.record_id)
+                .bind(Json(&e.detail))
+                .bind(e.at)
+                .bind(&head_hash)
+                .bind(&hash)
+                .fetch_one(&mut **tx)
+                .await?;
+                sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(event)
+            }
+
+            /// One more wrong code on a live OTP challenge or factor proof (`table`) that still has
+            /// `attempts_seen` attempts, locking it at the last one, counted against its person's
+            /// hourly cap, with its audit event. `None`: it changed meanwhile (nothing written).
+            async fn record_wrong_attempt<R>(
+                &self,
+                table: &'static str,
+                id: uuid::Uuid,
+                attempts_seen: i32,
+                at: Timestamp,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Option<R>>
+            where
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin + CodeAttempts,
+            {
+                let mut tx = self.begin_write().await?;
+                let sql = format!(
+                    "UPDATE {table}
+                     SET attempts = attempts + 1,
+                         locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $3 ELSE NULL END
+                     WHERE id = $1 AND attempts = $2
+                       AND consumed_at IS NULL AND locked_at IS NULL AND expires_at > $3
+                     RETURNING *"
+                );
+                let row: Option<R> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(attempts_seen)
+                    .bind(at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = &row {
+                    Self::count_wrong_code_tx(&mut tx, row.person(), at).await?;
+                    Self::append_audit_tx(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            /// Records one wrong second-factor code against the person's hourly cap.
+            async fn count_wrong_code_tx(
+                tx: &mut Transaction<'static, $db>,
+                user_id: i64,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query("INSERT INTO otp_failures (user_id, at) VALUES ($1, $2)")
+                    .bind(user_id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Appends several events inside `tx` with the chain head locked once: the head is read,
+            /// each event's hash is computed in order exactly as [`Self::append_audit_tx`] does, the
+            /// events are inserted with multi-row statements and the head is moved once.
+            async fn append_audit_batch_tx(
+                tx: &mut Transaction<'static, $db>,
+                events: &[NewAuditEvent],
+            ) -> StoreResult<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let (head_seq, head_hash): (i64, String) =
+                    sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
+                let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
+                let mut seq = head_seq;
+                let mut prev = head_hash;
+                for e in events {
+                    seq += 1;
+                    let event_id = uuid::Uuid::new_v4();
+                    let hash = $crate::store::sql::audit_hash(&prev, seq, &event_id, e);
+                    chained.push((seq, event_id, std::mem::replace(&mut prev, hash.clone()), hash));
+                }
+                let rows = Self::INSERT_ROWS;
+                for (events, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
+                    let sql = format!(
+                        "INSERT INTO audit_events
+                            (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+                         VALUES {}",
+                        $crate::store::sql::values_placeholders(events.len(), 10)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(chained) {
+                        q = q
+                            .bind(*seq)
+                            .bind(*event_id)
+                            .bind(&e.actor)
+                            .bind(&e.action)
+                            .bind(e.request_id)
+                            .bind(e.record_id)
+                            .bind(Json(&e.detail))
+                            .bind(e.at)
+                            .bind(prev_hash)
+                            .bind(hash);
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&prev)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Inserts several traces inside `tx` with multi-row statements.
+            async fn insert_traces_batch_tx(
+                tx: &mut Transaction<'static, $db>,
+                traces: &[NewTrace],
+            ) -> StoreResult<()> {
+                for chunk in traces.chunks(Self::INSERT_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO governance_decision_traces
+                            (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                             inputs_hash, policy_version, code_version, created_at)
+                         VALUES {}",
+                        $crate::store::sql::values_placeholders(chunk.len(), 12)
+                    );
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for t in chunk {
+                        q = q
+                            .bind(t.request_id)
+                            .bind(t.stage)
+                            .bind(t.outcome)
+                            .bind(Json(&t.reasons))
+                            .bind(Json(&t.constraints))
+                            .bind(Json(&t.required_approvals))
+                            .bind(Json(&t.trace))
+                            .bind(Json(&t.inputs))
+                            .bind(&t.inputs_hash)
+                            .bind(&t.policy_version)
+                            .bind(&t.code_version)
+                            .bind(t.at);
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_trace_tx(
+                tx: &mut Transaction<'static, $db>,
+                t: &NewTrace,
+                request_id: Option<i64>,
+            ) -> StoreResult<DecisionTrace> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO governance_decision_traces
+                        (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                         inputs_hash, policy_version, code_version, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                )
+                .bind(request_id.or(t.request_id))
+                .bind(t.stage)
+                .bind(t.outcome)
+                .bind(Json(&t.reasons))
+                .bind(Json(&t.constraints))
+                .bind(Json(&t.required_approvals))
+                .bind(Json(&t.trace))
+                .bind(Json(&t.inputs))
+                .bind(&t.inputs_hash)
+                .bind(&t.policy_version)
+                .bind(&t.code_version)
+                .bind(t.at)
+                .fetch_one(&mut **tx)
+                .await?)
+            }
+
+            /// The conditional status move every transition shares (see `RequestStore::transition_request`).
+            async fn transition_tx(tx: &mut Transaction<'static, $db>, c: &StatusChange) -> StoreResult<Request> {
+                c.from.transition(c.to)?;
+                let final_state = c.to.is_final();
+                let (set_preflight, attempts, next_at) = match c.preflight {
+                    Some((attempts, next)) => (true, attempts, next),
+                    None => (false, 0, None),
+                };
+                let updated: Option<Request> = sqlx::query_as(
+                    "UPDATE requests SET
+                        status = $3,
+                        updated_at = $4,
+                        decided_by = COALESCE($5, decided_by),
+                        decided_at = CASE WHEN $5 IS NOT NULL OR $6 IS NOT NULL THEN $4 ELSE decided_at END,
+                        decision_reason = COALESCE($6, decision_reason),
+                        approved_duration_secs = COALESCE($7, approved_duration_secs),
+                        lease_started_at = COALESCE($8, lease_started_at),
+                        lease_expires_at = COALESCE($9, lease_expires_at),
+                        ended_at = CASE WHEN $10 THEN $4 ELSE ended_at END,
+                        issuance_token_hash = CASE WHEN $10 THEN NULL ELSE issuance_token_hash END,
+                        issuance_token_expires_at = CASE WHEN $10 THEN NULL ELSE issuance_token_expires_at END,
+                        renewal_duration_secs = CASE WHEN status = 'RENEWAL_PENDING' THEN NULL
+                                                     ELSE COALESCE($11, renewal_duration_secs) END,
+                        extension_count = extension_count + CASE WHEN $12 THEN 1 ELSE 0 END,
+                        preflight_attempts = CASE WHEN $13 THEN $14 ELSE preflight_attempts END,
+                        next_attempt_at = CASE WHEN $10 THEN NULL WHEN $13 THEN $15 ELSE next_attempt_at END,
+                        expiry_warned_at = CASE WHEN $12 THEN NULL ELSE expiry_warned_at END
+                     WHERE id = $1 AND status = $2
+                     RETURNING *",
+                )
+                .bind(c.request_id)
+                .bind(c.from)
+                .bind(c.to)
+                .bind(c.at)
+                .bind(c.decided_by)
+                .bind(&c.decision_reason)
+                .bind(c.approved_duration_secs)
+                .bind(c.lease_started_at)
+                .bind(c.lease_expires_at)
+                .bind(final_state)
+                .bind(c.renewal_duration_secs)
+                .bind(c.extension_granted)
+                .bind(set_preflight)
+                .bind(attempts)
+                .bind(next_at)
+                .fetch_optional(&mut **tx)
+                .await?;
+                match updated {
+                    Some(request) => Ok(request),
+                    None => Err(Self::why_not(tx, c.request_id, c.from).await),
+                }
+            }
+
+            /// Why a conditional write on a request matched nothing: gone, or in another status.
+            async fn why_not(tx: &mut Transaction<'static, $db>, request_id: i64, expected: RequestStatus) -> StoreError {
+                let actual: Result<Option<RequestStatus>, sqlx::Error> =
+                    sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+                        .bind(request_id)
+                        .fetch_optional(&mut **tx)
+                        .await;
+                match actual {
+                    Err(e) => e.into(),
+                    Ok(None) => StoreError::NotFound("request"),
+                    Ok(Some(actual)) if actual != expected => StoreError::StatusConflict { request_id, expected, actual },
+                    Ok(Some(_)) => StoreError::Conflict("the request changed meanwhile".into()),
+                }
+            }
+
+            /// Writes a state change's traces and audit event into its transaction (INV-3).
+            async fn finish_tx(
+                tx: &mut Transaction<'static, $db>,
+                request: &Request,
+                traces: &[NewTrace],
+                audit: &NewAuditEvent,
+            ) -> StoreResult<()> {
+                for t in traces {
+                    Self::insert_trace_tx(tx, t, Some(request.id)).await?;
+                }
+                let mut audit = audit.clone();
+                audit.request_id = Some(request.id);
+                audit.record_id = audit.record_id.or(Some(request.record_id));
+                Self::append_audit_tx(tx, &audit).await?;
+                Ok(())
+            }
+
+            async fn authority_row(tx: &mut Transaction<'static, $db>, id: i64) -> StoreResult<Authority> {
+                sqlx::query_as("SELECT * FROM governed_resource_authorities WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound("authority"))
+            }
+
+            async fn insert_authority_tx(
+                tx: &mut Transaction<'static, $db>,
+                a: &NewAuthority,
+                at: Timestamp,
+            ) -> StoreResult<Authority> {
+                Ok(sqlx::query_as(
+                    "INSERT INTO governed_resource_authorities
+                        (resource_id, authority, principal_type, principal, stage, valid_from, valid_to, created_at, created_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+                )
+                .bind(a.resource_id)
+                .bind(a.authority)
+                .bind(a.principal_type)
+                .bind(&a.principal)
+                .bind(a.stage)
+                .bind(a.valid_from)
+                .bind(a.valid_to)
+                .bind(at)
+                .bind(&a.created_by)
+                .fetch_one(&mut **tx)
+                .await?)
+            }
+        }
+
+        $crate::store::sql::users::impl_user_store!($store, $db);
+        $crate::store::sql::vault::impl_vault_store!($store, $db);
+        $crate::store::sql::governance::impl_governance_store!($store, $db);
+        $crate::store::sql::permissions::impl_permission_store!($store, $db);
+        $crate::store::sql::requests::impl_request_store!($store, $db);
+        $crate::store::sql::leases::impl_lease_store!($store, $db);
+        $crate::store::sql::audit::impl_audit_store!($store, $db);
+        $crate::store::sql::conversations::impl_conversation_store!($store, $db);
+        $crate::store::sql::jobs::impl_job_store!($store, $db);
+        $crate::store::sql::second_factor::impl_second_factor_store!($store, $db);
+        $crate::store::sql::local_shares::impl_local_share_store!($store, $db);
+        $crate::store::sql::health::impl_health_store!($store, $db);
+        }
+    };
+}
+pub(super) use impl_store;
