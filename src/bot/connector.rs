@@ -19,7 +19,7 @@ pub use crate::channel::{
     HostRefused, ManagedIdentity, TokenProvider,
 };
 use crate::domain::Clock;
-use crate::store::{NewAuditEvent, Store};
+use crate::store::Store;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::ExposeSecret;
@@ -38,12 +38,16 @@ pub async fn audit_host_refusal(
     actor: &str,
 ) {
     tracing::warn!(host = %refused.host, reason = refused.reason, direction, "Connector host refused");
-    let event = NewAuditEvent::new(actor, "CONNECTOR_HOST_REFUSED", clock.now()).detail(json!({
-        "host": refused.host,
-        "reason": refused.reason,
-        "direction": direction,
-    }));
-    if let Err(e) = store.append_audit(&event).await {
+    if let Err(e) = crate::governance::events::connector_host_refused(
+        store,
+        actor,
+        &refused.host,
+        refused.reason,
+        direction,
+        clock.now(),
+    )
+    .await
+    {
         tracing::error!(error = %e, "the Connector host refusal was not audited");
     }
 }

@@ -15,12 +15,13 @@ use super::views;
 use crate::domain::{RequestStatus, Role, Timestamp};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
+use crate::governance::events;
 use crate::governance::identities::{self, AddressSource, DirectoryAnswer, GraphAddresses};
 use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::permissions::DirectoryError;
 use crate::governance::policies;
 use crate::state::AppState;
-use crate::store::{ActivityClaim, ConversationRef, NewAuditEvent, NewSentCard, NewUser, User};
+use crate::store::{ActivityClaim, ConversationRef, NewSentCard, NewUser, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -262,15 +263,13 @@ async fn run(
                 .as_ref()
                 .is_some_and(|m| m.iter().any(|member| member.id == activity.recipient.id));
             if bot_added {
-                state
-                    .store
-                    .append_audit(
-                        &NewAuditEvent::new(actor(sender.user().await?), "BOT_INSTALLED", now)
-                            .detail(json!({
-                                "conversation_type": activity.conversation_type(),
-                            })),
-                    )
-                    .await?;
+                events::bot_installed(
+                    state.store.as_ref(),
+                    actor(sender.user().await?),
+                    activity.conversation_type(),
+                    now,
+                )
+                .await?;
                 let target = target(activity);
                 let welcome = views::welcome(activity.from.name.as_deref())?;
                 if let Err(e) = state
@@ -289,18 +288,13 @@ async fn run(
         }
         "installationUpdate" => {
             let action = activity.action.as_deref().unwrap_or_default();
-            let audit = if action.starts_with("remove") {
-                "BOT_UNINSTALLED"
-            } else {
-                "BOT_INSTALL_UPDATED"
-            };
-            state
-                .store
-                .append_audit(
-                    &NewAuditEvent::new(actor(sender.user().await?), audit, now)
-                        .detail(json!({ "action": action })),
-                )
-                .await?;
+            events::bot_installation_changed(
+                state.store.as_ref(),
+                actor(sender.user().await?),
+                action,
+                now,
+            )
+            .await?;
             Ok(TurnOutcome::Ack)
         }
         _ => Ok(TurnOutcome::Ack),
@@ -1170,17 +1164,13 @@ async fn admin_reply_for(
 ) -> Result<Reply, ApiError> {
     let Some(admin) = user.filter(|u| u.role == Role::Admin) else {
         // A refused attempt is recorded (who, which command), and changes nothing else.
-        state
-            .store
-            .append_audit(
-                &NewAuditEvent::new(
-                    actor(user),
-                    "ACCESS_DENIED_INSUFFICIENT_PERMISSION",
-                    state.clock.now(),
-                )
-                .detail(refused_admin_detail(&command)),
-            )
-            .await?;
+        events::admin_command_refused(
+            state.store.as_ref(),
+            actor(user),
+            refused_admin_detail(&command),
+            state.clock.now(),
+        )
+        .await?;
         return Ok(Reply::Text("Admin commands are for Passkey admins.".into()));
     };
     let (title, (ok, report)) = match command {

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod directory;
+pub mod events;
 pub mod identities;
 pub mod lifecycle;
 pub mod permissions;

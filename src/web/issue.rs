@@ -20,10 +20,11 @@ use super::html::{escape, message, page};
 use super::rate_limit::Refused;
 use super::session::{CheckedPost, SignedInUser};
 use crate::error::ApiError;
+use crate::governance::events;
 use crate::governance::lifecycle::{ClientInfo, LifecycleError, Retrieved, actor};
 use crate::otp::{ChallengeStarted, FactorProofInput, OtpError};
 use crate::state::AppState;
-use crate::store::{NewAuditEvent, Request, User};
+use crate::store::{Request, User};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -141,13 +142,15 @@ async fn issue_page(
     let request = match state.store.request_by_id(id).await {
         Ok(Some(r)) if r.requester_id == user.id => r,
         Ok(found) => {
-            let mut audit =
-                NewAuditEvent::new(actor(&user), "ISSUANCE_NOT_YOURS", state.clock.now());
-            audit = match &found {
-                Some(r) => audit.request(id).record(r.record_id),
-                None => audit.detail(json!({ "request_id": id, "exists": false })),
-            };
-            if let Err(e) = state.store.append_audit(&audit).await {
+            if let Err(e) = events::issuance_not_yours(
+                state.store.as_ref(),
+                actor(&user),
+                id,
+                found.as_ref().map(|r| r.record_id),
+                state.clock.now(),
+            )
+            .await
+            {
                 return ApiError::from(e).into_response();
             }
             return message(
@@ -309,10 +312,14 @@ async fn rate_limit(
             first,
         }) => {
             if first {
-                let mut audit = NewAuditEvent::new(actor(user), "ISSUANCE_RATE_LIMITED", state.clock.now())
-                    .detail(json!({ "scope": scope.as_str(), "endpoint": endpoint, "retry_after_secs": retry_after_secs }));
-                audit.request_id = request_id;
-                state.store.append_audit(&audit).await?;
+                events::issuance_rate_limited(
+                    state.store.as_ref(),
+                    actor(user),
+                    request_id,
+                    json!({ "scope": scope.as_str(), "endpoint": endpoint, "retry_after_secs": retry_after_secs }),
+                    state.clock.now(),
+                )
+                .await?;
             }
             Err(ApiError::too_many(retry_after_secs))
         }

@@ -11,15 +11,15 @@ use super::session::{
 use crate::config::Profile;
 use crate::domain::Role;
 use crate::error::ApiError;
+use crate::governance::events;
 use crate::state::AppState;
-use crate::store::{NewAuditEvent, User};
+use crate::store::User;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Router, http::request::Parts};
 use serde::Deserialize;
-use serde_json::json;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -207,9 +207,15 @@ async fn signed_in(
     next: &str,
 ) -> Response {
     let now = state.clock.now();
-    let audit = NewAuditEvent::new(crate::governance::lifecycle::actor(user), "SIGNED_IN", now)
-        .detail(json!({ "method": method, "tenant_id": tid }));
-    if let Err(e) = state.store.append_audit(&audit).await {
+    if let Err(e) = events::signed_in(
+        state.store.as_ref(),
+        crate::governance::lifecycle::actor(user),
+        method,
+        tid,
+        now,
+    )
+    .await
+    {
         return ApiError::from(e).into_response();
     }
     let web = &state.web;
@@ -297,9 +303,9 @@ async fn callback(
 
 async fn refuse(state: &AppState, oid: Option<&str>, reason: &str, next: &str) -> Response {
     let actor = oid.map_or_else(|| "anonymous".to_string(), |o| format!("aad:{o}"));
-    let audit = NewAuditEvent::new(actor, "SIGNIN_REFUSED", state.clock.now())
-        .detail(json!({ "reason": reason }));
-    if let Err(e) = state.store.append_audit(&audit).await {
+    if let Err(e) =
+        events::sign_in_refused(state.store.as_ref(), actor, reason, state.clock.now()).await
+    {
         return ApiError::from(e).into_response();
     }
     tracing::info!(reason, "sign-in refused");
