@@ -1,4 +1,4 @@
-//! The redacted summary `serve` and `doctor` print: every setting, no secret.
+//! The redacted summary `passkey doctor` prints: every setting, no secret.
 
 use super::*;
 

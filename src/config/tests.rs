@@ -959,7 +959,7 @@ fn the_issuance_page_needs_entra_sign_in_in_production_and_loopback_for_dev_sign
     assert_eq!(s.sign_in_tenants(), ["t-bot"]);
 }
 
-/// `serve` and `doctor` show every setting: one added to the settings structs appears in the
+/// `passkey doctor` shows every setting: one added to the settings structs appears in the
 /// summary without anyone remembering to list it, and a secret set in every secret setting shows
 /// nowhere (#16.3).
 #[test]
