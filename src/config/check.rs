@@ -363,8 +363,7 @@ impl Settings {
             }
         }
         if let Some(url) = self.proactive_service_url()
-            && let Err(refused) =
-                crate::channel::ConnectorHosts::from_settings(self).check(&url)
+            && let Err(refused) = crate::channel::ConnectorHosts::from_settings(self).check(&url)
         {
             problems.push(format!(
                 "bot.service_url {url} is refused: {refused}; add its host to bot.connector_hosts if it really is a Bot Framework Connector"
