@@ -677,7 +677,7 @@ async fn workflows(kind: Kind, total: usize, concurrency: usize) -> Option<Durat
                     assert_eq!(approved.event, Event::Approved);
                     let token = lc.mint_issuance_token(&requester, id).await.unwrap();
                     let retrieved = lc
-                        .exchange(&requester, id, &token.token, false, ClientInfo::default())
+                        .exchange_token(&requester, id, &token.token, ClientInfo::default())
                         .await
                         .unwrap();
                     assert_eq!(retrieved.issuance_count, 1);

@@ -386,6 +386,17 @@ mod tests {
     }
 
     #[test]
+    fn digests_compare_equal_only_when_identical() {
+        let a = crate::canonical::sha256_hex("token-a");
+        assert!(same_bytes(a.as_bytes(), a.clone().as_bytes()));
+        assert!(!same_bytes(
+            a.as_bytes(),
+            crate::canonical::sha256_hex("token-b").as_bytes()
+        ));
+        assert!(!same_bytes(a.as_bytes(), &a.as_bytes()[..10]));
+    }
+
+    #[test]
     fn a_sealed_value_opens_with_the_same_purpose() {
         let k = key();
         let sealed = k.seal("phone:user:42", b"+15551234411").unwrap();

@@ -8,6 +8,7 @@
 use crate::common;
 
 use common::fake_sharer::{Call, FakeSharer, Op};
+use common::second_factor::SecondFactor;
 use common::{Db, t0};
 use passkey::canonical::sha256_hex;
 use passkey::config::LifecycleSettings;
@@ -65,6 +66,8 @@ struct World {
     store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
     sharer: Arc<FakeSharer>,
+    /// The OTP service, for the proof a second-factor retrieval takes.
+    second: SecondFactor,
     /// REQUESTER, EDITOR on the folder.
     alice: User,
     /// REQUESTER, no folder access.
@@ -110,17 +113,22 @@ impl World {
             .await
     }
 
-    /// Mint and exchange, as the issuance page does.
-    async fn retrieve(
+    /// Mint and exchange, as the issuance page does (no second factor).
+    async fn retrieve(&self, who: &User, id: i64) -> Result<Retrieved, LifecycleError> {
+        let minted = self.life.mint_issuance_token(who, id).await?;
+        self.life
+            .exchange_token(who, id, &minted.token, ClientInfo::default())
+            .await
+    }
+
+    /// The proof of a second factor for retrieving `id` with `token`, as the page gets it.
+    async fn prove(
         &self,
         who: &User,
         id: i64,
-        second_factor: bool,
-    ) -> Result<Retrieved, LifecycleError> {
-        let minted = self.life.mint_issuance_token(who, id).await?;
-        self.life
-            .exchange(who, id, &minted.token, second_factor, ClientInfo::default())
-            .await
+        token: &SecretString,
+    ) -> passkey::otp::SecondFactorProof {
+        self.second.prove(&self.life, who, id, token).await
     }
 
     /// A MEDIUM request approved by bob.
@@ -350,10 +358,12 @@ async fn world(db: &Db) -> World {
     let clock = Arc::new(ManualClock::new(t0()));
     let sharer = FakeSharer::new(clock.clone());
     let life = lifecycle_on(store.clone(), clock.clone(), sharer.clone()).await;
+    let second = SecondFactor::new(store.clone(), clock.clone());
     World {
         life,
         store,
         clock,
+        second,
         sharer,
         alice: people["alice"].clone(),
         erin: people["erin"].clone(),
@@ -1018,7 +1028,7 @@ async fn a_transient_preflight_is_retried_on_the_backoff_schedule(db: Db) {
     );
     assert_eq!(deferred[2].created_at, t0());
     // The lease can be used now.
-    assert!(w.retrieve(&w.alice, id, false).await.is_ok());
+    assert!(w.retrieve(&w.alice, id).await.is_ok());
 }
 
 async fn a_preflight_that_never_passes_spends_its_budget(db: Db) {
@@ -1089,14 +1099,14 @@ async fn retrieval_returns_the_url_once_and_stores_only_its_hash(db: Db) {
     let wrong = SecretString::from("not-the-token".to_string());
     assert!(matches!(
         w.life
-            .exchange(&w.alice, id, &wrong, false, ClientInfo::default())
+            .exchange_token(&w.alice, id, &wrong, ClientInfo::default())
             .await,
         Err(LifecycleError::TokenMismatch)
     ));
     // Someone else presenting the right token.
     assert!(matches!(
         w.life
-            .exchange(&w.bob, id, &minted.token, false, ClientInfo::default())
+            .exchange_token(&w.bob, id, &minted.token, ClientInfo::default())
             .await,
         Err(LifecycleError::NotYours(_))
     ));
@@ -1105,11 +1115,10 @@ async fn retrieval_returns_the_url_once_and_stores_only_its_hash(db: Db) {
 
     let got = w
         .life
-        .exchange(
+        .exchange_token(
             &w.alice,
             id,
             &minted.token,
-            false,
             ClientInfo {
                 ip: Some("203.0.113.9".into()),
                 user_agent: Some("Edge".into()),
@@ -1150,7 +1159,7 @@ async fn retrieval_returns_the_url_once_and_stores_only_its_hash(db: Db) {
     // The used token can't be reused.
     assert!(matches!(
         w.life
-            .exchange(&w.alice, id, &minted.token, false, ClientInfo::default())
+            .exchange_token(&w.alice, id, &minted.token, ClientInfo::default())
             .await,
         Err(LifecycleError::TokenMismatch)
     ));
@@ -1159,12 +1168,12 @@ async fn retrieval_returns_the_url_once_and_stores_only_its_hash(db: Db) {
     let fresh = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
     assert!(matches!(
         w.life
-            .exchange(&w.alice, id, &stale.token, false, ClientInfo::default())
+            .exchange_token(&w.alice, id, &stale.token, ClientInfo::default())
             .await,
         Err(LifecycleError::TokenMismatch)
     ));
     w.life
-        .exchange(&w.alice, id, &fresh.token, false, ClientInfo::default())
+        .exchange_token(&w.alice, id, &fresh.token, ClientInfo::default())
         .await
         .unwrap();
     // An expired token.
@@ -1172,11 +1181,11 @@ async fn retrieval_returns_the_url_once_and_stores_only_its_hash(db: Db) {
     w.clock.advance(Duration::seconds(301));
     assert!(matches!(
         w.life
-            .exchange(&w.alice, id, &late.token, false, ClientInfo::default())
+            .exchange_token(&w.alice, id, &late.token, ClientInfo::default())
             .await,
         Err(LifecycleError::TokenMismatch)
     ));
-    let third = w.retrieve(&w.alice, id, false).await.unwrap();
+    let third = w.retrieve(&w.alice, id).await.unwrap();
     assert_eq!(third.issuance_count, 3);
     // max_issuances reached.
     assert!(matches!(
@@ -1216,7 +1225,7 @@ async fn a_passing_vault_failure_uses_nothing_up(db: Db) {
         w.sharer.fail_next(Op::Create, class, 1);
         assert!(matches!(
             w.life
-                .exchange(&w.alice, id, &minted.token, false, ClientInfo::default())
+                .exchange_token(&w.alice, id, &minted.token, ClientInfo::default())
                 .await,
             Err(LifecycleError::VaultUnavailable)
         ));
@@ -1228,7 +1237,7 @@ async fn a_passing_vault_failure_uses_nothing_up(db: Db) {
     // The same token works once the vault answers.
     let got = w
         .life
-        .exchange(&w.alice, id, &minted.token, false, ClientInfo::default())
+        .exchange_token(&w.alice, id, &minted.token, ClientInfo::default())
         .await
         .unwrap();
     assert_eq!(got.issuance_count, 1);
@@ -1256,7 +1265,7 @@ async fn a_terminal_vault_failure_makes_an_unissued_lease_unfulfillable(db: Db) 
         .id;
     w.sharer.fail_next(Op::Create, ErrorClass::Terminal, 1);
     assert!(matches!(
-        w.retrieve(&w.alice, id, false).await,
+        w.retrieve(&w.alice, id).await,
         Err(LifecycleError::VaultRefused(_))
     ));
     let r = w.request(id).await;
@@ -1281,10 +1290,10 @@ async fn a_terminal_vault_failure_makes_an_unissued_lease_unfulfillable(db: Db) 
         .unwrap()
         .request
         .id;
-    w.retrieve(&w.alice, id, false).await.unwrap();
+    w.retrieve(&w.alice, id).await.unwrap();
     w.sharer.fail_next(Op::Create, ErrorClass::Terminal, 1);
     assert!(matches!(
-        w.retrieve(&w.alice, id, false).await,
+        w.retrieve(&w.alice, id).await,
         Err(LifecycleError::VaultRefused(_))
     ));
     let r = w.request(id).await;
@@ -1308,7 +1317,7 @@ async fn a_retrieval_killed_mid_share_does_not_hold_its_reservation_forever(db: 
     let minted = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
     let (life, alice) = (w.life.clone(), w.alice.clone());
     let retrieval = tokio::spawn(async move {
-        life.exchange(&alice, id, &minted.token, false, ClientInfo::default())
+        life.exchange_token(&alice, id, &minted.token, ClientInfo::default())
             .await
     });
     while w.sharer.live_total() == 0 {
@@ -1325,9 +1334,9 @@ async fn a_retrieval_killed_mid_share_does_not_hold_its_reservation_forever(db: 
     // Five minutes on, a slow retrieval could still be alive: its reservation still counts.
     w.clock.advance(Duration::minutes(5));
     for _ in 1..max {
-        w.retrieve(&w.alice, id, false).await.unwrap();
+        w.retrieve(&w.alice, id).await.unwrap();
     }
-    let held = w.retrieve(&w.alice, id, false).await;
+    let held = w.retrieve(&w.alice, id).await;
     assert!(
         matches!(held, Err(LifecycleError::RetrievalInProgress(_))),
         "{:?}",
@@ -1335,7 +1344,7 @@ async fn a_retrieval_killed_mid_share_does_not_hold_its_reservation_forever(db: 
     );
     // Past any live retrieval's time, the dead one's reservation is reclaimed.
     w.clock.advance(Duration::minutes(6));
-    let last = w.retrieve(&w.alice, id, false).await.unwrap();
+    let last = w.retrieve(&w.alice, id).await.unwrap();
     assert_eq!(last.issuance_count, max);
     let r = w.request(id).await;
     assert_eq!((r.issuance_count, r.issuances_in_flight), (max, 0));
@@ -1360,7 +1369,7 @@ async fn an_unrecorded_share_is_removed_again(db: Db) {
     });
     // …and removing it by id fails once, so it is removed by name.
     w.sharer.fail_next(Op::Remove, ErrorClass::Transient, 1);
-    let result = w.retrieve(&w.alice, id, false).await;
+    let result = w.retrieve(&w.alice, id).await;
     assert!(
         matches!(result, Err(LifecycleError::NoRetrievalsLeft(_))),
         "{:?}",
@@ -1396,23 +1405,24 @@ async fn a_high_record_needs_a_second_factor(db: Db) {
     let minted = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
     assert!(matches!(
         w.life
-            .exchange(&w.alice, id, &minted.token, false, ClientInfo::default())
+            .exchange_token(&w.alice, id, &minted.token, ClientInfo::default())
             .await,
         Err(LifecycleError::SecondFactorRequired)
     ));
     assert_eq!(w.request(id).await.issuance_count, 0);
     assert_eq!(w.sharer.count(Op::Create), 0);
     // The token is still good once the second factor is verified.
+    let proof = w.prove(&w.alice, id, &minted.token).await;
     let got = w
         .life
-        .exchange(&w.alice, id, &minted.token, true, ClientInfo::default())
+        .exchange_proven(&w.alice, id, &proof, ClientInfo::default())
         .await
         .unwrap();
     assert_eq!(got.issuance_count, 1);
 }
 
 /// Step 1 checks the token without using it (a wrong one is audited); step 2 uses it by the
-/// hash step 1 returned. A token minted in between replaces the bound one, and a used hash is
+/// hash step 1 returned, which the verified challenge's proof carries. A token minted in between replaces the bound one, and a used hash is
 /// never good twice.
 async fn a_two_step_retrieval_uses_the_token_bound_to_the_verified_challenge(db: Db) {
     let w = world(&db).await;
@@ -1462,16 +1472,22 @@ async fn a_two_step_retrieval_uses_the_token_bound_to_the_verified_challenge(db:
     assert_eq!(w.sharer.count(Op::Create), 0);
     assert_eq!(w.request(id).await.issuance_count, 0);
 
+    let proof = w.prove(&w.alice, id, &minted.token).await;
+    assert_eq!(
+        proof.token_hash(),
+        hash,
+        "the challenge is bound to the checked token"
+    );
     let got = w
         .life
-        .exchange_verified(&w.alice, id, &hash, ClientInfo::default())
+        .exchange_proven(&w.alice, id, &proof, ClientInfo::default())
         .await
         .unwrap();
     assert_eq!(got.issuance_count, 1);
     assert!(
         matches!(
             w.life
-                .exchange_verified(&w.alice, id, &hash, ClientInfo::default())
+                .exchange_proven(&w.alice, id, &proof, ClientInfo::default())
                 .await,
             Err(LifecycleError::TokenMismatch)
         ),
@@ -1480,27 +1496,19 @@ async fn a_two_step_retrieval_uses_the_token_bound_to_the_verified_challenge(db:
 
     // A token minted after step 1 replaces the bound one: the old binding shares nothing.
     let first = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
-    let (_, bound) = w
-        .life
-        .check_issuance_token(&w.alice, id, &first.token)
-        .await
-        .unwrap();
+    let bound = w.prove(&w.alice, id, &first.token).await;
     let second = w.life.mint_issuance_token(&w.alice, id).await.unwrap();
     assert!(matches!(
         w.life
-            .exchange_verified(&w.alice, id, &bound, ClientInfo::default())
+            .exchange_proven(&w.alice, id, &bound, ClientInfo::default())
             .await,
         Err(LifecycleError::TokenMismatch)
     ));
     assert_eq!(w.sharer.count(Op::Create), 1);
-    let (_, current) = w
-        .life
-        .check_issuance_token(&w.alice, id, &second.token)
-        .await
-        .unwrap();
+    let current = w.prove(&w.alice, id, &second.token).await;
     assert_eq!(
         w.life
-            .exchange_verified(&w.alice, id, &current, ClientInfo::default())
+            .exchange_proven(&w.alice, id, &current, ClientInfo::default())
             .await
             .unwrap()
             .issuance_count,
@@ -1516,7 +1524,7 @@ async fn issued(w: &World, record: &str, n: usize) -> (Request, Vec<String>) {
     let mut urls = vec![];
     for _ in 0..n {
         urls.push(
-            w.retrieve(&w.alice, id, false)
+            w.retrieve(&w.alice, id)
                 .await
                 .unwrap()
                 .url
@@ -1782,7 +1790,7 @@ async fn extensions_within_caps_are_granted_and_beyond_refused(db: Db) {
     );
 
     // An issued lease goes back to ISSUED; the second extension is the last one allowed.
-    w.retrieve(&w.alice, id, false).await.unwrap();
+    w.retrieve(&w.alice, id).await.unwrap();
     let change = w.life.extend(&w.alice, id, 600).await.unwrap();
     assert_eq!(change.request.status, Issued);
     assert_eq!(change.request.extension_count, 2);
@@ -1817,7 +1825,7 @@ async fn a_routed_extension_waits_for_an_approver(db: Db) {
         ])
     );
     // The lease is still live while the extension waits.
-    let got = w.retrieve(&w.alice, r.id, false).await.unwrap();
+    let got = w.retrieve(&w.alice, r.id).await.unwrap();
     assert_eq!(got.issuance_count, 1);
     assert!(matches!(
         w.life.approve(&w.erin, r.id, None).await,
@@ -2110,23 +2118,11 @@ async fn nothing_secret_is_left_in_the_database(db: Db) {
             w.sharer.fail_next(Op::Create, ErrorClass::Transient, 1);
             let _ = w
                 .life
-                .exchange(
-                    &w.alice,
-                    low.id,
-                    &minted.token,
-                    false,
-                    ClientInfo::default(),
-                )
+                .exchange_token(&w.alice, low.id, &minted.token, ClientInfo::default())
                 .await;
         }
         w.life
-            .exchange(
-                &w.alice,
-                low.id,
-                &minted.token,
-                false,
-                ClientInfo::default(),
-            )
+            .exchange_token(&w.alice, low.id, &minted.token, ClientInfo::default())
             .await
             .unwrap();
     }
@@ -2139,7 +2135,7 @@ async fn nothing_secret_is_left_in_the_database(db: Db) {
         .await
         .unwrap();
     secrets.push(leftover.token.expose_secret().to_string());
-    let got = w.retrieve(&w.alice, medium.id, false).await.unwrap();
+    let got = w.retrieve(&w.alice, medium.id).await.unwrap();
     assert_eq!(got.issuance_count, 1);
     let pending = w
         .life
@@ -2285,7 +2281,7 @@ async fn a_hundred_parallel_retrievals_make_exactly_max_issuances_shares(db: Db)
                     Err(e) => panic!("mint: {e}"),
                 };
                 match life
-                    .exchange(&alice, id, &minted.token, false, ClientInfo::default())
+                    .exchange_token(&alice, id, &minted.token, ClientInfo::default())
                     .await
                 {
                     Ok(got) => return Some(got.url.expose().to_string()),
@@ -2561,7 +2557,7 @@ mod database_down {
             }
         });
         let result = life
-            .exchange(&w.alice, id, &minted.token, false, ClientInfo::default())
+            .exchange_token(&w.alice, id, &minted.token, ClientInfo::default())
             .await;
         assert!(
             matches!(
@@ -2691,7 +2687,7 @@ async fn every_stored_trace_replays_to_the_decision_it_records(db: Db) {
     w.life.extend(&w.alice, low.id, 1800).await.unwrap();
     assert!(w.life.extend(&w.alice, low.id, 25 * 3600).await.is_err());
     // Issuance, then release.
-    w.retrieve(&w.alice, low.id, false).await.unwrap();
+    w.retrieve(&w.alice, low.id).await.unwrap();
     w.life.release(&w.alice, low.id).await.unwrap();
     // Routed, approved by an approver; a routed extension approved; then an admin's revocation.
     let medium = w.approved_medium().await;

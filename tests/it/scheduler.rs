@@ -184,7 +184,7 @@ impl Rig {
             let id = self.submit(person, "db-staging").await;
             let token = self.life.mint_issuance_token(person, id).await.unwrap();
             self.life
-                .exchange(person, id, &token.token, false, ClientInfo::default())
+                .exchange_token(person, id, &token.token, ClientInfo::default())
                 .await
                 .unwrap();
             ids.push(id);
@@ -219,7 +219,7 @@ async fn a_lease_is_warned_once_then_expired_and_its_share_removed(db: Db) {
     assert_eq!(rig.status(id).await, RequestStatus::Approved);
     let token = rig.life.mint_issuance_token(&alice, id).await.unwrap();
     rig.life
-        .exchange(&alice, id, &token.token, false, ClientInfo::default())
+        .exchange_token(&alice, id, &token.token, ClientInfo::default())
         .await
         .unwrap();
     assert_eq!(rig.sharer.live_total(), 1);

@@ -348,15 +348,6 @@ fn approver_of(a: &AuthorityFacts) -> Approver {
     }
 }
 
-/// Constant-time equality of two hex digests (the token check must not leak by timing).
-fn same_digest(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A trace for a lifecycle event that is not a policy evaluation (issuance, revocation): the
 /// inputs are the facts the step acted on, hashed the same canonical way.
 fn event_trace(
@@ -869,14 +860,6 @@ impl StatusChange {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digests_compare_equal_only_when_identical() {
-        let a = sha256_hex("token-a");
-        assert!(same_digest(&a, &a.clone()));
-        assert!(!same_digest(&a, &sha256_hex("token-b")));
-        assert!(!same_digest(&a, &a[..10]));
-    }
 
     #[test]
     fn backoff_follows_the_seed_schedule() {

@@ -10,8 +10,6 @@ enum Factor {
     Unproven,
     /// The OTP service's proof ([`SecondFactorProof`]).
     Proven,
-    /// The caller's word (the flag of the test-only `exchange` / `exchange_verified`).
-    Unchecked,
 }
 
 impl Lifecycle {
@@ -90,33 +88,10 @@ impl Lifecycle {
             .await
     }
 
-    /// As [`Lifecycle::exchange_token`], with a flag saying whether the caller checked a second
-    /// factor. Kept only for the existing tests' call sites (tests/lifecycle.rs); the service
-    /// itself calls [`Lifecycle::exchange_token`] or [`Lifecycle::exchange_proven`]. To be
-    /// removed once those call sites move to them.
-    #[doc(hidden)]
-    pub async fn exchange(
-        &self,
-        requester: &User,
-        request_id: i64,
-        token: &SecretString,
-        second_factor_verified: bool,
-        client: ClientInfo,
-    ) -> Result<Retrieved, LifecycleError> {
-        let presented = sha256_hex(token.expose_secret());
-        let factor = if second_factor_verified {
-            Factor::Unchecked
-        } else {
-            Factor::Unproven
-        };
-        self.exchange_by_hash(requester, request_id, presented, factor, client)
-            .await
-    }
-
     /// Step 1 of a two-step retrieval (a second factor is required): checks the token exactly as
-    /// [`Lifecycle::exchange`] does — constant time, unexpired, a mismatch audited, a live lease
+    /// [`Lifecycle::exchange_token`] does — constant time, unexpired, a mismatch audited, a live lease
     /// with retrievals left — but uses nothing up. Returns the token's SHA-256, which the OTP
-    /// challenge binds; step 2 is [`Lifecycle::exchange_verified`].
+    /// challenge binds; step 2 is [`Lifecycle::exchange_proven`].
     pub async fn check_issuance_token(
         &self,
         requester: &User,
@@ -156,27 +131,6 @@ impl Lifecycle {
         .await
     }
 
-    /// As [`Lifecycle::exchange_proven`], trusting the caller that the challenge bound to
-    /// `token_hash` was verified. Kept only for the existing tests' call sites
-    /// (tests/lifecycle.rs); to be removed once they move to `exchange_proven`.
-    #[doc(hidden)]
-    pub async fn exchange_verified(
-        &self,
-        requester: &User,
-        request_id: i64,
-        token_hash: &str,
-        client: ClientInfo,
-    ) -> Result<Retrieved, LifecycleError> {
-        self.exchange_by_hash(
-            requester,
-            request_id,
-            token_hash.to_string(),
-            Factor::Unchecked,
-            client,
-        )
-        .await
-    }
-
     /// The requester's request whose current, unexpired token hashes to `presented`, with a
     /// live lease and retrievals left. A mismatch is audited.
     async fn own_request_with_token(
@@ -188,7 +142,8 @@ impl Lifecycle {
         let request = self.own_request(requester, request_id, "retrieve").await?;
         let now = self.clock.now();
         let stored_ok = request.issuance_token_hash.as_deref().is_some_and(|h| {
-            same_digest(h, presented) && request.issuance_token_expires_at.is_some_and(|e| e > now)
+            crate::crypto::same_bytes(h.as_bytes(), presented.as_bytes())
+                && request.issuance_token_expires_at.is_some_and(|e| e > now)
         });
         if !stored_ok {
             self.store
