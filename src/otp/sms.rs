@@ -281,15 +281,7 @@ impl SmsSender for AcsSender {
             .send()
             .await
             .map_err(|e| SmsError::from_reqwest(P, &e))?;
-        let status = response.status().as_u16();
-        let json: serde_json::Value = response.json().await.unwrap_or_default();
-        if !(200..300).contains(&status) {
-            return Err(SmsError::from_status(
-                P,
-                status,
-                sanitized_code(json.pointer("/error/code")),
-            ));
-        }
+        let (status, json) = read_answer(P, response, "/error/code").await?;
         // 202 carries one result per recipient; ours is the only one.
         let result = json.pointer("/value/0");
         match result
@@ -375,16 +367,7 @@ impl SmsSender for TwilioSender {
             .send()
             .await
             .map_err(|e| SmsError::from_reqwest(P, &e))?;
-        let status = response.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let json: serde_json::Value = response.json().await.unwrap_or_default();
-        Err(SmsError::from_status(
-            P,
-            status,
-            sanitized_code(json.get("code")),
-        ))
+        read_answer(P, response, "/code").await.map(|_| ())
     }
 
     /// `GET /2010-04-01/Accounts/{AccountSid}.json`: reads the account (nothing is sent, nothing
@@ -402,15 +385,7 @@ impl SmsSender for TwilioSender {
             .send()
             .await
             .map_err(|e| SmsError::from_reqwest(P, &e))?;
-        let status = response.status().as_u16();
-        let json: serde_json::Value = response.json().await.unwrap_or_default();
-        if !(200..300).contains(&status) {
-            return Err(SmsError::from_status(
-                P,
-                status,
-                sanitized_code(json.get("code")),
-            ));
-        }
+        let (status, json) = read_answer(P, response, "/code").await?;
         let account_status = json
             .get("status")
             .and_then(|s| s.as_str())
@@ -427,6 +402,26 @@ impl SmsSender for TwilioSender {
             "the account accepts the credentials (status active)".into(),
         ))
     }
+}
+
+/// A gateway's answer: its status and JSON body (empty when there is none), or for a non-2xx
+/// status the error it means, with the gateway's error code found at the JSON pointer `code_at`
+/// (ACS `/error/code`, Twilio `/code`).
+async fn read_answer(
+    provider: &'static str,
+    response: reqwest::Response,
+    code_at: &str,
+) -> Result<(u16, serde_json::Value), SmsError> {
+    let status = response.status().as_u16();
+    let json: serde_json::Value = response.json().await.unwrap_or_default();
+    if !(200..300).contains(&status) {
+        return Err(SmsError::from_status(
+            provider,
+            status,
+            sanitized_code(json.pointer(code_at)),
+        ));
+    }
+    Ok((status, json))
 }
 
 fn http_client(timeout: Duration) -> reqwest::Client {
