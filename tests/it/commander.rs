@@ -3,11 +3,12 @@
 //! create, the subprocess timeout, argument refusal, and no share URL in logs or errors; folder
 //! ACLs (`list-sf`, then `get` on each shared folder) and `pam rotation info` on both transports.
 
+use crate::common::fake_commander::{
+    DB_FOLDER as SF_DATABASES, Failure, FakeCommander, FakeFolder, FakeMember, FakeRecord,
+    FakeShare, LOGIN_NAME as LIST_LOGIN_NAME, RemoveAnswer, WEB_FOLDER as SF_WEB, share_key_for,
+};
 use crate::common::logs;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use passkey::domain::{Clock, ManualClock, Timestamp};
 use passkey::domain::{FolderPermission, VaultPrincipalType};
 use passkey::vault::classify::says;
@@ -16,14 +17,13 @@ use passkey::vault::{
     Removed, RotationChecker, Share, SharedFolder, VaultError, VaultReader, share_id_from_url,
 };
 use secrecy::SecretString;
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const UID: &str = "AbCdEfGhIjKlMnOpQrStUv";
-const API_KEY: &str = "test-api-key";
+const API_KEY: &str = "fake-commander-api-key";
 
 fn t0() -> Timestamp {
     Timestamp::parse("2026-11-23T09:00:00Z").unwrap()
@@ -416,346 +416,21 @@ async fn cli_refuses_arguments_that_could_change_the_command_before_running_anyt
 }
 
 // ---------------------------------------------------------------------------------------------
-// The fake service mode.
+// The fake service mode (`common::fake_commander`).
 
-#[derive(Default)]
-struct Service {
-    /// How `create` answers.
-    create: Mutex<&'static str>,
-    /// How successive `remove`s answer; the last repeats.
-    removes: Mutex<VecDeque<&'static str>>,
-    /// Every command received with a valid key, in order.
-    seen: Mutex<Vec<String>>,
-    /// What argparse made of each `one-time-share` command: its positional words.
-    parsed: Mutex<Vec<Vec<String>>>,
-    /// How `list-sf`, `get` and `pam rotation info` answer: ok, forbidden (the service was not
-    /// started with those commands allowed), denied, throttled.
-    reads: Mutex<&'static str>,
-}
-
-fn json_reply(status: u16, body: serde_json::Value) -> (StatusCode, String) {
-    (StatusCode::from_u16(status).unwrap(), body.to_string())
-}
-
-async fn execute(
-    State(service): State<Arc<Service>>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    if headers.get("api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "Please provide a valid api key".into(),
-        );
-    }
-    let command: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let command = command["command"].as_str().unwrap().to_string();
-    service.seen.lock().unwrap().push(command.clone());
-    // Service mode splits the line with shlex, then hands the words to argparse.
-    let Some(owned) = shlex_split(&command) else {
-        return json_reply(
-            500,
-            serde_json::json!({"status":"error","error":"Unexpected error: No closing quotation"}),
-        );
-    };
-    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
-    if matches!(words[0], "list" | "list-sf" | "get" | "pam") {
-        return read_reply(*service.reads.lock().unwrap(), &words);
-    }
-    let (valued, positionals): (&[&str], &[&str]) = match words.get(1).copied() {
-        Some("create") => (&["--expire", "--name"], &["record"]),
-        Some("remove") => (&[], &["record", "share"]),
-        Some("list") => (&["--format"], &["record"]),
-        _ => (&[], &[]),
-    };
-    let (options, found) = match argparse(&words[2.min(words.len())..], valued, positionals.len()) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            return json_reply(
-                500,
-                serde_json::json!({"status":"error","error":format!("Unexpected error: one-time-share: error: {e}")}),
-            );
-        }
-    };
-    service.parsed.lock().unwrap().push(found.clone());
-    if words[0] != "one-time-share" {
-        return (
-            StatusCode::FORBIDDEN,
-            "Not permitted to perform this function".into(),
-        );
-    }
-    match words.get(1).copied() {
-        Some("create") => {
-            let mode = *service.create.lock().unwrap();
-            let name = options["--name"].as_str();
-            let url = format!(
-                "https://keepersecurity.com/vault/share/#{}",
-                base64_key(name)
-            );
-            match mode {
-                "ok" => json_reply(
-                    200,
-                    serde_json::json!({"status":"success","command":"one-time-share","message":url,"data":null}),
-                ),
-                "forbidden" => (
-                    StatusCode::FORBIDDEN,
-                    "Not permitted to perform this function".into(),
-                ),
-                "429" => json_reply(
-                    429,
-                    serde_json::json!({"status":"error","error":"Too many requests","result_code":"throttled"}),
-                ),
-                "503" => (StatusCode::SERVICE_UNAVAILABLE, "Queue is full".into()),
-                "504" => (StatusCode::GATEWAY_TIMEOUT, "Timed out in queue".into()),
-                "not-found" => json_reply(
-                    500,
-                    serde_json::json!({"status":"error","error":"Unexpected error: one-time-share: Enter name or uid of existing record"}),
-                ),
-                "denied" => json_reply(
-                    500,
-                    serde_json::json!({"status":"error","error":"Unexpected error: access_denied"}),
-                ),
-                "500" => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error".into()),
-                "no-url" => json_reply(
-                    200,
-                    serde_json::json!({"status":"success","command":"one-time-share","message":"","data":null}),
-                ),
-                "slow" => {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    json_reply(200, serde_json::json!({"status":"success","message":url}))
-                }
-                other => panic!("unknown create mode {other}"),
-            }
-        }
-        Some("remove") => {
-            let answer = {
-                let mut removes = service.removes.lock().unwrap();
-                if removes.len() > 1 {
-                    removes.pop_front().unwrap()
-                } else {
-                    removes.front().copied().unwrap_or("unknown")
-                }
-            };
-            let target = &found[1];
-            match answer {
-                "removed" => json_reply(
-                    200,
-                    serde_json::json!({"status":"success","message":format!("One-time share \"{target}\" is removed.")}),
-                ),
-                "503" => (StatusCode::SERVICE_UNAVAILABLE, "Queue is full".into()),
-                _ => json_reply(
-                    200,
-                    serde_json::json!({"status":"success","message":format!("There is no one-time share \"{target}\"")}),
-                ),
-            }
-        }
-        Some("list") => json_reply(
-            200,
-            serde_json::json!({"status":"success","command":"one-time-share","data":[
-                {"record_uid": found[0], "share_link_id":"c2hhcmUtb25l","name":"passkey-req-1",
-                 "generated":"2026-11-23 09:00:00","opened":null,"expires":"2026-11-23 10:00:00","status":"Active"}
-            ]}),
-        ),
-        _ => (StatusCode::BAD_REQUEST, "bad command".into()),
-    }
-}
-
-const SF_DATABASES: &str = "SfDatabases0000000001a";
-/// The login name `list` shows in `db-prod`'s description.
-const LIST_LOGIN_NAME: &str = "svc-pg-admin-7731";
-const SF_WEB: &str = "SfWebServers000000002b";
-
-/// Service mode's answers to the reads: `list-sf` in `data`, `get` as a JSON string in
-/// `message` (Commander prints it), `pam rotation info` in `data`.
-fn read_reply(mode: &str, words: &[&str]) -> (StatusCode, String) {
-    match mode {
-        "forbidden" => {
-            return (
-                StatusCode::FORBIDDEN,
-                "Not permitted to perform this function".into(),
-            );
-        }
-        "denied" => {
-            return json_reply(
-                500,
-                serde_json::json!({"status":"error","error":"Unexpected error: access_denied"}),
-            );
-        }
-        "throttled" => {
-            return json_reply(
-                429,
-                serde_json::json!({"status":"error","error":"Too many requests","result_code":"throttled"}),
-            );
-        }
-        _ => {}
-    }
-    match words {
-        // keepercommander's RecordListCommand: PAM records only with --verbose; `description`
-        // (a login name here) is never to be kept.
-        ["list", "--format", "json", rest @ ..] => {
-            let mut rows = vec![
-                serde_json::json!({"record_uid": UID, "type": "databaseCredentials", "title": "db-prod",
-                    "description": LIST_LOGIN_NAME, "shared": true}),
-                serde_json::json!({"record_uid": "KsmApp0000000000000004", "type": "app",
-                    "title": "Passkey KSM app", "description": "", "shared": false}),
-            ];
-            if rest.contains(&"--verbose") {
-                rows.push(
-                    serde_json::json!({"record_uid": "WebAdmin00000000000002", "type": "pamMachine",
-                    "title": "web-admin", "description": "root", "shared": true}),
-                );
-            }
-            json_reply(
-                200,
-                serde_json::json!({"status":"success","command":"list","data":rows}),
-            )
-        }
-        ["list-sf", "--format", "json"] => json_reply(
-            200,
-            serde_json::json!({"status":"success","command":"list-sf","data":[
-                {"shared_folder_uid": SF_DATABASES, "name": "Databases"},
-                {"shared_folder_uid": SF_WEB, "name": "Web servers"},
-            ]}),
-        ),
-        ["get", uid, "--format", "json"] => {
-            let folder = match *uid {
-                SF_DATABASES => serde_json::json!({
-                    "folder_uid": SF_DATABASES, "type": "classic_folder", "name": "Databases",
-                    "records": [{"record_uid": UID, "can_edit": true, "can_share": false}],
-                    "users": [
-                        {"username": "alice@contoso.example", "owner": true, "manage_records": true, "manage_users": true},
-                        {"username": "carol@contoso.example", "owner": false, "manage_records": true, "manage_users": false},
-                    ],
-                    "teams": [{"name": "DBA", "team_uid": "VGVhbURCQQ", "manage_records": false, "manage_users": true}],
-                }),
-                SF_WEB => serde_json::json!({
-                    "folder_uid": SF_WEB, "type": "classic_folder", "name": "Web servers",
-                    "users": [{"username": "erin@contoso.example", "owner": false, "manage_records": false, "manage_users": false}],
-                }),
-                _ => {
-                    return json_reply(
-                        500,
-                        serde_json::json!({"status":"error","error":format!("Unexpected error: get: Cannot find any object with UID: {uid}")}),
-                    );
-                }
-            };
-            json_reply(
-                200,
-                serde_json::json!({"status":"success","command":"get","message":folder.to_string(),"data":null}),
-            )
-        }
-        ["pam", "rotation", "info", "-r", uid, "--format", "json"] => {
-            let info = if *uid == UID {
-                serde_json::json!({"status":"RRS_ONLINE","ready_to_rotate":true,"disabled":false,
-                    "schedule_type":"scheduled",
-                    "schedule_data":"[{\"type\": \"WEEKLY\", \"utcTime\": \"08:00\", \"weekday\": \"SUNDAY\", \"intervalCount\": 1}]"})
-            } else {
-                serde_json::json!({"status":"RRS_NO_ROTATION","ready_to_rotate":false})
-            };
-            json_reply(
-                200,
-                serde_json::json!({"status":"success","command":"pam","data":info}),
-            )
-        }
-        _ => (StatusCode::BAD_REQUEST, "bad command".into()),
-    }
-}
-
-/// Python's `shlex.split` (POSIX mode) for the words Passkey sends: bare words, single quotes,
-/// double quotes and backslashes. `None` for an unclosed quote.
-fn shlex_split(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' => {
-                if let Some(w) = word.take() {
-                    words.push(w);
-                }
-            }
-            '\'' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => w.push(c),
-                    }
-                }
-            }
-            '"' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => w.push(chars.next()?),
-                        c => w.push(c),
-                    }
-                }
-            }
-            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    Some(words)
-}
-
-/// What argparse makes of a subcommand's words: a word beginning with '-' is an option (or
-/// `--opt=value`) unless it follows the first `--`; an option that takes a value refuses a next
-/// word beginning with '-'; exactly `positionals` positional words.
-fn argparse(
-    words: &[&str],
-    valued: &[&str],
-    positionals: usize,
-) -> Result<(std::collections::HashMap<String, String>, Vec<String>), String> {
-    let mut options = std::collections::HashMap::new();
-    let mut found = Vec::new();
-    let mut only_positionals = false;
-    let mut words = words.iter();
-    while let Some(&word) = words.next() {
-        if only_positionals || !word.starts_with('-') || word == "-" {
-            found.push(word.to_string());
-        } else if word == "--" {
-            only_positionals = true;
-        } else {
-            let (name, value) = match word.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_string())),
-                None => (word, None),
-            };
-            if !valued.contains(&name) {
-                return Err(format!("unrecognized arguments: {word}"));
-            }
-            let value = match value {
-                Some(v) => v,
-                None => match words.next() {
-                    Some(v) if !v.starts_with('-') => v.to_string(),
-                    _ => return Err(format!("argument {name}: expected one argument")),
-                },
-            };
-            options.insert(name.to_string(), value);
-        }
-    }
-    match found.len().cmp(&positionals) {
-        std::cmp::Ordering::Less => Err("the following arguments are required".into()),
-        std::cmp::Ordering::Greater => Err(format!(
-            "unrecognized arguments: {}",
-            found[positionals..].join(" ")
-        )),
-        std::cmp::Ordering::Equal => Ok((options, found)),
-    }
-}
-
-fn base64_key(name: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(name.as_bytes()))
-}
-
+/// The common fake service (`common::fake_commander`) set up as these tests want it: one
+/// database credential (`UID`, whose rotation is scheduled), a KSM application record and a PAM
+/// machine; the folders `Databases` (holding `UID`) and `Web servers`; one live share of `UID`;
+/// share keys made from their names alone; `create` and the reads answering as `create` and
+/// `reads` say (`ok`, or a failure by the status it answers with), and `remove` as `removes`
+/// script.
 struct FakeService {
     base: String,
-    state: Arc<Service>,
+    commander: FakeCommander,
 }
+
+/// The read commands a service must be created with (`service-create -c`).
+const READS: [&str; 4] = ["list", "list-sf", "get", "pam"];
 
 impl FakeService {
     async fn start(create: &'static str, removes: &[&'static str]) -> FakeService {
@@ -767,21 +442,84 @@ impl FakeService {
         removes: &[&'static str],
         reads: &'static str,
     ) -> FakeService {
-        let state = Arc::new(Service::default());
-        *state.reads.lock().unwrap() = reads;
-        *state.create.lock().unwrap() = create;
-        state
-            .removes
-            .lock()
-            .unwrap()
-            .extend(removes.iter().copied());
-        let app = axum::Router::new()
-            .route("/api/v1/executecommand", post(execute))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        FakeService { base, state }
+        let commander = FakeCommander::start_empty().await;
+        commander.share_keys_from_names();
+        commander.set_records(vec![
+            FakeRecord::new(UID, "databaseCredentials", "db-prod", LIST_LOGIN_NAME),
+            FakeRecord::new("KsmApp0000000000000004", "app", "Passkey KSM app", ""),
+            FakeRecord::new("WebAdmin00000000000002", "pamMachine", "web-admin", "root"),
+        ]);
+        commander.set_folders(vec![
+            FakeFolder {
+                uid: SF_DATABASES.into(),
+                name: "Databases".into(),
+                members: vec![
+                    FakeMember::owner("alice@contoso.example"),
+                    FakeMember {
+                        manage_records: true,
+                        ..FakeMember::viewer("carol@contoso.example")
+                    },
+                    FakeMember {
+                        team: true,
+                        manage_users: true,
+                        ..FakeMember::viewer("DBA")
+                    },
+                ],
+                records: vec![UID.into()],
+            },
+            FakeFolder {
+                uid: SF_WEB.into(),
+                name: "Web servers".into(),
+                members: vec![FakeMember::viewer("erin@contoso.example")],
+                records: vec![],
+            },
+        ]);
+        commander.set_rotation(
+            UID,
+            serde_json::json!({"status":"RRS_ONLINE","ready_to_rotate":true,"disabled":false,
+                "schedule_type":"scheduled",
+                "schedule_data":"[{\"type\": \"WEEKLY\", \"utcTime\": \"08:00\", \"weekday\": \"SUNDAY\", \"intervalCount\": 1}]"}),
+        );
+        commander.add_share(FakeShare {
+            record_uid: UID.into(),
+            share_id: "c2hhcmUtb25l".into(),
+            name: "passkey-req-1".into(),
+        });
+        let failure = |mode: &str| match mode {
+            "forbidden" => Failure::Forbidden,
+            "429" | "throttled" => Failure::Throttled,
+            "503" => Failure::Busy,
+            "504" => Failure::QueueTimeout,
+            "not-found" => Failure::NoRecord,
+            "denied" => Failure::Denied,
+            "500" => Failure::Internal,
+            "no-url" => Failure::NoUrl,
+            "slow" => Failure::Slow,
+            other => panic!("unknown mode {other}"),
+        };
+        if create != "ok" {
+            commander.fail("one-time-share create", failure(create));
+        }
+        match reads {
+            "ok" => {}
+            "forbidden" => READS.iter().for_each(|w| commander.forbid(w)),
+            mode => READS
+                .iter()
+                .for_each(|w| commander.fail(&format!("{w} "), failure(mode))),
+        }
+        let removes: Vec<RemoveAnswer> = removes
+            .iter()
+            .map(|r| match *r {
+                "removed" => RemoveAnswer::Removed,
+                "503" => RemoveAnswer::Busy,
+                _ => RemoveAnswer::NoSuchShare,
+            })
+            .collect();
+        commander.script_removes(&removes);
+        FakeService {
+            base: commander.url.clone(),
+            commander,
+        }
     }
 
     fn sharer(&self, key: &str, timeout: Duration) -> CommanderService {
@@ -789,11 +527,11 @@ impl FakeService {
     }
 
     fn seen(&self) -> Vec<String> {
-        self.state.seen.lock().unwrap().clone()
+        self.commander.commands()
     }
 
     fn parsed(&self) -> Vec<Vec<String>> {
-        self.state.parsed.lock().unwrap().clone()
+        self.commander.parsed()
     }
 }
 
@@ -812,7 +550,7 @@ fn name_whose_share_id_starts_with(prefix: &str) -> String {
         .find(|name| {
             let url = format!(
                 "https://keepersecurity.com/vault/share/#{}",
-                base64_key(name)
+                share_key_for(name)
             );
             share_id_from_url(&url)
                 .is_some_and(|id| id.starts_with(prefix) && !id[prefix.len()..].starts_with('-'))

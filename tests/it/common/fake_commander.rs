@@ -13,7 +13,11 @@
 //! - `pam rotation info -r UID --format json`: no rotation unless [`FakeCommander::set_rotation`].
 //!
 //! A command word can be refused with 403 as a service created without it would
-//! ([`FakeCommander::forbid`]).
+//! ([`FakeCommander::forbid`]); any command can be made to fail as the service does when busy,
+//! denied, broken or slow ([`FakeCommander::fail`]), and `remove`s can be scripted
+//! ([`FakeCommander::script_removes`]). Each line is split as service mode splits it (shlex), and
+//! a `one-time-share` subcommand's words read the way Commander's argparse reads them
+//! ([`FakeCommander::parsed`]).
 //!
 //! ```ignore
 //! let commander = FakeCommander::start().await;            // the default vault below
@@ -110,6 +114,69 @@ pub struct FakeFolder {
     pub records: Vec<String>,
 }
 
+/// How a command fails instead of answering from the vault ([`FakeCommander::fail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 403: the service was created without this command.
+    Forbidden,
+    /// 429 with `result_code` `throttled`.
+    Throttled,
+    /// 503 "Queue is full".
+    Busy,
+    /// 504 "Timed out in queue".
+    QueueTimeout,
+    /// 500: no such record.
+    NoRecord,
+    /// 500: `access_denied`.
+    Denied,
+    /// 500 without a JSON body.
+    Internal,
+    /// 200 with an empty `message` (a create that names no URL).
+    NoUrl,
+    /// Answers as usual, ten seconds late.
+    Slow,
+}
+
+impl Failure {
+    fn answer(self) -> (StatusCode, String) {
+        match self {
+            Failure::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "Not permitted to perform this function".into(),
+            ),
+            Failure::Throttled => reply(
+                429,
+                json!({"status": "error", "error": "Too many requests", "result_code": "throttled"}),
+            ),
+            Failure::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Queue is full".into()),
+            Failure::QueueTimeout => (StatusCode::GATEWAY_TIMEOUT, "Timed out in queue".into()),
+            Failure::NoRecord => error("one-time-share: Enter name or uid of existing record"),
+            Failure::Denied => error("access_denied"),
+            Failure::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error".into()),
+            Failure::NoUrl => reply(
+                200,
+                json!({"status": "success", "command": "one-time-share", "message": "", "data": null}),
+            ),
+            Failure::Slow => unreachable!("a slow answer is the usual one"),
+        }
+    }
+}
+
+/// What `remove` answers when scripted ([`FakeCommander::script_removes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveAnswer {
+    Removed,
+    NoSuchShare,
+    Busy,
+}
+
+/// The key of the share a create named `name` makes when keys come from names
+/// ([`FakeCommander::share_keys_from_names`]): SHA-256 of the name, base64url.
+pub fn share_key_for(name: &str) -> String {
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(name.as_bytes()))
+}
+
 /// A live one-time share.
 #[derive(Debug, Clone)]
 pub struct FakeShare {
@@ -136,6 +203,14 @@ struct Vault {
     commands: Vec<String>,
     got_non_folders: Vec<String>,
     created: u64,
+    /// Commands beginning with these fail so instead.
+    failures: Vec<(String, Failure)>,
+    /// Scripted `remove` answers (the last repeats; none scripted: no share); `None`: the vault.
+    removes: Option<std::collections::VecDeque<RemoveAnswer>>,
+    /// A share's key is SHA-256 of its name alone (else of the name and a counter).
+    keys_from_names: bool,
+    /// The positional words of each `one-time-share` command, as argparse read them.
+    parsed: Vec<Vec<String>>,
 }
 
 pub struct FakeCommander {
@@ -228,6 +303,38 @@ impl FakeCommander {
         self.vault.lock().unwrap().forbidden.insert(word.into());
     }
 
+    /// Commands beginning with `prefix` (`one-time-share create`, `get`…) fail as `failure` says
+    /// (checked after [`FakeCommander::forbid`]).
+    pub fn fail(&self, prefix: &str, failure: Failure) {
+        self.vault
+            .lock()
+            .unwrap()
+            .failures
+            .push((prefix.into(), failure));
+    }
+
+    /// `one-time-share remove` answers these in turn, the last one repeating (none: "There is no
+    /// one-time share"), whatever the vault holds, on any record.
+    pub fn script_removes(&self, answers: &[RemoveAnswer]) {
+        self.vault.lock().unwrap().removes = Some(answers.iter().copied().collect());
+    }
+
+    /// A created share's key is SHA-256 of its name alone ([`share_key_for`]), so a test can
+    /// choose a name for the share id it wants.
+    pub fn share_keys_from_names(&self) {
+        self.vault.lock().unwrap().keys_from_names = true;
+    }
+
+    /// A live share, as if created before the test.
+    pub fn add_share(&self, share: FakeShare) {
+        self.vault.lock().unwrap().shares.push(share);
+    }
+
+    /// The positional words argparse read from each `one-time-share` command, in order.
+    pub fn parsed(&self) -> Vec<Vec<String>> {
+        self.vault.lock().unwrap().parsed.clone()
+    }
+
     /// `pam rotation info` for `record_uid` answers this object (in `data`).
     pub fn set_rotation(&self, record_uid: &str, info: Value) {
         self.vault
@@ -282,15 +389,46 @@ async fn execute(
     else {
         return (StatusCode::BAD_REQUEST, "no command".into());
     };
+    let (failure, owned) = {
+        let mut v = vault.lock().unwrap();
+        v.commands.push(command.clone());
+        // Service mode splits the line with shlex, then hands the words to argparse.
+        let Some(owned) = shlex_split(&command) else {
+            return error("No closing quotation");
+        };
+        if owned.is_empty() || v.forbidden.contains(&owned[0]) {
+            return Failure::Forbidden.answer();
+        }
+        let failure = v
+            .failures
+            .iter()
+            .find(|(prefix, _)| command.starts_with(prefix.as_str()))
+            .map(|(_, f)| *f);
+        (failure, owned)
+    };
+    match failure {
+        Some(Failure::Slow) => tokio::time::sleep(std::time::Duration::from_secs(10)).await,
+        Some(failure) if owned[0] != "one-time-share" => return failure.answer(),
+        _ => {}
+    }
     let mut v = vault.lock().unwrap();
-    v.commands.push(command.clone());
-    // Passkey's words are plain (validated; nothing needs quoting), so whitespace splits them.
-    let words: Vec<&str> = command.split_whitespace().collect();
-    if words.is_empty() || v.forbidden.contains(words[0]) {
-        return (
-            StatusCode::FORBIDDEN,
-            "Not permitted to perform this function".into(),
-        );
+    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
+    if words[0] == "one-time-share" {
+        let (valued, positionals): (&[&str], &[&str]) = match words.get(1).copied() {
+            Some("create") => (&["--expire", "--name"], &["record"]),
+            Some("remove") => (&[], &["record", "share"]),
+            Some("list") => (&["--format"], &["record"]),
+            _ => return error("one-time-share: unknown subcommand"),
+        };
+        let (options, found) = match argparse(&words[2..], valued, positionals.len()) {
+            Ok(parsed) => parsed,
+            Err(e) => return error(&format!("one-time-share: error: {e}")),
+        };
+        v.parsed.push(found.clone());
+        if let Some(failure) = failure.filter(|f| *f != Failure::Slow) {
+            return failure.answer();
+        }
+        return one_time_share(&mut v, words[1], &options, &found);
     }
     let has = |flag: &str| words.contains(&flag);
     // Positionals: words that are not options, nor values of the options Passkey sends.
@@ -386,45 +524,60 @@ async fn execute(
                 json!({"status": "success", "command": "pam", "data": info}),
             )
         }
-        "one-time-share" => one_time_share(&mut v, words.get(1).copied(), &words, &positionals),
         other => error(&format!("unknown command {other}")),
     }
 }
 
 fn one_time_share(
     v: &mut Vault,
-    sub: Option<&str>,
-    words: &[&str],
-    positionals: &[&str],
+    sub: &str,
+    options: &std::collections::HashMap<String, String>,
+    found: &[String],
 ) -> (StatusCode, String) {
-    let option = |name: &str| {
-        words
-            .iter()
-            .position(|w| *w == name)
-            .and_then(|i| words.get(i + 1))
-            .copied()
-    };
-    // `positionals[0]` is the subcommand itself.
-    let record = positionals.get(1).copied().unwrap_or_default();
+    let record = found[0].as_str();
+    if sub == "remove"
+        && let Some(removes) = v.removes.as_mut()
+    {
+        let answer = if removes.len() > 1 {
+            removes.pop_front()
+        } else {
+            removes.front().copied()
+        };
+        let target = &found[1];
+        return match answer {
+            Some(RemoveAnswer::Removed) => reply(
+                200,
+                json!({"status": "success", "message": format!("One-time share \"{target}\" is removed.")}),
+            ),
+            Some(RemoveAnswer::Busy) => Failure::Busy.answer(),
+            _ => reply(
+                200,
+                json!({"status": "success", "message": format!("There is no one-time share \"{target}\"")}),
+            ),
+        };
+    }
     if !v.records.iter().any(|r| r.uid == record) {
         return error("one-time-share: Enter name or uid of existing record");
     }
     match sub {
-        Some("create") => {
-            if option("--expire").is_none() {
+        "create" => {
+            if !options.contains_key("--expire") {
                 return reply(
                     200,
                     json!({"status": "success", "message": "URL expiration period parameter \"--expire\" is required."}),
                 );
             }
-            let name = option("--name").unwrap_or("unnamed").to_string();
+            let name = options
+                .get("--name")
+                .map_or("unnamed", String::as_str)
+                .to_string();
             v.created += 1;
-            use sha2::Digest as _;
-            let key = sha2::Sha256::digest(format!("{name}#{}", v.created).as_bytes());
-            let url = format!(
-                "https://keepersecurity.com/vault/share/#{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-            );
+            let key = if v.keys_from_names {
+                share_key_for(&name)
+            } else {
+                share_key_for(&format!("{name}#{}", v.created))
+            };
+            let url = format!("https://keepersecurity.com/vault/share/#{key}");
             let share_id = passkey::vault::share_id_from_url(&url).unwrap();
             v.shares.push(FakeShare {
                 record_uid: record.into(),
@@ -436,7 +589,7 @@ fn one_time_share(
                 json!({"status": "success", "command": "one-time-share", "message": url, "data": null}),
             )
         }
-        Some("list") => {
+        "list" => {
             let rows: Vec<Value> = v
                 .shares
                 .iter()
@@ -452,8 +605,8 @@ fn one_time_share(
                 json!({"status": "success", "command": "one-time-share", "data": rows}),
             )
         }
-        Some("remove") => {
-            let target = positionals.get(2).copied().unwrap_or_default();
+        "remove" => {
+            let target = found[1].as_str();
             let before = v.shares.len();
             v.shares.retain(|s| {
                 !(s.record_uid == record && (s.share_id == target || s.name == target))
@@ -466,5 +619,90 @@ fn one_time_share(
             reply(200, json!({"status": "success", "message": message}))
         }
         _ => error("one-time-share: unknown subcommand"),
+    }
+}
+
+/// Python's `shlex.split` (POSIX mode) for the words Passkey sends: bare words, single quotes,
+/// double quotes and backslashes. `None` for an unclosed quote.
+fn shlex_split(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => w.push(chars.next()?),
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+/// What argparse makes of a subcommand's words: a word beginning with '-' is an option (or
+/// `--opt=value`) unless it follows the first `--`; an option that takes a value refuses a next
+/// word beginning with '-'; exactly `positionals` positional words.
+fn argparse(
+    words: &[&str],
+    valued: &[&str],
+    positionals: usize,
+) -> Result<(std::collections::HashMap<String, String>, Vec<String>), String> {
+    let mut options = std::collections::HashMap::new();
+    let mut found = Vec::new();
+    let mut only_positionals = false;
+    let mut words = words.iter();
+    while let Some(&word) = words.next() {
+        if only_positionals || !word.starts_with('-') || word == "-" {
+            found.push(word.to_string());
+        } else if word == "--" {
+            only_positionals = true;
+        } else {
+            let (name, value) = match word.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (word, None),
+            };
+            if !valued.contains(&name) {
+                return Err(format!("unrecognized arguments: {word}"));
+            }
+            let value = match value {
+                Some(v) => v,
+                None => match words.next() {
+                    Some(v) if !v.starts_with('-') => v.to_string(),
+                    _ => return Err(format!("argument {name}: expected one argument")),
+                },
+            };
+            options.insert(name.to_string(), value);
+        }
+    }
+    match found.len().cmp(&positionals) {
+        std::cmp::Ordering::Less => Err("the following arguments are required".into()),
+        std::cmp::Ordering::Greater => Err(format!(
+            "unrecognized arguments: {}",
+            found[positionals..].join(" ")
+        )),
+        std::cmp::Ordering::Equal => Ok((options, found)),
     }
 }
