@@ -9,15 +9,15 @@
 
 use crate::common;
 
-use common::channel::{FakeConnector, OTHER_TENANT, TENANT, teams_member};
+use common::channel::{OTHER_TENANT, TENANT, teams_member};
+use common::chat::Chat;
 use common::fake_graph::FakeGraph;
-use common::{Db, TestServer, t0, test_settings};
+use common::{Db, t0};
 use passkey::domain::{FolderPermission, RequestStatus, VaultPrincipalType};
 use passkey::governance::directory::UserDirectory;
-use passkey::store::{AuditEvent, NewFolderPermission, Store, User};
+use passkey::store::{AuditEvent, NewFolderPermission, User};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Nobody the demo data knows: Teams id, display name, Entra object id.
 const FRANK: (&str, &str, &str) = (
@@ -31,13 +31,17 @@ const GRAFANA: &str = "request grafana-admin 1h because INC-4411 dashboards are 
 const JENKINS: &str = "request jenkins-deploy 1h because INC-4412 hotfix deploy";
 const NOT_VISIBLE: &str = "not in a vault folder you can see";
 
+/// The common chat harness over the test's database, with this file's look at people.
 struct Teams {
-    connector: FakeConnector,
-    server: TestServer,
-    store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
-    client: reqwest::Client,
-    sent: AtomicUsize,
+    chat: Chat,
+}
+
+impl std::ops::Deref for Teams {
+    type Target = Chat;
+
+    fn deref(&self) -> &Chat {
+        &self.chat
+    }
 }
 
 impl Teams {
@@ -55,7 +59,6 @@ impl Teams {
         people: Option<Arc<dyn UserDirectory>>,
         extra: &[(&str, &str)],
     ) -> Teams {
-        let connector = FakeConnector::start().await;
         passkey::demo::load_if_empty(db.store.as_ref(), t0())
             .await
             .unwrap();
@@ -88,21 +91,8 @@ impl Teams {
             .replace_folder_permissions(platform.id, &acl, t0())
             .await
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let server = TestServer::start_with_directories(
-            test_settings(dir.path(), extra),
-            db.store.clone(),
-            None,
-            people,
-        )
-        .await;
         Teams {
-            connector,
-            server,
-            store: db.store.clone(),
-            _dir: dir,
-            client: reqwest::Client::new(),
-            sent: Default::default(),
+            chat: Chat::start_over(db.store.clone(), people, extra).await,
         }
     }
 
@@ -113,37 +103,8 @@ impl Teams {
     }
 
     /// `text` from `who` in their 1:1 chat; what the bot's reply says.
-    async fn say(&self, (teams_id, name, aad): (&str, &str, &str), text: &str) -> String {
-        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
-        let id = format!("m-{n}");
-        let activity = json!({
-            "type": "message",
-            "id": id,
-            "timestamp": "2026-11-23T09:00:00.000Z",
-            "serviceUrl": self.connector.service_url,
-            "channelId": "msteams",
-            "from": {"id": teams_id, "name": name, "aadObjectId": aad},
-            "conversation": {"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT},
-            "recipient": {"id": "28:passkey", "name": "Passkey"},
-            "channelData": {"tenant": {"id": TENANT}},
-            "text": text,
-        });
-        let r = self
-            .client
-            .post(self.server.url("/api/messages"))
-            .json(&activity)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{text}");
-        let suffix = format!("/activities/{id}");
-        let reply = self
-            .connector
-            .calls()
-            .into_iter()
-            .find(|c| c.path.ends_with(&suffix))
-            .unwrap_or_else(|| panic!("no reply to {text:?}"));
-        common::message_text(&reply.body)
+    async fn say(&self, who: (&str, &str, &str), text: &str) -> String {
+        self.chat.say_as(who, text).await
     }
 
     async fn user(&self, aad: &str) -> User {
@@ -618,8 +579,7 @@ async fn the_member_lookup_carries_the_connector_token() {
     let mut activity = message(&teams.connector.service_url, "t-1", GRAFANA);
     activity["from"] = json!({"id": FRANK.0, "name": FRANK.1, "aadObjectId": FRANK.2});
     activity["conversation"]["id"] = json!("a:1frank-personal");
-    let r = teams
-        .client
+    let r = reqwest::Client::new()
         .post(teams.server.url("/api/messages"))
         .header("authorization", format!("Bearer {token}"))
         .json(&activity)

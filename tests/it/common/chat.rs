@@ -15,7 +15,8 @@ pub struct Chat {
     pub connector: FakeConnector,
     pub server: TestServer,
     pub store: Arc<dyn Store>,
-    _db: SqliteTestDb,
+    /// The chat's own database, when it was not given one ([`Chat::start_over`]).
+    _db: Option<SqliteTestDb>,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
     sent: AtomicUsize,
@@ -24,6 +25,11 @@ pub struct Chat {
 /// `aad`'s 1:1 chat with the bot.
 pub fn personal(aad: &str) -> Value {
     json!({"id": format!("a:{aad}-personal"), "conversationType": "personal", "tenantId": TENANT})
+}
+
+/// The sender `(aad, name)` as Teams names them (a Teams id made from the name).
+fn from((aad, name): (&str, &str)) -> Value {
+    json!({"id": format!("29:{name}"), "name": name, "aadObjectId": aad})
 }
 
 /// A group chat the bot was added to.
@@ -54,18 +60,42 @@ impl Chat {
     ) -> Chat {
         let connector = FakeConnector::start().await;
         let db = fresh_sqlite().await;
-        passkey::demo::load_if_empty(db.store.as_ref(), t0())
+        let service_url = connector.service_url.clone();
+        let mut settings: Vec<(&str, &str)> = extra.to_vec();
+        if people.is_some() {
+            settings.push(("PASSKEY_BOT__SERVICE_URL", &service_url));
+            settings.push(("PASSKEY_BOT__TENANT_ID", TENANT));
+        }
+        let store: Arc<dyn Store> = db.store.clone();
+        let mut chat = Self::serve(connector, store, directory, people, &settings).await;
+        chat._db = Some(db);
+        chat
+    }
+
+    /// The app over `store` (either database; the demo data is loaded when it is empty), with
+    /// the people directory given and exactly the `extra` settings.
+    pub async fn start_over(
+        store: Arc<dyn Store>,
+        people: Option<Arc<dyn UserDirectory>>,
+        extra: &[(&str, &str)],
+    ) -> Chat {
+        Self::serve(FakeConnector::start().await, store, None, people, extra).await
+    }
+
+    async fn serve(
+        connector: FakeConnector,
+        store: Arc<dyn Store>,
+        directory: Option<Arc<dyn GroupDirectory>>,
+        people: Option<Arc<dyn UserDirectory>>,
+        settings: &[(&str, &str)],
+    ) -> Chat {
+        passkey::demo::load_if_empty(store.as_ref(), t0())
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut settings: Vec<(&str, &str)> = extra.to_vec();
-        if people.is_some() {
-            settings.push(("PASSKEY_BOT__SERVICE_URL", &connector.service_url));
-            settings.push(("PASSKEY_BOT__TENANT_ID", TENANT));
-        }
         let server = TestServer::start_with_directories(
-            test_settings(dir.path(), &settings),
-            db.store.clone(),
+            test_settings(dir.path(), settings),
+            store.clone(),
             directory,
             people,
         )
@@ -73,8 +103,8 @@ impl Chat {
         Chat {
             connector,
             server,
-            store: db.store.clone(),
-            _db: db,
+            store,
+            _db: None,
             _dir: dir,
             client: reqwest::Client::new(),
             sent: Default::default(),
@@ -90,7 +120,15 @@ impl Chat {
     /// Sends `text` as `who` in `conversation` (see [`personal`], [`group_chat`], [`channel`])
     /// and returns what the bot's reply there says.
     pub async fn say_in(&self, who: (&str, &str), conversation: Value, text: &str) -> String {
-        self.post_message(who, conversation, json!({ "text": text }), text)
+        self.post_message(from(who), conversation, json!({ "text": text }), text)
+            .await
+    }
+
+    /// Sends `text` in their 1:1 chat as the Teams member `(teams id, name, aad object id)` —
+    /// the id the Connector's member lookup is asked about — and returns what the reply says.
+    pub async fn say_as(&self, (teams_id, name, aad): (&str, &str, &str), text: &str) -> String {
+        let from = json!({"id": teams_id, "name": name, "aadObjectId": aad});
+        self.post_message(from, personal(aad), json!({ "text": text }), text)
             .await
     }
 
@@ -98,13 +136,13 @@ impl Chat {
     /// the button's data. Returns what the bot's reply there says.
     pub async fn submit_in(&self, who: (&str, &str), conversation: Value, value: Value) -> String {
         let what = value.to_string();
-        self.post_message(who, conversation, json!({ "value": value }), &what)
+        self.post_message(from(who), conversation, json!({ "value": value }), &what)
             .await
     }
 
     async fn post_message(
         &self,
-        (aad, name): (&str, &str),
+        from: Value,
         conversation: Value,
         content: Value,
         what: &str,
@@ -117,7 +155,7 @@ impl Chat {
             "timestamp": "2026-11-23T09:00:00.000Z",
             "serviceUrl": self.connector.service_url,
             "channelId": "msteams",
-            "from": {"id": format!("29:{name}"), "name": name, "aadObjectId": aad},
+            "from": from,
             "conversation": conversation,
             "recipient": {"id": "28:passkey", "name": "Passkey"},
             "channelData": {"tenant": {"id": TENANT}},
@@ -252,7 +290,11 @@ impl Chat {
 
     /// The SQLite store under the chat, for raw SQL.
     pub fn sqlite(&self) -> Arc<passkey::store::SqliteStore> {
-        self._db.store.clone()
+        self._db
+            .as_ref()
+            .expect("the chat's own database")
+            .store
+            .clone()
     }
 
     pub async fn audit_count(&self) -> usize {
