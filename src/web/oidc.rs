@@ -2,11 +2,10 @@
 //! client. Discovery at `{authority}/{tenant}/v2.0/.well-known/openid-configuration` and the
 //! signing keys at its `jwks_uri` come through the shared cache in `crate::openid` (one fetch in
 //! flight, backoff after a failure, stale metadata and keys while Entra is unreachable, an unknown
-//! kid refetched at most once a minute). The
-//! id_token must be RS256 under a published key, `aud` = our client id, `iss` = the discovery
-//! issuer for the token's own `tid` (which must be an allowed tenant), `exp`/`nbf` within a
-//! minute of our clock, and carry the nonce this browser's sign-in started with. Fails closed:
-//! anything unverifiable refuses the sign-in.
+//! kid refetched at most once a minute). The id_token must be RS256 under a published key, `aud`
+//! = our client id, `iss` = the discovery issuer for the token's own `tid` (which must be an
+//! allowed tenant), `exp`/`nbf` within a minute of our clock, and carry the nonce this browser's
+//! sign-in started with. Fails closed: anything unverifiable refuses the sign-in.
 
 use crate::config::OidcSettings;
 use crate::domain::Clock;
@@ -178,7 +177,11 @@ impl OidcClient {
     }
 
     async fn discovery(&self) -> Result<Discovery, OidcError> {
-        let m = self.provider.metadata().await.map_err(|_| OidcError::Provider)?;
+        let m = self
+            .provider
+            .metadata()
+            .await
+            .map_err(|_| OidcError::Provider)?;
         match (&m.issuer, &m.authorization_endpoint, &m.token_endpoint) {
             (Some(issuer), Some(authorization), Some(token)) => Ok(Discovery {
                 issuer: issuer.clone(),

@@ -81,7 +81,13 @@ async fn stale_keys_are_served_while_the_jwks_endpoint_is_down() {
 
     // The whole issuer down: stale metadata answers as well.
     issuer.set_down(true);
-    assert!(keys.metadata().await.unwrap().jwks_uri.ends_with("/bf/.well-known/keys"));
+    assert!(
+        keys.metadata()
+            .await
+            .unwrap()
+            .jwks_uri
+            .ends_with("/bf/.well-known/keys")
+    );
 }
 
 #[tokio::test]
@@ -108,7 +114,11 @@ async fn after_a_failed_fetch_callers_back_off_instead_of_storming_the_provider(
         assert_eq!(keys.key("kid-a").await.err(), Some(KeyError::Unavailable));
         assert_eq!(keys.metadata().await.err(), Some(KeyError::Unavailable));
     }
-    assert_eq!(issuer.metadata_fetches(), 1, "one attempt per backoff window");
+    assert_eq!(
+        issuer.metadata_fetches(),
+        1,
+        "one attempt per backoff window"
+    );
 
     // The issuer is back; the next attempt waits for the backoff to pass.
     issuer.set_down(false);
