@@ -41,6 +41,7 @@ pub const LAYERS: &[(&str, Layer)] = &[
     ("vault", Layer::Adapters),
     ("azure", Layer::Adapters),
     ("channel", Layer::Adapters),
+    ("openid", Layer::Adapters),
     ("crypto", Layer::Adapters),
     ("config", Layer::Adapters),
     ("telemetry", Layer::Adapters),

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod layers;
 pub mod manifest;
 pub mod notify;
+pub mod openid;
 pub mod otp;
 pub mod policy;
 pub mod private_fs;

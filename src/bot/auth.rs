@@ -7,8 +7,9 @@
 //! `serviceUrl`; and the signing key's `endorsements` contain the activity's `channelId`.
 //! For single-tenant bots, tokens issued by the tenant's Entra issuers (v1 and v2) are accepted
 //! too: there the app id must also be the token's `appid` (v1) or `azp` (v2).
-//! Keys come from OpenID metadata → `jwks_uri`, are cached, refreshed periodically, and a failed
-//! fetch with nothing cached is a 401 — never a 500 and never a pass.
+//! Keys come from OpenID metadata → `jwks_uri` through the shared cache in `crate::openid` (one
+//! fetch in flight, backoff, stale keys during an outage, rate-limited refetch on an unknown kid);
+//! a failed fetch with nothing cached is a 401 — never a 500 and never a pass.
 //!
 //! Before any of that the token is read once by us: three base64url segments, at most
 //! [`MAX_TOKEN_BYTES`], header and claims JSON objects in which no name appears twice (at any
@@ -16,27 +17,17 @@
 //! header (it names extensions a verifier must understand; we implement none).
 
 use crate::domain::Clock;
+use crate::openid::{KeyError, OpenIdCache, SigningKey};
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, RwLock};
 
 /// Clock tolerance the Bot Framework SDKs allow on exp/nbf.
 pub const CLOCK_SKEW_SECS: u64 = 300;
-/// Keys older than this are refetched on use.
-const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
-/// An unknown kid triggers at most one refetch per this interval (a flood of forged kids cannot
-/// turn into a flood of fetches).
-const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed fetch, requests within this window are answered from the cache (or refused).
-const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(5);
 
 pub const BOT_FRAMEWORK_ISSUER: &str = "https://api.botframework.com";
 /// Channel tokens are one to two kilobytes; anything near this is not one.
@@ -98,55 +89,18 @@ enum SourceKind {
     Entra,
 }
 
-#[derive(Clone)]
-struct CachedKey {
-    key: DecodingKey,
-    endorsements: Option<Vec<String>>,
-}
-
-#[derive(Default)]
-struct KeyCache {
-    keys: HashMap<String, CachedKey>,
-    fetched_at: Option<Instant>,
-    last_unknown_kid_fetch: Option<Instant>,
-    last_failure: Option<Instant>,
-}
-
 struct KeySource {
     kind: SourceKind,
-    metadata_url: String,
     issuers: Vec<String>,
-    cache: RwLock<KeyCache>,
-    /// One fetch in flight per source.
-    fetching: Mutex<()>,
+    /// The source's OpenID metadata and signing keys.
+    keys: OpenIdCache,
 }
 
 /// Verifies channel tokens against one or two key sources.
 pub struct ChannelAuth {
     app_id: String,
     sources: Vec<KeySource>,
-    http: reqwest::Client,
     clock: Arc<dyn Clock>,
-}
-
-#[derive(Deserialize)]
-struct OpenIdMetadata {
-    jwks_uri: String,
-}
-
-#[derive(Deserialize)]
-struct Jwks {
-    keys: Vec<Jwk>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    kid: Option<String>,
-    kty: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    #[serde(default)]
-    endorsements: Option<Vec<String>>,
 }
 
 impl ChannelAuth {
@@ -160,27 +114,22 @@ impl ChannelAuth {
     ) -> Self {
         let mut sources = vec![KeySource {
             kind: SourceKind::BotFramework,
-            metadata_url: bot_framework_metadata_url,
             issuers: vec![BOT_FRAMEWORK_ISSUER.to_string()],
-            cache: RwLock::new(KeyCache::default()),
-            fetching: Mutex::new(()),
+            keys: OpenIdCache::new(bot_framework_metadata_url, http.clone()),
         }];
         if let Some((tenant, metadata_url)) = entra {
             sources.push(KeySource {
                 kind: SourceKind::Entra,
-                metadata_url,
                 issuers: vec![
                     format!("https://sts.windows.net/{tenant}/"),
                     format!("https://login.microsoftonline.com/{tenant}/v2.0"),
                 ],
-                cache: RwLock::new(KeyCache::default()),
-                fetching: Mutex::new(()),
+                keys: OpenIdCache::new(metadata_url, http.clone()),
             });
         }
         ChannelAuth {
             app_id,
             sources,
-            http,
             clock,
         }
     }
@@ -321,124 +270,14 @@ impl ChannelAuth {
         Ok(())
     }
 
-    /// The key for `kid`. Keys are fetched when none are cached, when they are older than a day,
-    /// or when the kid is unknown — at most once a minute for unknown kids (a flood of forged kids
-    /// must not become a flood of fetches), and not again within a few seconds of a failed fetch.
-    async fn key(&self, source: &KeySource, kid: &str) -> Result<CachedKey, AuthError> {
-        if let Some(k) = Self::cached(source, kid).await? {
-            return Ok(k);
-        }
-        let _one_fetch_at_a_time = source.fetching.lock().await;
-        // Someone else may have fetched while we waited for the lock.
-        if let Some(k) = Self::cached(source, kid).await? {
-            return Ok(k);
-        }
-        let was_unknown_kid = {
-            let cache = source.cache.read().await;
-            cache.fetched_at.is_some() && !cache.keys.contains_key(kid)
-        };
-        let fetched = self.fetch_keys(source).await;
-        let mut cache = source.cache.write().await;
-        match fetched {
-            Ok(keys) => {
-                cache.keys = keys;
-                cache.fetched_at = Some(Instant::now());
-                cache.last_failure = None;
-                if was_unknown_kid {
-                    cache.last_unknown_kid_fetch = Some(Instant::now());
-                }
-            }
-            Err(e) => {
-                tracing::warn!(metadata = %source.metadata_url, error = %e, "channel key fetch failed");
-                cache.last_failure = Some(Instant::now());
-                if cache.keys.is_empty() {
-                    return Err(AuthError::KeysUnavailable);
-                }
-            }
-        }
-        cache
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| AuthError::UnknownKey(printable_kid(kid)))
-    }
-
-    /// `Ok(Some)` when the cache can answer, `Ok(None)` when a fetch is due, `Err` when a fetch is
-    /// due but throttled.
-    async fn cached(source: &KeySource, kid: &str) -> Result<Option<CachedKey>, AuthError> {
-        let cache = source.cache.read().await;
-        let fresh = cache
-            .fetched_at
-            .is_some_and(|t| t.elapsed() < KEY_REFRESH_INTERVAL);
-        let failing = cache
-            .last_failure
-            .is_some_and(|t| t.elapsed() < FAILED_FETCH_BACKOFF);
-        match cache.keys.get(kid) {
-            // A stale key is still used while the issuer is unreachable: an outage there must not
-            // lock everyone out, and the token still had to be signed by a key it once published.
-            Some(k) if fresh || failing => Ok(Some(k.clone())),
-            Some(_) => Ok(None),
-            None if failing && cache.keys.is_empty() => Err(AuthError::KeysUnavailable),
-            None if failing => Err(AuthError::UnknownKey(printable_kid(kid))),
-            None if fresh
-                && cache
-                    .last_unknown_kid_fetch
-                    .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL) =>
-            {
-                Err(AuthError::UnknownKey(printable_kid(kid)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn fetch_keys(&self, source: &KeySource) -> Result<HashMap<String, CachedKey>, String> {
-        let metadata: OpenIdMetadata = self
-            .http
-            .get(&source.metadata_url)
-            .timeout(FETCH_TIMEOUT)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("metadata: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("metadata body: {e}"))?;
-        let jwks: Jwks = self
-            .http
-            .get(&metadata.jwks_uri)
-            .timeout(FETCH_TIMEOUT)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("jwks: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("jwks body: {e}"))?;
-        let mut keys = HashMap::new();
-        for jwk in jwks.keys {
-            let (Some(kid), Some(n), Some(e)) = (jwk.kid, jwk.n, jwk.e) else {
-                continue;
-            };
-            if jwk.kty.as_deref().is_some_and(|k| k != "RSA") {
-                continue;
-            }
-            match DecodingKey::from_rsa_components(&n, &e) {
-                Ok(key) => {
-                    keys.insert(
-                        kid,
-                        CachedKey {
-                            key,
-                            endorsements: jwk.endorsements,
-                        },
-                    );
-                }
-                Err(err) => tracing::warn!(kid = %kid, error = %err, "skipping unusable JWKS key"),
-            }
-        }
-        if keys.is_empty() {
-            return Err("the JWKS holds no usable RSA keys".into());
-        }
-        Ok(keys)
+    /// The key for `kid`, from the source's shared metadata and key cache (`openid`): one fetch
+    /// in flight, stale keys during an outage, unknown kids refetched at most once a minute, and
+    /// not again within a few seconds of a failed fetch.
+    async fn key(&self, source: &KeySource, kid: &str) -> Result<SigningKey, AuthError> {
+        source.keys.key(kid).await.map_err(|e| match e {
+            KeyError::Unavailable => AuthError::KeysUnavailable,
+            KeyError::UnknownKey => AuthError::UnknownKey(printable_kid(kid)),
+        })
     }
 }
 

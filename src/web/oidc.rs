@@ -1,27 +1,25 @@
 //! Entra ID sign-in: OpenID Connect authorization code flow with PKCE (S256), as a confidential
-//! client. Discovery at `{authority}/{tenant}/v2.0/.well-known/openid-configuration`; signing keys
-//! from its `jwks_uri`, cached by `kid` (an unknown kid refetches at most once a minute). The
-//! id_token must be RS256 under a published key, `aud` = our client id, `iss` = the discovery
-//! issuer for the token's own `tid` (which must be an allowed tenant), `exp`/`nbf` within a
-//! minute of our clock, and carry the nonce this browser's sign-in started with. Fails closed:
-//! anything unverifiable refuses the sign-in.
+//! client. Discovery at `{authority}/{tenant}/v2.0/.well-known/openid-configuration` and the
+//! signing keys at its `jwks_uri` come through the shared cache in `crate::openid` (one fetch in
+//! flight, backoff after a failure, stale metadata and keys while Entra is unreachable, an unknown
+//! kid refetched at most once a minute). The id_token must be RS256 under a published key, `aud`
+//! = our client id, `iss` = the discovery issuer for the token's own `tid` (which must be an
+//! allowed tenant), `exp`/`nbf` within a minute of our clock, and carry the nonce this browser's
+//! sign-in started with. Fails closed: anything unverifiable refuses the sign-in.
 
 use crate::config::OidcSettings;
 use crate::domain::Clock;
+use crate::openid::{CachePolicy, KeyError, OpenIdCache};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
 
 /// Clock tolerance on `exp` and `nbf`.
 pub const LEEWAY_SECS: i64 = 60;
-const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(60);
-const DISCOVERY_REFRESH: Duration = Duration::from_secs(24 * 3600);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a sign-in was refused. The variant is audited; the person sees a plain "sign-in failed".
@@ -80,25 +78,12 @@ pub struct Identity {
     pub tid: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// What sign-in needs from the discovery document; all of it must be there.
+#[derive(Debug, Clone)]
 struct Discovery {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
-    jwks_uri: String,
-}
-
-#[derive(Deserialize)]
-struct Jwks {
-    keys: Vec<Jwk>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    kid: Option<String>,
-    kty: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -117,23 +102,15 @@ struct Claims {
     oid: Option<String>,
 }
 
-#[derive(Default)]
-struct Cache {
-    discovery: Option<(Discovery, Instant)>,
-    keys: HashMap<String, DecodingKey>,
-    keys_fetched: Option<Instant>,
-}
-
 pub struct OidcClient {
-    authority: String,
-    tenant: String,
     client_id: String,
     client_secret: SecretString,
     allowed_tenants: Vec<String>,
     redirect_uri: String,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
-    cache: Mutex<Cache>,
+    /// Discovery and signing keys.
+    provider: OpenIdCache,
 }
 
 /// The PKCE S256 challenge for a verifier.
@@ -170,9 +147,12 @@ impl OidcClient {
         } else {
             allowed_tenants.to_vec()
         };
+        let authority = settings.authority.trim_end_matches('/').to_string();
+        let provider = OpenIdCache::new(
+            format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration"),
+            http.clone(),
+        );
         Some(OidcClient {
-            authority: settings.authority.trim_end_matches('/').to_string(),
-            tenant,
             client_id,
             client_secret: settings
                 .client_secret
@@ -182,39 +162,37 @@ impl OidcClient {
             redirect_uri: format!("{public_base_url}/signin/callback"),
             http,
             clock,
-            cache: Mutex::new(Cache::default()),
+            provider,
         })
     }
 
-    async fn discovery(&self) -> Result<Discovery, OidcError> {
-        let mut cache = self.cache.lock().await;
-        if let Some((d, at)) = &cache.discovery
-            && at.elapsed() < DISCOVERY_REFRESH
-        {
-            return Ok(d.clone());
-        }
-        let url = format!(
-            "{}/{}/v2.0/.well-known/openid-configuration",
-            self.authority, self.tenant
+    /// The same client with other cache timings (tests shorten them to see refreshes).
+    pub fn with_cache_policy(mut self, policy: CachePolicy) -> OidcClient {
+        self.provider = OpenIdCache::with_policy(
+            self.provider.metadata_url().to_string(),
+            self.http.clone(),
+            policy,
         );
-        let d: Discovery = self.get_json(&url).await?;
-        cache.discovery = Some((d.clone(), Instant::now()));
-        Ok(d)
+        self
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
-        let response = self.http.get(url).send().await.map_err(|e| {
-            tracing::warn!(error = %e, "OpenID provider unreachable");
-            OidcError::Provider
-        })?;
-        if !response.status().is_success() {
-            tracing::warn!(
-                status = response.status().as_u16(),
-                "OpenID provider answered with an error"
-            );
-            return Err(OidcError::Provider);
+    async fn discovery(&self) -> Result<Discovery, OidcError> {
+        let m = self
+            .provider
+            .metadata()
+            .await
+            .map_err(|_| OidcError::Provider)?;
+        match (&m.issuer, &m.authorization_endpoint, &m.token_endpoint) {
+            (Some(issuer), Some(authorization), Some(token)) => Ok(Discovery {
+                issuer: issuer.clone(),
+                authorization_endpoint: authorization.clone(),
+                token_endpoint: token.clone(),
+            }),
+            _ => {
+                tracing::warn!("OpenID discovery document lacks the issuer or an endpoint");
+                Err(OidcError::Provider)
+            }
         }
-        response.json().await.map_err(|_| OidcError::Provider)
     }
 
     /// Where to send the browser: the authorization endpoint with our client, the state, nonce
@@ -300,7 +278,11 @@ impl OidcClient {
             .kid
             .filter(|k| !k.is_empty())
             .ok_or(OidcError::UnknownKey)?;
-        let key = self.key(&kid, d).await?;
+        let key = match self.provider.key(&kid).await {
+            Ok(k) => k.key,
+            Err(KeyError::Unavailable) => return Err(OidcError::Provider),
+            Err(KeyError::UnknownKey) => return Err(OidcError::UnknownKey),
+        };
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[&self.client_id]);
         // exp/nbf are checked below against the app's clock; iss once `tid` is known.
@@ -343,38 +325,6 @@ impl OidcClient {
             .filter(|o| !o.is_empty())
             .ok_or(OidcError::NoObjectId)?;
         Ok(Identity { oid, tid })
-    }
-
-    async fn key(&self, kid: &str, d: &Discovery) -> Result<DecodingKey, OidcError> {
-        let mut cache = self.cache.lock().await;
-        let stale = cache
-            .keys_fetched
-            .is_none_or(|at| at.elapsed() > DISCOVERY_REFRESH);
-        if !stale && let Some(key) = cache.keys.get(kid) {
-            return Ok(key.clone());
-        }
-        let may_fetch = stale
-            || cache
-                .keys_fetched
-                .is_none_or(|at| at.elapsed() >= UNKNOWN_KID_REFETCH);
-        if may_fetch {
-            drop(cache);
-            let jwks: Jwks = self.get_json(&d.jwks_uri).await?;
-            let keys: HashMap<String, DecodingKey> = jwks
-                .keys
-                .into_iter()
-                .filter(|k| k.kty.as_deref() == Some("RSA"))
-                .filter_map(|k| {
-                    let key =
-                        DecodingKey::from_rsa_components(k.n.as_deref()?, k.e.as_deref()?).ok()?;
-                    Some((k.kid?, key))
-                })
-                .collect();
-            cache = self.cache.lock().await;
-            cache.keys = keys;
-            cache.keys_fetched = Some(Instant::now());
-        }
-        cache.keys.get(kid).cloned().ok_or(OidcError::UnknownKey)
     }
 }
 

@@ -30,6 +30,7 @@ mod issuance_web;
 mod lease_expiry;
 mod lifecycle;
 mod manifest;
+mod openid;
 mod otp;
 mod permissions;
 mod playground_config;

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const APP_ID: &str = "5f1e8c2a-0b7d-4c1e-9a55-1b2c3d4e5f60";
@@ -49,6 +49,10 @@ pub fn sign(key: &str, kid: &str, claims: &Value) -> String {
 pub struct IssuerState {
     pub base: Mutex<String>,
     pub down: AtomicBool,
+    /// Only the Bot Framework JWKS answers 503 (the metadata stays up).
+    pub keys_down: AtomicBool,
+    /// The Bot Framework JWKS answers after this many milliseconds (callers pile up meanwhile).
+    pub keys_delay_ms: AtomicU64,
     pub metadata_fetches: AtomicUsize,
     pub jwks_fetches: AtomicUsize,
     pub token_requests: AtomicUsize,
@@ -123,6 +127,20 @@ impl Issuer {
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
     }
+
+    pub fn metadata_fetches(&self) -> usize {
+        self.state.metadata_fetches.load(Ordering::SeqCst)
+    }
+
+    /// The Bot Framework JWKS alone answers 503 while `down`.
+    pub fn set_keys_down(&self, down: bool) {
+        self.state.keys_down.store(down, Ordering::SeqCst);
+    }
+
+    /// The Bot Framework JWKS answers `ms` milliseconds late.
+    pub fn delay_keys(&self, ms: u64) {
+        self.state.keys_delay_ms.store(ms, Ordering::SeqCst);
+    }
 }
 
 fn unavailable() -> Response {
@@ -147,7 +165,11 @@ async fn bf_metadata(State(s): State<Arc<IssuerState>>) -> Response {
 
 async fn bf_keys(State(s): State<Arc<IssuerState>>) -> Response {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-    if s.down.load(Ordering::SeqCst) {
+    let delay = s.keys_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if s.down.load(Ordering::SeqCst) || s.keys_down.load(Ordering::SeqCst) {
         return unavailable();
     }
     let keys: Vec<Value> = s

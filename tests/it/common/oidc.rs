@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const CLIENT_ID: &str = "3c1a9e77-2b4d-4f60-8e1a-6d5c4b3a2f10";
@@ -68,6 +69,10 @@ pub struct ProviderState {
     /// The base URL the discovery document names, when not the listener's own (a TLS proxy in
     /// front of this fake: the app must be sent to the https address).
     pub advertised: Mutex<Option<String>>,
+    /// Discovery and the JWKS answer 503 while set (authorize and token stay up).
+    pub metadata_down: AtomicBool,
+    pub discovery_fetches: AtomicUsize,
+    pub jwks_fetches: AtomicUsize,
 }
 
 pub struct FakeEntra {
@@ -120,11 +125,28 @@ impl FakeEntra {
     pub fn shape(&self, shape: IdTokenShape) {
         *self.state.shape.lock().unwrap() = shape;
     }
+
+    /// Discovery and the JWKS answer 503 while `down`.
+    pub fn set_metadata_down(&self, down: bool) {
+        self.state.metadata_down.store(down, Ordering::SeqCst);
+    }
+
+    /// (discovery fetches, JWKS fetches) so far.
+    pub fn fetches(&self) -> (usize, usize) {
+        (
+            self.state.discovery_fetches.load(Ordering::SeqCst),
+            self.state.jwks_fetches.load(Ordering::SeqCst),
+        )
+    }
 }
 
 type S = State<(Arc<ProviderState>, String)>;
 
-async fn discovery(State((state, base)): S, Path(tenant): Path<String>) -> Json<Value> {
+async fn discovery(State((state, base)): S, Path(tenant): Path<String>) -> Response {
+    state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    if state.metadata_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
+    }
     let base = state.advertised.lock().unwrap().clone().unwrap_or(base);
     Json(json!({
         // What Entra's multi-tenant documents say; a token's own `tid` fills the placeholder.
@@ -136,11 +158,17 @@ async fn discovery(State((state, base)): S, Path(tenant): Path<String>) -> Json<
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["plain", "S256"],
     }))
+    .into_response()
 }
 
-async fn keys() -> Json<Value> {
+async fn keys(State((state, _)): S) -> Response {
+    state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if state.metadata_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
+    }
     let (n, e) = public_key("channel-a");
     Json(json!({ "keys": [{ "kty": "RSA", "use": "sig", "kid": KID, "n": n, "e": e }] }))
+        .into_response()
 }
 
 /// Signs the person in at once and sends the browser back with a code bound to this request.
