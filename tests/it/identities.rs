@@ -55,6 +55,17 @@ impl Teams {
         people: Option<Arc<dyn UserDirectory>>,
         extra: &[(&str, &str)],
     ) -> Teams {
+        Self::start_configured(db, principals, people, extra, |_| {}).await
+    }
+
+    /// As `start_with`, with `configure` having the last word on the settings.
+    async fn start_configured(
+        db: &Db,
+        principals: &[&str],
+        people: Option<Arc<dyn UserDirectory>>,
+        extra: &[(&str, &str)],
+        configure: impl FnOnce(&mut passkey::config::Settings),
+    ) -> Teams {
         let connector = FakeConnector::start().await;
         passkey::demo::load_if_empty(db.store.as_ref(), t0())
             .await
@@ -89,13 +100,10 @@ impl Teams {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let server = TestServer::start_with_directories(
-            test_settings(dir.path(), extra),
-            db.store.clone(),
-            None,
-            people,
-        )
-        .await;
+        let mut settings = test_settings(dir.path(), extra);
+        configure(&mut settings);
+        let server =
+            TestServer::start_with_directories(settings, db.store.clone(), None, people).await;
         Teams {
             connector,
             server,
@@ -583,9 +591,9 @@ async fn the_member_lookup_carries_the_connector_token() {
         engine: "sqlite",
     };
     let metadata = issuer.bf_metadata_url();
-    let authority = issuer.oauth_authority();
+    let https = common::tokens::HttpsTokens::front(&issuer.oauth_authority()).await;
     let entra = issuer.entra_metadata_template();
-    let teams = Teams::start_with(
+    let teams = Teams::start_configured(
         &db,
         &[FRANK_MAIL],
         None,
@@ -593,10 +601,10 @@ async fn the_member_lookup_carries_the_connector_token() {
             ("PASSKEY_BOT__APP_ID", APP_ID),
             ("PASSKEY_BOT__APP_PASSWORD", "test-app-password"),
             ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
-            ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
             ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
             ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
         ],
+        |settings| https.trusted_by(settings),
     )
     .await;
     teams.directory_says(FRANK, FRANK_MAIL, FRANK_UPN);

@@ -16,6 +16,7 @@ pub mod fake_twilio;
 pub mod logs;
 pub mod oidc;
 pub mod tls;
+pub mod tokens;
 pub mod web;
 
 use passkey::app::App;
