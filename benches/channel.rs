@@ -12,6 +12,10 @@
 #[path = "../tests/it/common/channel.rs"]
 mod channel;
 
+#[allow(dead_code)]
+#[path = "../tests/it/common/tls.rs"]
+mod tls;
+
 use channel::{APP_ID, FakeConnector, Issuer, message, sign};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -112,6 +116,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
     let issuer = Issuer::start().await;
+    // The app password goes to the token endpoint over https only (azure_identity).
+    let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let ca = tls::TestCa::new(&[loopback]);
+    let tokens = tls::TlsProxy::start(&ca, loopback, tls::socket_of(&issuer.base)).await;
     let connector = FakeConnector::start().await;
     let dir = tempfile::tempdir().unwrap();
 
@@ -127,7 +135,8 @@ async fn main() {
         .env("PASSKEY_BOT__APP_ID", APP_ID)
         .env("PASSKEY_BOT__APP_PASSWORD", "bench-password")
         .env("PASSKEY_BOT__OPENID_METADATA_URL", issuer.bf_metadata_url())
-        .env("PASSKEY_BOT__OAUTH_AUTHORITY", issuer.oauth_authority())
+        .env("PASSKEY_BOT__OAUTH_AUTHORITY", tokens.base())
+        .env("SSL_CERT_FILE", &ca.ca_file)
         // The fake Connector is on loopback, which a bot with an app id reaches only when told.
         .env("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1")
         .stdout(Stdio::piped())

@@ -3,9 +3,9 @@
 //! tests can bind port 0 and production binds the configured address.
 
 use crate::bot::BotRuntime;
-use crate::bot::connector::{AppCredentials, ManagedIdentity, TokenProvider};
+use crate::bot::connector::TokenProvider;
 use crate::bot::notify::{ProactiveChats, TeamsNotifier};
-use crate::config::{ConfigError, ConnectorAuth, Profile, Settings};
+use crate::config::{ConfigError, Profile, Settings};
 use crate::demo::{self, DemoOutcome};
 use crate::domain::{Clock, SystemClock};
 use crate::governance::directory::{GRAPH_SCOPE, GraphDirectory, StaticDirectory, UserDirectory};
@@ -508,34 +508,11 @@ fn directories(settings: &Settings) -> Result<Directories, StoreError> {
         .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default();
-    let bot = &settings.bot;
-    let tokens = match (bot.connector_auth, &bot.app_id, &bot.app_password) {
-        (ConnectorAuth::ManagedIdentity, _, _) => {
-            let mut identity = ManagedIdentity::from_environment(
-                bot.managed_identity_client_id.clone(),
-                GRAPH_SCOPE.trim_end_matches("/.default").to_string(),
-            );
-            if let Some(endpoint) = &bot.managed_identity_endpoint {
-                identity.endpoint = endpoint.clone();
-            }
-            TokenProvider::managed_identity(identity, http.clone())
-        }
-        (ConnectorAuth::Secret, Some(app_id), Some(password)) => TokenProvider::new(
-            AppCredentials {
-                app_id: app_id.clone(),
-                app_password: password.clone(),
-                authority: bot.oauth_authority.clone(),
-                tenant: bot.tenant_id.clone().unwrap_or_default(),
-                scope: GRAPH_SCOPE.into(),
-            },
-            http.clone(),
-        ),
-        _ => {
-            return Err(StoreError::Invalid(
-                "graph.enabled needs the bot's app id and password (or a managed identity)".into(),
-            ));
-        }
-    };
+    let tokens = TokenProvider::from_settings(settings, GRAPH_SCOPE).ok_or_else(|| {
+        StoreError::Invalid(
+            "graph.enabled needs the bot's app id and password (or a managed identity)".into(),
+        )
+    })?;
     let graph = Arc::new(
         GraphDirectory::new(http, &settings.graph.base_url, Arc::new(tokens))
             .map_err(|e| StoreError::Invalid(e.to_string()))?,

@@ -1,16 +1,19 @@
 //! The Bot Framework channel's outbound ground rules, below every layer that calls Microsoft:
 //! the hosts the Connector token may go to (`ConnectorHosts`), the app token itself
-//! (`TokenProvider`: client secret or managed identity), and the Connector's error type. The
+//! (`TokenProvider`: an `azure_identity` credential, client secret or managed identity), and the
+//! Connector's error type. The
 //! Connector client (`bot/connector.rs`) and the Graph directory (`governance/directory.rs`) both
 //! use them; settings checks use the host patterns (see src/layers.rs).
 
-use crate::config::{Profile, Settings};
+use crate::config::{ConnectorAuth, Profile, Settings};
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::Value;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// Bot Framework's Connector hosts: Teams in the public cloud, GCC, GCC High and DoD (the
@@ -219,192 +222,193 @@ pub enum ConnectorError {
     HostRefused(HostRefused),
 }
 
-/// Client-credentials settings for the Connector token.
-#[derive(Clone)]
-pub struct AppCredentials {
-    pub app_id: String,
-    pub app_password: SecretString,
-    /// `https://login.microsoftonline.com` in the public cloud.
-    pub authority: String,
-    /// `botframework.com` for multi-tenant bots, the tenant id for single-tenant ones.
-    pub tenant: String,
-    pub scope: String,
-}
+/// Builds the credential a [`TokenProvider`] asks, again after [`TokenProvider::invalidate`].
+type BuildCredential = Box<dyn Fn() -> Result<Arc<dyn TokenCredential>, String> + Send + Sync>;
 
-#[derive(Clone)]
-struct CachedToken {
-    value: SecretString,
-    refresh_after: Instant,
-}
-
-/// Fetches and caches the app token.
+/// The bot's own app token for one scope (the Connector's, or Graph's), from an `azure_identity`
+/// credential: a client secret (`bot.connector_auth = "secret"`) or the managed identity Key
+/// Vault uses too (`"managed-identity"`, user-assigned by `azure.client_id`). The credential
+/// caches the token until five minutes before it expires, with one refresh in flight at a time.
 pub struct TokenProvider {
-    source: TokenSource,
-    http: reqwest::Client,
-    cache: Mutex<Option<CachedToken>>,
-}
-
-/// Where the app token comes from.
-enum TokenSource {
-    ClientSecret(AppCredentials),
-    ManagedIdentity(ManagedIdentity),
-}
-
-/// A managed identity endpoint: App Service's (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, API
-/// 2019-08-01) or the VM instance metadata service (`http://169.254.169.254/metadata/identity/oauth2/token`,
-/// header `Metadata: true`, API 2018-02-01).
-#[derive(Clone)]
-pub struct ManagedIdentity {
-    pub endpoint: String,
-    /// App Service's `IDENTITY_HEADER`; `None` means IMDS.
-    pub identity_header: Option<SecretString>,
-    /// For a user-assigned identity.
-    pub client_id: Option<String>,
-    /// The resource the token is for: `https://api.botframework.com`.
-    pub resource: String,
-}
-
-impl ManagedIdentity {
-    /// The endpoint the platform advertises: App Service's if its variables are set, else IMDS.
-    pub fn from_environment(client_id: Option<String>, resource: String) -> ManagedIdentity {
-        match (
-            std::env::var("IDENTITY_ENDPOINT"),
-            std::env::var("IDENTITY_HEADER"),
-        ) {
-            (Ok(endpoint), Ok(header)) => ManagedIdentity {
-                endpoint,
-                identity_header: Some(SecretString::from(header)),
-                client_id,
-                resource,
-            },
-            _ => ManagedIdentity {
-                endpoint: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
-                identity_header: None,
-                client_id,
-                resource,
-            },
-        }
-    }
-}
-
-/// Refresh this long before the token says it expires.
-const TOKEN_EARLY_REFRESH: Duration = Duration::from_secs(5 * 60);
-
-/// Entra answers `expires_in` as a number; managed identity endpoints send strings, and App
-/// Service sends `expires_on` (unix seconds) instead.
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<Value>,
-    #[serde(default)]
-    expires_on: Option<Value>,
-}
-
-impl TokenResponse {
-    fn lifetime(&self) -> Duration {
-        let number = |v: &Value| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-        };
-        if let Some(secs) = self.expires_in.as_ref().and_then(number) {
-            return Duration::from_secs(secs);
-        }
-        if let Some(at) = self.expires_on.as_ref().and_then(number) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            return Duration::from_secs(at.saturating_sub(now));
-        }
-        Duration::from_secs(3600)
-    }
+    scope: String,
+    build: BuildCredential,
+    /// Built on first use, so a credential that cannot be built fails the call that needs it
+    /// (as an unreachable token endpoint does), not the start of a bot that may never call out.
+    current: Mutex<Option<Arc<dyn TokenCredential>>>,
 }
 
 impl TokenProvider {
-    pub fn new(creds: AppCredentials, http: reqwest::Client) -> Self {
+    /// Tokens for `scope` from `credential` (tests pass fakes). [`TokenProvider::invalidate`]
+    /// cannot clear this credential's cache: the next call asks it again.
+    pub fn new(credential: Arc<dyn TokenCredential>, scope: impl Into<String>) -> TokenProvider {
+        TokenProvider::rebuilt_by(scope, move || Ok(credential.clone()))
+    }
+
+    /// Tokens for `scope` from the credential `build` makes; `invalidate` makes a new one.
+    pub fn rebuilt_by(
+        scope: impl Into<String>,
+        build: impl Fn() -> Result<Arc<dyn TokenCredential>, String> + Send + Sync + 'static,
+    ) -> TokenProvider {
         TokenProvider {
-            source: TokenSource::ClientSecret(creds),
-            http,
-            cache: Mutex::new(None),
+            scope: scope.into(),
+            build: Box::new(build),
+            current: Mutex::new(None),
         }
     }
 
-    pub fn managed_identity(identity: ManagedIdentity, http: reqwest::Client) -> Self {
-        TokenProvider {
-            source: TokenSource::ManagedIdentity(identity),
-            http,
-            cache: Mutex::new(None),
+    /// The bot's identity for `scope`, as the settings name it: `None` without an app id (dev
+    /// channel mode), or with `bot.connector_auth = "secret"` and no app password.
+    pub fn from_settings(settings: &Settings, scope: &str) -> Option<TokenProvider> {
+        let bot = &settings.bot;
+        let app_id = bot.app_id.clone().filter(|id| !id.is_empty())?;
+        match bot.connector_auth {
+            ConnectorAuth::ManagedIdentity => {
+                let azure = settings.azure.clone();
+                Some(TokenProvider::rebuilt_by(scope, move || {
+                    crate::azure::credential::from_settings(&azure).map_err(|e| e.to_string())
+                }))
+            }
+            ConnectorAuth::Secret => {
+                let secret = bot
+                    .app_password
+                    .clone()
+                    .filter(|p| !p.expose_secret().is_empty())?;
+                let client = ClientSecret {
+                    tenant: bot
+                        .tenant_id
+                        .clone()
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| "botframework.com".into()),
+                    app_id,
+                    secret,
+                    authority: bot.oauth_authority.clone(),
+                    http: bot.token_client.clone().unwrap_or_else(token_client),
+                };
+                Some(TokenProvider::rebuilt_by(scope, move || {
+                    client.credential()
+                }))
+            }
         }
     }
 
-    /// A valid token. Holding the lock while fetching makes concurrent callers wait for the one
-    /// refresh instead of each starting their own.
+    /// A valid token. Concurrent callers share the credential, whose cache lets one refresh run
+    /// while the others wait for it.
     pub async fn token(&self) -> Result<SecretString, ConnectorError> {
-        let mut cache = self.cache.lock().await;
-        if let Some(t) = cache.as_ref()
-            && Instant::now() < t.refresh_after
-        {
-            return Ok(t.value.clone());
-        }
-        let request = match &self.source {
-            TokenSource::ClientSecret(creds) => self
-                .http
-                .post(format!(
-                    "{}/{}/oauth2/v2.0/token",
-                    creds.authority.trim_end_matches('/'),
-                    creds.tenant
-                ))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", creds.app_id.as_str()),
-                    ("client_secret", creds.app_password.expose_secret()),
-                    ("scope", creds.scope.as_str()),
-                ]),
-            TokenSource::ManagedIdentity(mi) => {
-                let mut query = vec![("resource", mi.resource.as_str())];
-                if let Some(client_id) = &mi.client_id {
-                    query.push(("client_id", client_id.as_str()));
-                }
-                let request = self.http.get(&mi.endpoint).query(&query);
-                match &mi.identity_header {
-                    Some(header) => request
-                        .query(&[("api-version", "2019-08-01")])
-                        .header("X-IDENTITY-HEADER", header.expose_secret()),
-                    None => request
-                        .query(&[("api-version", "2018-02-01")])
-                        .header("Metadata", "true"),
+        let credential = {
+            let mut current = self.current.lock().await;
+            match current.as_ref() {
+                Some(credential) => credential.clone(),
+                None => {
+                    let credential = (self.build)().map_err(ConnectorError::Token)?;
+                    *current = Some(credential.clone());
+                    credential
                 }
             }
         };
-        let response = request
-            .timeout(Duration::from_secs(15))
-            .send()
+        let token = credential
+            .get_token(&[self.scope.as_str()], None)
             .await
-            .map_err(|e| ConnectorError::Token(without_url(&e)))?;
-        if !response.status().is_success() {
-            return Err(ConnectorError::Token(format!(
-                "token endpoint answered HTTP {}",
-                response.status().as_u16()
-            )));
-        }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|_| ConnectorError::Token("unreadable token response".into()))?;
-        let lifetime = body.lifetime();
-        let token = CachedToken {
-            value: SecretString::from(body.access_token),
-            refresh_after: Instant::now() + lifetime.saturating_sub(TOKEN_EARLY_REFRESH),
-        };
-        *cache = Some(token.clone());
-        Ok(token.value)
+            .map_err(|e| ConnectorError::Token(token_failure(&e)))?;
+        Ok(SecretString::from(token.token.secret().to_string()))
     }
 
-    /// Forgets the cached token (the Connector said 401).
+    /// Forgets the token (the Connector or Graph said 401). `azure_identity` 1.0 offers no way
+    /// to evict a cached token (its `TokenRequestOptions` carry only a call context: no claims,
+    /// no forced refresh), so the credential itself is dropped and the next call builds a new
+    /// one, whose empty cache asks Entra (or the managed identity endpoint) afresh. Building is
+    /// cheap: no I/O until the first token request.
     pub async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+        *self.current.lock().await = None;
     }
+}
+
+/// A client-secret identity: the bot's app registration and its password.
+#[derive(Clone)]
+struct ClientSecret {
+    /// `botframework.com` for multi-tenant bots, the tenant id for single-tenant ones.
+    tenant: String,
+    app_id: String,
+    secret: SecretString,
+    /// `https://login.microsoftonline.com` in the public cloud; `azure_identity` asks
+    /// `{authority}/{tenant}/oauth2/v2.0/token`, over https only.
+    authority: String,
+    /// The HTTP client for token requests: ours (the reqwest and rustls azure_core would use too,
+    /// trusting the platform's roots, `SSL_CERT_FILE` included), with our time limit.
+    http: reqwest::Client,
+}
+
+/// How long one token request may take, and how long retrying one may go on.
+const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The client for client-secret token requests: a time limit per request, no redirects (as
+/// azure_core's own client).
+fn token_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
+        .timeout(TOKEN_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+impl ClientSecret {
+    fn credential(&self) -> Result<Arc<dyn TokenCredential>, String> {
+        let mut cloud = CustomConfiguration::default();
+        cloud.authority_host = self.authority.clone();
+        let client_options = ClientOptions {
+            cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
+            transport: Some(Transport::new(Arc::new(self.http.clone()))),
+            // A Teams turn waits for its reply: a few quick retries, not azure_core's minute.
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: 2,
+                max_total_elapsed: azure_core::time::Duration::seconds(
+                    TOKEN_TIMEOUT.as_secs() as i64
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let credential = ClientSecretCredential::new(
+            &self.tenant,
+            self.app_id.clone(),
+            Secret::new(self.secret.expose_secret().to_string()),
+            Some(ClientSecretCredentialOptions { client_options }),
+        )
+        .map_err(|e| format!("client secret credential: {}", token_failure(&e)))?;
+        Ok(credential)
+    }
+}
+
+/// Why no token came, without anything a response body said beyond its status and Entra error
+/// codes (bodies are not ours to log).
+fn token_failure(e: &azure_core::Error) -> String {
+    use azure_core::error::ErrorKind;
+    let mut layer = Some(e);
+    while let Some(err) = layer {
+        match err.kind() {
+            ErrorKind::HttpResponse {
+                status, error_code, ..
+            } => {
+                return format!(
+                    "token endpoint answered HTTP {}{}",
+                    u16::from(*status),
+                    error_code
+                        .as_deref()
+                        .map(|c| format!(" (error codes {c})"))
+                        .unwrap_or_default()
+                );
+            }
+            ErrorKind::Connection => return "connection failed".into(),
+            ErrorKind::Io => return "request failed".into(),
+            ErrorKind::DataConversion => return "unreadable token response".into(),
+            _ => layer = err.downcast_ref::<azure_core::Error>(),
+        }
+    }
+    // No response was involved: the credential's own refusal (no managed identity here, an
+    // authority that is not https…), which names settings and environment, not secrets.
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.chars().take(300).collect()
 }
 
 /// A reqwest error's text without the URL (which may carry ids we don't log at info).

@@ -1,5 +1,7 @@
 //! Who Passkey is to Azure: a managed identity in Azure, the developer's own login locally.
-//! Both come from `azure_identity`; neither needs a secret in code or configuration.
+//! Both come from `azure_identity`; neither needs a secret in code or configuration. With
+//! `bot.connector_auth = "managed-identity"` the bot's Connector and Graph tokens come from this
+//! credential too (`channel::TokenProvider::from_settings`): one identity, `azure.client_id`.
 
 use super::AzureError;
 use crate::config::{AzureCredentialKind, AzureSettings};

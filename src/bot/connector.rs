@@ -1,8 +1,8 @@
 //! Outbound calls to the Bot Connector: send, reply, update, delete, typing, create a 1:1 chat.
 //!
-//! Authentication is an app token from Entra by client credentials (scope
-//! `https://api.botframework.com/.default`), cached until five minutes before it expires, with one
-//! refresh in flight at a time. In dev mode (no app id) requests go unauthenticated, which is what
+//! Authentication is the bot's app token (scope `https://api.botframework.com/.default`) from an
+//! `azure_identity` credential — client secret or managed identity — which caches it until five
+//! minutes before it expires, with one refresh in flight at a time; a 401 drops it for a fresh one. In dev mode (no app id) requests go unauthenticated, which is what
 //! the Agents Playground and the Emulator expect.
 //! Retries: 429 honours `Retry-After` (capped), 5xx and network errors back off exponentially, a
 //! bounded number of times. 403/404 mean the bot cannot reach that conversation (uninstalled, not in
@@ -15,8 +15,8 @@
 use super::activity::OutgoingActivity;
 use crate::channel::without_url;
 pub use crate::channel::{
-    AppCredentials, BOT_FRAMEWORK_CONNECTOR_HOSTS, ConnectorError, ConnectorHosts, HostPattern,
-    HostRefused, ManagedIdentity, TokenProvider,
+    BOT_FRAMEWORK_CONNECTOR_HOSTS, ConnectorError, ConnectorHosts, HostPattern, HostRefused,
+    TokenProvider,
 };
 use crate::domain::Clock;
 use crate::store::Store;

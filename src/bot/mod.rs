@@ -12,7 +12,7 @@ pub mod render;
 pub mod turn;
 pub mod views;
 
-use crate::config::{ConnectorAuth, Settings};
+use crate::config::Settings;
 use crate::domain::Clock;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,10 +25,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use connector::{
-    AppCredentials, Connector, ConnectorHosts, HttpConnector, ManagedIdentity, RetryPolicy,
-    TokenProvider,
-};
+use connector::{Connector, ConnectorHosts, HttpConnector, RetryPolicy, TokenProvider};
 use std::sync::Arc;
 
 /// How inbound activities are authenticated.
@@ -70,8 +67,8 @@ impl BotRuntime {
             )
         };
         let app_id = settings.bot.app_id.clone().filter(|id| !id.is_empty());
-        match (&app_id, &settings.bot.app_password) {
-            (Some(app_id), password) => {
+        match &app_id {
+            Some(app_id) => {
                 let entra = settings.bot.tenant_id.as_ref().map(|tenant| {
                     (
                         tenant.clone(),
@@ -88,41 +85,8 @@ impl BotRuntime {
                     http.clone(),
                     clock.clone(),
                 );
-                let tokens = match settings.bot.connector_auth {
-                    ConnectorAuth::ManagedIdentity => {
-                        // The Bot Connector resource is the scope without its `/.default`.
-                        let resource = settings
-                            .bot
-                            .connector_scope
-                            .trim_end_matches("/.default")
-                            .to_string();
-                        let client_id = settings.bot.managed_identity_client_id.clone();
-                        let mut identity = ManagedIdentity::from_environment(client_id, resource);
-                        if let Some(endpoint) = &settings.bot.managed_identity_endpoint {
-                            identity.endpoint = endpoint.clone();
-                        }
-                        Some(Arc::new(TokenProvider::managed_identity(
-                            identity,
-                            http.clone(),
-                        )))
-                    }
-                    ConnectorAuth::Secret => password.clone().map(|app_password| {
-                        Arc::new(TokenProvider::new(
-                            AppCredentials {
-                                app_id: app_id.clone(),
-                                app_password,
-                                authority: settings.bot.oauth_authority.clone(),
-                                tenant: settings
-                                    .bot
-                                    .tenant_id
-                                    .clone()
-                                    .unwrap_or_else(|| "botframework.com".into()),
-                                scope: settings.bot.connector_scope.clone(),
-                            },
-                            http.clone(),
-                        ))
-                    }),
-                };
+                let tokens = TokenProvider::from_settings(settings, &settings.bot.connector_scope)
+                    .map(Arc::new);
                 BotRuntime {
                     auth: ChannelAuthMode::Verified(auth),
                     connector: connector(tokens),
@@ -131,7 +95,7 @@ impl BotRuntime {
                     hosts,
                 }
             }
-            (None, _) => BotRuntime {
+            None => BotRuntime {
                 auth: ChannelAuthMode::Dev,
                 connector: connector(None),
                 app_id: None,

@@ -295,6 +295,7 @@ impl Settings {
                 }
             }
         }
+        problems.extend(self.oauth_authority_problems(dev_channel_auth));
         problems.extend(self.record_source_problems());
         problems.extend(self.web_problems());
         if self.graph.enabled {
@@ -414,6 +415,34 @@ impl Settings {
             );
         }
         Err(ConfigError::Unsafe(problems))
+    }
+
+    /// The client-secret credential posts the app password to `{bot.oauth_authority}/{tenant}/…`;
+    /// azure_identity does so over https only, and replaces any path the authority has.
+    fn oauth_authority_problems(&self, dev_channel_auth: bool) -> Vec<String> {
+        let bot = &self.bot;
+        let uses_secret = !dev_channel_auth
+            && bot.connector_auth == ConnectorAuth::Secret
+            && bot
+                .app_password
+                .as_ref()
+                .is_some_and(|p| !p.expose_secret().is_empty());
+        if !uses_secret {
+            return Vec::new();
+        }
+        let authority = &bot.oauth_authority;
+        match reqwest::Url::parse(authority) {
+            // Production says so already, for every URL that carries or vouches for a secret.
+            Ok(url) if url.scheme() != "https" && self.profile == Profile::Production => Vec::new(),
+            Ok(url) if url.scheme() != "https" => vec![format!(
+                "bot.oauth_authority must be https://: the app password is posted there (got {authority})"
+            )],
+            Ok(url) if url.path() == "/" && url.query().is_none() => Vec::new(),
+            _ => vec![format!(
+                "bot.oauth_authority must be a scheme and host only, like https://login.microsoftonline.com \
+                 (tokens are asked at {{authority}}/{{tenant}}/oauth2/v2.0/token; got {authority})"
+            )],
+        }
     }
 
     /// The issuance page's settings that cannot work or are unsafe.

@@ -42,6 +42,10 @@ impl Settings {
             insert_path(&mut table, &path, env_value(value))
                 .map_err(|e| ConfigError::Parse(format!("{name}: {e}")))?;
         }
+        let removed = removed_settings(&table);
+        if !removed.is_empty() {
+            return Err(ConfigError::Parse(removed.join("; ")));
+        }
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
             table.insert("database_url".into(), toml::Value::String(url.clone()));
         }
@@ -57,6 +61,43 @@ impl Settings {
         }
         Ok(settings)
     }
+}
+
+/// Settings that no longer exist: (section, name, what to do instead).
+const REMOVED: &[(&str, &str, &str)] = &[
+    (
+        "bot",
+        "managed_identity_client_id",
+        "the bot's managed identity is the one Key Vault uses: set azure.client_id \
+         (PASSKEY_AZURE__CLIENT_ID) to the user-assigned identity's client id",
+    ),
+    (
+        "bot",
+        "managed_identity_endpoint",
+        "managed identity tokens come from App Service's IDENTITY_ENDPOINT, else the VM \
+         metadata service, as azure_identity finds them: remove it",
+    ),
+];
+
+/// One message per removed setting the file or the environment still sets, naming the setting,
+/// its variable and its replacement (serde's "unknown field" would name neither).
+fn removed_settings(table: &toml::Table) -> Vec<String> {
+    REMOVED
+        .iter()
+        .filter(|(section, name, _)| {
+            table
+                .get(*section)
+                .and_then(toml::Value::as_table)
+                .is_some_and(|t| t.contains_key(*name))
+        })
+        .map(|(section, name, instead)| {
+            format!(
+                "{section}.{name} (PASSKEY_{}__{}) was removed: {instead}",
+                section.to_ascii_uppercase(),
+                name.to_ascii_uppercase()
+            )
+        })
+        .collect()
 }
 
 /// Environment values are strings, except the words true/false, which are booleans.

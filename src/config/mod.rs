@@ -111,15 +111,17 @@ pub struct BotSettings {
     pub openid_metadata_url: String,
     /// Entra OpenID metadata for single-tenant bots; `{tenant}` is replaced by `tenant_id`.
     pub entra_openid_metadata_url: String,
-    /// Where Connector tokens come from (`{authority}/{tenant}/oauth2/v2.0/token`).
+    /// Where Connector and Graph tokens come from with a client secret
+    /// (`{authority}/{tenant}/oauth2/v2.0/token`): scheme and host only, https.
     pub oauth_authority: String,
     pub connector_scope: String,
-    /// How the Connector token is obtained: `secret` (app password) or `managed-identity`.
+    /// How the bot's own tokens (Connector, Graph) are obtained: `secret` (app password) or
+    /// `managed-identity` (the identity `azure.credential` names, as Key Vault uses it).
     pub connector_auth: ConnectorAuth,
-    /// A user-assigned managed identity's client id (unset: the system-assigned identity).
-    pub managed_identity_client_id: Option<String>,
-    /// Overrides the managed identity endpoint (default: App Service's `IDENTITY_ENDPOINT`, else IMDS).
-    pub managed_identity_endpoint: Option<String>,
+    /// The HTTP client for client-secret token requests. Not a setting: tests give one that
+    /// trusts their throwaway CA; unset, azure_core's own client is used.
+    #[serde(skip)]
+    pub token_client: Option<reqwest::Client>,
     /// The Connector base URL for opening 1:1 chats with people the bot has never talked to
     /// (`https://smba.trafficmanager.net/teams/` when unset and the bot has an app id; unset in
     /// dev mode means no chats are opened).
@@ -263,8 +265,7 @@ impl Default for BotSettings {
             oauth_authority: "https://login.microsoftonline.com".into(),
             connector_scope: "https://api.botframework.com/.default".into(),
             connector_auth: ConnectorAuth::Secret,
-            managed_identity_client_id: None,
-            managed_identity_endpoint: None,
+            token_client: None,
             service_url: None,
             connector_hosts: Vec::new(),
             turn_claim_secs: 30,
@@ -313,7 +314,9 @@ pub enum AzureCredentialKind {
 #[serde(default, deny_unknown_fields)]
 pub struct AzureSettings {
     pub credential: AzureCredentialKind,
-    /// A user-assigned managed identity's client id (unset: the system-assigned identity).
+    /// A user-assigned managed identity's client id (unset: the system-assigned identity). The one
+    /// identity setting: Key Vault, and the bot's Connector and Graph tokens with
+    /// `bot.connector_auth = "managed-identity"`.
     pub client_id: Option<String>,
     /// The vault's URL, e.g. `https://passkey-prod.vault.azure.net/`. Needed by any `kv:` reference.
     pub key_vault_url: Option<String>,

@@ -186,6 +186,95 @@ fn unknown_keys_and_bad_values_are_named() {
     assert!(err.to_string().contains("staging"), "{err}");
 }
 
+/// #16: the bot's managed identity is the one Key Vault uses (`azure.client_id`); the two bot
+/// settings that named it are gone, and a file or variable that still sets one stops start-up
+/// naming it and what replaced it.
+#[test]
+fn removed_identity_settings_stop_start_up_naming_their_replacement() {
+    let err = Settings::from_layers(
+        None,
+        &env(&[("PASSKEY_BOT__MANAGED_IDENTITY_CLIENT_ID", "0000-client")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "bot.managed_identity_client_id (PASSKEY_BOT__MANAGED_IDENTITY_CLIENT_ID) was removed"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("azure.client_id (PASSKEY_AZURE__CLIENT_ID)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("0000-client"),
+        "the value is not repeated: {err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passkey.toml");
+    std::fs::write(
+        &path,
+        "[bot]\nmanaged_identity_endpoint = \"http://127.0.0.1:41000/msi/token\"\n",
+    )
+    .unwrap();
+    let err = Settings::from_layers(Some(&path), &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "bot.managed_identity_endpoint (PASSKEY_BOT__MANAGED_IDENTITY_ENDPOINT) was removed"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("IDENTITY_ENDPOINT"), "{err}");
+
+    let s = Settings::from_layers(
+        None,
+        &env(&[
+            ("PASSKEY_BOT__CONNECTOR_AUTH", "managed-identity"),
+            ("PASSKEY_AZURE__CLIENT_ID", "0000-client"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.azure.client_id.as_deref(), Some("0000-client"));
+}
+
+/// The client-secret credential posts the app password to `{authority}/{tenant}/…`, over https
+/// only and replacing any path: a dev start with an app password says so up front too.
+#[test]
+fn the_oauth_authority_is_https_and_a_bare_host_when_the_app_password_is_used() {
+    let with = |authority: &str, extra: &[(&str, &str)]| {
+        let mut pairs = vec![
+            ("PASSKEY_BOT__APP_ID", "app"),
+            ("PASSKEY_BOT__APP_PASSWORD", "pw"),
+            ("PASSKEY_BOT__OAUTH_AUTHORITY", authority),
+        ];
+        pairs.extend_from_slice(extra);
+        Settings::from_layers(None, &env(&pairs)).unwrap().check()
+    };
+    let err = with("http://127.0.0.1:9", &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("bot.oauth_authority must be https://"),
+        "{err}"
+    );
+    let err = with("https://login.example/oauth", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bot.oauth_authority must be a scheme and host only"),
+        "{err}"
+    );
+    with("https://login.microsoftonline.us/", &[]).unwrap();
+    // Not used with a managed identity.
+    with(
+        "http://127.0.0.1:9",
+        &[("PASSKEY_BOT__CONNECTOR_AUTH", "managed-identity")],
+    )
+    .unwrap();
+}
+
 #[test]
 fn dev_channel_auth_is_refused_off_loopback() {
     let s = Settings::from_layers(None, &env(&[("PASSKEY_BIND", "0.0.0.0:3978")])).unwrap();
@@ -989,7 +1078,7 @@ fn the_summary_shows_every_setting_and_no_secret() {
         format!("{:?}", s.web.frame_ancestors)
     );
     assert_eq!(shown("otp.max_attempts"), s.otp.max_attempts.to_string());
-    assert_eq!(shown("bot.managed_identity_client_id"), "(unset)");
+    assert_eq!(shown("azure.client_id"), "(unset)");
     let mut unique = keys.clone();
     unique.sort();
     unique.dedup();

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 struct Harness {
     issuer: Issuer,
+    /// The issuer's token endpoint over TLS (the client-secret credential's way in).
+    _https: common::tokens::HttpsTokens,
     connector: FakeConnector,
     server: TestServer,
     store: Arc<dyn Store>,
@@ -40,7 +42,8 @@ impl Harness {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let metadata = issuer.bf_metadata_url();
-        let authority = issuer.oauth_authority();
+        let https = common::tokens::HttpsTokens::front(&issuer.oauth_authority()).await;
+        let authority = https.authority.clone();
         let entra = issuer.entra_metadata_template();
         let mut env = vec![
             ("PASSKEY_BOT__APP_ID", APP_ID),
@@ -52,11 +55,14 @@ impl Harness {
             ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
         ];
         env.extend_from_slice(extra);
-        let server = TestServer::start(test_settings(dir.path(), &env), db.store.clone()).await;
+        let mut settings = test_settings(dir.path(), &env);
+        https.trusted_by(&mut settings);
+        let server = TestServer::start(settings, db.store.clone()).await;
         let store = db.store.clone() as Arc<dyn Store>;
         let audit_at_start = store.audit_events_after(0, 10_000).await.unwrap().len();
         Harness {
             issuer,
+            _https: https,
             connector,
             server,
             store,

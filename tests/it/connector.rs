@@ -1,15 +1,17 @@
 //! The Connector client against a fake Bot Connector and token endpoint on loopback: every REST
-//! operation's wire shape, token caching with one refresh in flight, and error classification.
+//! operation's wire shape, token caching with one refresh in flight (the real client-secret
+//! credential, over TLS), a fresh token after a 401, and error classification.
 
 use crate::common;
 
 use common::channel::{APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer};
+use common::tokens::{FakeCredential, HttpsTokens};
 use passkey::bot::activity::OutgoingActivity;
 use passkey::bot::connector::{
-    AppCredentials, Connector, ConnectorError, ConnectorHosts, ConversationTarget, HostPattern,
-    HttpConnector, RetryPolicy, TokenProvider,
+    Connector, ConnectorError, ConnectorHosts, ConversationTarget, HostPattern, HttpConnector,
+    RetryPolicy, TokenProvider,
 };
-use secrecy::SecretString;
+use secrecy::ExposeSecret;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,17 +30,12 @@ fn hosts() -> ConnectorHosts {
     ConnectorHosts::bot_framework().with(HostPattern::parse("127.0.0.1").unwrap())
 }
 
+/// The Connector with the bot's real client-secret credential, asking the issuer's token
+/// endpoint over TLS.
 async fn client(issuer: &Issuer) -> (HttpConnector, Arc<TokenProvider>) {
-    let tokens = Arc::new(TokenProvider::new(
-        AppCredentials {
-            app_id: APP_ID.into(),
-            app_password: SecretString::from("pw".to_string()),
-            authority: issuer.oauth_authority(),
-            tenant: "botframework.com".into(),
-            scope: "https://api.botframework.com/.default".into(),
-        },
-        reqwest::Client::new(),
-    ));
+    let https = HttpsTokens::front(&issuer.oauth_authority()).await;
+    let tokens =
+        Arc::new(https.provider(APP_ID, "pw", None, "https://api.botframework.com/.default"));
     (
         HttpConnector::new(reqwest::Client::new(), Some(tokens.clone()), fast_retries())
             .with_hosts(hosts()),
@@ -323,133 +320,77 @@ async fn unreachable_conversations_and_exhausted_retries_are_classified() {
 #[tokio::test]
 async fn a_failing_token_endpoint_is_a_token_error_and_nothing_is_sent() {
     let fake = FakeConnector::start().await;
-    let tokens = Arc::new(TokenProvider::new(
-        AppCredentials {
-            app_id: APP_ID.into(),
-            app_password: SecretString::from("pw".to_string()),
-            authority: "http://127.0.0.1:9".into(),
-            tenant: "botframework.com".into(),
-            scope: "https://api.botframework.com/.default".into(),
-        },
-        reqwest::Client::new(),
+    let to = ConversationTarget {
+        service_url: fake.service_url.clone(),
+        conversation_id: "a:1".into(),
+    };
+    // The real credential, its token endpoint a closed port behind TLS.
+    let https = HttpsTokens::front("http://127.0.0.1:9").await;
+    let unreachable =
+        Arc::new(https.provider(APP_ID, "pw", None, "https://api.botframework.com/.default"));
+    // A credential that fails without any endpoint.
+    let failing = Arc::new(TokenProvider::new(
+        FakeCredential::failing(),
+        "https://api.botframework.com/.default",
     ));
+    for tokens in [unreachable, failing] {
+        let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries())
+            .with_hosts(hosts());
+        let err = connector
+            .send(&to, &OutgoingActivity::text("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::Token(_)), "{err:?}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+    assert!(fake.calls().is_empty());
+}
+
+/// Whatever credential the bot has: its token goes as the bearer, and after a 401 the credential
+/// is asked again, once.
+#[tokio::test]
+async fn any_credential_gives_the_bearer_token_and_a_401_asks_it_again_once() {
+    let fake = FakeConnector::start().await;
+    let credential = FakeCredential::answering("token-from-any-credential");
+    let tokens = Arc::new(TokenProvider::new(
+        credential.clone(),
+        "https://api.botframework.com/.default",
+    ));
+    assert_eq!(
+        tokens.token().await.unwrap().expose_secret(),
+        "token-from-any-credential"
+    );
     let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries())
         .with_hosts(hosts());
     let to = ConversationTarget {
         service_url: fake.service_url.clone(),
         conversation_id: "a:1".into(),
     };
+    fake.script(&[(401, None)]);
+    connector
+        .send(&to, &OutgoingActivity::text("x"))
+        .await
+        .unwrap();
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some("Bearer token-from-any-credential"))
+    );
+    assert_eq!(
+        credential.calls(),
+        3,
+        "one ask before the call, one after its 401"
+    );
+    fake.script(&[(401, None), (401, None)]);
     let err = connector
         .send(&to, &OutgoingActivity::text("x"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectorError::Token(_)), "{err:?}");
-    assert!(!err.to_string().contains("pw"));
-    assert!(fake.calls().is_empty());
-}
-
-/// A managed identity endpoint on loopback that answers like App Service (with `IDENTITY_HEADER`)
-/// or like IMDS (`Metadata: true`), and records the query it was asked.
-async fn fake_identity_endpoint() -> (
-    String,
-    Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>,
-) {
-    use axum::extract::{Query, State};
-    use axum::http::HeaderMap;
-    use std::collections::HashMap;
-    type Seen = Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>;
-    async fn token(
-        State(seen): State<Seen>,
-        headers: HeaderMap,
-        Query(q): Query<HashMap<String, String>>,
-    ) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        let header = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from)
-        };
-        let query = {
-            let mut pairs: Vec<_> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            pairs.sort();
-            pairs.join("&")
-        };
-        seen.lock()
-            .unwrap()
-            .push((query, header("x-identity-header"), header("metadata")));
-        if header("x-identity-header").as_deref() == Some("app-service-secret") {
-            let expires_on = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                + 3600)
-                .to_string();
-            axum::Json(json!({"access_token": "mi-token-app-service", "expires_on": expires_on, "resource": q["resource"], "token_type": "Bearer"})).into_response()
-        } else if header("metadata").as_deref() == Some("true") {
-            axum::Json(json!({"access_token": "mi-token-imds", "expires_in": "3599", "token_type": "Bearer"})).into_response()
-        } else {
-            (
-                axum::http::StatusCode::BAD_REQUEST,
-                "missing identity header",
-            )
-                .into_response()
-        }
-    }
-    let seen: Seen = Default::default();
-    let app = axum::Router::new()
-        .route("/msi/token", axum::routing::get(token))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
-}
-
-#[tokio::test]
-async fn managed_identity_tokens_come_from_app_service_or_imds_endpoints() {
-    use passkey::bot::connector::ManagedIdentity;
-    use secrecy::ExposeSecret;
-    let (endpoint, seen) = fake_identity_endpoint().await;
-    let app_service = TokenProvider::managed_identity(
-        ManagedIdentity {
-            endpoint: endpoint.clone(),
-            identity_header: Some(SecretString::from("app-service-secret".to_string())),
-            client_id: Some("user-assigned-client".into()),
-            resource: "https://api.botframework.com".into(),
-        },
-        reqwest::Client::new(),
+    assert!(
+        matches!(err, ConnectorError::Rejected { status: 401 }),
+        "{err:?}"
     );
-    assert_eq!(
-        app_service.token().await.unwrap().expose_secret(),
-        "mi-token-app-service"
-    );
-    app_service.token().await.unwrap();
-    let imds = TokenProvider::managed_identity(
-        ManagedIdentity {
-            endpoint,
-            identity_header: None,
-            client_id: None,
-            resource: "https://api.botframework.com".into(),
-        },
-        reqwest::Client::new(),
-    );
-    assert_eq!(imds.token().await.unwrap().expose_secret(), "mi-token-imds");
-
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(
-        seen.len(),
-        2,
-        "the App Service token was cached (expires_on honoured)"
-    );
-    assert_eq!(
-        seen[0].0,
-        "api-version=2019-08-01&client_id=user-assigned-client&resource=https://api.botframework.com"
-    );
-    assert_eq!(seen[0].1.as_deref(), Some("app-service-secret"));
-    assert_eq!(
-        seen[1].0,
-        "api-version=2018-02-01&resource=https://api.botframework.com"
-    );
-    assert_eq!(seen[1].2.as_deref(), Some("true"));
+    assert_eq!(credential.calls(), 5, "a second 401 is not retried");
 }

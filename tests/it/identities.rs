@@ -59,6 +59,17 @@ impl Teams {
         people: Option<Arc<dyn UserDirectory>>,
         extra: &[(&str, &str)],
     ) -> Teams {
+        Self::start_configured(db, principals, people, extra, |_| {}).await
+    }
+
+    /// As `start_with`, with `configure` having the last word on the settings.
+    async fn start_configured(
+        db: &Db,
+        principals: &[&str],
+        people: Option<Arc<dyn UserDirectory>>,
+        extra: &[(&str, &str)],
+        configure: impl FnOnce(&mut passkey::config::Settings),
+    ) -> Teams {
         passkey::demo::load_if_empty(db.store.as_ref(), t0())
             .await
             .unwrap();
@@ -92,7 +103,7 @@ impl Teams {
             .await
             .unwrap();
         Teams {
-            chat: Chat::start_over(db.store.clone(), people, extra).await,
+            chat: Chat::start_over_configured(db.store.clone(), people, extra, configure).await,
         }
     }
 
@@ -544,9 +555,9 @@ async fn the_member_lookup_carries_the_connector_token() {
         engine: "sqlite",
     };
     let metadata = issuer.bf_metadata_url();
-    let authority = issuer.oauth_authority();
+    let https = common::tokens::HttpsTokens::front(&issuer.oauth_authority()).await;
     let entra = issuer.entra_metadata_template();
-    let teams = Teams::start_with(
+    let teams = Teams::start_configured(
         &db,
         &[FRANK_MAIL],
         None,
@@ -554,10 +565,10 @@ async fn the_member_lookup_carries_the_connector_token() {
             ("PASSKEY_BOT__APP_ID", APP_ID),
             ("PASSKEY_BOT__APP_PASSWORD", "test-app-password"),
             ("PASSKEY_BOT__OPENID_METADATA_URL", metadata.as_str()),
-            ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
             ("PASSKEY_BOT__ENTRA_OPENID_METADATA_URL", entra.as_str()),
             ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
         ],
+        |settings| https.trusted_by(settings),
     )
     .await;
     teams.directory_says(FRANK, FRANK_MAIL, FRANK_UPN);

@@ -9,12 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::tokens::HttpsTokens;
 use common::{Db, t0};
-use passkey::bot::connector::{AppCredentials, TokenProvider};
 use passkey::domain::*;
 use passkey::governance::permissions::*;
 use passkey::store::*;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +32,7 @@ struct GraphState {
 async fn fake_graph() -> (String, Arc<GraphState>) {
     let state = Arc::new(GraphState::default());
     let app = Router::new()
-        .route("/oauth/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route(
             "/v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group",
             get(groups),
@@ -101,25 +100,18 @@ async fn groups(
     }
 }
 
-fn graph_directory(base: &str) -> GraphGroupDirectory {
-    let http = reqwest::Client::new();
-    let tokens = TokenProvider::new(
-        AppCredentials {
-            app_id: "app-id".into(),
-            app_password: SecretString::from("app-secret"),
-            authority: format!("{base}/oauth"),
-            tenant: "tenant-1".into(),
-            scope: GRAPH_SCOPE.into(),
-        },
-        http.clone(),
-    );
-    GraphGroupDirectory::new(http, base, Arc::new(tokens)).unwrap()
+/// The Graph client for the fake at `base`, with the real client-secret credential asking the
+/// fake's token endpoint over TLS.
+async fn graph_directory(base: &str) -> GraphGroupDirectory {
+    let https = HttpsTokens::front(base).await;
+    let tokens = https.provider("app-id", "app-secret", Some("tenant-1"), GRAPH_SCOPE);
+    GraphGroupDirectory::new(reqwest::Client::new(), base, Arc::new(tokens)).unwrap()
 }
 
 #[tokio::test]
 async fn graph_groups_follow_next_links_with_an_app_token_for_the_graph_scope() {
     let (base, state) = fake_graph().await;
-    let directory = graph_directory(&base);
+    let directory = graph_directory(&base).await;
     let groups = directory
         .groups_of("0a1b2c3d-0000-4000-8000-000000000001")
         .await
@@ -156,7 +148,7 @@ async fn graph_groups_follow_next_links_with_an_app_token_for_the_graph_scope() 
 #[tokio::test]
 async fn graph_errors_are_unavailable_refused_or_an_unknown_user_with_no_groups() {
     let (base, state) = fake_graph().await;
-    let directory = graph_directory(&base);
+    let directory = graph_directory(&base).await;
     // Not in the directory: no groups, which grants nothing.
     assert_eq!(directory.groups_of("user-unknown").await.unwrap(), []);
     for id in ["user-throttled", "user-failing"] {
@@ -184,7 +176,7 @@ async fn graph_errors_are_unavailable_refused_or_an_unknown_user_with_no_groups(
 
 #[tokio::test]
 async fn graph_unreachable_is_unavailable() {
-    let directory = graph_directory("http://127.0.0.1:9");
+    let directory = graph_directory("http://127.0.0.1:9").await;
     let err = directory.groups_of("anyone").await.unwrap_err();
     assert!(matches!(err, DirectoryError::Unavailable(_)), "{err}");
 }

@@ -43,6 +43,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PUBLIC_URL: &str = "https://passkey.contoso.example";
@@ -755,6 +756,21 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
             .load(std::sync::atomic::Ordering::SeqCst)
             >= 1
     );
+    // azure_identity's client-secret credential asked in the client-credentials format.
+    let form = world
+        .issuer
+        .state
+        .last_token_form
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("a token request");
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(
+        form.contains("scope=https%3A%2F%2Fapi.botframework.com%2F.default"),
+        "{form}"
+    );
+    assert!(form.contains(&format!("client_id={APP_ID}")), "{form}");
     let lookups = world.connector.member_calls();
     for p in [OLIVIA, RAFAEL] {
         assert!(
@@ -913,6 +929,130 @@ impl Browser {
         assert!(back.status().is_redirection(), "{}", back.status());
         location(&back)
     }
+}
+
+/// App Service's managed identity endpoint (API 2019-08-01): plain http on loopback, as App
+/// Service gives it; answers with the `expires_on` string it sends and records each query and
+/// `X-IDENTITY-HEADER`.
+async fn fake_app_service_identity() -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+    use axum::extract::{RawQuery, State};
+    use axum::http::HeaderMap;
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    async fn token(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        RawQuery(query): RawQuery,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let header = headers
+            .get("x-identity-header")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        seen.lock()
+            .unwrap()
+            .push((query.unwrap_or_default(), header.clone()));
+        if header.as_deref() != Some(IDENTITY_HEADER) {
+            return (axum::http::StatusCode::UNAUTHORIZED, "no identity header").into_response();
+        }
+        let expires_on = (time::OffsetDateTime::now_utc().unix_timestamp() + 3600).to_string();
+        axum::Json(json!({
+            "access_token": MI_TOKEN,
+            "expires_on": expires_on,
+            "resource": "https://api.botframework.com",
+            "token_type": "Bearer",
+        }))
+        .into_response()
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/msi/token", axum::routing::get(token))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+const IDENTITY_HEADER: &str = "app-service-identity-header-for-tests";
+const MI_TOKEN: &str = "connector-token-from-the-managed-identity";
+const USER_ASSIGNED: &str = "5b7c0000-3333-4000-8000-0000000000c3";
+
+/// With `bot.connector_auth = "managed-identity"` the real binary, in production, gets its
+/// Connector token from App Service's identity endpoint (found in `IDENTITY_ENDPOINT` and
+/// `IDENTITY_HEADER`, as App Service sets them), for the user-assigned identity `azure.client_id`
+/// names — the one identity setting — and no app password exists anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bot_answers_with_its_managed_identity_token() {
+    let world = World::start(outside_or_fail()).await;
+    let (endpoint, seen) = fake_app_service_identity().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = world.settings(&dir.path().join("data"), None);
+    env.remove("PASSKEY_BOT__APP_PASSWORD");
+    env.insert(
+        "PASSKEY_BOT__CONNECTOR_AUTH".into(),
+        "managed-identity".into(),
+    );
+    env.insert("PASSKEY_AZURE__CLIENT_ID".into(), USER_ASSIGNED.into());
+    env.insert("IDENTITY_ENDPOINT".into(), endpoint);
+    env.insert("IDENTITY_HEADER".into(), IDENTITY_HEADER.into());
+    for args in [&["migrate"][..], &["admin", "keys", "init"]] {
+        let (code, stdout, stderr) = run(passkey(dir.path(), &env, &world.ca.ca_file).args(args));
+        assert_eq!(code, 0, "{args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+    let served = Served::start(
+        {
+            let mut cmd = passkey(dir.path(), &env, &world.ca.ca_file);
+            cmd.arg("serve");
+            cmd
+        },
+        dir.path().join("serve.log"),
+    );
+    let teams = Teams {
+        world: &world,
+        served: &served,
+        http: reqwest::Client::new(),
+        sent: Default::default(),
+    };
+    let reply = teams.say(OLIVIA, "help").await;
+    assert!(!reply.is_empty(), "a reply");
+    let bearer = format!("Bearer {MI_TOKEN}");
+    let calls = world.connector.calls();
+    assert!(!calls.is_empty());
+    for call in &calls {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(bearer.as_str()),
+            "{}",
+            call.path
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one token, cached: {seen:?}");
+    let (query, header) = &seen[0];
+    assert!(query.contains("api-version=2019-08-01"), "{query}");
+    assert!(
+        query.contains("resource=https%3A%2F%2Fapi.botframework.com"),
+        "the Connector scope as a resource: {query}"
+    );
+    assert!(
+        query.contains(&format!("client_id={USER_ASSIGNED}")),
+        "{query}"
+    );
+    assert_eq!(header.as_deref(), Some(IDENTITY_HEADER));
+    assert_eq!(
+        world
+            .issuer
+            .state
+            .token_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no client-secret request"
+    );
+    let log = served.log();
+    assert!(
+        !log.contains(MI_TOKEN) && !log.contains(IDENTITY_HEADER),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -63,7 +63,8 @@ pub struct IssuerState {
 
 /// The local issuer. Bot Framework metadata at `/bf/.well-known/openidconfiguration`, Entra
 /// metadata at `/entra/{tenant}/v2.0/.well-known/openid-configuration`, tokens at
-/// `/oauth/{tenant}/oauth2/v2.0/token`.
+/// `/{tenant}/oauth2/v2.0/token` (the authority is the bare address, as Entra's is; the
+/// credential reaches it over https, `common::tokens::HttpsTokens`).
 pub struct Issuer {
     pub base: String,
     pub state: Arc<IssuerState>,
@@ -88,7 +89,7 @@ impl Issuer {
                 get(entra_metadata),
             )
             .route("/entra/{tenant}/keys", get(entra_keys))
-            .route("/oauth/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -109,7 +110,7 @@ impl Issuer {
     }
 
     pub fn oauth_authority(&self) -> String {
-        format!("{}/oauth", self.base)
+        self.base.clone()
     }
 
     pub fn key_fetches(&self) -> usize {

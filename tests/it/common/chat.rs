@@ -67,7 +67,7 @@ impl Chat {
             settings.push(("PASSKEY_BOT__TENANT_ID", TENANT));
         }
         let store: Arc<dyn Store> = db.store.clone();
-        let mut chat = Self::serve(connector, store, directory, people, &settings).await;
+        let mut chat = Self::serve(connector, store, directory, people, &settings, |_| {}).await;
         chat._db = Some(db);
         chat
     }
@@ -79,7 +79,17 @@ impl Chat {
         people: Option<Arc<dyn UserDirectory>>,
         extra: &[(&str, &str)],
     ) -> Chat {
-        Self::serve(FakeConnector::start().await, store, None, people, extra).await
+        Self::start_over_configured(store, people, extra, |_| {}).await
+    }
+
+    /// As `start_over`, with `configure` having the last word on the settings.
+    pub async fn start_over_configured(
+        store: Arc<dyn Store>,
+        people: Option<Arc<dyn UserDirectory>>,
+        extra: &[(&str, &str)],
+        configure: impl FnOnce(&mut passkey::config::Settings),
+    ) -> Chat {
+        Self::serve(FakeConnector::start().await, store, None, people, extra, configure).await
     }
 
     async fn serve(
@@ -88,13 +98,16 @@ impl Chat {
         directory: Option<Arc<dyn GroupDirectory>>,
         people: Option<Arc<dyn UserDirectory>>,
         settings: &[(&str, &str)],
+        configure: impl FnOnce(&mut passkey::config::Settings),
     ) -> Chat {
         passkey::demo::load_if_empty(store.as_ref(), t0())
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(dir.path(), settings);
+        configure(&mut settings);
         let server = TestServer::start_with_directories(
-            test_settings(dir.path(), settings),
+            settings,
             store.clone(),
             directory,
             people,

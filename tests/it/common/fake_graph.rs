@@ -5,14 +5,13 @@
 //! `ConsistencyLevel` header on cast member lists, the `teamsApp@odata.bind` body — and answers
 //! 404 for unknown people and groups, 409 for an app already installed, 500 while "down".
 
+use super::tokens::HttpsTokens;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use passkey::bot::connector::{AppCredentials, TokenProvider};
 use passkey::governance::directory::{GRAPH_SCOPE, GraphDirectory};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,6 +46,8 @@ pub struct GraphState {
 pub struct FakeGraph {
     pub base: String,
     pub state: Arc<GraphState>,
+    /// Its token endpoint over TLS, as the client-secret credential reaches it.
+    pub tokens: HttpsTokens,
 }
 
 impl FakeGraph {
@@ -54,7 +55,7 @@ impl FakeGraph {
         let state = Arc::new(GraphState::default());
         state.page_size.store(2, Ordering::SeqCst);
         let app = Router::new()
-            .route("/oauth/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
             .route("/v1.0/users", get(list_users))
             .route("/v1.0/users/{key}", get(get_user))
             .route(
@@ -71,7 +72,12 @@ impl FakeGraph {
         let base = format!("http://{}", listener.local_addr().unwrap());
         *state.base.lock().unwrap() = base.clone();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeGraph { base, state }
+        let tokens = HttpsTokens::front(&base).await;
+        FakeGraph {
+            base,
+            state,
+            tokens,
+        }
     }
 
     /// A person in the directory (mail and UPN may differ).
@@ -108,18 +114,10 @@ impl FakeGraph {
 
     /// The Passkey client for this fake, with a client-credentials token from its endpoint.
     pub fn directory(&self) -> GraphDirectory {
-        let http = reqwest::Client::new();
-        let tokens = TokenProvider::new(
-            AppCredentials {
-                app_id: "app-id".into(),
-                app_password: SecretString::from("app-secret"),
-                authority: format!("{}/oauth", self.base),
-                tenant: "tenant-1".into(),
-                scope: GRAPH_SCOPE.into(),
-            },
-            http.clone(),
-        );
-        GraphDirectory::new(http, &self.base, Arc::new(tokens)).unwrap()
+        let tokens = self
+            .tokens
+            .provider("app-id", "app-secret", Some("tenant-1"), GRAPH_SCOPE);
+        GraphDirectory::new(reqwest::Client::new(), &self.base, Arc::new(tokens)).unwrap()
     }
 }
 

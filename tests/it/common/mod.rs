@@ -17,6 +17,7 @@ pub mod logs;
 pub mod oidc;
 pub mod second_factor;
 pub mod tls;
+pub mod tokens;
 pub mod web;
 
 use passkey::app::App;
