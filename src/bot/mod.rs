@@ -9,13 +9,13 @@ pub mod commands;
 pub mod connector;
 pub mod notify;
 pub mod render;
+pub mod state;
 pub mod turn;
 pub mod views;
 
 use crate::config::{ConnectorAuth, Settings};
 use crate::domain::Clock;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::Store;
 use activity::Activity;
 use auth::{ChannelAuth, ChannelIdentity};
@@ -29,6 +29,7 @@ use connector::{
     AppCredentials, Connector, ConnectorHosts, HttpConnector, ManagedIdentity, RetryPolicy,
     TokenProvider,
 };
+pub use state::BotState;
 use std::sync::Arc;
 
 /// How inbound activities are authenticated.
@@ -142,7 +143,8 @@ impl BotRuntime {
     }
 }
 
-pub fn router() -> Router<AppState> {
+/// The channel's routes, over the bot's own state (the root gives it from `AppState`).
+pub fn router() -> Router<BotState> {
     Router::new().route("/api/messages", post(messages))
 }
 
@@ -151,7 +153,7 @@ pub fn router() -> Router<AppState> {
 /// hangs up (Teams gives up after its timeout) does not cut it off halfway; it finishes, and
 /// marks its activity done.
 async fn messages(
-    State(state): State<AppState>,
+    State(state): State<BotState>,
     VerifiedActivity { activity, identity }: VerifiedActivity,
 ) -> Result<Response, ApiError> {
     let turn = tokio::spawn(async move { turn::handle(&state, &activity, &identity).await });
@@ -174,10 +176,10 @@ pub struct VerifiedActivity {
     pub identity: ChannelIdentity,
 }
 
-impl FromRequest<AppState> for VerifiedActivity {
+impl FromRequest<BotState> for VerifiedActivity {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &BotState) -> Result<Self, Self::Rejection> {
         let dev = matches!(state.bot.auth, ChannelAuthMode::Dev);
         let authorization = req
             .headers()
