@@ -258,6 +258,14 @@ impl App {
         let state = AppState {
             audit,
             directory: people,
+            conversations: Arc::new(crate::governance::conversations::Conversations::new(
+                store.clone(),
+                clock.clone(),
+            )),
+            admin: Arc::new(crate::governance::admin::GovernanceAdmin::new(
+                store.clone(),
+                clock.clone(),
+            )),
             lifecycle,
             notifier,
             otp,

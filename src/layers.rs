@@ -77,6 +77,104 @@ pub fn layer_of(path: &str) -> Option<Layer> {
         .map(|(_, layer)| *layer)
 }
 
+/// The `Store` trait methods (src/store/mod.rs) that only read. Every other method of those
+/// traits writes, and the edges (`bot/`, `web/`) may not call it: what the bot and the web change
+/// goes through a use case (#16). A new store method counts as a write until it is listed here.
+pub const STORE_READS: &[&str] = &[
+    // UserStore
+    "user_by_id",
+    "user_by_aad_object_id",
+    "user_by_email",
+    "users_with_role",
+    "count_users",
+    // VaultStore
+    "folder_by_id",
+    "list_folders",
+    "folder_permissions",
+    "record_by_id",
+    "record_by_uid",
+    "list_records",
+    "records_by_title_prefix",
+    // GovernanceStore
+    "active_policies",
+    "governed_resource_for_record",
+    "governed_resource_by_id",
+    "authority_by_id",
+    "active_authorities",
+    "authority_history",
+    // PermissionStore
+    "cached_permissions",
+    // RequestStore
+    "request_by_id",
+    "requests_for_requester",
+    "requests_in_status",
+    // LeaseStore
+    "approvals_for_request",
+    "issuances_for_request",
+    "outstanding_issuances",
+    "outstanding_issuances_for",
+    "unremovable_shares",
+    "last_job_runs",
+    // AuditStore
+    "audit_events_after",
+    "audit_events_for_request",
+    "audit_head",
+    "checkpoints_from",
+    "last_checkpoint",
+    "public_keys",
+    "recent_probes",
+    "traces_for_request",
+    "trace_by_id",
+    "traces_after",
+    // ConversationStore
+    "conversation",
+    "personal_conversation",
+    "sent_cards_for_request",
+    // SecondFactorStore
+    "phone_number",
+    "totp_enrollment",
+    "challenge_by_id",
+    "last_code_sent_to",
+    "wrong_codes_since",
+    "factor_proof_by_id",
+    "totp_invitation",
+    "sms_credential_faults",
+    // LocalShareStore
+    "local_share",
+    "local_shares",
+    // HealthStore
+    "ping",
+    "migration_state",
+];
+
+/// Use-case methods that share a name with a writing store method: a call to one of these is a
+/// store write only on a receiver named `store` (`GovernanceAdmin::revoke_authority` is the
+/// audited use case over `GovernanceStore::revoke_authority`).
+pub const USE_CASE_HOMONYMS: &[&str] = &["revoke_authority"];
+
+/// The edges the store-write check covers (folders below `src/`).
+pub const EDGES_THAT_NEVER_WRITE: &[&str] = &["bot", "web"];
+
+/// The names of every method of the `Store` traits, read from the source of `store/mod.rs`.
+pub fn store_methods(store_source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_trait = false;
+    for line in code_of(store_source).lines() {
+        if line.starts_with("pub trait ") {
+            in_trait = true;
+        } else if line.starts_with('}') {
+            in_trait = false;
+        } else if in_trait && let Some(rest) = line.trim_start().strip_prefix("async fn ") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// One `crate::…` path in a source file: where it is and what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrateRef {
@@ -84,10 +182,9 @@ pub struct CrateRef {
     pub path: String,
 }
 
-/// Every `crate::` path in `source` outside comments and `#[cfg(test)]` modules (tests may use
-/// fixtures from any layer), grouped imports (`crate::{a, b::c}`) expanded.
-pub fn crate_refs(source: &str) -> Vec<CrateRef> {
-    // Drop comments and everything from a `#[cfg(test)]` module on, keeping line numbers.
+/// `source` without comments and without everything from a `#[cfg(test)]` module on (tests may
+/// use fixtures from any layer, and may write the store), line numbers kept.
+pub fn code_of(source: &str) -> String {
     let mut code = String::new();
     let mut lines = source.lines().peekable();
     while let Some(line) = lines.next() {
@@ -110,6 +207,47 @@ pub fn crate_refs(source: &str) -> Vec<CrateRef> {
         });
         code.push('\n');
     }
+    code
+}
+
+/// Every call `.name(` in `source` (outside comments and `#[cfg(test)]` modules) of a method in
+/// `names`, whitespace and line breaks allowed after the dot: (line, method, receiver), the
+/// receiver being the last identifier before the dot (`store` in `state.store.x(`).
+pub fn method_calls<'a>(source: &str, names: &[&'a str]) -> Vec<(usize, &'a str, String)> {
+    let code = code_of(source);
+    let mut calls = Vec::new();
+    for (i, _) in code.match_indices('.') {
+        let rest = code[i + 1..].trim_start();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let Some(found) = names.iter().find(|n| **n == name) else {
+            continue;
+        };
+        let after = rest[name.len()..].trim_start();
+        if !(after.starts_with('(') || after.starts_with("::<")) {
+            continue;
+        }
+        let before = code[..i].trim_end();
+        let receiver: String = before
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let at = i + 1 + (code[i + 1..].len() - rest.len());
+        calls.push((code[..at].matches('\n').count() + 1, *found, receiver));
+    }
+    calls
+}
+
+/// Every `crate::` path in `source` outside comments and `#[cfg(test)]` modules (tests may use
+/// fixtures from any layer), grouped imports (`crate::{a, b::c}`) expanded.
+pub fn crate_refs(source: &str) -> Vec<CrateRef> {
+    let code = code_of(source);
     let bytes = code.as_bytes();
     let line_at = |i: usize| code[..i].matches('\n').count() + 1;
     let ident_at = |i: usize| -> String {
@@ -244,6 +382,71 @@ mod tests {
             problems.is_empty(),
             "imports that point up a layer (see docs/ARCHITECTURE.md \"## Shape\"):\n{}",
             problems.join("\n")
+        );
+    }
+
+    /// The edge-write check (#16): no file under `src/bot` or `src/web` calls a `Store` method
+    /// that writes (anything not in `STORE_READS`), `append_audit` included. Edges change things
+    /// through use cases (`governance::*`, `otp`), which decide what is audited.
+    #[test]
+    fn edges_never_write_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let methods = store_methods(&std::fs::read_to_string(src.join("store/mod.rs")).unwrap());
+        for read in STORE_READS {
+            assert!(
+                methods.iter().any(|m| m == read),
+                "STORE_READS names `{read}`, which no Store trait has"
+            );
+        }
+        let writes: Vec<&str> = methods
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !STORE_READS.contains(m))
+            .collect();
+        assert!(writes.contains(&"append_audit") && writes.contains(&"upsert_conversation"));
+        let mut problems = Vec::new();
+        for edge in EDGES_THAT_NEVER_WRITE {
+            let mut files = Vec::new();
+            sources(&src.join(edge), &mut files);
+            files.sort();
+            for file in &files {
+                let relative = file
+                    .strip_prefix(&src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let source = std::fs::read_to_string(file).unwrap();
+                for (line, method, receiver) in method_calls(&source, &writes) {
+                    if USE_CASE_HOMONYMS.contains(&method) && !receiver.ends_with("store") {
+                        continue;
+                    }
+                    problems.push(format!(
+                        "src/{relative}:{line}: `{method}` writes the store"
+                    ));
+                }
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "edges write the store; go through a use case (see docs/ARCHITECTURE.md \"## Shape\"):\n{}",
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn finds_method_calls_across_lines_but_not_in_comments_or_tests() {
+        let source = "fn f() {\n    state\n        .store\n        .upsert_user(&u)\n        .await;\n\
+                      // store.append_audit(&e)\n\
+                      let x = y.append_audit_batch(&e);\n\
+                      s.append_audit (&e);\n}\n\
+                      #[cfg(test)]\nmod tests { fn g() { store.upsert_user(&u); } }\n";
+        let calls = method_calls(source, &["upsert_user", "append_audit"]);
+        assert_eq!(
+            calls,
+            vec![
+                (4, "upsert_user", "store".to_string()),
+                (8, "append_audit", "s".to_string())
+            ]
         );
     }
 

@@ -2,8 +2,8 @@
 //! a `governance::admin` use case, and its result (or refusal) becomes a short reply. The caller
 //! has already checked that the sender is an admin.
 
-use crate::governance::admin::{Actor, AdminError, GovernanceAdmin, Grant};
-use crate::state::AppState;
+use super::BotState;
+use crate::governance::admin::{Actor, AdminError, Grant};
 use crate::store::User;
 
 pub const AUTHORITY_USAGE: &str = "**admin authority**\n\
@@ -18,11 +18,11 @@ e.g. `admin role bob@contoso.example APPROVER`";
 
 /// The reply to `admin authority <args…>`.
 pub async fn authority_reply(
-    state: &AppState,
+    state: &BotState,
     admin: &User,
     args: &[String],
 ) -> Result<String, AdminError> {
-    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    let use_cases = &state.admin;
     let actor = Actor::User(Box::new(admin.clone()));
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let Some((sub, rest)) = words.split_first() else {
@@ -76,11 +76,11 @@ e.g. `admin sensitivity payroll-db HIGH holds salary data`";
 /// The reply to `admin sensitivity <record> <LEVEL> <reason…>`. Too few words is a refusal (not
 /// a usage hint), so the card says nothing changed.
 pub async fn sensitivity_reply(
-    state: &AppState,
+    state: &BotState,
     admin: &User,
     args: &[String],
 ) -> Result<String, AdminError> {
-    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    let use_cases = &state.admin;
     match args {
         [record, level, reason @ ..] => Ok(use_cases
             .set_sensitivity(
@@ -97,14 +97,14 @@ pub async fn sensitivity_reply(
 
 /// The reply to `admin role <args…>`.
 pub async fn role_reply(
-    state: &AppState,
+    state: &BotState,
     admin: &User,
     args: &[String],
 ) -> Result<String, AdminError> {
     let [who, role] = args else {
         return Ok(ROLE_USAGE.into());
     };
-    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    let use_cases = &state.admin;
     Ok(use_cases
         .set_role(&Actor::User(Box::new(admin.clone())), who, role)
         .await?
@@ -114,11 +114,11 @@ pub async fn role_reply(
 /// The reply to `admin totp-invite <who>`: whether it went through, and what to tell the admin.
 /// Nothing secret is handed out: the person redeems it on their own signed-in page.
 pub async fn totp_invite_reply(
-    state: &AppState,
+    state: &BotState,
     admin: &User,
     who: &str,
 ) -> Result<(bool, String), crate::error::ApiError> {
-    let use_cases = GovernanceAdmin::new(state.store.clone(), state.clock.clone());
+    let use_cases = &state.admin;
     let person = match use_cases.find_user(who).await {
         Ok(person) => person,
         Err(AdminError::Store(e)) => return Err(e.into()),

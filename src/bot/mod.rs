@@ -9,13 +9,13 @@ pub mod commands;
 pub mod connector;
 pub mod notify;
 pub mod render;
+pub mod state;
 pub mod turn;
 pub mod views;
 
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::Store;
 use activity::Activity;
 use auth::{ChannelAuth, ChannelIdentity};
@@ -26,6 +26,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use connector::{Connector, ConnectorHosts, HttpConnector, RetryPolicy, TokenProvider};
+pub use state::BotState;
 use std::sync::Arc;
 
 /// How inbound activities are authenticated.
@@ -106,7 +107,8 @@ impl BotRuntime {
     }
 }
 
-pub fn router() -> Router<AppState> {
+/// The channel's routes, over the bot's own state (the root gives it from `AppState`).
+pub fn router() -> Router<BotState> {
     Router::new().route("/api/messages", post(messages))
 }
 
@@ -115,7 +117,7 @@ pub fn router() -> Router<AppState> {
 /// hangs up (Teams gives up after its timeout) does not cut it off halfway; it finishes, and
 /// marks its activity done.
 async fn messages(
-    State(state): State<AppState>,
+    State(state): State<BotState>,
     VerifiedActivity { activity, identity }: VerifiedActivity,
 ) -> Result<Response, ApiError> {
     let turn = tokio::spawn(async move { turn::handle(&state, &activity, &identity).await });
@@ -138,10 +140,10 @@ pub struct VerifiedActivity {
     pub identity: ChannelIdentity,
 }
 
-impl FromRequest<AppState> for VerifiedActivity {
+impl FromRequest<BotState> for VerifiedActivity {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &BotState) -> Result<Self, Self::Rejection> {
         let dev = matches!(state.bot.auth, ChannelAuthMode::Dev);
         let authorization = req
             .headers()

@@ -22,6 +22,7 @@ use super::render;
 use crate::bot::activity::OutgoingActivity;
 use crate::cards::{self, ApprovalCard, DecidedCard};
 use crate::domain::{Clock, RequestStatus};
+use crate::governance::conversations::Conversations;
 use crate::governance::directory::UserDirectory;
 use crate::governance::lifecycle::{Lifecycle, Notice, NoticeKind, Notifier};
 use crate::store::{ConversationRef, NewSentCard, Record, Request, Store, User};
@@ -33,6 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct TeamsNotifier {
     store: Arc<dyn Store>,
+    /// Where the chats it opens and the cards it sends are recorded.
+    conversations: Conversations,
     connector: Arc<dyn Connector>,
     clock: Arc<dyn Clock>,
     base_url: String,
@@ -71,6 +74,7 @@ impl TeamsNotifier {
         base_url: String,
     ) -> Self {
         TeamsNotifier {
+            conversations: Conversations::new(store.clone(), clock.clone()),
             store,
             connector,
             clock,
@@ -195,8 +199,8 @@ impl TeamsNotifier {
             })),
             updated_at: self.clock.now(),
         };
-        self.store
-            .upsert_conversation(&chat)
+        self.conversations
+            .remember_conversation(&chat)
             .await
             .map_err(|e| format!("the new conversation was not kept: {e}"))?;
         Ok(chat)
@@ -240,16 +244,17 @@ impl TeamsNotifier {
                 .await
                 .map_err(|e| e.to_string())?;
             if !sent.id.is_empty() {
-                s.record_sent_card(&NewSentCard {
-                    request_id: request.id,
-                    recipient_user_id: Some(user.id),
-                    conversation_id: chat.conversation_id,
-                    activity_id: sent.id,
-                    card_kind: APPROVAL_CARD.into(),
-                    at: self.clock.now(),
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+                self.conversations
+                    .record_card(&NewSentCard {
+                        request_id: request.id,
+                        recipient_user_id: Some(user.id),
+                        conversation_id: chat.conversation_id,
+                        activity_id: sent.id,
+                        card_kind: APPROVAL_CARD.into(),
+                        at: self.clock.now(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             return Ok(());
         }

@@ -3,6 +3,7 @@
 //! are remembered (for proactive messages later), then the activity is dispatched: typed
 //! commands, card actions, installs.
 
+use super::BotState;
 use super::actions::{self, CardAction};
 use super::activity::{Activity, OutgoingActivity};
 use super::admin;
@@ -15,13 +16,13 @@ use super::views;
 use crate::domain::{RequestStatus, Role, Timestamp};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
+use crate::governance::conversations::TeamsPerson;
 use crate::governance::events;
 use crate::governance::identities::{self, AddressSource, DirectoryAnswer, GraphAddresses};
 use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::permissions::DirectoryError;
 use crate::governance::policies;
-use crate::state::AppState;
-use crate::store::{ActivityClaim, ConversationRef, NewSentCard, NewUser, User};
+use crate::store::{ActivityClaim, ConversationRef, NewSentCard, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -61,7 +62,7 @@ pub enum Reply {
 /// and then failed is run again in full: the use cases find their work done and say so (see
 /// "Reliability decisions" in docs/ARCHITECTURE.md).
 pub async fn handle(
-    state: &AppState,
+    state: &BotState,
     activity: &Activity,
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
@@ -71,16 +72,9 @@ pub async fn handle(
     let conversation = activity.conversation.id.as_str();
     let token = uuid::Uuid::new_v4().to_string();
     let lease = Duration::from_secs(state.settings.bot.turn_claim_secs);
-    let now = state.clock.now();
     let claim = state
-        .store
-        .claim_activity(
-            conversation,
-            activity_id,
-            &token,
-            now,
-            lease_end(now, lease),
-        )
+        .conversations
+        .claim_turn(conversation, activity_id, &token, lease)
         .await?;
     match claim {
         ActivityClaim::Claimed => {}
@@ -113,8 +107,8 @@ pub async fn handle(
     match outcome {
         Ok(outcome) => {
             let done = state
-                .store
-                .finish_activity(conversation, activity_id, &token, state.clock.now())
+                .conversations
+                .finish_turn(conversation, activity_id, &token)
                 .await;
             if let Err(e) = done {
                 // The work and the reply are done and the turn answers 200, so Teams does not
@@ -126,8 +120,8 @@ pub async fn handle(
         }
         Err(e) => {
             if let Err(release) = state
-                .store
-                .release_activity(conversation, activity_id, &token)
+                .conversations
+                .release_turn(conversation, activity_id, &token)
                 .await
             {
                 tracing::warn!(error = %release, "activity claim not released; it lapses");
@@ -137,16 +131,10 @@ pub async fn handle(
     }
 }
 
-fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
-    now.plus(time::Duration::seconds(
-        i64::try_from(lease.as_secs()).unwrap_or(i64::MAX),
-    ))
-}
-
 /// Renews the turn's claim every third of its lease for as long as the turn runs (it is dropped
 /// with the turn), so a slow turn is not taken over by a redelivery while it still works.
 async fn keep_claimed(
-    state: &AppState,
+    state: &BotState,
     conversation: &str,
     activity_id: &str,
     token: &str,
@@ -154,10 +142,9 @@ async fn keep_claimed(
 ) -> std::convert::Infallible {
     loop {
         tokio::time::sleep(lease / 3).await;
-        let until = lease_end(state.clock.now(), lease);
         match state
-            .store
-            .renew_activity_claim(conversation, activity_id, token, until)
+            .conversations
+            .renew_turn(conversation, activity_id, token, lease)
             .await
         {
             Ok(true) => {}
@@ -169,7 +156,7 @@ async fn keep_claimed(
 
 /// The turn itself: remember who and where, then dispatch.
 async fn run(
-    state: &AppState,
+    state: &BotState,
     activity: &Activity,
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
@@ -318,7 +305,7 @@ fn target(activity: &Activity) -> ConversationTarget {
 
 /// The person behind a turn. Their row is read only when something needs it (`help` doesn't).
 pub struct Sender<'a> {
-    state: &'a AppState,
+    state: &'a BotState,
     aad_object_id: Option<String>,
     user: OnceCell<Option<User>>,
     /// The activity being answered (`conversation/activity id`), for a use case that must
@@ -328,7 +315,7 @@ pub struct Sender<'a> {
 
 impl<'a> Sender<'a> {
     /// A sender whose row is already at hand.
-    fn known(state: &'a AppState, user: &User) -> Sender<'a> {
+    fn known(state: &'a BotState, user: &User) -> Sender<'a> {
         Sender {
             state,
             aad_object_id: Some(user.aad_object_id.clone()),
@@ -355,7 +342,7 @@ impl<'a> Sender<'a> {
 /// People are keyed by their Entra object id; a newcomer starts as a requester. An unchanged
 /// profile seen moments ago is not written again.
 async fn remember_sender<'a>(
-    state: &'a AppState,
+    state: &'a BotState,
     activity: &Activity,
     now: Timestamp,
 ) -> Result<Sender<'a>, ApiError> {
@@ -392,20 +379,13 @@ async fn remember_sender<'a>(
         });
     }
     let user = state
-        .store
-        .upsert_user(
-            &NewUser {
-                aad_object_id: aad.to_string(),
-                tenant_id: activity.tenant_id().map(String::from),
-                teams_user_id: Some(activity.from.id.clone()),
-                upn: None,
-                email: None,
-                display_name: activity
-                    .from
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| "Teams user".into()),
-                initial_role: Role::Requester,
+        .conversations
+        .remember_person(
+            &TeamsPerson {
+                aad_object_id: aad,
+                tenant_id: activity.tenant_id(),
+                teams_user_id: &activity.from.id,
+                display_name: activity.from.name.as_deref(),
             },
             now,
         )
@@ -424,7 +404,7 @@ async fn remember_sender<'a>(
 /// ACLs can match them. The refreshed row replaces the sender's, so this very turn is decided
 /// with it. A failed lookup never fails the turn: the person keeps what they had.
 async fn refresh_sender_addresses(
-    state: &AppState,
+    state: &BotState,
     activity: &Activity,
     sender: &mut Sender<'_>,
 ) -> Result<(), ApiError> {
@@ -505,7 +485,7 @@ impl AddressSource for ConnectorAddresses<'_> {
 /// Keeps the conversation's address. The service URL here came with a verified activity (or a
 /// loopback one in dev mode) — the only place outbound calls ever take one from.
 async fn remember_conversation(
-    state: &AppState,
+    state: &BotState,
     activity: &Activity,
     sender: &Sender<'_>,
     identity: &ChannelIdentity,
@@ -555,7 +535,10 @@ async fn remember_conversation(
         })),
         updated_at: now,
     };
-    state.store.upsert_conversation(&reference).await?;
+    state
+        .conversations
+        .remember_conversation(&reference)
+        .await?;
     state.bot.recent.remember(key, fingerprint);
     Ok(())
 }
@@ -583,7 +566,7 @@ fn outgoing(reply: Reply) -> (OutgoingActivity, Option<(i64, i64)>) {
 /// Delivers a message's answer. A Connector that is down (still failing after its retries) fails
 /// the turn with 503, so Teams redelivers and the person is answered then; a conversation the bot
 /// cannot reach or a call the Connector refuses would fail again, so those are only logged.
-async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) -> Result<(), ApiError> {
+async fn send_reply(state: &BotState, activity: &Activity, reply: Reply) -> Result<(), ApiError> {
     let (outgoing, status) = outgoing(reply);
     let outgoing = outgoing.addressed_as_reply_to(activity);
     let reply_to = activity.id.as_deref().unwrap_or_default();
@@ -619,7 +602,7 @@ async fn send_reply(state: &AppState, activity: &Activity, reply: Reply) -> Resu
 /// Records a status card the requester can see, so later changes update it in place. A card
 /// that cannot be recorded is only logged: the reply itself was delivered.
 async fn remember_status_card(
-    state: &AppState,
+    state: &BotState,
     conversation_id: &str,
     activity_id: &str,
     request_id: i64,
@@ -636,14 +619,14 @@ async fn remember_status_card(
         card_kind: STATUS_CARD.into(),
         at: state.clock.now(),
     };
-    if let Err(e) = state.store.record_sent_card(&card).await {
+    if let Err(e) = state.conversations.record_card(&card).await {
         tracing::warn!(request_id, error = %e, "status card not recorded");
     }
 }
 
 /// A message in the sender's 1:1 chat: a card's Action.Submit data, or typed text.
 async fn on_message(
-    state: &AppState,
+    state: &BotState,
     sender: &Sender<'_>,
     value: Option<&Value>,
     text: &str,
@@ -685,7 +668,7 @@ const NOT_DELIVERED_PRIVATELY: &str = "Ask me in a personal chat: that answer is
 /// told only where to look, the same words whatever the command. Without one nothing runs: the
 /// sender could not read the outcome, and the group must not.
 async fn answer_privately(
-    state: &AppState,
+    state: &BotState,
     sender: &Sender<'_>,
     value: Option<&Value>,
     text: &str,
@@ -724,7 +707,7 @@ async fn answer_privately(
     }
 }
 
-async fn on_text(state: &AppState, sender: &Sender<'_>, text: &str) -> Result<Reply, ApiError> {
+async fn on_text(state: &BotState, sender: &Sender<'_>, text: &str) -> Result<Reply, ApiError> {
     let command = match commands::parse(text) {
         Ok(c) => c,
         Err(ParseError::Empty) => return Ok(Reply::Card(views::help(sender.user().await?)?)),
@@ -839,7 +822,7 @@ fn ticket_in(reason: &str) -> Option<String> {
 
 /// Runs a use case for the sender, delivers its notices to the others, and answers the sender.
 async fn lifecycle_reply(
-    state: &AppState,
+    state: &BotState,
     sender: &Sender<'_>,
     call: Call,
 ) -> Result<Reply, ApiError> {
@@ -889,7 +872,7 @@ const NO_IDENTITY: &str =
 /// Runs a use case for `user`; on success delivers its notices to the others and updates the
 /// copies of cards about the request. A refusal is the inner error; a database failure the outer.
 async fn run_call(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     call: Call,
 ) -> Result<Result<crate::governance::lifecycle::Change, LifecycleError>, ApiError> {
@@ -959,7 +942,7 @@ async fn run_call(
 /// card — the decided card, or, for a click that came after the decision, the decided card with
 /// "already decided by X at T". Never an error card and never a second decision.
 async fn card_decision(
-    state: &AppState,
+    state: &BotState,
     sender: &Sender<'_>,
     request_id: i64,
     call: Call,
@@ -980,7 +963,7 @@ async fn card_decision(
 /// the approval card (buttons only for someone who has not decided and is not the requester; the
 /// policy still decides on the tap), or the decided card.
 async fn card_view(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     request_id: i64,
     stale: bool,
@@ -993,7 +976,7 @@ async fn card_view(
 
 /// The request, or the reply for someone who may not see it.
 async fn visible(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     request_id: i64,
 ) -> Result<Result<crate::store::Request, Reply>, ApiError> {
@@ -1009,7 +992,7 @@ async fn visible(
 }
 
 async fn request_card(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     request: crate::store::Request,
     stale: bool,
@@ -1051,7 +1034,7 @@ async fn request_card(
 }
 
 async fn on_card_action(
-    state: &AppState,
+    state: &BotState,
     sender: &Sender<'_>,
     action: CardAction,
 ) -> Result<Reply, ApiError> {
@@ -1112,7 +1095,7 @@ async fn on_card_action(
 /// request id: the approval or decided card; "status": the requester's status card), or one of
 /// the lists and forms the other cards link to.
 async fn refresh(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     request_id: Option<i64>,
     view: Option<&str>,
@@ -1158,7 +1141,7 @@ async fn refresh(
 }
 
 async fn admin_reply_for(
-    state: &AppState,
+    state: &BotState,
     user: Option<&User>,
     command: AdminCommand,
 ) -> Result<Reply, ApiError> {

@@ -2,7 +2,7 @@
 //! The same functions answer typed commands, card buttons and `refresh` invokes, so a card looks
 //! the same however it was asked for.
 
-use super::ChannelAuthMode;
+use super::{BotState, ChannelAuthMode};
 use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
     PendingItem, RecordSearchCard, RequestFormCard, RequestStatusCard, TriageItem, TriageQueueCard,
@@ -10,7 +10,6 @@ use crate::cards::{
 use crate::domain::RequestStatus;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{LifecycleError, Standing};
-use crate::state::AppState;
 use crate::store::{Record, Request, Store, User};
 use serde_json::Value;
 
@@ -37,7 +36,7 @@ pub fn welcome(display_name: Option<&str>) -> Result<Value, ApiError> {
 /// ACL entries, their Entra groups; admins: every folder) — and whether that list may be short
 /// because their groups could not be read.
 async fn requestable_records(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     search: Option<&str>,
 ) -> Result<(Vec<Record>, bool), ApiError> {
@@ -62,7 +61,7 @@ const GROUPS_UNREAD: &str = "Your group memberships could not be checked just no
 
 /// `records [SEARCH]`.
 pub async fn records(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     search: Option<&str>,
 ) -> Result<Value, ApiError> {
@@ -77,7 +76,7 @@ pub async fn records(
 /// The request form: the records the person may request, durations up to the longest lease the
 /// policy allows for any of them (the policy still caps each request by its record's sensitivity).
 pub async fn request_form(
-    state: &AppState,
+    state: &BotState,
     user: &User,
     record: Option<&str>,
     problem: Option<&str>,
@@ -121,7 +120,7 @@ pub async fn request_status(
 }
 
 /// `my requests`: the latest requests with Release / Extend where they apply.
-pub async fn my_requests(state: &AppState, user: &User) -> Result<Value, ApiError> {
+pub async fn my_requests(state: &BotState, user: &User) -> Result<Value, ApiError> {
     let requests = state
         .store
         .requests_for_requester(user.id, MY_REQUESTS_LIMIT)
@@ -144,7 +143,7 @@ pub async fn my_requests(state: &AppState, user: &User) -> Result<Value, ApiErro
 /// `pending`: requests waiting for a decision that this person approves — by the same rule
 /// that decides who may see a request (`Lifecycle::standing`), so the list shows nobody a
 /// request they could not open. The policy decides again on the tap.
-pub async fn pending(state: &AppState, user: &User) -> Result<Value, ApiError> {
+pub async fn pending(state: &BotState, user: &User) -> Result<Value, ApiError> {
     let waiting = state
         .store
         .requests_in_status(
@@ -178,7 +177,7 @@ async fn display_name(store: &dyn Store, user_id: i64) -> Result<String, ApiErro
 }
 
 /// `admin triage`: requests waiting for an admin, oldest first.
-pub async fn triage_queue(state: &AppState) -> Result<Value, ApiError> {
+pub async fn triage_queue(state: &BotState) -> Result<Value, ApiError> {
     let queue = state
         .lifecycle
         .triage_queue(25)
@@ -200,7 +199,7 @@ pub async fn triage_queue(state: &AppState) -> Result<Value, ApiError> {
 
 /// Shares whose removal kept failing ([`crate::jobs::REVOKE_ATTEMPTS_BEFORE_ALERT`] tries or
 /// more): their links may still open. A count and the requests (never a share id or URL).
-async fn unremovable_shares_check(state: &AppState) -> HealthCheck {
+async fn unremovable_shares_check(state: &BotState) -> HealthCheck {
     const LISTED: i64 = 10;
     let name = "Share removal";
     match state
@@ -240,7 +239,7 @@ async fn unremovable_shares_check(state: &AppState) -> HealthCheck {
 /// and its migrations are right, and the last run of each scheduled job.
 /// Whether texted codes go out: the SMS provider refusing Passkey's credentials is recorded by
 /// the send it refused and cleared by the next one that goes through (#21.6).
-async fn sms_check(state: &AppState) -> HealthCheck {
+async fn sms_check(state: &BotState) -> HealthCheck {
     let provider = crate::config::spelling(&state.settings.otp.sms_provider);
     match state.store.sms_credential_faults().await {
         Ok(faults) => match faults.iter().find(|f| f.provider == provider) {
@@ -266,7 +265,7 @@ async fn sms_check(state: &AppState) -> HealthCheck {
     }
 }
 
-pub async fn admin_health(state: &AppState) -> Result<Value, ApiError> {
+pub async fn admin_health(state: &BotState) -> Result<Value, ApiError> {
     let settings = &state.settings;
     let db = state.store.ping().await;
     let migrations = state.store.migration_state().await;

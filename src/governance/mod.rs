@@ -6,9 +6,12 @@
 //! - [`directory`]: people and groups behind EMAIL and GROUP approvers (Microsoft Graph), and
 //!   installing the Teams app for people the bot has never talked to.
 //! - [`admin`]: the admin's authority and role changes, each audited.
+//! - [`conversations`]: what the bot keeps about whom it talks to and where (turn claims,
+//!   people, conversation addresses, sent cards).
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
 
 pub mod admin;
+pub mod conversations;
 pub mod directory;
 pub mod events;
 pub mod identities;

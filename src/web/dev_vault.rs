@@ -5,7 +5,7 @@
 //! POST needs no cookie or CSRF token. Pages are never cached, send no referrer, and run no script.
 
 use super::html::escape;
-use crate::state::AppState;
+use super::state::DevVaultState;
 use crate::vault::local::Opened;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -13,13 +13,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<DevVaultState> {
     Router::new().route("/dev-vault/share/{key}", get(look).post(open))
 }
 
 /// GET (and HEAD): what the link holds, without using it up. The record's title stays off this
 /// page too: a preview shows nothing of the record.
-async fn look(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+async fn look(State(state): State<DevVaultState>, Path(key): Path<String>) -> Response {
     let Some(vault) = state.local_vault.as_ref() else {
         return crate::error::ApiError::NotFound.into_response();
     };
@@ -38,7 +38,7 @@ async fn look(State(state): State<AppState>, Path(key): Path<String>) -> Respons
 }
 
 /// POST (the button): shows the secret to the first caller, and "already used" after.
-async fn open(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+async fn open(State(state): State<DevVaultState>, Path(key): Path<String>) -> Response {
     let Some(vault) = state.local_vault.as_ref() else {
         return crate::error::ApiError::NotFound.into_response();
     };

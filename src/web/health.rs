@@ -1,6 +1,6 @@
 //! Liveness and readiness. Neither says anything about configuration or secrets.
 
-use crate::state::AppState;
+use super::state::HealthState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<HealthState> {
     Router::new()
         .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
@@ -23,7 +23,7 @@ async fn liveness() -> impl IntoResponse {
 /// job of this instance is crashing (a job whose last run panicked makes the instance
 /// `degraded`, 503: a lease-expiry loop that keeps dying must be noticed by the orchestrator and
 /// by ops, not found later in a log).
-async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
+async fn readiness(State(state): State<HealthState>) -> impl IntoResponse {
     let kind = state.store.kind();
     let reachable = state.store.ping().await.is_ok();
     let migrations = if reachable {

@@ -19,11 +19,11 @@
 use super::html::{escape, message, page};
 use super::rate_limit::Refused;
 use super::session::{CheckedPost, SignedInUser};
+use super::state::IssuePageState;
 use crate::error::ApiError;
 use crate::governance::events;
 use crate::governance::lifecycle::{ClientInfo, LifecycleError, Retrieved, actor};
 use crate::otp::{ChallengeStarted, FactorProofInput, OtpError};
-use crate::state::AppState;
 use crate::store::{Request, User};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -42,7 +42,7 @@ const PASSKEY_CSS: &str = include_str!("static/passkey.css");
 /// The Teams app's colour icon (192×192 PNG, 2 KB): the browser tab shows the same mark as Teams.
 const FAVICON_PNG: &[u8] = include_bytes!("../../manifest/color.png");
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<IssuePageState> {
     Router::new()
         .route("/", get(home))
         .route("/requests/{id}/issue", get(issue_page))
@@ -103,12 +103,12 @@ pub struct Client {
     pub user_agent: Option<String>,
 }
 
-impl FromRequestParts<AppState> for Client {
+impl FromRequestParts<IssuePageState> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &IssuePageState,
     ) -> Result<Self, Self::Rejection> {
         Ok(Client {
             ip: state.web.client_ip(&parts.headers, &parts.extensions),
@@ -132,7 +132,7 @@ impl Client {
 
 /// `GET /requests/{id}/issue`: the requester's page; anyone else is told it is not theirs.
 async fn issue_page(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     Path(id): Path<i64>,
     signed_in: SignedInUser,
 ) -> Response {
@@ -191,7 +191,7 @@ async fn issue_page(
 }
 
 fn render_page(
-    state: &AppState,
+    state: &IssuePageState,
     user: &User,
     request: &Request,
     title: &str,
@@ -298,7 +298,7 @@ fn render_page(
 /// Spends one call from the person's and the address's allowance, or refuses with 429 (the
 /// first refusal of a run is audited).
 async fn rate_limit(
-    state: &AppState,
+    state: &IssuePageState,
     user: &User,
     request_id: Option<i64>,
     client: &Client,
@@ -352,7 +352,7 @@ pub fn lifecycle_error(e: LifecycleError) -> ApiError {
 /// `POST /api/requests/{id}/issuance-token` → `{token, expires_at, retrievals_left}`: the token
 /// exists in this response and the page's memory only.
 async fn mint_token(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     Path(id): Path<i64>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
@@ -380,7 +380,7 @@ struct ExchangeBody {
 /// `POST /api/requests/{id}/issue {token}` → the share, or — when the request needs a second
 /// factor — a challenge bound to this token: `{challenge_id, channel, destination_hint, …}`.
 async fn exchange(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     Path(id): Path<i64>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
@@ -426,7 +426,7 @@ struct VerifyBody {
 /// `POST /api/requests/{id}/issue/verify {challenge_id, code}` → the share. A right code uses the
 /// challenge up and then the token it was bound to; a wrong one says how many tries are left.
 async fn verify(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     Path(id): Path<i64>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
@@ -460,7 +460,7 @@ struct ResendBody {
 
 /// `POST /api/requests/{id}/issue/resend {challenge_id}` → the challenge with a fresh code sent.
 async fn resend(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     Path(id): Path<i64>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
@@ -484,7 +484,7 @@ struct FactorChangeBody {
 /// `POST /api/totp/proof {change: "ENROLL"|"REMOVE"}` → `{proof_id, destination_hint, expires_at}`:
 /// a code texted to the number on file, the proof a change to the authenticator app needs.
 async fn begin_factor_change(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
     Json(body): Json<FactorChangeBody>,
@@ -524,7 +524,7 @@ impl ProofBody {
 /// `POST /api/totp/enroll {proof_id, code} | {invitation: true}` → `{qr, key_uri}`: the new
 /// authenticator secret, shown once.
 async fn enroll_totp(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
     Json(body): Json<ProofBody>,
@@ -555,7 +555,7 @@ struct ConfirmBody {
 
 /// `POST /api/totp/confirm {code}`: the first code from the app confirms the enrollment.
 async fn confirm_totp(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
     Json(body): Json<ConfirmBody>,
@@ -574,7 +574,7 @@ async fn confirm_totp(
 /// `POST /api/totp/remove {proof_id, code}` → `{removed}`: the person's own app goes, with a code
 /// texted to the number on file as proof.
 async fn remove_totp(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     CheckedPost(signed_in): CheckedPost,
     client: Client,
     Json(body): Json<ProofBody>,

@@ -1,5 +1,7 @@
-//! The HTTP edge: routes, middleware, health. Handlers are thin: they parse, call a use case or
-//! the store, and map errors through [`ApiError`](crate::error::ApiError).
+//! The HTTP edge: routes, middleware, health. Handlers are thin: they parse, call a use case (or
+//! read the store; they never write it), and map errors through
+//! [`ApiError`](crate::error::ApiError). Each group of routes takes its own sub-state
+//! ([`state`]), given from `AppState` by `FromRef`.
 
 mod dev_vault;
 pub mod forwarded;
@@ -10,15 +12,18 @@ pub mod oidc;
 pub mod rate_limit;
 pub mod session;
 pub mod signin;
+pub mod state;
 
+use crate::bot::BotState;
 use crate::config::{Profile, Settings};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::Response;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -26,21 +31,22 @@ use tower_http::trace::TraceLayer;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole application router, with every route and layer.
+/// The whole application router, with every route and layer. Each group of routes gets its own
+/// sub-state from `state` (`FromRef`), not the whole of it.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
+    let pages = state::IssuePageState::from_ref(&state);
     Router::new()
-        .merge(health::router())
-        .merge(crate::bot::router())
-        .merge(dev_vault::router())
-        .merge(signin::router())
-        .merge(issue::router())
+        .merge(health::router().with_state(state::HealthState::from_ref(&state)))
+        .merge(crate::bot::router().with_state(BotState::from_ref(&state)))
+        .merge(dev_vault::router().with_state(state::DevVaultState::from_ref(&state)))
+        .merge(signin::router().with_state(pages.clone()))
+        .merge(issue::router().with_state(pages))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::map_response_with_state(
-            state.clone(),
+            state.web.clone(),
             security_headers,
         ))
-        .with_state(state)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
@@ -156,7 +162,7 @@ fn origin_of(url: &str) -> String {
 
 /// Every response: no caching, no referrer, no sniffing, the strict CSP (unless the handler set
 /// its own), and HSTS outside dev.
-async fn security_headers(State(state): State<AppState>, mut response: Response) -> Response {
+async fn security_headers(State(web): State<Arc<WebState>>, mut response: Response) -> Response {
     let h = response.headers_mut();
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -169,8 +175,8 @@ async fn security_headers(State(state): State<AppState>, mut response: Response)
         HeaderValue::from_static("nosniff"),
     );
     h.entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(state.web.csp.clone());
-    if state.web.hsts {
+        .or_insert(web.csp.clone());
+    if web.hsts {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),

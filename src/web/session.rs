@@ -6,10 +6,10 @@
 //! this browser (the session lapses within `web.session_ttl_secs` everywhere else).
 
 use super::WebState;
+use super::state::IssuePageState;
 use crate::config::Settings;
 use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::User;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -242,12 +242,12 @@ impl IntoResponse for SignInRequired {
     }
 }
 
-impl FromRequestParts<AppState> for SignedInUser {
+impl FromRequestParts<IssuePageState> for SignedInUser {
     type Rejection = SignInRequired;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &IssuePageState,
     ) -> Result<Self, Self::Rejection> {
         let path = parts.uri.path();
         let refused = || {
@@ -278,12 +278,12 @@ impl FromRequestParts<AppState> for SignedInUser {
 /// is 403 and changes nothing.
 pub struct CheckedPost(pub SignedInUser);
 
-impl FromRequestParts<AppState> for CheckedPost {
+impl FromRequestParts<IssuePageState> for CheckedPost {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &IssuePageState,
     ) -> Result<Self, Self::Rejection> {
         let signed_in = SignedInUser::from_request_parts(parts, state)
             .await

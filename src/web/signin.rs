@@ -8,11 +8,11 @@ use super::session::{
     self, FLOW_TTL_SECS, SignInFlow, SignedInUser, clear_cookie, cookie, flow_cookie_name,
     random_token, safe_next, same_text, session_cookie_name, set_cookie, start_session,
 };
+use super::state::IssuePageState;
 use crate::config::Profile;
 use crate::domain::Role;
 use crate::error::ApiError;
 use crate::governance::events;
-use crate::state::AppState;
 use crate::store::User;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::{Router, http::request::Parts};
 use serde::Deserialize;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<IssuePageState> {
     Router::new()
         .route("/signin", get(start))
         .route("/signin/dev", post(dev_sign_in))
@@ -35,7 +35,11 @@ struct Next {
 }
 
 /// `GET /signin?next=/requests/7/issue`: off to Entra, or the dev page.
-async fn start(State(state): State<AppState>, Query(q): Query<Next>, parts: Parts) -> Response {
+async fn start(
+    State(state): State<IssuePageState>,
+    Query(q): Query<Next>,
+    parts: Parts,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     let web = &state.web;
     let now = state.clock.now();
@@ -80,8 +84,8 @@ async fn start(State(state): State<AppState>, Query(q): Query<Next>, parts: Part
 }
 
 /// The dev sign-in page is for this machine only: dev profile, no Entra configured, loopback peer.
-fn dev_sign_in_allowed(state: &AppState, parts: &Parts) -> bool {
-    state.settings.profile == Profile::Dev
+fn dev_sign_in_allowed(state: &IssuePageState, parts: &Parts) -> bool {
+    state.profile == Profile::Dev
         && state.web.oidc.is_none()
         && parts
             .extensions
@@ -89,7 +93,7 @@ fn dev_sign_in_allowed(state: &AppState, parts: &Parts) -> bool {
             .is_some_and(|c| c.0.ip().is_loopback())
 }
 
-async fn people(state: &AppState) -> Result<Vec<User>, ApiError> {
+async fn people(state: &IssuePageState) -> Result<Vec<User>, ApiError> {
     let mut all = Vec::new();
     for role in [Role::Requester, Role::Approver, Role::Admin] {
         all.extend(state.store.users_with_role(role).await?);
@@ -98,7 +102,7 @@ async fn people(state: &AppState) -> Result<Vec<User>, ApiError> {
     Ok(all)
 }
 
-async fn dev_page(state: &AppState, parts: &Parts, flow: SignInFlow) -> Response {
+async fn dev_page(state: &IssuePageState, parts: &Parts, flow: SignInFlow) -> Response {
     if !dev_sign_in_allowed(state, parts) {
         return message(
             StatusCode::FORBIDDEN,
@@ -159,7 +163,7 @@ struct DevSignIn {
 
 /// `POST /signin/dev`: the form's CSRF value must match the flow cookie the page set.
 async fn dev_sign_in(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     parts: Parts,
     Form(form): Form<DevSignIn>,
 ) -> Response {
@@ -200,7 +204,7 @@ async fn dev_sign_in(
 
 /// Writes the audit event, sets the session cookie, drops the flow cookie, and goes on.
 async fn signed_in(
-    state: &AppState,
+    state: &IssuePageState,
     user: &User,
     method: &str,
     tid: Option<&str>,
@@ -238,7 +242,7 @@ struct Callback {
 
 /// `GET /signin/callback?code&state`: back from Entra.
 async fn callback(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     headers: HeaderMap,
     Query(q): Query<Callback>,
 ) -> Response {
@@ -301,7 +305,7 @@ async fn callback(
     signed_in(&state, &user, "entra", Some(&identity.tid), &next).await
 }
 
-async fn refuse(state: &AppState, oid: Option<&str>, reason: &str, next: &str) -> Response {
+async fn refuse(state: &IssuePageState, oid: Option<&str>, reason: &str, next: &str) -> Response {
     let actor = oid.map_or_else(|| "anonymous".to_string(), |o| format!("aad:{o}"));
     if let Err(e) =
         events::sign_in_refused(state.store.as_ref(), actor, reason, state.clock.now()).await
@@ -342,7 +346,7 @@ struct SignOut {
 
 /// `POST /signout`: forgets the session cookie in this browser.
 async fn sign_out(
-    State(state): State<AppState>,
+    State(state): State<IssuePageState>,
     signed_in: SignedInUser,
     headers: HeaderMap,
     Form(form): Form<SignOut>,

@@ -594,7 +594,7 @@ async fn a_job_that_panics_is_restarted_reported_and_admins_alerted_once(db: Db)
     assert_eq!(body["database"]["reachable"], true);
     let live = reqwest::get(server.url("/healthz")).await.unwrap();
     assert_eq!(live.status().as_u16(), 200, "liveness stays up");
-    let card = passkey::bot::views::admin_health(&state)
+    let card = passkey::bot::views::admin_health(&bot_state(&state))
         .await
         .unwrap()
         .to_string();
@@ -606,7 +606,7 @@ async fn a_job_that_panics_is_restarted_reported_and_admins_alerted_once(db: Db)
     // Restarted with backoff (1 s, then 2 s): the third run finishes and readiness comes back.
     let body = wait_for_readiness(&server, 200, 15).await;
     assert_eq!(body["status"], "ready");
-    let card = passkey::bot::views::admin_health(&state)
+    let card = passkey::bot::views::admin_health(&bot_state(&state))
         .await
         .unwrap()
         .to_string();
@@ -674,4 +674,10 @@ async fn a_failed_job_logs_its_error_in_plain_words(db: Db) {
         assert!(!line.contains("Some("), "{format}: {line}");
         assert!(!line.contains("[REDACTED]"), "{format}: {line}");
     }
+}
+
+/// The bot's part of the application state, as `/api/messages` is given it.
+fn bot_state(state: &passkey::app::AppState) -> passkey::bot::BotState {
+    use axum::extract::FromRef;
+    passkey::bot::BotState::from_ref(state)
 }

@@ -1,0 +1,132 @@
+//! What the bot keeps about whom it talks to and where, so it can answer once and write later:
+//! each inbound activity claimed for one turn (redeliveries recognised), the people who write to
+//! it (keyed by their Entra object id; a newcomer starts as a requester), the conversations'
+//! addresses (for proactive messages), and the cards it sent about a request (updated in place
+//! when the request changes). The bot and the notifier record these facts here, never in the
+//! store themselves (#16: edges never write the store).
+
+use crate::domain::{Clock, Role, Timestamp};
+use crate::store::{
+    ActivityClaim, ConversationRef, NewSentCard, NewUser, SentCard, Store, StoreResult, User,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A person as a Teams activity names them (the sender).
+pub struct TeamsPerson<'a> {
+    pub aad_object_id: &'a str,
+    pub tenant_id: Option<&'a str>,
+    /// Their Teams user id (`29:…`).
+    pub teams_user_id: &'a str,
+    pub display_name: Option<&'a str>,
+}
+
+pub struct Conversations {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Conversations {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Conversations { store, clock }
+    }
+
+    /// Claims an inbound activity for the turn holding `token`, for `lease` from now (see
+    /// `ConversationStore::claim_activity`).
+    pub async fn claim_turn(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> StoreResult<ActivityClaim> {
+        let now = self.clock.now();
+        self.store
+            .claim_activity(
+                conversation_id,
+                activity_id,
+                token,
+                now,
+                lease_end(now, lease),
+            )
+            .await
+    }
+
+    /// Extends the turn's claim to `lease` from now; false when the turn holds it no longer.
+    pub async fn renew_turn(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let until = lease_end(self.clock.now(), lease);
+        self.store
+            .renew_activity_claim(conversation_id, activity_id, token, until)
+            .await
+    }
+
+    /// The turn succeeded: redeliveries of its activity are answered as done.
+    pub async fn finish_turn(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+    ) -> StoreResult<()> {
+        self.store
+            .finish_activity(conversation_id, activity_id, token, self.clock.now())
+            .await
+    }
+
+    /// The turn failed: its claim is dropped, so a redelivery runs it again.
+    pub async fn release_turn(
+        &self,
+        conversation_id: &str,
+        activity_id: &str,
+        token: &str,
+    ) -> StoreResult<()> {
+        self.store
+            .release_activity(conversation_id, activity_id, token)
+            .await
+    }
+
+    /// Keeps the sender's Teams profile; someone seen for the first time is a requester. A stored
+    /// role is never changed here (role changes are audited use cases).
+    pub async fn remember_person(
+        &self,
+        person: &TeamsPerson<'_>,
+        at: Timestamp,
+    ) -> StoreResult<User> {
+        self.store
+            .upsert_user(
+                &NewUser {
+                    aad_object_id: person.aad_object_id.to_string(),
+                    tenant_id: person.tenant_id.map(String::from),
+                    teams_user_id: Some(person.teams_user_id.to_string()),
+                    upn: None,
+                    email: None,
+                    display_name: person.display_name.unwrap_or("Teams user").to_string(),
+                    initial_role: Role::Requester,
+                },
+                at,
+            )
+            .await
+    }
+
+    /// Keeps a conversation's address (its service URL came with a verified activity, or from
+    /// the configured Connector when the bot opened the chat itself).
+    pub async fn remember_conversation(&self, reference: &ConversationRef) -> StoreResult<()> {
+        self.store.upsert_conversation(reference).await
+    }
+
+    /// Records a card sent about a request, so later changes update it in place.
+    pub async fn record_card(&self, card: &NewSentCard) -> StoreResult<SentCard> {
+        self.store.record_sent_card(card).await
+    }
+}
+
+fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
+    now.plus(time::Duration::seconds(
+        i64::try_from(lease.as_secs()).unwrap_or(i64::MAX),
+    ))
+}
