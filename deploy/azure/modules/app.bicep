@@ -89,47 +89,149 @@ var appName = '${namePrefix}-app'
 var publicUrl = 'https://${appName}.${environment.properties.defaultDomain}'
 
 var baseEnv = [
-  { name: 'PASSKEY_PROFILE', value: 'production' }
-  { name: 'PASSKEY_BIND', value: '0.0.0.0:3978' }
-  { name: 'PASSKEY_PUBLIC_URL', value: publicUrl }
-  { name: 'PASSKEY_DATA_DIR', value: '/var/lib/passkey' }
-  { name: 'PASSKEY_DEMO_DATA', value: 'false' }
-  { name: 'PASSKEY_DATABASE_URL', value: 'kv:DATABASE-URL' }
+  {
+    name: 'PASSKEY_PROFILE'
+    value: 'production'
+  }
+  {
+    name: 'PASSKEY_BIND'
+    value: '0.0.0.0:3978'
+  }
+  {
+    name: 'PASSKEY_PUBLIC_URL'
+    value: publicUrl
+  }
+  {
+    name: 'PASSKEY_DATA_DIR'
+    value: '/var/lib/passkey'
+  }
+  {
+    name: 'PASSKEY_DEMO_DATA'
+    value: 'false'
+  }
+  {
+    name: 'PASSKEY_DATABASE_URL'
+    value: 'kv:DATABASE-URL'
+  }
   // The bot is the app identity (Azure Bot with msaAppType UserAssignedMSI): no app password.
-  { name: 'PASSKEY_BOT__APP_ID', value: appClientId }
-  { name: 'PASSKEY_BOT__TENANT_ID', value: tenantId }
-  { name: 'PASSKEY_BOT__ALLOWED_TENANTS', value: allowedTenants }
-  { name: 'PASSKEY_BOT__CONNECTOR_AUTH', value: 'managed-identity' }
-  { name: 'PASSKEY_BOT__MANAGED_IDENTITY_CLIENT_ID', value: appClientId }
-  { name: 'PASSKEY_GRAPH__ENABLED', value: graphEnabled ? 'true' : 'false' }
-  { name: 'PASSKEY_AZURE__CREDENTIAL', value: 'managed-identity' }
-  { name: 'PASSKEY_AZURE__CLIENT_ID', value: appClientId }
-  { name: 'PASSKEY_AZURE__KEY_VAULT_URL', value: keyVaultUri }
-  { name: 'PASSKEY_CRYPTO__KEY_WRAPPER', value: 'key-vault' }
-  { name: 'PASSKEY_CRYPTO__KEY_VAULT_KEY', value: wrapKeyName }
-  { name: 'PASSKEY_AUDIT__SIGNER', value: 'key-vault' }
-  { name: 'PASSKEY_AUDIT__KEY_VAULT_KEY', value: auditKeyName }
-  { name: 'PASSKEY_WEB__SESSION_KEY', value: 'kv:WEB-SESSION-KEY' }
-  { name: 'PASSKEY_WEB__OIDC__CLIENT_ID', value: webClientId }
-  { name: 'PASSKEY_WEB__OIDC__CLIENT_SECRET', value: 'kv:WEB-CLIENT-SECRET' }
-  { name: 'PASSKEY_WEB__OIDC__TENANT_ID', value: tenantId }
+  {
+    name: 'PASSKEY_BOT__APP_ID'
+    value: appClientId
+  }
+  {
+    name: 'PASSKEY_BOT__TENANT_ID'
+    value: tenantId
+  }
+  {
+    name: 'PASSKEY_BOT__ALLOWED_TENANTS'
+    value: allowedTenants
+  }
+  {
+    name: 'PASSKEY_BOT__CONNECTOR_AUTH'
+    value: 'managed-identity'
+  }
+  {
+    name: 'PASSKEY_BOT__MANAGED_IDENTITY_CLIENT_ID'
+    value: appClientId
+  }
+  {
+    name: 'PASSKEY_GRAPH__ENABLED'
+    value: graphEnabled ? 'true' : 'false'
+  }
+  {
+    name: 'PASSKEY_AZURE__CREDENTIAL'
+    value: 'managed-identity'
+  }
+  {
+    name: 'PASSKEY_AZURE__CLIENT_ID'
+    value: appClientId
+  }
+  {
+    name: 'PASSKEY_AZURE__KEY_VAULT_URL'
+    value: keyVaultUri
+  }
+  {
+    name: 'PASSKEY_CRYPTO__KEY_WRAPPER'
+    value: 'key-vault'
+  }
+  {
+    name: 'PASSKEY_CRYPTO__KEY_VAULT_KEY'
+    value: wrapKeyName
+  }
+  {
+    name: 'PASSKEY_AUDIT__SIGNER'
+    value: 'key-vault'
+  }
+  {
+    name: 'PASSKEY_AUDIT__KEY_VAULT_KEY'
+    value: auditKeyName
+  }
+  {
+    name: 'PASSKEY_WEB__SESSION_KEY'
+    value: 'kv:WEB-SESSION-KEY'
+  }
+  {
+    name: 'PASSKEY_WEB__OIDC__CLIENT_ID'
+    value: webClientId
+  }
+  {
+    name: 'PASSKEY_WEB__OIDC__CLIENT_SECRET'
+    value: 'kv:WEB-CLIENT-SECRET'
+  }
+  {
+    name: 'PASSKEY_WEB__OIDC__TENANT_ID'
+    value: tenantId
+  }
   // Container Apps' ingress (one proxy) appends the client address to X-Forwarded-For, and the
   // app is reachable through it alone.
-  { name: 'PASSKEY_WEB__TRUST_FORWARDED_FOR', value: 'true' }
-  { name: 'PASSKEY_WEB__FORWARDED_FOR_HOPS', value: '1' }
-  { name: 'PASSKEY_VAULT__BACKEND', value: 'commander-service' }
-  { name: 'PASSKEY_VAULT__COMMANDER_URL', value: commanderUrl }
-  { name: 'PASSKEY_VAULT__COMMANDER_API_KEY', value: 'kv:COMMANDER-API-KEY' }
-  { name: 'PASSKEY_OTP__SMS_PROVIDER', value: smsProvider }
-  { name: 'PASSKEY_OTP__SMS_FROM', value: smsFrom }
+  {
+    name: 'PASSKEY_WEB__TRUST_FORWARDED_FOR'
+    value: 'true'
+  }
+  {
+    name: 'PASSKEY_WEB__FORWARDED_FOR_HOPS'
+    value: '1'
+  }
+  {
+    name: 'PASSKEY_VAULT__BACKEND'
+    value: 'commander-service'
+  }
+  {
+    name: 'PASSKEY_VAULT__COMMANDER_URL'
+    value: commanderUrl
+  }
+  {
+    name: 'PASSKEY_VAULT__COMMANDER_API_KEY'
+    value: 'kv:COMMANDER-API-KEY'
+  }
+  {
+    name: 'PASSKEY_OTP__SMS_PROVIDER'
+    value: smsProvider
+  }
+  {
+    name: 'PASSKEY_OTP__SMS_FROM'
+    value: smsFrom
+  }
 ]
 var twilioEnv = [
-  { name: 'PASSKEY_OTP__TWILIO_ACCOUNT_SID', value: twilioAccountSid }
-  { name: 'PASSKEY_OTP__TWILIO_AUTH_TOKEN', value: 'kv:TWILIO-AUTH-TOKEN' }
+  {
+    name: 'PASSKEY_OTP__TWILIO_ACCOUNT_SID'
+    value: twilioAccountSid
+  }
+  {
+    name: 'PASSKEY_OTP__TWILIO_AUTH_TOKEN'
+    value: 'kv:TWILIO-AUTH-TOKEN'
+  }
 ]
 var acsEnv = [
-  { name: 'PASSKEY_OTP__ACS_ENDPOINT', value: acsEndpoint }
-  { name: 'PASSKEY_OTP__ACS_ACCESS_KEY', value: 'kv:ACS-ACCESS-KEY' }
+  {
+    name: 'PASSKEY_OTP__ACS_ENDPOINT'
+    value: acsEndpoint
+  }
+  {
+    name: 'PASSKEY_OTP__ACS_ACCESS_KEY'
+    value: 'kv:ACS-ACCESS-KEY'
+  }
 ]
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
