@@ -25,8 +25,8 @@ param image string
 param registryServer string = ''
 @description('The web sign-in app registration (client id); its secret goes to Key Vault as WEB-CLIENT-SECRET.')
 param webClientId string
-@description('Keeper Commander service mode, https off loopback (deploy/README.md, "Commander").')
-param commanderUrl string
+@description('Keeper Commander service mode, https off loopback; empty: the `{namePrefix}-commander` app in the environment (deploy/README.md, step 7).')
+param commanderUrl string = ''
 @allowed([
   'twilio'
   'acs'
@@ -184,4 +184,7 @@ output pullPrincipalId string = identity.outputs.pullPrincipalId
 output appInsightsId string = monitoring.outputs.appInsightsId
 output postgresServer string = postgres.outputs.serverName
 output storageAccount string = storage.outputs.accountName
+output adminJobName string = app.outputs.adminJobName
+output environmentName string = app.outputs.environmentName
 output environmentDomain string = app.outputs.environmentDomain
+output commanderUrl string = app.outputs.commanderUrl

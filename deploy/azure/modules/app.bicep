@@ -23,7 +23,8 @@ param wrapKeyName string
 param storageAccountName string
 param shareName string
 param webClientId string
-param commanderUrl string
+@description('Commander service mode; empty: the `{namePrefix}-commander` app in this environment, internal ingress (deploy/README.md, step 7).')
+param commanderUrl string = ''
 @allowed([
   'twilio'
   'acs'
@@ -87,6 +88,9 @@ var appName = '${namePrefix}-app'
 // Container Apps names the app `{name}.{environment's default domain}`; a custom domain can
 // replace it (then change PASSKEY_PUBLIC_URL and the bot's endpoint with it).
 var publicUrl = 'https://${appName}.${environment.properties.defaultDomain}'
+// Internal ingress: reachable from this environment only, over https (the API key rides on it).
+var commanderDefault = 'https://${namePrefix}-commander.internal.${environment.properties.defaultDomain}'
+var effectiveCommanderUrl = empty(commanderUrl) ? commanderDefault : commanderUrl
 
 var baseEnv = [
   {
@@ -198,7 +202,7 @@ var baseEnv = [
   }
   {
     name: 'PASSKEY_VAULT__COMMANDER_URL'
-    value: commanderUrl
+    value: effectiveCommanderUrl
   }
   {
     name: 'PASSKEY_VAULT__COMMANDER_API_KEY'
@@ -332,7 +336,75 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
   }
 }
 
+// The shell, for what an operator runs once or now and then (`passkey migrate`,
+// `passkey admin keys init`, `passkey admin role …`, `passkey doctor`): a manual job with the app's
+// image, settings, identity and data share. `az containerapp job start --args …` picks the command
+// (deploy/README.md, step 8).
+resource admin 'Microsoft.App/jobs@2024-03-01' = {
+  name: '${namePrefix}-admin'
+  location: location
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${appIdentityId}': {}
+      '${pullIdentityId}': {}
+    }
+  }
+  properties: {
+    environmentId: environment.id
+    workloadProfileName: 'Consumption'
+    configuration: {
+      triggerType: 'Manual'
+      replicaTimeout: 900
+      replicaRetryLimit: 0
+      manualTriggerConfig: {
+        parallelism: 1
+        replicaCompletionCount: 1
+      }
+      registries: empty(registryServer) ? [] : [
+        {
+          server: registryServer
+          identity: pullIdentityId
+        }
+      ]
+    }
+    template: {
+      containers: [
+        {
+          name: 'passkey'
+          image: image
+          args: [
+            'doctor'
+          ]
+          env: concat(baseEnv, smsProvider == 'twilio' ? twilioEnv : acsEnv)
+          resources: {
+            cpu: json('0.5')
+            memory: '1Gi'
+          }
+          volumeMounts: [
+            {
+              volumeName: 'data'
+              mountPath: '/var/lib/passkey'
+            }
+          ]
+        }
+      ]
+      volumes: [
+        {
+          name: 'data'
+          storageType: 'AzureFile'
+          storageName: dataStorage.name
+          mountOptions: 'dir_mode=0700,file_mode=0600,uid=65532,gid=65532,nobrl'
+        }
+      ]
+    }
+  }
+}
+
 output appName string = app.name
+output adminJobName string = admin.name
 output fqdn string = app.properties.configuration.ingress.fqdn
 output publicUrl string = publicUrl
+output commanderUrl string = effectiveCommanderUrl
+output environmentName string = environment.name
 output environmentDomain string = environment.properties.defaultDomain

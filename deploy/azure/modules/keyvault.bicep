@@ -49,8 +49,8 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
           ignoreMissingVnetServiceEndpoint: false
         }
       ]
-      ipRules: [for range in operatorIpRanges: {
-        value: range
+      ipRules: [for cidr in operatorIpRanges: {
+        value: cidr
       }]
     }
   }
