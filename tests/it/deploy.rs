@@ -230,3 +230,32 @@ fn a_misspelled_deploy_variable_is_refused_by_name() {
     let found = deploy_variables();
     assert!(!found.contains_key("PASSKEY_BOT__APP_IDD"));
 }
+
+/// deploy/README.md's `passkey.toml` names only real settings, and is production.
+#[test]
+fn the_deploy_guide_configuration_is_made_of_real_settings() {
+    let guide = include_str!("../../deploy/README.md");
+    let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let toml = &guide[start..start + guide[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passkey.toml");
+    std::fs::write(&path, toml).unwrap();
+    let settings =
+        Settings::from_layers(Some(&path), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.profile, Profile::Production);
+    // The guide's table and the templates agree on what the deployment sets.
+    let variables = deploy_variables();
+    for key in [
+        "bot.connector_auth",
+        "crypto.key_vault_key",
+        "audit.key_vault_key",
+        "web.session_key",
+        "vault.commander_api_key",
+    ] {
+        let variable = format!("PASSKEY_{}", key.to_ascii_uppercase().replace('.', "__"));
+        assert!(
+            variables.contains_key(&variable),
+            "{variable} is not in deploy/"
+        );
+    }
+}
