@@ -21,8 +21,10 @@ param tenantId string = subscription().tenantId
 param allowedTenants string = subscription().tenantId
 @description('The container image, e.g. contoso.azurecr.io/passkey:0.1.0.')
 param image string
-@description('The registry to pull the image from with the pull identity (empty: a public image).')
-param registryServer string = ''
+@description('The Azure Container Registry (in this resource group) holding the image; the pull identity gets AcrPull on it. Empty: a public image.')
+param registryName string = ''
+@description('false on the first deployment: everything but the app, so secrets and the data key exist before it starts (deploy/README.md, step 3).')
+param deployApp bool = true
 @description('The web sign-in app registration (client id); its secret goes to Key Vault as WEB-CLIENT-SECRET.')
 param webClientId string
 @description('Keeper Commander service mode, https off loopback; empty: the `{namePrefix}-commander` app in the environment (deploy/README.md, step 7).')
@@ -77,6 +79,7 @@ module identity 'modules/identity.bicep' = {
   params: {
     location: location
     namePrefix: namePrefix
+    registryName: registryName
   }
 }
 
@@ -138,7 +141,8 @@ module app 'modules/app.bicep' = {
     appsSubnetId: network.outputs.appsSubnetId
     workspaceName: monitoring.outputs.workspaceName
     image: image
-    registryServer: registryServer
+    registryServer: empty(registryName) ? '' : '${registryName}${environment().suffixes.acrLoginServer}'
+    deployApp: deployApp
     appIdentityId: identity.outputs.appIdentityId
     appClientId: identity.outputs.appClientId
     pullIdentityId: identity.outputs.pullIdentityId
@@ -180,7 +184,6 @@ output botName string = bot.outputs.botId
 output botId string = identity.outputs.appClientId
 output keyVaultName string = keyVault.outputs.vaultName
 output keyVaultUri string = keyVault.outputs.vaultUri
-output pullPrincipalId string = identity.outputs.pullPrincipalId
 output appInsightsId string = monitoring.outputs.appInsightsId
 output postgresServer string = postgres.outputs.serverName
 output storageAccount string = storage.outputs.accountName

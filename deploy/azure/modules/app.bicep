@@ -34,6 +34,8 @@ param smsFrom string
 param twilioAccountSid string = ''
 param acsEndpoint string = ''
 param graphEnabled bool = true
+@description('false: the environment, the data share and the admin job only (first deployment).')
+param deployApp bool = true
 @minValue(2)
 param minReplicas int = 2
 @minValue(2)
@@ -47,7 +49,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
-resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
+resource managedEnv 'Microsoft.App/managedEnvironments@2024-03-01' = {
   name: '${namePrefix}-env'
   location: location
   properties: {
@@ -72,7 +74,7 @@ resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
 }
 
 resource dataStorage 'Microsoft.App/managedEnvironments/storages@2024-03-01' = {
-  parent: environment
+  parent: managedEnv
   name: 'passkey-data'
   properties: {
     azureFile: {
@@ -87,9 +89,9 @@ resource dataStorage 'Microsoft.App/managedEnvironments/storages@2024-03-01' = {
 var appName = '${namePrefix}-app'
 // Container Apps names the app `{name}.{environment's default domain}`; a custom domain can
 // replace it (then change PASSKEY_PUBLIC_URL and the bot's endpoint with it).
-var publicUrl = 'https://${appName}.${environment.properties.defaultDomain}'
+var publicUrl = 'https://${appName}.${managedEnv.properties.defaultDomain}'
 // Internal ingress: reachable from this environment only, over https (the API key rides on it).
-var commanderDefault = 'https://${namePrefix}-commander.internal.${environment.properties.defaultDomain}'
+var commanderDefault = 'https://${namePrefix}-commander.internal.${managedEnv.properties.defaultDomain}'
 var effectiveCommanderUrl = empty(commanderUrl) ? commanderDefault : commanderUrl
 
 var baseEnv = [
@@ -238,7 +240,7 @@ var acsEnv = [
   }
 ]
 
-resource app 'Microsoft.App/containerApps@2024-03-01' = {
+resource app 'Microsoft.App/containerApps@2024-03-01' = if (deployApp) {
   name: appName
   location: location
   identity: {
@@ -249,7 +251,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
     }
   }
   properties: {
-    environmentId: environment.id
+    environmentId: managedEnv.id
     workloadProfileName: 'Consumption'
     configuration: {
       activeRevisionsMode: 'Single'
@@ -351,7 +353,7 @@ resource admin 'Microsoft.App/jobs@2024-03-01' = {
     }
   }
   properties: {
-    environmentId: environment.id
+    environmentId: managedEnv.id
     workloadProfileName: 'Consumption'
     configuration: {
       triggerType: 'Manual'
@@ -401,10 +403,9 @@ resource admin 'Microsoft.App/jobs@2024-03-01' = {
   }
 }
 
-output appName string = app.name
+output appName string = appName
 output adminJobName string = admin.name
-output fqdn string = app.properties.configuration.ingress.fqdn
 output publicUrl string = publicUrl
 output commanderUrl string = effectiveCommanderUrl
-output environmentName string = environment.name
-output environmentDomain string = environment.properties.defaultDomain
+output environmentName string = managedEnv.name
+output environmentDomain string = managedEnv.properties.defaultDomain

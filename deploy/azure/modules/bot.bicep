@@ -31,9 +31,6 @@ resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
     msaAppTenantId: tenantId
     disableLocalAuth: true
     publicNetworkAccess: 'Enabled'
-    developerAppInsightsApplicationId: ''
-    isStreamingSupported: false
-    schemaTransformationVersion: '1.3'
   }
 }
 
