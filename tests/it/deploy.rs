@@ -66,14 +66,17 @@ fn allowed_values(text: &str, param: &str) -> Vec<String> {
 /// spells them out (`NAME=value` in a Dockerfile or .env, `NAME: value` in compose, a quoted
 /// `value: '…'` under `name: 'NAME'` in Bicep, or a parameter's `@allowed` list); empty when the
 /// value is an expression.
-fn deploy_variables() -> BTreeMap<String, (Vec<String>, String)> {
+/// One map per template file (its path below the repository), by variable name.
+fn deploy_variables() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut files = Vec::new();
     template_files(&root, &mut files);
-    let mut found = BTreeMap::new();
+    let mut by_file = BTreeMap::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let where_ = file.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let found: &mut BTreeMap<String, Vec<String>> =
+            by_file.entry(where_.display().to_string()).or_default();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             let trimmed = line.trim_start();
@@ -116,14 +119,24 @@ fn deploy_variables() -> BTreeMap<String, (Vec<String>, String)> {
                 } else {
                     Vec::new()
                 };
-                found
-                    .entry(name.clone())
-                    .or_insert((values, where_.display().to_string()));
+                found.entry(name.clone()).or_insert(values);
                 start = at + name.len();
             }
         }
     }
-    found
+    by_file.retain(|_, found| !found.is_empty());
+    by_file
+}
+
+/// Every variable any template sets.
+fn every_name() -> Vec<String> {
+    let mut names: Vec<String> = deploy_variables()
+        .into_values()
+        .flat_map(|found| found.into_keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Values to try for a variable whose value is an expression in the template: the loader reads
@@ -136,7 +149,8 @@ fn load(env: &BTreeMap<String, String>) -> Result<Settings, String> {
 
 #[test]
 fn every_variable_the_deploy_templates_set_is_a_real_setting() {
-    let variables = deploy_variables();
+    let by_file = deploy_variables();
+    let names = every_name();
     // The extractor sees the Dockerfile and the Bicep (it cannot pass by finding nothing).
     for expected in [
         "PASSKEY_PROFILE",
@@ -148,49 +162,50 @@ fn every_variable_the_deploy_templates_set_is_a_real_setting() {
         "PASSKEY_WEB__OIDC__CLIENT_SECRET",
     ] {
         assert!(
-            variables.contains_key(expected),
-            "{expected} not found: {variables:?}"
+            names.iter().any(|n| n == expected),
+            "{expected} not found: {by_file:?}"
         );
     }
+    let image = &by_file["deploy/Dockerfile"];
+    let app = &by_file["deploy/azure/modules/app.bicep"];
+    assert_eq!(image["PASSKEY_PROFILE"], ["production"]);
     assert_eq!(
-        variables["PASSKEY_PROFILE"].0,
-        ["production"],
-        "{variables:?}"
-    );
-    assert_eq!(
-        variables["PASSKEY_OTP__SMS_PROVIDER"].0,
+        app["PASSKEY_OTP__SMS_PROVIDER"],
         ["twilio", "acs"],
         "a parameter's allowed values are each tried"
     );
 
-    let mut env = BTreeMap::new();
+    // Each variable alone: every value a template may give it is taken.
+    let mut chosen: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     let mut refused = Vec::new();
-    for (name, (values, file)) in &variables {
-        if values.is_empty() {
-            // An expression: some value of the right type must be taken.
-            let fits = STAND_INS
-                .iter()
-                .find(|v| load(&BTreeMap::from([(name.clone(), v.to_string())])).is_ok());
-            match fits {
-                Some(v) => {
-                    env.insert(name.clone(), v.to_string());
+    for (file, found) in &by_file {
+        let env = chosen.entry(file).or_default();
+        for (name, values) in found {
+            if values.is_empty() {
+                // An expression: some value of the right type must be taken.
+                let fits = STAND_INS
+                    .iter()
+                    .find(|v| load(&BTreeMap::from([(name.clone(), v.to_string())])).is_ok());
+                match fits {
+                    Some(v) => {
+                        env.insert(name.clone(), v.to_string());
+                    }
+                    None => {
+                        let why = load(&BTreeMap::from([(name.clone(), STAND_INS[0].into())]))
+                            .err()
+                            .unwrap_or_default();
+                        refused.push(format!("{name} ({file}): {why}"));
+                    }
                 }
-                None => {
-                    let why = load(&BTreeMap::from([(name.clone(), STAND_INS[0].into())]))
-                        .err()
-                        .unwrap_or_default();
-                    refused.push(format!("{name} ({file}): {why}"));
+                continue;
+            }
+            for value in values {
+                if let Err(why) = load(&BTreeMap::from([(name.clone(), value.clone())])) {
+                    refused.push(format!("{name}={value} ({file}): {why}"));
                 }
             }
-            continue;
+            env.insert(name.clone(), values[0].clone());
         }
-        // Spelled out: every value the template may give must be taken.
-        for value in values {
-            if let Err(why) = load(&BTreeMap::from([(name.clone(), value.clone())])) {
-                refused.push(format!("{name}={value} ({file}): {why}"));
-            }
-        }
-        env.insert(name.clone(), values[0].clone());
     }
     assert!(
         refused.is_empty(),
@@ -198,16 +213,23 @@ fn every_variable_the_deploy_templates_set_is_a_real_setting() {
         refused.join("\n")
     );
 
-    // All together, as the container sees them (the Bicep values over the image's defaults).
-    let settings = load(&env).unwrap_or_else(|e| panic!("{e}\n{env:#?}"));
-    assert_eq!(settings.profile, Profile::Production);
-    assert_eq!(settings.bind.to_string(), "0.0.0.0:3978");
-    assert!(!settings.demo_data);
-    assert_eq!(
-        settings.data_dir,
-        PathBuf::from("/var/lib/passkey"),
-        "the Dockerfile's data directory and the Bicep mount agree"
-    );
+    // All together, as each container sees them: the image's ENV under the deployment's.
+    let image_env = chosen["deploy/Dockerfile"].clone();
+    for (file, env) in &chosen {
+        let mut all = image_env.clone();
+        all.extend(env.clone());
+        let settings = load(&all).unwrap_or_else(|e| panic!("{file}: {e}\n{all:#?}"));
+        if *file == "deploy/Dockerfile" || file.ends_with(".bicep") {
+            assert_eq!(settings.profile, Profile::Production, "{file}");
+            assert_eq!(settings.bind.to_string(), "0.0.0.0:3978", "{file}");
+            assert!(!settings.demo_data, "{file}");
+            assert_eq!(
+                settings.data_dir,
+                PathBuf::from("/var/lib/passkey"),
+                "{file}: the image's data directory and the Azure Files mount agree"
+            );
+        }
+    }
 }
 
 #[test]
@@ -227,8 +249,7 @@ fn a_misspelled_deploy_variable_is_refused_by_name() {
         let err = load(&BTreeMap::from([(name.to_string(), value.to_string())])).unwrap_err();
         assert!(err.contains("unknown field"), "{name}: {err}");
     }
-    let found = deploy_variables();
-    assert!(!found.contains_key("PASSKEY_BOT__APP_IDD"));
+    assert!(!every_name().iter().any(|n| n == "PASSKEY_BOT__APP_IDD"));
 }
 
 /// deploy/README.md's `passkey.toml` names only real settings, and is production.
@@ -244,7 +265,7 @@ fn the_deploy_guide_configuration_is_made_of_real_settings() {
         Settings::from_layers(Some(&path), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(settings.profile, Profile::Production);
     // The guide's table and the templates agree on what the deployment sets.
-    let variables = deploy_variables();
+    let names = every_name();
     for key in [
         "bot.connector_auth",
         "crypto.key_vault_key",
@@ -253,9 +274,6 @@ fn the_deploy_guide_configuration_is_made_of_real_settings() {
         "vault.commander_api_key",
     ] {
         let variable = format!("PASSKEY_{}", key.to_ascii_uppercase().replace('.', "__"));
-        assert!(
-            variables.contains_key(&variable),
-            "{variable} is not in deploy/"
-        );
+        assert!(names.contains(&variable), "{variable} is not in deploy/");
     }
 }
