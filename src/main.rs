@@ -35,6 +35,16 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Probe this instance's `/healthz` (for a container HEALTHCHECK): exit 0 when it answers
+    /// 200, 1 otherwise.
+    Healthcheck {
+        /// What to GET; default `/healthz` on loopback at the port of `bind`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// The Teams app package.
     Manifest {
         #[command(subcommand)]
@@ -221,6 +231,10 @@ enum AuthorityCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The probe runs every few seconds: it logs nothing and needs no more than `bind`.
+    if let Some(Command::Healthcheck { url, timeout_secs }) = cli.command {
+        return healthcheck(url, timeout_secs).await;
+    }
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
@@ -234,6 +248,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(settings).await,
         Command::Admin { command } => admin(settings, command).await,
         Command::Manifest { command } => manifest(&settings, command),
+        Command::Healthcheck { .. } => unreachable!("handled before the settings are loaded"),
         Command::Audit { command } => audit(settings, command).await,
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
@@ -270,6 +285,29 @@ async fn serve(settings: Settings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("passkey: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `passkey healthcheck`: exit 0 when `/healthz` answers 200, 1 otherwise (also when the
+/// configuration cannot be read to find the port).
+async fn healthcheck(url: Option<String>, timeout_secs: u64) -> ExitCode {
+    let url = match url {
+        Some(url) => url,
+        None => match Settings::load() {
+            Ok(settings) => passkey::web::health::local_healthz_url(settings.bind),
+            Err(e) => {
+                eprintln!("passkey: healthcheck: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+    match passkey::web::health::probe(&url, timeout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("passkey: healthcheck: {why}");
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,6 @@
-//! Liveness and readiness. Neither says anything about configuration or secrets.
+//! Liveness and readiness. Neither says anything about configuration or secrets. And the probe
+//! `passkey healthcheck` runs against `/healthz` (a container image without curl uses the binary
+//! itself).
 
 use super::state::HealthState;
 use axum::extract::State;
@@ -54,4 +56,49 @@ async fn readiness(State(state): State<HealthState>) -> impl IntoResponse {
         "jobs": { "crashing": crashing },
     });
     (status, Json(body))
+}
+
+/// The URL `passkey healthcheck` probes by default: `/healthz` at `bind`'s port, on loopback when
+/// `bind` is a wildcard address (`0.0.0.0` → `127.0.0.1`, `[::]` → `[::1]`).
+pub fn local_healthz_url(bind: std::net::SocketAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/healthz", SocketAddr::new(ip, bind.port()))
+}
+
+/// GETs `url` once, without proxies or redirects, within `timeout`: `Ok` on 200, otherwise why
+/// not (the status, or that nothing answered). The URL carries no secret; the answer is not read.
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    match client.get(url).send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => Ok(()),
+        Ok(response) => Err(format!("{url} answered {}", response.status())),
+        Err(e) if e.is_timeout() => Err(format!("{url} did not answer within {timeout:?}")),
+        Err(e) if e.is_connect() => Err(format!("nothing listens at {url}")),
+        Err(e) if e.is_builder() => Err(format!("`{url}` is not a usable URL")),
+        Err(_) => Err(format!("{url} could not be read")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_healthz_url;
+
+    #[test]
+    fn the_default_probe_goes_to_loopback_on_the_bound_port() {
+        let url = |bind: &str| local_healthz_url(bind.parse().unwrap());
+        assert_eq!(url("0.0.0.0:3978"), "http://127.0.0.1:3978/healthz");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080/healthz");
+        assert_eq!(url("127.0.0.1:3978"), "http://127.0.0.1:3978/healthz");
+        assert_eq!(url("10.1.2.3:80"), "http://10.1.2.3:80/healthz");
+    }
 }

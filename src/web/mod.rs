@@ -5,7 +5,7 @@
 
 mod dev_vault;
 pub mod forwarded;
-mod health;
+pub mod health;
 mod html;
 pub mod issue;
 pub mod oidc;

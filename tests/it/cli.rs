@@ -1049,3 +1049,74 @@ fn keys_init_without_the_wrapping_key_names_the_setting_and_writes_nothing() {
             .exists()
     );
 }
+
+/// `passkey healthcheck` is the container image's HEALTHCHECK (distroless has no curl): exit 0
+/// when `/healthz` answers 200, 1 when it answers anything else or nothing listens. Without
+/// `--url` it probes loopback at the port of `bind`.
+#[tokio::test]
+async fn healthcheck_exits_0_when_healthz_answers_and_1_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = tempfile::tempdir().unwrap();
+    let db = common::fresh_sqlite().await;
+    let server = common::TestServer::start(
+        common::test_settings(server_dir.path(), &[]),
+        db.store.clone(),
+    )
+    .await;
+    let bind = server.base.trim_start_matches("http://").to_string();
+    let run = |args: Vec<String>, env: Vec<(String, String)>| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            passkey_with_env(&dir, &args, &env)
+        })
+    };
+    let healthy = run(
+        vec!["healthcheck".into(), "--url".into(), server.url("/healthz")],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(healthy.status.code(), Some(0), "{}", text(&healthy.stderr));
+    assert!(healthy.stdout.is_empty(), "{}", text(&healthy.stdout));
+
+    // The default URL: the port of `bind` on loopback.
+    let by_bind = run(
+        vec!["healthcheck".into()],
+        vec![("PASSKEY_BIND".into(), bind.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_bind.status.code(), Some(0), "{}", text(&by_bind.stderr));
+
+    let not_found = run(
+        vec![
+            "healthcheck".into(),
+            "--url".into(),
+            server.url("/nothing-here"),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(not_found.status.code(), Some(1));
+    assert!(
+        text(&not_found.stderr).contains("404"),
+        "{}",
+        text(&not_found.stderr)
+    );
+
+    server.stop().await;
+    let down = run(
+        vec!["healthcheck".into(), "--timeout-secs".into(), "2".into()],
+        vec![("PASSKEY_BIND".into(), bind)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        text(&down.stderr).contains("nothing listens"),
+        "{}",
+        text(&down.stderr)
+    );
+}

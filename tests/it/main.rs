@@ -22,6 +22,7 @@ mod channel;
 mod cli;
 mod commander;
 mod connector;
+mod deploy;
 mod dev_vault;
 mod directory;
 mod governance_admin;
