@@ -778,7 +778,7 @@ pub fn render_prometheus(rm: &ResourceMetrics) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -1057,5 +1057,57 @@ mod tests {
     fn text_without_secrets_is_untouched() {
         let line = "request 42 approved by user:7 for 2h (policy v3, record db-prod)";
         assert!(matches!(redact(line), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_histograms_and_gauges_as_the_format_wants() {
+        use opentelemetry::KeyValue;
+        use opentelemetry::metrics::MeterProvider as _;
+        let reader = Arc::new(ManualReader::builder().build());
+        let provider = SdkMeterProvider::builder()
+            .with_reader(SharedReader(reader.clone()))
+            .build();
+        let meter = provider.meter("test");
+        let counter = meter
+            .u64_counter("passkey.things")
+            .with_description("Things")
+            .build();
+        counter.add(
+            2,
+            &[
+                KeyValue::new("outcome", "ok"),
+                KeyValue::new("kind", "a\"b"),
+            ],
+        );
+        let histogram = meter
+            .f64_histogram("passkey.wait")
+            .with_unit("s")
+            .with_boundaries(vec![0.1, 1.0])
+            .build();
+        for v in [0.05, 0.5, 0.7, 3.0] {
+            histogram.record(v, &[]);
+        }
+        let _gauge = meter
+            .u64_observable_gauge("passkey.level")
+            .with_callback(|o| o.observe(7, &[]))
+            .build();
+        let mut rm = ResourceMetrics::default();
+        reader.collect(&mut rm).unwrap();
+        let text = render_prometheus(&rm);
+        for line in [
+            "# HELP passkey_things_total Things",
+            "# TYPE passkey_things_total counter",
+            "passkey_things_total{kind=\"a\\\"b\",outcome=\"ok\"} 2",
+            "# TYPE passkey_wait_seconds histogram",
+            "passkey_wait_seconds_bucket{le=\"0.1\"} 1",
+            "passkey_wait_seconds_bucket{le=\"1\"} 3",
+            "passkey_wait_seconds_bucket{le=\"+Inf\"} 4",
+            "passkey_wait_seconds_sum 4.25",
+            "passkey_wait_seconds_count 4",
+            "# TYPE passkey_level gauge",
+            "passkey_level 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+        }
     }
 }

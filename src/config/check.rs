@@ -6,7 +6,7 @@ impl TelemetrySettings {
     /// What is wrong with these settings for `profile`: an OTLP endpoint that is not a URL, or
     /// plain http to another machine outside dev; a `/metrics` token that is short or has nothing
     /// to guard.
-    fn problems(&self, profile: Profile) -> Vec<String> {
+    pub(super) fn problems(&self, profile: Profile) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(url) = self.otlp() {
             let parsed = reqwest::Url::parse(url).ok();
