@@ -27,9 +27,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What the fake receiver was sent: (path, raw protobuf body).
+/// One export the fake receiver was sent: (path, raw protobuf body).
+type Export = (String, Vec<u8>);
+
+/// What the fake receiver was sent.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Vec<u8>)>>>);
+struct Received(Arc<Mutex<Vec<Export>>>);
 
 async fn traces(State(got): State<Received>, body: Bytes) -> StatusCode {
     got.0
