@@ -191,7 +191,10 @@ impl App {
             sharer,
             rotations,
             local: local_vault,
-        } = vault_backend(&settings, clock.clone(), Some(store.clone()))?;
+        } = crate::vault::metered::wrap(
+            vault_backend(&settings, clock.clone(), Some(store.clone()))?,
+            settings.vault.backend,
+        );
         let bot = Arc::new(BotRuntime::from_settings(
             &settings,
             clock.clone(),

@@ -36,6 +36,7 @@ pub const LAYERS: &[(&str, Layer)] = &[
     ("notify", Layer::Domain),
     ("VERSION", Layer::Domain),
     ("layers", Layer::Domain),
+    ("metrics", Layer::Domain),
     ("demo::data", Layer::Domain),
     ("store", Layer::Adapters),
     ("vault", Layer::Adapters),

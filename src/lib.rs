@@ -19,6 +19,7 @@ pub mod governance;
 pub mod jobs;
 pub mod layers;
 pub mod manifest;
+pub mod metrics;
 pub mod notify;
 pub mod openid;
 pub mod otp;

@@ -242,9 +242,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    passkey::telemetry::init(&settings);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+    let command = cli.command.unwrap_or(Command::Serve);
+    let serving = matches!(command, Command::Serve);
+    let telemetry = passkey::telemetry::init(&settings, serving);
+    match command {
+        Command::Serve => {
+            let code = serve(settings, telemetry.is_on()).await;
+            // What the exporters still hold goes out before the process ends.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            code
+        }
         Command::Migrate => migrate(settings).await,
         Command::Admin { command } => admin(settings, command).await,
         Command::Manifest { command } => manifest(&settings, command),
@@ -262,7 +269,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings) -> ExitCode {
+async fn serve(settings: Settings, telemetry: bool) -> ExitCode {
     let bind = settings.bind;
     let app = match App::build(settings).await {
         Ok(app) => app,
@@ -281,6 +288,10 @@ async fn serve(settings: Settings) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(bind);
     // A closed stdout (the launcher went away) must not take the server down with it.
     let _ = writeln!(std::io::stdout(), "{}", app.banner(addr));
+    // The gauges' values come from the database, read for the periodic export.
+    let _gauges = telemetry.then(|| {
+        passkey::telemetry::spawn_gauge_refresher(app.state.store.clone(), app.state.clock.clone())
+    });
     match app.serve(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -108,6 +108,8 @@ impl FromRef<AppState> for HealthState {
         HealthState {
             store: app.store.clone(),
             jobs: app.jobs.clone(),
+            telemetry: Arc::new(app.settings.telemetry.clone()),
+            clock: app.clock.clone(),
         }
     }
 }

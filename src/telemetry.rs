@@ -10,11 +10,26 @@
 //! huge header cannot flood the log). One event is one line.
 
 use crate::config::{LogFormat, Settings};
+use crate::domain::{Clock, Timestamp};
+use crate::store::Store;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use regex::{Captures, Regex};
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::sync::LazyLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tracing::span;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
@@ -22,6 +37,7 @@ use tracing_subscriber::fmt::format::{
     self, FormatEvent, FormatFields, JsonFields, Writer, format,
 };
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
 pub const REDACTED: &str = "[REDACTED]";
@@ -354,6 +370,18 @@ pub fn subscriber<W>(settings: &Settings, writer: W) -> Box<dyn tracing::Subscri
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    subscriber_with(settings, writer, None)
+}
+
+/// As [`subscriber`], with the spans (not the log events) also sent to `tracer`.
+fn subscriber_with<W>(
+    settings: &Settings,
+    writer: W,
+    tracer: Option<SdkTracer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
     let writer = RedactingMakeWriter::new(writer);
@@ -362,7 +390,7 @@ where
         .with_writer(writer)
         .with_ansi(false);
     match settings.log_format() {
-        LogFormat::Json => Box::new(
+        LogFormat::Json => with_spans_to(
             builder
                 .fmt_fields(JsonFields::new())
                 .event_format(OneLine {
@@ -370,8 +398,9 @@ where
                     json: true,
                 })
                 .finish(),
+            tracer,
         ),
-        LogFormat::Pretty => Box::new(
+        LogFormat::Pretty => with_spans_to(
             builder
                 .fmt_fields(tamed_fields())
                 .event_format(OneLine {
@@ -379,19 +408,377 @@ where
                     json: false,
                 })
                 .finish(),
+            tracer,
         ),
     }
 }
 
-/// Installs the global subscriber (stderr). Safe to call once per process.
-pub fn init(settings: &Settings) {
-    let _ = tracing::subscriber::set_global_default(subscriber(settings, io::stderr));
+fn with_spans_to<S>(subscriber: S, tracer: Option<SdkTracer>) -> Box<dyn Subscriber + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    match tracer {
+        Some(tracer) => Box::new(subscriber.with(SpansOnly(
+            tracing_opentelemetry::layer().with_tracer(tracer),
+        ))),
+        None => Box::new(subscriber),
+    }
+}
+
+/// The OpenTelemetry layer for spans only. Log events stay out of the export: their text is
+/// redacted on its way to the log sink, not here, and spans carry all an operator correlates by.
+/// The spans' own fields are the code's (method, path without query, request id, activity id,
+/// activity type, request number), never a secret.
+struct SpansOnly<L>(L);
+
+impl<S, L> Layer<S> for SpansOnly<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber)
+    }
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber)
+    }
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        self.0.on_new_span(attrs, id, ctx)
+    }
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        self.0.on_record(id, values, ctx)
+    }
+    fn on_follows_from(&self, id: &span::Id, follows: &span::Id, ctx: Context<'_, S>) {
+        self.0.on_follows_from(id, follows, ctx)
+    }
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.0.on_enter(id, ctx)
+    }
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.0.on_exit(id, ctx)
+    }
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        self.0.on_close(id, ctx)
+    }
+    fn on_id_change(&self, old: &span::Id, new: &span::Id, ctx: Context<'_, S>) {
+        self.0.on_id_change(old, new, ctx)
+    }
+    // SAFETY: forwards to the inner layer, whose pointers stay valid as long as `self` (it is
+    // owned by `self`); `Self` itself answers for its own type.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(self as *const Self as *const ())
+        } else {
+            unsafe { self.0.downcast_raw(id) }
+        }
+    }
+}
+
+/// What [`init`] started: flush and stop it on the way out ([`Telemetry::shutdown`]).
+#[derive(Default)]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+}
+
+impl Telemetry {
+    /// Whether anything is exported or served (the gauges then need refreshing).
+    pub fn is_on(&self) -> bool {
+        self.meter.is_some()
+    }
+
+    /// Sends what is still buffered and stops the exporters (blocking: call from a blocking
+    /// thread).
+    pub fn shutdown(self) {
+        if let Some(tracer) = self.tracer
+            && let Err(e) = tracer.shutdown()
+        {
+            eprintln!("passkey: telemetry: traces not flushed: {e}");
+        }
+        if let Some(meter) = self.meter
+            && let Err(e) = meter.shutdown()
+        {
+            eprintln!("passkey: telemetry: metrics not flushed: {e}");
+        }
+    }
+}
+
+/// The `/metrics` reader, when `telemetry.metrics_endpoint` is on in this process.
+static PROMETHEUS: OnceLock<Arc<ManualReader>> = OnceLock::new();
+
+/// The manual reader, shared between the meter provider and `/metrics`.
+#[derive(Debug)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: std::sync::Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// Installs the log subscriber, and for `passkey serve` (`serving`) the telemetry the settings
+/// ask for: spans and metrics over OTLP/HTTP (`telemetry.otlp_endpoint`), the `/metrics` reader
+/// (`telemetry.metrics_endpoint`). An exporter that cannot be built is reported and left off:
+/// telemetry never stops the service.
+pub fn init(settings: &Settings, serving: bool) -> Telemetry {
+    let t = &settings.telemetry;
+    let otlp = t.otlp().filter(|_| serving);
+    let resource = || {
+        Resource::builder()
+            .with_service_name(t.service_name.clone())
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.version",
+                crate::VERSION,
+            ))
+            .build()
+    };
+    let mut telemetry = Telemetry::default();
+    let mut tracer = None;
+    if let Some(base) = otlp {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{base}/v1/traces"))
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+        {
+            Ok(exporter) => {
+                let provider = SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource())
+                    .build();
+                tracer = Some(provider.tracer(crate::metrics::SCOPE));
+                telemetry.tracer = Some(provider);
+            }
+            Err(e) => eprintln!("passkey: telemetry: no trace export to {base}: {e}"),
+        }
+    }
+    if otlp.is_some() || (serving && t.metrics_endpoint) {
+        let mut builder = SdkMeterProvider::builder().with_resource(resource());
+        if let Some(base) = otlp {
+            match opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{base}/v1/metrics"))
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+            {
+                Ok(exporter) => builder = builder.with_periodic_exporter(exporter),
+                Err(e) => eprintln!("passkey: telemetry: no metrics export to {base}: {e}"),
+            }
+        }
+        if t.metrics_endpoint {
+            let reader = Arc::new(ManualReader::builder().build());
+            if PROMETHEUS.set(reader.clone()).is_ok() {
+                builder = builder.with_reader(SharedReader(reader));
+            }
+        }
+        let provider = builder.build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        telemetry.meter = Some(provider);
+    }
+    let _ = tracing::subscriber::set_global_default(subscriber_with(settings, io::stderr, tracer));
+    telemetry
+}
+
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the gauges are read from the store for the OTLP export (`/metrics` reads them at
+/// every scrape).
+pub const GAUGE_REFRESH: Duration = Duration::from_secs(30);
+
+/// Reads the gauges' values from the store. A failure leaves the last values in place.
+pub async fn refresh_gauges(store: &dyn Store, now: Timestamp) {
+    match store.telemetry_gauges(now).await {
+        Ok(gauges) => crate::metrics::set_gauges(gauges),
+        Err(e) => tracing::warn!(error = %e, "telemetry gauges not read from the database"),
+    }
+}
+
+/// Keeps the gauges fresh for the periodic OTLP export until the task is dropped or aborted.
+pub fn spawn_gauge_refresher(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_REFRESH);
+        loop {
+            tick.tick().await;
+            refresh_gauges(store.as_ref(), clock.now()).await;
+        }
+    })
+}
+
+/// Everything the meter provider holds now, in the Prometheus text format; None when this
+/// process has no `/metrics` reader.
+pub fn prometheus_text() -> Option<String> {
+    let reader = PROMETHEUS.get()?;
+    let mut rm = ResourceMetrics::default();
+    if let Err(e) = reader.collect(&mut rm) {
+        tracing::warn!(error = %e, "metrics not collected");
+        return None;
+    }
+    Some(render_prometheus(&rm))
+}
+
+/// A metric's Prometheus name: dots become underscores, seconds say so, counters end `_total`.
+fn prometheus_name(name: &str, unit: &str, suffix: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if unit == "s" && !out.ends_with("_seconds") {
+        out.push_str("_seconds");
+    }
+    out.push_str(suffix);
+    out
+}
+
+/// Label values escaped as the text format wants (`\`, `\"`, `\n`).
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels<'a>(
+    attributes: impl Iterator<Item = &'a opentelemetry::KeyValue>,
+    extra: Option<(&str, String)>,
+) -> String {
+    let mut pairs: Vec<String> = attributes
+        .map(|kv| {
+            let key: String = kv
+                .key
+                .as_str()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("{key}=\"{}\"", escape_label(&kv.value.as_str()))
+        })
+        .collect();
+    pairs.sort();
+    if let Some((key, value)) = extra {
+        pairs.push(format!("{key}=\"{value}\""));
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", pairs.join(","))
+    }
+}
+
+/// A sample value: integers as integers, floats as Rust writes them (`1`, `0.005`).
+fn number(value: impl std::fmt::Display) -> String {
+    value.to_string()
+}
+
+/// The Prometheus text exposition of `rm`: `# HELP`, `# TYPE`, then one line per series.
+pub fn render_prometheus(rm: &ResourceMetrics) -> String {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    let mut out = String::new();
+    let header = |out: &mut String, name: &str, help: &str, kind: &str| {
+        let _ = writeln!(out, "# HELP {name} {}", help.replace('\n', " "));
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    macro_rules! series {
+        ($out:expr, $metric:expr, $data:expr) => {{
+            let metric = $metric;
+            match $data {
+                MetricData::Sum(sum) => {
+                    let (suffix, kind) = if sum.is_monotonic() {
+                        ("_total", "counter")
+                    } else {
+                        ("", "gauge")
+                    };
+                    let name = prometheus_name(metric.name(), metric.unit(), suffix);
+                    header($out, &name, metric.description(), kind);
+                    for p in sum.data_points() {
+                        let _ = writeln!(
+                            $out,
+                            "{name}{} {}",
+                            labels(p.attributes(), None),
+                            number(p.value())
+                        );
+                    }
+                }
+                MetricData::Gauge(gauge) => {
+                    let name = prometheus_name(metric.name(), metric.unit(), "");
+                    header($out, &name, metric.description(), "gauge");
+                    for p in gauge.data_points() {
+                        let _ = writeln!(
+                            $out,
+                            "{name}{} {}",
+                            labels(p.attributes(), None),
+                            number(p.value())
+                        );
+                    }
+                }
+                MetricData::Histogram(histogram) => {
+                    let name = prometheus_name(metric.name(), metric.unit(), "");
+                    header($out, &name, metric.description(), "histogram");
+                    for p in histogram.data_points() {
+                        let mut cumulative = 0u64;
+                        let counts: Vec<u64> = p.bucket_counts().collect();
+                        for (i, bound) in p.bounds().enumerate() {
+                            cumulative += counts.get(i).copied().unwrap_or(0);
+                            let _ = writeln!(
+                                $out,
+                                "{name}_bucket{} {cumulative}",
+                                labels(p.attributes(), Some(("le", number(bound))))
+                            );
+                        }
+                        let _ = writeln!(
+                            $out,
+                            "{name}_bucket{} {}",
+                            labels(p.attributes(), Some(("le", "+Inf".into()))),
+                            p.count()
+                        );
+                        let _ = writeln!(
+                            $out,
+                            "{name}_sum{} {}",
+                            labels(p.attributes(), None),
+                            number(p.sum())
+                        );
+                        let _ = writeln!(
+                            $out,
+                            "{name}_count{} {}",
+                            labels(p.attributes(), None),
+                            p.count()
+                        );
+                    }
+                }
+                MetricData::ExponentialHistogram(_) => {}
+            }
+        }};
+    }
+    for scope in rm.scope_metrics() {
+        for metric in scope.metrics() {
+            match metric.data() {
+                AggregatedMetrics::F64(data) => series!(&mut out, metric, data),
+                AggregatedMetrics::U64(data) => series!(&mut out, metric, data),
+                AggregatedMetrics::I64(data) => series!(&mut out, metric, data),
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -670,5 +1057,57 @@ mod tests {
     fn text_without_secrets_is_untouched() {
         let line = "request 42 approved by user:7 for 2h (policy v3, record db-prod)";
         assert!(matches!(redact(line), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_histograms_and_gauges_as_the_format_wants() {
+        use opentelemetry::KeyValue;
+        use opentelemetry::metrics::MeterProvider as _;
+        let reader = Arc::new(ManualReader::builder().build());
+        let provider = SdkMeterProvider::builder()
+            .with_reader(SharedReader(reader.clone()))
+            .build();
+        let meter = provider.meter("test");
+        let counter = meter
+            .u64_counter("passkey.things")
+            .with_description("Things")
+            .build();
+        counter.add(
+            2,
+            &[
+                KeyValue::new("outcome", "ok"),
+                KeyValue::new("kind", "a\"b"),
+            ],
+        );
+        let histogram = meter
+            .f64_histogram("passkey.wait")
+            .with_unit("s")
+            .with_boundaries(vec![0.1, 1.0])
+            .build();
+        for v in [0.05, 0.5, 0.7, 3.0] {
+            histogram.record(v, &[]);
+        }
+        let _gauge = meter
+            .u64_observable_gauge("passkey.level")
+            .with_callback(|o| o.observe(7, &[]))
+            .build();
+        let mut rm = ResourceMetrics::default();
+        reader.collect(&mut rm).unwrap();
+        let text = render_prometheus(&rm);
+        for line in [
+            "# HELP passkey_things_total Things",
+            "# TYPE passkey_things_total counter",
+            "passkey_things_total{kind=\"a\\\"b\",outcome=\"ok\"} 2",
+            "# TYPE passkey_wait_seconds histogram",
+            "passkey_wait_seconds_bucket{le=\"0.1\"} 1",
+            "passkey_wait_seconds_bucket{le=\"1\"} 3",
+            "passkey_wait_seconds_bucket{le=\"+Inf\"} 4",
+            "passkey_wait_seconds_sum 4.25",
+            "passkey_wait_seconds_count 4",
+            "# TYPE passkey_level gauge",
+            "passkey_level 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+        }
     }
 }

@@ -299,6 +299,7 @@ impl HttpConnector {
                             });
                         }
                         StatusCode::TOO_MANY_REQUESTS => {
+                            crate::metrics::get().throttled("connector");
                             let wait =
                                 retry_after(response.headers()).unwrap_or(self.backoff(attempt));
                             ("HTTP 429".to_string(), wait.min(self.retry.max_delay))

@@ -116,21 +116,80 @@ pub fn router() -> Router<BotState> {
 /// invokes answer with their invoke response. The turn runs as a task of its own: a caller that
 /// hangs up (Teams gives up after its timeout) does not cut it off halfway; it finishes, and
 /// marks its activity done.
+///
+/// Telemetry is recorded here, once for every activity: refusals before the turn by reason,
+/// activities by type and outcome, the turn's latency; and the turn runs in a `turn` span that
+/// carries the correlation id (the `x-request-id`), the activity id and, once a use case writes
+/// about one, the request number.
 async fn messages(
     State(state): State<BotState>,
-    VerifiedActivity { activity, identity }: VerifiedActivity,
+    headers: axum::http::HeaderMap,
+    verified: Result<VerifiedActivity, ApiError>,
 ) -> Result<Response, ApiError> {
-    let turn = tokio::spawn(async move { turn::handle(&state, &activity, &identity).await });
-    let outcome = turn.await.map_err(ApiError::internal)??;
+    let metrics = crate::metrics::get();
+    let VerifiedActivity { activity, identity } = verified.inspect_err(|refused| {
+        metrics.channel_refused(refusal_reason(refused));
+    })?;
+    let kind = crate::metrics::activity_type_label(&activity.kind);
+    let correlation_id = headers
+        .get(crate::web::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let span = tracing::info_span!(
+        "turn",
+        correlation_id = %crate::telemetry::tame(correlation_id),
+        activity_id = %crate::telemetry::tame(activity.id.as_deref().unwrap_or("-")),
+        activity_type = kind,
+        request_number = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let turn = tokio::spawn(tracing::Instrument::instrument(
+        async move { turn::handle(&state, &activity, &identity).await },
+        span,
+    ));
+    let outcome = match turn.await.map_err(ApiError::internal) {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) | Err(e) => {
+            metrics.activity(kind, "error", Some(started.elapsed()));
+            return Err(e);
+        }
+    };
     match outcome {
-        turn::TurnOutcome::Ack => Ok(StatusCode::OK.into_response()),
+        turn::TurnOutcome::Ack => {
+            metrics.activity(kind, "ok", Some(started.elapsed()));
+            Ok(StatusCode::OK.into_response())
+        }
         turn::TurnOutcome::Invoke { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let word = if status.is_success() {
+                "ok"
+            } else if status.is_client_error() {
+                "refused"
+            } else {
+                "error"
+            };
+            metrics.activity(kind, word, Some(started.elapsed()));
             Ok(match body {
                 Some(body) => (status, axum::Json(body)).into_response(),
                 None => status.into_response(),
             })
         }
+    }
+}
+
+/// Why an activity was refused before its turn, as a metric label.
+fn refusal_reason(refused: &ApiError) -> &'static str {
+    match refused {
+        ApiError::Unauthorized => "channel_token",
+        ApiError::PayloadTooLarge => "too_large",
+        ApiError::UnsupportedMediaType(_) => "not_json",
+        ApiError::BadRequest(_) => "malformed",
+        ApiError::Forbidden(why) if why.contains("tenant") => "tenant",
+        ApiError::Forbidden(why) if why.contains("serviceUrl") => "service_url",
+        ApiError::Forbidden(why) if why.contains("Teams only") => "channel",
+        ApiError::Forbidden(why) if why.contains("this machine only") => "not_loopback",
+        ApiError::Forbidden(_) => "forbidden",
+        _ => "other",
     }
 }
 

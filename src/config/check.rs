@@ -2,6 +2,48 @@
 
 use super::*;
 
+impl TelemetrySettings {
+    /// What is wrong with these settings for `profile`: an OTLP endpoint that is not a URL, or
+    /// plain http to another machine outside dev; a `/metrics` token that is short or has nothing
+    /// to guard.
+    pub(super) fn problems(&self, profile: Profile) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(url) = self.otlp() {
+            let parsed = reqwest::Url::parse(url).ok();
+            match parsed.as_ref().map(|u| u.scheme()) {
+                Some("https") => {}
+                Some("http") if profile == Profile::Dev || is_loopback_url(url) => {}
+                Some("http") => problems.push(format!(
+                    "telemetry.otlp_endpoint must be https:// outside dev unless it is on this machine (got {url})"
+                )),
+                _ => problems.push(format!(
+                    "telemetry.otlp_endpoint must be an http(s) URL such as http://127.0.0.1:4318 (got {url:?})"
+                )),
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            problems.push("telemetry.service_name must not be empty".into());
+        }
+        if let Some(token) = &self.metrics_bearer_token {
+            let token = token.expose_secret();
+            if !token.starts_with(crate::azure::secrets::REFERENCE_PREFIX) {
+                if !self.metrics_endpoint {
+                    problems.push(
+                        "telemetry.metrics_bearer_token is set but telemetry.metrics_endpoint is off"
+                            .into(),
+                    );
+                }
+                if token.len() < 16 {
+                    problems.push(
+                        "telemetry.metrics_bearer_token must be at least 16 characters".into(),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
 impl OtpSettings {
     /// What is wrong with these settings for `profile`.
     fn problems(&self, profile: Profile) -> Vec<String> {
@@ -328,6 +370,7 @@ impl Settings {
             }
         }
         problems.extend(self.otp.problems(self.profile));
+        problems.extend(self.telemetry.problems(self.profile));
         if self.graph.install_app {
             if !self.graph.enabled {
                 problems.push("graph.install_app needs graph.enabled".into());

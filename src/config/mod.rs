@@ -76,6 +76,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub web: WebSettings,
     pub otp: OtpSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -228,6 +229,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             web: WebSettings::default(),
             otp: OtpSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -564,6 +566,46 @@ pub struct OtpSettings {
     pub invitation_ttl_secs: u64,
 }
 
+/// OpenTelemetry traces and metrics over OTLP, and a Prometheus `/metrics` endpoint. All off
+/// unless set.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP (protobuf) base URL, e.g. `http://127.0.0.1:4318` (an OpenTelemetry
+    /// Collector or the Azure Monitor agent): traces go to `…/v1/traces`, metrics to
+    /// `…/v1/metrics`. Unset: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` on every span and metric.
+    pub service_name: String,
+    /// Serve `/metrics` in the Prometheus text format: to loopback peers only, or to anyone
+    /// with `metrics_bearer_token`.
+    pub metrics_endpoint: bool,
+    /// A bearer token that lets a scraper on another machine read `/metrics`.
+    #[serde(serialize_with = "summary::redacted_secret")]
+    pub metrics_bearer_token: Option<SecretString>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: "passkey".into(),
+            metrics_endpoint: false,
+            metrics_bearer_token: None,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// The OTLP base URL when export is on (set and not empty).
+    pub fn otlp(&self) -> Option<&str> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(|u| u.trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+    }
+}
+
 impl Default for OtpSettings {
     fn default() -> Self {
         OtpSettings {
@@ -698,6 +740,10 @@ impl Settings {
             ("otp.twilio_auth_token", &mut self.otp.twilio_auth_token),
             ("web.session_key", &mut self.web.session_key),
             ("web.oidc.client_secret", &mut self.web.oidc.client_secret),
+            (
+                "telemetry.metrics_bearer_token",
+                &mut self.telemetry.metrics_bearer_token,
+            ),
         ]
     }
 

@@ -1084,3 +1084,53 @@ fn the_summary_shows_every_setting_and_no_secret() {
     unique.dedup();
     assert_eq!(unique.len(), keys.len(), "a setting listed twice: {keys:?}");
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_its_settings_are_checked() {
+    let s = Settings::default();
+    assert_eq!(s.telemetry.otlp(), None);
+    assert!(!s.telemetry.metrics_endpoint);
+    let problems = |profile: Profile, t: TelemetrySettings| t.problems(profile);
+    let with = |endpoint: &str| TelemetrySettings {
+        otlp_endpoint: Some(endpoint.into()),
+        ..TelemetrySettings::default()
+    };
+    assert!(
+        problems(
+            Profile::Production,
+            with("https://collector.contoso.example")
+        )
+        .is_empty()
+    );
+    assert!(problems(Profile::Production, with("http://127.0.0.1:4318/")).is_empty());
+    assert!(problems(Profile::Dev, with("http://collector:4318")).is_empty());
+    let plain = problems(
+        Profile::Production,
+        with("http://collector.contoso.example:4318"),
+    );
+    assert!(
+        plain
+            .iter()
+            .any(|p| p.contains("telemetry.otlp_endpoint must be https://")),
+        "{plain:?}"
+    );
+    let not_url = problems(Profile::Dev, with("collector:4318"));
+    assert!(
+        not_url
+            .iter()
+            .any(|p| p.contains("telemetry.otlp_endpoint")),
+        "{not_url:?}"
+    );
+    let short = problems(
+        Profile::Production,
+        TelemetrySettings {
+            metrics_bearer_token: Some("short".to_string().into()),
+            ..TelemetrySettings::default()
+        },
+    );
+    assert!(
+        short.iter().any(|p| p.contains("at least 16"))
+            && short.iter().any(|p| p.contains("metrics_endpoint is off")),
+        "{short:?}"
+    );
+}

@@ -310,6 +310,9 @@ impl GraphDirectory {
                 StatusCode::NOT_FOUND => return Ok(Answer::NotFound),
                 StatusCode::CONFLICT => return Ok(Answer::Conflict),
                 s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+                    if s == StatusCode::TOO_MANY_REQUESTS {
+                        crate::metrics::get().throttled("graph");
+                    }
                     return Err(DirectoryError::Unavailable(format!(
                         "Graph answered HTTP {}",
                         s.as_u16()

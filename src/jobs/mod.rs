@@ -374,6 +374,7 @@ impl Scheduler {
     /// Runs one job now and records the run. Errors are part of the record, not a panic.
     pub async fn run(&self, job: Job) -> NewJobRun {
         let started = self.clock.now();
+        let timer = std::time::Instant::now();
         if self.take_injected_panic(job) {
             panic!("injected panic in {}", job.name());
         }
@@ -399,6 +400,7 @@ impl Scheduler {
             counts,
             error,
         };
+        crate::metrics::get().job_run(job.name(), run.ok, timer.elapsed());
         if let Err(e) = self.store.record_job_run(&run).await {
             tracing::warn!(job = job.name(), error = %e, "job run not recorded");
         }

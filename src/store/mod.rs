@@ -763,6 +763,13 @@ pub trait HealthStore: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     async fn migration_state(&self) -> StoreResult<MigrationState>;
     async fn migrate(&self) -> StoreResult<()>;
+    /// What the telemetry gauges report at `now`: live leases and how far the oldest overdue one
+    /// is past its end, shares not yet revoked, requests by status, the audit chain's length and
+    /// the age of its last checkpoint. Counts and times only, nothing about anyone.
+    async fn telemetry_gauges(
+        &self,
+        now: crate::domain::Timestamp,
+    ) -> StoreResult<crate::metrics::Gauges>;
 }
 
 /// Which database backs a store.

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod commander;
 pub mod ksm;
 pub mod local;
+pub mod metered;
 pub mod rotation;
 pub mod share_id;
 pub mod stub;

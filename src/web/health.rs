@@ -1,19 +1,74 @@
-//! Liveness and readiness. Neither says anything about configuration or secrets. And the probe
-//! `passkey healthcheck` runs against `/healthz` (a container image without curl uses the binary
-//! itself).
+//! Liveness, readiness and (when `telemetry.metrics_endpoint` is on) `/metrics`. None says
+//! anything about configuration or secrets. And the probe `passkey healthcheck` runs against
+//! `/healthz` (a container image without curl uses the binary itself).
 
 use super::state::HealthState;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use crate::error::ApiError;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use secrecy::ExposeSecret;
 use serde_json::json;
+use std::net::SocketAddr;
 
 pub fn router() -> Router<HealthState> {
     Router::new()
         .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
+        .route("/metrics", get(metrics))
+}
+
+/// The Prometheus text exposition of every metric, the gauges read from the database first.
+/// Off (404) unless `telemetry.metrics_endpoint`. Served to a loopback peer that no proxy
+/// relayed (no `X-Forwarded-For` / `Forwarded`), or to anyone with
+/// `telemetry.metrics_bearer_token`; anyone else gets 401 when a token is set, else 404, and
+/// nothing of the metrics.
+async fn metrics(State(state): State<HealthState>, request: Request) -> Result<Response, ApiError> {
+    let headers = request.headers();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    let t = state.telemetry.as_ref();
+    if !t.metrics_endpoint {
+        return Err(ApiError::NotFound);
+    }
+    let relayed = headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
+    let local = !relayed && peer.is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+    let token = t
+        .metrics_bearer_token
+        .as_ref()
+        .map(|s| s.expose_secret())
+        .filter(|s| !s.is_empty());
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let authorized = match (token, presented) {
+        (Some(token), Some(presented)) => {
+            crate::crypto::same_bytes(token.as_bytes(), presented.as_bytes())
+        }
+        _ => false,
+    };
+    if !(local || authorized) {
+        return Err(if token.is_some() {
+            ApiError::Unauthorized
+        } else {
+            ApiError::NotFound
+        });
+    }
+    crate::telemetry::refresh_gauges(state.store.as_ref(), state.clock.now()).await;
+    let body = crate::telemetry::prometheus_text().unwrap_or_default();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// The process is up and serving HTTP.

@@ -31,11 +31,14 @@ pub struct IssuePageState {
     pub store: Arc<dyn Store>,
 }
 
-/// `/readyz`: the database's state and the scheduler's crashing jobs.
+/// `/readyz`: the database's state and the scheduler's crashing jobs; `/metrics`: its settings
+/// (`telemetry.*`) and the gauges read from the store at scrape time.
 #[derive(Clone)]
 pub struct HealthState {
     pub store: Arc<dyn Store>,
     pub jobs: Arc<JobHealth>,
+    pub telemetry: Arc<crate::config::TelemetrySettings>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// `/dev-vault/share/{key}`: the local vault, when it is the backend.

@@ -41,5 +41,6 @@ mod production;
 mod scheduler;
 mod server;
 mod store_contract;
+mod telemetry;
 mod turns;
 mod vault_sync;

@@ -264,10 +264,10 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 /// `passkey serve`, killed when dropped.
-struct Served {
-    child: std::process::Child,
+pub(crate) struct Served {
+    pub child: std::process::Child,
     /// `http://127.0.0.1:port`, from the banner.
-    base: String,
+    pub base: String,
     /// The process's log (stderr), for failure messages.
     log: PathBuf,
 }
@@ -297,11 +297,11 @@ impl Served {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -505,10 +505,31 @@ async fn production_refuses_to_start_without_commander_naming_the_setting() {
 }
 
 async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_url: Option<&str>) {
+    journey(database_url, &[]).await;
+}
+
+/// What the journey leaves running and what it saw, for tests that look further (telemetry).
+pub(crate) struct Journey {
+    pub served: Served,
+    /// The request Rafael retrieved.
+    pub request_id: i64,
+    /// Secrets the journey handled, that nothing outside the app may carry: the one-time link,
+    /// the issuance token, the texted code.
+    pub secrets: Vec<String>,
+    _world: World,
+    _dir: tempfile::TempDir,
+}
+
+/// The whole production journey (request, approval, retrieval with a texted code, release)
+/// with `extra` settings on top; the server is still running when it returns.
+pub(crate) async fn journey(database_url: Option<&str>, extra: &[(&str, String)]) -> Journey {
     let world = World::start(outside_or_fail()).await;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let env = world.settings(&data_dir, database_url);
+    let mut env = world.settings(&data_dir, database_url);
+    for (key, value) in extra {
+        env.insert(key.to_string(), value.clone());
+    }
     let cli = |args: &[&str]| {
         let (code, stdout, stderr) = run(passkey(dir.path(), &env, &world.ca.ca_file).args(args));
         assert_eq!(
@@ -800,6 +821,16 @@ async fn a_new_person_gets_a_record_their_folder_permission_gives_them(database_
         fake_twilio::AUTH_TOKEN,
     ] {
         assert!(!log.contains(secret), "{secret} is in the log");
+    }
+    let token = minted.1["token"].as_str().unwrap_or_default().to_string();
+    drop(teams);
+    drop(browser);
+    Journey {
+        served,
+        request_id,
+        secrets: vec![share_url, token, code],
+        _world: world,
+        _dir: dir,
     }
 }
 

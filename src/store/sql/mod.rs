@@ -25,6 +25,17 @@ use super::models::{AuditEvent, NewAuditEvent};
 use crate::canonical::{canonical_json, sha256_hex};
 use serde_json::json;
 
+/// The one hook where audit events are seen as they are written (both engines, single and
+/// batch appends): the metrics derived from them (actions, decisions, code sends), and the request
+/// number on the turn or job span that wrote them. Counted as the insert succeeds, inside its
+/// transaction.
+pub(super) fn appended(events: &[NewAuditEvent]) {
+    crate::metrics::get().audit_appended(events.iter().map(|e| e.action.as_str()));
+    if let Some(request) = events.iter().find_map(|e| e.request_id) {
+        tracing::Span::current().record("request_number", request);
+    }
+}
+
 /// The bytes an audit event's hash covers: the previous hash, then the canonical event.
 pub(super) fn audit_hash(
     prev_hash: &str,
@@ -138,6 +149,7 @@ macro_rules! impl_store {
                     .bind(&hash)
                     .execute(&mut **tx)
                     .await?;
+                $crate::store::sql::appended(std::slice::from_ref(e));
                 Ok(event)
             }
 
@@ -243,6 +255,7 @@ macro_rules! impl_store {
                     .bind(&prev)
                     .execute(&mut **tx)
                     .await?;
+                $crate::store::sql::appended(events);
                 Ok(())
             }
 
