@@ -24,6 +24,7 @@ mod commander;
 mod connector;
 mod dev_vault;
 mod directory;
+mod fuzz;
 mod governance_admin;
 mod identities;
 mod issuance_web;
