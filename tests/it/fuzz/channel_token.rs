@@ -123,7 +123,7 @@ fn check_accepted(header: &Value, claims: &Value) -> Result<(), TestCaseError> {
     prop_assert!(aud_ok, "aud {}", claims["aud"]);
     let exp = claims["exp"].as_i64();
     prop_assert!(
-        exp.is_some_and(|exp| now <= exp + SKEW),
+        exp.is_some_and(|exp| now <= exp.saturating_add(SKEW)),
         "exp {}",
         claims["exp"]
     );
