@@ -126,8 +126,22 @@ fn parse(path: &Path, n: usize, text: std::io::Result<String>) -> Result<Option<
         .map_err(|e| TrailError::Malformed {
             path: path.display().to_string(),
             line: n,
-            message: e.to_string(),
+            message: shortened(&e.to_string()),
         })
+}
+
+/// serde's message quotes the offending value, which an edited file can make as long as a line:
+/// keep its head (what was found) and its tail (what was expected, where), cut the middle.
+fn shortened(message: &str) -> String {
+    const HEAD: usize = 120;
+    const TAIL: usize = 80;
+    let chars: Vec<char> = message.chars().collect();
+    if chars.len() <= HEAD + TAIL {
+        return message.to_string();
+    }
+    let head: String = chars[..HEAD].iter().collect();
+    let tail: String = chars[chars.len() - TAIL..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 /// First pass: the header (which must come first), checkpoints and keys.
@@ -252,4 +266,31 @@ pub fn verify_file(
     }
     verifier.push(&page);
     Ok((index.header, verifier.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz::audit_trail`: serde's message quotes the offending value, so one long
+    /// string in an edited file made an error as long as the line.
+    #[test]
+    fn a_malformed_line_is_named_without_quoting_a_long_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let long = "x".repeat(100_000);
+        std::fs::write(
+            &path,
+            format!("{{\"type\":\"header\",\"format\":\"{FORMAT}\",\"version\":\"{long}\"}}\n"),
+        )
+        .unwrap();
+        let err = read_index(&path).err().expect("refused").to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("invalid type"), "{err}");
+        assert!(
+            err.len() < path.display().to_string().len() + 300,
+            "{} bytes",
+            err.len()
+        );
+    }
 }

@@ -256,14 +256,15 @@ impl ChannelAuth {
             .get("exp")
             .and_then(Value::as_i64)
             .ok_or(AuthError::Invalid("exp is not a number".into()))?;
-        if now > exp + skew {
+        // Saturating: a signed `exp` of i64::MAX is "never", not an overflow.
+        if now > exp.saturating_add(skew) {
             return Err(AuthError::Expired);
         }
         if let Some(nbf) = claims.get("nbf") {
             let nbf = nbf
                 .as_i64()
                 .ok_or(AuthError::Invalid("nbf is not a number".into()))?;
-            if now + skew < nbf {
+            if now.saturating_add(skew) < nbf {
                 return Err(AuthError::NotYetValid);
             }
         }

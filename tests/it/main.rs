@@ -25,6 +25,7 @@ mod connector;
 mod deploy;
 mod dev_vault;
 mod directory;
+mod fuzz;
 mod governance_admin;
 mod identities;
 mod issuance_web;
