@@ -89,7 +89,15 @@ impl Chat {
         extra: &[(&str, &str)],
         configure: impl FnOnce(&mut passkey::config::Settings),
     ) -> Chat {
-        Self::serve(FakeConnector::start().await, store, None, people, extra, configure).await
+        Self::serve(
+            FakeConnector::start().await,
+            store,
+            None,
+            people,
+            extra,
+            configure,
+        )
+        .await
     }
 
     async fn serve(
@@ -106,13 +114,8 @@ impl Chat {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = test_settings(dir.path(), settings);
         configure(&mut settings);
-        let server = TestServer::start_with_directories(
-            settings,
-            store.clone(),
-            directory,
-            people,
-        )
-        .await;
+        let server =
+            TestServer::start_with_directories(settings, store.clone(), directory, people).await;
         Chat {
             connector,
             server,
