@@ -746,3 +746,48 @@ async fn two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_time(db: Db
         .unwrap();
     assert_eq!(all_ok, vec![runs.len().to_string()]);
 }
+
+on_both_databases!(admin_health_shows_each_jobs_schedule_and_next_run);
+/// (#17.3) `admin health` lists each job's last run with its schedule and next run: a cron
+/// schedule's next fire time (UTC), an interval's next tick after the last run.
+async fn admin_health_shows_each_jobs_schedule_and_next_run(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(
+        dir.path(),
+        &[("PASSKEY_LIFECYCLE__SCHEDULES__VAULT_SYNC", "0 0 2 * * *")],
+    );
+    let server = common::TestServer::start(settings, db.store.clone()).await;
+    let state = server.state.clone();
+    let now = state.clock.now();
+    for job in ["vault-sync", "lease-expiry"] {
+        state
+            .store
+            .record_job_run(&passkey::store::NewJobRun {
+                job_name: job.into(),
+                holder: "instance-a".into(),
+                started_at: now,
+                finished_at: now,
+                ok: true,
+                counts: serde_json::json!({}),
+                error: None,
+            })
+            .await
+            .unwrap();
+    }
+    let card = passkey::bot::views::admin_health(&state)
+        .await
+        .unwrap()
+        .to_string();
+    let next_two = {
+        let d = now.datetime();
+        let day = if d.hour() < 2 { d.date() } else { d.date().next_day().unwrap() };
+        format!("{day} 02:00 UTC")
+    };
+    assert!(
+        card.contains(&format!("cron \\\"0 0 2 * * *\\\" UTC · next {next_two}")),
+        "{card}"
+    );
+    let next_tick = passkey::cards::when(now.plus(Duration::minutes(1)));
+    assert!(card.contains(&format!("every 1m · next {next_tick}")), "{card}");
+    server.stop().await;
+}
