@@ -355,11 +355,8 @@ fn job_schedules(
     Job::ALL
         .into_iter()
         .map(|job| {
-            let schedule = Schedule::of(
-                job,
-                &state.settings.lifecycle,
-                Some(&state.settings.audit),
-            );
+            let schedule =
+                Schedule::of(job, &state.settings.lifecycle, Some(&state.settings.audit));
             let from = match &schedule {
                 Schedule::Every(_) => runs
                     .iter()

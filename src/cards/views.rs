@@ -821,7 +821,10 @@ impl AdminHealthCard {
 
     /// Adds each listed job's schedule and next run (`job name` → `every 1m · next …`) to its
     /// line.
-    pub fn with_job_schedules(mut self, schedules: &std::collections::BTreeMap<String, String>) -> Self {
+    pub fn with_job_schedules(
+        mut self,
+        schedules: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
         for job in &mut self.jobs {
             if let Some(schedule) = job
                 .name

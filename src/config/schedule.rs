@@ -24,7 +24,7 @@ pub const JOB_NAMES: [&str; 7] = [
 #[derive(Clone)]
 pub struct CronSchedule {
     expression: String,
-    cron: Cron,
+    cron: std::sync::Arc<Cron>,
 }
 
 impl std::fmt::Debug for CronSchedule {
@@ -51,7 +51,7 @@ impl CronSchedule {
             .map_err(|e| e.to_string())?;
         let schedule = CronSchedule {
             expression: expression.trim().to_string(),
-            cron,
+            cron: std::sync::Arc::new(cron),
         };
         if schedule.next_after(OffsetDateTime::now_utc()).is_none() {
             return Err("it never fires".into());
@@ -157,11 +157,16 @@ mod tests {
         let table = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
         let err = Schedules::from_table(table("vault-sync", "0 99 * * *")).unwrap_err();
         assert!(
-            err.starts_with("lifecycle.schedules.vault-sync: \"0 99 * * *\" is not a cron expression: "),
+            err.starts_with(
+                "lifecycle.schedules.vault-sync: \"0 99 * * *\" is not a cron expression: "
+            ),
             "{err}"
         );
         let err = Schedules::from_table(table("vault-snyc", "0 2 * * *")).unwrap_err();
-        assert!(err.contains("lifecycle.schedules.vault-snyc: no such job"), "{err}");
+        assert!(
+            err.contains("lifecycle.schedules.vault-snyc: no such job"),
+            "{err}"
+        );
         let err = Schedules::from_table(table("housekeeping", "0 0 30 2 *")).unwrap_err();
         assert!(err.contains("never fires"), "{err}");
         let ok = Schedules::from_table(table("vault_sync", "0 2 * * *")).unwrap();

@@ -1019,11 +1019,19 @@ fn job_schedules_are_cron_expressions_and_bad_ones_stop_loading_naming_the_key()
     .unwrap();
     let s = Settings::from_layers(Some(&path), &env(&[])).unwrap();
     assert_eq!(
-        s.lifecycle.schedules.get("vault-sync").unwrap().expression(),
+        s.lifecycle
+            .schedules
+            .get("vault-sync")
+            .unwrap()
+            .expression(),
         "0 0 2 * * *"
     );
     assert_eq!(
-        s.lifecycle.schedules.get("housekeeping").unwrap().expression(),
+        s.lifecycle
+            .schedules
+            .get("housekeeping")
+            .unwrap()
+            .expression(),
         "15 3 * * *"
     );
 
@@ -1033,18 +1041,24 @@ fn job_schedules_are_cron_expressions_and_bad_ones_stop_loading_naming_the_key()
     )
     .unwrap();
     assert_eq!(
-        s.lifecycle.schedules.get("vault-sync").unwrap().expression(),
+        s.lifecycle
+            .schedules
+            .get("vault-sync")
+            .unwrap()
+            .expression(),
         "0 30 1 * * *"
     );
 
-    std::fs::write(&path, "[lifecycle.schedules]\nvault-sync = \"0 99 * * *\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[lifecycle.schedules]\nvault-sync = \"0 99 * * *\"\n",
+    )
+    .unwrap();
     let err = Settings::from_layers(Some(&path), &env(&[]))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(
-            "lifecycle.schedules.vault-sync: \"0 99 * * *\" is not a cron expression: "
-        ),
+        err.contains("lifecycle.schedules.vault-sync: \"0 99 * * *\" is not a cron expression: "),
         "{err}"
     );
     let err = Settings::from_layers(

@@ -98,7 +98,9 @@ impl Schedule {
         }
         Schedule::Every(match (job, audit) {
             (Job::AuditCheckpoint, Some(a)) => crate::audit::checkpoint_tick(a),
-            (Job::AuditVerify, Some(a)) => std::time::Duration::from_secs(a.verify_every_secs.max(1)),
+            (Job::AuditVerify, Some(a)) => {
+                std::time::Duration::from_secs(a.verify_every_secs.max(1))
+            }
             _ => job.period(lifecycle),
         })
     }
@@ -423,7 +425,11 @@ impl Scheduler {
 
     /// When `job` runs on this scheduler.
     pub fn schedule(&self, job: Job, settings: &LifecycleSettings) -> Schedule {
-        Schedule::of(job, settings, self.audit.as_deref().map(AuditTrail::settings))
+        Schedule::of(
+            job,
+            settings,
+            self.audit.as_deref().map(AuditTrail::settings),
+        )
     }
 
     /// A holder name unique to this process.

@@ -704,7 +704,11 @@ async fn two_instances_claiming_one_fire_time_run_it_once(db: Db) {
         .texts("SELECT holder FROM job_fires WHERE job_name = 'vault-sync'")
         .await
         .unwrap();
-    assert_eq!(left, vec!["instance-a".to_string()], "only the latest stays");
+    assert_eq!(
+        left,
+        vec!["instance-a".to_string()],
+        "only the latest stays"
+    );
 }
 
 on_both_databases!(two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_time);
@@ -712,11 +716,13 @@ on_both_databases!(two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_t
 /// once across both — as many `job_runs` rows as claimed fire times, each by the claimant.
 async fn two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_time(db: Db) {
     let rig = Rig::new(&db).await;
-    let mut settings = LifecycleSettings::default();
-    settings.schedules = passkey::config::Schedules::from_table(
-        [("housekeeping".to_string(), "* * * * * *".to_string())].into(),
-    )
-    .unwrap();
+    let settings = LifecycleSettings {
+        schedules: passkey::config::Schedules::from_table(
+            [("housekeeping".to_string(), "* * * * * *".to_string())].into(),
+        )
+        .unwrap(),
+        ..LifecycleSettings::default()
+    };
     let mut handles = Arc::new(rig.scheduler("instance-a")).spawn(&settings);
     handles.extend(Arc::new(rig.scheduler("instance-b")).spawn(&settings));
     // Stop between fire times (at x.5 s), so no run is cut off between its claim and its record.
@@ -738,7 +744,10 @@ async fn two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_time(db: Db
     let runs = holders("SELECT holder FROM job_runs WHERE job_name = 'housekeeping'").await;
     let fires = holders("SELECT holder FROM job_fires WHERE job_name = 'housekeeping'").await;
     assert!(runs.len() >= 2, "{} ran every second: {runs:?}", db.engine);
-    assert_eq!(runs, fires, "one run per claimed fire time, by its claimant");
+    assert_eq!(
+        runs, fires,
+        "one run per claimed fire time, by its claimant"
+    );
     let all_ok = db
         .raw
         .texts("SELECT CAST(COUNT(*) AS TEXT) FROM job_runs WHERE job_name = 'housekeeping' AND ok")
@@ -780,7 +789,11 @@ async fn admin_health_shows_each_jobs_schedule_and_next_run(db: Db) {
         .to_string();
     let next_two = {
         let d = now.datetime();
-        let day = if d.hour() < 2 { d.date() } else { d.date().next_day().unwrap() };
+        let day = if d.hour() < 2 {
+            d.date()
+        } else {
+            d.date().next_day().unwrap()
+        };
         format!("{day} 02:00 UTC")
     };
     assert!(
@@ -788,6 +801,9 @@ async fn admin_health_shows_each_jobs_schedule_and_next_run(db: Db) {
         "{card}"
     );
     let next_tick = passkey::cards::when(now.plus(Duration::minutes(1)));
-    assert!(card.contains(&format!("every 1m · next {next_tick}")), "{card}");
+    assert!(
+        card.contains(&format!("every 1m · next {next_tick}")),
+        "{card}"
+    );
     server.stop().await;
 }
