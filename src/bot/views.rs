@@ -336,9 +336,43 @@ pub async fn admin_health(state: &BotState) -> Result<Value, ApiError> {
         ));
     }
     let runs = state.store.last_job_runs().await.unwrap_or_default();
-    rendered(cards::render_admin_health(&AdminHealthCard::new(
-        checks, &runs,
-    )))
+    let schedules = job_schedules(state, &runs);
+    rendered(cards::render_admin_health(
+        &AdminHealthCard::new(checks, &runs).with_job_schedules(&schedules),
+    ))
+}
+
+/// Each job's schedule and next run, by job name: `cron "0 0 2 * * *" UTC · next 2026-12-07
+/// 02:00 UTC`. On an interval the next run is about one period after the last one started
+/// (each instance keeps its own ticks).
+fn job_schedules(
+    state: &AppState,
+    runs: &[crate::store::JobRun],
+) -> std::collections::BTreeMap<String, String> {
+    use crate::jobs::{Job, Schedule};
+    let now = state.clock.now().datetime();
+    Job::ALL
+        .into_iter()
+        .map(|job| {
+            let schedule =
+                Schedule::of(job, &state.settings.lifecycle, Some(&state.settings.audit));
+            let from = match &schedule {
+                Schedule::Every(_) => runs
+                    .iter()
+                    .find(|r| r.job_name == job.name())
+                    .map_or(now, |r| r.started_at.datetime()),
+                Schedule::Cron(_) => now,
+            };
+            let next = schedule
+                .next_after(from)
+                .map(|t| cards::when(crate::domain::Timestamp::from_datetime(t)))
+                .unwrap_or_else(|| "never".into());
+            (
+                job.name().to_string(),
+                format!("{} · next {next}", schedule.describe()),
+            )
+        })
+        .collect()
 }
 
 /// Here, not in `cards/`: the card layer knows no use case, the edge translates a refusal.

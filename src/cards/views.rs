@@ -818,6 +818,24 @@ impl AdminHealthCard {
             version: crate::VERSION.into(),
         }
     }
+
+    /// Adds each listed job's schedule and next run (`job name` → `every 1m · next …`) to its
+    /// line.
+    pub fn with_job_schedules(
+        mut self,
+        schedules: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        for job in &mut self.jobs {
+            if let Some(schedule) = job
+                .name
+                .strip_prefix("job ")
+                .and_then(|name| schedules.get(name))
+            {
+                job.detail = long(&format!("{} · {schedule}", job.detail));
+            }
+        }
+        self
+    }
 }
 
 /// The outcome of an admin command that changes or checks something (`admin sync`, `admin

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 mod check;
 mod load;
+mod schedule;
 mod summary;
+
+pub use schedule::{CronSchedule, JOB_NAMES, Schedules};
 
 pub use summary::describe_database_url;
 
@@ -386,6 +389,9 @@ pub struct LifecycleSettings {
     /// Vault sync, discovery, permission and rotation checks.
     #[serde(deserialize_with = "de_u64")]
     pub vault_sync_secs: u64,
+    /// Cron expressions (UTC) by job name, replacing that job's interval: `vault-sync =
+    /// "0 0 2 * * *"`. A job on a cron schedule runs once per fire time across instances.
+    pub schedules: Schedules,
 }
 
 impl Default for LifecycleSettings {
@@ -400,6 +406,7 @@ impl Default for LifecycleSettings {
             preflight_retry_budget: 3,
             tick_secs: 60,
             vault_sync_secs: 3600,
+            schedules: Schedules::default(),
         }
     }
 }

@@ -1134,3 +1134,80 @@ fn telemetry_is_off_by_default_and_its_settings_are_checked() {
         "{short:?}"
     );
 }
+
+/// `lifecycle.schedules` (#17.3): cron expressions from the file or the environment; a bad
+/// expression or an unknown job stops loading, naming the key.
+#[test]
+fn job_schedules_are_cron_expressions_and_bad_ones_stop_loading_naming_the_key() {
+    let defaults = Settings::from_layers(None, &env(&[])).unwrap();
+    assert!(defaults.lifecycle.schedules.get("vault-sync").is_none());
+    let summary = defaults.redacted_summary();
+    assert!(
+        summary
+            .iter()
+            .any(|(k, v)| k == "lifecycle.schedules" && v.contains("interval")),
+        "{summary:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("passkey.toml");
+    std::fs::write(
+        &path,
+        "[lifecycle.schedules]\nvault-sync = \"0 0 2 * * *\"\nhousekeeping = \"15 3 * * *\"\n",
+    )
+    .unwrap();
+    let s = Settings::from_layers(Some(&path), &env(&[])).unwrap();
+    assert_eq!(
+        s.lifecycle
+            .schedules
+            .get("vault-sync")
+            .unwrap()
+            .expression(),
+        "0 0 2 * * *"
+    );
+    assert_eq!(
+        s.lifecycle
+            .schedules
+            .get("housekeeping")
+            .unwrap()
+            .expression(),
+        "15 3 * * *"
+    );
+
+    let s = Settings::from_layers(
+        None,
+        &env(&[("PASSKEY_LIFECYCLE__SCHEDULES__VAULT_SYNC", "0 30 1 * * *")]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.lifecycle
+            .schedules
+            .get("vault-sync")
+            .unwrap()
+            .expression(),
+        "0 30 1 * * *"
+    );
+
+    std::fs::write(
+        &path,
+        "[lifecycle.schedules]\nvault-sync = \"0 99 * * *\"\n",
+    )
+    .unwrap();
+    let err = Settings::from_layers(Some(&path), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lifecycle.schedules.vault-sync: \"0 99 * * *\" is not a cron expression: "),
+        "{err}"
+    );
+    let err = Settings::from_layers(
+        None,
+        &env(&[("PASSKEY_LIFECYCLE__SCHEDULES__VAULT_SNYC", "0 2 * * *")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("lifecycle.schedules.vault_snyc: no such job"),
+        "{err}"
+    );
+}

@@ -1,7 +1,10 @@
-//! The scheduler. Ticks come from tokio intervals; correctness comes from the database: due work is
+//! The scheduler. Ticks come from tokio intervals, or from cron expressions
+//! (`lifecycle.schedules`, UTC); correctness comes from the database: due work is
 //! claimed row by row (`FOR UPDATE SKIP LOCKED` on Postgres, the single writer lock on SQLite)
 //! and every state change is a conditional update, so several instances against one database
-//! handle each item once (INV-7). Every run leaves a `job_runs` row that `admin health` shows.
+//! handle each item once (INV-7). A job on a cron schedule also claims each fire time (a
+//! `job_fires` row), so of several instances only one runs it per fire time. Every run leaves a
+//! `job_runs` row that `admin health` shows.
 //!
 //! Jobs: lease expiry (expire, remove shares, warn "ends soon"), preflight retry, stale requests
 //! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, rotation check, then leases
@@ -10,7 +13,7 @@
 //! admins alerted in Teams on a mismatch).
 
 use crate::audit::AuditTrail;
-use crate::config::LifecycleSettings;
+use crate::config::{AuditSettings, CronSchedule, LifecycleSettings};
 use crate::domain::{Clock, Timestamp};
 use crate::governance::lifecycle::{ClaimCheck, Lifecycle, LifecycleError, Notice, Notifier};
 use crate::store::{DueWork, NewJobRun, Request, Store, StoreError};
@@ -73,6 +76,75 @@ impl Job {
         };
         std::time::Duration::from_secs(secs.max(1))
     }
+}
+
+/// When a job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// On a tokio interval from its interval setting, each instance on its own ticks (the
+    /// default).
+    Every(std::time::Duration),
+    /// At the fire times of a cron expression from `lifecycle.schedules` (UTC), once per fire
+    /// time across instances.
+    Cron(CronSchedule),
+}
+
+impl Schedule {
+    /// The schedule of `job`: its `lifecycle.schedules` entry, else its interval. `audit` is the
+    /// audit settings when the audit jobs run (their intervals follow them).
+    pub fn of(job: Job, lifecycle: &LifecycleSettings, audit: Option<&AuditSettings>) -> Schedule {
+        if let Some(cron) = lifecycle.schedules.get(job.name()) {
+            return Schedule::Cron(cron.clone());
+        }
+        Schedule::Every(match (job, audit) {
+            (Job::AuditCheckpoint, Some(a)) => crate::audit::checkpoint_tick(a),
+            (Job::AuditVerify, Some(a)) => {
+                std::time::Duration::from_secs(a.verify_every_secs.max(1))
+            }
+            _ => job.period(lifecycle),
+        })
+    }
+
+    /// `every 1h`, or `cron "0 0 2 * * *" UTC`.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Every(period) => format!("every {}", humantime_secs(period.as_secs())),
+            Schedule::Cron(cron) => format!("cron {:?} UTC", cron.expression()),
+        }
+    }
+
+    /// The next run after `after`: the next fire time on a cron schedule; on an interval, one
+    /// period on (each instance keeps its own ticks, so this is approximate).
+    pub fn next_after(&self, after: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+        match self {
+            Schedule::Every(period) => Some(after + *period),
+            Schedule::Cron(cron) => cron.next_after(after),
+        }
+    }
+
+    /// The time between two runs (bounds the restart backoff after a panic).
+    fn period(&self, after: time::OffsetDateTime) -> std::time::Duration {
+        match self {
+            Schedule::Every(period) => *period,
+            Schedule::Cron(cron) => cron
+                .next_after(after)
+                .and_then(|a| Some((a, cron.next_after(a)?)))
+                .map(|(a, b)| (b - a).unsigned_abs())
+                .unwrap_or(MAX_RESTART_BACKOFF),
+        }
+    }
+}
+
+/// `90` → `1m30s`, `3600` → `1h`.
+fn humantime_secs(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
 }
 
 /// Processed-activity rows older than this are forgotten (Teams redelivers within minutes).
@@ -351,14 +423,13 @@ impl Scheduler {
             .collect()
     }
 
-    fn period(&self, job: Job, settings: &LifecycleSettings) -> std::time::Duration {
-        match (job, &self.audit) {
-            (Job::AuditCheckpoint, Some(a)) => crate::audit::checkpoint_tick(a.settings()),
-            (Job::AuditVerify, Some(a)) => {
-                std::time::Duration::from_secs(a.settings().verify_every_secs.max(1))
-            }
-            _ => job.period(settings),
-        }
+    /// When `job` runs on this scheduler.
+    pub fn schedule(&self, job: Job, settings: &LifecycleSettings) -> Schedule {
+        Schedule::of(
+            job,
+            settings,
+            self.audit.as_deref().map(AuditTrail::settings),
+        )
     }
 
     /// A holder name unique to this process.
@@ -753,9 +824,15 @@ impl Scheduler {
         }
     }
 
-    /// Starts one supervised task per job, each on its own interval (missed ticks are skipped,
-    /// not bunched). The first run of each job comes one period after start, except lease expiry
-    /// and preflight retry, which run at once (work may have come due while the app was down).
+    /// Starts one supervised task per job, on its [`Schedule`].
+    ///
+    /// On an interval, missed ticks are skipped, not bunched. The first run of each job comes
+    /// one period after start, except lease expiry and preflight retry, which run at once (work
+    /// may have come due while the app was down) — on a cron schedule too.
+    ///
+    /// On a cron schedule, every instance wakes at each fire time (UTC) and claims it in the
+    /// database (`job_fires`); the one whose claim lands runs the job, the others wait for the
+    /// next fire time. Fire times that pass while a run is still going are skipped.
     ///
     /// Each run is its own task, so a panic ends the run, not the job: the supervisor records a
     /// failed run, marks the job crashing in [`JobHealth`] (`/readyz` fails, `admin health`
@@ -770,27 +847,86 @@ impl Scheduler {
             .into_iter()
             .map(|job| {
                 let me = self.clone();
-                let period = self.period(job, settings);
+                let schedule = self.schedule(job, settings);
                 tokio::spawn(async move {
-                    let first = match job {
-                        Job::LeaseExpiry | Job::PreflightRetry => tokio::time::Instant::now(),
-                        _ => tokio::time::Instant::now() + period,
-                    };
-                    let mut ticks = tokio::time::interval_at(first, period);
-                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                    let mut panics_in_a_row = 0;
-                    loop {
-                        if panics_in_a_row == 0 {
-                            ticks.tick().await;
-                        } else {
-                            tokio::time::sleep(restart_backoff(panics_in_a_row, period)).await;
-                            ticks.reset();
-                        }
-                        panics_in_a_row = me.clone().run_supervised(job).await;
+                    match schedule {
+                        Schedule::Every(period) => me.every(job, period).await,
+                        Schedule::Cron(cron) => me.on_cron(job, cron).await,
                     }
                 })
             })
             .collect()
+    }
+
+    /// Runs `job` every `period`, forever.
+    async fn every(self: Arc<Self>, job: Job, period: std::time::Duration) {
+        let first = match job {
+            Job::LeaseExpiry | Job::PreflightRetry => tokio::time::Instant::now(),
+            _ => tokio::time::Instant::now() + period,
+        };
+        let mut ticks = tokio::time::interval_at(first, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut panics_in_a_row = 0;
+        loop {
+            if panics_in_a_row == 0 {
+                ticks.tick().await;
+            } else {
+                tokio::time::sleep(restart_backoff(panics_in_a_row, period)).await;
+                ticks.reset();
+            }
+            panics_in_a_row = self.clone().run_supervised(job).await;
+        }
+    }
+
+    /// Runs `job` at the fire times of `cron` that this instance claims, forever.
+    async fn on_cron(self: Arc<Self>, job: Job, cron: CronSchedule) {
+        let schedule = Schedule::Cron(cron.clone());
+        if matches!(job, Job::LeaseExpiry | Job::PreflightRetry) {
+            self.clone().run_until_finished(job, &schedule).await;
+        }
+        let mut last: Option<time::OffsetDateTime> = None;
+        loop {
+            let now = time::OffsetDateTime::now_utc();
+            let Some(fire) = cron.next_after(last.map_or(now, |l| l.max(now))) else {
+                tracing::error!(
+                    job = job.name(),
+                    "the job's cron schedule fires no more; the job stops"
+                );
+                return;
+            };
+            let wait = fire - time::OffsetDateTime::now_utc();
+            tokio::time::sleep(wait.max(Duration::ZERO).unsigned_abs()).await;
+            last = Some(fire);
+            if self.claim_fire(job, Timestamp::from_datetime(fire)).await {
+                self.clone().run_until_finished(job, &schedule).await;
+            }
+        }
+    }
+
+    /// Claims the fire time `fire_at` of `job` for this instance: false when another instance
+    /// has it, or when the database cannot say (the job waits for its next fire time).
+    pub async fn claim_fire(&self, job: Job, fire_at: Timestamp) -> bool {
+        match self
+            .store
+            .claim_job_fire(job.name(), fire_at, &self.holder)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(job = job.name(), error = %e, "fire time not claimed; the job waits for the next one");
+                false
+            }
+        }
+    }
+
+    /// Runs `job` supervised, restarting it with backoff after each panic until a run finishes.
+    async fn run_until_finished(self: Arc<Self>, job: Job, schedule: &Schedule) {
+        let mut panics_in_a_row = self.clone().run_supervised(job).await;
+        while panics_in_a_row > 0 {
+            let period = schedule.period(time::OffsetDateTime::now_utc());
+            tokio::time::sleep(restart_backoff(panics_in_a_row, period)).await;
+            panics_in_a_row = self.clone().run_supervised(job).await;
+        }
     }
 
     /// Runs `job` in a task of its own; returns the panics in a row (0: the run finished).
@@ -845,5 +981,51 @@ impl Scheduler {
                 in_a_row
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lifecycle.schedules` accepts exactly the jobs' names.
+    #[test]
+    fn schedule_keys_are_the_job_names() {
+        let names: Vec<&str> = Job::ALL.iter().map(|j| j.name()).collect();
+        assert_eq!(names, crate::config::JOB_NAMES);
+    }
+
+    #[test]
+    fn schedules_default_to_the_intervals_and_cron_replaces_one() {
+        let mut lifecycle = LifecycleSettings::default();
+        let audit = AuditSettings::default();
+        let of = |job, l: &LifecycleSettings| Schedule::of(job, l, Some(&audit));
+        assert_eq!(
+            of(Job::VaultSync, &lifecycle),
+            Schedule::Every(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(of(Job::VaultSync, &lifecycle).describe(), "every 1h");
+        assert_eq!(
+            of(Job::AuditVerify, &lifecycle),
+            Schedule::Every(std::time::Duration::from_secs(audit.verify_every_secs))
+        );
+        lifecycle.schedules = crate::config::Schedules::from_table(
+            [("vault-sync".to_string(), "0 0 2 * * *".to_string())].into(),
+        )
+        .unwrap();
+        let cron = of(Job::VaultSync, &lifecycle);
+        assert_eq!(cron.describe(), "cron \"0 0 2 * * *\" UTC");
+        assert_eq!(
+            cron.next_after(time::macros::datetime!(2026-12-06 16:00 UTC)),
+            Some(time::macros::datetime!(2026-12-07 02:00 UTC))
+        );
+        assert_eq!(
+            cron.period(time::macros::datetime!(2026-12-06 16:00 UTC)),
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(
+            of(Job::LeaseExpiry, &lifecycle),
+            Schedule::Every(std::time::Duration::from_secs(60))
+        );
     }
 }

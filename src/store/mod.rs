@@ -466,6 +466,15 @@ pub trait LeaseStore: Send + Sync {
         at: Timestamp,
     ) -> StoreResult<bool>;
     async fn record_job_run(&self, run: &NewJobRun) -> StoreResult<JobRun>;
+    /// Claims one fire time of a job on a cron schedule for `holder`: true for the one instance
+    /// whose claim landed, false for every other. The winner forgets its job's claims older than
+    /// two days.
+    async fn claim_job_fire(
+        &self,
+        job_name: &str,
+        fire_at: Timestamp,
+        holder: &str,
+    ) -> StoreResult<bool>;
     /// The latest run of each job.
     async fn last_job_runs(&self) -> StoreResult<Vec<JobRun>>;
     /// Housekeeping: forgets OTP challenges that expired before `before`.

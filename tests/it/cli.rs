@@ -1120,3 +1120,41 @@ async fn healthcheck_exits_0_when_healthz_answers_and_1_otherwise() {
         text(&down.stderr)
     );
 }
+
+/// (#17.3) A bad cron expression under `lifecycle.schedules` stops the binary before it does
+/// anything, naming the key; so does an unknown job.
+#[test]
+fn a_bad_job_schedule_stops_the_binary_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, named) in [
+        (
+            "PASSKEY_LIFECYCLE__SCHEDULES__VAULT_SYNC",
+            "lifecycle.schedules.vault_sync: \"0 99 * * *\" is not a cron expression",
+        ),
+        (
+            "PASSKEY_LIFECYCLE__SCHEDULES__NIGHTLY",
+            "lifecycle.schedules.nightly: no such job",
+        ),
+    ] {
+        let out = passkey_with_env(
+            dir.path(),
+            &["migrate"],
+            &[(var.to_string(), "0 99 * * *".to_string())],
+        );
+        assert!(!out.status.success(), "{var}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains(named), "{}", text(&out.stderr));
+    }
+    assert!(
+        !dir.path().join("data").join("passkey.db").exists(),
+        "nothing was created"
+    );
+    let out = passkey_with_env(
+        dir.path(),
+        &["migrate"],
+        &[(
+            "PASSKEY_LIFECYCLE__SCHEDULES__VAULT_SYNC".to_string(),
+            "0 0 2 * * *".to_string(),
+        )],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

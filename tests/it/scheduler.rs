@@ -681,3 +681,135 @@ fn bot_state(state: &passkey::app::AppState) -> passkey::bot::BotState {
     use axum::extract::FromRef;
     passkey::bot::BotState::from_ref(state)
 }
+
+on_both_databases!(two_instances_claiming_one_fire_time_run_it_once);
+/// (#17.3) A fire time of a cron-scheduled job is claimed in the database: of two instances, one
+/// gets it; the next fire time is claimed afresh.
+async fn two_instances_claiming_one_fire_time_run_it_once(db: Db) {
+    let rig = Rig::new(&db).await;
+    let (a, b) = (rig.scheduler("instance-a"), rig.scheduler("instance-b"));
+    let fire = passkey::domain::Timestamp::parse("2026-12-07T02:00:00Z").unwrap();
+    let (got_a, got_b) = tokio::join!(
+        a.claim_fire(Job::VaultSync, fire),
+        b.claim_fire(Job::VaultSync, fire)
+    );
+    assert!(got_a ^ got_b, "exactly one claim: {got_a} {got_b}");
+    assert!(!a.claim_fire(Job::VaultSync, fire).await);
+    assert!(
+        b.claim_fire(Job::Housekeeping, fire).await,
+        "claims are per job"
+    );
+    let next = fire.plus(Duration::days(1));
+    assert!(b.claim_fire(Job::VaultSync, next).await);
+    assert!(!a.claim_fire(Job::VaultSync, next).await);
+    // The winner forgets its job's claims older than two days.
+    let later = next.plus(Duration::days(3));
+    assert!(a.claim_fire(Job::VaultSync, later).await);
+    let left = db
+        .raw
+        .texts("SELECT holder FROM job_fires WHERE job_name = 'vault-sync'")
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        vec!["instance-a".to_string()],
+        "only the latest stays"
+    );
+}
+
+on_both_databases!(two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_time);
+/// (#17.3) Two schedulers on one database with housekeeping every second: each fire time runs
+/// once across both — as many `job_runs` rows as claimed fire times, each by the claimant.
+async fn two_schedulers_on_a_cron_schedule_run_the_job_once_per_fire_time(db: Db) {
+    let rig = Rig::new(&db).await;
+    let settings = LifecycleSettings {
+        schedules: passkey::config::Schedules::from_table(
+            [("housekeeping".to_string(), "* * * * * *".to_string())].into(),
+        )
+        .unwrap(),
+        ..LifecycleSettings::default()
+    };
+    let mut handles = Arc::new(rig.scheduler("instance-a")).spawn(&settings);
+    handles.extend(Arc::new(rig.scheduler("instance-b")).spawn(&settings));
+    // Stop between fire times (at x.5 s), so no run is cut off between its claim and its record.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let nanos = time::OffsetDateTime::now_utc().nanosecond() as u64;
+    let to_half = (1_500_000_000 - nanos) % 1_000_000_000;
+    tokio::time::sleep(std::time::Duration::from_nanos(to_half)).await;
+    for h in handles {
+        h.abort();
+    }
+    let holders = |sql: &'static str| {
+        let raw = db.raw.clone();
+        async move {
+            let mut h = raw.texts(sql).await.unwrap();
+            h.sort();
+            h
+        }
+    };
+    let runs = holders("SELECT holder FROM job_runs WHERE job_name = 'housekeeping'").await;
+    let fires = holders("SELECT holder FROM job_fires WHERE job_name = 'housekeeping'").await;
+    assert!(runs.len() >= 2, "{} ran every second: {runs:?}", db.engine);
+    assert_eq!(
+        runs, fires,
+        "one run per claimed fire time, by its claimant"
+    );
+    let all_ok = db
+        .raw
+        .texts("SELECT CAST(COUNT(*) AS TEXT) FROM job_runs WHERE job_name = 'housekeeping' AND ok")
+        .await
+        .unwrap();
+    assert_eq!(all_ok, vec![runs.len().to_string()]);
+}
+
+on_both_databases!(admin_health_shows_each_jobs_schedule_and_next_run);
+/// (#17.3) `admin health` lists each job's last run with its schedule and next run: a cron
+/// schedule's next fire time (UTC), an interval's next tick after the last run.
+async fn admin_health_shows_each_jobs_schedule_and_next_run(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::test_settings(
+        dir.path(),
+        &[("PASSKEY_LIFECYCLE__SCHEDULES__VAULT_SYNC", "0 0 2 * * *")],
+    );
+    let server = common::TestServer::start(settings, db.store.clone()).await;
+    let state = server.state.clone();
+    let now = state.clock.now();
+    for job in ["vault-sync", "lease-expiry"] {
+        state
+            .store
+            .record_job_run(&passkey::store::NewJobRun {
+                job_name: job.into(),
+                holder: "instance-a".into(),
+                started_at: now,
+                finished_at: now,
+                ok: true,
+                counts: serde_json::json!({}),
+                error: None,
+            })
+            .await
+            .unwrap();
+    }
+    let card = passkey::bot::views::admin_health(&state)
+        .await
+        .unwrap()
+        .to_string();
+    let next_two = {
+        let d = now.datetime();
+        let day = if d.hour() < 2 {
+            d.date()
+        } else {
+            d.date().next_day().unwrap()
+        };
+        format!("{day} 02:00 UTC")
+    };
+    assert!(
+        card.contains(&format!("cron \\\"0 0 2 * * *\\\" UTC · next {next_two}")),
+        "{card}"
+    );
+    let next_tick = passkey::cards::when(now.plus(Duration::minutes(1)));
+    assert!(
+        card.contains(&format!("every 1m · next {next_tick}")),
+        "{card}"
+    );
+    server.stop().await;
+}

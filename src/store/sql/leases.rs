@@ -611,6 +611,28 @@ macro_rules! impl_lease_store {
                 .await?)
             }
 
+            async fn claim_job_fire(&self, job_name: &str, fire_at: Timestamp, holder: &str) -> StoreResult<bool> {
+                let claimed = sqlx::query(
+                    "INSERT INTO job_fires (job_name, fire_at, holder) VALUES ($1, $2, $3)
+                     ON CONFLICT (job_name, fire_at) DO NOTHING",
+                )
+                .bind(job_name)
+                .bind(fire_at)
+                .bind(holder)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1;
+                if claimed {
+                    sqlx::query("DELETE FROM job_fires WHERE job_name = $1 AND fire_at < $2")
+                        .bind(job_name)
+                        .bind(fire_at.minus(time::Duration::days(2)))
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(claimed)
+            }
+
             async fn last_job_runs(&self) -> StoreResult<Vec<JobRun>> {
                 Ok(sqlx::query_as(
                     "SELECT * FROM job_runs r
