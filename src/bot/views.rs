@@ -346,7 +346,7 @@ pub async fn admin_health(state: &BotState) -> Result<Value, ApiError> {
 /// 02:00 UTC`. On an interval the next run is about one period after the last one started
 /// (each instance keeps its own ticks).
 fn job_schedules(
-    state: &AppState,
+    state: &BotState,
     runs: &[crate::store::JobRun],
 ) -> std::collections::BTreeMap<String, String> {
     use crate::jobs::{Job, Schedule};

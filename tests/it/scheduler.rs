@@ -789,7 +789,7 @@ async fn admin_health_shows_each_jobs_schedule_and_next_run(db: Db) {
             .await
             .unwrap();
     }
-    let card = passkey::bot::views::admin_health(&state)
+    let card = passkey::bot::views::admin_health(&bot_state(&state))
         .await
         .unwrap()
         .to_string();
