@@ -53,6 +53,12 @@ pub enum Reply {
         request_id: i64,
         requester_id: i64,
     },
+    /// The request form again after an input error: `text` says what was wrong (a message's
+    /// text; the form says it too, for the invoke answer that replaces the tapped form).
+    Form {
+        text: String,
+        card: Value,
+    },
 }
 
 /// One turn, effectively once: the activity is claimed for this turn (renewed while it runs),
@@ -199,7 +205,7 @@ async fn run(
                     };
                     let body = match on_card_action(state, &sender, action).await? {
                         Reply::Text(text) => invoke_message(&text),
-                        Reply::Card(c) => card(c),
+                        Reply::Card(c) | Reply::Form { card: c, .. } => card(c),
                         // The tapped card becomes the status card; it is the message `replyToId`
                         // names. Only in a 1:1 chat: the invoke's answer is shown to the person who
                         // tapped alone, but an update in place would show a group everything.
@@ -549,6 +555,11 @@ fn outgoing(reply: Reply) -> (OutgoingActivity, Option<(i64, i64)>) {
     match reply {
         Reply::Text(text) => (OutgoingActivity::text(text), None),
         Reply::Card(card) => (OutgoingActivity::card("Passkey", card), None),
+        Reply::Form { text, card } => {
+            let mut outgoing = OutgoingActivity::card("Passkey", card);
+            outgoing.text = Some(text);
+            (outgoing, None)
+        }
         Reply::Status {
             text,
             card,
@@ -830,6 +841,20 @@ async fn lifecycle_reply(
         return Ok(Reply::Text(NO_IDENTITY.into()));
     };
     let base_url = state.settings.public_base_url();
+    let answers = match &call {
+        Call::Submit {
+            record,
+            duration_secs,
+            reason,
+            ticket,
+        } => Some(views::Answers {
+            record: record.clone(),
+            duration_secs: *duration_secs,
+            justification: reason.clone(),
+            ticket: ticket.clone(),
+        }),
+        _ => None,
+    };
     Ok(match run_call(state, user, call).await? {
         // The requester acting on their own request sees its status card too.
         Ok(change) if change.request.requester_id == user.id => Reply::Status {
@@ -845,6 +870,14 @@ async fn lifecycle_reply(
             requester_id: user.id,
         },
         Ok(change) => Reply::Text(render::change_text(&change, &base_url)),
+        // An input error on a request: the form again, filled in, nothing recorded.
+        Err(LifecycleError::BadInput(problem)) if answers.is_some() => {
+            let answers = answers.unwrap_or_default();
+            Reply::Form {
+                card: views::request_form_again(state, user, &answers, &problem).await?,
+                text: problem,
+            }
+        }
         Err(refusal) => Reply::Text(render::refusal_text(&refusal)),
     })
 }
@@ -1048,7 +1081,23 @@ async fn on_card_action(
             let duration_secs = match duration.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
                 Some(text) => match commands::parse_duration(text) {
                     Ok(d) => Some(d.whole_seconds()),
-                    Err(e) => return Ok(Reply::Text(format!("That duration didn't work: {e}"))),
+                    Err(e) => {
+                        let problem = format!("That duration didn't work: {e}");
+                        let answers = views::Answers {
+                            record,
+                            duration_secs: None,
+                            justification,
+                            ticket,
+                        };
+                        return with_user(sender, |user| async move {
+                            Ok(Reply::Form {
+                                card: views::request_form_again(state, user, &answers, &problem)
+                                    .await?,
+                                text: problem,
+                            })
+                        })
+                        .await;
+                    }
                 },
                 None => None,
             };

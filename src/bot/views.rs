@@ -88,7 +88,9 @@ pub async fn request_form(
         .map(|r| policy.max_lease_secs(r.sensitivity))
         .max()
         .unwrap_or(policy.lease.default_lease_secs);
-    let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs);
+    let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs)
+        .with_record_caps(&records, |s| policy.max_lease_secs(s))
+        .with_min_justification(min_justification(&policy));
     if let Some(uid) = record {
         view = view.with_record(uid);
     }
@@ -98,6 +100,63 @@ pub async fn request_form(
         (None, false) => {}
     }
     rendered(cards::render_request_form(&view))
+}
+
+/// What was typed for a request that had an input error, to fill the form again with.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    /// The record as typed (vault uid or title).
+    pub record: String,
+    pub duration_secs: Option<i64>,
+    pub justification: Option<String>,
+    pub ticket: Option<String>,
+}
+
+/// The request form again after an input error: `problem` on it, and what was typed filled in
+/// (a duration over the record's cap becomes the cap).
+pub async fn request_form_again(
+    state: &BotState,
+    user: &User,
+    answers: &Answers,
+    problem: &str,
+) -> Result<Value, ApiError> {
+    let (records, _) = requestable_records(state, user, None).await?;
+    let policy = state.policy.policy();
+    let cap = records
+        .iter()
+        .map(|r| policy.max_lease_secs(r.sensitivity))
+        .max()
+        .unwrap_or(policy.lease.default_lease_secs);
+    let typed = answers.record.trim();
+    let chosen = records
+        .iter()
+        .find(|r| r.vault_uid == typed)
+        .or_else(|| records.iter().find(|r| r.title.eq_ignore_ascii_case(typed)));
+    let record_cap = chosen.map_or(cap, |r| policy.max_lease_secs(r.sensitivity));
+    let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs)
+        .with_record_caps(&records, |s| policy.max_lease_secs(s))
+        .with_min_justification(min_justification(&policy))
+        .with_answers(
+            answers.duration_secs,
+            record_cap,
+            answers.justification.as_deref(),
+            answers.ticket.as_deref(),
+        )
+        .with_problem(problem);
+    if let Some(r) = chosen {
+        view = view.with_record(&r.vault_uid);
+    }
+    rendered(cards::render_request_form(&view))
+}
+
+/// The justification length the policy asks for (0 when none is required).
+fn min_justification(policy: &crate::policy::PolicySet) -> usize {
+    let reason = &policy.access.reason;
+    if reason.justification_required {
+        reason.min_justification_chars
+    } else {
+        0
+    }
 }
 
 /// The requester's card for one request as it is now.

@@ -144,6 +144,8 @@ pub struct RequestFormCard {
     /// The record chosen in advance, if any (a value from `records`).
     pub record: Option<String>,
     pub durations: Vec<Choice>,
+    /// Each of `durations` in seconds, in the same order.
+    pub duration_secs: Vec<i64>,
     /// The duration chosen in advance (a value from `durations`).
     pub duration: String,
     /// The longest lease the policy allows, as text.
@@ -152,6 +154,14 @@ pub struct RequestFormCard {
     pub max_text: usize,
     /// What was wrong with the last attempt, when the form is shown again.
     pub problem: Option<String>,
+    /// The justification and ticket typed last time, when the form is shown again.
+    pub justification: Option<String>,
+    pub ticket: Option<String>,
+    /// The pattern a justification must match before the form is sent (a JavaScript regex:
+    /// at least the policy's minimum of characters, blanks at the ends aside), and what the
+    /// form says when it does not.
+    pub justification_regex: Option<String>,
+    pub justification_error: String,
 }
 
 impl RequestFormCard {
@@ -183,12 +193,92 @@ impl RequestFormCard {
                 .collect(),
             more_records: records.len().saturating_sub(MAX_RECORD_CHOICES),
             record: None,
+            duration_secs: duration_steps(cap_secs),
             durations,
             duration,
             cap: span(cap_secs),
             max_text: 500,
             problem: None,
+            justification: None,
+            ticket: None,
+            justification_regex: None,
+            justification_error: "Say why you need it.".into(),
         }
+    }
+
+    /// Names, in each duration's title, the sensitivities it is too long for, when some offered
+    /// record's cap (`cap_of` its sensitivity) is shorter: `4h (not CRITICAL)`, `12h (LOW only)`.
+    pub fn with_record_caps(
+        mut self,
+        records: &[Record],
+        cap_of: impl Fn(crate::domain::Sensitivity) -> i64,
+    ) -> Self {
+        let mut offered: Vec<_> = records
+            .iter()
+            .take(MAX_RECORD_CHOICES)
+            .map(|r| r.sensitivity)
+            .collect();
+        offered.sort();
+        offered.dedup();
+        for (choice, &secs) in self.durations.iter_mut().zip(&self.duration_secs) {
+            let (fits, not): (Vec<_>, Vec<_>) = offered.iter().partition(|&&s| cap_of(s) >= secs);
+            let names = |list: Vec<&crate::domain::Sensitivity>, sep: &str| {
+                list.iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(sep)
+            };
+            if not.is_empty() || fits.is_empty() {
+                continue;
+            }
+            choice.title = if not.len() < fits.len() {
+                format!("{} (not {})", choice.title, names(not, ", "))
+            } else {
+                format!("{} ({} only)", choice.title, names(fits, " or "))
+            };
+        }
+        self
+    }
+
+    /// Asks for at least `min_chars` characters of justification before the form is sent.
+    pub fn with_min_justification(mut self, min_chars: usize) -> Self {
+        if min_chars > 1 {
+            self.justification_regex = Some(format!(r"^\s*\S[\s\S]{{{},}}\S\s*$", min_chars - 2));
+            self.justification_error =
+                format!("Say why you need it, in at least {min_chars} characters.");
+        }
+        self
+    }
+
+    /// Fills the form with what was typed last time; the duration becomes the longest offered
+    /// one not over `duration_secs` (so one over the record's cap comes back as the cap).
+    pub fn with_answers(
+        mut self,
+        duration_secs: Option<i64>,
+        cap_secs: i64,
+        justification: Option<&str>,
+        ticket: Option<&str>,
+    ) -> Self {
+        if let Some(asked) = duration_secs {
+            let limit = asked.min(cap_secs);
+            if let Some(best) = self
+                .durations
+                .iter()
+                .zip(&self.duration_secs)
+                .filter(|&(_, &secs)| secs <= limit)
+                .max_by_key(|&(_, &secs)| secs)
+            {
+                self.duration = best.0.value.clone();
+            }
+        }
+        let kept = |t: Option<&str>, max: usize| {
+            t.map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| super::clean_text(t, max))
+        };
+        self.justification = kept(justification, self.max_text);
+        self.ticket = kept(ticket, 100);
+        self
     }
 
     /// Chooses a record in advance (ignored unless it is one of the choices).
@@ -213,6 +303,17 @@ fn duration_value(secs: i64) -> String {
 
 /// The ladder's durations up to the cap, and the cap itself when it is not on the ladder.
 pub fn duration_choices(cap_secs: i64) -> Vec<Choice> {
+    duration_steps(cap_secs)
+        .into_iter()
+        .map(|s| Choice {
+            title: span(s),
+            value: duration_value(s),
+        })
+        .collect()
+}
+
+/// The seconds of [`duration_choices`], in order.
+fn duration_steps(cap_secs: i64) -> Vec<i64> {
     let cap_secs = cap_secs.max(60);
     let mut secs: Vec<i64> = DURATION_LADDER
         .iter()
@@ -222,12 +323,7 @@ pub fn duration_choices(cap_secs: i64) -> Vec<Choice> {
     if secs.last() != Some(&cap_secs) {
         secs.push(cap_secs);
     }
-    secs.into_iter()
-        .map(|s| Choice {
-            title: span(s),
-            value: duration_value(s),
-        })
-        .collect()
+    secs
 }
 
 // ---------------------------------------------------------------------------------------------

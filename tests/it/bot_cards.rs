@@ -174,8 +174,9 @@ async fn a_bad_form_changes_nothing_and_says_what_was_wrong() {
             json!({"record": "dbSt4g1ngL0g1nR3c0rd02", "duration": "forever", "justification": "INC-1"}),
         )
         .await;
+    // An input error answers with the form again (it replaces the tapped one), saying why.
     assert!(
-        answered_text(&bad_duration).starts_with("That duration didn't work"),
+        card_text(answered_card(&bad_duration)).contains("That duration didn't work"),
         "{bad_duration}"
     );
     let no_reason = chat
@@ -186,7 +187,7 @@ async fn a_bad_form_changes_nothing_and_says_what_was_wrong() {
         )
         .await;
     assert!(
-        answered_text(&no_reason).contains("Say why you need it"),
+        card_text(answered_card(&no_reason)).contains("Say why you need it"),
         "{no_reason}"
     );
     let unknown = chat

@@ -30,6 +30,7 @@ on_both_databases!(
     policy_denies_a_record_outside_the_requesters_folders,
     a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides,
     refused_submissions_write_nothing,
+    input_errors_write_nothing_and_policy_denials_stay_denials,
     non_approvers_and_self_approval_are_refused,
     critical_needs_two_distinct_approvals,
     a_denial_decides_and_late_clicks_are_told_who_decided,
@@ -620,6 +621,67 @@ async fn a_record_nobody_can_approve_goes_to_triage_and_an_admin_decides(db: Db)
     assert_eq!(
         traces(w.store.as_ref(), id2).await,
         [(RequestSubmission, TPending), (ApprovalDecision, TDeny)]
+    );
+}
+
+/// A duration over the record's cap or too short a justification is an input error: answered,
+/// with no request and no audit event. A refusal by any other rule, or by the reason rule on the
+/// justification's content (no ticket), is a policy denial and stays a DENIED request.
+async fn input_errors_write_nothing_and_policy_denials_stay_denials(db: Db) {
+    let w = world(&db).await;
+    let written = || async {
+        (
+            count(&db, "requests").await,
+            count(&db, "audit_events").await,
+        )
+    };
+    let before = written().await;
+    match w.submit(&w.alice, "ops-critical", 2 * 3600).await {
+        Err(LifecycleError::BadInput(problem)) => {
+            assert!(problem.contains("ops-critical"), "{problem}");
+            assert!(problem.contains("at most 1h"), "{problem}");
+        }
+        other => panic!("{:?}", other.map(|c| c.request.status)),
+    }
+    let short = Submission {
+        record: "ops-low".into(),
+        duration_secs: Some(3600),
+        justification: "  short  ".into(),
+        ticket_id: None,
+        break_glass: false,
+    };
+    match w.life.submit(&w.alice, &short).await {
+        Err(LifecycleError::BadInput(problem)) => {
+            assert!(problem.contains("at least 8 characters"), "{problem}")
+        }
+        other => panic!("{:?}", other.map(|c| c.request.status)),
+    }
+    assert_eq!(written().await, before, "an input error writes nothing");
+
+    // Erin cannot see the record: a policy denial, even with a duration over the cap too.
+    let hidden = w.submit(&w.erin, "ops-low", 9 * 86_400).await.unwrap();
+    assert_eq!(
+        (hidden.event, hidden.request.status),
+        (Event::DeniedByPolicy, Denied)
+    );
+    assert_eq!(
+        actions(w.store.as_ref(), hidden.request.id).await,
+        ["REQUEST_SUBMITTED"]
+    );
+    // A HIGH record without a ticket: the policy rejects the reason by content.
+    let no_ticket = Submission {
+        record: "ops-high".into(),
+        duration_secs: Some(3600),
+        justification: "restoring the service".into(),
+        ticket_id: None,
+        break_glass: false,
+    };
+    let denied = w.life.submit(&w.alice, &no_ticket).await.unwrap();
+    assert_eq!(denied.request.status, Denied);
+    assert!(
+        denied.reasons.iter().any(|r| r.contains("ticket")),
+        "{:?}",
+        denied.reasons
     );
 }
 

@@ -15,6 +15,7 @@ mod azure;
 mod bot_admin;
 mod bot_cards;
 mod bot_directory;
+mod bot_input;
 mod bot_lifecycle;
 mod browser;
 mod cards;

@@ -1,9 +1,67 @@
 //! Submitting a request, deciding it by policy, and the vault preflight.
 
 use super::*;
+use crate::domain::format_duration;
+use crate::policy::decision::Verdict;
+
+/// Policy rules whose refusal of a submission can be an input error (see "Input errors and
+/// policy decisions" in docs/ARCHITECTURE.md).
+const INPUT_RULES: [&str; 2] = ["duration-caps", "reason"];
 
 impl Lifecycle {
     // ---- submit -----------------------------------------------------------------------------
+
+    /// What the person typed wrong, when that is all the policy refused: a duration over the
+    /// record's cap, or a justification shorter than the policy's minimum. The request form
+    /// checks both before it is sent; a refusal by any other rule (or by the reason rule on the
+    /// ticket, i.e. by content) stays a policy denial.
+    fn input_error(
+        &self,
+        record: &Record,
+        duration: i64,
+        justification: &str,
+        decision: &Decision,
+    ) -> Option<String> {
+        if decision.outcome != Outcome::Deny
+            || decision
+                .trace
+                .iter()
+                .any(|t| t.verdict == Verdict::Deny && !INPUT_RULES.contains(&t.rule.as_str()))
+        {
+            return None;
+        }
+        let policy = self.engine.policy();
+        let cap = policy.max_lease_secs(record.sensitivity);
+        let min = policy.access.reason.min_justification_chars;
+        let mut problems = Vec::new();
+        if duration > cap {
+            problems.push(format!(
+                "{} can be borrowed for at most {}; choose {} or less.",
+                record.title,
+                format_duration(Duration::seconds(cap)),
+                format_duration(Duration::seconds(cap)),
+            ));
+        }
+        if policy.access.reason.justification_required && justification.chars().count() < min {
+            problems.push(format!(
+                "Say why you need it, in at least {min} characters."
+            ));
+        }
+        let denied_by_reason = decision
+            .trace
+            .iter()
+            .any(|t| t.verdict == Verdict::Deny && t.rule == "reason");
+        let denied_by_cap = decision
+            .trace
+            .iter()
+            .any(|t| t.verdict == Verdict::Deny && t.rule == "duration-caps");
+        // Every refusal must be one of these mistakes (the reason rule also refuses tickets).
+        let explained = (!denied_by_cap || duration > cap)
+            && (!denied_by_reason
+                || (policy.access.reason.justification_required
+                    && justification.chars().count() < min));
+        (explained && !problems.is_empty()).then(|| problems.join(" "))
+    }
 
     /// A new request: resolve the record, ask the policy, persist with the trace, then approve at
     /// once, deny, route to approvers or queue for triage.
@@ -59,6 +117,10 @@ impl Lifecycle {
             )
             .await?;
         let decision = self.engine.evaluate(&ctx);
+        if let Some(problem) = self.input_error(&record, duration, &justification, &decision) {
+            // A mistake the form catches is answered, not recorded: no request, no audit event.
+            return Err(LifecycleError::BadInput(problem));
+        }
         let status = match decision.outcome {
             Outcome::Deny => RequestStatus::Denied,
             Outcome::RequiresHumanTriage => RequestStatus::RequiresTriage,
