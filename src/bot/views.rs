@@ -90,7 +90,7 @@ pub async fn request_form(
         .unwrap_or(policy.lease.default_lease_secs);
     let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs)
         .with_record_caps(&records, |s| policy.max_lease_secs(s))
-        .with_min_justification(min_justification(&policy));
+        .with_min_justification(min_justification(policy));
     if let Some(uid) = record {
         view = view.with_record(uid);
     }
@@ -135,7 +135,7 @@ pub async fn request_form_again(
     let record_cap = chosen.map_or(cap, |r| policy.max_lease_secs(r.sensitivity));
     let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs)
         .with_record_caps(&records, |s| policy.max_lease_secs(s))
-        .with_min_justification(min_justification(&policy))
+        .with_min_justification(min_justification(policy))
         .with_answers(
             answers.duration_secs,
             record_cap,
