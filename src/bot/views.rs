@@ -142,7 +142,8 @@ pub async fn request_form_again(
             answers.justification.as_deref(),
             answers.ticket.as_deref(),
         )
-        .with_problem(problem);
+        // Card text has no inline code: the typed-command hints lose their backticks.
+        .with_problem(&problem.replace('`', ""));
     if let Some(r) = chosen {
         view = view.with_record(&r.vault_uid);
     }

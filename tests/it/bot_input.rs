@@ -164,6 +164,18 @@ async fn a_submitted_form_with_an_input_error_comes_back_filled_in_and_creates_n
         "{answer}"
     );
     assert_eq!(input(form, "duration")["value"], "2h");
+
+    // No reason at all: the form says so, in card text (no backticks: cards have no code).
+    let answer = chat
+        .tap(
+            ALICE,
+            "submitRequest",
+            json!({"record": DB_PROD, "duration": "2h"}),
+        )
+        .await;
+    let text = card_text(&answer["value"]);
+    assert!(text.contains("Say why you need it"), "{text}");
+    assert!(!answer["value"].to_string().contains('`'), "{answer}");
     nothing_requested(&chat, before).await;
 
     // Corrected, it goes through.
