@@ -209,7 +209,7 @@ async fn remember_zone(state: &BotState, activity: &Activity, sender: &Sender<'_
             return;
         }
     };
-    match state.store.set_user_time_zone(user.id, zone.name()).await {
+    match state.conversations.remember_time_zone(user.id, &zone).await {
         Ok(()) => state.bot.recent.remember(key, fingerprint),
         Err(e) => tracing::warn!(error = %e, "time zone not kept"),
     }
