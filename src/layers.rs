@@ -88,6 +88,7 @@ pub const STORE_READS: &[&str] = &[
     "user_by_email",
     "users_with_role",
     "count_users",
+    "user_time_zone",
     // VaultStore
     "folder_by_id",
     "list_folders",

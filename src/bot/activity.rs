@@ -69,6 +69,12 @@ pub struct Activity {
     pub reply_to_id: Option<String>,
     #[serde(default)]
     pub locale: Option<String>,
+    /// Teams puts the client's `clientInfo` here (with its IANA `timezone`).
+    #[serde(default)]
+    pub entities: Option<Vec<Value>>,
+    /// The client's IANA time zone, when the channel sends it.
+    #[serde(default)]
+    pub local_timezone: Option<String>,
 }
 
 /// Why an activity is malformed.
@@ -168,6 +174,20 @@ impl Activity {
     }
 
     /// A 1:1 chat between the sender and the bot: nobody else reads what is said there.
+    /// The sender's time zone as their client reports it: the `clientInfo` entity's `timezone`,
+    /// else `localTimezone`. A name the tz database does not know is no zone.
+    pub fn client_zone(&self) -> Option<crate::domain::Zone> {
+        let client_info = self
+            .entities
+            .iter()
+            .flatten()
+            .filter(|e| e.get("type").and_then(Value::as_str) == Some("clientInfo"))
+            .filter_map(|e| e.get("timezone").and_then(Value::as_str));
+        client_info
+            .chain(self.local_timezone.as_deref())
+            .find_map(crate::domain::Zone::named)
+    }
+
     pub fn is_personal(&self) -> bool {
         self.conversation_type() == "personal"
     }

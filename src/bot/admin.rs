@@ -135,7 +135,7 @@ pub async fn totp_invite_reply(
                 "{} may set up an authenticator app once, on their retrieval page, until {}. They were \
                  told in their chat with me.",
                 person.display_name,
-                invitation.expires_at.to_minute_text()
+                invitation.expires_at.to_reader_text()
             ),
         )),
         Err(crate::otp::OtpError::Store(e)) => Err(e.into()),

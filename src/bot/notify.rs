@@ -272,6 +272,18 @@ impl TeamsNotifier {
             .map_err(|e| e.to_string())
     }
 
+    /// The recipient's time zone (#18.6): a notice shows times as they read them.
+    async fn zone_of(&self, user_id: i64) -> crate::domain::Zone {
+        match self.store.user_time_zone(user_id).await {
+            Ok(name) => name.as_deref().and_then(crate::domain::Zone::named),
+            Err(error) => {
+                tracing::warn!(user_id, %error, "time zone not read; the notice shows UTC");
+                None
+            }
+        }
+        .unwrap_or_else(crate::domain::Zone::utc)
+    }
+
     async fn request_and_record(&self, request_id: i64) -> Result<(Request, Record), String> {
         let request = self
             .store
@@ -333,12 +345,16 @@ impl TeamsNotifier {
                 },
                 STATUS_CARD => match &status_view {
                     Some(card) => card,
+                    // The requester's card, in the requester's time zone.
                     None => status_view.insert(
-                        super::views::request_status(
-                            self.store.as_ref(),
-                            &request,
-                            &record,
-                            &self.base_url,
+                        crate::domain::for_reader(
+                            self.zone_of(request.requester_id).await,
+                            super::views::request_status(
+                                self.store.as_ref(),
+                                &request,
+                                &record,
+                                &self.base_url,
+                            ),
                         )
                         .await
                         .map_err(|e| e.to_string())?,
@@ -411,7 +427,8 @@ impl Notifier for TeamsNotifier {
             if notice.kind == NoticeKind::StatusChanged {
                 changed.insert(notice.request_id);
             }
-            if let Err(error) = self.deliver_one(notice).await {
+            let zone = self.zone_of(notice.user_id).await;
+            if let Err(error) = crate::domain::for_reader(zone, self.deliver_one(notice)).await {
                 tracing::warn!(user_id = notice.user_id, request_id = notice.request_id,
                     kind = ?notice.kind, %error, "notice not delivered");
             }

@@ -13,7 +13,7 @@ use super::connector::{Connector, ConnectorError, ConversationTarget};
 use super::notify::STATUS_CARD;
 use super::render;
 use super::views;
-use crate::domain::{RequestStatus, Role, Timestamp};
+use crate::domain::{RequestStatus, Role, Timestamp, Zone};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
 use crate::governance::conversations::TeamsPerson;
@@ -73,7 +73,7 @@ pub async fn handle(
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
     let Some(activity_id) = activity.id.as_deref() else {
-        return run(state, activity, identity).await;
+        return run_for_reader(state, activity, identity).await;
     };
     let conversation = activity.conversation.id.as_str();
     let token = uuid::Uuid::new_v4().to_string();
@@ -102,7 +102,7 @@ pub async fn handle(
         }
     }
     let outcome = {
-        let turn = run(state, activity, identity);
+        let turn = run_for_reader(state, activity, identity);
         tokio::pin!(turn);
         tokio::select! {
             biased;
@@ -160,6 +160,67 @@ async fn keep_claimed(
     }
 }
 
+/// The turn in its sender's time zone (#18.6), so the times it shows are theirs: the zone their
+/// client reports with this activity, else the one it last reported, else UTC.
+async fn run_for_reader(
+    state: &BotState,
+    activity: &Activity,
+    identity: &ChannelIdentity,
+) -> Result<TurnOutcome, ApiError> {
+    let zone = match activity.client_zone() {
+        Some(zone) => zone,
+        None => stored_zone(state, activity).await,
+    };
+    crate::domain::for_reader(zone, run(state, activity, identity)).await
+}
+
+/// The zone the sender's client last reported; UTC when none (or it cannot be read now).
+async fn stored_zone(state: &BotState, activity: &Activity) -> Zone {
+    let Some(aad) = activity.from.aad_object_id.as_deref() else {
+        return Zone::utc();
+    };
+    let stored = match state.store.user_by_aad_object_id(aad).await {
+        Ok(Some(user)) => state.store.user_time_zone(user.id).await,
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(name) => name
+            .as_deref()
+            .and_then(Zone::named)
+            .unwrap_or_else(Zone::utc),
+        Err(e) => {
+            tracing::warn!(error = %e, "time zone not read; times shown in UTC");
+            Zone::utc()
+        }
+    }
+}
+
+/// Keeps the zone the sender's client reports, the last one per person. An unchanged zone seen
+/// moments ago is not written again; a failed write never fails the turn.
+async fn remember_zone(state: &BotState, activity: &Activity, sender: &Sender<'_>) {
+    let (Some(zone), Some(aad)) = (activity.client_zone(), sender.aad_object_id.as_deref()) else {
+        return;
+    };
+    let key = format!("zone:{aad}");
+    let fingerprint = RecentWrites::fingerprint(&zone.name());
+    if state.bot.recent.unchanged(&key, fingerprint) {
+        return;
+    }
+    let user = match sender.user().await {
+        Ok(Some(user)) => user,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "time zone not kept");
+            return;
+        }
+    };
+    match state.conversations.remember_time_zone(user.id, &zone).await {
+        Ok(()) => state.bot.recent.remember(key, fingerprint),
+        Err(e) => tracing::warn!(error = %e, "time zone not kept"),
+    }
+}
+
 /// The turn itself: remember who and where, then dispatch.
 async fn run(
     state: &BotState,
@@ -170,6 +231,7 @@ async fn run(
     let mut sender = remember_sender(state, activity, now).await?;
     refresh_sender_addresses(state, activity, &mut sender).await?;
     remember_conversation(state, activity, &sender, identity, now).await?;
+    remember_zone(state, activity, &sender).await;
 
     match activity.kind.as_str() {
         "message" => {

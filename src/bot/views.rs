@@ -309,8 +309,8 @@ async fn sms_check(state: &BotState) -> HealthCheck {
                 &format!(
                     "NOT WORKING: {provider} has refused Passkey's credentials since {} (last {}; {}). \
                      Check {}",
-                    fault.first_seen_at.to_minute_text(),
-                    fault.last_seen_at.to_minute_text(),
+                    fault.first_seen_at.to_reader_text(),
+                    fault.last_seen_at.to_reader_text(),
                     fault.detail,
                     crate::otp::sms::credential_settings(&provider)
                 ),

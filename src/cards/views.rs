@@ -46,9 +46,10 @@ fn long(text: &str) -> String {
     super::clean_text(text, LONG_TEXT)
 }
 
-/// `2026-11-23 10:00 UTC`: minutes are enough on a phone.
+/// `2026-11-23 11:00 Europe/Berlin`: minutes are enough on a phone, in the reader's zone, named
+/// (UTC for someone whose client never reported one: `Timestamp::to_reader_text`).
 pub fn when(t: Timestamp) -> String {
-    t.to_minute_text()
+    t.to_reader_text()
 }
 
 fn span(secs: i64) -> String {

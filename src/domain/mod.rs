@@ -10,4 +10,4 @@ pub use enums::{
     TraceStage, UnknownValue, VaultPrincipalType,
 };
 pub use status::{IllegalTransition, RequestStatus};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_duration};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, Zone, for_reader, format_duration};

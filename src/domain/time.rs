@@ -64,6 +64,31 @@ impl Timestamp {
         )
     }
 
+    /// `2026-11-23 11:00 Europe/Berlin`: the minute in `zone`, with the zone's IANA name (UTC:
+    /// exactly [`Self::to_minute_text`]). Names, not abbreviations: "CST" and "IST" each mean
+    /// several zones, and many zones have none ("+03").
+    pub fn to_local_text(self, zone: &Zone) -> String {
+        let Some(tz) = &zone.tz else {
+            return self.to_minute_text();
+        };
+        match jiff::Timestamp::from_second(self.unix_seconds()) {
+            Ok(t) => format!(
+                "{} {}",
+                t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M"),
+                zone.name
+            ),
+            Err(_) => self.to_minute_text(),
+        }
+    }
+
+    /// The minute as the person reading it sees it: in the zone of [`for_reader`], else UTC.
+    /// Every time shown to people goes through here or [`Self::to_local_text`].
+    pub fn to_reader_text(self) -> String {
+        READER
+            .try_with(|zone| self.to_local_text(zone))
+            .unwrap_or_else(|_| self.to_minute_text())
+    }
+
     /// Parses any RFC 3339 instant (the fixed form included).
     pub fn parse(text: &str) -> Result<Self, time::error::Parse> {
         OffsetDateTime::parse(text, &Rfc3339).map(Self::from_datetime)
@@ -99,6 +124,64 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Timestamp::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// A person's time zone: a name of the tz database bundled in the binary (Teams reports the
+/// client's, #18.6). UTC is the zone of anyone who has not reported one.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    name: String,
+    /// `None`: UTC.
+    tz: Option<jiff::tz::TimeZone>,
+}
+
+impl Zone {
+    pub fn utc() -> Self {
+        Zone {
+            name: "UTC".into(),
+            tz: None,
+        }
+    }
+
+    /// The zone of an IANA name (`Europe/Berlin`); `None` for a name the database does not know.
+    /// UTC and its aliases are plain UTC.
+    pub fn named(name: &str) -> Option<Self> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 {
+            return None;
+        }
+        let tz = jiff::tz::TimeZone::get(name).ok()?;
+        let name = tz.iana_name().unwrap_or(name).to_string();
+        if matches!(
+            name.as_str(),
+            "UTC" | "Etc/UTC" | "Etc/UCT" | "UCT" | "Etc/Zulu" | "Zulu"
+        ) {
+            return Some(Self::utc());
+        }
+        Some(Zone { name, tz: Some(tz) })
+    }
+
+    /// The IANA name, as stored and shown.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+tokio::task_local! {
+    static READER: Zone;
+}
+
+/// Runs `f` for a person in `zone`: the times it renders for people
+/// ([`Timestamp::to_reader_text`]) are in that zone. A turn runs in its sender's zone; a notice
+/// is rendered in its recipient's.
+pub async fn for_reader<F: std::future::Future>(zone: Zone, f: F) -> F::Output {
+    READER.scope(zone, f).await
 }
 
 /// Where "now" comes from.
@@ -194,6 +277,50 @@ mod tests {
         let t = Timestamp::from_datetime(datetime!(2026-11-23 12:00:00.123456789 +02:00));
         assert_eq!(t.to_fixed_text(), "2026-11-23T10:00:00.123456Z");
         assert_eq!(Timestamp::parse(&t.to_fixed_text()).unwrap(), t);
+    }
+
+    #[test]
+    fn local_text_names_the_zone_and_follows_summer_time() {
+        let winter = Timestamp::from_datetime(datetime!(2026-11-23 10:00:59 UTC));
+        let summer = Timestamp::from_datetime(datetime!(2026-07-01 10:00:00 UTC));
+        let berlin = Zone::named("Europe/Berlin").unwrap();
+        assert_eq!(
+            winter.to_local_text(&berlin),
+            "2026-11-23 11:00 Europe/Berlin"
+        );
+        assert_eq!(
+            summer.to_local_text(&berlin),
+            "2026-07-01 12:00 Europe/Berlin"
+        );
+        let kolkata = Zone::named("Asia/Kolkata").unwrap();
+        assert_eq!(
+            winter.to_local_text(&kolkata),
+            "2026-11-23 15:30 Asia/Kolkata"
+        );
+        assert_eq!(winter.to_local_text(&Zone::utc()), "2026-11-23 10:00 UTC");
+        assert_eq!(Zone::named("Etc/UTC"), Some(Zone::utc()));
+    }
+
+    #[test]
+    fn unknown_zone_names_are_not_zones() {
+        for bogus in [
+            "",
+            "Mars/Olympus_Mons",
+            "Europe/Berlin; DROP",
+            "../../etc/passwd",
+            &"A".repeat(80),
+        ] {
+            assert_eq!(Zone::named(bogus), None, "{bogus}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reader_text_is_utc_outside_a_reader_and_local_inside() {
+        let t = Timestamp::from_datetime(datetime!(2026-11-23 10:00:00 UTC));
+        assert_eq!(t.to_reader_text(), "2026-11-23 10:00 UTC");
+        let berlin = Zone::named("Europe/Berlin").unwrap();
+        let inside = for_reader(berlin, async { t.to_reader_text() }).await;
+        assert_eq!(inside, "2026-11-23 11:00 Europe/Berlin");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! when the request changes). The bot and the notifier record these facts here, never in the
 //! store themselves (#16: edges never write the store).
 
-use crate::domain::{Clock, Role, Timestamp};
+use crate::domain::{Clock, Role, Timestamp, Zone};
 use crate::store::{
     ActivityClaim, ConversationRef, NewSentCard, NewUser, SentCard, Store, StoreResult, User,
 };
@@ -111,6 +111,12 @@ impl Conversations {
                 at,
             )
             .await
+    }
+
+    /// Keeps the time zone the person's Teams client reported, the last one (#18.6). Not audited:
+    /// it is how they read times, not who may do what.
+    pub async fn remember_time_zone(&self, user_id: i64, zone: &Zone) -> StoreResult<()> {
+        self.store.set_user_time_zone(user_id, zone.name()).await
     }
 
     /// Keeps a conversation's address (its service URL came with a verified activity, or from

@@ -153,6 +153,10 @@ pub trait UserStore: Send + Sync {
     /// Records a directory lookup that taught nothing (failed, or answered about someone else):
     /// the stored addresses stay as they were.
     async fn mark_directory_check_failed(&self, user_id: i64, at: Timestamp) -> StoreResult<User>;
+    /// The IANA time zone the person's Teams client last reported (`None`: never).
+    async fn user_time_zone(&self, user_id: i64) -> StoreResult<Option<String>>;
+    /// Keeps the person's last reported time zone (a name the caller checked).
+    async fn set_user_time_zone(&self, user_id: i64, zone: &str) -> StoreResult<()>;
 }
 
 #[async_trait]

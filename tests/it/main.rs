@@ -44,5 +44,6 @@ mod scheduler;
 mod server;
 mod store_contract;
 mod telemetry;
+mod time_zones;
 mod turns;
 mod vault_sync;

@@ -141,9 +141,9 @@ fn status_word(s: RequestStatus) -> &'static str {
 
 fn decided_by_text(by: Option<&str>, at: Option<Timestamp>) -> String {
     match (by, at) {
-        (Some(by), Some(at)) => format!(" by {by} at {}", at.to_fixed_text()),
+        (Some(by), Some(at)) => format!(" by {by} at {}", at.to_reader_text()),
         (Some(by), None) => format!(" by {by}"),
-        (None, Some(at)) => format!(" at {}", at.to_fixed_text()),
+        (None, Some(at)) => format!(" at {}", at.to_reader_text()),
         (None, None) => String::new(),
     }
 }

@@ -76,6 +76,23 @@ macro_rules! impl_user_store {
                 Ok(user)
             }
 
+            async fn user_time_zone(&self, user_id: i64) -> StoreResult<Option<String>> {
+                Ok(sqlx::query_scalar::<_, Option<String>>("SELECT time_zone FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .flatten())
+            }
+
+            async fn set_user_time_zone(&self, user_id: i64, zone: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE users SET time_zone = $2 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(zone)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn count_users(&self) -> StoreResult<i64> {
                 Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
             }

@@ -148,6 +148,17 @@ impl Chat {
             .await
     }
 
+    /// Sends `text` as `who` in their 1:1 chat with `extra` activity fields (Teams' `entities`,
+    /// `localTimezone`, …) and returns what the bot's reply says.
+    pub async fn say_with(&self, who: (&str, &str), text: &str, extra: Value) -> String {
+        let mut content = json!({ "text": text });
+        for (k, v) in extra.as_object().unwrap() {
+            content[k] = v.clone();
+        }
+        self.post_message(from(who), personal(who.0), content, text)
+            .await
+    }
+
     /// An `Action.Submit` button tapped as `who` in `conversation`: a message whose `value` is
     /// the button's data. Returns what the bot's reply there says.
     pub async fn submit_in(&self, who: (&str, &str), conversation: Value, value: Value) -> String {
