@@ -18,6 +18,7 @@ mod bot_directory;
 mod bot_lifecycle;
 mod browser;
 mod cards;
+mod cards_narrow;
 mod channel;
 mod cli;
 mod commander;
