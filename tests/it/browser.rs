@@ -159,7 +159,12 @@ impl Session<'_> {
         }
     }
 
-    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         self.try_call(method, path, body)
             .await
             .unwrap_or_else(|e| panic!("{e}"))

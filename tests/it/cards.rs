@@ -979,20 +979,18 @@ fn release_asks_for_confirmation_and_is_never_the_first_button() {
 /// Every text a person reads on a card: TextBlocks, FactSet titles and values, action titles.
 fn card_texts(card: &Value) -> Vec<String> {
     let mut found = Vec::new();
-    walk(card, &mut |v| {
-        match v["type"].as_str() {
-            Some("TextBlock") => found.push(v["text"].as_str().unwrap_or_default().to_string()),
-            Some("FactSet") => {
-                for f in v["facts"].as_array().unwrap() {
-                    found.push(f["title"].as_str().unwrap_or_default().to_string());
-                    found.push(f["value"].as_str().unwrap_or_default().to_string());
-                }
+    walk(card, &mut |v| match v["type"].as_str() {
+        Some("TextBlock") => found.push(v["text"].as_str().unwrap_or_default().to_string()),
+        Some("FactSet") => {
+            for f in v["facts"].as_array().unwrap() {
+                found.push(f["title"].as_str().unwrap_or_default().to_string());
+                found.push(f["value"].as_str().unwrap_or_default().to_string());
             }
-            Some(t) if t.starts_with("Action.") => {
-                found.push(v["title"].as_str().unwrap_or_default().to_string())
-            }
-            _ => {}
         }
+        Some(t) if t.starts_with("Action.") => {
+            found.push(v["title"].as_str().unwrap_or_default().to_string())
+        }
+        _ => {}
     });
     found
 }
@@ -1005,7 +1003,8 @@ fn no_card_shows_a_backtick_or_a_status_code() {
             assert!(!text.contains('`'), "{name}: {text}");
             for status in RequestStatus::ALL {
                 assert!(
-                    !text.split(|c: char| !c.is_ascii_uppercase() && c != '_')
+                    !text
+                        .split(|c: char| !c.is_ascii_uppercase() && c != '_')
                         .any(|w| w == status.as_str()),
                     "{name} shows {status}: {text}"
                 );
@@ -1047,7 +1046,10 @@ fn states_read_as_words_from_one_function() {
 
 #[test]
 fn record_types_are_readable() {
-    assert_eq!(record_type_words("databaseCredentials"), "Database credentials");
+    assert_eq!(
+        record_type_words("databaseCredentials"),
+        "Database credentials"
+    );
     assert_eq!(record_type_words("login"), "Login");
     assert_eq!(record_type_words("sshKeys"), "SSH keys");
     assert_eq!(record_type_words("awsAccessKeyPair"), "Aws access key pair");

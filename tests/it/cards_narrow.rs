@@ -177,7 +177,12 @@ async fn every_card_at_336_px_shows_every_button_title_whole() {
     let cards = every_card("db-prod", "Quarterly report for the finance team");
     let mut cut = Vec::new();
     for (layout, host_config) in host_configs() {
-        let caught = measure(&session, &[("crowded".into(), crowded.clone())], &host_config).await;
+        let caught = measure(
+            &session,
+            &[("crowded".into(), crowded.clone())],
+            &host_config,
+        )
+        .await;
         assert!(
             !caught["cut"].as_array().unwrap().is_empty(),
             "{layout}: the measurement misses cut titles: {caught}"
