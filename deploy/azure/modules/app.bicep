@@ -137,10 +137,6 @@ var baseEnv = [
     value: 'managed-identity'
   }
   {
-    name: 'PASSKEY_BOT__MANAGED_IDENTITY_CLIENT_ID'
-    value: appClientId
-  }
-  {
     name: 'PASSKEY_GRAPH__ENABLED'
     value: graphEnabled ? 'true' : 'false'
   }

@@ -297,12 +297,13 @@ struct Channel {
     store: Arc<dyn Store>,
     _issuer: Issuer,
     _db: crate::common::SqliteTestDb,
+    _https: crate::common::tokens::HttpsTokens,
     _dir: tempfile::TempDir,
 }
 
 fn start_channel() -> Channel {
     let rt = runtime();
-    let (issuer, connector, server, db, dir) = rt.block_on(async {
+    let (issuer, connector, server, db, dir, https) = rt.block_on(async {
         let issuer = Issuer::start().await;
         let connector = FakeConnector::start().await;
         let db = fresh_sqlite().await;
@@ -311,7 +312,9 @@ fn start_channel() -> Channel {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let metadata = issuer.bf_metadata_url();
-        let authority = issuer.oauth_authority();
+        // azure_identity asks for the Connector token over https only: a TLS front the test trusts.
+        let https = crate::common::tokens::HttpsTokens::front(&issuer.oauth_authority()).await;
+        let authority = https.authority.clone();
         let env = [
             ("PASSKEY_BOT__APP_ID", APP_ID),
             ("PASSKEY_BOT__APP_PASSWORD", "test-app-password"),
@@ -319,8 +322,10 @@ fn start_channel() -> Channel {
             ("PASSKEY_BOT__OAUTH_AUTHORITY", authority.as_str()),
             ("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1"),
         ];
-        let server = TestServer::start(test_settings(dir.path(), &env), db.store.clone()).await;
-        (issuer, connector, server, db, dir)
+        let mut settings = test_settings(dir.path(), &env);
+        https.trusted_by(&mut settings);
+        let server = TestServer::start(settings, db.store.clone()).await;
+        (issuer, connector, server, db, dir, https)
     });
     Channel {
         rt,
@@ -328,6 +333,7 @@ fn start_channel() -> Channel {
         store: db.store.clone(),
         server,
         _issuer: issuer,
+        _https: https,
         _db: db,
         _dir: dir,
     }
