@@ -8,7 +8,12 @@ use crate::store::{Record, Request};
 
 /// One line per request: id, record, state and what matters about that state.
 pub fn request_line(request: &Request, record_title: &str) -> String {
-    let mut line = format!("#{} `{}` — {}", request.id, record_title, request.status);
+    let mut line = format!(
+        "#{} `{}` — {}",
+        request.id,
+        record_title,
+        crate::cards::status_words(request)
+    );
     match request.status {
         RequestStatus::Approved | RequestStatus::Issued | RequestStatus::RenewalPending => {
             if let Some(end) = request.lease_expires_at {

@@ -11,7 +11,8 @@
 //!   characters other than newline and tab and bidirectional override characters (the "Trojan
 //!   Source" trick: text that reads differently from what it is) are dropped, and anything longer
 //!   than [`MAX_TEXT_CHARS`] is cut with an ellipsis; markdown link syntax (`](`) is broken with a
-//!   zero-width space, so typed text cannot become a link on someone else's card. View-model constructors clip shorter fields
+//!   zero-width space, so typed text cannot become a link on someone else's card. Backticks are
+//!   dropped: Teams card markdown has no inline code, so they would show as stray characters. View-model constructors clip shorter fields
 //!   and cap lists on top of that.
 //! - Strict mode: a template naming a field the view model does not have is an error, not an
 //!   empty string.
@@ -183,7 +184,8 @@ pub fn clean_text(text: &str, max_chars: usize) -> String {
 fn clean_value(value: &mut Value) {
     match value {
         Value::String(s) => {
-            let cleaned = clean_text(s, MAX_TEXT_CHARS);
+            // Card markdown has no inline code: a backtick would show as a stray character.
+            let cleaned = clean_text(s, MAX_TEXT_CHARS).replace('`', "");
             if cleaned != *s {
                 *s = cleaned;
             }

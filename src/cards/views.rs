@@ -56,6 +56,74 @@ fn span(secs: i64) -> String {
     format_duration(Duration::seconds(secs))
 }
 
+/// A request's state in words, for every card and message: [`RequestStatus::in_words`], except
+/// that a lease an admin ended says so ("Revoked by an admin", not "Ended").
+pub fn status_words(request: &Request) -> &'static str {
+    let revoked = request.status == RequestStatus::Expired
+        && request
+            .decision_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("revoked by an admin"));
+    if revoked {
+        "Revoked by an admin"
+    } else {
+        request.status.in_words()
+    }
+}
+
+/// Keeper record types as people say them; an unknown type is its camelCase split into words.
+const RECORD_TYPE_WORDS: [(&str, &str); 22] = [
+    ("login", "Login"),
+    ("databaseCredentials", "Database credentials"),
+    ("serverCredentials", "Server credentials"),
+    ("sshKeys", "SSH keys"),
+    ("bankAccount", "Bank account"),
+    ("bankCard", "Payment card"),
+    ("paymentCard", "Payment card"),
+    ("encryptedNotes", "Secure note"),
+    ("file", "File attachment"),
+    ("address", "Address"),
+    ("contact", "Contact"),
+    ("birthCertificate", "Birth certificate"),
+    ("driverLicense", "Driver's license"),
+    ("healthInsurance", "Health insurance"),
+    ("membership", "Membership"),
+    ("passport", "Passport"),
+    ("photo", "Photo"),
+    ("softwareLicense", "Software license"),
+    ("ssnCard", "Identity card"),
+    ("wifiCredentials", "Wi-Fi credentials"),
+    ("general", "General"),
+    ("pamMachine", "PAM machine"),
+];
+
+/// A Keeper record type as people read it: `databaseCredentials` → "Database credentials".
+pub fn record_type_words(record_type: &str) -> String {
+    let trimmed = record_type.trim();
+    if let Some((_, words)) = RECORD_TYPE_WORDS.iter().find(|(t, _)| *t == trimmed) {
+        return (*words).to_string();
+    }
+    let mut out = String::new();
+    let mut prev_lower = false;
+    for c in trimmed.chars() {
+        if c == '_' || c == '-' {
+            out.push(' ');
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            out.push(' ');
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        out.extend(c.to_lowercase());
+    }
+    let mut chars = out.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => "Record".into(),
+    }
+}
+
 /// Where the requester retrieves the credential: a sign-in page. The link carries no secret.
 pub fn retrieve_url(base_url: &str, request_id: i64) -> String {
     format!(
@@ -347,6 +415,9 @@ pub struct RequestStatusCard {
     /// The sign-in page that retrieves the credential (live lease with retrievals left).
     pub retrieve_url: Option<String>,
     pub can_release: bool,
+    /// Release goes to the overflow menu ("…") when Retrieve and Extend are shown too: three
+    /// buttons do not fit a phone's width (#18.10).
+    pub release_in_menu: bool,
     /// Durations offered by Extend; empty when the lease cannot be extended now.
     pub extend_choices: Vec<Choice>,
     /// The one Extend offers first.
@@ -362,7 +433,7 @@ impl RequestStatusCard {
             .lease_expires_at
             .map(when)
             .unwrap_or_else(|| "—".into());
-        let (headline, tone, summary) = match request.status {
+        let (_, tone, summary) = match request.status {
             Pending => (
                 "Waiting for approval",
                 Tone::Accent,
@@ -397,7 +468,11 @@ impl RequestStatusCard {
             Expired => (
                 "Ended",
                 Tone::Default,
-                "Access has ended and every link was removed.".into(),
+                if status_words(request) == "Revoked by an admin" {
+                    "An admin ended your access; every link was removed.".into()
+                } else {
+                    "Access has ended and every link was removed.".into()
+                },
             ),
             Released => (
                 "Released",
@@ -452,18 +527,20 @@ impl RequestStatusCard {
             _ => None,
         };
         let live = request.status.has_live_lease();
+        let can_extend = matches!(request.status, Approved | Issued);
         RequestStatusCard {
             request_id: id,
             status: request.status,
             record: short(&record.title),
-            headline: headline.into(),
+            headline: status_words(request).into(),
             tone,
             summary,
             facts,
             reason,
             retrieve_url: (live && left > 0).then(|| retrieve_url(base_url, id)),
             can_release: live,
-            extend_choices: if matches!(request.status, Approved | Issued) {
+            release_in_menu: live && left > 0 && can_extend,
+            extend_choices: if can_extend {
                 duration_choices(MAX_EXTENSION_OFFERED)
             } else {
                 Vec::new()
@@ -527,7 +604,7 @@ impl ApprovalCard {
             record: short(&record.title),
             folder: short(folder.unwrap_or("—")),
             sensitivity: record.sensitivity.to_string(),
-            record_type: short(&record.record_type),
+            record_type: short(&record_type_words(&record.record_type)),
             duration: span(request.requested_duration_secs),
             extension,
             ticket: request.ticket_id.as_deref().map(short),
@@ -583,7 +660,7 @@ impl DecidedCard {
         let (outcome, tone) = match request.status {
             Approved | Issued | RenewalPending => ("Approved", Tone::Good),
             Denied => ("Denied", Tone::Attention),
-            Expired => ("Ended", Tone::Default),
+            Expired => (status_words(request), Tone::Default),
             Released => ("Released", Tone::Default),
             Unfulfillable => ("Approved, but cannot be fulfilled", Tone::Warning),
             Pending => ("Waiting for approval", Tone::Accent),
@@ -644,6 +721,8 @@ pub struct RequestItem {
     pub request_id: i64,
     pub record: String,
     pub status: RequestStatus,
+    /// The state in words ([`status_words`]).
+    pub status_words: String,
     /// What matters about the state, one short line.
     pub detail: String,
     pub can_release: bool,
@@ -665,18 +744,18 @@ impl RequestItem {
                 request.issuances_left(),
                 request.max_issuances
             ),
-            Pending => "waiting for approval".into(),
-            RequiresTriage => "waiting for an admin".into(),
+            Pending | RequiresTriage => format!("asked {}", when(request.created_at)),
             _ => request
                 .decision_reason
                 .as_deref()
                 .map(short)
-                .unwrap_or_else(|| request.status.as_str().to_lowercase()),
+                .unwrap_or_else(|| status_words(request).to_lowercase()),
         };
         RequestItem {
             request_id: request.id,
             record: short(record_title),
             status: request.status,
+            status_words: status_words(request).into(),
             detail,
             can_release: request.status.has_live_lease(),
             can_extend: matches!(request.status, Approved | Issued),
@@ -814,7 +893,7 @@ impl From<&Record> for RecordItem {
     fn from(r: &Record) -> Self {
         RecordItem {
             title: short(&r.title),
-            record_type: short(&r.record_type),
+            record_type: short(&record_type_words(&r.record_type)),
             sensitivity: r.sensitivity.to_string(),
         }
     }

@@ -28,6 +28,24 @@ pub struct IllegalTransition {
 }
 
 impl RequestStatus {
+    /// The state as people read it, on every card and in every message ("Waiting for approval",
+    /// "Renewal pending"); the upper-case names are for the database and the audit trail only.
+    /// `cards::status_words` adds what only the row knows (a revocation).
+    pub fn in_words(self) -> &'static str {
+        use RequestStatus::*;
+        match self {
+            Pending => "Waiting for approval",
+            RequiresTriage => "Waiting for an admin",
+            Approved => "Approved",
+            Issued => "Approved, retrieved",
+            RenewalPending => "Renewal pending",
+            Denied => "Denied",
+            Expired => "Ended",
+            Released => "Released",
+            Unfulfillable => "Cannot be fulfilled",
+        }
+    }
+
     /// The transition table. Reasons for each edge:
     /// - PENDING: approvers decide (APPROVED/DENIED), policy or an admin escalates (REQUIRES_TRIAGE),
     ///   nobody decides in time (EXPIRED), or the record vanished meanwhile (UNFULFILLABLE).

@@ -27,7 +27,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
 
     let shown = chat.say(CAROL, "admin authority show db-prod").await;
     assert!(
-        shown.starts_with("Authority\n**Authority over `db-prod`**"),
+        shown.starts_with("Authority\n**Authority over db-prod**"),
         "an admin result card: its title, then the report: {shown}"
     );
     assert!(
@@ -44,7 +44,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         .await;
     assert!(
         granted.starts_with(
-            "Authority\nGranted APPROVER over `db-prod` to user Dave Platform <dave@contoso.example> (stage 2)"
+            "Authority\nGranted APPROVER over db-prod to user Dave Platform <dave@contoso.example> (stage 2)"
         ),
         "{granted}"
     );
@@ -72,14 +72,14 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
         )
         .await;
     assert!(
-        unknown.starts_with("Authority\nNo Passkey user `nobody@contoso.example`"),
+        unknown.starts_with("Authority\nNo Passkey user nobody@contoso.example"),
         "{unknown}"
     );
     let usage = chat.say(CAROL, "admin authority grant db-prod").await;
     assert!(
-        usage.contains("`grant` needs a record, a kind and a principal")
+        usage.contains("grant needs a record, a kind and a principal")
             && usage.contains(
-                "Example: `admin authority grant db-prod approver user:bob@contoso.example`"
+                "Example: admin authority grant db-prod approver user:bob@contoso.example"
             ),
         "{usage}"
     );
@@ -97,7 +97,7 @@ async fn the_admin_manages_authority_and_roles_in_chat_and_requesters_cannot() {
     assert!(ambiguous.contains("matches several records"), "{ambiguous}");
     let role_usage = chat.say(CAROL, "admin role erin@contoso.example").await;
     assert!(
-        role_usage.starts_with("Role\nUsage: `admin role"),
+        role_usage.starts_with("Role\nUsage: admin role"),
         "{role_usage}"
     );
     assert_eq!(chat.audit_count().await, before);
@@ -201,7 +201,7 @@ async fn the_admin_sets_a_records_sensitivity_in_chat_and_requesters_cannot() {
     for (text, answer) in [
         (
             "admin sensitivity nope-db HIGH audit finding",
-            "Sensitivity\nNo record matches `nope-db`",
+            "Sensitivity\nNo record matches nope-db",
         ),
         (
             "admin sensitivity db HIGH audit finding",
@@ -209,7 +209,7 @@ async fn the_admin_sets_a_records_sensitivity_in_chat_and_requesters_cannot() {
         ),
         (
             "admin sensitivity grafana-admin TOPSECRET audit finding",
-            "Unknown sensitivity `TOPSECRET`: use LOW, MEDIUM, HIGH or CRITICAL",
+            "Unknown sensitivity TOPSECRET: use LOW, MEDIUM, HIGH or CRITICAL",
         ),
         (
             "admin sensitivity grafana-admin HIGH",
@@ -217,11 +217,11 @@ async fn the_admin_sets_a_records_sensitivity_in_chat_and_requesters_cannot() {
         ),
         (
             "admin sensitivity grafana-admin",
-            "Usage: `admin sensitivity <record> <LOW|MEDIUM|HIGH|CRITICAL> <reason>`",
+            "Usage: admin sensitivity <record> <LOW|MEDIUM|HIGH|CRITICAL> <reason>",
         ),
         (
             "admin sensitivity grafana-admin LOW nothing to do",
-            "`grafana-admin` is already LOW; nothing changed.",
+            "grafana-admin is already LOW; nothing changed.",
         ),
     ] {
         let said = chat.say(CAROL, text).await;
@@ -259,7 +259,7 @@ async fn the_admin_sets_a_records_sensitivity_in_chat_and_requesters_cannot() {
         )
         .await;
     assert!(
-        changed.starts_with("Sensitivity\n`grafana-admin` is now CRITICAL (was LOW)."),
+        changed.starts_with("Sensitivity\ngrafana-admin is now CRITICAL (was LOW)."),
         "{changed}"
     );
     assert_eq!(level().await, passkey::domain::Sensitivity::Critical);
@@ -454,13 +454,9 @@ async fn admin_lists_and_other_private_answers_typed_in_a_group_go_to_the_person
         (
             CAROL,
             "admin authority show db-prod",
-            "Authority over `db-prod`",
+            "Authority over db-prod",
         ),
-        (
-            CAROL,
-            "admin role bob@contoso.example",
-            "Usage: `admin role",
-        ),
+        (CAROL, "admin role bob@contoso.example", "Usage: admin role"),
         (BOB, "my requests", "#1 · db-prod"),
         (BOB, "pending", "Nothing"),
         (ALICE, "records db", "db-staging"),

@@ -243,7 +243,10 @@ async fn each_refresh_view_answers_with_its_card_for_that_person() {
         .tap(ALICE, "refresh", json!({"view": "myRequests"}))
         .await;
     let text = card_text(answered_card(&mine));
-    assert!(text.contains("#1 · db-prod\nPENDING"), "{text}");
+    assert!(
+        text.contains("#1 · db-prod\nWaiting for approval · asked "),
+        "{text}"
+    );
     answers.push(mine);
 
     // The status view is the requester's; an approver asking for it sees the approval card.

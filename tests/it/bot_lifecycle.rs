@@ -69,11 +69,11 @@ async fn a_routed_request_is_approved_in_chat_and_everyone_hears_once() {
 
     let mine = chat.say(ALICE, "my requests").await;
     assert!(
-        mine.contains("#1 · db-analytics-readonly\nAPPROVED · until "),
+        mine.contains("#1 · db-analytics-readonly\nApproved · until "),
         "my requests is a card listing the request and its state: {mine}"
     );
     assert!(mine.contains("3 of 3 retrievals left"), "{mine}");
-    assert!(mine.contains("\nRelease\nExtend"), "{mine}");
+    assert!(mine.contains("\nExtend 1h\nRelease\n"), "{mine}");
 
     let released = chat.say(ALICE, "release 1").await;
     assert!(released.contains("Request #1 released"), "{released}");
@@ -140,6 +140,51 @@ async fn low_sensitivity_is_approved_at_once_and_refusals_change_nothing() {
     let own = chat.say(BOB, "approve 2").await;
     assert!(!own.contains("approved**"), "{own}");
     assert_eq!(status(&chat, 2).await, RequestStatus::RequiresTriage);
+}
+
+/// #18.5: states in words, the right rule for an extension already asked for, a requester's
+/// `deny` answered as a requester, and a revocation named as one.
+#[tokio::test]
+async fn requesters_read_words_not_codes() {
+    let chat = Chat::start(None).await;
+    chat.say(BOB, "help").await;
+    chat.say(CAROL, "help").await;
+    chat.say(
+        ALICE,
+        "request db-analytics-readonly 2h because INC-4411 nightly report",
+    )
+    .await;
+    let own = chat.say(ALICE, "deny 1 not needed any more").await;
+    assert!(own.contains("is your own, so you cannot deny it"), "{own}");
+    assert!(!own.contains("cannot approve"), "{own}");
+    assert_eq!(status(&chat, 1).await, RequestStatus::Pending);
+
+    chat.say(BOB, "approve 1 ok").await;
+    chat.say(ALICE, "extend 1 1h").await;
+    assert_eq!(status(&chat, 1).await, RequestStatus::RenewalPending);
+    let again = chat.say(ALICE, "extend 1 2h").await;
+    assert!(again.contains("Renewal pending"), "{again}");
+    assert!(again.contains("your access continues"), "{again}");
+    assert!(
+        !again.contains("RENEWAL_PENDING") && !again.contains("only a live lease"),
+        "{again}"
+    );
+
+    chat.say(CAROL, "admin revoke 1 drill over").await;
+    let mine = chat.say(ALICE, "my requests").await;
+    assert!(mine.contains("Revoked by an admin · "), "{mine}");
+    for code in RequestStatus::ALL {
+        assert!(!mine.contains(code.as_str()), "{code}: {mine}");
+    }
+    let status_card = chat
+        .tap(ALICE, "refresh", json!({"requestId": 1, "view": "status"}))
+        .await;
+    assert_eq!(
+        status_card["type"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let text = card_text(&status_card["value"]);
+    assert!(text.starts_with("Revoked by an admin\n"), "{text}");
 }
 
 #[tokio::test]

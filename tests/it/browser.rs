@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
@@ -31,7 +31,7 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
 }
 
 /// chromedriver and the browser binary, or None (after a loud note) when they are missing.
-fn browser_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+pub(crate) fn browser_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let driver = which("chromedriver");
     let browser = which("chromium")
         .or_else(|| which("chromium-browser"))
@@ -50,7 +50,7 @@ fn browser_tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 }
 
 /// A chromedriver process, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     base: String,
     http: reqwest::Client,
@@ -64,7 +64,7 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    async fn start(binary: &std::path::Path) -> Driver {
+    pub(crate) async fn start(binary: &std::path::Path) -> Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -101,7 +101,7 @@ impl Driver {
         }
     }
 
-    async fn session(&self, browser: &std::path::Path) -> Session<'_> {
+    pub(crate) async fn session(&self, browser: &std::path::Path) -> Session<'_> {
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -129,7 +129,7 @@ impl Driver {
 }
 
 /// One browser window.
-struct Session<'a> {
+pub(crate) struct Session<'a> {
     driver: &'a Driver,
     id: String,
 }
@@ -159,13 +159,18 @@ impl Session<'_> {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         self.try_call(method, path, body)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    async fn go(&self, url: &str) {
+    pub(crate) async fn go(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
             .await;
     }
@@ -285,7 +290,7 @@ impl Session<'_> {
         }
     }
 
-    async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+    pub(crate) async fn screenshot(&self, name: &str) -> std::path::PathBuf {
         use base64::Engine as _;
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = base64::engine::general_purpose::STANDARD
@@ -306,7 +311,7 @@ impl Session<'_> {
         self.call(reqwest::Method::DELETE, "/cookie", None).await;
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.driver.http.delete(self.url("")).send().await;
     }
 }

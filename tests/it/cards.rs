@@ -170,7 +170,7 @@ fn job_run(name: &str, ok: bool, error: Option<&str>) -> JobRun {
 }
 
 /// Every card, built from the given text wherever people's words or names can appear.
-fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
+pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
     let rec = record(text);
     let requester = user(text, Role::Requester);
     let reasons = vec![
@@ -661,12 +661,13 @@ fn my_requests_offer_release_and_extend_where_they_apply() {
     assert_eq!(
         payloads,
         vec![
-            json!({"verb": "release", "data": {"requestId": 1}}),
+            // Extend comes first; Release waits behind its confirmation (#18.4).
             json!({"verb": "extend", "data": {"requestId": 1, "duration": "1h"}}),
+            json!({"verb": "release", "data": {"requestId": 1}}),
         ]
     );
     assert_eq!(
-        from_execute(&json!({"action": {"type": "Action.Execute", "verb": "extend", "data": payloads[1]["data"]}}))
+        from_execute(&json!({"action": {"type": "Action.Execute", "verb": "extend", "data": payloads[0]["data"]}}))
             .unwrap(),
         CardAction::Extend {
             request_id: 1,
@@ -905,4 +906,167 @@ fn typed_markdown_links_do_not_become_links() {
     let shown = find_text_starting(&card, "[Approve").unwrap();
     assert!(!shown.contains("]("), "{shown}");
     assert!(open_urls(&card).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// #18: release confirmed, words not codes
+// ---------------------------------------------------------------------------------------------
+
+/// The titles of a card's (or ActionSet's) own actions, in order.
+fn titles(actions: &Value) -> Vec<String> {
+    actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["title"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The Release ShowCard asks first; its Release releases, its Cancel only refreshes.
+fn assert_release_confirms(release: &Value, record: &str) {
+    assert_eq!(release["type"], "Action.ShowCard", "{release}");
+    let inner = &release["card"];
+    assert_eq!(
+        inner["body"][0]["text"],
+        format!("Release access to {record} now?")
+    );
+    assert_eq!(titles(&inner["actions"]), ["Release", "Cancel"]);
+    assert_eq!(inner["actions"][0]["verb"], "release");
+    assert_eq!(inner["actions"][1]["verb"], "refresh");
+}
+
+#[test]
+fn release_asks_for_confirmation_and_is_never_the_first_button() {
+    let rec = record("db-prod");
+    for status in [
+        RequestStatus::Approved,
+        RequestStatus::Issued,
+        RequestStatus::RenewalPending,
+    ] {
+        let r = request(42, status, "why", None);
+        let card = render_request_status(&RequestStatusCard::new(&r, &rec, None, BASE)).unwrap();
+        let names = titles(&card["actions"]);
+        assert_ne!(names[0], "Release", "{status}: {names:?}");
+        let release = card["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["title"] == "Release")
+            .unwrap();
+        assert_release_confirms(release, "db-prod");
+        // Beside Retrieve and Extend it waits in the overflow menu ("…"): three buttons are cut
+        // on a phone (#18.10).
+        let in_menu = status != RequestStatus::RenewalPending;
+        assert_eq!(release["mode"] == "secondary", in_menu, "{status}");
+        // The tap on the confirmation decodes to a release, as before.
+        assert_eq!(
+            tap(&card, "release", &[]),
+            CardAction::Release { request_id: 42 }
+        );
+    }
+    let live = request(1, RequestStatus::Issued, "why", None);
+    let card = render_my_requests(&MyRequestsCard::new([(&live, "db-prod")])).unwrap();
+    let mut sets = Vec::new();
+    walk(&card, &mut |v| {
+        if v["type"] == "ActionSet" {
+            sets.push(v["actions"].clone());
+        }
+    });
+    assert_eq!(titles(&sets[0]), ["Extend 1h", "Release"]);
+    assert_release_confirms(&sets[0][1], "db-prod");
+}
+
+/// Every text a person reads on a card: TextBlocks, FactSet titles and values, action titles.
+fn card_texts(card: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(card, &mut |v| match v["type"].as_str() {
+        Some("TextBlock") => found.push(v["text"].as_str().unwrap_or_default().to_string()),
+        Some("FactSet") => {
+            for f in v["facts"].as_array().unwrap() {
+                found.push(f["title"].as_str().unwrap_or_default().to_string());
+                found.push(f["value"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        Some(t) if t.starts_with("Action.") => {
+            found.push(v["title"].as_str().unwrap_or_default().to_string())
+        }
+        _ => {}
+    });
+    found
+}
+
+#[test]
+fn no_card_shows_a_backtick_or_a_status_code() {
+    // Text with backticks, as commands and reports write them, on every card kind.
+    for (name, card) in every_card("`db-prod`", "run `passkey migrate` first") {
+        for text in card_texts(&card) {
+            assert!(!text.contains('`'), "{name}: {text}");
+            for status in RequestStatus::ALL {
+                assert!(
+                    !text
+                        .split(|c: char| !c.is_ascii_uppercase() && c != '_')
+                        .any(|w| w == status.as_str()),
+                    "{name} shows {status}: {text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn states_read_as_words_from_one_function() {
+    let rec = record("db-prod");
+    for status in RequestStatus::ALL.iter().copied() {
+        let r = request(42, status, "why", None);
+        let words = status_words(&r);
+        assert_eq!(words, status.in_words());
+        let card = render_request_status(&RequestStatusCard::new(&r, &rec, None, BASE)).unwrap();
+        assert_eq!(find_text_starting(&card, words).as_deref(), Some(words));
+        let list = render_my_requests(&MyRequestsCard::new([(&r, "db-prod")])).unwrap();
+        assert!(
+            find_text_starting(&list, &format!("{words} · ")).is_some(),
+            "{status}: {list}"
+        );
+    }
+    assert_eq!(RequestStatus::Pending.in_words(), "Waiting for approval");
+    assert_eq!(RequestStatus::RenewalPending.in_words(), "Renewal pending");
+    // An admin's revocation says so, on the card and in the list.
+    let revoked = request(
+        7,
+        RequestStatus::Expired,
+        "why",
+        Some("revoked by an admin: drill over"),
+    );
+    assert_eq!(status_words(&revoked), "Revoked by an admin");
+    let card = render_request_status(&RequestStatusCard::new(&revoked, &rec, None, BASE)).unwrap();
+    assert!(find_text_starting(&card, "Revoked by an admin").is_some());
+    let ran_out = request(8, RequestStatus::Expired, "why", Some("the lease ran out"));
+    assert_eq!(status_words(&ran_out), "Ended");
+}
+
+#[test]
+fn record_types_are_readable() {
+    assert_eq!(
+        record_type_words("databaseCredentials"),
+        "Database credentials"
+    );
+    assert_eq!(record_type_words("login"), "Login");
+    assert_eq!(record_type_words("sshKeys"), "SSH keys");
+    assert_eq!(record_type_words("awsAccessKeyPair"), "Aws access key pair");
+    assert_eq!(record_type_words("custom_type-x"), "Custom type x");
+    assert_eq!(record_type_words(""), "Record");
+    let mut rec = record("db-prod");
+    rec.record_type = "databaseCredentials".into();
+    let pending = request(42, RequestStatus::Pending, "why", None);
+    let card = render_approval(&ApprovalCard::new(
+        &pending,
+        &rec,
+        &user("Alice", Role::Requester),
+        None,
+        &[],
+    ))
+    .unwrap();
+    let texts = card_texts(&card).join("\n");
+    assert!(texts.contains("Database credentials"), "{texts}");
+    assert!(!texts.contains("databaseCredentials"), "{texts}");
 }

@@ -19,6 +19,7 @@ mod bot_input;
 mod bot_lifecycle;
 mod browser;
 mod cards;
+mod cards_narrow;
 mod channel;
 mod cli;
 mod commander;

@@ -297,6 +297,12 @@ impl Lifecycle {
                 trace,
             )
             .await?;
+            if request.requester_id == approver.id {
+                // The requester wants it gone, not to judge it: say what they can do instead.
+                return Err(LifecycleError::BadInput(format!(
+                    "Request #{request_id} is your own, so you cannot deny it. Until it is approved there is no access to hand back; if you no longer need it, leave it: it ends by itself when nobody approves it in time."
+                )));
+            }
             return Err(LifecycleError::Refused(decision.reasons));
         }
         let why = comment

@@ -47,7 +47,11 @@ impl Lifecycle {
             return Err(LifecycleError::WrongState {
                 request_id,
                 status: request.status,
-                what: "only a live lease can be extended",
+                what: if request.status == RequestStatus::RenewalPending {
+                    "more time was already asked for, and your access continues while an approver decides; ask again after that"
+                } else {
+                    "only a live lease can be extended"
+                },
             });
         }
         let record = self.record_of(&request).await?;

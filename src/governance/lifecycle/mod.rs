@@ -95,7 +95,7 @@ pub enum LifecycleError {
         by: Option<String>,
         at: Option<Timestamp>,
     },
-    #[error("Request #{request_id} is {status}; {what}.")]
+    #[error("Request #{request_id}: {}; {what}.", .status.in_words())]
     WrongState {
         request_id: i64,
         status: RequestStatus,
