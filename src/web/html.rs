@@ -34,6 +34,15 @@ pub fn page(status: StatusCode, title: &str, head_extra: &str, body: &str) -> Re
     (status, Html(html)).into_response()
 }
 
+/// The sign-out button (a CSRF-checked POST to `/signout`), styled as a link.
+pub fn sign_out_form(csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/signout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\" class=\"link\">Sign out</button></form>",
+        escape(csrf)
+    )
+}
+
 /// A page that only says something (refusals, errors).
 pub fn message(status: StatusCode, title: &str, sentences: &str) -> Response {
     page(

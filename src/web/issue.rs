@@ -16,7 +16,7 @@
 //! `POST /api/totp/confirm`, `POST /api/totp/remove`,
 //! `GET /static/issue.js`, `GET /static/passkey.css`, `GET /favicon.ico`.
 
-use super::html::{escape, message, page};
+use super::html::{escape, message, page, sign_out_form};
 use super::rate_limit::Refused;
 use super::session::{CheckedPost, SignedInUser};
 use super::state::IssuePageState;
@@ -153,11 +153,17 @@ async fn issue_page(
             {
                 return ApiError::from(e).into_response();
             }
-            return message(
+            // With a sign-out, so someone signed in as the wrong account can switch (#18.9).
+            return page(
                 StatusCode::FORBIDDEN,
                 "Not yours",
+                "",
                 &format!(
-                    "Request #{id} is not yours. Only the person who asked for it can retrieve the credential."
+                    "<h1>Not yours</h1><p>Request #{id} is not yours. Only the person who asked for it can \
+                     retrieve the credential.</p><p>Signed in as {name}. If this is the wrong account, \
+                     sign out and sign in as the requester.</p>{signout}",
+                    name = escape(&user.display_name),
+                    signout = sign_out_form(&session.csrf),
                 ),
             );
         }
@@ -201,17 +207,16 @@ fn render_page(
     let now = state.clock.now();
     let live = request.status.has_live_lease() && request.lease_expires_at.is_some_and(|e| e > now);
     let left = request.issuances_left();
-    let lease = request
-        .lease_expires_at
-        .map(|e| format!(" · lease ends {}", crate::cards::when(e)))
-        .unwrap_or_default();
-    let second_factor = match factors {
-        None => String::new(),
-        Some(f) if f.totp_confirmed => {
+    // What the page says before the button (the second factor it will ask for), and the
+    // authenticator set-up, which comes after the retrieval step, not before it (#18.9).
+    let (second_factor, setup) = match factors {
+        None => (String::new(), String::new()),
+        Some(f) if f.totp_confirmed => (
             "<p>This record needs a second factor: after you press the button, \
             enter the current code from your authenticator app.</p>"
-                .to_string()
-        }
+                .to_string(),
+            String::new(),
+        ),
         Some(f) => {
             let sms = match &f.phone_hint {
                 Some(hint) => format!(
@@ -240,59 +245,129 @@ fn render_page(
                      (they type <code>admin totp-invite</code> and your address), then reload this page.</p>"
                     .to_string(),
             };
-            format!(
-                "{sms}<section id=\"totp-setup\" aria-labelledby=\"totp-title\"><h2 id=\"totp-title\">Authenticator app</h2>\
+            let setup = format!(
+                "<section id=\"totp-setup\" aria-labelledby=\"totp-title\"><h2 id=\"totp-title\">Authenticator app</h2>\
                  <p>An authenticator app (Microsoft Authenticator, or any TOTP app) works without your phone number.</p>\
                  {start}\
-                 <div id=\"totp-enroll\" hidden><p>Scan this QR code with the app, or enter the key by hand.</p>\
+                 <div id=\"totp-enroll\" hidden><p>Scan this QR code with the app, or type the key in by hand.</p>\
                  <p><img id=\"totp-qr\" alt=\"QR code to add Passkey to your authenticator app\" width=\"200\" height=\"200\"></p>\
-                 <p><label for=\"totp-uri\">Key (for typing in)</label> <input id=\"totp-uri\" readonly size=\"50\"></p>\
+                 <p><label for=\"totp-key\">Key (for typing in)</label> \
+                 <input id=\"totp-key\" class=\"wide key\" readonly spellcheck=\"false\" autocomplete=\"off\"></p>\
                  <form id=\"totp-form\"><p><label for=\"totp-code\">First code from the app</label> \
                  <input id=\"totp-code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required> \
                  <button type=\"submit\">Confirm</button></p></form></div></section>"
-            )
+            );
+            (sms, setup)
         }
     };
     let action = if !live {
+        // A tap on an old link: say what became of the request, in words (#18.9).
         format!(
-            "<p class=\"notice\">There is no live lease on this request (it is {}), so there is nothing to retrieve.</p>",
-            request.status
+            "<p class=\"notice warning\" id=\"state\">{} There is nothing to retrieve.</p>",
+            escape(&state_in_words(request, now))
         )
     } else if left == 0 {
         "<p class=\"notice\">No retrievals are left on this request.</p>".to_string()
     } else {
         format!(
-            "{second_factor}<p><button type=\"button\" id=\"retrieve\">Show the one-time link</button></p>\
-             <form id=\"code-form\" hidden><p><label for=\"code\">Code</label> \
-             <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required> \
-             <button type=\"submit\">Verify</button> <button type=\"button\" id=\"resend\">Send a new code</button></p>\
-             <p id=\"code-hint\"></p></form>\
+            "{second_factor}<p><button type=\"button\" id=\"retrieve\" class=\"primary\">Show the one-time link</button></p>\
+             <form id=\"code-form\" hidden><p id=\"code-hint\"></p><p><label for=\"code\">Code</label> \
+             <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" required aria-describedby=\"code-hint\"> \
+             <button type=\"submit\" class=\"primary\">Verify</button> <button type=\"button\" id=\"resend\">Send a new code</button></p></form>\
              <section id=\"result\" hidden tabindex=\"-1\" aria-labelledby=\"result-title\"><h2 id=\"result-title\">Your one-time link</h2>\
              <p><strong>This link opens once.</strong> Open it or copy it now: it is not shown again and is gone when you leave this page.</p>\
-             <p><label for=\"share-url\">Link</label> <input id=\"share-url\" readonly size=\"60\"> \
-             <button type=\"button\" id=\"copy\">Copy</button> <a id=\"open\" href=\"#\" target=\"_blank\" rel=\"noreferrer noopener\">Open</a></p>\
-             <p id=\"result-left\"></p></section>"
+             <p><label for=\"share-url\">Link</label><br><input id=\"share-url\" class=\"wide\" readonly></p>\
+             <p><button type=\"button\" id=\"copy\">Copy</button> <a id=\"open\" href=\"#\" target=\"_blank\" rel=\"noreferrer noopener\">Open</a></p>\
+             <p id=\"result-left\"></p></section>{setup}"
+        )
+    };
+    // Only a live lease has an end ahead and retrievals to count.
+    let summary = if live {
+        let lease = request
+            .lease_expires_at
+            .map(|e| format!(" · lease ends {}", crate::cards::when(e)))
+            .unwrap_or_default();
+        format!(
+            "<p>Request #{id}{lease}. Signed in as {name}.</p>\
+             <p id=\"left\">{left} of {max} retrievals left.</p>",
+            id = request.id,
+            name = escape(&user.display_name),
+            max = request.max_issuances,
+        )
+    } else {
+        format!(
+            "<p>Request #{id}. Signed in as {name}.</p>",
+            id = request.id,
+            name = escape(&user.display_name),
         )
     };
     let body = format!(
         "<div id=\"issue\" data-request-id=\"{id}\"><h1>Retrieve {title}</h1>\
-         <p>Request #{id}{lease}. Signed in as {name}.</p>\
-         <p id=\"left\">{left} of {max} retrievals left.</p>{action}\
+         {summary}{action}\
          <p id=\"status\" role=\"status\" aria-live=\"polite\"></p>\
-         <p id=\"error\" role=\"alert\" class=\"error\"></p></div>\
-         <form method=\"post\" action=\"/signout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" class=\"link\">Sign out</button></form>",
+         <p id=\"error\" role=\"alert\" class=\"error\"></p></div>{signout}",
         id = request.id,
         title = escape(title),
-        name = escape(&user.display_name),
-        max = request.max_issuances,
-        csrf = escape(csrf),
+        signout = sign_out_form(csrf),
     );
     let head = format!(
         "<meta name=\"csrf-token\" content=\"{}\"><script src=\"/static/issue.js\" defer></script>",
         escape(csrf)
     );
     page(StatusCode::OK, &format!("Retrieve {title}"), &head, &body)
+}
+
+/// What became of a request with no live lease, in words: released, denied, expired or revoked
+/// (an admin's revocation and a lost permission end the lease as EXPIRED, with the reason saying
+/// which).
+fn state_in_words(request: &Request, now: crate::domain::Timestamp) -> String {
+    use crate::domain::RequestStatus::*;
+    let reason = request.decision_reason.as_deref().unwrap_or_default();
+    let ended = |what: &str| match request.lease_expires_at {
+        Some(end) if end <= now => format!("{what} Its access ended {}.", crate::cards::when(end)),
+        _ => what.to_string(),
+    };
+    match request.status {
+        Released => "You released this request: its access has ended.".to_string(),
+        Denied => "This request was denied.".to_string(),
+        Expired if reason.starts_with("revoked by an admin") => {
+            "An admin revoked this request's access.".to_string()
+        }
+        Expired if reason.contains("no longer has access") => {
+            "This request's access was revoked: you no longer have access to the record's vault folder."
+                .to_string()
+        }
+        Expired if request.lease_started_at.is_none() => {
+            "This request expired: nobody decided it in time.".to_string()
+        }
+        Expired | Approved | Issued | RenewalPending => ended("This request has expired."),
+        Pending | RequiresTriage => "This request is waiting for approval.".to_string(),
+        Unfulfillable => {
+            "This request was approved, but the vault could not provide the credential.".to_string()
+        }
+    }
+}
+
+/// The base32 secret of an `otpauth://` URI in groups of four ("ABCD EFGH …"), for typing into
+/// an authenticator app by hand; empty when the URI has none.
+fn typed_key(otpauth_uri: &str) -> String {
+    let secret = otpauth_uri
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("secret="))
+        .unwrap_or_default();
+    let letters: Vec<char> = secret
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    letters
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Spends one call from the person's and the address's allowance, or refuses with 429 (the
@@ -521,8 +596,8 @@ impl ProofBody {
     }
 }
 
-/// `POST /api/totp/enroll {proof_id, code} | {invitation: true}` → `{qr, key_uri}`: the new
-/// authenticator secret, shown once.
+/// `POST /api/totp/enroll {proof_id, code} | {invitation: true}` → `{qr, key_uri, key}`: the new
+/// authenticator secret, shown once; `key` is the base32 secret in groups of four, for typing in.
 async fn enroll_totp(
     State(state): State<IssuePageState>,
     CheckedPost(signed_in): CheckedPost,
@@ -543,8 +618,9 @@ async fn enroll_totp(
         "data:image/svg+xml;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(enrollment.qr_svg.as_bytes())
     );
+    let uri = enrollment.otpauth_uri.expose_secret();
     Ok(Json(
-        json!({ "qr": qr, "key_uri": enrollment.otpauth_uri.expose_secret() }),
+        json!({ "qr": qr, "key_uri": uri, "key": typed_key(uri) }),
     ))
 }
 
@@ -641,4 +717,131 @@ pub fn share_body(r: &Retrieved) -> Value {
         "retrievals_left": (r.max_issuances - r.issuance_count).max(0),
         "max": r.max_issuances,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PASSKEY_CSS, typed_key};
+
+    #[test]
+    fn the_key_for_typing_in_is_the_base32_secret_in_groups_of_four() {
+        let uri = "otpauth://totp/Passkey:alice%40contoso.example?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Passkey&digits=6";
+        assert_eq!(typed_key(uri), "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP");
+        assert!(!typed_key(uri).contains("otpauth"));
+        assert_eq!(
+            typed_key("otpauth://totp/x?issuer=P&secret=abcdefg"),
+            "ABCD EFG"
+        );
+        assert_eq!(typed_key("otpauth://totp/x?issuer=P"), "");
+    }
+
+    /// sRGB relative luminance of `#rgb` or `#rrggbb` (WCAG 2.x).
+    fn luminance(hex: &str) -> f64 {
+        let hex = hex.trim_start_matches('#');
+        let hex: String = if hex.len() == 3 {
+            hex.chars().flat_map(|c| [c, c]).collect()
+        } else {
+            hex.to_string()
+        };
+        let channel = |i: usize| {
+            let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4)
+    }
+
+    fn contrast(a: &str, b: &str) -> f64 {
+        let (la, lb) = (luminance(a), luminance(b));
+        (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+    }
+
+    /// The stylesheet's rules as (selector, color, background) with the hex colours it sets.
+    fn rules() -> Vec<(String, Option<String>, Option<String>)> {
+        let mut out = Vec::new();
+        for rule in PASSKEY_CSS.split('}') {
+            let Some((selector, body)) = rule.split_once('{') else {
+                continue;
+            };
+            let selector = selector
+                .rsplit("*/")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let mut color = None;
+            let mut background = None;
+            for declaration in body.split(';') {
+                let Some((property, value)) = declaration.split_once(':') else {
+                    continue;
+                };
+                let hex = value
+                    .split_whitespace()
+                    .find(|w| w.starts_with('#'))
+                    .map(str::to_string);
+                match property.trim() {
+                    "color" => color = hex,
+                    "background" | "background-color" => background = hex,
+                    _ => {}
+                }
+            }
+            out.push((selector, color, background));
+        }
+        out
+    }
+
+    #[test]
+    fn every_text_colour_on_the_page_meets_wcag_aa() {
+        let rules = rules();
+        let of = |selector: &str| {
+            rules
+                .iter()
+                .find(|(s, _, _)| s == selector)
+                .unwrap_or_else(|| panic!("no rule {selector}"))
+                .clone()
+        };
+        let (_, body_color, body_background) = of("body");
+        let body_color = body_color.expect("body sets its text colour");
+        let body_background = body_background.expect("body sets its background");
+        let mut checked = 0;
+        for (selector, color, background) in &rules {
+            if color.is_none() && background.is_none() {
+                continue;
+            }
+            // A state (":hover") keeps its element's colours unless it sets its own; `.a.b`
+            // inherits from `.a`.
+            let base = selector.split(':').next().unwrap_or_default();
+            let parent = rules
+                .iter()
+                .filter(|(s, _, _)| {
+                    s != selector && (s == base || base.starts_with(&format!("{s}.")))
+                })
+                .max_by_key(|(s, _, _)| s.len())
+                .cloned();
+            let text = color
+                .clone()
+                .or_else(|| parent.as_ref().and_then(|p| p.1.clone()))
+                .unwrap_or_else(|| body_color.clone());
+            let under = background
+                .clone()
+                .or_else(|| parent.as_ref().and_then(|p| p.2.clone()))
+                .unwrap_or_else(|| body_background.clone());
+            let ratio = contrast(&text, &under);
+            assert!(
+                ratio >= 4.5,
+                "{selector}: {text} on {under} is {ratio:.2}:1, under WCAG AA's 4.5:1"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 8, "only {checked} rules with colours");
+        // The warning shown for a tap on an old link, checked by name.
+        let (_, warning, warning_bg) = of(".notice.warning");
+        assert!(contrast(&warning.unwrap(), &warning_bg.unwrap()) >= 4.5);
+        // The arithmetic itself: black on white is 21:1, grey #777 on white under 4.5.
+        assert!((contrast("#000", "#fff") - 21.0).abs() < 0.01);
+        assert!(contrast("#777777", "#ffffff") < 4.5);
+    }
 }

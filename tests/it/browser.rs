@@ -307,6 +307,69 @@ impl Session<'_> {
         path
     }
 
+    /// Runs `script` (a function body) in the page and returns what it returns.
+    async fn run(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Resizes the window so that the page's viewport is `width` CSS pixels wide.
+    async fn viewport_width(&self, width: i64) {
+        let inner = self
+            .run("return window.innerWidth;")
+            .await
+            .as_i64()
+            .unwrap();
+        let outer = self
+            .run("return window.outerWidth;")
+            .await
+            .as_i64()
+            .unwrap();
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width + (outer - inner).max(0), "height": 900 })),
+        )
+        .await;
+        assert_eq!(
+            self.run("return window.innerWidth;")
+                .await
+                .as_i64()
+                .unwrap(),
+            width,
+            "the viewport did not become {width} px wide"
+        );
+    }
+
+    /// Fails when the page scrolls sideways or any visible element sticks out on the right.
+    async fn assert_no_horizontal_overflow(&self, when: &str) {
+        let report = self
+            .run(
+                "var w = document.documentElement.clientWidth; var out = [];\
+                 if (document.documentElement.scrollWidth > w) out.push('page ' + document.documentElement.scrollWidth);\
+                 document.querySelectorAll('body *').forEach(function (e) {\
+                   var r = e.getBoundingClientRect();\
+                   if (r.width > 0 && r.right > w + 0.5) out.push((e.id || e.tagName) + ' ' + Math.round(r.right));\
+                 });\
+                 return out.join(', ');",
+            )
+            .await;
+        assert_eq!(
+            report.as_str().unwrap_or_default(),
+            "",
+            "{when}: wider than the viewport"
+        );
+    }
+
+    /// How many times the visible page says `text`.
+    async fn times_shown(&self, text: &str) -> usize {
+        self.page_text().await.matches(text).count()
+    }
+
     async fn forget_cookies(&self) {
         self.call(reqwest::Method::DELETE, "/cookie", None).await;
     }
@@ -445,6 +508,87 @@ async fn a_requester_signs_in_and_sees_the_one_time_link_in_chromium() {
             .await
             .contains(&"ISSUANCE_NOT_YOURS".to_string())
     );
+
+    browser.close().await;
+    server.stop().await;
+}
+
+/// The issuance page on a 360 px phone (#18.9): nothing sticks out sideways, the code prompt is
+/// said once, a refused resend shows the server's own words, and the link fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuance_page_fits_a_360_px_phone_and_prompts_for_the_code_once() {
+    let Some((chromedriver, chromium)) = browser_tools() else {
+        return;
+    };
+    let db = fresh_sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = WebServer::start(db.store.clone(), dir.path(), &[]).await;
+    let alice = server.user("alice@contoso.example").await;
+    let high = server
+        .approved_request("alice@contoso.example", "db-prod", "bob@contoso.example")
+        .await;
+    server
+        .set_phone("alice@contoso.example", "+15550104411")
+        .await;
+    let high_url = server.url(&format!("/requests/{high}/issue"));
+
+    let driver = Driver::start(&chromedriver).await;
+    let browser = driver.session(&chromium).await;
+    browser.go(&high_url).await;
+    browser.click(&format!("#signin-{}", alice.id)).await;
+    browser.wait_for_page_with("retrievals left").await;
+    browser.viewport_width(360).await;
+    browser.assert_no_horizontal_overflow("the page").await;
+
+    browser.click("#retrieve").await;
+    let hint = browser.wait_for_text("#code-hint").await;
+    assert!(hint.contains("•••• 4411"), "{hint}");
+    assert_eq!(
+        browser.times_shown("Enter the 6-digit code").await,
+        1,
+        "the code prompt is shown once: {}",
+        browser.page_text().await
+    );
+    // Asking for another code at once: the server says how long to wait, and the page says that.
+    browser.click("#resend").await;
+    let refused = browser.wait_for_text("#error").await;
+    assert!(
+        refused.starts_with("Please wait ")
+            && refused.ends_with("seconds before asking for another code."),
+        "the server's words, not a guess: {refused}"
+    );
+    assert!(!refused.contains("Too many attempts"), "{refused}");
+    browser.assert_no_horizontal_overflow("the code step").await;
+    browser.screenshot("issuance-360-code.png").await;
+
+    let code = server.sms.last_code_to("+15550104411");
+    browser.type_into("#code", &code).await;
+    browser.click("#code-form button[type=submit]").await;
+    assert_eq!(
+        browser.wait_for_text("#result-left").await,
+        "2 of 3 retrievals left."
+    );
+    assert!(
+        browser
+            .value("#share-url")
+            .await
+            .starts_with(&server.url("/dev-vault/share/"))
+    );
+    browser
+        .assert_no_horizontal_overflow("the one-time link")
+        .await;
+    // The primary button really is styled: white text on the accent colour.
+    let colours = browser
+        .run(
+            "var s = getComputedStyle(document.querySelector('#code-form button[type=submit]'));\
+              return s.color + ' on ' + s.backgroundColor;",
+        )
+        .await;
+    assert_eq!(
+        colours.as_str().unwrap(),
+        "rgb(255, 255, 255) on rgb(11, 87, 208)"
+    );
+    browser.screenshot("issuance-360-link.png").await;
 
     browser.close().await;
     server.stop().await;

@@ -1712,6 +1712,21 @@ async fn an_authenticator_app_is_enrolled_on_the_page_and_its_codes_are_not_repl
     let uri = enrolled["key_uri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://totp/"), "{uri}");
     let secret = totp_secret(uri);
+    // The key for typing in is the base32 secret in groups of four, not the whole URI (#18.9).
+    let typed = enrolled["key"].as_str().unwrap();
+    let b32 = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert_eq!(typed.replace(' ', ""), b32.to_ascii_uppercase(), "{typed}");
+    assert!(
+        typed.split(' ').all(|group| group.len() <= 4) && typed.split(' ').count() > 1,
+        "{typed}"
+    );
+    assert!(!typed.contains("otpauth"));
     let step = |server: &WebServer| passkey::otp::totp::step_at(server.clock.now().unix_seconds());
     use passkey::domain::Clock as _;
     let first = passkey::otp::totp::totp_at_step(&secret, step(&server));
@@ -1819,5 +1834,140 @@ async fn a_resent_code_replaces_the_first_after_the_cooldown() {
     }
     let (status, share) = verify(&alice, id, &csrf, &started["challenge_id"], &second).await;
     assert_eq!(status, 200, "{share}");
+    server.stop().await;
+}
+
+// ---- #18.9: the page tells the truth and offers what a person needs ----------------------------
+
+/// The page for `id` as `client` sees it.
+async fn page_of(client: &WebClient, id: i64) -> String {
+    client
+        .get(&format!("/requests/{id}/issue"))
+        .await
+        .text()
+        .await
+        .unwrap()
+}
+
+fn assert_nothing_to_retrieve(page: &str, words: &str) {
+    assert!(page.contains(words), "expected `{words}`: {page}");
+    assert!(page.contains("There is nothing to retrieve."), "{page}");
+    assert!(
+        !page.contains("retrievals left")
+            && !page.contains("lease ends")
+            && !page.contains("id=\"retrieve\""),
+        "an ended request shows no lease or count: {page}"
+    );
+    for raw in ["RELEASED", "DENIED", "EXPIRED", "APPROVED", "PENDING"] {
+        assert!(!page.contains(raw), "raw status {raw}: {page}");
+    }
+    assert!(page.contains("class=\"notice warning\""), "{page}");
+}
+
+#[tokio::test]
+async fn a_released_denied_revoked_or_expired_request_says_so_in_words() {
+    let (_db, _dir, server) = start().await;
+    let alice_user = server.user(ALICE).await;
+    let alice = WebClient::new(&server.base);
+    let released = server.request(ALICE, "db-staging").await;
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{released}/issue"))
+        .await;
+    assert!(
+        page_of(&alice, released)
+            .await
+            .contains("3 of 3 retrievals left.")
+    );
+    server
+        .state
+        .lifecycle
+        .release(&alice_user, released)
+        .await
+        .unwrap();
+    assert_nothing_to_retrieve(
+        &page_of(&alice, released).await,
+        "You released this request",
+    );
+
+    let denied = server.request(ALICE, "db-prod").await;
+    let bob = server.user(BOB).await;
+    server
+        .state
+        .lifecycle
+        .deny(&bob, denied, Some("not this week"))
+        .await
+        .unwrap();
+    assert_nothing_to_retrieve(&page_of(&alice, denied).await, "This request was denied.");
+
+    let revoked = server.request(ALICE, "db-staging").await;
+    let carol = server.user("carol@contoso.example").await;
+    server
+        .state
+        .lifecycle
+        .revoke(&carol, revoked, "suspicious login")
+        .await
+        .unwrap();
+    assert_nothing_to_retrieve(
+        &page_of(&alice, revoked).await,
+        "An admin revoked this request&#39;s access.",
+    );
+
+    // A lease past its end, before the scheduler has marked it: expired, with when.
+    let expired = server.request(ALICE, "db-staging").await;
+    server.clock.advance(time::Duration::hours(2));
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{expired}/issue"))
+        .await;
+    let page = page_of(&alice, expired).await;
+    assert_nothing_to_retrieve(&page, "This request has expired. Its access ended ");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_not_yours_page_offers_a_sign_out_that_works() {
+    let (_db, _dir, server) = start().await;
+    let id = server.request(ALICE, "db-staging").await;
+    let bob = WebClient::new(&server.base);
+    bob.sign_in_dev("Bob DBA Lead", &format!("/requests/{id}/issue"))
+        .await;
+    let r = bob.get(&format!("/requests/{id}/issue")).await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Signed in as Bob"), "{page}");
+    assert!(
+        page.contains("action=\"/signout\"") && page.contains(">Sign out</button>"),
+        "{page}"
+    );
+    let csrf = attr_value(&page, "name=\"csrf\" value=\"");
+    let out = bob.post_form("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), 200);
+    assert!(out.text().await.unwrap().contains("You are signed out"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_retrieve_button_is_the_styled_primary_action_before_the_authenticator_set_up() {
+    let (_db, _dir, server, alice, id, _csrf) = second_factor_world().await;
+    server.set_phone(ALICE, ALICE_PHONE).await;
+    let page = page_of(&alice, id).await;
+    let button = page
+        .find("<button type=\"button\" id=\"retrieve\" class=\"primary\">")
+        .unwrap_or_else(|| panic!("no primary Retrieve button: {page}"));
+    let setup = page
+        .find("<h2 id=\"totp-title\">Authenticator app</h2>")
+        .unwrap();
+    let code_form = page.find("id=\"code-form\"").unwrap();
+    assert!(
+        button < setup && code_form < setup,
+        "the retrieval step comes before the authenticator heading: {page}"
+    );
+    // One place for the code prompt: the hint the code field is described by.
+    assert_eq!(page.matches("id=\"code-hint\"").count(), 1);
+    assert!(page.contains("aria-describedby=\"code-hint\""), "{page}");
+    // The link and the key fields fit narrow screens.
+    assert!(page.contains("id=\"share-url\" class=\"wide\""), "{page}");
+    assert!(!page.contains("size=\"60\"") && !page.contains("id=\"totp-uri\""));
+    let css = alice.get("/static/passkey.css").await.text().await.unwrap();
+    assert!(css.contains("button.primary {") && css.contains("input.wide { width: 100%; }"));
     server.stop().await;
 }

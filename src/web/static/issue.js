@@ -54,10 +54,11 @@
         if (response.ok) {
           return data;
         }
+        // The server's own words first: a 429 may say "wait 52 seconds before another code".
         var message = data && data.error && data.error.message;
         if (response.status === 401) {
           message = "Your sign-in has expired. Reload the page to sign in again.";
-        } else if (response.status === 429) {
+        } else if (response.status === 429 && !message) {
           var wait = response.headers.get("Retry-After");
           message = "Too many attempts. Try again in " + (wait || "a few") + " seconds.";
         }
@@ -94,10 +95,11 @@
     var where = String(started.channel).toUpperCase() === "TOTP"
       ? "Enter the 6-digit code from your authenticator app."
       : "Enter the 6-digit code sent to " + (started.destination_hint || "your phone") + ".";
+    // Said once, next to the field (which it describes); the status line stays quiet.
     codeHint.textContent = where;
     codeForm.hidden = false;
     button.hidden = true;
-    say(where);
+    say("");
     codeInput.focus();
   }
 
@@ -171,7 +173,7 @@
   if (totpStart) {
     var totpEnroll = document.getElementById("totp-enroll");
     var totpQr = document.getElementById("totp-qr");
-    var totpUri = document.getElementById("totp-uri");
+    var totpKey = document.getElementById("totp-key");
     var totpForm = document.getElementById("totp-form");
     var totpCode = document.getElementById("totp-code");
     var proofForm = document.getElementById("totp-proof-form");
@@ -179,7 +181,7 @@
     var proofId = null;
     var showKey = function (enrollment) {
       totpQr.src = enrollment.qr;
-      totpUri.value = enrollment.key_uri;
+      totpKey.value = enrollment.key;
       totpEnroll.hidden = false;
       totpStart.hidden = true;
       if (proofForm) {
@@ -226,7 +228,7 @@
       postTo("/api/totp/confirm", { code: totpCode.value.trim() })
         .then(function () {
           totpQr.removeAttribute("src");
-          totpUri.value = "";
+          totpKey.value = "";
           document.getElementById("totp-setup").hidden = true;
           say("Your authenticator app is set up. Its codes work from now on.");
           button.focus();
@@ -242,9 +244,9 @@
   window.addEventListener("pagehide", function () {
     urlField.value = "";
     openLink.href = "#";
-    var uri = document.getElementById("totp-uri");
-    if (uri) {
-      uri.value = "";
+    var key = document.getElementById("totp-key");
+    if (key) {
+      key.value = "";
     }
     result.hidden = true;
     challengeId = null;
