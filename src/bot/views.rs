@@ -188,8 +188,9 @@ pub async fn request_status(
     ))
 }
 
-/// Who was asked to decide a waiting request (their approval card was delivered) and who could
-/// not be reached (their notice waits for them), by name.
+/// Who was asked to decide a waiting request (their approval card was delivered, or their
+/// notice was when they first talked to the bot) and who could not be reached yet (their notice
+/// still waits for them), by name.
 async fn reach(
     store: &dyn Store,
     request: &Request,
@@ -210,8 +211,15 @@ async fn reach(
             asked_ids.push(id);
         }
     }
+    let notices = store.kept_notices_for_request(request.id).await?;
+    // A notice delivered later (when they first talked to the bot) asked them too.
+    for notice in notices.iter().filter(|n| n.status == "SENT") {
+        if !asked_ids.contains(&notice.user_id) {
+            asked_ids.push(notice.user_id);
+        }
+    }
     let mut unreached_ids = Vec::new();
-    for notice in store.waiting_notices_for_request(request.id).await? {
+    for notice in notices.iter().filter(|n| n.status == "PENDING") {
         if !asked_ids.contains(&notice.user_id) && !unreached_ids.contains(&notice.user_id) {
             unreached_ids.push(notice.user_id);
         }

@@ -536,9 +536,8 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Notices still waiting for a person, oldest first.
     async fn waiting_notices_for_user(&self, user_id: i64) -> StoreResult<Vec<WaitingNotice>>;
-    /// Notices about a request still waiting for someone, oldest first.
-    async fn waiting_notices_for_request(&self, request_id: i64)
-    -> StoreResult<Vec<WaitingNotice>>;
+    /// Every kept notice about a request, waiting or closed, oldest first.
+    async fn kept_notices_for_request(&self, request_id: i64) -> StoreResult<Vec<WaitingNotice>>;
     /// Closes a waiting notice: delivered (`SENT`) or no longer applying (`FAILED`).
     async fn close_waiting_notice(
         &self,

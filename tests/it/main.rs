@@ -16,6 +16,7 @@ mod bot_admin;
 mod bot_cards;
 mod bot_directory;
 mod bot_lifecycle;
+mod bot_waiting;
 mod browser;
 mod cards;
 mod channel;

@@ -121,13 +121,13 @@ macro_rules! impl_conversation_store {
                 .await?)
             }
 
-            async fn waiting_notices_for_request(
+            async fn kept_notices_for_request(
                 &self,
                 request_id: i64,
             ) -> StoreResult<Vec<WaitingNotice>> {
                 Ok(sqlx::query_as(
                     "SELECT id, user_id, request_id, kind, status, last_error, created_at, sent_at
-                     FROM notifications WHERE request_id = $1 AND status = 'PENDING' ORDER BY id",
+                     FROM notifications WHERE request_id = $1 ORDER BY id",
                 )
                 .bind(request_id)
                 .fetch_all(&self.pool)
