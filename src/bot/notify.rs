@@ -522,14 +522,8 @@ impl TeamsNotifier {
             _ => "EXTENSION_NEEDED",
         };
         if let Err(e) = self
-            .store
-            .record_waiting_notice(
-                notice.user_id,
-                notice.request_id,
-                kind,
-                why,
-                self.clock.now(),
-            )
+            .conversations
+            .keep_waiting_notice(notice.user_id, notice.request_id, kind, why)
             .await
         {
             tracing::warn!(user_id = notice.user_id, request_id = notice.request_id, error = %e,

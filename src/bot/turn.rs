@@ -1204,7 +1204,7 @@ async fn refresh(
             };
             // A status reply, so the card is recorded and follows later changes in place.
             Ok(Reply::Status {
-                text: format!("Request #{id}: {}", request.status),
+                text: format!("Request #{id} for {}:", record.title),
                 card: views::request_status(
                     state.store.as_ref(),
                     &request,

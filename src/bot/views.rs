@@ -92,14 +92,10 @@ pub async fn waiting_for(state: &BotState, user: &User) -> Result<Option<Value>,
 
 /// Closes every notice waiting for `user`: delivered, or no longer applying.
 pub async fn close_waiting(state: &BotState, user: &User, delivered: bool) -> Result<(), ApiError> {
-    let now = state.clock.now();
-    for notice in state.store.waiting_notices_for_user(user.id).await? {
-        state
-            .store
-            .close_waiting_notice(notice.id, delivered, now)
-            .await?;
-    }
-    Ok(())
+    Ok(state
+        .conversations
+        .close_waiting_notices(user.id, delivered)
+        .await?)
 }
 
 /// Records the person may request — in vault folders their effective permissions cover (their own
