@@ -132,6 +132,8 @@ pub const STORE_READS: &[&str] = &[
     "conversation",
     "personal_conversation",
     "sent_cards_for_request",
+    "waiting_notices_for_user",
+    "kept_notices_for_request",
     // SecondFactorStore
     "phone_number",
     "totp_enrollment",

@@ -111,6 +111,9 @@ mod tests {
         "ISSUANCE_CHECK",
         "ISSUANCE_EVENT",
         "REVOCATION_EVENT",
+        // Kinds of notices kept in `notifications` until they can be delivered.
+        "APPROVAL_NEEDED",
+        "EXTENSION_NEEDED",
         // Request statuses.
         "RENEWAL_PENDING",
         "REQUIRES_TRIAGE",

@@ -61,6 +61,11 @@ pub struct ProactiveChats {
     pub install: Option<(Arc<dyn UserDirectory>, String)>,
 }
 
+/// Why a notice was not delivered: the person has never talked to the bot.
+const NO_CHAT: &str = "the bot has no chat with this person yet";
+/// Why a notice was not delivered: opening a chat with the person failed.
+const NO_CHAT_OPENED: &str = "no chat could be opened";
+
 /// The kind recorded for approval cards in `sent_cards`.
 pub const APPROVAL_CARD: &str = "approval";
 /// The kind recorded for a requester's status card in `sent_cards`.
@@ -139,7 +144,7 @@ impl TeamsNotifier {
             return Ok(chat);
         }
         let Some(proactive) = &self.proactive else {
-            return Err("the bot has no chat with this person yet".into());
+            return Err(NO_CHAT.into());
         };
         match self.open_chat(proactive, user).await {
             Ok(chat) => {
@@ -150,7 +155,7 @@ impl TeamsNotifier {
             Err(error) => {
                 self.chat_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(user_id = user.id, %error, "could not open a 1:1 chat");
-                Err(format!("no chat could be opened: {error}"))
+                Err(format!("{NO_CHAT_OPENED}: {error}"))
             }
         }
     }
@@ -206,7 +211,8 @@ impl TeamsNotifier {
         Ok(chat)
     }
 
-    async fn deliver_one(&self, notice: &Notice) -> Result<(), String> {
+    /// Delivers one notice; `Ok(Some(id))` names a status card sent just now (already current).
+    async fn deliver_one(&self, notice: &Notice) -> Result<Option<String>, String> {
         let s = &self.store;
         let user = s
             .user_by_id(notice.user_id)
@@ -256,7 +262,7 @@ impl TeamsNotifier {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            return Ok(());
+            return Ok(None);
         }
         let text = render::notice_text(
             notice.kind,
@@ -265,10 +271,45 @@ impl TeamsNotifier {
             &requester.display_name,
             &self.base_url,
         );
+        // The requester told of an approval gets the status card with Retrieve, kept up to date.
+        if notice.kind == NoticeKind::StatusChanged
+            && user.id == request.requester_id
+            && matches!(
+                request.status,
+                RequestStatus::Approved | RequestStatus::Issued
+            )
+        {
+            let card = super::views::request_status(s.as_ref(), &request, &record, &self.base_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut activity = OutgoingActivity::card(format!("Request #{}", request.id), card);
+            activity.text = Some(text);
+            activity.text_format = Some("markdown".into());
+            let sent = self
+                .connector
+                .send(&target, &activity)
+                .await
+                .map_err(|e| e.to_string())?;
+            if sent.id.is_empty() {
+                return Ok(None);
+            }
+            self.conversations
+                .record_card(&NewSentCard {
+                    request_id: request.id,
+                    recipient_user_id: Some(user.id),
+                    conversation_id: chat.conversation_id,
+                    activity_id: sent.id.clone(),
+                    card_kind: STATUS_CARD.into(),
+                    at: self.clock.now(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(sent.id));
+        }
         self.connector
             .send(&target, &OutgoingActivity::text(text))
             .await
-            .map(|_| ())
+            .map(|_| None)
             .map_err(|e| e.to_string())
     }
 
@@ -313,12 +354,13 @@ impl TeamsNotifier {
     /// Every recorded copy of a request's cards shows the request as it now is: approval cards
     /// become the decided card once nobody needs to decide any more; the requester's status
     /// cards follow every change.
-    async fn update_copies(&self, request_id: i64) -> Result<(), String> {
-        let copies = self
+    async fn update_copies(&self, request_id: i64, fresh: &[String]) -> Result<(), String> {
+        let mut copies = self
             .store
             .sent_cards_for_request(request_id)
             .await
             .map_err(|e| e.to_string())?;
+        copies.retain(|c| !fresh.contains(&c.activity_id));
         if copies.is_empty() {
             return Ok(());
         }
@@ -423,23 +465,30 @@ pub async fn decided_card(
 impl Notifier for TeamsNotifier {
     async fn deliver(&self, notices: &[Notice]) {
         let mut changed = BTreeSet::new();
+        let mut fresh = Vec::new();
         for notice in notices {
             if notice.kind == NoticeKind::StatusChanged {
                 changed.insert(notice.request_id);
             }
             let zone = self.zone_of(notice.user_id).await;
-            if let Err(error) = crate::domain::for_reader(zone, self.deliver_one(notice)).await {
-                tracing::warn!(user_id = notice.user_id, request_id = notice.request_id,
+            match crate::domain::for_reader(zone, self.deliver_one(notice)).await {
+                Ok(sent) => fresh.extend(sent),
+                Err(error) => {
+                    tracing::warn!(user_id = notice.user_id, request_id = notice.request_id,
                     kind = ?notice.kind, %error, "notice not delivered");
+                    self.keep_waiting(notice, &error).await;
+                }
             }
         }
         for request_id in changed {
-            self.request_changed(request_id).await;
+            if let Err(error) = self.update_copies(request_id, &fresh).await {
+                tracing::warn!(request_id, %error, "cards not updated");
+            }
         }
     }
 
     async fn request_changed(&self, request_id: i64) {
-        if let Err(error) = self.update_copies(request_id).await {
+        if let Err(error) = self.update_copies(request_id, &[]).await {
             tracing::warn!(request_id, %error, "cards not updated");
         }
     }
@@ -468,6 +517,37 @@ impl Notifier for TeamsNotifier {
 }
 
 impl TeamsNotifier {
+    /// Keeps an approval or extension notice that could not be delivered, so the requester's
+    /// card says who was not reached and the approver gets it when they first talk to the bot.
+    async fn keep_waiting(&self, notice: &Notice, error: &str) {
+        if !matches!(
+            notice.kind,
+            NoticeKind::ApprovalNeeded | NoticeKind::ExtensionNeeded
+        ) {
+            return;
+        }
+        // A fixed code, never the error's text.
+        let why = if error == NO_CHAT {
+            "no_chat"
+        } else if error.starts_with(NO_CHAT_OPENED) {
+            "chat_not_opened"
+        } else {
+            "not_delivered"
+        };
+        let kind = match notice.kind {
+            NoticeKind::ApprovalNeeded => "APPROVAL_NEEDED",
+            _ => "EXTENSION_NEEDED",
+        };
+        if let Err(e) = self
+            .conversations
+            .keep_waiting_notice(notice.user_id, notice.request_id, kind, why)
+            .await
+        {
+            tracing::warn!(user_id = notice.user_id, request_id = notice.request_id, error = %e,
+                "an undelivered notice was not kept");
+        }
+    }
+
     /// A text message in one person's 1:1 chat with the bot; a person the bot has no chat with,
     /// or a failed send, is logged (`what` names the message in the log line, never its text).
     async fn send_text(&self, user: &crate::store::User, text: &str, what: &str) {

@@ -87,6 +87,34 @@ pub fn change_text(change: &Change, base_url: &str) -> String {
     format!("{body}{reasons}")
 }
 
+/// What someone who acted on another person's request sees (an approver, an admin): the
+/// outcome without the requester's retrieve link, which is the requester's alone.
+pub fn change_text_for_decider(change: &Change) -> String {
+    let r = &change.request;
+    match change.event {
+        Event::Approved
+        | Event::BreakGlassApproved
+        | Event::PreflightPassed
+        | Event::PreflightDeferred
+        | Event::Extended => {
+            let verb = if change.event == Event::Extended {
+                "extended"
+            } else {
+                "**approved**"
+            };
+            let until = r
+                .lease_expires_at
+                .map(|t| format!(" Access lasts until {}.", when(t)))
+                .unwrap_or_default();
+            format!(
+                "Request #{} for `{}` is {verb}.{until} The requester has been told and retrieves it themselves.",
+                r.id, change.record.title
+            )
+        }
+        _ => change_text(change, ""),
+    }
+}
+
 fn approved_text(r: &Request, title: &str, base_url: &str, event: Event) -> String {
     let head = match event {
         Event::BreakGlassApproved => format!(

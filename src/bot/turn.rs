@@ -235,6 +235,9 @@ async fn run(
 
     match activity.kind.as_str() {
         "message" => {
+            if activity.is_personal() {
+                deliver_waiting(state, activity, &sender).await?;
+            }
             let value = activity.value.as_ref().filter(|v| v.is_object());
             let text = activity.text.as_deref().unwrap_or_default();
             let reply = if activity.is_personal() {
@@ -289,7 +292,11 @@ async fn run(
                                 )
                                 .await;
                             }
-                            card(c)
+                            if activity.is_personal() {
+                                card(c)
+                            } else {
+                                card(group_status_card(state, request_id, requester_id, c).await?)
+                            }
                         }
                     };
                     Ok(TurnOutcome::Invoke {
@@ -326,8 +333,14 @@ async fn run(
                 )
                 .await?;
                 let target = target(activity);
-                let welcome = views::welcome(activity.from.name.as_deref())?;
-                if let Err(e) = state
+                // In a 1:1 chat an approver's welcome lists what waits for them.
+                let user = match activity.is_personal() {
+                    true => sender.user().await?,
+                    false => None,
+                };
+                let welcome =
+                    views::welcome_for(state, activity.from.name.as_deref(), user).await?;
+                match state
                     .bot
                     .connector
                     .send(
@@ -336,7 +349,12 @@ async fn run(
                     )
                     .await
                 {
-                    tracing::warn!(error = %e, "welcome message not delivered");
+                    Ok(_) => {
+                        if let Some(user) = user {
+                            views::close_waiting(state, user, true).await?;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "welcome message not delivered"),
                 }
             }
             Ok(TurnOutcome::Ack)
@@ -354,6 +372,71 @@ async fn run(
         }
         _ => Ok(TurnOutcome::Ack),
     }
+}
+
+/// What waited for the sender because the bot could not reach them before (approval notices
+/// sent while it had no chat with them): "2 requests wait for you", with Review buttons, in
+/// this 1:1 chat before the answer. A send that fails leaves the notices waiting.
+async fn deliver_waiting(
+    state: &BotState,
+    activity: &Activity,
+    sender: &Sender<'_>,
+) -> Result<(), ApiError> {
+    let Some(user) = sender.user().await? else {
+        return Ok(());
+    };
+    let Some(card) = views::waiting_for(state, user).await? else {
+        return Ok(());
+    };
+    match state
+        .bot
+        .connector
+        .send(
+            &target(activity),
+            &OutgoingActivity::card("Waiting for you", card),
+        )
+        .await
+    {
+        Ok(_) => views::close_waiting(state, user, true).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "what waits for an approver was not delivered");
+            Ok(())
+        }
+    }
+}
+
+/// A status card answered in a group chat or channel carries `refresh.userIds` with the
+/// requester alone (as the approval card does): their client keeps their own view, with Release
+/// and Extend; anyone else's refresh answers what they may see of the request. `card` is kept
+/// when the requester has no Teams user id on record.
+async fn group_status_card(
+    state: &BotState,
+    request_id: i64,
+    requester_id: i64,
+    card: Value,
+) -> Result<Value, ApiError> {
+    let Some(request) = state.store.request_by_id(request_id).await? else {
+        return Ok(card);
+    };
+    let Some(record) = state.store.record_by_id(request.record_id).await? else {
+        return Ok(card);
+    };
+    let Some(teams_id) = state
+        .store
+        .user_by_id(requester_id)
+        .await?
+        .and_then(|u| u.teams_user_id)
+    else {
+        return Ok(card);
+    };
+    views::request_status_in_group(
+        state.store.as_ref(),
+        &request,
+        &record,
+        &state.settings.public_base_url(),
+        &teams_id,
+    )
+    .await
 }
 
 fn invoke_message(text: &str) -> Value {
@@ -847,6 +930,12 @@ async fn on_text(state: &BotState, sender: &Sender<'_>, text: &str) -> Result<Re
         Command::Release { request_id } => {
             lifecycle_reply(state, sender, Call::Release(request_id)).await?
         }
+        Command::Status { request_id } => {
+            return with_user(sender, |user| async move {
+                refresh(state, user, Some(request_id), Some("status")).await
+            })
+            .await;
+        }
         Command::Extend {
             request_id,
             duration,
@@ -931,7 +1020,7 @@ async fn lifecycle_reply(
             request_id: change.request.id,
             requester_id: user.id,
         },
-        Ok(change) => Reply::Text(render::change_text(&change, &base_url)),
+        Ok(change) => Reply::Text(render::change_text_for_decider(&change)),
         // An input error on a request: the form again, filled in, nothing recorded.
         Err(LifecycleError::BadInput(problem)) if answers.is_some() => {
             let answers = answers.unwrap_or_default();
@@ -1224,15 +1313,19 @@ async fn refresh(
             let Some(record) = state.store.record_by_id(request.record_id).await? else {
                 return Ok(Reply::Text(format!("There is no request #{id}.")));
             };
-            Ok(Reply::Card(
-                views::request_status(
+            // A status reply, so the card is recorded and follows later changes in place.
+            Ok(Reply::Status {
+                text: format!("Request #{id} for {}:", record.title),
+                card: views::request_status(
                     state.store.as_ref(),
                     &request,
                     &record,
                     &state.settings.public_base_url(),
                 )
                 .await?,
-            ))
+                request_id: id,
+                requester_id: user.id,
+            })
         }
         (_, Some(id)) => card_view(state, user, id, false).await,
         (Some("requestForm"), None) => Ok(Reply::Card(

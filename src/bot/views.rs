@@ -2,6 +2,7 @@
 //! The same functions answer typed commands, card buttons and `refresh` invokes, so a card looks
 //! the same however it was asked for.
 
+use super::notify::APPROVAL_CARD;
 use super::{BotState, ChannelAuthMode};
 use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
@@ -30,6 +31,71 @@ pub fn welcome(display_name: Option<&str>) -> Result<Value, ApiError> {
     rendered(cards::render_welcome(&cards::WelcomeCard::new(
         display_name,
     )))
+}
+
+/// The welcome card for someone the bot knows: an approver's lists what waits for their decision.
+pub async fn welcome_for(
+    state: &BotState,
+    display_name: Option<&str>,
+    user: Option<&User>,
+) -> Result<Value, ApiError> {
+    let waiting = match user {
+        Some(user) => pending_items(state, user).await?,
+        None => Vec::new(),
+    };
+    rendered(cards::render_welcome(
+        &cards::WelcomeCard::new(display_name).with_waiting(waiting),
+    ))
+}
+
+/// The card for what waited for an approver the bot could not reach before ("2 requests wait
+/// for you", each with Review), from their waiting notices: the requests that still wait for
+/// their decision. `None` when nothing does (the notices are closed as no longer applying); the
+/// caller sends the card and then closes them with [`close_waiting`].
+pub async fn waiting_for(state: &BotState, user: &User) -> Result<Option<Value>, ApiError> {
+    let notices = state.store.waiting_notices_for_user(user.id).await?;
+    if notices.is_empty() {
+        return Ok(None);
+    }
+    let mut items: Vec<PendingItem> = Vec::new();
+    let mut seen = Vec::new();
+    for notice in &notices {
+        let Some(id) = notice.request_id else {
+            continue;
+        };
+        let Some(r) = state.store.request_by_id(id).await? else {
+            continue;
+        };
+        let waits = matches!(
+            r.status,
+            RequestStatus::Pending | RequestStatus::RenewalPending
+        ) && state.lifecycle.standing(user, &r).await? == Standing::Approver;
+        if !waits || seen.contains(&id) {
+            continue;
+        }
+        let Some(record) = state.store.record_by_id(r.record_id).await? else {
+            continue;
+        };
+        seen.push(id);
+        let requester = display_name(state.store.as_ref(), r.requester_id).await?;
+        items.push(PendingItem::new(&r, &record, &requester));
+    }
+    if items.is_empty() {
+        close_waiting(state, user, false).await?;
+        return Ok(None);
+    }
+    rendered(cards::render_pending_approvals(
+        &PendingApprovalsCard::waiting(items),
+    ))
+    .map(Some)
+}
+
+/// Closes every notice waiting for `user`: delivered, or no longer applying.
+pub async fn close_waiting(state: &BotState, user: &User, delivered: bool) -> Result<(), ApiError> {
+    Ok(state
+        .conversations
+        .close_waiting_notices(user.id, delivered)
+        .await?)
 }
 
 /// Records the person may request — in vault folders their effective permissions cover (their own
@@ -171,12 +237,76 @@ pub async fn request_status(
         Some(id) => store.folder_by_id(id).await?.map(|f| f.name),
         None => None,
     };
-    rendered(cards::render_request_status(&RequestStatusCard::new(
-        request,
-        record,
-        folder.as_deref(),
-        base_url,
-    )))
+    let (asked, unreached) = reach(store, request).await?;
+    rendered(cards::render_request_status(
+        &RequestStatusCard::new(request, record, folder.as_deref(), base_url)
+            .with_reach(&asked, &unreached),
+    ))
+}
+
+/// Who was asked to decide a waiting request (their approval card was delivered, or their
+/// notice was when they first talked to the bot) and who could not be reached yet (their notice
+/// still waits for them), by name.
+async fn reach(
+    store: &dyn Store,
+    request: &Request,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    if !matches!(
+        request.status,
+        RequestStatus::Pending | RequestStatus::RenewalPending
+    ) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut asked_ids = Vec::new();
+    for card in store.sent_cards_for_request(request.id).await? {
+        if let Some(id) = card
+            .recipient_user_id
+            .filter(|_| card.card_kind == APPROVAL_CARD)
+            && !asked_ids.contains(&id)
+        {
+            asked_ids.push(id);
+        }
+    }
+    let notices = store.kept_notices_for_request(request.id).await?;
+    // A notice delivered later (when they first talked to the bot) asked them too.
+    for notice in notices.iter().filter(|n| n.status == "SENT") {
+        if !asked_ids.contains(&notice.user_id) {
+            asked_ids.push(notice.user_id);
+        }
+    }
+    let mut unreached_ids = Vec::new();
+    for notice in notices.iter().filter(|n| n.status == "PENDING") {
+        if !asked_ids.contains(&notice.user_id) && !unreached_ids.contains(&notice.user_id) {
+            unreached_ids.push(notice.user_id);
+        }
+    }
+    let mut asked = Vec::with_capacity(asked_ids.len());
+    for id in asked_ids {
+        asked.push(display_name(store, id).await?);
+    }
+    let mut unreached = Vec::with_capacity(unreached_ids.len());
+    for id in unreached_ids {
+        unreached.push(display_name(store, id).await?);
+    }
+    Ok((asked, unreached))
+}
+
+/// A request's status card in a group chat or channel: it refreshes for the requester alone
+/// (see [`RequestStatusCard::refresh_for`]).
+pub async fn request_status_in_group(
+    store: &dyn Store,
+    request: &Request,
+    record: &Record,
+    base_url: &str,
+    requester_teams_id: &str,
+) -> Result<Value, ApiError> {
+    let folder = match record.folder_id {
+        Some(id) => store.folder_by_id(id).await?.map(|f| f.name),
+        None => None,
+    };
+    let view = RequestStatusCard::new(request, record, folder.as_deref(), base_url)
+        .refresh_for(&[requester_teams_id.to_string()]);
+    rendered(cards::render_request_status(&view))
 }
 
 /// `my requests`: the latest requests with Release / Extend where they apply.
@@ -195,15 +325,23 @@ pub async fn my_requests(state: &BotState, user: &User) -> Result<Value, ApiErro
             .unwrap_or_default();
         titled.push((r, title));
     }
-    rendered(cards::render_my_requests(&MyRequestsCard::new(
-        titled.iter().map(|(r, t)| (*r, t.as_str())),
-    )))
+    rendered(cards::render_my_requests(
+        &MyRequestsCard::new(titled.iter().map(|(r, t)| (*r, t.as_str())))
+            .with_retrieve(&requests, &state.settings.public_base_url()),
+    ))
 }
 
 /// `pending`: requests waiting for a decision that this person approves — by the same rule
 /// that decides who may see a request (`Lifecycle::standing`), so the list shows nobody a
 /// request they could not open. The policy decides again on the tap.
 pub async fn pending(state: &BotState, user: &User) -> Result<Value, ApiError> {
+    rendered(cards::render_pending_approvals(&PendingApprovalsCard::new(
+        pending_items(state, user).await?,
+    )))
+}
+
+/// The requests waiting for this person's decision (see [`pending`]).
+async fn pending_items(state: &BotState, user: &User) -> Result<Vec<PendingItem>, ApiError> {
     let waiting = state
         .store
         .requests_in_status(
@@ -222,9 +360,7 @@ pub async fn pending(state: &BotState, user: &User) -> Result<Value, ApiError> {
         let requester = display_name(state.store.as_ref(), r.requester_id).await?;
         items.push(PendingItem::new(r, &record, &requester));
     }
-    rendered(cards::render_pending_approvals(&PendingApprovalsCard::new(
-        items,
-    )))
+    Ok(items)
 }
 
 /// What a card calls a person ("Someone" for a user row that is gone).

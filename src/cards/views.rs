@@ -173,6 +173,10 @@ pub enum Tone {
 #[derive(Debug, Clone, Serialize)]
 pub struct WelcomeCard {
     pub name: Option<String>,
+    /// "2 requests wait for you", when something waits for this approver.
+    pub waiting_headline: Option<String>,
+    /// What waits for this approver's decision, each with Review.
+    pub waiting: Vec<PendingItem>,
 }
 
 impl WelcomeCard {
@@ -182,7 +186,39 @@ impl WelcomeCard {
                 .map(str::trim)
                 .filter(|n| !n.is_empty())
                 .map(short),
+            waiting_headline: None,
+            waiting: Vec::new(),
         }
+    }
+
+    /// Lists the requests waiting for this person's decision (an approver's welcome).
+    pub fn with_waiting(mut self, items: Vec<PendingItem>) -> Self {
+        self.waiting_headline = (!items.is_empty()).then(|| waiting_headline(items.len()));
+        self.waiting = items.into_iter().take(MAX_LIST_ITEMS).collect();
+        self
+    }
+}
+
+/// "1 request waits for you" / "2 requests wait for you".
+pub fn waiting_headline(count: usize) -> String {
+    if count == 1 {
+        "1 request waits for you".into()
+    } else {
+        format!("{count} requests wait for you")
+    }
+}
+
+/// Names in a sentence: "Bob", "Bob and Dave", "Bob, Dave and Erin", "… and 3 more".
+fn names(people: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut shown: Vec<String> = people.iter().take(SHOWN).map(|p| short(p)).collect();
+    if people.len() > SHOWN {
+        shown.push(format!("{} more", people.len() - SHOWN));
+    }
+    match shown.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -422,6 +458,9 @@ pub struct RequestStatusCard {
     pub extend_choices: Vec<Choice>,
     /// The one Extend offers first.
     pub extend_default: String,
+    /// Teams user ids (`29:…`) whose clients refresh the card to their own view: in a group
+    /// chat the requester alone (see [`RequestStatusCard::refresh_for`]).
+    pub refresh_user_ids: Vec<String>,
 }
 
 impl RequestStatusCard {
@@ -546,7 +585,59 @@ impl RequestStatusCard {
                 Vec::new()
             },
             extend_default: DEFAULT_EXTENSION.into(),
+            refresh_user_ids: Vec::new(),
         }
+    }
+
+    /// Says who was asked to decide (`asked`: their approval card was delivered) and who could
+    /// not be reached (`unreached`: the notice waits until they first talk to the bot), instead
+    /// of "the approvers have been asked". A request that is not waiting is left as it is.
+    pub fn with_reach(mut self, asked: &[String], unreached: &[String]) -> Self {
+        if !matches!(
+            self.status,
+            RequestStatus::Pending | RequestStatus::RenewalPending
+        ) || (asked.is_empty() && unreached.is_empty())
+        {
+            return self;
+        }
+        let mut said = Vec::new();
+        if !asked.is_empty() {
+            said.push(format!("Asked: {}.", names(asked)));
+        }
+        if !unreached.is_empty() {
+            let (who, verb) = (
+                names(unreached),
+                if unreached.len() == 1 { "has" } else { "have" },
+            );
+            said.push(if asked.is_empty() {
+                format!(
+                    "Nobody could be reached yet: {who} {verb} no chat with Passkey. They will see it when they next open Passkey; if nobody decides in time, the admins are told."
+                )
+            } else {
+                format!(
+                    "Not reached yet: {who} ({verb} no chat with Passkey); they will see it when they next open Passkey."
+                )
+            });
+        }
+        said.push(if self.status == RequestStatus::Pending {
+            "You'll get a message when it is decided.".into()
+        } else {
+            self.summary.clone()
+        });
+        self.summary = said.join(" ");
+        self
+    }
+
+    /// The card in a group chat or channel: the listed Teams user ids (the requester) refresh it
+    /// to their own view, with every button; anyone else's refresh shows what they may see of the
+    /// request (the approval or decided card), so Release and Extend stay the requester's.
+    pub fn refresh_for(mut self, teams_user_ids: &[String]) -> Self {
+        self.refresh_user_ids = teams_user_ids
+            .iter()
+            .take(MAX_REFRESH_USERS)
+            .map(|id| short(id))
+            .collect();
+        self
     }
 }
 
@@ -729,6 +820,9 @@ pub struct RequestItem {
     pub can_extend: bool,
     /// The duration Extend asks for (one button per item).
     pub extension: String,
+    /// The sign-in page that retrieves the credential (live lease with retrievals left), once
+    /// [`MyRequestsCard::with_retrieve`] names the base URL.
+    pub retrieve_url: Option<String>,
 }
 
 impl RequestItem {
@@ -760,7 +854,16 @@ impl RequestItem {
             can_release: request.status.has_live_lease(),
             can_extend: matches!(request.status, Approved | Issued),
             extension: DEFAULT_EXTENSION.into(),
+            retrieve_url: None,
         }
+    }
+
+    /// Whether Retrieve applies: approved or retrieved, with retrievals left.
+    fn retrievable(request: &Request) -> bool {
+        matches!(
+            request.status,
+            RequestStatus::Approved | RequestStatus::Issued
+        ) && request.issuances_left() > 0
     }
 }
 
@@ -782,6 +885,26 @@ impl MyRequestsCard {
             items: all.into_iter().take(MAX_LIST_ITEMS).collect(),
             more,
         }
+    }
+
+    /// Adds Retrieve to the approved and retrieved requests with retrievals left (`requests`
+    /// as given to [`MyRequestsCard::new`]).
+    pub fn with_retrieve<'a>(
+        mut self,
+        requests: impl IntoIterator<Item = &'a Request>,
+        base_url: &str,
+    ) -> Self {
+        for request in requests {
+            if let Some(item) = self
+                .items
+                .iter_mut()
+                .find(|i| i.request_id == request.id)
+                .filter(|_| RequestItem::retrievable(request))
+            {
+                item.retrieve_url = Some(retrieve_url(base_url, request.id));
+            }
+        }
+        self
     }
 }
 
@@ -823,6 +946,7 @@ fn clip_line(text: &str) -> String {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingApprovalsCard {
+    pub headline: String,
     pub items: Vec<PendingItem>,
     pub more: usize,
 }
@@ -831,8 +955,18 @@ impl PendingApprovalsCard {
     pub fn new(items: Vec<PendingItem>) -> Self {
         let more = items.len().saturating_sub(MAX_LIST_ITEMS);
         PendingApprovalsCard {
+            headline: "Waiting for you".into(),
             items: items.into_iter().take(MAX_LIST_ITEMS).collect(),
             more,
+        }
+    }
+
+    /// What waited for an approver the bot could not reach before: "2 requests wait for you".
+    pub fn waiting(items: Vec<PendingItem>) -> Self {
+        let headline = waiting_headline(items.len());
+        PendingApprovalsCard {
+            headline,
+            ..PendingApprovalsCard::new(items)
         }
     }
 }

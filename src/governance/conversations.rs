@@ -2,7 +2,8 @@
 //! each inbound activity claimed for one turn (redeliveries recognised), the people who write to
 //! it (keyed by their Entra object id; a newcomer starts as a requester), the conversations'
 //! addresses (for proactive messages), and the cards it sent about a request (updated in place
-//! when the request changes). The bot and the notifier record these facts here, never in the
+//! when the request changes), and the notices it could not deliver yet (kept until the person
+//! first talks to it). The bot and the notifier record these facts here, never in the
 //! store themselves (#16: edges never write the store).
 
 use crate::domain::{Clock, Role, Timestamp, Zone};
@@ -128,6 +129,31 @@ impl Conversations {
     /// Records a card sent about a request, so later changes update it in place.
     pub async fn record_card(&self, card: &NewSentCard) -> StoreResult<SentCard> {
         self.store.record_sent_card(card).await
+    }
+
+    /// Keeps a notice about `request_id` that `user_id` could not be sent (`why`: a short fixed
+    /// code, never an error's text), until they first talk to the bot.
+    pub async fn keep_waiting_notice(
+        &self,
+        user_id: i64,
+        request_id: i64,
+        kind: &str,
+        why: &str,
+    ) -> StoreResult<()> {
+        self.store
+            .record_waiting_notice(user_id, request_id, kind, why, self.clock.now())
+            .await
+    }
+
+    /// Closes every notice waiting for `user_id`: delivered, or no longer applying.
+    pub async fn close_waiting_notices(&self, user_id: i64, delivered: bool) -> StoreResult<()> {
+        let now = self.clock.now();
+        for notice in self.store.waiting_notices_for_user(user_id).await? {
+            self.store
+                .close_waiting_notice(notice.id, delivered, now)
+                .await?;
+        }
+        Ok(())
     }
 }
 

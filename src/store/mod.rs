@@ -528,6 +528,27 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<Option<ConversationRef>>;
     async fn record_sent_card(&self, card: &NewSentCard) -> StoreResult<SentCard>;
     async fn sent_cards_for_request(&self, request_id: i64) -> StoreResult<Vec<SentCard>>;
+    /// Keeps a notice about `request_id` that `user_id` could not be sent (`why`: a short fixed
+    /// code), unless one of that kind already waits for them.
+    async fn record_waiting_notice(
+        &self,
+        user_id: i64,
+        request_id: i64,
+        kind: &str,
+        why: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Notices still waiting for a person, oldest first.
+    async fn waiting_notices_for_user(&self, user_id: i64) -> StoreResult<Vec<WaitingNotice>>;
+    /// Every kept notice about a request, waiting or closed, oldest first.
+    async fn kept_notices_for_request(&self, request_id: i64) -> StoreResult<Vec<WaitingNotice>>;
+    /// Closes a waiting notice: delivered (`SENT`) or no longer applying (`FAILED`).
+    async fn close_waiting_notice(
+        &self,
+        id: i64,
+        delivered: bool,
+        at: Timestamp,
+    ) -> StoreResult<()>;
     /// Claims an inbound activity for one turn (identified by `token`) until `until`: claimed
     /// when it is new, or when an earlier turn's claim lapsed (that turn crashed); otherwise where
     /// it stands. A claim becomes DONE with [`finish_activity`](Self::finish_activity), or is

@@ -607,6 +607,21 @@ pub struct NewSentCard {
     pub at: Timestamp,
 }
 
+/// A notice for a person that could not be delivered when it was sent (a `notifications` row):
+/// `PENDING` until the person first talks to the bot and it is delivered then (`SENT`), or it no
+/// longer applies (`FAILED`). `last_error` is a short fixed code, never a message from elsewhere.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct WaitingNotice {
+    pub id: i64,
+    pub user_id: i64,
+    pub request_id: Option<i64>,
+    pub kind: String,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+}
+
 /// A person's phone number, sealed (`crypto::DataKey`, associated data `phone:user:<id>`).
 #[derive(Clone, PartialEq, sqlx::FromRow)]
 pub struct PhoneNumberRow {

@@ -17,6 +17,7 @@ mod bot_cards;
 mod bot_directory;
 mod bot_input;
 mod bot_lifecycle;
+mod bot_waiting;
 mod browser;
 mod cards;
 mod cards_narrow;

@@ -118,6 +118,7 @@ fn the_manifest_describes_the_bot() {
             "release",
             "extend",
             "records",
+            "status",
         ] {
             assert!(
                 titles.contains(&expected),

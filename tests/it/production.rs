@@ -386,7 +386,9 @@ impl Teams<'_> {
             .connector
             .calls()
             .into_iter()
-            .find(|c| c.path.ends_with(&suffix))
+            // A reply is a POST; an update in place of a card the fake Connector numbered
+            // alike (`activity-N`) is a PUT.
+            .find(|c| c.method == "POST" && c.path.ends_with(&suffix))
             .unwrap_or_else(|| {
                 panic!(
                     "no reply to {}'s {text:?}; log:\n{}",

@@ -21,6 +21,7 @@ on_both_databases!(
     racing_approvals_have_exactly_one_winner,
     audit_chain_links_every_event_even_under_concurrency,
     conversations_cards_and_redelivery,
+    waiting_notices_are_kept_once_and_closed,
     job_claims,
     batch_lease_expiry_skips_changed_rows_and_chains_its_events,
     batch_share_revocation_marks_each_share_once,
@@ -1135,6 +1136,64 @@ async fn audit_chain_links_every_event_even_under_concurrency(db: Db) {
     let mut forged = events[5].clone();
     forged.actor = "user:mallory".into();
     assert_ne!(recompute_audit_hash(&forged), forged.hash);
+}
+
+/// #18.1: a notice nobody could be sent waits (once per person, request and kind) until it is
+/// delivered or no longer applies.
+async fn waiting_notices_are_kept_once_and_closed(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let r = pending_request(s, &f).await;
+    let (bob, req) = (f.approver.id, f.requester.id);
+    s.record_waiting_notice(bob, r.id, "APPROVAL_NEEDED", "no_chat", t0())
+        .await
+        .unwrap();
+    s.record_waiting_notice(bob, r.id, "APPROVAL_NEEDED", "no_chat", t0())
+        .await
+        .unwrap();
+    s.record_waiting_notice(bob, r.id, "EXTENSION_NEEDED", "not_delivered", t0())
+        .await
+        .unwrap();
+    s.record_waiting_notice(req, r.id, "APPROVAL_NEEDED", "no_chat", t0())
+        .await
+        .unwrap();
+    let bobs = s.waiting_notices_for_user(bob).await.unwrap();
+    assert_eq!(bobs.len(), 2, "{bobs:?}");
+    assert_eq!(bobs[0].kind, "APPROVAL_NEEDED");
+    assert_eq!(bobs[0].request_id, Some(r.id));
+    assert_eq!(bobs[0].status, "PENDING");
+    assert_eq!(bobs[0].last_error.as_deref(), Some("no_chat"));
+    assert_eq!(s.kept_notices_for_request(r.id).await.unwrap().len(), 3);
+
+    let later = t0().plus(Duration::minutes(5));
+    s.close_waiting_notice(bobs[0].id, true, later)
+        .await
+        .unwrap();
+    s.close_waiting_notice(bobs[1].id, false, later)
+        .await
+        .unwrap();
+    assert!(s.waiting_notices_for_user(bob).await.unwrap().is_empty());
+    let kept: Vec<String> = s
+        .kept_notices_for_request(r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.status)
+        .collect();
+    assert_eq!(kept, ["SENT", "FAILED", "PENDING"]);
+    let states = db
+        .raw
+        .texts(&format!(
+            "SELECT status FROM notifications WHERE user_id = {bob} ORDER BY id"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(states, ["SENT", "FAILED"]);
+    // Closed notices no longer stop a new one from waiting.
+    s.record_waiting_notice(bob, r.id, "APPROVAL_NEEDED", "no_chat", later)
+        .await
+        .unwrap();
+    assert_eq!(s.waiting_notices_for_user(bob).await.unwrap().len(), 1);
 }
 
 async fn conversations_cards_and_redelivery(db: Db) {

@@ -52,6 +52,7 @@ const COMMAND_SUGGESTIONS: &[&str] = &[
     "deny",
     "release",
     "extend",
+    "status",
     "admin",
 ];
 
@@ -94,6 +95,8 @@ pub enum Command {
     Deny { request_id: i64, reason: String },
     /// `release <id>`.
     Release { request_id: i64 },
+    /// `status <id>`: the request's card as it is now.
+    Status { request_id: i64 },
     /// `extend <id> [by] <duration>`.
     Extend { request_id: i64, duration: Duration },
     /// `admin …`.

@@ -71,6 +71,19 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             }
             Ok(Command::Release { request_id })
         }
+        "status" => {
+            let request_id = parse_id(rest.first(), "status", "`status 42`")?;
+            if rest.len() > 1 {
+                return Err(usage(
+                    "status",
+                    format!(
+                        "`status` takes just the request number, so I don't know what to do with `{}`. Try `status 42`.",
+                        echo(&rest[1..].join(" "))
+                    ),
+                ));
+            }
+            Ok(Command::Status { request_id })
+        }
         "extend" => parse_extend(rest),
         "admin" => parse_admin(rest).map(Command::Admin),
         // A lone "please" is politeness, not a typo of "release".

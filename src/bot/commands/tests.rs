@@ -493,6 +493,17 @@ fn release_forms() {
 }
 
 #[test]
+fn status_forms() {
+    assert_eq!(parse("status 14"), Ok(Command::Status { request_id: 14 }));
+    assert_eq!(parse("Status #14"), Ok(Command::Status { request_id: 14 }));
+    let message = usage_message("status", "status");
+    assert!(message.contains("`status 42`"), "{message}");
+    let message = usage_message("status 14 please", "status");
+    assert!(message.contains("`please`"), "{message}");
+    assert_eq!(unknown("statsu 4"), ("statsu".to_string(), Some("status")));
+}
+
+#[test]
 fn extend_forms() {
     let extend = |duration| {
         Ok(Command::Extend {

@@ -85,6 +85,73 @@ macro_rules! impl_conversation_store {
                     .await?)
             }
 
+            async fn record_waiting_notice(
+                &self,
+                user_id: i64,
+                request_id: i64,
+                kind: &str,
+                why: &str,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO notifications (user_id, request_id, kind, payload, status, attempts, last_error, created_at)
+                     SELECT $1, $2, $3, $4, 'PENDING', 1, $5, $6
+                     WHERE NOT EXISTS (
+                        SELECT 1 FROM notifications
+                        WHERE user_id = $1 AND request_id = $2 AND kind = $3 AND status = 'PENDING')",
+                )
+                .bind(user_id)
+                .bind(request_id)
+                .bind(kind)
+                .bind(Json(Value::Object(Default::default())))
+                .bind(why)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn waiting_notices_for_user(&self, user_id: i64) -> StoreResult<Vec<WaitingNotice>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, user_id, request_id, kind, status, last_error, created_at, sent_at
+                     FROM notifications WHERE user_id = $1 AND status = 'PENDING' ORDER BY id",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn kept_notices_for_request(
+                &self,
+                request_id: i64,
+            ) -> StoreResult<Vec<WaitingNotice>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, user_id, request_id, kind, status, last_error, created_at, sent_at
+                     FROM notifications WHERE request_id = $1 ORDER BY id",
+                )
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn close_waiting_notice(
+                &self,
+                id: i64,
+                delivered: bool,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE notifications SET status = $2, sent_at = $3
+                     WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(id)
+                .bind(if delivered { "SENT" } else { "FAILED" })
+                .bind(delivered.then_some(at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             async fn claim_activity(
                 &self,
                 conversation_id: &str,
