@@ -66,8 +66,9 @@ const NO_CHAT: &str = "the bot has no chat with this person yet";
 /// Why a notice was not delivered: opening a chat with the person failed.
 const NO_CHAT_OPENED: &str = "no chat could be opened";
 
-/// The kind recorded for approval cards in `sent_cards`.
-pub const APPROVAL_CARD: &str = "approval";
+/// The kind recorded for approval cards in `sent_cards` (defined with the views that read it, so
+/// `views` does not import `notify`, which builds on it).
+pub use super::views::APPROVAL_CARD;
 /// The kind recorded for a requester's status card in `sent_cards`.
 pub const STATUS_CARD: &str = "status";
 

@@ -2,7 +2,6 @@
 //! The same functions answer typed commands, card buttons and `refresh` invokes, so a card looks
 //! the same however it was asked for.
 
-use super::notify::APPROVAL_CARD;
 use super::{BotState, ChannelAuthMode};
 use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
@@ -13,6 +12,9 @@ use crate::error::ApiError;
 use crate::governance::lifecycle::{LifecycleError, Standing};
 use crate::store::{Record, Request, Store, User};
 use serde_json::Value;
+
+/// The kind recorded for approval cards in `sent_cards`.
+pub const APPROVAL_CARD: &str = "approval";
 
 /// How many of a person's requests `my requests` looks at.
 const MY_REQUESTS_LIMIT: i64 = 25;
