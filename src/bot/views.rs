@@ -150,15 +150,7 @@ pub async fn request_form(
     problem: Option<&str>,
 ) -> Result<Value, ApiError> {
     let (records, degraded) = requestable_records(state, user, None).await?;
-    let policy = state.policy.policy();
-    let cap = records
-        .iter()
-        .map(|r| policy.max_lease_secs(r.sensitivity))
-        .max()
-        .unwrap_or(policy.lease.default_lease_secs);
-    let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs)
-        .with_record_caps(&records, |s| policy.max_lease_secs(s))
-        .with_min_justification(min_justification(policy));
+    let (mut view, _) = blank_form(state.policy.policy(), &records);
     if let Some(uid) = record {
         view = view.with_record(uid);
     }
@@ -190,32 +182,40 @@ pub async fn request_form_again(
 ) -> Result<Value, ApiError> {
     let (records, _) = requestable_records(state, user, None).await?;
     let policy = state.policy.policy();
-    let cap = records
-        .iter()
-        .map(|r| policy.max_lease_secs(r.sensitivity))
-        .max()
-        .unwrap_or(policy.lease.default_lease_secs);
+    let (view, cap) = blank_form(policy, &records);
     let typed = answers.record.trim();
     let chosen = records
         .iter()
         .find(|r| r.vault_uid == typed)
         .or_else(|| records.iter().find(|r| r.title.eq_ignore_ascii_case(typed)));
     let record_cap = chosen.map_or(cap, |r| policy.max_lease_secs(r.sensitivity));
-    let mut view = RequestFormCard::new(&records, cap, policy.lease.default_lease_secs)
-        .with_record_caps(&records, |s| policy.max_lease_secs(s))
-        .with_min_justification(min_justification(policy))
+    // The typed-command hints' backticks go at render time (card text has no inline code).
+    let mut view = view
         .with_answers(
             answers.duration_secs,
             record_cap,
             answers.justification.as_deref(),
             answers.ticket.as_deref(),
         )
-        // Card text has no inline code: the typed-command hints lose their backticks.
-        .with_problem(&problem.replace('`', ""));
+        .with_problem(problem);
     if let Some(r) = chosen {
         view = view.with_record(&r.vault_uid);
     }
     rendered(cards::render_request_form(&view))
+}
+
+/// The request form over `records` with nothing chosen, and the longest lease any of them allows
+/// (the form's own cap; each record's cap is named on its durations).
+fn blank_form(policy: &crate::policy::PolicySet, records: &[Record]) -> (RequestFormCard, i64) {
+    let cap = records
+        .iter()
+        .map(|r| policy.max_lease_secs(r.sensitivity))
+        .max()
+        .unwrap_or(policy.lease.default_lease_secs);
+    let form = RequestFormCard::new(records, cap, policy.lease.default_lease_secs)
+        .with_record_caps(records, |s| policy.max_lease_secs(s))
+        .with_min_justification(min_justification(policy));
+    (form, cap)
 }
 
 /// The justification length the policy asks for (0 when none is required).
