@@ -28,7 +28,8 @@ use crate::governance::lifecycle::{Lifecycle, Notice, NoticeKind, Notifier};
 use crate::store::{ConversationRef, NewSentCard, Record, Request, Store, User};
 use async_trait::async_trait;
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -316,14 +317,7 @@ impl TeamsNotifier {
 
     /// The recipient's time zone (#18.6): a notice shows times as they read them.
     async fn zone_of(&self, user_id: i64) -> crate::domain::Zone {
-        match self.store.user_time_zone(user_id).await {
-            Ok(name) => name.as_deref().and_then(crate::domain::Zone::named),
-            Err(error) => {
-                tracing::warn!(user_id, %error, "time zone not read; the notice shows UTC");
-                None
-            }
-        }
-        .unwrap_or_else(crate::domain::Zone::utc)
+        crate::governance::conversations::zone_of(self.store.as_ref(), user_id).await
     }
 
     async fn request_and_record(&self, request_id: i64) -> Result<(Request, Record), String> {
@@ -370,7 +364,8 @@ impl TeamsNotifier {
             request.status,
             RequestStatus::Pending | RequestStatus::RenewalPending | RequestStatus::RequiresTriage
         );
-        let mut decided_view = None;
+        // Each approver's copy in that approver's time zone (#18.6), rendered once per zone.
+        let mut decided_views: HashMap<String, serde_json::Value> = HashMap::new();
         let mut status_view = None;
         for copy in &copies {
             if copy.card_kind == APPROVAL_CARD
@@ -381,11 +376,22 @@ impl TeamsNotifier {
                 continue;
             }
             let card = match copy.card_kind.as_str() {
-                APPROVAL_CARD if decided => match &decided_view {
-                    Some(card) => card,
-                    None => decided_view
-                        .insert(decided_card(self.store.as_ref(), &request, &record, false).await?),
-                },
+                APPROVAL_CARD if decided => {
+                    let zone = match copy.recipient_user_id {
+                        Some(user_id) => self.zone_of(user_id).await,
+                        None => crate::domain::Zone::utc(),
+                    };
+                    match decided_views.entry(zone.name().to_string()) {
+                        Entry::Occupied(card) => &*card.into_mut(),
+                        Entry::Vacant(slot) => &*slot.insert(
+                            crate::domain::for_reader(
+                                zone,
+                                decided_card(self.store.as_ref(), &request, &record, false),
+                            )
+                            .await?,
+                        ),
+                    }
+                }
                 STATUS_CARD => match &status_view {
                     Some(card) => card,
                     // The requester's card, in the requester's time zone.
@@ -418,7 +424,7 @@ impl TeamsNotifier {
                 conversation_id: chat.conversation_id,
             };
             let activity = OutgoingActivity::card(
-                format!("Request #{request_id}: {}", request.status),
+                format!("Request #{request_id}: {}", request.status.in_words()),
                 card.clone(),
             );
             if let Err(e) = self

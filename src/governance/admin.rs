@@ -284,7 +284,7 @@ impl SensitivityChange {
 fn user_label(u: &User) -> String {
     match u.email.as_deref().or(u.upn.as_deref()) {
         Some(mail) => format!("{} <{mail}>", u.display_name),
-        None => format!("{} ({})", u.display_name, u.aad_object_id),
+        None => format!("{} (no email on file)", u.display_name),
     }
 }
 

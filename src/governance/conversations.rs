@@ -22,6 +22,19 @@ pub struct TeamsPerson<'a> {
     pub display_name: Option<&'a str>,
 }
 
+/// The zone a person's Teams client last reported (#18.6), for showing them times; UTC when they
+/// never reported one, or it cannot be read now (a time in UTC, named, is still true).
+pub async fn zone_of(store: &dyn Store, user_id: i64) -> Zone {
+    match store.user_time_zone(user_id).await {
+        Ok(name) => name.as_deref().and_then(Zone::named),
+        Err(error) => {
+            tracing::warn!(user_id, %error, "time zone not read; times shown in UTC");
+            None
+        }
+    }
+    .unwrap_or_else(Zone::utc)
+}
+
 pub struct Conversations {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,

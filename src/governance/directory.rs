@@ -11,6 +11,8 @@
 //! - a person by object id (their mail and UPN, #21.2): `GET /users/{id}` (`User.Read.All`);
 //! - a group's people: `GET /groups/{id}/transitiveMembers/microsoft.graph.user`, every
 //!   `@odata.nextLink` page (`GroupMember.Read.All`);
+//! - a group's name, for the people told about it: `GET /groups/{id}?$select=displayName`
+//!   (`GroupMember.Read.All` reads a group's basic properties);
 //! - the app for a person: `POST /users/{id}/teamwork/installedApps` with
 //!   `teamsApp@odata.bind` (`TeamsAppInstallation.ReadWriteForUser.All`); 409 means it already is.
 
@@ -91,6 +93,8 @@ pub trait UserDirectory: Send + Sync {
         &self,
         group_id: &str,
     ) -> Result<Option<Vec<DirectoryUser>>, DirectoryError>;
+    /// The group's display name; `None` when there is no such group or it has no name.
+    async fn group_name(&self, group_id: &str) -> Result<Option<String>, DirectoryError>;
     /// Installs the Teams app (by its catalog id) in the person's personal scope.
     async fn install_app(
         &self,
@@ -106,6 +110,8 @@ pub struct StaticDirectory {
     users: Vec<DirectoryUser>,
     /// Group id (lower case) → member object ids.
     groups: HashMap<String, Vec<String>>,
+    /// Group id (lower case) → display name.
+    group_names: HashMap<String, String>,
     installed: Mutex<BTreeSet<(String, String)>>,
 }
 
@@ -124,6 +130,12 @@ impl StaticDirectory {
             group_id.to_ascii_lowercase(),
             member_ids.iter().map(|m| m.to_string()).collect(),
         );
+        self
+    }
+
+    pub fn with_group_name(mut self, group_id: &str, name: &str) -> Self {
+        self.group_names
+            .insert(group_id.to_ascii_lowercase(), name.to_string());
         self
     }
 }
@@ -159,6 +171,13 @@ impl UserDirectory for StaticDirectory {
                 .cloned()
                 .collect()
         }))
+    }
+
+    async fn group_name(&self, group_id: &str) -> Result<Option<String>, DirectoryError> {
+        Ok(self
+            .group_names
+            .get(&group_id.to_ascii_lowercase())
+            .cloned())
     }
 
     async fn install_app(
@@ -209,6 +228,12 @@ struct Page<T> {
 #[derive(Deserialize)]
 struct GraphGroup {
     id: String,
+    #[serde(rename = "displayName", default)]
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GraphGroupName {
     #[serde(rename = "displayName", default)]
     display_name: Option<String>,
 }
@@ -492,6 +517,27 @@ impl UserDirectory for GraphDirectory {
         self.collect(url, true).await
     }
 
+    /// `GET /groups/{id}?$select=displayName`; 404 is no such group.
+    async fn group_name(&self, group_id: &str) -> Result<Option<String>, DirectoryError> {
+        if !plausible_object_id(group_id) {
+            return Err(DirectoryError::Malformed(
+                "a group is named by its Entra object id".into(),
+            ));
+        }
+        let url = self.url(
+            &["groups", group_id],
+            Some(query(&[("$select", "displayName")])),
+        )?;
+        match self.call(Method::GET, &url, None, false).await? {
+            Answer::Ok(body) => Ok(serde_json::from_value::<GraphGroupName>(body)
+                .map_err(|_| DirectoryError::Malformed("unreadable Graph group".into()))?
+                .display_name
+                .filter(|n| !n.trim().is_empty())),
+            Answer::NotFound => Ok(None),
+            Answer::Conflict => Err(DirectoryError::Refused { status: 409 }),
+        }
+    }
+
     async fn install_app(
         &self,
         user_id: &str,
@@ -561,7 +607,8 @@ mod tests {
     async fn the_static_directory_finds_by_mail_or_upn_and_remembers_installs() {
         let d = StaticDirectory::new()
             .with_user(DirectoryUser::new("id-1", "Dana", "dana@contoso.example"))
-            .with_group("G-1", &["ID-1"]);
+            .with_group("G-1", &["ID-1"])
+            .with_group_name("G-1", "Platform SRE");
         assert_eq!(
             d.user_by_address("DANA@contoso.example")
                 .await
@@ -572,6 +619,11 @@ mod tests {
         assert!(d.user_by_address("x@y").await.unwrap().is_none());
         assert_eq!(d.group_members("g-1").await.unwrap().unwrap().len(), 1);
         assert!(d.group_members("g-2").await.unwrap().is_none());
+        assert_eq!(
+            d.group_name("g-1").await.unwrap().as_deref(),
+            Some("Platform SRE")
+        );
+        assert!(d.group_name("g-2").await.unwrap().is_none());
         assert_eq!(
             d.install_app("id-1", "cat").await.unwrap(),
             AppInstall::Installed

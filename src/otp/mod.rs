@@ -711,7 +711,7 @@ impl OtpService {
                 user.id,
                 &format!(
                     "{what} ({}, {}). {NOT_YOU}",
-                    now.to_minute_text(),
+                    self.their_time(user.id, now).await,
                     from_address(client)
                 ),
             )
@@ -769,7 +769,7 @@ impl OtpService {
                 user.id,
                 &format!(
                     "A new authenticator app now answers your Passkey retrievals ({}, {}). {NOT_YOU}",
-                    now.to_minute_text(),
+                    self.their_time(user.id, now).await,
                     from_address(client)
                 ),
             )
@@ -802,7 +802,7 @@ impl OtpService {
                     &format!(
                         "Your authenticator app was removed from Passkey ({}, {}); codes are texted to you \
                          from now on. {NOT_YOU}",
-                        now.to_minute_text(),
+                        self.their_time(user.id, now).await,
                         from_address(client)
                     ),
                 )
@@ -839,8 +839,8 @@ impl OtpService {
                     "{} invited you to set up an authenticator app for Passkey ({}). Open any retrieval \
                      page before {} to do it; the invitation works once. Not expecting this? Tell your admin.",
                     admin_label(by),
-                    now.to_minute_text(),
-                    expires_at.to_minute_text()
+                    self.their_time(user.id, now).await,
+                    self.their_time(user.id, expires_at).await
                 ),
             )
             .await;
@@ -870,7 +870,7 @@ impl OtpService {
                     &format!(
                         "{} set the phone number Passkey texts your codes to ({}, now {}). {NOT_YOU}",
                         admin_label(admin),
-                        now.to_minute_text(),
+                        self.their_time(user_id, now).await,
                         phone.masked()
                     ),
                 )
@@ -897,12 +897,18 @@ impl OtpService {
                         "{} removed your authenticator app from Passkey ({}); codes are texted to you until \
                          you set up a new one. {NOT_YOU}",
                         admin_label(admin),
-                        now.to_minute_text()
+                        self.their_time(user_id, now).await
                     ),
                 )
                 .await;
         }
         Ok(removed)
+    }
+
+    /// A time in a notice to `user_id`: in the zone their Teams client last reported, named (UTC,
+    /// named, when none is known) — they read it later, wherever they are (#18.6).
+    async fn their_time(&self, user_id: i64, at: Timestamp) -> String {
+        at.to_local_text(&crate::governance::conversations::zone_of(self.store.as_ref(), user_id).await)
     }
 
     /// Dev: gives each demo person who has none a fictional phone number (NANP 555-01xx, which

@@ -186,14 +186,19 @@ async fn issue_page(
     } else {
         None
     };
-    render_page(
-        &state,
-        &user,
-        &request,
-        &record_title,
-        &session.csrf,
-        factors.as_ref(),
-    )
+    // The page's times in the zone the person's Teams client last reported (#18.6).
+    let zone = crate::governance::conversations::zone_of(state.store.as_ref(), user.id).await;
+    crate::domain::for_reader(zone, async {
+        render_page(
+            &state,
+            &user,
+            &request,
+            &record_title,
+            &session.csrf,
+            factors.as_ref(),
+        )
+    })
+    .await
 }
 
 fn render_page(

@@ -144,6 +144,37 @@ async fn group_members_come_from_every_page_and_unknown_groups_are_none() {
 }
 
 #[tokio::test]
+async fn a_group_name_is_read_and_an_unknown_or_unnamed_group_has_none() {
+    let graph = graph().await;
+    graph.name_group(GROUP, "Platform SRE");
+    let directory = graph.directory();
+    assert_eq!(
+        directory.group_name(GROUP).await.unwrap().as_deref(),
+        Some("Platform SRE")
+    );
+    let call = graph.calls().pop().unwrap();
+    assert_eq!(call.path, format!("/v1.0/groups/{GROUP}"));
+    assert_eq!(call.query["$select"], "displayName");
+    assert!(
+        directory
+            .group_name("5e0c0000-0000-4000-8000-0000000000ff")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    graph.add_group("5e0c0000-0000-4000-8000-0000000000fe", &[]);
+    assert!(
+        directory
+            .group_name("5e0c0000-0000-4000-8000-0000000000fe")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let err = directory.group_name("sre-oncall").await.unwrap_err();
+    assert!(matches!(err, DirectoryError::Malformed(_)), "{err}");
+}
+
+#[tokio::test]
 async fn the_app_is_installed_once_and_a_second_install_is_already_installed() {
     let graph = graph().await;
     let directory = graph.directory();
@@ -197,6 +228,7 @@ on_both_databases!(
     a_second_stage_is_reached_through_the_directory_or_the_request_goes_to_triage,
     an_address_nobody_has_sends_the_request_to_triage_with_the_reason,
     a_failing_directory_sends_the_request_to_triage_with_the_reason,
+    an_unreachable_group_is_named_by_its_display_name_never_its_id,
 );
 
 const ALICE: &str = "a11ce000-0000-4000-8000-000000000001";
@@ -534,8 +566,10 @@ async fn an_address_nobody_has_sends_the_request_to_triage_with_the_reason(db: D
     )
     .await;
     assert!(
-        change.reasons.iter().any(|r| r
-            == "approver group 5e0c0000-0000-4000-8000-0000000000ff could not be found in the directory"),
+        change
+            .reasons
+            .iter()
+            .any(|r| r == "an approver group could not be found in the directory"),
         "{:?}",
         change.reasons
     );
@@ -556,7 +590,67 @@ async fn a_failing_directory_sends_the_request_to_triage_with_the_reason(db: Db)
     triaged_with(
         &db,
         &change,
-        "approver doneil@contoso.example could not be looked up (directory unavailable: Graph answered HTTP 500)",
+        "approver doneil@contoso.example could not be looked up in the directory just now",
     )
     .await;
+    // The directory's own words (HTTP codes, Graph) stay in the log.
+    assert!(
+        change.reasons.iter().all(|r| !r.contains("HTTP")),
+        "{:?}",
+        change.reasons
+    );
+}
+
+/// What the requester and the admins read about an approver group they could not reach: its
+/// display name from the directory, else "an approver group" — never its object id, never the
+/// directory's error text (#18.5).
+async fn an_unreachable_group_is_named_by_its_display_name_never_its_id(db: Db) {
+    const EMPTY: &str = "5e0c0000-0000-4000-8000-0000000000e0";
+    const UNNAMED: &str = "5e0c0000-0000-4000-8000-0000000000e1";
+    let graph = graph().await;
+    graph.add_group(EMPTY, &[]);
+    graph.name_group(EMPTY, "Platform SRE");
+    graph.add_group(UNNAMED, &[]);
+    let (life, alice) = lifecycle(&db, &graph).await;
+    only_approvers(
+        db.store.as_ref(),
+        "db-analytics-readonly",
+        &[(PrincipalType::Group, EMPTY), (PrincipalType::Group, UNNAMED)],
+    )
+    .await;
+    let change = ask(&life, &alice).await;
+    triaged_with(&db, &change, "approver group Platform SRE has no members").await;
+    assert!(
+        change
+            .reasons
+            .iter()
+            .any(|r| r == "an approver group has no members"),
+        "{:?}",
+        change.reasons
+    );
+    assert!(
+        change.reasons.iter().all(|r| !r.contains("5e0c0000")),
+        "{:?}",
+        change.reasons
+    );
+
+    // Graph down: the group cannot be listed, nor its name read.
+    graph.set_down(true);
+    let reached = life
+        .reach_approvers(
+            &[passkey::policy::decision::Approver {
+                authority_id: 0,
+                kind: AuthorityKind::Approver,
+                principal_type: PrincipalType::Group,
+                principal: EMPTY.into(),
+            }],
+            alice.id,
+        )
+        .await
+        .unwrap();
+    assert!(reached.users.is_empty());
+    assert_eq!(
+        reached.unreached,
+        ["an approver group could not be listed just now"]
+    );
 }

@@ -278,6 +278,9 @@ pub trait ClaimCheck: Send + Sync {
     async fn still_held(&self, request_id: i64) -> bool;
 }
 
+/// The name of someone the directory gives neither a name nor an address.
+const UNNAMED_PERSON: &str = "Unnamed person";
+
 /// The lifecycle's dependencies.
 #[derive(Clone)]
 pub struct Lifecycle {
@@ -706,10 +709,11 @@ impl Lifecycle {
                             vec![]
                         }
                         Err(e) => {
+                            // The cause is for the log; people read a fixed reason.
                             tracing::warn!(authority_id = a.authority_id, error = %e,
                                 "approver address not looked up");
                             reached.unreached.push(format!(
-                                "approver {} could not be looked up ({e})",
+                                "approver {} could not be looked up in the directory just now",
                                 a.principal
                             ));
                             vec![]
@@ -731,7 +735,9 @@ impl Lifecycle {
         Ok(reached)
     }
 
-    /// A GROUP approver's members, as users (the first [`MAX_GROUP_APPROVERS`]).
+    /// A GROUP approver's members, as users (the first [`MAX_GROUP_APPROVERS`]). What could not
+    /// be reached is said with the group's display name, never its object id, and with a fixed
+    /// reason, never the directory's error text (#18.5).
     async fn group_approvers(
         &self,
         a: &Approver,
@@ -740,29 +746,25 @@ impl Lifecycle {
         let members = match self.directory.group_members(&a.principal).await {
             Ok(Some(members)) => members,
             Ok(None) => {
-                unreached.push(format!(
-                    "approver group {} could not be found in the directory",
-                    a.principal
-                ));
+                unreached.push("an approver group could not be found in the directory".into());
                 return Ok(vec![]);
             }
             Err(e) => {
                 tracing::warn!(authority_id = a.authority_id, error = %e,
                     "approver group not listed");
-                unreached.push(format!(
-                    "approver group {} could not be listed ({e})",
-                    a.principal
-                ));
+                let group = self.group_label(a).await;
+                unreached.push(format!("{group} could not be listed just now"));
                 return Ok(vec![]);
             }
         };
         if members.is_empty() {
-            unreached.push(format!("approver group {} has no members", a.principal));
+            let group = self.group_label(a).await;
+            unreached.push(format!("{group} has no members"));
         }
         if members.len() > MAX_GROUP_APPROVERS {
+            let group = self.group_label(a).await;
             unreached.push(format!(
-                "approver group {} has {} members; the first {MAX_GROUP_APPROVERS} were asked",
-                a.principal,
+                "{group} has {} members; the first {MAX_GROUP_APPROVERS} were asked",
                 members.len()
             ));
         }
@@ -771,6 +773,20 @@ impl Lifecycle {
             users.extend(self.remember(member).await?);
         }
         Ok(users)
+    }
+
+    /// "approver group Platform SRE" by the directory's name for it, else "an approver group":
+    /// the object id means nothing to the people who read it.
+    async fn group_label(&self, a: &Approver) -> String {
+        match self.directory.group_name(&a.principal).await {
+            Ok(Some(name)) => format!("approver group {name}"),
+            Ok(None) => "an approver group".into(),
+            Err(e) => {
+                tracing::warn!(authority_id = a.authority_id, error = %e,
+                    "approver group name not read");
+                "an approver group".into()
+            }
+        }
     }
 
     /// The user row for a person the directory knows: created on first sight, its profile
@@ -785,7 +801,8 @@ impl Lifecycle {
             .clone()
             .filter(|n| !n.trim().is_empty())
             .or_else(|| email.clone())
-            .unwrap_or_else(|| person.id.clone());
+            // Never the object id: people read this name on cards.
+            .unwrap_or_else(|| UNNAMED_PERSON.to_string());
         let user = self
             .store
             .upsert_user(

@@ -17,7 +17,10 @@ impl Rule for RequestState {
         let status = ctx.request.status;
         Ok(match (ctx.action, status) {
             (Action::Submit, None) => Vote::abstain(),
-            (Action::Submit, Some(s)) => Vote::of(Verdict::Deny, format!("request is already {s}")),
+            (Action::Submit, Some(s)) => Vote::of(
+                Verdict::Deny,
+                format!("request is already {}", in_words(s)),
+            ),
             (Action::Approve, Some(s)) if s.can_become(RequestStatus::Approved) => Vote::abstain(),
             (Action::Extend, Some(s))
                 if s.has_live_lease() && s.can_become(RequestStatus::RenewalPending) =>
@@ -26,7 +29,11 @@ impl Rule for RequestState {
             }
             (Action::Approve | Action::Extend, Some(s)) => Vote::of(
                 Verdict::Deny,
-                format!("request is {s}; it cannot be {}", verb(ctx.action)),
+                format!(
+                    "request is {}; it cannot be {}",
+                    in_words(s),
+                    verb(ctx.action)
+                ),
             ),
             (Action::Approve | Action::Extend, None) => {
                 return Err(RuleError(format!(
@@ -36,6 +43,11 @@ impl Rule for RequestState {
             }
         })
     }
+}
+
+/// Reasons reach people: the state as they read it, not its stored name.
+fn in_words(s: RequestStatus) -> String {
+    s.in_words().to_lowercase()
 }
 
 fn verb(a: Action) -> &'static str {
@@ -112,6 +124,18 @@ mod tests {
             let vote = RequestState.evaluate(&ctx, &policy).unwrap();
             assert_eq!(vote.verdict(), expected, "{:?} from {status:?}", ctx.action);
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_state_in_words_not_its_stored_name() {
+        let policy = PolicySet::defaults();
+        let mut ctx = fixtures::extend();
+        ctx.request.status = Some(RequestStatus::RenewalPending);
+        let vote = RequestState.evaluate(&ctx, &policy).unwrap();
+        assert_eq!(
+            vote.reasons,
+            vec!["request is renewal pending; it cannot be extended".to_string()]
+        );
     }
 
     #[test]

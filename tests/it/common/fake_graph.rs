@@ -1,9 +1,10 @@
 //! Microsoft Graph (and Entra's token endpoint) on loopback, speaking the wire format Passkey's
 //! directory uses: users by UPN and by `$filter`, a group's transitive user members in pages
-//! linked by `@odata.nextLink`, and app installation in a user's personal scope. It checks what
-//! Graph checks — the bearer token, the OData query syntax (quotes doubled inside literals), the
-//! `ConsistencyLevel` header on cast member lists, the `teamsApp@odata.bind` body — and answers
-//! 404 for unknown people and groups, 409 for an app already installed, 500 while "down".
+//! linked by `@odata.nextLink`, a group's name, and app installation in a user's personal scope.
+//! It checks what Graph checks — the bearer token, the OData query syntax (quotes doubled inside
+//! literals), the `ConsistencyLevel` header on cast member lists, the `teamsApp@odata.bind` body —
+//! and answers 404 for unknown people and groups, 409 for an app already installed, 500 while
+//! "down".
 
 use super::tokens::HttpsTokens;
 use axum::extract::{Path, RawQuery, State};
@@ -36,6 +37,8 @@ pub struct GraphState {
     users: Mutex<Vec<Value>>,
     /// Group id → member ids, in listing order.
     groups: Mutex<HashMap<String, Vec<String>>>,
+    /// Group id → display name (a group without one has none).
+    group_names: Mutex<HashMap<String, String>>,
     installed: Mutex<BTreeSet<String>>,
     pub calls: Mutex<Vec<GraphCall>>,
     pub token_requests: AtomicUsize,
@@ -58,6 +61,7 @@ impl FakeGraph {
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .route("/v1.0/users", get(list_users))
             .route("/v1.0/users/{key}", get(get_user))
+            .route("/v1.0/groups/{id}", get(get_group))
             .route(
                 "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
                 get(group_members),
@@ -93,6 +97,15 @@ impl FakeGraph {
             id.to_string(),
             members.iter().map(|m| m.to_string()).collect(),
         );
+    }
+
+    /// Gives a group its display name.
+    pub fn name_group(&self, id: &str, name: &str) {
+        self.state
+            .group_names
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), name.to_string());
     }
 
     pub fn set_down(&self, down: bool) {
@@ -301,6 +314,33 @@ async fn list_users(
     Json(json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
         "value": found,
+    }))
+    .into_response()
+}
+
+/// `GET /groups/{id}?$select=displayName`.
+async fn get_group(
+    State(s): State<Arc<GraphState>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: axum::http::Uri,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = match admit(&s, method, &uri, raw, &headers) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
+    if query.get("$select").map(String::as_str) != Some("displayName") {
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest");
+    }
+    if !s.groups.lock().unwrap().contains_key(&id) {
+        return graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound");
+    }
+    let name = s.group_names.lock().unwrap().get(&id).cloned();
+    Json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#groups(displayName)/$entity",
+        "displayName": name,
     }))
     .into_response()
 }
