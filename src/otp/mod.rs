@@ -908,7 +908,9 @@ impl OtpService {
     /// A time in a notice to `user_id`: in the zone their Teams client last reported, named (UTC,
     /// named, when none is known) — they read it later, wherever they are (#18.6).
     async fn their_time(&self, user_id: i64, at: Timestamp) -> String {
-        at.to_local_text(&crate::governance::conversations::zone_of(self.store.as_ref(), user_id).await)
+        at.to_local_text(
+            &crate::governance::conversations::zone_of(self.store.as_ref(), user_id).await,
+        )
     }
 
     /// Dev: gives each demo person who has none a fictional phone number (NANP 555-01xx, which

@@ -615,7 +615,10 @@ async fn an_unreachable_group_is_named_by_its_display_name_never_its_id(db: Db) 
     only_approvers(
         db.store.as_ref(),
         "db-analytics-readonly",
-        &[(PrincipalType::Group, EMPTY), (PrincipalType::Group, UNNAMED)],
+        &[
+            (PrincipalType::Group, EMPTY),
+            (PrincipalType::Group, UNNAMED),
+        ],
     )
     .await;
     let change = ask(&life, &alice).await;

@@ -1923,6 +1923,54 @@ async fn a_released_denied_revoked_or_expired_request_says_so_in_words() {
     server.stop().await;
 }
 
+/// #18.6 and #18.9: the page shows the lease's end in the zone the person's Teams client last
+/// reported, named (UTC, named, before any), and a refusal names the request's state in words.
+#[tokio::test]
+async fn the_page_shows_times_in_the_persons_zone_and_refusals_name_states_in_words() {
+    let (_db, _dir, server) = start().await;
+    let alice_user = server.user(ALICE).await;
+    let id = server.request(ALICE, "db-staging").await;
+    let alice = WebClient::new(&server.base);
+    alice
+        .sign_in_dev("Alice Requester", &format!("/requests/{id}/issue"))
+        .await;
+    let page = page_of(&alice, id).await;
+    assert!(page.contains("lease ends 2026-11-23 10:00 UTC."), "{page}");
+
+    server
+        .store
+        .set_user_time_zone(alice_user.id, "Europe/Berlin")
+        .await
+        .unwrap();
+    let page = page_of(&alice, id).await;
+    assert!(
+        page.contains("lease ends 2026-11-23 11:00 Europe/Berlin."),
+        "{page}"
+    );
+    assert!(!page.contains("UTC"), "{page}");
+
+    // Released: a retrieval is refused with the state as people read it.
+    server
+        .state
+        .lifecycle
+        .release(&alice_user, id)
+        .await
+        .unwrap();
+    let csrf = attr_value(&page, "name=\"csrf-token\" content=\"");
+    let refused = alice
+        .post_json(
+            &format!("/api/requests/{id}/issuance-token"),
+            &json!({}),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("Released"), "{body}");
+    assert!(!body.contains("RELEASED"), "{body}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_not_yours_page_offers_a_sign_out_that_works() {
     let (_db, _dir, server) = start().await;

@@ -38,6 +38,7 @@ mod manifest;
 mod openid;
 mod otp;
 mod permissions;
+mod plain_words;
 mod playground_config;
 mod policy_properties;
 mod policy_store;

@@ -52,6 +52,7 @@ on_both_databases!(
     admins_are_alerted_once_when_someone_reaches_the_wrong_code_cap,
     changing_the_authenticator_needs_a_code_texted_to_the_number_on_file,
     an_admin_invitation_lets_someone_without_a_factor_enroll_once_before_it_expires,
+    second_factor_notices_show_times_in_the_persons_own_zone,
 );
 
 const ALICE_PHONE: &str = "+15550104411";
@@ -858,6 +859,44 @@ async fn changing_the_authenticator_needs_a_code_texted_to_the_number_on_file(db
             "{a} missing from {actions:?}"
         );
     }
+}
+
+/// #18.6: what a person is told in Teams about their second factor shows its times in the zone
+/// their Teams client last reported, named; someone whose client never reported one reads UTC,
+/// named.
+async fn second_factor_notices_show_times_in_the_persons_own_zone(db: Db) {
+    let w = world(&db).await;
+    w.store
+        .set_user_time_zone(w.alice.id, "Europe/Berlin")
+        .await
+        .unwrap();
+    let admin = admin::Actor::Cli;
+    w.otp.invite_totp(&admin, w.alice.id).await.unwrap();
+    w.otp.invite_totp(&admin, w.bob.id).await.unwrap();
+    let to_alice = w.told.to(w.alice.id).join("\n");
+    assert!(
+        to_alice.contains("(2026-11-23 10:00 Europe/Berlin)")
+            && to_alice.contains("before 2026-11-24 10:00 Europe/Berlin"),
+        "{to_alice}"
+    );
+    assert!(!to_alice.contains("UTC"), "{to_alice}");
+    let to_bob = w.told.to(w.bob.id).join("\n");
+    assert!(
+        to_bob.contains("(2026-11-23 09:00 UTC)") && to_bob.contains("before 2026-11-24 09:00 UTC"),
+        "{to_bob}"
+    );
+
+    // An admin's change of the number is told in the person's zone too.
+    w.otp
+        .set_phone(&Actor::Admin(admin::Actor::Cli), w.alice.id, ALICE_PHONE)
+        .await
+        .unwrap();
+    let told = w.told.to(w.alice.id);
+    let last = told.last().unwrap();
+    assert!(
+        last.contains("2026-11-23 10:00 Europe/Berlin, now"),
+        "{last}"
+    );
 }
 
 async fn an_admin_invitation_lets_someone_without_a_factor_enroll_once_before_it_expires(db: Db) {

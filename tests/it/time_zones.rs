@@ -128,6 +128,53 @@ async fn notices_and_card_updates_show_times_in_their_recipients_zone() {
     }
 }
 
+#[tokio::test]
+async fn each_approvers_decided_card_shows_the_decision_in_their_own_zone() {
+    const DAVE: (&str, &str) = ("da7e0000-0000-4000-8000-000000000004", "Dave Platform");
+    let chat = Chat::start(None).await;
+    chat.say_with(BOB, "help", client_in("America/New_York"))
+        .await;
+    chat.say_with(DAVE, "help", client_in("Asia/Tokyo")).await;
+    chat.say_with(
+        ALICE,
+        "request db-analytics-readonly 2h because INC-4411 nightly report",
+        client_in("Europe/Berlin"),
+    )
+    .await;
+    // Dave decides at 09:00 UTC; both approvers' cards become the decided card.
+    chat.say(DAVE, "approve 1 fine").await;
+    let decided_in = |aad: &str| -> Vec<String> {
+        chat.card_updates()
+            .into_iter()
+            .filter(|(path, _)| path.contains(aad))
+            .map(|(_, card)| card_text(&card))
+            .filter(|t| t.contains("Decided at"))
+            .collect()
+    };
+    let bobs = decided_in(BOB.0);
+    assert!(
+        !bobs.is_empty(),
+        "Bob's approval card became the decided card"
+    );
+    for text in &bobs {
+        assert!(
+            text.contains("Decided at\n2026-11-23 04:00 America/New_York"),
+            "{text}"
+        );
+    }
+    let daves = decided_in(DAVE.0);
+    assert!(
+        !daves.is_empty(),
+        "Dave's approval card became the decided card"
+    );
+    for text in &daves {
+        assert!(
+            text.contains("Decided at\n2026-11-23 18:00 Asia/Tokyo"),
+            "{text}"
+        );
+    }
+}
+
 /// Every string a person could read in `value` (card text, titles, facts, messages).
 fn strings(value: &Value, out: &mut Vec<String>) {
     match value {

@@ -17,10 +17,9 @@ impl Rule for RequestState {
         let status = ctx.request.status;
         Ok(match (ctx.action, status) {
             (Action::Submit, None) => Vote::abstain(),
-            (Action::Submit, Some(s)) => Vote::of(
-                Verdict::Deny,
-                format!("request is already {}", in_words(s)),
-            ),
+            (Action::Submit, Some(s)) => {
+                Vote::of(Verdict::Deny, format!("request is already {}", in_words(s)))
+            }
             (Action::Approve, Some(s)) if s.can_become(RequestStatus::Approved) => Vote::abstain(),
             (Action::Extend, Some(s))
                 if s.has_live_lease() && s.can_become(RequestStatus::RenewalPending) =>
