@@ -13,6 +13,11 @@
 // personal chat shows the approval card; Bob writes a comment and taps Approve; the card becomes
 // the decided card. The Playground keeps a chat's history only while its page stays open, so it
 // all happens in one page.
+//
+// With PLAYGROUND_STORY=requester (a fresh data directory again, and the Playground started with
+// the default `.m365agentsplayground.yml`: Alice is the current user) it tells the requester's
+// side instead and writes playground-waiting-card.png and playground-approved-retrieve.png
+// (docs/PLAYGROUND.md, "The requester's side").
 const { chromium } = require('playwright-core');
 
 const PLAYGROUND = process.env.PLAYGROUND_URL || 'http://localhost:56150';
@@ -21,10 +26,77 @@ const OUT = process.argv[2] || 'docs/images';
 const TENANT = '7f3c2a10-5e1b-4c8a-9d2e-0a1b2c3d4e5f'; // src/demo/dataset.json
 const REQUEST = { record: 'db-prod', duration: '2h', justification: 'INC-4411 failover test' };
 
+// Sends `activity` through the Playground's "Mock an Activity → Custom activity" editor.
+async function sendCustomActivity(page, activity) {
+  await page.getByText('Mock an Activity').click();
+  await page.getByRole('menuitem', { name: 'Custom activity' }).click();
+  await page.locator('.monaco-editor').first().waitFor();
+  await page.locator('.monaco-editor').first().click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  // One line: the editor would auto-indent a pretty-printed one into invalid JSON.
+  await page.keyboard.insertText(JSON.stringify(activity));
+  await page.getByRole('button', { name: 'Send activity' }).click();
+}
+
+// A message typed by Bob in the chat Passkey keeps as his 1:1 chat. The Playground has one real
+// person and knows only its own conversations (it answers 404 to a message for any other), so in
+// the requester's story Bob's "1:1 chat" is the Playground's group chat, marked personal: his
+// approval card shows in the Group Chat pane.
+function fromBob(text) {
+  return {
+    type: 'message',
+    id: `bob-${Date.now()}`,
+    timestamp: new Date().toISOString(),
+    channelId: 'msteams',
+    serviceUrl: `${PLAYGROUND}/_connector`,
+    text,
+    recipient: { id: '00000000-0000-0000-0000-00000000000011', name: 'Passkey' },
+    conversation: { id: '__GROUP_CHAT_ID__', conversationType: 'personal', tenantId: TENANT },
+    from: {
+      id: 'user-id-bob', name: 'Bob DBA Lead', aadObjectId: 'b0b00000-0000-4000-8000-000000000002',
+    },
+    channelData: { tenant: { id: TENANT } },
+  };
+}
+
+// The requester's story (`PLAYGROUND_STORY=requester`, the Playground started with the default
+// `.m365agentsplayground.yml`: Alice is the current user). Bob says hello first, so Passkey has a
+// chat to send his approval card to; Alice types her request and her status card says who was
+// asked; Bob approves; Alice's chat gets the approved card with Retrieve.
+async function requesterStory(page) {
+  await sendCustomActivity(page, fromBob('help'));
+  await page.waitForTimeout(3000);
+  await page.getByText('Personal Chat', { exact: true }).click();
+  const box = page.locator('[data-lexical-editor="true"]');
+  await box.click();
+  await page.keyboard.type(`request ${REQUEST.record} ${REQUEST.duration} because ${REQUEST.justification}`);
+  await page.keyboard.press('Enter');
+  await page.getByText('Asked: Bob DBA Lead', { exact: false }).last().waitFor({ timeout: 15000 });
+  await page.waitForTimeout(1500);
+  await page.getByText('Asked: Bob DBA Lead', { exact: false }).last().scrollIntoViewIfNeeded();
+  await page.screenshot({ path: `${OUT}/playground-waiting-card.png` });
+
+  await sendCustomActivity(page, fromBob('approve 1 OK for the failover test'));
+  await page.getByText('Personal Chat', { exact: true }).click();
+  await page.getByRole('link', { name: 'Retrieve' }).last()
+    .or(page.getByRole('button', { name: 'Retrieve' }).last())
+    .waitFor({ timeout: 15000 });
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: `${OUT}/playground-approved-retrieve.png` });
+}
+
 async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 820 } });
+    if (process.env.PLAYGROUND_STORY === 'requester') {
+      await page.goto(PLAYGROUND, { waitUntil: 'domcontentloaded' });
+      await page.getByText('Personal Chat', { exact: true }).waitFor();
+      await page.waitForTimeout(3000); // installationUpdate, conversationUpdate, the welcome
+      await requesterStory(page);
+      return;
+    }
     await page.goto(PLAYGROUND, { waitUntil: 'domcontentloaded' });
     await page.getByText('Personal Chat', { exact: true }).waitFor();
     await page.waitForTimeout(3000); // installationUpdate, conversationUpdate, the welcome
