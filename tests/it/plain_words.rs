@@ -67,7 +67,7 @@ fn everything_read(chat: &Chat, replies: &[String], answers: &[Value]) -> Vec<St
         answers
             .iter()
             .filter_map(|a| a.get("value"))
-            .map(|card| common::card_text(card)),
+            .map(common::card_text),
     );
     texts
 }
