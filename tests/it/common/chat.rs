@@ -47,6 +47,16 @@ impl Chat {
         Self::start_with(directory, None, &[]).await
     }
 
+    /// With both directories: `groups` says whose Entra groups a person is in (who may decide),
+    /// `people` lists the groups' members (who is asked), 1:1 chats opened as in
+    /// [`Chat::start_with_people`].
+    pub async fn start_with_directories(
+        groups: Arc<dyn GroupDirectory>,
+        people: Arc<dyn UserDirectory>,
+    ) -> Chat {
+        Self::start_with(Some(groups), Some(people), &[]).await
+    }
+
     /// With a people directory, and 1:1 chats opened through the fake Connector (in the demo
     /// tenant) for people the bot has never talked to; `extra` settings on top.
     pub async fn start_with_people(people: Arc<dyn UserDirectory>, extra: &[(&str, &str)]) -> Chat {
