@@ -71,7 +71,7 @@ pub async fn authority_reply(
                 ));
             };
             Ok(use_cases
-                .set_approval_channel(&actor, id, channel)
+                .name_approval_channel(&actor, id, channel)
                 .await?
                 .render())
         }

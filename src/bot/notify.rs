@@ -565,10 +565,9 @@ impl TeamsNotifier {
         let folder = self.folder_name(&record).await;
         for route in routes {
             let conversation_id = route.conversation.conversation_id.clone();
-            if posted
-                .iter()
-                .any(|c| c.card_kind == CHANNEL_APPROVAL_CARD && c.conversation_id == conversation_id)
-            {
+            if posted.iter().any(|c| {
+                c.card_kind == CHANNEL_APPROVAL_CARD && c.conversation_id == conversation_id
+            }) {
                 continue;
             }
             let card = cards::render_approval(
@@ -608,7 +607,7 @@ impl TeamsNotifier {
                     tracing::warn!(request_id, channel_id = route.channel.id, %error,
                         "approval card not posted in its team channel");
                     self.conversations
-                        .record_channel_miss(request_id, route.channel.id)
+                        .keep_channel_miss(request_id, route.channel.id)
                         .await
                         .map_err(|e| e.to_string())?;
                 }

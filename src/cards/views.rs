@@ -639,7 +639,9 @@ impl RequestStatusCard {
             return self;
         }
         let note = match (posted, missed) {
-            (_, true) => "The approvers' team channel could not be reached; its members were asked in their 1:1 chats.",
+            (_, true) => {
+                "The approvers' team channel could not be reached; its members were asked in their 1:1 chats."
+            }
             (true, false) => "Posted in the approvers' team channel too.",
             (false, false) => return self,
         };

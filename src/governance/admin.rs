@@ -74,7 +74,9 @@ pub enum AdminError {
     UnknownAuthority(i64),
     #[error("Authority #{id} was already revoked at {at} by {by}.")]
     AlreadyRevoked { id: i64, at: Timestamp, by: String },
-    #[error("Authority #{0} is not a group's authority in force: only a group's approval cards can go to a team channel.")]
+    #[error(
+        "Authority #{0} is not a group's authority in force: only a group's approval cards can go to a team channel."
+    )]
     NotGroupAuthority(i64),
     #[error("Passkey knows no team channel `{}`. Add Passkey to the team (or mention it in the channel) first, then name the channel by its id (`19:…@thread.tacv2`, from the channel's link).", shown(.0))]
     UnknownChannel(String),
@@ -726,7 +728,7 @@ impl GovernanceAdmin {
     /// none (`none`). The channel must be one the bot knows: a stored conversation of type
     /// `channel` (its address came with an activity in that team). Audited as
     /// `APPROVAL_CHANNEL_SET` / `APPROVAL_CHANNEL_CLEARED` with the old and new channel.
-    pub async fn set_approval_channel(
+    pub async fn name_approval_channel(
         &self,
         actor: &Actor,
         authority_id: i64,

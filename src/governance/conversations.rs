@@ -133,7 +133,7 @@ impl Conversations {
 
     /// Records that `request_id`'s approval card could not be posted in its approval channel
     /// (the requester's status card says so; the members were asked in their 1:1 chats anyway).
-    pub async fn record_channel_miss(
+    pub async fn keep_channel_miss(
         &self,
         request_id: i64,
         approval_channel_id: i64,

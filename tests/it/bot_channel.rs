@@ -31,11 +31,7 @@ async fn team() -> Chat {
     let groups =
         StaticGroupDirectory::new().with_member(ERIN.0, Group::new("sre-oncall", "SRE-Oncall"));
     let people = StaticDirectory::new()
-        .with_user(DirectoryUser::new(
-            ERIN.0,
-            ERIN.1,
-            "erin@contoso.example",
-        ))
+        .with_user(DirectoryUser::new(ERIN.0, ERIN.1, "erin@contoso.example"))
         .with_group("sre-oncall", &[ERIN.0]);
     let chat = Chat::start_with_directories(Arc::new(groups), Arc::new(people)).await;
     for who in [ALICE, BOB, CAROL, DAVE, ERIN] {
@@ -111,10 +107,7 @@ async fn an_unknown_channel_is_refused_and_changes_nothing() {
             &format!("admin authority channel {id} 19:nowhere@thread.tacv2"),
         )
         .await;
-    assert!(
-        answer.contains("Passkey knows no team channel"),
-        "{answer}"
-    );
+    assert!(answer.contains("Passkey knows no team channel"), "{answer}");
     // A chat the bot knows that is not a team channel is no approval channel either.
     let answer = chat
         .say(
@@ -122,10 +115,7 @@ async fn an_unknown_channel_is_refused_and_changes_nothing() {
             &format!("admin authority channel {id} a:{}-personal", ERIN.0),
         )
         .await;
-    assert!(
-        answer.contains("Passkey knows no team channel"),
-        "{answer}"
-    );
+    assert!(answer.contains("Passkey knows no team channel"), "{answer}");
     // Only a group's authority posts in a channel.
     let record = chat.store.record_by_uid(JENKINS).await.unwrap().unwrap();
     let resource = chat
@@ -167,7 +157,12 @@ async fn an_unknown_channel_is_refused_and_changes_nothing() {
 async fn a_group_member_approves_from_the_channel_and_every_copy_shows_it() {
     let chat = team().await;
     let authority = with_channel(&chat).await;
-    let set = chat.store.approval_channel(authority).await.unwrap().unwrap();
+    let set = chat
+        .store
+        .approval_channel(authority)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(set.conversation_id, CHANNEL);
     assert_eq!(set.set_by, "user:5", "Carol, as the audit trail names her");
 
@@ -296,7 +291,9 @@ async fn a_group_member_approves_from_the_channel_and_every_copy_shows_it() {
     let decided = card_text(&in_channel.1);
     assert!(decided.contains("Approved"), "{decided}");
     assert!(decided.contains("Erin Contractor"), "{decided}");
-    assert!(buttons(&in_channel.1).is_empty() || !buttons(&in_channel.1).contains(&"Approve".into()));
+    assert!(
+        buttons(&in_channel.1).is_empty() || !buttons(&in_channel.1).contains(&"Approve".into())
+    );
     assert!(in_channel.1.get("refresh").is_none(), "{}", in_channel.1);
     for aad in [ERIN.0, DAVE.0] {
         assert!(
@@ -364,5 +361,8 @@ async fn clearing_the_channel_stops_posting_there() {
         .map(|e| e.action)
         .filter(|a| a.starts_with("APPROVAL_CHANNEL"))
         .collect();
-    assert_eq!(actions, ["APPROVAL_CHANNEL_SET", "APPROVAL_CHANNEL_CLEARED"]);
+    assert_eq!(
+        actions,
+        ["APPROVAL_CHANNEL_SET", "APPROVAL_CHANNEL_CLEARED"]
+    );
 }

@@ -1884,7 +1884,10 @@ async fn approval_channels_are_append_only_and_one_is_in_force(db: Db) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(s.approval_channel(group.id).await.unwrap(), Some(second.clone()));
+    assert_eq!(
+        s.approval_channel(group.id).await.unwrap(),
+        Some(second.clone())
+    );
     let cleared = s
         .set_approval_channel(
             group.id,
@@ -1937,7 +1940,10 @@ async fn approval_channels_are_append_only_and_one_is_in_force(db: Db) {
     );
     refused(
         db.raw
-            .exec(&format!("DELETE FROM approval_channels WHERE id = {}", first.id))
+            .exec(&format!(
+                "DELETE FROM approval_channels WHERE id = {}",
+                first.id
+            ))
             .await,
         "delete",
     );
@@ -1970,7 +1976,9 @@ async fn approval_channels_are_append_only_and_one_is_in_force(db: Db) {
 
     let req = pending_request(s, &f).await;
     assert_eq!(s.channel_misses_for_request(req.id).await.unwrap(), 0);
-    s.record_channel_miss(req.id, third.id, later).await.unwrap();
+    s.record_channel_miss(req.id, third.id, later)
+        .await
+        .unwrap();
     assert_eq!(s.channel_misses_for_request(req.id).await.unwrap(), 1);
     assert!(
         db.raw

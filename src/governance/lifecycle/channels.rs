@@ -26,7 +26,10 @@ impl Lifecycle {
     /// GROUP authorities in the stage being decided. A request not waiting for approvers, or a
     /// channel the bot has no address for, goes nowhere; a group whose members cannot be listed
     /// still gets the card (its members may tap Refresh for their view).
-    pub async fn approval_channels(&self, request_id: i64) -> Result<Vec<ChannelRoute>, StoreError> {
+    pub async fn approval_channels(
+        &self,
+        request_id: i64,
+    ) -> Result<Vec<ChannelRoute>, StoreError> {
         let Some(request) = self.store.request_by_id(request_id).await? else {
             return Ok(Vec::new());
         };
