@@ -28,12 +28,22 @@ const REQUEST: &str = "request jenkins-deploy 1h because INC-4414 hotfix deploy"
 /// Erin is in sre-oncall, both as her groups say (she may decide) and as the group's member list
 /// says (she is asked). Everyone has talked to the bot; the bot is in the team channel.
 async fn team() -> Chat {
+    team_over(None).await
+}
+
+/// As [`team`], over `store` when given (else the chat's own SQLite database).
+async fn team_over(store: Option<Arc<dyn passkey::store::Store>>) -> Chat {
     let groups =
         StaticGroupDirectory::new().with_member(ERIN.0, Group::new("sre-oncall", "SRE-Oncall"));
     let people = StaticDirectory::new()
         .with_user(DirectoryUser::new(ERIN.0, ERIN.1, "erin@contoso.example"))
         .with_group("sre-oncall", &[ERIN.0]);
-    let chat = Chat::start_with_directories(Arc::new(groups), Arc::new(people)).await;
+    let chat = match store {
+        Some(store) => {
+            Chat::start_over_with_directories(store, Arc::new(groups), Arc::new(people)).await
+        }
+        None => Chat::start_with_directories(Arc::new(groups), Arc::new(people)).await,
+    };
     for who in [ALICE, BOB, CAROL, DAVE, ERIN] {
         chat.say(who, "help").await;
     }
@@ -155,7 +165,18 @@ async fn an_unknown_channel_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_group_member_approves_from_the_channel_and_every_copy_shows_it() {
-    let chat = team().await;
+    member_approves_from_the_channel(team().await).await;
+}
+
+#[tokio::test]
+async fn a_group_member_approves_from_the_channel_on_postgres_too() {
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    member_approves_from_the_channel(team_over(Some(db.store.clone())).await).await;
+}
+
+async fn member_approves_from_the_channel(chat: Chat) {
     let authority = with_channel(&chat).await;
     let set = chat
         .store
