@@ -151,9 +151,65 @@ async function main() {
     await page.getByText('Decided by').waitFor();
     await page.waitForTimeout(1500);
     await page.screenshot({ path: `${OUT}/playground-decided-card.png` });
+    await channelApproval(page);
   } finally {
     await browser.close();
   }
+}
+
+// #18.7, a separate final step: jenkins-deploy's approver group (sre-oncall) gets its approval
+// cards in the Playground's team channel "Announcements" too. Once the channel is opened (Passkey
+// hears of it then), it is named with the shell command (`PASSKEY_BIN`, default target/debug/passkey, run with this process's environment: give it
+// the same PASSKEY_DATA_DIR as `cargo run`), then Alice asks for jenkins-deploy in the channel (a
+// custom activity, as in step 4) and Passkey posts the approval card there: no buttons on the shared
+// copy, the group named as who decides. The demo directory lists no group members, so no one's
+// view refreshes to Approve/Deny in the Playground (docs/PLAYGROUND.md).
+async function channelApproval(page) {
+  const { execFileSync } = require('child_process');
+  const passkey = process.env.PASSKEY_BIN || 'target/debug/passkey';
+  const CHANNEL = 'channel-announcements-id'; // .m365agentsplayground.approver.yml
+  // Opening the channel sends Passkey its conversationUpdate: only then does it know the channel.
+  await page.getByText('Announcements', { exact: true }).click();
+  await page.waitForTimeout(3000);
+  const shown = execFileSync(passkey, ['admin', 'authority', 'show', 'jenkins-deploy']).toString();
+  const group = shown.match(/#(\d+) APPROVER — group sre-oncall/);
+  if (!group) throw new Error(`no sre-oncall authority on jenkins-deploy:\n${shown}`);
+  execFileSync(passkey, ['admin', 'authority', 'channel', group[1], CHANNEL]);
+  await page.getByText('Mock an Activity').click();
+  await page.getByRole('menuitem', { name: 'Custom activity' }).click();
+  await page.locator('.monaco-editor').first().waitFor();
+  const activity = {
+    type: 'invoke',
+    name: 'adaptiveCard/action',
+    id: `alice-channel-${Date.now()}`,
+    timestamp: new Date().toISOString(),
+    channelId: 'msteams',
+    serviceUrl: `${PLAYGROUND}/_connector`,
+    recipient: { id: '00000000-0000-0000-0000-00000000000011', name: 'Passkey' },
+    conversation: { id: CHANNEL, isGroup: true, conversationType: 'channel', tenantId: TENANT },
+    from: {
+      id: 'user-id-alice', name: 'Alice Requester',
+      aadObjectId: 'a11ce000-0000-4000-8000-000000000001',
+    },
+    value: {
+      action: {
+        type: 'Action.Execute',
+        verb: 'submitRequest',
+        data: { record: 'jenkins-deploy', duration: '1h', justification: 'INC-4414 hotfix deploy' },
+      },
+      trigger: 'manual',
+    },
+    channelData: { tenant: { id: TENANT }, team: { id: 'team-id' }, channel: { id: CHANNEL } },
+  };
+  await page.locator('.monaco-editor').first().click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  await page.keyboard.insertText(JSON.stringify(activity));
+  await page.getByRole('button', { name: 'Send activity' }).click();
+  await page.getByText('decide here').last().waitFor({ timeout: 15000 });
+  await page.setViewportSize({ width: 1280, height: 960 }); // the whole card, down to who decides
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: `${OUT}/playground-channel-approval.png` });
 }
 
 main().catch((e) => {

@@ -104,6 +104,7 @@ pub const STORE_READS: &[&str] = &[
     "authority_by_id",
     "active_authorities",
     "authority_history",
+    "approval_channel",
     // PermissionStore
     "cached_permissions",
     // RequestStore
@@ -134,6 +135,7 @@ pub const STORE_READS: &[&str] = &[
     "sent_cards_for_request",
     "waiting_notices_for_user",
     "kept_notices_for_request",
+    "channel_misses_for_request",
     // SecondFactorStore
     "phone_number",
     "totp_enrollment",

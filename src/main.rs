@@ -226,6 +226,13 @@ enum AuthorityCommand {
         #[arg(required = true, num_args = 1..)]
         reason: Vec<String>,
     },
+    /// Post a GROUP authority's approval cards in a team channel the bot is in, or stop (`none`).
+    Channel {
+        /// The number `show` lists (`#12` or `12`).
+        authority_id: String,
+        /// The channel's conversation id (`19:…@thread.tacv2`), or `none`.
+        channel: String,
+    },
 }
 
 #[tokio::main]
@@ -617,6 +624,19 @@ async fn admin(settings: Settings, command: AdminCommand) -> ExitCode {
                     .revoke_authority(&actor, id, &reason.join(" "))
                     .await
                     .map(|r| r.render()),
+                Err(_) => {
+                    eprintln!("passkey: `{authority_id}` is not an authority number");
+                    return ExitCode::FAILURE;
+                }
+            },
+            AuthorityCommand::Channel {
+                authority_id,
+                channel,
+            } => match authority_id.trim_start_matches('#').parse::<i64>() {
+                Ok(id) => use_cases
+                    .name_approval_channel(&actor, id, &channel)
+                    .await
+                    .map(|c| c.render()),
                 Err(_) => {
                     eprintln!("passkey: `{authority_id}` is not an authority number");
                     return ExitCode::FAILURE;

@@ -9,7 +9,8 @@ use crate::store::User;
 pub const AUTHORITY_USAGE: &str = "**admin authority**\n\
 - `admin authority show <record>`\n\
 - `admin authority grant <record> <OWNER|CUSTODIAN|APPROVER> <principal> [stage=N]`\n\
-- `admin authority revoke <authority-id> <reason>`\n\n\
+- `admin authority revoke <authority-id> <reason>`\n\
+- `admin authority channel <authority-id> <channel-id | none>` (a group's approval cards also go to that team channel)\n\n\
 Principals: `user:<email or Entra object id>`, `group:<Entra group id>`, `role:<REQUESTER|APPROVER|ADMIN>`, \
 `email:<address>`. Example: `admin authority grant db-prod approver user:bob@contoso.example`";
 
@@ -63,6 +64,20 @@ pub async fn authority_reply(
                 .await?
                 .render())
         }
+        ("channel", [id, channel]) => {
+            let Ok(id) = id.trim_start_matches('#').parse::<i64>() else {
+                return Ok(usage(
+                    "`channel` needs the authority's number, as `show` lists it",
+                ));
+            };
+            Ok(use_cases
+                .name_approval_channel(&actor, id, channel)
+                .await?
+                .render())
+        }
+        ("channel", _) => Ok(usage(
+            "`channel` needs an authority number and a channel id (or `none`)",
+        )),
         ("show", _) => Ok(usage("`show` takes one record")),
         ("grant", _) => Ok(usage("`grant` needs a record, a kind and a principal")),
         ("revoke", _) => Ok(usage("`revoke` needs an authority number and a reason")),

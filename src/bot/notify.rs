@@ -69,7 +69,7 @@ const NO_CHAT_OPENED: &str = "no chat could be opened";
 
 /// The kind recorded for approval cards in `sent_cards` (defined with the views that read it, so
 /// `views` does not import `notify`, which builds on it).
-pub use super::views::APPROVAL_CARD;
+pub use super::views::{APPROVAL_CARD, CHANNEL_APPROVAL_CARD};
 /// The kind recorded for a requester's status card in `sent_cards`.
 pub const STATUS_CARD: &str = "status";
 
@@ -368,6 +368,11 @@ impl TeamsNotifier {
         let mut decided_views: HashMap<String, serde_json::Value> = HashMap::new();
         let mut status_view = None;
         for copy in &copies {
+            // The channel's copy stays as posted until the request is decided: it has no
+            // buttons, and each member's own view comes from their refresh.
+            if copy.card_kind == CHANNEL_APPROVAL_CARD && !decided {
+                continue;
+            }
             if copy.card_kind == APPROVAL_CARD
                 && !self
                     .recipient_may_see(copy.recipient_user_id, &request)
@@ -376,7 +381,7 @@ impl TeamsNotifier {
                 continue;
             }
             let card = match copy.card_kind.as_str() {
-                APPROVAL_CARD if decided => {
+                APPROVAL_CARD | CHANNEL_APPROVAL_CARD if decided => {
                     let zone = match copy.recipient_user_id {
                         Some(user_id) => self.zone_of(user_id).await,
                         None => crate::domain::Zone::utc(),
@@ -472,10 +477,14 @@ pub async fn decided_card(
 impl Notifier for TeamsNotifier {
     async fn deliver(&self, notices: &[Notice]) {
         let mut changed = BTreeSet::new();
+        let mut asked = BTreeSet::new();
         let mut fresh = Vec::new();
         for notice in notices {
             if notice.kind == NoticeKind::StatusChanged {
                 changed.insert(notice.request_id);
+            }
+            if notice.kind == NoticeKind::ApprovalNeeded {
+                asked.insert(notice.request_id);
             }
             let zone = self.zone_of(notice.user_id).await;
             match crate::domain::for_reader(zone, self.deliver_one(notice)).await {
@@ -485,6 +494,12 @@ impl Notifier for TeamsNotifier {
                     kind = ?notice.kind, %error, "notice not delivered");
                     self.keep_waiting(notice, &error).await;
                 }
+            }
+        }
+        // Before the requester's status card is updated, so it says where the card went.
+        for request_id in asked {
+            if let Err(error) = self.post_in_channels(request_id).await {
+                tracing::warn!(request_id, %error, "approval card not posted in channels");
             }
         }
         for request_id in changed {
@@ -524,6 +539,89 @@ impl Notifier for TeamsNotifier {
 }
 
 impl TeamsNotifier {
+    /// Posts request `request_id`'s approval card in the team channels of the authorities now
+    /// deciding it (#18.7), once per channel: a card without buttons that says who decides,
+    /// refreshing for the group's members to their own view with Approve and Deny. Recorded, so
+    /// it shows the outcome in place like every other copy. A channel that cannot be reached is
+    /// recorded as missed (the requester's status card says so); its members were asked in their
+    /// 1:1 chats all the same.
+    async fn post_in_channels(&self, request_id: i64) -> Result<(), String> {
+        let Some(lifecycle) = &self.lifecycle else {
+            return Ok(());
+        };
+        let routes = lifecycle
+            .approval_channels(request_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let posted = self
+            .store
+            .sent_cards_for_request(request_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (request, record) = self.request_and_record(request_id).await?;
+        let requester = self
+            .store
+            .user_by_id(request.requester_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such requester")?;
+        let folder = self.folder_name(&record).await;
+        for route in routes {
+            let conversation_id = route.conversation.conversation_id.clone();
+            if posted.iter().any(|c| {
+                c.card_kind == CHANNEL_APPROVAL_CARD && c.conversation_id == conversation_id
+            }) {
+                continue;
+            }
+            let card = cards::render_approval(
+                &ApprovalCard::new(&request, &record, &requester, folder.as_deref(), &[])
+                    .refresh_for(&route.member_teams_ids)
+                    .in_channel(&route.group),
+            )
+            .map_err(|e| e.to_string())?;
+            let summary = format!(
+                "Approval needed: {} for {}",
+                record.title, requester.display_name
+            );
+            let target = ConversationTarget {
+                service_url: route.conversation.service_url.clone(),
+                conversation_id: conversation_id.clone(),
+            };
+            match self
+                .connector
+                .send(&target, &OutgoingActivity::card(summary, card))
+                .await
+            {
+                Ok(sent) if !sent.id.is_empty() => {
+                    self.conversations
+                        .record_card(&NewSentCard {
+                            request_id,
+                            recipient_user_id: None,
+                            conversation_id,
+                            activity_id: sent.id,
+                            card_kind: CHANNEL_APPROVAL_CARD.into(),
+                            at: self.clock.now(),
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(request_id, channel_id = route.channel.id, %error,
+                        "approval card not posted in its team channel");
+                    self.conversations
+                        .keep_channel_miss(request_id, route.channel.id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps an approval or extension notice that could not be delivered, so the requester's
     /// card says who was not reached and the approver gets it when they first talk to the bot.
     async fn keep_waiting(&self, notice: &Notice, error: &str) {

@@ -15,6 +15,9 @@ use serde_json::Value;
 
 /// The kind recorded for approval cards in `sent_cards`.
 pub const APPROVAL_CARD: &str = "approval";
+/// The kind recorded for the approval card posted in a team channel (#18.7): one copy for
+/// everyone there, addressed to nobody in particular.
+pub const CHANNEL_APPROVAL_CARD: &str = "approval-channel";
 
 /// How many of a person's requests `my requests` looks at.
 const MY_REQUESTS_LIMIT: i64 = 25;
@@ -240,9 +243,16 @@ pub async fn request_status(
         None => None,
     };
     let (asked, unreached) = reach(store, request).await?;
+    let posted = store
+        .sent_cards_for_request(request.id)
+        .await?
+        .iter()
+        .any(|c| c.card_kind == CHANNEL_APPROVAL_CARD);
+    let missed = store.channel_misses_for_request(request.id).await? > 0;
     rendered(cards::render_request_status(
         &RequestStatusCard::new(request, record, folder.as_deref(), base_url)
-            .with_reach(&asked, &unreached),
+            .with_reach(&asked, &unreached)
+            .with_channels(posted, missed),
     ))
 }
 

@@ -628,6 +628,27 @@ impl RequestStatusCard {
         self
     }
 
+    /// Says where the approval card went in the approvers' team channels (#18.7): `posted` there,
+    /// or `missed` (a channel could not be reached: its members were asked in their 1:1 chats
+    /// only). Call after [`Self::with_reach`]; a request that is not waiting is left as it is.
+    pub fn with_channels(mut self, posted: bool, missed: bool) -> Self {
+        if !matches!(
+            self.status,
+            RequestStatus::Pending | RequestStatus::RenewalPending
+        ) {
+            return self;
+        }
+        let note = match (posted, missed) {
+            (_, true) => {
+                "The approvers' team channel could not be reached; its members were asked in their 1:1 chats."
+            }
+            (true, false) => "Posted in the approvers' team channel too.",
+            (false, false) => return self,
+        };
+        self.summary = format!("{note} {}", self.summary);
+        self
+    }
+
     /// The card in a group chat or channel: the listed Teams user ids (the requester) refresh it
     /// to their own view, with every button; anyone else's refresh shows what they may see of the
     /// request (the approval or decided card), so Release and Extend stay the requester's.
@@ -668,6 +689,9 @@ pub struct ApprovalCard {
     pub can_decide: bool,
     /// Teams user ids (`29:…`) whose clients refresh the card automatically.
     pub refresh_user_ids: Vec<String>,
+    /// On the copy in a team channel (#18.7): who may decide, for everyone who sees it without
+    /// buttons.
+    pub deciders: Option<String>,
 }
 
 impl ApprovalCard {
@@ -704,7 +728,18 @@ impl ApprovalCard {
             break_glass: request.break_glass,
             can_decide: false,
             refresh_user_ids: Vec::new(),
+            deciders: None,
         }
+    }
+
+    /// The copy posted in a team channel: says that the members of `group` decide, and that
+    /// they see Approve and Deny on their own view of the card.
+    pub fn in_channel(mut self, group: &str) -> Self {
+        self.deciders = Some(format!(
+            "Members of the approver group {} decide here: their own view of this card shows Approve and Deny.",
+            short(group)
+        ));
+        self
     }
 
     /// This view is for someone who may decide: show Approve / Deny and the comment box.

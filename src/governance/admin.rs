@@ -74,6 +74,12 @@ pub enum AdminError {
     UnknownAuthority(i64),
     #[error("Authority #{id} was already revoked at {at} by {by}.")]
     AlreadyRevoked { id: i64, at: Timestamp, by: String },
+    #[error(
+        "Authority #{0} is not a group's authority in force: only a group's approval cards can go to a team channel."
+    )]
+    NotGroupAuthority(i64),
+    #[error("Passkey knows no team channel `{}`. Add Passkey to the team (or mention it in the channel) first, then name the channel by its id (`19:…@thread.tacv2`, from the channel's link).", shown(.0))]
+    UnknownChannel(String),
     #[error("A reason is required (at most {MAX_REASON_CHARS} characters).")]
     BadReason,
     /// A chat command with too few words: how to type it.
@@ -220,6 +226,38 @@ impl Revoked {
             "Revoked authority #{} ({} over `{}` for {}).",
             self.authority.id, self.authority.authority, self.record.title, self.principal_label
         )
+    }
+}
+
+/// What `admin authority channel` did.
+#[derive(Debug, Clone)]
+pub enum ChannelChange {
+    /// The authority's approval cards go to this channel from now on.
+    Set { authority_id: i64, channel: String },
+    /// The authority's approval cards go to 1:1 chats only from now on.
+    Cleared { authority_id: i64 },
+    /// That was already so: nothing written.
+    Unchanged { authority_id: i64 },
+}
+
+impl ChannelChange {
+    pub fn render(&self) -> String {
+        match self {
+            ChannelChange::Set {
+                authority_id,
+                channel,
+            } => format!(
+                "Approval cards for authority #{authority_id} are now also posted in the team \
+                 channel `{}`; its members may decide there (they are still asked in their 1:1 chats).",
+                shown(channel)
+            ),
+            ChannelChange::Cleared { authority_id } => format!(
+                "Approval cards for authority #{authority_id} are no longer posted in a team channel."
+            ),
+            ChannelChange::Unchanged { authority_id } => {
+                format!("Authority #{authority_id} already has that channel; nothing changed.")
+            }
+        }
     }
 }
 
@@ -686,6 +724,82 @@ impl GovernanceAdmin {
     }
 
     /// How a row's principal reads: a known user by name and email, the rest as stored.
+    /// Names the team channel a GROUP authority's approval cards are posted in (#18.7), or
+    /// none (`none`). The channel must be one the bot knows: a stored conversation of type
+    /// `channel` (its address came with an activity in that team). Audited as
+    /// `APPROVAL_CHANNEL_SET` / `APPROVAL_CHANNEL_CLEARED` with the old and new channel.
+    pub async fn name_approval_channel(
+        &self,
+        actor: &Actor,
+        authority_id: i64,
+        channel: &str,
+    ) -> Result<ChannelChange, AdminError> {
+        let authority = self
+            .store
+            .authority_by_id(authority_id)
+            .await?
+            .ok_or(AdminError::UnknownAuthority(authority_id))?;
+        if authority.revoked_at.is_some() || authority.principal_type != PrincipalType::Group {
+            return Err(AdminError::NotGroupAuthority(authority_id));
+        }
+        let channel = channel.trim();
+        let wanted = if channel.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            match self.store.conversation(channel).await? {
+                Some(c) if c.conversation_type == "channel" => Some(c),
+                _ => return Err(AdminError::UnknownChannel(channel.to_string())),
+            }
+        };
+        let current = self.store.approval_channel(authority_id).await?;
+        let old = current.as_ref().map(|c| c.conversation_id.as_str());
+        let new = wanted.as_ref().map(|c| c.conversation_id.as_str());
+        if old == new {
+            return Ok(ChannelChange::Unchanged { authority_id });
+        }
+        let actor_name = actor.audit_name();
+        let action = if new.is_some() {
+            "APPROVAL_CHANNEL_SET"
+        } else {
+            "APPROVAL_CHANNEL_CLEARED"
+        };
+        let record_id = match self
+            .store
+            .governed_resource_by_id(authority.resource_id)
+            .await?
+        {
+            Some(resource) => Some(resource.record_id),
+            None => None,
+        };
+        let mut audit = NewAuditEvent::new(&actor_name, action, self.clock.now()).detail(json!({
+            "authority_id": authority_id,
+            "group": authority.principal,
+            "old": old,
+            "new": new,
+            "team_id": wanted.as_ref().and_then(|c| c.team_id.clone()),
+        }));
+        if let Some(id) = record_id {
+            audit = audit.record(id);
+        }
+        self.store
+            .set_approval_channel(
+                authority_id,
+                wanted
+                    .as_ref()
+                    .map(|c| (c.conversation_id.as_str(), c.team_id.as_deref())),
+                &actor_name,
+                &audit,
+            )
+            .await?;
+        Ok(match wanted {
+            Some(c) => ChannelChange::Set {
+                authority_id,
+                channel: c.conversation_id,
+            },
+            None => ChannelChange::Cleared { authority_id },
+        })
+    }
+
     async fn principal_label(&self, a: &Authority) -> Result<String, AdminError> {
         Ok(match a.principal_type {
             PrincipalType::User => match self.store.user_by_aad_object_id(&a.principal).await? {

@@ -144,6 +144,18 @@ impl Conversations {
         self.store.record_sent_card(card).await
     }
 
+    /// Records that `request_id`'s approval card could not be posted in its approval channel
+    /// (the requester's status card says so; the members were asked in their 1:1 chats anyway).
+    pub async fn keep_channel_miss(
+        &self,
+        request_id: i64,
+        approval_channel_id: i64,
+    ) -> StoreResult<()> {
+        self.store
+            .record_channel_miss(request_id, approval_channel_id, self.clock.now())
+            .await
+    }
+
     /// Keeps a notice about `request_id` that `user_id` could not be sent (`why`: a short fixed
     /// code, never an error's text), until they first talk to the bot.
     pub async fn keep_waiting_notice(

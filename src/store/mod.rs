@@ -262,6 +262,18 @@ pub trait GovernanceStore: Send + Sync {
     ) -> StoreResult<Vec<Authority>>;
     /// Every row ever written for the resource, oldest first.
     async fn authority_history(&self, resource_id: i64) -> StoreResult<Vec<Authority>>;
+    /// Names the team channel an authority posts its approval cards in (`Some((conversation id,
+    /// team id))`) or none (`None`), with its audit event: the row in force, if any, is revoked
+    /// and the new one inserted, atomically. Returns the row now in force.
+    async fn set_approval_channel(
+        &self,
+        authority_id: i64,
+        channel: Option<(&str, Option<&str>)>,
+        by: &str,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<ApprovalChannel>>;
+    /// The channel in force for an authority.
+    async fn approval_channel(&self, authority_id: i64) -> StoreResult<Option<ApprovalChannel>>;
 }
 
 /// The per-user cache of effective permissions (`user_permission_cache`). The body is opaque JSON
@@ -528,6 +540,15 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<Option<ConversationRef>>;
     async fn record_sent_card(&self, card: &NewSentCard) -> StoreResult<SentCard>;
     async fn sent_cards_for_request(&self, request_id: i64) -> StoreResult<Vec<SentCard>>;
+    /// Records that a request's approval card could not be posted in its approval channel.
+    async fn record_channel_miss(
+        &self,
+        request_id: i64,
+        approval_channel_id: i64,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// How many times a request's approval card could not be posted in an approval channel.
+    async fn channel_misses_for_request(&self, request_id: i64) -> StoreResult<i64>;
     /// Keeps a notice about `request_id` that `user_id` could not be sent (`why`: a short fixed
     /// code), unless one of that kind already waits for them.
     async fn record_waiting_notice(

@@ -158,6 +158,21 @@ pub struct Authority {
     pub superseded_by: Option<i64>,
 }
 
+/// The team channel a GROUP approver authority posts its approval cards in (#18.7).
+/// Append-only: a new choice revokes the row in force and inserts another.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ApprovalChannel {
+    pub id: i64,
+    pub authority_id: i64,
+    /// The channel's conversation id (`19:…@thread.tacv2`).
+    pub conversation_id: String,
+    pub team_id: Option<String>,
+    pub set_by: String,
+    pub set_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_by: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewAuthority {
     pub resource_id: i64,

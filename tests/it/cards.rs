@@ -229,6 +229,15 @@ pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
         )
         .unwrap(),
     ));
+    cards.push((
+        "approval, team channel".into(),
+        render_approval(
+            &ApprovalCard::new(&pending, &rec, &requester, Some(text), &reasons)
+                .refresh_for(&ids)
+                .in_channel(long_text),
+        )
+        .unwrap(),
+    ));
     let mut glass = request(43, RequestStatus::RenewalPending, long_text, None);
     glass.break_glass = true;
     cards.push((
@@ -735,6 +744,15 @@ fn snapshots() {
             &ApprovalCard::new(&pending, &rec, &ana, Some("Databases"), &reasons)
                 .decidable(true)
                 .refresh_for(&["29:approver-1".into(), "29:approver-2".into()]),
+        )
+        .unwrap(),
+    );
+    snap(
+        "approval_team_channel",
+        render_approval(
+            &ApprovalCard::new(&pending, &rec, &ana, Some("Databases"), &reasons)
+                .refresh_for(&["29:approver-1".into(), "29:approver-2".into()])
+                .in_channel("sre-oncall"),
         )
         .unwrap(),
     );

@@ -14,6 +14,7 @@ mod audit;
 mod azure;
 mod bot_admin;
 mod bot_cards;
+mod bot_channel;
 mod bot_directory;
 mod bot_input;
 mod bot_lifecycle;

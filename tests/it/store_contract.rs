@@ -15,6 +15,7 @@ on_both_databases!(
     permission_cache_expires_and_is_dropped_when_an_acl_or_role_changes,
     policies_and_authorities,
     authority_rows_are_append_only_in_the_database,
+    approval_channels_are_append_only_and_one_is_in_force,
     audit_and_traces_are_insert_only_in_the_database,
     request_lifecycle_writes,
     illegal_and_stale_transitions_change_nothing,
@@ -1833,4 +1834,156 @@ async fn concurrent_batch_expiries_end_each_lease_once(db: Db) {
     let events = db.store.audit_events_after(0, 1000).await.unwrap();
     assert_eq!(events.len(), before + requests.len());
     assert_chain_intact(&events);
+}
+
+/// #18.7: a GROUP authority's team channel. Naming another revokes the one in force and inserts
+/// a row, with its audit event; `none` revokes only; the database refuses any other change and
+/// every delete, and holds at most one channel in force per authority. Missed posts are kept.
+async fn approval_channels_are_append_only_and_one_is_in_force(db: Db) {
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let group = s
+        .add_authority(
+            &NewAuthority {
+                resource_id: f.resource.id,
+                authority: AuthorityKind::Approver,
+                principal_type: PrincipalType::Group,
+                principal: "sre-oncall".into(),
+                stage: 1,
+                valid_from: t0(),
+                valid_to: None,
+                created_by: "user:admin".into(),
+            },
+            &NewAuditEvent::new("user:admin", "AUTHORITY_GRANTED", t0()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.approval_channel(group.id).await.unwrap(), None);
+    let events = s.audit_events_after(0, 1000).await.unwrap().len();
+
+    let first = s
+        .set_approval_channel(
+            group.id,
+            Some(("19:ops@thread.tacv2", Some("team-1"))),
+            "user:admin",
+            &NewAuditEvent::new("user:admin", "APPROVAL_CHANNEL_SET", t0()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.conversation_id, "19:ops@thread.tacv2");
+    assert_eq!(first.team_id.as_deref(), Some("team-1"));
+    let later = t0().plus(Duration::minutes(1));
+    let second = s
+        .set_approval_channel(
+            group.id,
+            Some(("19:sre@thread.tacv2", None)),
+            "user:admin",
+            &NewAuditEvent::new("user:admin", "APPROVAL_CHANNEL_SET", later),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.approval_channel(group.id).await.unwrap(),
+        Some(second.clone())
+    );
+    let cleared = s
+        .set_approval_channel(
+            group.id,
+            None,
+            "user:admin",
+            &NewAuditEvent::new("user:admin", "APPROVAL_CHANNEL_CLEARED", later),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared, None);
+    assert_eq!(s.approval_channel(group.id).await.unwrap(), None);
+    assert_eq!(
+        s.audit_events_after(0, 1000).await.unwrap().len(),
+        events + 3,
+        "each change has its audit event"
+    );
+    assert_eq!(
+        db.raw
+            .texts(&format!(
+                "SELECT conversation_id FROM approval_channels WHERE authority_id = {} AND revoked_at IS NOT NULL ORDER BY id",
+                group.id
+            ))
+            .await
+            .unwrap(),
+        ["19:ops@thread.tacv2", "19:sre@thread.tacv2"],
+        "every choice is kept, revoked"
+    );
+
+    let refused = |r: Result<u64, StoreError>, what: &str| match r {
+        Err(StoreError::Refused(msg)) => assert!(msg.contains("append-only"), "{what}: {msg}"),
+        other => panic!("{what} on {}: expected a refusal, got {other:?}", db.engine),
+    };
+    refused(
+        db.raw
+            .exec(&format!(
+                "UPDATE approval_channels SET conversation_id = '19:evil@thread.tacv2' WHERE id = {}",
+                first.id
+            ))
+            .await,
+        "rewrite a channel",
+    );
+    refused(
+        db.raw
+            .exec(&format!(
+                "UPDATE approval_channels SET revoked_by = 'mallory' WHERE id = {}",
+                first.id
+            ))
+            .await,
+        "revoke twice",
+    );
+    refused(
+        db.raw
+            .exec(&format!(
+                "DELETE FROM approval_channels WHERE id = {}",
+                first.id
+            ))
+            .await,
+        "delete",
+    );
+
+    // Two channels in force for one authority: refused by the database.
+    let third = s
+        .set_approval_channel(
+            group.id,
+            Some(("19:ops@thread.tacv2", None)),
+            "user:admin",
+            &NewAuditEvent::new("user:admin", "APPROVAL_CHANNEL_SET", later),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let ts = if db.engine == "sqlite" {
+        "'2026-11-23T10:00:00.000000Z'"
+    } else {
+        "'2026-11-23T10:00:00Z'"
+    };
+    assert!(
+        db.raw
+            .exec(&format!(
+                "INSERT INTO approval_channels (authority_id, conversation_id, set_by, set_at) VALUES ({}, '19:x@thread.tacv2', 'x', {ts})",
+                group.id
+            ))
+            .await
+            .is_err()
+    );
+
+    let req = pending_request(s, &f).await;
+    assert_eq!(s.channel_misses_for_request(req.id).await.unwrap(), 0);
+    s.record_channel_miss(req.id, third.id, later)
+        .await
+        .unwrap();
+    assert_eq!(s.channel_misses_for_request(req.id).await.unwrap(), 1);
+    assert!(
+        db.raw
+            .exec("DELETE FROM approval_channel_misses")
+            .await
+            .is_err()
+    );
 }

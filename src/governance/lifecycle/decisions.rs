@@ -213,7 +213,7 @@ impl Lifecycle {
     }
 
     /// The stage an approval counts toward: the first whose quorum is not met yet.
-    fn current_stage(&self, ctx: &PolicyContext) -> i32 {
+    pub(super) fn current_stage(&self, ctx: &PolicyContext) -> i32 {
         let needed = crate::policy::rules::quorum::stage_requirements(ctx, self.engine.policy());
         needed
             .iter()

@@ -15,6 +15,7 @@
 //!   by name never removes an earlier retrieval's link.
 //! - A requester has one open request per record at a time (unless the user row allows several).
 
+mod channels;
 mod chase;
 mod decisions;
 mod extension;
@@ -71,6 +72,7 @@ const APPROVAL_ATTEMPTS: usize = 8;
 /// The most people one GROUP approver is asked through (a huge group is a misconfiguration; the
 /// requester is told that only the first ones were asked).
 pub const MAX_GROUP_APPROVERS: usize = 50;
+pub use channels::{ChannelRoute, MAX_CHANNEL_REFRESH_USERS};
 
 /// Why a use case refused or failed. Every variant except `Store` is an answer for the person who
 /// asked; its message says what is going on and never carries a secret or the vault's raw text.

@@ -85,6 +85,32 @@ macro_rules! impl_conversation_store {
                     .await?)
             }
 
+            async fn record_channel_miss(
+                &self,
+                request_id: i64,
+                approval_channel_id: i64,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO approval_channel_misses (request_id, approval_channel_id, at) VALUES ($1, $2, $3)",
+                )
+                .bind(request_id)
+                .bind(approval_channel_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn channel_misses_for_request(&self, request_id: i64) -> StoreResult<i64> {
+                let (n,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM approval_channel_misses WHERE request_id = $1")
+                        .bind(request_id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(n)
+            }
+
             async fn record_waiting_notice(
                 &self,
                 user_id: i64,

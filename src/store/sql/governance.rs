@@ -106,6 +106,53 @@ macro_rules! impl_governance_store {
                     .await?)
             }
 
+            async fn set_approval_channel(
+                &self,
+                authority_id: i64,
+                channel: Option<(&str, Option<&str>)>,
+                by: &str,
+                audit: &NewAuditEvent,
+            ) -> StoreResult<Option<ApprovalChannel>> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "UPDATE approval_channels SET revoked_at = $2, revoked_by = $3
+                     WHERE authority_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(authority_id)
+                .bind(audit.at)
+                .bind(by)
+                .execute(&mut *tx)
+                .await?;
+                let row = match channel {
+                    Some((conversation_id, team_id)) => Some(
+                        sqlx::query_as(
+                            "INSERT INTO approval_channels (authority_id, conversation_id, team_id, set_by, set_at)
+                             VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                        )
+                        .bind(authority_id)
+                        .bind(conversation_id)
+                        .bind(team_id)
+                        .bind(by)
+                        .bind(audit.at)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                    ),
+                    None => None,
+                };
+                Self::append_audit_tx(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn approval_channel(&self, authority_id: i64) -> StoreResult<Option<ApprovalChannel>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM approval_channels WHERE authority_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(authority_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn revoke_authority(
                 &self,
                 id: i64,

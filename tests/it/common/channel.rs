@@ -231,6 +231,9 @@ pub struct ConnectorState {
     pub script: Mutex<VecDeque<(u16, Option<&'static str>)>>,
     /// Calls whose path ends with the first to fail with 500, as many times as the second says.
     pub failing: Mutex<Option<(String, usize)>>,
+    /// Calls whose path ends with the first are refused with the third's status (403
+    /// `BotNotInConversationRoster`, 404…), as many times as the second says.
+    pub refusing: Mutex<Option<(String, usize, u16)>>,
     /// Calls whose path ends with this are never answered (a Connector that hangs).
     pub hanging: Mutex<Option<String>>,
     pub next_id: AtomicUsize,
@@ -297,6 +300,12 @@ impl FakeConnector {
         *self.state.failing.lock().unwrap() = Some((suffix.to_string(), times));
     }
 
+    /// The next `times` calls to a path ending with `suffix` are refused with `status` (the bot
+    /// was removed from that team or chat); other calls are answered normally.
+    pub fn refuse_path(&self, suffix: &str, times: usize, status: u16) {
+        *self.state.refusing.lock().unwrap() = Some((suffix.to_string(), times, status));
+    }
+
     /// Calls to a path ending with `suffix` are recorded and then never answered.
     pub fn hang_path(&self, suffix: &str) {
         *self.state.hanging.lock().unwrap() = Some(suffix.to_string());
@@ -355,6 +364,25 @@ async fn record(
     let hang = matches!((&path, s.hanging.lock().unwrap().as_deref()), (Some(p), Some(h)) if p.ends_with(h));
     if hang {
         std::future::pending::<()>().await;
+    }
+    if let (Some(path), Some((suffix, times, status))) =
+        (path.as_ref(), s.refusing.lock().unwrap().as_mut())
+        && *times > 0
+        && path.ends_with(suffix.as_str())
+    {
+        *times -= 1;
+        let code = if *status == 403 {
+            "BotNotInConversationRoster"
+        } else {
+            "ConversationNotFound"
+        };
+        return Some(
+            (
+                StatusCode::from_u16(*status).unwrap(),
+                Json(json!({"error": {"code": code, "message": "refused for the test"}})),
+            )
+                .into_response(),
+        );
     }
     if let (Some(path), Some((suffix, times))) = (path, s.failing.lock().unwrap().as_mut())
         && *times > 0

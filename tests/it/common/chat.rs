@@ -47,6 +47,33 @@ impl Chat {
         Self::start_with(directory, None, &[]).await
     }
 
+    /// With both directories: `groups` says whose Entra groups a person is in (who may decide),
+    /// `people` lists the groups' members (who is asked), 1:1 chats opened as in
+    /// [`Chat::start_with_people`].
+    pub async fn start_with_directories(
+        groups: Arc<dyn GroupDirectory>,
+        people: Arc<dyn UserDirectory>,
+    ) -> Chat {
+        Self::start_with(Some(groups), Some(people), &[]).await
+    }
+
+    /// As [`Chat::start_with_directories`], over `store` (either database).
+    pub async fn start_over_with_directories(
+        store: Arc<dyn Store>,
+        groups: Arc<dyn GroupDirectory>,
+        people: Arc<dyn UserDirectory>,
+    ) -> Chat {
+        Self::serve(
+            FakeConnector::start().await,
+            store,
+            Some(groups),
+            Some(people),
+            &[],
+            |_| {},
+        )
+        .await
+    }
+
     /// With a people directory, and 1:1 chats opened through the fake Connector (in the demo
     /// tenant) for people the bot has never talked to; `extra` settings on top.
     pub async fn start_with_people(people: Arc<dyn UserDirectory>, extra: &[(&str, &str)]) -> Chat {
