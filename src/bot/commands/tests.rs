@@ -58,6 +58,19 @@ fn normalize_strips_mentions_anywhere() {
 }
 
 #[test]
+fn a_typed_entity_is_read_once_never_twice() {
+    // What a person typed as `&#50;` or `&lt;p&gt;` arrives escaped once more; decoding it twice
+    // (CWE-174) would turn a typed request number into a different one, or swallow typed text.
+    assert_eq!(normalize("release 4&amp;#50;"), "release 4&#50;");
+    assert!(parse("release 4&amp;#50;").is_err());
+    assert_eq!(normalize("because &amp;lt;p&amp;gt;"), "because &lt;p&gt;");
+    assert_eq!(
+        normalize("approve 42 &amp;amp;amp;"),
+        "approve 42 &amp;amp;"
+    );
+}
+
+#[test]
 fn normalize_collapses_every_kind_of_whitespace() {
     assert_eq!(
         normalize("  request\u{a0}\u{a0}db-prod\t2h\n\nbecause   INC-1 "),

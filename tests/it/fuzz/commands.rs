@@ -125,13 +125,24 @@ fn apply_words(text: &str, edits: &[WordEdit]) -> String {
     words.join(" ")
 }
 
+/// Plain text as Teams puts it in an activity's HTML `text`.
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// What the turn relies on, for any input.
 fn check(text: &str) -> Result<(), TestCaseError> {
     let normalized = normalize(text);
+    // Teams sends HTML and `normalize` reads it once: the words it returns, sent again by Teams
+    // (escaped), read back as the same words. Idempotence (`normalize(normalize(x))`) is the wrong
+    // property: it would decode a typed `&amp;#50;` twice into `2` (double decoding, CWE-174),
+    // and a typed `&lt;p&gt;` would lose its `<p>`.
     prop_assert_eq!(
-        normalize(&normalized),
+        normalize(&escape_html(&normalized)),
         normalized.clone(),
-        "normalize is idempotent"
+        "the words read back the same when Teams sends them again"
     );
     prop_assert!(!normalized.starts_with(' ') && !normalized.ends_with(' '));
     let first = parse(text);
