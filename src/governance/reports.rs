@@ -307,6 +307,9 @@ pub struct AccessReport {
     pub to: Timestamp,
     /// The record filter, by title, when one was given.
     pub record: Option<String>,
+    /// The record filter's number (the download link names it).
+    #[serde(skip)]
+    pub record_id: Option<i64>,
     /// The requester filter, by display name, when one was given.
     pub user: Option<String>,
     pub totals: Counts,
@@ -480,6 +483,7 @@ pub fn assemble(
         from: window.from,
         to: window.to,
         record: filters.0,
+        record_id: window.record_id,
         user: filters.1,
         totals,
         by_record,
@@ -552,6 +556,22 @@ impl Reports {
         Reports { store, clock }
     }
 
+    /// The chat's report: the last `days` whole UTC days, today included ([`last_days`]).
+    pub async fn recent(
+        &self,
+        days: u32,
+        record: Option<&str>,
+    ) -> Result<AccessReport, ReportError> {
+        let (from, to) = last_days(days, self.clock.now());
+        self.access(&AccessQuery {
+            from,
+            to,
+            record: record.map(str::to_string),
+            user: None,
+        })
+        .await
+    }
+
     /// Resolves the filters (an unknown or ambiguous record or person is refused), reads the
     /// window in bulk and assembles the report. Reads only.
     pub async fn access(&self, query: &AccessQuery) -> Result<AccessReport, ReportError> {
@@ -614,9 +634,8 @@ impl Reports {
         &self,
         admin: &User,
         report: &AccessReport,
-        record_id: Option<i64>,
     ) -> Result<(), StoreError> {
-        let event = NewAuditEvent::new(
+        let mut event = NewAuditEvent::new(
             format!("user:{}", admin.id),
             "REPORT_DOWNLOADED",
             self.clock.now(),
@@ -626,9 +645,10 @@ impl Reports {
             "format": "csv",
             "from": report.from,
             "to": report.to,
-            "record_id": record_id,
+            "record_id": report.record_id,
             "rows": report.rows.len(),
         }));
+        event.record_id = report.record_id;
         self.store.append_audit(&event).await.map(drop)
     }
 }
