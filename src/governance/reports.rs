@@ -1254,13 +1254,13 @@ mod tests {
                 let own = issuances.iter().filter(|i| i.request_id == row.request_id).count();
                 prop_assert_eq!(row.retrievals.len(), own);
             }
-            let csv_count: u64 = report
+            let csv_ids: Vec<i64> = report
                 .to_csv()
                 .split_terminator("\r\n")
                 .skip(1)
-                .map(|line| line.split(',').next().unwrap().to_string())
-                .count() as u64;
-            prop_assert_eq!(csv_count, rows.len() as u64);
+                .map(|line| line.split(',').next().unwrap().parse().unwrap())
+                .collect();
+            prop_assert_eq!(csv_ids, rows.iter().map(|r| r.id).collect::<Vec<_>>());
         }
     }
 }

@@ -863,6 +863,28 @@ fn snapshots() {
         .unwrap(),
     );
     snap(
+        "access_report",
+        render_access_report(&AccessReportCard::new(
+            "Last 30 days: 2026-10-25 to 2026-11-23 (UTC)",
+            None,
+            "12 requests, 9 leases, 2 denied, 14 retrievals, 1 break-glass.",
+            vec![
+                ReportLine::new("db-prod", "7 requests · 5 leases · 9 retrievals"),
+                ReportLine::new(
+                    "aws-root",
+                    "5 requests · 4 leases · 5 retrievals · 1 break-glass",
+                ),
+            ],
+            vec![
+                ReportLine::new("Ana Silva", "8 requests · 6 leases · 10 retrievals"),
+                ReportLine::new("Ben Okafor", "4 requests · 3 leases · 4 retrievals"),
+            ],
+            &format!("{BASE}/reports/access/2026-10-25/2026-11-24"),
+            10,
+        ))
+        .unwrap(),
+    );
+    snap(
         "admin_result",
         render_admin_result(&AdminResultCard::new(
             "Policy replay",
