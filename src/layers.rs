@@ -118,6 +118,13 @@ pub const STORE_READS: &[&str] = &[
     "outstanding_issuances_for",
     "unremovable_shares",
     "last_job_runs",
+    // ReportStore
+    "report_requests",
+    "report_approvals",
+    "report_issuances",
+    "report_audit_events",
+    "users_by_ids",
+    "records_by_ids",
     // AuditStore
     "audit_events_after",
     "audit_events_for_request",

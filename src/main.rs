@@ -45,6 +45,11 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Reports read from the configured database (nothing is written).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The Teams app package.
     Manifest {
         #[command(subcommand)]
@@ -89,6 +94,33 @@ enum AuditCommand {
         from: i64,
         #[arg(long)]
         out: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// One row per request created in [FROM, TO): requester, record, folder, sensitivity,
+    /// decisions, lease, retrievals (kind of address only), how the lease ended, break-glass and
+    /// its review; totals per record and per person (json, md).
+    Access {
+        /// Start of the window, included: YYYY-MM-DD (midnight UTC) or RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// End of the window, excluded: YYYY-MM-DD (midnight UTC) or RFC 3339.
+        #[arg(long)]
+        to: String,
+        /// Only this record: vault uid, exact title or unique title prefix.
+        #[arg(long)]
+        record: Option<String>,
+        /// Only this requester: email, UPN or Entra object id.
+        #[arg(long)]
+        user: Option<String>,
+        /// csv (RFC 4180), json or md.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write here instead of to standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -264,6 +296,7 @@ async fn main() -> ExitCode {
         Command::Manifest { command } => manifest(&settings, command),
         Command::Healthcheck { .. } => unreachable!("handled before the settings are loaded"),
         Command::Audit { command } => audit(settings, command).await,
+        Command::Report { command } => report(settings, command).await,
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
             print!("{}", report.render());
@@ -458,6 +491,80 @@ async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("passkey: {label}: {}", with_causes(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `passkey report access`. Exit codes: 0 written, 1 refused (a bad date, format, record or
+/// person: the message says which; nothing was written), 2 the database or the output file could
+/// not be used.
+async fn report(settings: Settings, command: ReportCommand) -> ExitCode {
+    use passkey::domain::SystemClock;
+    use passkey::governance::reports::{AccessQuery, ReportFormat, Reports, parse_date};
+    use std::sync::Arc;
+
+    let ReportCommand::Access {
+        from,
+        to,
+        record,
+        user,
+        format,
+        output,
+    } = command;
+    let parsed = (|| {
+        Ok::<_, passkey::governance::reports::ReportError>((
+            parse_date(&from)?,
+            parse_date(&to)?,
+            format.parse::<ReportFormat>()?,
+        ))
+    })();
+    let (from, to, format) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("passkey: report access: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let label = settings.database_label();
+    let store = match open_migrated_store(&settings, &label).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let reports = Reports::new(store, Arc::new(SystemClock));
+    let query = AccessQuery {
+        from,
+        to,
+        record,
+        user,
+    };
+    let text = match reports.access(&query).await {
+        Ok(report) => report.render(format),
+        Err(e) if e.is_refusal() => {
+            eprintln!("passkey: report access: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let written = match &output {
+        Some(path) => std::fs::write(path, text.as_bytes()),
+        None => std::io::stdout().write_all(text.as_bytes()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let place = output.map_or("standard output".to_string(), |p| p.display().to_string());
+            eprintln!("passkey: report access: cannot write {place}: {e}");
             ExitCode::from(2)
         }
     }

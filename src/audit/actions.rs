@@ -76,13 +76,15 @@ catalogue! {
         "AUTHORITY_GRANTED", "AUTHORITY_REVOKED", "APPROVAL_CHANNEL_SET", "APPROVAL_CHANNEL_CLEARED",
     ],
     Role: ["ROLE_CHANGED"],
-    BreakGlass: ["BREAK_GLASS_APPROVED"],
+    BreakGlass: ["BREAK_GLASS_APPROVED", "BREAK_GLASS_REVIEWED"],
     Triage: ["TRIAGE_APPROVED", "TRIAGE_DENIED"],
     SignIn: ["SIGNED_IN", "SIGNIN_REFUSED"],
     Admin: ["POLICY_DEFAULT_LOADED", "DEMO_DATA_LOADED", "RECORD_SENSITIVITY_CHANGED"],
     BotInstall: ["BOT_INSTALLED", "BOT_INSTALL_UPDATED", "BOT_UNINSTALLED"],
     Channel: ["CONNECTOR_HOST_REFUSED"],
-    Audit: ["AUDIT_EXPORTED", "AUDIT_ARCHIVED", "AUDIT_VERIFY_FAILED"],
+    Audit: [
+        "AUDIT_EXPORTED", "AUDIT_ARCHIVED", "AUDIT_VERIFY_FAILED", "REPORT_DOWNLOADED",
+    ],
     Service: ["SERVICE_STARTED", "SERVICE_STOPPED"],
 }
 
@@ -125,6 +127,10 @@ mod tests {
         "RRS_NO_CONTROLLER",
         "RRS_NO_ROTATION",
         "RRS_ONLINE",
+        // The access report's words for decisions that are not one approver's say.
+        "AUTO_APPROVE",
+        "BREAK_GLASS",
+        "EXPIRED_UNDECIDED",
         // serde's rename rule.
         "SCREAMING_SNAKE_CASE",
     ];

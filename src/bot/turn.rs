@@ -1378,6 +1378,12 @@ async fn admin_reply_for(
             admin::totp_invite_reply(state, admin, &user).await?,
         ),
         AdminCommand::Health => return Ok(Reply::Card(views::admin_health(state).await?)),
+        AdminCommand::Report { days, record } => {
+            match views::access_report(state, days, record.as_deref()).await? {
+                Ok(card) => return Ok(Reply::Card(card)),
+                Err(refusal) => ("Access report", (false, refusal)),
+            }
+        }
         AdminCommand::Sync => {
             let actor = format!("user:{}", admin.id);
             match crate::governance::vault_sync::sync_vault(
@@ -1488,6 +1494,7 @@ fn admin_name(c: &AdminCommand) -> &'static str {
         AdminCommand::Revoke { .. } => "revoke",
         AdminCommand::TotpInvite { .. } => "totp-invite",
         AdminCommand::Replay { .. } => "replay",
+        AdminCommand::Report { .. } => "report",
     }
 }
 

@@ -596,3 +596,64 @@ impl From<&LifecycleError> for crate::cards::ErrorCard {
         }
     }
 }
+
+/// `admin report [7d|30d] [record]`: the card, or why not (an unknown or ambiguous record).
+pub async fn access_report(
+    state: &BotState,
+    days: u32,
+    record: Option<&str>,
+) -> Result<Result<Value, String>, ApiError> {
+    use crate::governance::reports::{ReportError, Reports, TOP_ROWS, date_text};
+    let reports = Reports::new(state.store.clone(), state.clock.clone());
+    let report = match reports.recent(days, record).await {
+        Ok(report) => report,
+        Err(ReportError::Store(e)) => return Err(e.into()),
+        Err(refusal) => return Ok(Err(refusal.to_string())),
+    };
+    let counts = |c: &crate::governance::reports::Counts| {
+        format!(
+            "{} requests · {} leases · {} retrievals{}",
+            c.requests,
+            c.leases,
+            c.retrievals,
+            if c.break_glass > 0 {
+                format!(" · {} break-glass", c.break_glass)
+            } else {
+                String::new()
+            }
+        )
+    };
+    let t = &report.totals;
+    let summary = format!(
+        "{} requests, {} leases, {} denied, {} retrievals, {} break-glass.",
+        t.requests, t.leases, t.denied, t.retrievals, t.break_glass
+    );
+    let from = date_text(report.from);
+    let last_day = date_text(report.to.minus(time::Duration::days(1)));
+    let mut url = format!(
+        "{}/reports/access/{from}/{}",
+        state.settings.public_base_url().trim_end_matches('/'),
+        date_text(report.to)
+    );
+    if let Some(id) = report.record_id {
+        url.push_str(&format!("/{id}"));
+    }
+    let card = cards::AccessReportCard::new(
+        &format!("Last {days} days: {from} to {last_day} (UTC)"),
+        report.record.as_deref(),
+        &summary,
+        report
+            .by_record
+            .iter()
+            .map(|r| cards::ReportLine::new(&r.record, &counts(&r.counts)))
+            .collect(),
+        report
+            .by_person
+            .iter()
+            .map(|p| cards::ReportLine::new(&p.person, &counts(&p.counts)))
+            .collect(),
+        &url,
+        TOP_ROWS,
+    );
+    Ok(Ok(rendered(cards::render_access_report(&card))?))
+}

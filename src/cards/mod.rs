@@ -19,7 +19,8 @@
 //! - The rendered text is parsed back as JSON, must be an `AdaptiveCard`, and must fit in
 //!   [`MAX_CARD_BYTES`]. Anything else is a [`CardError`], never a panic.
 //! - No view model has a field for a share URL, an issuance token or an OTP (INV-5). The only link
-//!   a card carries is the Retrieve button's `{base}/requests/{id}/issue`, which holds no secret.
+//!   a card carries is the Retrieve button's `{base}/requests/{id}/issue`, and the access report's
+//!   download link `{base}/reports/access/{from}/{to}[/{record id}]`; neither holds a secret.
 
 mod views;
 
@@ -61,7 +62,7 @@ pub enum CardError {
 }
 
 /// Every template, by name. The name is also the file name in `cards/` (without `.json`).
-pub const TEMPLATES: [(&str, &str); 13] = [
+pub const TEMPLATES: [(&str, &str); 14] = [
     ("welcome", include_str!("../../cards/welcome.json")),
     ("help", include_str!("../../cards/help.json")),
     (
@@ -96,6 +97,10 @@ pub const TEMPLATES: [(&str, &str); 13] = [
         include_str!("../../cards/admin-result.json"),
     ),
     ("error", include_str!("../../cards/error.json")),
+    (
+        "access-report",
+        include_str!("../../cards/access-report.json"),
+    ),
 ];
 
 static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(registry);
@@ -285,6 +290,10 @@ pub fn render_admin_result(view: &AdminResultCard) -> Result<Value, CardError> {
 
 pub fn render_error(view: &ErrorCard) -> Result<Value, CardError> {
     render("error", view)
+}
+
+pub fn render_access_report(view: &AccessReportCard) -> Result<Value, CardError> {
+    render("access-report", view)
 }
 
 #[cfg(test)]

@@ -1240,3 +1240,54 @@ impl ErrorCard {
         self
     }
 }
+
+/// One line of the access report card: a record or a person, and what they add up to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportLine {
+    pub name: String,
+    pub detail: String,
+}
+
+impl ReportLine {
+    pub fn new(name: &str, detail: &str) -> Self {
+        ReportLine {
+            name: short(name),
+            detail: short(detail),
+        }
+    }
+}
+
+/// `admin report`: the window, the totals, the top records and people, and the button that
+/// downloads the full CSV from the signed-in page. The link holds the window and the record
+/// number, no secret: the page signs the admin in and checks the role itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessReportCard {
+    pub window: String,
+    pub record: Option<String>,
+    pub summary: String,
+    pub records: Vec<ReportLine>,
+    pub people: Vec<ReportLine>,
+    pub download_url: String,
+}
+
+impl AccessReportCard {
+    /// At most `top` records and people are listed.
+    pub fn new(
+        window: &str,
+        record: Option<&str>,
+        summary: &str,
+        records: Vec<ReportLine>,
+        people: Vec<ReportLine>,
+        download_url: &str,
+        top: usize,
+    ) -> Self {
+        AccessReportCard {
+            window: short(window),
+            record: record.map(short),
+            summary: long(summary),
+            records: records.into_iter().take(top).collect(),
+            people: people.into_iter().take(top).collect(),
+            download_url: download_url.to_string(),
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`conversations`]: what the bot keeps about whom it talks to and where (turn claims,
 //!   people, conversation addresses, sent cards).
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
+//! - [`reports`]: the access report (rows per request, totals per record and per person).
 
 pub mod admin;
 pub mod conversations;
@@ -18,4 +19,5 @@ pub mod identities;
 pub mod lifecycle;
 pub mod permissions;
 pub mod policies;
+pub mod reports;
 pub mod vault_sync;

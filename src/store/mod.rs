@@ -812,6 +812,28 @@ pub trait LocalShareStore: Send + Sync {
     async fn local_shares(&self, record_uid: &str) -> StoreResult<Vec<LocalShareRow>>;
 }
 
+/// Bulk reads for the access report (`governance::reports`): one query per table for the
+/// requests of a [`ReportWindow`], never one per request. Reads only.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// The window's requests, oldest first.
+    async fn report_requests(&self, window: &ReportWindow) -> StoreResult<Vec<Request>>;
+    /// Every approver's say on the window's requests, by request then time.
+    async fn report_approvals(&self, window: &ReportWindow) -> StoreResult<Vec<Approval>>;
+    /// Every share handed out for the window's requests, by request then time.
+    async fn report_issuances(&self, window: &ReportWindow) -> StoreResult<Vec<IssuanceEvent>>;
+    /// The audit events with one of `actions` about the window's requests, in chain order.
+    async fn report_audit_events(
+        &self,
+        window: &ReportWindow,
+        actions: &[&str],
+    ) -> StoreResult<Vec<AuditEvent>>;
+    /// The people with these ids (unknown ids are left out), by id.
+    async fn users_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<User>>;
+    /// The records with these ids (unknown ids are left out), by id.
+    async fn records_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<Record>>;
+}
+
 #[async_trait]
 pub trait HealthStore: Send + Sync {
     /// A round trip to the database.
@@ -848,6 +870,7 @@ pub trait Store:
     + JobStore
     + SecondFactorStore
     + LocalShareStore
+    + ReportStore
     + HealthStore
 {
     fn kind(&self) -> DatabaseKind;

@@ -814,3 +814,13 @@ pub struct SmsCredentialFault {
     pub first_seen_at: Timestamp,
     pub last_seen_at: Timestamp,
 }
+
+/// Which requests an access report covers: those created in `[from, to)` (half-open, so
+/// consecutive windows never count a request twice), optionally of one record and one requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportWindow {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub record_id: Option<i64>,
+    pub requester_id: Option<i64>,
+}

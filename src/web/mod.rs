@@ -10,6 +10,7 @@ mod html;
 pub mod issue;
 pub mod oidc;
 pub mod rate_limit;
+mod reports;
 pub mod session;
 pub mod signin;
 pub mod state;
@@ -41,7 +42,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::bot::router().with_state(BotState::from_ref(&state)))
         .merge(dev_vault::router().with_state(state::DevVaultState::from_ref(&state)))
         .merge(signin::router().with_state(pages.clone()))
-        .merge(issue::router().with_state(pages))
+        .merge(issue::router().with_state(pages.clone()))
+        .merge(reports::router().with_state(pages))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::map_response_with_state(
             state.web.clone(),

@@ -57,8 +57,13 @@ fn check(what: &str, card: &Value) {
     assert!(!text.contains("#t="), "{what}: a token fragment");
     assert!(!text.contains("/vault/share"), "{what}: a share link");
     for url in open_urls(card) {
+        let report = format!("{BASE}/reports/access/");
         assert!(
-            url.starts_with(BASE) && url.ends_with("/issue"),
+            (url.starts_with(BASE) && url.ends_with("/issue"))
+                || (url.starts_with(&report)
+                    && url[report.len()..]
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'-' || b == b'/')),
             "{what}: unexpected link {url}"
         );
     }
@@ -309,6 +314,37 @@ pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
     cards.push((
         "error".into(),
         render_error(&ErrorCard::new(text, long_text).with_reference(text)).unwrap(),
+    ));
+    let lines = |what: &str| -> Vec<ReportLine> {
+        (0..15)
+            .map(|i| ReportLine::new(&format!("{i} {what} {text}"), long_text))
+            .collect()
+    };
+    cards.push((
+        "access report".into(),
+        render_access_report(&AccessReportCard::new(
+            text,
+            Some(text),
+            long_text,
+            lines("record"),
+            lines("person"),
+            &format!("{BASE}/reports/access/2026-10-25/2026-11-24/42"),
+            10,
+        ))
+        .unwrap(),
+    ));
+    cards.push((
+        "access report, nothing".into(),
+        render_access_report(&AccessReportCard::new(
+            "Last 7 days",
+            None,
+            "0 requests.",
+            vec![],
+            vec![],
+            &format!("{BASE}/reports/access/2026-11-17/2026-11-24"),
+            10,
+        ))
+        .unwrap(),
     ));
     // An admin report of many hostile lines, fenced (monospace) and not.
     let report: String = (0..60)
@@ -841,6 +877,28 @@ fn snapshots() {
                 job_run("lease-expiry", true, None),
                 job_run("vault-sync", false, Some("the vault is busy")),
             ],
+        ))
+        .unwrap(),
+    );
+    snap(
+        "access_report",
+        render_access_report(&AccessReportCard::new(
+            "Last 30 days: 2026-10-25 to 2026-11-23 (UTC)",
+            None,
+            "12 requests, 9 leases, 2 denied, 14 retrievals, 1 break-glass.",
+            vec![
+                ReportLine::new("db-prod", "7 requests · 5 leases · 9 retrievals"),
+                ReportLine::new(
+                    "aws-root",
+                    "5 requests · 4 leases · 5 retrievals · 1 break-glass",
+                ),
+            ],
+            vec![
+                ReportLine::new("Ana Silva", "8 requests · 6 leases · 10 retrievals"),
+                ReportLine::new("Ben Okafor", "4 requests · 3 leases · 4 retrievals"),
+            ],
+            &format!("{BASE}/reports/access/2026-10-25/2026-11-24"),
+            10,
         ))
         .unwrap(),
     );

@@ -44,6 +44,7 @@ mod playground_config;
 mod policy_properties;
 mod policy_store;
 mod production;
+mod reports;
 mod scheduler;
 mod server;
 mod store_contract;

@@ -35,7 +35,7 @@ const DURATION_FORMS: &str = "Durations look like `30m`, `2h`, `1d`, `90 minutes
 const ADMIN_SUBCOMMANDS: &str = "Admin commands are `admin health`, `admin sync`, `admin triage`, \
      `admin audit verify`, `admin authority …`, `admin sensitivity …`, `admin role …`, \
      `admin replay 17` (or `admin replay all`), \
-     `admin revoke 42 REASON` and `admin totp-invite PERSON`.";
+     `admin revoke 42 REASON`, `admin report [7d|30d] [RECORD]` and `admin totp-invite PERSON`.";
 
 /// Top-level keywords offered as "did you mean" suggestions, in order of
 /// preference when two are equally close.
@@ -66,6 +66,7 @@ const ADMIN_SUGGESTIONS: &[&str] = &[
     "role",
     "replay",
     "revoke",
+    "report",
     "totp-invite",
 ];
 
@@ -132,6 +133,12 @@ pub enum AdminCommand {
     /// Re-evaluate one stored decision trace (`Some(id)`) or all of them (`None`).
     Replay {
         trace_id: Option<i64>,
+    },
+    /// `admin report [7d|30d] [record…]`: the access report of the last 7 (default) or 30 days,
+    /// optionally of one record.
+    Report {
+        days: u32,
+        record: Option<String>,
     },
     /// `admin totp-invite <email or Entra object id>`: a one-time invitation to set up an
     /// authenticator app without a factor on file.

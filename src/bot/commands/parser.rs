@@ -481,6 +481,35 @@ fn parse_admin(rest: &[&str]) -> Result<AdminCommand, ParseError> {
                 })
             }
         },
+        "report" => {
+            let (days, record) = match args.split_first() {
+                Some((first, rest))
+                    if first.len() > 1
+                        && first.ends_with(['d', 'D'])
+                        && first[..first.len() - 1].bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    let days = first[..first.len() - 1]
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|d| crate::governance::reports::CHAT_WINDOWS_DAYS.contains(d))
+                        .ok_or_else(|| {
+                            usage(
+                                "admin report",
+                                format!(
+                                    "Reports cover the last `7d` or `30d`, not `{}`: e.g. `admin report 30d db-prod`.",
+                                    echo(first)
+                                ),
+                            )
+                        })?;
+                    (days, rest)
+                }
+                _ => (crate::governance::reports::CHAT_WINDOWS_DAYS[0], args),
+            };
+            Ok(AdminCommand::Report {
+                days,
+                record: (!record.is_empty()).then(|| record.join(" ")),
+            })
+        }
         "revoke" => {
             let example = "`admin revoke 42 left the team`";
             let request_id = parse_id(args.first(), "admin revoke", example)?;

@@ -600,6 +600,27 @@ fn admin_subcommands() {
         })
     );
     assert_eq!(
+        parse("admin report"),
+        admin(AdminCommand::Report {
+            days: 7,
+            record: None
+        })
+    );
+    assert_eq!(
+        parse("admin Report 30D db prod"),
+        admin(AdminCommand::Report {
+            days: 30,
+            record: Some("db prod".into())
+        })
+    );
+    assert_eq!(
+        parse("admin report db-prod"),
+        admin(AdminCommand::Report {
+            days: 7,
+            record: Some("db-prod".into())
+        })
+    );
+    assert_eq!(
         parse("admin revoke #12 Left The Team"),
         admin(AdminCommand::Revoke {
             request_id: 12,
@@ -620,6 +641,7 @@ fn admin_usage_errors() {
         "`admin sensitivity",
         "`admin role",
         "`admin revoke",
+        "`admin report",
     ] {
         assert!(message.contains(sub), "missing {sub}: {message}");
     }
@@ -646,6 +668,10 @@ fn admin_usage_errors() {
 
     let message = usage_message("admin audit", "admin audit verify");
     assert!(message.contains("`admin audit verify`"), "{message}");
+
+    let message = usage_message("admin report 9d", "admin report");
+    assert!(message.contains("`7d` or `30d`"), "{message}");
+    assert!(message.contains("`9d`"), "{message}");
 
     let message = usage_message("admin revoke 12", "admin revoke");
     assert!(
