@@ -22,6 +22,7 @@ pub enum ActionGroup {
     Authority,
     Role,
     BreakGlass,
+    Review,
     Triage,
     SignIn,
     Admin,
@@ -74,7 +75,11 @@ catalogue! {
     ],
     Authority: ["AUTHORITY_GRANTED", "AUTHORITY_REVOKED"],
     Role: ["ROLE_CHANGED"],
-    BreakGlass: ["BREAK_GLASS_APPROVED"],
+    BreakGlass: ["BREAK_GLASS_APPROVED", "BREAK_GLASS_REVIEWED"],
+    Review: [
+        "ACCESS_REVIEW_CAMPAIGN_STARTED", "ACCESS_REVIEW_DECIDED", "ACCESS_REVIEW_REMINDED",
+        "ACCESS_REVIEW_ESCALATED", "ACCESS_REVIEW_COMPLETED",
+    ],
     Triage: ["TRIAGE_APPROVED", "TRIAGE_DENIED"],
     SignIn: ["SIGNED_IN", "SIGNIN_REFUSED"],
     Admin: ["POLICY_DEFAULT_LOADED", "DEMO_DATA_LOADED", "RECORD_SENSITIVITY_CHANGED"],
@@ -123,6 +128,8 @@ mod tests {
         "RRS_NO_CONTROLLER",
         "RRS_NO_ROTATION",
         "RRS_ONLINE",
+        // The kind of an access review row (a break-glass use to review).
+        "BREAK_GLASS",
         // serde's rename rule.
         "SCREAMING_SNAKE_CASE",
     ];

@@ -9,6 +9,8 @@
 //! - [`conversations`]: what the bot keeps about whom it talks to and where (turn claims,
 //!   people, conversation addresses, sent cards).
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
+//! - [`reviews`]: access review campaigns: owners keep or remove authority rows, break-glass
+//!   uses are reviewed after the fact.
 
 pub mod admin;
 pub mod conversations;
@@ -18,4 +20,5 @@ pub mod identities;
 pub mod lifecycle;
 pub mod permissions;
 pub mod policies;
+pub mod reviews;
 pub mod vault_sync;

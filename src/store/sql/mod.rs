@@ -17,6 +17,7 @@ pub(super) mod leases;
 pub(super) mod local_shares;
 pub(super) mod permissions;
 pub(super) mod requests;
+pub(super) mod reviews;
 pub(super) mod second_factor;
 pub(super) mod users;
 pub(super) mod vault;
@@ -109,7 +110,7 @@ macro_rules! impl_store {
         use $crate::store::models::*;
         use $crate::store::{
             AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, LocalShareStore, PermissionStore,
-            RequestStore, SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
+            RequestStore, ReviewStore, SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
         };
         use serde_json::Value;
         use async_trait::async_trait;
@@ -449,6 +450,7 @@ macro_rules! impl_store {
         $crate::store::sql::jobs::impl_job_store!($store, $db);
         $crate::store::sql::second_factor::impl_second_factor_store!($store, $db);
         $crate::store::sql::local_shares::impl_local_share_store!($store, $db);
+        $crate::store::sql::reviews::impl_review_store!($store, $db);
         $crate::store::sql::health::impl_health_store!($store, $db);
         }
     };
