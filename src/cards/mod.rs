@@ -61,7 +61,7 @@ pub enum CardError {
 }
 
 /// Every template, by name. The name is also the file name in `cards/` (without `.json`).
-pub const TEMPLATES: [(&str, &str); 13] = [
+pub const TEMPLATES: [(&str, &str); 14] = [
     ("welcome", include_str!("../../cards/welcome.json")),
     ("help", include_str!("../../cards/help.json")),
     (
@@ -96,6 +96,10 @@ pub const TEMPLATES: [(&str, &str); 13] = [
         include_str!("../../cards/admin-result.json"),
     ),
     ("error", include_str!("../../cards/error.json")),
+    (
+        "access-review",
+        include_str!("../../cards/access-review.json"),
+    ),
 ];
 
 static REGISTRY: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(registry);
@@ -281,6 +285,10 @@ pub fn render_admin_health(view: &AdminHealthCard) -> Result<Value, CardError> {
 
 pub fn render_admin_result(view: &AdminResultCard) -> Result<Value, CardError> {
     render("admin-result", view)
+}
+
+pub fn render_access_review(view: &AccessReviewCard) -> Result<Value, CardError> {
+    render("access-review", view)
 }
 
 pub fn render_error(view: &ErrorCard) -> Result<Value, CardError> {
