@@ -28,6 +28,18 @@ pub enum CardAction {
         request_id: i64,
         duration: String,
     },
+    /// Keep (`keep`) or remove one row of an access review.
+    ReviewDecide {
+        review_id: i64,
+        kind: String,
+        item_id: i64,
+        keep: bool,
+    },
+    /// "Confirm the rest": keep the undecided rows the card showed (`shown`).
+    ReviewConfirm {
+        review_id: i64,
+        shown: Vec<(String, i64)>,
+    },
     /// A card asking for its current, per-user view (automatic refresh or a Refresh button).
     Refresh {
         request_id: Option<i64>,
@@ -43,7 +55,7 @@ pub enum ActionError {
     UnknownVerb(String),
     #[error("the card action is missing `{0}`")]
     MissingField(&'static str),
-    #[error("`{0}` must be a request number")]
+    #[error("`{0}` must be a positive number (or a row kind the card names)")]
     BadRequestId(&'static str),
     #[error("the card action is not an Action.Execute payload")]
     NotExecute,
@@ -106,6 +118,24 @@ fn decode(verb: &str, data: &Value) -> Result<CardAction, ActionError> {
             request_id: id()?,
             duration: text("duration").ok_or(ActionError::MissingField("duration"))?,
         },
+        "reviewKeep" | "reviewRemove" => CardAction::ReviewDecide {
+            review_id: positive(data, "reviewId")?,
+            kind: review_row_kind(text("kind"))?,
+            item_id: positive(data, "itemId")?,
+            keep: verb == "reviewKeep",
+        },
+        "reviewConfirm" => CardAction::ReviewConfirm {
+            review_id: positive(data, "reviewId")?,
+            shown: text("shown")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|row| {
+                    let (kind, id) = row.split_once(':')?;
+                    let kind = review_row_kind(Some(kind.to_string())).ok()?;
+                    Some((kind, id.trim().parse().ok().filter(|id: &i64| *id > 0)?))
+                })
+                .collect(),
+        },
         "refresh" => CardAction::Refresh {
             request_id: if data.get("requestId").is_some() {
                 Some(id()?)
@@ -118,18 +148,29 @@ fn decode(verb: &str, data: &Value) -> Result<CardAction, ActionError> {
     })
 }
 
+/// An access review row kind, exactly as the card names it.
+fn review_row_kind(kind: Option<String>) -> Result<String, ActionError> {
+    match kind.as_deref() {
+        Some(k @ ("AUTHORITY" | "BREAK_GLASS")) => Ok(k.to_string()),
+        Some(_) => Err(ActionError::BadRequestId("kind")),
+        None => Err(ActionError::MissingField("kind")),
+    }
+}
+
 /// `requestId` as a number or a numeric string; positive.
 fn request_id(data: &Value) -> Result<i64, ActionError> {
-    let raw = data
-        .get("requestId")
-        .ok_or(ActionError::MissingField("requestId"))?;
+    positive(data, "requestId")
+}
+
+/// `key` as a number or a numeric string; positive.
+fn positive(data: &Value, key: &'static str) -> Result<i64, ActionError> {
+    let raw = data.get(key).ok_or(ActionError::MissingField(key))?;
     let id = match raw {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().trim_start_matches('#').parse().ok(),
         _ => None,
     };
-    id.filter(|id| *id > 0)
-        .ok_or(ActionError::BadRequestId("requestId"))
+    id.filter(|id| *id > 0).ok_or(ActionError::BadRequestId(key))
 }
 
 #[cfg(test)]

@@ -399,6 +399,20 @@ impl Reviews {
         view(self.store().as_ref(), review_id).await
     }
 
+    /// The OWNER rows of the review that name `user` (they get no buttons there).
+    pub async fn own_rows(&self, user: &User, view: &ReviewView) -> Result<Vec<i64>, StoreError> {
+        let mut rows = Vec::new();
+        for (item, _) in &view.items {
+            if item.kind == ITEM_AUTHORITY
+                && item.owner_row
+                && let Some(a) = self.store().authority_by_id(item.id).await?
+            {
+                rows.push(a);
+            }
+        }
+        self.lifecycle.rows_naming(user, &rows).await
+    }
+
     /// Checks that `user` may answer an open review; returns it with the OWNER rows naming them.
     async fn answerable(
         &self,
