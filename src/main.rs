@@ -45,6 +45,11 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Reports for auditors, read from the configured database.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The Teams app package.
     Manifest {
         #[command(subcommand)]
@@ -90,6 +95,26 @@ enum AuditCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Access review campaigns: completion, removals, open reviews (every campaign, newest
+    /// first, or one).
+    Reviews {
+        /// Only this campaign.
+        #[arg(long)]
+        campaign: Option<i64>,
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReviewReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReviewReportFormat {
+    Csv,
+    Json,
+    Md,
 }
 
 #[derive(Subcommand)]
@@ -257,6 +282,9 @@ async fn main() -> ExitCode {
         Command::Manifest { command } => manifest(&settings, command),
         Command::Healthcheck { .. } => unreachable!("handled before the settings are loaded"),
         Command::Audit { command } => audit(settings, command).await,
+        Command::Report {
+            command: ReportCommand::Reviews { campaign, format },
+        } => report_reviews(settings, campaign, format).await,
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
             print!("{}", report.render());
@@ -364,6 +392,57 @@ async fn migrate(settings: Settings) -> ExitCode {
 /// `passkey audit …`. Verify runs offline; export and archive use the configured database and
 /// signing key. Exit codes: 0 done / verified, 1 refused / failed verification, 2 unusable input
 /// or database.
+/// `passkey report reviews`: campaign summaries on stdout. An unknown campaign exits 1.
+async fn report_reviews(
+    settings: Settings,
+    campaign: Option<i64>,
+    format: ReviewReportFormat,
+) -> ExitCode {
+    use passkey::governance::reviews;
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let label = settings.database_label();
+    let store = match open_migrated_store(&settings, &label).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let found = match campaign {
+        Some(id) => reviews::summary(store.as_ref(), Some(id))
+            .await
+            .map(|s| s.into_iter().collect::<Vec<_>>()),
+        None => reviews::summaries(store.as_ref()).await,
+    };
+    let summaries = match found {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if let (Some(id), true) = (campaign, summaries.is_empty()) {
+        eprintln!("passkey: there is no access review campaign #{id}");
+        return ExitCode::FAILURE;
+    }
+    let text = match format {
+        ReviewReportFormat::Csv => reviews::summaries_csv(&summaries),
+        ReviewReportFormat::Md => reviews::summaries_markdown(&summaries),
+        ReviewReportFormat::Json => match serde_json::to_string_pretty(&summaries) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("passkey: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let _ = write!(std::io::stdout(), "{text}");
+    ExitCode::SUCCESS
+}
+
 async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
     use passkey::audit::{AuditError, AuditTrail, trail};
     use passkey::domain::SystemClock;

@@ -569,7 +569,7 @@ impl TeamsNotifier {
             ReviewNoticeKind::Escalated => "Escalated to the admins: no owner answered in time, or the record has no owner anyone can reach.",
         };
         let own = self.own_review_rows(&user, &view).await?;
-        let card = super::views::access_review_card(&view, &own, Some(note))
+        let card = super::views::access_review_card(&view, user.id, &own, Some(note))
             .map_err(|e| e.to_string())?;
         let target = ConversationTarget {
             service_url: chat.service_url,
@@ -625,7 +625,7 @@ impl TeamsNotifier {
             };
             let own = self.own_review_rows(&user, &view).await?;
             let card = crate::domain::for_reader(self.zone_of(user.id).await, async {
-                super::views::access_review_card(&view, &own, None)
+                super::views::access_review_card(&view, user.id, &own, None)
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -1336,6 +1336,7 @@ async fn review_answer(
                 .then_some("Thank you: every row of this review is decided.");
             Ok(Reply::Card(views::access_review_card(
                 &decided.view,
+                user.id,
                 &own,
                 note,
             )?))

@@ -445,9 +445,10 @@ async fn access_review_check(state: &BotState) -> HealthCheck {
 }
 
 /// An access review's card for a reader: `own_rows` are the OWNER rows naming them (no buttons
-/// there), `note` a line above the facts (why they get it, or what just happened).
+/// there, nor on their own break-glass uses), `note` a line above the facts (why they get it, or what just happened).
 pub fn access_review_card(
     view: &crate::governance::reviews::ReviewView,
+    reader_id: i64,
     own_rows: &[i64],
     note: Option<&str>,
 ) -> Result<Value, ApiError> {
@@ -483,8 +484,7 @@ pub fn access_review_card(
                     .map(|c| c.to_uppercase().chain(first).collect())
                     .unwrap_or_default()
             }),
-            decidable: decision.is_none()
-                && !(item.kind == crate::store::ITEM_AUTHORITY && own_rows.contains(&item.id)),
+            decidable: decision.is_none() && !item.is_own(reader_id, own_rows),
         })
         .collect();
     let holders: Vec<(String, u32)> = view

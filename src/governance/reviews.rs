@@ -12,7 +12,8 @@
 //!   open from an earlier one; their undecided rows are in the new reviews.
 //! - Who may answer: the people an OWNER row in force names now (a GROUP through its members).
 //!   Admins may answer once the review was escalated to them. Nobody decides the OWNER row that
-//!   names themselves (no one confirms their own authority): another owner or an admin does.
+//!   names themselves, nor reviews their own break-glass use (no one confirms their own access):
+//!   another owner or an admin does, so a record with one owner reaches the admins that way.
 //! - A record with authorities but no owner anyone can reach is escalated to the admins at once.
 //! - Remove on an authority row revokes it (append-only: `revoked_*` set once) in the same
 //!   transaction as the decision, with `AUTHORITY_REVOKED`. Keep on a break-glass use accepts it,
@@ -61,6 +62,8 @@ pub enum ReviewError {
     UnknownItem(i64),
     #[error("You cannot decide your own OWNER row; another owner or an admin does.")]
     OwnRow,
+    #[error("You cannot review your own break-glass use; another owner or an admin does.")]
+    OwnUse,
     #[error("That row was already decided: {0}.")]
     AlreadyDecided(String),
     #[error("Nothing is left for you to confirm on access review #{0}.")]
@@ -81,6 +84,20 @@ pub struct ReviewItem {
     /// An OWNER row (nobody decides the one naming themselves).
     #[serde(default)]
     pub owner_row: bool,
+    /// Who used break-glass (nobody reviews their own use).
+    #[serde(default)]
+    pub requester_id: Option<i64>,
+}
+
+impl ReviewItem {
+    /// Whether `user` may not decide this row: their own OWNER row (`own_rows`) or their own
+    /// break-glass use.
+    pub fn is_own(&self, user_id: i64, own_rows: &[i64]) -> bool {
+        match self.kind.as_str() {
+            ITEM_AUTHORITY => own_rows.contains(&self.id),
+            _ => self.requester_id == Some(user_id),
+        }
+    }
 }
 
 /// Someone who held a lease on the record in the period.
@@ -295,6 +312,7 @@ impl Reviews {
                 title: format!("Break-glass #{} · {who}", r.id),
                 detail: format!("{} · {}", short_date(r.created_at), clip(&r.justification, 120)),
                 owner_row: false,
+                requester_id: Some(r.requester_id),
             });
         }
         let mut holders: BTreeMap<i64, BTreeMap<String, u32>> = BTreeMap::new();
@@ -328,6 +346,7 @@ impl Reviews {
                     title: format!("{} · {}", a.authority, self.label(a).await?),
                     detail: format!("{stage}since {}", short_date(a.valid_from)),
                     owner_row: a.authority == AuthorityKind::Owner,
+                    requester_id: None,
                 });
             }
             items.extend(awaiting);
@@ -587,8 +606,12 @@ impl Reviews {
         if let Some(d) = decided {
             return Err(ReviewError::AlreadyDecided(decided_words(d)));
         }
-        if item.kind == ITEM_AUTHORITY && mine.contains(&item.id) {
-            return Err(ReviewError::OwnRow);
+        if item.is_own(user.id, &mine) {
+            return Err(if item.kind == ITEM_AUTHORITY {
+                ReviewError::OwnRow
+            } else {
+                ReviewError::OwnUse
+            });
         }
         let decision = self.decision(user, &view, item, keep).await?;
         self.write(&view, vec![decision]).await
@@ -606,8 +629,7 @@ impl Reviews {
         let mut decisions = Vec::new();
         for (item, decided) in &view.items {
             let on_card = shown.is_empty() || shown.iter().any(|(k, id)| *k == item.kind && *id == item.id);
-            let own = item.kind == ITEM_AUTHORITY && mine.contains(&item.id);
-            if decided.is_none() && on_card && !own {
+            if decided.is_none() && on_card && !item.is_own(user.id, &mine) {
                 decisions.push(self.decision(user, &view, item, true).await?);
             }
         }
@@ -762,4 +784,129 @@ pub async fn summary(
         break_glass_accepted: count(ITEM_BREAK_GLASS, DECISION_KEEP),
         break_glass_flagged: count(ITEM_BREAK_GLASS, DECISION_REMOVE),
     }))
+}
+
+/// Every campaign's summary, newest first (`passkey report reviews`).
+pub async fn summaries(store: &dyn Store) -> Result<Vec<CampaignSummary>, StoreError> {
+    let mut out = Vec::new();
+    for campaign in store.review_campaigns().await? {
+        out.extend(summary(store, Some(campaign.id)).await?);
+    }
+    Ok(out)
+}
+
+/// The summary columns, in order, as the CSV and Markdown reports name them.
+const SUMMARY_COLUMNS: [&str; 17] = [
+    "campaign_id",
+    "started_at",
+    "started_by",
+    "period_from",
+    "period_to",
+    "reviews",
+    "reviews_closed",
+    "reviews_open",
+    "reviews_superseded",
+    "reviews_escalated",
+    "rows",
+    "rows_decided",
+    "completion_percent",
+    "kept",
+    "removed",
+    "break_glass_accepted",
+    "break_glass_flagged",
+];
+
+impl CampaignSummary {
+    fn cells(&self) -> [String; 17] {
+        [
+            self.campaign_id.to_string(),
+            self.started_at.to_fixed_text(),
+            self.started_by.clone(),
+            self.period_from.to_fixed_text(),
+            self.period_to.to_fixed_text(),
+            self.reviews.to_string(),
+            self.reviews_closed.to_string(),
+            self.reviews_open.to_string(),
+            self.reviews_superseded.to_string(),
+            self.reviews_escalated.to_string(),
+            self.rows.to_string(),
+            self.rows_decided.to_string(),
+            self.completion_percent.to_string(),
+            self.kept.to_string(),
+            self.removed.to_string(),
+            self.break_glass_accepted.to_string(),
+            self.break_glass_flagged.to_string(),
+        ]
+    }
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a quote, comma, CR or LF; a field starting
+/// with `=`, `+`, `-`, `@`, tab or CR gets a leading `'` so a spreadsheet shows it as text.
+fn csv_field(text: &str) -> String {
+    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if guarded.contains(['"', ',', '\r', '\n']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+/// The summaries as CSV: a header row, then one row per campaign, CRLF line ends.
+pub fn summaries_csv(summaries: &[CampaignSummary]) -> String {
+    let mut out = SUMMARY_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for s in summaries {
+        let cells: Vec<String> = s.cells().iter().map(|c| csv_field(c)).collect();
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The summaries as a Markdown table.
+pub fn summaries_markdown(summaries: &[CampaignSummary]) -> String {
+    let mut out = format!("| {} |\n", SUMMARY_COLUMNS.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(SUMMARY_COLUMNS.len())));
+    for s in summaries {
+        let cells: Vec<String> = s
+            .cells()
+            .iter()
+            .map(|c| c.replace('|', "\\|"))
+            .collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_guarded() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_field("-1"), "'-1");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+    }
+
+    #[test]
+    fn a_quarterly_default_schedule_parses() {
+        let cron = crate::config::CronSchedule::parse(DEFAULT_SCHEDULE).unwrap();
+        assert_eq!(
+            cron.next_after(time::macros::datetime!(2026-12-06 16:00 UTC)),
+            Some(time::macros::datetime!(2027-01-01 09:00 UTC))
+        );
+        assert_eq!(
+            cron.next_after(time::macros::datetime!(2027-01-01 09:00 UTC)),
+            Some(time::macros::datetime!(2027-04-01 09:00 UTC))
+        );
+    }
 }
