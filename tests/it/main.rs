@@ -42,6 +42,7 @@ mod playground_config;
 mod policy_properties;
 mod policy_store;
 mod production;
+mod reviews;
 mod scheduler;
 mod server;
 mod store_contract;
