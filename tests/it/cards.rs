@@ -301,6 +301,49 @@ pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
         "error".into(),
         render_error(&ErrorCard::new(text, long_text).with_reference(text)).unwrap(),
     ));
+    // An access review with more rows than one card shows, some decided, some the reader's own.
+    let rows = |decided_every: i64| -> Vec<ReviewRowInput> {
+        (1..=25)
+            .map(|i| ReviewRowInput {
+                kind: if i % 5 == 0 { "BREAK_GLASS" } else { "AUTHORITY" }.into(),
+                id: i,
+                title: format!("APPROVER · {text}"),
+                detail: long_text.to_string(),
+                decided: (i % decided_every == 0).then(|| format!("Kept by {text} on 2026-11-23")),
+                decidable: i != 1,
+            })
+            .collect()
+    };
+    let holders: Vec<(String, u32)> = (0..30).map(|i| (format!("{i} {text}"), 2)).collect();
+    let period = (ts("2026-08-25T09:00:00Z"), ts("2026-11-23T09:00:00Z"));
+    cards.push((
+        "access review".into(),
+        render_access_review(&AccessReviewCard::new(
+            7,
+            text,
+            period,
+            true,
+            "open: 20 of 25 rows to decide",
+            Some(long_text),
+            &holders,
+            rows(3),
+        ))
+        .unwrap(),
+    ));
+    cards.push((
+        "access review, closed".into(),
+        render_access_review(&AccessReviewCard::new(
+            7,
+            text,
+            period,
+            false,
+            "closed: every row decided",
+            None,
+            &[],
+            rows(1),
+        ))
+        .unwrap(),
+    ));
     // An admin report of many hostile lines, fenced (monospace) and not.
     let report: String = (0..60)
         .map(|i| format!("- {i} {text} {long_text}\n"))
@@ -636,6 +679,10 @@ fn every_button_on_every_card_decodes() {
                 | CardAction::Deny { request_id, .. }
                 | CardAction::Release { request_id }
                 | CardAction::Extend { request_id, .. } => request_id > 0,
+                CardAction::ReviewDecide {
+                    review_id, item_id, ..
+                } => review_id > 0 && item_id > 0,
+                CardAction::ReviewConfirm { review_id, shown } => review_id > 0 && !shown.is_empty(),
                 _ => true,
             };
             assert!(id_ok, "{name}: {verb}");
