@@ -170,7 +170,8 @@ fn positive(data: &Value, key: &'static str) -> Result<i64, ActionError> {
         Value::String(s) => s.trim().trim_start_matches('#').parse().ok(),
         _ => None,
     };
-    id.filter(|id| *id > 0).ok_or(ActionError::BadRequestId(key))
+    id.filter(|id| *id > 0)
+        .ok_or(ActionError::BadRequestId(key))
 }
 
 #[cfg(test)]

@@ -564,9 +564,13 @@ impl TeamsNotifier {
             .map_err(|e| e.to_string())?
             .ok_or("no such review")?;
         let note = match n.kind {
-            ReviewNoticeKind::Review => "You are an owner of this record: please review who governs it and what happened in the period.",
+            ReviewNoticeKind::Review => {
+                "You are an owner of this record: please review who governs it and what happened in the period."
+            }
             ReviewNoticeKind::Reminder => "Reminder: this access review is still open.",
-            ReviewNoticeKind::Escalated => "Escalated to the admins: no owner answered in time, or the record has no owner anyone can reach.",
+            ReviewNoticeKind::Escalated => {
+                "Escalated to the admins: no owner answered in time, or the record has no owner anyone can reach."
+            }
         };
         let own = self.own_review_rows(&user, &view).await?;
         let card = super::views::access_review_card(&view, user.id, &own, Some(note))
@@ -585,7 +589,7 @@ impl TeamsNotifier {
             .map_err(|e| e.to_string())?;
         if !sent.id.is_empty() {
             self.conversations
-                .record_review_card(n.review_id, user.id, &chat.conversation_id, &sent.id)
+                .keep_review_card(n.review_id, user.id, &chat.conversation_id, &sent.id)
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -1332,8 +1332,8 @@ async fn review_answer(
             }
             state.notifier.review_changed(review_id).await;
             let own = reviews.own_rows(user, &decided.view).await?;
-            let note = (!decided.view.open())
-                .then_some("Thank you: every row of this review is decided.");
+            let note =
+                (!decided.view.open()).then_some("Thank you: every row of this review is decided.");
             Ok(Reply::Card(views::access_review_card(
                 &decided.view,
                 user.id,

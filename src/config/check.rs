@@ -258,7 +258,8 @@ impl Settings {
         }
         if l.review_reminder_after_secs > l.review_escalate_after_secs {
             problems.push(
-                "lifecycle: review_reminder_after_secs ≤ review_escalate_after_secs must hold".into(),
+                "lifecycle: review_reminder_after_secs ≤ review_escalate_after_secs must hold"
+                    .into(),
             );
         }
         if self.profile == Profile::Production {

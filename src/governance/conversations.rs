@@ -133,7 +133,7 @@ impl Conversations {
 
     /// Records an access review card sent to `recipient_user_id`, so a decision updates it in
     /// place.
-    pub async fn record_review_card(
+    pub async fn keep_review_card(
         &self,
         review_id: i64,
         recipient_user_id: i64,

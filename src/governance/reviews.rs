@@ -182,7 +182,10 @@ impl CampaignSummary {
         format!(
             "Campaign #{} ({}): {}% decided, {} of {} reviews open, {} removed",
             self.campaign_id,
-            self.started_at.to_fixed_text().get(..10).unwrap_or_default(),
+            self.started_at
+                .to_fixed_text()
+                .get(..10)
+                .unwrap_or_default(),
             self.completion_percent,
             self.reviews_open,
             self.reviews,
@@ -306,14 +309,21 @@ impl Reviews {
         let mut break_glass: BTreeMap<i64, Vec<ReviewItem>> = BTreeMap::new();
         for r in store.break_glass_awaiting_review().await? {
             let who = self.user_name(&mut names, r.requester_id).await?;
-            break_glass.entry(r.record_id).or_default().push(ReviewItem {
-                kind: ITEM_BREAK_GLASS.into(),
-                id: r.id,
-                title: format!("Break-glass #{} · {who}", r.id),
-                detail: format!("{} · {}", short_date(r.created_at), clip(&r.justification, 120)),
-                owner_row: false,
-                requester_id: Some(r.requester_id),
-            });
+            break_glass
+                .entry(r.record_id)
+                .or_default()
+                .push(ReviewItem {
+                    kind: ITEM_BREAK_GLASS.into(),
+                    id: r.id,
+                    title: format!("Break-glass #{} · {who}", r.id),
+                    detail: format!(
+                        "{} · {}",
+                        short_date(r.created_at),
+                        clip(&r.justification, 120)
+                    ),
+                    owner_row: false,
+                    requester_id: Some(r.requester_id),
+                });
         }
         let mut holders: BTreeMap<i64, BTreeMap<String, u32>> = BTreeMap::new();
         for r in store.leases_between(period_from, now).await? {
@@ -370,15 +380,14 @@ impl Reviews {
             .filter(|r| r.escalated)
             .map(|r| r.record_id)
             .collect();
-        let audit = NewAuditEvent::new(started_by, "ACCESS_REVIEW_CAMPAIGN_STARTED", now).detail(
-            json!({
+        let audit =
+            NewAuditEvent::new(started_by, "ACCESS_REVIEW_CAMPAIGN_STARTED", now).detail(json!({
                 "fire_key": fire_key,
                 "period_from": period_from.to_fixed_text(),
                 "period_to": now.to_fixed_text(),
                 "reviews": planned.len(),
                 "escalated_unowned_records": unowned,
-            }),
-        );
+            }));
         let campaign = NewReviewCampaign {
             fire_key: fire_key.to_string(),
             started_by: started_by.to_string(),
@@ -628,7 +637,10 @@ impl Reviews {
         let (view, mine) = self.answerable(user, review_id).await?;
         let mut decisions = Vec::new();
         for (item, decided) in &view.items {
-            let on_card = shown.is_empty() || shown.iter().any(|(k, id)| *k == item.kind && *id == item.id);
+            let on_card = shown.is_empty()
+                || shown
+                    .iter()
+                    .any(|(k, id)| *k == item.kind && *id == item.id);
             if decided.is_none() && on_card && !item.is_own(user.id, &mine) {
                 decisions.push(self.decision(user, &view, item, true).await?);
             }
@@ -650,33 +662,51 @@ impl Reviews {
         for review in self.store().open_reviews().await? {
             let age = now.since(review.created_at);
             if review.escalated_at.is_none() && age >= escalate_after {
-                let audit = NewAuditEvent::new("system:access-reviews", "ACCESS_REVIEW_ESCALATED", now)
-                    .record(review.record_id)
-                    .detail(json!({ "review_id": review.id, "waited_secs": age.whole_seconds() }));
-                if self.store().mark_review_chased(review.id, true, &audit).await? {
+                let audit =
+                    NewAuditEvent::new("system:access-reviews", "ACCESS_REVIEW_ESCALATED", now)
+                        .record(review.record_id)
+                        .detail(
+                            json!({ "review_id": review.id, "waited_secs": age.whole_seconds() }),
+                        );
+                if self
+                    .store()
+                    .mark_review_chased(review.id, true, &audit)
+                    .await?
+                {
                     chased.escalated += 1;
                     let admins = self.store().users_with_role(Role::Admin).await?;
-                    chased.notices.extend(admins.into_iter().map(|u| ReviewNotice {
-                        user_id: u.id,
-                        review_id: review.id,
-                        kind: ReviewNoticeKind::Escalated,
-                    }));
+                    chased
+                        .notices
+                        .extend(admins.into_iter().map(|u| ReviewNotice {
+                            user_id: u.id,
+                            review_id: review.id,
+                            kind: ReviewNoticeKind::Escalated,
+                        }));
                 }
             } else if review.escalated_at.is_none()
                 && review.reminded_at.is_none()
                 && age >= remind_after
             {
-                let audit = NewAuditEvent::new("system:access-reviews", "ACCESS_REVIEW_REMINDED", now)
-                    .record(review.record_id)
-                    .detail(json!({ "review_id": review.id, "waited_secs": age.whole_seconds() }));
-                if self.store().mark_review_chased(review.id, false, &audit).await? {
+                let audit =
+                    NewAuditEvent::new("system:access-reviews", "ACCESS_REVIEW_REMINDED", now)
+                        .record(review.record_id)
+                        .detail(
+                            json!({ "review_id": review.id, "waited_secs": age.whole_seconds() }),
+                        );
+                if self
+                    .store()
+                    .mark_review_chased(review.id, false, &audit)
+                    .await?
+                {
                     chased.reminded += 1;
                     let (_, owners) = self.owners(review.record_id).await?;
-                    chased.notices.extend(owners.into_iter().map(|u| ReviewNotice {
-                        user_id: u.id,
-                        review_id: review.id,
-                        kind: ReviewNoticeKind::Reminder,
-                    }));
+                    chased
+                        .notices
+                        .extend(owners.into_iter().map(|u| ReviewNotice {
+                            user_id: u.id,
+                            review_id: review.id,
+                            kind: ReviewNoticeKind::Reminder,
+                        }));
                 }
             }
         }
@@ -692,7 +722,11 @@ pub fn decided_words(d: &ReviewDecision) -> String {
         (_, DECISION_KEEP) => "kept",
         _ => "removed",
     };
-    format!("{what} by {} on {}", d.decided_by_name, short_date(d.decided_at))
+    format!(
+        "{what} by {} on {}",
+        d.decided_by_name,
+        short_date(d.decided_at)
+    )
 }
 
 /// The review as its card shows it, if it exists.
@@ -772,10 +806,7 @@ pub async fn summary(
         reviews_closed: status(crate::store::REVIEW_CLOSED),
         reviews_open: status(REVIEW_OPEN),
         reviews_superseded: status(REVIEW_SUPERSEDED),
-        reviews_escalated: reviews
-            .iter()
-            .filter(|r| r.escalated_at.is_some())
-            .count(),
+        reviews_escalated: reviews.iter().filter(|r| r.escalated_at.is_some()).count(),
         rows,
         rows_decided: decisions.len(),
         completion_percent,
@@ -872,11 +903,7 @@ pub fn summaries_markdown(summaries: &[CampaignSummary]) -> String {
     let mut out = format!("| {} |\n", SUMMARY_COLUMNS.join(" | "));
     out.push_str(&format!("|{}\n", "---|".repeat(SUMMARY_COLUMNS.len())));
     for s in summaries {
-        let cells: Vec<String> = s
-            .cells()
-            .iter()
-            .map(|c| c.replace('|', "\\|"))
-            .collect();
+        let cells: Vec<String> = s.cells().iter().map(|c| c.replace('|', "\\|")).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out

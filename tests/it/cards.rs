@@ -305,7 +305,12 @@ pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
     let rows = |decided_every: i64| -> Vec<ReviewRowInput> {
         (1..=25)
             .map(|i| ReviewRowInput {
-                kind: if i % 5 == 0 { "BREAK_GLASS" } else { "AUTHORITY" }.into(),
+                kind: if i % 5 == 0 {
+                    "BREAK_GLASS"
+                } else {
+                    "AUTHORITY"
+                }
+                .into(),
                 id: i,
                 title: format!("APPROVER · {text}"),
                 detail: long_text.to_string(),
@@ -682,7 +687,9 @@ fn every_button_on_every_card_decodes() {
                 CardAction::ReviewDecide {
                     review_id, item_id, ..
                 } => review_id > 0 && item_id > 0,
-                CardAction::ReviewConfirm { review_id, shown } => review_id > 0 && !shown.is_empty(),
+                CardAction::ReviewConfirm { review_id, shown } => {
+                    review_id > 0 && !shown.is_empty()
+                }
                 _ => true,
             };
             assert!(id_ok, "{name}: {verb}");

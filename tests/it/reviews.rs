@@ -165,7 +165,10 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": review.id, "kind": kind, "itemId": approver}),
         )
         .await;
-    assert!(said(&answer).contains("Removed by Bob DBA Lead"), "{answer}");
+    assert!(
+        said(&answer).contains("Removed by Bob DBA Lead"),
+        "{answer}"
+    );
     let revoked = chat.store.authority_by_id(approver).await.unwrap().unwrap();
     assert!(revoked.revoked_at.is_some());
     assert_eq!(
@@ -184,7 +187,10 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": review.id, "kind": "AUTHORITY", "itemId": approver}),
         )
         .await;
-    assert!(said(&again).contains("already decided: removed by Bob DBA Lead"), "{again}");
+    assert!(
+        said(&again).contains("already decided: removed by Bob DBA Lead"),
+        "{again}"
+    );
     let own = chat
         .tap(
             BOB,
@@ -192,7 +198,10 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": review.id, "kind": "AUTHORITY", "itemId": bobs_owner_row}),
         )
         .await;
-    assert!(said(&own).contains("cannot decide your own OWNER row"), "{own}");
+    assert!(
+        said(&own).contains("cannot decide your own OWNER row"),
+        "{own}"
+    );
     let stranger = chat
         .tap(
             DAVE,
@@ -200,7 +209,10 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": review.id, "kind": "AUTHORITY", "itemId": bobs_owner_row}),
         )
         .await;
-    assert!(said(&stranger).contains("Only the record's owners"), "{stranger}");
+    assert!(
+        said(&stranger).contains("Only the record's owners"),
+        "{stranger}"
+    );
     let unknown_row = chat
         .tap(
             BOB,
@@ -208,11 +220,21 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": review.id, "kind": "BREAK_GLASS", "itemId": used.id}),
         )
         .await;
-    assert!(said(&unknown_row).contains("not part of access review"), "{unknown_row}");
+    assert!(
+        said(&unknown_row).contains("not part of access review"),
+        "{unknown_row}"
+    );
     let nothing_left = chat
-        .tap(BOB, "reviewConfirm", json!({"reviewId": review.id, "shown": ""}))
+        .tap(
+            BOB,
+            "reviewConfirm",
+            json!({"reviewId": review.id, "shown": ""}),
+        )
         .await;
-    assert!(said(&nothing_left).contains("Nothing is left for you"), "{nothing_left}");
+    assert!(
+        said(&nothing_left).contains("Nothing is left for you"),
+        "{nothing_left}"
+    );
     assert_eq!(chat.audit_count().await, events);
     assert!(
         chat.store
@@ -233,7 +255,10 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": bg_review.id, "kind": "BREAK_GLASS", "itemId": used.id}),
         )
         .await;
-    assert!(said(&flagged).contains("Flagged by Carol SecOps"), "{flagged}");
+    assert!(
+        said(&flagged).contains("Flagged by Carol SecOps"),
+        "{flagged}"
+    );
     let event = chat
         .store
         .audit_events_for_request(used.id)
@@ -292,8 +317,15 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
             json!({"reviewId": review.id, "shown": format!("AUTHORITY:{bobs_owner_row}")}),
         )
         .await;
-    assert!(said(&closed).contains("every row of this review is decided"), "{closed}");
-    assert!(actions(&chat).await.contains(&"ACCESS_REVIEW_COMPLETED".to_string()));
+    assert!(
+        said(&closed).contains("every row of this review is decided"),
+        "{closed}"
+    );
+    assert!(
+        actions(&chat)
+            .await
+            .contains(&"ACCESS_REVIEW_COMPLETED".to_string())
+    );
     let late = chat
         .tap(
             BOB,
@@ -375,7 +407,10 @@ async fn one_fire_makes_one_campaign_and_a_new_one_supersedes_it(db: Db) {
             json!({"reviewId": old.id, "kind": kind, "itemId": id}),
         )
         .await;
-    assert!(said(&stale).contains("replaced by a newer campaign"), "{stale}");
+    assert!(
+        said(&stale).contains("replaced by a newer campaign"),
+        "{stale}"
+    );
     let nowhere = chat
         .tap(
             BOB,
@@ -383,7 +418,10 @@ async fn one_fire_makes_one_campaign_and_a_new_one_supersedes_it(db: Db) {
             json!({"reviewId": 999_999, "kind": "AUTHORITY", "itemId": id}),
         )
         .await;
-    assert!(said(&nowhere).contains("no access review #999999"), "{nowhere}");
+    assert!(
+        said(&nowhere).contains("no access review #999999"),
+        "{nowhere}"
+    );
 }
 
 on_both_databases!(review_decisions_are_append_only_in_the_database);
