@@ -791,11 +791,9 @@ pub async fn summary(
             .count()
     };
     let status = |s: &str| reviews.iter().filter(|r| r.status == s).count();
-    let completion_percent = if rows == 0 {
-        100
-    } else {
-        (decisions.len() * 100 / rows) as u32
-    };
+    let completion_percent = (decisions.len() * 100)
+        .checked_div(rows)
+        .map_or(100, |p| p as u32);
     Ok(Some(CampaignSummary {
         campaign_id: campaign.id,
         started_at: campaign.created_at,
