@@ -177,6 +177,13 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
     );
     let trail = actions(&chat).await;
     assert!(trail.ends_with(&["ACCESS_REVIEW_DECIDED".into(), "AUTHORITY_REVOKED".into()]));
+    // Bob's card copy in his chat shows the decision too.
+    assert!(
+        chat.card_updates()
+            .iter()
+            .any(|(path, card)| path.contains(BOB.0)
+                && card_text(card).contains("Removed by Bob DBA Lead"))
+    );
     let events = chat.audit_count().await;
 
     // Stale and refused clicks: a clear answer, nothing written.
@@ -368,6 +375,26 @@ async fn one_fire_makes_one_campaign_and_a_new_one_supersedes_it(db: Db) {
         .await
         .unwrap();
 
+    // Alice's break-glass use, which Carol (the record's owner) accepts with the rest.
+    let alice = user(&chat, ALICE).await;
+    let used = chat
+        .server
+        .state
+        .lifecycle
+        .submit(
+            &alice,
+            &Submission {
+                record: "break-glass-domain-admin".into(),
+                duration_secs: Some(1800),
+                justification: "domain controllers down, restoring from backup".into(),
+                ticket_id: Some("INC-9000".into()),
+                break_glass: true,
+            },
+        )
+        .await
+        .unwrap()
+        .request;
+
     let first = scheduler.run(Job::AccessReviews).await;
     assert!(first.ok, "{:?}", first.error);
     let again = scheduler.run(Job::AccessReviews).await;
@@ -390,6 +417,28 @@ async fn one_fire_makes_one_campaign_and_a_new_one_supersedes_it(db: Db) {
         )
         .await;
     assert!(said(&kept).contains("Kept by Carol SecOps"), "{kept}");
+    let bg_review = review_of(&chat, "break-glass-domain-admin").await;
+    let confirmed = chat
+        .tap(
+            CAROL,
+            "reviewConfirm",
+            json!({"reviewId": bg_review.id, "shown": format!("BREAK_GLASS:{}", used.id)}),
+        )
+        .await;
+    assert!(
+        said(&confirmed).contains("Accepted by Carol SecOps"),
+        "{confirmed}"
+    );
+    let event = chat
+        .store
+        .audit_events_for_request(used.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "BREAK_GLASS_REVIEWED")
+        .unwrap();
+    assert_eq!(event.detail.0["outcome"], "accepted");
+    assert_eq!(event.detail.0["reviewer"], "Carol SecOps");
 
     // The next quarter: a new campaign; the old reviews are superseded, its rows carried over.
     let old = review_of(&chat, "db-prod").await;
