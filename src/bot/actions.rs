@@ -55,8 +55,12 @@ pub enum ActionError {
     UnknownVerb(String),
     #[error("the card action is missing `{0}`")]
     MissingField(&'static str),
-    #[error("`{0}` must be a positive number (or a row kind the card names)")]
+    #[error("`{0}` must be a request number")]
     BadRequestId(&'static str),
+    #[error("`{0}` must be a positive number")]
+    BadNumber(&'static str),
+    #[error("`kind` must be AUTHORITY or BREAK_GLASS")]
+    BadRowKind,
     #[error("the card action is not an Action.Execute payload")]
     NotExecute,
 }
@@ -152,14 +156,17 @@ fn decode(verb: &str, data: &Value) -> Result<CardAction, ActionError> {
 fn review_row_kind(kind: Option<String>) -> Result<String, ActionError> {
     match kind.as_deref() {
         Some(k @ ("AUTHORITY" | "BREAK_GLASS")) => Ok(k.to_string()),
-        Some(_) => Err(ActionError::BadRequestId("kind")),
+        Some(_) => Err(ActionError::BadRowKind),
         None => Err(ActionError::MissingField("kind")),
     }
 }
 
 /// `requestId` as a number or a numeric string; positive.
 fn request_id(data: &Value) -> Result<i64, ActionError> {
-    positive(data, "requestId")
+    positive(data, "requestId").map_err(|e| match e {
+        ActionError::BadNumber(key) => ActionError::BadRequestId(key),
+        other => other,
+    })
 }
 
 /// `key` as a number or a numeric string; positive.
@@ -171,7 +178,7 @@ fn positive(data: &Value, key: &'static str) -> Result<i64, ActionError> {
         _ => None,
     };
     id.filter(|id| *id > 0)
-        .ok_or(ActionError::BadRequestId(key))
+        .ok_or(ActionError::BadNumber(key))
 }
 
 #[cfg(test)]
@@ -239,6 +246,46 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(from_submit(&value).unwrap(), expected, "{value}");
         }
+    }
+
+    #[test]
+    fn review_verbs_decode_and_bad_rows_are_named() {
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewRemove", "reviewId": "3", "kind": "AUTHORITY", "itemId": 12})
+            ),
+            Ok(CardAction::ReviewDecide {
+                review_id: 3,
+                kind: "AUTHORITY".into(),
+                item_id: 12,
+                keep: false,
+            })
+        );
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewConfirm", "reviewId": 3, "shown": "AUTHORITY:12,OWNER:4,BREAK_GLASS:x,BREAK_GLASS:7"})
+            ),
+            Ok(CardAction::ReviewConfirm {
+                review_id: 3,
+                shown: vec![("AUTHORITY".into(), 12), ("BREAK_GLASS".into(), 7)],
+            })
+        );
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewKeep", "reviewId": 3, "kind": "OWNER", "itemId": 1})
+            ),
+            Err(ActionError::BadRowKind)
+        );
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewKeep", "reviewId": 0, "kind": "AUTHORITY", "itemId": 1})
+            ),
+            Err(ActionError::BadNumber("reviewId"))
+        );
+        assert_eq!(
+            from_submit(&json!({"verb": "reviewKeep", "reviewId": 2, "kind": "AUTHORITY"})),
+            Err(ActionError::MissingField("itemId"))
+        );
     }
 
     #[test]

@@ -626,8 +626,8 @@ impl Reviews {
         self.write(&view, vec![decision]).await
     }
 
-    /// Keeps every undecided row among `shown` (the rows the card showed; all when empty),
-    /// except the OWNER rows naming the person.
+    /// Keeps every undecided row among `shown` (the rows the card showed: never one the person
+    /// did not see), except their own OWNER row and their own break-glass use.
     pub async fn confirm_rest(
         &self,
         user: &User,
@@ -637,10 +637,9 @@ impl Reviews {
         let (view, mine) = self.answerable(user, review_id).await?;
         let mut decisions = Vec::new();
         for (item, decided) in &view.items {
-            let on_card = shown.is_empty()
-                || shown
-                    .iter()
-                    .any(|(k, id)| *k == item.kind && *id == item.id);
+            let on_card = shown
+                .iter()
+                .any(|(k, id)| *k == item.kind && *id == item.id);
             if decided.is_none() && on_card && !item.is_own(user.id, &mine) {
                 decisions.push(self.decision(user, &view, item, true).await?);
             }
