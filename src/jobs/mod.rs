@@ -7,7 +7,8 @@
 //! `job_runs` row that `admin health` shows.
 //!
 //! Jobs: lease expiry (expire, remove shares, warn "ends soon"), preflight retry, stale requests
-//! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, rotation check, then leases
+//! (remind, escalate, expire; and open access reviews reminded and escalated), access reviews (a
+//! campaign per cron fire, quarterly by default), vault sync (metadata, discovery, ACLs, rotation check, then leases
 //! whose holder lost access), housekeeping (dedupe rows, expired OTP challenges), audit
 //! checkpoints (sign the chain head) and audit verification (the whole chain, every 4 hours;
 //! admins alerted in Teams on a mismatch).
