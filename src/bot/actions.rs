@@ -177,8 +177,7 @@ fn positive(data: &Value, key: &'static str) -> Result<i64, ActionError> {
         Value::String(s) => s.trim().trim_start_matches('#').parse().ok(),
         _ => None,
     };
-    id.filter(|id| *id > 0)
-        .ok_or(ActionError::BadNumber(key))
+    id.filter(|id| *id > 0).ok_or(ActionError::BadNumber(key))
 }
 
 #[cfg(test)]

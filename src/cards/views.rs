@@ -1295,7 +1295,12 @@ impl AccessReviewCard {
                     id: r.id,
                     title: short(&r.title),
                     detail: long(&r.detail),
-                    decided: r.decided.as_deref().map(short),
+                    // A row the reader may not decide is their own authority or break-glass use.
+                    decided: match (&r.decided, open && !r.decidable) {
+                        (Some(d), _) => Some(short(d)),
+                        (None, true) => Some("Yours: another owner or an admin decides it.".into()),
+                        (None, false) => None,
+                    },
                     keep_label: if break_glass { "Accept" } else { "Keep" },
                     remove_label: if break_glass { "Flag" } else { "Remove" },
                 }

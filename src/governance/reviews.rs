@@ -244,9 +244,16 @@ impl Reviews {
         let Some(resource) = store.governed_resource_for_record(record_id).await? else {
             return Ok((vec![], vec![]));
         };
-        let rows: Vec<Authority> = store
-            .active_authorities(resource.id, self.now())
-            .await?
+        let rows = store.active_authorities(resource.id, self.now()).await?;
+        self.owners_among(rows).await
+    }
+
+    /// The OWNER rows among `rows`, and the people they reach.
+    async fn owners_among(
+        &self,
+        rows: Vec<Authority>,
+    ) -> Result<(Vec<Authority>, Vec<User>), StoreError> {
+        let rows: Vec<Authority> = rows
             .into_iter()
             .filter(|a| a.authority == AuthorityKind::Owner)
             .collect();
@@ -259,6 +266,7 @@ impl Reviews {
                 principal: a.principal.clone(),
             })
             .collect();
+        // 0: no user id, so nobody is left out.
         let people = self.lifecycle.resolve_approvers(&approvers, 0).await?;
         Ok((rows, people))
     }
@@ -366,7 +374,7 @@ impl Reviews {
                 .into_iter()
                 .map(|(name, leases)| LeaseHolder { name, leases })
                 .collect();
-            let (_, owners) = self.owners(resource.record_id).await?;
+            let (_, owners) = self.owners_among(rows).await?;
             planned.push(NewAccessReview {
                 record_id: resource.record_id,
                 items: json!(items),

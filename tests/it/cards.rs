@@ -912,6 +912,40 @@ fn snapshots() {
         ))
         .unwrap(),
     );
+    let row =
+        |kind: &str, id: i64, title: &str, detail: &str, decided: Option<&str>| ReviewRowInput {
+            kind: kind.into(),
+            id,
+            title: title.into(),
+            detail: detail.into(),
+            decided: decided.map(String::from),
+            decidable: decided.is_none() && id != 11,
+        };
+    snap(
+        "access_review",
+        render_access_review(&AccessReviewCard::new(
+            4,
+            "db-prod",
+            (ts("2026-08-25T09:00:00Z"), ts("2026-11-23T09:00:00Z")),
+            true,
+            "open: 2 of 4 rows to decide",
+            Some("You are an owner of this record: please review who governs it."),
+            &[("Ana Silva".into(), 2), ("Erin Contractor".into(), 1)],
+            vec![
+                row("AUTHORITY", 11, "OWNER · Bo", "since 2026-01-05", None),
+                row("AUTHORITY", 12, "APPROVER · Bo", "since 2026-01-05", None),
+                row(
+                    "AUTHORITY",
+                    13,
+                    "CUSTODIAN · group sre-oncall",
+                    "since 2026-03-01",
+                    Some("Removed by Bo on 2026-11-23"),
+                ),
+                row("BREAK_GLASS", 77, "Break-glass #77 · Ana Silva", just, None),
+            ],
+        ))
+        .unwrap(),
+    );
 }
 
 #[test]
