@@ -155,6 +155,18 @@ pub const STORE_READS: &[&str] = &[
     // LocalShareStore
     "local_share",
     "local_shares",
+    // ReviewStore
+    "review_campaign",
+    "review_campaigns",
+    "access_review",
+    "reviews_in_campaign",
+    "open_reviews",
+    "review_decisions",
+    "decisions_in_campaign",
+    "break_glass_awaiting_review",
+    "leases_between",
+    "governed_resources",
+    "review_cards",
     // HealthStore
     "ping",
     "migration_state",

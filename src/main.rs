@@ -102,26 +102,45 @@ enum ReportCommand {
     /// One row per request created in [FROM, TO): requester, record, folder, sensitivity,
     /// decisions, lease, retrievals (kind of address only), how the lease ended, break-glass and
     /// its review; totals per record and per person (json, md).
-    Access {
-        /// Start of the window, included: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    Access(AccessArgs),
+    /// Access review campaigns: completion, removals, open reviews (every campaign, newest
+    /// first, or one).
+    Reviews {
+        /// Only this campaign.
         #[arg(long)]
-        from: String,
-        /// End of the window, excluded: YYYY-MM-DD (midnight UTC) or RFC 3339.
-        #[arg(long)]
-        to: String,
-        /// Only this record: vault uid, exact title or unique title prefix.
-        #[arg(long)]
-        record: Option<String>,
-        /// Only this requester: email, UPN or Entra object id.
-        #[arg(long)]
-        user: Option<String>,
-        /// csv (RFC 4180), json or md.
-        #[arg(long, default_value = "csv")]
-        format: String,
-        /// Write here instead of to standard output.
-        #[arg(long)]
-        output: Option<std::path::PathBuf>,
+        campaign: Option<i64>,
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReviewReportFormat,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReviewReportFormat {
+    Csv,
+    Json,
+    Md,
+}
+
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// Start of the window, included: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    #[arg(long)]
+    from: String,
+    /// End of the window, excluded: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    #[arg(long)]
+    to: String,
+    /// Only this record: vault uid, exact title or unique title prefix.
+    #[arg(long)]
+    record: Option<String>,
+    /// Only this requester: email, UPN or Entra object id.
+    #[arg(long)]
+    user: Option<String>,
+    /// csv (RFC 4180), json or md.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// Write here instead of to standard output.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -296,7 +315,12 @@ async fn main() -> ExitCode {
         Command::Manifest { command } => manifest(&settings, command),
         Command::Healthcheck { .. } => unreachable!("handled before the settings are loaded"),
         Command::Audit { command } => audit(settings, command).await,
-        Command::Report { command } => report(settings, command).await,
+        Command::Report { command } => match command {
+            ReportCommand::Access(args) => report_access(settings, args).await,
+            ReportCommand::Reviews { campaign, format } => {
+                report_reviews(settings, campaign, format).await
+            }
+        },
         Command::Doctor => {
             let report = passkey::doctor::run(&settings).await;
             print!("{}", report.render());
@@ -404,6 +428,57 @@ async fn migrate(settings: Settings) -> ExitCode {
 /// `passkey audit …`. Verify runs offline; export and archive use the configured database and
 /// signing key. Exit codes: 0 done / verified, 1 refused / failed verification, 2 unusable input
 /// or database.
+/// `passkey report reviews`: campaign summaries on stdout. An unknown campaign exits 1.
+async fn report_reviews(
+    settings: Settings,
+    campaign: Option<i64>,
+    format: ReviewReportFormat,
+) -> ExitCode {
+    use passkey::governance::reviews;
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let label = settings.database_label();
+    let store = match open_migrated_store(&settings, &label).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let found = match campaign {
+        Some(id) => reviews::summary(store.as_ref(), Some(id))
+            .await
+            .map(|s| s.into_iter().collect::<Vec<_>>()),
+        None => reviews::summaries(store.as_ref()).await,
+    };
+    let summaries = match found {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {label}: {}", with_causes(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if let (Some(id), true) = (campaign, summaries.is_empty()) {
+        eprintln!("passkey: there is no access review campaign #{id}");
+        return ExitCode::FAILURE;
+    }
+    let text = match format {
+        ReviewReportFormat::Csv => reviews::summaries_csv(&summaries),
+        ReviewReportFormat::Md => reviews::summaries_markdown(&summaries),
+        ReviewReportFormat::Json => match serde_json::to_string_pretty(&summaries) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("passkey: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let _ = write!(std::io::stdout(), "{text}");
+    ExitCode::SUCCESS
+}
+
 async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
     use passkey::audit::{AuditError, AuditTrail, trail};
     use passkey::domain::SystemClock;
@@ -499,19 +574,19 @@ async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
 /// `passkey report access`. Exit codes: 0 written, 1 refused (a bad date, format, record or
 /// person: the message says which; nothing was written), 2 the database or the output file could
 /// not be used.
-async fn report(settings: Settings, command: ReportCommand) -> ExitCode {
+async fn report_access(settings: Settings, args: AccessArgs) -> ExitCode {
     use passkey::domain::SystemClock;
     use passkey::governance::reports::{AccessQuery, ReportFormat, Reports, parse_date};
     use std::sync::Arc;
 
-    let ReportCommand::Access {
+    let AccessArgs {
         from,
         to,
         record,
         user,
         format,
         output,
-    } = command;
+    } = args;
     let parsed = (|| {
         Ok::<_, passkey::governance::reports::ReportError>((
             parse_date(&from)?,

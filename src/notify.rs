@@ -32,6 +32,25 @@ pub enum NoticeKind {
     ExpiringSoon,
 }
 
+/// Who should get an access review card (#19.2), and why. Ids and kinds only, like [`Notice`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReviewNotice {
+    pub user_id: i64,
+    pub review_id: i64,
+    pub kind: ReviewNoticeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReviewNoticeKind {
+    /// To an owner: a new campaign asks you to review a record.
+    Review,
+    /// To an owner: the review is still open.
+    Reminder,
+    /// To an admin: nobody answered the review (or the record has no owner).
+    Escalated,
+}
+
 /// Delivers notices (the bot: Teams messages; tests: a recorder). Delivery is best effort and
 /// never fails the use case that produced the notice: a person missing a message still sees the
 /// state in `my requests`.
@@ -50,6 +69,15 @@ pub trait Notifier: Send + Sync {
     async fn tell_user(&self, user_id: i64, _text: &str) {
         tracing::warn!(user_id, "message not delivered (no notifier)");
     }
+    /// Sends access review cards. Without a channel they are dropped with a debug line: the
+    /// review stays open and `admin health` counts it.
+    async fn review_cards(&self, notices: &[ReviewNotice]) {
+        for n in notices {
+            tracing::debug!(user_id = n.user_id, review_id = n.review_id, kind = ?n.kind, "review card not delivered (no notifier)");
+        }
+    }
+    /// A review changed (a decision): copies of its card may need updating.
+    async fn review_changed(&self, _review_id: i64) {}
 }
 
 /// Drops notices (with a debug line): for the CLI and tests that don't look at them.

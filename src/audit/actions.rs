@@ -22,6 +22,7 @@ pub enum ActionGroup {
     Authority,
     Role,
     BreakGlass,
+    Review,
     Triage,
     SignIn,
     Admin,
@@ -77,6 +78,10 @@ catalogue! {
     ],
     Role: ["ROLE_CHANGED"],
     BreakGlass: ["BREAK_GLASS_APPROVED", "BREAK_GLASS_REVIEWED"],
+    Review: [
+        "ACCESS_REVIEW_CAMPAIGN_STARTED", "ACCESS_REVIEW_DECIDED", "ACCESS_REVIEW_REMINDED",
+        "ACCESS_REVIEW_ESCALATED", "ACCESS_REVIEW_COMPLETED",
+    ],
     Triage: ["TRIAGE_APPROVED", "TRIAGE_DENIED"],
     SignIn: ["SIGNED_IN", "SIGNIN_REFUSED"],
     Admin: ["POLICY_DEFAULT_LOADED", "DEMO_DATA_LOADED", "RECORD_SENSITIVITY_CHANGED"],
@@ -127,7 +132,8 @@ mod tests {
         "RRS_NO_CONTROLLER",
         "RRS_NO_ROTATION",
         "RRS_ONLINE",
-        // The access report's words for decisions that are not one approver's say.
+        // The access report's words for decisions that are not one approver's say, and the kind
+        // of an access review row (a break-glass use to review).
         "AUTO_APPROVE",
         "BREAK_GLASS",
         "EXPIRED_UNDECIDED",

@@ -28,6 +28,18 @@ pub enum CardAction {
         request_id: i64,
         duration: String,
     },
+    /// Keep (`keep`) or remove one row of an access review.
+    ReviewDecide {
+        review_id: i64,
+        kind: String,
+        item_id: i64,
+        keep: bool,
+    },
+    /// "Confirm the rest": keep the undecided rows the card showed (`shown`).
+    ReviewConfirm {
+        review_id: i64,
+        shown: Vec<(String, i64)>,
+    },
     /// A card asking for its current, per-user view (automatic refresh or a Refresh button).
     Refresh {
         request_id: Option<i64>,
@@ -45,6 +57,10 @@ pub enum ActionError {
     MissingField(&'static str),
     #[error("`{0}` must be a request number")]
     BadRequestId(&'static str),
+    #[error("`{0}` must be a positive number")]
+    BadNumber(&'static str),
+    #[error("`kind` must be AUTHORITY or BREAK_GLASS")]
+    BadRowKind,
     #[error("the card action is not an Action.Execute payload")]
     NotExecute,
 }
@@ -106,6 +122,24 @@ fn decode(verb: &str, data: &Value) -> Result<CardAction, ActionError> {
             request_id: id()?,
             duration: text("duration").ok_or(ActionError::MissingField("duration"))?,
         },
+        "reviewKeep" | "reviewRemove" => CardAction::ReviewDecide {
+            review_id: positive(data, "reviewId")?,
+            kind: review_row_kind(text("kind"))?,
+            item_id: positive(data, "itemId")?,
+            keep: verb == "reviewKeep",
+        },
+        "reviewConfirm" => CardAction::ReviewConfirm {
+            review_id: positive(data, "reviewId")?,
+            shown: text("shown")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|row| {
+                    let (kind, id) = row.split_once(':')?;
+                    let kind = review_row_kind(Some(kind.to_string())).ok()?;
+                    Some((kind, id.trim().parse().ok().filter(|id: &i64| *id > 0)?))
+                })
+                .collect(),
+        },
         "refresh" => CardAction::Refresh {
             request_id: if data.get("requestId").is_some() {
                 Some(id()?)
@@ -118,18 +152,32 @@ fn decode(verb: &str, data: &Value) -> Result<CardAction, ActionError> {
     })
 }
 
+/// An access review row kind, exactly as the card names it.
+fn review_row_kind(kind: Option<String>) -> Result<String, ActionError> {
+    match kind.as_deref() {
+        Some(k @ ("AUTHORITY" | "BREAK_GLASS")) => Ok(k.to_string()),
+        Some(_) => Err(ActionError::BadRowKind),
+        None => Err(ActionError::MissingField("kind")),
+    }
+}
+
 /// `requestId` as a number or a numeric string; positive.
 fn request_id(data: &Value) -> Result<i64, ActionError> {
-    let raw = data
-        .get("requestId")
-        .ok_or(ActionError::MissingField("requestId"))?;
+    positive(data, "requestId").map_err(|e| match e {
+        ActionError::BadNumber(key) => ActionError::BadRequestId(key),
+        other => other,
+    })
+}
+
+/// `key` as a number or a numeric string; positive.
+fn positive(data: &Value, key: &'static str) -> Result<i64, ActionError> {
+    let raw = data.get(key).ok_or(ActionError::MissingField(key))?;
     let id = match raw {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().trim_start_matches('#').parse().ok(),
         _ => None,
     };
-    id.filter(|id| *id > 0)
-        .ok_or(ActionError::BadRequestId("requestId"))
+    id.filter(|id| *id > 0).ok_or(ActionError::BadNumber(key))
 }
 
 #[cfg(test)]
@@ -197,6 +245,46 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(from_submit(&value).unwrap(), expected, "{value}");
         }
+    }
+
+    #[test]
+    fn review_verbs_decode_and_bad_rows_are_named() {
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewRemove", "reviewId": "3", "kind": "AUTHORITY", "itemId": 12})
+            ),
+            Ok(CardAction::ReviewDecide {
+                review_id: 3,
+                kind: "AUTHORITY".into(),
+                item_id: 12,
+                keep: false,
+            })
+        );
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewConfirm", "reviewId": 3, "shown": "AUTHORITY:12,OWNER:4,BREAK_GLASS:x,BREAK_GLASS:7"})
+            ),
+            Ok(CardAction::ReviewConfirm {
+                review_id: 3,
+                shown: vec![("AUTHORITY".into(), 12), ("BREAK_GLASS".into(), 7)],
+            })
+        );
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewKeep", "reviewId": 3, "kind": "OWNER", "itemId": 1})
+            ),
+            Err(ActionError::BadRowKind)
+        );
+        assert_eq!(
+            from_submit(
+                &json!({"verb": "reviewKeep", "reviewId": 0, "kind": "AUTHORITY", "itemId": 1})
+            ),
+            Err(ActionError::BadNumber("reviewId"))
+        );
+        assert_eq!(
+            from_submit(&json!({"verb": "reviewKeep", "reviewId": 2, "kind": "AUTHORITY"})),
+            Err(ActionError::MissingField("itemId"))
+        );
     }
 
     #[test]

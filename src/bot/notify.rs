@@ -25,6 +25,7 @@ use crate::domain::{Clock, RequestStatus};
 use crate::governance::conversations::Conversations;
 use crate::governance::directory::UserDirectory;
 use crate::governance::lifecycle::{Lifecycle, Notice, NoticeKind, Notifier};
+use crate::notify::{ReviewNotice, ReviewNoticeKind};
 use crate::store::{ConversationRef, NewSentCard, Record, Request, Store, User};
 use async_trait::async_trait;
 use serde_json::json;
@@ -515,6 +516,23 @@ impl Notifier for TeamsNotifier {
         }
     }
 
+    /// An access review card in each person's 1:1 chat, recorded so decisions update it.
+    async fn review_cards(&self, notices: &[ReviewNotice]) {
+        for n in notices {
+            let zone = self.zone_of(n.user_id).await;
+            if let Err(error) = crate::domain::for_reader(zone, self.send_review_card(n)).await {
+                tracing::warn!(user_id = n.user_id, review_id = n.review_id, kind = ?n.kind,
+                    %error, "review card not delivered");
+            }
+        }
+    }
+
+    async fn review_changed(&self, review_id: i64) {
+        if let Err(error) = self.update_review_copies(review_id).await {
+            tracing::warn!(review_id, %error, "review cards not updated");
+        }
+    }
+
     /// A text message in every admin's 1:1 chat; admins the bot has no chat with are logged.
     async fn alert_admins(&self, text: &str) {
         let admins = match self.store.users_with_role(crate::domain::Role::Admin).await {
@@ -617,6 +635,120 @@ impl TeamsNotifier {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The OWNER rows of a review naming `user` (none without the lifecycle to resolve them).
+    async fn own_review_rows(
+        &self,
+        user: &User,
+        view: &crate::governance::reviews::ReviewView,
+    ) -> Result<Vec<i64>, String> {
+        match &self.lifecycle {
+            Some(lifecycle) => crate::governance::reviews::Reviews::new(lifecycle.clone())
+                .own_rows(user, view)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Ok(vec![]),
+        }
+    }
+
+    async fn send_review_card(&self, n: &ReviewNotice) -> Result<(), String> {
+        let user = self
+            .store
+            .user_by_id(n.user_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such user")?;
+        let chat = self.personal_chat(&user).await?;
+        let view = crate::governance::reviews::view(self.store.as_ref(), n.review_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such review")?;
+        let note = match n.kind {
+            ReviewNoticeKind::Review => {
+                "You are an owner of this record: please review who governs it and what happened in the period."
+            }
+            ReviewNoticeKind::Reminder => "Reminder: this access review is still open.",
+            ReviewNoticeKind::Escalated => {
+                "Escalated to the admins: no owner answered in time, or the record has no owner anyone can reach."
+            }
+        };
+        let own = self.own_review_rows(&user, &view).await?;
+        let card = super::views::access_review_card(&view, user.id, &own, Some(note))
+            .map_err(|e| e.to_string())?;
+        let target = ConversationTarget {
+            service_url: chat.service_url,
+            conversation_id: chat.conversation_id.clone(),
+        };
+        let sent = self
+            .connector
+            .send(
+                &target,
+                &OutgoingActivity::card(format!("Access review: {}", view.record.title), card),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !sent.id.is_empty() {
+            self.conversations
+                .keep_review_card(n.review_id, user.id, &chat.conversation_id, &sent.id)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Every recorded copy of a review's card shows the review as it now is.
+    async fn update_review_copies(&self, review_id: i64) -> Result<(), String> {
+        let copies = self
+            .store
+            .review_cards(review_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let view = crate::governance::reviews::view(self.store.as_ref(), review_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such review")?;
+        for copy in copies {
+            let Some(user) = self
+                .store
+                .user_by_id(copy.recipient_user_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let Some(chat) = self
+                .store
+                .conversation(&copy.conversation_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let own = self.own_review_rows(&user, &view).await?;
+            let card = crate::domain::for_reader(self.zone_of(user.id).await, async {
+                super::views::access_review_card(&view, user.id, &own, None)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let target = ConversationTarget {
+                service_url: chat.service_url,
+                conversation_id: chat.conversation_id,
+            };
+            let activity =
+                OutgoingActivity::card(format!("Access review: {}", view.record.title), card);
+            if let Err(e) = self
+                .connector
+                .update(&target, &copy.activity_id, &activity)
+                .await
+            {
+                tracing::warn!(review_id, error = %e, "a review card copy was not updated");
             }
         }
         Ok(())

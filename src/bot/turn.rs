@@ -1287,8 +1287,63 @@ async fn on_card_action(
             })
             .await;
         }
+        CardAction::ReviewDecide {
+            review_id,
+            kind,
+            item_id,
+            keep,
+        } => {
+            return with_user(sender, |user| async move {
+                review_answer(state, user, review_id, Some((kind, item_id, keep)), &[]).await
+            })
+            .await;
+        }
+        CardAction::ReviewConfirm { review_id, shown } => {
+            return with_user(sender, |user| async move {
+                review_answer(state, user, review_id, None, &shown).await
+            })
+            .await;
+        }
     };
     lifecycle_reply(state, sender, call).await
+}
+
+/// An answer on an access review card: one row kept or removed (`one`), or the rows shown
+/// confirmed. The answer replaces the tapped card; every other copy is updated; a flagged
+/// break-glass use alerts the admins. A refusal (a decided row, a closed review, someone who may
+/// not answer) is said in words and changes nothing.
+async fn review_answer(
+    state: &BotState,
+    user: &User,
+    review_id: i64,
+    one: Option<(String, i64, bool)>,
+    shown: &[(String, i64)],
+) -> Result<Reply, ApiError> {
+    use crate::governance::reviews::{ReviewError, Reviews};
+    let reviews = Reviews::new(state.lifecycle.clone());
+    let result = match one {
+        Some((kind, item_id, keep)) => reviews.decide(user, review_id, &kind, item_id, keep).await,
+        None => reviews.confirm_rest(user, review_id, shown).await,
+    };
+    match result {
+        Ok(decided) => {
+            for alert in &decided.alerts {
+                state.notifier.alert_admins(alert).await;
+            }
+            state.notifier.review_changed(review_id).await;
+            let own = reviews.own_rows(user, &decided.view).await?;
+            let note =
+                (!decided.view.open()).then_some("Thank you: every row of this review is decided.");
+            Ok(Reply::Card(views::access_review_card(
+                &decided.view,
+                user.id,
+                &own,
+                note,
+            )?))
+        }
+        Err(ReviewError::Store(e)) => Err(e.into()),
+        Err(refusal) => Ok(Reply::Text(refusal.to_string())),
+    }
 }
 
 /// The card a `refresh` asks for: a request's card for this person (`view` "approver" or a
@@ -1383,6 +1438,33 @@ async fn admin_reply_for(
                 Ok(card) => return Ok(Reply::Card(card)),
                 Err(refusal) => ("Access report", (false, refusal)),
             }
+        }
+        AdminCommand::ReviewStart => {
+            let reviews = crate::governance::reviews::Reviews::new(state.lifecycle.clone());
+            // One campaign per admin per minute: a repeated turn or a double tap starts one.
+            let now = state.clock.now().to_fixed_text();
+            let key = format!("manual:{}:{}", admin.id, now.get(..16).unwrap_or(&now));
+            let report = match reviews.start_campaign(&key, &actor(Some(admin))).await? {
+                Some(started) => {
+                    state.notifier.review_cards(&started.notices).await;
+                    (
+                        true,
+                        format!(
+                            "Access review campaign #{} started: {} reviews, {} cards sent to \
+                             owners (and to admins for records nobody owns). `admin health` \
+                             shows how far it got.",
+                            started.campaign.id,
+                            started.reviews.len(),
+                            started.notices.len()
+                        ),
+                    )
+                }
+                None => (
+                    false,
+                    "You started a campaign a moment ago; `admin health` shows it.".to_string(),
+                ),
+            };
+            ("Access reviews", report)
         }
         AdminCommand::Sync => {
             let actor = format!("user:{}", admin.id);
@@ -1495,6 +1577,7 @@ fn admin_name(c: &AdminCommand) -> &'static str {
         AdminCommand::TotpInvite { .. } => "totp-invite",
         AdminCommand::Replay { .. } => "replay",
         AdminCommand::Report { .. } => "report",
+        AdminCommand::ReviewStart => "review start",
     }
 }
 

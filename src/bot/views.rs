@@ -445,6 +445,75 @@ async fn unremovable_shares_check(state: &BotState) -> HealthCheck {
 
 /// `admin health`: what this instance is configured with (never a secret), whether the database
 /// and its migrations are right, and the last run of each scheduled job.
+/// The latest access review campaign: how far it got (#19.2).
+async fn access_review_check(state: &BotState) -> HealthCheck {
+    match crate::governance::reviews::summary(state.store.as_ref(), None).await {
+        Ok(Some(summary)) => HealthCheck::new("Access reviews", true, &summary.line()),
+        Ok(None) => HealthCheck::new("Access reviews", true, "no campaign yet"),
+        Err(_) => HealthCheck::new("Access reviews", false, "unknown: database unreachable"),
+    }
+}
+
+/// An access review's card for a reader: `own_rows` are the OWNER rows naming them (no buttons
+/// there, nor on their own break-glass uses), `note` a line above the facts (why they get it, or what just happened).
+pub fn access_review_card(
+    view: &crate::governance::reviews::ReviewView,
+    reader_id: i64,
+    own_rows: &[i64],
+    note: Option<&str>,
+) -> Result<Value, ApiError> {
+    use crate::governance::reviews::decided_words;
+    let open = view.open();
+    let status = match view.review.status.as_str() {
+        crate::store::REVIEW_OPEN => format!(
+            "open: {} of {} rows to decide{}",
+            view.undecided(),
+            view.items.len(),
+            if view.review.escalated_at.is_some() {
+                ", escalated to admins"
+            } else {
+                ""
+            }
+        ),
+        crate::store::REVIEW_SUPERSEDED => "replaced by a newer campaign".to_string(),
+        _ => "closed: every row decided".to_string(),
+    };
+    let rows = view
+        .items
+        .iter()
+        .map(|(item, decision)| cards::ReviewRowInput {
+            kind: item.kind.clone(),
+            id: item.id,
+            title: item.title.clone(),
+            detail: item.detail.clone(),
+            decided: decision.as_ref().map(|d| {
+                let words = decided_words(d);
+                let mut first = words.chars();
+                first
+                    .next()
+                    .map(|c| c.to_uppercase().chain(first).collect())
+                    .unwrap_or_default()
+            }),
+            decidable: decision.is_none() && !item.is_own(reader_id, own_rows),
+        })
+        .collect();
+    let holders: Vec<(String, u32)> = view
+        .lease_holders
+        .iter()
+        .map(|h| (h.name.clone(), h.leases))
+        .collect();
+    rendered(cards::render_access_review(&cards::AccessReviewCard::new(
+        view.review.id,
+        &view.record.title,
+        (view.campaign.period_from, view.campaign.period_to),
+        open,
+        &status,
+        note,
+        &holders,
+        rows,
+    )))
+}
+
 /// Whether texted codes go out: the SMS provider refusing Passkey's credentials is recorded by
 /// the send it refused and cleared by the next one that goes through (#21.6).
 async fn sms_check(state: &BotState) -> HealthCheck {
@@ -531,6 +600,7 @@ pub async fn admin_health(state: &BotState) -> Result<Value, ApiError> {
     }
     checks.push(unremovable_shares_check(state).await);
     checks.push(sms_check(state).await);
+    checks.push(access_review_check(state).await);
     let crashing = state.jobs.crashing();
     if !crashing.is_empty() {
         let which: Vec<String> = crashing

@@ -62,7 +62,7 @@ pub enum CardError {
 }
 
 /// Every template, by name. The name is also the file name in `cards/` (without `.json`).
-pub const TEMPLATES: [(&str, &str); 14] = [
+pub const TEMPLATES: [(&str, &str); 15] = [
     ("welcome", include_str!("../../cards/welcome.json")),
     ("help", include_str!("../../cards/help.json")),
     (
@@ -100,6 +100,10 @@ pub const TEMPLATES: [(&str, &str); 14] = [
     (
         "access-report",
         include_str!("../../cards/access-report.json"),
+    ),
+    (
+        "access-review",
+        include_str!("../../cards/access-review.json"),
     ),
 ];
 
@@ -286,6 +290,10 @@ pub fn render_admin_health(view: &AdminHealthCard) -> Result<Value, CardError> {
 
 pub fn render_admin_result(view: &AdminResultCard) -> Result<Value, CardError> {
     render("admin-result", view)
+}
+
+pub fn render_access_review(view: &AccessReviewCard) -> Result<Value, CardError> {
+    render("access-review", view)
 }
 
 pub fn render_error(view: &ErrorCard) -> Result<Value, CardError> {

@@ -1291,3 +1291,139 @@ impl AccessReportCard {
         }
     }
 }
+
+/// The most rows an access review card shows at once: undecided rows first, so a big review is
+/// answered a page at a time (and stays far below the size limit).
+pub const MAX_REVIEW_ROWS: usize = 15;
+/// The most lease holders an access review card names.
+pub const MAX_LEASE_HOLDERS: usize = 20;
+
+/// One row of an access review as the card takes it.
+#[derive(Debug, Clone)]
+pub struct ReviewRowInput {
+    /// `AUTHORITY` or `BREAK_GLASS`.
+    pub kind: String,
+    pub id: i64,
+    pub title: String,
+    pub detail: String,
+    /// "kept by Bob on 2026-11-23", once decided.
+    pub decided: Option<String>,
+    /// The reader may decide it (open review, undecided, not their own OWNER row).
+    pub decidable: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewRow {
+    pub kind: String,
+    pub id: i64,
+    pub title: String,
+    pub detail: String,
+    pub decided: Option<String>,
+    pub decidable: bool,
+    pub keep_label: &'static str,
+    pub remove_label: &'static str,
+}
+
+/// An access review (#19.2): the record's authority rows and break-glass uses to keep or remove,
+/// and who held leases in the period.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessReviewCard {
+    pub review_id: i64,
+    pub record: String,
+    pub headline: String,
+    pub note: Option<String>,
+    pub period: String,
+    pub status: String,
+    pub lease_holders: String,
+    pub rows: Vec<ReviewRow>,
+    /// Undecided rows not shown.
+    pub more: usize,
+    pub can_confirm: bool,
+    /// The rows shown (`KIND:id,…`): "Confirm the rest" keeps only what the reader saw.
+    pub shown: String,
+}
+
+impl AccessReviewCard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        review_id: i64,
+        record: &str,
+        period: (Timestamp, Timestamp),
+        open: bool,
+        status: &str,
+        note: Option<&str>,
+        lease_holders: &[(String, u32)],
+        rows: Vec<ReviewRowInput>,
+    ) -> Self {
+        let (mut undecided, decided): (Vec<ReviewRowInput>, Vec<ReviewRowInput>) =
+            rows.into_iter().partition(|r| r.decided.is_none());
+        let more = undecided.len().saturating_sub(MAX_REVIEW_ROWS);
+        undecided.truncate(MAX_REVIEW_ROWS);
+        let room = MAX_REVIEW_ROWS - undecided.len();
+        let shown_rows: Vec<ReviewRowInput> = undecided
+            .into_iter()
+            .chain(decided.into_iter().take(room))
+            .collect();
+        let can_confirm = open && shown_rows.iter().any(|r| r.decidable);
+        let shown = shown_rows
+            .iter()
+            .filter(|r| r.decidable)
+            .map(|r| format!("{}:{}", r.kind, r.id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = shown_rows
+            .into_iter()
+            .map(|r| {
+                let break_glass = r.kind == "BREAK_GLASS";
+                ReviewRow {
+                    decidable: open && r.decidable,
+                    kind: r.kind,
+                    id: r.id,
+                    title: short(&r.title),
+                    detail: long(&r.detail),
+                    // A row the reader may not decide is their own authority or break-glass use.
+                    decided: match (&r.decided, open && !r.decidable) {
+                        (Some(d), _) => Some(short(d)),
+                        (None, true) => Some("Yours: another owner or an admin decides it.".into()),
+                        (None, false) => None,
+                    },
+                    keep_label: if break_glass { "Accept" } else { "Keep" },
+                    remove_label: if break_glass { "Flag" } else { "Remove" },
+                }
+            })
+            .collect();
+        let mut names: Vec<String> = lease_holders
+            .iter()
+            .take(MAX_LEASE_HOLDERS)
+            .map(|(name, n)| format!("{} ({n})", short(name)))
+            .collect();
+        if lease_holders.len() > MAX_LEASE_HOLDERS {
+            names.push(format!(
+                "and {} more",
+                lease_holders.len() - MAX_LEASE_HOLDERS
+            ));
+        }
+        let headline = if open {
+            "Keep or remove each row; Confirm the rest keeps every row shown that you did not remove."
+        } else {
+            "This review is over; nothing here can be changed."
+        };
+        AccessReviewCard {
+            review_id,
+            record: short(record),
+            headline: headline.into(),
+            note: note.map(long),
+            period: format!("{} to {}", when(period.0), when(period.1)),
+            status: short(status),
+            lease_holders: if names.is_empty() {
+                "Nobody.".into()
+            } else {
+                long(&names.join(", "))
+            },
+            rows,
+            more,
+            can_confirm,
+            shown,
+        }
+    }
+}

@@ -256,6 +256,12 @@ impl Settings {
                 "lifecycle: reminder_after_secs ≤ escalate_after_secs ≤ undecided_ttl_secs must hold".into(),
             );
         }
+        if l.review_reminder_after_secs > l.review_escalate_after_secs {
+            problems.push(
+                "lifecycle: review_reminder_after_secs ≤ review_escalate_after_secs must hold"
+                    .into(),
+            );
+        }
         if self.profile == Profile::Production {
             if dev_channel_auth {
                 problems.push("production needs bot.app_id (PASSKEY_BOT__APP_ID)".into());

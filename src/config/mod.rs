@@ -380,6 +380,12 @@ pub struct LifecycleSettings {
     /// A request still undecided after this long expires.
     #[serde(deserialize_with = "de_u64")]
     pub undecided_ttl_secs: u64,
+    /// An access review's owners are reminded once it has stayed open this long.
+    #[serde(deserialize_with = "de_u64")]
+    pub review_reminder_after_secs: u64,
+    /// An access review still open after this long goes to the admins.
+    #[serde(deserialize_with = "de_u64")]
+    pub review_escalate_after_secs: u64,
     /// Vault preflight retries after the first attempt, before the request is UNFULFILLABLE.
     #[serde(deserialize_with = "de_u32")]
     pub preflight_retry_budget: u32,
@@ -403,6 +409,8 @@ impl Default for LifecycleSettings {
             reminder_after_secs: 4 * 3600,
             escalate_after_secs: 24 * 3600,
             undecided_ttl_secs: 72 * 3600,
+            review_reminder_after_secs: 7 * 24 * 3600,
+            review_escalate_after_secs: 14 * 24 * 3600,
             preflight_retry_budget: 3,
             tick_secs: 60,
             vault_sync_secs: 3600,

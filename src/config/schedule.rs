@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 /// The scheduled jobs' names, as `lifecycle.schedules` keys (the same as `jobs::Job::name`; a
 /// unit test there keeps the two lists equal).
-pub const JOB_NAMES: [&str; 7] = [
+pub const JOB_NAMES: [&str; 8] = [
     "lease-expiry",
     "preflight-retry",
     "stale-requests",
@@ -18,6 +18,7 @@ pub const JOB_NAMES: [&str; 7] = [
     "housekeeping",
     "audit-checkpoint",
     "audit-verify",
+    "access-reviews",
 ];
 
 /// One parsed cron expression.

@@ -156,6 +156,26 @@ impl Conversations {
             .await
     }
 
+    /// Records an access review card sent to `recipient_user_id`, so a decision updates it in
+    /// place.
+    pub async fn keep_review_card(
+        &self,
+        review_id: i64,
+        recipient_user_id: i64,
+        conversation_id: &str,
+        activity_id: &str,
+    ) -> StoreResult<()> {
+        self.store
+            .record_review_card(
+                review_id,
+                recipient_user_id,
+                conversation_id,
+                activity_id,
+                self.clock.now(),
+            )
+            .await
+    }
+
     /// Keeps a notice about `request_id` that `user_id` could not be sent (`why`: a short fixed
     /// code, never an error's text), until they first talk to the bot.
     pub async fn keep_waiting_notice(

@@ -10,6 +10,8 @@
 //!   people, conversation addresses, sent cards).
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
 //! - [`reports`]: the access report (rows per request, totals per record and per person).
+//! - [`reviews`]: access review campaigns: owners keep or remove authority rows, break-glass
+//!   uses are reviewed after the fact.
 
 pub mod admin;
 pub mod conversations;
@@ -20,4 +22,5 @@ pub mod lifecycle;
 pub mod permissions;
 pub mod policies;
 pub mod reports;
+pub mod reviews;
 pub mod vault_sync;

@@ -7,7 +7,8 @@
 //! `job_runs` row that `admin health` shows.
 //!
 //! Jobs: lease expiry (expire, remove shares, warn "ends soon"), preflight retry, stale requests
-//! (remind, escalate, expire), vault sync (metadata, discovery, ACLs, rotation check, then leases
+//! (remind, escalate, expire; and open access reviews reminded and escalated), access reviews (a
+//! campaign per cron fire, quarterly by default), vault sync (metadata, discovery, ACLs, rotation check, then leases
 //! whose holder lost access), housekeeping (dedupe rows, expired OTP challenges), audit
 //! checkpoints (sign the chain head) and audit verification (the whole chain, every 4 hours;
 //! admins alerted in Teams on a mismatch).
@@ -38,10 +39,11 @@ pub enum Job {
     Housekeeping,
     AuditCheckpoint,
     AuditVerify,
+    AccessReviews,
 }
 
 impl Job {
-    pub const ALL: [Job; 7] = [
+    pub const ALL: [Job; 8] = [
         Job::LeaseExpiry,
         Job::PreflightRetry,
         Job::StaleRequests,
@@ -49,6 +51,7 @@ impl Job {
         Job::Housekeeping,
         Job::AuditCheckpoint,
         Job::AuditVerify,
+        Job::AccessReviews,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Job {
             Job::Housekeeping => "housekeeping",
             Job::AuditCheckpoint => "audit-checkpoint",
             Job::AuditVerify => "audit-verify",
+            Job::AccessReviews => "access-reviews",
         }
     }
 
@@ -73,6 +77,8 @@ impl Job {
             Job::Housekeeping => 3600,
             Job::AuditCheckpoint => 60,
             Job::AuditVerify => 4 * 3600,
+            // Only on a cron schedule (see `Schedule::of`); a quarter, for the restart backoff.
+            Job::AccessReviews => 91 * 24 * 3600,
         };
         std::time::Duration::from_secs(secs.max(1))
     }
@@ -95,6 +101,12 @@ impl Schedule {
     pub fn of(job: Job, lifecycle: &LifecycleSettings, audit: Option<&AuditSettings>) -> Schedule {
         if let Some(cron) = lifecycle.schedules.get(job.name()) {
             return Schedule::Cron(cron.clone());
+        }
+        // Access reviews start a campaign per fire: an interval would start one per instance.
+        if job == Job::AccessReviews
+            && let Ok(cron) = CronSchedule::parse(crate::governance::reviews::DEFAULT_SCHEDULE)
+        {
+            return Schedule::Cron(cron);
         }
         Schedule::Every(match (job, audit) {
             (Job::AuditCheckpoint, Some(a)) => crate::audit::checkpoint_tick(a),
@@ -177,6 +189,9 @@ pub struct Scheduler {
     health: Arc<JobHealth>,
     /// Test hook: the next N runs of a job panic (see [`Scheduler::inject_panics`]).
     injected_panics: Mutex<HashMap<Job, u32>>,
+    /// The fire time each cron job's current run claimed: a campaign is keyed by it, so a run
+    /// repeated after a panic creates nothing twice.
+    fires: Mutex<HashMap<Job, Timestamp>>,
 }
 
 /// The claims a run holds on a batch of requests. They are renewed (to now + TTL) whenever a
@@ -360,6 +375,7 @@ impl Scheduler {
             claim_ttl: CLAIM_TTL,
             health: JobHealth::new(),
             injected_panics: Mutex::new(HashMap::new()),
+            fires: Mutex::new(HashMap::new()),
         }
     }
 
@@ -457,6 +473,7 @@ impl Scheduler {
             Job::Housekeeping => self.housekeeping().await,
             Job::AuditCheckpoint => self.audit_checkpoint().await,
             Job::AuditVerify => self.audit_verify().await,
+            Job::AccessReviews => self.access_reviews().await,
         };
         let (ok, counts, error) = match result {
             Ok(counts) => (true, Value::Object(counts), None),
@@ -720,6 +737,43 @@ impl Scheduler {
             }
         })
         .await?;
+        let chased = crate::governance::reviews::Reviews::new(self.lifecycle.clone())
+            .chase()
+            .await
+            .map_err(|e| e.to_string())?;
+        add(&mut counts, "reviews_reminded", chased.reminded);
+        add(&mut counts, "reviews_escalated", chased.escalated);
+        self.notifier.review_cards(&chased.notices).await;
+        Ok(counts)
+    }
+
+    /// Starts an access review campaign (#19.2), keyed by the fire time this run claimed (or,
+    /// run by hand, by the time now), so a repeated run of one fire creates nothing twice.
+    pub async fn access_reviews(&self) -> Result<Counts, String> {
+        let fire = self
+            .fires
+            .lock()
+            .expect("fires lock")
+            .get(&Job::AccessReviews)
+            .copied();
+        let key = match fire {
+            Some(at) => format!("cron:{}", at.to_fixed_text()),
+            None => format!("run:{}", self.clock.now().to_fixed_text()),
+        };
+        let started = crate::governance::reviews::Reviews::new(self.lifecycle.clone())
+            .start_campaign(&key, "system:access-reviews")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut counts = Counts::new();
+        match started {
+            Some(started) => {
+                counts.insert("campaign_id".into(), json!(started.campaign.id));
+                add(&mut counts, "reviews", started.reviews.len());
+                add(&mut counts, "cards", started.notices.len());
+                self.notifier.review_cards(&started.notices).await;
+            }
+            None => bump(&mut counts, "already_started"),
+        }
         Ok(counts)
     }
 
@@ -898,6 +952,10 @@ impl Scheduler {
             tokio::time::sleep(wait.max(Duration::ZERO).unsigned_abs()).await;
             last = Some(fire);
             if self.claim_fire(job, Timestamp::from_datetime(fire)).await {
+                self.fires
+                    .lock()
+                    .expect("fires lock")
+                    .insert(job, Timestamp::from_datetime(fire));
                 self.clone().run_until_finished(job, &schedule).await;
             }
         }

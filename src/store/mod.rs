@@ -834,6 +834,66 @@ pub trait ReportStore: Send + Sync {
     async fn records_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<Record>>;
 }
 
+/// Access review campaigns (#19.2): campaigns, one review per record, append-only decisions and
+/// the review cards sent. Every write carries its audit events in the same transaction (INV-3).
+#[async_trait]
+pub trait ReviewStore: Send + Sync {
+    /// Creates a campaign and its reviews with the audit event, in one transaction, and marks
+    /// every review still open from earlier campaigns SUPERSEDED (their undecided rows are in the
+    /// new reviews). `None` when a campaign with this `fire_key` exists (nothing written).
+    async fn create_review_campaign(
+        &self,
+        campaign: &NewReviewCampaign,
+        reviews: &[NewAccessReview],
+        audit: &NewAuditEvent,
+    ) -> StoreResult<Option<(ReviewCampaign, Vec<AccessReview>)>>;
+    async fn review_campaign(&self, id: i64) -> StoreResult<Option<ReviewCampaign>>;
+    /// Every campaign, newest first.
+    async fn review_campaigns(&self) -> StoreResult<Vec<ReviewCampaign>>;
+    async fn access_review(&self, id: i64) -> StoreResult<Option<AccessReview>>;
+    async fn reviews_in_campaign(&self, campaign_id: i64) -> StoreResult<Vec<AccessReview>>;
+    /// Reviews still OPEN, oldest first.
+    async fn open_reviews(&self) -> StoreResult<Vec<AccessReview>>;
+    async fn review_decisions(&self, review_id: i64) -> StoreResult<Vec<ReviewDecision>>;
+    async fn decisions_in_campaign(&self, campaign_id: i64) -> StoreResult<Vec<ReviewDecision>>;
+    /// Records decisions on an OPEN review, in one transaction: a row already decided (by
+    /// someone else, meanwhile) is skipped with its events; a removed authority row is revoked
+    /// (append-only: `revoked_*` set once) unless it already was. When the review then has
+    /// `items_total` decisions it is CLOSED. [`StoreError::Conflict`] when the review is not
+    /// open (nothing written).
+    async fn record_review_decisions(
+        &self,
+        review_id: i64,
+        decisions: &[NewReviewDecision],
+        items_total: i64,
+        at: Timestamp,
+    ) -> StoreResult<ReviewWrite>;
+    /// Sets an open review's `reminded_at` (or `escalated_at`) once, with its audit event;
+    /// false when it was already set or the review is no longer open.
+    async fn mark_review_chased(
+        &self,
+        review_id: i64,
+        escalate: bool,
+        audit: &NewAuditEvent,
+    ) -> StoreResult<bool>;
+    /// Break-glass requests whose policy asked for an after-the-fact review and that no review
+    /// decided yet, oldest first.
+    async fn break_glass_awaiting_review(&self) -> StoreResult<Vec<Request>>;
+    /// Requests whose lease overlapped `[from, to)`: started before `to`, not ended before `from`.
+    async fn leases_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<Request>>;
+    /// Every governed resource.
+    async fn governed_resources(&self) -> StoreResult<Vec<GovernedResource>>;
+    async fn record_review_card(
+        &self,
+        review_id: i64,
+        recipient_user_id: i64,
+        conversation_id: &str,
+        activity_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    async fn review_cards(&self, review_id: i64) -> StoreResult<Vec<ReviewCard>>;
+}
+
 #[async_trait]
 pub trait HealthStore: Send + Sync {
     /// A round trip to the database.
@@ -871,6 +931,7 @@ pub trait Store:
     + SecondFactorStore
     + LocalShareStore
     + ReportStore
+    + ReviewStore
     + HealthStore
 {
     fn kind(&self) -> DatabaseKind;

@@ -824,3 +824,110 @@ pub struct ReportWindow {
     pub record_id: Option<i64>,
     pub requester_id: Option<i64>,
 }
+
+// ---- access reviews (#19.2) -------------------------------------------------------------------
+
+/// A review campaign: one per cron fire (or per `admin review start`), keyed by `fire_key`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ReviewCampaign {
+    pub id: i64,
+    pub fire_key: String,
+    pub started_by: String,
+    pub period_from: Timestamp,
+    pub period_to: Timestamp,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReviewCampaign {
+    pub fire_key: String,
+    pub started_by: String,
+    pub period_from: Timestamp,
+    pub period_to: Timestamp,
+    pub at: Timestamp,
+}
+
+/// A review is open until every row is decided (closed) or a newer campaign takes over its
+/// undecided rows (superseded).
+pub const REVIEW_OPEN: &str = "OPEN";
+pub const REVIEW_CLOSED: &str = "CLOSED";
+pub const REVIEW_SUPERSEDED: &str = "SUPERSEDED";
+
+/// One record's review in a campaign; `items` and `lease_holders` are the snapshot the owners
+/// were shown (`governance::reviews` owns their shape).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct AccessReview {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub record_id: i64,
+    pub items: Json<Value>,
+    pub lease_holders: Json<Value>,
+    pub status: String,
+    pub created_at: Timestamp,
+    pub reminded_at: Option<Timestamp>,
+    pub escalated_at: Option<Timestamp>,
+    pub closed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAccessReview {
+    pub record_id: i64,
+    pub items: Value,
+    pub lease_holders: Value,
+    /// Escalated to admins from the start (a record nobody owns).
+    pub escalated: bool,
+}
+
+/// The kinds of row a review decides.
+pub const ITEM_AUTHORITY: &str = "AUTHORITY";
+pub const ITEM_BREAK_GLASS: &str = "BREAK_GLASS";
+pub const DECISION_KEEP: &str = "KEEP";
+pub const DECISION_REMOVE: &str = "REMOVE";
+
+/// One decided row (append-only).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ReviewDecision {
+    pub id: i64,
+    pub review_id: i64,
+    pub item_kind: String,
+    pub item_id: i64,
+    pub decision: String,
+    pub decided_by: Option<i64>,
+    pub decided_by_name: String,
+    pub decided_at: Timestamp,
+}
+
+/// A decision to record, with its audit event, and for a removed authority row the revocation
+/// (authority id, reason, and its `AUTHORITY_REVOKED` event), written in the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewReviewDecision {
+    pub item_kind: String,
+    pub item_id: i64,
+    pub decision: String,
+    pub decided_by: Option<i64>,
+    pub decided_by_name: String,
+    pub audit: NewAuditEvent,
+    pub revoke: Option<(i64, String, NewAuditEvent)>,
+}
+
+/// What [`crate::store::ReviewStore::record_review_decisions`] wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewWrite {
+    /// The rows decided here, as (kind, id); a row someone decided first is not among them.
+    pub recorded: Vec<(String, i64)>,
+    /// Authority rows revoked here (one already revoked meanwhile is not).
+    pub revoked: Vec<i64>,
+    /// Whether this write decided the review's last row and closed it.
+    pub closed: bool,
+}
+
+/// A review card the bot sent (so copies can be updated in place).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ReviewCard {
+    pub id: i64,
+    pub review_id: i64,
+    pub recipient_user_id: i64,
+    pub conversation_id: String,
+    pub activity_id: String,
+    pub created_at: Timestamp,
+}

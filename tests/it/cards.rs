@@ -333,6 +333,40 @@ pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
         ))
         .unwrap(),
     ));
+    // An access review with more rows than one card shows, some decided, some the reader's own.
+    let rows = |decided_every: i64| -> Vec<ReviewRowInput> {
+        (1..=25)
+            .map(|i| ReviewRowInput {
+                kind: if i % 5 == 0 {
+                    "BREAK_GLASS"
+                } else {
+                    "AUTHORITY"
+                }
+                .into(),
+                id: i,
+                title: format!("APPROVER · {text}"),
+                detail: long_text.to_string(),
+                decided: (i % decided_every == 0).then(|| format!("Kept by {text} on 2026-11-23")),
+                decidable: i != 1,
+            })
+            .collect()
+    };
+    let holders: Vec<(String, u32)> = (0..30).map(|i| (format!("{i} {text}"), 2)).collect();
+    let period = (ts("2026-08-25T09:00:00Z"), ts("2026-11-23T09:00:00Z"));
+    cards.push((
+        "access review".into(),
+        render_access_review(&AccessReviewCard::new(
+            7,
+            text,
+            period,
+            true,
+            "open: 20 of 25 rows to decide",
+            Some(long_text),
+            &holders,
+            rows(3),
+        ))
+        .unwrap(),
+    ));
     cards.push((
         "access report, nothing".into(),
         render_access_report(&AccessReportCard::new(
@@ -343,6 +377,20 @@ pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
             vec![],
             &format!("{BASE}/reports/access/2026-11-17/2026-11-24"),
             10,
+        ))
+        .unwrap(),
+    ));
+    cards.push((
+        "access review, closed".into(),
+        render_access_review(&AccessReviewCard::new(
+            7,
+            text,
+            period,
+            false,
+            "closed: every row decided",
+            None,
+            &[],
+            rows(1),
         ))
         .unwrap(),
     ));
@@ -681,6 +729,12 @@ fn every_button_on_every_card_decodes() {
                 | CardAction::Deny { request_id, .. }
                 | CardAction::Release { request_id }
                 | CardAction::Extend { request_id, .. } => request_id > 0,
+                CardAction::ReviewDecide {
+                    review_id, item_id, ..
+                } => review_id > 0 && item_id > 0,
+                CardAction::ReviewConfirm { review_id, shown } => {
+                    review_id > 0 && !shown.is_empty()
+                }
                 _ => true,
             };
             assert!(id_ok, "{name}: {verb}");
@@ -931,6 +985,40 @@ fn snapshots() {
             &record(&everything_hostile()),
             Some(HOSTILE[6]),
             BASE,
+        ))
+        .unwrap(),
+    );
+    let row =
+        |kind: &str, id: i64, title: &str, detail: &str, decided: Option<&str>| ReviewRowInput {
+            kind: kind.into(),
+            id,
+            title: title.into(),
+            detail: detail.into(),
+            decided: decided.map(String::from),
+            decidable: decided.is_none() && id != 11,
+        };
+    snap(
+        "access_review",
+        render_access_review(&AccessReviewCard::new(
+            4,
+            "db-prod",
+            (ts("2026-08-25T09:00:00Z"), ts("2026-11-23T09:00:00Z")),
+            true,
+            "open: 2 of 4 rows to decide",
+            Some("You are an owner of this record: please review who governs it."),
+            &[("Ana Silva".into(), 2), ("Erin Contractor".into(), 1)],
+            vec![
+                row("AUTHORITY", 11, "OWNER · Bo", "since 2026-01-05", None),
+                row("AUTHORITY", 12, "APPROVER · Bo", "since 2026-01-05", None),
+                row(
+                    "AUTHORITY",
+                    13,
+                    "CUSTODIAN · group sre-oncall",
+                    "since 2026-03-01",
+                    Some("Removed by Bo on 2026-11-23"),
+                ),
+                row("BREAK_GLASS", 77, "Break-glass #77 · Ana Silva", just, None),
+            ],
         ))
         .unwrap(),
     );

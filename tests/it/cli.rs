@@ -1158,3 +1158,54 @@ fn a_bad_job_schedule_stops_the_binary_naming_the_key() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn report_reviews_summarises_campaigns_as_csv_json_and_markdown() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["migrate"][..], &["admin", "demo-load"]] {
+        let out = passkey(dir.path(), args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // No campaign yet: a header and nothing else.
+    let out = passkey(dir.path(), &["report", "reviews", "--format", "csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    let out = passkey(dir.path(), &["admin", "job", "access-reviews"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"reviews\":12"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = passkey(dir.path(), &["report", "reviews", "--format", "csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let lines: Vec<&str> = csv.split("\r\n").collect();
+    assert!(
+        lines[0].starts_with("campaign_id,started_at,started_by,"),
+        "{csv}"
+    );
+    assert!(lines[1].starts_with("1,"), "{csv}");
+    assert!(lines[1].contains(",system:access-reviews,"), "{csv}");
+
+    let out = passkey(
+        dir.path(),
+        &["report", "reviews", "--campaign", "1", "--format", "json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["reviews"], 12);
+    assert_eq!(json[0]["reviews_open"], 12);
+    assert_eq!(json[0]["completion_percent"], 0);
+
+    let out = passkey(dir.path(), &["report", "reviews"]);
+    assert!(text(&out.stdout).starts_with("| campaign_id | started_at |"));
+
+    // An unknown campaign: said, exit 1, nothing on stdout.
+    let out = passkey(dir.path(), &["report", "reviews", "--campaign", "9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no access review campaign #9"));
+    assert!(out.stdout.is_empty());
+}

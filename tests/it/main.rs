@@ -45,6 +45,7 @@ mod policy_properties;
 mod policy_store;
 mod production;
 mod reports;
+mod reviews;
 mod scheduler;
 mod server;
 mod store_contract;

@@ -35,7 +35,8 @@ const DURATION_FORMS: &str = "Durations look like `30m`, `2h`, `1d`, `90 minutes
 const ADMIN_SUBCOMMANDS: &str = "Admin commands are `admin health`, `admin sync`, `admin triage`, \
      `admin audit verify`, `admin authority …`, `admin sensitivity …`, `admin role …`, \
      `admin replay 17` (or `admin replay all`), \
-     `admin revoke 42 REASON`, `admin report [7d|30d] [RECORD]` and `admin totp-invite PERSON`.";
+     `admin revoke 42 REASON`, `admin report [7d|30d] [RECORD]`, `admin totp-invite PERSON` and
+     `admin review start`.";
 
 /// Top-level keywords offered as "did you mean" suggestions, in order of
 /// preference when two are equally close.
@@ -58,6 +59,7 @@ const COMMAND_SUGGESTIONS: &[&str] = &[
 
 const ADMIN_SUGGESTIONS: &[&str] = &[
     "health",
+    "review",
     "sync",
     "triage",
     "audit",
@@ -145,6 +147,8 @@ pub enum AdminCommand {
     TotpInvite {
         user: String,
     },
+    /// `admin review start`: starts an access review campaign now.
+    ReviewStart,
 }
 
 /// An admin's decision on a request in triage.

@@ -510,6 +510,13 @@ fn parse_admin(rest: &[&str]) -> Result<AdminCommand, ParseError> {
                 record: (!record.is_empty()).then(|| record.join(" ")),
             })
         }
+        "review" => match args {
+            [start] if start.eq_ignore_ascii_case("start") => Ok(AdminCommand::ReviewStart),
+            _ => Err(usage(
+                "admin review start",
+                "To start an access review campaign now, type `admin review start`.",
+            )),
+        },
         "revoke" => {
             let example = "`admin revoke 42 left the team`";
             let request_id = parse_id(args.first(), "admin revoke", example)?;

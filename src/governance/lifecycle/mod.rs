@@ -415,6 +415,46 @@ impl Lifecycle {
         &self.settings
     }
 
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The ids of the authority rows among `rows` that name `viewer` (a GROUP through their Entra
+    /// groups, read only when a group row could name them; a lookup that fails names nobody).
+    pub async fn rows_naming(
+        &self,
+        viewer: &User,
+        rows: &[crate::store::Authority],
+    ) -> Result<Vec<i64>, StoreError> {
+        let facts: Vec<AuthorityFacts> = rows
+            .iter()
+            .map(|a| AuthorityFacts {
+                authority_id: a.id,
+                kind: a.authority,
+                principal_type: a.principal_type,
+                principal: a.principal.clone(),
+                stage: a.stage,
+                valid_from: a.valid_from,
+                valid_to: a.valid_to,
+                revoked: a.revoked_at.is_some(),
+            })
+            .collect();
+        let groups = if facts
+            .iter()
+            .any(|a| a.principal_type == PrincipalType::Group)
+        {
+            self.permissions.effective(viewer).await?.groups
+        } else {
+            Vec::new()
+        };
+        let person = person_for(viewer, groups, &facts);
+        Ok(facts
+            .iter()
+            .filter(|a| a.names(&person))
+            .map(|a| a.authority_id)
+            .collect())
+    }
+
     // ---- reading ----------------------------------------------------------------------------
 
     async fn request(&self, id: i64) -> Result<Request, LifecycleError> {

@@ -18,6 +18,7 @@ pub(super) mod local_shares;
 pub(super) mod permissions;
 pub(super) mod reports;
 pub(super) mod requests;
+pub(super) mod reviews;
 pub(super) mod second_factor;
 pub(super) mod users;
 pub(super) mod vault;
@@ -110,7 +111,7 @@ macro_rules! impl_store {
         use $crate::store::models::*;
         use $crate::store::{
             AuditStore, ConversationStore, GovernanceStore, HealthStore, JobStore, LeaseStore, LocalShareStore, PermissionStore,
-            ReportStore, RequestStore, SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
+            ReportStore, RequestStore, ReviewStore, SecondFactorStore, StoreError, StoreResult, UserStore, VaultStore,
         };
         use serde_json::Value;
         use async_trait::async_trait;
@@ -451,6 +452,7 @@ macro_rules! impl_store {
         $crate::store::sql::second_factor::impl_second_factor_store!($store, $db);
         $crate::store::sql::local_shares::impl_local_share_store!($store, $db);
         $crate::store::sql::reports::impl_report_store!($store, $db);
+        $crate::store::sql::reviews::impl_review_store!($store, $db);
         $crate::store::sql::health::impl_health_store!($store, $db);
         }
     };

@@ -18,6 +18,9 @@ fn valid_submits() -> Vec<Value> {
         json!({"verb": "extend", "requestId": 9, "duration": "30m"}),
         json!({"verb": "refresh"}),
         json!({"action": "refresh", "requestId": 3, "view": "approver"}),
+        json!({"verb": "reviewKeep", "reviewId": 4, "kind": "AUTHORITY", "itemId": 12}),
+        json!({"verb": "reviewRemove", "reviewId": "4", "kind": "BREAK_GLASS", "itemId": 7}),
+        json!({"verb": "reviewConfirm", "reviewId": 4, "shown": "AUTHORITY:12,BREAK_GLASS:7"}),
     ]
 }
 
@@ -123,6 +126,23 @@ fn check(decoded: Result<CardAction, ActionError>) -> Result<(), TestCaseError> 
         Ok(CardAction::Refresh { request_id, view }) => {
             prop_assert!(request_id.is_none_or(|id| id > 0));
             prop_assert!(text_ok(&view));
+        }
+        Ok(CardAction::ReviewDecide {
+            review_id,
+            kind,
+            item_id,
+            ..
+        }) => {
+            prop_assert!(review_id > 0 && item_id > 0);
+            prop_assert!(kind == "AUTHORITY" || kind == "BREAK_GLASS");
+        }
+        Ok(CardAction::ReviewConfirm { review_id, shown }) => {
+            prop_assert!(review_id > 0);
+            prop_assert!(
+                shown
+                    .iter()
+                    .all(|(k, id)| *id > 0 && (k == "AUTHORITY" || k == "BREAK_GLASS"))
+            );
         }
         Err(e) => {
             let shown = e.to_string();
