@@ -435,16 +435,8 @@ async fn report_reviews(
     format: ReviewReportFormat,
 ) -> ExitCode {
     use passkey::governance::reviews;
-    let settings = match passkey::app::resolve_secrets(settings).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("passkey: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let label = settings.database_label();
-    let store = match open_migrated_store(&settings, &label).await {
-        Ok(store) => store,
+    let (_, label, store) = match open_configured_store(settings).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let found = match campaign {
@@ -518,17 +510,8 @@ async fn audit(settings: Settings, command: AuditCommand) -> ExitCode {
             }
         };
     }
-    // A `kv:` database URL is resolved first (serve does this in App::build).
-    let settings = match passkey::app::resolve_secrets(settings).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("passkey: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let label = settings.database_label();
-    let store = match open_migrated_store(&settings, &label).await {
-        Ok(store) => store,
+    let (settings, label, store) = match open_configured_store(settings).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let signer = match passkey::app::audit_signer(&settings) {
@@ -601,16 +584,8 @@ async fn report_access(settings: Settings, args: AccessArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let settings = match passkey::app::resolve_secrets(settings).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("passkey: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let label = settings.database_label();
-    let store = match open_migrated_store(&settings, &label).await {
-        Ok(store) => store,
+    let (_, label, store) = match open_configured_store(settings).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let reports = Reports::new(store, Arc::new(SystemClock));
@@ -1033,6 +1008,24 @@ async fn run_job(settings: Settings, name: &str) -> ExitCode {
 /// (they name tables and constraints, never the connection password).
 /// The configured database, for commands that need it as `serve` leaves it: reachable and
 /// migrated (exit code 2 with the reason otherwise, never the URL's credentials).
+/// The configured database for a command that only works on a migrated one: `kv:` references
+/// resolved first (serve does this in App::build), then connected and checked. Also gives the
+/// settings as resolved and the database's label for messages.
+async fn open_configured_store(
+    settings: Settings,
+) -> Result<(Settings, String, std::sync::Arc<dyn passkey::store::Store>), ExitCode> {
+    let settings = match passkey::app::resolve_secrets(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("passkey: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let label = settings.database_label();
+    let store = open_migrated_store(&settings, &label).await?;
+    Ok((settings, label, store))
+}
+
 async fn open_migrated_store(
     settings: &Settings,
     label: &str,

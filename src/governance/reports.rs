@@ -871,7 +871,7 @@ impl AccessReport {
 }
 
 /// Text in a Markdown table cell: a `|` would end the cell and a line break the row.
-fn md_cell(text: &str) -> String {
+pub(crate) fn md_cell(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace(['\r', '\n'], " ")

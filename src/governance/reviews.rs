@@ -26,6 +26,7 @@
 
 use crate::domain::{AuthorityKind, PrincipalType, Role, Timestamp};
 use crate::governance::lifecycle::Lifecycle;
+use crate::governance::reports::{csv_record, md_cell};
 use crate::notify::{ReviewNotice, ReviewNoticeKind};
 use crate::policy::decision::Approver;
 use crate::store::{
@@ -876,29 +877,12 @@ impl CampaignSummary {
     }
 }
 
-/// One CSV field (RFC 4180): quoted when it holds a quote, comma, CR or LF; a field starting
-/// with `=`, `+`, `-`, `@`, tab or CR gets a leading `'` so a spreadsheet shows it as text.
-fn csv_field(text: &str) -> String {
-    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_string()
-    };
-    if guarded.contains(['"', ',', '\r', '\n']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
-
 /// The summaries as CSV: a header row, then one row per campaign, CRLF line ends.
 pub fn summaries_csv(summaries: &[CampaignSummary]) -> String {
-    let mut out = SUMMARY_COLUMNS.join(",");
-    out.push_str("\r\n");
+    // The access report's writer: one RFC 4180 writer and one formula guard for every report.
+    let mut out = csv_record(&SUMMARY_COLUMNS);
     for s in summaries {
-        let cells: Vec<String> = s.cells().iter().map(|c| csv_field(c)).collect();
-        out.push_str(&cells.join(","));
-        out.push_str("\r\n");
+        out.push_str(&csv_record(&s.cells()));
     }
     out
 }
@@ -908,7 +892,7 @@ pub fn summaries_markdown(summaries: &[CampaignSummary]) -> String {
     let mut out = format!("| {} |\n", SUMMARY_COLUMNS.join(" | "));
     out.push_str(&format!("|{}\n", "---|".repeat(SUMMARY_COLUMNS.len())));
     for s in summaries {
-        let cells: Vec<String> = s.cells().iter().map(|c| c.replace('|', "\\|")).collect();
+        let cells: Vec<String> = s.cells().iter().map(|c| md_cell(c)).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out
@@ -917,17 +901,6 @@ pub fn summaries_markdown(summaries: &[CampaignSummary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_guarded() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_field("-1"), "'-1");
-        assert_eq!(csv_field("\tx"), "'\tx");
-        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
-    }
 
     #[test]
     fn a_quarterly_default_schedule_parses() {
