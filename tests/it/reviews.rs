@@ -51,6 +51,28 @@ async fn user(chat: &Chat, who: (&str, &str)) -> User {
 }
 
 /// The review of `title` in the latest campaign.
+/// Alice's break-glass use of the domain admin account, which policy sends to an after-the-fact
+/// review.
+async fn break_glass_use(chat: &Chat) -> passkey::store::Request {
+    let alice = user(chat, ALICE).await;
+    chat.server
+        .state
+        .lifecycle
+        .submit(
+            &alice,
+            &Submission {
+                record: "break-glass-domain-admin".into(),
+                duration_secs: Some(1800),
+                justification: "domain controllers down, restoring from backup".into(),
+                ticket_id: Some("INC-9000".into()),
+                break_glass: true,
+            },
+        )
+        .await
+        .unwrap()
+        .request
+}
+
 async fn review_of(chat: &Chat, title: &str) -> AccessReview {
     let campaign = chat.store.review_campaigns().await.unwrap()[0].clone();
     let record = chat
@@ -119,24 +141,7 @@ async fn a_campaign_sends_cards_removes_reminds_and_escalates(db: Db) {
     let chat = chat_over(&db).await;
     let clock = chat.server.clock.clone();
     // A break-glass use waiting for its after-the-fact review.
-    let alice = user(&chat, ALICE).await;
-    let used = chat
-        .server
-        .state
-        .lifecycle
-        .submit(
-            &alice,
-            &Submission {
-                record: "break-glass-domain-admin".into(),
-                duration_secs: Some(1800),
-                justification: "domain controllers down, restoring from backup".into(),
-                ticket_id: Some("INC-9000".into()),
-                break_glass: true,
-            },
-        )
-        .await
-        .unwrap()
-        .request;
+    let used = break_glass_use(&chat).await;
     assert!(used.break_glass && used.review_required);
 
     let reply = chat.say(CAROL, "admin review start").await;
@@ -376,24 +381,7 @@ async fn one_fire_makes_one_campaign_and_a_new_one_supersedes_it(db: Db) {
         .unwrap();
 
     // Alice's break-glass use, which Carol (the record's owner) accepts with the rest.
-    let alice = user(&chat, ALICE).await;
-    let used = chat
-        .server
-        .state
-        .lifecycle
-        .submit(
-            &alice,
-            &Submission {
-                record: "break-glass-domain-admin".into(),
-                duration_secs: Some(1800),
-                justification: "domain controllers down, restoring from backup".into(),
-                ticket_id: Some("INC-9000".into()),
-                break_glass: true,
-            },
-        )
-        .await
-        .unwrap()
-        .request;
+    let used = break_glass_use(&chat).await;
 
     let first = scheduler.run(Job::AccessReviews).await;
     assert!(first.ok, "{:?}", first.error);
