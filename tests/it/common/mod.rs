@@ -114,8 +114,8 @@ async fn sweep_abandoned_pg(conn: &mut sqlx::PgConnection) {
             .strip_prefix("passkey_t_")
             .and_then(|rest| rest.split_once('_'))
             .and_then(|(pid, _)| pid.parse::<u32>().ok());
-        // Names without a pid come from older harness versions: abandoned too.
-        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        // A name without a pid is another harness's (it drops its own): left alone.
+        let alive = pid.is_none_or(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             pg_dropper().send(name);
         }
