@@ -186,6 +186,10 @@ impl PgTestDb {
     }
 }
 
+/// Connections per test database: `RUST_TEST_THREADS` (.cargo/config.toml) tests at a time, each
+/// with at most this many, stay inside Postgres' default 100 connections.
+const PG_TEST_POOL: u32 = 20;
+
 /// A migrated, empty Postgres database, or None (with a note) when Postgres is unreachable outside CI.
 pub async fn fresh_pg() -> Option<PgTestDb> {
     let admin = admin_url();
@@ -220,7 +224,7 @@ pub async fn fresh_pg() -> Option<PgTestDb> {
     .await
     .expect("create test database");
     let url = database_url(&name);
-    let store = PgStore::connect(&url, 40)
+    let store = PgStore::connect(&url, PG_TEST_POOL)
         .await
         .expect("connect test database");
     store.migrate().await.expect("migrate test database");
