@@ -16,10 +16,12 @@
 //! created from `PASSKEY_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! and dropped at the end; when Postgres is unreachable that half is skipped with a note.
 //!
-//! `cargo bench --bench lifecycle`. Environment: `PASSKEY_BENCH_LEASES` (100000),
+//! `cargo bench --bench lifecycle`. Environment: `PASSKEY_BENCH_LEASES` (100000; 0 skips),
 //! `PASSKEY_BENCH_BASELINE_LEASES` (10000; 0 skips), `PASSKEY_BENCH_SCHEDULERS` (2),
-//! `PASSKEY_BENCH_WORKFLOWS` (1000 per concurrency level), `PASSKEY_BENCH_DATABASES`
-//! (`sqlite,postgres`).
+//! `PASSKEY_BENCH_WORKFLOWS` (1000 per concurrency level; 0 skips),
+//! `PASSKEY_BENCH_CONCURRENCY` (`1,8`: the workflow levels), `PASSKEY_BENCH_DATABASES`
+//! (`sqlite,postgres`), `PASSKEY_BENCH_LOG` (a tracing filter such as `sqlx=debug`: logs to
+//! stderr, for profiling; off by default).
 
 use async_trait::async_trait;
 use passkey::config::LifecycleSettings;
@@ -706,6 +708,18 @@ async fn main() {
     let total_workflows = env_usize("PASSKEY_BENCH_WORKFLOWS", 1000);
     let databases =
         std::env::var("PASSKEY_BENCH_DATABASES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let levels: Vec<usize> = std::env::var("PASSKEY_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,8".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .filter(|&c| c > 0)
+        .collect();
+    if let Ok(filter) = std::env::var("PASSKEY_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let kinds: Vec<Kind> = databases
         .split(',')
         .filter_map(|d| match d.trim() {
@@ -733,11 +747,15 @@ async fn main() {
         {
             expiry_rows.push((kind, "per request (before)", 1, f));
         }
-        if let Some(f) = batched_expiry(kind, leases, schedulers).await {
+        if leases > 0
+            && let Some(f) = batched_expiry(kind, leases, schedulers).await
+        {
             expiry_rows.push((kind, "batched (after)", schedulers, f));
         }
-        for concurrency in [1, 8] {
-            if let Some(wall) = workflows(kind, total_workflows, concurrency).await {
+        for &concurrency in &levels {
+            if total_workflows > 0
+                && let Some(wall) = workflows(kind, total_workflows, concurrency).await
+            {
                 workflow_rows.push((kind, concurrency, total_workflows, wall));
             }
         }

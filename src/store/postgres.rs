@@ -57,6 +57,11 @@ impl PgStore {
         self.pool.begin().await
     }
 
+    /// Where an autocommit write statement runs: any connection (row locks order the writers).
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -1,6 +1,13 @@
-//! SQLite: the embedded default. WAL so readers don't block the writer, a busy timeout so writers
-//! queue instead of failing, foreign keys on, and `BEGIN IMMEDIATE` for every write transaction so
-//! the write lock is taken up front (a deferred transaction that upgrades later can deadlock).
+//! SQLite: the embedded default. WAL so readers don't block the writer, foreign keys on, and
+//! `BEGIN IMMEDIATE` for every write transaction so the write lock is taken up front (a deferred
+//! transaction that upgrades later can deadlock).
+//!
+//! Every write of this process goes through one writer connection (a pool of one): writers queue
+//! on the pool, in order, and each is woken the moment the one before gives the connection back.
+//! SQLite's own busy handler polls instead, sleeping in steps of up to 100 ms, so several writers
+//! of one process taking turns on the file lock lost most of their time asleep. The busy timeout
+//! stays for writers in other processes (the CLI, a second instance on the same file). Reads use
+//! their own pool and, under WAL, never wait for the writer.
 
 use super::{DatabaseKind, Store, StoreResult, sql::impl_store};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -10,7 +17,10 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Reads (and raw access for tests and tools).
     pool: SqlitePool,
+    /// The one connection this process writes through: write transactions and autocommit writes.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -42,6 +52,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // No ping before each acquire: the connection is a local file handle with nothing on the
+        // other end to hang up, and the ping is a round trip to the connection's worker thread.
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
@@ -50,17 +62,44 @@ impl SqliteStore {
             // there is no server that could have gone away. A broken connection still fails its
             // statement and is closed.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(SqliteStore { pool })
+        // Each connection to ":memory:" is a database of its own: there, writes share the pool.
+        let writer = if path.as_os_str() == ":memory:" {
+            pool.clone()
+        } else {
+            // The wait for the writer replaces the busy handler's: as long as it.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await?
+        };
+        Ok(SqliteStore { pool, writer })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Where an autocommit write statement runs: the writer connection, behind the same queue as
+    /// the write transactions. (Never called while this task holds a write transaction: it would
+    /// wait for itself.)
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The read pool (raw access for tests and tools; writes made through it wait in SQLite's
+    /// busy handler like another process's).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Closes both pools: every later read and write fails as Unavailable.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 }
 

@@ -2696,7 +2696,7 @@ mod database_down {
             broken,
             move || {
                 let s = closer.clone();
-                Box::pin(async move { s.pool().close().await })
+                Box::pin(async move { s.close().await })
             },
         )
         .await;

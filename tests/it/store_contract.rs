@@ -2005,3 +2005,86 @@ async fn approval_channels_are_append_only_and_one_is_in_force(db: Db) {
             .is_err()
     );
 }
+
+// ---- SQLite: one writer per process --------------------------------------------------------------
+
+/// Many writers of one process at once — audit appends (write transactions) and job-run records
+/// (autocommit writes) — all succeed: they queue for the process's writer connection instead of
+/// meeting SQLite's busy handler, and the chain links every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_writers_in_one_process_all_succeed() {
+    let db = common::fresh_sqlite().await;
+    const WRITERS: usize = 24;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_audit(&NewAuditEvent::new(
+                        format!("writer-{i}"),
+                        "TEST_EVENT",
+                        t0(),
+                    ))
+                    .await?;
+                store
+                    .record_job_run(&NewJobRun {
+                        job_name: format!("job-{i}"),
+                        holder: "test".into(),
+                        started_at: t0(),
+                        finished_at: t0(),
+                        ok: true,
+                        counts: json!({}),
+                        error: None,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("every writer succeeds");
+    }
+    let events = db.store.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), WRITERS);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1);
+        if i > 0 {
+            assert_eq!(e.prev_hash, events[i - 1].hash, "event {} links", e.seq);
+        }
+    }
+    assert_eq!(db.store.last_job_runs().await.unwrap().len(), WRITERS);
+}
+
+/// A write while another process holds SQLite's write lock waits for it, then succeeds: the busy
+/// timeout still covers other processes (the CLI, a second instance on the same file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_write_waits_for_another_process_then_succeeds() {
+    use sqlx::Connection;
+    let db = common::fresh_sqlite().await;
+    let path = db.dir.path().join("test.db");
+    let mut other =
+        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let store = db.store.clone();
+    let write = tokio::spawn(async move {
+        store
+            .append_audit(&NewAuditEvent::new("waiting-writer", "TEST_EVENT", t0()))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !write.is_finished(),
+        "the write waits while the lock is held"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let event = write
+        .await
+        .unwrap()
+        .expect("the write succeeds once the lock is free");
+    assert_eq!(event.actor, "waiting-writer");
+    assert_eq!(db.store.audit_head().await.unwrap().0, 1);
+}

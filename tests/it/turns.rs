@@ -362,7 +362,7 @@ async fn a_turn_without_its_sqlite_database_answers_503() {
         engine: "sqlite",
     };
     let bot = Bot::start(db, &[]).await;
-    sqlite.store.pool().close().await;
+    sqlite.store.close().await;
     let approve = bot.message(BOB, "bob-approves", "approve 1");
     assert_eq!(bot.deliver(&approve).await, 503);
 }

@@ -51,7 +51,7 @@ macro_rules! impl_audit_store {
                 .bind(&c.key_id)
                 .bind(&c.algorithm)
                 .bind(&c.signature)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -78,7 +78,7 @@ macro_rules! impl_audit_store {
                 .bind(&k.algorithm)
                 .bind(&k.public_key)
                 .bind(k.created_at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -103,7 +103,7 @@ macro_rules! impl_audit_store {
                 .bind(p.degraded)
                 .bind(p.duration_ms)
                 .bind(Json(&p.detail))
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 

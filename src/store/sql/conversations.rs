@@ -36,7 +36,7 @@ macro_rules! impl_conversation_store {
                 .bind(&c.team_id)
                 .bind(&c.reference)
                 .bind(c.updated_at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -74,7 +74,7 @@ macro_rules! impl_conversation_store {
                 .bind(&c.activity_id)
                 .bind(&c.card_kind)
                 .bind(c.at)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -97,7 +97,7 @@ macro_rules! impl_conversation_store {
                 .bind(request_id)
                 .bind(approval_channel_id)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -132,7 +132,7 @@ macro_rules! impl_conversation_store {
                 .bind(Json(Value::Object(Default::default())))
                 .bind(why)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -173,7 +173,7 @@ macro_rules! impl_conversation_store {
                 .bind(id)
                 .bind(if delivered { "SENT" } else { "FAILED" })
                 .bind(delivered.then_some(at))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -204,7 +204,7 @@ macro_rules! impl_conversation_store {
                 .bind(now)
                 .bind(until)
                 .bind(token)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected()
                     == 1;
@@ -216,7 +216,7 @@ macro_rules! impl_conversation_store {
                 )
                 .bind(conversation_id)
                 .bind(activity_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 // Gone between the two statements: the holder released it; ask for a retry.
                 Ok(match state.as_deref() {
@@ -241,7 +241,7 @@ macro_rules! impl_conversation_store {
                 .bind(activity_id)
                 .bind(token)
                 .bind(until)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected()
                     == 1)
@@ -263,7 +263,7 @@ macro_rules! impl_conversation_store {
                 .bind(activity_id)
                 .bind(token)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -282,7 +282,7 @@ macro_rules! impl_conversation_store {
                 .bind(conversation_id)
                 .bind(activity_id)
                 .bind(token)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -290,7 +290,7 @@ macro_rules! impl_conversation_store {
             async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64> {
                 Ok(sqlx::query("DELETE FROM processed_activities WHERE processed_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?
                     .rows_affected())
             }

@@ -86,10 +86,13 @@ macro_rules! impl_health_store {
             }
 
             async fn migrate(&self) -> StoreResult<()> {
-                Self::MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-                    sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
-                    other => StoreError::Invalid(format!("migrations: {other}")),
-                })
+                Self::MIGRATOR
+                    .run(self.writer())
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
+                        other => StoreError::Invalid(format!("migrations: {other}")),
+                    })
             }
         }
     };

@@ -26,7 +26,7 @@ macro_rules! impl_job_store {
                 .bind(holder)
                 .bind(now)
                 .bind(lease_until)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?;
                 Ok(claimed.as_deref() == Some(holder))
             }
@@ -40,7 +40,7 @@ macro_rules! impl_job_store {
                 .bind(key)
                 .bind(holder)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected()
                     == 1)

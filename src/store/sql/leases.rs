@@ -253,7 +253,7 @@ macro_rules! impl_lease_store {
                      WHERE id = $1 AND issuances_in_flight > 0",
                 )
                 .bind(request_id)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -351,7 +351,7 @@ macro_rules! impl_lease_store {
                 )
                 .bind(issuance_id)
                 .bind(error)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -365,7 +365,7 @@ macro_rules! impl_lease_store {
                 )
                 .bind(min_attempts)
                 .bind(at)
-                .fetch_all(&self.pool)
+                .fetch_all(self.writer())
                 .await?)
             }
 
@@ -453,7 +453,7 @@ macro_rules! impl_lease_store {
                 sqlx::query("UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE id = $1 AND claimed_by = $2")
                     .bind(request_id)
                     .bind(holder)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }
@@ -469,7 +469,7 @@ macro_rules! impl_lease_store {
                     for id in chunk {
                         q = q.bind(*id);
                     }
-                    q.execute(&self.pool).await?;
+                    q.execute(self.writer()).await?;
                 }
                 Ok(())
             }
@@ -493,7 +493,7 @@ macro_rules! impl_lease_store {
                     for id in chunk {
                         q = q.bind(*id);
                     }
-                    held.extend(q.fetch_all(&self.pool).await?);
+                    held.extend(q.fetch_all(self.writer()).await?);
                 }
                 Ok(held)
             }
@@ -592,7 +592,7 @@ macro_rules! impl_lease_store {
                 } else {
                     "UPDATE requests SET reminded_at = $2 WHERE id = $1 AND reminded_at IS NULL"
                 };
-                Ok(sqlx::query(sql).bind(request_id).bind(at).execute(&self.pool).await?.rows_affected() == 1)
+                Ok(sqlx::query(sql).bind(request_id).bind(at).execute(self.writer()).await?.rows_affected() == 1)
             }
 
             async fn record_job_run(&self, r: &NewJobRun) -> StoreResult<JobRun> {
@@ -607,7 +607,7 @@ macro_rules! impl_lease_store {
                 .bind(r.ok)
                 .bind(Json(&r.counts))
                 .bind(&r.error)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -619,7 +619,7 @@ macro_rules! impl_lease_store {
                 .bind(job_name)
                 .bind(fire_at)
                 .bind(holder)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected()
                     == 1;
@@ -627,7 +627,7 @@ macro_rules! impl_lease_store {
                     sqlx::query("DELETE FROM job_fires WHERE job_name = $1 AND fire_at < $2")
                         .bind(job_name)
                         .bind(fire_at.minus(time::Duration::days(2)))
-                        .execute(&self.pool)
+                        .execute(self.writer())
                         .await?;
                 }
                 Ok(claimed)
@@ -653,7 +653,7 @@ macro_rules! impl_lease_store {
                 ] {
                     forgotten += sqlx::query(statement)
                         .bind(before)
-                        .execute(&self.pool)
+                        .execute(self.writer())
                         .await?
                         .rows_affected();
                 }

@@ -17,7 +17,7 @@ macro_rules! impl_local_share_store {
                 .bind(share.expires_at)
                 .bind(share.opened_at)
                 .bind(share.removed_at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -36,7 +36,7 @@ macro_rules! impl_local_share_store {
                 )
                 .bind(share_id)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(opened.rows_affected() == 1)
             }
@@ -49,7 +49,7 @@ macro_rules! impl_local_share_store {
                 .bind(record_uid)
                 .bind(id_or_name)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected())
             }

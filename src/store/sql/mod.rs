@@ -1,6 +1,7 @@
 //! The SQL both stores run. `impl_store!` expands the same statements for SQLite and Postgres;
 //! the few real dialect differences are inherent items on each store type:
-//! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front) and
+//! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front), `writer()` (the
+//! pool an autocommit write runs on: SQLite's one writer connection, see `sqlite.rs`) and
 //! `LOCK_CHAIN_HEAD` (Postgres locks the head row with `FOR UPDATE`).
 //! Placeholders are `$N`, which both drivers bind by number.
 //!

@@ -35,13 +35,13 @@ macro_rules! impl_permission_store {
                 .bind(Json(permissions))
                 .bind(resolved_at)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
 
             async fn invalidate_permission_cache(&self) -> StoreResult<u64> {
-                Ok(sqlx::query("DELETE FROM user_permission_cache").execute(&self.pool).await?.rows_affected())
+                Ok(sqlx::query("DELETE FROM user_permission_cache").execute(self.writer()).await?.rows_affected())
             }
         }
     };

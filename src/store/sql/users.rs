@@ -27,7 +27,7 @@ macro_rules! impl_user_store {
                 .bind(&u.display_name)
                 .bind(u.initial_role)
                 .bind(at)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -100,7 +100,7 @@ macro_rules! impl_user_store {
                 sqlx::query("UPDATE users SET time_zone = $2 WHERE id = $1")
                     .bind(user_id)
                     .bind(zone)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }
@@ -207,7 +207,7 @@ macro_rules! impl_user_store {
                 .bind(user_id)
                 .bind(at)
                 .bind(true)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?
                 .ok_or(StoreError::NotFound("user"))
             }

@@ -14,7 +14,7 @@ macro_rules! impl_vault_store {
                 .bind(vault_uid)
                 .bind(name)
                 .bind(at)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -107,7 +107,7 @@ macro_rules! impl_vault_store {
                 .bind(r.sensitivity)
                 .bind(r.discovery_source)
                 .bind(at)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -170,7 +170,7 @@ macro_rules! impl_vault_store {
                     .bind(id)
                     .bind(status)
                     .bind(at)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writer())
                     .await?
                     .ok_or(StoreError::NotFound("record"))
             }
