@@ -294,7 +294,7 @@ async fn sqlite_template() -> &'static std::path::Path {
                     .execute(store.pool())
                     .await
                     .expect("checkpoint the template");
-                store.pool().close().await;
+                store.close().await;
                 std::fs::rename(&partial, &path).expect("name the template");
                 for suffix in ["-wal", "-shm"] {
                     let mut side = partial.clone().into_os_string();
