@@ -1118,4 +1118,87 @@ mod tests {
         let report = verify_timed(&later, &[(1, 1), (3, 3001), (4, 3101), (6, 4001)], 4100).await;
         assert_eq!(first(&report), (5, Problem::MissingCheckpoint));
     }
+
+    /// Verifies the timed chain `spec` (every event covered by a checkpoint) with `unlinked`
+    /// events outside it, the oldest written at `oldest` seconds, as of `as_of`, allowing 5 s.
+    async fn verify_with_unlinked(
+        spec: &[(&str, i64)],
+        unlinked: u64,
+        oldest: i64,
+        as_of: i64,
+    ) -> Report {
+        let events = timed(spec);
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let last = events.last().unwrap();
+        let cps = vec![sign(&signer, last, last.created_at).await];
+        let mut v = Verifier::new(
+            VerifyOptions {
+                from_seq: 0,
+                to_seq: Some(events.len() as i64),
+                max_checkpoint_delay: Some(time::Duration::seconds(660)),
+                as_of: t(as_of),
+            },
+            cps,
+            &keys,
+        );
+        v.push(&events);
+        v.check_unlinked(
+            UnlinkedEvents {
+                count: unlinked,
+                oldest_at: (unlinked > 0).then(|| t(oldest)),
+            },
+            time::Duration::seconds(5),
+        );
+        v.finish()
+    }
+
+    #[tokio::test]
+    async fn an_event_left_unlinked_past_the_allowance_is_reported_a_fresh_one_is_not() {
+        const R: &str = "REQUEST_SUBMITTED";
+        let spec = [("SERVICE_STARTED", 0), (R, 10), (R, 20)];
+        // Written 2 s ago: the linker has not got to it yet.
+        let fresh = verify_with_unlinked(&spec, 1, 98, 100).await;
+        assert!(fresh.ok(), "{}", fresh.summary());
+        // Written 60 s ago and still outside the chain, the service running all along.
+        let stale = verify_with_unlinked(&spec, 3, 40, 100).await;
+        assert_eq!(first(&stale), (4, Problem::Unlinked), "{}", stale.summary());
+        assert!(
+            stale.findings[0]
+                .detail
+                .starts_with("3 committed events are not linked"),
+            "{}",
+            stale.findings[0].detail
+        );
+        // Nothing unlinked: nothing to report.
+        assert!(verify_with_unlinked(&spec, 0, 0, 100).await.ok());
+    }
+
+    #[tokio::test]
+    async fn down_time_after_an_unlinked_event_is_credited() {
+        const R: &str = "REQUEST_SUBMITTED";
+        // Written at 21 s; the service died at 22 s (its last event) and started again at
+        // 3,000 s: of the 2,982 s until 3,003 s, only 4 s were running time.
+        let spec = [
+            ("SERVICE_STARTED", 0),
+            (R, 10),
+            (R, 22),
+            ("SERVICE_STARTED", 3000),
+        ];
+        let report = verify_with_unlinked(&spec, 1, 21, 3003).await;
+        assert!(report.ok(), "{}", report.summary());
+        // 10 s after the start it is late again.
+        let report = verify_with_unlinked(&spec, 1, 21, 3010).await;
+        assert_eq!(
+            first(&report),
+            (5, Problem::Unlinked),
+            "{}",
+            report.summary()
+        );
+        assert!(
+            report.findings[0]
+                .detail
+                .contains("2978 s of it the service was down")
+        );
+    }
 }

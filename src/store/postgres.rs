@@ -74,7 +74,10 @@ impl PgStore {
 
     /// Commits a write and wakes this instance's linker: the events it inserted are committed
     /// now, so a link pass sees them.
-    async fn commit_write(&self, tx: sqlx::Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
+    async fn commit_write(
+        &self,
+        tx: sqlx::Transaction<'static, Postgres>,
+    ) -> Result<(), sqlx::Error> {
         tx.commit().await?;
         self.link_wakeup.notify_one();
         Ok(())

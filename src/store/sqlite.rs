@@ -57,7 +57,10 @@ impl SqliteStore {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
-    async fn commit_write(&self, tx: sqlx::Transaction<'static, Sqlite>) -> Result<(), sqlx::Error> {
+    async fn commit_write(
+        &self,
+        tx: sqlx::Transaction<'static, Sqlite>,
+    ) -> Result<(), sqlx::Error> {
         tx.commit().await
     }
 
