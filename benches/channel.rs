@@ -4,9 +4,17 @@
 //! Runs the release `passkey` binary as its own process (so its CPU time and RSS can be read from
 //! /proc), with a local OpenID/JWKS issuer and a fake Connector served from this process on
 //! loopback. Reports requests/s, p50/p99 latency, server CPU time per message and peak RSS, at 1
-//! and 32 concurrent connections.
+//! and 32 concurrent connections, once per database:
+//! - SQLite: a file in a temporary directory;
+//! - Postgres: a scratch database `passkey_bench_<uuid>` created from `PASSKEY_TEST_DATABASE_URL`
+//!   (default `postgres://postgres@127.0.0.1:5432/postgres`) and dropped afterwards; skipped with
+//!   a note when Postgres is unreachable. The CPU time of the Postgres backends serving that
+//!   database (their pids from `pg_stat_activity`, utime + stime from /proc: the server must run
+//!   on this machine) is reported per message too.
 //!
-//! `cargo bench --bench channel` (set `PASSKEY_BENCH_MESSAGES` to change the count per level).
+//! `cargo bench --bench channel`. Environment: `PASSKEY_BENCH_MESSAGES` (4000 per level),
+//! `PASSKEY_BENCH_DATABASES` (`sqlite,postgres`), `PASSKEY_BENCH_SERVER` (the server binary to run
+//! instead of this build's, to compare two builds on one machine).
 
 #[allow(dead_code)]
 #[path = "../tests/it/common/channel.rs"]
@@ -18,6 +26,8 @@ mod tls;
 
 use channel::{APP_ID, FakeConnector, Issuer, message, sign};
 use serde_json::json;
+use sqlx::{AssertSqlSafe, Connection};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,14 +38,21 @@ struct Level {
     wall: Duration,
     latencies: Vec<Duration>,
     cpu_ticks: u64,
+    /// The Postgres backends' CPU over the level (Postgres only).
+    backend_ticks: Option<u64>,
 }
 
 fn proc_cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    try_proc_cpu_ticks(pid).expect("read /proc/PID/stat")
+}
+
+/// utime + stime of a process, `None` once it is gone.
+fn try_proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
@@ -109,40 +126,142 @@ async fn drive(
     (started.elapsed(), all)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let total: usize = std::env::var("PASSKEY_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4000);
-    let issuer = Issuer::start().await;
-    // The app password goes to the token endpoint over https only (azure_identity).
-    let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    let ca = tls::TestCa::new(&[loopback]);
-    let tokens = tls::TlsProxy::start(&ca, loopback, tls::socket_of(&issuer.base)).await;
-    let connector = FakeConnector::start().await;
-    let dir = tempfile::tempdir().unwrap();
+enum Database {
+    Sqlite,
+    /// A scratch database, `name`, made through `admin` (a connection URL to another database).
+    Postgres {
+        admin: String,
+        name: String,
+    },
+}
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passkey"))
+impl Database {
+    fn label(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "SQLite",
+            Database::Postgres { .. } => "Postgres",
+        }
+    }
+
+    /// The server's `database_url`: none for SQLite (its file in the working directory).
+    fn url(&self) -> Option<String> {
+        match self {
+            Database::Sqlite => None,
+            Database::Postgres { admin, name } => {
+                let (base, _) = admin
+                    .rsplit_once('/')
+                    .expect("PASSKEY_TEST_DATABASE_URL needs a database path");
+                Some(format!("{base}/{name}"))
+            }
+        }
+    }
+
+    /// A fresh scratch database, or `None` (with a note) when Postgres is unreachable.
+    async fn scratch_postgres() -> Option<Database> {
+        let admin = std::env::var("PASSKEY_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                println!("Postgres skipped: unreachable at {admin} ({e})");
+                return None;
+            }
+        };
+        let name = format!("passkey_bench_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("create the scratch database");
+        Some(Database::Postgres { admin, name })
+    }
+
+    /// CPU ticks so far of each backend serving the scratch database (Postgres only).
+    async fn backend_ticks(&self) -> Option<HashMap<u32, u64>> {
+        let Database::Postgres { admin, name } = self else {
+            return None;
+        };
+        let mut conn = sqlx::PgConnection::connect(admin).await.ok()?;
+        let pids: Vec<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+                .bind(name)
+                .fetch_all(&mut conn)
+                .await
+                .ok()?;
+        conn.close().await.ok();
+        Some(
+            pids.into_iter()
+                .filter_map(|pid| {
+                    let pid = pid as u32;
+                    try_proc_cpu_ticks(pid).map(|ticks| (pid, ticks))
+                })
+                .collect(),
+        )
+    }
+
+    async fn drop_scratch(&self) {
+        if let Database::Postgres { admin, name } = self
+            && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
+        {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await;
+        }
+    }
+}
+
+/// The backends' CPU between two samples: a backend that started in between counts from zero,
+/// one that ended in between is lost (the server's pool keeps its connections).
+fn backend_delta(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(pid, ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// The fakes the server talks to, shared by the runs on each database.
+struct Rig {
+    issuer: Issuer,
+    tokens: tls::TlsProxy,
+    ca: tls::TestCa,
+    connector: FakeConnector,
+}
+
+struct Run {
+    levels: Vec<Level>,
+    peak_rss_kib: u64,
+    replies: usize,
+}
+
+async fn run(rig: &Rig, database: &Database, total: usize) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let replies_before = rig.connector.calls().len();
+    // Another build of the server (a copy of an earlier binary) for before/after comparisons.
+    let server = std::env::var("PASSKEY_BENCH_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_passkey").to_string());
+    let mut command = Command::new(server);
+    command
         .current_dir(dir.path())
         .env_clear()
         .env("PASSKEY_BIND", "127.0.0.1:0")
         .env("PASSKEY_LOG__FILTER", "warn")
-        .envs(
-            std::env::vars()
-                .filter(|(k, _)| k == "TOKIO_WORKER_THREADS" || k.starts_with("PASSKEY_DATABASE")),
-        )
+        .envs(std::env::vars().filter(|(k, _)| {
+            k == "TOKIO_WORKER_THREADS" || k == "PASSKEY_DATABASE_MAX_CONNECTIONS"
+        }))
         .env("PASSKEY_BOT__APP_ID", APP_ID)
         .env("PASSKEY_BOT__APP_PASSWORD", "bench-password")
-        .env("PASSKEY_BOT__OPENID_METADATA_URL", issuer.bf_metadata_url())
-        .env("PASSKEY_BOT__OAUTH_AUTHORITY", tokens.base())
-        .env("SSL_CERT_FILE", &ca.ca_file)
+        .env(
+            "PASSKEY_BOT__OPENID_METADATA_URL",
+            rig.issuer.bf_metadata_url(),
+        )
+        .env("PASSKEY_BOT__OAUTH_AUTHORITY", rig.tokens.base())
+        .env("SSL_CERT_FILE", &rig.ca.ca_file)
         // The fake Connector is on loopback, which a bot with an app id reaches only when told.
         .env("PASSKEY_BOT__CONNECTOR_HOSTS", "127.0.0.1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start passkey");
+        .stderr(Stdio::inherit());
+    if let Some(url) = database.url() {
+        command.env("PASSKEY_DATABASE_URL", url);
+    }
+    let mut child = command.spawn().expect("start passkey");
     let pid = child.id();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
@@ -154,29 +273,28 @@ async fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
+    let service_url = &rig.connector.service_url;
     let token = sign(
         "channel-a",
         "kid-a",
-        &json!({"iss": "https://api.botframework.com", "aud": APP_ID, "exp": now + 3600, "nbf": now - 60, "serviceurl": connector.service_url}),
+        &json!({"iss": "https://api.botframework.com", "aud": APP_ID, "exp": now + 3600, "nbf": now - 60, "serviceurl": service_url}),
     );
 
     // Warm-up: keys fetched, connector token cached, demo data loaded, pages hot.
-    drive(&base, &connector.service_url, &token, 4, 200, 0).await;
+    drive(&base, service_url, &token, 4, 200, 0).await;
 
     let mut levels = Vec::new();
     for (n, connections) in [1usize, 32].into_iter().enumerate() {
         let messages = total - total % connections;
+        let backends_before = database.backend_ticks().await;
         let cpu_before = proc_cpu_ticks(pid);
-        let (wall, mut latencies) = drive(
-            &base,
-            &connector.service_url,
-            &token,
-            connections,
-            messages,
-            n + 1,
-        )
-        .await;
+        let (wall, mut latencies) =
+            drive(&base, service_url, &token, connections, messages, n + 1).await;
         let cpu_ticks = proc_cpu_ticks(pid) - cpu_before;
+        let backend_ticks = match (backends_before, database.backend_ticks().await) {
+            (Some(before), Some(after)) => Some(backend_delta(&before, &after)),
+            _ => None,
+        };
         latencies.sort();
         levels.push(Level {
             connections,
@@ -184,42 +302,102 @@ async fn main() {
             wall,
             latencies,
             cpu_ticks,
+            backend_ticks,
         });
     }
     let peak_rss_kib = proc_status_kib(pid, "VmHWM:");
-    let replies = connector.calls().len();
     child.kill().ok();
     child.wait().ok();
+    Run {
+        levels,
+        peak_rss_kib,
+        replies: rig.connector.calls().len() - replies_before,
+    }
+}
 
+fn report(database: &Database, run: &Run) {
     let hz = ticks_per_second() as f64;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "machine: {} cores, load average at end: {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        load.trim()
-    );
-    println!("replies received by the fake connector: {replies}");
+    let per_message = |ticks: u64, messages: usize| ticks as f64 / hz * 1e6 / messages as f64;
+    let postgres = matches!(database, Database::Postgres { .. });
     println!();
-    println!("| connections | messages | requests/s | p50 | p99 | server CPU per message |");
-    println!("|---|---|---|---|---|---|");
-    for l in &levels {
-        let rps = l.messages as f64 / l.wall.as_secs_f64();
-        let cpu_us = l.cpu_ticks as f64 / hz * 1e6 / l.messages as f64;
+    println!("## {}", database.label());
+    println!();
+    println!("replies received by the fake connector: {}", run.replies);
+    println!();
+    if postgres {
         println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs |",
+            "| connections | messages | requests/s | p50 | p99 | server CPU per message | Postgres backends' CPU per message |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    } else {
+        println!("| connections | messages | requests/s | p50 | p99 | server CPU per message |");
+        println!("|---|---|---|---|---|---|");
+    }
+    for l in &run.levels {
+        let rps = l.messages as f64 / l.wall.as_secs_f64();
+        let backends = match l.backend_ticks {
+            Some(ticks) if postgres => format!(" {:.0} µs |", per_message(ticks, l.messages)),
+            _ if postgres => " – |".to_string(),
+            _ => String::new(),
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs |{backends}",
             l.connections,
             l.messages,
             rps,
             percentile(&l.latencies, 0.50).as_secs_f64() * 1e3,
             percentile(&l.latencies, 0.99).as_secs_f64() * 1e3,
-            cpu_us
+            per_message(l.cpu_ticks, l.messages),
         );
     }
     println!();
     println!(
         "server peak RSS (VmHWM): {:.1} MiB",
-        peak_rss_kib as f64 / 1024.0
+        run.peak_rss_kib as f64 / 1024.0
     );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let total: usize = std::env::var("PASSKEY_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let databases =
+        std::env::var("PASSKEY_BENCH_DATABASES").unwrap_or_else(|_| "sqlite,postgres".to_string());
+    let issuer = Issuer::start().await;
+    // The app password goes to the token endpoint over https only (azure_identity).
+    let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let ca = tls::TestCa::new(&[loopback]);
+    let tokens = tls::TlsProxy::start(&ca, loopback, tls::socket_of(&issuer.base)).await;
+    let connector = FakeConnector::start().await;
+    let rig = Rig {
+        issuer,
+        tokens,
+        ca,
+        connector,
+    };
+
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} cores, load average at start: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        load().trim()
+    );
+    for name in databases.split(',').map(str::trim) {
+        let database = match name {
+            "sqlite" => Database::Sqlite,
+            "postgres" => match Database::scratch_postgres().await {
+                Some(database) => database,
+                None => continue,
+            },
+            other => panic!("PASSKEY_BENCH_DATABASES: unknown database {other:?}"),
+        };
+        let result = run(&rig, &database, total).await;
+        database.drop_scratch().await;
+        report(&database, &result);
+        println!("load average after this run: {}", load().trim());
+    }
 }

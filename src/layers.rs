@@ -89,6 +89,7 @@ pub const STORE_READS: &[&str] = &[
     "users_with_role",
     "count_users",
     "user_time_zone",
+    "turn_sender",
     // VaultStore
     "folder_by_id",
     "list_folders",

@@ -22,7 +22,7 @@ use crate::governance::identities::{self, AddressSource, DirectoryAnswer, GraphA
 use crate::governance::lifecycle::{LifecycleError, Submission};
 use crate::governance::permissions::DirectoryError;
 use crate::governance::policies;
-use crate::store::{ActivityClaim, ConversationRef, NewSentCard, User};
+use crate::store::{ActivityClaim, ConversationRef, NewSentCard, TurnSender, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -161,37 +161,40 @@ async fn keep_claimed(
 }
 
 /// The turn in its sender's time zone (#18.6), so the times it shows are theirs: the zone their
-/// client reports with this activity, else the one it last reported, else UTC.
+/// client reports with this activity, else the one it last reported, else UTC. The sender's row
+/// is read here, once, with their stored zone and whether notices wait for them.
 async fn run_for_reader(
     state: &BotState,
     activity: &Activity,
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
+    let known = read_sender(state, activity).await;
     let zone = match activity.client_zone() {
         Some(zone) => zone,
-        None => stored_zone(state, activity).await,
-    };
-    crate::domain::for_reader(zone, run(state, activity, identity)).await
-}
-
-/// The zone the sender's client last reported; UTC when none (or it cannot be read now).
-async fn stored_zone(state: &BotState, activity: &Activity) -> Zone {
-    let Some(aad) = activity.from.aad_object_id.as_deref() else {
-        return Zone::utc();
-    };
-    let stored = match state.store.user_by_aad_object_id(aad).await {
-        Ok(Some(user)) => state.store.user_time_zone(user.id).await,
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
-    };
-    match stored {
-        Ok(name) => name
-            .as_deref()
+        None => known
+            .as_ref()
+            .and_then(Option::as_ref)
+            .and_then(|sender| sender.time_zone.as_deref())
             .and_then(Zone::named)
             .unwrap_or_else(Zone::utc),
+    };
+    crate::domain::for_reader(zone, run(state, activity, identity, known)).await
+}
+
+/// The sender as stored: `Some(None)` when nobody is stored for them, `None` when the activity
+/// names nobody or the read failed (times are then shown in UTC, and the row is read again when
+/// the turn needs it, which fails the turn if the database still does).
+async fn read_sender(state: &BotState, activity: &Activity) -> Option<Option<TurnSender>> {
+    let aad = activity
+        .from
+        .aad_object_id
+        .as_deref()
+        .filter(|a| !a.is_empty())?;
+    match state.store.turn_sender(aad).await {
+        Ok(sender) => Some(sender),
         Err(e) => {
-            tracing::warn!(error = %e, "time zone not read; times shown in UTC");
-            Zone::utc()
+            tracing::warn!(error = %e, "sender not read; times shown in UTC");
+            None
         }
     }
 }
@@ -226,9 +229,10 @@ async fn run(
     state: &BotState,
     activity: &Activity,
     identity: &ChannelIdentity,
+    known: Option<Option<TurnSender>>,
 ) -> Result<TurnOutcome, ApiError> {
     let now = state.clock.now();
-    let mut sender = remember_sender(state, activity, now).await?;
+    let mut sender = remember_sender(state, activity, known, now).await?;
     refresh_sender_addresses(state, activity, &mut sender).await?;
     remember_conversation(state, activity, &sender, identity, now).await?;
     remember_zone(state, activity, &sender).await;
@@ -382,6 +386,9 @@ async fn deliver_waiting(
     activity: &Activity,
     sender: &Sender<'_>,
 ) -> Result<(), ApiError> {
+    if sender.notices_waiting == Some(false) {
+        return Ok(());
+    }
     let Some(user) = sender.user().await? else {
         return Ok(());
     };
@@ -462,6 +469,8 @@ pub struct Sender<'a> {
     /// The activity being answered (`conversation/activity id`), for a use case that must
     /// recognise a redelivery of a command whose work an earlier attempt already did.
     origin: Option<String>,
+    /// Whether notices waited for them when the turn read their row (`None`: not known).
+    notices_waiting: Option<bool>,
 }
 
 impl<'a> Sender<'a> {
@@ -472,6 +481,7 @@ impl<'a> Sender<'a> {
             aad_object_id: Some(user.aad_object_id.clone()),
             user: OnceCell::new_with(Some(Some(user.clone()))),
             origin: None,
+            notices_waiting: None,
         }
     }
 
@@ -491,10 +501,11 @@ impl<'a> Sender<'a> {
 }
 
 /// People are keyed by their Entra object id; a newcomer starts as a requester. An unchanged
-/// profile seen moments ago is not written again.
+/// profile seen moments ago is not written again: the row the turn read (`known`) serves.
 async fn remember_sender<'a>(
     state: &'a BotState,
     activity: &Activity,
+    known: Option<Option<TurnSender>>,
     now: Timestamp,
 ) -> Result<Sender<'a>, ApiError> {
     let origin = activity
@@ -512,6 +523,7 @@ async fn remember_sender<'a>(
             aad_object_id: None,
             user: OnceCell::new_with(Some(None)),
             origin,
+            notices_waiting: Some(false),
         });
     };
     let key = format!("user:{aad}");
@@ -522,11 +534,20 @@ async fn remember_sender<'a>(
         &activity.from.name,
     ));
     if state.bot.recent.unchanged(&key, fingerprint) {
+        let (user, notices_waiting) = match known {
+            Some(Some(sender)) => (
+                OnceCell::new_with(Some(Some(sender.user))),
+                Some(sender.notices_waiting),
+            ),
+            Some(None) => (OnceCell::new_with(Some(None)), Some(false)),
+            None => (OnceCell::new(), None),
+        };
         return Ok(Sender {
             state,
             aad_object_id: Some(aad.to_string()),
-            user: OnceCell::new(),
+            user,
             origin,
+            notices_waiting,
         });
     }
     let user = state
@@ -547,6 +568,12 @@ async fn remember_sender<'a>(
         aad_object_id: Some(aad.to_string()),
         user: OnceCell::new_with(Some(Some(user))),
         origin,
+        // A person seen for the first time may have notices waiting from before (an approver
+        // the directory named): read when delivering.
+        notices_waiting: match known {
+            Some(Some(sender)) => Some(sender.notices_waiting),
+            _ => None,
+        },
     })
 }
 

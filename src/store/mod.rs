@@ -123,6 +123,9 @@ pub trait UserStore: Send + Sync {
     async fn upsert_user(&self, user: &NewUser, at: Timestamp) -> StoreResult<User>;
     async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>>;
     async fn user_by_aad_object_id(&self, aad_object_id: &str) -> StoreResult<Option<User>>;
+    /// What a Teams turn needs about its sender, in one read: their row, the time zone their
+    /// client last reported, and whether notices wait for them.
+    async fn turn_sender(&self, aad_object_id: &str) -> StoreResult<Option<TurnSender>>;
     /// Case-insensitive match on mail or UPN.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn users_with_role(&self, role: Role) -> StoreResult<Vec<User>>;

@@ -29,6 +29,17 @@ pub struct User {
     pub directory_check_failed: bool,
 }
 
+/// A Teams turn's sender as read at its start ([`super::UserStore::turn_sender`]).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TurnSender {
+    #[sqlx(flatten)]
+    pub user: User,
+    /// The IANA zone their Teams client last reported (`None`: never).
+    pub time_zone: Option<String>,
+    /// Notices wait for them (approval notices the bot could not deliver before).
+    pub notices_waiting: bool,
+}
+
 /// Who a person is, as Teams or Entra tells us. Upserting never changes a stored role.
 #[derive(Debug, Clone)]
 pub struct NewUser {

@@ -50,12 +50,28 @@ impl PgStore {
     /// Rows per multi-row INSERT in the batch paths (12 columns × 250 rows = 3,000 parameters,
     /// well under the protocol's 65,535): fewer round trips.
     const INSERT_ROWS: usize = 250;
+    /// A pooled connection idle at least this long is pinged before use.
+    const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
 
     /// Connects a pool; does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every pooled connection before handing it out: a round trip to the
+            // server per statement. Only a connection that sat idle a while is pinged (that is
+            // where server-side idle timeouts and dropped connections show up); one in steady
+            // use goes straight to its statement, and if it broke meanwhile that statement fails
+            // and the connection is closed.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= Self::PING_WHEN_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         Ok(PgStore::from_pool(pool))

@@ -48,6 +48,11 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings a pooled connection before handing it out; for SQLite that is one more
+            // round trip to the connection's worker thread per statement (two wake-ups), and
+            // there is no server that could have gone away. A broken connection still fails its
+            // statement and is closed.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(SqliteStore { pool })

@@ -159,6 +159,34 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// A refused activity left no trace: it was not recorded as processed, and the Connector got
+    /// only the `replies` of the activities answered before it.
+    async fn assert_no_trace_of(&self, replies: usize, activity_id: &str) {
+        let fresh = self
+            .store
+            .claim_activity(
+                "a:1alice-personal",
+                activity_id,
+                "probe",
+                t0(),
+                t0().plus(time::Duration::minutes(1)),
+            )
+            .await
+            .unwrap()
+            == passkey::store::ActivityClaim::Claimed;
+        assert!(
+            fresh,
+            "{activity_id}: the activity was recorded as processed"
+        );
+        assert_eq!(
+            self.connector.calls().len(),
+            replies,
+            "{activity_id}: something was sent to the connector"
+        );
+    }
+}
+
 trait ClockSecs {
     fn now_secs(&self) -> i64;
 }
@@ -547,6 +575,123 @@ async fn a_rotated_key_is_picked_up_with_one_refetch_and_unknown_kids_cannot_for
         );
     }
     assert_eq!(h.issuer.key_fetches(), 2, "unknown kids are rate-limited");
+}
+
+// The Connector sends one token with many activities. A token accepted before is sent again where
+// the full check refuses it (expired, its key rotated out or replaced, another endpoint, another
+// audience): refused, whatever the bot remembers about tokens it has seen.
+
+#[tokio::test]
+async fn a_token_accepted_before_is_refused_once_it_expires() {
+    let h = Harness::start().await;
+    let now = h.server.clock.now_secs();
+    let mut claims = h.claims();
+    claims["exp"] = json!(now + 60);
+    let token = sign("channel-a", "kid-a", &claims);
+    let first = h.post(bearer(&token), &h.message("exp-1", "help")).await;
+    assert_eq!(first.status(), 200);
+
+    // Past `exp` but inside the five-minute tolerance: still accepted, as the full check does.
+    h.server.clock.advance(time::Duration::seconds(60 + 299));
+    let inside = h.post(bearer(&token), &h.message("exp-2", "help")).await;
+    assert_eq!(inside.status(), 200);
+
+    h.server.clock.advance(time::Duration::seconds(2));
+    let expired = h.post(bearer(&token), &h.message("exp-3", "help")).await;
+    assert_eq!(expired.status(), 401);
+    h.assert_no_trace_of(2, "exp-3").await;
+}
+
+#[tokio::test]
+async fn a_token_accepted_before_is_refused_once_its_key_is_rotated_out() {
+    let h = Harness::start().await;
+    let token = h.token();
+    let ok = h.post(bearer(&token), &h.message("rot-1", "help")).await;
+    assert_eq!(ok.status(), 200);
+
+    // The issuer replaces kid-a: the first token with the new kid makes the bot fetch the keys.
+    h.issuer.retire("kid-a");
+    h.issuer.publish("rogue", "kid-new", &["msteams"]);
+    let rotated = sign("rogue", "kid-new", &h.claims());
+    let fresh = h.post(bearer(&rotated), &h.message("rot-2", "help")).await;
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(h.issuer.key_fetches(), 2);
+
+    let stale = h.post(bearer(&token), &h.message("rot-3", "help")).await;
+    assert_eq!(stale.status(), 401, "kid-a is no longer published");
+    h.assert_no_trace_of(2, "rot-3").await;
+}
+
+#[tokio::test]
+async fn a_token_accepted_before_is_refused_when_its_kid_now_names_another_key() {
+    let h = Harness::start().await;
+    let token = h.token();
+    let ok = h
+        .post(bearer(&token), &h.message("same-kid-1", "help"))
+        .await;
+    assert_eq!(ok.status(), 200);
+
+    // kid-a is published again with other key material; an unknown kid makes the bot refetch.
+    h.issuer.retire("kid-a");
+    h.issuer.publish("rogue", "kid-a", &["msteams"]);
+    let unknown = sign("rogue", "kid-unknown", &h.claims());
+    let refused = h
+        .post(bearer(&unknown), &h.message("same-kid-2", "help"))
+        .await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(h.issuer.key_fetches(), 2);
+
+    let stale = h
+        .post(bearer(&token), &h.message("same-kid-3", "help"))
+        .await;
+    assert_eq!(
+        stale.status(),
+        401,
+        "the signature does not verify with the key kid-a names now"
+    );
+    h.assert_no_trace_of(1, "same-kid-3").await;
+}
+
+#[tokio::test]
+async fn a_token_accepted_before_is_still_checked_against_each_activity_and_audience() {
+    let h = Harness::start().await;
+    let token = h.token();
+    let ok = h.post(bearer(&token), &h.message("each-1", "help")).await;
+    assert_eq!(ok.status(), 200);
+
+    // The same token with an activity from another Connector endpoint.
+    let elsewhere = message(
+        "https://smba.trafficmanager.net/elsewhere/",
+        "each-2",
+        "help",
+    );
+    let r = h.post(bearer(&token), &elsewhere).await;
+    assert_eq!(
+        r.status(),
+        401,
+        "the serviceurl claim names another endpoint"
+    );
+    h.assert_no_trace_of(1, "each-2").await;
+
+    // The same claims for another audience are another token, checked in full.
+    let mut other = h.claims();
+    other["aud"] = json!("another-bot");
+    let r = h
+        .post(
+            bearer(&sign("channel-a", "kid-a", &other)),
+            &h.message("each-3", "help"),
+        )
+        .await;
+    assert_eq!(r.status(), 401, "another audience");
+    h.assert_no_trace_of(1, "each-3").await;
+
+    let again = h.post(bearer(&token), &h.message("each-4", "help")).await;
+    assert_eq!(
+        again.status(),
+        200,
+        "the token still serves its own endpoint"
+    );
+    assert_eq!(h.connector.wait_for(2).await.len(), 2);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use passkey::vault::{
     Removed, RotationChecker, Share, SharedFolder, VaultError, VaultReader, share_id_from_url,
 };
 use secrecy::SecretString;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,38 +78,19 @@ impl FakeCli {
     /// With how `list` answers (`FAKE_KEEPER_RECORDS`).
     fn with_records(records: &str) -> FakeCli {
         let cli = FakeCli::with_reads("ok", "unknown", "ok", "{}");
-        let wrapper = cli.dir.path().join("keeper");
-        let script = std::fs::read_to_string(&wrapper).unwrap();
-        std::fs::write(
-            &wrapper,
-            script.replacen(
-                "#!/bin/sh\n",
-                &format!("#!/bin/sh\nexport FAKE_KEEPER_RECORDS='{records}'\n"),
-                1,
-            ),
-        )
-        .unwrap();
+        crate::common::set_fake_keeper_env(cli.dir.path(), "FAKE_KEEPER_RECORDS", records);
         cli
     }
 
     fn with_reads(scenario: &str, removes: &str, sf: &str, rotations: &str) -> FakeCli {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-keeper/keeper");
-        let wrapper = dir.path().join("keeper");
-        let mut f = std::fs::File::create(&wrapper).unwrap();
-        writeln!(
-            f,
-            "#!/bin/sh\nexport FAKE_KEEPER_SCENARIO='{scenario}'\nexport FAKE_KEEPER_REMOVE='{removes}'\n\
-             export FAKE_KEEPER_SF='{sf}'\nexport FAKE_KEEPER_ROTATION='{rotations}'\n\
-             export FAKE_KEEPER_LOG='{}'\nexec '{}' \"$@\"",
-            dir.path().join("calls.jsonl").display(),
-            fake.display()
-        )
-        .unwrap();
-        drop(f);
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        FakeCli { dir }
+        FakeCli {
+            dir: crate::common::fake_keeper_dir(&[
+                ("FAKE_KEEPER_SCENARIO", scenario),
+                ("FAKE_KEEPER_REMOVE", removes),
+                ("FAKE_KEEPER_SF", sf),
+                ("FAKE_KEEPER_ROTATION", rotations),
+            ]),
+        }
     }
 
     fn sharer(&self, timeout: Duration) -> CommanderCli {

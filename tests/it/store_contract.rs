@@ -1160,6 +1160,23 @@ async fn waiting_notices_are_kept_once_and_closed(db: Db) {
         .unwrap();
     let bobs = s.waiting_notices_for_user(bob).await.unwrap();
     assert_eq!(bobs.len(), 2, "{bobs:?}");
+    // A turn reads its sender with whether notices wait and their stored zone, in one read.
+    let aad = f.approver.aad_object_id.as_str();
+    let sender = s.turn_sender(aad).await.unwrap().unwrap();
+    assert_eq!(sender.user.id, bob);
+    assert!(sender.notices_waiting);
+    assert_eq!(sender.time_zone, None);
+    s.set_user_time_zone(bob, "Europe/Berlin").await.unwrap();
+    assert_eq!(
+        s.turn_sender(aad)
+            .await
+            .unwrap()
+            .unwrap()
+            .time_zone
+            .as_deref(),
+        Some("Europe/Berlin")
+    );
+    assert!(s.turn_sender("nobody-by-this-id").await.unwrap().is_none());
     assert_eq!(bobs[0].kind, "APPROVAL_NEEDED");
     assert_eq!(bobs[0].request_id, Some(r.id));
     assert_eq!(bobs[0].status, "PENDING");
@@ -1174,6 +1191,7 @@ async fn waiting_notices_are_kept_once_and_closed(db: Db) {
         .await
         .unwrap();
     assert!(s.waiting_notices_for_user(bob).await.unwrap().is_empty());
+    assert!(!s.turn_sender(aad).await.unwrap().unwrap().notices_waiting);
     let kept: Vec<String> = s
         .kept_notices_for_request(r.id)
         .await

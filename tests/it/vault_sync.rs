@@ -17,7 +17,7 @@ use passkey::vault::{
     CommanderAclReader, CommanderCli, ErrorClass, FolderAclEntry, NoRotationInfo, RecordMeta,
     SharedFolder, VaultError, VaultReader,
 };
-use std::io::Write;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -379,22 +379,12 @@ struct FakeKeeper {
 
 impl FakeKeeper {
     fn new(sf: &str, rotations: &str) -> FakeKeeper {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-keeper/keeper");
-        let wrapper = dir.path().join("keeper");
-        let mut f = std::fs::File::create(&wrapper).unwrap();
-        writeln!(
-            f,
-            "#!/bin/sh\nexport FAKE_KEEPER_SF='{sf}'\nexport FAKE_KEEPER_ROTATION='{rotations}'\n\
-             export FAKE_KEEPER_LOG='{}'\nexec '{}' \"$@\"",
-            dir.path().join("calls.jsonl").display(),
-            fake.display()
-        )
-        .unwrap();
-        drop(f);
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        FakeKeeper { dir }
+        FakeKeeper {
+            dir: common::fake_keeper_dir(&[
+                ("FAKE_KEEPER_SF", sf),
+                ("FAKE_KEEPER_ROTATION", rotations),
+            ]),
+        }
     }
 
     fn cli(&self) -> CommanderCli {

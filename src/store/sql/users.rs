@@ -42,6 +42,18 @@ macro_rules! impl_user_store {
                     .await?)
             }
 
+            async fn turn_sender(&self, aad: &str) -> StoreResult<Option<TurnSender>> {
+                Ok(sqlx::query_as(
+                    "SELECT users.*,
+                            EXISTS (SELECT 1 FROM notifications n
+                                    WHERE n.user_id = users.id AND n.status = 'PENDING') AS notices_waiting
+                     FROM users WHERE aad_object_id = $1",
+                )
+                .bind(aad)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
                 Ok(sqlx::query_as(
                     "SELECT * FROM users WHERE lower(email) = lower($1) OR lower(upn) = lower($1) ORDER BY id LIMIT 1",

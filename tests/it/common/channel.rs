@@ -125,6 +125,15 @@ impl Issuer {
         ));
     }
 
+    /// Stops publishing `kid` in the Bot Framework JWKS (a rotated-out key).
+    pub fn retire(&self, kid: &str) {
+        self.state
+            .published
+            .lock()
+            .unwrap()
+            .retain(|(_, published, _)| published != kid);
+    }
+
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
     }

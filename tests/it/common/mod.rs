@@ -48,34 +48,147 @@ pub struct PgTestDb {
 
 impl Drop for PgTestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop can't await; a short-lived runtime on its own thread does the cleanup. The pool's
-        // connections belong to the test's runtime, which is blocked here, so they are not closed
-        // politely: FORCE terminates them server-side.
-        let _ = std::thread::spawn(move || {
+        // The test does not wait for its database to go: DROP DATABASE makes Postgres checkpoint
+        // (a second or more while other tests write), so one thread drops them in the background.
+        pg_dropper().send(self.name.clone());
+    }
+}
+
+/// Drops test databases, one after another, on its own thread with its own runtime. Databases
+/// still queued when the test process exits are dropped by the next process's sweep
+/// ([`sweep_abandoned_pg`]): their names carry the pid that made them.
+struct PgDropper {
+    queue: std::sync::Mutex<std::sync::mpsc::Sender<String>>,
+}
+
+impl PgDropper {
+    fn send(&self, name: String) {
+        let _ = self.queue.lock().unwrap().send(name);
+    }
+}
+
+fn pg_dropper() -> &'static PgDropper {
+    static DROPPER: std::sync::OnceLock<PgDropper> = std::sync::OnceLock::new();
+    DROPPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                let mut conn: Option<sqlx::PgConnection> = None;
+                while let Ok(name) = rx.recv() {
+                    if conn.is_none() {
+                        conn = sqlx::PgConnection::connect(&admin_url()).await.ok();
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    // FORCE: the test's pool belongs to a runtime that is gone or going.
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await;
+                    if sqlx::query(AssertSqlSafe(sql))
+                        .execute(&mut *c)
+                        .await
+                        .is_err()
+                    {
+                        conn = None;
+                    }
                 }
             });
-        })
-        .join();
+        });
+        PgDropper {
+            queue: std::sync::Mutex::new(tx),
+        }
+    })
+}
+
+/// Test databases left by test processes that have exited (queued for dropping when their
+/// process ended, or interrupted) go to the dropper. Run once per process.
+async fn sweep_abandoned_pg(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'passkey\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name
+            .strip_prefix("passkey_t_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        // A name without a pid is another harness's (it drops its own): left alone.
+        let alive = pid.is_none_or(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            pg_dropper().send(name);
+        }
+    }
+}
+
+/// The migrated database every test database is copied from (`CREATE DATABASE … TEMPLATE`), made
+/// once per set of migrations: its name carries a hash of migrations/postgres, so a changed or
+/// added migration makes a new template. A copy costs a fraction of running every migration.
+/// Made under an advisory lock, so concurrent test processes make it once.
+async fn pg_template(conn: &mut sqlx::PgConnection) -> String {
+    let name = format!("passkey_template_{}", migrations_hash("postgres"));
+
+    sqlx::query("SELECT pg_advisory_lock(hashtext('passkey test template'))")
+        .execute(&mut *conn)
+        .await
+        .expect("template lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("look for the template");
+    if !exists {
+        // Built under another name and renamed when complete: a run interrupted mid-migration
+        // never leaves a half-migrated template behind under the real name.
+        let partial = format!("{name}_partial");
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{partial}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{partial}\""),
+        ] {
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .expect("make the template");
+        }
+        let store = PgStore::connect(&database_url(&partial), 1)
+            .await
+            .expect("connect the template");
+        store.migrate().await.expect("migrate the template");
+        store.pool().close().await;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER DATABASE \"{partial}\" RENAME TO \"{name}\""
+        )))
+        .execute(&mut *conn)
+        .await
+        .expect("name the template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('passkey test template'))")
+        .execute(&mut *conn)
+        .await
+        .expect("template unlock");
+    name
+}
+
+/// `name` on the admin URL's server.
+fn database_url(name: &str) -> String {
+    match admin_url().rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("PASSKEY_TEST_DATABASE_URL needs a database path"),
     }
 }
 
 impl PgTestDb {
     /// The database's URL (the admin URL's server, this test's database).
     pub fn url(&self) -> String {
-        let admin = admin_url();
-        let (base, _) = admin.rsplit_once('/').expect("a database path");
-        format!("{base}/{}", self.name)
+        database_url(&self.name)
     }
 }
+
+/// Connections per test database: `RUST_TEST_THREADS` (.cargo/config.toml) tests at a time, each
+/// with at most this many, stay inside Postgres' default 100 connections.
+const PG_TEST_POOL: u32 = 20;
 
 /// A migrated, empty Postgres database, or None (with a note) when Postgres is unreachable outside CI.
 pub async fn fresh_pg() -> Option<PgTestDb> {
@@ -92,16 +205,26 @@ pub async fn fresh_pg() -> Option<PgTestDb> {
             return None;
         }
     };
-    let name = format!("passkey_t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("PASSKEY_TEST_DATABASE_URL needs a database path"),
-    };
-    let store = PgStore::connect(&url, 40)
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let template = TEMPLATE
+        .get_or_init(|| async {
+            sweep_abandoned_pg(&mut conn).await;
+            pg_template(&mut conn).await
+        })
+        .await;
+    let name = format!(
+        "passkey_t_{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create test database");
+    let url = database_url(&name);
+    let store = PgStore::connect(&url, PG_TEST_POOL)
         .await
         .expect("connect test database");
     store.migrate().await.expect("migrate test database");
@@ -119,14 +242,104 @@ pub struct SqliteTestDb {
 
 pub async fn fresh_sqlite() -> SqliteTestDb {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("test.db"), 8)
-        .await
-        .expect("open sqlite");
+    let path = dir.path().join("test.db");
+    std::fs::copy(sqlite_template().await, &path).expect("copy the sqlite template");
+    let store = SqliteStore::open(&path, 8).await.expect("open sqlite");
+    // Nothing left to apply; it still checks the copy is current.
     store.migrate().await.expect("migrate sqlite");
     SqliteTestDb {
         store: Arc::new(store),
         dir,
     }
+}
+
+/// A hash of one engine's migration files (names and contents): a template made from other
+/// migrations is never used.
+fn migrations_hash(engine: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(engine);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut hash = Sha256::new();
+    for f in &files {
+        hash.update(f.file_name().unwrap().as_encoded_bytes());
+        hash.update(std::fs::read(f).unwrap());
+    }
+    hex::encode(&hash.finalize()[..8])
+}
+
+/// The migrated SQLite file each test database is copied from, made once per set of migrations
+/// in cargo's scratch directory for integration tests (built under a private name, then renamed:
+/// concurrent test processes never see half a template).
+async fn sqlite_template() -> &'static std::path::Path {
+    static TEMPLATE: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+            let path = dir.join(format!("passkey-template-{}.db", migrations_hash("sqlite")));
+            if !path.exists() {
+                let partial = dir.join(format!("passkey-template-{}.partial", std::process::id()));
+                let _ = std::fs::remove_file(&partial);
+                let store = SqliteStore::open(&partial, 1)
+                    .await
+                    .expect("open the template");
+                store.migrate().await.expect("migrate the template");
+                // Everything into the main file, so a plain copy of it is the whole database.
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(store.pool())
+                    .await
+                    .expect("checkpoint the template");
+                store.pool().close().await;
+                std::fs::rename(&partial, &path).expect("name the template");
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = partial.clone().into_os_string();
+                    side.push(suffix);
+                    let _ = std::fs::remove_file(side);
+                }
+            }
+            path
+        })
+        .await
+}
+
+/// A temporary directory whose `keeper` is the fake Keeper CLI (tests/fake-keeper/keeper) run with
+/// `env` exported, and which receives its call log (`calls.jsonl`, FAKE_KEEPER_LOG). `keeper` is a
+/// symlink to the checked-in tests/fake-keeper/wrapper, which reads `fake-keeper.env` beside the
+/// link: nothing executable is written at test time. (A script written here could be executed
+/// while another test's fork still held it open for writing — ETXTBSY, "Text file busy" — which
+/// failed these tests now and then on a loaded machine.)
+pub fn fake_keeper_dir(env: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let mut vars: Vec<(&str, String)> = vec![("FAKE_KEEPER_LOG", log.display().to_string())];
+    vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+    for (key, value) in vars {
+        set_fake_keeper_env(dir.path(), key, &value);
+    }
+    let wrapper =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-keeper/wrapper");
+    std::os::unix::fs::symlink(wrapper, dir.path().join("keeper")).unwrap();
+    dir
+}
+
+/// Sets one variable for the fake `keeper` in `dir` (a later line wins over an earlier one).
+pub fn set_fake_keeper_env(dir: &std::path::Path, key: &str, value: &str) {
+    use std::io::Write;
+    assert!(
+        !value.contains('\''),
+        "fake keeper values are single-quoted"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fake-keeper.env"))
+        .unwrap();
+    writeln!(f, "export {key}='{value}'").unwrap();
 }
 
 /// Raw SQL, for tests that must prove the database itself refuses something.
