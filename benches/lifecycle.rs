@@ -488,6 +488,18 @@ async fn seed_leases(db: &BenchDb, n: usize) -> Vec<String> {
 
 // ---- checks -----------------------------------------------------------------------------------
 
+/// Stops the linker task and links what is left: how long after `started` the last event of
+/// the timed work was in the chain.
+async fn linked_after(
+    store: &dyn Store,
+    started: Instant,
+    linker: Option<passkey::audit::linker::LinkerTask>,
+) -> Duration {
+    store.link_pending().await.unwrap();
+    drop(linker);
+    started.elapsed()
+}
+
 /// Walks the whole chain: every hash recomputes and links to the one before.
 async fn verify_chain(store: &dyn Store) -> usize {
     let mut prev = "0".repeat(64);
@@ -560,6 +572,8 @@ async fn batched_expiry(kind: Kind, n: usize, schedulers: usize) -> Option<Expir
     let instances: Vec<Arc<Scheduler>> = (0..schedulers)
         .map(|i| Arc::new(scheduler(&db.store, &rig, i)))
         .collect();
+    // The audit linker runs beside the work, as in `serve` (Postgres; SQLite links inline).
+    let linker = passkey::audit::linker::spawn(db.store.clone());
     let started = Instant::now();
     let runs: Vec<_> = instances
         .iter()
@@ -579,11 +593,14 @@ async fn batched_expiry(kind: Kind, n: usize, schedulers: usize) -> Option<Expir
         );
     }
     let wall = started.elapsed();
+    let linked = linked_after(db.store.as_ref(), started, linker).await;
     println!(
-        "  {}: seeded {n} leases in {:.1} s; batched expiry by {schedulers} schedulers {:?} leases each",
+        "  {}: seeded {n} leases in {:.1} s; batched expiry by {schedulers} schedulers {:?} leases each; \
+         every audit event linked {:.2} s after the start",
         kind.name(),
         seeded.as_secs_f64(),
-        per_instance
+        per_instance,
+        linked.as_secs_f64()
     );
     check_expiry(&db, &rig, n).await;
     let chain_events = verify_chain(db.store.as_ref()).await;
@@ -653,6 +670,7 @@ async fn workflows(kind: Kind, total: usize, concurrency: usize) -> Option<Durat
     .await;
     let requester = db.store.user_by_id(requester.id).await.unwrap().unwrap();
     let per_worker = total / concurrency;
+    let linker = passkey::audit::linker::spawn(db.store.clone());
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -691,6 +709,13 @@ async fn workflows(kind: Kind, total: usize, concurrency: usize) -> Option<Durat
         w.await.unwrap();
     }
     let wall = started.elapsed();
+    let linked = linked_after(db.store.as_ref(), started, linker).await;
+    println!(
+        "  {}: {total} workflows, {concurrency} workers: {:.2} s; every audit event linked {:.2} s after the start",
+        kind.name(),
+        wall.as_secs_f64(),
+        linked.as_secs_f64()
+    );
     let issued = db
         .count("SELECT COUNT(*) FROM requests WHERE status = 'ISSUED'")
         .await;

@@ -322,7 +322,7 @@ impl App {
     }
 
     /// `passkey serve`: records the start in the audit trail (and signs a checkpoint over any
-    /// tail a crash left), starts the scheduler's jobs, serves until `shutdown` resolves, then
+    /// tail a crash left), starts the audit linker (Postgres) and the scheduler's jobs, serves until `shutdown` resolves, then
     /// records the stop and signs, so a stopped service leaves nothing unsigned behind it.
     pub async fn serve(
         self,
@@ -335,6 +335,7 @@ impl App {
             .record_start(&instance)
             .await
             .map_err(|e| std::io::Error::other(format!("audit trail: {e}")))?;
+        let _linker = crate::audit::linker::spawn(self.state.store.clone());
         let _jobs = self.start_scheduler();
         let served = self.run_until_stopped(listener, shutdown).await;
         if let Err(e) = audit.record_stop(&instance).await {

@@ -130,6 +130,7 @@ pub const STORE_READS: &[&str] = &[
     "audit_events_after",
     "audit_events_for_request",
     "audit_head",
+    "unlinked_events",
     "checkpoints_from",
     "last_checkpoint",
     "public_keys",

@@ -10,6 +10,7 @@
 //! - [`AuditTrail`]: checkpoints, live verification, export and archive against a store.
 
 pub mod actions;
+pub mod linker;
 pub mod signer;
 pub mod trail;
 pub mod verify;
@@ -89,6 +90,11 @@ impl AuditTrail {
     /// because the job looks every `min(60 s, interval)` and signs once the interval has passed.
     pub fn max_checkpoint_delay(&self) -> time::Duration {
         max_checkpoint_delay(&self.settings)
+    }
+
+    /// How long a committed event may stay unlinked while the service runs.
+    pub fn link_allowance(&self) -> time::Duration {
+        time::Duration::seconds(self.settings.link_allowance_secs.min(i64::MAX as u64) as i64)
     }
 
     /// Signs the current chain head unless a checkpoint already covers it. The signer's public
@@ -260,6 +266,9 @@ impl AuditTrail {
             verifier.set_to_seq(head);
             break;
         }
+        // Read after the walk, whose reads linked what was committed: what is left was
+        // committed since, or the linker is failing.
+        verifier.check_unlinked(self.store.unlinked_events().await?, self.link_allowance());
         Ok(verifier.finish())
     }
 
@@ -451,6 +460,8 @@ impl AuditTrail {
         }
         body.flush().map_err(io)?;
         drop(body);
+        // Read after the events: what the file leaves out because it was not linked yet.
+        let unlinked = self.store.unlinked_events().await?;
         let header = Header {
             format: trail::FORMAT.into(),
             version: trail::VERSION,
@@ -461,6 +472,9 @@ impl AuditTrail {
             checkpoint_every_secs: self.settings.checkpoint_every_secs,
             max_checkpoint_delay_secs: self.max_checkpoint_delay().whole_seconds() as u64,
             archive,
+            unlinked: unlinked.count,
+            oldest_unlinked_at: unlinked.oldest_at,
+            link_allowance_secs: self.settings.link_allowance_secs,
         };
         let write = || -> std::io::Result<()> {
             let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);

@@ -15,7 +15,7 @@
 use super::signer::{Algorithm, PublicKey};
 use super::verify::{PAGE, Report, Verifier, VerifyOptions};
 use crate::domain::Timestamp;
-use crate::store::{AuditCheckpoint, AuditEvent, AuditPublicKey};
+use crate::store::{AuditCheckpoint, AuditEvent, AuditPublicKey, UnlinkedEvents};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::io::{BufRead, BufReader, Write};
@@ -41,6 +41,19 @@ pub struct Header {
     /// True for `passkey audit archive` files.
     #[serde(default)]
     pub archive: bool,
+    /// Committed events not linked into the chain when the export was read (not in the file),
+    /// when the oldest of them was written, and how long one may stay unlinked (the verifier's
+    /// `Unlinked` rule). Absent in files from before the audit sequencer: none.
+    #[serde(default)]
+    pub unlinked: u64,
+    #[serde(default)]
+    pub oldest_unlinked_at: Option<Timestamp>,
+    #[serde(default = "default_link_allowance_secs")]
+    pub link_allowance_secs: u64,
+}
+
+fn default_link_allowance_secs() -> u64 {
+    crate::config::AuditSettings::default().link_allowance_secs
 }
 
 /// One line of the file.
@@ -265,6 +278,13 @@ pub fn verify_file(
         }
     }
     verifier.push(&page);
+    verifier.check_unlinked(
+        UnlinkedEvents {
+            count: h.unlinked,
+            oldest_at: h.oldest_unlinked_at,
+        },
+        time::Duration::seconds(h.link_allowance_secs.min(i64::MAX as u64) as i64),
+    );
     Ok((index.header, verifier.finish()))
 }
 

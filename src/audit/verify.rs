@@ -11,7 +11,7 @@
 use super::signer::{Algorithm, PublicKey, Signature, verify_signature};
 use crate::canonical::canonical_json;
 use crate::domain::Timestamp;
-use crate::store::{AuditCheckpoint, AuditEvent, recompute_audit_hash};
+use crate::store::{AuditCheckpoint, AuditEvent, UnlinkedEvents, recompute_audit_hash};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -49,6 +49,9 @@ pub enum Problem {
     Rewritten,
     /// An event went longer than allowed without a signed checkpoint covering it.
     MissingCheckpoint,
+    /// A committed event stayed unlinked (outside the chain) longer than allowed while the
+    /// service ran: the linker is failing, or the event was kept out of the chain.
+    Unlinked,
 }
 
 impl Problem {
@@ -61,6 +64,7 @@ impl Problem {
             Problem::ForgedCheckpoint => "forged checkpoint",
             Problem::Rewritten => "rewritten",
             Problem::MissingCheckpoint => "missing checkpoint",
+            Problem::Unlinked => "unlinked",
         }
     }
 }
@@ -193,6 +197,10 @@ pub struct Verifier {
     legacy_late: Option<Finding>,
     /// The highest seq any pushed event claimed.
     max_seen: i64,
+    /// The service's down times the walk found: (last sign of life, the start after it).
+    down_times: Vec<(Timestamp, Timestamp)>,
+    /// Events not linked yet and how long they may wait (see [`Verifier::check_unlinked`]).
+    unlinked: Option<(UnlinkedEvents, time::Duration)>,
     report: Report,
 }
 
@@ -259,6 +267,8 @@ impl Verifier {
             seen_start: false,
             legacy_late: None,
             max_seen: 0,
+            down_times: Vec::new(),
+            unlinked: None,
             first_valid_checkpoint,
             next_checkpoint,
             checkpoints: checked,
@@ -447,6 +457,9 @@ impl Verifier {
     /// the clock up to `as_of` all show the service alive, and none of that is credited.
     fn check_covered(&mut self, e: &AuditEvent, covered_at: Option<Timestamp>) {
         if e.action == SERVICE_STARTED {
+            if let Some(prev) = self.prev_at {
+                self.down_times.push((prev, e.created_at));
+            }
             if let (Some(run), Some(prev)) = (self.run.as_mut(), self.prev_at) {
                 run.down += e.created_at.since(prev).max(time::Duration::ZERO);
             }
@@ -536,8 +549,57 @@ impl Verifier {
         self.opts.to_seq = Some(to);
     }
 
+    /// Judges the events that were committed but not linked into the chain when the walk
+    /// ended (the `Unlinked` rule): the oldest of them may have waited at most `allowance`
+    /// while the service ran, down time credited as in the missing-checkpoint rule (the gaps
+    /// before the `SERVICE_STARTED` events the walk saw after it was written).
+    pub fn check_unlinked(&mut self, unlinked: UnlinkedEvents, allowance: time::Duration) {
+        self.unlinked = Some((unlinked, allowance));
+    }
+
+    fn judge_unlinked(&mut self) {
+        let Some((unlinked, allowance)) = self.unlinked else {
+            return;
+        };
+        let Some(oldest) = unlinked.oldest_at.filter(|_| unlinked.count > 0) else {
+            return;
+        };
+        let as_of = self.opts.as_of;
+        let down = self
+            .down_times
+            .iter()
+            .map(|&(from, to)| {
+                to.min(as_of)
+                    .since(from.max(oldest))
+                    .max(time::Duration::ZERO)
+            })
+            .fold(time::Duration::ZERO, |a, b| a + b);
+        let running = as_of.since(oldest) - down;
+        if running <= allowance {
+            return;
+        }
+        let down = if down.is_positive() {
+            format!("; {} s of it the service was down", down.whole_seconds())
+        } else {
+            String::new()
+        };
+        let after = self.opts.to_seq.unwrap_or(self.expected - 1);
+        self.report.findings.push(Finding {
+            seq: after + 1,
+            problem: Problem::Unlinked,
+            detail: format!(
+                "{} committed event{} not linked into the chain; the oldest written at {oldest}, \
+                 unlinked as of {as_of}{down} (allowed: {} s while running)",
+                unlinked.count,
+                if unlinked.count == 1 { " is" } else { "s are" },
+                allowance.whole_seconds()
+            ),
+        });
+    }
+
     /// Ends the walk: events missing or added at the end, and the verdict.
     pub fn finish(mut self) -> Report {
+        self.judge_unlinked();
         if let Some(to) = self.opts.to_seq
             && self.max_seen > to
         {
@@ -1055,5 +1117,88 @@ mod tests {
         let later = timed(&spec);
         let report = verify_timed(&later, &[(1, 1), (3, 3001), (4, 3101), (6, 4001)], 4100).await;
         assert_eq!(first(&report), (5, Problem::MissingCheckpoint));
+    }
+
+    /// Verifies the timed chain `spec` (every event covered by a checkpoint) with `unlinked`
+    /// events outside it, the oldest written at `oldest` seconds, as of `as_of`, allowing 5 s.
+    async fn verify_with_unlinked(
+        spec: &[(&str, i64)],
+        unlinked: u64,
+        oldest: i64,
+        as_of: i64,
+    ) -> Report {
+        let events = timed(spec);
+        let (_dir, signer) = key();
+        let keys = vec![signer.public_key().await.unwrap()];
+        let last = events.last().unwrap();
+        let cps = vec![sign(&signer, last, last.created_at).await];
+        let mut v = Verifier::new(
+            VerifyOptions {
+                from_seq: 0,
+                to_seq: Some(events.len() as i64),
+                max_checkpoint_delay: Some(time::Duration::seconds(660)),
+                as_of: t(as_of),
+            },
+            cps,
+            &keys,
+        );
+        v.push(&events);
+        v.check_unlinked(
+            UnlinkedEvents {
+                count: unlinked,
+                oldest_at: (unlinked > 0).then(|| t(oldest)),
+            },
+            time::Duration::seconds(5),
+        );
+        v.finish()
+    }
+
+    #[tokio::test]
+    async fn an_event_left_unlinked_past_the_allowance_is_reported_a_fresh_one_is_not() {
+        const R: &str = "REQUEST_SUBMITTED";
+        let spec = [("SERVICE_STARTED", 0), (R, 10), (R, 20)];
+        // Written 2 s ago: the linker has not got to it yet.
+        let fresh = verify_with_unlinked(&spec, 1, 98, 100).await;
+        assert!(fresh.ok(), "{}", fresh.summary());
+        // Written 60 s ago and still outside the chain, the service running all along.
+        let stale = verify_with_unlinked(&spec, 3, 40, 100).await;
+        assert_eq!(first(&stale), (4, Problem::Unlinked), "{}", stale.summary());
+        assert!(
+            stale.findings[0]
+                .detail
+                .starts_with("3 committed events are not linked"),
+            "{}",
+            stale.findings[0].detail
+        );
+        // Nothing unlinked: nothing to report.
+        assert!(verify_with_unlinked(&spec, 0, 0, 100).await.ok());
+    }
+
+    #[tokio::test]
+    async fn down_time_after_an_unlinked_event_is_credited() {
+        const R: &str = "REQUEST_SUBMITTED";
+        // Written at 21 s; the service died at 22 s (its last event) and started again at
+        // 3,000 s: of the 2,982 s until 3,003 s, only 4 s were running time.
+        let spec = [
+            ("SERVICE_STARTED", 0),
+            (R, 10),
+            (R, 22),
+            ("SERVICE_STARTED", 3000),
+        ];
+        let report = verify_with_unlinked(&spec, 1, 21, 3003).await;
+        assert!(report.ok(), "{}", report.summary());
+        // 10 s after the start it is late again.
+        let report = verify_with_unlinked(&spec, 1, 21, 3010).await;
+        assert_eq!(
+            first(&report),
+            (5, Problem::Unlinked),
+            "{}",
+            report.summary()
+        );
+        assert!(
+            report.findings[0]
+                .detail
+                .contains("2978 s of it the service was down")
+        );
     }
 }

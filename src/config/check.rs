@@ -237,10 +237,11 @@ impl Settings {
         let a = &self.audit;
         if a.checkpoint_every_events == 0
             || a.checkpoint_every_secs == 0
+            || a.link_allowance_secs == 0
             || a.verify_every_secs == 0
         {
             problems.push(
-                "audit.checkpoint_every_events, checkpoint_every_secs and verify_every_secs must be greater than 0".into(),
+                "audit.checkpoint_every_events, checkpoint_every_secs, verify_every_secs and link_allowance_secs must be greater than 0".into(),
             );
         }
         let l = &self.lifecycle;

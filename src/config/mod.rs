@@ -434,6 +434,11 @@ pub struct AuditSettings {
     /// How often the `audit-verify` job checks the whole trail (4 hours).
     #[serde(deserialize_with = "de_u64")]
     pub verify_every_secs: u64,
+    /// How long a committed event may stay unlinked (outside the chain) while the service runs
+    /// before the verifier reports it (`Unlinked`). Postgres links within milliseconds; SQLite
+    /// links as it inserts.
+    #[serde(deserialize_with = "de_u64")]
+    pub link_allowance_secs: u64,
     /// The local Ed25519 signing key (PKCS#8), created 0600 on first start. Relative paths are
     /// inside `data_dir`.
     pub signing_key_file: PathBuf,
@@ -449,6 +454,7 @@ impl Default for AuditSettings {
             checkpoint_every_events: 1000,
             checkpoint_every_secs: 300,
             verify_every_secs: 4 * 3600,
+            link_allowance_secs: 5,
             signing_key_file: PathBuf::from("audit-signing-key.p8"),
             signer: KeyProtection::Local,
             key_vault_key: None,

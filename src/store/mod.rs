@@ -502,16 +502,29 @@ pub trait LeaseStore: Send + Sync {
 
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends one event to the chain in its own transaction (for events with no state change).
-    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent>;
-    /// Appends several events with no state change in one transaction, the chain head locked
-    /// once (imports, bulk loads, benchmarks): the same chain as one `append_audit` each.
+    /// Appends one event in its own transaction (for events with no state change). SQLite links
+    /// it into the chain at once; Postgres inserts it unlinked and its linker links it after the
+    /// commit (see [`AuditStore::link_pending`]).
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<()>;
+    /// Appends several events with no state change in one transaction (imports, bulk loads,
+    /// benchmarks): the same chain as one `append_audit` each.
     async fn append_audit_batch(&self, events: &[NewAuditEvent]) -> StoreResult<()>;
-    /// Events with `seq > after`, in chain order.
+    /// Links every event committed before the call into the chain, in insertion order, and
+    /// returns how many it linked (Postgres: link passes under the linker lock; SQLite links
+    /// inline, so 0). The reads below call it first, so a read after a write sees its event.
+    async fn link_pending(&self) -> StoreResult<u64>;
+    /// How many committed events are not linked yet, and when the oldest was written.
+    async fn unlinked_events(&self) -> StoreResult<UnlinkedEvents>;
+    /// What this instance's writers notify after a commit, for the linker task
+    /// (`audit::linker`); None where events are linked inline.
+    fn link_wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>>;
+    /// Linked events with `seq > after`, in chain order (what is committed is linked first).
     async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>>;
+    /// A request's linked events, in chain order (what is committed is linked first).
     async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>>;
-    /// The chain head as committed: `(seq, hash)` of the last event (`0` and the genesis hash
-    /// when there is none). Not locked: a checkpoint signs a head that was committed.
+    /// The chain head as committed: `(seq, hash)` of the last linked event (`0` and the genesis
+    /// hash when there is none), after linking what is committed. Not locked: a checkpoint signs
+    /// a head that was committed.
     async fn audit_head(&self) -> StoreResult<(i64, String)>;
     /// Inserts a signed checkpoint; false when one already exists at that seq (another instance
     /// signed the same head).

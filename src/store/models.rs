@@ -462,6 +462,15 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// Committed audit events the linker has not linked yet (always none where events are linked
+/// inline): what the verifier's `Unlinked` rule judges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnlinkedEvents {
+    pub count: u64,
+    /// When the oldest of them was written.
+    pub oldest_at: Option<Timestamp>,
+}
+
 /// An audit event to append. `actor` is a user reference (`user:42`), `system:<job>` or `admin-cli`.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {

@@ -1,14 +1,40 @@
 //! PostgreSQL: the production database. Several instances may share it: conditional updates and
-//! row locks (the audit chain head is locked `FOR UPDATE`) keep their writes from colliding.
+//! row locks keep their writes from colliding. Audit events are inserted unlinked and linked into
+//! the chain afterwards by [`PgStore::link_pass`] (the audit sequencer, see ARCHITECTURE.md
+//! "Audit sequencer"), so no write transaction holds the chain head.
 
-use super::{DatabaseKind, Store, StoreResult, sql::impl_store};
+use super::models::NewAuditEvent;
+use super::{DatabaseKind, Store, StoreError, StoreResult, sql::impl_store};
+use crate::domain::Timestamp;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Woken after every write commit, so this instance's linker links the new events at once.
+    link_wakeup: Arc<tokio::sync::Notify>,
+}
+
+/// The advisory lock key that makes link passes take turns across instances ("PKAUDLNK").
+const LINKER_LOCK: i64 = 0x504B_4155_444C_4E4B;
+/// Events one link pass links at most: one short transaction each.
+const LINK_BATCH: i64 = 500;
+
+/// An unlinked event as the linker reads it: its insertion order and its content.
+#[derive(sqlx::FromRow)]
+struct UnlinkedEvent {
+    link_order: i64,
+    event_id: uuid::Uuid,
+    actor: String,
+    action: String,
+    request_id: Option<i64>,
+    record_id: Option<i64>,
+    detail: Json<serde_json::Value>,
+    created_at: Timestamp,
 }
 
 impl PgStore {
@@ -19,6 +45,8 @@ impl PgStore {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const LOCK_CHAIN_HEAD: &'static str =
         "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
+    /// Events are inserted unlinked and linked by [`PgStore::link_pass`] after they commit.
+    const LINKS_INLINE: bool = false;
     /// Rows per multi-row INSERT in the batch paths (12 columns × 250 rows = 3,000 parameters,
     /// well under the protocol's 65,535): fewer round trips.
     const INSERT_ROWS: usize = 250;
@@ -46,11 +74,14 @@ impl PgStore {
             })
             .connect(url)
             .await?;
-        Ok(PgStore { pool })
+        Ok(PgStore::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        PgStore { pool }
+        PgStore {
+            pool,
+            link_wakeup: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
@@ -60,6 +91,110 @@ impl PgStore {
     /// Where an autocommit write statement runs: any connection (row locks order the writers).
     fn writer(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Commits a write and wakes this instance's linker: the events it inserted are committed
+    /// now, so a link pass sees them.
+    async fn commit_write(
+        &self,
+        tx: sqlx::Transaction<'static, Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.link_wakeup.notify_one();
+        Ok(())
+    }
+
+    fn link_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.link_wakeup.clone())
+    }
+
+    /// Links every event committed before the call (passes until one finds fewer than a batch).
+    async fn link_committed(&self) -> StoreResult<u64> {
+        let mut linked = 0;
+        loop {
+            let n = self.link_pass().await?;
+            linked += n;
+            if n < LINK_BATCH as u64 {
+                return Ok(linked);
+            }
+        }
+    }
+
+    /// One link pass, one short transaction: with the linker lock held (so passes take turns
+    /// across instances), reads the committed unlinked events in insertion order (at most
+    /// [`LINK_BATCH`]), gives each the next seq, the head's hash as its prev hash and the hash
+    /// `audit_hash` computes (the formula inline linking uses, so every chain verifies alike),
+    /// and moves the head. An event whose transaction commits after a later-inserted one was
+    /// linked is simply linked in a later pass: the chain order is link order. The update only
+    /// touches still-unlinked rows and must touch every row read, or nothing commits.
+    pub async fn link_pass(&self) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LINKER_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // Read after the lock is granted: this statement's snapshot sees the previous pass.
+        let events: Vec<UnlinkedEvent> = sqlx::query_as(
+            "SELECT link_order, event_id, actor, action, request_id, record_id, detail, created_at
+             FROM audit_events WHERE seq IS NULL ORDER BY link_order LIMIT $1",
+        )
+        .bind(LINK_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if events.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let (mut seq, mut prev): (i64, String) = sqlx::query_as(Self::LOCK_CHAIN_HEAD)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut orders = Vec::with_capacity(events.len());
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut prev_hashes = Vec::with_capacity(events.len());
+        let mut hashes = Vec::with_capacity(events.len());
+        for e in events {
+            seq += 1;
+            let content = NewAuditEvent {
+                actor: e.actor,
+                action: e.action,
+                request_id: e.request_id,
+                record_id: e.record_id,
+                detail: e.detail.0,
+                at: e.created_at,
+            };
+            let hash = super::sql::audit_hash(&prev, seq, &e.event_id, &content);
+            orders.push(e.link_order);
+            seqs.push(seq);
+            prev_hashes.push(std::mem::replace(&mut prev, hash.clone()));
+            hashes.push(hash);
+        }
+        let updated = sqlx::query(
+            "UPDATE audit_events e SET seq = l.seq, prev_hash = l.prev_hash, hash = l.hash
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+                  AS l(link_order, seq, prev_hash, hash)
+             WHERE e.link_order = l.link_order AND e.seq IS NULL",
+        )
+        .bind(&orders)
+        .bind(&seqs)
+        .bind(&prev_hashes)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != orders.len() as u64 {
+            // Only a linker changes these rows, and linkers take turns: never commit half a pass.
+            return Err(StoreError::Conflict(format!(
+                "the audit link pass read {} unlinked events but linked {updated}",
+                orders.len()
+            )));
+        }
+        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(orders.len() as u64)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -31,6 +31,9 @@ impl SqliteStore {
     /// How a claim skips rows another instance is claiming right now.
     const SKIP_LOCKED: &'static str = "";
     const LOCK_CHAIN_HEAD: &'static str = "SELECT seq, hash FROM audit_chain_head WHERE id = 1";
+    /// Events are linked as they are inserted: the single writer already serializes
+    /// transactions, so holding the head until commit makes no one wait.
+    const LINKS_INLINE: bool = true;
     /// Rows per multi-row INSERT in the batch paths. Small: SQLite looks each `$N` up by name in a
     /// linear list, so binding a statement costs the square of its parameter count (12 columns ×
     /// 32 rows = 384 parameters).
@@ -81,6 +84,23 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn commit_write(
+        &self,
+        tx: sqlx::Transaction<'static, Sqlite>,
+    ) -> Result<(), sqlx::Error> {
+        tx.commit().await
+    }
+
+    /// Nothing to wake: events are linked inline.
+    fn link_wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// Nothing to link: events are linked inline.
+    async fn link_committed(&self) -> StoreResult<u64> {
+        Ok(0)
     }
 
     /// Where an autocommit write statement runs: the writer connection, behind the same queue as

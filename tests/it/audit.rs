@@ -247,8 +247,14 @@ async fn a_forged_row_is_found_where_it_was_slipped_in(db: Db) {
          VALUES (121, {uuid}, 'user:9', 'ROLE_CHANGED', NULL, NULL, {detail}, {at}, '{prev}', '{}')",
         "ab".repeat(32)
     );
-    // Inserting is allowed (the app appends); the verifier is what notices.
-    db.raw.exec(&insert).await.unwrap();
+    if db.engine == "postgres" {
+        // Postgres refuses a row inserted linked (only its linker links), so the attacker
+        // needs DDL rights here.
+        tamper(&db, "audit_events", &[&insert]).await;
+    } else {
+        // Inserting is allowed (the app appends); the verifier is what notices.
+        db.raw.exec(&insert).await.unwrap();
+    }
     let report = f.trail.verify().await.unwrap();
     assert_eq!(
         first(&report),
@@ -671,6 +677,9 @@ async fn verify_both_ways(db: &Db, f: &Fixture) -> (Report, Report, bool) {
             checkpoint_every_secs: settings.checkpoint_every_secs,
             max_checkpoint_delay_secs: f.trail.max_checkpoint_delay().whole_seconds() as u64,
             archive: false,
+            unlinked: 0,
+            oldest_unlinked_at: None,
+            link_allowance_secs: settings.link_allowance_secs,
         }),
     )
     .unwrap();

@@ -11,6 +11,7 @@
 mod common;
 
 mod audit;
+mod audit_sequencer;
 mod azure;
 mod bot_admin;
 mod bot_cards;

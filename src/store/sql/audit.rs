@@ -5,21 +5,38 @@ macro_rules! impl_audit_store {
     ($store:ident, $db:ty) => {
         #[async_trait]
         impl AuditStore for $store {
-            async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent> {
+            async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<()> {
                 let mut tx = self.begin_write().await?;
-                let row = Self::append_audit_tx(&mut tx, event).await?;
-                tx.commit().await?;
-                Ok(row)
+                Self::append_audit_tx(&mut tx, event).await?;
+                self.commit_write(tx).await?;
+                Ok(())
             }
 
             async fn append_audit_batch(&self, events: &[NewAuditEvent]) -> StoreResult<()> {
                 let mut tx = self.begin_write().await?;
                 Self::append_audit_batch_tx(&mut tx, events).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(())
             }
 
+            async fn link_pending(&self) -> StoreResult<u64> {
+                self.link_committed().await
+            }
+
+            async fn unlinked_events(&self) -> StoreResult<UnlinkedEvents> {
+                let (count, oldest_at): (i64, Option<Timestamp>) =
+                    sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM audit_events WHERE seq IS NULL")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(UnlinkedEvents { count: count.max(0) as u64, oldest_at })
+            }
+
+            fn link_wakeup(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+                $store::link_wakeup(self)
+            }
+
             async fn audit_events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEvent>> {
+                self.link_before_read().await;
                 Ok(sqlx::query_as("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(after)
                     .bind(limit)
@@ -28,13 +45,15 @@ macro_rules! impl_audit_store {
             }
 
             async fn audit_events_for_request(&self, request_id: i64) -> StoreResult<Vec<AuditEvent>> {
-                Ok(sqlx::query_as("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
+                self.link_before_read().await;
+                Ok(sqlx::query_as("SELECT * FROM audit_events WHERE request_id = $1 AND seq IS NOT NULL ORDER BY seq")
                     .bind(request_id)
                     .fetch_all(&self.pool)
                     .await?)
             }
 
             async fn audit_head(&self) -> StoreResult<(i64, String)> {
+                self.link_before_read().await;
                 Ok(sqlx::query_as("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
                     .fetch_one(&self.pool)
                     .await?)
@@ -117,7 +136,7 @@ macro_rules! impl_audit_store {
             async fn insert_trace(&self, trace: &NewTrace) -> StoreResult<DecisionTrace> {
                 let mut tx = self.begin_write().await?;
                 let row = Self::insert_trace_tx(&mut tx, trace, None).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 

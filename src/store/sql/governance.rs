@@ -37,7 +37,7 @@ macro_rules! impl_governance_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(policy)
             }
 
@@ -95,7 +95,7 @@ macro_rules! impl_governance_store {
                     detail.insert("authority_id".into(), Value::from(row.id));
                 }
                 Self::append_audit_tx(&mut tx, &audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -140,7 +140,7 @@ macro_rules! impl_governance_store {
                     None => None,
                 };
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -177,7 +177,7 @@ macro_rules! impl_governance_store {
                     return Err(StoreError::Conflict(format!("authority {id} is already revoked")));
                 };
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -213,7 +213,7 @@ macro_rules! impl_governance_store {
                     return Err(StoreError::Conflict(format!("authority {old_id} is already revoked")));
                 }
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(new)
             }
 

@@ -60,7 +60,7 @@ macro_rules! impl_lease_store {
                         .await?,
                 };
                 Self::finish_tx(&mut tx, &request, traces, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok((approval, request))
             }
 
@@ -86,7 +86,7 @@ macro_rules! impl_lease_store {
                     return Err(Self::why_not(&mut tx, request_id, RequestStatus::Approved).await);
                 };
                 Self::finish_tx(&mut tx, &request, &[], audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(request)
             }
 
@@ -122,7 +122,7 @@ macro_rules! impl_lease_store {
                     });
                 };
                 Self::finish_tx(&mut tx, &request, &[], audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(request)
             }
 
@@ -158,7 +158,7 @@ macro_rules! impl_lease_store {
                 .bind(dead_before)
                 .fetch_optional(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(updated)
             }
 
@@ -195,7 +195,7 @@ macro_rules! impl_lease_store {
                     .await?
                     .ok_or(StoreError::NotFound("request"))?;
                 Self::finish_tx(&mut tx, &request, &[], audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(())
             }
 
@@ -241,7 +241,7 @@ macro_rules! impl_lease_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::finish_tx(&mut tx, &request, traces, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok((request, event))
             }
 
@@ -286,7 +286,7 @@ macro_rules! impl_lease_store {
                 if revoked {
                     Self::append_audit_tx(&mut tx, audit).await?;
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(revoked)
             }
 
@@ -340,7 +340,7 @@ macro_rules! impl_lease_store {
                     }
                 }
                 Self::append_audit_batch_tx(&mut tx, &events).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(ids)
             }
 
@@ -444,7 +444,7 @@ macro_rules! impl_lease_store {
                         .await?;
                     claimed.extend(rows);
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 claimed.sort_by_key(|r| r.id);
                 Ok(claimed)
             }
@@ -582,7 +582,7 @@ macro_rules! impl_lease_store {
                 }
                 Self::insert_traces_batch_tx(&mut tx, &traces).await?;
                 Self::append_audit_batch_tx(&mut tx, &events).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(expired)
             }
 

@@ -1,8 +1,11 @@
 //! The SQL both stores run. `impl_store!` expands the same statements for SQLite and Postgres;
 //! the few real dialect differences are inherent items on each store type:
 //! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front), `writer()` (the
-//! pool an autocommit write runs on: SQLite's one writer connection, see `sqlite.rs`) and
-//! `LOCK_CHAIN_HEAD` (Postgres locks the head row with `FOR UPDATE`).
+//! pool an autocommit write runs on: SQLite's one writer connection, see `sqlite.rs`),
+//! `commit_write()` (Postgres wakes its audit linker after a commit), `LOCK_CHAIN_HEAD`
+//! (Postgres locks the head row with `FOR UPDATE`), and `LINKS_INLINE` with `link_committed()`
+//! (SQLite links audit events as they are inserted; Postgres inserts them unlinked and links them
+//! after they commit, see `PgStore::link_pass`).
 //! Placeholders are `$N`, which both drivers bind by number.
 //!
 //! One file per store trait (`users.rs` for `UserStore`, …), each holding one macro with that
@@ -120,20 +123,40 @@ macro_rules! impl_store {
         use sqlx::Transaction;
 
         impl $store {
-            /// Appends an audit event inside `tx`, under the chain-head lock.
+            /// Appends an audit event inside `tx` (INV-3: it commits or rolls back with the change).
+            /// Linked inline under the chain-head lock where the store links inline (SQLite);
+            /// otherwise inserted unlinked, taking no shared lock, for the linker to link after
+            /// it commits (Postgres, see `PgStore::link_pass`).
             async fn append_audit_tx(
                 tx: &mut Transaction<'static, $db>,
                 e: &NewAuditEvent,
-            ) -> StoreResult<AuditEvent> {
+            ) -> StoreResult<()> {
+                if !Self::LINKS_INLINE {
+                    sqlx::query(
+                        "INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(e.request_id)
+                    .bind(e.record_id)
+                    .bind(Json(&e.detail))
+                    .bind(e.at)
+                    .execute(&mut **tx)
+                    .await?;
+                    $crate::store::sql::appended(std::slice::from_ref(e));
+                    return Ok(());
+                }
                 let (head_seq, head_hash): (i64, String) =
                     sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
                 let seq = head_seq + 1;
                 let event_id = uuid::Uuid::new_v4();
                 let hash = $crate::store::sql::audit_hash(&head_hash, seq, &event_id, e);
-                let event: AuditEvent = sqlx::query_as(
+                sqlx::query(
                     "INSERT INTO audit_events
                         (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(seq)
                 .bind(event_id)
@@ -145,7 +168,7 @@ macro_rules! impl_store {
                 .bind(e.at)
                 .bind(&head_hash)
                 .bind(&hash)
-                .fetch_one(&mut **tx)
+                .execute(&mut **tx)
                 .await?;
                 sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
                     .bind(seq)
@@ -153,7 +176,16 @@ macro_rules! impl_store {
                     .execute(&mut **tx)
                     .await?;
                 $crate::store::sql::appended(std::slice::from_ref(e));
-                Ok(event)
+                Ok(())
+            }
+
+            /// Links what is committed before a read of the chain, so a read after a write sees the
+            /// write's event (a no-op where events are linked inline). A failed pass is logged and
+            /// the linked chain read: the verifier reports events left unlinked too long.
+            async fn link_before_read(&self) {
+                if let Err(e) = self.link_committed().await {
+                    tracing::warn!(error = %e, "audit link pass failed; reading the chain linked so far");
+                }
             }
 
             /// One more wrong code on a live OTP challenge or factor proof (`table`) that still has
@@ -189,7 +221,7 @@ macro_rules! impl_store {
                     Self::count_wrong_code_tx(&mut tx, row.person(), at).await?;
                     Self::append_audit_tx(&mut tx, audit).await?;
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -207,14 +239,39 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Appends several events inside `tx` with the chain head locked once: the head is read,
-            /// each event's hash is computed in order exactly as [`Self::append_audit_tx`] does, the
-            /// events are inserted with multi-row statements and the head is moved once.
+            /// Appends several events inside `tx` with multi-row statements. Linked inline (SQLite):
+            /// the chain head is locked once, each event's hash computed in order exactly as
+            /// [`Self::append_audit_tx`] does, and the head moved once. Otherwise (Postgres) they
+            /// are inserted unlinked, in order, for the linker.
             async fn append_audit_batch_tx(
                 tx: &mut Transaction<'static, $db>,
                 events: &[NewAuditEvent],
             ) -> StoreResult<()> {
                 if events.is_empty() {
+                    return Ok(());
+                }
+                if !Self::LINKS_INLINE {
+                    for chunk in events.chunks(Self::INSERT_ROWS) {
+                        let sql = format!(
+                            "INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
+                             VALUES {}",
+                            $crate::store::sql::values_placeholders(chunk.len(), 7)
+                        );
+                        // Only numbered placeholders are formatted in: no outside text.
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for e in chunk {
+                            q = q
+                                .bind(uuid::Uuid::new_v4())
+                                .bind(&e.actor)
+                                .bind(&e.action)
+                                .bind(e.request_id)
+                                .bind(e.record_id)
+                                .bind(Json(&e.detail))
+                                .bind(e.at);
+                        }
+                        q.execute(&mut **tx).await?;
+                    }
+                    $crate::store::sql::appended(events);
                     return Ok(());
                 }
                 let (head_seq, head_hash): (i64, String) =

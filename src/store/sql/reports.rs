@@ -90,9 +90,10 @@ macro_rules! impl_report_store {
                 if actions.is_empty() {
                     return Ok(Vec::new());
                 }
+                self.link_before_read().await;
                 let sql = format!(
                     "SELECT e.* FROM audit_events e JOIN requests r ON r.id = e.request_id WHERE {}
-                     AND e.action IN ({}) ORDER BY e.seq",
+                     AND e.seq IS NOT NULL AND e.action IN ({}) ORDER BY e.seq",
                     $crate::store::sql::reports::in_window!(),
                     $crate::store::sql::list_placeholders(actions.len(), 5)
                 );

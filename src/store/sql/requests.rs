@@ -47,7 +47,7 @@ macro_rules! impl_request_store {
                 audit.request_id = Some(request.id);
                 audit.record_id = audit.record_id.or(Some(request.record_id));
                 Self::append_audit_tx(&mut tx, &audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(request)
             }
 
@@ -87,7 +87,7 @@ macro_rules! impl_request_store {
                 let mut tx = self.begin_write().await?;
                 let request = Self::transition_tx(&mut tx, c).await?;
                 Self::finish_tx(&mut tx, &request, traces, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(request)
             }
         }

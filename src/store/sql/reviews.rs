@@ -52,7 +52,7 @@ macro_rules! impl_review_store {
                     detail.insert("campaign_id".into(), Value::from(campaign.id));
                 }
                 Self::append_audit_tx(&mut tx, &audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(Some((campaign, created)))
             }
 
@@ -194,7 +194,7 @@ macro_rules! impl_review_store {
                         write.closed = true;
                     }
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(write)
             }
 
@@ -214,7 +214,7 @@ macro_rules! impl_review_store {
                     return Ok(false);
                 }
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(true)
             }
 

@@ -34,7 +34,7 @@ macro_rules! impl_second_factor_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -70,7 +70,7 @@ macro_rules! impl_second_factor_store {
                     return Err(StoreError::Conflict("an authenticator is already confirmed".into()));
                 };
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -98,7 +98,7 @@ macro_rules! impl_second_factor_store {
                     return Err(StoreError::Conflict("the enrollment was confirmed or replaced meanwhile".into()));
                 };
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -113,7 +113,7 @@ macro_rules! impl_second_factor_store {
                     return Ok(false);
                 }
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(true)
             }
 
@@ -138,7 +138,7 @@ macro_rules! impl_second_factor_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -188,7 +188,7 @@ macro_rules! impl_second_factor_store {
                 if row.is_some() {
                     Self::append_audit_tx(&mut tx, audit).await?;
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -230,7 +230,7 @@ macro_rules! impl_second_factor_store {
                 .bind(not_before)
                 .fetch_optional(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(claimed.is_some())
             }
 
@@ -250,7 +250,7 @@ macro_rules! impl_second_factor_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -290,7 +290,7 @@ macro_rules! impl_second_factor_store {
                 if row.is_some() {
                     Self::append_audit_tx(&mut tx, audit).await?;
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -318,7 +318,7 @@ macro_rules! impl_second_factor_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -344,7 +344,7 @@ macro_rules! impl_second_factor_store {
                     return Ok(false);
                 }
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(true)
             }
 
@@ -369,7 +369,7 @@ macro_rules! impl_second_factor_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(row)
             }
 
@@ -410,7 +410,7 @@ macro_rules! impl_second_factor_store {
                     }
                 }
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(ConsumeOutcome::Consumed(row))
             }
 
@@ -442,7 +442,7 @@ macro_rules! impl_second_factor_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(first.is_some())
             }
 

@@ -84,7 +84,7 @@ macro_rules! impl_user_store {
                     .execute(&mut *tx)
                     .await?;
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(user)
             }
 
@@ -196,7 +196,7 @@ macro_rules! impl_user_store {
                         Self::append_audit_tx(&mut tx, &released(holder, cleared)).await?;
                     }
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(user)
             }
 

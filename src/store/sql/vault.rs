@@ -68,7 +68,7 @@ macro_rules! impl_vault_store {
                     .await?;
                     rows.push(row);
                 }
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(rows)
             }
 
@@ -161,7 +161,7 @@ macro_rules! impl_vault_store {
                     return Err(StoreError::Conflict("the record's sensitivity changed meanwhile".into()));
                 };
                 Self::append_audit_tx(&mut tx, audit).await?;
-                tx.commit().await?;
+                self.commit_write(tx).await?;
                 Ok(record)
             }
 

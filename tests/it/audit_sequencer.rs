@@ -1,0 +1,254 @@
+//! The audit sequencer (#20.2): on Postgres a change's transaction inserts its audit event
+//! unlinked and the linker links committed events into the chain afterwards; SQLite links as it
+//! inserts. Concurrent writers and linkers make one chain that verifies; a rolled-back change
+//! leaves no event; an event committed late is linked after the ones committed before it; the
+//! database allows an event exactly one change, its linking.
+
+use crate::common;
+
+use common::{Db, RawSql, t0};
+use passkey::audit::{AuditTrail, LocalEd25519Signer};
+use passkey::config::AuditSettings;
+use passkey::domain::ManualClock;
+use passkey::store::{AuditStore, NewAuditEvent, PgStore, Store};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+crate::on_both_databases!(concurrent_writers_and_linkers_make_one_chain);
+
+fn trail(store: Arc<dyn Store>, keys: &tempfile::TempDir) -> AuditTrail {
+    let signer = LocalEd25519Signer::open_or_create(&keys.path().join("audit.p8")).unwrap();
+    AuditTrail::new(
+        store,
+        Arc::new(signer),
+        Arc::new(ManualClock::new(t0())),
+        AuditSettings::default(),
+    )
+}
+
+fn event(actor: &str, n: usize) -> NewAuditEvent {
+    NewAuditEvent::new(actor, "ROLE_CHANGED", t0()).detail(json!({ "n": n }))
+}
+
+/// 16 writers append while three linkers run passes at the same time as the linker task: every
+/// event is linked exactly once, seqs 1–400 without a gap, one chain that verifies.
+async fn concurrent_writers_and_linkers_make_one_chain(db: Db) {
+    let _task = passkey::audit::linker::spawn(db.store.clone());
+    let writing = Arc::new(AtomicBool::new(true));
+    let linkers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, writing) = (db.store.clone(), writing.clone());
+            tokio::spawn(async move {
+                while writing.load(Ordering::Relaxed) {
+                    store.link_pending().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                for n in 0..25 {
+                    store
+                        .append_audit(&event(&format!("user:{w}"), n))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    writing.store(false, Ordering::Relaxed);
+    for l in linkers {
+        l.await.unwrap();
+    }
+    let events = db.store.audit_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), 400);
+    assert!(
+        events.iter().map(|e| e.seq).eq(1..=400),
+        "seqs 1–400 in order"
+    );
+    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 400, "every event once");
+    assert_eq!(db.store.unlinked_events().await.unwrap().count, 0);
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(db.store.clone(), &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_eq!(report.events, 400);
+}
+
+async fn pg() -> Option<(common::PgTestDb, Arc<PgStore>)> {
+    let db = common::fresh_pg().await?;
+    let store = db.store.clone();
+    Some((db, store))
+}
+
+/// Inserts an unlinked event in `tx` as the store's append does.
+async fn insert_unlinked(tx: &mut sqlx::PgConnection, actor: &str) {
+    sqlx::query(
+        "INSERT INTO audit_events (event_id, actor, action, detail, created_at)
+         VALUES ($1, $2, 'ROLE_CHANGED', '{}'::jsonb, $3)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(actor)
+    .bind(t0())
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
+async fn actors(store: &PgStore) -> Vec<String> {
+    store
+        .audit_events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.actor)
+        .collect()
+}
+
+/// A transaction that inserted its event before another one committed, but commits after that
+/// one was linked, is linked in a later pass, after it: the chain order is the link order, and
+/// the chain verifies. A transaction that rolls back leaves no event, and a pass while it is
+/// open does not see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_commit_is_linked_afterwards_and_a_rollback_leaves_nothing() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    store.append_audit(&event("user:first", 0)).await.unwrap();
+    let mut late = store.pool().begin().await.unwrap();
+    insert_unlinked(&mut late, "user:late").await;
+    let mut rolled_back = store.pool().begin().await.unwrap();
+    insert_unlinked(&mut rolled_back, "user:rolled-back").await;
+    store.append_audit(&event("user:second", 1)).await.unwrap();
+    assert_eq!(store.link_pending().await.unwrap(), 2);
+    assert_eq!(actors(&store).await, ["user:first", "user:second"]);
+    rolled_back.rollback().await.unwrap();
+    late.commit().await.unwrap();
+    assert_eq!(store.link_pending().await.unwrap(), 1);
+    assert_eq!(
+        actors(&store).await,
+        ["user:first", "user:second", "user:late"]
+    );
+    let orders = store
+        .texts("SELECT link_order::text FROM audit_events ORDER BY seq")
+        .await
+        .unwrap();
+    let orders: Vec<i64> = orders.iter().map(|o| o.parse().unwrap()).collect();
+    assert!(
+        orders[2] < orders[1],
+        "inserted before the second, linked after it: {orders:?}"
+    );
+    assert_eq!(
+        store
+            .texts("SELECT actor FROM audit_events WHERE actor = 'user:rolled-back'")
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(store.clone(), &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_eq!(report.events, 3);
+}
+
+/// A store write whose transaction fails after its events were inserted commits none of them
+/// (INV-3): here a batch whose second multi-row insert is refused by Postgres (a NUL character
+/// in a JSON string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_write_leaves_no_unlinked_event_behind() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    let mut batch: Vec<NewAuditEvent> = (0..300).map(|n| event("user:batch", n)).collect();
+    batch.push(
+        NewAuditEvent::new("user:batch", "ROLE_CHANGED", t0()).detail(json!({ "name": "a\u{0}b" })),
+    );
+    assert!(store.append_audit_batch(&batch).await.is_err());
+    assert_eq!(store.unlinked_events().await.unwrap().count, 0);
+    assert_eq!(store.link_pending().await.unwrap(), 0);
+    assert_eq!(store.audit_head().await.unwrap().0, 0);
+    assert!(
+        store
+            .texts("SELECT actor FROM audit_events")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn refused(store: &PgStore, sql: &str) {
+    let err = store.exec(sql).await.expect_err(sql);
+    assert!(
+        err.to_string().contains("INV-2") || err.to_string().contains("audit_events_linked_whole"),
+        "{sql}: {err}"
+    );
+}
+
+/// The database allows an audit event one change: its linking, seq, prev hash and hash from
+/// NULL to values with nothing else changed. A linked event cannot be changed or linked again,
+/// content cannot change while linking, a half link is refused, nothing is deleted, and an
+/// event cannot be inserted already linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_allows_an_event_only_to_be_linked_once() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    store.append_audit(&event("user:linked", 0)).await.unwrap();
+    store.link_pending().await.unwrap();
+    insert_unlinked(&mut store.pool().acquire().await.unwrap(), "user:unlinked").await;
+    let h = "ab".repeat(32);
+    refused(
+        &store,
+        "UPDATE audit_events SET actor = 'user:else' WHERE seq = 1",
+    )
+    .await;
+    refused(
+        &store,
+        &format!("UPDATE audit_events SET seq = 7, hash = '{h}' WHERE seq = 1"),
+    )
+    .await;
+    refused(
+        &store,
+        "UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL WHERE seq = 1",
+    )
+    .await;
+    refused(
+        &store,
+        &format!("UPDATE audit_events SET seq = 2, prev_hash = '{h}', hash = '{h}', actor = 'user:else' WHERE seq IS NULL"),
+    )
+    .await;
+    refused(
+        &store,
+        &format!("UPDATE audit_events SET seq = 2, prev_hash = '{h}', hash = '{h}', detail = '{{\"x\": 1}}' WHERE seq IS NULL"),
+    )
+    .await;
+    refused(
+        &store,
+        &format!("UPDATE audit_events SET hash = '{h}' WHERE seq IS NULL"),
+    )
+    .await;
+    refused(&store, "DELETE FROM audit_events WHERE seq = 1").await;
+    refused(&store, "DELETE FROM audit_events WHERE seq IS NULL").await;
+    refused(
+        &store,
+        &format!(
+            "INSERT INTO audit_events (event_id, actor, action, detail, created_at, seq, prev_hash, hash)
+             VALUES (gen_random_uuid(), 'user:x', 'ROLE_CHANGED', '{{}}'::jsonb, now(), 9, '{h}', '{h}')"
+        ),
+    )
+    .await;
+    // Nothing changed: the linker links the waiting event, and the chain verifies.
+    assert_eq!(store.link_pending().await.unwrap(), 1);
+    assert_eq!(actors(&store).await, ["user:linked", "user:unlinked"]);
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(store.clone(), &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+}
