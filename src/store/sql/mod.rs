@@ -132,21 +132,8 @@ macro_rules! impl_store {
                 e: &NewAuditEvent,
             ) -> StoreResult<()> {
                 if !Self::LINKS_INLINE {
-                    sqlx::query(
-                        "INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(uuid::Uuid::new_v4())
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(e.request_id)
-                    .bind(e.record_id)
-                    .bind(Json(&e.detail))
-                    .bind(e.at)
-                    .execute(&mut **tx)
-                    .await?;
-                    $crate::store::sql::appended(std::slice::from_ref(e));
-                    return Ok(());
+                    // Unlinked (Postgres): the batch insert of one event.
+                    return Self::append_audit_batch_tx(tx, std::slice::from_ref(e)).await;
                 }
                 let (head_seq, head_hash): (i64, String) =
                     sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
