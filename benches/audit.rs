@@ -14,13 +14,16 @@
 //! `PASSKEY_BENCH_DATABASES` (`sqlite,postgres`), `PASSKEY_TEST_DATABASE_URL` as in the tests
 //! (a scratch database `passkey_bench_<uuid>` is created and dropped).
 
+#[path = "common/scratch_pg.rs"]
+mod scratch_pg;
+
 use passkey::audit::verify::{GENESIS_HASH, VerifyOptions, verify_all};
 use passkey::audit::{AuditTrail, LocalEd25519Signer};
 use passkey::config::AuditSettings;
 use passkey::domain::{Clock, SystemClock};
 use passkey::store::{HealthStore, NewAuditEvent, PgStore, SqliteStore, Store};
+use scratch_pg::ScratchPg;
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,11 +32,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
-}
-
-fn admin_url() -> String {
-    std::env::var("PASSKEY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 fn event(writer: usize, i: usize) -> NewAuditEvent {
@@ -165,34 +163,15 @@ async fn main() {
         run("SQLite (file, WAL, synchronous=NORMAL)", store).await;
     }
     if databases.contains("postgres") {
-        let admin = admin_url();
-        let mut conn = match sqlx::PgConnection::connect(&admin).await {
-            Ok(c) => c,
-            Err(e) => {
-                println!("Postgres skipped: unreachable at {admin} ({e})");
-                return;
-            }
-        };
-        let name = format!("passkey_bench_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("PASSKEY_TEST_DATABASE_URL needs a database path"),
+        let Some(scratch) = ScratchPg::create().await else {
+            return;
         };
         {
-            let store = Arc::new(PgStore::connect(&url, 20).await.unwrap());
+            let store = Arc::new(PgStore::connect(&scratch.url(), 20).await.unwrap());
             store.migrate().await.unwrap();
             run("Postgres", store.clone()).await;
             store.pool().close().await;
         }
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        scratch.drop_now().await;
     }
 }

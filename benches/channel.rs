@@ -24,9 +24,13 @@ mod channel;
 #[path = "../tests/it/common/tls.rs"]
 mod tls;
 
+#[path = "common/scratch_pg.rs"]
+mod scratch_pg;
+
 use channel::{APP_ID, FakeConnector, Issuer, message, sign};
+use scratch_pg::ScratchPg;
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::Connection;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -128,18 +132,14 @@ async fn drive(
 
 enum Database {
     Sqlite,
-    /// A scratch database, `name`, made through `admin` (a connection URL to another database).
-    Postgres {
-        admin: String,
-        name: String,
-    },
+    Postgres(ScratchPg),
 }
 
 impl Database {
     fn label(&self) -> &'static str {
         match self {
             Database::Sqlite => "SQLite",
-            Database::Postgres { .. } => "Postgres",
+            Database::Postgres(_) => "Postgres",
         }
     }
 
@@ -147,43 +147,21 @@ impl Database {
     fn url(&self) -> Option<String> {
         match self {
             Database::Sqlite => None,
-            Database::Postgres { admin, name } => {
-                let (base, _) = admin
-                    .rsplit_once('/')
-                    .expect("PASSKEY_TEST_DATABASE_URL needs a database path");
-                Some(format!("{base}/{name}"))
-            }
+            Database::Postgres(scratch) => Some(scratch.url()),
         }
-    }
-
-    /// A fresh scratch database, or `None` (with a note) when Postgres is unreachable.
-    async fn scratch_postgres() -> Option<Database> {
-        let admin = std::env::var("PASSKEY_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-        let mut conn = match sqlx::PgConnection::connect(&admin).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                println!("Postgres skipped: unreachable at {admin} ({e})");
-                return None;
-            }
-        };
-        let name = format!("passkey_bench_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("create the scratch database");
-        Some(Database::Postgres { admin, name })
     }
 
     /// CPU ticks so far of each backend serving the scratch database (Postgres only).
     async fn backend_ticks(&self) -> Option<HashMap<u32, u64>> {
-        let Database::Postgres { admin, name } = self else {
+        let Database::Postgres(scratch) = self else {
             return None;
         };
-        let mut conn = sqlx::PgConnection::connect(admin).await.ok()?;
+        let mut conn = sqlx::PgConnection::connect(&scratch_pg::admin_url())
+            .await
+            .ok()?;
         let pids: Vec<i32> =
             sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
-                .bind(name)
+                .bind(&scratch.name)
                 .fetch_all(&mut conn)
                 .await
                 .ok()?;
@@ -199,11 +177,8 @@ impl Database {
     }
 
     async fn drop_scratch(&self) {
-        if let Database::Postgres { admin, name } = self
-            && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
-        {
-            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await;
+        if let Database::Postgres(scratch) = self {
+            scratch.drop_now().await;
         }
     }
 }
@@ -318,7 +293,7 @@ async fn run(rig: &Rig, database: &Database, total: usize) -> Run {
 fn report(database: &Database, run: &Run) {
     let hz = ticks_per_second() as f64;
     let per_message = |ticks: u64, messages: usize| ticks as f64 / hz * 1e6 / messages as f64;
-    let postgres = matches!(database, Database::Postgres { .. });
+    let postgres = matches!(database, Database::Postgres(_));
     println!();
     println!("## {}", database.label());
     println!();
@@ -389,7 +364,7 @@ async fn main() {
     for name in databases.split(',').map(str::trim) {
         let database = match name {
             "sqlite" => Database::Sqlite,
-            "postgres" => match Database::scratch_postgres().await {
+            "postgres" => match ScratchPg::create().await.map(Database::Postgres) {
                 Some(database) => database,
                 None => continue,
             },

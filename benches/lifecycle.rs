@@ -23,6 +23,9 @@
 //! (`sqlite,postgres`), `PASSKEY_BENCH_LOG` (a tracing filter such as `sqlx=debug`: logs to
 //! stderr, for profiling; off by default).
 
+#[path = "common/scratch_pg.rs"]
+mod scratch_pg;
+
 use async_trait::async_trait;
 use passkey::config::LifecycleSettings;
 use passkey::domain::{
@@ -43,7 +46,8 @@ use passkey::vault::{
     NoRotationInfo, OneTimeSharer, RecordMeta, Removed, Share, ShareInfo, ShareUrl, SharedFolder,
     VaultError, VaultReader,
 };
-use sqlx::{AssertSqlSafe, Connection};
+use scratch_pg::ScratchPg;
+use sqlx::AssertSqlSafe;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,17 +164,12 @@ impl Kind {
     }
 }
 
-fn admin_url() -> String {
-    std::env::var("PASSKEY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
 /// A fresh, migrated database; Postgres ones are dropped by [`BenchDb::drop_now`].
 struct BenchDb {
     kind: Kind,
     store: Arc<dyn Store>,
     sqlite: Option<Arc<SqliteStore>>,
-    pg: Option<(Arc<PgStore>, String)>,
+    pg: Option<(Arc<PgStore>, ScratchPg)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -194,30 +193,15 @@ impl BenchDb {
                 })
             }
             Kind::Postgres => {
-                let admin = admin_url();
-                let mut conn = match sqlx::PgConnection::connect(&admin).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        println!("Postgres skipped: unreachable at {admin} ({e})");
-                        return None;
-                    }
-                };
-                let name = format!("passkey_bench_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create the scratch database");
-                let url = match admin.rsplit_once('/') {
-                    Some((base, _)) => format!("{base}/{name}"),
-                    None => panic!("PASSKEY_TEST_DATABASE_URL needs a database path"),
-                };
+                let scratch = ScratchPg::create().await?;
+                let url = scratch.url();
                 let store = Arc::new(PgStore::connect(&url, 16).await.unwrap());
                 store.migrate().await.unwrap();
                 Some(BenchDb {
                     kind,
                     store: store.clone(),
                     sqlite: None,
-                    pg: Some((store, name)),
+                    pg: Some((store, scratch)),
                     _dir: None,
                 })
             }
@@ -273,12 +257,9 @@ impl BenchDb {
     }
 
     async fn drop_now(self) {
-        if let Some((store, name)) = self.pg {
+        if let Some((store, scratch)) = self.pg {
             store.pool().close().await;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await;
-            }
+            scratch.drop_now().await;
         }
     }
 }
