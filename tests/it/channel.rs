@@ -133,19 +133,10 @@ impl Harness {
             "{case}: conversation stored"
         );
         // The refused activity was not marked processed (this probe marks it, so ids must be unique).
-        let fresh = self
-            .store
-            .claim_activity(
-                "a:1alice-personal",
-                activity_id,
-                "probe",
-                t0(),
-                t0().plus(time::Duration::minutes(1)),
-            )
-            .await
-            .unwrap()
-            == passkey::store::ActivityClaim::Claimed;
-        assert!(fresh, "{case}: the activity was recorded as processed");
+        assert!(
+            self.never_processed(activity_id).await,
+            "{case}: the activity was recorded as processed"
+        );
         let audit = self.store.audit_events_after(0, 10_000).await.unwrap();
         assert_eq!(
             audit.len(),
@@ -160,11 +151,10 @@ impl Harness {
 }
 
 impl Harness {
-    /// A refused activity left no trace: it was not recorded as processed, and the Connector got
-    /// only the `replies` of the activities answered before it.
-    async fn assert_no_trace_of(&self, replies: usize, activity_id: &str) {
-        let fresh = self
-            .store
+    /// Whether the activity was never recorded as processed: a probe claims it (and so marks it;
+    /// each test's activity ids must be unique).
+    async fn never_processed(&self, activity_id: &str) -> bool {
+        self.store
             .claim_activity(
                 "a:1alice-personal",
                 activity_id,
@@ -174,9 +164,14 @@ impl Harness {
             )
             .await
             .unwrap()
-            == passkey::store::ActivityClaim::Claimed;
+            == passkey::store::ActivityClaim::Claimed
+    }
+
+    /// A refused activity left no trace: it was not recorded as processed, and the Connector got
+    /// only the `replies` of the activities answered before it.
+    async fn assert_no_trace_of(&self, replies: usize, activity_id: &str) {
         assert!(
-            fresh,
+            self.never_processed(activity_id).await,
             "{activity_id}: the activity was recorded as processed"
         );
         assert_eq!(
