@@ -6,9 +6,11 @@
 //! first talks to it). The bot and the notifier record these facts here, never in the
 //! store themselves (#16: edges never write the store).
 
+use super::coalesce::Coalescer;
 use crate::domain::{Clock, Role, Timestamp, Zone};
 use crate::store::{
-    ActivityClaim, ConversationRef, NewSentCard, NewUser, SentCard, Store, StoreResult, User,
+    ActivityClaim, ConversationRef, NewSentCard, NewUser, SentCard, Store, StoreResult, TurnClaim,
+    TurnKey, User,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,18 +37,78 @@ pub async fn zone_of(store: &dyn Store, user_id: i64) -> Zone {
     .unwrap_or_else(Zone::utc)
 }
 
+/// A failed batch written again item by item, so each caller gets its own answer.
+async fn one_by_one<I: Clone, O, Fut>(items: &[I], write: impl Fn(I) -> Fut) -> Vec<StoreResult<O>>
+where
+    Fut: std::future::Future<Output = StoreResult<O>>,
+{
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        answers.push(write(item.clone()).await);
+    }
+    answers
+}
+
 pub struct Conversations {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Concurrent turns' claims, written together (see `governance::coalesce`).
+    claims: Arc<Coalescer<TurnClaim, ActivityClaim>>,
+    /// Concurrent turns' "done" marks, written together.
+    finishes: Arc<Coalescer<TurnKey, ()>>,
 }
 
 impl Conversations {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Conversations { store, clock }
+        let claims = {
+            let store = store.clone();
+            Coalescer::new(move |claims: Vec<TurnClaim>| {
+                let store = store.clone();
+                async move {
+                    match store.claim_activities(&claims).await {
+                        Ok(answers) => answers.into_iter().map(Ok).collect(),
+                        Err(_) => {
+                            one_by_one(&claims, |c| {
+                                let store = store.clone();
+                                async move { Ok(store.claim_activities(&[c]).await?[0]) }
+                            })
+                            .await
+                        }
+                    }
+                }
+            })
+        };
+        let finishes = {
+            let store = store.clone();
+            let clock = clock.clone();
+            Coalescer::new(move |turns: Vec<TurnKey>| {
+                let store = store.clone();
+                let at = clock.now();
+                async move {
+                    match store.finish_activities(&turns, at).await {
+                        Ok(()) => turns.iter().map(|_| Ok(())).collect(),
+                        Err(_) => {
+                            one_by_one(&turns, |t| {
+                                let store = store.clone();
+                                async move { store.finish_activities(&[t], at).await }
+                            })
+                            .await
+                        }
+                    }
+                }
+            })
+        };
+        Conversations {
+            store,
+            clock,
+            claims,
+            finishes,
+        }
     }
 
     /// Claims an inbound activity for the turn holding `token`, for `lease` from now (see
-    /// `ConversationStore::claim_activity`).
+    /// `ConversationStore::claim_activities`), in one write with the claims of other turns
+    /// arriving at the same moment.
     pub async fn claim_turn(
         &self,
         conversation_id: &str,
@@ -55,14 +117,14 @@ impl Conversations {
         lease: Duration,
     ) -> StoreResult<ActivityClaim> {
         let now = self.clock.now();
-        self.store
-            .claim_activity(
-                conversation_id,
-                activity_id,
-                token,
+        self.claims
+            .submit(TurnClaim {
+                conversation_id: conversation_id.to_string(),
+                activity_id: activity_id.to_string(),
+                token: token.to_string(),
                 now,
-                lease_end(now, lease),
-            )
+                until: lease_end(now, lease),
+            })
             .await
     }
 
@@ -80,15 +142,20 @@ impl Conversations {
             .await
     }
 
-    /// The turn succeeded: redeliveries of its activity are answered as done.
+    /// The turn succeeded: redeliveries of its activity are answered as done. Written with the
+    /// marks of other turns finishing at the same moment.
     pub async fn finish_turn(
         &self,
         conversation_id: &str,
         activity_id: &str,
         token: &str,
     ) -> StoreResult<()> {
-        self.store
-            .finish_activity(conversation_id, activity_id, token, self.clock.now())
+        self.finishes
+            .submit(TurnKey {
+                conversation_id: conversation_id.to_string(),
+                activity_id: activity_id.to_string(),
+                token: token.to_string(),
+            })
             .await
     }
 

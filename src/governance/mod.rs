@@ -8,12 +8,15 @@
 //! - [`admin`]: the admin's authority and role changes, each audited.
 //! - [`conversations`]: what the bot keeps about whom it talks to and where (turn claims,
 //!   people, conversation addresses, sent cards).
+//! - [`coalesce`]: concurrent callers' small writes of one kind written together (turn claims
+//!   and finishes).
 //! - [`policies`]: default policy bodies seeded, the active set loaded as the engine, replay.
 //! - [`reports`]: the access report (rows per request, totals per record and per person).
 //! - [`reviews`]: access review campaigns: owners keep or remove authority rows, break-glass
 //!   uses are reviewed after the fact.
 
 pub mod admin;
+pub mod coalesce;
 pub mod conversations;
 pub mod directory;
 pub mod events;

@@ -586,10 +586,16 @@ pub trait ConversationStore: Send + Sync {
         delivered: bool,
         at: Timestamp,
     ) -> StoreResult<()>;
-    /// Claims an inbound activity for one turn (identified by `token`) until `until`: claimed
-    /// when it is new, or when an earlier turn's claim lapsed (that turn crashed); otherwise where
-    /// it stands. A claim becomes DONE with [`finish_activity`](Self::finish_activity), or is
-    /// dropped with [`release_activity`](Self::release_activity) so a redelivery runs again.
+    /// Claims inbound activities, each for one turn (identified by its token) until its `until`:
+    /// claimed when it is new, or when an earlier turn's claim lapsed (that turn crashed);
+    /// otherwise where it stands. One answer per claim, in order. An activity listed twice is
+    /// claimed at most once (the later listing is answered as the earlier one found it, or in
+    /// progress when the earlier one claimed it). Claims are written in as few statements as the
+    /// batch allows: concurrent turns share one write (see `governance::coalesce`). A claim becomes
+    /// DONE with [`finish_activities`](Self::finish_activities), or is dropped with
+    /// [`release_activity`](Self::release_activity) so a redelivery runs again.
+    async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>>;
+    /// [`claim_activities`](Self::claim_activities) for one activity.
     async fn claim_activity(
         &self,
         conversation_id: &str,
@@ -597,7 +603,16 @@ pub trait ConversationStore: Send + Sync {
         token: &str,
         now: Timestamp,
         until: Timestamp,
-    ) -> StoreResult<ActivityClaim>;
+    ) -> StoreResult<ActivityClaim> {
+        let claims = [TurnClaim {
+            conversation_id: conversation_id.to_string(),
+            activity_id: activity_id.to_string(),
+            token: token.to_string(),
+            now,
+            until,
+        }];
+        Ok(self.claim_activities(&claims).await?[0])
+    }
     /// Extends a claim `token` still holds; false when it holds it no longer.
     async fn renew_activity_claim(
         &self,
@@ -606,14 +621,24 @@ pub trait ConversationStore: Send + Sync {
         token: &str,
         until: Timestamp,
     ) -> StoreResult<bool>;
-    /// The turn holding `token` succeeded: redeliveries are answered as done from now on.
+    /// The turns succeeded: redeliveries of their activities are answered as done from now on. A
+    /// turn whose claim was taken over meanwhile (its token no longer there) changes nothing.
+    async fn finish_activities(&self, turns: &[TurnKey], at: Timestamp) -> StoreResult<()>;
+    /// [`finish_activities`](Self::finish_activities) for one turn.
     async fn finish_activity(
         &self,
         conversation_id: &str,
         activity_id: &str,
         token: &str,
         at: Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let turns = [TurnKey {
+            conversation_id: conversation_id.to_string(),
+            activity_id: activity_id.to_string(),
+            token: token.to_string(),
+        }];
+        self.finish_activities(&turns, at).await
+    }
     /// The turn holding `token` failed: the claim is dropped, so a redelivery runs the turn.
     async fn release_activity(
         &self,

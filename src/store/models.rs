@@ -814,6 +814,26 @@ impl MigrationState {
     }
 }
 
+/// A turn's claim on an inbound activity, until `until` (see
+/// [`ConversationStore::claim_activities`](crate::store::ConversationStore::claim_activities)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnClaim {
+    pub conversation_id: String,
+    pub activity_id: String,
+    /// The turn's own random claim token: only it can renew, finish or release the claim.
+    pub token: String,
+    pub now: Timestamp,
+    pub until: Timestamp,
+}
+
+/// The activity a turn holds, and the token it holds it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnKey {
+    pub conversation_id: String,
+    pub activity_id: String,
+    pub token: String,
+}
+
 /// Where an inbound activity stands when a turn claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActivityClaim {

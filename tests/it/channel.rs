@@ -788,6 +788,55 @@ async fn a_redelivered_activity_is_processed_once() {
     assert_eq!(h.connector.calls().len(), 1, "but answered only once");
 }
 
+/// Turns arriving together share their claim and "done" writes (governance::coalesce); each
+/// activity is still answered once, whether its redelivery races the first delivery or comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_activities_and_racing_redeliveries_are_each_answered_once() {
+    let h = Arc::new(Harness::start().await);
+    let token = h.token();
+    let mut posts = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for i in 0..24 {
+            let (h, token) = (h.clone(), token.clone());
+            posts.spawn(async move {
+                let activity = h.message(&format!("burst-{i}"), "help");
+                (
+                    round,
+                    i,
+                    h.post(bearer(&token), &activity).await.status().as_u16(),
+                )
+            });
+        }
+    }
+    let mut statuses = Vec::new();
+    while let Some(done) = posts.join_next().await {
+        statuses.push(done.unwrap());
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|(_, _, status)| *status == 200 || *status == 503),
+        "each delivery either ran, was acknowledged as done, or was asked to come back: {statuses:?}"
+    );
+    // Teams retries the ones asked to come back; by now every turn has finished.
+    for (_, i, status) in &statuses {
+        if *status == 503 {
+            let activity = h.message(&format!("burst-{i}"), "help");
+            assert_eq!(h.post(bearer(&token), &activity).await.status(), 200);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = h.connector.calls();
+    for i in 0..24 {
+        let replies = calls
+            .iter()
+            .filter(|c| c.path.ends_with(&format!("/activities/burst-{i}")))
+            .count();
+        assert_eq!(replies, 1, "burst-{i} answered exactly once");
+    }
+    assert_eq!(calls.len(), 24, "no other replies");
+}
+
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured_and_the_reply_still_arrives() {
     let h = Harness::start().await;

@@ -22,6 +22,7 @@ on_both_databases!(
     racing_approvals_have_exactly_one_winner,
     audit_chain_links_every_event_even_under_concurrency,
     conversations_cards_and_redelivery,
+    batched_turn_claims_answer_each_activity_as_one_at_a_time_would,
     waiting_notices_are_kept_once_and_closed,
     job_claims,
     batch_lease_expiry_skips_changed_rows_and_chains_its_events,
@@ -1351,6 +1352,101 @@ async fn conversations_cards_and_redelivery(db: Db) {
         claim("conv", "turn-8", much_later).await.unwrap(),
         ActivityClaim::Claimed
     );
+}
+
+/// Concurrent turns' claims and finishes are written in one statement per power-of-two chunk;
+/// each answer is what claiming that activity alone would have answered, in order, whatever the
+/// batch size (1 to 70 here: one, several and more than one full chunk).
+async fn batched_turn_claims_answer_each_activity_as_one_at_a_time_would(db: Db) {
+    let s = db.store.as_ref();
+    let until = t0().plus(Duration::minutes(1));
+    let claim = |activity: &str, token: &str, now: Timestamp| TurnClaim {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: token.into(),
+        now,
+        until: now.plus(Duration::minutes(1)),
+    };
+    let key = |activity: &str, token: &str| TurnKey {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: token.into(),
+    };
+    // Where things stand before the batch: one activity done, one held by a live turn, one whose
+    // turn crashed (its claim lapses at `until`).
+    assert_eq!(
+        s.claim_activities(&[
+            claim("done", "t-done", t0()),
+            claim("held", "t-held", t0()),
+            claim("crashed", "t-crashed", t0())
+        ])
+        .await
+        .unwrap(),
+        vec![ActivityClaim::Claimed; 3]
+    );
+    s.finish_activities(&[key("done", "t-done")], t0())
+        .await
+        .unwrap();
+
+    let now = t0().plus(Duration::seconds(30));
+    let mut batch = vec![
+        claim("done", "b-0", now),
+        claim("held", "b-1", now),
+        claim("crashed", "b-2", until),
+        claim("new", "b-3", now),
+        // The same activity twice in one batch: the first listing claims it, the second waits.
+        claim("new", "b-4", now),
+        claim("done", "b-5", now),
+    ];
+    for i in 0..64 {
+        batch.push(claim(&format!("fresh-{i}"), &format!("f-{i}"), now));
+    }
+    let answers = s.claim_activities(&batch).await.unwrap();
+    assert_eq!(answers.len(), 70);
+    assert_eq!(
+        answers[..6],
+        [
+            ActivityClaim::Done,
+            ActivityClaim::InProgress,
+            ActivityClaim::Claimed,
+            ActivityClaim::Claimed,
+            ActivityClaim::InProgress,
+            ActivityClaim::Done,
+        ],
+        "done stays done, a live claim is not taken, a lapsed one is, a duplicate loses to the first"
+    );
+    assert!(answers[6..].iter().all(|a| *a == ActivityClaim::Claimed));
+
+    // Finishing in one batch: only the turns that still hold their claims finish them.
+    let mut finishes = vec![
+        key("crashed", "t-crashed"),
+        key("crashed", "b-2"),
+        key("new", "b-4"),
+    ];
+    for i in 0..64 {
+        finishes.push(key(&format!("fresh-{i}"), &format!("f-{i}")));
+    }
+    s.finish_activities(&finishes, now).await.unwrap();
+    let again = s
+        .claim_activities(&[
+            claim("crashed", "c-0", until),
+            claim("new", "c-1", until),
+            claim("fresh-0", "c-2", until),
+            claim("fresh-63", "c-3", until),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![
+            ActivityClaim::Done,
+            // b-4 never held it: b-3's claim is still live, so the redelivery waits.
+            ActivityClaim::InProgress,
+            ActivityClaim::Done,
+            ActivityClaim::Done,
+        ]
+    );
+    assert!(s.claim_activities(&[]).await.unwrap().is_empty());
 }
 
 async fn job_claims(db: Db) {

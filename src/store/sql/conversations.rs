@@ -178,51 +178,85 @@ macro_rules! impl_conversation_store {
                 Ok(())
             }
 
-            async fn claim_activity(
-                &self,
-                conversation_id: &str,
-                activity_id: &str,
-                token: &str,
-                now: Timestamp,
-                until: Timestamp,
-            ) -> StoreResult<ActivityClaim> {
-                // New, or taken over from a turn whose claim lapsed: one statement, so two
-                // deliveries racing for it cannot both win.
-                let claimed = sqlx::query(
-                    "INSERT INTO processed_activities
-                        (conversation_id, activity_id, processed_at, state, claimed_until, claim_token)
-                     VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5)
-                     ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
-                        processed_at = excluded.processed_at,
-                        claimed_until = excluded.claimed_until,
-                        claim_token = excluded.claim_token
-                     WHERE processed_activities.state = 'IN_PROGRESS'
-                       AND processed_activities.claimed_until <= excluded.processed_at",
-                )
-                .bind(conversation_id)
-                .bind(activity_id)
-                .bind(now)
-                .bind(until)
-                .bind(token)
-                .execute(self.writer())
-                .await?
-                .rows_affected()
-                    == 1;
-                if claimed {
-                    return Ok(ActivityClaim::Claimed);
+            async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>> {
+                // Each activity goes to the database once: Postgres refuses an upsert that would
+                // touch one row twice, and the second delivery in a batch loses to the first anyway.
+                let mut first: std::collections::HashMap<(&str, &str), usize> =
+                    std::collections::HashMap::with_capacity(claims.len());
+                let mut unique: Vec<&TurnClaim> = Vec::with_capacity(claims.len());
+                for (i, c) in claims.iter().enumerate() {
+                    first.entry((c.conversation_id.as_str(), c.activity_id.as_str())).or_insert_with(|| {
+                        unique.push(c);
+                        i
+                    });
                 }
-                let state: Option<String> = sqlx::query_scalar(
-                    "SELECT state FROM processed_activities WHERE conversation_id = $1 AND activity_id = $2",
-                )
-                .bind(conversation_id)
-                .bind(activity_id)
-                .fetch_optional(self.writer())
-                .await?;
-                // Gone between the two statements: the holder released it; ask for a retry.
-                Ok(match state.as_deref() {
-                    Some("DONE") => ActivityClaim::Done,
-                    _ => ActivityClaim::InProgress,
-                })
+                let mut claimed: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+                // Statement texts by chunk size, built once: this is the hottest write of a turn.
+                static CLAIM_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
+                let mut rest = &unique[..];
+                for rows in $crate::store::sql::pow2_chunks(unique.len(), $crate::store::sql::TURN_ROWS) {
+                    let (chunk, after) = rest.split_at(rows);
+                    rest = after;
+                    // New, or taken over from a turn whose claim lapsed: one statement per chunk,
+                    // so two deliveries racing for an activity cannot both win. The rows it
+                    // inserted or took over come back; the others are where they stand.
+                    let sql = $crate::store::sql::turn_statement(&CLAIM_SQL, rows, |rows| format!(
+                        "INSERT INTO processed_activities
+                            (conversation_id, activity_id, processed_at, claimed_until, claim_token, state)
+                         VALUES {}
+                         ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
+                            processed_at = excluded.processed_at,
+                            claimed_until = excluded.claimed_until,
+                            claim_token = excluded.claim_token
+                         WHERE processed_activities.state = 'IN_PROGRESS'
+                           AND processed_activities.claimed_until <= excluded.processed_at
+                         RETURNING conversation_id, activity_id",
+                        (0..rows)
+                            .map(|r| format!("({}, 'IN_PROGRESS')", $crate::store::sql::list_placeholders(5, 5 * r + 1)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+                    for c in chunk {
+                        q = q
+                            .bind(&c.conversation_id)
+                            .bind(&c.activity_id)
+                            .bind(c.now)
+                            .bind(c.until)
+                            .bind(&c.token);
+                    }
+                    claimed.extend(q.fetch_all(self.writer()).await?);
+                }
+                let mut answers = Vec::with_capacity(claims.len());
+                for (i, c) in claims.iter().enumerate() {
+                    let key = (c.conversation_id.as_str(), c.activity_id.as_str());
+                    let answer = if first[&key] != i {
+                        // A second listing: the first one's answer, unless the first claimed it.
+                        match answers[first[&key]] {
+                            ActivityClaim::Claimed => ActivityClaim::InProgress,
+                            earlier => earlier,
+                        }
+                    } else if claimed.contains(&(c.conversation_id.clone(), c.activity_id.clone())) {
+                        ActivityClaim::Claimed
+                    } else {
+                        // Not ours (a redelivery): rare, so read one at a time.
+                        let state: Option<String> = sqlx::query_scalar(
+                            "SELECT state FROM processed_activities WHERE conversation_id = $1 AND activity_id = $2",
+                        )
+                        .bind(&c.conversation_id)
+                        .bind(&c.activity_id)
+                        .fetch_optional(self.writer())
+                        .await?;
+                        // Gone between the two statements: the holder released it; ask for a retry.
+                        match state.as_deref() {
+                            Some("DONE") => ActivityClaim::Done,
+                            _ => ActivityClaim::InProgress,
+                        }
+                    };
+                    answers.push(answer);
+                }
+                Ok(answers)
             }
 
             async fn renew_activity_claim(
@@ -247,24 +281,40 @@ macro_rules! impl_conversation_store {
                     == 1)
             }
 
-            async fn finish_activity(
-                &self,
-                conversation_id: &str,
-                activity_id: &str,
-                token: &str,
-                at: Timestamp,
-            ) -> StoreResult<()> {
-                sqlx::query(
-                    "UPDATE processed_activities
-                     SET state = 'DONE', processed_at = $4, claimed_until = NULL, claim_token = NULL
-                     WHERE conversation_id = $1 AND activity_id = $2 AND claim_token = $3",
-                )
-                .bind(conversation_id)
-                .bind(activity_id)
-                .bind(token)
-                .bind(at)
-                .execute(self.writer())
-                .await?;
+            async fn finish_activities(&self, turns: &[TurnKey], at: Timestamp) -> StoreResult<()> {
+                static FINISH_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
+                let mut rest = turns;
+                for rows in $crate::store::sql::pow2_chunks(turns.len(), $crate::store::sql::TURN_ROWS) {
+                    let (chunk, after) = rest.split_at(rows);
+                    rest = after;
+                    // One term per turn, each on the primary key plus the turn's token, so every
+                    // term is an index lookup on both databases.
+                    let sql = $crate::store::sql::turn_statement(&FINISH_SQL, rows, |rows| {
+                        let terms: Vec<String> = (0..rows)
+                            .map(|i| {
+                                let n = 2 + 3 * i;
+                                format!(
+                                    "(conversation_id = ${} AND activity_id = ${} AND claim_token = ${})",
+                                    n,
+                                    n + 1,
+                                    n + 2
+                                )
+                            })
+                            .collect();
+                        format!(
+                            "UPDATE processed_activities
+                             SET state = 'DONE', processed_at = $1, claimed_until = NULL, claim_token = NULL
+                             WHERE {}",
+                            terms.join(" OR ")
+                        )
+                    });
+                    // Only numbered placeholders are formatted in: no outside text.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at);
+                    for t in chunk {
+                        q = q.bind(&t.conversation_id).bind(&t.activity_id).bind(&t.token);
+                    }
+                    q.execute(self.writer()).await?;
+                }
                 Ok(())
             }
 

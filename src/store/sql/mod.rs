@@ -80,6 +80,40 @@ pub fn recompute_audit_hash(event: &AuditEvent) -> String {
 /// Ids per `IN (…)` list in the batch paths. Multi-row inserts use each store's `INSERT_ROWS`.
 pub(super) const BATCH_ROWS: usize = 250;
 
+/// Turns per statement when concurrent turns' claims and finishes are written together: enough
+/// for every turn a busy instance has in flight, few enough that SQLite's lookup of each `$N` by
+/// name (linear in the parameter count) stays small.
+pub(super) const TURN_ROWS: usize = 32;
+
+/// Splits `len` rows into chunks of powers of two, largest first, none over `max` (a power of
+/// two): 13 → 8, 4, 1. Each chunk size is its own statement text, and each connection keeps
+/// every text it prepared; so a batch of any size uses one of log2(max) + 1 texts, not one of
+/// `max`.
+pub(super) fn pow2_chunks(mut len: usize, max: usize) -> Vec<usize> {
+    debug_assert!(max.is_power_of_two());
+    let mut chunks = Vec::new();
+    while len > 0 {
+        let size = if len >= max {
+            max
+        } else {
+            1 << (usize::BITS - 1 - len.leading_zeros())
+        };
+        chunks.push(size);
+        len -= size;
+    }
+    chunks
+}
+
+/// The statement text for `rows` rows (a power of two up to [`TURN_ROWS`]), built once per size
+/// and kept for the life of the process.
+pub(super) fn turn_statement(
+    cache: &'static [std::sync::OnceLock<String>; 6],
+    rows: usize,
+    build: impl FnOnce(usize) -> String,
+) -> &'static str {
+    cache[rows.trailing_zeros() as usize].get_or_init(|| build(rows))
+}
+
 /// `$first, $first+1, …` for `n` values.
 pub(super) fn list_placeholders(n: usize, first: usize) -> String {
     let mut out = String::with_capacity(n * 6);
@@ -503,3 +537,15 @@ macro_rules! impl_store {
     };
 }
 pub(super) use impl_store;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn turn_batches_split_into_powers_of_two() {
+        assert_eq!(super::pow2_chunks(0, 32), Vec::<usize>::new());
+        assert_eq!(super::pow2_chunks(1, 32), vec![1]);
+        assert_eq!(super::pow2_chunks(13, 32), vec![8, 4, 1]);
+        assert_eq!(super::pow2_chunks(32, 32), vec![32]);
+        assert_eq!(super::pow2_chunks(70, 32), vec![32, 32, 4, 2]);
+    }
+}
