@@ -24,9 +24,12 @@ const LINKER_LOCK: i64 = 0x504B_4155_444C_4E4B;
 /// Events one link pass links at most: one short transaction each.
 const LINK_BATCH: i64 = 500;
 
-/// An unlinked event as the linker reads it: its insertion order and its content.
+/// An unlinked event as the linker reads it: its insertion order and its content, with the
+/// chain head it links after (the same on every row of a pass).
 #[derive(sqlx::FromRow)]
 struct UnlinkedEvent {
+    head_seq: i64,
+    head_hash: String,
     link_order: i64,
     event_id: uuid::Uuid,
     actor: String,
@@ -133,21 +136,25 @@ impl PgStore {
             .bind(LINKER_LOCK)
             .execute(&mut *tx)
             .await?;
-        // Read after the lock is granted: this statement's snapshot sees the previous pass.
+        // Read after the lock is granted: this statement's snapshot sees the previous pass. The
+        // head comes with the events (one statement fewer); only a pass holding the linker lock
+        // moves it, so it cannot change before this pass commits.
         let events: Vec<UnlinkedEvent> = sqlx::query_as(
-            "SELECT link_order, event_id, actor, action, request_id, record_id, detail, created_at
-             FROM audit_events WHERE seq IS NULL ORDER BY link_order LIMIT $1",
+            "SELECT h.seq AS head_seq, h.hash AS head_hash, e.*
+             FROM (SELECT link_order, event_id, actor, action, request_id, record_id, detail, created_at
+                   FROM audit_events WHERE seq IS NULL ORDER BY link_order LIMIT $1) e
+             CROSS JOIN audit_chain_head h
+             WHERE h.id = 1
+             ORDER BY e.link_order",
         )
         .bind(LINK_BATCH)
         .fetch_all(&mut *tx)
         .await?;
-        if events.is_empty() {
+        let Some(first) = events.first() else {
             tx.rollback().await?;
             return Ok(0);
-        }
-        let (mut seq, mut prev): (i64, String) = sqlx::query_as(Self::LOCK_CHAIN_HEAD)
-            .fetch_one(&mut *tx)
-            .await?;
+        };
+        let (mut seq, mut prev) = (first.head_seq, first.head_hash.clone());
         let mut orders = Vec::with_capacity(events.len());
         let mut seqs = Vec::with_capacity(events.len());
         let mut prev_hashes = Vec::with_capacity(events.len());
@@ -168,31 +175,36 @@ impl PgStore {
             prev_hashes.push(std::mem::replace(&mut prev, hash.clone()));
             hashes.push(hash);
         }
-        let updated = sqlx::query(
-            "UPDATE audit_events e SET seq = l.seq, prev_hash = l.prev_hash, hash = l.hash
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-                  AS l(link_order, seq, prev_hash, hash)
-             WHERE e.link_order = l.link_order AND e.seq IS NULL",
+        // The links and the head's move in one statement; the head moves only with every link.
+        let updated: i64 = sqlx::query_scalar(
+            "WITH linked AS (
+                 UPDATE audit_events e SET seq = l.seq, prev_hash = l.prev_hash, hash = l.hash
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+                      AS l(link_order, seq, prev_hash, hash)
+                 WHERE e.link_order = l.link_order AND e.seq IS NULL
+                 RETURNING 1
+             )
+             UPDATE audit_chain_head SET seq = $5, hash = $6
+             WHERE id = 1 AND (SELECT COUNT(*) FROM linked) = cardinality($1::bigint[])
+             RETURNING (SELECT COUNT(*) FROM linked)",
         )
         .bind(&orders)
         .bind(&seqs)
         .bind(&prev_hashes)
         .bind(&hashes)
-        .execute(&mut *tx)
+        .bind(seq)
+        .bind(&prev)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected();
-        if updated != orders.len() as u64 {
+        // No row: the head did not move because fewer rows were linked than read.
+        .unwrap_or(0);
+        if updated != orders.len() as i64 {
             // Only a linker changes these rows, and linkers take turns: never commit half a pass.
             return Err(StoreError::Conflict(format!(
-                "the audit link pass read {} unlinked events but linked {updated}",
+                "the audit link pass read {} unlinked events but could link only {updated}",
                 orders.len()
             )));
         }
-        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(orders.len() as u64)
     }
