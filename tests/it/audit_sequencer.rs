@@ -2,7 +2,8 @@
 //! unlinked and the linker links committed events into the chain afterwards; SQLite links as it
 //! inserts. Concurrent writers and linkers make one chain that verifies; a rolled-back change
 //! leaves no event; an event committed late is linked after the ones committed before it; the
-//! database allows an event exactly one change, its linking.
+//! database allows an event exactly one change, its linking; the linker task by itself links a
+//! run of commits.
 
 use crate::common;
 
@@ -157,6 +158,42 @@ async fn a_late_commit_is_linked_afterwards_and_a_rollback_leaves_nothing() {
     let report = trail(store.clone(), &keys).verify().await.unwrap();
     assert!(report.ok(), "{}", report.summary());
     assert_eq!(report.events, 3);
+}
+
+/// The linker task alone links what one writer commits in a quick run (each commit wakes it,
+/// and a woken linker lets the commits of the next few milliseconds gather into its pass):
+/// nothing reads the chain meanwhile, yet every event ends up linked once, in commit order,
+/// and the chain verifies. (Polled until linked; the sweep bounds the wait at about a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_linker_task_alone_links_a_run_of_commits_in_order() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    let _task = passkey::audit::linker::spawn(store.clone()).expect("Postgres links afterwards");
+    for n in 0..40 {
+        store
+            .append_audit(&event(&format!("user:{n}"), n))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.unlinked_events().await.unwrap().count > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the linker task left events unlinked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let expected: Vec<String> = (0..40).map(|n| format!("user:{n}")).collect();
+    assert_eq!(
+        actors(&store).await,
+        expected,
+        "linked once each, in commit order"
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(store.clone(), &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_eq!(report.events, 40);
 }
 
 /// A store write whose transaction fails after its events were inserted commits none of them
