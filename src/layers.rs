@@ -106,6 +106,7 @@ pub const STORE_READS: &[&str] = &[
     "authority_by_id",
     "active_authorities",
     "authority_history",
+    "authority_history_for_record",
     "approval_channel",
     // PermissionStore
     "cached_permissions",

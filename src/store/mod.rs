@@ -275,6 +275,9 @@ pub trait GovernanceStore: Send + Sync {
     ) -> StoreResult<Vec<Authority>>;
     /// Every row ever written for the resource, oldest first.
     async fn authority_history(&self, resource_id: i64) -> StoreResult<Vec<Authority>>;
+    /// [`GovernanceStore::authority_history`] of the record's governed resource (empty when the
+    /// record has none), in one statement: every policy decision reads it.
+    async fn authority_history_for_record(&self, record_id: i64) -> StoreResult<Vec<Authority>>;
     /// Names the team channel an authority posts its approval cards in (`Some((conversation id,
     /// team id))`) or none (`None`), with its audit event: the row in force, if any, is revoked
     /// and the new one inserted, atomically. Returns the row now in force.

@@ -1,7 +1,8 @@
 //! PostgreSQL: the production database. Several instances may share it: conditional updates and
 //! row locks keep their writes from colliding. Audit events are inserted unlinked and linked into
 //! the chain afterwards by [`PgStore::link_pass`] (the audit sequencer, see ARCHITECTURE.md
-//! "Audit sequencer"), so no write transaction holds the chain head.
+//! "Audit sequencer"), so no write transaction waits for the chain head; a write committing
+//! alone links them itself when no pass holds the linker lock ([`PgStore::commit_write`]).
 
 use super::models::NewAuditEvent;
 use super::{DatabaseKind, Store, StoreError, StoreResult, sql::impl_store};
@@ -15,18 +16,42 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
-    /// Woken after every write commit, so this instance's linker links the new events at once.
+    /// Woken after a write commit that left events unlinked, so this instance's linker links
+    /// them.
     link_wakeup: Arc<tokio::sync::Notify>,
+    /// Write transactions of this instance committing right now (see [`PgStore::commit_write`]).
+    committing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// The advisory lock key that makes link passes take turns across instances ("PKAUDLNK").
-const LINKER_LOCK: i64 = 0x504B_4155_444C_4E4B;
+/// Counts a commit in [`PgStore::committing`] while it lasts, however it ends.
+struct Committing<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Committing<'a> {
+    /// Counts this commit in; true when no other commit of this instance is under way.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> (Self, bool) {
+        let before = count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        (Committing(count), before == 0)
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Events one link pass links at most: one short transaction each.
 const LINK_BATCH: i64 = 500;
+/// The most events a write links in its own transaction (its own, and what committed just
+/// before it); more are left to the linker, so a large batch write stays as short as it was.
+const LINK_IN_WRITE: i64 = 32;
 
-/// An unlinked event as the linker reads it: its insertion order and its content.
+/// An unlinked event as the linker reads it: its insertion order and its content, with the
+/// chain head it links after (the same on every row of a pass).
 #[derive(sqlx::FromRow)]
 struct UnlinkedEvent {
+    head_seq: i64,
+    head_hash: String,
     link_order: i64,
     event_id: uuid::Uuid,
     actor: String,
@@ -38,6 +63,8 @@ struct UnlinkedEvent {
 }
 
 impl PgStore {
+    /// The advisory lock key that makes link passes take turns across instances ("PKAUDLNK").
+    pub const LINKER_LOCK: i64 = 0x504B_4155_444C_4E4B;
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
     /// Locks a request row for a counted decision (SQLite: the writer lock already does).
     const LOCK_REQUEST: &'static str = "SELECT status FROM requests WHERE id = $1 FOR UPDATE";
@@ -81,6 +108,7 @@ impl PgStore {
         PgStore {
             pool,
             link_wakeup: Arc::new(tokio::sync::Notify::new()),
+            committing: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -93,14 +121,29 @@ impl PgStore {
         &self.pool
     }
 
-    /// Commits a write and wakes this instance's linker: the events it inserted are committed
-    /// now, so a link pass sees them.
-    async fn commit_write(
-        &self,
-        tx: sqlx::Transaction<'static, Postgres>,
-    ) -> Result<(), sqlx::Error> {
+    /// Commits a write. A write committing alone (no other commit of this instance under way)
+    /// links its events itself, in its own transaction, when no link pass holds the linker lock
+    /// (`pg_try_advisory_xact_lock`: it never waits for one): they are in the chain when the
+    /// write commits, with no linker transaction of their own. Otherwise — writes committing
+    /// together, a pass under way, more than [`LINK_IN_WRITE`] events waiting — it commits and
+    /// wakes this instance's linker, which links them after the commit.
+    ///
+    /// Why: a link pass is a transaction, and its commit an fsync. With one writer (one
+    /// workflow worker commits five times in about ten milliseconds) linking after each commit
+    /// put a linker fsync beside each of the writer's, and they queued for the disk; linking in
+    /// the write costs three statements and no commit. With several writers committing at once
+    /// the linker gathers their events into one pass, and a write does not take the lock then,
+    /// so writers never wait for each other's commits (the sequencer's point).
+    async fn commit_write(&self, mut tx: sqlx::Transaction<'static, Postgres>) -> StoreResult<()> {
+        let (_counted, alone) = Committing::enter(&self.committing);
+        let linked_all = alone
+            && Self::link_in(&mut tx, false, LINK_IN_WRITE)
+                .await?
+                .is_some();
         tx.commit().await?;
-        self.link_wakeup.notify_one();
+        if !linked_all {
+            self.link_wakeup.notify_one();
+        }
         Ok(())
     }
 
@@ -129,25 +172,65 @@ impl PgStore {
     /// touches still-unlinked rows and must touch every row read, or nothing commits.
     pub async fn link_pass(&self) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LINKER_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        // Read after the lock is granted: this statement's snapshot sees the previous pass.
-        let events: Vec<UnlinkedEvent> = sqlx::query_as(
-            "SELECT link_order, event_id, actor, action, request_id, record_id, detail, created_at
-             FROM audit_events WHERE seq IS NULL ORDER BY link_order LIMIT $1",
-        )
-        .bind(LINK_BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-        if events.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
+        match Self::link_in(&mut tx, true, LINK_BATCH).await? {
+            Some(0) | None => {
+                tx.rollback().await?;
+                Ok(0)
+            }
+            Some(n) => {
+                tx.commit().await?;
+                Ok(n)
+            }
         }
-        let (mut seq, mut prev): (i64, String) = sqlx::query_as(Self::LOCK_CHAIN_HEAD)
-            .fetch_one(&mut *tx)
-            .await?;
+    }
+
+    /// The body of a link pass, in `tx`: takes the linker lock (waiting for it when `wait`,
+    /// else giving up at once), then links the unlinked events `tx` sees, at most `limit`.
+    /// `None` (only when not `wait`): nothing was linked — the lock was held elsewhere, or more
+    /// than `limit` events wait (a write must not take a backlog into its own transaction).
+    /// `Some(n)`: n events linked — every one `tx` saw, or when `wait` the first `limit`. The
+    /// caller commits (or rolls back, and nothing was linked).
+    async fn link_in(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        wait: bool,
+        limit: i64,
+    ) -> StoreResult<Option<u64>> {
+        if wait {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(Self::LINKER_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        } else {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(Self::LINKER_LOCK)
+                .fetch_one(&mut **tx)
+                .await?;
+            if !locked {
+                return Ok(None);
+            }
+        }
+        // Read after the lock is granted: this statement's snapshot sees the previous pass. The
+        // head comes with the events (one statement fewer); only a pass holding the linker lock
+        // moves it, so it cannot change before this pass commits.
+        let events: Vec<UnlinkedEvent> = sqlx::query_as(
+            "SELECT h.seq AS head_seq, h.hash AS head_hash, e.*
+             FROM (SELECT link_order, event_id, actor, action, request_id, record_id, detail, created_at
+                   FROM audit_events WHERE seq IS NULL ORDER BY link_order LIMIT $1) e
+             CROSS JOIN audit_chain_head h
+             WHERE h.id = 1
+             ORDER BY e.link_order",
+        )
+        // One more than the limit: a write that sees more leaves them all to the linker.
+        .bind(if wait { limit } else { limit + 1 })
+        .fetch_all(&mut **tx)
+        .await?;
+        if events.len() as i64 > limit {
+            return Ok(None);
+        }
+        let Some(first) = events.first() else {
+            return Ok(Some(0));
+        };
+        let (mut seq, mut prev) = (first.head_seq, first.head_hash.clone());
         let mut orders = Vec::with_capacity(events.len());
         let mut seqs = Vec::with_capacity(events.len());
         let mut prev_hashes = Vec::with_capacity(events.len());
@@ -168,33 +251,37 @@ impl PgStore {
             prev_hashes.push(std::mem::replace(&mut prev, hash.clone()));
             hashes.push(hash);
         }
-        let updated = sqlx::query(
-            "UPDATE audit_events e SET seq = l.seq, prev_hash = l.prev_hash, hash = l.hash
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-                  AS l(link_order, seq, prev_hash, hash)
-             WHERE e.link_order = l.link_order AND e.seq IS NULL",
+        // The links and the head's move in one statement; the head moves only with every link.
+        let updated: i64 = sqlx::query_scalar(
+            "WITH linked AS (
+                 UPDATE audit_events e SET seq = l.seq, prev_hash = l.prev_hash, hash = l.hash
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+                      AS l(link_order, seq, prev_hash, hash)
+                 WHERE e.link_order = l.link_order AND e.seq IS NULL
+                 RETURNING 1
+             )
+             UPDATE audit_chain_head SET seq = $5, hash = $6
+             WHERE id = 1 AND (SELECT COUNT(*) FROM linked) = cardinality($1::bigint[])
+             RETURNING (SELECT COUNT(*) FROM linked)",
         )
         .bind(&orders)
         .bind(&seqs)
         .bind(&prev_hashes)
         .bind(&hashes)
-        .execute(&mut *tx)
+        .bind(seq)
+        .bind(&prev)
+        .fetch_optional(&mut **tx)
         .await?
-        .rows_affected();
-        if updated != orders.len() as u64 {
+        // No row: the head did not move because fewer rows were linked than read.
+        .unwrap_or(0);
+        if updated != orders.len() as i64 {
             // Only a linker changes these rows, and linkers take turns: never commit half a pass.
             return Err(StoreError::Conflict(format!(
-                "the audit link pass read {} unlinked events but linked {updated}",
+                "the audit link pass read {} unlinked events but could link only {updated}",
                 orders.len()
             )));
         }
-        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(orders.len() as u64)
+        Ok(Some(orders.len() as u64))
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -2,7 +2,9 @@
 //! unlinked and the linker links committed events into the chain afterwards; SQLite links as it
 //! inserts. Concurrent writers and linkers make one chain that verifies; a rolled-back change
 //! leaves no event; an event committed late is linked after the ones committed before it; the
-//! database allows an event exactly one change, its linking.
+//! database allows an event exactly one change, its linking; a write committing alone links
+//! its own event and never waits for a link pass; the linker task links what concurrent writes
+//! leave.
 
 use crate::common;
 
@@ -127,7 +129,9 @@ async fn a_late_commit_is_linked_afterwards_and_a_rollback_leaves_nothing() {
     let mut rolled_back = store.pool().begin().await.unwrap();
     insert_unlinked(&mut rolled_back, "user:rolled-back").await;
     store.append_audit(&event("user:second", 1)).await.unwrap();
-    assert_eq!(store.link_pending().await.unwrap(), 2);
+    // Each append committed alone and linked its own event; the open transactions' events were
+    // invisible to it, and are to a pass now.
+    assert_eq!(store.link_pending().await.unwrap(), 0);
     assert_eq!(actors(&store).await, ["user:first", "user:second"]);
     rolled_back.rollback().await.unwrap();
     late.commit().await.unwrap();
@@ -157,6 +161,92 @@ async fn a_late_commit_is_linked_afterwards_and_a_rollback_leaves_nothing() {
     let report = trail(store.clone(), &keys).verify().await.unwrap();
     assert!(report.ok(), "{}", report.summary());
     assert_eq!(report.events, 3);
+}
+
+/// The linker task links what writes committing together leave unlinked (a write links its
+/// own events only when it commits alone): with eight writers and nothing reading the chain,
+/// every event ends up linked once, and the chain verifies. (Polled until linked; the sweep
+/// bounds the wait at about a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_linker_task_links_what_concurrent_writes_leave() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    let _task = passkey::audit::linker::spawn(store.clone()).expect("Postgres links afterwards");
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..5 {
+                    store
+                        .append_audit(&event(&format!("user:{w}"), n))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.unlinked_events().await.unwrap().count > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the linker task left events unlinked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(store.clone(), &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_eq!(report.events, 40);
+}
+
+/// A write committing alone links its own event in its own transaction: it is in the chain
+/// when the write returns, with no linker task and no read of the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_committing_alone_is_in_the_chain_when_it_returns() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    for n in 0..3 {
+        store
+            .append_audit(&event(&format!("user:{n}"), n))
+            .await
+            .unwrap();
+        assert_eq!(store.unlinked_events().await.unwrap().count, 0, "write {n}");
+    }
+    assert_eq!(actors(&store).await, ["user:0", "user:1", "user:2"]);
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(store.clone(), &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+}
+
+/// A write never waits for a link pass: while another transaction holds the linker lock, the
+/// write commits at once with its event unlinked, and the next pass links it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_never_waits_for_a_link_pass() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    let mut pass = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PgStore::LINKER_LOCK)
+        .execute(&mut *pass)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.append_audit(&event("user:writer", 0)),
+    )
+    .await
+    .expect("the write waited for the linker lock")
+    .unwrap();
+    assert_eq!(store.unlinked_events().await.unwrap().count, 1);
+    pass.rollback().await.unwrap();
+    assert_eq!(store.link_pending().await.unwrap(), 1);
+    assert_eq!(actors(&store).await, ["user:writer"]);
 }
 
 /// A store write whose transaction fails after its events were inserted commits none of them

@@ -162,7 +162,11 @@ impl Lifecycle {
         request_id: i64,
         attempt: &'static str,
     ) -> Result<Option<Decidable>, LifecycleError> {
-        let request = self.visible_request(approver, request_id, attempt).await?;
+        // Who may see it and the policy context read the same authority facts: once.
+        let mut read = ReadAuthorities::default();
+        let request = self
+            .visible_request_reading(approver, request_id, attempt, &mut read)
+            .await?;
         match request.status {
             RequestStatus::Pending => {}
             RequestStatus::RenewalPending => return Ok(None),
@@ -194,7 +198,7 @@ impl Lifecycle {
             .collect();
         let seen = approve_rows.len() as i64;
         let ctx = self
-            .context(
+            .context_reading(
                 Action::Approve,
                 &requester,
                 Some(approver),
@@ -202,6 +206,7 @@ impl Lifecycle {
                 Self::facts_of(&request),
                 approve_rows,
                 None,
+                &mut read,
             )
             .await?;
         Ok(Some(Decidable {

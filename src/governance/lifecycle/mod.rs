@@ -472,12 +472,18 @@ impl Lifecycle {
             return Ok(true);
         }
         let record = self.record_of(request).await?;
-        Ok(self
-            .engine
-            .policy()
-            .access
-            .otp_required_from
-            .is_some_and(|from| record.sensitivity >= from))
+        Ok(self.needs_second_factor(request, &record))
+    }
+
+    /// [`Lifecycle::second_factor_required`] for a request whose record was read already.
+    fn needs_second_factor(&self, request: &Request, record: &Record) -> bool {
+        request.otp_required
+            || self
+                .engine
+                .policy()
+                .access
+                .otp_required_from
+                .is_some_and(|from| record.sensitivity >= from)
     }
 
     async fn record_of(&self, request: &Request) -> Result<Record, LifecycleError> {
@@ -522,10 +528,22 @@ impl Lifecycle {
     /// their decision on it; admins. Authority is read now, not at routing: someone who lost it
     /// before deciding no longer sees the request.
     pub async fn standing(&self, viewer: &User, request: &Request) -> Result<Standing, StoreError> {
+        self.standing_reading(viewer, request, &mut ReadAuthorities::default())
+            .await
+    }
+
+    /// [`Lifecycle::standing`], keeping the authority facts it read in `read` for the rest of
+    /// the use case.
+    async fn standing_reading(
+        &self,
+        viewer: &User,
+        request: &Request,
+        read: &mut ReadAuthorities,
+    ) -> Result<Standing, StoreError> {
         if request.requester_id == viewer.id {
             return Ok(Standing::Requester);
         }
-        if self.names_as_approver(viewer, request).await? {
+        if self.names_as_approver(viewer, request, read).await? {
             return Ok(Standing::Approver);
         }
         if viewer.role == Role::Admin {
@@ -538,11 +556,12 @@ impl Lifecycle {
         &self,
         viewer: &User,
         request: &Request,
+        read: &mut ReadAuthorities,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let kinds = &self.engine.policy().access.approver_authorities;
         let authorities: Vec<AuthorityFacts> = self
-            .authority_facts(request.record_id)
+            .authorities_of(request.record_id, read)
             .await?
             .into_iter()
             .filter(|a| a.in_force(now) && kinds.contains(&a.kind))
@@ -581,8 +600,25 @@ impl Lifecycle {
         request_id: i64,
         attempt: &'static str,
     ) -> Result<Request, LifecycleError> {
+        self.visible_request_reading(viewer, request_id, attempt, &mut ReadAuthorities::default())
+            .await
+    }
+
+    /// [`Lifecycle::visible_request`], keeping the authority facts it read in `read`.
+    async fn visible_request_reading(
+        &self,
+        viewer: &User,
+        request_id: i64,
+        attempt: &'static str,
+        read: &mut ReadAuthorities,
+    ) -> Result<Request, LifecycleError> {
         match self.store.request_by_id(request_id).await? {
-            Some(request) if self.standing(viewer, &request).await?.may_see() => {
+            Some(request)
+                if self
+                    .standing_reading(viewer, &request, read)
+                    .await?
+                    .may_see() =>
+            {
                 return Ok(request);
             }
             None if viewer.role == Role::Admin => {
@@ -625,13 +661,26 @@ impl Lifecycle {
         }
     }
 
+    /// The record's authority facts, from `read` when this use case already read them.
+    async fn authorities_of(
+        &self,
+        record_id: i64,
+        read: &mut ReadAuthorities,
+    ) -> Result<Vec<AuthorityFacts>, StoreError> {
+        match &read.0 {
+            Some((id, facts)) if *id == record_id => Ok(facts.clone()),
+            _ => {
+                let facts = self.authority_facts(record_id).await?;
+                read.0 = Some((record_id, facts.clone()));
+                Ok(facts)
+            }
+        }
+    }
+
     async fn authority_facts(&self, record_id: i64) -> Result<Vec<AuthorityFacts>, StoreError> {
-        let Some(resource) = self.store.governed_resource_for_record(record_id).await? else {
-            return Ok(Vec::new());
-        };
         Ok(self
             .store
-            .authority_history(resource.id)
+            .authority_history_for_record(record_id)
             .await?
             .into_iter()
             .map(|a| AuthorityFacts {
@@ -659,8 +708,35 @@ impl Lifecycle {
         approvals: Vec<ApprovalFacts>,
         extension_secs: Option<i64>,
     ) -> Result<PolicyContext, StoreError> {
+        self.context_reading(
+            action,
+            requester,
+            actor,
+            record,
+            request,
+            approvals,
+            extension_secs,
+            &mut ReadAuthorities::default(),
+        )
+        .await
+    }
+
+    /// [`Lifecycle::context`], with the authority facts from `read` when this use case already
+    /// read them (deciding who may see the request).
+    #[allow(clippy::too_many_arguments)]
+    async fn context_reading(
+        &self,
+        action: Action,
+        requester: &User,
+        actor: Option<&User>,
+        record: &Record,
+        request: RequestFacts,
+        approvals: Vec<ApprovalFacts>,
+        extension_secs: Option<i64>,
+        read: &mut ReadAuthorities,
+    ) -> Result<PolicyContext, StoreError> {
         let requester_perms = self.permissions.effective(requester).await?;
-        let authorities = self.authority_facts(record.id).await?;
+        let authorities = self.authorities_of(record.id, read).await?;
         let folder_access = FolderAccess {
             permission: record
                 .folder_id
@@ -886,6 +962,12 @@ impl Lifecycle {
         }
     }
 }
+
+/// The authority facts of one record as a use case read them: who may see a request and the
+/// policy context of a decision both need them, and one use case reads them once (a workflow's
+/// statements are most of its cost on Postgres, docs/benchmarks.md).
+#[derive(Default)]
+struct ReadAuthorities(Option<(i64, Vec<AuthorityFacts>)>);
 
 /// A PENDING request and what deciding it needs (see `Lifecycle::decidable`).
 struct Decidable {

@@ -171,7 +171,9 @@ impl Lifecycle {
             .own_request_with_token(requester, request_id, &presented)
             .await?;
         let now = self.clock.now();
-        if factor == Factor::Unproven && self.second_factor_required(&request).await? {
+        // Read once: it says whether a second factor is needed and which record to share.
+        let record = self.record_of(&request).await?;
+        if factor == Factor::Unproven && self.needs_second_factor(&request, &record) {
             return Err(LifecycleError::SecondFactorRequired);
         }
         let token_expires = request.issuance_token_expires_at.unwrap_or(now);
@@ -190,7 +192,6 @@ impl Lifecycle {
             }
             return Err(LifecycleError::TokenMismatch);
         };
-        let record = self.record_of(&request).await?;
         let lease_end = request.lease_expires_at.unwrap_or(now);
         let ttl = lease_end.since(now);
         let name = format!("{}-{}", request.id, request.issuance_count + 1);

@@ -236,6 +236,17 @@ macro_rules! impl_governance_store {
                     .fetch_all(&self.pool)
                     .await?)
             }
+
+            async fn authority_history_for_record(&self, record_id: i64) -> StoreResult<Vec<Authority>> {
+                Ok(sqlx::query_as(
+                    "SELECT a.* FROM governed_resource_authorities a
+                     JOIN governed_resources r ON r.id = a.resource_id
+                     WHERE r.record_id = $1 ORDER BY a.id",
+                )
+                .bind(record_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
         }
     };
 }

@@ -2,8 +2,9 @@
 //! the few real dialect differences are inherent items on each store type:
 //! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front), `writer()` (the
 //! pool an autocommit write runs on: SQLite's one writer connection, see `sqlite.rs`),
-//! `commit_write()` (Postgres wakes its audit linker after a commit), `LOCK_CHAIN_HEAD`
-//! (Postgres locks the head row with `FOR UPDATE`), and `LINKS_INLINE` with `link_committed()`
+//! `commit_write()` (Postgres links a lone write's events in it, or wakes its audit linker),
+//! `LOCK_CHAIN_HEAD` (Postgres locks the head row with `FOR UPDATE`), and `LINKS_INLINE` with
+//! `link_committed()`
 //! (SQLite links audit events as they are inserted; Postgres inserts them unlinked and links them
 //! after they commit, see `PgStore::link_pass`).
 //! Placeholders are `$N`, which both drivers bind by number.

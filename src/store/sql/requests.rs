@@ -40,9 +40,12 @@ macro_rules! impl_request_store {
                 .bind(&r.decision_reason)
                 .fetch_one(&mut *tx)
                 .await?;
-                for t in traces {
-                    Self::insert_trace_tx(&mut tx, t, Some(request.id)).await?;
-                }
+                // The submission's traces (two when routed) in one statement.
+                let traces: Vec<NewTrace> = traces
+                    .iter()
+                    .map(|t| NewTrace { request_id: Some(request.id), ..t.clone() })
+                    .collect();
+                Self::insert_traces_batch_tx(&mut tx, &traces).await?;
                 let mut audit = audit.clone();
                 audit.request_id = Some(request.id);
                 audit.record_id = audit.record_id.or(Some(request.record_id));
