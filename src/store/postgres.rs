@@ -48,6 +48,9 @@ impl PgStore {
         "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
     /// Events are inserted unlinked and linked by [`PgStore::link_pass`] after they commit.
     const LINKS_INLINE: bool = false;
+    /// Ids per `IN ($N, …)` list in the batch paths: a whole lease-expiry batch (2,000) in one
+    /// statement, one round trip, well under the protocol's 65,535 parameters.
+    const ID_LIST_ROWS: usize = 2000;
     /// A pooled connection idle at least this long is pinged before use.
     const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
 

@@ -37,11 +37,14 @@ impl SqliteStore {
     /// Events are linked as they are inserted: the single writer already serializes
     /// transactions, so holding the head until commit makes no one wait.
     const LINKS_INLINE: bool = true;
-    /// Rows per multi-row INSERT in the batch paths: a whole claimed batch (500) in one
-    /// statement. The parameters are anonymous `?`, bound in order without a lookup by name
-    /// (with `$N`, SQLite searched a linear list per bind, so the rows were kept to 32); 12
-    /// columns × 500 rows stays far below SQLite's 32,766 parameters.
+    /// Rows per multi-row INSERT in the batch paths. The parameters are anonymous `?`, bound in
+    /// order without a lookup by name (with `$N`, SQLite searched a linear list per bind, so the
+    /// rows were kept to 32); 12 columns × 500 rows stays far below SQLite's 32,766 parameters.
     const INSERT_ROWS: usize = 500;
+    /// Ids per `IN ($N, …)` list in the batch paths. Those lists are numbered (they share the
+    /// statement with other `$N` values), and SQLite's lookup by name makes binding one cost the
+    /// square of its length: a few short lists beat one long one.
+    const ID_LIST_ROWS: usize = 250;
 
     /// Opens (creating if needed) the database file; does not migrate.
     pub async fn open(path: &Path, max_connections: u32) -> StoreResult<Self> {

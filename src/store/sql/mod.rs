@@ -154,9 +154,6 @@ pub fn recompute_audit_hash(event: &AuditEvent) -> String {
     )
 }
 
-/// Ids per `IN (…)` list in the batch paths.
-pub(super) const BATCH_ROWS: usize = 250;
-
 /// `$first, $first+1, …` for `n` values.
 pub(super) fn list_placeholders(n: usize, first: usize) -> String {
     let mut out = String::with_capacity(n * 6);
