@@ -20,7 +20,8 @@
 //! `PASSKEY_BENCH_BASELINE_LEASES` (10000; 0 skips), `PASSKEY_BENCH_SCHEDULERS` (2),
 //! `PASSKEY_BENCH_WORKFLOWS` (1000 per concurrency level; 0 skips),
 //! `PASSKEY_BENCH_CONCURRENCY` (`1,8`: the workflow levels), `PASSKEY_BENCH_DATABASES`
-//! (`sqlite,postgres`), `PASSKEY_BENCH_LOG` (a tracing filter such as `sqlx=debug`: logs to
+//! (`sqlite,postgres`), `PASSKEY_BENCH_LINKER` (1; 0 runs the lease expiry without the audit
+//! linker beside it, linking everything afterwards), `PASSKEY_BENCH_LOG` (a tracing filter such as `sqlx=debug`: logs to
 //! stderr, for profiling; off by default).
 
 #[path = "common/scratch_pg.rs"]
@@ -554,7 +555,13 @@ async fn batched_expiry(kind: Kind, n: usize, schedulers: usize) -> Option<Expir
         .map(|i| Arc::new(scheduler(&db.store, &rig, i)))
         .collect();
     // The audit linker runs beside the work, as in `serve` (Postgres; SQLite links inline).
-    let linker = passkey::audit::linker::spawn(db.store.clone());
+    // `PASSKEY_BENCH_LINKER=0` leaves it off during the timed work (everything is linked after),
+    // to see what linking beside the expiry costs it.
+    let linker = if env_usize("PASSKEY_BENCH_LINKER", 1) > 0 {
+        passkey::audit::linker::spawn(db.store.clone())
+    } else {
+        None
+    };
     let started = Instant::now();
     let runs: Vec<_> = instances
         .iter()

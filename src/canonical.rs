@@ -13,6 +13,17 @@ pub fn canonical_json(value: &Value) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
+/// Appends the canonical JSON of `value` to `out`: the bytes [`canonical_json`] gives, for
+/// callers that assemble a larger canonical document without building it as a `Value` first.
+pub fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
+    write_value(value, out);
+}
+
+/// Appends a JSON string literal (quoted and escaped exactly as in [`canonical_json`]).
+pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
 fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {

@@ -5,11 +5,12 @@
 //! alone links them itself when no pass holds the linker lock ([`PgStore::commit_write`]).
 
 use super::models::NewAuditEvent;
-use super::{DatabaseKind, Store, StoreError, StoreResult, sql::impl_store};
+use super::{DatabaseKind, Store, StoreError, StoreResult, sql, sql::impl_store};
 use crate::domain::Timestamp;
+use crate::policy::NewTrace;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,9 +75,9 @@ impl PgStore {
         "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
     /// Events are inserted unlinked and linked by [`PgStore::link_pass`] after they commit.
     const LINKS_INLINE: bool = false;
-    /// Rows per multi-row INSERT in the batch paths (12 columns × 250 rows = 3,000 parameters,
-    /// well under the protocol's 65,535): fewer round trips.
-    const INSERT_ROWS: usize = 250;
+    /// Ids per `IN ($N, …)` list in the batch paths: a whole lease-expiry batch (2,000) in one
+    /// statement, one round trip, well under the protocol's 65,535 parameters.
+    const ID_LIST_ROWS: usize = 2000;
     /// A pooled connection idle at least this long is pinged before use.
     const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
 
@@ -286,6 +287,96 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Inserts events inside `tx`, unlinked (for the linker), in the order given: one statement
+    /// whatever their number, each column bound as one array and expanded by `UNNEST`. Its text
+    /// never changes, so it is parsed and planned once per connection; a `VALUES` list of bound
+    /// rows was a new statement (and a fresh plan) per row count, and 1,750 parameters to bind
+    /// per 250 rows. `WITH ORDINALITY … ORDER BY` keeps the insertion order (`link_order`, the
+    /// chain order) the order given.
+    async fn append_audit_batch_tx(
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[NewAuditEvent],
+    ) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = events.iter().map(|_| uuid::Uuid::new_v4()).collect();
+        let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        let requests: Vec<Option<i64>> = events.iter().map(|e| e.request_id).collect();
+        let records: Vec<Option<i64>> = events.iter().map(|e| e.record_id).collect();
+        let details: Vec<Json<&serde_json::Value>> =
+            events.iter().map(|e| Json(&e.detail)).collect();
+        let ats: Vec<Timestamp> = events.iter().map(|e| e.at).collect();
+        sqlx::query(
+            "INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
+             SELECT event_id, actor, action, request_id, record_id, detail, created_at
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[],
+                         $7::timestamptz[])
+                  WITH ORDINALITY AS e(event_id, actor, action, request_id, record_id, detail, created_at, n)
+             ORDER BY n",
+        )
+        .bind(&ids)
+        .bind(&actors)
+        .bind(&actions)
+        .bind(&requests)
+        .bind(&records)
+        .bind(&details)
+        .bind(&ats)
+        .execute(&mut **tx)
+        .await?;
+        sql::appended(events);
+        Ok(())
+    }
+
+    /// Inserts traces inside `tx` in one `UNNEST` statement, in the order given (see
+    /// [`Self::append_audit_batch_tx`] for why arrays).
+    async fn insert_traces_batch_tx(
+        tx: &mut Transaction<'static, Postgres>,
+        traces: &[NewTrace],
+    ) -> StoreResult<()> {
+        if traces.is_empty() {
+            return Ok(());
+        }
+        let json = |f: fn(&NewTrace) -> &serde_json::Value| -> Vec<Json<&serde_json::Value>> {
+            traces.iter().map(|t| Json(f(t))).collect()
+        };
+        let requests: Vec<Option<i64>> = traces.iter().map(|t| t.request_id).collect();
+        let stages: Vec<&str> = traces.iter().map(|t| t.stage.as_str()).collect();
+        let outcomes: Vec<&str> = traces.iter().map(|t| t.outcome.as_str()).collect();
+        let inputs_hashes: Vec<&str> = traces.iter().map(|t| t.inputs_hash.as_str()).collect();
+        let policy_versions: Vec<&str> = traces.iter().map(|t| t.policy_version.as_str()).collect();
+        let code_versions: Vec<&str> = traces.iter().map(|t| t.code_version.as_str()).collect();
+        let ats: Vec<Timestamp> = traces.iter().map(|t| t.at).collect();
+        sqlx::query(
+            "INSERT INTO governance_decision_traces
+                (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                 inputs_hash, policy_version, code_version, created_at)
+             SELECT request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                    inputs_hash, policy_version, code_version, created_at
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
+                         $7::jsonb[], $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+                  WITH ORDINALITY AS t(request_id, stage, outcome, reasons, constraints, required_approvals,
+                                       trace, inputs, inputs_hash, policy_version, code_version, created_at, n)
+             ORDER BY n",
+        )
+        .bind(&requests)
+        .bind(&stages)
+        .bind(&outcomes)
+        .bind(json(|t| &t.reasons))
+        .bind(json(|t| &t.constraints))
+        .bind(json(|t| &t.required_approvals))
+        .bind(json(|t| &t.trace))
+        .bind(json(|t| &t.inputs))
+        .bind(&inputs_hashes)
+        .bind(&policy_versions)
+        .bind(&code_versions)
+        .bind(&ats)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }
 

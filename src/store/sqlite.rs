@@ -9,9 +9,12 @@
 //! stays for writers in other processes (the CLI, a second instance on the same file). Reads use
 //! their own pool and, under WAL, never wait for the writer.
 
-use super::{DatabaseKind, Store, StoreResult, sql::impl_store};
+use super::models::NewAuditEvent;
+use super::{DatabaseKind, Store, StoreResult, sql, sql::impl_store};
+use crate::policy::NewTrace;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::types::Json;
+use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,10 +37,14 @@ impl SqliteStore {
     /// Events are linked as they are inserted: the single writer already serializes
     /// transactions, so holding the head until commit makes no one wait.
     const LINKS_INLINE: bool = true;
-    /// Rows per multi-row INSERT in the batch paths. Small: SQLite looks each `$N` up by name in a
-    /// linear list, so binding a statement costs the square of its parameter count (12 columns ×
-    /// 32 rows = 384 parameters).
-    const INSERT_ROWS: usize = 32;
+    /// Rows per multi-row INSERT in the batch paths. The parameters are anonymous `?`, bound in
+    /// order without a lookup by name (with `$N`, SQLite searched a linear list per bind, so the
+    /// rows were kept to 32); 12 columns × 500 rows stays far below SQLite's 32,766 parameters.
+    const INSERT_ROWS: usize = 500;
+    /// Ids per `IN ($N, …)` list in the batch paths. Those lists are numbered (they share the
+    /// statement with other `$N` values), and SQLite's lookup by name makes binding one cost the
+    /// square of its length: a few short lists beat one long one.
+    const ID_LIST_ROWS: usize = 250;
 
     /// Opens (creating if needed) the database file; does not migrate.
     pub async fn open(path: &Path, max_connections: u32) -> StoreResult<Self> {
@@ -108,6 +115,103 @@ impl SqliteStore {
     /// wait for itself.)
     fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// Appends several events inside `tx`, linked inline: the chain head is read once (the
+    /// writer lock is already held), each event's hash computed in order exactly as
+    /// `append_audit_tx` does, the rows inserted [`Self::INSERT_ROWS`] at a time, and the head
+    /// moved once.
+    async fn append_audit_batch_tx(
+        tx: &mut Transaction<'static, Sqlite>,
+        events: &[NewAuditEvent],
+    ) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (head_seq, head_hash): (i64, String) = sqlx::query_as(Self::LOCK_CHAIN_HEAD)
+            .fetch_one(&mut **tx)
+            .await?;
+        let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
+        let mut seq = head_seq;
+        let mut prev = head_hash;
+        for e in events {
+            seq += 1;
+            let event_id = uuid::Uuid::new_v4();
+            let hash = sql::audit_hash(&prev, seq, &event_id, e);
+            chained.push((
+                seq,
+                event_id,
+                std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            ));
+        }
+        let rows = Self::INSERT_ROWS;
+        for (events, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
+            let sql = format!(
+                "INSERT INTO audit_events
+                    (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+                 VALUES {}",
+                sql::anonymous_values(events.len(), 10)
+            );
+            // Only placeholders are formatted in: no outside text.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(chained) {
+                q = q
+                    .bind(*seq)
+                    .bind(*event_id)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(e.request_id)
+                    .bind(e.record_id)
+                    .bind(Json(&e.detail))
+                    .bind(e.at)
+                    .bind(prev_hash)
+                    .bind(hash);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut **tx)
+            .await?;
+        sql::appended(events);
+        Ok(())
+    }
+
+    /// Inserts several traces inside `tx`, [`Self::INSERT_ROWS`] rows per statement.
+    async fn insert_traces_batch_tx(
+        tx: &mut Transaction<'static, Sqlite>,
+        traces: &[NewTrace],
+    ) -> StoreResult<()> {
+        for chunk in traces.chunks(Self::INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO governance_decision_traces
+                    (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+                     inputs_hash, policy_version, code_version, created_at)
+                 VALUES {}",
+                sql::anonymous_values(chunk.len(), 12)
+            );
+            // Only placeholders are formatted in: no outside text.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for t in chunk {
+                q = q
+                    .bind(t.request_id)
+                    .bind(t.stage)
+                    .bind(t.outcome)
+                    .bind(Json(&t.reasons))
+                    .bind(Json(&t.constraints))
+                    .bind(Json(&t.required_approvals))
+                    .bind(Json(&t.trace))
+                    .bind(Json(&t.inputs))
+                    .bind(&t.inputs_hash)
+                    .bind(&t.policy_version)
+                    .bind(&t.code_version)
+                    .bind(t.at);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// The read pool (raw access for tests and tools; writes made through it wait in SQLite's

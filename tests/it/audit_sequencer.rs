@@ -249,9 +249,9 @@ async fn a_write_never_waits_for_a_link_pass() {
     assert_eq!(actors(&store).await, ["user:writer"]);
 }
 
-/// A store write whose transaction fails after its events were inserted commits none of them
-/// (INV-3): here a batch whose second multi-row insert is refused by Postgres (a NUL character
-/// in a JSON string).
+/// A store write whose transaction fails commits none of its events (INV-3): here a batch of
+/// which the last event is refused by Postgres (a NUL character in a JSON string) leaves none of
+/// the 300 before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_write_leaves_no_unlinked_event_behind() {
     let Some((_db, store)) = pg().await else {

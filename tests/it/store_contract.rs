@@ -28,6 +28,7 @@ on_both_databases!(
     batch_lease_expiry_skips_changed_rows_and_chains_its_events,
     batch_share_revocation_marks_each_share_once,
     concurrent_batch_expiries_end_each_lease_once,
+    batches_larger_than_one_statement_write_every_row_as_given,
     migrations_are_current_and_idempotent,
     demo_data_loads_once,
 );
@@ -1969,6 +1970,210 @@ async fn concurrent_batch_expiries_end_each_lease_once(db: Db) {
     let events = db.store.audit_events_after(0, 1000).await.unwrap();
     assert_eq!(events.len(), before + requests.len());
     assert_chain_intact(&events);
+}
+
+/// The batch writes bind many rows per statement (SQLite: rows of `?`, at most 500 a statement;
+/// Postgres: one `UNNEST` of column arrays for any count). A batch of 1,100 leases spans three
+/// SQLite statements: every lease is ended, and every trace, event and share mark carries its own
+/// row's values, in the order given, on the chain.
+async fn batches_larger_than_one_statement_write_every_row_as_given(db: Db) {
+    const N: usize = 1100;
+    let s = db.store.as_ref();
+    let f = fixture(s).await;
+    let (started, ended) = ("2026-11-23T07:00:00.000000Z", "2026-11-23T08:00:00.000000Z");
+    let (series, from, hex) = if db.engine == "sqlite" {
+        (
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N}) SELECT"
+            ),
+            "FROM n".to_string(),
+            "printf('%064x', id)",
+        )
+    } else {
+        (
+            "SELECT".to_string(),
+            format!("FROM generate_series(1, {N})"),
+            "lpad(to_hex(id), 64, '0')",
+        )
+    };
+    db.raw
+        .exec(&format!(
+            "INSERT INTO requests (requester_id, record_id, status, justification, requested_duration_secs,
+                                   approved_duration_secs, max_issuances, decided_at, lease_started_at,
+                                   lease_expires_at, issuance_count, created_at, updated_at)
+             {series} {}, {}, 'ISSUED', 'bulk lease', 3600, 3600, 3, '{started}', '{started}', '{ended}', 1,
+                    '{started}', '{started}' {from}",
+            f.requester.id, f.record.id
+        ))
+        .await
+        .unwrap();
+    db.raw
+        .exec(&format!(
+            "INSERT INTO issuance_events (request_id, share_link_hash, vault_share_id, issued_at, expires_at)
+             SELECT id, {hex}, 'share-' || id, '{started}', '{ended}' FROM requests WHERE status = 'ISSUED'"
+        ))
+        .await
+        .unwrap();
+    let requests = s
+        .requests_in_status(&[RequestStatus::Issued], 10_000)
+        .await
+        .unwrap();
+    assert_eq!(requests.len(), N);
+    let at = t0().plus(Duration::hours(2));
+    // Claims over several `IN` lists are taken and given back whole.
+    let claimed = s
+        .claim_due(
+            DueWork::LeaseEnd,
+            at,
+            at,
+            "node-a",
+            at.plus(Duration::minutes(5)),
+            10_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), N);
+    let claimed_ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    s.release_claims(&claimed_ids, "node-a").await.unwrap();
+    assert!(
+        s.requests_in_status(&[RequestStatus::Issued], 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.claimed_by.is_none() && r.claim_until.is_none())
+    );
+    let before = s.audit_events_after(0, 10_000).await.unwrap().len();
+    // Each row's values differ (its id in the trace's inputs and reasons, the event's detail).
+    let endings: Vec<LeaseEnding> = requests
+        .iter()
+        .map(|r| {
+            let mut e = ending(r, at);
+            e.trace.inputs = json!({"request_id": r.id, "quote": "a \"b\" ☃"});
+            e.trace.inputs_hash = passkey::canonical::hash_canonical(&e.trace.inputs);
+            e.trace.reasons = json!([format!("lease {} ran out", r.id)]);
+            e.trace.at = at;
+            e.audit = e
+                .audit
+                .detail(json!({"reason": "the lease ran out", "n": r.id}));
+            e
+        })
+        .collect();
+    let expired = s
+        .expire_leases(&endings, "the lease ran out", at)
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(expired.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    assert!(
+        expired
+            .iter()
+            .all(|r| r.status == RequestStatus::Expired && r.ended_at == Some(at))
+    );
+
+    let traces: Vec<DecisionTrace> = s
+        .traces_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.stage == TraceStage::RevocationEvent)
+        .collect();
+    assert_eq!(traces.len(), N);
+    let by_request: std::collections::HashMap<i64, &LeaseEnding> =
+        endings.iter().map(|e| (e.request_id, e)).collect();
+    for t in &traces {
+        let want = &by_request[&t.request_id.expect("the trace names its request")].trace;
+        assert_eq!(
+            (
+                t.outcome,
+                &t.reasons.0,
+                &t.constraints.0,
+                &t.required_approvals.0
+            ),
+            (
+                want.outcome,
+                &want.reasons,
+                &want.constraints,
+                &want.required_approvals
+            )
+        );
+        assert_eq!(
+            (&t.trace.0, &t.inputs.0, &t.inputs_hash),
+            (&want.trace, &want.inputs, &want.inputs_hash)
+        );
+        assert_eq!(
+            (&t.policy_version, &t.code_version, t.created_at),
+            (&want.policy_version, &want.code_version, at)
+        );
+    }
+
+    let events = s.audit_events_after(0, 10_000).await.unwrap();
+    assert_chain_intact(&events);
+    let new = &events[before..];
+    assert_eq!(new.len(), N, "one event per lease");
+    for (e, id) in new.iter().zip(&ids) {
+        assert_eq!(
+            (
+                e.request_id,
+                e.record_id,
+                e.actor.as_str(),
+                e.action.as_str(),
+                e.created_at
+            ),
+            (
+                Some(*id),
+                Some(f.record.id),
+                "system:lease-expiry",
+                "LEASE_EXPIRED",
+                at
+            ),
+            "events in the order of the leases"
+        );
+        assert_eq!(e.detail.0, json!({"reason": "the lease ran out", "n": id}));
+    }
+
+    let shares = s.outstanding_issuances_for(&ids).await.unwrap();
+    assert_eq!(shares.len(), N);
+    let revocations: Vec<ShareRevocation> = shares
+        .iter()
+        .rev()
+        .map(|e| ShareRevocation {
+            issuance_id: e.id,
+            audit: NewAuditEvent::new("system:lease-expiry", "SHARE_REVOKED", at)
+                .request(e.request_id)
+                .record(f.record.id)
+                .detail(json!({"issuance_id": e.id, "already_gone": e.id % 2 == 0})),
+        })
+        .collect();
+    let marked = s
+        .mark_issuances_revoked_batch(&revocations, at)
+        .await
+        .unwrap();
+    let given: Vec<i64> = revocations.iter().map(|r| r.issuance_id).collect();
+    assert_eq!(marked, given, "every share marked, in the order given");
+    assert!(s.outstanding_issuances_for(&ids).await.unwrap().is_empty());
+    let events = s.audit_events_after(0, 10_000).await.unwrap();
+    assert_chain_intact(&events);
+    let revoked = &events[before + N..];
+    assert_eq!(revoked.len(), N);
+    for (e, r) in revoked.iter().zip(&revocations) {
+        assert_eq!(
+            (e.request_id, e.action.as_str(), &e.detail.0),
+            (r.audit.request_id, "SHARE_REVOKED", &r.audit.detail)
+        );
+    }
+    let claimed = s
+        .claim_due(
+            DueWork::LeaseEnd,
+            at,
+            at,
+            "node-a",
+            at.plus(Duration::minutes(5)),
+            10_000,
+        )
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "nothing left to end");
 }
 
 /// #18.7: a GROUP authority's team channel. Naming another revokes the one in force and inserts

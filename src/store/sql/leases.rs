@@ -292,7 +292,7 @@ macro_rules! impl_lease_store {
 
             async fn outstanding_issuances_for(&self, request_ids: &[i64]) -> StoreResult<Vec<IssuanceEvent>> {
                 let mut out = Vec::new();
-                for chunk in request_ids.chunks($crate::store::sql::BATCH_ROWS) {
+                for chunk in request_ids.chunks(Self::ID_LIST_ROWS) {
                     let sql = format!(
                         "SELECT * FROM issuance_events WHERE request_id IN ({}) AND revoked_at IS NULL",
                         $crate::store::sql::list_placeholders(chunk.len(), 1)
@@ -318,7 +318,7 @@ macro_rules! impl_lease_store {
                 }
                 let mut tx = self.begin_write().await?;
                 let mut marked: std::collections::HashSet<i64> = std::collections::HashSet::new();
-                for chunk in revocations.chunks($crate::store::sql::BATCH_ROWS) {
+                for chunk in revocations.chunks(Self::ID_LIST_ROWS) {
                     let sql = format!(
                         "UPDATE issuance_events SET revoked_at = $1 WHERE id IN ({}) AND revoked_at IS NULL RETURNING id",
                         $crate::store::sql::list_placeholders(chunk.len(), 2)
@@ -459,7 +459,13 @@ macro_rules! impl_lease_store {
             }
 
             async fn release_claims(&self, request_ids: &[i64], holder: &str) -> StoreResult<()> {
-                for chunk in request_ids.chunks($crate::store::sql::BATCH_ROWS) {
+                if request_ids.is_empty() {
+                    return Ok(());
+                }
+                // One transaction for every chunk: one commit (on Postgres one WAL flush) per
+                // batch rather than one per chunk of a large batch.
+                let mut tx = self.begin_write().await?;
+                for chunk in request_ids.chunks(Self::ID_LIST_ROWS) {
                     let sql = format!(
                         "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1 AND id IN ({})",
                         $crate::store::sql::list_placeholders(chunk.len(), 2)
@@ -469,8 +475,9 @@ macro_rules! impl_lease_store {
                     for id in chunk {
                         q = q.bind(*id);
                     }
-                    q.execute(self.writer()).await?;
+                    q.execute(&mut *tx).await?;
                 }
+                self.commit_write(tx).await?;
                 Ok(())
             }
 
@@ -481,7 +488,7 @@ macro_rules! impl_lease_store {
                 claim_until: Timestamp,
             ) -> StoreResult<Vec<i64>> {
                 let mut held = Vec::with_capacity(request_ids.len());
-                for chunk in request_ids.chunks($crate::store::sql::BATCH_ROWS) {
+                for chunk in request_ids.chunks(Self::ID_LIST_ROWS) {
                     let sql = format!(
                         "UPDATE requests SET claim_until = $2 WHERE claimed_by = $1 AND id IN ({}) RETURNING id",
                         $crate::store::sql::list_placeholders(chunk.len(), 3)
@@ -538,7 +545,7 @@ macro_rules! impl_lease_store {
                     let mut ids: Vec<i64> =
                         by_id.values().filter(|e| e.from == from).map(|e| e.request_id).collect();
                     ids.sort_unstable();
-                    for chunk in ids.chunks($crate::store::sql::BATCH_ROWS) {
+                    for chunk in ids.chunks(Self::ID_LIST_ROWS) {
                         let sql = format!(
                             "UPDATE requests SET
                                 status = $3,

@@ -9,6 +9,14 @@
 //! after they commit, see `PgStore::link_pass`).
 //! Placeholders are `$N`, which both drivers bind by number.
 //!
+//! The two bulk inserts of the batch paths are written per database too, as
+//! `append_audit_batch_tx` and `insert_traces_batch_tx` on each store, because the fast form
+//! differs in kind, not in spelling: SQLite binds rows of anonymous `?` parameters (it looks a
+//! `$N` up by name in a linear list on every bind, quadratic in the parameter count); Postgres
+//! binds one array per column and expands them with `UNNEST` (one statement of fixed text for any
+//! number of rows, prepared once, instead of a `VALUES` list whose text and plan change with the
+//! row count).
+//!
 //! One file per store trait (`users.rs` for `UserStore`, …), each holding one macro with that
 //! trait's `impl`; `impl_store!` invokes them all inside one `generated` module, after the inherent
 //! helpers they share (`append_audit_tx`, …), so every statement is still written once.
@@ -29,8 +37,6 @@ pub(super) mod users;
 pub(super) mod vault;
 
 use super::models::{AuditEvent, NewAuditEvent};
-use crate::canonical::{canonical_json, sha256_hex};
-use serde_json::json;
 
 /// The one hook where audit events are seen as they are written (both engines, single and
 /// batch appends): the metrics derived from them (actions, decisions, code sends), and the request
@@ -43,43 +49,111 @@ pub(super) fn appended(events: &[NewAuditEvent]) {
     }
 }
 
-/// The bytes an audit event's hash covers: the previous hash, then the canonical event.
+/// An audit event's content as the chain hashes it, borrowed (the detail is not cloned).
+pub(super) struct HashedContent<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub request_id: Option<i64>,
+    pub record_id: Option<i64>,
+    pub detail: &'a serde_json::Value,
+    pub at: crate::domain::Timestamp,
+}
+
+impl<'a> From<&'a NewAuditEvent> for HashedContent<'a> {
+    fn from(e: &'a NewAuditEvent) -> Self {
+        HashedContent {
+            actor: &e.actor,
+            action: &e.action,
+            request_id: e.request_id,
+            record_id: e.record_id,
+            detail: &e.detail,
+            at: e.at,
+        }
+    }
+}
+
+/// The bytes an audit event's hash covers: the previous hash, then the canonical JSON of
+/// `{seq, event_id, actor, action, request_id, record_id, detail, created_at}`.
 pub(super) fn audit_hash(
     prev_hash: &str,
     seq: i64,
     event_id: &uuid::Uuid,
     e: &NewAuditEvent,
 ) -> String {
-    let body = json!({
-        "seq": seq,
-        "event_id": event_id.to_string(),
-        "actor": e.actor,
-        "action": e.action,
-        "request_id": e.request_id,
-        "record_id": e.record_id,
-        "detail": e.detail,
-        "created_at": e.at.to_fixed_text(),
-    });
-    let mut bytes = prev_hash.as_bytes().to_vec();
-    bytes.extend_from_slice(canonical_json(&body).as_bytes());
-    sha256_hex(bytes)
+    chain_hash(
+        prev_hash,
+        seq,
+        &canonical_body_before_seq(event_id, &e.into()),
+    )
+}
+
+/// The canonical JSON of an event's hashed body up to, not including, the value of `seq`.
+/// Written directly (the same bytes `canonical_json` gives for the body built as a `Value`, see
+/// the test below) because every chained event is hashed once when linked and again by every
+/// verification: building the body as a `Value` cloned the detail each time. `seq` sorts last
+/// among the keys, so the part that depends on the chain's position is the tail: this prefix can
+/// be computed before the chain head is known.
+pub(super) fn canonical_body_before_seq(event_id: &uuid::Uuid, c: &HashedContent<'_>) -> Vec<u8> {
+    use crate::canonical::{write_canonical_json, write_json_str};
+    // Keys in byte order: action, actor, created_at, detail, event_id, record_id, request_id, seq.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"action\":");
+    write_json_str(c.action, &mut out);
+    out.extend_from_slice(b",\"actor\":");
+    write_json_str(c.actor, &mut out);
+    out.extend_from_slice(b",\"created_at\":");
+    write_json_str(&c.at.to_fixed_text(), &mut out);
+    out.extend_from_slice(b",\"detail\":");
+    write_canonical_json(c.detail, &mut out);
+    out.extend_from_slice(b",\"event_id\":\"");
+    out.extend_from_slice(
+        event_id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"record_id\":");
+    write_optional_int(c.record_id, &mut out);
+    out.extend_from_slice(b",\"request_id\":");
+    write_optional_int(c.request_id, &mut out);
+    out.extend_from_slice(b",\"seq\":");
+    out
+}
+
+fn write_optional_int(n: Option<i64>, out: &mut Vec<u8>) {
+    match n {
+        Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// SHA-256 (lower-case hex) of `prev_hash ‖ body_before_seq ‖ seq ‖ "}"`: the chain hash of an
+/// event at `seq` whose body prefix is [`canonical_body_before_seq`].
+pub(super) fn chain_hash(prev_hash: &str, seq: i64, body_before_seq: &[u8]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(prev_hash.as_bytes());
+    ctx.update(body_before_seq);
+    ctx.update(seq.to_string().as_bytes());
+    ctx.update(b"}");
+    hex::encode(ctx.finish())
 }
 
 /// Recomputes an event's hash from its stored fields.
 pub fn recompute_audit_hash(event: &AuditEvent) -> String {
-    let as_new = NewAuditEvent {
-        actor: event.actor.clone(),
-        action: event.action.clone(),
+    let content = HashedContent {
+        actor: &event.actor,
+        action: &event.action,
         request_id: event.request_id,
         record_id: event.record_id,
-        detail: event.detail.0.clone(),
+        detail: &event.detail.0,
         at: event.created_at,
     };
-    audit_hash(&event.prev_hash, event.seq, &event.event_id, &as_new)
+    chain_hash(
+        &event.prev_hash,
+        event.seq,
+        &canonical_body_before_seq(&event.event_id, &content),
+    )
 }
-
-/// Ids per `IN (…)` list in the batch paths. Multi-row inserts use each store's `INSERT_ROWS`.
-pub(super) const BATCH_ROWS: usize = 250;
 
 /// Turns per statement when concurrent turns' claims and finishes are written together: enough
 /// for every turn a busy instance has in flight, few enough that SQLite's lookup of each `$N` by
@@ -128,18 +202,11 @@ pub(super) fn list_placeholders(n: usize, first: usize) -> String {
     out
 }
 
-/// `($1, …, $cols), ($cols+1, …)` for `rows` rows of `cols` values, numbered from 1.
-pub(super) fn values_placeholders(rows: usize, cols: usize) -> String {
-    let mut out = String::with_capacity(rows * cols * 6);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        out.push_str(&list_placeholders(cols, r * cols + 1));
-        out.push(')');
-    }
-    out
+/// `(?, …, ?), (?, …)` for `rows` rows of `cols` anonymous parameters, bound in order (SQLite:
+/// see the module doc).
+pub(super) fn anonymous_values(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
 }
 
 macro_rules! impl_store {
@@ -258,121 +325,6 @@ macro_rules! impl_store {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
-                Ok(())
-            }
-
-            /// Appends several events inside `tx` with multi-row statements. Linked inline (SQLite):
-            /// the chain head is locked once, each event's hash computed in order exactly as
-            /// [`Self::append_audit_tx`] does, and the head moved once. Otherwise (Postgres) they
-            /// are inserted unlinked, in order, for the linker.
-            async fn append_audit_batch_tx(
-                tx: &mut Transaction<'static, $db>,
-                events: &[NewAuditEvent],
-            ) -> StoreResult<()> {
-                if events.is_empty() {
-                    return Ok(());
-                }
-                if !Self::LINKS_INLINE {
-                    for chunk in events.chunks(Self::INSERT_ROWS) {
-                        let sql = format!(
-                            "INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
-                             VALUES {}",
-                            $crate::store::sql::values_placeholders(chunk.len(), 7)
-                        );
-                        // Only numbered placeholders are formatted in: no outside text.
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for e in chunk {
-                            q = q
-                                .bind(uuid::Uuid::new_v4())
-                                .bind(&e.actor)
-                                .bind(&e.action)
-                                .bind(e.request_id)
-                                .bind(e.record_id)
-                                .bind(Json(&e.detail))
-                                .bind(e.at);
-                        }
-                        q.execute(&mut **tx).await?;
-                    }
-                    $crate::store::sql::appended(events);
-                    return Ok(());
-                }
-                let (head_seq, head_hash): (i64, String) =
-                    sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
-                let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
-                let mut seq = head_seq;
-                let mut prev = head_hash;
-                for e in events {
-                    seq += 1;
-                    let event_id = uuid::Uuid::new_v4();
-                    let hash = $crate::store::sql::audit_hash(&prev, seq, &event_id, e);
-                    chained.push((seq, event_id, std::mem::replace(&mut prev, hash.clone()), hash));
-                }
-                let rows = Self::INSERT_ROWS;
-                for (events, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
-                    let sql = format!(
-                        "INSERT INTO audit_events
-                            (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
-                         VALUES {}",
-                        $crate::store::sql::values_placeholders(events.len(), 10)
-                    );
-                    // Only numbered placeholders are formatted in: no outside text.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(chained) {
-                        q = q
-                            .bind(*seq)
-                            .bind(*event_id)
-                            .bind(&e.actor)
-                            .bind(&e.action)
-                            .bind(e.request_id)
-                            .bind(e.record_id)
-                            .bind(Json(&e.detail))
-                            .bind(e.at)
-                            .bind(prev_hash)
-                            .bind(hash);
-                    }
-                    q.execute(&mut **tx).await?;
-                }
-                sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-                    .bind(seq)
-                    .bind(&prev)
-                    .execute(&mut **tx)
-                    .await?;
-                $crate::store::sql::appended(events);
-                Ok(())
-            }
-
-            /// Inserts several traces inside `tx` with multi-row statements.
-            async fn insert_traces_batch_tx(
-                tx: &mut Transaction<'static, $db>,
-                traces: &[NewTrace],
-            ) -> StoreResult<()> {
-                for chunk in traces.chunks(Self::INSERT_ROWS) {
-                    let sql = format!(
-                        "INSERT INTO governance_decision_traces
-                            (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
-                             inputs_hash, policy_version, code_version, created_at)
-                         VALUES {}",
-                        $crate::store::sql::values_placeholders(chunk.len(), 12)
-                    );
-                    // Only numbered placeholders are formatted in: no outside text.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for t in chunk {
-                        q = q
-                            .bind(t.request_id)
-                            .bind(t.stage)
-                            .bind(t.outcome)
-                            .bind(Json(&t.reasons))
-                            .bind(Json(&t.constraints))
-                            .bind(Json(&t.required_approvals))
-                            .bind(Json(&t.trace))
-                            .bind(Json(&t.inputs))
-                            .bind(&t.inputs_hash)
-                            .bind(&t.policy_version)
-                            .bind(&t.code_version)
-                            .bind(t.at);
-                    }
-                    q.execute(&mut **tx).await?;
-                }
                 Ok(())
             }
 
@@ -541,12 +493,70 @@ pub(super) use impl_store;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::canonical::{canonical_json, sha256_hex};
+    use crate::domain::Timestamp;
+    use serde_json::json;
+
     #[test]
     fn turn_batches_split_into_powers_of_two() {
-        assert_eq!(super::pow2_chunks(0, 32), Vec::<usize>::new());
-        assert_eq!(super::pow2_chunks(1, 32), vec![1]);
-        assert_eq!(super::pow2_chunks(13, 32), vec![8, 4, 1]);
-        assert_eq!(super::pow2_chunks(32, 32), vec![32]);
-        assert_eq!(super::pow2_chunks(70, 32), vec![32, 32, 4, 2]);
+        assert_eq!(pow2_chunks(0, 32), Vec::<usize>::new());
+        assert_eq!(pow2_chunks(1, 32), vec![1]);
+        assert_eq!(pow2_chunks(13, 32), vec![8, 4, 1]);
+        assert_eq!(pow2_chunks(32, 32), vec![32]);
+        assert_eq!(pow2_chunks(70, 32), vec![32, 32, 4, 2]);
+    }
+
+    /// The chain's hash formula as first written (and as exports from before verify): the body
+    /// built as a JSON value, then canonical JSON, then SHA-256 of the previous hash and it.
+    fn reference_hash(
+        prev_hash: &str,
+        seq: i64,
+        event_id: &uuid::Uuid,
+        e: &NewAuditEvent,
+    ) -> String {
+        let body = json!({
+            "seq": seq,
+            "event_id": event_id.to_string(),
+            "actor": e.actor,
+            "action": e.action,
+            "request_id": e.request_id,
+            "record_id": e.record_id,
+            "detail": e.detail,
+            "created_at": e.at.to_fixed_text(),
+        });
+        let mut bytes = prev_hash.as_bytes().to_vec();
+        bytes.extend_from_slice(canonical_json(&body).as_bytes());
+        sha256_hex(bytes)
+    }
+
+    #[test]
+    fn the_direct_hash_is_the_chain_formula_byte_for_byte() {
+        let at = Timestamp::parse("2026-11-23T12:00:00.123456Z").unwrap();
+        let events = [
+            NewAuditEvent::new("system:lease-expiry", "LEASE_EXPIRED", at)
+                .request(42)
+                .record(7)
+                .detail(json!({"reason": "the lease ran out", "outstanding_shares": 1, "issuance_count": 3})),
+            NewAuditEvent::new("user:\"quoted\"\n", "ROLE_CHANGED", at),
+            NewAuditEvent::new("ünïcode ☃ \u{1}", "SHARE_REVOKED", at)
+                .request(-1)
+                .detail(json!({"z": [3, {"b": null, "a": 1.5}], "a": "x\\y", "m": true})),
+            NewAuditEvent::new("a", "b", at).record(i64::MAX).detail(json!(null)),
+        ];
+        for (n, e) in events.iter().enumerate() {
+            let id = uuid::Uuid::new_v4();
+            for (prev, seq) in [
+                ("0".repeat(64), 1),
+                ("ab".repeat(32), i64::MAX),
+                (String::new(), 10 + n as i64),
+            ] {
+                assert_eq!(
+                    audit_hash(&prev, seq, &id, e),
+                    reference_hash(&prev, seq, &id, e),
+                    "event {n}"
+                );
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ macro_rules! in_window {
 macro_rules! impl_report_store {
     ($store:ident, $db:ty) => {
         impl $store {
-            /// Rows by id, `IN` lists of at most `BATCH_ROWS` ids each.
+            /// Rows by id, `IN` lists of at most `ID_LIST_ROWS` ids each.
             async fn rows_by_ids<R>(&self, table: &'static str, ids: &[i64]) -> StoreResult<Vec<R>>
             where
                 R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
@@ -22,7 +22,7 @@ macro_rules! impl_report_store {
                 ids.sort_unstable();
                 ids.dedup();
                 let mut out = Vec::new();
-                for chunk in ids.chunks($crate::store::sql::BATCH_ROWS) {
+                for chunk in ids.chunks(Self::ID_LIST_ROWS) {
                     let sql = format!(
                         "SELECT * FROM {table} WHERE id IN ({}) ORDER BY id",
                         $crate::store::sql::list_placeholders(chunk.len(), 1)
