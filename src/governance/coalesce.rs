@@ -69,10 +69,9 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         }
         rx.await.unwrap_or_else(|_| {
             // The write carrying this item was dropped before it answered (its caller went
-            // away mid-write): the item may or may not have been written.
-            Err(StoreError::Conflict(
-                "the write was interrupted; try again".into(),
-            ))
+            // away mid-write): the item may or may not have been written. Unavailable, so a
+            // turn answers 503 and Teams delivers the activity again.
+            Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed))
         })
     }
 
