@@ -195,19 +195,7 @@ impl SqliteStore {
             // Only placeholders are formatted in: no outside text.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for t in chunk {
-                q = q
-                    .bind(t.request_id)
-                    .bind(t.stage)
-                    .bind(t.outcome)
-                    .bind(Json(&t.reasons))
-                    .bind(Json(&t.constraints))
-                    .bind(Json(&t.required_approvals))
-                    .bind(Json(&t.trace))
-                    .bind(Json(&t.inputs))
-                    .bind(&t.inputs_hash)
-                    .bind(&t.policy_version)
-                    .bind(&t.code_version)
-                    .bind(t.at);
+                q = sql::bind_trace!(q, t.request_id, t);
             }
             q.execute(&mut **tx).await?;
         }

@@ -30,6 +30,15 @@ fn trail(store: Arc<dyn Store>, keys: &tempfile::TempDir) -> AuditTrail {
     )
 }
 
+/// Verifies the whole chain (signed checkpoints included): asserts it is intact and answers how
+/// many events it holds.
+async fn verified_events(store: Arc<dyn Store>) -> u64 {
+    let keys = tempfile::tempdir().unwrap();
+    let report = trail(store, &keys).verify().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    report.events
+}
+
 fn event(actor: &str, n: usize) -> NewAuditEvent {
     NewAuditEvent::new(actor, "ROLE_CHANGED", t0()).detail(json!({ "n": n }))
 }
@@ -78,10 +87,7 @@ async fn concurrent_writers_and_linkers_make_one_chain(db: Db) {
     let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), 400, "every event once");
     assert_eq!(db.store.unlinked_events().await.unwrap().count, 0);
-    let keys = tempfile::tempdir().unwrap();
-    let report = trail(db.store.clone(), &keys).verify().await.unwrap();
-    assert!(report.ok(), "{}", report.summary());
-    assert_eq!(report.events, 400);
+    assert_eq!(verified_events(db.store.clone()).await, 400);
 }
 
 async fn pg() -> Option<(common::PgTestDb, Arc<PgStore>)> {
@@ -157,10 +163,7 @@ async fn a_late_commit_is_linked_afterwards_and_a_rollback_leaves_nothing() {
             .len(),
         0
     );
-    let keys = tempfile::tempdir().unwrap();
-    let report = trail(store.clone(), &keys).verify().await.unwrap();
-    assert!(report.ok(), "{}", report.summary());
-    assert_eq!(report.events, 3);
+    assert_eq!(verified_events(store.clone()).await, 3);
 }
 
 /// The linker task links what writes committing together leave unlinked (a write links its
@@ -197,10 +200,7 @@ async fn the_linker_task_links_what_concurrent_writes_leave() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let keys = tempfile::tempdir().unwrap();
-    let report = trail(store.clone(), &keys).verify().await.unwrap();
-    assert!(report.ok(), "{}", report.summary());
-    assert_eq!(report.events, 40);
+    assert_eq!(verified_events(store.clone()).await, 40);
 }
 
 /// A write committing alone links its own event in its own transaction: it is in the chain
@@ -218,9 +218,7 @@ async fn a_write_committing_alone_is_in_the_chain_when_it_returns() {
         assert_eq!(store.unlinked_events().await.unwrap().count, 0, "write {n}");
     }
     assert_eq!(actors(&store).await, ["user:0", "user:1", "user:2"]);
-    let keys = tempfile::tempdir().unwrap();
-    let report = trail(store.clone(), &keys).verify().await.unwrap();
-    assert!(report.ok(), "{}", report.summary());
+    verified_events(store.clone()).await;
 }
 
 /// A write never waits for a link pass: while another transaction holds the linker lock, the
@@ -338,7 +336,5 @@ async fn the_database_allows_an_event_only_to_be_linked_once() {
     // Nothing changed: the linker links the waiting event, and the chain verifies.
     assert_eq!(store.link_pending().await.unwrap(), 1);
     assert_eq!(actors(&store).await, ["user:linked", "user:unlinked"]);
-    let keys = tempfile::tempdir().unwrap();
-    let report = trail(store.clone(), &keys).verify().await.unwrap();
-    assert!(report.ok(), "{}", report.summary());
+    verified_events(store.clone()).await;
 }

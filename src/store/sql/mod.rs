@@ -209,6 +209,27 @@ pub(super) fn anonymous_values(rows: usize, cols: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// Binds a trace's twelve columns, in the order of `governance_decision_traces`' insert lists
+/// (`request_id`, stage, outcome, … `created_at`), to `$q`: the single insert and SQLite's
+/// multi-row one bind the same fields.
+macro_rules! bind_trace {
+    ($q:expr, $request_id:expr, $t:expr) => {
+        $q.bind($request_id)
+            .bind($t.stage)
+            .bind($t.outcome)
+            .bind(sqlx::types::Json(&$t.reasons))
+            .bind(sqlx::types::Json(&$t.constraints))
+            .bind(sqlx::types::Json(&$t.required_approvals))
+            .bind(sqlx::types::Json(&$t.trace))
+            .bind(sqlx::types::Json(&$t.inputs))
+            .bind(&$t.inputs_hash)
+            .bind(&$t.policy_version)
+            .bind(&$t.code_version)
+            .bind($t.at)
+    };
+}
+pub(super) use bind_trace;
+
 macro_rules! impl_store {
     ($store:ident, $db:ty) => {
         mod generated {
@@ -333,24 +354,12 @@ macro_rules! impl_store {
                 t: &NewTrace,
                 request_id: Option<i64>,
             ) -> StoreResult<DecisionTrace> {
-                Ok(sqlx::query_as(
+                Ok($crate::store::sql::bind_trace!(sqlx::query_as(
                     "INSERT INTO governance_decision_traces
                         (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
                          inputs_hash, policy_version, code_version, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
-                )
-                .bind(request_id.or(t.request_id))
-                .bind(t.stage)
-                .bind(t.outcome)
-                .bind(Json(&t.reasons))
-                .bind(Json(&t.constraints))
-                .bind(Json(&t.required_approvals))
-                .bind(Json(&t.trace))
-                .bind(Json(&t.inputs))
-                .bind(&t.inputs_hash)
-                .bind(&t.policy_version)
-                .bind(&t.code_version)
-                .bind(t.at)
+                ), request_id.or(t.request_id), t)
                 .fetch_one(&mut **tx)
                 .await?)
             }
