@@ -66,6 +66,24 @@ struct UnlinkedEvent {
 impl PgStore {
     /// The advisory lock key that makes link passes take turns across instances ("PKAUDLNK").
     pub const LINKER_LOCK: i64 = 0x504B_4155_444C_4E4B;
+
+    /// One link pass's read: the first `$1` unlinked events in insertion order, each with the
+    /// chain head. `audit_unlinked_events` (migration 0023) walks `audit_events_unlinked_idx`
+    /// in order and stops after `$1` rows whatever the statistics say; the same query planned
+    /// here, with statistics from before a burst, fetched every unlinked event and sorted them
+    /// on each pass.
+    pub const LINK_READ: &'static str = "SELECT h.seq AS head_seq, h.hash AS head_hash, e.*
+         FROM audit_unlinked_events($1) e
+         CROSS JOIN audit_chain_head h
+         WHERE h.id = 1";
+
+    /// One link pass's write: links the events listed ($1 their `link_order`s, $2–$4 their seq,
+    /// prev hash and hash) that are still unlinked, and moves the head to ($5, $6) only if every
+    /// one was; answers how many were linked (NULL: the head did not move). In a function
+    /// (`audit_link_events`, migration 0023) planned to fetch the listed events by primary key
+    /// whatever the statistics say: planned here, statistics from before a burst made it read
+    /// every unlinked event on each pass to hash-join the 500 it links.
+    pub const LINK_STATEMENT: &'static str = "SELECT audit_link_events($1, $2, $3, $4, $5, $6)";
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
     /// Locks a request row for a counted decision (SQLite: the writer lock already does).
     const LOCK_REQUEST: &'static str = "SELECT status FROM requests WHERE id = $1 FOR UPDATE";
@@ -213,18 +231,11 @@ impl PgStore {
         // Read after the lock is granted: this statement's snapshot sees the previous pass. The
         // head comes with the events (one statement fewer); only a pass holding the linker lock
         // moves it, so it cannot change before this pass commits.
-        let events: Vec<UnlinkedEvent> = sqlx::query_as(
-            "SELECT h.seq AS head_seq, h.hash AS head_hash, e.*
-             FROM (SELECT link_order, event_id, actor, action, request_id, record_id, detail, created_at
-                   FROM audit_events WHERE seq IS NULL ORDER BY link_order LIMIT $1) e
-             CROSS JOIN audit_chain_head h
-             WHERE h.id = 1
-             ORDER BY e.link_order",
-        )
-        // One more than the limit: a write that sees more leaves them all to the linker.
-        .bind(if wait { limit } else { limit + 1 })
-        .fetch_all(&mut **tx)
-        .await?;
+        let events: Vec<UnlinkedEvent> = sqlx::query_as(Self::LINK_READ)
+            // One more than the limit: a write that sees more leaves them all to the linker.
+            .bind(if wait { limit } else { limit + 1 })
+            .fetch_all(&mut **tx)
+            .await?;
         if events.len() as i64 > limit {
             return Ok(None);
         }
@@ -253,28 +264,17 @@ impl PgStore {
             hashes.push(hash);
         }
         // The links and the head's move in one statement; the head moves only with every link.
-        let updated: i64 = sqlx::query_scalar(
-            "WITH linked AS (
-                 UPDATE audit_events e SET seq = l.seq, prev_hash = l.prev_hash, hash = l.hash
-                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-                      AS l(link_order, seq, prev_hash, hash)
-                 WHERE e.link_order = l.link_order AND e.seq IS NULL
-                 RETURNING 1
-             )
-             UPDATE audit_chain_head SET seq = $5, hash = $6
-             WHERE id = 1 AND (SELECT COUNT(*) FROM linked) = cardinality($1::bigint[])
-             RETURNING (SELECT COUNT(*) FROM linked)",
-        )
-        .bind(&orders)
-        .bind(&seqs)
-        .bind(&prev_hashes)
-        .bind(&hashes)
-        .bind(seq)
-        .bind(&prev)
-        .fetch_optional(&mut **tx)
-        .await?
-        // No row: the head did not move because fewer rows were linked than read.
-        .unwrap_or(0);
+        let updated: i64 = sqlx::query_scalar::<_, Option<i64>>(Self::LINK_STATEMENT)
+            .bind(&orders)
+            .bind(&seqs)
+            .bind(&prev_hashes)
+            .bind(&hashes)
+            .bind(seq)
+            .bind(&prev)
+            .fetch_one(&mut **tx)
+            .await?
+            // NULL: the head did not move because fewer rows were linked than read.
+            .unwrap_or(0);
         if updated != orders.len() as i64 {
             // Only a linker changes these rows, and linkers take turns: never commit half a pass.
             return Err(StoreError::Conflict(format!(
