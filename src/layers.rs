@@ -90,6 +90,7 @@ pub const STORE_READS: &[&str] = &[
     "count_users",
     "user_time_zone",
     "turn_sender",
+    "turn_senders",
     // VaultStore
     "folder_by_id",
     "list_folders",

@@ -190,7 +190,7 @@ async fn read_sender(state: &BotState, activity: &Activity) -> Option<Option<Tur
         .aad_object_id
         .as_deref()
         .filter(|a| !a.is_empty())?;
-    match state.store.turn_sender(aad).await {
+    match state.conversations.turn_sender(aad).await {
         Ok(sender) => Some(sender),
         Err(e) => {
             tracing::warn!(error = %e, "sender not read; times shown in UTC");

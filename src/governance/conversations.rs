@@ -10,7 +10,7 @@ use super::coalesce::Coalescer;
 use crate::domain::{Clock, Role, Timestamp, Zone};
 use crate::store::{
     ActivityClaim, ConversationRef, NewSentCard, NewUser, SentCard, Store, StoreResult, TurnClaim,
-    TurnKey, User,
+    TurnKey, TurnSender, User,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,8 @@ pub struct Conversations {
     claims: Arc<Coalescer<TurnClaim, ActivityClaim>>,
     /// Concurrent turns' "done" marks, written together.
     finishes: Arc<Coalescer<TurnKey, ()>>,
+    /// Concurrent turns' senders, read together (each read starts after its turn asked).
+    senders: Arc<Coalescer<String, Option<TurnSender>>>,
 }
 
 impl Conversations {
@@ -98,11 +100,30 @@ impl Conversations {
                 }
             })
         };
+        let senders = {
+            let store = store.clone();
+            Coalescer::new(move |aads: Vec<String>| {
+                let store = store.clone();
+                async move {
+                    match store.turn_senders(&aads).await {
+                        Ok(senders) => senders.into_iter().map(Ok).collect(),
+                        Err(_) => {
+                            one_by_one(&aads, |aad| {
+                                let store = store.clone();
+                                async move { store.turn_sender(&aad).await }
+                            })
+                            .await
+                        }
+                    }
+                }
+            })
+        };
         Conversations {
             store,
             clock,
             claims,
             finishes,
+            senders,
         }
     }
 
@@ -126,6 +147,12 @@ impl Conversations {
                 until: lease_end(now, lease),
             })
             .await
+    }
+
+    /// What a turn needs about its sender (`UserStore::turn_sender`), read with the senders of
+    /// other turns starting at the same moment.
+    pub async fn turn_sender(&self, aad_object_id: &str) -> StoreResult<Option<TurnSender>> {
+        self.senders.submit(aad_object_id.to_string()).await
     }
 
     /// Extends the turn's claim to `lease` from now; false when the turn holds it no longer.

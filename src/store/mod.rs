@@ -125,7 +125,17 @@ pub trait UserStore: Send + Sync {
     async fn user_by_aad_object_id(&self, aad_object_id: &str) -> StoreResult<Option<User>>;
     /// What a Teams turn needs about its sender, in one read: their row, the time zone their
     /// client last reported, and whether notices wait for them.
-    async fn turn_sender(&self, aad_object_id: &str) -> StoreResult<Option<TurnSender>>;
+    async fn turn_sender(&self, aad_object_id: &str) -> StoreResult<Option<TurnSender>> {
+        Ok(self
+            .turn_senders(&[aad_object_id.to_string()])
+            .await?
+            .pop()
+            .flatten())
+    }
+    /// [`turn_sender`](Self::turn_sender) for several senders in one read (concurrent turns
+    /// share it): one answer per id, in order.
+    async fn turn_senders(&self, aad_object_ids: &[String])
+    -> StoreResult<Vec<Option<TurnSender>>>;
     /// Case-insensitive match on mail or UPN.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn users_with_role(&self, role: Role) -> StoreResult<Vec<User>>;

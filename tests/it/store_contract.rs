@@ -1179,6 +1179,27 @@ async fn waiting_notices_are_kept_once_and_closed(db: Db) {
         Some("Europe/Berlin")
     );
     assert!(s.turn_sender("nobody-by-this-id").await.unwrap().is_none());
+    // Concurrent turns read their senders in one statement per power-of-two chunk: one answer
+    // per id, in order, whatever the batch size (an id twice, an unknown one, over one chunk).
+    let requester_aad = f.requester.aad_object_id.clone();
+    let mut ids = vec![
+        aad.to_string(),
+        "nobody-by-this-id".to_string(),
+        requester_aad.clone(),
+        aad.to_string(),
+    ];
+    ids.extend((0..40).map(|i| format!("unknown-{i}")));
+    ids.push(requester_aad.clone());
+    let senders = s.turn_senders(&ids).await.unwrap();
+    assert_eq!(senders.len(), 45);
+    let who = |i: usize| senders[i].as_ref().map(|t| (t.user.id, t.notices_waiting));
+    assert_eq!(who(0), Some((bob, true)));
+    assert_eq!(who(1), None);
+    assert_eq!(who(2), Some((req, true)));
+    assert_eq!(who(3), Some((bob, true)));
+    assert!((4..44).all(|i| who(i).is_none()));
+    assert_eq!(who(44), Some((req, true)));
+    assert!(s.turn_senders(&[]).await.unwrap().is_empty());
     assert_eq!(bobs[0].kind, "APPROVAL_NEEDED");
     assert_eq!(bobs[0].request_id, Some(r.id));
     assert_eq!(bobs[0].status, "PENDING");

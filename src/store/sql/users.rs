@@ -42,16 +42,30 @@ macro_rules! impl_user_store {
                     .await?)
             }
 
-            async fn turn_sender(&self, aad: &str) -> StoreResult<Option<TurnSender>> {
-                Ok(sqlx::query_as(
-                    "SELECT users.*,
-                            EXISTS (SELECT 1 FROM notifications n
-                                    WHERE n.user_id = users.id AND n.status = 'PENDING') AS notices_waiting
-                     FROM users WHERE aad_object_id = $1",
-                )
-                .bind(aad)
-                .fetch_optional(&self.pool)
-                .await?)
+            async fn turn_senders(&self, aads: &[String]) -> StoreResult<Vec<Option<TurnSender>>> {
+                // Statement texts by chunk size, built once (see `pow2_chunks`).
+                static SENDERS_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
+                let mut found: std::collections::HashMap<String, TurnSender> = std::collections::HashMap::new();
+                let mut rest = aads;
+                for rows in $crate::store::sql::pow2_chunks(aads.len(), $crate::store::sql::TURN_ROWS) {
+                    let (chunk, after) = rest.split_at(rows);
+                    rest = after;
+                    let sql = $crate::store::sql::turn_statement(&SENDERS_SQL, rows, |rows| format!(
+                        "SELECT users.*,
+                                EXISTS (SELECT 1 FROM notifications n
+                                        WHERE n.user_id = users.id AND n.status = 'PENDING') AS notices_waiting
+                         FROM users WHERE aad_object_id IN ({})",
+                        $crate::store::sql::list_placeholders(rows, 1)
+                    ));
+                    let mut q = sqlx::query_as::<_, TurnSender>(sqlx::AssertSqlSafe(sql));
+                    for aad in chunk {
+                        q = q.bind(aad);
+                    }
+                    for sender in q.fetch_all(&self.pool).await? {
+                        found.insert(sender.user.aad_object_id.clone(), sender);
+                    }
+                }
+                Ok(aads.iter().map(|aad| found.get(aad).cloned()).collect())
             }
 
             async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
