@@ -2412,3 +2412,46 @@ async fn sqlite_write_waits_for_another_process_then_succeeds() {
     assert_eq!(events[0].actor, "waiting-writer");
     assert_eq!(db.store.audit_head().await.unwrap().0, 1);
 }
+
+/// The store's Postgres connections send each statement at once: `TCP_NODELAY` is set on their
+/// sockets. sqlx 0.9.0 left Nagle's algorithm on, and every statement larger than one TCP segment
+/// (a link pass, a batch insert) waited for the server's delayed ACK, about 40 ms — the lease
+/// expiry and the audit linker spent most of their time waiting (docs/benchmarks.md). Read off
+/// the process's own sockets: every TCP connection to the test server's port.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn postgres_connections_send_statements_without_waiting_for_acks() {
+    use std::os::fd::BorrowedFd;
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    // Two connections of the store's own pool, held while the sockets are read.
+    let pool = db.store.pool();
+    let _a = pool.acquire().await.unwrap();
+    let _b = pool.acquire().await.unwrap();
+    let port = pool.connect_options().get_port();
+    let mut checked = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: the descriptor is only read (getpeername, getsockopt) while this process's
+        // pools hold it open; a descriptor closed meanwhile fails the calls and is skipped.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let Ok(peer) = socket.peer_addr() else {
+            continue;
+        };
+        if peer.as_socket().is_some_and(|a| a.port() == port) {
+            assert!(
+                socket.tcp_nodelay().unwrap(),
+                "a connection to Postgres on port {port} has Nagle's algorithm on"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "the pool's two connections were found ({checked})"
+    );
+}
