@@ -89,6 +89,10 @@ impl PgStore {
     const LOCK_REQUEST: &'static str = "SELECT status FROM requests WHERE id = $1 FOR UPDATE";
     /// How a claim skips rows another instance is claiming right now.
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    /// How a claim names the rows it picked: an array the update fetches by primary key. As
+    /// `id IN (subquery)` Postgres planned a hash semi-join over a sequential scan of *every*
+    /// request (a table that keeps all history) to claim 2,000 of them.
+    const CLAIM_PICKED: (&'static str, &'static str) = ("id = ANY(ARRAY(", "))");
     const LOCK_CHAIN_HEAD: &'static str =
         "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
     /// Events are inserted unlinked and linked by [`PgStore::link_pass`] after they commit.

@@ -33,6 +33,8 @@ impl SqliteStore {
     const LOCK_REQUEST: &'static str = "SELECT status FROM requests WHERE id = $1";
     /// How a claim skips rows another instance is claiming right now.
     const SKIP_LOCKED: &'static str = "";
+    /// How a claim names the rows it picked (SQLite looks each one up by rowid).
+    const CLAIM_PICKED: (&'static str, &'static str) = ("id IN (", ")");
     const LOCK_CHAIN_HEAD: &'static str = "SELECT seq, hash FROM audit_chain_head WHERE id = 1";
     /// Events are linked as they are inserted: the single writer already serializes
     /// transactions, so holding the head until commit makes no one wait.

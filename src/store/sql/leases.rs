@@ -425,11 +425,12 @@ macro_rules! impl_lease_store {
                     if left <= 0 {
                         break;
                     }
+                    let (open, close) = Self::CLAIM_PICKED;
                     let sql = format!(
                         "UPDATE requests SET claimed_by = $1, claim_until = $2
-                         WHERE id IN (SELECT id FROM requests
+                         WHERE {open}SELECT id FROM requests
                                       WHERE ({due}) AND (claim_until IS NULL OR claim_until <= $3)
-                                      ORDER BY {order} LIMIT $5{})
+                                      ORDER BY {order} LIMIT $5{}{close}
                          RETURNING *",
                         Self::SKIP_LOCKED
                     );
