@@ -159,10 +159,11 @@ fn shortened(message: &str) -> String {
 
 /// First pass: the header (which must come first), checkpoints and keys.
 pub fn read_index(path: &Path) -> Result<TrailIndex, TrailError> {
+    // Messages may quote what the file says (a header's format): bounded like serde's.
     let malformed = |line, message: &str| TrailError::Malformed {
         path: path.display().to_string(),
         line,
-        message: message.to_string(),
+        message: shortened(message),
     };
     let mut header = None;
     let mut checkpoints = Vec::new();
@@ -307,6 +308,38 @@ mod tests {
         let err = read_index(&path).err().expect("refused").to_string();
         assert!(err.contains("line 1"), "{err}");
         assert!(err.contains("invalid type"), "{err}");
+        assert!(
+            err.len() < path.display().to_string().len() + 300,
+            "{} bytes",
+            err.len()
+        );
+    }
+
+    /// Found by `fuzz::audit_trail` in CI: a header that parses but names another format was
+    /// refused with the format quoted whole, so a long one made an error as long as the line.
+    #[test]
+    fn a_foreign_header_is_named_without_quoting_a_long_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let header = Header {
+            format: "x".repeat(100_000),
+            version: VERSION,
+            exported_at: Timestamp::from_unix_seconds(1_800_000_000),
+            from_seq: 0,
+            to_seq: 0,
+            checkpoint_every_events: 1,
+            checkpoint_every_secs: 1,
+            max_checkpoint_delay_secs: 1,
+            archive: false,
+            unlinked: 0,
+            oldest_unlinked_at: None,
+            link_allowance_secs: 1,
+        };
+        let mut file = std::fs::File::create(&path).unwrap();
+        write_line(&mut file, &Line::Header(header)).unwrap();
+        drop(file);
+        let err = read_index(&path).err().expect("refused").to_string();
+        assert!(err.contains("line 1") && err.contains("not a"), "{err}");
         assert!(
             err.len() < path.display().to_string().len() + 300,
             "{} bytes",
