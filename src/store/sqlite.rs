@@ -50,6 +50,7 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file; does not migrate.
     pub async fn open(path: &Path, max_connections: u32) -> StoreResult<Self> {
+        configure_library();
         // Created (or tightened) 0600 before SQLite opens it: SQLite gives the WAL and shared-
         // memory files the database file's mode.
         if path.as_os_str() != ":memory:" {
@@ -215,6 +216,38 @@ impl SqliteStore {
         self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// Turns off SQLite's allocation statistics, once per process, before its first connection.
+///
+/// With them on (the library's default) every allocation SQLite makes — one per column of every
+/// row sqlx reads — takes one process-wide mutex to update the counters. The writer and the read
+/// connections each run on their own thread, so under load they queue on that lock and wake each
+/// other through the kernel: in the lease-expiry profile, a third of the writer thread's time was
+/// `sqlite3_value_dup` → `sqlite3Malloc`, much of it lock hand-offs. Passkey never reads those
+/// statistics and sets no SQLite heap limit (the one feature that needs them).
+fn configure_library() {
+    static CONFIGURED: std::sync::Once = std::sync::Once::new();
+    CONFIGURED.call_once(|| {
+        // SAFETY: `sqlite3_config` may only run before SQLite initializes and while no other
+        // thread is inside the library. Every connection of this process is opened by `open`
+        // (above), which calls this first; `Once` makes later and concurrent callers wait until
+        // it has returned. Should the library already be initialized anyway (a connection opened
+        // some other way first), SQLite refuses with SQLITE_MISUSE and changes nothing: the
+        // statistics stay on, which costs speed and nothing else.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite already initialized: its allocation statistics stay on"
+            );
+        }
+    });
 }
 
 impl Store for SqliteStore {

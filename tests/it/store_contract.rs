@@ -2413,6 +2413,30 @@ async fn sqlite_write_waits_for_another_process_then_succeeds() {
     assert_eq!(db.store.audit_head().await.unwrap().0, 1);
 }
 
+/// The SQLite library keeps no allocation statistics: with them on, every value sqlx copies out
+/// of a row took one process-wide lock, and the writer and read threads queued on it
+/// (docs/benchmarks.md, fourth pass). SQLite's allocation counter stays at zero when they are off,
+/// however much the store's connections allocate.
+#[tokio::test]
+async fn sqlite_allocates_without_a_process_wide_lock() {
+    let db = common::fresh_sqlite().await;
+    db.store
+        .append_audit(&NewAuditEvent::new(
+            "user:1",
+            "REQUEST_SUBMITTED",
+            common::t0(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(db.store.audit_events_after(0, 10).await.unwrap().len(), 1);
+    // SAFETY: a read of SQLite's status counter, safe from any thread.
+    let counted = unsafe { libsqlite3_sys::sqlite3_memory_used() };
+    assert_eq!(
+        counted, 0,
+        "SQLite counted {counted} bytes: its allocation statistics are on"
+    );
+}
+
 /// The store's Postgres connections send each statement at once: `TCP_NODELAY` is set on their
 /// sockets. sqlx 0.9.0 left Nagle's algorithm on, and every statement larger than one TCP segment
 /// (a link pass, a batch insert) waited for the server's delayed ACK, about 40 ms — the lease
