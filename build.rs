@@ -30,6 +30,10 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+    // `sqlx::migrate!` embeds the migration files at compile time but does not tell cargo to
+    // watch their directories: without these lines a migration added since the last build is
+    // missing from the binary (and from the tests) until something else changes.
+    println!("cargo:rerun-if-changed=migrations");
     let sha = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
     // Not under `PASSKEY_`: cargo also hands `rustc-env` variables to the process in `cargo run`,
     // where that prefix means a setting, and an unknown one stops the bot from starting.

@@ -2437,6 +2437,72 @@ async fn sqlite_allocates_without_a_process_wide_lock() {
     );
 }
 
+/// On Postgres, a claim (and its release) rewrites no index of `requests`: the new row version
+/// stays on its page (a HOT update), because pages are filled to 80 % and the claim columns are in
+/// no index. With pages packed full, each claim and each release moved the row to another page and
+/// added an entry to all five indexes — three times per lease in a lease-expiry run
+/// (docs/benchmarks.md, fourth pass). One row per page is claimed as the scheduler's claim does.
+#[tokio::test]
+async fn postgres_claims_rewrite_no_index_of_requests() {
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    let store = db.store.as_ref();
+    let f = fixture(store).await;
+    pending_request(store, &f).await;
+    let pool = db.store.pool();
+    // 400 more requests like it, so that many pages are full as far as they are filled.
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+         WHERE table_name = 'requests' AND column_name <> 'id' ORDER BY ordinal_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let columns = columns.join(", ");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO requests ({columns}) SELECT {columns} FROM requests, generate_series(1, 400)"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+    let first_of_each_page: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT ON ((ctid::text::point)[0]) id FROM requests
+         ORDER BY (ctid::text::point)[0], id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        first_of_each_page.len() >= 5,
+        "{} pages",
+        first_of_each_page.len()
+    );
+    let mut tx = pool.begin().await.unwrap();
+    let claimed = sqlx::query(
+        "UPDATE requests SET claimed_by = 'node-a', claim_until = $1 WHERE id = ANY($2)",
+    )
+    .bind(t0())
+    .bind(&first_of_each_page)
+    .execute(&mut *tx)
+    .await
+    .unwrap()
+    .rows_affected();
+    let (updated, hot): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'requests'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(claimed as usize, first_of_each_page.len());
+    assert_eq!(updated, claimed as i64);
+    assert_eq!(
+        hot, updated,
+        "every claimed row stays on its page without new index entries"
+    );
+}
+
 /// The store's Postgres connections send each statement at once: `TCP_NODELAY` is set on their
 /// sockets. sqlx 0.9.0 left Nagle's algorithm on, and every statement larger than one TCP segment
 /// (a link pass, a batch insert) waited for the server's delayed ACK, about 40 ms — the lease
