@@ -157,6 +157,15 @@ fn shortened(message: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// The seq values a file may name: 0 (before the first event) up to 2^62. A chain never comes
+/// near the end of the range, and the verifier counts from and to them (`seq + 1`, `seq - 1`):
+/// an edited file naming `i64::MAX` or a negative seq is refused here, before any arithmetic.
+const MAX_SEQ: i64 = 1 << 62;
+
+fn seq_in_range(seq: i64) -> bool {
+    (0..=MAX_SEQ).contains(&seq)
+}
+
 /// First pass: the header (which must come first), checkpoints and keys.
 pub fn read_index(path: &Path) -> Result<TrailIndex, TrailError> {
     // Messages may quote what the file says (a header's format): bounded like serde's.
@@ -193,6 +202,11 @@ pub fn read_index(path: &Path) -> Result<TrailIndex, TrailError> {
                         ),
                     ));
                 }
+                for (name, seq) in [("from_seq", h.from_seq), ("to_seq", h.to_seq)] {
+                    if !seq_in_range(seq) {
+                        return Err(malformed(n, &format!("{name} {seq} is out of range")));
+                    }
+                }
                 header = Some(h);
             }
             Some(Line::Header(_)) => {
@@ -200,6 +214,12 @@ pub fn read_index(path: &Path) -> Result<TrailIndex, TrailError> {
             }
             Some(_) if header.is_none() => {
                 return Err(malformed(n, "the first line must be the header"));
+            }
+            Some(Line::Checkpoint(c)) if !seq_in_range(c.seq) => {
+                return Err(malformed(
+                    n,
+                    &format!("checkpoint seq {} is out of range", c.seq),
+                ));
             }
             Some(Line::Checkpoint(c)) => checkpoints.push(c),
             Some(Line::PublicKey(k)) => keys.push(k),
@@ -264,6 +284,13 @@ pub fn verify_file(
             continue;
         }
         match parse(path, n, text)? {
+            Some(Line::Event(e)) if !seq_in_range(e.seq) => {
+                return Err(TrailError::Malformed {
+                    path: path.display().to_string(),
+                    line: n,
+                    message: format!("event seq {} is out of range", e.seq),
+                });
+            }
             Some(Line::Event(e)) => page.push(e),
             _ => {
                 return Err(TrailError::Malformed {
@@ -313,6 +340,42 @@ mod tests {
             "{} bytes",
             err.len()
         );
+    }
+
+    /// Found by `fuzz::audit_trail`: a header naming seq `i64::MAX` made the verifier overflow
+    /// counting from it (a panic in a debug build). Seq values near the ends of the range, in
+    /// the header, a checkpoint or an event, are refused as malformed.
+    #[test]
+    fn seq_values_out_of_range_are_refused_before_any_arithmetic() {
+        let dir = tempfile::tempdir().unwrap();
+        for (from_seq, to_seq) in [(i64::MAX, i64::MAX), (0, i64::MAX), (-1, 5), (i64::MIN, 0)] {
+            let path = dir.path().join("t.jsonl");
+            let header = Header {
+                format: FORMAT.into(),
+                version: VERSION,
+                exported_at: Timestamp::from_unix_seconds(1_800_000_000),
+                from_seq,
+                to_seq,
+                checkpoint_every_events: 1,
+                checkpoint_every_secs: 1,
+                max_checkpoint_delay_secs: 1,
+                archive: false,
+                unlinked: 0,
+                oldest_unlinked_at: None,
+                link_allowance_secs: 1,
+            };
+            let mut file = std::fs::File::create(&path).unwrap();
+            write_line(&mut file, &Line::Header(header)).unwrap();
+            drop(file);
+            let err = verify_file(&path, None, None)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                err.contains("line 1") && err.contains("out of range"),
+                "{err}"
+            );
+        }
     }
 
     /// Found by `fuzz::audit_trail` in CI: a header that parses but names another format was
