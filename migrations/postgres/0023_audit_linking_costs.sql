@@ -1,5 +1,6 @@
 -- What linking costs on Postgres (#20.3): a link pass reads only the events it links, whatever
--- the statistics say, and the INV-2 triggers of 0022 cost nothing on the allowed path.
+-- the statistics say. (The INV-2 triggers of 0022 stay as they are: their rule is written once,
+-- in the functions that raise.)
 --
 -- The `seq` index holds linked events only (#20.3). As a UNIQUE constraint it also held a NULL
 -- entry for every unlinked event, and the link pass's read (`WHERE seq IS NULL ORDER BY
@@ -63,28 +64,3 @@ BEGIN
     RETURN linked_count;
 END;
 $$;
-
--- The INV-2 triggers of 0022, unchanged in what they allow, now decide with a WHEN condition:
--- the executor evaluates it in place, and the PL/pgSQL function (which raises) runs only for a
--- change that is refused. Before, every insert and every link called a PL/pgSQL function per row
--- (about a tenth of a link pass's time).
-DROP TRIGGER audit_events_insert_unlinked ON audit_events;
-CREATE TRIGGER audit_events_insert_unlinked BEFORE INSERT ON audit_events
-    FOR EACH ROW
-    WHEN (NEW.seq IS NOT NULL OR NEW.prev_hash IS NOT NULL OR NEW.hash IS NOT NULL)
-    EXECUTE FUNCTION audit_events_insert_unlinked();
-
-DROP TRIGGER audit_events_link_once ON audit_events;
-CREATE TRIGGER audit_events_link_once BEFORE UPDATE ON audit_events
-    FOR EACH ROW
-    WHEN (NOT (OLD.seq IS NULL AND OLD.prev_hash IS NULL AND OLD.hash IS NULL
-               AND NEW.seq IS NOT NULL AND NEW.prev_hash IS NOT NULL AND NEW.hash IS NOT NULL
-               AND NEW.link_order IS NOT DISTINCT FROM OLD.link_order
-               AND NEW.event_id IS NOT DISTINCT FROM OLD.event_id
-               AND NEW.actor IS NOT DISTINCT FROM OLD.actor
-               AND NEW.action IS NOT DISTINCT FROM OLD.action
-               AND NEW.request_id IS NOT DISTINCT FROM OLD.request_id
-               AND NEW.record_id IS NOT DISTINCT FROM OLD.record_id
-               AND NEW.detail IS NOT DISTINCT FROM OLD.detail
-               AND NEW.created_at IS NOT DISTINCT FROM OLD.created_at))
-    EXECUTE FUNCTION audit_events_link_once();
