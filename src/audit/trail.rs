@@ -367,10 +367,10 @@ mod tests {
             let mut file = std::fs::File::create(&path).unwrap();
             write_line(&mut file, &Line::Header(header)).unwrap();
             drop(file);
-            let err = verify_file(&path, None, None)
-                .err()
-                .expect("refused")
-                .to_string();
+            let Err(err) = verify_file(&path, None, None) else {
+                panic!("from_seq {from_seq}, to_seq {to_seq} was accepted");
+            };
+            let err = err.to_string();
             assert!(
                 err.contains("line 1") && err.contains("out of range"),
                 "{err}"
