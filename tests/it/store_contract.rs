@@ -2503,6 +2503,84 @@ async fn postgres_claims_rewrite_no_index_of_requests() {
     );
 }
 
+/// A statement that finds a request by its id reads that request only, whatever plan Postgres
+/// keeps for it. A pooled connection plans a statement once and keeps the plan until the table is
+/// analyzed again. Planned while `requests` was small and never analyzed, `WHERE id = $1 AND
+/// status IN (…) AND lease_expires_at > $4` walked the partial index of live leases (and
+/// `status = $2` the status index) instead of the key, so minting, using and recording a
+/// retrieval each read every live lease (docs/benchmarks.md, fifth pass). Here the store's one
+/// connection keeps the first plan of every statement (`force_generic_plan`), made on a fresh
+/// database by one lease's approval and retrieval; then 400 more live leases are added, and the
+/// same steps for another lease must read no index of `requests` but its key.
+#[tokio::test]
+async fn postgres_finds_requests_by_key_whatever_plan_it_keeps() {
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    let options = db.store.pool().connect_options().as_ref().clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET plan_cache_mode = force_generic_plan")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PgStore::from_pool(pool.clone());
+    let f = fixture(&store).await;
+    let lease = Duration::hours(1);
+    let first = leased_request(&store, &f, t0(), lease, true).await;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+         WHERE table_name = 'requests' AND column_name <> 'id' ORDER BY ordinal_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let columns = columns.join(", ");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO requests ({columns})
+         SELECT {columns} FROM requests, generate_series(1, 400) WHERE id = $1"
+    )))
+    .bind(first.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = requests_read_by_other_indexes(&pool).await;
+    let second = leased_request(&store, &f, t0(), lease, true).await;
+    let after = requests_read_by_other_indexes(&pool).await;
+    assert_eq!(second.status, RequestStatus::Issued);
+    assert_eq!(second.issuance_count, 1);
+    assert_eq!(
+        after - before,
+        0,
+        "approving, minting, using and recording one retrieval read {} index entries of other requests",
+        after - before
+    );
+}
+
+/// Index entries of `requests` read through any index but its primary key, as Postgres counts
+/// them. The store's statements ran on `pool`'s one connection, which reports its counts when it
+/// next goes idle — at once, when told to first.
+async fn requests_read_by_other_indexes(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COALESCE(SUM(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes
+         WHERE relname = 'requests' AND indexrelname <> 'requests_pkey'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// The store's Postgres connections send each statement at once: `TCP_NODELAY` is set on their
 /// sockets. sqlx 0.9.0 left Nagle's algorithm on, and every statement larger than one TCP segment
 /// (a link pass, a batch insert) waited for the server's delayed ACK, about 40 ms — the lease

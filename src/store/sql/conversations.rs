@@ -168,7 +168,7 @@ macro_rules! impl_conversation_store {
             ) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE notifications SET status = $2, sent_at = $3
-                     WHERE id = $1 AND status = 'PENDING'",
+                     WHERE id = $1 AND (status = 'PENDING') IS TRUE",
                 )
                 .bind(id)
                 .bind(if delivered { "SENT" } else { "FAILED" })

@@ -164,7 +164,7 @@ macro_rules! impl_governance_store {
                 let row: Option<Authority> = sqlx::query_as(
                     "UPDATE governed_resource_authorities
                      SET revoked_at = $2, revoked_by = $3, revoked_reason = $4
-                     WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+                     WHERE id = $1 AND (revoked_at IS NULL) IS TRUE RETURNING *",
                 )
                 .bind(id)
                 .bind(audit.at)
@@ -200,7 +200,7 @@ macro_rules! impl_governance_store {
                 let updated = sqlx::query(
                     "UPDATE governed_resource_authorities
                      SET revoked_at = $2, revoked_by = $3, revoked_reason = $4, superseded_by = $5
-                     WHERE id = $1 AND revoked_at IS NULL",
+                     WHERE id = $1 AND (revoked_at IS NULL) IS TRUE",
                 )
                 .bind(old_id)
                 .bind(audit.at)

@@ -74,7 +74,7 @@ macro_rules! impl_lease_store {
                 let mut tx = self.begin_write().await?;
                 let updated: Option<Request> = sqlx::query_as(
                     "UPDATE requests SET preflight_attempts = $2, next_attempt_at = $3, updated_at = $4
-                     WHERE id = $1 AND status = 'APPROVED' RETURNING *",
+                     WHERE id = $1 AND (status = 'APPROVED') IS TRUE RETURNING *",
                 )
                 .bind(request_id)
                 .bind(attempts)
@@ -101,8 +101,8 @@ macro_rules! impl_lease_store {
                 let mut tx = self.begin_write().await?;
                 let updated: Option<Request> = sqlx::query_as(
                     "UPDATE requests SET issuance_token_hash = $2, issuance_token_expires_at = $3, updated_at = $4
-                     WHERE id = $1 AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
-                       AND lease_expires_at > $4 AND issuance_count < max_issuances
+                     WHERE id = $1 AND (status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
+                       AND lease_expires_at > $4 AND issuance_count < max_issuances) IS TRUE
                      RETURNING *",
                 )
                 .bind(request_id)
@@ -146,11 +146,11 @@ macro_rules! impl_lease_store {
                                  OR issuances_in_flight_since < $4 THEN $3
                             ELSE issuances_in_flight_since END,
                         updated_at = $3
-                     WHERE id = $1 AND issuance_token_hash = $2 AND issuance_token_expires_at > $3
+                     WHERE id = $1 AND (issuance_token_hash = $2 AND issuance_token_expires_at > $3
                        AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
                        AND lease_expires_at > $3
                        AND issuance_count + CASE WHEN issuances_in_flight_since < $4 THEN 0
-                                                 ELSE issuances_in_flight END < max_issuances
+                                                 ELSE issuances_in_flight END < max_issuances) IS TRUE
                      RETURNING *",
                 )
                 .bind(request_id)
@@ -172,8 +172,8 @@ macro_rules! impl_lease_store {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "UPDATE requests SET issuance_token_hash = $2, issuance_token_expires_at = $3
-                     WHERE id = $1 AND issuance_token_hash IS NULL
-                       AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')",
+                     WHERE id = $1 AND (issuance_token_hash IS NULL
+                       AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')) IS TRUE",
                 )
                 .bind(request_id)
                 .bind(token_hash)
@@ -215,8 +215,8 @@ macro_rules! impl_lease_store {
                                                          ELSE issuances_in_flight_since END,
                         status = CASE WHEN status = 'APPROVED' THEN 'ISSUED' ELSE status END,
                         updated_at = $2
-                     WHERE id = $1 AND status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
-                       AND issuances_in_flight > 0 AND issuance_count < max_issuances AND lease_expires_at > $2
+                     WHERE id = $1 AND (status IN ('APPROVED', 'ISSUED', 'RENEWAL_PENDING')
+                       AND issuances_in_flight > 0 AND issuance_count < max_issuances AND lease_expires_at > $2) IS TRUE
                      RETURNING *",
                 )
                 .bind(i.request_id)
@@ -276,7 +276,7 @@ macro_rules! impl_lease_store {
 
             async fn mark_issuance_revoked(&self, issuance_id: i64, at: Timestamp, audit: &NewAuditEvent) -> StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let revoked = sqlx::query("UPDATE issuance_events SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                let revoked = sqlx::query("UPDATE issuance_events SET revoked_at = $2 WHERE id = $1 AND (revoked_at IS NULL) IS TRUE")
                     .bind(issuance_id)
                     .bind(at)
                     .execute(&mut *tx)
@@ -320,7 +320,7 @@ macro_rules! impl_lease_store {
                 let mut marked: std::collections::HashSet<i64> = std::collections::HashSet::new();
                 for chunk in revocations.chunks(Self::ID_LIST_ROWS) {
                     let sql = format!(
-                        "UPDATE issuance_events SET revoked_at = $1 WHERE id IN ({}) AND revoked_at IS NULL RETURNING id",
+                        "UPDATE issuance_events SET revoked_at = $1 WHERE id IN ({}) AND (revoked_at IS NULL) IS TRUE RETURNING id",
                         $crate::store::sql::list_placeholders(chunk.len(), 2)
                     );
                     // Only numbered placeholders are formatted in: no outside text.
@@ -347,7 +347,7 @@ macro_rules! impl_lease_store {
             async fn record_revoke_failure(&self, issuance_id: i64, error: &str) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE issuance_events SET revoke_attempts = revoke_attempts + 1, last_revoke_error = $2
-                     WHERE id = $1 AND revoked_at IS NULL",
+                     WHERE id = $1 AND (revoked_at IS NULL) IS TRUE",
                 )
                 .bind(issuance_id)
                 .bind(error)
@@ -559,7 +559,7 @@ macro_rules! impl_lease_store {
                                 renewal_duration_secs = CASE WHEN status = 'RENEWAL_PENDING' THEN NULL
                                                              ELSE renewal_duration_secs END,
                                 next_attempt_at = NULL
-                             WHERE id IN ({}) AND status = $2 AND lease_expires_at <= $1
+                             WHERE id IN ({}) AND (status = $2 AND lease_expires_at <= $1) IS TRUE
                              RETURNING *",
                             $crate::store::sql::list_placeholders(chunk.len(), 5)
                         );

@@ -17,6 +17,18 @@
 //! number of rows, prepared once, instead of a `VALUES` list whose text and plan change with the
 //! row count).
 //!
+//! **A statement that finds its rows by primary key writes its other conditions as one
+//! `(…) IS TRUE`** when another index of the table covers one of those columns, or a partial
+//! index's predicate follows from them (`requests` by status or lease end, `issuance_events` and
+//! authorities by `revoked_at IS NULL`, open reviews, pending notices). Postgres cannot use such
+//! a condition to choose an index, so the key is the only way in. Written plainly, the conditions
+//! let a plan made while the table was small and never analyzed (a new database, or statistics
+//! from before a burst) scan that other index instead — every live lease, every pending request —
+//! and a pooled connection keeps that plan until the table is analyzed again: minting, using and
+//! recording a retrieval read all live leases each (docs/benchmarks.md, fifth pass). In a
+//! `WHERE`, `(c) IS TRUE` keeps exactly the rows `c` keeps (NULL is not true). The test
+//! `store_contract::postgres_finds_requests_by_key_whatever_plan_it_keeps` pins it.
+//!
 //! One file per store trait (`users.rs` for `UserStore`, …), each holding one macro with that
 //! trait's `impl`; `impl_store!` invokes them all inside one `generated` module, after the inherent
 //! helpers they share (`append_audit_tx`, …), so every statement is still written once.
@@ -391,7 +403,7 @@ macro_rules! impl_store {
                         preflight_attempts = CASE WHEN $13 THEN $14 ELSE preflight_attempts END,
                         next_attempt_at = CASE WHEN $10 THEN NULL WHEN $13 THEN $15 ELSE next_attempt_at END,
                         expiry_warned_at = CASE WHEN $12 THEN NULL ELSE expiry_warned_at END
-                     WHERE id = $1 AND status = $2
+                     WHERE id = $1 AND (status = $2) IS TRUE
                      RETURNING *",
                 )
                 .bind(c.request_id)

@@ -116,7 +116,7 @@ macro_rules! impl_review_store {
                 let mut tx = self.begin_write().await?;
                 // A no-op update: it locks the review row (Postgres) while we check it is open.
                 let open: Option<i64> = sqlx::query_scalar(
-                    "UPDATE access_reviews SET status = status WHERE id = $1 AND status = 'OPEN' RETURNING id",
+                    "UPDATE access_reviews SET status = status WHERE id = $1 AND (status = 'OPEN') IS TRUE RETURNING id",
                 )
                 .bind(review_id)
                 .fetch_optional(&mut *tx)
@@ -160,7 +160,7 @@ macro_rules! impl_review_store {
                         let revoked: Option<i64> = sqlx::query_scalar(
                             "UPDATE governed_resource_authorities
                              SET revoked_at = $2, revoked_by = $3, revoked_reason = $4
-                             WHERE id = $1 AND revoked_at IS NULL RETURNING id",
+                             WHERE id = $1 AND (revoked_at IS NULL) IS TRUE RETURNING id",
                         )
                         .bind(authority_id)
                         .bind(at)
@@ -179,7 +179,7 @@ macro_rules! impl_review_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 if decided >= items_total {
-                    let closed = sqlx::query("UPDATE access_reviews SET status = 'CLOSED', closed_at = $2 WHERE id = $1 AND status = 'OPEN'")
+                    let closed = sqlx::query("UPDATE access_reviews SET status = 'CLOSED', closed_at = $2 WHERE id = $1 AND (status = 'OPEN') IS TRUE")
                         .bind(review_id)
                         .bind(at)
                         .execute(&mut *tx)
@@ -200,9 +200,9 @@ macro_rules! impl_review_store {
 
             async fn mark_review_chased(&self, review_id: i64, escalate: bool, audit: &NewAuditEvent) -> StoreResult<bool> {
                 let sql = if escalate {
-                    "UPDATE access_reviews SET escalated_at = $2 WHERE id = $1 AND status = 'OPEN' AND escalated_at IS NULL RETURNING id"
+                    "UPDATE access_reviews SET escalated_at = $2 WHERE id = $1 AND (status = 'OPEN' AND escalated_at IS NULL) IS TRUE RETURNING id"
                 } else {
-                    "UPDATE access_reviews SET reminded_at = $2 WHERE id = $1 AND status = 'OPEN' AND reminded_at IS NULL RETURNING id"
+                    "UPDATE access_reviews SET reminded_at = $2 WHERE id = $1 AND (status = 'OPEN' AND reminded_at IS NULL) IS TRUE RETURNING id"
                 };
                 let mut tx = self.begin_write().await?;
                 let marked: Option<i64> = sqlx::query_scalar(sql)
