@@ -56,10 +56,15 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 
 /// Lower-case hex SHA-256 of some bytes.
 pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        bytes.as_ref(),
-    ))
+    hex::encode(sha256(bytes))
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: impl AsRef<[u8]>) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes.as_ref());
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// SHA-256 of the canonical JSON of a value.

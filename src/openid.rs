@@ -69,6 +69,9 @@ pub struct Metadata {
 pub struct SigningKey {
     pub key: DecodingKey,
     pub endorsements: Option<Vec<String>>,
+    /// SHA-256 of the key material (modulus and exponent as published): tells whether a kid
+    /// still names the key it named when a token was verified with it.
+    pub fingerprint: [u8; 32],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -289,6 +292,7 @@ fn usable_keys(jwks: Jwks) -> Result<HashMap<String, SigningKey>, String> {
                     SigningKey {
                         key,
                         endorsements: jwk.endorsements,
+                        fingerprint: crate::canonical::sha256(format!("{n}.{e}")),
                     },
                 );
             }

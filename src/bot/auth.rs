@@ -101,6 +101,7 @@ pub struct ChannelAuth {
     app_id: String,
     sources: Vec<KeySource>,
     clock: Arc<dyn Clock>,
+    verified: VerifiedTokens,
 }
 
 impl ChannelAuth {
@@ -131,6 +132,7 @@ impl ChannelAuth {
             app_id,
             sources,
             clock,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -149,6 +151,24 @@ impl ChannelAuth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
+        let digest = crate::canonical::sha256(token);
+        if let Some(seen) = self.verified.get(&digest) {
+            let source = &self.sources[seen.source];
+            // The kid must still be published and name the key that verified the signature; a
+            // key rotated out is refused here as in full, a kid that names another key now is
+            // verified in full (and its signature fails).
+            let key = self.key(source, &seen.kid).await?;
+            if key.fingerprint == seen.key {
+                return self.accept(
+                    source,
+                    &key,
+                    &seen.claims,
+                    activity_service_url,
+                    activity_channel_id,
+                );
+            }
+            self.verified.forget(&digest);
+        }
         let unverified = UnverifiedToken::read(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::RS256 {
@@ -203,7 +223,43 @@ impl ChannelAuth {
             }
         })?;
         let claims = data.claims;
-        self.check_times(&claims)?;
+        let identity = self.accept(
+            source,
+            &key,
+            &claims,
+            activity_service_url,
+            activity_channel_id,
+        )?;
+        let source = self
+            .sources
+            .iter()
+            .position(|s| std::ptr::eq(s, source))
+            .expect("the source is one of ours");
+        self.verified.remember(
+            digest,
+            VerifiedToken {
+                source,
+                kid,
+                key: key.fingerprint,
+                claims: Arc::new(claims),
+            },
+            self.clock.now().unix_seconds(),
+        );
+        Ok(identity)
+    }
+
+    /// What a verified token must still satisfy on every use: its times against our clock, and,
+    /// against the activity it came with, the service URL, the key's endorsements and (Entra) the
+    /// app id. The same checks for a token verified now and one verified before.
+    fn accept(
+        &self,
+        source: &KeySource,
+        key: &SigningKey,
+        claims: &Value,
+        activity_service_url: &str,
+        activity_channel_id: &str,
+    ) -> Result<ChannelIdentity, AuthError> {
+        self.check_times(claims)?;
 
         let service_url_claim = claims.get("serviceurl").and_then(Value::as_str);
         match source.kind {
@@ -279,6 +335,65 @@ impl ChannelAuth {
             KeyError::Unavailable => AuthError::KeysUnavailable,
             KeyError::UnknownKey => AuthError::UnknownKey(printable_kid(kid)),
         })
+    }
+}
+
+/// Channel tokens whose signature, issuer and audience were verified, by SHA-256 of the token.
+/// The Connector sends one token with many activities (for about an hour), and the RSA
+/// verification was about 7 % of the server's CPU per message (docs/benchmarks.md, fifth pass).
+/// An entry says only that this token was signed by this key for this bot; whatever depends on
+/// the moment or the activity is checked on every use as for a new token (`ChannelAuth::accept`),
+/// and the key must still be published under its kid and be the same key. Bounded: when full,
+/// entries past their token's `exp` (and the clock tolerance) go, then all of them.
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
+}
+
+#[derive(Clone)]
+struct VerifiedToken {
+    /// Index into `ChannelAuth::sources`.
+    source: usize,
+    kid: String,
+    /// The verifying key's fingerprint.
+    key: [u8; 32],
+    claims: Arc<Value>,
+}
+
+impl VerifiedTokens {
+    /// Tokens kept at most: one or a few per Connector region in practice.
+    const CAPACITY: usize = 256;
+
+    fn get(&self, digest: &[u8; 32]) -> Option<VerifiedToken> {
+        self.lock().get(digest).cloned()
+    }
+
+    fn forget(&self, digest: &[u8; 32]) {
+        self.lock().remove(digest);
+    }
+
+    fn remember(&self, digest: [u8; 32], token: VerifiedToken, now: i64) {
+        let mut entries = self.lock();
+        if entries.len() >= Self::CAPACITY {
+            let skew = CLOCK_SKEW_SECS as i64;
+            entries.retain(|_, t| {
+                t.claims
+                    .get("exp")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|exp| exp.saturating_add(skew) >= now)
+            });
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, token);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], VerifiedToken>> {
+        // The map holds no invariant a panicking holder could break: use it as it is.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -420,6 +535,53 @@ mod tests {
 
     fn read(header: &str, claims: &str) -> Result<UnverifiedToken, AuthError> {
         UnverifiedToken::read(&format!("{}.{}.c2ln", b64(header), b64(claims)))
+    }
+
+    fn verified(exp: i64) -> VerifiedToken {
+        VerifiedToken {
+            source: 0,
+            kid: "kid-a".into(),
+            key: [7; 32],
+            claims: Arc::new(serde_json::json!({ "exp": exp })),
+        }
+    }
+
+    fn digest(n: usize) -> [u8; 32] {
+        crate::canonical::sha256(n.to_le_bytes())
+    }
+
+    #[test]
+    fn verified_tokens_stay_bounded_and_expired_ones_go_first() {
+        let memo = VerifiedTokens::default();
+        let now = 1_000_000;
+        let skew = CLOCK_SKEW_SECS as i64;
+        // Half expired beyond the tolerance, half current.
+        for n in 0..VerifiedTokens::CAPACITY {
+            let exp = if n % 2 == 0 { now - skew - 1 } else { now + 60 };
+            memo.remember(digest(n), verified(exp), now);
+        }
+        assert_eq!(memo.lock().len(), VerifiedTokens::CAPACITY);
+        memo.remember(digest(usize::MAX), verified(now + 60), now);
+        let entries = memo.lock().len();
+        assert_eq!(
+            entries,
+            VerifiedTokens::CAPACITY / 2 + 1,
+            "the expired half went"
+        );
+        assert!(memo.get(&digest(0)).is_none(), "expired");
+        assert!(memo.get(&digest(1)).is_some(), "still current");
+        assert!(memo.get(&digest(usize::MAX)).is_some(), "the new one");
+
+        // Full of current tokens: all go, the new one stays.
+        let memo = VerifiedTokens::default();
+        for n in 0..VerifiedTokens::CAPACITY {
+            memo.remember(digest(n), verified(now + 60), now);
+        }
+        memo.remember(digest(usize::MAX), verified(now + 60), now);
+        assert_eq!(memo.lock().len(), 1);
+        assert!(memo.get(&digest(usize::MAX)).is_some());
+        memo.forget(&digest(usize::MAX));
+        assert!(memo.get(&digest(usize::MAX)).is_none());
     }
 
     #[test]
