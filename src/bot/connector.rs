@@ -230,12 +230,14 @@ impl HttpConnector {
         Ok(url)
     }
 
+    /// One Connector call, retried as [`Self::call_with`] says; `body` is JSON, serialized once
+    /// (every attempt sends the same bytes). Answers the success's body.
     async fn call(
         &self,
         method: Method,
         url: Url,
-        body: Option<Value>,
-    ) -> Result<Option<Value>, ConnectorError> {
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, ConnectorError> {
         self.call_with(method, url, body, self.retry.max_attempts, Self::TIMEOUT)
             .await
     }
@@ -251,10 +253,10 @@ impl HttpConnector {
         &self,
         method: Method,
         url: Url,
-        body: Option<Value>,
+        body: Option<Vec<u8>>,
         max_attempts: u32,
         timeout: Duration,
-    ) -> Result<Option<Value>, ConnectorError> {
+    ) -> Result<Vec<u8>, ConnectorError> {
         let mut attempt = 0;
         let mut refreshed_token = false;
         loop {
@@ -267,15 +269,16 @@ impl HttpConnector {
                 request = request.bearer_auth(tokens.token().await?.expose_secret());
             }
             if let Some(body) = &body {
-                request = request.json(body);
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
             // Either we return, or we know why this attempt failed and how long to wait.
             let (last, wait) = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
                     if status.is_success() {
-                        let bytes = response.bytes().await.unwrap_or_default();
-                        return Ok(serde_json::from_slice(&bytes).ok());
+                        return Ok(response.bytes().await.unwrap_or_default().to_vec());
                     }
                     match status {
                         StatusCode::UNAUTHORIZED if !refreshed_token && self.tokens.is_some() => {
@@ -349,13 +352,15 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         })
 }
 
-fn as_body(activity: &OutgoingActivity) -> Value {
-    serde_json::to_value(activity).unwrap_or(Value::Null)
+/// A request body as JSON bytes: serialized straight from the typed value (no `Value` tree in
+/// between). Serializing these types cannot fail (string keys, no non-finite floats to refuse).
+fn json_bytes(body: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec())
 }
 
-fn resource(v: Option<Value>) -> ResourceResponse {
-    v.and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or(ResourceResponse { id: String::new() })
+/// The Connector's `{"id": …}` answer; an answer that is not one reads as no id.
+fn resource(body: &[u8]) -> ResourceResponse {
+    serde_json::from_slice(body).unwrap_or(ResourceResponse { id: String::new() })
 }
 
 #[async_trait]
@@ -372,7 +377,8 @@ impl Connector for HttpConnector {
             )
             .await?;
         Ok(resource(
-            self.call(Method::POST, url, Some(as_body(activity)))
+            &self
+                .call(Method::POST, url, Some(json_bytes(activity)))
                 .await?,
         ))
     }
@@ -396,7 +402,8 @@ impl Connector for HttpConnector {
             )
             .await?;
         Ok(resource(
-            self.call(Method::POST, url, Some(as_body(activity)))
+            &self
+                .call(Method::POST, url, Some(json_bytes(activity)))
                 .await?,
         ))
     }
@@ -419,9 +426,11 @@ impl Connector for HttpConnector {
                 ],
             )
             .await?;
-        let mut body = as_body(activity);
+        let mut body = serde_json::to_value(activity).unwrap_or(Value::Null);
         body["id"] = json!(activity_id);
-        self.call(Method::PUT, url, Some(body)).await.map(|_| ())
+        self.call(Method::PUT, url, Some(json_bytes(&body)))
+            .await
+            .map(|_| ())
     }
 
     async fn delete(
@@ -459,7 +468,11 @@ impl Connector for HttpConnector {
             "tenantId": tenant_id,
             "isGroup": false,
         });
-        let created = resource(self.call(Method::POST, url, Some(body)).await?);
+        let created = resource(
+            &self
+                .call(Method::POST, url, Some(json_bytes(&body)))
+                .await?,
+        );
         if created.id.is_empty() {
             return Err(ConnectorError::Rejected { status: 200 });
         }
@@ -493,8 +506,7 @@ impl Connector for HttpConnector {
             )
             .await?;
         // A 2xx whose body is not a member is not an answer to trust.
-        body.and_then(|v| serde_json::from_value(v).ok())
-            .ok_or(ConnectorError::Rejected { status: 200 })
+        serde_json::from_slice(&body).map_err(|_| ConnectorError::Rejected { status: 200 })
     }
 }
 

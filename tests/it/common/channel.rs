@@ -421,6 +421,15 @@ async fn activity_call(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    // The Connector takes JSON bodies labelled as JSON, as the create-conversation route's `Json`
+    // extractor insists too.
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if method != Method::DELETE && !json {
+        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Some(r) = record(&s, method.clone(), uri.path().to_string(), &headers, body).await {
         return r;
