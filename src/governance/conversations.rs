@@ -82,17 +82,15 @@ impl Conversations {
         };
         let finishes = {
             let store = store.clone();
-            let clock = clock.clone();
             Coalescer::new(move |turns: Vec<TurnKey>| {
                 let store = store.clone();
-                let at = clock.now();
                 async move {
-                    match store.finish_activities(&turns, at).await {
+                    match store.finish_activities(&turns).await {
                         Ok(()) => turns.iter().map(|_| Ok(())).collect(),
                         Err(_) => {
                             one_by_one(&turns, |t| {
                                 let store = store.clone();
-                                async move { store.finish_activities(&[t], at).await }
+                                async move { store.finish_activities(&[t]).await }
                             })
                             .await
                         }

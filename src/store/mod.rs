@@ -636,21 +636,23 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// The turns succeeded: redeliveries of their activities are answered as done from now on. A
     /// turn whose claim was taken over meanwhile (its token no longer there) changes nothing.
-    async fn finish_activities(&self, turns: &[TurnKey], at: Timestamp) -> StoreResult<()>;
+    /// `processed_at` stays the claim's time: it only ages the row out
+    /// ([`forget_processed_before`](Self::forget_processed_before)), and leaving the indexed
+    /// column as it is lets Postgres write the done mark in place (no new index entries).
+    async fn finish_activities(&self, turns: &[TurnKey]) -> StoreResult<()>;
     /// [`finish_activities`](Self::finish_activities) for one turn.
     async fn finish_activity(
         &self,
         conversation_id: &str,
         activity_id: &str,
         token: &str,
-        at: Timestamp,
     ) -> StoreResult<()> {
         let turns = [TurnKey {
             conversation_id: conversation_id.to_string(),
             activity_id: activity_id.to_string(),
             token: token.to_string(),
         }];
-        self.finish_activities(&turns, at).await
+        self.finish_activities(&turns).await
     }
     /// The turn holding `token` failed: the claim is dropped, so a redelivery runs the turn.
     async fn release_activity(

@@ -1346,9 +1346,7 @@ async fn conversations_cards_and_redelivery(db: Db) {
         ActivityClaim::Claimed,
         "a claim that lapsed (its turn crashed) is taken over"
     );
-    s.finish_activity("conv", "act-9", "turn-4", later)
-        .await
-        .unwrap();
+    s.finish_activity("conv", "act-9", "turn-4").await.unwrap();
     assert_eq!(
         claim("conv", "turn-6", later).await.unwrap(),
         ActivityClaim::InProgress,
@@ -1359,9 +1357,7 @@ async fn conversations_cards_and_redelivery(db: Db) {
             .await
             .unwrap()
     );
-    s.finish_activity("conv", "act-9", "turn-5", later)
-        .await
-        .unwrap();
+    s.finish_activity("conv", "act-9", "turn-5").await.unwrap();
     s.release_activity("conv", "act-9", "turn-5").await.unwrap();
     let much_later = later.plus(Duration::hours(1));
     assert_eq!(
@@ -1406,9 +1402,7 @@ async fn batched_turn_claims_answer_each_activity_as_one_at_a_time_would(db: Db)
         .unwrap(),
         vec![ActivityClaim::Claimed; 3]
     );
-    s.finish_activities(&[key("done", "t-done")], t0())
-        .await
-        .unwrap();
+    s.finish_activities(&[key("done", "t-done")]).await.unwrap();
 
     let now = t0().plus(Duration::seconds(30));
     let mut batch = vec![
@@ -1448,7 +1442,7 @@ async fn batched_turn_claims_answer_each_activity_as_one_at_a_time_would(db: Db)
     for i in 0..64 {
         finishes.push(key(&format!("fresh-{i}"), &format!("f-{i}")));
     }
-    s.finish_activities(&finishes, now).await.unwrap();
+    s.finish_activities(&finishes).await.unwrap();
     let again = s
         .claim_activities(&[
             claim("crashed", "c-0", until),
@@ -2501,6 +2495,75 @@ async fn postgres_claims_rewrite_no_index_of_requests() {
         hot, updated,
         "every claimed row stays on its page without new index entries"
     );
+}
+
+/// A turn's done mark is written in place on Postgres: it changes no indexed column (the claim's
+/// `processed_at` stays) and pages keep room for it (migration 0025), so every mark is a
+/// heap-only update — no new entries in the text primary key or the age index. Before, all 6,424
+/// done marks of a channel bench run moved their rows (docs/benchmarks.md, fifth pass). Claimed
+/// and marked as a busy instance's turns are: 200 activities, 16 at a time, each batch claimed and
+/// then marked done.
+#[tokio::test]
+async fn postgres_marks_turns_done_in_place() {
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    // One connection, so its statistics can be flushed and read back at once.
+    let options = db.store.pool().connect_options().as_ref().clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PgStore::from_pool(pool.clone());
+    let now = t0();
+    let turns: Vec<TurnKey> = (0..200)
+        .map(|i| TurnKey {
+            conversation_id: format!("19:conversation-{}@thread.v2", i % 7),
+            activity_id: format!("1700000000{i:06}"),
+            token: format!("turn-{i}"),
+        })
+        .collect();
+    let claims: Vec<TurnClaim> = turns
+        .iter()
+        .map(|t| TurnClaim {
+            conversation_id: t.conversation_id.clone(),
+            activity_id: t.activity_id.clone(),
+            token: t.token.clone(),
+            now,
+            until: now.plus(Duration::minutes(1)),
+        })
+        .collect();
+    let before = activity_updates(&pool).await;
+    for (claims, turns) in claims.chunks(16).zip(turns.chunks(16)) {
+        let answers = store.claim_activities(claims).await.unwrap();
+        assert!(answers.iter().all(|a| *a == ActivityClaim::Claimed));
+        store.finish_activities(turns).await.unwrap();
+    }
+    let (updated, hot) = activity_updates(&pool).await;
+    assert_eq!(updated - before.0, 200, "every turn marked done once");
+    assert_eq!(
+        hot - before.1,
+        200,
+        "every done mark stays on its page without new index entries"
+    );
+    let again = store.claim_activities(&claims[..1]).await.unwrap();
+    assert_eq!(again, vec![ActivityClaim::Done]);
+}
+
+/// Updates of `processed_activities`, and how many of them were heap-only, as Postgres counts
+/// them for the one connection of `pool` (flushed first).
+async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'processed_activities'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// A statement that finds a request by its id reads that request only, whatever plan Postgres

@@ -281,7 +281,7 @@ macro_rules! impl_conversation_store {
                     == 1)
             }
 
-            async fn finish_activities(&self, turns: &[TurnKey], at: Timestamp) -> StoreResult<()> {
+            async fn finish_activities(&self, turns: &[TurnKey]) -> StoreResult<()> {
                 static FINISH_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
                 let mut rest = turns;
                 for rows in $crate::store::sql::pow2_chunks(turns.len(), $crate::store::sql::TURN_ROWS) {
@@ -292,7 +292,7 @@ macro_rules! impl_conversation_store {
                     let sql = $crate::store::sql::turn_statement(&FINISH_SQL, rows, |rows| {
                         let terms: Vec<String> = (0..rows)
                             .map(|i| {
-                                let n = 2 + 3 * i;
+                                let n = 1 + 3 * i;
                                 format!(
                                     "(conversation_id = ${} AND activity_id = ${} AND claim_token = ${})",
                                     n,
@@ -303,13 +303,13 @@ macro_rules! impl_conversation_store {
                             .collect();
                         format!(
                             "UPDATE processed_activities
-                             SET state = 'DONE', processed_at = $1, claimed_until = NULL, claim_token = NULL
+                             SET state = 'DONE', claimed_until = NULL, claim_token = NULL
                              WHERE {}",
                             terms.join(" OR ")
                         )
                     });
                     // Only numbered placeholders are formatted in: no outside text.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at);
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                     for t in chunk {
                         q = q.bind(&t.conversation_id).bind(&t.activity_id).bind(&t.token);
                     }
