@@ -342,6 +342,33 @@ mod tests {
         );
     }
 
+    /// A trail file in `dir` holding only a header with this format and seq range.
+    fn header_only(
+        dir: &std::path::Path,
+        format: String,
+        from_seq: i64,
+        to_seq: i64,
+    ) -> std::path::PathBuf {
+        let path = dir.join("t.jsonl");
+        let header = Header {
+            format,
+            version: VERSION,
+            exported_at: Timestamp::from_unix_seconds(1_800_000_000),
+            from_seq,
+            to_seq,
+            checkpoint_every_events: 1,
+            checkpoint_every_secs: 1,
+            max_checkpoint_delay_secs: 1,
+            archive: false,
+            unlinked: 0,
+            oldest_unlinked_at: None,
+            link_allowance_secs: 1,
+        };
+        let mut file = std::fs::File::create(&path).unwrap();
+        write_line(&mut file, &Line::Header(header)).unwrap();
+        path
+    }
+
     /// Found by `fuzz::audit_trail`: a header naming seq `i64::MAX` made the verifier overflow
     /// counting from it (a panic in a debug build). Seq values near the ends of the range, in
     /// the header, a checkpoint or an event, are refused as malformed.
@@ -349,24 +376,7 @@ mod tests {
     fn seq_values_out_of_range_are_refused_before_any_arithmetic() {
         let dir = tempfile::tempdir().unwrap();
         for (from_seq, to_seq) in [(i64::MAX, i64::MAX), (0, i64::MAX), (-1, 5), (i64::MIN, 0)] {
-            let path = dir.path().join("t.jsonl");
-            let header = Header {
-                format: FORMAT.into(),
-                version: VERSION,
-                exported_at: Timestamp::from_unix_seconds(1_800_000_000),
-                from_seq,
-                to_seq,
-                checkpoint_every_events: 1,
-                checkpoint_every_secs: 1,
-                max_checkpoint_delay_secs: 1,
-                archive: false,
-                unlinked: 0,
-                oldest_unlinked_at: None,
-                link_allowance_secs: 1,
-            };
-            let mut file = std::fs::File::create(&path).unwrap();
-            write_line(&mut file, &Line::Header(header)).unwrap();
-            drop(file);
+            let path = header_only(dir.path(), FORMAT.into(), from_seq, to_seq);
             let Err(err) = verify_file(&path, None, None) else {
                 panic!("from_seq {from_seq}, to_seq {to_seq} was accepted");
             };
@@ -383,24 +393,7 @@ mod tests {
     #[test]
     fn a_foreign_header_is_named_without_quoting_a_long_format() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.jsonl");
-        let header = Header {
-            format: "x".repeat(100_000),
-            version: VERSION,
-            exported_at: Timestamp::from_unix_seconds(1_800_000_000),
-            from_seq: 0,
-            to_seq: 0,
-            checkpoint_every_events: 1,
-            checkpoint_every_secs: 1,
-            max_checkpoint_delay_secs: 1,
-            archive: false,
-            unlinked: 0,
-            oldest_unlinked_at: None,
-            link_allowance_secs: 1,
-        };
-        let mut file = std::fs::File::create(&path).unwrap();
-        write_line(&mut file, &Line::Header(header)).unwrap();
-        drop(file);
+        let path = header_only(dir.path(), "x".repeat(100_000), 0, 0);
         let err = read_index(&path).err().expect("refused").to_string();
         assert!(err.contains("line 1") && err.contains("not a"), "{err}");
         assert!(

@@ -2508,14 +2508,7 @@ async fn postgres_marks_turns_done_in_place() {
     let Some(db) = common::fresh_pg().await else {
         return;
     };
-    // One connection, so its statistics can be flushed and read back at once.
-    let options = db.store.pool().connect_options().as_ref().clone();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = PgStore::from_pool(pool.clone());
+    let (store, pool) = one_connection_store(&db, None).await;
     let now = t0();
     let turns: Vec<TurnKey> = (0..200)
         .map(|i| TurnKey {
@@ -2551,13 +2544,43 @@ async fn postgres_marks_turns_done_in_place() {
     assert_eq!(again, vec![ActivityClaim::Done]);
 }
 
-/// Updates of `processed_activities`, and how many of them were heap-only, as Postgres counts
-/// them for the one connection of `pool` (flushed first).
-async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
+/// A store on one connection to `db`'s database (running `setup` when it connects), so what its
+/// statements leave in Postgres's statistics can be flushed and read back on that same
+/// connection ([`flush_statistics`]).
+async fn one_connection_store(
+    db: &common::PgTestDb,
+    setup: Option<&'static str>,
+) -> (PgStore, sqlx::PgPool) {
+    let options = db.store.pool().connect_options().as_ref().clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if let Some(setup) = setup {
+                    sqlx::query(setup).execute(conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .unwrap();
+    (PgStore::from_pool(pool.clone()), pool)
+}
+
+/// Makes the one connection of `pool` report its counts now: they reach the statistics views
+/// when it next goes idle, at once when told to first.
+async fn flush_statistics(pool: &sqlx::PgPool) {
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(pool)
         .await
         .unwrap();
+}
+
+/// Updates of `processed_activities`, and how many of them were heap-only, as Postgres counts
+/// them for the one connection of `pool`.
+async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
+    flush_statistics(pool).await;
     sqlx::query_as(
         "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'processed_activities'",
     )
@@ -2580,21 +2603,8 @@ async fn postgres_finds_requests_by_key_whatever_plan_it_keeps() {
     let Some(db) = common::fresh_pg().await else {
         return;
     };
-    let options = db.store.pool().connect_options().as_ref().clone();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query("SET plan_cache_mode = force_generic_plan")
-                    .execute(conn)
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = PgStore::from_pool(pool.clone());
+    let (store, pool) =
+        one_connection_store(&db, Some("SET plan_cache_mode = force_generic_plan")).await;
     let f = fixture(&store).await;
     let lease = Duration::hours(1);
     let first = leased_request(&store, &f, t0(), lease, true).await;
@@ -2628,13 +2638,9 @@ async fn postgres_finds_requests_by_key_whatever_plan_it_keeps() {
 }
 
 /// Index entries of `requests` read through any index but its primary key, as Postgres counts
-/// them. The store's statements ran on `pool`'s one connection, which reports its counts when it
-/// next goes idle — at once, when told to first.
+/// them for the one connection of `pool`.
 async fn requests_read_by_other_indexes(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(pool)
-        .await
-        .unwrap();
+    flush_statistics(pool).await;
     sqlx::query_scalar(
         "SELECT COALESCE(SUM(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes
          WHERE relname = 'requests' AND indexrelname <> 'requests_pkey'",
