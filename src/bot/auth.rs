@@ -186,10 +186,11 @@ impl ChannelAuth {
             .and_then(Value::as_str)
             .map(String::from)
             .ok_or(AuthError::UnknownIssuer)?;
-        let source = self
+        let (source_index, source) = self
             .sources
             .iter()
-            .find(|s| s.issuers.contains(&issuer))
+            .enumerate()
+            .find(|(_, s)| s.issuers.contains(&issuer))
             .ok_or(AuthError::UnknownIssuer)?;
         let key = self.key(source, &kid).await?;
 
@@ -230,15 +231,10 @@ impl ChannelAuth {
             activity_service_url,
             activity_channel_id,
         )?;
-        let source = self
-            .sources
-            .iter()
-            .position(|s| std::ptr::eq(s, source))
-            .expect("the source is one of ours");
         self.verified.remember(
             digest,
             VerifiedToken {
-                source,
+                source: source_index,
                 kid,
                 key: key.fingerprint,
                 claims: Arc::new(claims),
