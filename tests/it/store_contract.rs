@@ -2596,8 +2596,11 @@ async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
 /// `status = $2` the status index) instead of the key, so minting, using and recording a
 /// retrieval each read every live lease (docs/benchmarks.md, fifth pass). Here the store's one
 /// connection keeps the first plan of every statement (`force_generic_plan`), made on a fresh
-/// database by one lease's approval and retrieval; then 400 more live leases are added, and the
-/// same steps for another lease must read no index of `requests` but its key.
+/// database by one lease's approval and retrieval and one authority's revocation; then 400 more
+/// live leases and 400 more authorities in force are added, and the same steps for another lease
+/// and another authority must read no index of `requests` or `governed_resource_authorities` but
+/// its key (the revocation's `revoked_at IS NULL` implies the predicate of the partial index of
+/// authorities in force, which the same kept plan scanned instead).
 #[tokio::test]
 async fn postgres_finds_requests_by_key_whatever_plan_it_keeps() {
     let Some(db) = common::fresh_pg().await else {
@@ -2607,43 +2610,82 @@ async fn postgres_finds_requests_by_key_whatever_plan_it_keeps() {
         one_connection_store(&db, Some("SET plan_cache_mode = force_generic_plan")).await;
     let f = fixture(&store).await;
     let lease = Duration::hours(1);
+    let grant = |principal: &'static str| {
+        let store = &store;
+        let resource_id = f.resource.id;
+        async move {
+            let grant = NewAuthority {
+                resource_id,
+                authority: AuthorityKind::Approver,
+                principal_type: PrincipalType::User,
+                principal: principal.into(),
+                stage: 1,
+                valid_from: t0(),
+                valid_to: None,
+                created_by: "user:admin".into(),
+            };
+            let audit = NewAuditEvent::new("user:admin", "AUTHORITY_GRANTED", t0());
+            store.add_authority(&grant, &audit).await.unwrap().id
+        }
+    };
+    let revoke = |id: i64| {
+        let store = &store;
+        async move {
+            let audit = NewAuditEvent::new("user:admin", "AUTHORITY_REVOKED", t0());
+            store
+                .revoke_authority(id, "user:admin", "left the team", &audit)
+                .await
+                .unwrap();
+        }
+    };
     let first = leased_request(&store, &f, t0(), lease, true).await;
-    let columns: Vec<String> = sqlx::query_scalar(
-        "SELECT column_name::text FROM information_schema.columns
-         WHERE table_name = 'requests' AND column_name <> 'id' ORDER BY ordinal_position",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let columns = columns.join(", ");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO requests ({columns})
-         SELECT {columns} FROM requests, generate_series(1, 400) WHERE id = $1"
-    )))
-    .bind(first.id)
-    .execute(&pool)
-    .await
-    .unwrap();
-    let before = requests_read_by_other_indexes(&pool).await;
+    revoke(grant("aad-first").await).await;
+    let in_force = grant("aad-in-force").await;
+    // 400 copies of the first lease, live, and of an authority in force.
+    for (table, row) in [
+        ("requests", first.id),
+        ("governed_resource_authorities", in_force),
+    ] {
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_name = $1 AND column_name <> 'id' ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let columns = columns.join(", ");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} ({columns})
+             SELECT {columns} FROM {table}, generate_series(1, 400) WHERE id = $1"
+        )))
+        .bind(row)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let before = read_by_other_indexes(&pool).await;
     let second = leased_request(&store, &f, t0(), lease, true).await;
-    let after = requests_read_by_other_indexes(&pool).await;
+    revoke(grant("aad-second").await).await;
+    let after = read_by_other_indexes(&pool).await;
     assert_eq!(second.status, RequestStatus::Issued);
     assert_eq!(second.issuance_count, 1);
     assert_eq!(
         after - before,
         0,
-        "approving, minting, using and recording one retrieval read {} index entries of other requests",
+        "one lease's steps and one authority's revocation read {} index entries of other rows",
         after - before
     );
 }
 
-/// Index entries of `requests` read through any index but its primary key, as Postgres counts
-/// them for the one connection of `pool`.
-async fn requests_read_by_other_indexes(pool: &sqlx::PgPool) -> i64 {
+/// Index entries of `requests` and `governed_resource_authorities` read through any index but
+/// their primary keys, as Postgres counts them for the one connection of `pool`.
+async fn read_by_other_indexes(pool: &sqlx::PgPool) -> i64 {
     flush_statistics(pool).await;
     sqlx::query_scalar(
         "SELECT COALESCE(SUM(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes
-         WHERE relname = 'requests' AND indexrelname <> 'requests_pkey'",
+         WHERE relname IN ('requests', 'governed_resource_authorities')
+           AND indexrelname NOT LIKE '%\\_pkey'",
     )
     .fetch_one(pool)
     .await
