@@ -104,7 +104,15 @@ pub struct HostRefused {
 pub struct ConnectorHosts {
     patterns: Vec<HostPattern>,
     any_loopback: bool,
+    /// Service URLs these hosts accepted, parsed: every turn's activity names its service URL,
+    /// checked on the way in and again for the reply, and a deployment sees a handful of them
+    /// (one per Teams region). Only acceptances are kept; a refused URL is checked (and
+    /// reported) every time. Shared by clones, emptied by every change to the hosts.
+    accepted: Arc<std::sync::Mutex<std::collections::HashMap<String, Url>>>,
 }
+
+/// At most this many accepted service URLs are kept; past it, further ones are checked each time.
+const ACCEPTED_URLS: usize = 64;
 
 impl Default for ConnectorHosts {
     fn default() -> Self {
@@ -121,6 +129,7 @@ impl ConnectorHosts {
                 .filter_map(|h| HostPattern::parse(h).ok())
                 .collect(),
             any_loopback: false,
+            accepted: Arc::default(),
         }
     }
 
@@ -136,24 +145,50 @@ impl ConnectorHosts {
             }
         }
         hosts.any_loopback = settings.dev_channel_auth();
+        hosts.accepted = Arc::default();
         hosts
     }
 
     /// These hosts and `pattern`.
     pub fn with(mut self, pattern: HostPattern) -> ConnectorHosts {
         self.patterns.push(pattern);
+        self.accepted = Arc::default();
         self
     }
 
     /// These hosts and any loopback address (dev channel mode).
     pub fn with_any_loopback(mut self) -> ConnectorHosts {
         self.any_loopback = true;
+        self.accepted = Arc::default();
         self
     }
 
     /// Whether calls to `service_url` may carry the Connector token. Non-loopback hosts must be
     /// reached over https; URLs with credentials in them are refused outright.
     pub fn check(&self, service_url: &str) -> Result<(), HostRefused> {
+        self.checked(service_url).map(drop)
+    }
+
+    /// [`check`](Self::check), answering the accepted URL parsed (the base of the calls made to
+    /// it). Remembered once accepted, so a known service URL is neither parsed nor matched again.
+    pub fn checked(&self, service_url: &str) -> Result<Url, HostRefused> {
+        if let Some(url) = self.accepted().get(service_url) {
+            return Ok(url.clone());
+        }
+        let url = self.accept(service_url)?;
+        let mut accepted = self.accepted();
+        if accepted.len() < ACCEPTED_URLS {
+            accepted.insert(service_url.to_string(), url.clone());
+        }
+        Ok(url)
+    }
+
+    fn accepted(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Url>> {
+        // The map is only ever inserted into whole: a panic elsewhere cannot leave it half-written.
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn accept(&self, service_url: &str) -> Result<Url, HostRefused> {
         let refused = |host: &str, reason| HostRefused {
             host: host.chars().take(253).collect(),
             reason,
@@ -181,7 +216,7 @@ impl ConnectorHosts {
         let loopback = address.is_some_and(|ip| ip.is_loopback())
             || name.as_deref().is_some_and(is_loopback_name);
         if loopback && self.any_loopback {
-            return Ok(());
+            return Ok(url);
         }
         if !loopback && url.scheme() != "https" {
             return Err(refused(host, "Connector calls go over https only"));
@@ -195,7 +230,7 @@ impl ConnectorHosts {
             _ => false,
         });
         if listed {
-            Ok(())
+            Ok(url)
         } else {
             Err(refused(host, "not a Bot Framework Connector host"))
         }
@@ -421,4 +456,38 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_service_urls_are_remembered_and_refused_ones_checked_every_time() {
+        let hosts = ConnectorHosts::bot_framework().with(HostPattern::parse("127.0.0.1").unwrap());
+        let first = hosts.checked("http://127.0.0.1:9/_connector/").unwrap();
+        let again = hosts
+            .clone()
+            .checked("http://127.0.0.1:9/_connector/")
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.as_str(), "http://127.0.0.1:9/_connector/");
+        assert_eq!(hosts.accepted().len(), 1, "clones share what was accepted");
+        for _ in 0..2 {
+            let refused = hosts.checked("http://127.0.0.2:9/").unwrap_err();
+            assert_eq!(refused.reason, "not a Bot Framework Connector host");
+        }
+        assert_eq!(hosts.accepted().len(), 1, "a refusal is never remembered");
+        // A change of hosts starts from nothing: what the old hosts accepted is checked anew.
+        let more = hosts.clone().with_any_loopback();
+        assert!(more.accepted().is_empty());
+        assert!(more.checked("http://localhost:9/").is_ok());
+        assert!(hosts.checked("http://localhost:9/").is_err());
+        // Past the bound, URLs are still checked and accepted, just not kept.
+        for port in 0..(ACCEPTED_URLS as u16 + 10) {
+            let url = format!("http://127.0.0.1:{}/", 1000 + port);
+            assert_eq!(hosts.checked(&url).unwrap().as_str(), url);
+        }
+        assert_eq!(hosts.accepted().len(), ACCEPTED_URLS);
+    }
 }

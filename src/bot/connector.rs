@@ -186,36 +186,41 @@ impl HttpConnector {
         self
     }
 
-    /// The call's URL, once its host passed the allow-list.
+    /// The call's URL, once its host passed the allow-list (a service URL accepted before is
+    /// not parsed again: the allow-list keeps it parsed).
     async fn target(&self, service_url: &str, segments: &[&str]) -> Result<Url, ConnectorError> {
-        let url = Self::url(service_url, segments)?;
-        if let Err(refused) = self.hosts.check(service_url) {
-            match &self.audit {
-                Some((store, clock)) => {
-                    audit_host_refusal(
-                        store.as_ref(),
-                        clock.as_ref(),
-                        &refused,
-                        "outbound",
-                        "passkey",
-                    )
-                    .await
+        match self.hosts.checked(service_url) {
+            Ok(base) => Self::extend(base, segments),
+            Err(refused) => {
+                // A URL that is no URL at all says so, before any host is named.
+                Self::url(service_url, segments)?;
+                match &self.audit {
+                    Some((store, clock)) => {
+                        audit_host_refusal(
+                            store.as_ref(),
+                            clock.as_ref(),
+                            &refused,
+                            "outbound",
+                            "passkey",
+                        )
+                        .await
+                    }
+                    None => {
+                        tracing::warn!(host = %refused.host, reason = refused.reason, "Connector host refused")
+                    }
                 }
-                None => {
-                    tracing::warn!(host = %refused.host, reason = refused.reason, "Connector host refused")
-                }
+                Err(ConnectorError::HostRefused(refused))
             }
-            return Err(ConnectorError::HostRefused(refused));
         }
-        Ok(url)
     }
 
     fn url(service_url: &str, segments: &[&str]) -> Result<Url, ConnectorError> {
-        let mut base = service_url.to_string();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let mut url = Url::parse(&base).map_err(|_| ConnectorError::BadServiceUrl)?;
+        let base = Url::parse(service_url).map_err(|_| ConnectorError::BadServiceUrl)?;
+        Self::extend(base, segments)
+    }
+
+    /// `segments` appended to the service URL's path (with or without its trailing `/`).
+    fn extend(mut url: Url, segments: &[&str]) -> Result<Url, ConnectorError> {
         if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
             return Err(ConnectorError::BadServiceUrl);
         }

@@ -206,6 +206,9 @@ fn clean_value(value: &mut Value) {
 }
 
 /// Renders one card: view model → cleaned JSON context → template → parsed, checked card.
+/// A card is a pure function of its template and its context, so cards rendered lately are
+/// kept ([`RenderedCards`]) and a repeated view (help, the request form, an unchanged list) is
+/// cloned instead of rendered and parsed again.
 fn render<T: Serialize>(card: &'static str, view: &T) -> Result<Value, CardError> {
     let hb = REGISTRY
         .as_ref()
@@ -213,6 +216,15 @@ fn render<T: Serialize>(card: &'static str, view: &T) -> Result<Value, CardError
     let mut context =
         serde_json::to_value(view).map_err(|source| CardError::ViewModel { card, source })?;
     clean_value(&mut context);
+    // The context's compact text, whole, is the key: two views render the same card exactly
+    // when their contexts are equal, and a key that merely hashed alike could show one person
+    // another's card.
+    let key = serde_json::to_string(&context).ok();
+    if let Some(key) = &key
+        && let Some(value) = RENDERED.get(card, key)
+    {
+        return Ok(value);
+    }
     let text = hb.render(card, &context).map_err(|e| CardError::Render {
         card,
         message: e.to_string(),
@@ -226,7 +238,81 @@ fn render<T: Serialize>(card: &'static str, view: &T) -> Result<Value, CardError
     if bytes > MAX_CARD_BYTES {
         return Err(CardError::TooLarge { card, bytes });
     }
+    if let Some(key) = key {
+        RENDERED.keep(card, key, &value);
+    }
     Ok(value)
+}
+
+static RENDERED: RenderedCards = RenderedCards::new();
+
+/// Cards rendered lately, by template and context. Bounded in count and in the size of what one
+/// entry holds; when full, the oldest entry makes room (views that repeat come back at once).
+/// Only cards that rendered and passed every check are kept; they hold no secret (INV-5: no
+/// view model has a field for one).
+struct RenderedCards {
+    cards: std::sync::Mutex<Kept>,
+}
+
+/// The entries, and which one makes room next (they are replaced in turn).
+struct Kept {
+    entries: Vec<(&'static str, String, std::sync::Arc<Value>)>,
+    next: usize,
+}
+
+impl RenderedCards {
+    const ENTRIES: usize = 32;
+    /// Contexts longer than this (long lists, long justifications) are rendered every time:
+    /// they rarely repeat, and would crowd out the views that do.
+    const MAX_CONTEXT_BYTES: usize = 2048;
+
+    const fn new() -> Self {
+        RenderedCards {
+            cards: std::sync::Mutex::new(Kept {
+                entries: Vec::new(),
+                next: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // Entries are replaced whole: a panic elsewhere cannot leave one half-written.
+        self.cards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, card: &'static str, context: &str) -> Option<Value> {
+        let kept = self
+            .lock()
+            .entries
+            .iter()
+            .find(|(name, key, _)| *name == card && key == context)
+            .map(|(_, _, value)| value.clone())?;
+        // Copied outside the lock.
+        Some(Value::clone(&kept))
+    }
+
+    fn keep(&self, card: &'static str, context: String, value: &Value) {
+        if context.len() > Self::MAX_CONTEXT_BYTES {
+            return;
+        }
+        let entry = (card, context, std::sync::Arc::new(value.clone()));
+        let mut kept = self.lock();
+        // Two turns that rendered the same new card at once keep it once.
+        if kept
+            .entries
+            .iter()
+            .any(|(name, key, _)| *name == card && *key == entry.1)
+        {
+            return;
+        }
+        if kept.entries.len() < Self::ENTRIES {
+            kept.entries.push(entry);
+        } else {
+            let next = kept.next;
+            kept.entries[next] = entry;
+            kept.next = (next + 1) % Self::ENTRIES;
+        }
+    }
 }
 
 /// The card's size as sent: compact JSON, in bytes.
@@ -348,5 +434,54 @@ mod tests {
         hb.register_template_string("t", r#"{"a": "{{missing}}"}"#)
             .unwrap();
         assert!(hb.render("t", &serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn a_kept_card_is_the_card_of_exactly_that_view() {
+        let requester = render_help(&HelpCard { admin: false }).unwrap();
+        let admin = render_help(&HelpCard { admin: true }).unwrap();
+        assert_ne!(
+            requester, admin,
+            "the admin's help lists the admin commands"
+        );
+        for _ in 0..3 {
+            // Whichever rendered first, each view gets its own card back, not the other's.
+            assert_eq!(render_help(&HelpCard { admin: false }).unwrap(), requester);
+            assert_eq!(render_help(&HelpCard { admin: true }).unwrap(), admin);
+        }
+        let text = serde_json::to_string(&admin).unwrap();
+        assert!(text.contains("audit verify"), "{text}");
+        assert!(
+            !serde_json::to_string(&requester)
+                .unwrap()
+                .contains("audit verify")
+        );
+    }
+
+    #[test]
+    fn kept_cards_stay_bounded_and_long_contexts_are_not_kept() {
+        let kept = RenderedCards::new();
+        let card = serde_json::json!({"type": "AdaptiveCard"});
+        for i in 0..(RenderedCards::ENTRIES + 5) {
+            kept.keep("help", format!("{{\"n\":{i}}}"), &card);
+            kept.keep("help", format!("{{\"n\":{i}}}"), &card);
+        }
+        assert_eq!(kept.lock().entries.len(), RenderedCards::ENTRIES);
+        assert!(
+            kept.get("help", "{\"n\":0}").is_none(),
+            "the oldest made room"
+        );
+        let newest = format!("{{\"n\":{}}}", RenderedCards::ENTRIES + 4);
+        assert_eq!(kept.get("help", &newest), Some(card.clone()));
+        assert!(
+            kept.get("welcome", &newest).is_none(),
+            "another template's card is another card"
+        );
+        let long = format!(
+            "{{\"text\":\"{}\"}}",
+            "x".repeat(RenderedCards::MAX_CONTEXT_BYTES)
+        );
+        kept.keep("help", long.clone(), &card);
+        assert!(kept.get("help", &long).is_none());
     }
 }
