@@ -145,7 +145,6 @@ impl ConnectorHosts {
             }
         }
         hosts.any_loopback = settings.dev_channel_auth();
-        hosts.accepted = Arc::default();
         hosts
     }
 

@@ -2724,8 +2724,9 @@ async fn postgres_connections_send_statements_without_waiting_for_acks() {
         let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        // SAFETY: the descriptor is only read (getsockname, getpeername, getsockopt) while this process's
-        // pools hold it open; a descriptor closed meanwhile fails the calls and is skipped.
+        // SAFETY: the descriptor is only read (getsockname, getpeername, getsockopt) while this
+        // process's pools hold it open; a descriptor closed meanwhile fails the calls and is
+        // skipped.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let socket = socket2::SockRef::from(&fd);
         let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else {
