@@ -3,8 +3,10 @@
 //!
 //! Runs the release `passkey` binary as its own process (so its CPU time and RSS can be read from
 //! /proc), with a local OpenID/JWKS issuer and a fake Connector served from this process on
-//! loopback. Reports requests/s, p50/p99 latency, server CPU time per message and peak RSS, at 1
-//! and 32 concurrent connections, once per database:
+//! loopback. Reports requests/s, p50/p99 latency, server CPU time per message, resident memory
+//! after each level and peak RSS, at 1 and 32 concurrent connections, once per database (on
+//! SQLite the memory grows while the page caches fill, to their configured sizes: a run of
+//! 60,000 messages per level shows where it settles):
 //! - SQLite: a file in a temporary directory;
 //! - Postgres: a scratch database `passkey_bench_<uuid>` created from `PASSKEY_TEST_DATABASE_URL`
 //!   (default `postgres://postgres@127.0.0.1:5432/postgres`) and dropped afterwards; skipped with
@@ -44,6 +46,9 @@ struct Level {
     cpu_ticks: u64,
     /// The Postgres backends' CPU over the level (Postgres only).
     backend_ticks: Option<u64>,
+    /// The server's resident memory at the end of the level: it grows with the database's page
+    /// caches as the run writes new pages, up to their configured sizes.
+    rss_kib: u64,
 }
 
 fn proc_cpu_ticks(pid: u32) -> u64 {
@@ -278,6 +283,7 @@ async fn run(rig: &Rig, database: &Database, total: usize) -> Run {
             latencies,
             cpu_ticks,
             backend_ticks,
+            rss_kib: proc_status_kib(pid, "VmRSS:"),
         });
     }
     let peak_rss_kib = proc_status_kib(pid, "VmHWM:");
@@ -301,12 +307,14 @@ fn report(database: &Database, run: &Run) {
     println!();
     if postgres {
         println!(
-            "| connections | messages | requests/s | p50 | p99 | server CPU per message | Postgres backends' CPU per message |"
+            "| connections | messages | requests/s | p50 | p99 | server CPU per message | RSS after | Postgres backends' CPU per message |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+    } else {
+        println!(
+            "| connections | messages | requests/s | p50 | p99 | server CPU per message | RSS after |"
         );
         println!("|---|---|---|---|---|---|---|");
-    } else {
-        println!("| connections | messages | requests/s | p50 | p99 | server CPU per message |");
-        println!("|---|---|---|---|---|---|");
     }
     for l in &run.levels {
         let rps = l.messages as f64 / l.wall.as_secs_f64();
@@ -316,13 +324,14 @@ fn report(database: &Database, run: &Run) {
             _ => String::new(),
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs |{backends}",
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {:.1} MiB |{backends}",
             l.connections,
             l.messages,
             rps,
             percentile(&l.latencies, 0.50).as_secs_f64() * 1e3,
             percentile(&l.latencies, 0.99).as_secs_f64() * 1e3,
             per_message(l.cpu_ticks, l.messages),
+            l.rss_kib as f64 / 1024.0,
         );
     }
     println!();
