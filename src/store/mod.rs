@@ -8,6 +8,7 @@
 //! - every state change writes its audit event in the same transaction (INV-3), appended to the
 //!   hash chain under a lock on the chain head, so chain order is commit order.
 
+pub mod held;
 mod models;
 mod postgres;
 mod sql;

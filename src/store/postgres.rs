@@ -4,6 +4,7 @@
 //! "Audit sequencer"), so no write transaction waits for the chain head; a write committing
 //! alone links them itself when no pass holds the linker lock ([`PgStore::commit_write`]).
 
+use super::held::{TurnConnection, TurnConnections, TurnStatement};
 use super::models::NewAuditEvent;
 use super::{DatabaseKind, Store, StoreError, StoreResult, sql, sql::impl_store};
 use crate::domain::Timestamp;
@@ -22,6 +23,9 @@ pub struct PgStore {
     link_wakeup: Arc<tokio::sync::Notify>,
     /// Write transactions of this instance committing right now (see [`PgStore::commit_write`]).
     committing: Arc<std::sync::atomic::AtomicUsize>,
+    /// The turn's claim, sender read and done mark each on a connection of its own, never
+    /// returned to the pool (`store::held`: no test of the connection after each statement).
+    turn: Arc<TurnConnections<Postgres>>,
 }
 
 /// Counts a commit in [`PgStore::committing`] while it lasts, however it ends.
@@ -129,10 +133,19 @@ impl PgStore {
 
     pub fn from_pool(pool: PgPool) -> Self {
         PgStore {
+            turn: Arc::new(TurnConnections::new(&pool)),
             pool,
             link_wakeup: Arc::new(tokio::sync::Notify::new()),
             committing: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
+    }
+
+    /// Where the turn's `statement` runs: its held connection.
+    async fn turn_connection(
+        &self,
+        statement: TurnStatement,
+    ) -> Result<TurnConnection<'_, Postgres>, sqlx::Error> {
+        Ok(TurnConnection::Held(self.turn.of(statement).get().await?))
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {

@@ -9,6 +9,7 @@
 //! stays for writers in other processes (the CLI, a second instance on the same file). Reads use
 //! their own pool and, under WAL, never wait for the writer.
 
+use super::held::{HeldConnection, TurnConnection, TurnStatement};
 use super::models::NewAuditEvent;
 use super::{DatabaseKind, Store, StoreResult, sql, sql::impl_store};
 use crate::policy::NewTrace;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::types::Json;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -24,6 +26,10 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The one connection this process writes through: write transactions and autocommit writes.
     writer: SqlitePool,
+    /// The turn's sender read on a read connection of its own, never returned to the pool
+    /// (`store::held`); none for `:memory:`, where every connection is a database of its own.
+    /// The turn's claim and done mark are writes: they go through `writer`.
+    turn_sender: Option<Arc<HeldConnection<Sqlite>>>,
 }
 
 impl SqliteStore {
@@ -96,7 +102,13 @@ impl SqliteStore {
                 .connect_with(options.pragma("cache_size", "-16384"))
                 .await?
         };
-        Ok(SqliteStore { pool, writer })
+        let turn_sender =
+            (path.as_os_str() != ":memory:").then(|| Arc::new(HeldConnection::new(pool.clone())));
+        Ok(SqliteStore {
+            pool,
+            writer,
+            turn_sender,
+        })
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
@@ -218,10 +230,29 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes both pools: every later read and write fails as Unavailable.
+    /// Closes both pools and the held connection: every later read and write fails as
+    /// Unavailable.
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+        if let Some(held) = &self.turn_sender {
+            held.close().await;
+        }
+    }
+
+    /// Where the turn's `statement` runs: the sender read on its held read connection, the
+    /// claim and the done mark on the writer.
+    async fn turn_connection(
+        &self,
+        statement: TurnStatement,
+    ) -> Result<TurnConnection<'_, Sqlite>, sqlx::Error> {
+        Ok(match (statement, &self.turn_sender) {
+            (TurnStatement::Sender, Some(held)) => TurnConnection::Held(held.get().await?),
+            (TurnStatement::Sender, None) => TurnConnection::Pooled(self.pool.acquire().await?),
+            (TurnStatement::Claim | TurnStatement::Done, _) => {
+                TurnConnection::Pooled(self.writer.acquire().await?)
+            }
+        })
     }
 }
 

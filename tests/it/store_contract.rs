@@ -2540,7 +2540,12 @@ async fn postgres_marks_turns_done_in_place() {
         200,
         "every done mark stays on its page without new index entries"
     );
-    let again = store.claim_activities(&claims[..1]).await.unwrap();
+    // The claim's held connection was ended above: the first try may fail, the next runs on a
+    // fresh one.
+    let again = match store.claim_activities(&claims[..1]).await {
+        Ok(again) => again,
+        Err(_) => store.claim_activities(&claims[..1]).await.unwrap(),
+    };
     assert_eq!(again, vec![ActivityClaim::Done]);
 }
 
@@ -2578,8 +2583,32 @@ async fn flush_statistics(pool: &sqlx::PgPool) {
 }
 
 /// Updates of `processed_activities`, and how many of them were heap-only, as Postgres counts
-/// them for the one connection of `pool`.
+/// them for the store on `pool`: its one pooled connection, and the connections it holds for the
+/// turn's statements (`store::held`), which are ended here so that they report their counts (a
+/// backend reports them as it exits; idle, it may wait ten seconds).
 async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    for _ in 0..250 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(conn);
     flush_statistics(pool).await;
     sqlx::query_as(
         "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'processed_activities'",
@@ -2744,4 +2773,95 @@ async fn postgres_connections_send_statements_without_waiting_for_acks() {
         }
     }
     assert_eq!(checked, 2, "the pool's two connections were found");
+}
+
+/// The turn's claim, sender read and done mark run on connections held out of the pool
+/// (`store::held`). When the server ends those connections (a restart, a failover, an idle
+/// timeout), a statement may fail once, but the connection is not kept: the next one opens a
+/// fresh connection and succeeds. A broken connection kept in its slot would fail every turn
+/// from then on.
+#[tokio::test]
+async fn postgres_turn_statements_recover_when_the_server_ends_their_connections() {
+    use sqlx::Connection;
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    let store = db.store.clone();
+    let now = t0();
+    let claim = |activity: &str| TurnClaim {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: format!("token-{activity}"),
+        now,
+        until: now.plus(Duration::minutes(1)),
+    };
+    let done = |activity: &str| TurnKey {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: format!("token-{activity}"),
+    };
+    let aad = "a11ce000-0000-4000-8000-000000000001".to_string();
+    // Every statement kind once, so each has its connection.
+    assert_eq!(
+        store.claim_activities(&[claim("a1")]).await.unwrap(),
+        vec![ActivityClaim::Claimed]
+    );
+    store
+        .turn_senders(std::slice::from_ref(&aad))
+        .await
+        .unwrap();
+    store.finish_activities(&[done("a1")]).await.unwrap();
+
+    // The server ends every connection to this database but the one ending them.
+    let url = db.store.pool().connect_options().clone();
+    let mut admin = sqlx::PgConnection::connect_with(&url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        ended.len() >= 3,
+        "the held connections were ended: {ended:?}"
+    );
+    // Wait until they are gone on the server's side.
+    for _ in 0..100 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Each kind may fail once (its connection is gone); the second try runs on a fresh one.
+    let first = store.claim_activities(&[claim("a2")]).await;
+    let second = store.claim_activities(&[claim("a2")]).await.unwrap();
+    match first {
+        Ok(answer) => assert_eq!(answer, vec![ActivityClaim::Claimed]),
+        Err(_) => assert_eq!(second, vec![ActivityClaim::Claimed]),
+    }
+    let _ = store.turn_senders(std::slice::from_ref(&aad)).await;
+    store
+        .turn_senders(std::slice::from_ref(&aad))
+        .await
+        .unwrap();
+    let _ = store.finish_activities(&[done("a2")]).await;
+    store.finish_activities(&[done("a2")]).await.unwrap();
+    // And they stay usable.
+    assert_eq!(
+        store.claim_activities(&[claim("a2")]).await.unwrap(),
+        vec![ActivityClaim::Done]
+    );
+    assert_eq!(
+        store.claim_activities(&[claim("a3")]).await.unwrap(),
+        vec![ActivityClaim::Claimed]
+    );
 }

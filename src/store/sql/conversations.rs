@@ -191,6 +191,7 @@ macro_rules! impl_conversation_store {
                     });
                 }
                 let mut claimed: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+                let mut conn = self.turn_connection($crate::store::held::TurnStatement::Claim).await?;
                 // Statement texts by chunk size, built once: this is the hottest write of a turn.
                 static CLAIM_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
                 let mut rest = &unique[..];
@@ -226,7 +227,7 @@ macro_rules! impl_conversation_store {
                             .bind(c.until)
                             .bind(&c.token);
                     }
-                    claimed.extend(q.fetch_all(self.writer()).await?);
+                    claimed.extend(q.fetch_all(&mut *conn).await?);
                 }
                 let mut answers = Vec::with_capacity(claims.len());
                 for (i, c) in claims.iter().enumerate() {
@@ -246,7 +247,7 @@ macro_rules! impl_conversation_store {
                         )
                         .bind(&c.conversation_id)
                         .bind(&c.activity_id)
-                        .fetch_optional(self.writer())
+                        .fetch_optional(&mut *conn)
                         .await?;
                         // Gone between the two statements: the holder released it; ask for a retry.
                         match state.as_deref() {
@@ -256,6 +257,7 @@ macro_rules! impl_conversation_store {
                     };
                     answers.push(answer);
                 }
+                conn.keep();
                 Ok(answers)
             }
 
@@ -283,6 +285,7 @@ macro_rules! impl_conversation_store {
 
             async fn finish_activities(&self, turns: &[TurnKey]) -> StoreResult<()> {
                 static FINISH_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
+                let mut conn = self.turn_connection($crate::store::held::TurnStatement::Done).await?;
                 let mut rest = turns;
                 for rows in $crate::store::sql::pow2_chunks(turns.len(), $crate::store::sql::TURN_ROWS) {
                     let (chunk, after) = rest.split_at(rows);
@@ -313,8 +316,9 @@ macro_rules! impl_conversation_store {
                     for t in chunk {
                         q = q.bind(&t.conversation_id).bind(&t.activity_id).bind(&t.token);
                     }
-                    q.execute(self.writer()).await?;
+                    q.execute(&mut *conn).await?;
                 }
+                conn.keep();
                 Ok(())
             }
 

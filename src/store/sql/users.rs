@@ -46,6 +46,7 @@ macro_rules! impl_user_store {
                 // Statement texts by chunk size, built once (see `pow2_chunks`).
                 static SENDERS_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
                 let mut found: std::collections::HashMap<String, TurnSender> = std::collections::HashMap::new();
+                let mut conn = self.turn_connection($crate::store::held::TurnStatement::Sender).await?;
                 let mut rest = aads;
                 for rows in $crate::store::sql::pow2_chunks(aads.len(), $crate::store::sql::TURN_ROWS) {
                     let (chunk, after) = rest.split_at(rows);
@@ -61,10 +62,11 @@ macro_rules! impl_user_store {
                     for aad in chunk {
                         q = q.bind(aad);
                     }
-                    for sender in q.fetch_all(&self.pool).await? {
+                    for sender in q.fetch_all(&mut *conn).await? {
                         found.insert(sender.user.aad_object_id.clone(), sender);
                     }
                 }
+                conn.keep();
                 Ok(aads.iter().map(|aad| found.get(aad).cloned()).collect())
             }
 
