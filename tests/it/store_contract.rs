@@ -2865,3 +2865,68 @@ async fn postgres_turn_statements_recover_when_the_server_ends_their_connections
         vec![ActivityClaim::Claimed]
     );
 }
+
+/// A held connection idle long enough is pinged before its next statement, so one the server
+/// ended while it sat idle (an idle timeout, a restart) is replaced before the statement rather
+/// than failing it. Without the ping (idle less than the threshold) the same statement fails once.
+#[tokio::test]
+async fn postgres_held_connection_is_pinged_after_idling_and_replaced_when_gone() {
+    use passkey::store::held::HeldConnection;
+    use sqlx::Connection;
+    let Some(db) = common::fresh_pg().await else {
+        return;
+    };
+    let pool = db.store.pool().clone();
+    let mut admin = sqlx::PgConnection::connect_with(&pool.connect_options())
+        .await
+        .unwrap();
+    let backend = |held: &'static HeldConnection<sqlx::Postgres>| async move {
+        let mut conn = held.get().await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok::<i32, sqlx::Error>(pid)
+    };
+    let mut end = async |pid: i32| {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        for _ in 0..250 {
+            let alive: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            if !alive {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("backend {pid} did not end");
+    };
+
+    // Pinged whenever idle at all: the ended connection is replaced before the statement.
+    let pinged: &'static HeldConnection<sqlx::Postgres> = Box::leak(Box::new(
+        HeldConnection::new(pool.clone()).ping_when_idle(std::time::Duration::ZERO),
+    ));
+    let first = backend(pinged).await.unwrap();
+    end(first).await;
+    let second = backend(pinged)
+        .await
+        .expect("the ping found the connection gone and opened another");
+    assert_ne!(first, second);
+
+    // Used moments ago, so not pinged: the statement meets the ended connection and fails once;
+    // that connection is not kept, and the next statement runs on a fresh one.
+    let unpinged: &'static HeldConnection<sqlx::Postgres> =
+        Box::leak(Box::new(HeldConnection::new(pool.clone())));
+    let first = backend(unpinged).await.unwrap();
+    end(first).await;
+    assert!(backend(unpinged).await.is_err());
+    let again = backend(unpinged).await.unwrap();
+    assert_ne!(first, again);
+}
