@@ -11,14 +11,18 @@
 //!
 //! What the pool's test protected against is kept another way: a connection whose statement
 //! failed, or whose statement was abandoned half-way (its future dropped), is closed rather than
-//! kept, so the next statement opens a fresh one; and one idle for
-//! [`PING_WHEN_IDLE`](HeldConnection::PING_WHEN_IDLE) is pinged before use, as the Postgres pool
-//! does, because that is where a server's idle timeout or a dropped connection shows up.
+//! kept, so the next statement opens a fresh one; and one idle for [`PING_WHEN_IDLE`] is pinged
+//! before use, as the Postgres pool does, because that is where a server's idle timeout or a
+//! dropped connection shows up.
 
 use sqlx::{Connection, Database, Pool};
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, MutexGuard};
+
+/// A connection idle at least this long is pinged before its next statement: a held one here,
+/// and a pooled one by the Postgres pool (`PgStore::connect`).
+pub const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
 
 /// One connection for one kind of statement, taken from `pool` when first needed. It is
 /// detached from the pool, so the pool opens another in its place: the process holds this one
@@ -31,14 +35,11 @@ pub struct HeldConnection<DB: Database> {
 }
 
 impl<DB: Database> HeldConnection<DB> {
-    /// A connection idle at least this long is pinged before its next statement.
-    pub const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
-
     pub fn new(pool: Pool<DB>) -> Self {
         HeldConnection {
             pool,
             slot: Mutex::new(None),
-            ping_when_idle: Self::PING_WHEN_IDLE,
+            ping_when_idle: PING_WHEN_IDLE,
         }
     }
 
@@ -110,12 +111,6 @@ impl<DB: Database> TurnConnections<DB> {
             TurnStatement::Sender => &self.sender,
             TurnStatement::Done => &self.done,
         }
-    }
-
-    pub async fn close(&self) {
-        self.claim.close().await;
-        self.sender.close().await;
-        self.done.close().await;
     }
 }
 

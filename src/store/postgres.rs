@@ -4,7 +4,7 @@
 //! "Audit sequencer"), so no write transaction waits for the chain head; a write committing
 //! alone links them itself when no pass holds the linker lock ([`PgStore::commit_write`]).
 
-use super::held::{TurnConnection, TurnConnections, TurnStatement};
+use super::held::{PING_WHEN_IDLE, TurnConnection, TurnConnections, TurnStatement};
 use super::models::NewAuditEvent;
 use super::{DatabaseKind, Store, StoreError, StoreResult, sql, sql::impl_store};
 use crate::domain::Timestamp;
@@ -104,8 +104,6 @@ impl PgStore {
     /// Ids per `IN ($N, …)` list in the batch paths: a whole lease-expiry batch (2,000) in one
     /// statement, one round trip, well under the protocol's 65,535 parameters.
     const ID_LIST_ROWS: usize = 2000;
-    /// A pooled connection idle at least this long is pinged before use.
-    const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
 
     /// Connects a pool; does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
@@ -120,7 +118,7 @@ impl PgStore {
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
-                    if meta.idle_for >= Self::PING_WHEN_IDLE {
+                    if meta.idle_for >= PING_WHEN_IDLE {
                         sqlx::Connection::ping(conn).await?;
                     }
                     Ok(true)

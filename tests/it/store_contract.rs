@@ -2587,12 +2587,24 @@ async fn flush_statistics(pool: &sqlx::PgPool) {
 /// turn's statements (`store::held`), which are ended here so that they report their counts (a
 /// backend reports them as it exits; idle, it may wait ten seconds).
 async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
-    let mut conn = pool.acquire().await.unwrap();
-    sqlx::query(
+    end_other_backends(&mut pool.acquire().await.unwrap()).await;
+    flush_statistics(pool).await;
+    sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'processed_activities'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Ends every connection to `conn`'s database but `conn` itself, and waits until the server has
+/// let them go; answers how many were ended.
+async fn end_other_backends(conn: &mut sqlx::PgConnection) -> usize {
+    let ended: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
     .unwrap();
     for _ in 0..250 {
@@ -2608,14 +2620,7 @@ async fn activity_updates(pool: &sqlx::PgPool) -> (i64, i64) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    drop(conn);
-    flush_statistics(pool).await;
-    sqlx::query_as(
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'processed_activities'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    ended.len()
 }
 
 /// A statement that finds a request by its id reads that request only, whatever plan Postgres
@@ -2815,31 +2820,8 @@ async fn postgres_turn_statements_recover_when_the_server_ends_their_connections
     // The server ends every connection to this database but the one ending them.
     let url = db.store.pool().connect_options().clone();
     let mut admin = sqlx::PgConnection::connect_with(&url).await.unwrap();
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert!(
-        ended.len() >= 3,
-        "the held connections were ended: {ended:?}"
-    );
-    // Wait until they are gone on the server's side.
-    for _ in 0..100 {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let ended = end_other_backends(&mut admin).await;
+    assert!(ended >= 3, "the held connections were ended: {ended}");
 
     // Each kind may fail once (its connection is gone); the second try runs on a fresh one.
     let first = store.claim_activities(&[claim("a2")]).await;
