@@ -15,6 +15,7 @@
 //! before use, as the Postgres pool does, because that is where a server's idle timeout or a
 //! dropped connection shows up.
 
+use super::writer::WriterConnection;
 use sqlx::{Connection, Database, Pool};
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
@@ -170,14 +171,14 @@ pub enum TurnStatement {
 }
 
 /// Where one of the turn's statements runs: a held connection, or (where the store cannot hold
-/// one: SQLite writes all go through its one writer) a connection borrowed from a pool.
+/// one: SQLite writes all go through its one writer) the writer connection.
 pub enum TurnConnection<'a, DB: Database> {
     Held(Held<'a, DB>),
-    Pooled(sqlx::pool::PoolConnection<DB>),
+    Writer(WriterConnection<DB>),
 }
 
 impl<DB: Database> TurnConnection<'_, DB> {
-    /// The statements succeeded (see [`Held::keep`]); a pooled connection goes back to its pool.
+    /// The statements succeeded (see [`Held::keep`]); the writer is simply released.
     pub fn keep(self) {
         if let TurnConnection::Held(held) = self {
             held.keep();
@@ -191,7 +192,7 @@ impl<DB: Database> Deref for TurnConnection<'_, DB> {
     fn deref(&self) -> &DB::Connection {
         match self {
             TurnConnection::Held(held) => held,
-            TurnConnection::Pooled(pooled) => pooled,
+            TurnConnection::Writer(writer) => writer,
         }
     }
 }
@@ -200,7 +201,7 @@ impl<DB: Database> DerefMut for TurnConnection<'_, DB> {
     fn deref_mut(&mut self) -> &mut DB::Connection {
         match self {
             TurnConnection::Held(held) => held,
-            TurnConnection::Pooled(pooled) => pooled,
+            TurnConnection::Writer(writer) => writer,
         }
     }
 }

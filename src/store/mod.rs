@@ -14,6 +14,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod timestamp;
+pub mod writer;
 
 pub use models::*;
 pub use postgres::PgStore;

@@ -15,6 +15,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A write transaction: any pooled connection (row locks order the writers).
+type WriteTx = Transaction<'static, Postgres>;
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
@@ -146,13 +149,13 @@ impl PgStore {
         Ok(TurnConnection::Held(self.turn.of(statement).get().await?))
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         self.pool.begin().await
     }
 
     /// Where an autocommit write statement runs: any connection (row locks order the writers).
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    async fn writer(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
     /// Commits a write. A write committing alone (no other commit of this instance under way)
@@ -168,7 +171,7 @@ impl PgStore {
     /// the write costs three statements and no commit. With several writers committing at once
     /// the linker gathers their events into one pass, and a write does not take the lock then,
     /// so writers never wait for each other's commits (the sequencer's point).
-    async fn commit_write(&self, mut tx: sqlx::Transaction<'static, Postgres>) -> StoreResult<()> {
+    async fn commit_write(&self, mut tx: WriteTx) -> StoreResult<()> {
         let (_counted, alone) = Committing::enter(&self.committing);
         let linked_all = alone
             && Self::link_in(&mut tx, false, LINK_IN_WRITE)

@@ -2,8 +2,8 @@
 //! `BEGIN IMMEDIATE` for every write transaction so the write lock is taken up front (a deferred
 //! transaction that upgrades later can deadlock).
 //!
-//! Every write of this process goes through one writer connection (a pool of one): writers queue
-//! on the pool, in order, and each is woken the moment the one before gives the connection back.
+//! Every write of this process goes through one writer connection (`store::writer`): writers
+//! queue for it, in order, and each is woken the moment the one before is done with it.
 //! SQLite's own busy handler polls instead, sleeping in steps of up to 100 ms, so several writers
 //! of one process taking turns on the file lock lost most of their time asleep. The busy timeout
 //! stays for writers in other processes (the CLI, a second instance on the same file). Reads use
@@ -11,25 +11,28 @@
 
 use super::held::{HeldConnection, TurnConnection, TurnStatement};
 use super::models::NewAuditEvent;
+use super::writer::{Writer, WriterConnection};
 use super::{DatabaseKind, Store, StoreResult, sql, sql::impl_store};
 use crate::policy::NewTrace;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqlitePool};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A write transaction: on the writer connection, begun with `BEGIN IMMEDIATE`.
+type WriteTx = super::writer::WriteTx<Sqlite>;
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// Reads (and raw access for tests and tools).
     pool: SqlitePool,
     /// The one connection this process writes through: write transactions and autocommit writes.
-    writer: SqlitePool,
+    writer: Arc<Writer<Sqlite>>,
     /// The turn's sender read on a read connection of its own, never returned to the pool
-    /// (`store::held`); none for `:memory:`, where every connection is a database of its own.
-    /// The turn's claim and done mark are writes: they go through `writer`.
-    turn_sender: Option<Arc<HeldConnection<Sqlite>>>,
+    /// (`store::held`). The turn's claim and done mark are writes: they go through `writer`.
+    turn_sender: Arc<HeldConnection<Sqlite>>,
 }
 
 impl SqliteStore {
@@ -64,8 +67,15 @@ impl SqliteStore {
                 crate::store::StoreError::Invalid(format!("{}: {e}", path.display()))
             })?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
+        // Each connection to a plain ":memory:" is a database of its own; sqlx's own name for
+        // it opens one shared in-memory database (shared cache), so the writer, the readers
+        // and the held connection see the same one.
+        let options = if path.as_os_str() == ":memory:" {
+            "sqlite::memory:".parse::<SqliteConnectOptions>()?
+        } else {
+            SqliteConnectOptions::new().filename(path)
+        };
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -87,23 +97,19 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
-        // Each connection to ":memory:" is a database of its own: there, writes share the pool.
-        let writer = if path.as_os_str() == ":memory:" {
-            pool.clone()
-        } else {
-            // The wait for the writer replaces the busy handler's: as long as it.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(false)
-                // Every write goes through this one connection: a page cache of 16 MiB (the
-                // default is 2) keeps the indexes a batch updates in memory rather than read
-                // back from the file. It fills only as pages are used.
-                .connect_with(options.pragma("cache_size", "-16384"))
-                .await?
-        };
-        let turn_sender =
-            (path.as_os_str() != ":memory:").then(|| Arc::new(HeldConnection::new(pool.clone())));
+        // The wait for the writer replaces the busy handler's: as long as it. Every write goes
+        // through this one connection: a page cache of 16 MiB (the default is 2) keeps the
+        // indexes a batch updates in memory rather than read back from the file. It fills only
+        // as pages are used.
+        let writer = Arc::new(Writer::new(
+            options.pragma("cache_size", "-16384"),
+            Duration::from_secs(10),
+            "BEGIN IMMEDIATE",
+        ));
+        // Opened now, so a database that cannot be written fails here rather than on the
+        // first write.
+        drop(writer.lock().await?);
+        let turn_sender = Arc::new(HeldConnection::new(pool.clone()));
         Ok(SqliteStore {
             pool,
             writer,
@@ -111,14 +117,11 @@ impl SqliteStore {
         })
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        self.writer.begin().await
     }
 
-    async fn commit_write(
-        &self,
-        tx: sqlx::Transaction<'static, Sqlite>,
-    ) -> Result<(), sqlx::Error> {
+    async fn commit_write(&self, tx: WriteTx) -> Result<(), sqlx::Error> {
         tx.commit().await
     }
 
@@ -135,18 +138,15 @@ impl SqliteStore {
     /// Where an autocommit write statement runs: the writer connection, behind the same queue as
     /// the write transactions. (Never called while this task holds a write transaction: it would
     /// wait for itself.)
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
+    async fn writer(&self) -> Result<WriterConnection<Sqlite>, sqlx::Error> {
+        self.writer.lock().await
     }
 
     /// Appends several events inside `tx`, linked inline: the chain head is read once (the
     /// writer lock is already held), each event's hash computed in order exactly as
     /// `append_audit_tx` does, the rows inserted [`Self::INSERT_ROWS`] at a time, and the head
     /// moved once.
-    async fn append_audit_batch_tx(
-        tx: &mut Transaction<'static, Sqlite>,
-        events: &[NewAuditEvent],
-    ) -> StoreResult<()> {
+    async fn append_audit_batch_tx(tx: &mut WriteTx, events: &[NewAuditEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -202,10 +202,7 @@ impl SqliteStore {
     }
 
     /// Inserts several traces inside `tx`, [`Self::INSERT_ROWS`] rows per statement.
-    async fn insert_traces_batch_tx(
-        tx: &mut Transaction<'static, Sqlite>,
-        traces: &[NewTrace],
-    ) -> StoreResult<()> {
+    async fn insert_traces_batch_tx(tx: &mut WriteTx, traces: &[NewTrace]) -> StoreResult<()> {
         for chunk in traces.chunks(Self::INSERT_ROWS) {
             let sql = format!(
                 "INSERT INTO governance_decision_traces
@@ -230,14 +227,12 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes both pools and the held connection: every later read and write fails as
-    /// Unavailable.
+    /// Closes the writer, the read pool and the held connection: every later read and write
+    /// fails as Unavailable.
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
-        if let Some(held) = &self.turn_sender {
-            held.close().await;
-        }
+        self.turn_sender.close().await;
     }
 
     /// Where the turn's `statement` runs: the sender read on its held read connection, the
@@ -246,11 +241,10 @@ impl SqliteStore {
         &self,
         statement: TurnStatement,
     ) -> Result<TurnConnection<'_, Sqlite>, sqlx::Error> {
-        Ok(match (statement, &self.turn_sender) {
-            (TurnStatement::Sender, Some(held)) => TurnConnection::Held(held.get().await?),
-            (TurnStatement::Sender, None) => TurnConnection::Pooled(self.pool.acquire().await?),
-            (TurnStatement::Claim | TurnStatement::Done, _) => {
-                TurnConnection::Pooled(self.writer.acquire().await?)
+        Ok(match statement {
+            TurnStatement::Sender => TurnConnection::Held(self.turn_sender.get().await?),
+            TurnStatement::Claim | TurnStatement::Done => {
+                TurnConnection::Writer(self.writer.lock().await?)
             }
         })
     }
@@ -295,3 +289,31 @@ impl Store for SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use crate::store::HealthStore;
+
+    #[tokio::test]
+    async fn an_in_memory_store_is_one_database_for_its_writer_and_readers() {
+        let store = super::SqliteStore::open(std::path::Path::new(":memory:"), 4)
+            .await
+            .unwrap();
+        store.migrate().await.expect("migrated through the writer");
+        // Every read connection sees what the writer wrote: four held at once are four
+        // connections of the pool.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut conn = store.pool().acquire().await.unwrap();
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert!(
+                applied > 0,
+                "the migrations are in the database the readers read"
+            );
+            held.push(conn);
+        }
+    }
+}

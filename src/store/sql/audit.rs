@@ -70,7 +70,7 @@ macro_rules! impl_audit_store {
                 .bind(&c.key_id)
                 .bind(&c.algorithm)
                 .bind(&c.signature)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -97,7 +97,7 @@ macro_rules! impl_audit_store {
                 .bind(&k.algorithm)
                 .bind(&k.public_key)
                 .bind(k.created_at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -122,7 +122,7 @@ macro_rules! impl_audit_store {
                 .bind(p.degraded)
                 .bind(p.duration_ms)
                 .bind(Json(&p.detail))
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 

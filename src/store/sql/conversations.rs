@@ -36,7 +36,7 @@ macro_rules! impl_conversation_store {
                 .bind(&c.team_id)
                 .bind(&c.reference)
                 .bind(c.updated_at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -74,7 +74,7 @@ macro_rules! impl_conversation_store {
                 .bind(&c.activity_id)
                 .bind(&c.card_kind)
                 .bind(c.at)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -97,7 +97,7 @@ macro_rules! impl_conversation_store {
                 .bind(request_id)
                 .bind(approval_channel_id)
                 .bind(at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -132,7 +132,7 @@ macro_rules! impl_conversation_store {
                 .bind(Json(Value::Object(Default::default())))
                 .bind(why)
                 .bind(at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -173,7 +173,7 @@ macro_rules! impl_conversation_store {
                 .bind(id)
                 .bind(if delivered { "SENT" } else { "FAILED" })
                 .bind(delivered.then_some(at))
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -277,7 +277,7 @@ macro_rules! impl_conversation_store {
                 .bind(activity_id)
                 .bind(token)
                 .bind(until)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?
                 .rows_affected()
                     == 1)
@@ -336,7 +336,7 @@ macro_rules! impl_conversation_store {
                 .bind(conversation_id)
                 .bind(activity_id)
                 .bind(token)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -344,7 +344,7 @@ macro_rules! impl_conversation_store {
             async fn forget_processed_before(&self, before: Timestamp) -> StoreResult<u64> {
                 Ok(sqlx::query("DELETE FROM processed_activities WHERE processed_at < $1")
                     .bind(before)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?
                     .rows_affected())
             }

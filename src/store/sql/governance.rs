@@ -69,7 +69,7 @@ macro_rules! impl_governance_store {
                 .bind(access)
                 .bind(lease)
                 .bind(at)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 

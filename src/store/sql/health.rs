@@ -86,8 +86,9 @@ macro_rules! impl_health_store {
             }
 
             async fn migrate(&self) -> StoreResult<()> {
+                let mut writer = self.writer().await?;
                 Self::MIGRATOR
-                    .run(self.writer())
+                    .run_direct(None, &mut *writer, false)
                     .await
                     .map_err(|e| match e {
                         sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),

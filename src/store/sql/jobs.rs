@@ -26,7 +26,7 @@ macro_rules! impl_job_store {
                 .bind(holder)
                 .bind(now)
                 .bind(lease_until)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *self.writer().await?)
                 .await?;
                 Ok(claimed.as_deref() == Some(holder))
             }
@@ -40,7 +40,7 @@ macro_rules! impl_job_store {
                 .bind(key)
                 .bind(holder)
                 .bind(at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?
                 .rows_affected()
                     == 1)

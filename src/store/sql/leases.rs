@@ -157,7 +157,7 @@ macro_rules! impl_lease_store {
                 .bind(token_hash)
                 .bind(now)
                 .bind(dead_before)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *self.writer().await?)
                 .await?;
                 Ok(updated)
             }
@@ -253,7 +253,7 @@ macro_rules! impl_lease_store {
                      WHERE id = $1 AND issuances_in_flight > 0",
                 )
                 .bind(request_id)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -351,7 +351,7 @@ macro_rules! impl_lease_store {
                 )
                 .bind(issuance_id)
                 .bind(error)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -365,7 +365,7 @@ macro_rules! impl_lease_store {
                 )
                 .bind(min_attempts)
                 .bind(at)
-                .fetch_all(self.writer())
+                .fetch_all(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -454,7 +454,7 @@ macro_rules! impl_lease_store {
                 sqlx::query("UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE id = $1 AND claimed_by = $2")
                     .bind(request_id)
                     .bind(holder)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(())
             }
@@ -501,7 +501,7 @@ macro_rules! impl_lease_store {
                     for id in chunk {
                         q = q.bind(*id);
                     }
-                    held.extend(q.fetch_all(self.writer()).await?);
+                    held.extend(q.fetch_all(&mut *self.writer().await?).await?);
                 }
                 Ok(held)
             }
@@ -600,7 +600,7 @@ macro_rules! impl_lease_store {
                 } else {
                     "UPDATE requests SET reminded_at = $2 WHERE id = $1 AND reminded_at IS NULL"
                 };
-                Ok(sqlx::query(sql).bind(request_id).bind(at).execute(self.writer()).await?.rows_affected() == 1)
+                Ok(sqlx::query(sql).bind(request_id).bind(at).execute(&mut *self.writer().await?).await?.rows_affected() == 1)
             }
 
             async fn record_job_run(&self, r: &NewJobRun) -> StoreResult<JobRun> {
@@ -615,7 +615,7 @@ macro_rules! impl_lease_store {
                 .bind(r.ok)
                 .bind(Json(&r.counts))
                 .bind(&r.error)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -627,7 +627,7 @@ macro_rules! impl_lease_store {
                 .bind(job_name)
                 .bind(fire_at)
                 .bind(holder)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?
                 .rows_affected()
                     == 1;
@@ -635,7 +635,7 @@ macro_rules! impl_lease_store {
                     sqlx::query("DELETE FROM job_fires WHERE job_name = $1 AND fire_at < $2")
                         .bind(job_name)
                         .bind(fire_at.minus(time::Duration::days(2)))
-                        .execute(self.writer())
+                        .execute(&mut *self.writer().await?)
                         .await?;
                 }
                 Ok(claimed)
@@ -661,7 +661,7 @@ macro_rules! impl_lease_store {
                 ] {
                     forgotten += sqlx::query(statement)
                         .bind(before)
-                        .execute(self.writer())
+                        .execute(&mut *self.writer().await?)
                         .await?
                         .rows_affected();
                 }

@@ -17,7 +17,7 @@ macro_rules! impl_local_share_store {
                 .bind(share.expires_at)
                 .bind(share.opened_at)
                 .bind(share.removed_at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -36,7 +36,7 @@ macro_rules! impl_local_share_store {
                 )
                 .bind(share_id)
                 .bind(at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(opened.rows_affected() == 1)
             }
@@ -49,7 +49,7 @@ macro_rules! impl_local_share_store {
                 .bind(record_uid)
                 .bind(id_or_name)
                 .bind(at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?
                 .rows_affected())
             }

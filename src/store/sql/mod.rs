@@ -255,7 +255,7 @@ macro_rules! impl_store {
         use serde_json::Value;
         use async_trait::async_trait;
         use sqlx::types::Json;
-        use sqlx::Transaction;
+        use super::WriteTx;
 
         impl $store {
             /// Appends an audit event inside `tx` (INV-3: it commits or rolls back with the change).
@@ -263,7 +263,7 @@ macro_rules! impl_store {
             /// otherwise inserted unlinked, taking no shared lock, for the linker to link after
             /// it commits (Postgres, see `PgStore::link_pass`).
             async fn append_audit_tx(
-                tx: &mut Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 e: &NewAuditEvent,
             ) -> StoreResult<()> {
                 if !Self::LINKS_INLINE {
@@ -349,7 +349,7 @@ macro_rules! impl_store {
 
             /// Records one wrong second-factor code against the person's hourly cap.
             async fn count_wrong_code_tx(
-                tx: &mut Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 user_id: i64,
                 at: Timestamp,
             ) -> StoreResult<()> {
@@ -362,7 +362,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_trace_tx(
-                tx: &mut Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 t: &NewTrace,
                 request_id: Option<i64>,
             ) -> StoreResult<DecisionTrace> {
@@ -377,7 +377,7 @@ macro_rules! impl_store {
             }
 
             /// The conditional status move every transition shares (see `RequestStore::transition_request`).
-            async fn transition_tx(tx: &mut Transaction<'static, $db>, c: &StatusChange) -> StoreResult<Request> {
+            async fn transition_tx(tx: &mut WriteTx, c: &StatusChange) -> StoreResult<Request> {
                 c.from.transition(c.to)?;
                 let final_state = c.to.is_final();
                 let (set_preflight, attempts, next_at) = match c.preflight {
@@ -430,7 +430,7 @@ macro_rules! impl_store {
             }
 
             /// Why a conditional write on a request matched nothing: gone, or in another status.
-            async fn why_not(tx: &mut Transaction<'static, $db>, request_id: i64, expected: RequestStatus) -> StoreError {
+            async fn why_not(tx: &mut WriteTx, request_id: i64, expected: RequestStatus) -> StoreError {
                 let actual: Result<Option<RequestStatus>, sqlx::Error> =
                     sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
                         .bind(request_id)
@@ -446,7 +446,7 @@ macro_rules! impl_store {
 
             /// Writes a state change's traces and audit event into its transaction (INV-3).
             async fn finish_tx(
-                tx: &mut Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 request: &Request,
                 traces: &[NewTrace],
                 audit: &NewAuditEvent,
@@ -461,7 +461,7 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn authority_row(tx: &mut Transaction<'static, $db>, id: i64) -> StoreResult<Authority> {
+            async fn authority_row(tx: &mut WriteTx, id: i64) -> StoreResult<Authority> {
                 sqlx::query_as("SELECT * FROM governed_resource_authorities WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut **tx)
@@ -470,7 +470,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_authority_tx(
-                tx: &mut Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 a: &NewAuthority,
                 at: Timestamp,
             ) -> StoreResult<Authority> {

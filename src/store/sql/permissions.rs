@@ -35,13 +35,13 @@ macro_rules! impl_permission_store {
                 .bind(Json(permissions))
                 .bind(resolved_at)
                 .bind(expires_at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
 
             async fn invalidate_permission_cache(&self) -> StoreResult<u64> {
-                Ok(sqlx::query("DELETE FROM user_permission_cache").execute(self.writer()).await?.rows_affected())
+                Ok(sqlx::query("DELETE FROM user_permission_cache").execute(&mut *self.writer().await?).await?.rows_affected())
             }
         }
     };

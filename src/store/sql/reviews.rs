@@ -266,7 +266,7 @@ macro_rules! impl_review_store {
                 .bind(conversation_id)
                 .bind(activity_id)
                 .bind(at)
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }

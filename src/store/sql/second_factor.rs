@@ -449,7 +449,7 @@ macro_rules! impl_second_factor_store {
             async fn clear_sms_credential_fault(&self, provider: &str) -> StoreResult<bool> {
                 let cleared = sqlx::query("DELETE FROM sms_credential_faults WHERE provider = $1")
                     .bind(provider)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(cleared.rows_affected() > 0)
             }

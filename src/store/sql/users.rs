@@ -27,7 +27,7 @@ macro_rules! impl_user_store {
                 .bind(&u.display_name)
                 .bind(u.initial_role)
                 .bind(at)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -116,7 +116,7 @@ macro_rules! impl_user_store {
                 sqlx::query("UPDATE users SET time_zone = $2 WHERE id = $1")
                     .bind(user_id)
                     .bind(zone)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(())
             }
@@ -223,7 +223,7 @@ macro_rules! impl_user_store {
                 .bind(user_id)
                 .bind(at)
                 .bind(true)
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *self.writer().await?)
                 .await?
                 .ok_or(StoreError::NotFound("user"))
             }

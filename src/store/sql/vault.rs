@@ -14,7 +14,7 @@ macro_rules! impl_vault_store {
                 .bind(vault_uid)
                 .bind(name)
                 .bind(at)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -107,7 +107,7 @@ macro_rules! impl_vault_store {
                 .bind(r.sensitivity)
                 .bind(r.discovery_source)
                 .bind(at)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -170,7 +170,7 @@ macro_rules! impl_vault_store {
                     .bind(id)
                     .bind(status)
                     .bind(at)
-                    .fetch_optional(self.writer())
+                    .fetch_optional(&mut *self.writer().await?)
                     .await?
                     .ok_or(StoreError::NotFound("record"))
             }
