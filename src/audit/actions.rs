@@ -120,6 +120,8 @@ mod tests {
         "ISSUANCE_CHECK",
         "ISSUANCE_EVENT",
         "REVOCATION_EVENT",
+        // States of an inbound activity in `processed_activities`.
+        "IN_PROGRESS",
         // Kinds of notices kept in `notifications` until they can be delivered.
         "APPROVAL_NEEDED",
         "EXTENSION_NEEDED",

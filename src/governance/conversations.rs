@@ -49,51 +49,64 @@ where
     answers
 }
 
+/// One turn's write: its claim when it starts, its done mark when it succeeded.
+#[derive(Clone)]
+enum TurnWrite {
+    Claim(TurnClaim),
+    Done(TurnKey),
+}
+
 pub struct Conversations {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Concurrent turns' claims, written together (see `governance::coalesce`).
-    claims: Arc<Coalescer<TurnClaim, ActivityClaim>>,
-    /// Concurrent turns' "done" marks, written together.
-    finishes: Arc<Coalescer<TurnKey, ()>>,
+    /// Concurrent turns' claims and done marks, written together (see `governance::coalesce`):
+    /// one statement for the turns starting and the turns finishing at the same moment, so a
+    /// turn's two writes cost a share of one write, not of two.
+    turn_writes: Arc<Coalescer<TurnWrite, Option<ActivityClaim>>>,
     /// Concurrent turns' senders, read together (each read starts after its turn asked).
     senders: Arc<Coalescer<String, Option<TurnSender>>>,
 }
 
+/// Writes a batch of turns' claims and done marks: a claim is answered `Some`, a done mark `None`.
+async fn write_turns(
+    store: &dyn Store,
+    writes: &[TurnWrite],
+    now: Timestamp,
+) -> StoreResult<Vec<Option<ActivityClaim>>> {
+    let mut claims = Vec::new();
+    let mut dones = Vec::new();
+    for write in writes {
+        match write {
+            TurnWrite::Claim(claim) => claims.push(claim.clone()),
+            TurnWrite::Done(key) => dones.push(key.clone()),
+        }
+    }
+    let mut answers = store.write_turns(&claims, &dones, now).await?.into_iter();
+    Ok(writes
+        .iter()
+        .map(|write| match write {
+            TurnWrite::Claim(_) => answers.next(),
+            TurnWrite::Done(_) => None,
+        })
+        .collect())
+}
+
 impl Conversations {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        let claims = {
+        let turn_writes = {
             let store = store.clone();
-            Coalescer::new(move |claims: Vec<TurnClaim>| {
+            let clock = clock.clone();
+            Coalescer::new(move |writes: Vec<TurnWrite>| {
                 let store = store.clone();
+                let now = clock.now();
                 async move {
-                    match store.claim_activities(&claims).await {
+                    match write_turns(store.as_ref(), &writes, now).await {
                         Ok(answers) => answers.into_iter().map(Ok).collect(),
-                        Err(_) => {
-                            one_by_one(&claims, |c| {
-                                let store = store.clone();
-                                async move { Ok(store.claim_activities(&[c]).await?[0]) }
-                            })
-                            .await
-                        }
-                    }
-                }
-            })
-        };
-        let finishes = {
-            let store = store.clone();
-            Coalescer::new(move |turns: Vec<TurnKey>| {
-                let store = store.clone();
-                async move {
-                    match store.finish_activities(&turns).await {
-                        Ok(()) => turns.iter().map(|_| Ok(())).collect(),
-                        Err(_) => {
-                            one_by_one(&turns, |t| {
-                                let store = store.clone();
-                                async move { store.finish_activities(&[t]).await }
-                            })
-                            .await
-                        }
+                        Err(_) => one_by_one(&writes, |write| {
+                            let store = store.clone();
+                            async move { Ok(write_turns(store.as_ref(), &[write], now).await?[0]) }
+                        })
+                        .await,
                     }
                 }
             })
@@ -119,15 +132,14 @@ impl Conversations {
         Conversations {
             store,
             clock,
-            claims,
-            finishes,
+            turn_writes,
             senders,
         }
     }
 
     /// Claims an inbound activity for the turn holding `token`, for `lease` from now (see
-    /// `ConversationStore::claim_activities`), in one write with the claims of other turns
-    /// arriving at the same moment.
+    /// `ConversationStore::claim_activities`), in one write with the claims and done marks of
+    /// other turns starting and finishing at the same moment.
     pub async fn claim_turn(
         &self,
         conversation_id: &str,
@@ -136,15 +148,18 @@ impl Conversations {
         lease: Duration,
     ) -> StoreResult<ActivityClaim> {
         let now = self.clock.now();
-        self.claims
-            .submit(TurnClaim {
+        let answer = self
+            .turn_writes
+            .submit(TurnWrite::Claim(TurnClaim {
                 conversation_id: conversation_id.to_string(),
                 activity_id: activity_id.to_string(),
                 token: token.to_string(),
                 now,
                 until: lease_end(now, lease),
-            })
-            .await
+            }))
+            .await?;
+        // Every claim is answered; were one not, the turn is told to come back (fail closed).
+        Ok(answer.unwrap_or(ActivityClaim::InProgress))
     }
 
     /// What a turn needs about its sender (`UserStore::turn_sender`), read with the senders of
@@ -168,20 +183,21 @@ impl Conversations {
     }
 
     /// The turn succeeded: redeliveries of its activity are answered as done. Written with the
-    /// marks of other turns finishing at the same moment.
+    /// claims and marks of other turns starting and finishing at the same moment.
     pub async fn finish_turn(
         &self,
         conversation_id: &str,
         activity_id: &str,
         token: &str,
     ) -> StoreResult<()> {
-        self.finishes
-            .submit(TurnKey {
+        self.turn_writes
+            .submit(TurnWrite::Done(TurnKey {
                 conversation_id: conversation_id.to_string(),
                 activity_id: activity_id.to_string(),
                 token: token.to_string(),
-            })
+            }))
             .await
+            .map(|_| ())
     }
 
     /// The turn failed: its claim is dropped, so a redelivery runs it again.

@@ -610,6 +610,18 @@ pub trait ConversationStore: Send + Sync {
     /// DONE with [`finish_activities`](Self::finish_activities), or is dropped with
     /// [`release_activity`](Self::release_activity) so a redelivery runs again.
     async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>>;
+    /// Claims activities and marks others done in one write: what a batch of concurrent turns
+    /// writes, some starting and some finishing (see `governance::conversations`). The claims are
+    /// answered as [`claim_activities`](Self::claim_activities) answers them, in order; the done
+    /// marks as [`finish_activities`](Self::finish_activities) writes them, except that a done
+    /// mark whose row is gone writes it done at `now` (the turn did succeed). A claim of an
+    /// activity whose done mark is in the same batch finds it done.
+    async fn write_turns(
+        &self,
+        claims: &[TurnClaim],
+        dones: &[TurnKey],
+        now: Timestamp,
+    ) -> StoreResult<Vec<ActivityClaim>>;
     /// [`claim_activities`](Self::claim_activities) for one activity.
     async fn claim_activity(
         &self,

@@ -23,6 +23,7 @@ on_both_databases!(
     audit_chain_links_every_event_even_under_concurrency,
     conversations_cards_and_redelivery,
     batched_turn_claims_answer_each_activity_as_one_at_a_time_would,
+    turns_starting_and_finishing_together_share_one_write,
     waiting_notices_are_kept_once_and_closed,
     job_claims,
     batch_lease_expiry_skips_changed_rows_and_chains_its_events,
@@ -1465,6 +1466,101 @@ async fn batched_turn_claims_answer_each_activity_as_one_at_a_time_would(db: Db)
     assert!(s.claim_activities(&[]).await.unwrap().is_empty());
 }
 
+/// What a busy instance writes for its turns in one batch: some claiming their activities, some
+/// marking theirs done. Each claim is answered and each mark written as on its own; a redelivery
+/// claimed in the batch that finishes its activity finds it done; of two marks for one activity
+/// only the one holding the claim counts, whichever comes first; a mark whose row is gone
+/// (released by a takeover that failed) writes it done.
+async fn turns_starting_and_finishing_together_share_one_write(db: Db) {
+    let s = db.store.as_ref();
+    let claim = |activity: &str, token: &str, now: Timestamp| TurnClaim {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: token.into(),
+        now,
+        until: now.plus(Duration::minutes(1)),
+    };
+    let key = |activity: &str, token: &str| TurnKey {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: token.into(),
+    };
+    assert_eq!(
+        s.claim_activities(&[
+            claim("finishing", "t-1", t0()),
+            claim("other", "t-2", t0()),
+            claim("crashed", "t-3", t0()),
+            claim("released", "t-4", t0()),
+        ])
+        .await
+        .unwrap(),
+        vec![ActivityClaim::Claimed; 4]
+    );
+    s.release_activity("conv", "released", "t-4").await.unwrap();
+    let lapsed = t0().plus(Duration::minutes(1));
+    let answers = s
+        .write_turns(
+            &[
+                claim("new", "t-5", lapsed),
+                // Teams redelivers while the turn finishes: the mark is in the same batch.
+                claim("finishing", "t-6", lapsed),
+                claim("crashed", "t-7", lapsed),
+                claim("new", "t-8", lapsed),
+            ],
+            &[
+                key("finishing", "t-1"),
+                // A turn whose claim is not its own any more, then the one holding it.
+                key("other", "not-the-holder"),
+                key("other", "t-2"),
+                key("released", "t-4"),
+            ],
+            lapsed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            ActivityClaim::Claimed,
+            ActivityClaim::Done,
+            ActivityClaim::Claimed,
+            ActivityClaim::InProgress,
+        ],
+        "new, finished in this batch, taken over, listed twice"
+    );
+    let much_later = t0().plus(Duration::hours(1));
+    assert_eq!(
+        s.claim_activities(&[
+            claim("finishing", "t-9", much_later),
+            claim("other", "t-10", much_later),
+            claim("released", "t-11", much_later),
+            claim("crashed", "t-12", lapsed),
+        ])
+        .await
+        .unwrap(),
+        vec![
+            ActivityClaim::Done,
+            ActivityClaim::Done,
+            ActivityClaim::Done,
+            ActivityClaim::InProgress
+        ],
+        "every mark of a holder is written; the taken-over claim is live"
+    );
+    // A batch of marks only, and one of claims only: the same statement serves.
+    assert!(
+        s.write_turns(&[], &[key("crashed", "t-7")], much_later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.write_turns(&[claim("crashed", "t-13", much_later)], &[], much_later)
+            .await
+            .unwrap(),
+        vec![ActivityClaim::Done]
+    );
+}
+
 async fn job_claims(db: Db) {
     let s = db.store.as_ref();
     let lease = Duration::minutes(5);
@@ -2528,11 +2624,14 @@ async fn postgres_marks_turns_done_in_place() {
         })
         .collect();
     let before = activity_updates(&pool).await;
+    // As the bot writes them: each batch claims 16 turns and marks the 16 before done.
+    let mut finishing: &[TurnKey] = &[];
     for (claims, turns) in claims.chunks(16).zip(turns.chunks(16)) {
-        let answers = store.claim_activities(claims).await.unwrap();
+        let answers = store.write_turns(claims, finishing, now).await.unwrap();
         assert!(answers.iter().all(|a| *a == ActivityClaim::Claimed));
-        store.finish_activities(turns).await.unwrap();
+        finishing = turns;
     }
+    store.write_turns(&[], finishing, now).await.unwrap();
     let (updated, hot) = activity_updates(&pool).await;
     assert_eq!(updated - before.0, 200, "every turn marked done once");
     assert_eq!(

@@ -179,55 +179,119 @@ macro_rules! impl_conversation_store {
             }
 
             async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>> {
-                // Each activity goes to the database once: Postgres refuses an upsert that would
-                // touch one row twice, and the second delivery in a batch loses to the first anyway.
-                let mut first: std::collections::HashMap<(&str, &str), usize> =
-                    std::collections::HashMap::with_capacity(claims.len());
-                let mut unique: Vec<&TurnClaim> = Vec::with_capacity(claims.len());
-                for (i, c) in claims.iter().enumerate() {
-                    first.entry((c.conversation_id.as_str(), c.activity_id.as_str())).or_insert_with(|| {
-                        unique.push(c);
-                        i
-                    });
+                match claims.first() {
+                    // No done marks: the time for a done mark's new row is never used.
+                    Some(first) => self.write_turns(claims, &[], first.now).await,
+                    None => Ok(Vec::new()),
                 }
-                let mut claimed: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+            }
+
+            async fn write_turns(
+                &self,
+                claims: &[TurnClaim],
+                dones: &[TurnKey],
+                now: Timestamp,
+            ) -> StoreResult<Vec<ActivityClaim>> {
+                use std::collections::{HashMap, HashSet};
+                type Key<'k> = (&'k str, &'k str);
+                enum Row<'r> {
+                    Claim(usize, &'r TurnClaim),
+                    Done(&'r TurnKey),
+                }
+                // Rounds of rows, one statement per chunk of a round, each key at most once per
+                // round: Postgres refuses an upsert that touches one row twice. Done marks are
+                // placed first, so a redelivery claimed in the same batch as its turn's done mark
+                // (a later round) finds the activity done.
+                let mut rounds: Vec<(HashSet<Key<'_>>, Vec<Row<'_>>)> = Vec::new();
+                let mut place = |key, row| {
+                    match rounds.iter_mut().find(|(keys, _)| !keys.contains(&key)) {
+                        Some((keys, rows)) => {
+                            keys.insert(key);
+                            rows.push(row);
+                        }
+                        None => rounds.push((HashSet::from([key]), vec![row])),
+                    }
+                };
+                for d in dones {
+                    place((d.conversation_id.as_str(), d.activity_id.as_str()), Row::Done(d));
+                }
+                // A claim listed twice goes to the database once; the later listing loses to the
+                // first (answered below).
+                let mut first: HashMap<Key<'_>, usize> = HashMap::with_capacity(claims.len());
+                for (i, c) in claims.iter().enumerate() {
+                    let key = (c.conversation_id.as_str(), c.activity_id.as_str());
+                    if let std::collections::hash_map::Entry::Vacant(e) = first.entry(key) {
+                        e.insert(i);
+                        place(key, Row::Claim(i, c));
+                    }
+                }
+                let mut claimed = vec![false; claims.len()];
                 let mut conn = self.turn_connection($crate::store::held::TurnStatement::Claim).await?;
                 // Statement texts by chunk size, built once: this is the hottest write of a turn.
-                static CLAIM_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
-                let mut rest = &unique[..];
-                for rows in $crate::store::sql::pow2_chunks(unique.len(), $crate::store::sql::TURN_ROWS) {
-                    let (chunk, after) = rest.split_at(rows);
-                    rest = after;
-                    // New, or taken over from a turn whose claim lapsed: one statement per chunk,
-                    // so two deliveries racing for an activity cannot both win. The rows it
-                    // inserted or took over come back; the others are where they stand.
-                    let sql = $crate::store::sql::turn_statement(&CLAIM_SQL, rows, |rows| format!(
-                        "INSERT INTO processed_activities
-                            (conversation_id, activity_id, processed_at, claimed_until, claim_token, state)
-                         VALUES {}
-                         ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
-                            processed_at = excluded.processed_at,
-                            claimed_until = excluded.claimed_until,
-                            claim_token = excluded.claim_token
-                         WHERE processed_activities.state = 'IN_PROGRESS'
-                           AND processed_activities.claimed_until <= excluded.processed_at
-                         RETURNING conversation_id, activity_id",
-                        (0..rows)
-                            .map(|r| format!("({}, 'IN_PROGRESS')", $crate::store::sql::list_placeholders(5, 5 * r + 1)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                    // Only numbered placeholders are formatted in: no outside text.
-                    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-                    for c in chunk {
-                        q = q
-                            .bind(&c.conversation_id)
-                            .bind(&c.activity_id)
-                            .bind(c.now)
-                            .bind(c.until)
-                            .bind(&c.token);
+                static WRITE_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
+                for (_, rows) in &rounds {
+                    let mut rest = &rows[..];
+                    for n in $crate::store::sql::pow2_chunks(rows.len(), $crate::store::sql::TURN_ROWS) {
+                        let (chunk, after) = rest.split_at(n);
+                        rest = after;
+                        // One upsert for claims and done marks alike, so two deliveries racing for
+                        // an activity cannot both win. A claim inserts its row, or takes over one
+                        // whose claim lapsed; a done mark changes the row its turn's token still
+                        // holds (a row gone meanwhile — released by a takeover that failed — is
+                        // written done: the turn did succeed). The rows changed come back.
+                        // `processed_at` stays the claim's time on a done mark, so Postgres
+                        // writes it in place (no new index entries).
+                        let sql = $crate::store::sql::turn_statement(&WRITE_SQL, n, |n| format!(
+                            "INSERT INTO processed_activities
+                                (conversation_id, activity_id, processed_at, claimed_until, claim_token, state)
+                             VALUES {}
+                             ON CONFLICT (conversation_id, activity_id) DO UPDATE SET
+                                processed_at = CASE WHEN excluded.state = 'DONE'
+                                    THEN processed_activities.processed_at ELSE excluded.processed_at END,
+                                claimed_until = excluded.claimed_until,
+                                claim_token = CASE WHEN excluded.state = 'DONE'
+                                    THEN NULL ELSE excluded.claim_token END,
+                                state = excluded.state
+                             WHERE processed_activities.state = 'IN_PROGRESS'
+                               AND CASE WHEN excluded.state = 'DONE'
+                                   THEN processed_activities.claim_token = excluded.claim_token
+                                   ELSE processed_activities.claimed_until <= excluded.processed_at END
+                             RETURNING conversation_id, activity_id",
+                            (0..n)
+                                .map(|r| format!("({})", $crate::store::sql::list_placeholders(6, 6 * r + 1)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                        // Only numbered placeholders are formatted in: no outside text.
+                        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+                        for row in chunk {
+                            q = match row {
+                                Row::Claim(_, c) => q
+                                    .bind(&c.conversation_id)
+                                    .bind(&c.activity_id)
+                                    .bind(c.now)
+                                    .bind(Some(c.until))
+                                    .bind(&c.token)
+                                    .bind("IN_PROGRESS"),
+                                Row::Done(d) => q
+                                    .bind(&d.conversation_id)
+                                    .bind(&d.activity_id)
+                                    .bind(now)
+                                    .bind(None::<Timestamp>)
+                                    .bind(&d.token)
+                                    .bind("DONE"),
+                            };
+                        }
+                        let written: HashSet<(String, String)> =
+                            q.fetch_all(&mut *conn).await?.into_iter().collect();
+                        for row in chunk {
+                            if let Row::Claim(i, c) = row
+                                && written.contains(&(c.conversation_id.clone(), c.activity_id.clone()))
+                            {
+                                claimed[*i] = true;
+                            }
+                        }
                     }
-                    claimed.extend(q.fetch_all(&mut *conn).await?);
                 }
                 let mut answers = Vec::with_capacity(claims.len());
                 for (i, c) in claims.iter().enumerate() {
@@ -238,7 +302,7 @@ macro_rules! impl_conversation_store {
                             ActivityClaim::Claimed => ActivityClaim::InProgress,
                             earlier => earlier,
                         }
-                    } else if claimed.contains(&(c.conversation_id.clone(), c.activity_id.clone())) {
+                    } else if claimed[i] {
                         ActivityClaim::Claimed
                     } else {
                         // Not ours (a redelivery): rare, so read one at a time.
