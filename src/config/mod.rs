@@ -65,7 +65,7 @@ pub struct Settings {
     #[serde(serialize_with = "summary::redacted_secret")]
     pub database_url: Option<SecretString>,
     /// The pool's size. The bot holds a few connections beyond it for the statements of its
-    /// turns (`store::held`: three on Postgres, one read connection on SQLite).
+    /// turns (`store::held`: two on Postgres, one read connection on SQLite).
     #[serde(deserialize_with = "de_u32")]
     pub database_max_connections: u32,
     /// Load the demo data set into an empty database (dev profile only).

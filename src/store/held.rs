@@ -3,11 +3,11 @@
 //! Every statement run on a pool borrows a connection and gives it back, and sqlx tests a
 //! connection each time it comes back (`PoolConnection::return_to_pool` pings it,
 //! unconditionally): one more round trip to the Postgres server, or to the SQLite connection's
-//! thread, per statement. A Teams turn runs three small statements — its claim, the read of its
-//! sender and its done mark, each written together with other turns' (`governance::coalesce`) —
-//! and at 32 connections those pings were 7.5 % of the Postgres bot's CPU (docs/benchmarks.md,
-//! seventh pass). So each of those statements has a connection of its own that never goes back
-//! to the pool: there is nothing to test on its return.
+//! thread, per statement. A Teams turn runs small statements of two kinds — the read of its
+//! sender, and its writes (its claim, then its done mark) — each together with other turns'
+//! (`governance::coalesce`), and at 32 connections those pings were 7.5 % of the Postgres bot's
+//! CPU (docs/benchmarks.md, seventh pass). So each kind has a connection of its own that never
+//! goes back to the pool: there is nothing to test on its return.
 //!
 //! What the pool's test protected against is kept another way: a connection whose statement
 //! failed, or whose statement was abandoned half-way (its future dropped), is closed rather than
@@ -92,25 +92,22 @@ impl<DB: Database> std::fmt::Debug for HeldConnection<DB> {
 /// A held connection for each of the turn's statements.
 #[derive(Debug)]
 pub struct TurnConnections<DB: Database> {
-    claim: HeldConnection<DB>,
+    write: HeldConnection<DB>,
     sender: HeldConnection<DB>,
-    done: HeldConnection<DB>,
 }
 
 impl<DB: Database> TurnConnections<DB> {
     pub fn new(pool: &Pool<DB>) -> Self {
         TurnConnections {
-            claim: HeldConnection::new(pool.clone()),
+            write: HeldConnection::new(pool.clone()),
             sender: HeldConnection::new(pool.clone()),
-            done: HeldConnection::new(pool.clone()),
         }
     }
 
     pub fn of(&self, statement: TurnStatement) -> &HeldConnection<DB> {
         match statement {
-            TurnStatement::Claim => &self.claim,
+            TurnStatement::Write => &self.write,
             TurnStatement::Sender => &self.sender,
-            TurnStatement::Done => &self.done,
         }
     }
 }
@@ -165,9 +162,10 @@ impl<DB: Database> Drop for Held<'_, DB> {
 /// Which of the turn's statements a connection is for (see the module's note).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnStatement {
-    Claim,
+    /// The claims and done marks of a batch of turns (`write_turns`).
+    Write,
+    /// The senders of a batch of turns (`turn_senders`).
     Sender,
-    Done,
 }
 
 /// Where one of the turn's statements runs: a held connection, or (where the store cannot hold

@@ -601,27 +601,37 @@ pub trait ConversationStore: Send + Sync {
         delivered: bool,
         at: Timestamp,
     ) -> StoreResult<()>;
-    /// Claims inbound activities, each for one turn (identified by its token) until its `until`:
-    /// claimed when it is new, or when an earlier turn's claim lapsed (that turn crashed);
-    /// otherwise where it stands. One answer per claim, in order. An activity listed twice is
-    /// claimed at most once (the later listing is answered as the earlier one found it, or in
-    /// progress when the earlier one claimed it). Claims are written in as few statements as the
-    /// batch allows: concurrent turns share one write (see `governance::coalesce`). A claim becomes
-    /// DONE with [`finish_activities`](Self::finish_activities), or is dropped with
-    /// [`release_activity`](Self::release_activity) so a redelivery runs again.
-    async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>>;
     /// Claims activities and marks others done in one write: what a batch of concurrent turns
-    /// writes, some starting and some finishing (see `governance::conversations`). The claims are
-    /// answered as [`claim_activities`](Self::claim_activities) answers them, in order; the done
-    /// marks as [`finish_activities`](Self::finish_activities) writes them, except that a done
-    /// mark whose row is gone writes it done at `now` (the turn did succeed). A claim of an
-    /// activity whose done mark is in the same batch finds it done.
+    /// writes, some starting and some finishing (see `governance::conversations`).
+    ///
+    /// A claim is for one turn (identified by its token) until its `until`: claimed when the
+    /// activity is new, or when an earlier turn's claim lapsed (that turn crashed); otherwise
+    /// where it stands. One answer per claim, in order. An activity claimed twice is claimed at
+    /// most once (the later listing is answered as the earlier one found it, or in progress when
+    /// the earlier one claimed it). A claim becomes DONE with a done mark, or is dropped with
+    /// [`release_activity`](Self::release_activity) so a redelivery runs again.
+    ///
+    /// A done mark says the turn succeeded: redeliveries are answered as done from then on. A
+    /// turn whose claim was taken over meanwhile (its token no longer there) changes nothing; one
+    /// whose row is gone (released by a takeover that failed) writes it done at `now`, since the
+    /// turn did succeed. `processed_at` stays the claim's time: it only ages the row out
+    /// ([`forget_processed_before`](Self::forget_processed_before)), and leaving the indexed
+    /// column as it is lets Postgres write the mark in place (no new index entries). A claim of
+    /// an activity whose done mark is in the same batch finds it done.
     async fn write_turns(
         &self,
         claims: &[TurnClaim],
         dones: &[TurnKey],
         now: Timestamp,
     ) -> StoreResult<Vec<ActivityClaim>>;
+    /// [`write_turns`](Self::write_turns) with claims only.
+    async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>> {
+        match claims.first() {
+            // No done marks: the time a done mark's new row would get is never used.
+            Some(first) => self.write_turns(claims, &[], first.now).await,
+            None => Ok(Vec::new()),
+        }
+    }
     /// [`claim_activities`](Self::claim_activities) for one activity.
     async fn claim_activity(
         &self,
@@ -648,25 +658,9 @@ pub trait ConversationStore: Send + Sync {
         token: &str,
         until: Timestamp,
     ) -> StoreResult<bool>;
-    /// The turns succeeded: redeliveries of their activities are answered as done from now on. A
-    /// turn whose claim was taken over meanwhile (its token no longer there) changes nothing.
-    /// `processed_at` stays the claim's time: it only ages the row out
-    /// ([`forget_processed_before`](Self::forget_processed_before)), and leaving the indexed
-    /// column as it is lets Postgres write the done mark in place (no new index entries).
-    async fn finish_activities(&self, turns: &[TurnKey]) -> StoreResult<()>;
-    /// [`finish_activities`](Self::finish_activities) for one turn.
-    async fn finish_activity(
-        &self,
-        conversation_id: &str,
-        activity_id: &str,
-        token: &str,
-    ) -> StoreResult<()> {
-        let turns = [TurnKey {
-            conversation_id: conversation_id.to_string(),
-            activity_id: activity_id.to_string(),
-            token: token.to_string(),
-        }];
-        self.finish_activities(&turns).await
+    /// [`write_turns`](Self::write_turns) with done marks only.
+    async fn finish_activities(&self, turns: &[TurnKey], now: Timestamp) -> StoreResult<()> {
+        self.write_turns(&[], turns, now).await.map(|_| ())
     }
     /// The turn holding `token` failed: the claim is dropped, so a redelivery runs the turn.
     async fn release_activity(

@@ -236,16 +236,14 @@ impl SqliteStore {
     }
 
     /// Where the turn's `statement` runs: the sender read on its held read connection, the
-    /// claim and the done mark on the writer.
+    /// claims and done marks on the writer.
     async fn turn_connection(
         &self,
         statement: TurnStatement,
     ) -> Result<TurnConnection<'_, Sqlite>, sqlx::Error> {
         Ok(match statement {
             TurnStatement::Sender => TurnConnection::Held(self.turn_sender.get().await?),
-            TurnStatement::Claim | TurnStatement::Done => {
-                TurnConnection::Writer(self.writer.lock().await?)
-            }
+            TurnStatement::Write => TurnConnection::Writer(self.writer.lock().await?),
         })
     }
 }

@@ -178,14 +178,6 @@ macro_rules! impl_conversation_store {
                 Ok(())
             }
 
-            async fn claim_activities(&self, claims: &[TurnClaim]) -> StoreResult<Vec<ActivityClaim>> {
-                match claims.first() {
-                    // No done marks: the time for a done mark's new row is never used.
-                    Some(first) => self.write_turns(claims, &[], first.now).await,
-                    None => Ok(Vec::new()),
-                }
-            }
-
             async fn write_turns(
                 &self,
                 claims: &[TurnClaim],
@@ -226,7 +218,7 @@ macro_rules! impl_conversation_store {
                     }
                 }
                 let mut claimed = vec![false; claims.len()];
-                let mut conn = self.turn_connection($crate::store::held::TurnStatement::Claim).await?;
+                let mut conn = self.turn_connection($crate::store::held::TurnStatement::Write).await?;
                 // Statement texts by chunk size, built once: this is the hottest write of a turn.
                 static WRITE_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
                 for (_, rows) in &rounds {
@@ -345,45 +337,6 @@ macro_rules! impl_conversation_store {
                 .await?
                 .rows_affected()
                     == 1)
-            }
-
-            async fn finish_activities(&self, turns: &[TurnKey]) -> StoreResult<()> {
-                static FINISH_SQL: [std::sync::OnceLock<String>; 6] = [const { std::sync::OnceLock::new() }; 6];
-                let mut conn = self.turn_connection($crate::store::held::TurnStatement::Done).await?;
-                let mut rest = turns;
-                for rows in $crate::store::sql::pow2_chunks(turns.len(), $crate::store::sql::TURN_ROWS) {
-                    let (chunk, after) = rest.split_at(rows);
-                    rest = after;
-                    // One term per turn, each on the primary key plus the turn's token, so every
-                    // term is an index lookup on both databases.
-                    let sql = $crate::store::sql::turn_statement(&FINISH_SQL, rows, |rows| {
-                        let terms: Vec<String> = (0..rows)
-                            .map(|i| {
-                                let n = 1 + 3 * i;
-                                format!(
-                                    "(conversation_id = ${} AND activity_id = ${} AND claim_token = ${})",
-                                    n,
-                                    n + 1,
-                                    n + 2
-                                )
-                            })
-                            .collect();
-                        format!(
-                            "UPDATE processed_activities
-                             SET state = 'DONE', claimed_until = NULL, claim_token = NULL
-                             WHERE {}",
-                            terms.join(" OR ")
-                        )
-                    });
-                    // Only numbered placeholders are formatted in: no outside text.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for t in chunk {
-                        q = q.bind(&t.conversation_id).bind(&t.activity_id).bind(&t.token);
-                    }
-                    q.execute(&mut *conn).await?;
-                }
-                conn.keep();
-                Ok(())
             }
 
             async fn release_activity(
