@@ -1377,6 +1377,17 @@ async fn conversations_cards_and_redelivery(db: Db) {
     );
 }
 
+/// A turn's claim on `activity` in conversation `conv`, for a minute from `now`.
+fn turn_claim(activity: &str, token: &str, now: Timestamp) -> TurnClaim {
+    TurnClaim {
+        conversation_id: "conv".into(),
+        activity_id: activity.into(),
+        token: token.into(),
+        now,
+        until: now.plus(Duration::minutes(1)),
+    }
+}
+
 /// The key of a turn holding `activity` in conversation `conv`.
 fn turn_key(activity: &str, token: &str) -> TurnKey {
     TurnKey {
@@ -1392,18 +1403,7 @@ fn turn_key(activity: &str, token: &str) -> TurnKey {
 async fn batched_turn_claims_answer_each_activity_as_one_at_a_time_would(db: Db) {
     let s = db.store.as_ref();
     let until = t0().plus(Duration::minutes(1));
-    let claim = |activity: &str, token: &str, now: Timestamp| TurnClaim {
-        conversation_id: "conv".into(),
-        activity_id: activity.into(),
-        token: token.into(),
-        now,
-        until: now.plus(Duration::minutes(1)),
-    };
-    let key = |activity: &str, token: &str| TurnKey {
-        conversation_id: "conv".into(),
-        activity_id: activity.into(),
-        token: token.into(),
-    };
+    let (claim, key) = (turn_claim, turn_key);
     // Where things stand before the batch: one activity done, one held by a live turn, one whose
     // turn crashed (its claim lapses at `until`).
     assert_eq!(
@@ -1488,18 +1488,7 @@ async fn batched_turn_claims_answer_each_activity_as_one_at_a_time_would(db: Db)
 /// (released by a takeover that failed) writes it done.
 async fn turns_starting_and_finishing_together_share_one_write(db: Db) {
     let s = db.store.as_ref();
-    let claim = |activity: &str, token: &str, now: Timestamp| TurnClaim {
-        conversation_id: "conv".into(),
-        activity_id: activity.into(),
-        token: token.into(),
-        now,
-        until: now.plus(Duration::minutes(1)),
-    };
-    let key = |activity: &str, token: &str| TurnKey {
-        conversation_id: "conv".into(),
-        activity_id: activity.into(),
-        token: token.into(),
-    };
+    let (claim, key) = (turn_claim, turn_key);
     assert_eq!(
         s.claim_activities(&[
             claim("finishing", "t-1", t0()),
