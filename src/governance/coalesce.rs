@@ -1,6 +1,6 @@
-//! Group writes: concurrent callers' small writes of one kind (turns claiming their activities,
-//! turns marking them done) go to the database together, one statement for all of them, instead
-//! of one statement and one commit each.
+//! Group writes: concurrent callers' small writes of one kind (turns claiming their activities
+//! and marking them done, turns reading their senders) go to the database together, one
+//! statement for all of them, instead of one statement and one commit each.
 //!
 //! There is no timer and no background task waiting for a batch to fill: the first caller to
 //! find no write in flight writes at once, taking along whatever is already queued; callers that
