@@ -205,10 +205,28 @@ impl<DB: Database> DerefMut for TurnConnection<'_, DB> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::store) mod tests {
     use super::*;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-    use sqlx::{Sqlite, SqlitePool};
+    use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+
+    /// Marks `conn` with a TEMP table: only statements on this very connection see it.
+    pub(in crate::store) async fn mark_connection(conn: &mut SqliteConnection) {
+        sqlx::query("CREATE TEMP TABLE mark (x)")
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
+    /// Whether `conn` is the connection [`mark_connection`] marked.
+    pub(in crate::store) async fn is_marked(conn: &mut SqliteConnection) -> bool {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sqlite_temp_master WHERE name = 'mark'")
+                .fetch_optional(conn)
+                .await
+                .unwrap();
+        found.is_some()
+    }
 
     /// A file database: each connection to it is a connection of its own, so a TEMP table
     /// shows which connection a statement ran on.
@@ -226,21 +244,14 @@ mod tests {
 
     async fn marked(held: &HeldConnection<Sqlite>) -> bool {
         let mut conn = held.get().await.unwrap();
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM sqlite_temp_master WHERE name = 'mark'")
-                .fetch_optional(&mut *conn)
-                .await
-                .unwrap();
+        let found = is_marked(&mut conn).await;
         conn.keep();
-        found.is_some()
+        found
     }
 
     async fn mark(held: &HeldConnection<Sqlite>) {
         let mut conn = held.get().await.unwrap();
-        sqlx::query("CREATE TEMP TABLE mark (x)")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        mark_connection(&mut conn).await;
         conn.keep();
     }
 

@@ -243,6 +243,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::held::tests::{is_marked, mark_connection};
     use sqlx::Sqlite;
     use sqlx::sqlite::SqliteConnectOptions;
 
@@ -366,10 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = with_table(&dir).await;
         let mut conn = writer.lock().await.unwrap();
-        sqlx::query("CREATE TEMP TABLE mark (x)")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        mark_connection(&mut conn).await;
         assert!(
             sqlx::query("INSERT INTO no_such_table VALUES (1)")
                 .execute(&mut *conn)
@@ -378,14 +376,8 @@ mod tests {
         );
         drop(conn);
         let mut conn = writer.lock().await.unwrap();
-        let marked: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM sqlite_temp_master WHERE name = 'mark'")
-                .fetch_optional(&mut *conn)
-                .await
-                .unwrap();
-        assert_eq!(
-            marked,
-            Some(1),
+        assert!(
+            is_marked(&mut conn).await,
             "the same connection: its page cache stays warm"
         );
     }
