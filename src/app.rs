@@ -516,10 +516,7 @@ fn directories(settings: &Settings) -> Result<Directories, StoreError> {
         };
         return Ok((Arc::new(StaticGroupDirectory::new()), Arc::new(people)));
     }
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default();
+    let http = crate::outbound::client(None);
     let tokens = TokenProvider::from_settings(settings, GRAPH_SCOPE).ok_or_else(|| {
         StoreError::Invalid(
             "graph.enabled needs the bot's app id and password (or a managed identity)".into(),

@@ -377,12 +377,7 @@ const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// The client for client-secret token requests: a time limit per request, no redirects (as
 /// azure_core's own client).
 fn token_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
-        .timeout(TOKEN_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
+    crate::outbound::client(Some(TOKEN_TIMEOUT))
 }
 
 impl ClientSecret {

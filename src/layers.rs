@@ -47,6 +47,7 @@ pub const LAYERS: &[(&str, Layer)] = &[
     ("config", Layer::Adapters),
     ("telemetry", Layer::Adapters),
     ("private_fs", Layer::Adapters),
+    ("outbound", Layer::Adapters),
     ("cards", Layer::Adapters),
     ("audit::signer", Layer::Adapters),
     ("governance", Layer::UseCases),

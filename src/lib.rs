@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod notify;
 pub mod openid;
 pub mod otp;
+pub mod outbound;
 pub mod policy;
 pub mod private_fs;
 pub mod state;

@@ -161,13 +161,11 @@ pub struct HttpConnector {
 impl HttpConnector {
     /// `tokens: None` = dev mode, unauthenticated calls. Calls go to Bot Framework's Connector
     /// hosts only until [`HttpConnector::with_hosts`] says otherwise.
-    pub fn new(
-        http: reqwest::Client,
-        tokens: Option<Arc<TokenProvider>>,
-        retry: RetryPolicy,
-    ) -> Self {
+    pub fn new(tokens: Option<Arc<TokenProvider>>, retry: RetryPolicy) -> Self {
         HttpConnector {
-            http,
+            // No redirects (`crate::outbound`): the host allow-list checks the URL the bot chose,
+            // and a 3xx answer is a refusal (`Rejected`), never followed.
+            http: crate::outbound::client(None),
             tokens,
             retry,
             hosts: ConnectorHosts::bot_framework(),

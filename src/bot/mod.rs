@@ -62,7 +62,7 @@ impl BotRuntime {
         let hosts = ConnectorHosts::from_settings(settings);
         let connector = |tokens| {
             Arc::new(
-                HttpConnector::new(http.clone(), tokens, RetryPolicy::default())
+                HttpConnector::new(tokens, RetryPolicy::default())
                     .with_hosts(hosts.clone())
                     .with_audit(store.clone(), clock.clone()),
             )

@@ -424,12 +424,9 @@ async fn read_answer(
     Ok((status, json))
 }
 
+/// No redirects (`crate::outbound`): a 307 would carry the code in the body elsewhere.
 fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default()
+    crate::outbound::client(Some(timeout))
 }
 
 #[cfg(test)]

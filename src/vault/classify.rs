@@ -136,6 +136,9 @@ pub fn classify(op: Op, output: &CommandOutput) -> Result<Answer, VaultError> {
             403 if op.is_read() => return fail(ErrorClass::Terminal, &not_permitted(op)),
             401 if op.is_read() => return fail(ErrorClass::Terminal, KEY_REFUSED),
             401 | 403 => return fail(ErrorClass::Terminal, says::MISCONFIGURED),
+            // A redirect (never followed: `crate::outbound`): the configured URL is not the
+            // service's, and asking again will not change that.
+            300..=399 => return fail(ErrorClass::Terminal, says::MISCONFIGURED),
             429 | 503 | 504 => return fail(ErrorClass::Transient, says::BUSY),
             _ => {}
         }
@@ -609,6 +612,8 @@ mod tests {
                 says::NO_ANSWER,
             ),
             (service(404, "Not Found"), Terminal, says::MISCONFIGURED),
+            (service(307, ""), Terminal, says::MISCONFIGURED),
+            (service(301, ""), Terminal, says::MISCONFIGURED),
             (
                 service(200, r#"{"status":"success","message":"","data":null}"#),
                 Transient,

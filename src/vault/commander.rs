@@ -614,7 +614,8 @@ impl CommanderService {
         timeout: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<CommanderService, VaultError> {
-        let http = reqwest::Client::builder()
+        // No redirects (`crate::outbound`): the `api-key` header would follow one to any host.
+        let http = crate::outbound::builder()
             .timeout(timeout)
             .build()
             .map_err(|e| {

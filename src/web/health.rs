@@ -128,9 +128,8 @@ pub fn local_healthz_url(bind: std::net::SocketAddr) -> String {
 /// GETs `url` once, without proxies or redirects, within `timeout`: `Ok` on 200, otherwise why
 /// not (the status, or that nothing answered). The URL carries no secret; the answer is not read.
 pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), String> {
-    let client = reqwest::Client::builder()
+    let client = crate::outbound::builder()
         .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .build()
         .map_err(|e| format!("http client: {e}"))?;

@@ -130,12 +130,7 @@ impl OidcClient {
         clock: Arc<dyn Clock>,
     ) -> Option<OidcClient> {
         let client_id = settings.client_id.clone().filter(|c| !c.is_empty())?;
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("passkey/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let http = crate::outbound::client(Some(TIMEOUT));
         let tenant = settings.tenant_id.clone().unwrap_or_default();
         // No allow-list (dev): the one tenant the app is registered in, unless that is a
         // multi-tenant alias — then nobody, rather than everybody.

@@ -8,6 +8,7 @@ use crate::common::fake_commander::{
     FakeShare, LOGIN_NAME as LIST_LOGIN_NAME, RemoveAnswer, WEB_FOLDER as SF_WEB, share_key_for,
 };
 use crate::common::logs;
+use crate::common::redirector::Redirector;
 
 use passkey::domain::{Clock, ManualClock, Timestamp};
 use passkey::domain::{FolderPermission, VaultPrincipalType};
@@ -679,6 +680,37 @@ async fn service_every_status_is_classified() {
         assert_eq!((e.class, e.message.as_str()), (class, message), "{mode}");
         assert_error_is_clean(&e);
     }
+}
+
+/// A service URL that answers with a redirect (a moved or hostile endpoint) is refused, not
+/// followed: the `api-key` header and the command would go along to wherever it points.
+#[tokio::test]
+async fn service_a_redirect_is_refused_and_the_api_key_goes_nowhere_else() {
+    let fake = FakeService::start("ok", &[]).await;
+    let redirector = Redirector::start(&fake.base).await;
+    let e = CommanderService::new(
+        &redirector.base,
+        SecretString::from(API_KEY),
+        Duration::from_secs(10),
+        clock(),
+    )
+    .unwrap()
+    .create(UID, time::Duration::hours(1), "passkey-req-5")
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.class, e.message.as_str()),
+        (ErrorClass::Terminal, says::MISCONFIGURED),
+        "{}",
+        e.raw
+    );
+    assert_error_is_clean(&e);
+    assert!(!e.raw.contains(API_KEY));
+    assert!(redirector.hits() >= 1);
+    assert!(
+        fake.seen().is_empty(),
+        "the command never reached the redirect's target"
+    );
 }
 
 #[tokio::test]

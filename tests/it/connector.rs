@@ -5,6 +5,7 @@
 use crate::common;
 
 use common::channel::{APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer};
+use common::redirector::Redirector;
 use common::tokens::{FakeCredential, HttpsTokens};
 use passkey::bot::activity::OutgoingActivity;
 use passkey::bot::connector::{
@@ -37,8 +38,7 @@ async fn client(issuer: &Issuer) -> (HttpConnector, Arc<TokenProvider>) {
     let tokens =
         Arc::new(https.provider(APP_ID, "pw", None, "https://api.botframework.com/.default"));
     (
-        HttpConnector::new(reqwest::Client::new(), Some(tokens.clone()), fast_retries())
-            .with_hosts(hosts()),
+        HttpConnector::new(Some(tokens.clone()), fast_retries()).with_hosts(hosts()),
         tokens,
     )
 }
@@ -334,8 +334,7 @@ async fn a_failing_token_endpoint_is_a_token_error_and_nothing_is_sent() {
         "https://api.botframework.com/.default",
     ));
     for tokens in [unreachable, failing] {
-        let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries())
-            .with_hosts(hosts());
+        let connector = HttpConnector::new(Some(tokens), fast_retries()).with_hosts(hosts());
         let err = connector
             .send(&to, &OutgoingActivity::text("x"))
             .await
@@ -360,8 +359,7 @@ async fn any_credential_gives_the_bearer_token_and_a_401_asks_it_again_once() {
         tokens.token().await.unwrap().expose_secret(),
         "token-from-any-credential"
     );
-    let connector = HttpConnector::new(reqwest::Client::new(), Some(tokens), fast_retries())
-        .with_hosts(hosts());
+    let connector = HttpConnector::new(Some(tokens), fast_retries()).with_hosts(hosts());
     let to = ConversationTarget {
         service_url: fake.service_url.clone(),
         conversation_id: "a:1".into(),
@@ -393,4 +391,58 @@ async fn any_credential_gives_the_bearer_token_and_a_401_asks_it_again_once() {
         "{err:?}"
     );
     assert_eq!(credential.calls(), 5, "a second 401 is not retried");
+}
+
+/// A redirect would take the call past the host allow-list (the refusal above checks the URL the
+/// bot chose, not where a 3xx sends it): the Connector never redirects, so a 3xx is a refusal and
+/// nothing reaches the other host — no body, no token.
+#[tokio::test]
+async fn a_redirect_from_the_connector_is_refused_and_never_followed() {
+    let issuer = Issuer::start().await;
+    let foreign = FakeConnector::start_on("127.0.0.2").await;
+    let allowed_twin = FakeConnector::start().await;
+    let (connector, _) = client(&issuer).await;
+    // To a host outside the allow-list, and to one inside it: neither is followed.
+    for target in [&foreign, &allowed_twin] {
+        let redirector =
+            Redirector::start(target.service_url.trim_end_matches("/connector/")).await;
+        let to = ConversationTarget {
+            service_url: format!("{}/connector/", redirector.base),
+            conversation_id: "a:1".into(),
+        };
+        let results = [
+            connector
+                .send(&to, &OutgoingActivity::text("x"))
+                .await
+                .map(|_| ()),
+            connector
+                .reply(&to, "1", &OutgoingActivity::text("x"))
+                .await
+                .map(|_| ()),
+            connector
+                .update(&to, "1", &OutgoingActivity::text("x"))
+                .await,
+            connector.delete(&to, "1").await,
+        ];
+        for result in results {
+            assert!(
+                matches!(result, Err(ConnectorError::Rejected { status: 307 })),
+                "{}: {result:?}",
+                target.service_url
+            );
+        }
+        assert_eq!(
+            redirector.hits(),
+            4,
+            "each call was tried once, not retried"
+        );
+    }
+    assert!(
+        foreign.calls().is_empty(),
+        "nothing reached the foreign host"
+    );
+    assert!(
+        allowed_twin.calls().is_empty(),
+        "a redirect is not followed even to an allowed host"
+    );
 }

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::redirector::Redirector;
 use common::{Db, t0};
 use passkey::canonical::sha256_hex;
 use passkey::config::{OtpSettings, Settings, SmsProvider};
@@ -1917,6 +1918,56 @@ async fn acs_requests_are_signed_and_shaped_as_documented() {
         .verify(&w.alice, started.challenge_id, &code)
         .await
         .unwrap();
+}
+
+/// An SMS endpoint that answers with a redirect is refused, not followed: a 307 keeps the
+/// method and the body, so following it would post the code to wherever it points. Both
+/// providers; the gateway behind the redirect receives nothing.
+#[tokio::test]
+async fn sms_endpoints_that_redirect_are_refused_and_the_code_goes_nowhere_else() {
+    let gateway = Arc::new(Gateway::default());
+    let base = serve(
+        axum::Router::new()
+            .route("/sms", axum::routing::post(fake_acs))
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages.json",
+                axum::routing::post(fake_twilio),
+            )
+            .with_state(gateway.clone()),
+    )
+    .await;
+    let redirector = Redirector::start(&base).await;
+    let providers = [
+        OtpSettings {
+            sms_provider: SmsProvider::Acs,
+            acs_endpoint: Some(redirector.base.clone()),
+            acs_access_key: Some(SecretString::from(ACS_KEY_B64)),
+            sms_from: Some("+18005550100".into()),
+            ..OtpSettings::default()
+        },
+        OtpSettings {
+            sms_provider: SmsProvider::Twilio,
+            twilio_base_url: redirector.base.clone(),
+            twilio_account_sid: Some(TWILIO_SID.into()),
+            twilio_auth_token: Some(SecretString::from(TWILIO_TOKEN)),
+            sms_from: Some("+18005550100".into()),
+            ..OtpSettings::default()
+        },
+    ];
+    for (n, settings) in providers.into_iter().enumerate() {
+        let (w, _db) = gateway_world(settings).await;
+        let err = w
+            .otp
+            .begin(&w.alice, &w.request, &w.token_hash)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OtpError::SendFailed), "{err:?}");
+        assert_eq!(redirector.hits(), n + 1, "one try, not followed");
+    }
+    assert!(
+        gateway.requests.lock().unwrap().is_empty(),
+        "no SMS request reached the redirect's target"
+    );
 }
 
 #[tokio::test]

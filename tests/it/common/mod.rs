@@ -15,6 +15,7 @@ pub mod fake_sharer;
 pub mod fake_twilio;
 pub mod logs;
 pub mod oidc;
+pub mod redirector;
 pub mod second_factor;
 pub mod tls;
 pub mod tokens;
