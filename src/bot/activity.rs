@@ -246,7 +246,7 @@ pub struct OutgoingActivity {
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
     pub content_type: String,
-    pub content: Value,
+    pub content: crate::cards::Card,
 }
 
 pub const ADAPTIVE_CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
@@ -261,7 +261,7 @@ impl OutgoingActivity {
         }
     }
 
-    pub fn card(summary: impl Into<String>, card: Value) -> Self {
+    pub fn card(summary: impl Into<String>, card: crate::cards::Card) -> Self {
         OutgoingActivity {
             kind: "message".into(),
             summary: Some(summary.into()),

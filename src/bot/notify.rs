@@ -366,7 +366,7 @@ impl TeamsNotifier {
             RequestStatus::Pending | RequestStatus::RenewalPending | RequestStatus::RequiresTriage
         );
         // Each approver's copy in that approver's time zone (#18.6), rendered once per zone.
-        let mut decided_views: HashMap<String, serde_json::Value> = HashMap::new();
+        let mut decided_views: HashMap<String, crate::cards::Card> = HashMap::new();
         let mut status_view = None;
         for copy in &copies {
             // The channel's copy stays as posted until the request is decided: it has no
@@ -451,7 +451,7 @@ pub async fn decided_card(
     request: &Request,
     record: &Record,
     stale: bool,
-) -> Result<serde_json::Value, String> {
+) -> Result<crate::cards::Card, String> {
     let requester = store
         .user_by_id(request.requester_id)
         .await

@@ -13,6 +13,7 @@ use super::connector::{Connector, ConnectorError, ConversationTarget};
 use super::notify::STATUS_CARD;
 use super::render;
 use super::views;
+use crate::cards::Card;
 use crate::domain::{RequestStatus, Role, Timestamp, Zone};
 use crate::error::ApiError;
 use crate::governance::admin::AdminError;
@@ -43,13 +44,13 @@ pub enum Reply {
     Text(String),
     /// An Adaptive Card: a message of its own, or the invoke response to a card action (it
     /// replaces the clicked card).
-    Card(Value),
+    Card(Card),
     /// What just happened to the requester's own request (`text`, with the policy's reasons) and
     /// its status card under it. The card is recorded, so every later change to the request
     /// updates it in place.
     Status {
         text: String,
-        card: Value,
+        card: Card,
         request_id: i64,
         requester_id: i64,
     },
@@ -57,7 +58,7 @@ pub enum Reply {
     /// text; the form says it too, for the invoke answer that replaces the tapped form).
     Form {
         text: String,
-        card: Value,
+        card: Card,
     },
 }
 
@@ -265,7 +266,7 @@ async fn run(
             let value = activity.value.clone().unwrap_or(Value::Null);
             match actions::from_execute(&value) {
                 Ok(action) => {
-                    let card = |card: Value| {
+                    let card = |card: Card| {
                         json!({
                             "statusCode": 200,
                             "type": crate::bot::activity::ADAPTIVE_CARD_CONTENT_TYPE,
@@ -420,8 +421,8 @@ async fn group_status_card(
     state: &BotState,
     request_id: i64,
     requester_id: i64,
-    card: Value,
-) -> Result<Value, ApiError> {
+    card: Card,
+) -> Result<Card, ApiError> {
     let Some(request) = state.store.request_by_id(request_id).await? else {
         return Ok(card);
     };

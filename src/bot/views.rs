@@ -3,6 +3,7 @@
 //! the same however it was asked for.
 
 use super::{BotState, ChannelAuthMode};
+use crate::cards::Card;
 use crate::cards::{
     self, AdminHealthCard, HealthCheck, HelpCard, MyRequestsCard, PendingApprovalsCard,
     PendingItem, RecordSearchCard, RequestFormCard, RequestStatusCard, TriageItem, TriageQueueCard,
@@ -11,7 +12,6 @@ use crate::domain::RequestStatus;
 use crate::error::ApiError;
 use crate::governance::lifecycle::{LifecycleError, Standing};
 use crate::store::{Record, Request, Store, User};
-use serde_json::Value;
 
 /// The kind recorded for approval cards in `sent_cards`.
 pub const APPROVAL_CARD: &str = "approval";
@@ -24,15 +24,15 @@ const MY_REQUESTS_LIMIT: i64 = 25;
 /// How many waiting requests `pending` looks through.
 const PENDING_SCAN_LIMIT: i64 = 200;
 
-fn rendered(card: Result<Value, cards::CardError>) -> Result<Value, ApiError> {
+fn rendered(card: Result<Card, cards::CardError>) -> Result<Card, ApiError> {
     card.map_err(ApiError::internal)
 }
 
-pub fn help(user: Option<&User>) -> Result<Value, ApiError> {
+pub fn help(user: Option<&User>) -> Result<Card, ApiError> {
     rendered(cards::render_help(&HelpCard::for_user(user)))
 }
 
-pub fn welcome(display_name: Option<&str>) -> Result<Value, ApiError> {
+pub fn welcome(display_name: Option<&str>) -> Result<Card, ApiError> {
     rendered(cards::render_welcome(&cards::WelcomeCard::new(
         display_name,
     )))
@@ -43,7 +43,7 @@ pub async fn welcome_for(
     state: &BotState,
     display_name: Option<&str>,
     user: Option<&User>,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     let waiting = match user {
         Some(user) => pending_items(state, user).await?,
         None => Vec::new(),
@@ -57,7 +57,7 @@ pub async fn welcome_for(
 /// for you", each with Review), from their waiting notices: the requests that still wait for
 /// their decision. `None` when nothing does (the notices are closed as no longer applying); the
 /// caller sends the card and then closes them with [`close_waiting`].
-pub async fn waiting_for(state: &BotState, user: &User) -> Result<Option<Value>, ApiError> {
+pub async fn waiting_for(state: &BotState, user: &User) -> Result<Option<Card>, ApiError> {
     let notices = state.store.waiting_notices_for_user(user.id).await?;
     if notices.is_empty() {
         return Ok(None);
@@ -135,7 +135,7 @@ pub async fn records(
     state: &BotState,
     user: &User,
     search: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     let (records, degraded) = requestable_records(state, user, search).await?;
     let mut view = RecordSearchCard::new(search, &records);
     if degraded {
@@ -151,7 +151,7 @@ pub async fn request_form(
     user: &User,
     record: Option<&str>,
     problem: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     let (records, degraded) = requestable_records(state, user, None).await?;
     let (mut view, _) = blank_form(state.policy.policy(), &records);
     if let Some(uid) = record {
@@ -182,7 +182,7 @@ pub async fn request_form_again(
     user: &User,
     answers: &Answers,
     problem: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     let (records, _) = requestable_records(state, user, None).await?;
     let policy = state.policy.policy();
     let (view, cap) = blank_form(policy, &records);
@@ -237,7 +237,7 @@ pub async fn request_status(
     request: &Request,
     record: &Record,
     base_url: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     let folder = match record.folder_id {
         Some(id) => store.folder_by_id(id).await?.map(|f| f.name),
         None => None,
@@ -311,7 +311,7 @@ pub async fn request_status_in_group(
     record: &Record,
     base_url: &str,
     requester_teams_id: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     let folder = match record.folder_id {
         Some(id) => store.folder_by_id(id).await?.map(|f| f.name),
         None => None,
@@ -322,7 +322,7 @@ pub async fn request_status_in_group(
 }
 
 /// `my requests`: the latest requests with Release / Extend where they apply.
-pub async fn my_requests(state: &BotState, user: &User) -> Result<Value, ApiError> {
+pub async fn my_requests(state: &BotState, user: &User) -> Result<Card, ApiError> {
     let requests = state
         .store
         .requests_for_requester(user.id, MY_REQUESTS_LIMIT)
@@ -346,7 +346,7 @@ pub async fn my_requests(state: &BotState, user: &User) -> Result<Value, ApiErro
 /// `pending`: requests waiting for a decision that this person approves — by the same rule
 /// that decides who may see a request (`Lifecycle::standing`), so the list shows nobody a
 /// request they could not open. The policy decides again on the tap.
-pub async fn pending(state: &BotState, user: &User) -> Result<Value, ApiError> {
+pub async fn pending(state: &BotState, user: &User) -> Result<Card, ApiError> {
     rendered(cards::render_pending_approvals(&PendingApprovalsCard::new(
         pending_items(state, user).await?,
     )))
@@ -385,7 +385,7 @@ async fn display_name(store: &dyn Store, user_id: i64) -> Result<String, ApiErro
 }
 
 /// `admin triage`: requests waiting for an admin, oldest first.
-pub async fn triage_queue(state: &BotState) -> Result<Value, ApiError> {
+pub async fn triage_queue(state: &BotState) -> Result<Card, ApiError> {
     let queue = state
         .lifecycle
         .triage_queue(25)
@@ -461,7 +461,7 @@ pub fn access_review_card(
     reader_id: i64,
     own_rows: &[i64],
     note: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Card, ApiError> {
     use crate::governance::reviews::decided_words;
     let open = view.open();
     let status = match view.review.status.as_str() {
@@ -542,7 +542,7 @@ async fn sms_check(state: &BotState) -> HealthCheck {
     }
 }
 
-pub async fn admin_health(state: &BotState) -> Result<Value, ApiError> {
+pub async fn admin_health(state: &BotState) -> Result<Card, ApiError> {
     let settings = &state.settings;
     let db = state.store.ping().await;
     let migrations = state.store.migration_state().await;
@@ -672,7 +672,7 @@ pub async fn access_report(
     state: &BotState,
     days: u32,
     record: Option<&str>,
-) -> Result<Result<Value, String>, ApiError> {
+) -> Result<Result<Card, String>, ApiError> {
     use crate::governance::reports::{ReportError, Reports, TOP_ROWS, date_text};
     let reports = Reports::new(state.store.clone(), state.clock.clone());
     let report = match reports.recent(days, record).await {

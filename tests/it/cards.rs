@@ -176,6 +176,13 @@ fn job_run(name: &str, ok: bool, error: Option<&str>) -> JobRun {
 
 /// Every card, built from the given text wherever people's words or names can appear.
 pub(crate) fn every_card(text: &str, long_text: &str) -> Vec<(String, Value)> {
+    every_rendered_card(text, long_text)
+        .into_iter()
+        .map(|(what, card)| (what, card.into_value()))
+        .collect()
+}
+
+fn every_rendered_card(text: &str, long_text: &str) -> Vec<(String, Card)> {
     let rec = record(text);
     let requester = user(text, Role::Requester);
     let reasons = vec![
@@ -779,7 +786,8 @@ fn my_requests_offer_release_and_extend_where_they_apply() {
 // Snapshots: how each card looks, with ordinary data
 // ---------------------------------------------------------------------------------------------
 
-fn snap(name: &str, card: Value) {
+fn snap(name: &str, card: impl Into<Value>) {
+    let card: Value = card.into();
     check(name, &card);
     // Snapshotted as the JSON text Teams receives (pretty), not through insta's serializer,
     // which shows serde_json's arbitrary-precision numbers as internal structs.
@@ -1026,7 +1034,9 @@ fn snapshots() {
 
 #[test]
 fn the_schema_check_has_teeth() {
-    let good = render_error(&ErrorCard::new("t", "m")).unwrap();
+    let good = render_error(&ErrorCard::new("t", "m"))
+        .unwrap()
+        .into_value();
     assert!(common::adaptive_card_errors(&good).is_empty());
     let mut unknown_property = good.clone();
     unknown_property["body"][0]["colour"] = json!("red");
