@@ -133,6 +133,36 @@ async fn every_operation_speaks_the_connector_rest_shape() {
 
 /// Whatever asks for a call — a reply, a proactive send, opening a chat — the token goes only to
 /// allowed Connector hosts: a refused host gets no connection, and no token is even fetched.
+/// Every Connector operation once, at the Connector `service_url`, each answer as `()`.
+async fn every_call(
+    connector: &HttpConnector,
+    service_url: &str,
+) -> Vec<Result<(), ConnectorError>> {
+    let to = ConversationTarget {
+        service_url: service_url.to_string(),
+        conversation_id: "a:1".into(),
+    };
+    vec![
+        connector
+            .send(&to, &OutgoingActivity::text("x"))
+            .await
+            .map(|_| ()),
+        connector
+            .reply(&to, "1", &OutgoingActivity::text("x"))
+            .await
+            .map(|_| ()),
+        connector
+            .update(&to, "1", &OutgoingActivity::text("x"))
+            .await,
+        connector.delete(&to, "1").await,
+        connector.typing(&to).await,
+        connector
+            .create_personal_conversation(service_url, "28:bot", "29:user", "tenant-1")
+            .await
+            .map(|_| ()),
+    ]
+}
+
 #[tokio::test]
 async fn calls_to_hosts_outside_the_allow_list_are_refused_before_any_token_or_connection() {
     let issuer = Issuer::start().await;
@@ -157,30 +187,7 @@ async fn calls_to_hosts_outside_the_allow_list_are_refused_before_any_token_or_c
         "https://evilbotframework.com/".to_string(),
     ];
     for url in &refused_urls {
-        let to = ConversationTarget {
-            service_url: url.clone(),
-            conversation_id: "a:1".into(),
-        };
-        let results = [
-            connector
-                .send(&to, &OutgoingActivity::text("x"))
-                .await
-                .map(|_| ()),
-            connector
-                .reply(&to, "1", &OutgoingActivity::text("x"))
-                .await
-                .map(|_| ()),
-            connector
-                .update(&to, "1", &OutgoingActivity::text("x"))
-                .await,
-            connector.delete(&to, "1").await,
-            connector.typing(&to).await,
-            connector
-                .create_personal_conversation(url, "28:bot", "29:user", "tenant-1")
-                .await
-                .map(|_| ()),
-        ];
-        for result in results {
+        for result in every_call(&connector, url).await {
             assert!(
                 matches!(result, Err(ConnectorError::HostRefused(_))),
                 "{url}: {result:?}"
@@ -406,25 +413,8 @@ async fn a_redirect_from_the_connector_is_refused_and_never_followed() {
     for target in [&foreign, &allowed_twin] {
         let redirector =
             Redirector::start(target.service_url.trim_end_matches("/connector/")).await;
-        let to = ConversationTarget {
-            service_url: format!("{}/connector/", redirector.base),
-            conversation_id: "a:1".into(),
-        };
-        let results = [
-            connector
-                .send(&to, &OutgoingActivity::text("x"))
-                .await
-                .map(|_| ()),
-            connector
-                .reply(&to, "1", &OutgoingActivity::text("x"))
-                .await
-                .map(|_| ()),
-            connector
-                .update(&to, "1", &OutgoingActivity::text("x"))
-                .await,
-            connector.delete(&to, "1").await,
-        ];
-        for result in results {
+        let service_url = format!("{}/connector/", redirector.base);
+        for result in every_call(&connector, &service_url).await {
             assert!(
                 matches!(result, Err(ConnectorError::Rejected { status: 307 })),
                 "{}: {result:?}",
@@ -433,7 +423,7 @@ async fn a_redirect_from_the_connector_is_refused_and_never_followed() {
         }
         assert_eq!(
             redirector.hits(),
-            4,
+            6,
             "each call was tried once, not retried"
         );
     }
