@@ -234,11 +234,11 @@ fn render<T: Serialize>(card: &'static str, view: &T) -> Result<Card, CardError>
     if value.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
         return Err(CardError::NotACard { card });
     }
-    let bytes = card_size(&value);
+    let value = Card::from(value);
+    let bytes = value.size();
     if bytes > MAX_CARD_BYTES {
         return Err(CardError::TooLarge { card, bytes });
     }
-    let value = Card::from(value);
     if let Some(key) = key {
         RENDERED.keep(card, key, &value);
     }
@@ -250,21 +250,50 @@ static RENDERED: RenderedCards = RenderedCards::new();
 /// A rendered Adaptive Card, checked (it parsed, says `AdaptiveCard`, fits Teams' size limit).
 /// Shared, not copied: a kept card goes to every turn that shows it as one tree behind an `Arc`
 /// (copying the tree — every object an `IndexMap`, every key a `String` — was 3 % of a `help`
-/// turn's CPU). Reads go through `Deref` to the `Value`; a card is never changed after it is
-/// rendered (its views build a new one), and `into_value` copies only when it is shared.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Card(std::sync::Arc<Value>);
+/// turn's CPU), with its compact JSON text, written once: a card is serialized into each message
+/// that carries it as that text, not by walking the tree again. Reads go through `Deref` to the
+/// `Value`; a card is never changed after it is rendered (its views build a new one), and
+/// `into_value` copies only when it is shared.
+#[derive(Clone, Debug)]
+pub struct Card(std::sync::Arc<CardParts>);
+
+#[derive(Debug)]
+struct CardParts {
+    value: Value,
+    /// `value` as compact JSON: what Teams receives, and what its size limit counts.
+    json: Box<serde_json::value::RawValue>,
+}
 
 impl Card {
     /// The card's JSON, for a caller that must own or change it.
     pub fn into_value(self) -> Value {
-        std::sync::Arc::try_unwrap(self.0).unwrap_or_else(|shared| Value::clone(&shared))
+        match std::sync::Arc::try_unwrap(self.0) {
+            Ok(parts) => parts.value,
+            Err(shared) => shared.value.clone(),
+        }
+    }
+
+    /// The card's size as sent: compact JSON, in bytes.
+    pub fn size(&self) -> usize {
+        self.0.json.get().len()
     }
 }
 
 impl From<Value> for Card {
-    fn from(card: Value) -> Card {
-        Card(std::sync::Arc::new(card))
+    fn from(value: Value) -> Card {
+        // A `Value` always serializes (its keys are strings), and what serde_json wrote it
+        // reads back.
+        let json = serde_json::to_string(&value)
+            .ok()
+            .and_then(|text| serde_json::value::RawValue::from_string(text).ok())
+            .expect("a JSON value serializes to JSON");
+        Card(std::sync::Arc::new(CardParts { value, json }))
+    }
+}
+
+impl PartialEq for Card {
+    fn eq(&self, other: &Card) -> bool {
+        self.0.value == other.0.value
     }
 }
 
@@ -276,26 +305,27 @@ impl From<Card> for Value {
 
 impl std::fmt::Display for Card {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        f.write_str(self.0.json.get())
     }
 }
 
 impl std::ops::Deref for Card {
     type Target = Value;
     fn deref(&self) -> &Value {
-        &self.0
+        &self.0.value
     }
 }
 
+/// The kept text, as is (serde_json's raw value: into a `Value`, it is parsed back).
 impl Serialize for Card {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.0.json.serialize(serializer)
     }
 }
 
 impl PartialEq<Value> for Card {
     fn eq(&self, other: &Value) -> bool {
-        *self.0 == *other
+        self.0.value == *other
     }
 }
 
@@ -507,6 +537,20 @@ mod tests {
                 .unwrap()
                 .contains("audit verify")
         );
+    }
+
+    /// A card goes out as its kept text: into a message's JSON text and into a `Value` alike,
+    /// it reads back as the card it is, and its size is that text's.
+    #[test]
+    fn a_card_is_sent_as_the_json_of_its_value() {
+        let card = render_help(&HelpCard { admin: true }).unwrap();
+        let message = serde_json::to_vec(&[&card]).unwrap();
+        let back: Vec<Value> = serde_json::from_slice(&message).unwrap();
+        assert_eq!(back[0], *card);
+        let as_value = serde_json::json!({"value": card.clone()});
+        assert_eq!(as_value["value"], *card);
+        assert_eq!(card.size(), serde_json::to_vec(&*card).unwrap().len());
+        assert_eq!(card.to_string(), serde_json::to_string(&*card).unwrap());
     }
 
     #[test]
