@@ -74,22 +74,15 @@ pub async fn handle(
     identity: &ChannelIdentity,
 ) -> Result<TurnOutcome, ApiError> {
     let Some(activity_id) = activity.id.as_deref() else {
-        let known = read_sender(state, activity).await;
-        return run_for_reader(state, activity, identity, known).await;
+        return run_for_reader(state, activity, identity).await;
     };
     let conversation = activity.conversation.id.as_str();
     let token = uuid::Uuid::new_v4().to_string();
     let lease = Duration::from_secs(state.settings.bot.turn_claim_secs);
-    // The sender is read while the activity is claimed, not after: two waits for the database
-    // overlap (on SQLite the claim is the writer's and the read a reader's). A read for an
-    // activity that turns out done already is a read wasted; nothing is written before the claim.
-    let (claim, known) = tokio::join!(
-        state
-            .conversations
-            .claim_turn(conversation, activity_id, &token, lease),
-        read_sender(state, activity)
-    );
-    let claim = claim?;
+    let claim = state
+        .conversations
+        .claim_turn(conversation, activity_id, &token, lease)
+        .await?;
     match claim {
         ActivityClaim::Claimed => {}
         ActivityClaim::Done => {
@@ -110,7 +103,7 @@ pub async fn handle(
         }
     }
     let outcome = {
-        let turn = run_for_reader(state, activity, identity, known);
+        let turn = run_for_reader(state, activity, identity);
         tokio::pin!(turn);
         tokio::select! {
             biased;
@@ -169,15 +162,14 @@ async fn keep_claimed(
 }
 
 /// The turn in its sender's time zone (#18.6), so the times it shows are theirs: the zone their
-/// client reports with this activity, else the one it last reported, else UTC. `known` is the
-/// sender's row, read once for the turn ([`read_sender`]), with their stored zone and whether
-/// notices wait for them.
+/// client reports with this activity, else the one it last reported, else UTC. The sender's row
+/// is read here, once, with their stored zone and whether notices wait for them.
 async fn run_for_reader(
     state: &BotState,
     activity: &Activity,
     identity: &ChannelIdentity,
-    known: Option<Option<TurnSender>>,
 ) -> Result<TurnOutcome, ApiError> {
+    let known = read_sender(state, activity).await;
     let zone = match activity.client_zone() {
         Some(zone) => zone,
         None => known
