@@ -403,14 +403,6 @@ pub fn card_size(card: &Value) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// The attachment an activity carries for a card.
-pub fn attachment(card: &Card) -> Value {
-    serde_json::json!({
-        "contentType": "application/vnd.microsoft.card.adaptive",
-        "content": card,
-    })
-}
-
 pub fn render_welcome(view: &WelcomeCard) -> Result<Card, CardError> {
     render("welcome", view)
 }
