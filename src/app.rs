@@ -323,7 +323,8 @@ impl App {
 
     /// `passkey serve`: records the start in the audit trail (and signs a checkpoint over any
     /// tail a crash left), starts the audit linker (Postgres) and the scheduler's jobs, serves until `shutdown` resolves, then
-    /// records the stop and signs, so a stopped service leaves nothing unsigned behind it.
+    /// writes the turns' deferred done marks, records the stop and signs, so a stopped service
+    /// leaves nothing unsigned or unmarked behind it.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -337,7 +338,10 @@ impl App {
             .map_err(|e| std::io::Error::other(format!("audit trail: {e}")))?;
         let _linker = crate::audit::linker::spawn(self.state.store.clone());
         let _jobs = self.start_scheduler();
+        let conversations = self.state.conversations.clone();
         let served = self.run_until_stopped(listener, shutdown).await;
+        // The last turns answered; their done marks may still wait for a write to ride with.
+        conversations.flush().await;
         if let Err(e) = audit.record_stop(&instance).await {
             tracing::error!(error = %e, "the stop was not recorded and signed in the audit trail");
         }

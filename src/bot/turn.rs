@@ -113,16 +113,11 @@ pub async fn handle(
     };
     match outcome {
         Ok(outcome) => {
-            let done = state
+            // The work and the reply are done and the turn answers 200, so Teams does not
+            // redeliver; the done mark follows without holding the answer back.
+            state
                 .conversations
-                .finish_turn(conversation, activity_id, &token)
-                .await;
-            if let Err(e) = done {
-                // The work and the reply are done and the turn answers 200, so Teams does not
-                // redeliver; if it did after the claim lapsed, the use cases would find their
-                // work done.
-                tracing::warn!(error = %e, "activity not marked done");
-            }
+                .finish_turn(conversation, activity_id, &token);
             Ok(outcome)
         }
         Err(e) => {

@@ -2,11 +2,17 @@
 //! and marking them done, turns reading their senders) go to the database together, one
 //! statement for all of them, instead of one statement and one commit each.
 //!
-//! There is no timer and no background task waiting for a batch to fill: the first caller to
-//! find no write in flight writes at once, taking along whatever is already queued; callers that
-//! arrive while a write is in flight queue, and the next write takes them all. A single caller
-//! pays nothing but a lock; at 32 turns at once, most share a write with several others (on
-//! SQLite the one writer connection is the queue anyway; on Postgres a commit is an fsync).
+//! A caller that waits for its answer ([`Coalescer::submit`]) is never held back by a timer: the
+//! first caller to find no write in flight writes at once, taking along whatever is already
+//! queued; callers that arrive while a write is in flight queue, and the next write takes them
+//! all. A single caller pays nothing but a lock; at 32 turns at once, most share a write with
+//! several others (on SQLite the one writer connection is the queue anyway; on Postgres a commit
+//! is an fsync).
+//!
+//! A write nobody waits for ([`Coalescer::defer`]: a turn's done mark, after its answer) starts
+//! no write of its own: it rides with the next write a caller starts, or is written
+//! [`DEFER_WINDOW`] after it was queued when no caller came, and by [`Coalescer::flush`] at
+//! shutdown. Under load it costs no statement and no commit of its own.
 //!
 //! When a batch fails, each of its items is written again on its own, so one bad item cannot
 //! fail the others and every caller gets its own error.
@@ -15,37 +21,66 @@ use crate::store::{StoreError, StoreResult};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// At most this many items per write (the store splits further as its statements need).
 const MAX_BATCH: usize = 64;
 
+/// How long a deferred item waits for a write to ride with before it is written on its own.
+/// Short enough that a crash rarely falls between a turn's answer and its done mark; long enough
+/// to span the gap between one turn and the next at one message a millisecond.
+pub const DEFER_WINDOW: Duration = Duration::from_millis(5);
+
 type Write<I, O> =
     dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Vec<StoreResult<O>>> + Send>> + Send + Sync;
 
+/// Who hears an item's result: the caller waiting for it, or nobody (a deferred item, whose
+/// failure is logged under the coalescer's name).
+type Answer<O> = Option<oneshot::Sender<StoreResult<O>>>;
+
 struct Queue<I, O> {
-    waiting: Vec<(I, oneshot::Sender<StoreResult<O>>)>,
+    waiting: Vec<(I, Answer<O>)>,
     /// A write is in flight (by a caller or by a drain task): new items queue for the next.
     writing: bool,
+    /// A timer will write the deferred items if no caller's write has taken them by then.
+    flush_due: bool,
+}
+
+impl<I, O> Queue<I, O> {
+    /// Someone waits for an item in the queue (deferred items alone do not start a write).
+    fn anyone_waiting(&self) -> bool {
+        self.waiting.iter().any(|(_, answer)| answer.is_some())
+    }
+
+    /// Deferred items wait with no write in flight and no timer set for them: the caller must
+    /// set one (this marks it set).
+    fn needs_flush_timer(&mut self) -> bool {
+        !self.writing && !self.waiting.is_empty() && !std::mem::replace(&mut self.flush_due, true)
+    }
 }
 
 /// Coalesces concurrent writes of one kind. `write` gets a batch and answers one result per item,
 /// in order.
 pub struct Coalescer<I, O> {
+    /// What the items are, for the log line of a deferred item that failed.
+    name: &'static str,
     queue: Mutex<Queue<I, O>>,
     write: Box<Write<I, O>>,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
-    pub fn new<F, Fut>(write: F) -> Arc<Self>
+    pub fn new<F, Fut>(name: &'static str, write: F) -> Arc<Self>
     where
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<StoreResult<O>>> + Send + 'static,
     {
         Arc::new(Coalescer {
+            name,
             queue: Mutex::new(Queue {
                 waiting: Vec::new(),
                 writing: false,
+                flush_due: false,
             }),
             write: Box::new(move |items| Box::pin(write(items))),
         })
@@ -56,7 +91,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut queue = self.queue.lock().expect("coalescer queue");
-            queue.waiting.push((item, tx));
+            queue.waiting.push((item, Some(tx)));
             !std::mem::replace(&mut queue.writing, true)
         };
         if lead {
@@ -88,20 +123,83 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         let (items, answers): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
         let results = (self.write)(items).await;
         for (answer, result) in answers.into_iter().zip(results) {
-            // A caller that went away no longer needs its answer.
-            let _ = answer.send(result);
+            match (answer, result) {
+                // A caller that went away no longer needs its answer.
+                (Some(answer), result) => drop(answer.send(result)),
+                (None, Ok(_)) => {}
+                (None, Err(error)) => {
+                    tracing::warn!(%error, what = self.name, "a deferred write failed")
+                }
+            }
         }
     }
 
-    /// After a write: the queue is handed on (a task writes what queued meanwhile) or closed.
-    fn hand_on(self: &Arc<Self>) {
-        let more = {
+    /// Queues `item` without waiting for it: it is written with the next write a caller starts,
+    /// or within [`DEFER_WINDOW`], or by [`flush`](Self::flush). A failure is logged.
+    pub fn defer(self: &Arc<Self>, item: I) {
+        let timer = {
             let mut queue = self.queue.lock().expect("coalescer queue");
-            if queue.waiting.is_empty() {
+            queue.waiting.push((item, None));
+            queue.needs_flush_timer()
+        };
+        if timer {
+            self.flush_later();
+        }
+    }
+
+    /// Writes the deferred items [`DEFER_WINDOW`] from now, unless a write has taken them by then.
+    fn flush_later(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(DEFER_WINDOW).await;
+            me.queue.lock().expect("coalescer queue").flush_due = false;
+            me.write_if_idle().await;
+        });
+    }
+
+    /// Leads a write of whatever is queued, unless one is in flight (its end hands the queue on).
+    async fn write_if_idle(self: &Arc<Self>) {
+        let lead = {
+            let mut queue = self.queue.lock().expect("coalescer queue");
+            !queue.waiting.is_empty() && !std::mem::replace(&mut queue.writing, true)
+        };
+        if lead {
+            let guard = Lead(self.clone());
+            guard.0.write_batch().await;
+            drop(guard);
+        }
+    }
+
+    /// Writes everything queued, deferred items included, and returns once the queue is empty
+    /// and no write is in flight (at shutdown: nothing deferred is left behind).
+    pub async fn flush(self: &Arc<Self>) {
+        loop {
+            self.write_if_idle().await;
+            let done = {
+                let queue = self.queue.lock().expect("coalescer queue");
+                queue.waiting.is_empty() && !queue.writing
+            };
+            if done {
+                return;
+            }
+            // Another task's write is in flight; its end writes on what is queued.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// After a write: the queue is handed on (a task writes what callers queued meanwhile) or
+    /// closed; deferred items left alone get their timer.
+    fn hand_on(self: &Arc<Self>) {
+        let (more, timer) = {
+            let mut queue = self.queue.lock().expect("coalescer queue");
+            if !queue.anyone_waiting() {
                 queue.writing = false;
             }
-            queue.writing
+            (queue.writing, queue.needs_flush_timer())
         };
+        if timer {
+            self.flush_later();
+        }
         if more {
             let me = self.clone();
             tokio::spawn(async move {
@@ -129,7 +227,7 @@ mod tests {
     /// A write that records its batch sizes and answers each item doubled (odd items fail),
     /// after yielding so that other callers can queue meanwhile.
     fn doubling(batches: Arc<Mutex<Vec<usize>>>) -> Arc<Coalescer<u32, u32>> {
-        Coalescer::new(move |items: Vec<u32>| {
+        Coalescer::new("numbers", move |items: Vec<u32>| {
             let batches = batches.clone();
             async move {
                 batches.lock().unwrap().push(items.len());
@@ -194,16 +292,17 @@ mod tests {
     async fn a_caller_dropped_mid_write_does_not_wedge_the_queue() {
         let started = Arc::new(AtomicUsize::new(0));
         let s = started.clone();
-        let coalescer: Arc<Coalescer<u32, u32>> = Coalescer::new(move |items: Vec<u32>| {
-            let first = s.fetch_add(1, Ordering::SeqCst) == 0;
-            async move {
-                if first {
-                    // The first write hangs until its caller is dropped.
-                    std::future::pending::<()>().await;
+        let coalescer: Arc<Coalescer<u32, u32>> =
+            Coalescer::new("numbers", move |items: Vec<u32>| {
+                let first = s.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        // The first write hangs until its caller is dropped.
+                        std::future::pending::<()>().await;
+                    }
+                    items.into_iter().map(Ok).collect()
                 }
-                items.into_iter().map(Ok).collect()
-            }
-        });
+            });
         let leader = {
             let c = coalescer.clone();
             tokio::spawn(async move { c.submit(1).await })
@@ -225,5 +324,78 @@ mod tests {
             .unwrap();
         assert_eq!(answer.unwrap(), 2);
         assert_eq!(coalescer.submit(3).await.unwrap(), 3, "later callers too");
+    }
+
+    /// A write that records each batch's items, answering each item unchanged.
+    fn recording(batches: Arc<Mutex<Vec<Vec<u32>>>>) -> Arc<Coalescer<u32, u32>> {
+        Coalescer::new("numbers", move |items: Vec<u32>| {
+            batches.lock().unwrap().push(items.clone());
+            async move { items.into_iter().map(Ok).collect() }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_deferred_item_rides_with_the_next_callers_write() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let coalescer = recording(batches.clone());
+        coalescer.defer(1);
+        coalescer.defer(2);
+        assert!(
+            batches.lock().unwrap().is_empty(),
+            "deferring starts no write"
+        );
+        assert_eq!(coalescer.submit(3).await.unwrap(), 3);
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![vec![1, 2, 3]],
+            "one write, in order"
+        );
+        // The window passes: its timer finds nothing left to write.
+        tokio::time::sleep(DEFER_WINDOW * 2).await;
+        assert_eq!(batches.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_item_with_no_write_to_ride_is_written_once_the_window_passes() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let coalescer = recording(batches.clone());
+        let started = std::time::Instant::now();
+        // On this one-thread runtime the timer cannot fire before the test awaits.
+        coalescer.defer(7);
+        coalescer.defer(8);
+        assert!(
+            batches.lock().unwrap().is_empty(),
+            "still waiting for a ride"
+        );
+        while batches.lock().unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(5), "never written");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(started.elapsed() >= DEFER_WINDOW, "not before the window");
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![vec![7, 8]],
+            "one timer for the window, not one per item"
+        );
+    }
+
+    #[tokio::test]
+    async fn flush_writes_what_is_deferred_at_once() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let coalescer = recording(batches.clone());
+        coalescer.defer(4);
+        coalescer.flush().await;
+        assert_eq!(*batches.lock().unwrap(), vec![vec![4]]);
+        coalescer.flush().await;
+        assert_eq!(batches.lock().unwrap().len(), 1, "nothing left to write");
+    }
+
+    #[tokio::test]
+    async fn a_failed_deferred_item_fails_no_caller_riding_with_it() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let coalescer = doubling(batches.clone());
+        coalescer.defer(1); // odd: fails
+        assert_eq!(coalescer.submit(2).await.unwrap(), 4);
+        assert_eq!(*batches.lock().unwrap(), vec![2], "written together");
     }
 }

@@ -96,24 +96,31 @@ impl Conversations {
         let turn_writes = {
             let store = store.clone();
             let clock = clock.clone();
-            Coalescer::new(move |writes: Vec<TurnWrite>| {
-                let store = store.clone();
-                let now = clock.now();
-                async move {
-                    match write_turns(store.as_ref(), &writes, now).await {
-                        Ok(answers) => answers.into_iter().map(Ok).collect(),
-                        Err(_) => one_by_one(&writes, |write| {
-                            let store = store.clone();
-                            async move { Ok(write_turns(store.as_ref(), &[write], now).await?[0]) }
-                        })
-                        .await,
+            Coalescer::new(
+                "turn claims and done marks",
+                move |writes: Vec<TurnWrite>| {
+                    let store = store.clone();
+                    let now = clock.now();
+                    async move {
+                        match write_turns(store.as_ref(), &writes, now).await {
+                            Ok(answers) => answers.into_iter().map(Ok).collect(),
+                            Err(_) => {
+                                one_by_one(&writes, |write| {
+                                    let store = store.clone();
+                                    async move {
+                                        Ok(write_turns(store.as_ref(), &[write], now).await?[0])
+                                    }
+                                })
+                                .await
+                            }
+                        }
                     }
-                }
-            })
+                },
+            )
         };
         let senders = {
             let store = store.clone();
-            Coalescer::new(move |aads: Vec<String>| {
+            Coalescer::new("turn senders", move |aads: Vec<String>| {
                 let store = store.clone();
                 async move {
                     match store.turn_senders(&aads).await {
@@ -182,22 +189,24 @@ impl Conversations {
             .await
     }
 
-    /// The turn succeeded: redeliveries of its activity are answered as done. Written with the
-    /// claims and marks of other turns starting and finishing at the same moment.
-    pub async fn finish_turn(
-        &self,
-        conversation_id: &str,
-        activity_id: &str,
-        token: &str,
-    ) -> StoreResult<()> {
-        self.turn_writes
-            .submit(TurnWrite::Done(TurnKey {
-                conversation_id: conversation_id.to_string(),
-                activity_id: activity_id.to_string(),
-                token: token.to_string(),
-            }))
-            .await
-            .map(|_| ())
+    /// The turn succeeded: redeliveries of its activity are answered as done. Not waited for:
+    /// the mark rides with the next turn's claim (placed before it, so a redelivery claimed
+    /// in that write finds the activity done), or is written within
+    /// [`DEFER_WINDOW`](super::coalesce::DEFER_WINDOW), or at shutdown ([`flush`](Self::flush)).
+    /// Until then a redelivery to another instance is told to retry (the claim holds); a crash
+    /// before it leaves the claim to lapse, as a failed mark always did (see "Reliability
+    /// decisions" in docs/ARCHITECTURE.md).
+    pub fn finish_turn(&self, conversation_id: &str, activity_id: &str, token: &str) {
+        self.turn_writes.defer(TurnWrite::Done(TurnKey {
+            conversation_id: conversation_id.to_string(),
+            activity_id: activity_id.to_string(),
+            token: token.to_string(),
+        }));
+    }
+
+    /// Writes the done marks not yet written (at shutdown, after the last turn answered).
+    pub async fn flush(&self) {
+        self.turn_writes.flush().await;
     }
 
     /// The turn failed: its claim is dropped, so a redelivery runs it again.

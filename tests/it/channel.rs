@@ -8,7 +8,7 @@ use common::channel::{
     APP_ID, CONNECTOR_TOKEN, FakeConnector, Issuer, OTHER_TENANT, TENANT, message, sign,
 };
 use common::{TestServer, fresh_sqlite, t0, test_settings};
-use passkey::store::{ConversationStore, Store, UserStore};
+use passkey::store::{ActivityClaim, ConversationStore, Store, UserStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -786,6 +786,40 @@ async fn a_redelivered_activity_is_processed_once() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.connector.calls().len(), 1, "but answered only once");
+}
+
+/// A turn is answered before its done mark is written (the mark rides with the next turn's
+/// claim); with no next turn it is written on its own within moments, so the activity is
+/// recorded as done on a quiet bot too.
+#[tokio::test]
+async fn a_turns_done_mark_is_written_without_a_next_turn() {
+    let h = Harness::start().await;
+    assert_eq!(
+        h.post(bearer(&h.token()), &h.message("quiet-1", "help"))
+            .await
+            .status(),
+        200
+    );
+    let now = passkey::domain::Clock::now(h.server.clock.as_ref());
+    let started = std::time::Instant::now();
+    loop {
+        // Another instance's claim, as a redelivery would make it: done, or still held.
+        let claim = h
+            .store
+            .claim_activity("a:1alice-personal", "quiet-1", "other-instance", now, now)
+            .await
+            .unwrap();
+        if claim == ActivityClaim::Done {
+            break;
+        }
+        assert_eq!(claim, ActivityClaim::InProgress);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the done mark was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(h.connector.calls().len(), 1);
 }
 
 /// Turns arriving together share their claim and "done" writes (governance::coalesce); each

@@ -215,15 +215,22 @@ async fn approval_failing_at(db: Db, step: Step) {
     bot.connector
         .fail_path("/activities/bob-approves", failed_replies);
     let first = bot.deliver(&approve).await;
-    heal(&bot.db, step).await;
     if step == Step::Done {
-        // The work and the reply are done; only the bookkeeping failed. Teams does not
-        // redeliver a turn answered 200; if it did, inside the claim it is told to retry, and
-        // after it (below) the turn runs again and finds the approval made.
+        // The work and the reply are done; only the bookkeeping failed (the done mark is written
+        // after the answer, at the latest with the next claim: this redelivery's). Teams does
+        // not redeliver a turn answered 200; if it did, inside the claim it is told to retry,
+        // and after it (below) the turn runs again and finds the approval made.
         assert_eq!(first, 200, "{step:?}");
         assert_eq!(bot.deliver(&approve).await, 503, "{step:?}: still claimed");
+        heal(&bot.db, step).await;
+        assert_eq!(
+            bot.deliver(&approve).await,
+            503,
+            "{step:?}: the failed mark is not written later behind the claim's back"
+        );
         bot.server.clock.advance(time::Duration::seconds(31));
     } else {
+        heal(&bot.db, step).await;
         assert!(
             (500..600).contains(&first),
             "a turn that failed at {step:?} asks Teams to redeliver: {first}"
