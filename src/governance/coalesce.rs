@@ -69,7 +69,7 @@ pub struct Coalescer<I, O> {
     write: Box<Write<I, O>>,
 }
 
-impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+impl<I: Clone + Send + 'static, O: Send + 'static> Coalescer<I, O> {
     pub fn new<F, Fut>(name: &'static str, write: F) -> Arc<Self>
     where
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
@@ -111,7 +111,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     }
 
     /// Takes up to [`MAX_BATCH`] queued items, writes them, and answers their callers.
-    async fn write_batch(&self) {
+    async fn write_batch(self: &Arc<Self>) {
         let batch: Vec<_> = {
             let mut queue = self.queue.lock().expect("coalescer queue");
             let n = queue.waiting.len().min(MAX_BATCH);
@@ -121,7 +121,20 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             return;
         }
         let (items, answers): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+        // Nobody would write the deferred items again were this write dropped half-way (its
+        // caller cancelled): they go back to the queue then, to be written (again: a deferred
+        // write must be one that can be repeated).
+        let mut requeue = Requeue {
+            coalescer: self,
+            items: items
+                .iter()
+                .zip(&answers)
+                .filter(|(_, answer)| answer.is_none())
+                .map(|(item, _)| item.clone())
+                .collect(),
+        };
         let results = (self.write)(items).await;
+        requeue.items.clear();
         for (answer, result) in answers.into_iter().zip(results) {
             match (answer, result) {
                 // A caller that went away no longer needs its answer.
@@ -135,7 +148,8 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     }
 
     /// Queues `item` without waiting for it: it is written with the next write a caller starts,
-    /// or within [`DEFER_WINDOW`], or by [`flush`](Self::flush). A failure is logged.
+    /// or within [`DEFER_WINDOW`], or by [`flush`](Self::flush). A failure is logged. The write
+    /// must be one that can be repeated (a write dropped half-way is queued again).
     pub fn defer(self: &Arc<Self>, item: I) {
         let timer = {
             let mut queue = self.queue.lock().expect("coalescer queue");
@@ -149,8 +163,12 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
 
     /// Writes the deferred items [`DEFER_WINDOW`] from now, unless a write has taken them by then.
     fn flush_later(self: &Arc<Self>) {
+        // Outside a runtime (a write dropped as the process ends) there is nothing to run it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let me = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(DEFER_WINDOW).await;
             me.queue.lock().expect("coalescer queue").flush_due = false;
             me.write_if_idle().await;
@@ -203,17 +221,46 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         if more {
             let me = self.clone();
             tokio::spawn(async move {
-                me.write_batch().await;
-                me.hand_on();
+                // The guard hands the queue on even if the write panics, so it is never left
+                // marked as writing with nobody writing.
+                let guard = Lead(me);
+                guard.0.write_batch().await;
             });
         }
     }
 }
 
-/// Held by the caller writing a batch; hands the queue on when that write ends or is dropped.
-struct Lead<I: Send + 'static, O: Send + 'static>(Arc<Coalescer<I, O>>);
+/// The deferred items of a write in flight, queued again if the write is dropped before it ends.
+struct Requeue<'c, I: Clone + Send + 'static, O: Send + 'static> {
+    coalescer: &'c Arc<Coalescer<I, O>>,
+    items: Vec<I>,
+}
 
-impl<I: Send + 'static, O: Send + 'static> Drop for Lead<I, O> {
+impl<I: Clone + Send + 'static, O: Send + 'static> Drop for Requeue<'_, I, O> {
+    fn drop(&mut self) {
+        if self.items.is_empty() {
+            return;
+        }
+        // First in the queue, where they were. Whichever of this and the write's guard is
+        // dropped second sets their timer (the guard's `hand_on`, or this when it ran first).
+        let timer = {
+            let mut queue = self.coalescer.queue.lock().expect("coalescer queue");
+            let items = std::mem::take(&mut self.items);
+            queue
+                .waiting
+                .splice(0..0, items.into_iter().map(|item| (item, None)));
+            queue.needs_flush_timer()
+        };
+        if timer {
+            self.coalescer.flush_later();
+        }
+    }
+}
+
+/// Held by the caller writing a batch; hands the queue on when that write ends or is dropped.
+struct Lead<I: Clone + Send + 'static, O: Send + 'static>(Arc<Coalescer<I, O>>);
+
+impl<I: Clone + Send + 'static, O: Send + 'static> Drop for Lead<I, O> {
     fn drop(&mut self) {
         self.0.hand_on();
     }
@@ -397,5 +444,85 @@ mod tests {
         coalescer.defer(1); // odd: fails
         assert_eq!(coalescer.submit(2).await.unwrap(), 4);
         assert_eq!(*batches.lock().unwrap(), vec![2], "written together");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_items_of_a_write_dropped_half_way_are_written_later() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let b = batches.clone();
+        let coalescer: Arc<Coalescer<u32, u32>> =
+            Coalescer::new("numbers", move |items: Vec<u32>| {
+                b.lock().unwrap().push(items.clone());
+                async move {
+                    if items.contains(&1) {
+                        // The leader's write hangs until its caller is dropped.
+                        std::future::pending::<()>().await;
+                    }
+                    items.into_iter().map(Ok).collect()
+                }
+            });
+        coalescer.defer(5);
+        let leader = {
+            let c = coalescer.clone();
+            tokio::spawn(async move { c.submit(1).await })
+        };
+        while batches.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            batches.lock().unwrap()[0],
+            vec![5, 1],
+            "5 rides with the leader"
+        );
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        let started = std::time::Instant::now();
+        while !batches
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .any(|b| b.contains(&5))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the deferred item of the dropped write was never written again: {:?}",
+                batches.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_panics_in_the_drain_does_not_wedge_the_queue() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let r = release.clone();
+        let coalescer: Arc<Coalescer<u32, u32>> =
+            Coalescer::new("numbers", move |items: Vec<u32>| {
+                let r = r.clone();
+                async move {
+                    if items.contains(&1) {
+                        r.notified().await;
+                    }
+                    assert!(!items.contains(&99), "a bug in the write");
+                    items.into_iter().map(Ok).collect()
+                }
+            });
+        let leader = {
+            let c = coalescer.clone();
+            tokio::spawn(async move { c.submit(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued behind the leader's write: the drain task writes it, and panics.
+        let doomed = {
+            let c = coalescer.clone();
+            tokio::spawn(async move { c.submit(99).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.notify_one();
+        assert_eq!(leader.await.unwrap().unwrap(), 1);
+        assert!(doomed.await.unwrap().is_err(), "its caller hears of it");
+        let later = tokio::time::timeout(Duration::from_secs(5), coalescer.submit(3)).await;
+        assert_eq!(later.expect("the queue is not wedged").unwrap(), 3);
     }
 }
