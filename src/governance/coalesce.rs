@@ -98,9 +98,7 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Coalescer<I, O> {
             // This caller writes the first batch itself (its own item is in it); if more queued
             // meanwhile, a task writes on until the queue is empty. The guard hands the queue
             // to such a task even if this future is dropped mid-write.
-            let guard = Lead(self.clone());
-            guard.0.write_batch().await;
-            drop(guard);
+            Lead(self.clone()).write().await;
         }
         rx.await.unwrap_or_else(|_| {
             // The write carrying this item was dropped before it answered (its caller went
@@ -182,9 +180,7 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Coalescer<I, O> {
             !queue.waiting.is_empty() && !std::mem::replace(&mut queue.writing, true)
         };
         if lead {
-            let guard = Lead(self.clone());
-            guard.0.write_batch().await;
-            drop(guard);
+            Lead(self.clone()).write().await;
         }
     }
 
@@ -219,13 +215,9 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Coalescer<I, O> {
             self.flush_later();
         }
         if more {
-            let me = self.clone();
-            tokio::spawn(async move {
-                // The guard hands the queue on even if the write panics, so it is never left
-                // marked as writing with nobody writing.
-                let guard = Lead(me);
-                guard.0.write_batch().await;
-            });
+            // The guard hands the queue on even if the write panics, so it is never left
+            // marked as writing with nobody writing.
+            tokio::spawn(Lead(self.clone()).write());
         }
     }
 }
@@ -259,6 +251,14 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Drop for Requeue<'_, I, O> {
 
 /// Held by the caller writing a batch; hands the queue on when that write ends or is dropped.
 struct Lead<I: Clone + Send + 'static, O: Send + 'static>(Arc<Coalescer<I, O>>);
+
+impl<I: Clone + Send + 'static, O: Send + 'static> Lead<I, O> {
+    /// Writes one batch; the guard, dropped at the end (or on a drop or panic half-way), hands
+    /// the queue on.
+    async fn write(self) {
+        self.0.write_batch().await;
+    }
+}
 
 impl<I: Clone + Send + 'static, O: Send + 'static> Drop for Lead<I, O> {
     fn drop(&mut self) {
