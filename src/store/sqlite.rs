@@ -201,8 +201,25 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Inserts several traces inside `tx`, [`Self::INSERT_ROWS`] rows per statement.
-    async fn insert_traces_batch_tx(tx: &mut WriteTx, traces: &[NewTrace]) -> StoreResult<()> {
+    /// Inserts traces (each of request `trace_request` when given) and then appends events,
+    /// inside `tx`: the two batches above, one after the other.
+    async fn insert_traces_and_events_tx(
+        tx: &mut WriteTx,
+        traces: &[NewTrace],
+        trace_request: Option<i64>,
+        events: &[NewAuditEvent],
+    ) -> StoreResult<()> {
+        Self::insert_traces_batch_tx(tx, traces, trace_request).await?;
+        Self::append_audit_batch_tx(tx, events).await
+    }
+
+    /// Inserts several traces inside `tx`, [`Self::INSERT_ROWS`] rows per statement, each of
+    /// request `trace_request` when given.
+    async fn insert_traces_batch_tx(
+        tx: &mut WriteTx,
+        traces: &[NewTrace],
+        trace_request: Option<i64>,
+    ) -> StoreResult<()> {
         for chunk in traces.chunks(Self::INSERT_ROWS) {
             let sql = format!(
                 "INSERT INTO governance_decision_traces
@@ -214,7 +231,7 @@ impl SqliteStore {
             // Only placeholders are formatted in: no outside text.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for t in chunk {
-                q = sql::bind_trace!(q, t.request_id, t);
+                q = sql::bind_trace!(q, trace_request.or(t.request_id), t);
             }
             q.execute(&mut **tx).await?;
         }

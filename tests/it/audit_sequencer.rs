@@ -379,7 +379,9 @@ async fn a_link_pass_reads_only_the_events_it_links() {
     let mut tx = store.pool().begin().await.unwrap();
     let before = audit_rows_read(&mut tx).await;
     let orders: Vec<i64> = sqlx::query(PgStore::LINK_READ)
+        .bind(PgStore::LINKER_LOCK)
         .bind(500_i64)
+        .bind(true)
         .fetch_all(&mut *tx)
         .await
         .unwrap()
@@ -416,4 +418,83 @@ async fn a_link_pass_reads_only_the_events_it_links() {
     );
     // Nothing was linked: the transaction rolled back.
     assert_eq!(store.unlinked_events().await.unwrap().count, 5000);
+}
+
+/// A link pass that waited for the linker lock reads what the pass before it committed: the
+/// lock and the read share one round trip (`audit_lock_and_read_unlinked`), and the read must
+/// still be a statement of its own, after the lock is granted. Read with a snapshot from before
+/// the wait, the events the other pass linked would still look unlinked, and the pass would
+/// fail with "read N unlinked events but could link only 0" (a write linking its own events
+/// takes the lock the same way, without waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pass_that_waited_for_the_lock_reads_after_the_previous_pass() {
+    let Some((_db, store)) = pg().await else {
+        return;
+    };
+    // Two committed, unlinked events: appended while another transaction held the lock.
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PgStore::LINKER_LOCK)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    store.append_audit(&event("user:first", 0)).await.unwrap();
+    store.append_audit(&event("user:second", 1)).await.unwrap();
+    assert_eq!(store.unlinked_events().await.unwrap().count, 2);
+    holder.rollback().await.unwrap();
+
+    // A pass in progress: it holds the lock and has linked both, not yet committed.
+    let mut first_pass = store.pool().begin().await.unwrap();
+    let rows = sqlx::query(PgStore::LINK_READ)
+        .bind(PgStore::LINKER_LOCK)
+        .bind(500_i64)
+        .bind(true)
+        .fetch_all(&mut *first_pass)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let orders: Vec<i64> = rows
+        .iter()
+        .map(|r| sqlx::Row::get(r, "link_order"))
+        .collect();
+    let hashes: Vec<String> = (0..2).map(|n| format!("{n:064x}")).collect();
+    let linked: Option<i64> = sqlx::query_scalar(PgStore::LINK_STATEMENT)
+        .bind(&orders)
+        .bind(vec![1_i64, 2])
+        .bind(&hashes)
+        .bind(&hashes)
+        .bind(2_i64)
+        .bind(&hashes[1])
+        .fetch_one(&mut *first_pass)
+        .await
+        .unwrap();
+    assert_eq!(linked, Some(2));
+
+    // The next pass waits for the lock...
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.link_pass().await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiters: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiters == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second pass never waited for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // ...and, once the first commits, finds nothing left to link.
+    first_pass.commit().await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), 0);
+    assert_eq!(store.unlinked_events().await.unwrap().count, 0);
 }

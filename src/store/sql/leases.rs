@@ -588,8 +588,7 @@ macro_rules! impl_lease_store {
                     audit.record_id = audit.record_id.or(Some(request.record_id));
                     events.push(audit);
                 }
-                Self::insert_traces_batch_tx(&mut tx, &traces).await?;
-                Self::append_audit_batch_tx(&mut tx, &events).await?;
+                Self::insert_traces_and_events_tx(&mut tx, &traces, None, &events).await?;
                 self.commit_write(tx).await?;
                 Ok(expired)
             }

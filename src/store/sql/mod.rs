@@ -9,13 +9,13 @@
 //! after they commit, see `PgStore::link_pass`).
 //! Placeholders are `$N`, which both drivers bind by number.
 //!
-//! The two bulk inserts of the batch paths are written per database too, as
-//! `append_audit_batch_tx` and `insert_traces_batch_tx` on each store, because the fast form
+//! The bulk inserts of traces and audit events are written per database too, as
+//! `append_audit_batch_tx` and `insert_traces_and_events_tx` on each store, because the fast form
 //! differs in kind, not in spelling: SQLite binds rows of anonymous `?` parameters (it looks a
 //! `$N` up by name in a linear list on every bind, quadratic in the parameter count); Postgres
 //! binds one array per column and expands them with `UNNEST` (one statement of fixed text for any
 //! number of rows, prepared once, instead of a `VALUES` list whose text and plan change with the
-//! row count).
+//! row count), and writes a change's traces and events in that one statement.
 //!
 //! **A statement that finds its rows by primary key writes its other conditions as one
 //! `(…) IS TRUE`** when another index of the table covers one of those columns, or a partial
@@ -451,14 +451,10 @@ macro_rules! impl_store {
                 traces: &[NewTrace],
                 audit: &NewAuditEvent,
             ) -> StoreResult<()> {
-                for t in traces {
-                    Self::insert_trace_tx(tx, t, Some(request.id)).await?;
-                }
                 let mut audit = audit.clone();
                 audit.request_id = Some(request.id);
                 audit.record_id = audit.record_id.or(Some(request.record_id));
-                Self::append_audit_tx(tx, &audit).await?;
-                Ok(())
+                Self::insert_traces_and_events_tx(tx, traces, Some(request.id), std::slice::from_ref(&audit)).await
             }
 
             async fn authority_row(tx: &mut WriteTx, id: i64) -> StoreResult<Authority> {

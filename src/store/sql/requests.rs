@@ -40,16 +40,8 @@ macro_rules! impl_request_store {
                 .bind(&r.decision_reason)
                 .fetch_one(&mut *tx)
                 .await?;
-                // The submission's traces (two when routed) in one statement.
-                let traces: Vec<NewTrace> = traces
-                    .iter()
-                    .map(|t| NewTrace { request_id: Some(request.id), ..t.clone() })
-                    .collect();
-                Self::insert_traces_batch_tx(&mut tx, &traces).await?;
-                let mut audit = audit.clone();
-                audit.request_id = Some(request.id);
-                audit.record_id = audit.record_id.or(Some(request.record_id));
-                Self::append_audit_tx(&mut tx, &audit).await?;
+                // The submission's traces (two when routed) and its event.
+                Self::finish_tx(&mut tx, &request, traces, audit).await?;
                 self.commit_write(tx).await?;
                 Ok(request)
             }
