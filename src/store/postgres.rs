@@ -101,10 +101,6 @@ impl PgStore {
     /// `id IN (subquery)` Postgres planned a hash semi-join over a sequential scan of *every*
     /// request (a table that keeps all history) to claim 2,000 of them.
     const CLAIM_PICKED: (&'static str, &'static str) = ("id = ANY(ARRAY(", "))");
-    const LOCK_CHAIN_HEAD: &'static str =
-        "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE";
-    /// Events are inserted unlinked and linked by [`PgStore::link_pass`] after they commit.
-    const LINKS_INLINE: bool = false;
     /// Ids per `IN ($N, …)` list in the batch paths: a whole lease-expiry batch (2,000) in one
     /// statement, one round trip, well under the protocol's 65,535 parameters.
     const ID_LIST_ROWS: usize = 2000;

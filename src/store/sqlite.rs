@@ -44,10 +44,10 @@ impl SqliteStore {
     const SKIP_LOCKED: &'static str = "";
     /// How a claim names the rows it picked (SQLite looks each one up by rowid).
     const CLAIM_PICKED: (&'static str, &'static str) = ("id IN (", ")");
-    const LOCK_CHAIN_HEAD: &'static str = "SELECT seq, hash FROM audit_chain_head WHERE id = 1";
-    /// Events are linked as they are inserted: the single writer already serializes
-    /// transactions, so holding the head until commit makes no one wait.
-    const LINKS_INLINE: bool = true;
+    /// The chain head, read to link events as they are inserted: the single writer already
+    /// serializes transactions (`BEGIN IMMEDIATE` holds the write lock), so holding the head
+    /// until commit makes no one wait.
+    const CHAIN_HEAD: &'static str = "SELECT seq, hash FROM audit_chain_head WHERE id = 1";
     /// Rows per multi-row INSERT in the batch paths. The parameters are anonymous `?`, bound in
     /// order without a lookup by name (with `$N`, SQLite searched a linear list per bind, so the
     /// rows were kept to 32); 12 columns × 500 rows stays far below SQLite's 32,766 parameters.
@@ -142,99 +142,95 @@ impl SqliteStore {
         self.writer.lock().await
     }
 
-    /// Appends several events inside `tx`, linked inline: the chain head is read once (the
-    /// writer lock is already held), each event's hash computed in order exactly as
-    /// `append_audit_tx` does, the rows inserted [`Self::INSERT_ROWS`] at a time, and the head
-    /// moved once.
+    /// Appends several events inside `tx`, linked inline (see
+    /// [`Self::insert_traces_and_events_tx`]).
     async fn append_audit_batch_tx(tx: &mut WriteTx, events: &[NewAuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let (head_seq, head_hash): (i64, String) = sqlx::query_as(Self::LOCK_CHAIN_HEAD)
-            .fetch_one(&mut **tx)
-            .await?;
-        let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
-        let mut seq = head_seq;
-        let mut prev = head_hash;
-        for e in events {
-            seq += 1;
-            let event_id = uuid::Uuid::new_v4();
-            let hash = sql::audit_hash(&prev, seq, &event_id, e);
-            chained.push((
-                seq,
-                event_id,
-                std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            ));
-        }
-        let rows = Self::INSERT_ROWS;
-        for (events, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
-            let sql = format!(
-                "INSERT INTO audit_events
-                    (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
-                 VALUES {}",
-                sql::anonymous_values(events.len(), 10)
-            );
-            // Only placeholders are formatted in: no outside text.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(chained) {
-                q = q
-                    .bind(*seq)
-                    .bind(*event_id)
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(e.request_id)
-                    .bind(e.record_id)
-                    .bind(Json(&e.detail))
-                    .bind(e.at)
-                    .bind(prev_hash)
-                    .bind(hash);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut **tx)
-            .await?;
-        sql::appended(events);
-        Ok(())
+        Self::insert_traces_and_events_tx(tx, &[], None, events).await
     }
 
-    /// Inserts traces (each of request `trace_request` when given) and then appends events,
-    /// inside `tx`: the two batches above, one after the other.
+    /// Inserts traces (each of request `trace_request` when given) and appends events, linked
+    /// inline, inside `tx`, each in the order given. The chain head is read once (the writer
+    /// lock is already held) and each event's hash computed in order exactly as
+    /// `append_audit_tx` does; then the traces' inserts, the events' inserts
+    /// ([`Self::INSERT_ROWS`] rows per statement) and the head's move go to SQLite's thread as
+    /// one query of several statements, one hand-off. Each statement binds the next of the
+    /// anonymous `?` parameters, in order. A change's trace and event took four hand-offs, one
+    /// per statement; every other writer waits for the writer lock meanwhile.
     async fn insert_traces_and_events_tx(
         tx: &mut WriteTx,
         traces: &[NewTrace],
         trace_request: Option<i64>,
         events: &[NewAuditEvent],
     ) -> StoreResult<()> {
-        Self::insert_traces_batch_tx(tx, traces, trace_request).await?;
-        Self::append_audit_batch_tx(tx, events).await
-    }
-
-    /// Inserts several traces inside `tx`, [`Self::INSERT_ROWS`] rows per statement, each of
-    /// request `trace_request` when given.
-    async fn insert_traces_batch_tx(
-        tx: &mut WriteTx,
-        traces: &[NewTrace],
-        trace_request: Option<i64>,
-    ) -> StoreResult<()> {
-        for chunk in traces.chunks(Self::INSERT_ROWS) {
-            let sql = format!(
+        if traces.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let rows = Self::INSERT_ROWS;
+        let mut sql = String::new();
+        for chunk in traces.chunks(rows) {
+            sql.push_str(
                 "INSERT INTO governance_decision_traces
                     (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
                      inputs_hash, policy_version, code_version, created_at)
-                 VALUES {}",
-                sql::anonymous_values(chunk.len(), 12)
+                 VALUES ",
             );
-            // Only placeholders are formatted in: no outside text.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for t in chunk {
-                q = sql::bind_trace!(q, trace_request.or(t.request_id), t);
-            }
-            q.execute(&mut **tx).await?;
+            sql.push_str(&sql::anonymous_values(chunk.len(), 12));
+            sql.push_str(";\n");
         }
+        let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
+        let mut head = None;
+        if !events.is_empty() {
+            let (head_seq, head_hash): (i64, String) = sqlx::query_as(Self::CHAIN_HEAD)
+                .fetch_one(&mut **tx)
+                .await?;
+            let mut seq = head_seq;
+            let mut prev = head_hash;
+            for e in events {
+                seq += 1;
+                let event_id = uuid::Uuid::new_v4();
+                let hash = sql::audit_hash(&prev, seq, &event_id, e);
+                chained.push((
+                    seq,
+                    event_id,
+                    std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                ));
+            }
+            for chunk in events.chunks(rows) {
+                sql.push_str(
+                    "INSERT INTO audit_events
+                        (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+                     VALUES ",
+                );
+                sql.push_str(&sql::anonymous_values(chunk.len(), 10));
+                sql.push_str(";\n");
+            }
+            sql.push_str("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1");
+            head = Some((seq, prev));
+        }
+        // Only placeholders are formatted in: no outside text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for t in traces {
+            q = sql::bind_trace!(q, trace_request.or(t.request_id), t);
+        }
+        for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(&chained) {
+            q = q
+                .bind(*seq)
+                .bind(*event_id)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(e.request_id)
+                .bind(e.record_id)
+                .bind(Json(&e.detail))
+                .bind(e.at)
+                .bind(prev_hash)
+                .bind(hash);
+        }
+        if let Some((seq, hash)) = &head {
+            q = q.bind(*seq).bind(hash);
+        }
+        q.execute(&mut **tx).await?;
+        sql::appended(events);
         Ok(())
     }
 

@@ -2,11 +2,10 @@
 //! the few real dialect differences are inherent items on each store type:
 //! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front), `writer()` (the
 //! pool an autocommit write runs on: SQLite's one writer connection, see `sqlite.rs`),
-//! `commit_write()` (Postgres links a lone write's events in it, or wakes its audit linker),
-//! `LOCK_CHAIN_HEAD` (Postgres locks the head row with `FOR UPDATE`), and `LINKS_INLINE` with
-//! `link_committed()`
-//! (SQLite links audit events as they are inserted; Postgres inserts them unlinked and links them
-//! after they commit, see `PgStore::link_pass`).
+//! `commit_write()` (Postgres links a lone write's events in it, or wakes its audit linker), and
+//! `append_audit_batch_tx()` with `link_committed()` (SQLite links audit events as they are
+//! inserted; Postgres inserts them unlinked and links them after they commit, see
+//! `PgStore::link_pass`).
 //! Placeholders are `$N`, which both drivers bind by number.
 //!
 //! The bulk inserts of traces and audit events are written per database too, as
@@ -258,47 +257,15 @@ macro_rules! impl_store {
         use super::WriteTx;
 
         impl $store {
-            /// Appends an audit event inside `tx` (INV-3: it commits or rolls back with the change).
-            /// Linked inline under the chain-head lock where the store links inline (SQLite);
-            /// otherwise inserted unlinked, taking no shared lock, for the linker to link after
-            /// it commits (Postgres, see `PgStore::link_pass`).
+            /// Appends an audit event inside `tx` (INV-3: it commits or rolls back with the change):
+            /// the store's batch append of one event — linked inline under the chain-head lock
+            /// on SQLite; on Postgres inserted unlinked, taking no shared lock, for the linker to
+            /// link after it commits (see `PgStore::link_pass`).
             async fn append_audit_tx(
                 tx: &mut WriteTx,
                 e: &NewAuditEvent,
             ) -> StoreResult<()> {
-                if !Self::LINKS_INLINE {
-                    // Unlinked (Postgres): the batch insert of one event.
-                    return Self::append_audit_batch_tx(tx, std::slice::from_ref(e)).await;
-                }
-                let (head_seq, head_hash): (i64, String) =
-                    sqlx::query_as(Self::LOCK_CHAIN_HEAD).fetch_one(&mut **tx).await?;
-                let seq = head_seq + 1;
-                let event_id = uuid::Uuid::new_v4();
-                let hash = $crate::store::sql::audit_hash(&head_hash, seq, &event_id, e);
-                sqlx::query(
-                    "INSERT INTO audit_events
-                        (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(seq)
-                .bind(event_id)
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(e.request_id)
-                .bind(e.record_id)
-                .bind(Json(&e.detail))
-                .bind(e.at)
-                .bind(&head_hash)
-                .bind(&hash)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-                    .bind(seq)
-                    .bind(&hash)
-                    .execute(&mut **tx)
-                    .await?;
-                $crate::store::sql::appended(std::slice::from_ref(e));
-                Ok(())
+                Self::append_audit_batch_tx(tx, std::slice::from_ref(e)).await
             }
 
             /// Links what is committed before a read of the chain, so a read after a write sees the
