@@ -48,6 +48,37 @@ impl Drop for Committing<'_> {
     }
 }
 
+/// The events' insert (`$1`–`$7`, one array per column; see
+/// [`PgStore::insert_traces_and_events_tx`]).
+macro_rules! events_insert {
+    () => {
+        "INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
+         SELECT event_id, actor, action, request_id, record_id, detail, created_at
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[],
+                     $7::timestamptz[])
+              WITH ORDINALITY AS e(event_id, actor, action, request_id, record_id, detail, created_at, n)
+         ORDER BY n"
+    };
+}
+const EVENTS_INSERT: &str = events_insert!();
+/// The traces' insert (`$8`–`$19`) as a data-modifying `WITH` before the events' insert: Postgres
+/// runs it to completion whether or not the events' insert reads it.
+const TRACES_AND_EVENTS_INSERT: &str = concat!(
+    "WITH traces AS (
+        INSERT INTO governance_decision_traces
+            (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+             inputs_hash, policy_version, code_version, created_at)
+        SELECT request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+               inputs_hash, policy_version, code_version, created_at
+        FROM UNNEST($8::bigint[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[], $13::jsonb[],
+                    $14::jsonb[], $15::jsonb[], $16::text[], $17::text[], $18::text[], $19::timestamptz[])
+             WITH ORDINALITY AS t(request_id, stage, outcome, reasons, constraints, required_approvals,
+                                  trace, inputs, inputs_hash, policy_version, code_version, created_at, n)
+        ORDER BY n
+     ) ",
+    events_insert!()
+);
+
 /// Events one link pass links at most: one short transaction each.
 const LINK_BATCH: i64 = 500;
 /// The most events a write links in its own transaction (its own, and what committed just
@@ -74,16 +105,15 @@ impl PgStore {
     /// The advisory lock key that makes link passes take turns across instances ("PKAUDLNK").
     pub const LINKER_LOCK: i64 = 0x504B_4155_444C_4E4B;
 
-    /// One link pass's lock and read, one round trip: takes the linker lock `$1` (waiting for it
-    /// when `$3`, else giving up at once), then reads the first `$2` unlinked events in insertion
-    /// order, each with the chain head. `audit_lock_and_read_unlinked` (migration 0026) reads in a
-    /// statement of its own, whose snapshot is taken after the lock is granted and so sees the
-    /// previous pass; as two statements here it cost a round trip more. No rows: nothing to link,
-    /// or the lock was held elsewhere. The read (`audit_unlinked_events`, migration 0023) walks
-    /// `audit_events_unlinked_idx` in order and stops after `$2` rows whatever the statistics
-    /// say; the same query planned here, with statistics from before a burst, fetched every
-    /// unlinked event and sorted them on each pass.
-    pub const LINK_READ: &'static str = "SELECT * FROM audit_lock_and_read_unlinked($1, $2, $3)";
+    /// One link pass's read: the first `$1` unlinked events in insertion order, each with the
+    /// chain head. `audit_unlinked_events` (migration 0023) walks `audit_events_unlinked_idx`
+    /// in order and stops after `$1` rows whatever the statistics say; the same query planned
+    /// here, with statistics from before a burst, fetched every unlinked event and sorted them
+    /// on each pass.
+    pub const LINK_READ: &'static str = "SELECT h.seq AS head_seq, h.hash AS head_hash, e.*
+         FROM audit_unlinked_events($1) e
+         CROSS JOIN audit_chain_head h
+         WHERE h.id = 1";
 
     /// One link pass's write: links the events listed ($1 their `link_order`s, $2–$4 their seq,
     /// prev hash and hash) that are still unlinked, and moves the head to ($5, $6) only if every
@@ -165,7 +195,7 @@ impl PgStore {
     /// Why: a link pass is a transaction, and its commit an fsync. With one writer (one
     /// workflow worker commits five times in about ten milliseconds) linking after each commit
     /// put a linker fsync beside each of the writer's, and they queued for the disk; linking in
-    /// the write costs two statements and no commit. With several writers committing at once
+    /// the write costs three statements and no commit. With several writers committing at once
     /// the linker gathers their events into one pass, and a write does not take the lock then,
     /// so writers never wait for each other's commits (the sequencer's point).
     async fn commit_write(&self, mut tx: WriteTx) -> StoreResult<()> {
@@ -220,10 +250,8 @@ impl PgStore {
 
     /// The body of a link pass, in `tx`: takes the linker lock (waiting for it when `wait`,
     /// else giving up at once), then links the unlinked events `tx` sees, at most `limit`.
-    /// `None` (only when not `wait`): nothing was linked — the lock was held elsewhere, nothing
-    /// was unlinked (one answer for both: the caller wakes the linker, which costs an empty pass
-    /// at most), or more than `limit` events wait (a write must not take a backlog into its own
-    /// transaction).
+    /// `None` (only when not `wait`): nothing was linked — the lock was held elsewhere, or more
+    /// than `limit` events wait (a write must not take a backlog into its own transaction).
     /// `Some(n)`: n events linked — every one `tx` saw, or when `wait` the first `limit`. The
     /// caller commits (or rolls back, and nothing was linked).
     async fn link_in(
@@ -231,19 +259,33 @@ impl PgStore {
         wait: bool,
         limit: i64,
     ) -> StoreResult<Option<u64>> {
+        if wait {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(Self::LINKER_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        } else {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(Self::LINKER_LOCK)
+                .fetch_one(&mut **tx)
+                .await?;
+            if !locked {
+                return Ok(None);
+            }
+        }
+        // Read after the lock is granted: this statement's snapshot sees the previous pass. The
+        // head comes with the events (one statement fewer); only a pass holding the linker lock
+        // moves it, so it cannot change before this pass commits.
         let events: Vec<UnlinkedEvent> = sqlx::query_as(Self::LINK_READ)
-            .bind(Self::LINKER_LOCK)
             // One more than the limit: a write that sees more leaves them all to the linker.
             .bind(if wait { limit } else { limit + 1 })
-            .bind(wait)
             .fetch_all(&mut **tx)
             .await?;
         if events.len() as i64 > limit {
             return Ok(None);
         }
         let Some(first) = events.first() else {
-            // Nothing to link, or (a write) the lock is held elsewhere: the linker will see.
-            return Ok(if wait { Some(0) } else { None });
+            return Ok(Some(0));
         };
         let (mut seq, mut prev) = (first.head_seq, first.head_hash.clone());
         let mut orders = Vec::with_capacity(events.len());
@@ -303,12 +345,11 @@ impl PgStore {
     /// Inserts traces (each of request `trace_request` when given) and events (unlinked, for the
     /// linker) inside `tx`, each in the order given, in one statement whatever their number: a
     /// change's trace and its event cost one round trip, not two. Each column is bound as one
-    /// array and expanded by `UNNEST`, so the text never changes and is parsed and planned once
-    /// per connection; a `VALUES` list of bound rows was a new statement (and a fresh plan) per
-    /// row count, and 1,750 parameters to bind per 250 rows. `WITH ORDINALITY … ORDER BY` keeps
-    /// the insertion order (`link_order`, the chain order) the order given. The traces' insert
-    /// is a data-modifying `WITH`, which Postgres runs to completion whether or not the events'
-    /// insert reads it; empty arrays insert nothing.
+    /// array and expanded by `UNNEST`, so the text never changes (one text for events alone,
+    /// one with traces) and is parsed and planned once per connection; a `VALUES` list of bound
+    /// rows was a new statement (and a fresh plan) per row count, and 1,750 parameters to bind
+    /// per 250 rows. `WITH ORDINALITY … ORDER BY` keeps the insertion order (`link_order`, the
+    /// chain order) the order given. Events alone do not bind the traces' twelve empty arrays.
     async fn insert_traces_and_events_tx(
         tx: &mut Transaction<'static, Postgres>,
         traces: &[NewTrace],
@@ -339,47 +380,36 @@ impl PgStore {
         let policy_versions: Vec<&str> = traces.iter().map(|t| t.policy_version.as_str()).collect();
         let code_versions: Vec<&str> = traces.iter().map(|t| t.code_version.as_str()).collect();
         let trace_ats: Vec<Timestamp> = traces.iter().map(|t| t.at).collect();
-        sqlx::query(
-            "WITH traces AS (
-                INSERT INTO governance_decision_traces
-                    (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
-                     inputs_hash, policy_version, code_version, created_at)
-                SELECT request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
-                       inputs_hash, policy_version, code_version, created_at
-                FROM UNNEST($8::bigint[], $9::text[], $10::text[], $11::jsonb[], $12::jsonb[], $13::jsonb[],
-                            $14::jsonb[], $15::jsonb[], $16::text[], $17::text[], $18::text[], $19::timestamptz[])
-                     WITH ORDINALITY AS t(request_id, stage, outcome, reasons, constraints, required_approvals,
-                                          trace, inputs, inputs_hash, policy_version, code_version, created_at, n)
-                ORDER BY n
-             )
-             INSERT INTO audit_events (event_id, actor, action, request_id, record_id, detail, created_at)
-             SELECT event_id, actor, action, request_id, record_id, detail, created_at
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[],
-                         $7::timestamptz[])
-                  WITH ORDINALITY AS e(event_id, actor, action, request_id, record_id, detail, created_at, n)
-             ORDER BY n",
-        )
-        .bind(&ids)
-        .bind(&actors)
-        .bind(&actions)
-        .bind(&requests)
-        .bind(&records)
-        .bind(&details)
-        .bind(&ats)
-        .bind(&trace_requests)
-        .bind(&stages)
-        .bind(&outcomes)
-        .bind(json(|t| &t.reasons))
-        .bind(json(|t| &t.constraints))
-        .bind(json(|t| &t.required_approvals))
-        .bind(json(|t| &t.trace))
-        .bind(json(|t| &t.inputs))
-        .bind(&inputs_hashes)
-        .bind(&policy_versions)
-        .bind(&code_versions)
-        .bind(&trace_ats)
-        .execute(&mut **tx)
-        .await?;
+        // Events alone (most appends) take the events' statement; with traces, both in one.
+        let text = if traces.is_empty() {
+            EVENTS_INSERT
+        } else {
+            TRACES_AND_EVENTS_INSERT
+        };
+        let mut q = sqlx::query(text)
+            .bind(&ids)
+            .bind(&actors)
+            .bind(&actions)
+            .bind(&requests)
+            .bind(&records)
+            .bind(&details)
+            .bind(&ats);
+        if !traces.is_empty() {
+            q = q
+                .bind(&trace_requests)
+                .bind(&stages)
+                .bind(&outcomes)
+                .bind(json(|t| &t.reasons))
+                .bind(json(|t| &t.constraints))
+                .bind(json(|t| &t.required_approvals))
+                .bind(json(|t| &t.trace))
+                .bind(json(|t| &t.inputs))
+                .bind(&inputs_hashes)
+                .bind(&policy_versions)
+                .bind(&code_versions)
+                .bind(&trace_ats);
+        }
+        q.execute(&mut **tx).await?;
         sql::appended(events);
         Ok(())
     }

@@ -379,9 +379,7 @@ async fn a_link_pass_reads_only_the_events_it_links() {
     let mut tx = store.pool().begin().await.unwrap();
     let before = audit_rows_read(&mut tx).await;
     let orders: Vec<i64> = sqlx::query(PgStore::LINK_READ)
-        .bind(PgStore::LINKER_LOCK)
         .bind(500_i64)
-        .bind(true)
         .fetch_all(&mut *tx)
         .await
         .unwrap()
@@ -421,11 +419,10 @@ async fn a_link_pass_reads_only_the_events_it_links() {
 }
 
 /// A link pass that waited for the linker lock reads what the pass before it committed: the
-/// lock and the read share one round trip (`audit_lock_and_read_unlinked`), and the read must
-/// still be a statement of its own, after the lock is granted. Read with a snapshot from before
-/// the wait, the events the other pass linked would still look unlinked, and the pass would
-/// fail with "read N unlinked events but could link only 0" (a write linking its own events
-/// takes the lock the same way, without waiting).
+/// read is a statement of its own, after the lock is granted. Read with a snapshot from before
+/// the wait — the lock and the read in one statement, or in one STABLE function (tried: this
+/// test then fails) — the events the other pass linked would still look unlinked, and the pass
+/// would fail with "read N unlinked events but could link only 0".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pass_that_waited_for_the_lock_reads_after_the_previous_pass() {
     let Some((_db, store)) = pg().await else {
@@ -445,10 +442,13 @@ async fn a_pass_that_waited_for_the_lock_reads_after_the_previous_pass() {
 
     // A pass in progress: it holds the lock and has linked both, not yet committed.
     let mut first_pass = store.pool().begin().await.unwrap();
-    let rows = sqlx::query(PgStore::LINK_READ)
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(PgStore::LINKER_LOCK)
+        .execute(&mut *first_pass)
+        .await
+        .unwrap();
+    let rows = sqlx::query(PgStore::LINK_READ)
         .bind(500_i64)
-        .bind(true)
         .fetch_all(&mut *first_pass)
         .await
         .unwrap();
