@@ -52,6 +52,9 @@ impl SqliteStore {
     /// order without a lookup by name (with `$N`, SQLite searched a linear list per bind, so the
     /// rows were kept to 32); 12 columns × 500 rows stays far below SQLite's 32,766 parameters.
     const INSERT_ROWS: usize = 500;
+    /// The most traces and events written in one query of several statements (a change writes
+    /// one or two traces and one event; see [`Self::insert_traces_and_events_tx`]).
+    const ONE_QUERY_ROWS: usize = 8;
     /// Ids per `IN ($N, …)` list in the batch paths. Those lists are numbered (they share the
     /// statement with other `$N` values), and SQLite's lookup by name makes binding one cost the
     /// square of its length: a few short lists beat one long one.
@@ -151,11 +154,15 @@ impl SqliteStore {
     /// Inserts traces (each of request `trace_request` when given) and appends events, linked
     /// inline, inside `tx`, each in the order given. The chain head is read once (the writer
     /// lock is already held) and each event's hash computed in order exactly as
-    /// `append_audit_tx` does; then the traces' inserts, the events' inserts
-    /// ([`Self::INSERT_ROWS`] rows per statement) and the head's move go to SQLite's thread as
-    /// one query of several statements, one hand-off. Each statement binds the next of the
-    /// anonymous `?` parameters, in order. A change's trace and event took four hand-offs, one
-    /// per statement; every other writer waits for the writer lock meanwhile.
+    /// `append_audit_tx` does. A change's few rows (at most [`Self::ONE_QUERY_ROWS`]) — its
+    /// traces' insert, its events' insert and the head's move — go to SQLite's thread as one
+    /// query of several statements, one hand-off; each statement binds the next of the anonymous
+    /// `?` parameters, in order. They took one hand-off per statement, and every other writer
+    /// waits for the writer lock meanwhile. A batch goes statement by statement,
+    /// [`Self::INSERT_ROWS`] rows each: its statements are few for its rows, and a text per
+    /// chunk size keeps the connection's statement cache to what the chunks need (one query
+    /// text per batch size would prepare, and keep, a program of up to nine statements for
+    /// every size a batch happens to have).
     async fn insert_traces_and_events_tx(
         tx: &mut WriteTx,
         traces: &[NewTrace],
@@ -164,18 +171,6 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         if traces.is_empty() && events.is_empty() {
             return Ok(());
-        }
-        let rows = Self::INSERT_ROWS;
-        let mut sql = String::new();
-        for chunk in traces.chunks(rows) {
-            sql.push_str(
-                "INSERT INTO governance_decision_traces
-                    (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
-                     inputs_hash, policy_version, code_version, created_at)
-                 VALUES ",
-            );
-            sql.push_str(&sql::anonymous_values(chunk.len(), 12));
-            sql.push_str(";\n");
         }
         let mut chained: Vec<(i64, uuid::Uuid, String, String)> = Vec::with_capacity(events.len());
         let mut head = None;
@@ -196,40 +191,41 @@ impl SqliteStore {
                     hash,
                 ));
             }
-            for chunk in events.chunks(rows) {
-                sql.push_str(
-                    "INSERT INTO audit_events
-                        (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
-                     VALUES ",
-                );
-                sql.push_str(&sql::anonymous_values(chunk.len(), 10));
-                sql.push_str(";\n");
-            }
-            sql.push_str("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1");
             head = Some((seq, prev));
         }
-        // Only placeholders are formatted in: no outside text.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for t in traces {
-            q = sql::bind_trace!(q, trace_request.or(t.request_id), t);
+        if traces.len() + events.len() <= Self::ONE_QUERY_ROWS {
+            let mut text = String::new();
+            if !traces.is_empty() {
+                text.push_str(&traces_insert(traces.len()));
+                text.push_str(";\n");
+            }
+            if !events.is_empty() {
+                text.push_str(&events_insert(events.len()));
+                text.push_str(";\n");
+                text.push_str(HEAD_MOVE);
+            }
+            // Only placeholders are formatted in: no outside text.
+            let q = sqlx::query(sqlx::AssertSqlSafe(text));
+            let q = bind_events(bind_traces(q, traces, trace_request), events, &chained);
+            bind_head(q, head.as_ref()).execute(&mut **tx).await?;
+        } else {
+            let rows = Self::INSERT_ROWS;
+            for chunk in traces.chunks(rows) {
+                let q = sqlx::query(sqlx::AssertSqlSafe(traces_insert(chunk.len())));
+                bind_traces(q, chunk, trace_request)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            for (chunk, chained) in events.chunks(rows).zip(chained.chunks(rows)) {
+                let q = sqlx::query(sqlx::AssertSqlSafe(events_insert(chunk.len())));
+                bind_events(q, chunk, chained).execute(&mut **tx).await?;
+            }
+            if head.is_some() {
+                bind_head(sqlx::query(HEAD_MOVE), head.as_ref())
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
-        for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(&chained) {
-            q = q
-                .bind(*seq)
-                .bind(*event_id)
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(e.request_id)
-                .bind(e.record_id)
-                .bind(Json(&e.detail))
-                .bind(e.at)
-                .bind(prev_hash)
-                .bind(hash);
-        }
-        if let Some((seq, hash)) = &head {
-            q = q.bind(*seq).bind(hash);
-        }
-        q.execute(&mut **tx).await?;
         sql::appended(events);
         Ok(())
     }
@@ -300,6 +296,72 @@ impl Store for SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// The chain head's move after inline-linked events: their last seq and hash.
+const HEAD_MOVE: &str = "UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1";
+
+/// The insert of `rows` traces, twelve anonymous `?` per row.
+fn traces_insert(rows: usize) -> String {
+    format!(
+        "INSERT INTO governance_decision_traces
+            (request_id, stage, outcome, reasons, constraints, required_approvals, trace, inputs,
+             inputs_hash, policy_version, code_version, created_at)
+         VALUES {}",
+        sql::anonymous_values(rows, 12)
+    )
+}
+
+/// The insert of `rows` linked events, ten anonymous `?` per row.
+fn events_insert(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_events
+            (seq, event_id, actor, action, request_id, record_id, detail, created_at, prev_hash, hash)
+         VALUES {}",
+        sql::anonymous_values(rows, 10)
+    )
+}
+
+fn bind_traces<'q>(
+    mut q: SqliteQuery<'q>,
+    traces: &'q [NewTrace],
+    trace_request: Option<i64>,
+) -> SqliteQuery<'q> {
+    for t in traces {
+        q = sql::bind_trace!(q, trace_request.or(t.request_id), t);
+    }
+    q
+}
+
+/// Binds events with their (seq, event id, prev hash, hash) from the chain.
+fn bind_events<'q>(
+    mut q: SqliteQuery<'q>,
+    events: &'q [NewAuditEvent],
+    chained: &'q [(i64, uuid::Uuid, String, String)],
+) -> SqliteQuery<'q> {
+    for (e, (seq, event_id, prev_hash, hash)) in events.iter().zip(chained) {
+        q = q
+            .bind(*seq)
+            .bind(*event_id)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(e.request_id)
+            .bind(e.record_id)
+            .bind(Json(&e.detail))
+            .bind(e.at)
+            .bind(prev_hash)
+            .bind(hash);
+    }
+    q
+}
+
+fn bind_head<'q>(q: SqliteQuery<'q>, head: Option<&'q (i64, String)>) -> SqliteQuery<'q> {
+    match head {
+        Some((seq, hash)) => q.bind(*seq).bind(hash),
+        None => q,
+    }
+}
 
 #[cfg(test)]
 mod tests {
