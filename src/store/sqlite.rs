@@ -194,16 +194,15 @@ impl SqliteStore {
             head = Some((seq, prev));
         }
         if traces.len() + events.len() <= Self::ONE_QUERY_ROWS {
-            let mut text = String::new();
+            let mut statements = Vec::with_capacity(3);
             if !traces.is_empty() {
-                text.push_str(&traces_insert(traces.len()));
-                text.push_str(";\n");
+                statements.push(traces_insert(traces.len()));
             }
             if !events.is_empty() {
-                text.push_str(&events_insert(events.len()));
-                text.push_str(";\n");
-                text.push_str(HEAD_MOVE);
+                statements.push(events_insert(events.len()));
+                statements.push(HEAD_MOVE.to_string());
             }
+            let text = statements.join(";\n");
             // Only placeholders are formatted in: no outside text.
             let q = sqlx::query(sqlx::AssertSqlSafe(text));
             let q = bind_events(bind_traces(q, traces, trace_request), events, &chained);
