@@ -334,14 +334,6 @@ impl PgStore {
         &self.pool
     }
 
-    /// Inserts events inside `tx`, unlinked (for the linker), in the order given.
-    async fn append_audit_batch_tx(
-        tx: &mut Transaction<'static, Postgres>,
-        events: &[NewAuditEvent],
-    ) -> StoreResult<()> {
-        Self::insert_traces_and_events_tx(tx, &[], None, events).await
-    }
-
     /// Inserts traces (each of request `trace_request` when given) and events (unlinked, for the
     /// linker) inside `tx`, each in the order given, in one statement whatever their number: a
     /// change's trace and its event cost one round trip, not two. Each column is bound as one

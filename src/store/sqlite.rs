@@ -145,16 +145,10 @@ impl SqliteStore {
         self.writer.lock().await
     }
 
-    /// Appends several events inside `tx`, linked inline (see
-    /// [`Self::insert_traces_and_events_tx`]).
-    async fn append_audit_batch_tx(tx: &mut WriteTx, events: &[NewAuditEvent]) -> StoreResult<()> {
-        Self::insert_traces_and_events_tx(tx, &[], None, events).await
-    }
-
     /// Inserts traces (each of request `trace_request` when given) and appends events, linked
     /// inline, inside `tx`, each in the order given. The chain head is read once (the writer
-    /// lock is already held) and each event's hash computed in order exactly as
-    /// `append_audit_tx` does. A change's few rows (at most [`Self::ONE_QUERY_ROWS`]) — its
+    /// lock is already held) and each event's hash computed in order from it
+    /// (`sql::audit_hash`, the formula Postgres' linker uses too). A change's few rows (at most [`Self::ONE_QUERY_ROWS`]) — its
     /// traces' insert, its events' insert and the head's move — go to SQLite's thread as one
     /// query of several statements, one hand-off; each statement binds the next of the anonymous
     /// `?` parameters, in order. They took one hand-off per statement, and every other writer

@@ -3,13 +3,13 @@
 //! `begin_write()` (SQLite needs `BEGIN IMMEDIATE` to serialize writers up front), `writer()` (the
 //! pool an autocommit write runs on: SQLite's one writer connection, see `sqlite.rs`),
 //! `commit_write()` (Postgres links a lone write's events in it, or wakes its audit linker), and
-//! `append_audit_batch_tx()` with `link_committed()` (SQLite links audit events as they are
+//! `insert_traces_and_events_tx()` with `link_committed()` (SQLite links audit events as they are
 //! inserted; Postgres inserts them unlinked and links them after they commit, see
 //! `PgStore::link_pass`).
 //! Placeholders are `$N`, which both drivers bind by number.
 //!
 //! The bulk inserts of traces and audit events are written per database too, as
-//! `append_audit_batch_tx` and `insert_traces_and_events_tx` on each store, because the fast form
+//! `insert_traces_and_events_tx` on each store, because the fast form
 //! differs in kind, not in spelling: SQLite binds rows of anonymous `?` parameters (it looks a
 //! `$N` up by name in a linear list on every bind, quadratic in the parameter count); Postgres
 //! binds one array per column and expands them with `UNNEST` (one statement of fixed text for any
@@ -266,6 +266,15 @@ macro_rules! impl_store {
                 e: &NewAuditEvent,
             ) -> StoreResult<()> {
                 Self::append_audit_batch_tx(tx, std::slice::from_ref(e)).await
+            }
+
+            /// Appends events inside `tx`, in the order given: the store's insert of traces and
+            /// events, with no traces.
+            async fn append_audit_batch_tx(
+                tx: &mut WriteTx,
+                events: &[NewAuditEvent],
+            ) -> StoreResult<()> {
+                Self::insert_traces_and_events_tx(tx, &[], None, events).await
             }
 
             /// Links what is committed before a read of the chain, so a read after a write sees the
